@@ -1,0 +1,485 @@
+package live
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// A hubChannel is the Hub's side of one channel: a single broker
+// subscription shared by every local subscriber, and the position it has
+// fanned out up to. Publications arrive from the broker in order; the
+// channel checks that their positions are contiguous, fills holes from
+// history, and resets its subscribers when a hole cannot be filled, so a
+// client never skips a publication without being told.
+type hubChannel struct {
+	h      *Hub
+	name   string
+	quoted []byte // name as a JSON string
+	ctx    context.Context
+	cancel context.CancelFunc
+	ready  chan struct{} // closed when the first broker subscription is active or has failed
+	err    error         // why it failed; written before ready is closed
+
+	refs int // guarded by h.mu: local subscribers plus those joining
+
+	mu       sync.Mutex // guards the fields below
+	subs     []*subscription
+	last     Position // newest publication fanned out
+	started  bool     // the broker called ready at least once
+	readies  int      // broker subscriptions that became active
+	catching bool     // a catch-up from history is running; deliveries wait in held
+	held     []*frame
+	heldLost bool // held overflowed during the catch-up
+}
+
+// maxHeld bounds the publications a channel holds while it catches up.
+const maxHeld = 1 << 14
+
+// A subscription is one connection's interest in one channel.
+type subscription struct {
+	c   *conn
+	hc  *hubChannel
+	idx int // position in hc.subs, -1 once removed; guarded by hc.mu
+
+	// While a resuming subscription replays history, live frames wait in
+	// pending. broken records that some were lost (pending overflowed, or
+	// the channel reset) so the replay must end in a reset. Guarded by hc.mu.
+	resuming bool
+	broken   bool
+	pending  []*frame
+}
+
+// acquire returns the channel, joining it and waiting until its broker
+// subscription is active. Every successful acquire needs a release.
+func (h *Hub) acquire(ctx context.Context, name string) (*hubChannel, error) {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil, ErrClosed
+	}
+	hc := h.channels[name]
+	if hc == nil {
+		hc = &hubChannel{h: h, name: name, quoted: quote(name), ready: make(chan struct{})}
+		hc.ctx, hc.cancel = context.WithCancel(h.ctx)
+		h.channels[name] = hc
+		h.group.Go(func() error {
+			hc.run()
+			return nil
+		})
+	}
+	hc.refs++
+	h.mu.Unlock()
+
+	select {
+	case <-hc.ready:
+		if hc.err != nil {
+			h.release(hc)
+			return nil, hc.err
+		}
+		return hc, nil
+	case <-ctx.Done():
+		h.release(hc)
+		return nil, ctx.Err()
+	case <-h.done:
+		h.release(hc)
+		return nil, ErrClosed
+	}
+}
+
+// release leaves the channel; the last one out ends its broker subscription.
+func (h *Hub) release(hc *hubChannel) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	hc.refs--
+	if hc.refs > 0 {
+		return
+	}
+	if h.channels[hc.name] == hc {
+		delete(h.channels, hc.name)
+	}
+	hc.cancel()
+}
+
+// run keeps the broker subscription alive until the channel is released or
+// the hub closes, subscribing again with capped backoff when it breaks.
+func (hc *hubChannel) run() {
+	h := hc.h
+	const minDelay, maxDelay = 50 * time.Millisecond, 5 * time.Second
+	delay := minDelay
+	for {
+		hc.mu.Lock()
+		readies := hc.readies
+		hc.mu.Unlock()
+
+		err := h.broker.Subscribe(hc.ctx, hc.name, hc.onReady, hc.onDeliver)
+		if hc.ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			err = errors.New("subscription ended early")
+		}
+		h.stats.brokerErrors.Add(1)
+
+		hc.mu.Lock()
+		started, again := hc.started, hc.readies > readies
+		hc.mu.Unlock()
+		if !started {
+			// Nobody has been admitted yet: fail the waiting subscribers and
+			// let the next one try afresh.
+			hc.err = fmt.Errorf("%w: %w", errUnavailable, err)
+			close(hc.ready)
+			h.mu.Lock()
+			if h.channels[hc.name] == hc {
+				delete(h.channels, hc.name)
+			}
+			h.mu.Unlock()
+			return
+		}
+		h.opts.Logger.Warn("live: broker subscription broke; resubscribing", "channel", hc.name, "err", err)
+		if again {
+			delay = minDelay
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-hc.ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		delay = min(2*delay, maxDelay)
+	}
+}
+
+// onReady is the broker's ready callback.
+func (hc *hubChannel) onReady(head Position) {
+	hc.mu.Lock()
+	defer hc.mu.Unlock()
+	hc.readies++
+	if !hc.started {
+		hc.started = true
+		hc.last = head
+		close(hc.ready)
+		return
+	}
+	// A resubscription: publications may have been missed while it was down.
+	switch {
+	case hc.catching:
+		// The running catch-up reads history up to the broker's head anyway.
+	case head.Epoch != hc.last.Epoch || head.Seq < hc.last.Seq:
+		hc.resetAllLocked(resetEpoch, head)
+		hc.last = head
+	case head.Seq > hc.last.Seq:
+		hc.startCatchUpLocked(nil)
+	}
+}
+
+// onDeliver is the broker's deliver callback.
+func (hc *hubChannel) onDeliver(m Message) {
+	f := newDataFrame(hc.quoted, m)
+	hc.mu.Lock()
+	hc.acceptLocked(f)
+	hc.mu.Unlock()
+}
+
+// acceptLocked fans out f if it is the next publication, drops it if it is
+// old, and starts a catch-up if it leaves a hole.
+func (hc *hubChannel) acceptLocked(f *frame) {
+	switch {
+	case hc.catching:
+		if len(hc.held) < maxHeld {
+			hc.held = append(hc.held, f)
+		} else {
+			hc.heldLost = true
+		}
+	case f.pos.Epoch != hc.last.Epoch:
+		hc.last = Position{f.pos.Epoch, f.pos.Seq - 1}
+		hc.resetAllLocked(resetEpoch, hc.last)
+		hc.fanoutLocked(f)
+	case f.pos.Seq <= hc.last.Seq:
+		// Already fanned out.
+	case f.pos.Seq > hc.last.Seq+1:
+		hc.startCatchUpLocked(f)
+	default:
+		hc.fanoutLocked(f)
+	}
+}
+
+func (hc *hubChannel) fanoutLocked(f *frame) {
+	hc.last = f.pos
+	max := hc.h.opts.QueueMessages
+	for _, s := range hc.subs {
+		if !s.resuming {
+			s.c.push(f)
+			continue
+		}
+		if len(s.pending) < max {
+			s.pending = append(s.pending, f)
+		} else {
+			s.broken = true
+			s.pending = nil
+		}
+	}
+}
+
+// resetAllLocked tells every subscriber that the channel continues after
+// cursor and that what came before must be refetched.
+func (hc *hubChannel) resetAllLocked(reason string, cursor Position) {
+	var ws, sse *frame
+	for _, s := range hc.subs {
+		if s.resuming {
+			s.broken = true
+			s.pending = nil
+			continue
+		}
+		if s.c.ws {
+			if ws == nil {
+				ws = control{Type: "reset", Channel: hc.name, Cursor: cursor.String(), Reason: reason}.encode(true)
+			}
+			s.c.push(ws)
+		} else {
+			if sse == nil {
+				sse = control{Type: "reset", Channel: hc.name, Cursor: cursor.String(), Reason: reason}.encode(false)
+			}
+			s.c.push(sse)
+		}
+		hc.h.stats.resets.Add(1)
+	}
+}
+
+// startCatchUpLocked reads the publications after hc.last from history in
+// another goroutine, holding live deliveries (starting with first, if
+// any) until it has fanned them out.
+func (hc *hubChannel) startCatchUpLocked(first *frame) {
+	hc.catching = true
+	if first != nil {
+		hc.held = append(hc.held, first)
+	}
+	from := hc.last
+	hc.h.group.Go(func() error {
+		hc.catchUp(from)
+		return nil
+	})
+}
+
+func (hc *hubChannel) catchUp(from Position) {
+	var msgs []Message
+	err := ErrGone
+	if hc.h.history != nil {
+		msgs, err = hc.h.history.Since(hc.ctx, hc.name, from)
+	}
+
+	hc.mu.Lock()
+	defer hc.mu.Unlock()
+	held, lost := hc.held, hc.heldLost
+	hc.held, hc.heldLost, hc.catching = nil, false, false
+	if hc.last != from {
+		// A reset moved the channel on while history was read.
+		err = ErrGone
+	}
+	if err == nil && !lost {
+		for _, m := range msgs {
+			if m.Pos.Epoch != hc.last.Epoch || m.Pos.Seq > hc.last.Seq+1 {
+				err = ErrGone
+				break
+			}
+			if m.Pos.Seq == hc.last.Seq+1 {
+				hc.fanoutLocked(newDataFrame(hc.quoted, m))
+				hc.h.stats.replayed.Add(1)
+			}
+		}
+	}
+	if err != nil || lost {
+		if hc.ctx.Err() != nil {
+			return
+		}
+		hc.h.opts.Logger.Warn("live: publications lost by the broker; resetting subscribers", "channel", hc.name, "from", from.String(), "err", err)
+		// Continue from the first held publication, or where the channel stood.
+		cursor := hc.last
+		if len(held) > 0 {
+			cursor = Position{held[0].pos.Epoch, held[0].pos.Seq - 1}
+		}
+		if cursor.Epoch == hc.last.Epoch && cursor.Seq < hc.last.Seq {
+			cursor = hc.last
+		}
+		hc.last = cursor
+		hc.resetAllLocked(resetBroker, cursor)
+	}
+	for _, f := range held {
+		hc.acceptLocked(f)
+	}
+}
+
+// resumeFrom is where a client asks to resume.
+type resumeFrom struct {
+	given    bool
+	pos      Position
+	anyEpoch bool  // a bare version number: resume in the channel's current epoch
+	err      error // the cursor did not parse
+}
+
+var (
+	errTooManySubscriptions = errors.New("live: too many subscriptions on this connection")
+)
+
+// subscribe adds channel name to c, replaying history after from when it
+// is given. The subscriber is registered before subscribe returns, so a
+// publication made after that reaches the client. The caller has
+// validated and authorized the channel.
+func (h *Hub) subscribe(ctx context.Context, c *conn, name string, from resumeFrom, ref json.RawMessage) error {
+	c.mu.Lock()
+	if s := c.subs[name]; s != nil {
+		c.mu.Unlock()
+		s.hc.mu.Lock()
+		c.push(control{Type: "subscribed", Channel: name, Cursor: s.hc.last.String(), Ref: ref}.encode(c.ws))
+		s.hc.mu.Unlock()
+		return nil
+	}
+	if len(c.subs) >= h.opts.MaxSubscriptions {
+		c.mu.Unlock()
+		return errTooManySubscriptions
+	}
+	c.mu.Unlock()
+
+	hc, err := h.acquire(ctx, name)
+	if err != nil {
+		return err
+	}
+	s := &subscription{c: c, hc: hc}
+
+	hc.mu.Lock()
+	cur := hc.last
+	reset := ""
+	if from.given {
+		if from.anyEpoch {
+			from.pos.Epoch = cur.Epoch
+		}
+		switch {
+		case from.err != nil:
+			reset = resetMalformed
+		case from.pos.Epoch != cur.Epoch:
+			reset = resetEpoch
+		case from.pos.Seq > cur.Seq:
+			reset = resetAhead
+		}
+	}
+	resume := from.given && reset == "" && from.pos.Seq < cur.Seq
+	s.resuming = resume
+	hc.addLocked(s)
+	if !resume {
+		c.push(control{Type: "subscribed", Channel: name, Cursor: cur.String(), Ref: ref}.encode(c.ws))
+		if reset != "" {
+			c.push(control{Type: "reset", Channel: name, Cursor: cur.String(), Reason: reset}.encode(c.ws))
+			h.stats.resets.Add(1)
+		}
+		hc.mu.Unlock()
+		h.adopt(c, s)
+		return nil
+	}
+	hc.mu.Unlock()
+
+	// Replay (from, cur] from history; live publications after cur wait in
+	// s.pending meanwhile. Both are checked for contiguity at the seam.
+	var msgs []Message
+	err = ErrGone
+	if h.history != nil {
+		msgs, err = h.history.Since(ctx, name, from.pos)
+	}
+	hc.mu.Lock()
+	if err != nil && !errors.Is(err, ErrGone) {
+		hc.removeLocked(s)
+		hc.mu.Unlock()
+		h.release(hc)
+		return fmt.Errorf("%w: %w", errUnavailable, err)
+	}
+	c.push(control{Type: "subscribed", Channel: name, Cursor: from.pos.String(), Ref: ref}.encode(c.ws))
+	ok := err == nil && !s.broken
+	last := from.pos
+	var replay []*frame
+	for _, m := range msgs {
+		if !ok || m.Pos.Seq > cur.Seq {
+			break
+		}
+		if m.Pos.Epoch != last.Epoch || m.Pos.Seq != last.Seq+1 {
+			ok = false
+			break
+		}
+		replay = append(replay, newDataFrame(hc.quoted, m))
+		last = m.Pos
+	}
+	ok = ok && last == cur
+	if ok {
+		for _, f := range replay {
+			c.push(f)
+		}
+		for _, f := range s.pending {
+			c.push(f)
+		}
+		h.stats.replayed.Add(int64(len(replay)))
+	} else {
+		c.push(control{Type: "reset", Channel: name, Cursor: hc.last.String(), Reason: resetGone}.encode(c.ws))
+		h.stats.resets.Add(1)
+	}
+	s.resuming, s.broken, s.pending = false, false, nil
+	hc.mu.Unlock()
+	h.adopt(c, s)
+	return nil
+}
+
+// adopt records s among c's subscriptions.
+func (h *Hub) adopt(c *conn, s *subscription) {
+	c.mu.Lock()
+	if c.subs == nil {
+		c.subs = make(map[string]*subscription)
+	}
+	c.subs[s.hc.name] = s
+	c.mu.Unlock()
+	h.stats.subscriptions.Add(1)
+}
+
+// unsubscribe removes channel name from c; it reports whether c had it.
+func (h *Hub) unsubscribe(c *conn, name string) bool {
+	c.mu.Lock()
+	s := c.subs[name]
+	delete(c.subs, name)
+	c.mu.Unlock()
+	if s == nil {
+		return false
+	}
+	s.cancel()
+	return true
+}
+
+// cancel detaches s from its channel.
+func (s *subscription) cancel() {
+	hc := s.hc
+	hc.mu.Lock()
+	removed := s.idx >= 0
+	hc.removeLocked(s)
+	hc.mu.Unlock()
+	if removed {
+		hc.h.stats.subscriptions.Add(-1)
+		hc.h.release(hc)
+	}
+}
+
+func (hc *hubChannel) addLocked(s *subscription) {
+	s.idx = len(hc.subs)
+	hc.subs = append(hc.subs, s)
+}
+
+func (hc *hubChannel) removeLocked(s *subscription) {
+	i := s.idx
+	if i < 0 {
+		return
+	}
+	last := len(hc.subs) - 1
+	hc.subs[i] = hc.subs[last]
+	hc.subs[i].idx = i
+	hc.subs[last] = nil
+	hc.subs = hc.subs[:last]
+	s.idx = -1
+}

@@ -1,0 +1,178 @@
+package live
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"sync"
+)
+
+// SlowPolicy says what the Hub does with a client whose outgoing queue
+// exceeds [Options].QueueBytes or [Options].QueueMessages.
+type SlowPolicy int
+
+const (
+	// SlowDisconnect drops the queue and closes the connection (WebSocket
+	// status 1013, try again later; an SSE stream simply ends). Clients
+	// reconnect with their cursor and resume from history, so nothing is
+	// lost inside the history window, and the seed's client, which refetches
+	// after reconnecting, stays correct too. This is the default.
+	SlowDisconnect SlowPolicy = iota
+
+	// SlowReset drops the queued publications and sends the client a reset
+	// frame for each channel that lost some, carrying the cursor of the
+	// newest one dropped; publications after it keep flowing. The client
+	// must refetch those channels.
+	SlowReset
+)
+
+// errSlow ends a connection under SlowDisconnect.
+var errSlow = errors.New("live: client too slow")
+
+// A conn is one client connection, SSE or WebSocket. Its output is a
+// bounded queue that fan-out appends to without blocking; the connection's
+// own goroutine drains it, so a slow client delays only itself.
+type conn struct {
+	hub *Hub
+	req *http.Request
+	ws  bool
+	// wake has room for one token: pushes leave one there when the writer
+	// may be asleep.
+	wake chan struct{}
+
+	mu    sync.Mutex // guards the fields below
+	q     []*frame
+	bytes int
+	beat  bool // a heartbeat is due
+	slow  bool // disconnect requested under SlowDisconnect
+	subs  map[string]*subscription
+}
+
+func newConn(h *Hub, r *http.Request, ws bool) *conn {
+	return &conn{hub: h, req: r, ws: ws, wake: make(chan struct{}, 1)}
+}
+
+// push queues f. It never blocks; when the queue is over its bounds it
+// applies the hub's SlowPolicy.
+func (c *conn) push(f *frame) {
+	if f == nil {
+		return
+	}
+	n := f.size()
+	c.mu.Lock()
+	if c.slow {
+		c.mu.Unlock()
+		return
+	}
+	if c.bytes+n > c.hub.opts.QueueBytes || len(c.q) >= c.hub.opts.QueueMessages {
+		c.overflowLocked(f)
+	} else {
+		c.q = append(c.q, f)
+		c.bytes += n
+	}
+	c.mu.Unlock()
+	c.signal()
+}
+
+func (c *conn) signal() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// overflowLocked applies the slow-client policy when f does not fit.
+func (c *conn) overflowLocked(f *frame) {
+	c.hub.stats.slow.Add(1)
+	if c.hub.opts.SlowPolicy == SlowReset {
+		// Keep control frames, drop publications, and tell each channel
+		// that lost some where the stream now stands.
+		lost := make(map[string]Position)
+		kept := c.q[:0]
+		bytes := 0
+		for _, g := range c.q {
+			if g.data {
+				lost[g.channel] = g.pos
+				continue
+			}
+			kept = append(kept, g)
+			bytes += g.size()
+		}
+		clear(c.q[len(kept):])
+		c.q = kept
+		if f.data {
+			lost[f.channel] = f.pos
+		} else {
+			c.q = append(c.q, f)
+			bytes += f.size()
+		}
+		for ch, pos := range lost {
+			r := control{Type: "reset", Channel: ch, Cursor: pos.String(), Reason: resetSlow}.encode(c.ws)
+			c.q = append(c.q, r)
+			bytes += r.size()
+		}
+		c.bytes = bytes
+		if c.bytes <= c.hub.opts.QueueBytes && len(c.q) <= c.hub.opts.QueueMessages {
+			return
+		}
+		// Control frames alone overflow: nothing sensible is left to send.
+	}
+	clear(c.q)
+	c.q = c.q[:0]
+	c.bytes = 0
+	c.slow = true
+}
+
+// A transport writes batches of frames to the network. Each call must
+// finish within the hub's write timeout.
+type transport interface {
+	write(ctx context.Context, batch []*frame) error
+	heartbeat(ctx context.Context) error
+}
+
+// serve drains the queue into t until ctx ends, the hub closes, the client
+// proves too slow or a write fails. It runs on the connection's own
+// goroutine and returns why it stopped.
+func (c *conn) serve(ctx context.Context, t transport) error {
+	var batch []*frame
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-c.hub.done:
+			return ErrClosed
+		case <-c.wake:
+		}
+		c.mu.Lock()
+		batch, c.q = c.q, batch
+		c.bytes = 0
+		beat, slow := c.beat, c.slow
+		c.beat = false
+		c.mu.Unlock()
+		if slow {
+			return errSlow
+		}
+		if len(batch) > 0 {
+			err := t.write(ctx, batch)
+			c.hub.stats.delivered.Add(int64(len(batch)))
+			clear(batch)
+			batch = batch[:0]
+			if err != nil {
+				return err
+			}
+		}
+		if beat {
+			if err := t.heartbeat(ctx); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// heartbeatDue marks a heartbeat for the writer.
+func (c *conn) heartbeatDue() {
+	c.mu.Lock()
+	c.beat = true
+	c.mu.Unlock()
+	c.signal()
+}

@@ -1,0 +1,133 @@
+package live
+
+import (
+	"bytes"
+	"encoding/json"
+)
+
+// A frame is one unit of output, encoded for both transports. Data frames
+// are built once per publication and shared by every subscriber's queue;
+// control frames are built for one connection.
+type frame struct {
+	channel string
+	pos     Position
+	data    bool // a publication, as opposed to an acknowledgement, error or reset
+	sse     []byte
+	ws      []byte
+}
+
+// size is what the frame counts against a queue's byte bound.
+func (f *frame) size() int { return len(f.sse) + len(f.ws) }
+
+// quote returns s as a JSON string. Channel names and cursors need no
+// escaping, but messages may hold anything.
+func quote(s string) []byte {
+	b, _ := json.Marshal(s)
+	return b
+}
+
+// compactJSON guarantees data holds no line breaks, which would end an SSE
+// data line early. Data from Hub.Publish is already compact; this guards
+// against other publishers sharing a broker.
+func compactJSON(data []byte) []byte {
+	if bytes.IndexByte(data, '\n') < 0 && bytes.IndexByte(data, '\r') < 0 {
+		return data
+	}
+	var b bytes.Buffer
+	if err := json.Compact(&b, data); err != nil {
+		return []byte("null")
+	}
+	return b.Bytes()
+}
+
+// newDataFrame encodes one publication: for SSE "id: <cursor>\ndata: <json>",
+// for WebSocket the seed's data frame plus a cursor.
+func newDataFrame(quotedChannel []byte, m Message) *frame {
+	data := compactJSON(m.Data)
+	cur := m.Pos.String()
+	sse := make([]byte, 0, len(cur)+len(data)+13)
+	sse = append(sse, "id: "...)
+	sse = append(sse, cur...)
+	sse = append(sse, "\ndata: "...)
+	sse = append(sse, data...)
+	sse = append(sse, "\n\n"...)
+
+	ws := make([]byte, 0, len(quotedChannel)+len(data)+len(cur)+46)
+	ws = append(ws, `{"type":"data","channel":`...)
+	ws = append(ws, quotedChannel...)
+	ws = append(ws, `,"data":`...)
+	ws = append(ws, data...)
+	ws = append(ws, `,"cursor":"`...)
+	ws = append(ws, cur...)
+	ws = append(ws, `"}`...)
+	return &frame{channel: m.Channel, pos: m.Pos, data: true, sse: sse, ws: ws}
+}
+
+// Reasons carried by reset frames.
+const (
+	resetGone      = "gone"      // the cursor is older than the history kept
+	resetEpoch     = "epoch"     // the cursor is from an earlier numbering
+	resetAhead     = "ahead"     // the cursor is beyond the channel's head
+	resetMalformed = "malformed" // the cursor could not be parsed
+	resetSlow      = "slow"      // the client did not keep up and messages were dropped
+	resetBroker    = "broker"    // the broker lost publications it could not replay
+)
+
+// control describes a frame for one connection. Fields left empty are
+// omitted from the encoding.
+type control struct {
+	Type    string          `json:"type"`
+	Channel string          `json:"channel,omitempty"`
+	Cursor  string          `json:"cursor,omitempty"`
+	Reason  string          `json:"reason,omitempty"`
+	Code    string          `json:"code,omitempty"`
+	Message string          `json:"message,omitempty"`
+	Ref     json.RawMessage `json:"ref,omitempty"`
+}
+
+// encode returns the frame for transport ws (WebSocket) or SSE. SSE has no
+// acknowledgements: a "subscribed" frame becomes a bare id line, which moves
+// EventSource's Last-Event-ID without firing an event; resets become named
+// "reset" events, which EventSource.onmessage never sees.
+func (c control) encode(ws bool) *frame {
+	f := &frame{channel: c.Channel}
+	if ws {
+		f.ws, _ = json.Marshal(c)
+		return f
+	}
+	var b []byte
+	switch c.Type {
+	case "subscribed":
+		b = append(b, "id: "...)
+		b = append(b, c.Cursor...)
+		b = append(b, "\n\n"...)
+	case "reset":
+		body, _ := json.Marshal(resetBody{Channel: c.Channel, Reason: c.Reason, Cursor: c.Cursor})
+		b = append(b, "event: reset\nid: "...)
+		b = append(b, c.Cursor...)
+		b = append(b, "\ndata: "...)
+		b = append(b, body...)
+		b = append(b, "\n\n"...)
+	default:
+		return nil
+	}
+	f.sse = b
+	return f
+}
+
+// ackRef limits how much of a client's "ref" is echoed back.
+const maxRef = 256
+
+func clipRef(ref json.RawMessage) json.RawMessage {
+	if len(ref) > maxRef {
+		return nil
+	}
+	return ref
+}
+
+// resetBody is the data of an SSE reset event.
+type resetBody struct {
+	Channel string `json:"channel"`
+	Reason  string `json:"reason"`
+	Cursor  string `json:"cursor"`
+}

@@ -1,0 +1,206 @@
+package live
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"path"
+	"strings"
+	"unicode/utf8"
+)
+
+// ErrUnknownChannel may be returned by an Authorize hook for a channel the
+// application does not serve; HTTP requests then get 404 instead of 403.
+var ErrUnknownChannel = errors.New("live: unknown channel")
+
+// errorBody is every HTTP error's JSON body: a stable code for programs and
+// a message for people.
+type errorBody struct {
+	Error   string `json:"error"`
+	Message string `json:"message"`
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(errorBody{Error: code, Message: msg})
+}
+
+func writeAuthError(w http.ResponseWriter, err error) {
+	if errors.Is(err, ErrUnknownChannel) {
+		writeError(w, http.StatusNotFound, "unknown_channel", err.Error())
+		return
+	}
+	writeError(w, http.StatusForbidden, "forbidden", err.Error())
+}
+
+func writeSubscribeError(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, ErrClosed):
+		writeError(w, http.StatusServiceUnavailable, "closed", "the live hub is shutting down")
+	case errors.Is(err, errTooManySubscriptions):
+		writeError(w, http.StatusTooManyRequests, "too_many_subscriptions", err.Error())
+	default:
+		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+	}
+}
+
+// allowOrigin admits same-origin requests, requests without an Origin
+// (not from a browser script), and origins matching Options.OriginPatterns,
+// for which it sets the CORS headers. Anything else gets a 403, even for
+// methods a browser would send without a preflight: CORS hides responses
+// but does not stop side effects such as a publish.
+func (h *Hub) allowOrigin(w http.ResponseWriter, r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	same, ok := h.originAllowed(r, origin)
+	if !ok {
+		writeError(w, http.StatusForbidden, "bad_origin", "origin "+clip(origin)+" may not use this endpoint")
+		return false
+	}
+	if !same {
+		hd := w.Header()
+		hd.Set("Access-Control-Allow-Origin", origin)
+		hd.Set("Access-Control-Allow-Credentials", "true")
+		hd.Add("Vary", "Origin")
+	}
+	return true
+}
+
+// originAllowed reports whether origin may use the hub, and whether it is
+// the request's own host. Only http and https origins qualify: "null",
+// file: and extension origins are refused.
+func (h *Hub) originAllowed(r *http.Request, origin string) (same, ok bool) {
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") ||
+		u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+		return false, false
+	}
+	if strings.EqualFold(u.Host, r.Host) {
+		return true, true
+	}
+	for _, p := range h.opts.OriginPatterns {
+		target := u.Host
+		if strings.Contains(p, "://") {
+			target = u.Scheme + "://" + u.Host
+		}
+		if m, _ := path.Match(strings.ToLower(p), strings.ToLower(target)); m {
+			return false, true
+		}
+	}
+	return false, false
+}
+
+func clip(s string) string {
+	if len(s) > 100 {
+		s = s[:100] + "…"
+	}
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+// servePreflight answers CORS preflight requests from allowed origins.
+func (h *Hub) servePreflight(w http.ResponseWriter, r *http.Request) {
+	if !h.allowOrigin(w, r) {
+		return
+	}
+	hd := w.Header()
+	hd.Set("Access-Control-Allow-Methods", "GET, POST")
+	hd.Set("Access-Control-Allow-Headers", "Content-Type, Last-Event-ID, Authorization")
+	hd.Set("Access-Control-Max-Age", "600")
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// publishReply answers a successful HTTP publish. "success" keeps the
+// seed's reply; the cursor is the publication's position.
+type publishReply struct {
+	Success bool   `json:"success"`
+	Channel string `json:"channel"`
+	Cursor  string `json:"cursor"`
+}
+
+// servePublish publishes the request body, which must be one JSON value.
+func (h *Hub) servePublish(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", "POST, OPTIONS")
+		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "publish with POST")
+		return
+	}
+	channel := channelOf(r)
+	if err := ValidChannel(channel); err != nil {
+		writeError(w, http.StatusBadRequest, "bad_channel", err.Error())
+		return
+	}
+	if !h.allowOrigin(w, r) {
+		return
+	}
+	if err := h.opts.Authorize(r, channel, OpPublish); err != nil {
+		writeAuthError(w, err)
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.opts.MaxMessageBytes))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeError(w, http.StatusRequestEntityTooLarge, "too_large", "the body exceeds the publish limit")
+			return
+		}
+		writeError(w, http.StatusBadRequest, "bad_body", "reading the body: "+err.Error())
+		return
+	}
+	data, err := compactValue(body)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "bad_json", err.Error())
+		return
+	}
+	pos, err := h.publish(r.Context(), channel, data)
+	if err != nil {
+		if errors.Is(err, ErrClosed) {
+			writeError(w, http.StatusServiceUnavailable, "closed", "the live hub is shutting down")
+			return
+		}
+		h.opts.Logger.Warn("live: publish failed", "channel", channel, "err", err)
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "the broker did not take the publication")
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(publishReply{Success: true, Channel: channel, Cursor: pos.String()})
+}
+
+// errBadJSON describes a body or data field that is not one JSON value.
+var errBadJSON = errors.New("live: the data is not a single valid JSON value in UTF-8")
+
+// compactValue checks that b is exactly one JSON value in valid UTF-8 (a
+// WebSocket text frame must be, or browsers drop the connection) and
+// compacts it.
+func compactValue(b []byte) ([]byte, error) {
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, b); err != nil || buf.Len() == 0 || !utf8.Valid(buf.Bytes()) {
+		return nil, errBadJSON
+	}
+	return buf.Bytes(), nil
+}
+
+// isWebSocket reports whether r asks for a WebSocket upgrade.
+func isWebSocket(r *http.Request) bool {
+	return headerHasToken(r.Header, "Connection", "upgrade") && headerHasToken(r.Header, "Upgrade", "websocket")
+}
+
+func headerHasToken(h http.Header, key, token string) bool {
+	for _, v := range h.Values(key) {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}

@@ -1,0 +1,353 @@
+package live
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"golang.org/x/sync/errgroup"
+)
+
+// Options configures a Hub. A nil *Options, or a zero field, means the
+// default documented on the field.
+type Options struct {
+	// Broker carries publications and assigns their positions. Default: a
+	// new MemoryBroker with default options, which the Hub closes in Close.
+	// A broker you pass in is yours to close, after the Hub.
+	Broker Broker
+
+	// Authorize decides whether the request may perform op on channel. It
+	// runs for every SSE stream, every WebSocket subscribe and publish frame
+	// and every HTTP publish, before any history is replayed. A non-nil
+	// error refuses: 403 over HTTP, an error frame over WebSocket.
+	// Default: subscribing is allowed, publishing from clients is refused.
+	Authorize func(r *http.Request, channel string, op Op) error
+
+	// OriginPatterns lists the browser origins, besides the request's own
+	// host, allowed to open WebSockets, read SSE streams and publish over
+	// HTTP (CORS). Patterns match the Origin's host with path.Match, or
+	// "scheme://host" when they contain "://". Default: same host only.
+	OriginPatterns []string
+
+	// MaxMessageBytes limits an incoming WebSocket frame and an HTTP
+	// publish body. Default 64 KiB.
+	MaxMessageBytes int64
+
+	// MaxSubscriptions limits the channels one WebSocket connection may
+	// subscribe to at once. Default 100.
+	MaxSubscriptions int
+
+	// QueueBytes and QueueMessages bound each connection's queue of
+	// frames waiting to be written. Defaults 1 MiB and 4096.
+	QueueBytes    int
+	QueueMessages int
+
+	// SlowPolicy says what happens to a connection that exceeds its queue
+	// bounds. Default SlowDisconnect.
+	SlowPolicy SlowPolicy
+
+	// Heartbeat is how often idle SSE streams get a comment line and
+	// WebSocket connections a ping, from one shared timer. Default 15s.
+	Heartbeat time.Duration
+
+	// WriteTimeout bounds every write to a client and the wait for a
+	// WebSocket pong; a client that exceeds it is disconnected. Default 10s.
+	WriteTimeout time.Duration
+
+	// Logger receives connection and broker events. Default slog.Default().
+	Logger *slog.Logger
+}
+
+func (o *Options) withDefaults() Options {
+	var c Options
+	if o != nil {
+		c = *o
+	}
+	if c.Authorize == nil {
+		c.Authorize = defaultAuthorize
+	}
+	if c.MaxMessageBytes <= 0 {
+		c.MaxMessageBytes = 64 << 10
+	}
+	if c.MaxSubscriptions <= 0 {
+		c.MaxSubscriptions = 100
+	}
+	if c.QueueBytes <= 0 {
+		c.QueueBytes = 1 << 20
+	}
+	if c.QueueMessages <= 0 {
+		c.QueueMessages = 4096
+	}
+	if c.Heartbeat <= 0 {
+		c.Heartbeat = 15 * time.Second
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = 10 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// A Hub fans publications out to SSE and WebSocket clients. Mount it on
+// any mux (see [Hub.ServeHTTP]), publish from server code with
+// [Hub.Publish], and call [Hub.Close] on shutdown.
+//
+// A Hub is safe for concurrent use. Each client connection runs on its
+// request's goroutine (plus one reader goroutine for WebSocket); the Hub
+// runs one goroutine per channel with local subscribers and one heartbeat
+// timer, all ended and waited for by Close.
+type Hub struct {
+	opts      Options
+	broker    Broker
+	history   History // nil when the broker keeps none
+	ownBroker bool
+	stats     counters
+
+	ctx    context.Context // ends at Close; parent of channel subscriptions
+	cancel context.CancelFunc
+	done   <-chan struct{} // ctx.Done()
+	group  errgroup.Group  // channel subscriptions, catch-ups, heartbeat
+
+	mu       sync.Mutex // guards channels, conns, closed and idle
+	channels map[string]*hubChannel
+	conns    map[*conn]struct{}
+	closed   bool
+	idle     chan struct{} // closed when closed is set and conns is empty
+}
+
+// NewHub returns a Hub configured by opts, which may be nil. It starts the
+// Hub's heartbeat timer; Close stops it.
+func NewHub(opts *Options) *Hub {
+	o := opts.withDefaults()
+	h := &Hub{
+		opts:     o,
+		broker:   o.Broker,
+		channels: make(map[string]*hubChannel),
+		conns:    make(map[*conn]struct{}),
+		idle:     make(chan struct{}),
+	}
+	if h.broker == nil {
+		h.broker = NewMemoryBroker(nil)
+		h.ownBroker = true
+	}
+	h.history, _ = h.broker.(History)
+	h.ctx, h.cancel = context.WithCancel(context.Background())
+	h.done = h.ctx.Done()
+	h.group.Go(h.heartbeat)
+	return h
+}
+
+// Publish publishes v on channel and returns its position. v is encoded
+// with encoding/json; pass a json.RawMessage to publish JSON you already
+// have (it is validated and compacted). Server code publishes regardless
+// of Options.Authorize. After Close, Publish returns ErrClosed.
+func (h *Hub) Publish(ctx context.Context, channel string, v any) (Position, error) {
+	if err := ValidChannel(channel); err != nil {
+		return Position{}, err
+	}
+	data, err := json.Marshal(v)
+	if err == nil && !utf8.Valid(data) {
+		err = errBadJSON
+	}
+	if err != nil {
+		return Position{}, fmt.Errorf("live: publish %q: %w", channel, err)
+	}
+	return h.publish(ctx, channel, data)
+}
+
+// publish sends compact JSON data to the broker.
+func (h *Hub) publish(ctx context.Context, channel string, data []byte) (Position, error) {
+	select {
+	case <-h.done:
+		return Position{}, fmt.Errorf("live: publish %q: %w", channel, ErrClosed)
+	default:
+	}
+	pos, err := h.broker.Publish(ctx, channel, data)
+	if err != nil {
+		h.stats.brokerErrors.Add(1)
+		return Position{}, err
+	}
+	h.stats.published.Add(1)
+	return pos, nil
+}
+
+// Close ends every stream (WebSocket connections get status 1001, going
+// away; SSE streams end, and EventSource reconnects elsewhere or later),
+// stops the Hub's goroutines and waits for them and for every connection
+// handler to return, or for ctx to end. Later calls to Publish fail with
+// ErrClosed. Close closes the broker only if the Hub made it.
+//
+// net/http's Server.Shutdown does not end hijacked or streaming
+// connections, so close the Hub when the server shuts down:
+//
+//	srv.RegisterOnShutdown(func() { hub.Close(context.Background()) })
+func (h *Hub) Close(ctx context.Context) error {
+	h.mu.Lock()
+	if !h.closed {
+		h.closed = true
+		if len(h.conns) == 0 {
+			close(h.idle)
+		}
+	}
+	h.mu.Unlock()
+	h.cancel()
+
+	select {
+	case <-h.idle:
+	case <-ctx.Done():
+		return fmt.Errorf("live: close: waiting for connections: %w", ctx.Err())
+	}
+	h.group.Wait()
+	if h.ownBroker {
+		if c, ok := h.broker.(interface{ Close() error }); ok {
+			return c.Close()
+		}
+	}
+	return nil
+}
+
+// enter registers a connection; it reports false once the hub is closed.
+func (h *Hub) enter(c *conn) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return false
+	}
+	h.conns[c] = struct{}{}
+	h.stats.connections.Add(1)
+	return true
+}
+
+// leave ends every subscription of c and unregisters it.
+func (h *Hub) leave(c *conn) {
+	c.mu.Lock()
+	subs := c.subs
+	c.subs = nil
+	c.mu.Unlock()
+	for _, s := range subs {
+		s.cancel()
+	}
+	h.mu.Lock()
+	delete(h.conns, c)
+	h.stats.connections.Add(-1)
+	if h.closed && len(h.conns) == 0 {
+		select {
+		case <-h.idle:
+		default:
+			close(h.idle)
+		}
+	}
+	h.mu.Unlock()
+}
+
+// heartbeat marks a heartbeat due on every connection at each tick.
+func (h *Hub) heartbeat() error {
+	t := time.NewTicker(h.opts.Heartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-h.done:
+			return nil
+		case <-t.C:
+		}
+		h.mu.Lock()
+		for c := range h.conns {
+			c.heartbeatDue()
+		}
+		h.mu.Unlock()
+	}
+}
+
+// counters are the Hub's running totals; Stats copies them.
+type counters struct {
+	connections, subscriptions                   atomic.Int64
+	published, delivered, replayed, resets, slow atomic.Int64
+	brokerErrors                                 atomic.Int64
+}
+
+// Stats is a snapshot of a Hub's activity since NewHub.
+type Stats struct {
+	Connections   int64 // open SSE and WebSocket connections
+	Subscriptions int64 // channel subscriptions across connections
+	Published     int64 // publications accepted through this Hub
+	Delivered     int64 // frames written to clients
+	Replayed      int64 // publications sent from history to resuming clients
+	Resets        int64 // reset frames sent
+	SlowClients   int64 // times a client overflowed its queue
+	BrokerErrors  int64 // failed broker publishes and broken subscriptions
+}
+
+// Stats returns the Hub's counters.
+func (h *Hub) Stats() Stats {
+	s := &h.stats
+	return Stats{
+		Connections:   s.connections.Load(),
+		Subscriptions: s.subscriptions.Load(),
+		Published:     s.published.Load(),
+		Delivered:     s.delivered.Load(),
+		Replayed:      s.replayed.Load(),
+		Resets:        s.resets.Load(),
+		SlowClients:   s.slow.Load(),
+		BrokerErrors:  s.brokerErrors.Load(),
+	}
+}
+
+// ServeHTTP serves the whole protocol under one prefix, for example
+//
+//	mux.Handle("/live/", hub)
+//
+// A WebSocket upgrade at any path opens a multiplexed connection; GET
+// /live/{channel} streams the channel as SSE; POST /live/{channel}
+// publishes the request body; OPTIONS answers CORS preflights. The
+// channel is the {channel} path value when the pattern has one, otherwise
+// the last path segment.
+func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if isWebSocket(r) {
+		h.serveWS(w, r)
+		return
+	}
+	switch r.Method {
+	case http.MethodGet, http.MethodHead:
+		h.serveSSE(w, r)
+	case http.MethodPost:
+		h.servePublish(w, r)
+	case http.MethodOptions:
+		h.servePreflight(w, r)
+	default:
+		w.Header().Set("Allow", "GET, HEAD, POST, OPTIONS")
+		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" is not supported here")
+	}
+}
+
+// SSEHandler returns a handler that streams one channel as Server-Sent
+// Events, for example at "GET /api/live/{channel}".
+func (h *Hub) SSEHandler() http.Handler { return http.HandlerFunc(h.serveSSE) }
+
+// WebSocketHandler returns a handler that accepts multiplexed WebSocket
+// connections, for example at "/ws".
+func (h *Hub) WebSocketHandler() http.Handler { return http.HandlerFunc(h.serveWS) }
+
+// PublishHandler returns a handler that publishes a POSTed JSON body on
+// a channel, for example at "POST /api/live/{channel}". It also answers
+// OPTIONS preflights for cross-origin publishers.
+func (h *Hub) PublishHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodOptions {
+			h.servePreflight(w, r)
+			return
+		}
+		h.servePublish(w, r)
+	})
+}
+
+// errUnavailable is reported when the broker cannot serve a subscription.
+var errUnavailable = errors.New("live: broker unavailable")

@@ -1,0 +1,181 @@
+package live
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+)
+
+// Errors reported by the Hub and by brokers. Compare with [errors.Is]: they
+// usually arrive wrapped with the operation that failed.
+var (
+	// ErrClosed reports use of a Hub or Broker after Close.
+	ErrClosed = errors.New("live: closed")
+
+	// ErrGone reports that a position can no longer be replayed: it is
+	// older than the history a broker keeps, belongs to another epoch, or
+	// lies beyond the channel's head. A client resuming from it must
+	// refetch.
+	ErrGone = errors.New("live: position gone from history")
+
+	// ErrForbidden is what an Authorize hook returns, wrapped or not, to
+	// refuse an operation. Any other error refuses it too; this one merely
+	// reads well.
+	ErrForbidden = errors.New("live: forbidden")
+)
+
+// Position locates a publication on a channel. Seq counts publications on
+// the channel from 1 without gaps; Epoch names the lifetime of the
+// channel's numbering and changes whenever a broker can no longer vouch
+// for earlier numbers (for example after losing its data). Positions are
+// assigned by the Broker, so every Hub sharing a broker agrees on them.
+//
+// The zero Seq means "before the first publication".
+type Position struct {
+	Epoch string
+	Seq   uint64
+}
+
+// String returns the position as a resume cursor: "<seq>.<epoch>". SSE
+// streams send it as the event id and WebSocket data frames carry it in
+// their "cursor" field.
+func (p Position) String() string {
+	return strconv.FormatUint(p.Seq, 10) + "." + p.Epoch
+}
+
+// next returns the position that follows p.
+func (p Position) next() Position { return Position{p.Epoch, p.Seq + 1} }
+
+// maxEpochLen bounds the epoch part of a cursor, so that parsing never
+// keeps a large attacker-chosen string.
+const maxEpochLen = 64
+
+// ParseCursor parses a cursor made by [Position.String]. Epochs are 1 to 64
+// characters from [A-Za-z0-9_-].
+func ParseCursor(s string) (Position, error) {
+	seqPart, epoch, ok := strings.Cut(s, ".")
+	if !ok || !validEpoch(epoch) {
+		return Position{}, fmt.Errorf("live: malformed cursor %.80q", s)
+	}
+	seq, err := strconv.ParseUint(seqPart, 10, 64)
+	if err != nil || (len(seqPart) > 1 && seqPart[0] == '0') {
+		return Position{}, fmt.Errorf("live: malformed cursor %.80q", s)
+	}
+	return Position{Epoch: epoch, Seq: seq}, nil
+}
+
+func validEpoch(e string) bool {
+	if len(e) == 0 || len(e) > maxEpochLen {
+		return false
+	}
+	for i := 0; i < len(e); i++ {
+		c := e[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// MaxChannelLen is the longest channel name accepted.
+const MaxChannelLen = 128
+
+// ValidChannel reports whether name may be used as a channel: 1 to
+// [MaxChannelLen] bytes of ASCII letters, digits and the punctuation
+// "_-:.@=+". Slashes are excluded so a channel is always one URL path
+// segment.
+func ValidChannel(name string) error {
+	if len(name) == 0 || len(name) > MaxChannelLen {
+		return fmt.Errorf("live: channel name must be 1 to %d bytes", MaxChannelLen)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' {
+			continue
+		}
+		switch c {
+		case '_', '-', ':', '.', '@', '=', '+':
+			continue
+		}
+		return fmt.Errorf("live: channel name %.140q has a character outside [A-Za-z0-9_-:.@=+]", name)
+	}
+	return nil
+}
+
+// Message is one publication as a Broker delivers it.
+type Message struct {
+	Channel string
+	Pos     Position
+	// Data is the published JSON value, compact (no newlines).
+	Data json.RawMessage
+}
+
+// A Broker carries publications between the Hubs that share it, numbers
+// them, and usually keeps some history. The in-memory broker made by
+// [NewMemoryBroker] serves one process; other packages provide brokers on
+// Redis, NATS and PostgreSQL. The brokertest package checks an
+// implementation against this contract.
+//
+// Contract:
+//
+//   - Publish appends data to channel and returns its position: the
+//     channel's previous Seq plus one, in the channel's current epoch. It
+//     returns only after the publication is durable to the extent the
+//     broker promises and visible to History; it never reports success for
+//     a publication it did not take. After Close it returns ErrClosed.
+//   - Subscribe blocks until ctx ends and then returns nil. Once the
+//     subscription is active it calls ready exactly once with the channel's
+//     head, the position of the latest publication (Seq 0 for none). After
+//     that it calls deliver for every later publication, in position order,
+//     each exactly once, from one goroutine at a time. If the broker can no
+//     longer guarantee that (a lost connection, a gap it detects), Subscribe
+//     returns a non-nil error instead of skipping; the caller subscribes
+//     again and fills the hole from History. After Close it returns
+//     ErrClosed.
+//   - deliver and ready must not block: the Hub only queues work in them.
+//     A broker may stall its other subscribers while they run, but it never
+//     waits on a consumer's network connection. Slow consumers are the
+//     Hub's concern (see [Options].QueueBytes).
+//   - Channels are independent: order holds within a channel, not across
+//     channels.
+//
+// Brokers must be safe for concurrent use.
+type Broker interface {
+	Publish(ctx context.Context, channel string, data []byte) (Position, error)
+	Subscribe(ctx context.Context, channel string, ready func(head Position), deliver func(Message)) error
+}
+
+// History is implemented by brokers that keep recent publications, which
+// lets clients resume after a disconnection without losing anything.
+//
+// Since returns the publications on channel after the position after, up
+// to the head, in order. It returns ErrGone (wrapped or not) if after is
+// from another epoch, lies beyond the head, or is older than the retained
+// history, so that the next publication cannot be returned. A publication
+// is visible to Since before any subscriber sees it delivered. Since must
+// find its starting point without scanning the whole history.
+type History interface {
+	Since(ctx context.Context, channel string, after Position) ([]Message, error)
+}
+
+// Op names an operation that an Authorize hook decides on.
+type Op string
+
+// Operations passed to [Options].Authorize.
+const (
+	OpSubscribe Op = "subscribe" // receive a channel, including replayed history
+	OpPublish   Op = "publish"   // publish from a client, over WebSocket or HTTP POST
+)
+
+// defaultAuthorize allows subscribing to any valid channel and refuses
+// publishing from clients: server code publishes with Hub.Publish.
+func defaultAuthorize(_ *http.Request, _ string, op Op) error {
+	if op == OpPublish {
+		return fmt.Errorf("%w: clients may not publish (set Options.Authorize to allow it)", ErrForbidden)
+	}
+	return nil
+}

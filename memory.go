@@ -1,0 +1,299 @@
+package live
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// MemoryOptions configures [NewMemoryBroker]. The zero value, or nil,
+// means the defaults documented on each field.
+type MemoryOptions struct {
+	// HistorySize is how many recent publications each channel keeps for
+	// resuming clients. Default 1024; negative keeps none.
+	HistorySize int
+
+	// HistoryAge drops publications older than this from history.
+	// Default 10 minutes; negative keeps them until HistorySize pushes
+	// them out.
+	HistoryAge time.Duration
+}
+
+// MemoryBroker is a [Broker] with [History] for a single process. It is
+// the Hub's default. Publish delivers synchronously to every subscriber of
+// the channel, in order, so it costs one deliver call per subscribing Hub.
+//
+// A channel that has no subscriber and no retained history is forgotten;
+// when it is used again it starts a new epoch, so old cursors reset
+// instead of resuming into the wrong numbering.
+type MemoryBroker struct {
+	size  int
+	age   time.Duration
+	epoch string // random per broker; a channel's epoch adds its generation
+
+	mu       sync.Mutex // guards channels, gen, closed and sweepIn
+	channels map[string]*memChannel
+	gen      uint64
+	closed   bool
+	sweepIn  int
+	done     chan struct{} // closed by Close
+}
+
+var (
+	_ Broker  = (*MemoryBroker)(nil)
+	_ History = (*MemoryBroker)(nil)
+)
+
+type memChannel struct {
+	mu    sync.Mutex // guards everything below
+	dead  bool       // removed from the broker's map; callers look it up again
+	epoch string
+	seq   uint64
+	ring  []memEntry // history, oldest at ring[start]
+	start int
+	n     int
+	subs  []*memSub
+}
+
+type memEntry struct {
+	msg Message
+	at  time.Time
+}
+
+type memSub struct {
+	deliver func(Message)
+}
+
+// sweepEvery is how many publications pass between scans for forgotten
+// channels, which keeps the scan's cost per publication small.
+const sweepEvery = 1024
+
+// NewMemoryBroker returns an in-memory broker.
+func NewMemoryBroker(opts *MemoryOptions) *MemoryBroker {
+	var o MemoryOptions
+	if opts != nil {
+		o = *opts
+	}
+	if o.HistorySize == 0 {
+		o.HistorySize = 1024
+	}
+	if o.HistorySize < 0 {
+		o.HistorySize = 0
+	}
+	if o.HistoryAge == 0 {
+		o.HistoryAge = 10 * time.Minute
+	}
+	return &MemoryBroker{
+		size:     o.HistorySize,
+		age:      o.HistoryAge,
+		epoch:    randomEpoch(),
+		channels: make(map[string]*memChannel),
+		sweepIn:  sweepEvery,
+		done:     make(chan struct{}),
+	}
+}
+
+// randomEpoch returns 6 random characters of the epoch alphabet.
+func randomEpoch() string {
+	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+	var b [6]byte
+	rand.Read(b[:])
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return string(b[:])
+}
+
+// channel returns the live record for name, creating it when create is set.
+// The record is returned locked.
+func (b *MemoryBroker) channel(name string, create bool) (*memChannel, error) {
+	for {
+		b.mu.Lock()
+		if b.closed {
+			b.mu.Unlock()
+			return nil, ErrClosed
+		}
+		c := b.channels[name]
+		if c == nil {
+			if !create {
+				b.mu.Unlock()
+				return nil, nil
+			}
+			b.gen++
+			c = &memChannel{epoch: b.epoch + strconv.FormatUint(b.gen, 36)}
+			if b.size > 0 {
+				c.ring = make([]memEntry, 0, min(b.size, 16))
+			}
+			b.channels[name] = c
+		}
+		b.mu.Unlock()
+		c.mu.Lock()
+		if !c.dead {
+			return c, nil
+		}
+		c.mu.Unlock()
+	}
+}
+
+// Publish implements [Broker].
+func (b *MemoryBroker) Publish(ctx context.Context, channel string, data []byte) (Position, error) {
+	if err := ctx.Err(); err != nil {
+		return Position{}, fmt.Errorf("live: publish %q: %w", channel, err)
+	}
+	c, err := b.channel(channel, true)
+	if err != nil {
+		return Position{}, fmt.Errorf("live: publish %q: %w", channel, err)
+	}
+	c.seq++
+	m := Message{Channel: channel, Pos: Position{c.epoch, c.seq}, Data: data}
+	b.appendLocked(c, m)
+	for _, s := range c.subs {
+		s.deliver(m)
+	}
+	c.mu.Unlock()
+
+	b.mu.Lock()
+	b.sweepIn--
+	sweep := b.sweepIn <= 0
+	if sweep {
+		b.sweepIn = sweepEvery
+	}
+	b.mu.Unlock()
+	if sweep {
+		b.sweep()
+	}
+	return m.Pos, nil
+}
+
+func (b *MemoryBroker) appendLocked(c *memChannel, m Message) {
+	if b.size == 0 {
+		return
+	}
+	now := time.Now()
+	b.expireLocked(c, now)
+	e := memEntry{msg: m, at: now}
+	switch {
+	case c.n < len(c.ring): // free slot after expiry
+		c.ring[(c.start+c.n)%len(c.ring)] = e
+		c.n++
+	case len(c.ring) < b.size: // grow, keeping oldest first
+		if c.start != 0 {
+			grown := make([]memEntry, 0, min(2*len(c.ring), b.size))
+			grown = append(grown, c.ring[c.start:]...)
+			c.ring = append(grown, c.ring[:c.start]...)
+			c.start = 0
+		}
+		c.ring = append(c.ring, e)
+		c.n++
+	default: // full: overwrite the oldest
+		c.ring[c.start] = e
+		c.start = (c.start + 1) % len(c.ring)
+	}
+}
+
+// expireLocked drops entries older than the broker's age limit.
+func (b *MemoryBroker) expireLocked(c *memChannel, now time.Time) {
+	if b.age < 0 {
+		return
+	}
+	for c.n > 0 && now.Sub(c.ring[c.start].at) > b.age {
+		c.ring[c.start] = memEntry{}
+		c.start = (c.start + 1) % len(c.ring)
+		c.n--
+	}
+}
+
+// Subscribe implements [Broker].
+func (b *MemoryBroker) Subscribe(ctx context.Context, channel string, ready func(Position), deliver func(Message)) error {
+	c, err := b.channel(channel, true)
+	if err != nil {
+		return fmt.Errorf("live: subscribe %q: %w", channel, err)
+	}
+	s := &memSub{deliver: deliver}
+	c.subs = append(c.subs, s)
+	ready(Position{c.epoch, c.seq})
+	c.mu.Unlock()
+
+	select {
+	case <-ctx.Done():
+		err = nil
+	case <-b.done:
+		err = fmt.Errorf("live: subscribe %q: %w", channel, ErrClosed)
+	}
+
+	c.mu.Lock()
+	for i, x := range c.subs {
+		if x == s {
+			last := len(c.subs) - 1
+			c.subs[i] = c.subs[last]
+			c.subs[last] = nil
+			c.subs = c.subs[:last]
+			break
+		}
+	}
+	c.mu.Unlock()
+	return err
+}
+
+// Since implements [History].
+func (b *MemoryBroker) Since(ctx context.Context, channel string, after Position) ([]Message, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("live: history %q: %w", channel, err)
+	}
+	c, err := b.channel(channel, false)
+	if err != nil {
+		return nil, fmt.Errorf("live: history %q: %w", channel, err)
+	}
+	if c == nil {
+		return nil, fmt.Errorf("live: history %q from %v: %w", channel, after, ErrGone)
+	}
+	defer c.mu.Unlock()
+	if after.Epoch != c.epoch || after.Seq > c.seq {
+		return nil, fmt.Errorf("live: history %q from %v: %w", channel, after, ErrGone)
+	}
+	if after.Seq == c.seq {
+		return nil, nil
+	}
+	b.expireLocked(c, time.Now())
+	oldest := c.seq - uint64(c.n) + 1 // Seq of ring[start] when n > 0
+	if c.n == 0 || after.Seq+1 < oldest {
+		return nil, fmt.Errorf("live: history %q from %v: %w", channel, after, ErrGone)
+	}
+	skip := int(after.Seq + 1 - oldest)
+	out := make([]Message, 0, c.n-skip)
+	for i := skip; i < c.n; i++ {
+		out = append(out, c.ring[(c.start+i)%len(c.ring)].msg)
+	}
+	return out, nil
+}
+
+// sweep forgets channels that have neither subscribers nor history.
+func (b *MemoryBroker) sweep() {
+	now := time.Now()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for name, c := range b.channels {
+		c.mu.Lock()
+		b.expireLocked(c, now)
+		if len(c.subs) == 0 && c.n == 0 {
+			c.dead = true
+			delete(b.channels, name)
+		}
+		c.mu.Unlock()
+	}
+}
+
+// Close ends every subscription with ErrClosed and makes later calls fail
+// with ErrClosed. It is safe to call more than once.
+func (b *MemoryBroker) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.closed {
+		b.closed = true
+		close(b.done)
+	}
+	return nil
+}

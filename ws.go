@@ -1,0 +1,225 @@
+package live
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// serveWS accepts a WebSocket connection that multiplexes channels. The
+// frames are the seed's, in JSON text messages:
+//
+//	→ {"type":"subscribe","channel":"C"}           optional "cursor" to resume
+//	→ {"type":"unsubscribe","channel":"C"}
+//	→ {"type":"publish","channel":"C","data":…}
+//	← {"type":"data","channel":"C","data":…,"cursor":"…"}
+//
+// and, added: "subscribed", "unsubscribed" and "published" acknowledgements,
+// "reset" (refetch the channel), "error", and "ping"/"pong" for clients that
+// cannot send protocol-level pings. A client's "ref" is echoed on the
+// reply to its frame. Clients that ignore unknown types, as the seed's
+// does, keep working.
+func (h *Hub) serveWS(w http.ResponseWriter, r *http.Request) {
+	if !isWebSocket(r) {
+		w.Header().Set("Upgrade", "websocket")
+		writeError(w, http.StatusUpgradeRequired, "upgrade_required", "this endpoint speaks WebSocket")
+		return
+	}
+	if origin := r.Header.Get("Origin"); origin != "" {
+		if _, ok := h.originAllowed(r, origin); !ok {
+			writeError(w, http.StatusForbidden, "bad_origin", "origin "+clip(origin)+" may not open a WebSocket here")
+			return
+		}
+	}
+	c := newConn(h, r, true)
+	if !h.enter(c) {
+		writeError(w, http.StatusServiceUnavailable, "closed", "the live hub is shutting down")
+		return
+	}
+	defer h.leave(c)
+
+	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+		InsecureSkipVerify: true, // the origin was checked above, with the same rules as CORS
+		CompressionMode:    websocket.CompressionDisabled,
+	})
+	if err != nil {
+		return // Accept has answered the request
+	}
+	ws.SetReadLimit(h.opts.MaxMessageBytes)
+
+	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+	defer cancel()
+	var reader sync.WaitGroup
+	reader.Add(1)
+	go func() {
+		defer reader.Done()
+		defer cancel()
+		h.readWS(ctx, c, ws)
+	}()
+
+	err = c.serve(ctx, &wsTransport{ws: ws, timeout: h.opts.WriteTimeout})
+	switch {
+	case errors.Is(err, ErrClosed):
+		ws.Close(websocket.StatusGoingAway, "server shutting down")
+	case errors.Is(err, errSlow):
+		h.opts.Logger.Info("live: WebSocket client too slow; closing", "remote", r.RemoteAddr)
+		ws.Close(websocket.StatusTryAgainLater, "too slow: resume with your cursors")
+	case ctx.Err() != nil:
+		ws.Close(websocket.StatusNormalClosure, "")
+	default:
+		ws.CloseNow() // a write failed or timed out
+	}
+	cancel()
+	reader.Wait()
+}
+
+// wsTransport writes frames as WebSocket text messages.
+type wsTransport struct {
+	ws      *websocket.Conn
+	timeout time.Duration
+}
+
+func (t *wsTransport) write(ctx context.Context, batch []*frame) error {
+	ctx, cancel := context.WithTimeout(ctx, t.timeout)
+	defer cancel()
+	for _, f := range batch {
+		if f.ws == nil {
+			continue
+		}
+		if err := t.ws.Write(ctx, websocket.MessageText, f.ws); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// heartbeat pings and waits for the pong, so half-open peers and idle
+// proxies do not leave dead subscribers behind.
+func (t *wsTransport) heartbeat(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, t.timeout)
+	defer cancel()
+	return t.ws.Ping(ctx)
+}
+
+// clientFrame is a frame from a WebSocket client.
+type clientFrame struct {
+	Type    string          `json:"type"`
+	Channel string          `json:"channel"`
+	Data    json.RawMessage `json:"data"`
+	Cursor  *string         `json:"cursor"`
+	Ref     json.RawMessage `json:"ref"`
+}
+
+// readWS handles the client's frames in order until the connection ends.
+func (h *Hub) readWS(ctx context.Context, c *conn, ws *websocket.Conn) {
+	for {
+		typ, data, err := ws.Read(ctx)
+		if err != nil {
+			return
+		}
+		if typ != websocket.MessageText {
+			c.push(errorFrame("bad_frame", "send JSON in text messages; binary messages are not supported", "", nil))
+			continue
+		}
+		h.handleFrame(ctx, c, data)
+	}
+}
+
+func errorFrame(code, msg, channel string, ref json.RawMessage) *frame {
+	return control{Type: "error", Code: code, Message: msg, Channel: channel, Ref: ref}.encode(true)
+}
+
+func (h *Hub) handleFrame(ctx context.Context, c *conn, data []byte) {
+	var f clientFrame
+	if err := json.Unmarshal(data, &f); err != nil {
+		var typeErr *json.UnmarshalTypeError
+		if errors.As(err, &typeErr) {
+			c.push(errorFrame("bad_frame", "field "+typeErr.Field+" has the wrong type", "", nil))
+			return
+		}
+		c.push(errorFrame("bad_json", "a frame must be one JSON object", "", nil))
+		return
+	}
+	ref := clipRef(f.Ref)
+	switch f.Type {
+	case "subscribe", "unsubscribe", "publish":
+	case "ping":
+		c.push(control{Type: "pong", Ref: ref}.encode(true))
+		return
+	default:
+		c.push(errorFrame("unknown_type", "unknown frame type "+clip(f.Type), "", ref))
+		return
+	}
+
+	ch := f.Channel
+	if err := ValidChannel(ch); err != nil {
+		if len(ch) > MaxChannelLen {
+			ch = ""
+		}
+		c.push(errorFrame("bad_channel", err.Error(), ch, ref))
+		return
+	}
+	switch f.Type {
+	case "subscribe":
+		if err := h.opts.Authorize(c.req, ch, OpSubscribe); err != nil {
+			c.push(authErrorFrame(err, ch, ref))
+			return
+		}
+		from := resumeFrom{}
+		if f.Cursor != nil {
+			from = parseResume(*f.Cursor)
+		}
+		if err := h.subscribe(ctx, c, ch, from, ref); err != nil {
+			code := "unavailable"
+			switch {
+			case errors.Is(err, errTooManySubscriptions):
+				code = "too_many_subscriptions"
+			case errors.Is(err, ErrClosed):
+				code = "closed"
+			}
+			c.push(errorFrame(code, err.Error(), ch, ref))
+		}
+
+	case "unsubscribe":
+		h.unsubscribe(c, ch)
+		c.push(control{Type: "unsubscribed", Channel: ch, Ref: ref}.encode(true))
+
+	case "publish":
+		if err := h.opts.Authorize(c.req, ch, OpPublish); err != nil {
+			c.push(authErrorFrame(err, ch, ref))
+			return
+		}
+		if f.Data == nil {
+			c.push(errorFrame("bad_frame", "a publish frame needs data", ch, ref))
+			return
+		}
+		body, err := compactValue(f.Data)
+		if err != nil {
+			c.push(errorFrame("bad_json", err.Error(), ch, ref))
+			return
+		}
+		pos, err := h.publish(ctx, ch, body)
+		if err != nil {
+			code := "unavailable"
+			if errors.Is(err, ErrClosed) {
+				code = "closed"
+			}
+			c.push(errorFrame(code, "publish failed", ch, ref))
+			return
+		}
+		c.push(control{Type: "published", Channel: ch, Cursor: pos.String(), Ref: ref}.encode(true))
+	}
+}
+
+func authErrorFrame(err error, ch string, ref json.RawMessage) *frame {
+	code := "forbidden"
+	if errors.Is(err, ErrUnknownChannel) {
+		code = "unknown_channel"
+	}
+	return errorFrame(code, err.Error(), ch, ref)
+}

@@ -1,0 +1,304 @@
+package live_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/go-live/live"
+	"github.com/go-live/live/internal/leakcheck"
+)
+
+func TestMain(m *testing.M) { leakcheck.Main(m) }
+
+// waitFor bounds every wait in these tests: a broken hub fails a test
+// instead of hanging it.
+const waitFor = 10 * time.Second
+
+// testServer is a hub mounted the ways an application would mount it: as
+// one handler under /live/, and as separate handlers at the seed's URLs.
+type testServer struct {
+	hub *live.Hub
+	srv *httptest.Server
+}
+
+func newTestServer(t testing.TB, opts *live.Options) *testServer {
+	t.Helper()
+	hub := live.NewHub(opts)
+	mux := http.NewServeMux()
+	mux.Handle("/live/", hub)
+	mux.Handle("/ws", hub.WebSocketHandler())
+	mux.Handle("GET /api/live/{channel}", hub.SSEHandler())
+	mux.Handle("POST /api/live/{channel}", hub.PublishHandler())
+	srv := httptest.NewServer(mux)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+		defer cancel()
+		if err := hub.Close(ctx); err != nil {
+			t.Errorf("hub.Close: %v", err)
+		}
+		srv.Close()
+	})
+	return &testServer{hub: hub, srv: srv}
+}
+
+func (s *testServer) wsURL() string { return "ws" + strings.TrimPrefix(s.srv.URL, "http") + "/ws" }
+
+func (s *testServer) publish(t testing.TB, channel string, v any) live.Position {
+	t.Helper()
+	pos, err := s.hub.Publish(context.Background(), channel, v)
+	if err != nil {
+		t.Fatalf("Publish(%q): %v", channel, err)
+	}
+	return pos
+}
+
+// sseEvent is one dispatched SSE event, or a comment line.
+type sseEvent struct {
+	ID, Event, Data string
+	HasID           bool
+	Comment         string
+}
+
+// sseStream reads an SSE response on its own goroutine, which ends when
+// the stream does; the test's cleanup closes the body and waits for it.
+type sseStream struct {
+	resp   *http.Response
+	events chan sseEvent
+	done   chan struct{}
+}
+
+// openSSE requests url and fails the test unless it answers 200 with an
+// event stream. When it returns, the hub has registered the subscriber.
+func openSSE(t testing.TB, url string, header http.Header) *sseStream {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		cancel()
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "text/event-stream" {
+		cancel()
+		resp.Body.Close()
+		t.Fatalf("GET %s: %s, Content-Type %q", url, resp.Status, resp.Header.Get("Content-Type"))
+	}
+	s := &sseStream{resp: resp, events: make(chan sseEvent, 1024), done: make(chan struct{})}
+	go s.read()
+	t.Cleanup(func() {
+		cancel()
+		resp.Body.Close()
+		<-s.done
+	})
+	return s
+}
+
+func (s *sseStream) read() {
+	defer close(s.done)
+	defer close(s.events)
+	br := bufio.NewReader(s.resp.Body)
+	var ev sseEvent
+	started := false
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			return
+		}
+		line = strings.TrimSuffix(line, "\n")
+		switch {
+		case line == "":
+			if started {
+				s.events <- ev
+			}
+			ev, started = sseEvent{}, false
+		case strings.HasPrefix(line, ":"):
+			s.events <- sseEvent{Comment: strings.TrimSpace(line[1:])}
+		default:
+			field, value, _ := strings.Cut(line, ":")
+			value = strings.TrimPrefix(value, " ")
+			started = true
+			switch field {
+			case "id":
+				ev.ID, ev.HasID = value, true
+			case "event":
+				ev.Event = value
+			case "data":
+				if ev.Data != "" {
+					ev.Data += "\n"
+				}
+				ev.Data += value
+			}
+		}
+	}
+}
+
+// next returns the next event other than heartbeat comments; ok is false
+// when the stream has ended.
+func (s *sseStream) next(t testing.TB) (ev sseEvent, ok bool) {
+	t.Helper()
+	timer := time.NewTimer(waitFor)
+	defer timer.Stop()
+	for {
+		select {
+		case ev, ok = <-s.events:
+			if ok && ev.Comment != "" {
+				continue
+			}
+			return ev, ok
+		case <-timer.C:
+			t.Fatalf("no SSE event within %v", waitFor)
+			return
+		}
+	}
+}
+
+// nextData skips the id-only event that acknowledges a subscription and
+// returns the next event with data.
+func (s *sseStream) nextData(t testing.TB) sseEvent {
+	t.Helper()
+	for {
+		ev, ok := s.next(t)
+		if !ok {
+			t.Fatal("SSE stream ended")
+		}
+		if ev.Data != "" || ev.Event != "" {
+			return ev
+		}
+	}
+}
+
+// wsFrame is any frame the hub sends over WebSocket.
+type wsFrame struct {
+	Type    string          `json:"type"`
+	Channel string          `json:"channel,omitempty"`
+	Data    json.RawMessage `json:"data,omitempty"`
+	Cursor  string          `json:"cursor,omitempty"`
+	Reason  string          `json:"reason,omitempty"`
+	Code    string          `json:"code,omitempty"`
+	Message string          `json:"message,omitempty"`
+	Ref     json.RawMessage `json:"ref,omitempty"`
+}
+
+// wsClient reads frames on its own goroutine into a channel.
+type wsClient struct {
+	c      *websocket.Conn
+	frames chan wsFrame
+	done   chan struct{}
+	mu     sync.Mutex // guards err
+	err    error      // why reading stopped
+}
+
+func dialWS(t testing.TB, url string, opts *websocket.DialOptions) *wsClient {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, url, opts)
+	if err != nil {
+		t.Fatalf("dial %s: %v", url, err)
+	}
+	c.SetReadLimit(-1)
+	w := &wsClient{c: c, frames: make(chan wsFrame, 1024), done: make(chan struct{})}
+	go w.read()
+	t.Cleanup(func() {
+		c.CloseNow()
+		<-w.done
+	})
+	return w
+}
+
+func (w *wsClient) read() {
+	defer close(w.done)
+	defer close(w.frames)
+	for {
+		_, b, err := w.c.Read(context.Background())
+		if err != nil {
+			w.mu.Lock()
+			w.err = err
+			w.mu.Unlock()
+			return
+		}
+		var f wsFrame
+		if err := json.Unmarshal(b, &f); err != nil {
+			f = wsFrame{Type: "unparsable", Message: string(b)}
+		}
+		w.frames <- f
+	}
+}
+
+func (w *wsClient) send(t testing.TB, v any) {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.sendRaw(t, websocket.MessageText, b)
+}
+
+func (w *wsClient) sendRaw(t testing.TB, typ websocket.MessageType, b []byte) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	if err := w.c.Write(ctx, typ, b); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+}
+
+// next returns the next frame; ok is false once the connection has ended.
+func (w *wsClient) next(t testing.TB) (f wsFrame, ok bool) {
+	t.Helper()
+	select {
+	case f, ok = <-w.frames:
+		return f, ok
+	case <-time.After(waitFor):
+		t.Fatalf("no WebSocket frame within %v", waitFor)
+		return
+	}
+}
+
+// expect returns the next frame and fails unless it has type typ.
+func (w *wsClient) expect(t testing.TB, typ string) wsFrame {
+	t.Helper()
+	f, ok := w.next(t)
+	if !ok {
+		t.Fatalf("connection ended (%v) while waiting for %q", w.closeErr(), typ)
+	}
+	if f.Type != typ {
+		t.Fatalf("got frame %+v, want type %q", f, typ)
+	}
+	return f
+}
+
+// subscribe subscribes and waits for the acknowledgement, after which
+// publications reach the client.
+func (w *wsClient) subscribe(t testing.TB, channel string) wsFrame {
+	t.Helper()
+	w.send(t, map[string]string{"type": "subscribe", "channel": channel})
+	return w.expect(t, "subscribed")
+}
+
+// closeErr returns why the connection ended, after next reported !ok.
+func (w *wsClient) closeErr() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.err
+}
+
+func closeStatus(err error) websocket.StatusCode {
+	var ce websocket.CloseError
+	if errors.As(err, &ce) {
+		return ce.Code
+	}
+	return -1
+}

@@ -32,6 +32,7 @@ type hubChannel struct {
 	started  bool     // the broker called ready at least once
 	readies  int      // broker subscriptions that became active
 	catching bool     // a catch-up from history is running; deliveries wait in held
+	target   Position // where the catch-up must reach, at least
 	held     []*frame
 	heldLost bool // held overflowed during the catch-up
 }
@@ -173,7 +174,7 @@ func (hc *hubChannel) onReady(head Position) {
 		hc.resetAllLocked(resetEpoch, head)
 		hc.last = head
 	case head.Seq > hc.last.Seq:
-		hc.startCatchUpLocked(nil)
+		hc.startCatchUpLocked(head, nil)
 	}
 }
 
@@ -202,7 +203,7 @@ func (hc *hubChannel) acceptLocked(f *frame) {
 	case f.pos.Seq <= hc.last.Seq:
 		// Already fanned out.
 	case f.pos.Seq > hc.last.Seq+1:
-		hc.startCatchUpLocked(f)
+		hc.startCatchUpLocked(Position{f.pos.Epoch, f.pos.Seq - 1}, f)
 	default:
 		hc.fanoutLocked(f)
 	}
@@ -250,11 +251,12 @@ func (hc *hubChannel) resetAllLocked(reason string, cursor Position) {
 	}
 }
 
-// startCatchUpLocked reads the publications after hc.last from history in
-// another goroutine, holding live deliveries (starting with first, if
-// any) until it has fanned them out.
-func (hc *hubChannel) startCatchUpLocked(first *frame) {
+// startCatchUpLocked reads the publications after hc.last, up to target at
+// least, from history in another goroutine, holding live deliveries
+// (starting with first, if any) until it has fanned them out.
+func (hc *hubChannel) startCatchUpLocked(target Position, first *frame) {
 	hc.catching = true
+	hc.target = target
 	if first != nil {
 		hc.held = append(hc.held, first)
 	}
@@ -297,8 +299,9 @@ func (hc *hubChannel) catchUp(from Position) {
 			return
 		}
 		hc.h.opts.Logger.Warn("live: publications lost by the broker; resetting subscribers", "channel", hc.name, "from", from.String(), "err", err)
-		// Continue from the first held publication, or where the channel stood.
-		cursor := hc.last
+		// Continue from the first held publication, or from the head the
+		// broker reported.
+		cursor := hc.target
 		if len(held) > 0 {
 			cursor = Position{held[0].pos.Epoch, held[0].pos.Seq - 1}
 		}

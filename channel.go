@@ -238,12 +238,12 @@ func (hc *hubChannel) resetAllLocked(reason string, cursor Position) {
 		}
 		if s.c.ws {
 			if ws == nil {
-				ws = control{Type: "reset", Channel: hc.name, Cursor: cursor.String(), Reason: reason}.encode(true)
+				ws = resetFrame(hc.name, cursor, reason, true)
 			}
 			s.c.push(ws)
 		} else {
 			if sse == nil {
-				sse = control{Type: "reset", Channel: hc.name, Cursor: cursor.String(), Reason: reason}.encode(false)
+				sse = resetFrame(hc.name, cursor, reason, false)
 			}
 			s.c.push(sse)
 		}
@@ -375,7 +375,7 @@ func (h *Hub) subscribe(ctx context.Context, c *conn, name string, from resumeFr
 	if !resume {
 		c.push(control{Type: "subscribed", Channel: name, Cursor: cur.String(), Ref: ref}.encode(c.ws))
 		if reset != "" {
-			c.push(control{Type: "reset", Channel: name, Cursor: cur.String(), Reason: reset}.encode(c.ws))
+			c.push(resetFrame(name, cur, reset, c.ws))
 			h.stats.resets.Add(1)
 		}
 		hc.mu.Unlock()
@@ -423,7 +423,7 @@ func (h *Hub) subscribe(ctx context.Context, c *conn, name string, from resumeFr
 		}
 		h.stats.replayed.Add(int64(len(replay)))
 	} else {
-		c.push(control{Type: "reset", Channel: name, Cursor: hc.last.String(), Reason: resetGone}.encode(c.ws))
+		c.push(resetFrame(name, hc.last, resetGone, c.ws))
 		h.stats.resets.Add(1)
 	}
 	s.resuming, s.broken, s.pending = false, false, nil

@@ -46,6 +46,10 @@ type conn struct {
 	beat  bool // a heartbeat is due
 	slow  bool // disconnect requested under SlowDisconnect
 	subs  map[string]*subscription
+	// abort interrupts a write in progress, so a client that stopped
+	// reading is dropped now rather than after the write timeout. The
+	// transport sets it before serving.
+	abort func()
 }
 
 func newConn(h *Hub, r *http.Request, ws bool) *conn {
@@ -70,8 +74,12 @@ func (c *conn) push(f *frame) {
 		c.q = append(c.q, f)
 		c.bytes += n
 	}
+	slow, abort := c.slow, c.abort
 	c.mu.Unlock()
 	c.signal()
+	if slow && abort != nil {
+		abort()
+	}
 }
 
 func (c *conn) signal() {
@@ -91,7 +99,7 @@ func (c *conn) overflowLocked(f *frame) {
 		kept := c.q[:0]
 		bytes := 0
 		for _, g := range c.q {
-			if g.data {
+			if g.data || g.reset { // a newer reset supersedes an older one
 				lost[g.channel] = g.pos
 				continue
 			}
@@ -100,14 +108,14 @@ func (c *conn) overflowLocked(f *frame) {
 		}
 		clear(c.q[len(kept):])
 		c.q = kept
-		if f.data {
+		if f.data || f.reset {
 			lost[f.channel] = f.pos
 		} else {
 			c.q = append(c.q, f)
 			bytes += f.size()
 		}
 		for ch, pos := range lost {
-			r := control{Type: "reset", Channel: ch, Cursor: pos.String(), Reason: resetSlow}.encode(c.ws)
+			r := resetFrame(ch, pos, resetSlow, c.ws)
 			c.q = append(c.q, r)
 			bytes += r.size()
 		}
@@ -138,7 +146,7 @@ func (c *conn) serve(ctx context.Context, t transport) error {
 	for {
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return c.why(ctx.Err())
 		case <-c.hub.done:
 			return ErrClosed
 		case <-c.wake:
@@ -158,15 +166,32 @@ func (c *conn) serve(ctx context.Context, t transport) error {
 			clear(batch)
 			batch = batch[:0]
 			if err != nil {
-				return err
+				return c.why(err)
 			}
 		}
 		if beat {
 			if err := t.heartbeat(ctx); err != nil {
-				return err
+				return c.why(err)
 			}
 		}
 	}
+}
+
+// why returns errSlow when err came from aborting a slow client.
+func (c *conn) why(err error) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.slow {
+		return errSlow
+	}
+	return err
+}
+
+// setAbort installs the function that interrupts a write in progress.
+func (c *conn) setAbort(f func()) {
+	c.mu.Lock()
+	c.abort = f
+	c.mu.Unlock()
 }
 
 // heartbeatDue marks a heartbeat for the writer.

@@ -11,7 +11,8 @@ import (
 type frame struct {
 	channel string
 	pos     Position
-	data    bool // a publication, as opposed to an acknowledgement, error or reset
+	data    bool // a publication
+	reset   bool // a reset; pos is its cursor
 	sse     []byte
 	ws      []byte
 }
@@ -112,6 +113,14 @@ func (c control) encode(ws bool) *frame {
 		return nil
 	}
 	f.sse = b
+	return f
+}
+
+// resetFrame tells a client that channel continues after cursor and that
+// it must refetch what came before.
+func resetFrame(channel string, cursor Position, reason string, ws bool) *frame {
+	f := control{Type: "reset", Channel: channel, Cursor: cursor.String(), Reason: reason}.encode(ws)
+	f.pos, f.reset = cursor, true
 	return f
 }
 

@@ -59,7 +59,13 @@ func (h *Hub) serveSSE(w http.ResponseWriter, r *http.Request) {
 		h.opts.Logger.Error("live: SSE needs a flushable ResponseWriter; wrap yours with an Unwrap method", "err", err)
 		return
 	}
-	err = c.serve(r.Context(), &sseTransport{w: w, rc: rc, timeout: h.opts.WriteTimeout})
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	c.setAbort(func() {
+		_ = rc.SetWriteDeadline(time.Now())
+		cancel()
+	})
+	err = c.serve(ctx, &sseTransport{w: w, rc: rc, timeout: h.opts.WriteTimeout})
 	if errors.Is(err, errSlow) {
 		h.opts.Logger.Info("live: SSE client too slow; stream ended", "channel", channel, "remote", r.RemoteAddr)
 	}

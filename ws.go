@@ -54,6 +54,7 @@ func (h *Hub) serveWS(w http.ResponseWriter, r *http.Request) {
 
 	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
 	defer cancel()
+	c.setAbort(cancel) // a cancelled write closes the connection at once
 	var reader sync.WaitGroup
 	reader.Add(1)
 	go func() {

@@ -1,0 +1,148 @@
+package live_test
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/coder/websocket"
+	"github.com/go-live/live"
+)
+
+// TestWebSocketBadInput sends frames a client should not send. Each gets
+// its defined error frame, the connection stays usable, and a canary
+// subscriber on the same hub misses nothing.
+func TestWebSocketBadInput(t *testing.T) {
+	s := newTestServer(t, &live.Options{MaxMessageBytes: 4096})
+	canary := openSSE(t, s.srv.URL+"/live/canary", nil)
+	c := dialWS(t, s.wsURL(), nil)
+	long := strings.Repeat("c", live.MaxChannelLen+1)
+	tests := []struct {
+		name  string
+		frame string
+		code  string
+	}{
+		{"not json", `hello`, "bad_json"},
+		{"truncated", `{"type":"subscribe"`, "bad_json"},
+		{"array", `[1,2]`, "bad_frame"},
+		{"string", `"subscribe"`, "bad_frame"},
+		{"null", `null`, "unknown_type"},
+		{"empty object", `{}`, "unknown_type"},
+		{"unknown type", `{"type":"shout","channel":"c"}`, "unknown_type"},
+		{"type wrong kind", `{"type":5}`, "bad_frame"},
+		{"channel wrong kind", `{"type":"subscribe","channel":{"a":1}}`, "bad_frame"},
+		{"cursor wrong kind", `{"type":"subscribe","channel":"c","cursor":12}`, "bad_frame"},
+		{"missing channel", `{"type":"subscribe"}`, "bad_channel"},
+		{"empty channel", `{"type":"subscribe","channel":""}`, "bad_channel"},
+		{"slash in channel", `{"type":"subscribe","channel":"a/b"}`, "bad_channel"},
+		{"space in channel", `{"type":"unsubscribe","channel":"a b"}`, "bad_channel"},
+		{"unicode channel", `{"type":"subscribe","channel":"café"}`, "bad_channel"},
+		{"long channel", `{"type":"subscribe","channel":"` + long + `"}`, "bad_channel"},
+		{"publish refused", `{"type":"publish","channel":"c","data":1}`, "forbidden"},
+		{"deep nesting", strings.Repeat(`[`, 2000) + strings.Repeat(`]`, 2000), "bad_frame"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c.sendRaw(t, websocket.MessageText, []byte(tt.frame))
+			f := c.expect(t, "error")
+			if f.Code != tt.code || f.Message == "" {
+				t.Errorf("error frame %+v, want code %q with a message", f, tt.code)
+			}
+			c.send(t, map[string]string{"type": "ping"})
+			c.expect(t, "pong")
+		})
+	}
+	t.Run("binary", func(t *testing.T) {
+		c.sendRaw(t, websocket.MessageBinary, []byte(`{"type":"subscribe","channel":"c"}`))
+		if f := c.expect(t, "error"); f.Code != "bad_frame" {
+			t.Errorf("error frame %+v", f)
+		}
+	})
+
+	pos := s.publish(t, "canary", "still here")
+	if ev := canary.nextData(t); ev.ID != pos.String() {
+		t.Errorf("canary got %+v", ev)
+	}
+}
+
+func TestWebSocketBadPublishInput(t *testing.T) {
+	s := newTestServer(t, &live.Options{Authorize: allowAll})
+	c := dialWS(t, s.wsURL(), nil)
+	for _, tt := range []struct{ name, frame, code string }{
+		{"no data", `{"type":"publish","channel":"c"}`, "bad_frame"},
+		{"invalid utf-8", "{\"type\":\"publish\",\"channel\":\"c\",\"data\":\"\xff\"}", "bad_json"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c.sendRaw(t, websocket.MessageText, []byte(tt.frame))
+			if f := c.expect(t, "error"); f.Code != tt.code {
+				t.Errorf("error frame %+v, want %q", f, tt.code)
+			}
+		})
+	}
+	c.send(t, map[string]any{"type": "publish", "channel": "c", "data": nil})
+	c.expect(t, "published")
+	if st := s.hub.Stats(); st.Published != 1 {
+		t.Errorf("Published = %d, want 1", st.Published)
+	}
+}
+
+func TestWebSocketOversizeFrame(t *testing.T) {
+	s := newTestServer(t, &live.Options{MaxMessageBytes: 1024})
+	canary := dialWS(t, s.wsURL(), nil)
+	canary.subscribe(t, "c")
+	c := dialWS(t, s.wsURL(), nil)
+	c.sendRaw(t, websocket.MessageText, []byte(`{"type":"ping","ref":"`+strings.Repeat("x", 2000)+`"}`))
+	if _, ok := c.next(t); ok {
+		t.Fatal("connection survived an oversize frame")
+	}
+	if got := closeStatus(c.closeErr()); got != websocket.StatusMessageTooBig {
+		t.Errorf("closed with %v, want %v", got, websocket.StatusMessageTooBig)
+	}
+	s.publish(t, "c", 1)
+	canary.expect(t, "data")
+}
+
+func TestTooManySubscriptions(t *testing.T) {
+	s := newTestServer(t, &live.Options{MaxSubscriptions: 3})
+	c := dialWS(t, s.wsURL(), nil)
+	for _, ch := range []string{"a", "b", "c"} {
+		c.subscribe(t, ch)
+	}
+	c.subscribe(t, "a") // again: acknowledged, not counted twice
+	c.send(t, map[string]string{"type": "subscribe", "channel": "d"})
+	if f := c.expect(t, "error"); f.Code != "too_many_subscriptions" || f.Channel != "d" {
+		t.Errorf("got %+v", f)
+	}
+	c.send(t, map[string]string{"type": "unsubscribe", "channel": "b"})
+	c.expect(t, "unsubscribed")
+	c.subscribe(t, "d")
+	if st := s.hub.Stats(); st.Subscriptions != 3 {
+		t.Errorf("Subscriptions = %d, want 3", st.Subscriptions)
+	}
+}
+
+// TestAuthorizeSeesRequest checks the hook gets the request, the channel
+// and the operation, so it can decide from cookies or headers.
+func TestAuthorizeSeesRequest(t *testing.T) {
+	authorize := func(r *http.Request, channel string, op live.Op) error {
+		if r.Header.Get("X-User") == "alice" && (op == live.OpSubscribe || channel == "alice") {
+			return nil
+		}
+		return live.ErrForbidden
+	}
+	s := newTestServer(t, &live.Options{Authorize: authorize})
+	alice := dialWS(t, s.wsURL(), &websocket.DialOptions{HTTPHeader: http.Header{"X-User": {"alice"}}})
+	alice.subscribe(t, "news")
+	alice.send(t, map[string]any{"type": "publish", "channel": "alice", "data": 1})
+	alice.expect(t, "published")
+	alice.send(t, map[string]any{"type": "publish", "channel": "news", "data": 1})
+	alice.expect(t, "error")
+
+	bob := dialWS(t, s.wsURL(), nil)
+	bob.send(t, map[string]string{"type": "subscribe", "channel": "news"})
+	if f := bob.expect(t, "error"); f.Code != "forbidden" {
+		t.Errorf("got %+v", f)
+	}
+	bob.send(t, map[string]string{"type": "ping"})
+	bob.expect(t, "pong")
+}

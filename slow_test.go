@@ -1,0 +1,187 @@
+package live_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/coder/websocket"
+	"github.com/go-live/live"
+)
+
+// bigValue is a publication large enough to fill socket buffers quickly.
+type bigValue struct {
+	N   int    `json:"n"`
+	Pad string `json:"pad"`
+}
+
+var pad = strings.Repeat("x", 32<<10)
+
+// dialStalled opens a WebSocket, subscribes to channel and then never
+// reads again, like a client whose tab froze.
+func dialStalled(t *testing.T, s *testServer, channel string) *websocket.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, s.wsURL(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.CloseNow() })
+	c.SetReadLimit(-1)
+	b, _ := json.Marshal(map[string]string{"type": "subscribe", "channel": channel})
+	if err := c.Write(ctx, websocket.MessageText, b); err != nil {
+		t.Fatal(err)
+	}
+	if _, b, err = c.Read(ctx); err != nil || !strings.Contains(string(b), `"subscribed"`) {
+		t.Fatalf("subscribe: %s %v", b, err)
+	}
+	return c
+}
+
+// countSSE reads an SSE stream's data events in the background and
+// reports the n values it saw, in order, on the returned channel.
+func countSSE(t *testing.T, stream *sseStream, n int) <-chan []int {
+	out := make(chan []int, 1)
+	go func() {
+		var got []int
+		for ev := range stream.events {
+			if ev.Data == "" {
+				continue
+			}
+			var v bigValue
+			json.Unmarshal([]byte(ev.Data), &v)
+			got = append(got, v.N)
+			if len(got) == n {
+				break
+			}
+		}
+		out <- got
+	}()
+	return out
+}
+
+func TestSlowClientDisconnected(t *testing.T) {
+	s := newTestServer(t, &live.Options{QueueMessages: 8})
+	healthy := openSSE(t, s.srv.URL+"/live/c", nil)
+	stalled := dialStalled(t, s, "c")
+
+	const max = 2000
+	n := 0
+	for n < max && s.hub.Stats().SlowClients == 0 {
+		n++
+		s.publish(t, "c", bigValue{N: n, Pad: pad})
+	}
+	if n == max {
+		t.Fatalf("no overflow after %d publications of %d bytes", max, len(pad))
+	}
+	got := <-countSSE(t, healthy, n)
+	for i, v := range got {
+		if v != i+1 {
+			t.Fatalf("healthy client got %d at %d: lost or reordered", v, i)
+		}
+	}
+	if len(got) != n {
+		t.Fatalf("healthy client got %d of %d", len(got), n)
+	}
+
+	// The stalled client finds its connection closed once it reads again.
+	for {
+		if _, _, err := stalled.Read(context.Background()); err != nil {
+			break
+		}
+	}
+	t.Logf("overflow after %d publications", n)
+}
+
+// TestSlowClientReset checks the SlowReset policy's promise: every gap in
+// what a slow client receives is announced by a reset whose cursor is the
+// position just before the next publication it gets.
+func TestSlowClientReset(t *testing.T) {
+	s := newTestServer(t, &live.Options{QueueMessages: 8, SlowPolicy: live.SlowReset})
+	stalled := dialStalled(t, s, "c")
+
+	const total = 600
+	var head live.Position
+	for i := 1; i <= total; i++ {
+		head = s.publish(t, "c", bigValue{N: i, Pad: pad})
+	}
+	if s.hub.Stats().SlowClients == 0 {
+		t.Skip("the socket buffers absorbed everything; nothing to check")
+	}
+	var last uint64
+	resets := 0
+	for last < head.Seq {
+		_, b, err := stalled.Read(context.Background())
+		if err != nil {
+			t.Fatalf("read after %d: %v", last, err)
+		}
+		var f wsFrame
+		if err := json.Unmarshal(b, &f); err != nil {
+			t.Fatal(err)
+		}
+		pos, err := live.ParseCursor(f.Cursor)
+		if err != nil {
+			t.Fatalf("frame %s: %v", f.Type, err)
+		}
+		switch f.Type {
+		case "reset":
+			if f.Reason != "slow" || pos.Seq <= last {
+				t.Fatalf("reset %+v after %d", f, last)
+			}
+			resets++
+		case "data":
+			if pos.Seq != last+1 {
+				t.Fatalf("data at %d after %d with no reset between", pos.Seq, last)
+			}
+		default:
+			t.Fatalf("unexpected frame %+v", f)
+		}
+		last = pos.Seq
+	}
+	t.Logf("%d resets", resets)
+}
+
+func TestSSEHeartbeat(t *testing.T) {
+	s := newTestServer(t, &live.Options{Heartbeat: 5e6})
+	stream := openSSE(t, s.srv.URL+"/live/c", nil)
+	for ev := range stream.events {
+		if ev.Comment == "heartbeat" {
+			return
+		}
+	}
+	t.Fatal("stream ended without a heartbeat")
+}
+
+// TestHalfOpenWebSocket opens a WebSocket with a raw TCP client that never
+// answers pings. The hub must notice and drop it.
+func TestHalfOpenWebSocket(t *testing.T) {
+	s := newTestServer(t, &live.Options{Heartbeat: 5e6, WriteTimeout: 1e8})
+	addr := strings.TrimPrefix(s.srv.URL, "http://")
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	fmt.Fprintf(nc, "GET /ws HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", addr)
+	br := bufio.NewReader(nc)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("handshake: %v %v", resp, err)
+	}
+	// Read (and ignore) pings until the server hangs up.
+	n, err := io.Copy(io.Discard, br)
+	if err != nil && !strings.Contains(err.Error(), "reset") {
+		t.Fatalf("after %d bytes: %v", n, err)
+	}
+	if n == 0 {
+		t.Error("no ping before the hang-up")
+	}
+}

@@ -12,10 +12,6 @@ import (
 	"unicode/utf8"
 )
 
-// ErrUnknownChannel may be returned by an Authorize hook for a channel the
-// application does not serve; HTTP requests then get 404 instead of 403.
-var ErrUnknownChannel = errors.New("live: unknown channel")
-
 // errorBody is every HTTP error's JSON body: a stable code for programs and
 // a message for people.
 type errorBody struct {

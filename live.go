@@ -26,6 +26,10 @@ var (
 	// refuse an operation. Any other error refuses it too; this one merely
 	// reads well.
 	ErrForbidden = errors.New("live: forbidden")
+
+	// ErrUnknownChannel is what an Authorize hook returns for a channel the
+	// application does not serve: HTTP requests then get 404, not 403.
+	ErrUnknownChannel = errors.New("live: unknown channel")
 )
 
 // Position locates a publication on a channel. Seq counts publications on
@@ -116,9 +120,9 @@ type Message struct {
 
 // A Broker carries publications between the Hubs that share it, numbers
 // them, and usually keeps some history. The in-memory broker made by
-// [NewMemoryBroker] serves one process; other packages provide brokers on
-// Redis, NATS and PostgreSQL. The brokertest package checks an
-// implementation against this contract.
+// [NewMemoryBroker] serves one process; a broker on a shared server lets
+// several processes serve the same channels. The brokertest package checks
+// an implementation against this contract.
 //
 // Contract:
 //
@@ -126,10 +130,14 @@ type Message struct {
 //     channel's previous Seq plus one, in the channel's current epoch. It
 //     returns only after the publication is durable to the extent the
 //     broker promises and visible to History; it never reports success for
-//     a publication it did not take. After Close it returns ErrClosed.
+//     a publication it did not take (an error may still hide one that was
+//     taken: subscribers see it, numbered without a gap). The broker may
+//     keep data; the caller must not modify it afterwards. After Close it
+//     returns ErrClosed.
 //   - Subscribe blocks until ctx ends and then returns nil. Once the
 //     subscription is active it calls ready exactly once with the channel's
-//     head, the position of the latest publication (Seq 0 for none). After
+//     head, the position of the latest publication (Seq 0 for none, in the
+//     epoch the first publication will have). After
 //     that it calls deliver for every later publication, in position order,
 //     each exactly once, from one goroutine at a time. If the broker can no
 //     longer guarantee that (a lost connection, a gap it detects), Subscribe
@@ -155,7 +163,9 @@ type Broker interface {
 // Since returns the publications on channel after the position after, up
 // to the head, in order. It returns ErrGone (wrapped or not) if after is
 // from another epoch, lies beyond the head, or is older than the retained
-// history, so that the next publication cannot be returned. A publication
+// history, so that the next publication cannot be returned; on a channel
+// it has no record of, it returns ErrGone. Since(head) returns nothing and
+// no error. A publication
 // is visible to Since before any subscriber sees it delivered. Since must
 // find its starting point without scanning the whole history.
 type History interface {

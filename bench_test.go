@@ -1,0 +1,75 @@
+package live_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/go-live/live"
+)
+
+// BenchmarkFanout publishes to n in-process subscribers whose transport
+// discards the frames: the cost of the hub itself (encode once, queue,
+// wake the writer), without the network. One op is one publication.
+func BenchmarkFanout(b *testing.B) {
+	for _, n := range []int{1, 1000, 10000} {
+		b.Run(fmt.Sprintf("subscribers=%d", n), func(b *testing.B) {
+			hub := live.NewHub(&live.Options{Heartbeat: time.Hour})
+			b.Cleanup(func() { hub.Close(context.Background()) }) // after the sink's cleanup
+			sink := hub.AttachSink(b, "bench", n)
+			value := map[string]any{"users": 42, "load": 0.7, "region": "eu-west"}
+			ctx := context.Background()
+			b.ReportAllocs()
+			b.ResetTimer()
+			sink.Expect(int64(b.N) * int64(n))
+			for range b.N {
+				if _, err := hub.Publish(ctx, "bench", value); err != nil {
+					b.Fatal(err)
+				}
+			}
+			sink.Wait()
+			b.StopTimer()
+			deliveries := float64(b.N) * float64(n)
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/deliveries, "ns/delivery")
+		})
+	}
+}
+
+// BenchmarkSSE publishes to subscribers on real SSE connections over
+// loopback, client and server in this process.
+func BenchmarkSSE(b *testing.B) {
+	for _, n := range []int{1, 100, 1000} {
+		b.Run(fmt.Sprintf("subscribers=%d", n), func(b *testing.B) {
+			s := newTestServer(b, &live.Options{Heartbeat: time.Hour})
+			done := make(chan int, n)
+			for range n {
+				stream := openSSE(b, s.srv.URL+"/live/bench", nil)
+				go func() {
+					got := 0
+					for ev := range stream.events {
+						if ev.Data != "" {
+							got++
+							if got == b.N {
+								break
+							}
+						}
+					}
+					done <- got
+				}()
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				s.publish(b, "bench", map[string]int{"i": i})
+			}
+			for range n {
+				if got := <-done; got != b.N {
+					b.Fatalf("a subscriber got %d of %d", got, b.N)
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/(float64(b.N)*float64(n)), "ns/delivery")
+		})
+	}
+}

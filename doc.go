@@ -1,0 +1,59 @@
+// Package live adds live updates to an existing Go web application:
+// dashboards whose numbers move, feeds that grow, lists several people edit
+// at once. A [Hub] streams channels to browsers over Server-Sent Events and
+// WebSocket, publishes from server code, and lets clients that lost their
+// connection resume without losing anything.
+//
+// # Mount
+//
+// Use [NewHub] and mount the result on your mux, either under one prefix
+//
+//	hub := live.NewHub(nil)
+//	mux.Handle("/live/", hub)
+//
+// or at separate paths, as a React app written for WebSocket at /ws and
+// EventSource at /api/live/{channel} expects:
+//
+//	mux.Handle("/ws", hub.WebSocketHandler())
+//	mux.Handle("GET /api/live/{channel}", hub.SSEHandler())
+//	mux.Handle("POST /api/live/{channel}", hub.PublishHandler())
+//
+// Call [Hub.Close] when the server shuts down; see its example.
+//
+// # Publish
+//
+// Publish from handlers, jobs or anywhere else with [Hub.Publish]:
+//
+//	hub.Publish(ctx, "metrics:dashboard", map[string]int{"users": 42})
+//
+// Every subscriber of the channel receives the value as JSON: the data of
+// an SSE event, or the data field of a WebSocket frame
+// {"type":"data","channel":…,"data":…,"cursor":…}. Clients may publish too
+// (WebSocket "publish" frames, HTTP POST) once [Options].Authorize allows
+// it; by default they may only subscribe.
+//
+// # Resume
+//
+// The [Broker] numbers each channel's publications and keeps recent ones.
+// Every event carries its cursor ([Position.String]). An EventSource sends
+// the last one back by itself when it reconnects; a WebSocket client puts
+// it in its subscribe frame. The Hub then replays what was missed, exactly
+// once and in order, before going live. When that is impossible (the
+// client was away too long, the broker lost its data, the cursor is
+// garbage) the client gets a "reset" frame or event instead and must
+// refetch: a publication is never skipped silently.
+//
+// # Scale out
+//
+// The default [MemoryBroker] serves one process. To run several, give each
+// Hub the same network broker; the brokertest package checks a Broker
+// against the contract documented on the interface.
+//
+// # Protect
+//
+// Decide who may subscribe and publish with [Options].Authorize. Browsers
+// from other origins are refused unless [Options].OriginPatterns admits
+// them. Frames, bodies, subscriptions per connection and the queue of
+// each client are bounded; a client that cannot keep up is disconnected
+// (or reset, see [SlowPolicy]) without slowing anyone else.
+package live

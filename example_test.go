@@ -1,0 +1,160 @@
+package live_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/go-live/live"
+)
+
+// Mount a hub, publish, and read the publication from an SSE stream.
+func Example() {
+	hub := live.NewHub(nil)
+	defer hub.Close(context.Background())
+
+	mux := http.NewServeMux()
+	mux.Handle("/live/", hub) // GET /live/{channel} streams; POST publishes; WebSocket anywhere below
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+
+	// Once the response headers arrive the stream is subscribed.
+	resp, err := http.Get(srv.URL + "/live/metrics:dashboard")
+	if err != nil {
+		panic(err)
+	}
+	defer resp.Body.Close()
+
+	pos, _ := hub.Publish(context.Background(), "metrics:dashboard", map[string]int{"users": 42})
+
+	r := bufio.NewReader(resp.Body)
+	for {
+		line, _ := r.ReadString('\n')
+		if strings.HasPrefix(line, "data: ") {
+			fmt.Print(line)
+			break
+		}
+	}
+	fmt.Println("seq", pos.Seq)
+	// Output:
+	// data: {"users":42}
+	// seq 1
+}
+
+// Mount the transports at the seed's URLs, so its LiveProvider (WebSocket
+// at /ws) and useDeltaSync (EventSource at /api/live/{channel}) work
+// unchanged.
+func Example_seedRoutes() {
+	hub := live.NewHub(nil)
+	defer hub.Close(context.Background())
+
+	mux := http.NewServeMux()
+	mux.Handle("/ws", hub.WebSocketHandler())
+	mux.Handle("GET /api/live/{channel}", hub.SSEHandler())
+	mux.Handle("POST /api/live/{channel}", hub.PublishHandler())
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http")+"/ws", nil)
+	if err != nil {
+		panic(err)
+	}
+	defer c.CloseNow()
+
+	c.Write(ctx, websocket.MessageText, []byte(`{"type":"subscribe","channel":"activity"}`))
+	c.Read(ctx) // {"type":"subscribed",…}: from here on publications arrive
+
+	hub.Publish(ctx, "activity", json.RawMessage(`{"type":"add","item":{"id":"a1"}}`))
+	_, msg, _ := c.Read(ctx)
+	var frame struct {
+		Type, Channel string
+		Data          json.RawMessage
+	}
+	json.Unmarshal(msg, &frame)
+	fmt.Println(frame.Type, frame.Channel, string(frame.Data))
+	// Output:
+	// data activity {"type":"add","item":{"id":"a1"}}
+}
+
+// Let clients publish on some channels only. Server code publishes with
+// Hub.Publish regardless.
+func ExampleOptions_authorize() {
+	hub := live.NewHub(&live.Options{
+		Authorize: func(r *http.Request, channel string, op live.Op) error {
+			if op == live.OpPublish && !strings.HasPrefix(channel, "chat:") {
+				return live.ErrForbidden
+			}
+			return nil
+		},
+	})
+	defer hub.Close(context.Background())
+
+	srv := httptest.NewServer(hub)
+	defer srv.Close()
+	for _, channel := range []string{"chat:lobby", "metrics"} {
+		resp, err := http.Post(srv.URL+"/"+channel, "application/json", strings.NewReader(`{"text":"hi"}`))
+		if err != nil {
+			panic(err)
+		}
+		resp.Body.Close()
+		fmt.Println(channel, resp.StatusCode)
+	}
+	// Output:
+	// chat:lobby 200
+	// metrics 403
+}
+
+// Close the hub when the server shuts down: http.Server.Shutdown does not
+// end streaming or hijacked connections by itself.
+func ExampleHub_Close() {
+	hub := live.NewHub(nil)
+	srv := &http.Server{Addr: "localhost:8080", Handler: hub}
+	srv.RegisterOnShutdown(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		hub.Close(ctx)
+	})
+	// go srv.ListenAndServe(); … on a signal:
+	srv.Shutdown(context.Background())
+}
+
+// Cursors are what clients hold to resume: the SSE event id, and the
+// "cursor" field of WebSocket frames.
+func ExampleParseCursor() {
+	pos, err := live.ParseCursor("42.k3j9x1")
+	fmt.Println(pos.Seq, pos.Epoch, err)
+	_, err = live.ParseCursor("42")
+	fmt.Println(err)
+	// Output:
+	// 42 k3j9x1 <nil>
+	// live: malformed cursor "42"
+}
+
+// Keep more history so clients can be away longer and still resume.
+func ExampleNewMemoryBroker() {
+	broker := live.NewMemoryBroker(&live.MemoryOptions{HistorySize: 10000, HistoryAge: time.Hour})
+	defer broker.Close()
+	hub := live.NewHub(&live.Options{Broker: broker})
+	defer hub.Close(context.Background())
+
+	var pos live.Position
+	for i := range 3 {
+		pos, _ = hub.Publish(context.Background(), "ticks", i)
+	}
+	// What a client that saw only the first publication missed:
+	missed, _ := broker.Since(context.Background(), "ticks", live.Position{Epoch: pos.Epoch, Seq: 1})
+	for _, m := range missed {
+		fmt.Println(m.Pos.Seq, string(m.Data))
+	}
+	// Output:
+	// 2 1
+	// 3 2
+}

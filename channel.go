@@ -19,6 +19,7 @@ type hubChannel struct {
 	h      *Hub
 	name   string
 	quoted []byte // name as a JSON string
+	key    []byte // Options.QueryKey for this channel, as JSON, or nil
 	ctx    context.Context
 	cancel context.CancelFunc
 	ready  chan struct{} // closed when the first broker subscription is active or has failed
@@ -64,7 +65,7 @@ func (h *Hub) acquire(ctx context.Context, name string) (*hubChannel, error) {
 	}
 	hc := h.channels[name]
 	if hc == nil {
-		hc = &hubChannel{h: h, name: name, quoted: quote(name), ready: make(chan struct{})}
+		hc = &hubChannel{h: h, name: name, quoted: quote(name), key: h.queryKey(name), ready: make(chan struct{})}
 		hc.ctx, hc.cancel = context.WithCancel(h.ctx)
 		h.channels[name] = hc
 		h.group.Go(func() error {
@@ -178,9 +179,12 @@ func (hc *hubChannel) onReady(head Position) {
 	}
 }
 
+// frame encodes a publication on this channel.
+func (hc *hubChannel) frame(m Message) *frame { return newDataFrame(hc.quoted, hc.key, m) }
+
 // onDeliver is the broker's deliver callback.
 func (hc *hubChannel) onDeliver(m Message) {
-	f := newDataFrame(hc.quoted, m)
+	f := hc.frame(m)
 	hc.mu.Lock()
 	hc.acceptLocked(f)
 	hc.mu.Unlock()
@@ -289,7 +293,7 @@ func (hc *hubChannel) catchUp(from Position) {
 				break
 			}
 			if m.Pos.Seq == hc.last.Seq+1 {
-				hc.fanoutLocked(newDataFrame(hc.quoted, m))
+				hc.fanoutLocked(hc.frame(m))
 				hc.h.stats.replayed.Add(1)
 			}
 		}
@@ -410,7 +414,7 @@ func (h *Hub) subscribe(ctx context.Context, c *conn, name string, from resumeFr
 			ok = false
 			break
 		}
-		replay = append(replay, newDataFrame(hc.quoted, m))
+		replay = append(replay, hc.frame(m))
 		last = m.Pos
 	}
 	ok = ok && last == cur

@@ -42,8 +42,9 @@ func compactJSON(data []byte) []byte {
 }
 
 // newDataFrame encodes one publication: for SSE "id: <cursor>\ndata: <json>",
-// for WebSocket the seed's data frame plus a cursor.
-func newDataFrame(quotedChannel []byte, m Message) *frame {
+// for WebSocket the seed's data frame plus a cursor, and the channel's
+// query key when it has one.
+func newDataFrame(quotedChannel, queryKey []byte, m Message) *frame {
 	data := compactJSON(m.Data)
 	cur := m.Pos.String()
 	sse := make([]byte, 0, len(cur)+len(data)+13)
@@ -53,9 +54,13 @@ func newDataFrame(quotedChannel []byte, m Message) *frame {
 	sse = append(sse, data...)
 	sse = append(sse, "\n\n"...)
 
-	ws := make([]byte, 0, len(quotedChannel)+len(data)+len(cur)+46)
+	ws := make([]byte, 0, len(quotedChannel)+len(queryKey)+len(data)+len(cur)+58)
 	ws = append(ws, `{"type":"data","channel":`...)
 	ws = append(ws, quotedChannel...)
+	if queryKey != nil {
+		ws = append(ws, `,"queryKey":`...)
+		ws = append(ws, queryKey...)
+	}
 	ws = append(ws, `,"data":`...)
 	ws = append(ws, data...)
 	ws = append(ws, `,"cursor":"`...)

@@ -181,14 +181,15 @@ func (s *sseStream) nextData(t testing.TB) sseEvent {
 
 // wsFrame is any frame the hub sends over WebSocket.
 type wsFrame struct {
-	Type    string          `json:"type"`
-	Channel string          `json:"channel,omitempty"`
-	Data    json.RawMessage `json:"data,omitempty"`
-	Cursor  string          `json:"cursor,omitempty"`
-	Reason  string          `json:"reason,omitempty"`
-	Code    string          `json:"code,omitempty"`
-	Message string          `json:"message,omitempty"`
-	Ref     json.RawMessage `json:"ref,omitempty"`
+	Type     string          `json:"type"`
+	Channel  string          `json:"channel,omitempty"`
+	Data     json.RawMessage `json:"data,omitempty"`
+	Cursor   string          `json:"cursor,omitempty"`
+	Reason   string          `json:"reason,omitempty"`
+	Code     string          `json:"code,omitempty"`
+	Message  string          `json:"message,omitempty"`
+	Ref      json.RawMessage `json:"ref,omitempty"`
+	QueryKey json.RawMessage `json:"queryKey,omitempty"`
 }
 
 // wsClient reads frames on its own goroutine into a channel.

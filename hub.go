@@ -61,6 +61,13 @@ type Options struct {
 	// WebSocket pong; a client that exceeds it is disconnected. Default 10s.
 	WriteTimeout time.Duration
 
+	// QueryKey, if set, names the React Query cache entry of a channel.
+	// WebSocket data frames of the channel then carry it as "queryKey",
+	// and the seed's LiveProvider writes each publication's data into that
+	// entry. It is called once per channel while the channel has
+	// subscribers; return nil for channels without one. Default: none.
+	QueryKey func(channel string) []string
+
 	// Logger receives connection and broker events. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -213,6 +220,19 @@ func (h *Hub) Close(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// queryKey returns the channel's query key as JSON, or nil.
+func (h *Hub) queryKey(channel string) []byte {
+	if h.opts.QueryKey == nil {
+		return nil
+	}
+	k := h.opts.QueryKey(channel)
+	if k == nil {
+		return nil
+	}
+	b, _ := json.Marshal(k)
+	return b
 }
 
 // enter registers a connection; it reports false once the hub is closed.

@@ -1,0 +1,97 @@
+package live_test
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/go-live/live"
+)
+
+// watchBroker reports when the hub's broker subscriptions end.
+type watchBroker struct {
+	*live.MemoryBroker
+	ended chan string
+}
+
+func (b *watchBroker) Subscribe(ctx context.Context, channel string, ready func(live.Position), deliver func(live.Message)) error {
+	err := b.MemoryBroker.Subscribe(ctx, channel, ready, deliver)
+	b.ended <- channel
+	return err
+}
+
+// TestClientGoneUnsubscribes checks that a client leaving ends its
+// subscription at once: the hub drops its broker subscription as soon as
+// the last local subscriber of a channel is gone.
+func TestClientGoneUnsubscribes(t *testing.T) {
+	b := &watchBroker{MemoryBroker: newMemoryBroker(t, 16), ended: make(chan string, 4)}
+	s := newTestServer(t, &live.Options{Broker: b})
+
+	sse := openSSE(t, s.srv.URL+"/live/sse-channel", nil)
+	ws := dialWS(t, s.wsURL(), nil)
+	ws.subscribe(t, "ws-channel")
+
+	sse.resp.Body.Close()
+	if got := <-b.ended; got != "sse-channel" {
+		t.Errorf("ended %q, want sse-channel", got)
+	}
+	ws.c.CloseNow()
+	if got := <-b.ended; got != "ws-channel" {
+		t.Errorf("ended %q, want ws-channel", got)
+	}
+}
+
+// unwrapOnly is middleware's ResponseWriter that hides http.Flusher but
+// offers Unwrap, as http.ResponseController expects.
+type unwrapOnly struct {
+	w      http.ResponseWriter
+	status int
+}
+
+func (u *unwrapOnly) Header() http.Header         { return u.w.Header() }
+func (u *unwrapOnly) Write(b []byte) (int, error) { return u.w.Write(b) }
+func (u *unwrapOnly) WriteHeader(code int)        { u.status = code; u.w.WriteHeader(code) }
+func (u *unwrapOnly) Unwrap() http.ResponseWriter { return u.w }
+
+func TestSSEThroughMiddleware(t *testing.T) {
+	hub := live.NewHub(nil)
+	logging := func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			next.ServeHTTP(&unwrapOnly{w: w}, r)
+		})
+	}
+	srv := httptest.NewServer(logging(hub))
+	t.Cleanup(func() {
+		hub.Close(context.Background())
+		srv.Close()
+	})
+	stream := openSSE(t, srv.URL+"/c", nil)
+	pos, err := hub.Publish(context.Background(), "c", "through")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev := stream.nextData(t); ev.ID != pos.String() || ev.Data != `"through"` {
+		t.Errorf("got %+v", ev)
+	}
+}
+
+func TestQueryKey(t *testing.T) {
+	s := newTestServer(t, &live.Options{QueryKey: func(channel string) []string {
+		if channel == "metrics:dashboard" {
+			return []string{"metrics"}
+		}
+		return nil
+	}})
+	c := dialWS(t, s.wsURL(), nil)
+	c.subscribe(t, "metrics:dashboard")
+	c.subscribe(t, "other")
+	s.publish(t, "metrics:dashboard", 1)
+	s.publish(t, "other", 2)
+	if f := c.expect(t, "data"); string(f.QueryKey) != `["metrics"]` {
+		t.Errorf("queryKey = %s, want [\"metrics\"]", f.QueryKey)
+	}
+	if f := c.expect(t, "data"); f.QueryKey != nil {
+		t.Errorf("queryKey = %s on a channel without one", f.QueryKey)
+	}
+}

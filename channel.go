@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -27,6 +28,10 @@ type hubChannel struct {
 
 	refs int // guarded by h.mu: local subscribers plus those joining
 
+	// state is the channel's State, if it is one; its frames carry their
+	// version and fan-out folds them into the value.
+	state atomic.Pointer[State]
+
 	mu       sync.Mutex // guards the fields below
 	subs     []*subscription
 	last     Position // newest publication fanned out
@@ -36,6 +41,10 @@ type hubChannel struct {
 	target   Position // where the catch-up must reach, at least
 	held     []*frame
 	heldLost bool // held overflowed during the catch-up
+
+	// stateHeld, when non-nil, holds publications for the State while it
+	// rebuilds its value from history.
+	stateHeld []*frame
 }
 
 // maxHeld bounds the publications a channel holds while it catches up.
@@ -67,6 +76,9 @@ func (h *Hub) acquire(ctx context.Context, name string) (*hubChannel, error) {
 	if hc == nil {
 		hc = &hubChannel{h: h, name: name, quoted: quote(name), key: h.queryKey(name), ready: make(chan struct{})}
 		hc.ctx, hc.cancel = context.WithCancel(h.ctx)
+		if st := h.states[name]; st != nil {
+			hc.state.Store(st)
+		}
 		h.channels[name] = hc
 		h.group.Go(func() error {
 			hc.run()
@@ -180,7 +192,16 @@ func (hc *hubChannel) onReady(head Position) {
 }
 
 // frame encodes a publication on this channel.
-func (hc *hubChannel) frame(m Message) *frame { return newDataFrame(hc.quoted, hc.key, m) }
+func (hc *hubChannel) frame(m Message) *frame {
+	if hc.state.Load() == nil {
+		return newDataFrame(hc.quoted, hc.key, m)
+	}
+	src := m.Data
+	m.Data = encodeStateData(m.Pos, src)
+	f := newDataFrame(hc.quoted, hc.key, m)
+	f.src, f.st = src, hc.state.Load()
+	return f
+}
 
 // onDeliver is the broker's deliver callback.
 func (hc *hubChannel) onDeliver(m Message) {
@@ -215,6 +236,13 @@ func (hc *hubChannel) acceptLocked(f *frame) {
 
 func (hc *hubChannel) fanoutLocked(f *frame) {
 	hc.last = f.pos
+	if st := hc.state.Load(); st != nil {
+		if hc.stateHeld != nil {
+			hc.stateHeld = append(hc.stateHeld, f)
+		} else {
+			st.apply(f.pos, f.src)
+		}
+	}
 	max := hc.h.opts.QueueMessages
 	for _, s := range hc.subs {
 		if !s.resuming {
@@ -233,6 +261,10 @@ func (hc *hubChannel) fanoutLocked(f *frame) {
 // resetAllLocked tells every subscriber that the channel continues after
 // cursor and that what came before must be refetched.
 func (hc *hubChannel) resetAllLocked(reason string, cursor Position) {
+	if st := hc.state.Load(); st != nil {
+		hc.stateHeld = nil
+		st.resetTo(cursor)
+	}
 	var ws, sse *frame
 	for _, s := range hc.subs {
 		if s.resuming {

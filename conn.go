@@ -46,6 +46,7 @@ type conn struct {
 	beat  bool // a heartbeat is due
 	slow  bool // disconnect requested under SlowDisconnect
 	subs  map[string]*subscription
+	skip  map[string]Position // per state channel: publications up to here were conflated
 	// abort interrupts a write in progress, so a client that stopped
 	// reading is dropped now rather than after the write timeout. The
 	// transport sets it before serving.
@@ -64,7 +65,7 @@ func (c *conn) push(f *frame) {
 	}
 	n := f.size()
 	c.mu.Lock()
-	if c.slow {
+	if c.slow || (c.skip != nil && c.skipLocked(f)) {
 		c.mu.Unlock()
 		return
 	}
@@ -90,45 +91,67 @@ func (c *conn) signal() {
 }
 
 // overflowLocked applies the slow-client policy when f does not fit.
+//
+// State channels are always conflated: their queued publications give way
+// to one frame holding the latest value, and later publications it already
+// contains are skipped. Other channels follow the hub's SlowPolicy.
 func (c *conn) overflowLocked(f *frame) {
 	c.hub.stats.slow.Add(1)
-	if c.hub.opts.SlowPolicy == SlowReset {
-		// Keep control frames, drop publications, and tell each channel
-		// that lost some where the stream now stands.
-		lost := make(map[string]Position)
-		kept := c.q[:0]
-		bytes := 0
-		for _, g := range c.q {
-			if g.data || g.reset { // a newer reset supersedes an older one
-				lost[g.channel] = g.pos
-				continue
-			}
+	lost := make(map[string]*frame) // the newest droppable frame of each channel
+	conflatable := true
+	kept := make([]*frame, 0, 8)
+	for _, g := range append(c.q, f) {
+		if !g.data && !g.reset {
 			kept = append(kept, g)
-			bytes += g.size()
+			continue
 		}
-		clear(c.q[len(kept):])
-		c.q = kept
-		if f.data || f.reset {
-			lost[f.channel] = f.pos
-		} else {
-			c.q = append(c.q, f)
-			bytes += f.size()
+		lost[g.channel] = g // a newer frame supersedes an older one
+		if g.st == nil && g.data {
+			conflatable = false
 		}
-		for ch, pos := range lost {
-			r := resetFrame(ch, pos, resetSlow, c.ws)
-			c.q = append(c.q, r)
-			bytes += r.size()
-		}
-		c.bytes = bytes
-		if c.bytes <= c.hub.opts.QueueBytes && len(c.q) <= c.hub.opts.QueueMessages {
-			return
-		}
-		// Control frames alone overflow: nothing sensible is left to send.
 	}
 	clear(c.q)
 	c.q = c.q[:0]
+	if conflatable || c.hub.opts.SlowPolicy == SlowReset {
+		for ch, g := range lost {
+			var r *frame
+			if g.st != nil {
+				r = g.st.snapshot()
+				if c.skip == nil {
+					c.skip = make(map[string]Position)
+				}
+				c.skip[ch] = r.pos
+			} else {
+				r = resetFrame(ch, g.pos, resetSlow, c.ws)
+			}
+			kept = append(kept, r)
+		}
+		bytes := 0
+		for _, g := range kept {
+			bytes += g.size()
+		}
+		if bytes <= c.hub.opts.QueueBytes && len(kept) <= c.hub.opts.QueueMessages {
+			c.q, c.bytes = append(c.q, kept...), bytes
+			return
+		}
+		// What is left still overflows: nothing sensible can be sent.
+	}
 	c.bytes = 0
 	c.slow = true
+}
+
+// skipLocked reports whether f is a publication already contained in a
+// conflated frame sent before it.
+func (c *conn) skipLocked(f *frame) bool {
+	p, ok := c.skip[f.channel]
+	if !ok || !f.data || f.st == nil {
+		return false
+	}
+	if f.pos.Epoch != p.Epoch || f.pos.Seq > p.Seq {
+		delete(c.skip, f.channel)
+		return false
+	}
+	return f.pos.Seq <= p.Seq
 }
 
 // A transport writes batches of frames to the network. Each call must

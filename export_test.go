@@ -87,3 +87,81 @@ func (t sinkTransport) write(_ context.Context, batch []*frame) error {
 }
 
 func (sinkTransport) heartbeat(context.Context) error { return nil }
+
+// Recorder is one in-process WebSocket-style subscriber whose writes can
+// be held back, to make a client slow at will.
+type Recorder struct {
+	gate   chan struct{} // receives a token per batch allowed through
+	mu     sync.Mutex    // guards frames
+	frames [][]byte
+	got    chan struct{} // signalled after each batch
+	stop   func()
+}
+
+// AttachRecorder subscribes a recorder to channel. Its first batch waits
+// until Release is called.
+func (h *Hub) AttachRecorder(tb testing.TB, channel string) *Recorder {
+	r := &Recorder{gate: make(chan struct{}), got: make(chan struct{}, 1)}
+	ctx, cancel := context.WithCancel(context.Background())
+	c := newConn(h, nil, true)
+	if !h.enter(c) {
+		tb.Fatal("hub closed")
+	}
+	if err := h.subscribe(ctx, c, channel, resumeFrom{}, nil); err != nil {
+		tb.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.serve(ctx, recorderTransport{r})
+	}()
+	r.stop = func() {
+		cancel()
+		<-done
+		h.leave(c)
+	}
+	tb.Cleanup(r.stop)
+	return r
+}
+
+// Release lets every later batch through.
+func (r *Recorder) Release() { close(r.gate) }
+
+// Frames waits until n frames have been written, or the test's patience
+// ends, and returns them.
+func (r *Recorder) Frames(tb testing.TB, n int) [][]byte {
+	for {
+		r.mu.Lock()
+		got := len(r.frames)
+		r.mu.Unlock()
+		if got >= n {
+			break
+		}
+		<-r.got
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([][]byte(nil), r.frames...)
+}
+
+type recorderTransport struct{ r *Recorder }
+
+func (t recorderTransport) write(ctx context.Context, batch []*frame) error {
+	select {
+	case <-t.r.gate:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	t.r.mu.Lock()
+	for _, f := range batch {
+		t.r.frames = append(t.r.frames, f.ws)
+	}
+	t.r.mu.Unlock()
+	select {
+	case t.r.got <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+func (recorderTransport) heartbeat(context.Context) error { return nil }

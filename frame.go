@@ -15,6 +15,8 @@ type frame struct {
 	reset   bool // a reset; pos is its cursor
 	sse     []byte
 	ws      []byte
+	src     []byte // a state channel's publication as published, for State.apply
+	st      *State // the State of a state channel's publication
 }
 
 // size is what the frame counts against a queue's byte bound.

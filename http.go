@@ -142,19 +142,12 @@ func (h *Hub) servePublish(w http.ResponseWriter, r *http.Request) {
 		writeAuthError(w, err)
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.opts.MaxMessageBytes))
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			writeError(w, http.StatusRequestEntityTooLarge, "too_large", "the body exceeds the publish limit")
-			return
-		}
-		writeError(w, http.StatusBadRequest, "bad_body", "reading the body: "+err.Error())
+	if h.isState(channel) {
+		writeError(w, http.StatusForbidden, "state_channel", "write to a state channel through its own endpoint")
 		return
 	}
-	data, err := compactValue(body)
+	data, err := readBody(w, r, h.opts.MaxMessageBytes)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "bad_json", err.Error())
 		return
 	}
 	pos, err := h.publish(r.Context(), channel, data)
@@ -169,6 +162,27 @@ func (h *Hub) servePublish(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(publishReply{Success: true, Channel: channel, Cursor: pos.String()})
+}
+
+// readBody reads a JSON body of at most limit bytes, answering the request
+// itself when the body is unacceptable.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) (json.RawMessage, error) {
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeError(w, http.StatusRequestEntityTooLarge, "too_large", "the body exceeds the limit")
+		} else {
+			writeError(w, http.StatusBadRequest, "bad_body", "reading the body: "+err.Error())
+		}
+		return nil, err
+	}
+	data, err := compactValue(b)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "bad_json", err.Error())
+		return nil, err
+	}
+	return data, nil
 }
 
 // errBadJSON describes a body or data field that is not one JSON value.

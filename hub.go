@@ -124,8 +124,9 @@ type Hub struct {
 	done   <-chan struct{} // ctx.Done()
 	group  errgroup.Group  // channel subscriptions, catch-ups, heartbeat
 
-	mu       sync.Mutex // guards channels, conns, closed and idle
+	mu       sync.Mutex // guards channels, states, conns, closed and idle
 	channels map[string]*hubChannel
+	states   map[string]*State
 	conns    map[*conn]struct{}
 	closed   bool
 	idle     chan struct{} // closed when closed is set and conns is empty

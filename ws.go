@@ -199,6 +199,10 @@ func (h *Hub) handleFrame(ctx context.Context, c *conn, data []byte) {
 			c.push(errorFrame("bad_frame", "a publish frame needs data", ch, ref))
 			return
 		}
+		if h.isState(ch) {
+			c.push(errorFrame("state_channel", "write to a state channel through its own endpoint", ch, ref))
+			return
+		}
 		body, err := compactValue(f.Data)
 		if err != nil {
 			c.push(errorFrame("bad_json", err.Error(), ch, ref))

@@ -1,0 +1,447 @@
+package live
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// ErrConflict reports a conditional write to a [State] whose version has
+// moved on. Over HTTP it is a 412 whose JSON body carries the current
+// version, so the client can roll back and refetch.
+var ErrConflict = errors.New("live: version conflict")
+
+// errBadUpdate marks a write whose update could not be merged.
+var errBadUpdate = errors.New("bad update")
+
+// StateOptions configures [Hub.State]. A nil *StateOptions means the
+// defaults documented on each field.
+type StateOptions struct {
+	// Initial is the value at version 0. Default: {}.
+	Initial any
+
+	// Merge combines the value with an update in Apply and in PATCH
+	// requests. Default MergePatch (RFC 7386).
+	Merge Merge
+}
+
+// A State is a channel whose current value the Hub keeps, with a version:
+// the position of the publication that made it. Writes publish the
+// smallest delta that turns the old value into the new one, in the seed's
+// useDeltaSync format, {"version":N,"changes":[…]}, so clients receive
+// efficient updates without anyone writing a diff by hand. Serve the
+// value with [State.ServeHTTP] ({"data":…,"version":N}, the initial fetch
+// useDeltaSync expects); stream the channel as any other, where
+// ?version=N resumes after version N.
+//
+// The value is the fold of the channel's stream: writes publish, and
+// every Hub sharing the broker applies the deltas in broker order, so all
+// of them agree. Clients cannot publish on a state channel directly.
+//
+// When a change cannot be expressed as dotted-path changes (the value
+// changes type, or a key contains a dot), the publication is a reset,
+// {"version":0,"reset":true,"data":…}: version 0 is never the successor of
+// a client's version, so the seed's client refetches, and live clients
+// may take data as the new value.
+//
+// A State is safe for concurrent use.
+type State struct {
+	hub   *Hub
+	name  string
+	merge Merge
+	init  json.RawMessage
+	hc    *hubChannel
+
+	writeMu sync.Mutex // serializes this process's writes, so each diffs against the value it replaces
+
+	mu      sync.Mutex // guards value, version and applied
+	value   json.RawMessage
+	version Position
+	applied chan struct{} // closed and replaced whenever version moves
+}
+
+// statePayload is what a State publishes; the Hub adds the version when
+// it encodes the frame, since the broker assigns it.
+type statePayload struct {
+	Changes []Change        `json:"changes,omitempty"`
+	Reset   bool            `json:"reset,omitempty"`
+	Data    json.RawMessage `json:"data,omitempty"`
+}
+
+// State makes channel a state channel and returns it. It subscribes to the
+// channel for the Hub's lifetime; create states before serving clients.
+// If the channel already has publications, State rebuilds the value from
+// history and fails if history no longer reaches back to the first. It
+// panics if the channel name is invalid or already a State.
+func (h *Hub) State(ctx context.Context, channel string, opts *StateOptions) (*State, error) {
+	if err := ValidChannel(channel); err != nil {
+		panic(err)
+	}
+	var o StateOptions
+	if opts != nil {
+		o = *opts
+	}
+	if o.Merge == nil {
+		o.Merge = MergePatch
+	}
+	init := json.RawMessage(`{}`)
+	if o.Initial != nil {
+		b, err := json.Marshal(o.Initial)
+		if err != nil {
+			panic(fmt.Sprintf("live: State %q: initial value: %v", channel, err))
+		}
+		init = b
+	}
+	s := &State{hub: h, name: channel, merge: o.Merge, init: init, value: init, applied: make(chan struct{})}
+
+	h.mu.Lock()
+	if h.states == nil {
+		h.states = make(map[string]*State)
+	}
+	if h.states[channel] != nil {
+		h.mu.Unlock()
+		panic(fmt.Sprintf("live: channel %q is already a State", channel))
+	}
+	h.states[channel] = s
+	h.mu.Unlock()
+
+	hc, err := h.acquire(ctx, channel)
+	if err != nil {
+		h.mu.Lock()
+		delete(h.states, channel)
+		h.mu.Unlock()
+		return nil, fmt.Errorf("live: state %q: %w", channel, err)
+	}
+	s.hc = hc
+
+	// Rebuild from history what was published before this process came.
+	hc.mu.Lock()
+	head := hc.last
+	hc.state.Store(s)
+	hc.stateHeld = []*frame{} // hold deliveries until the rebuild is done
+	hc.mu.Unlock()
+	var msgs []Message
+	if head.Seq > 0 {
+		err = ErrGone
+		if h.history != nil {
+			msgs, err = h.history.Since(ctx, channel, Position{Epoch: head.Epoch})
+		}
+		if err != nil {
+			h.release(hc)
+			return nil, fmt.Errorf("live: state %q: rebuilding from history: %w", channel, err)
+		}
+	}
+	hc.mu.Lock()
+	defer hc.mu.Unlock()
+	s.mu.Lock()
+	s.version = Position{Epoch: head.Epoch}
+	s.mu.Unlock()
+	for _, m := range msgs {
+		if m.Pos.Seq <= head.Seq {
+			s.apply(m.Pos, m.Data)
+		}
+	}
+	held := hc.stateHeld
+	hc.stateHeld = nil
+	for _, f := range held {
+		s.apply(f.pos, f.src)
+	}
+	return s, nil
+}
+
+// isState reports whether channel is a state channel.
+func (h *Hub) isState(channel string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.states[channel] != nil
+}
+
+// stateFor returns the State of channel, or nil.
+func (h *Hub) stateFor(channel string) *State {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.states[channel]
+}
+
+// encodeStateData returns what clients see for a state publication: the
+// payload with its version in front.
+func encodeStateData(pos Position, payload []byte) []byte {
+	version := pos.Seq
+	if bytes.HasPrefix(payload, []byte(`{"reset":true`)) {
+		version = 0
+	}
+	if len(payload) < 2 || payload[0] != '{' {
+		return payload
+	}
+	out := make([]byte, 0, len(payload)+24)
+	out = append(out, `{"version":`...)
+	out = strconv.AppendUint(out, version, 10)
+	if len(payload) > 2 {
+		out = append(out, ',')
+	}
+	return append(out, payload[1:]...)
+}
+
+// apply folds one publication into the value. It runs under the hub
+// channel's lock, in position order.
+func (s *State) apply(pos Position, payload []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if pos.Epoch != s.version.Epoch {
+		// A new numbering: whatever came before is unknown.
+		s.value, s.version = s.init, Position{Epoch: pos.Epoch, Seq: pos.Seq - 1}
+	}
+	if pos.Seq <= s.version.Seq {
+		return
+	}
+	var p statePayload
+	err := json.Unmarshal(payload, &p)
+	switch {
+	case err != nil:
+	case p.Reset:
+		s.value = p.Data
+	default:
+		var next json.RawMessage
+		next, err = ApplyDelta(s.value, s.version.Seq, Delta{Version: s.version.Seq + 1, Changes: p.Changes})
+		if err == nil {
+			s.value = next
+		}
+	}
+	if err != nil {
+		s.hub.opts.Logger.Error("live: state publication does not apply; value kept", "channel", s.name, "version", pos.Seq, "err", err)
+	}
+	s.version = pos
+	close(s.applied)
+	s.applied = make(chan struct{})
+}
+
+// resetTo is called when the channel lost publications it cannot replay:
+// the value is unknown past this point, so it starts again from the
+// initial value at cursor.
+func (s *State) resetTo(cursor Position) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.hub.opts.Logger.Error("live: state lost publications; value restarts from the initial value", "channel", s.name, "cursor", cursor.String())
+	s.value, s.version = s.init, cursor
+	close(s.applied)
+	s.applied = make(chan struct{})
+}
+
+// snapshot returns a frame that brings a slow client up to the current
+// value in one step: a reset publication carrying the value, which the
+// seed's client answers by refetching and ours by adopting the data.
+func (s *State) snapshot() *frame {
+	s.mu.Lock()
+	value, pos := s.value, s.version
+	s.mu.Unlock()
+	payload, _ := json.Marshal(statePayload{Reset: true, Data: value})
+	f := newDataFrame(s.hc.quoted, s.hc.key, Message{Channel: s.name, Pos: pos, Data: encodeStateData(pos, payload)})
+	f.st = s
+	return f
+}
+
+// Get returns the current value and its version.
+func (s *State) Get() (data json.RawMessage, version uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.value, s.version.Seq
+}
+
+// Set replaces the value with v and publishes the delta. It returns the
+// new version, once this Hub has applied it.
+func (s *State) Set(ctx context.Context, v any) (uint64, error) {
+	return s.write(ctx, false, 0, func(json.RawMessage) (json.RawMessage, error) { return json.Marshal(v) })
+}
+
+// SetIf is Set, refused with ErrConflict unless the value is at version.
+func (s *State) SetIf(ctx context.Context, version uint64, v any) (uint64, error) {
+	return s.write(ctx, true, version, func(json.RawMessage) (json.RawMessage, error) { return json.Marshal(v) })
+}
+
+// Apply merges update into the value with the State's Merge and
+// publishes the delta.
+func (s *State) Apply(ctx context.Context, update any) (uint64, error) {
+	return s.write(ctx, false, 0, s.merger(update))
+}
+
+// ApplyIf is Apply, refused with ErrConflict unless the value is at
+// version.
+func (s *State) ApplyIf(ctx context.Context, version uint64, update any) (uint64, error) {
+	return s.write(ctx, true, version, s.merger(update))
+}
+
+func (s *State) merger(update any) func(json.RawMessage) (json.RawMessage, error) {
+	return func(cur json.RawMessage) (json.RawMessage, error) {
+		u, err := json.Marshal(update)
+		if err != nil {
+			return nil, err
+		}
+		return s.merge(cur, u)
+	}
+}
+
+// write computes the new value from the current one, publishes the delta
+// and waits until the stream has brought it back.
+func (s *State) write(ctx context.Context, conditional bool, want uint64, next func(json.RawMessage) (json.RawMessage, error)) (uint64, error) {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+
+	cur, version := s.Get()
+	if conditional && version != want {
+		return version, fmt.Errorf("live: state %q at version %d, not %d: %w", s.name, version, want, ErrConflict)
+	}
+	nv, err := next(cur)
+	if err == nil {
+		nv, err = compactValue(nv)
+	}
+	var changes []Change
+	ok := false
+	if err == nil {
+		changes, ok, err = Diff(cur, nv)
+	}
+	if err != nil {
+		return version, fmt.Errorf("live: state %q: %w: %w", s.name, errBadUpdate, err)
+	}
+	if ok && len(changes) == 0 {
+		return version, nil // nothing changed: nothing to publish
+	}
+	p := statePayload{Changes: changes}
+	if !ok {
+		p = statePayload{Reset: true, Data: nv}
+	}
+	payload, err := json.Marshal(p)
+	if err != nil {
+		return version, err
+	}
+	pos, err := s.hub.publish(ctx, s.name, payload)
+	if err != nil {
+		return version, err
+	}
+	return pos.Seq, s.wait(ctx, pos)
+}
+
+// wait blocks until the value includes the publication at pos.
+func (s *State) wait(ctx context.Context, pos Position) error {
+	for {
+		s.mu.Lock()
+		reached := s.version.Epoch != pos.Epoch || s.version.Seq >= pos.Seq
+		applied := s.applied
+		s.mu.Unlock()
+		if reached {
+			return nil
+		}
+		select {
+		case <-applied:
+		case <-ctx.Done():
+			return fmt.Errorf("live: state %q: waiting for version %d: %w", s.name, pos.Seq, ctx.Err())
+		case <-s.hub.done:
+			return ErrClosed
+		}
+	}
+}
+
+// stateReply is the body of GET and of successful writes: what the seed's
+// useDeltaSync initial fetch expects.
+type stateReply struct {
+	Data    json.RawMessage `json:"data"`
+	Version uint64          `json:"version"`
+}
+
+// stateConflict is the 412 body of a stale conditional write.
+type stateConflict struct {
+	Error   string `json:"error"`
+	Message string `json:"message"`
+	Version uint64 `json:"version"`
+}
+
+// ServeHTTP serves the value: GET answers {"data":…,"version":N} with an
+// ETag; PATCH (or POST) merges the JSON body in with the State's Merge;
+// PUT replaces the value. A write with If-Match: "N" (or ?version=N) is
+// refused with 412 and the current version unless the value is at N.
+// Writes answer with the new value and version. Authorize writes with your
+// own middleware: ServeHTTP does not consult Options.Authorize.
+func (s *State) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch r.Method {
+	case http.MethodGet, http.MethodHead:
+		data, version := s.Get()
+		s.reply(w, data, version)
+		return
+	case http.MethodPatch, http.MethodPost, http.MethodPut:
+	default:
+		w.Header().Set("Allow", "GET, HEAD, PATCH, POST, PUT")
+		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" is not supported here")
+		return
+	}
+	want, conditional, err := wantVersion(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "bad_version", err.Error())
+		return
+	}
+	body, err := readBody(w, r, s.hub.opts.MaxMessageBytes)
+	if err != nil {
+		return
+	}
+	var version uint64
+	if r.Method == http.MethodPut {
+		version, err = s.write(r.Context(), conditional, want, func(json.RawMessage) (json.RawMessage, error) { return body, nil })
+	} else {
+		version, err = s.write(r.Context(), conditional, want, func(cur json.RawMessage) (json.RawMessage, error) { return s.merge(cur, body) })
+	}
+	switch {
+	case errors.Is(err, ErrConflict):
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("ETag", etag(version))
+		w.WriteHeader(http.StatusPreconditionFailed)
+		json.NewEncoder(w).Encode(stateConflict{Error: "conflict", Message: "the value has changed; refetch and retry", Version: version})
+	case errors.Is(err, errBadUpdate):
+		writeError(w, http.StatusBadRequest, "bad_update", err.Error())
+	case errors.Is(err, ErrClosed):
+		writeError(w, http.StatusServiceUnavailable, "closed", "the live hub is shutting down")
+	case err != nil:
+		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+	default:
+		data, v := s.Get()
+		if v < version {
+			v = version
+		}
+		s.reply(w, data, v)
+	}
+}
+
+func (s *State) reply(w http.ResponseWriter, data json.RawMessage, version uint64) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("ETag", etag(version))
+	json.NewEncoder(w).Encode(stateReply{Data: data, Version: version})
+}
+
+func etag(version uint64) string { return `"` + strconv.FormatUint(version, 10) + `"` }
+
+// wantVersion reads the version a conditional write expects, from
+// If-Match ("N", W/"N") or ?version=N.
+func wantVersion(r *http.Request) (uint64, bool, error) {
+	v := r.Header.Get("If-Match")
+	if v == "" {
+		v = r.URL.Query().Get("version")
+		if v == "" {
+			return 0, false, nil
+		}
+	}
+	if v == "*" {
+		return 0, false, nil
+	}
+	v = strings.TrimPrefix(v, "W/")
+	v = strings.Trim(v, `"`)
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		return 0, false, fmt.Errorf("live: If-Match must be a version such as \"12\"")
+	}
+	return n, true, nil
+}

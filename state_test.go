@@ -1,0 +1,323 @@
+package live_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/go-live/live"
+	"github.com/google/go-cmp/cmp"
+)
+
+// newState mounts a state channel the way the seed's useDeltaSync expects:
+// GET/PATCH at /api/{channel}, the stream at /api/live/{channel}.
+func newState(t *testing.T, s *testServer, channel string, opts *live.StateOptions) (*live.State, string) {
+	t.Helper()
+	st, err := s.hub.State(context.Background(), channel, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/api/"+channel, st)
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return st, srv.URL + "/api/" + channel
+}
+
+type stateReply struct {
+	Data    any    `json:"data"`
+	Version uint64 `json:"version"`
+}
+
+func doJSON(t *testing.T, method, url, body string, header map[string]string) (*http.Response, map[string]any) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, strings.NewReader(body))
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	json.NewDecoder(resp.Body).Decode(&out)
+	return resp, out
+}
+
+func decode(t *testing.T, s string) any {
+	t.Helper()
+	var v any
+	if err := json.Unmarshal([]byte(s), &v); err != nil {
+		t.Fatalf("%q: %v", s, err)
+	}
+	return v
+}
+
+func TestStateDeltas(t *testing.T) {
+	s := newTestServer(t, nil)
+	st, url := newState(t, s, "board", &live.StateOptions{Initial: map[string]any{"title": "Board", "cards": map[string]any{}}})
+
+	resp, got := doJSON(t, "GET", url, "", nil)
+	want := map[string]any{"data": map[string]any{"title": "Board", "cards": map[string]any{}}, "version": 0.0}
+	if diff := cmp.Diff(want, got); diff != "" || resp.Header.Get("ETag") != `"0"` {
+		t.Fatalf("GET ETag %q (-want +got):\n%s", resp.Header.Get("ETag"), diff)
+	}
+
+	stream := openSSE(t, s.srv.URL+"/api/live/board?version=0", nil)
+	resp, got = doJSON(t, "PATCH", url, `{"cards":{"c1":{"text":"hello"}}}`, nil)
+	if resp.StatusCode != 200 || got["version"] != 1.0 {
+		t.Fatalf("PATCH: %s %v", resp.Status, got)
+	}
+	ev := stream.nextData(t)
+	wantDelta := decode(t, `{"version":1,"changes":[{"op":"add","path":"cards.c1","value":{"text":"hello"}}]}`)
+	if diff := cmp.Diff(wantDelta, decode(t, ev.Data)); diff != "" {
+		t.Errorf("delta (-want +got):\n%s", diff)
+	}
+
+	if _, err := st.Set(context.Background(), map[string]any{"title": "Renamed", "cards": map[string]any{"c1": map[string]any{"text": "hello"}}}); err != nil {
+		t.Fatal(err)
+	}
+	ev = stream.nextData(t)
+	wantDelta = decode(t, `{"version":2,"changes":[{"op":"update","path":"title","value":"Renamed"}]}`)
+	if diff := cmp.Diff(wantDelta, decode(t, ev.Data)); diff != "" {
+		t.Errorf("delta (-want +got):\n%s", diff)
+	}
+
+	// No change, no publication.
+	v, err := st.Apply(context.Background(), map[string]any{"title": "Renamed"})
+	if err != nil || v != 2 {
+		t.Errorf("no-op Apply = %d, %v; want 2", v, err)
+	}
+
+	// A client resuming after version 1 gets exactly version 2.
+	resumed := openSSE(t, s.srv.URL+"/api/live/board?version=1", nil)
+	if ev := resumed.nextData(t); decode(t, ev.Data).(map[string]any)["version"] != 2.0 {
+		t.Errorf("resumed with %s", ev.Data)
+	}
+}
+
+func TestStateResetWhenInexpressible(t *testing.T) {
+	s := newTestServer(t, nil)
+	st, _ := newState(t, s, "doc", nil)
+	stream := openSSE(t, s.srv.URL+"/live/doc", nil)
+	if _, err := st.Set(context.Background(), []int{1, 2}); err != nil {
+		t.Fatal(err)
+	}
+	got := decode(t, stream.nextData(t).Data)
+	if diff := cmp.Diff(decode(t, `{"version":0,"reset":true,"data":[1,2]}`), got); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+	data, v := st.Get()
+	if string(data) != "[1,2]" || v != 1 {
+		t.Errorf("Get = %s, %d", data, v)
+	}
+}
+
+func TestStateConditionalWrites(t *testing.T) {
+	s := newTestServer(t, nil)
+	_, url := newState(t, s, "form", nil)
+	doJSON(t, "PATCH", url, `{"a":1}`, nil)
+
+	resp, body := doJSON(t, "PATCH", url, `{"a":2}`, map[string]string{"If-Match": `"0"`})
+	if resp.StatusCode != http.StatusPreconditionFailed || body["error"] != "conflict" || body["version"] != 1.0 {
+		t.Errorf("stale If-Match: %s %v", resp.Status, body)
+	}
+	resp, body = doJSON(t, "PUT", url, `{"a":3}`, map[string]string{"If-Match": `"1"`})
+	if resp.StatusCode != 200 || body["version"] != 2.0 {
+		t.Errorf("current If-Match: %s %v", resp.Status, body)
+	}
+	for _, tt := range []struct {
+		name, method, body string
+		header             map[string]string
+		status             int
+		code               string
+	}{
+		{"bad json", "PATCH", `{`, nil, 400, "bad_json"},
+		{"bad version", "PATCH", `{}`, map[string]string{"If-Match": "yesterday"}, 400, "bad_version"},
+		{"method", "DELETE", ``, nil, 405, "method_not_allowed"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, body := doJSON(t, tt.method, url, tt.body, tt.header)
+			if resp.StatusCode != tt.status || body["error"] != tt.code {
+				t.Errorf("got %s %v", resp.Status, body)
+			}
+		})
+	}
+}
+
+// TestStateConcurrentWriters increments a counter from many goroutines
+// with conditional writes: no increment may be lost and a client folding
+// the deltas must end with the same value.
+func TestStateConcurrentWriters(t *testing.T) {
+	s := newTestServer(t, nil)
+	st, _ := newState(t, s, "counter", &live.StateOptions{Initial: map[string]int{"n": 0}})
+	c := dialWS(t, s.wsURL(), nil)
+	c.subscribe(t, "counter")
+
+	const writers, each = 8, 25
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range each {
+				for {
+					data, v := st.Get()
+					var cur struct{ N int }
+					json.Unmarshal(data, &cur)
+					_, err := st.ApplyIf(ctx, v, map[string]int{"n": cur.N + 1})
+					if err == nil {
+						break
+					}
+					if !errors.Is(err, live.ErrConflict) {
+						t.Error(err)
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	data, v := st.Get()
+	if string(data) != `{"n":`+strconv.Itoa(writers*each)+`}` || v != writers*each {
+		t.Fatalf("Get = %s at %d", data, v)
+	}
+
+	// Fold what the client received.
+	value := json.RawMessage(`{"n":0}`)
+	for i := uint64(1); i <= v; i++ {
+		f := c.expect(t, "data")
+		var d live.Delta
+		if err := json.Unmarshal(f.Data, &d); err != nil || d.Version != i {
+			t.Fatalf("delta %s: %v", f.Data, err)
+		}
+		next, err := live.ApplyDelta(value, i-1, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		value = next
+	}
+	if diff := cmp.Diff(decode(t, string(data)), decode(t, string(value))); diff != "" {
+		t.Errorf("client fold (-want +got):\n%s", diff)
+	}
+}
+
+func TestStateRefusesClientPublish(t *testing.T) {
+	s := newTestServer(t, &live.Options{Authorize: allowAll})
+	newState(t, s, "board", nil)
+	resp, err := http.Post(s.srv.URL+"/live/board", "application/json", strings.NewReader(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkErrorResponse(t, resp, http.StatusForbidden, "state_channel")
+	c := dialWS(t, s.wsURL(), nil)
+	c.send(t, map[string]any{"type": "publish", "channel": "board", "data": 1})
+	if f := c.expect(t, "error"); f.Code != "state_channel" {
+		t.Errorf("got %+v", f)
+	}
+}
+
+// TestStateSharedBroker runs two hubs on one broker, as two processes on a
+// shared broker would: the second rebuilds the value from history, and
+// each sees the other's writes.
+func TestStateSharedBroker(t *testing.T) {
+	b := newMemoryBroker(t, 100)
+	a := newTestServer(t, &live.Options{Broker: b})
+	stA, _ := newState(t, a, "board", nil)
+	ctx := context.Background()
+	if _, err := stA.Apply(ctx, map[string]any{"x": 1}); err != nil {
+		t.Fatal(err)
+	}
+
+	bHub := newTestServer(t, &live.Options{Broker: b})
+	stB, _ := newState(t, bHub, "board", nil)
+	if data, v := stB.Get(); string(data) != `{"x":1}` || v != 1 {
+		t.Fatalf("rebuilt %s at %d", data, v)
+	}
+	if _, err := stB.Apply(ctx, map[string]any{"y": 2}); err != nil {
+		t.Fatal(err)
+	}
+	dataA, vA := stA.Get()
+	dataB, vB := stB.Get()
+	if string(dataA) != string(dataB) || vA != 2 || vB != 2 {
+		t.Errorf("A %s@%d, B %s@%d", dataA, vA, dataB, vB)
+	}
+}
+
+// TestStateConflation stalls a client on a state channel while many writes
+// happen. Instead of being disconnected it receives the latest value in one
+// frame, and folding what it received ends at the final value: conflation
+// loses no final value.
+func TestStateConflation(t *testing.T) {
+	s := newTestServer(t, &live.Options{QueueMessages: 8})
+	st, _ := newState(t, s, "counts", nil)
+	rec := s.hub.AttachRecorder(t, "counts")
+
+	ctx := context.Background()
+	const writes = 500
+	for i := 1; i <= writes; i++ {
+		key := "k" + strconv.Itoa(i%7)
+		if _, err := st.Apply(ctx, map[string]any{key: i}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	final, version := st.Get()
+	if got := s.hub.Stats().SlowClients; got == 0 {
+		t.Fatal("the stalled client never overflowed")
+	}
+	rec.Release()
+
+	value := json.RawMessage(`{}`)
+	var at uint64
+	conflated, seen := 0, 0
+	for at < version {
+		frames := rec.Frames(t, seen+1)
+		for _, b := range frames[seen:] {
+			var f wsFrame
+			json.Unmarshal(b, &f)
+			if f.Type != "data" {
+				continue
+			}
+			pos, _ := live.ParseCursor(f.Cursor)
+			var msg struct {
+				Version uint64
+				Reset   bool
+				Data    json.RawMessage
+				Changes []live.Change
+			}
+			json.Unmarshal(f.Data, &msg)
+			if msg.Reset {
+				value, at = msg.Data, pos.Seq
+				conflated++
+				continue
+			}
+			if msg.Version != at+1 {
+				t.Fatalf("delta %d after %d without a conflated value between", msg.Version, at)
+			}
+			var err error
+			if value, err = live.ApplyDelta(value, at, live.Delta{Version: msg.Version, Changes: msg.Changes}); err != nil {
+				t.Fatal(err)
+			}
+			at = msg.Version
+		}
+		seen = len(frames)
+	}
+	if diff := cmp.Diff(decode(t, string(final)), decode(t, string(value))); diff != "" {
+		t.Errorf("client's value (-want +got):\n%s", diff)
+	}
+	if conflated == 0 {
+		t.Error("no conflated frame")
+	}
+	if st := s.hub.Stats(); st.Connections != 1 {
+		t.Errorf("Connections = %d: the stalled client was dropped", st.Connections)
+	}
+	t.Logf("%d conflated frames, %d frames for %d writes", conflated, seen, writes)
+}

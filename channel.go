@@ -21,6 +21,7 @@ type hubChannel struct {
 	name   string
 	quoted []byte // name as a JSON string
 	key    []byte // Options.QueryKey for this channel, as JSON, or nil
+	listID string // Options.Lists for this channel: the id field of a list channel
 	ctx    context.Context
 	cancel context.CancelFunc
 	ready  chan struct{} // closed when the first broker subscription is active or has failed
@@ -75,6 +76,9 @@ func (h *Hub) acquire(ctx context.Context, name string) (*hubChannel, error) {
 	hc := h.channels[name]
 	if hc == nil {
 		hc = &hubChannel{h: h, name: name, quoted: quote(name), key: h.queryKey(name), ready: make(chan struct{})}
+		if h.opts.Lists != nil {
+			hc.listID = h.opts.Lists(name)
+		}
 		hc.ctx, hc.cancel = context.WithCancel(h.ctx)
 		if st := h.states[name]; st != nil {
 			hc.state.Store(st)
@@ -194,7 +198,11 @@ func (hc *hubChannel) onReady(head Position) {
 // frame encodes a publication on this channel.
 func (hc *hubChannel) frame(m Message) *frame {
 	if hc.state.Load() == nil {
-		return newDataFrame(hc.quoted, hc.key, m)
+		f := newDataFrame(hc.quoted, hc.key, m)
+		if hc.listID != "" {
+			f.src, f.hc = m.Data, hc
+		}
+		return f
 	}
 	src := m.Data
 	m.Data = encodeStateData(m.Pos, src)

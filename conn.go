@@ -97,7 +97,8 @@ func (c *conn) signal() {
 // contains are skipped. Other channels follow the hub's SlowPolicy.
 func (c *conn) overflowLocked(f *frame) {
 	c.hub.stats.slow.Add(1)
-	lost := make(map[string]*frame) // the newest droppable frame of each channel
+	lost := make(map[string][]*frame) // each channel's droppable frames, in order
+	var order []string
 	conflatable := true
 	kept := make([]*frame, 0, 8)
 	for _, g := range append(c.q, f) {
@@ -105,26 +106,40 @@ func (c *conn) overflowLocked(f *frame) {
 			kept = append(kept, g)
 			continue
 		}
-		lost[g.channel] = g // a newer frame supersedes an older one
-		if g.st == nil && g.data {
+		if lost[g.channel] == nil {
+			order = append(order, g.channel)
+		}
+		lost[g.channel] = append(lost[g.channel], g)
+		if g.data && g.st == nil && g.hc == nil {
 			conflatable = false
 		}
 	}
 	clear(c.q)
 	c.q = c.q[:0]
 	if conflatable || c.hub.opts.SlowPolicy == SlowReset {
-		for ch, g := range lost {
-			var r *frame
-			if g.st != nil {
-				r = g.st.snapshot()
+		for _, ch := range order {
+			fs := lost[ch]
+			g := fs[len(fs)-1]
+			switch {
+			case g.st != nil:
+				r := g.st.snapshot()
 				if c.skip == nil {
 					c.skip = make(map[string]Position)
 				}
 				c.skip[ch] = r.pos
-			} else {
-				r = resetFrame(ch, g.pos, resetSlow, c.ws)
+				kept = append(kept, r)
+			case g.hc != nil:
+				if merged, ok := coalesceList(g.hc, fs); ok {
+					kept = append(kept, merged...)
+					break
+				}
+				fallthrough
+			default:
+				if !conflatable && c.hub.opts.SlowPolicy != SlowReset {
+					break
+				}
+				kept = append(kept, resetFrame(ch, g.pos, resetSlow, c.ws))
 			}
-			kept = append(kept, r)
 		}
 		bytes := 0
 		for _, g := range kept {

@@ -17,6 +17,7 @@ type frame struct {
 	ws      []byte
 	src     []byte // a state channel's publication as published, for State.apply
 	st      *State // the State of a state channel's publication
+	hc      *hubChannel // the channel of a list channel's publication, for coalescing
 }
 
 // size is what the frame counts against a queue's byte bound.
@@ -46,13 +47,22 @@ func compactJSON(data []byte) []byte {
 // newDataFrame encodes one publication: for SSE "id: <cursor>\ndata: <json>",
 // for WebSocket the seed's data frame plus a cursor, and the channel's
 // query key when it has one.
+//
+// A frame whose Pos has an empty epoch carries no cursor: clients neither
+// advance nor dedupe on it (coalesced list operations, see coalesceList).
 func newDataFrame(quotedChannel, queryKey []byte, m Message) *frame {
 	data := compactJSON(m.Data)
-	cur := m.Pos.String()
+	cur := ""
+	if m.Pos.Epoch != "" {
+		cur = m.Pos.String()
+	}
 	sse := make([]byte, 0, len(cur)+len(data)+13)
-	sse = append(sse, "id: "...)
-	sse = append(sse, cur...)
-	sse = append(sse, "\ndata: "...)
+	if cur != "" {
+		sse = append(sse, "id: "...)
+		sse = append(sse, cur...)
+		sse = append(sse, '\n')
+	}
+	sse = append(sse, "data: "...)
 	sse = append(sse, data...)
 	sse = append(sse, "\n\n"...)
 
@@ -65,9 +75,12 @@ func newDataFrame(quotedChannel, queryKey []byte, m Message) *frame {
 	}
 	ws = append(ws, `,"data":`...)
 	ws = append(ws, data...)
-	ws = append(ws, `,"cursor":"`...)
-	ws = append(ws, cur...)
-	ws = append(ws, `"}`...)
+	if cur != "" {
+		ws = append(ws, `,"cursor":"`...)
+		ws = append(ws, cur...)
+		ws = append(ws, '"')
+	}
+	ws = append(ws, '}')
 	return &frame{channel: m.Channel, pos: m.Pos, data: true, sse: sse, ws: ws}
 }
 

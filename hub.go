@@ -68,6 +68,14 @@ type Options struct {
 	// subscribers; return nil for channels without one. Default: none.
 	QueryKey func(channel string) []string
 
+	// Lists names the channels that carry the seed's list operations,
+	// {"type":"add"|"update"|"remove","item":…,"id":…} as Hub.Hook
+	// publishes them, by returning their id field ("" for other channels).
+	// When a client falls behind, its queued operations on a list channel
+	// are coalesced per id (updates merge, a remove cancels what came
+	// before) instead of applying SlowPolicy. Default: none.
+	Lists func(channel string) (idField string)
+
 	// Logger receives connection and broker events. Default slog.Default().
 	Logger *slog.Logger
 }

@@ -15,8 +15,8 @@ type frame struct {
 	reset   bool // a reset; pos is its cursor
 	sse     []byte
 	ws      []byte
-	src     []byte // a state channel's publication as published, for State.apply
-	st      *State // the State of a state channel's publication
+	src     []byte      // a state channel's publication as published, for State.apply
+	st      *State      // the State of a state channel's publication
 	hc      *hubChannel // the channel of a list channel's publication, for coalescing
 }
 

@@ -32,6 +32,25 @@
 // (WebSocket "publish" frames, HTTP POST) once [Options].Authorize allows
 // it; by default they may only subscribe.
 //
+// # Publish after your handlers succeed
+//
+// Wrap mutating CRUD handlers with [Hub.Hook]: after a 2xx response a POST
+// publishes {"type":"add","item":<response body>}, PUT and PATCH "update",
+// DELETE {"type":"remove","id":…} — what the seed's useLiveList applies.
+// Nothing is published on errors, and the response reaches the client
+// before the broadcast. Clients send [MutationIDHeader] to match the
+// broadcast to their optimistic item; bulk handlers call [SetEvent] once;
+// [HookOptions].Version and [WriteConflict] refuse stale writes.
+//
+// # Keep state
+//
+// Use [Hub.State] for a value the server keeps, such as a board or a
+// document: [State.Apply] and [State.Set] publish only what changed, as
+// versioned deltas {"version":N,"changes":[…]}, and the State serves
+// {"data":…,"version":N} for the first fetch. The merge strategies
+// ([MergeShallow], [MergePatch], [MergeList], [ApplyDelta], [Diff]) are the
+// ones the browser client applies, checked against shared test vectors.
+//
 // # Resume
 //
 // The [Broker] numbers each channel's publications and keeps recent ones.
@@ -55,5 +74,7 @@
 // from other origins are refused unless [Options].OriginPatterns admits
 // them. Frames, bodies, subscriptions per connection and the queue of
 // each client are bounded; a client that cannot keep up is disconnected
-// (or reset, see [SlowPolicy]) without slowing anyone else.
+// (or reset, see [SlowPolicy]) without slowing anyone else. On state
+// channels it receives the latest value instead, and on list channels
+// ([Options].Lists) its queued operations are coalesced per id.
 package live

@@ -158,3 +158,45 @@ func ExampleNewMemoryBroker() {
 	// 2 1
 	// 3 2
 }
+
+// Keep a channel's value on the server and let clients sync it with
+// versioned deltas: the seed's useDeltaSync fetches GET /api/board and
+// streams /api/live/board?version=N.
+func ExampleHub_State() {
+	hub := live.NewHub(nil)
+	defer hub.Close(context.Background())
+	ctx := context.Background()
+
+	board, err := hub.State(ctx, "board", &live.StateOptions{Initial: map[string]any{"title": "Sprint"}})
+	if err != nil {
+		panic(err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/api/board", board) // GET {data, version}; PATCH merges; If-Match guards
+	mux.Handle("GET /api/live/{channel}", hub.SSEHandler())
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+
+	stream, err := http.Get(srv.URL + "/api/live/board?version=0")
+	if err != nil {
+		panic(err)
+	}
+	defer stream.Body.Close()
+
+	// A write publishes only what changed.
+	board.Apply(ctx, map[string]any{"cards": map[string]string{"c1": "Write docs"}})
+
+	r := bufio.NewReader(stream.Body)
+	for {
+		line, _ := r.ReadString('\n')
+		if strings.HasPrefix(line, "data: ") {
+			fmt.Print(line)
+			break
+		}
+	}
+	data, version := board.Get()
+	fmt.Println(string(data), version)
+	// Output:
+	// data: {"version":1,"changes":[{"op":"add","path":"cards","value":{"c1":"Write docs"}}]}
+	// {"title":"Sprint","cards":{"c1":"Write docs"}} 1
+}

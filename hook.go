@@ -187,6 +187,7 @@ func (h *Hub) serveHook(o *HookOptions, next http.Handler, w http.ResponseWriter
 	defer cancel()
 	for _, ev := range events {
 		if _, err := h.Publish(ctx, ev.Channel, ev.Data); err != nil {
+			h.stats.hookDropped.Add(1)
 			h.opts.Logger.Error(hookPublishFail, "method", r.Method, "path", r.URL.Path,
 				"channel", ev.Channel, "err", err)
 		}
@@ -206,6 +207,7 @@ func (h *Hub) hookEvents(o *HookOptions, st *hookState, r *http.Request, hw *hoo
 		return events, true
 	}
 	fail := func(reason string) ([]Event, bool) {
+		h.stats.hookDropped.Add(1)
 		h.opts.Logger.Error(hookLogMessage, "method", r.Method, "path", r.URL.Path,
 			"status", hw.status, "reason", reason)
 		return nil, false

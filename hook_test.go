@@ -453,8 +453,8 @@ func TestHookPublishFailure(t *testing.T) {
 	if diff := cmp.Diff(want, s.logs.take()); diff != "" {
 		t.Errorf("logs (-want +got):\n%s", diff)
 	}
-	if got := s.hub.Stats().BrokerErrors; got != 1 {
-		t.Errorf("Stats().BrokerErrors = %d, want 1", got)
+	if st := s.hub.Stats(); st.BrokerErrors != 1 || st.HookDropped != 1 {
+		t.Errorf("Stats() BrokerErrors %d, HookDropped %d; want 1 and 1", st.BrokerErrors, st.HookDropped)
 	}
 }
 

@@ -300,7 +300,7 @@ func (h *Hub) heartbeat() error {
 type counters struct {
 	connections, subscriptions                   atomic.Int64
 	published, delivered, replayed, resets, slow atomic.Int64
-	brokerErrors                                 atomic.Int64
+	brokerErrors, hookDropped                    atomic.Int64
 }
 
 // Stats is a snapshot of a Hub's activity since NewHub.
@@ -313,6 +313,7 @@ type Stats struct {
 	Resets        int64 // reset frames sent
 	SlowClients   int64 // times a client overflowed its queue
 	BrokerErrors  int64 // failed broker publishes and broken subscriptions
+	HookDropped   int64 // successful requests whose Hub.Hook event could not be published
 }
 
 // Stats returns the Hub's counters.
@@ -327,6 +328,7 @@ func (h *Hub) Stats() Stats {
 		Resets:        s.resets.Load(),
 		SlowClients:   s.slow.Load(),
 		BrokerErrors:  s.brokerErrors.Load(),
+		HookDropped:   s.hookDropped.Load(),
 	}
 }
 

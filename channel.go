@@ -211,6 +211,20 @@ func (hc *hubChannel) frame(m Message) *frame {
 	return f
 }
 
+// resetFrame tells a client the channel continues after cursor. On a state
+// channel the reset is a publication, {"version":0,"reset":true,…}, so that
+// the seed's EventSource.onmessage sees it: version 0 is never the
+// successor of the client's version, and it refetches.
+func (hc *hubChannel) resetFrame(cursor Position, reason string, ws bool) *frame {
+	if hc.state.Load() == nil {
+		return resetFrame(hc.name, cursor, reason, ws)
+	}
+	data := []byte(`{"version":0,"reset":true,"reason":"` + reason + `"}`)
+	f := newDataFrame(hc.quoted, hc.key, Message{Channel: hc.name, Pos: cursor, Data: data})
+	f.data, f.reset = false, true
+	return f
+}
+
 // onDeliver is the broker's deliver callback.
 func (hc *hubChannel) onDeliver(m Message) {
 	f := hc.frame(m)
@@ -282,12 +296,12 @@ func (hc *hubChannel) resetAllLocked(reason string, cursor Position) {
 		}
 		if s.c.ws {
 			if ws == nil {
-				ws = resetFrame(hc.name, cursor, reason, true)
+				ws = hc.resetFrame(cursor, reason, true)
 			}
 			s.c.push(ws)
 		} else {
 			if sse == nil {
-				sse = resetFrame(hc.name, cursor, reason, false)
+				sse = hc.resetFrame(cursor, reason, false)
 			}
 			s.c.push(sse)
 		}
@@ -419,7 +433,7 @@ func (h *Hub) subscribe(ctx context.Context, c *conn, name string, from resumeFr
 	if !resume {
 		c.push(control{Type: "subscribed", Channel: name, Cursor: cur.String(), Ref: ref}.encode(c.ws))
 		if reset != "" {
-			c.push(resetFrame(name, cur, reset, c.ws))
+			c.push(hc.resetFrame(cur, reset, c.ws))
 			h.stats.resets.Add(1)
 		}
 		hc.mu.Unlock()
@@ -467,7 +481,7 @@ func (h *Hub) subscribe(ctx context.Context, c *conn, name string, from resumeFr
 		}
 		h.stats.replayed.Add(int64(len(replay)))
 	} else {
-		c.push(resetFrame(name, hc.last, resetGone, c.ws))
+		c.push(hc.resetFrame(hc.last, resetGone, c.ws))
 		h.stats.resets.Add(1)
 	}
 	s.resuming, s.broken, s.pending = false, false, nil

@@ -48,7 +48,9 @@ type StateOptions struct {
 // changes type, or a key contains a dot), the publication is a reset,
 // {"version":0,"reset":true,"data":…}: version 0 is never the successor of
 // a client's version, so the seed's client refetches, and live clients
-// may take data as the new value.
+// may take data as the new value. Resets of a state channel (a cursor too
+// old to replay, a slow client brought up to date) take the same in-band
+// form, so EventSource.onmessage sees them too.
 //
 // A State is safe for concurrent use.
 type State struct {

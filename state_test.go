@@ -321,3 +321,24 @@ func TestStateConflation(t *testing.T) {
 	}
 	t.Logf("%d conflated frames, %d frames for %d writes", conflated, seen, writes)
 }
+
+// TestStateResetInBand checks that a state channel's reset reaches the
+// seed's EventSource.onmessage: an unnamed event whose version 0 is never
+// the successor of the client's, so it refetches.
+func TestStateResetInBand(t *testing.T) {
+	s := newTestServer(t, &live.Options{Broker: newMemoryBroker(t, 2)})
+	st, _ := newState(t, s, "board", nil)
+	for i := range 5 {
+		if _, err := st.Apply(context.Background(), map[string]int{"n": i}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stream := openSSE(t, s.srv.URL+"/api/live/board?version=1", nil)
+	ev := stream.nextData(t)
+	if ev.Event != "" || ev.ID != "5."+strings.Split(ev.ID, ".")[1] {
+		t.Fatalf("got %+v, want an unnamed event at version 5", ev)
+	}
+	if diff := cmp.Diff(decode(t, `{"version":0,"reset":true,"reason":"gone"}`), decode(t, ev.Data)); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+}

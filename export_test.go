@@ -2,6 +2,7 @@ package live
 
 import (
 	"context"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -165,3 +166,23 @@ func (t recorderTransport) write(ctx context.Context, batch []*frame) error {
 }
 
 func (recorderTransport) heartbeat(context.Context) error { return nil }
+
+// HandleFrames feeds WebSocket frames from one in-process client to the
+// hub and returns the frames queued in reply.
+func (h *Hub) HandleFrames(frames ...[]byte) [][]byte {
+	c := newConn(h, &http.Request{Header: http.Header{}}, true)
+	if !h.enter(c) {
+		return nil
+	}
+	defer h.leave(c)
+	for _, b := range frames {
+		h.handleFrame(context.Background(), c, b)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out [][]byte
+	for _, f := range c.q {
+		out = append(out, f.ws)
+	}
+	return out
+}

@@ -1,0 +1,50 @@
+package live_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"testing"
+
+	"github.com/go-live/live"
+)
+
+func FuzzParseCursor(f *testing.F) {
+	for _, s := range append([]string{"1.abc", "0.k3j9x1", "18446744073709551615.e-_"}, malformedCursors...) {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		p, err := live.ParseCursor(s)
+		if err != nil {
+			return
+		}
+		if p.String() != s {
+			t.Errorf("ParseCursor(%q) = %+v, which prints as %q", s, p, p.String())
+		}
+		if _, err := live.ParseCursor(p.String()); err != nil {
+			t.Errorf("a parsed cursor does not parse again: %v", err)
+		}
+	})
+}
+
+// FuzzWebSocketFrame feeds arbitrary client frames to a hub: every reply
+// is one JSON object with a type, and the hub keeps working.
+func FuzzWebSocketFrame(f *testing.F) {
+	for _, s := range []string{
+		`{"type":"subscribe","channel":"c"}`, `{"type":"subscribe","channel":"c","cursor":"1.abc"}`,
+		`{"type":"unsubscribe","channel":"c"}`, `{"type":"publish","channel":"c","data":{"a":1}}`,
+		`{"type":"ping","ref":[1,2]}`, `{"type":5}`, `[]`, `null`, "\xff", `{"type":"subscribe","channel":"a/b"}`,
+	} {
+		f.Add([]byte(s))
+	}
+	hub := live.NewHub(&live.Options{Authorize: func(*http.Request, string, live.Op) error { return nil }})
+	f.Cleanup(func() { hub.Close(context.Background()) })
+	f.Fuzz(func(t *testing.T, frame []byte) {
+		for _, reply := range hub.HandleFrames(frame) {
+			var r struct{ Type string }
+			if err := json.Unmarshal(reply, &r); err != nil || r.Type == "" {
+				t.Fatalf("reply %q to %q: %v", reply, frame, err)
+			}
+		}
+	})
+}

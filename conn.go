@@ -133,11 +133,8 @@ func (c *conn) overflowLocked(f *frame) {
 					kept = append(kept, merged...)
 					break
 				}
-				fallthrough
+				fallthrough // not list operations after all: reset the channel
 			default:
-				if !conflatable && c.hub.opts.SlowPolicy != SlowReset {
-					break
-				}
 				kept = append(kept, resetFrame(ch, g.pos, resetSlow, c.ws))
 			}
 		}

@@ -135,6 +135,13 @@ func (h *Hub) State(ctx context.Context, channel string, opts *StateOptions) (*S
 			msgs, err = h.history.Since(ctx, channel, Position{Epoch: head.Epoch})
 		}
 		if err != nil {
+			hc.mu.Lock()
+			hc.state.Store(nil)
+			hc.stateHeld = nil
+			hc.mu.Unlock()
+			h.mu.Lock()
+			delete(h.states, channel)
+			h.mu.Unlock()
 			h.release(hc)
 			return nil, fmt.Errorf("live: state %q: rebuilding from history: %w", channel, err)
 		}

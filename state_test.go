@@ -342,3 +342,28 @@ func TestStateResetInBand(t *testing.T) {
 		t.Errorf("(-want +got):\n%s", diff)
 	}
 }
+
+// TestStateHistoryTooShort checks that a State refuses to start when the
+// channel's history no longer reaches its first publication, and leaves
+// the channel as it was.
+func TestStateHistoryTooShort(t *testing.T) {
+	b := newMemoryBroker(t, 2)
+	a := newTestServer(t, &live.Options{Broker: b})
+	stA, _ := newState(t, a, "board", nil)
+	for i := range 5 {
+		stA.Apply(context.Background(), map[string]int{"n": i})
+	}
+	other := newTestServer(t, &live.Options{Broker: b, Authorize: allowAll})
+	if _, err := other.hub.State(context.Background(), "board", nil); !errors.Is(err, live.ErrGone) {
+		t.Fatalf("State = %v, want ErrGone", err)
+	}
+	// Still an ordinary channel there.
+	resp, err := http.Post(other.srv.URL+"/live/board", "application/json", strings.NewReader(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("publish after a failed State: %s", resp.Status)
+	}
+}

@@ -4,9 +4,11 @@
 //	go run ./examples/dashboard            # then open http://localhost:8080
 //	go run ./examples/dashboard -addr :9000
 //
-// It serves the seed's URLs: GET /api/metrics for the initial value, the
-// channel "metrics:dashboard" over WebSocket at /ws and over SSE at
-// /api/live/metrics:dashboard.
+// It serves the seed's URLs: GET /api/metrics and the channel
+// "metrics:dashboard" (partial updates every second); GET, POST, PATCH and
+// DELETE /api/activity, whose changes publish on "activity"; GET and PATCH
+// /api/board, a state channel "board" streaming versioned deltas; the
+// WebSocket at /ws and SSE at /api/live/{channel}.
 package main
 
 import (
@@ -19,6 +21,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -98,8 +101,35 @@ func (m *metrics) run(ctx context.Context, hub *live.Hub, interval time.Duration
 	}
 }
 
-// newHandler mounts the hub and the app's own routes.
-func newHandler(hub *live.Hub, m *metrics) http.Handler {
+// newApp makes the hub and mounts it with the app's own routes.
+func newApp(ctx context.Context, m *metrics) (*live.Hub, http.Handler, error) {
+	hub := live.NewHub(&live.Options{
+		// Clients may publish only on chat:… channels. Metrics are computed
+		// by the server, activity goes through the CRUD routes (validated
+		// and stored) and the board through its state endpoint.
+		Authorize: func(r *http.Request, channel string, op live.Op) error {
+			if op == live.OpPublish && !strings.HasPrefix(channel, "chat:") {
+				return live.ErrForbidden
+			}
+			return nil
+		},
+		// The activity channel carries list operations: a slow client gets
+		// them coalesced per id instead of being dropped.
+		Lists: func(channel string) string {
+			if channel == "activity" {
+				return "id"
+			}
+			return ""
+		},
+	})
+	board, err := hub.State(ctx, "board", &live.StateOptions{Initial: initialBoard})
+	if err != nil {
+		hub.Close(ctx)
+		return nil, nil, err
+	}
+	f := newFeed()
+	activityHook := hub.Hook(live.HookOptions{Channel: func(*http.Request) string { return "activity" }})
+
 	mux := http.NewServeMux()
 	mux.Handle("/ws", hub.WebSocketHandler())
 	mux.Handle("GET /api/live/{channel}", hub.SSEHandler())
@@ -107,20 +137,38 @@ func newHandler(hub *live.Hub, m *metrics) http.Handler {
 	mux.HandleFunc("GET /api/metrics", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, m.snapshot())
 	})
+	mux.HandleFunc("GET /api/activity", f.list)
+	mux.Handle("POST /api/activity", activityHook(http.HandlerFunc(f.create)))
+	mux.Handle("PATCH /api/activity/{id}", activityHook(http.HandlerFunc(f.update)))
+	mux.Handle("DELETE /api/activity/{id}", activityHook(http.HandlerFunc(f.remove)))
+	mux.Handle("/api/board", board)
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Write(indexHTML)
 	})
-	return mux
+	return hub, mux, nil
+}
+
+// initialBoard is the board's value at version 0.
+var initialBoard = map[string]any{
+	"title": "Launch checklist",
+	"columns": map[string]any{
+		"todo":  map[string]any{"name": "To do", "cards": map[string]any{"c1": "Write release notes", "c2": "Update status page"}},
+		"doing": map[string]any{"name": "Doing", "cards": map[string]any{"c3": "Load test"}},
+		"done":  map[string]any{"name": "Done", "cards": map[string]any{"c4": "Freeze the API"}},
+	},
 }
 
 func main() {
 	addr := flag.String("addr", "localhost:8080", "address to listen on")
 	flag.Parse()
 
-	hub := live.NewHub(nil)
 	m := newMetrics()
-	srv := &http.Server{Addr: *addr, Handler: newHandler(hub, m), ReadHeaderTimeout: 10 * time.Second}
+	hub, handler, err := newApp(context.Background(), m)
+	if err != nil {
+		log.Fatal(err)
+	}
+	srv := &http.Server{Addr: *addr, Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	srv.RegisterOnShutdown(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -141,7 +189,7 @@ func main() {
 		srv.Shutdown(shutdown)
 	}()
 	log.Printf("live dashboard on http://%s", *addr)
-	err := srv.ListenAndServe()
+	err = srv.ListenAndServe()
 	stop()
 	<-shut
 	<-done

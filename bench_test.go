@@ -49,7 +49,7 @@ func BenchmarkFanout(b *testing.B) {
 func BenchmarkSSE(b *testing.B) {
 	for _, n := range []int{1, 100, 1000} {
 		b.Run(fmt.Sprintf("subscribers=%d", n), func(b *testing.B) {
-			s := newTestServer(b, &live.Options{Heartbeat: time.Hour})
+			s := newTestServer(b, &live.Options{Heartbeat: time.Hour, MaxConnsPerIP: -1})
 			done := make(chan int, n)
 			for range n {
 				stream := openSSE(b, s.srv.URL+"/live/bench", nil)

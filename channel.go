@@ -305,7 +305,7 @@ func (hc *hubChannel) resetAllLocked(reason string, cursor Position) {
 			}
 			s.c.push(sse)
 		}
-		hc.h.stats.resets.Add(1)
+		hc.h.stats.reset(reason)
 	}
 }
 
@@ -434,7 +434,7 @@ func (h *Hub) subscribe(ctx context.Context, c *conn, name string, from resumeFr
 		c.push(control{Type: "subscribed", Channel: name, Cursor: cur.String(), Ref: ref}.encode(c.ws))
 		if reset != "" {
 			c.push(hc.resetFrame(cur, reset, c.ws))
-			h.stats.resets.Add(1)
+			h.stats.reset(reset)
 		}
 		hc.mu.Unlock()
 		h.adopt(c, s)
@@ -482,7 +482,7 @@ func (h *Hub) subscribe(ctx context.Context, c *conn, name string, from resumeFr
 		h.stats.replayed.Add(int64(len(replay)))
 	} else {
 		c.push(hc.resetFrame(hc.last, resetGone, c.ws))
-		h.stats.resets.Add(1)
+		h.stats.reset(resetGone)
 	}
 	s.resuming, s.broken, s.pending = false, false, nil
 	hc.mu.Unlock()

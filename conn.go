@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"sync"
+	"time"
 )
 
 // SlowPolicy says what the Hub does with a client whose outgoing queue
@@ -36,6 +37,12 @@ type conn struct {
 	hub *Hub
 	req *http.Request
 	ws  bool
+	ip  string // the client's address, for Options.MaxConnsPerIP
+
+	// tokens and refilled rate-limit the client's publish frames; only
+	// the connection's reader goroutine uses them.
+	tokens   float64
+	refilled time.Time
 	// wake has room for one token: pushes leave one there when the writer
 	// may be asleep.
 	wake chan struct{}
@@ -54,7 +61,30 @@ type conn struct {
 }
 
 func newConn(h *Hub, r *http.Request, ws bool) *conn {
-	return &conn{hub: h, req: r, ws: ws, wake: make(chan struct{}, 1)}
+	c := &conn{hub: h, req: r, ws: ws, wake: make(chan struct{}, 1)}
+	if r != nil {
+		c.ip = h.opts.ClientIP(r)
+	}
+	c.tokens = float64(h.opts.PublishRate)
+	return c
+}
+
+// allowPublish takes a token from the connection's publish bucket, which
+// refills at Options.PublishRate per second up to one second's worth.
+func (c *conn) allowPublish(now time.Time) bool {
+	rate := float64(c.hub.opts.PublishRate)
+	if rate <= 0 {
+		return true
+	}
+	if !c.refilled.IsZero() {
+		c.tokens = min(rate, c.tokens+now.Sub(c.refilled).Seconds()*rate)
+	}
+	c.refilled = now
+	if c.tokens < 1 {
+		return false
+	}
+	c.tokens--
+	return true
 }
 
 // push queues f. It never blocks; when the queue is over its bounds it
@@ -136,6 +166,7 @@ func (c *conn) overflowLocked(f *frame) {
 				fallthrough // not list operations after all: reset the channel
 			default:
 				kept = append(kept, resetFrame(ch, g.pos, resetSlow, c.ws))
+				c.hub.stats.reset(resetSlow)
 			}
 		}
 		bytes := 0

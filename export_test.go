@@ -26,8 +26,8 @@ func (h *Hub) AttachSink(tb testing.TB, channel string, n int) *Sink {
 	conns := make([]*conn, n)
 	for i := range conns {
 		c := newConn(h, nil, false)
-		if !h.enter(c) {
-			tb.Fatal("hub closed")
+		if err := h.enter(c); err != nil {
+			tb.Fatal(err)
 		}
 		if err := h.subscribe(ctx, c, channel, resumeFrom{}, nil); err != nil {
 			tb.Fatal(err)
@@ -105,8 +105,8 @@ func (h *Hub) AttachRecorder(tb testing.TB, channel string) *Recorder {
 	r := &Recorder{gate: make(chan struct{}), got: make(chan struct{}, 1)}
 	ctx, cancel := context.WithCancel(context.Background())
 	c := newConn(h, nil, true)
-	if !h.enter(c) {
-		tb.Fatal("hub closed")
+	if err := h.enter(c); err != nil {
+		tb.Fatal(err)
 	}
 	if err := h.subscribe(ctx, c, channel, resumeFrom{}, nil); err != nil {
 		tb.Fatal(err)
@@ -171,7 +171,7 @@ func (recorderTransport) heartbeat(context.Context) error { return nil }
 // hub and returns the frames queued in reply.
 func (h *Hub) HandleFrames(frames ...[]byte) [][]byte {
 	c := newConn(h, &http.Request{Header: http.Header{}}, true)
-	if !h.enter(c) {
+	if h.enter(c) != nil {
 		return nil
 	}
 	defer h.leave(c)

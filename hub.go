@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -76,6 +77,21 @@ type Options struct {
 	// before) instead of applying SlowPolicy. Default: none.
 	Lists func(channel string) (idField string)
 
+	// MaxConnsPerIP limits the open SSE and WebSocket connections from one
+	// client address; more are refused with 429. Default 256; negative
+	// means no limit. Behind a proxy, set ClientIP, or every client shares
+	// the proxy's address.
+	MaxConnsPerIP int
+
+	// ClientIP returns the address a request comes from. Default: the host
+	// of r.RemoteAddr. Trust a forwarding header only from your own proxy.
+	ClientIP func(r *http.Request) string
+
+	// PublishRate limits the publish frames one WebSocket connection may
+	// send per second (bursts up to one second's worth); the excess gets a
+	// "rate_limited" error frame. Default 100; negative means no limit.
+	PublishRate int
+
 	// Logger receives connection and broker events. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -109,6 +125,15 @@ func (o *Options) withDefaults() Options {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.MaxConnsPerIP == 0 {
+		c.MaxConnsPerIP = 256
+	}
+	if c.ClientIP == nil {
+		c.ClientIP = remoteHost
+	}
+	if c.PublishRate == 0 {
+		c.PublishRate = 100
+	}
 	return c
 }
 
@@ -132,10 +157,11 @@ type Hub struct {
 	done   <-chan struct{} // ctx.Done()
 	group  errgroup.Group  // channel subscriptions, catch-ups, heartbeat
 
-	mu       sync.Mutex // guards channels, states, conns, closed and idle
+	mu       sync.Mutex // guards channels, states, conns, perIP, closed and idle
 	channels map[string]*hubChannel
 	states   map[string]*State
 	conns    map[*conn]struct{}
+	perIP    map[string]int
 	closed   bool
 	idle     chan struct{} // closed when closed is set and conns is empty
 }
@@ -149,8 +175,10 @@ func NewHub(opts *Options) *Hub {
 		broker:   o.Broker,
 		channels: make(map[string]*hubChannel),
 		conns:    make(map[*conn]struct{}),
+		perIP:    make(map[string]int),
 		idle:     make(chan struct{}),
 	}
+	h.stats.resetsBy = newResetCounters()
 	if h.broker == nil {
 		h.broker = NewMemoryBroker(nil)
 		h.ownBroker = true
@@ -244,16 +272,42 @@ func (h *Hub) queryKey(channel string) []byte {
 	return b
 }
 
-// enter registers a connection; it reports false once the hub is closed.
-func (h *Hub) enter(c *conn) bool {
+// errTooManyConns refuses a connection over Options.MaxConnsPerIP.
+var errTooManyConns = errors.New("live: too many connections from this address")
+
+// enter registers a connection. It fails once the hub is closed, or when
+// the client's address has too many connections already.
+func (h *Hub) enter(c *conn) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
-		return false
+		return ErrClosed
 	}
+	if max := h.opts.MaxConnsPerIP; max > 0 && h.perIP[c.ip] >= max {
+		return errTooManyConns
+	}
+	h.perIP[c.ip]++
 	h.conns[c] = struct{}{}
 	h.stats.connections.Add(1)
-	return true
+	return nil
+}
+
+// refuse answers a connection that enter did not admit.
+func refuse(w http.ResponseWriter, err error) {
+	if errors.Is(err, errTooManyConns) {
+		writeError(w, http.StatusTooManyRequests, "too_many_connections", err.Error())
+		return
+	}
+	writeError(w, http.StatusServiceUnavailable, "closed", "the live hub is shutting down")
+}
+
+// remoteHost is the default Options.ClientIP.
+func remoteHost(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
 }
 
 // leave ends every subscription of c and unregisters it.
@@ -267,6 +321,9 @@ func (h *Hub) leave(c *conn) {
 	}
 	h.mu.Lock()
 	delete(h.conns, c)
+	if h.perIP[c.ip]--; h.perIP[c.ip] <= 0 {
+		delete(h.perIP, c.ip)
+	}
 	h.stats.connections.Add(-1)
 	if h.closed && len(h.conns) == 0 {
 		select {
@@ -301,25 +358,46 @@ type counters struct {
 	connections, subscriptions                   atomic.Int64
 	published, delivered, replayed, resets, slow atomic.Int64
 	brokerErrors, hookDropped                    atomic.Int64
+	resetsBy                                     map[string]*atomic.Int64 // fixed keys: read-only map
+}
+
+// resetReasons are the reasons a reset frame gives.
+var resetReasons = []string{resetGone, resetEpoch, resetAhead, resetMalformed, resetSlow, resetBroker}
+
+func newResetCounters() map[string]*atomic.Int64 {
+	m := make(map[string]*atomic.Int64, len(resetReasons))
+	for _, r := range resetReasons {
+		m[r] = new(atomic.Int64)
+	}
+	return m
+}
+
+// reset counts a reset frame sent for reason.
+func (c *counters) reset(reason string) {
+	c.resets.Add(1)
+	if n := c.resetsBy[reason]; n != nil {
+		n.Add(1)
+	}
 }
 
 // Stats is a snapshot of a Hub's activity since NewHub.
 type Stats struct {
-	Connections   int64 // open SSE and WebSocket connections
-	Subscriptions int64 // channel subscriptions across connections
-	Published     int64 // publications accepted through this Hub
-	Delivered     int64 // frames written to clients
-	Replayed      int64 // publications sent from history to resuming clients
-	Resets        int64 // reset frames sent
-	SlowClients   int64 // times a client overflowed its queue
-	BrokerErrors  int64 // failed broker publishes and broken subscriptions
-	HookDropped   int64 // successful requests whose Hub.Hook event could not be published
+	Connections   int64            // open SSE and WebSocket connections
+	Subscriptions int64            // channel subscriptions across connections
+	Published     int64            // publications accepted through this Hub
+	Delivered     int64            // frames written to clients
+	Replayed      int64            // publications sent from history to resuming clients
+	Resets        int64            // reset frames sent
+	ResetsBy      map[string]int64 // reset frames by reason: gone, epoch, ahead, malformed, slow, broker
+	SlowClients   int64            // times a client overflowed its queue
+	BrokerErrors  int64            // failed broker publishes and broken subscriptions
+	HookDropped   int64            // successful requests whose Hub.Hook event could not be published
 }
 
 // Stats returns the Hub's counters.
 func (h *Hub) Stats() Stats {
 	s := &h.stats
-	return Stats{
+	st := Stats{
 		Connections:   s.connections.Load(),
 		Subscriptions: s.subscriptions.Load(),
 		Published:     s.published.Load(),
@@ -329,7 +407,12 @@ func (h *Hub) Stats() Stats {
 		SlowClients:   s.slow.Load(),
 		BrokerErrors:  s.brokerErrors.Load(),
 		HookDropped:   s.hookDropped.Load(),
+		ResetsBy:      make(map[string]int64, len(s.resetsBy)),
 	}
+	for r, n := range s.resetsBy {
+		st.ResetsBy[r] = n.Load()
+	}
+	return st
 }
 
 // ServeHTTP serves the whole protocol under one prefix, for example

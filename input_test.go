@@ -1,6 +1,7 @@
 package live_test
 
 import (
+	"context"
 	"net/http"
 	"strings"
 	"testing"
@@ -145,4 +146,42 @@ func TestAuthorizeSeesRequest(t *testing.T) {
 	}
 	bob.send(t, map[string]string{"type": "ping"})
 	bob.expect(t, "pong")
+}
+
+func TestConnectionsPerIP(t *testing.T) {
+	s := newTestServer(t, &live.Options{MaxConnsPerIP: 2})
+	openSSE(t, s.srv.URL+"/live/a", nil)
+	dialWS(t, s.wsURL(), nil)
+	resp, err := http.Get(s.srv.URL + "/live/a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkErrorResponse(t, resp, http.StatusTooManyRequests, "too_many_connections")
+	if _, resp, err := websocket.Dial(context.Background(), s.wsURL(), nil); err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests {
+		t.Errorf("third WebSocket: %v", err)
+	}
+}
+
+func TestPublishRate(t *testing.T) {
+	s := newTestServer(t, &live.Options{Authorize: allowAll, PublishRate: 5})
+	c := dialWS(t, s.wsURL(), nil)
+	published, limited := 0, 0
+	for range 20 {
+		c.send(t, map[string]any{"type": "publish", "channel": "c", "data": 1})
+	}
+	for range 20 {
+		switch f, _ := c.next(t); f.Type {
+		case "published":
+			published++
+		case "error":
+			if f.Code != "rate_limited" {
+				t.Fatalf("error %+v", f)
+			}
+			limited++
+		}
+	}
+	// A burst of one second's worth passes, plus what refills meanwhile.
+	if published < 5 || published > 10 || published+limited != 20 {
+		t.Errorf("%d published, %d limited", published, limited)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/go-live/live"
@@ -93,5 +94,22 @@ func TestQueryKey(t *testing.T) {
 	}
 	if f := c.expect(t, "data"); f.QueryKey != nil {
 		t.Errorf("queryKey = %s on a channel without one", f.QueryKey)
+	}
+}
+
+func TestMetricsHandler(t *testing.T) {
+	s := newTestServer(t, &live.Options{Broker: newMemoryBroker(t, 2)})
+	publishN(t, s, "c", 1, 5)
+	openSSE(t, s.srv.URL+"/live/c?cursor=1."+mustCursor(t, s, "c").Epoch, nil) // out of window: a reset
+	rec := httptest.NewRecorder()
+	s.hub.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body := rec.Body.String()
+	for _, want := range []string{
+		"live_connections 2\n", "live_published_total 5\n", `live_resets_total{reason="gone"} 1` + "\n",
+		"# TYPE live_delivered_total counter\n", "live_channels 1\n",
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %q:\n%s", want, body)
+		}
 	}
 }

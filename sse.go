@@ -38,8 +38,8 @@ func (h *Hub) serveSSE(w http.ResponseWriter, r *http.Request) {
 	}
 
 	c := newConn(h, r, false)
-	if !h.enter(c) {
-		writeError(w, http.StatusServiceUnavailable, "closed", "the live hub is shutting down")
+	if err := h.enter(c); err != nil {
+		refuse(w, err)
 		return
 	}
 	defer h.leave(c)

@@ -37,8 +37,8 @@ func (h *Hub) serveWS(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	c := newConn(h, r, true)
-	if !h.enter(c) {
-		writeError(w, http.StatusServiceUnavailable, "closed", "the live hub is shutting down")
+	if err := h.enter(c); err != nil {
+		refuse(w, err)
 		return
 	}
 	defer h.leave(c)
@@ -197,6 +197,10 @@ func (h *Hub) handleFrame(ctx context.Context, c *conn, data []byte) {
 		}
 		if f.Data == nil {
 			c.push(errorFrame("bad_frame", "a publish frame needs data", ch, ref))
+			return
+		}
+		if !c.allowPublish(time.Now()) {
+			c.push(errorFrame("rate_limited", "too many publishes; slow down", ch, ref))
 			return
 		}
 		if h.isState(ch) {

@@ -1,0 +1,58 @@
+package live
+
+import (
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+)
+
+// MetricsHandler returns a handler that serves the Hub's Stats in the
+// Prometheus text format, for scraping. No metric is labelled with a
+// channel name, so their number stays fixed however many channels exist.
+// Mount it where only operators can reach it.
+func (h *Hub) MetricsHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		st := h.Stats()
+		h.mu.Lock()
+		channels := len(h.channels)
+		conns := make([]*conn, 0, len(h.conns))
+		for c := range h.conns {
+			conns = append(conns, c)
+		}
+		h.mu.Unlock()
+		queued := 0
+		for _, c := range conns {
+			c.mu.Lock()
+			queued += c.bytes
+			c.mu.Unlock()
+		}
+
+		var b strings.Builder
+		metric := func(name, kind, help string, v int64) {
+			fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s %s\n%s %d\n", name, help, name, kind, name, v)
+		}
+		metric("live_connections", "gauge", "Open SSE and WebSocket connections.", st.Connections)
+		metric("live_subscriptions", "gauge", "Channel subscriptions across connections.", st.Subscriptions)
+		metric("live_channels", "gauge", "Channels with local subscribers or a State.", int64(channels))
+		metric("live_queued_bytes", "gauge", "Bytes waiting in connection queues.", int64(queued))
+		metric("live_published_total", "counter", "Publications accepted through this hub.", st.Published)
+		metric("live_delivered_total", "counter", "Frames written to clients.", st.Delivered)
+		metric("live_replayed_total", "counter", "Publications replayed from history to resuming clients.", st.Replayed)
+		metric("live_slow_clients_total", "counter", "Times a client overflowed its queue.", st.SlowClients)
+		metric("live_broker_errors_total", "counter", "Failed broker publishes and broken subscriptions.", st.BrokerErrors)
+		metric("live_hook_dropped_total", "counter", "Successful requests whose hook event was not published.", st.HookDropped)
+		b.WriteString("# HELP live_resets_total Reset frames sent, by reason.\n# TYPE live_resets_total counter\n")
+		reasons := make([]string, 0, len(st.ResetsBy))
+		for r := range st.ResetsBy {
+			reasons = append(reasons, r)
+		}
+		slices.Sort(reasons)
+		for _, r := range reasons {
+			fmt.Fprintf(&b, "live_resets_total{reason=%q} %d\n", r, st.ResetsBy[r])
+		}
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		w.Write([]byte(b.String()))
+	})
+}

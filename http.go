@@ -47,6 +47,28 @@ func writeSubscribeError(w http.ResponseWriter, err error) {
 	}
 }
 
+// credentialParams are query parameters that usually carry credentials.
+var credentialParams = []string{"access_token", "token", "auth", "authorization", "api_key", "apikey", "key", "jwt", "password", "secret", "session"}
+
+// allowQuery refuses a request with credentials in its query string, unless
+// Options.AllowQueryCredentials.
+func (h *Hub) allowQuery(w http.ResponseWriter, r *http.Request) bool {
+	if h.opts.AllowQueryCredentials || r.URL.RawQuery == "" {
+		return true
+	}
+	q := r.URL.Query()
+	for name := range q {
+		for _, p := range credentialParams {
+			if strings.EqualFold(name, p) {
+				writeError(w, http.StatusBadRequest, "credentials_in_query",
+					"send credentials in a cookie or header, not the URL (or set Options.AllowQueryCredentials)")
+				return false
+			}
+		}
+	}
+	return true
+}
+
 // allowOrigin admits same-origin requests, requests without an Origin
 // (not from a browser script), and origins matching Options.OriginPatterns,
 // for which it sets the CORS headers. Anything else gets a 403, even for
@@ -135,7 +157,7 @@ func (h *Hub) servePublish(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad_channel", err.Error())
 		return
 	}
-	if !h.allowOrigin(w, r) {
+	if !h.allowQuery(w, r) || !h.allowOrigin(w, r) {
 		return
 	}
 	if err := h.opts.Authorize(r, channel, OpPublish); err != nil {

@@ -92,6 +92,19 @@ type Options struct {
 	// "rate_limited" error frame. Default 100; negative means no limit.
 	PublishRate int
 
+	// Compression negotiates permessage-deflate (without context takeover,
+	// to keep per-connection memory small) with WebSocket clients that
+	// offer it. MaxMessageBytes then bounds the decompressed size, so a
+	// small frame that inflates into a huge one is refused. Default off:
+	// compression costs CPU per message and per-connection memory.
+	Compression bool
+
+	// AllowQueryCredentials lets requests carry credentials in the query
+	// string (access_token, token, auth, api_key, …). By default they are
+	// refused with 400: URLs end up in logs, histories and Referer
+	// headers. Prefer cookies, which EventSource and WebSocket send.
+	AllowQueryCredentials bool
+
 	// Logger receives connection and broker events. Default slog.Default().
 	Logger *slog.Logger
 }

@@ -185,3 +185,51 @@ func TestPublishRate(t *testing.T) {
 		t.Errorf("%d published, %d limited", published, limited)
 	}
 }
+
+func TestQueryCredentials(t *testing.T) {
+	s := newTestServer(t, nil)
+	for _, path := range []string{"/live/c?access_token=x", "/live/c?TOKEN=x", "/ws?api_key=x"} {
+		req, _ := http.NewRequest("GET", s.srv.URL+path, nil)
+		if strings.HasPrefix(path, "/ws") {
+			req.Header.Set("Connection", "Upgrade")
+			req.Header.Set("Upgrade", "websocket")
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkErrorResponse(t, resp, http.StatusBadRequest, "credentials_in_query")
+	}
+	openSSE(t, s.srv.URL+"/live/c?cursor=", nil) // other parameters are fine
+
+	allowed := newTestServer(t, &live.Options{AllowQueryCredentials: true})
+	openSSE(t, allowed.srv.URL+"/live/c?token=x", nil)
+}
+
+// TestCompressionBomb sends a small compressed frame that inflates past
+// MaxMessageBytes: the hub refuses it without inflating it all.
+func TestCompressionBomb(t *testing.T) {
+	s := newTestServer(t, &live.Options{Compression: true, MaxMessageBytes: 64 << 10})
+	canary := dialWS(t, s.wsURL(), &websocket.DialOptions{CompressionMode: websocket.CompressionNoContextTakeover})
+	canary.subscribe(t, "c")
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	probe, resp, err := websocket.Dial(ctx, s.wsURL(), &websocket.DialOptions{CompressionMode: websocket.CompressionNoContextTakeover})
+	if err != nil {
+		t.Fatal(err)
+	}
+	probe.CloseNow()
+	if ext := resp.Header.Get("Sec-WebSocket-Extensions"); !strings.Contains(ext, "permessage-deflate") {
+		t.Fatalf("compression not negotiated: %q", ext)
+	}
+	bomb := dialWS(t, s.wsURL(), &websocket.DialOptions{CompressionMode: websocket.CompressionNoContextTakeover})
+	bomb.sendRaw(t, websocket.MessageText, []byte(`{"type":"ping","ref":"`+strings.Repeat("a", 8<<20)+`"}`))
+	if _, ok := bomb.next(t); ok {
+		t.Fatal("the connection survived a decompression bomb")
+	}
+	if got := closeStatus(bomb.closeErr()); got != websocket.StatusMessageTooBig {
+		t.Errorf("closed with %v, want %v", got, websocket.StatusMessageTooBig)
+	}
+	s.publish(t, "c", 1)
+	canary.expect(t, "data")
+}

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/go-live/live"
@@ -111,5 +112,36 @@ func TestMetricsHandler(t *testing.T) {
 		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %q:\n%s", want, body)
 		}
+	}
+}
+
+// TestRevokedChannelNotReplayed checks that replay obeys Authorize: once a
+// channel is revoked, resuming it with a valid cursor is refused rather
+// than replaying its history.
+func TestRevokedChannelNotReplayed(t *testing.T) {
+	var mu sync.Mutex
+	revoked := false
+	s := newTestServer(t, &live.Options{Authorize: func(_ *http.Request, channel string, op live.Op) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if revoked && channel == "secret" {
+			return live.ErrForbidden
+		}
+		return nil
+	}})
+	cursor := mustCursor(t, s, "secret")
+	publishN(t, s, "secret", 1, 3)
+	mu.Lock()
+	revoked = true
+	mu.Unlock()
+	resp, err := http.Get(s.srv.URL + "/live/secret?cursor=" + cursor.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkErrorResponse(t, resp, http.StatusForbidden, "forbidden")
+	c := dialWS(t, s.wsURL(), nil)
+	c.send(t, map[string]string{"type": "subscribe", "channel": "secret", "cursor": cursor.String()})
+	if f := c.expect(t, "error"); f.Code != "forbidden" {
+		t.Errorf("got %+v", f)
 	}
 }

@@ -24,7 +24,7 @@ func (h *Hub) serveSSE(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad_channel", err.Error())
 		return
 	}
-	if !h.allowOrigin(w, r) {
+	if !h.allowQuery(w, r) || !h.allowOrigin(w, r) {
 		return
 	}
 	if err := h.opts.Authorize(r, channel, OpSubscribe); err != nil {

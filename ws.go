@@ -30,6 +30,9 @@ func (h *Hub) serveWS(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusUpgradeRequired, "upgrade_required", "this endpoint speaks WebSocket")
 		return
 	}
+	if !h.allowQuery(w, r) {
+		return
+	}
 	if origin := r.Header.Get("Origin"); origin != "" {
 		if _, ok := h.originAllowed(r, origin); !ok {
 			writeError(w, http.StatusForbidden, "bad_origin", "origin "+clip(origin)+" may not open a WebSocket here")
@@ -43,9 +46,13 @@ func (h *Hub) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	defer h.leave(c)
 
+	mode := websocket.CompressionDisabled
+	if h.opts.Compression {
+		mode = websocket.CompressionNoContextTakeover
+	}
 	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
 		InsecureSkipVerify: true, // the origin was checked above, with the same rules as CORS
-		CompressionMode:    websocket.CompressionDisabled,
+		CompressionMode:    mode,
 	})
 	if err != nil {
 		return // Accept has answered the request

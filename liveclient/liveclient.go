@@ -1,0 +1,364 @@
+// Package liveclient follows channels of a live.Hub from Go: a service
+// that consumes live updates, or a test. It reconnects with capped,
+// jittered exponential backoff and resumes every channel from its cursor,
+// so nothing inside the hub's history window is lost; when the hub cannot
+// replay, the handler is told with a reset message and refetches.
+//
+//	c := liveclient.New("ws://localhost:8080/ws", nil)
+//	err := c.Follow(ctx, []string{"metrics:dashboard"}, func(m liveclient.Message) error {
+//		if m.Reset {
+//			return refetch(ctx)
+//		}
+//		return apply(m.Data)
+//	})
+package liveclient
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+	"golang.org/x/sync/errgroup"
+)
+
+// Options configures a Client. A nil *Options, or a zero field, means the
+// default documented on the field.
+type Options struct {
+	// Header is sent with every connection, for cookies or authorization.
+	Header http.Header
+
+	// HTTPClient makes SSE requests. Default http.DefaultClient.
+	HTTPClient *http.Client
+
+	// MinBackoff and MaxBackoff bound the wait before reconnecting: it
+	// starts at MinBackoff, doubles per failed attempt up to MaxBackoff,
+	// and is drawn uniformly below that ("full jitter"), so clients that
+	// lost the same server do not return all at once. Defaults 1s and 30s.
+	MinBackoff, MaxBackoff time.Duration
+
+	// OnState, if set, is told of connection changes: "connecting",
+	// "connected" or "disconnected", with the number of the attempt.
+	OnState func(state string, attempt int)
+}
+
+// Message is one publication, or a reset, on a followed channel.
+type Message struct {
+	Channel string
+	Cursor  string          // where the channel stands after this message
+	Data    json.RawMessage // the published JSON; nil for a reset
+	// Reset reports that the hub could not replay what the client missed
+	// (Reason says why): the handler must refetch the channel's state.
+	Reset  bool
+	Reason string
+}
+
+// Decode unmarshals a message's data into a T.
+func Decode[T any](m Message) (T, error) {
+	var v T
+	err := json.Unmarshal(m.Data, &v)
+	return v, err
+}
+
+// A Client follows channels of one hub. It is safe for concurrent use;
+// each Follow call owns its connections.
+type Client struct {
+	url  string
+	sse  bool
+	opts Options
+
+	mu      sync.Mutex // guards cursors
+	cursors map[string]string
+}
+
+// New returns a client for the hub at url: a ws:// or wss:// URL of its
+// WebSocket handler, or the http:// or https:// prefix under which its SSE
+// handler serves /{channel} (one stream per channel).
+func New(url string, opts *Options) *Client {
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	if o.HTTPClient == nil {
+		o.HTTPClient = http.DefaultClient
+	}
+	if o.MinBackoff <= 0 {
+		o.MinBackoff = time.Second
+	}
+	if o.MaxBackoff <= 0 {
+		o.MaxBackoff = 30 * time.Second
+	}
+	return &Client{
+		url:     url,
+		sse:     strings.HasPrefix(url, "http://") || strings.HasPrefix(url, "https://"),
+		opts:    o,
+		cursors: make(map[string]string),
+	}
+}
+
+// SetCursor makes the next connection resume channel from cursor, for
+// example one saved by a previous process.
+func (c *Client) SetCursor(channel, cursor string) {
+	c.mu.Lock()
+	c.cursors[channel] = cursor
+	c.mu.Unlock()
+}
+
+// Cursor returns the cursor of the last message handled on channel.
+func (c *Client) Cursor(channel string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cursors[channel]
+}
+
+// errStop wraps a handler's error so that Follow returns it instead of
+// reconnecting.
+type errStop struct{ err error }
+
+func (e errStop) Error() string { return e.err.Error() }
+
+// Follow subscribes to channels and calls handle for each message, in
+// order within a channel and never concurrently, until ctx ends (then it
+// returns nil) or handle returns an error (then it returns that error).
+// Publications already handled are never handled again.
+func (c *Client) Follow(ctx context.Context, channels []string, handle func(Message) error) error {
+	var mu sync.Mutex // serializes handle across SSE streams
+	deliver := func(m Message) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if !m.Reset && !c.advance(m.Channel, m.Cursor) {
+			return nil // seen already
+		}
+		if m.Reset {
+			c.SetCursor(m.Channel, m.Cursor)
+		}
+		if err := handle(m); err != nil {
+			return errStop{err}
+		}
+		return nil
+	}
+	var err error
+	if c.sse {
+		g, gctx := errgroup.WithContext(ctx)
+		for _, ch := range channels {
+			g.Go(func() error {
+				return c.loop(gctx, func(ctx context.Context) error { return c.sseOnce(ctx, ch, deliver) })
+			})
+		}
+		err = g.Wait()
+	} else {
+		err = c.loop(ctx, func(ctx context.Context) error { return c.wsOnce(ctx, channels, deliver) })
+	}
+	var stop errStop
+	if errors.As(err, &stop) {
+		return stop.err
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// advance records cursor for channel and reports whether it is new: a
+// later position in the same epoch, or any position in another epoch.
+func (c *Client) advance(channel, cursor string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	prev := c.cursors[channel]
+	if cursor == "" {
+		return true // coalesced messages carry no cursor
+	}
+	ps, pe, _ := strings.Cut(prev, ".")
+	ns, ne, _ := strings.Cut(cursor, ".")
+	if prev != "" && pe == ne {
+		p, _ := strconv.ParseUint(ps, 10, 64)
+		n, _ := strconv.ParseUint(ns, 10, 64)
+		if n <= p {
+			return false
+		}
+	}
+	c.cursors[channel] = cursor
+	return true
+}
+
+// loop runs once until ctx ends or a handler stops it, waiting with
+// backoff between attempts. once reports a nil error after a connection
+// that was established, which resets the backoff.
+func (c *Client) loop(ctx context.Context, once func(context.Context) error) error {
+	attempt := 0
+	for {
+		c.state("connecting", attempt)
+		err := once(ctx)
+		var stop errStop
+		if errors.As(err, &stop) {
+			return err
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err == nil {
+			attempt = 0 // it was connected: start again from the smallest wait
+		}
+		c.state("disconnected", attempt)
+		ceiling := min(c.opts.MaxBackoff, c.opts.MinBackoff<<min(attempt, 20))
+		attempt++
+		t := time.NewTimer(rand.N(ceiling) + 1)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+func (c *Client) state(s string, attempt int) {
+	if c.opts.OnState != nil {
+		c.opts.OnState(s, attempt)
+	}
+}
+
+// wsFrame is any frame the hub sends over WebSocket.
+type wsFrame struct {
+	Type    string          `json:"type"`
+	Channel string          `json:"channel"`
+	Data    json.RawMessage `json:"data"`
+	Cursor  string          `json:"cursor"`
+	Reason  string          `json:"reason"`
+	Code    string          `json:"code"`
+	Message string          `json:"message"`
+}
+
+// wsOnce runs one WebSocket connection. It returns nil if the connection
+// was established and later lost.
+func (c *Client) wsOnce(ctx context.Context, channels []string, deliver func(Message) error) error {
+	conn, _, err := websocket.Dial(ctx, c.url, &websocket.DialOptions{HTTPHeader: c.opts.Header})
+	if err != nil {
+		return err
+	}
+	defer conn.CloseNow()
+	conn.SetReadLimit(-1)
+	for _, ch := range channels {
+		sub := map[string]string{"type": "subscribe", "channel": ch}
+		if cur := c.Cursor(ch); cur != "" {
+			sub["cursor"] = cur
+		}
+		b, _ := json.Marshal(sub)
+		if err := conn.Write(ctx, websocket.MessageText, b); err != nil {
+			return err
+		}
+	}
+	connected := false
+	for {
+		_, b, err := conn.Read(ctx)
+		if err != nil {
+			if connected {
+				return nil
+			}
+			return err
+		}
+		var f wsFrame
+		if json.Unmarshal(b, &f) != nil {
+			continue
+		}
+		switch f.Type {
+		case "subscribed":
+			if !connected {
+				connected = true
+				c.state("connected", 0)
+			}
+			if c.Cursor(f.Channel) == "" {
+				c.SetCursor(f.Channel, f.Cursor)
+			}
+		case "data":
+			err = deliver(Message{Channel: f.Channel, Cursor: f.Cursor, Data: f.Data})
+		case "reset":
+			err = deliver(Message{Channel: f.Channel, Cursor: f.Cursor, Reset: true, Reason: f.Reason})
+		case "error":
+			if f.Channel != "" {
+				return errStop{fmt.Errorf("liveclient: %s: %s: %s", f.Channel, f.Code, f.Message)}
+			}
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// sseOnce runs one SSE stream for channel. It returns nil if the stream
+// was established and later lost.
+func (c *Client) sseOnce(ctx context.Context, channel string, deliver func(Message) error) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(c.url, "/")+"/"+url.PathEscape(channel), nil)
+	if err != nil {
+		return errStop{err}
+	}
+	for k, v := range c.opts.Header {
+		req.Header[k] = v
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	if cur := c.Cursor(channel); cur != "" {
+		req.Header.Set("Last-Event-ID", cur)
+	}
+	resp, err := c.opts.HTTPClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		err := fmt.Errorf("liveclient: %s: %s", channel, resp.Status)
+		if resp.StatusCode >= 400 && resp.StatusCode < 500 && resp.StatusCode != http.StatusTooManyRequests {
+			return errStop{err} // refused: retrying will not help
+		}
+		return err
+	}
+	c.state("connected", 0)
+	br := bufio.NewReader(resp.Body)
+	var id, event string // id is the last one seen, as EventSource keeps it
+	var data []string
+	hasID := false
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			return nil // established, then lost
+		}
+		line = strings.TrimRight(line, "\r\n")
+		field, value, _ := strings.Cut(line, ":")
+		value = strings.TrimPrefix(value, " ")
+		switch {
+		case line == "":
+			cur := ""
+			if hasID {
+				cur = id
+			}
+			switch {
+			case event == "reset":
+				var body struct{ Reason string }
+				json.Unmarshal([]byte(strings.Join(data, "\n")), &body)
+				err = deliver(Message{Channel: channel, Cursor: cur, Reset: true, Reason: body.Reason})
+			case len(data) > 0:
+				err = deliver(Message{Channel: channel, Cursor: cur, Data: json.RawMessage(strings.Join(data, "\n"))})
+			case hasID && c.Cursor(channel) == "":
+				c.SetCursor(channel, id)
+			}
+			if err != nil {
+				return err
+			}
+			event, data, hasID = "", nil, false
+		case field == "id":
+			id, hasID = value, true
+		case field == "event":
+			event = value
+		case field == "data":
+			data = append(data, value)
+		}
+	}
+}

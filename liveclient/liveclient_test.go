@@ -1,0 +1,185 @@
+package liveclient_test
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-live/live"
+	"github.com/go-live/live/internal/leakcheck"
+	"github.com/go-live/live/liveclient"
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestMain(m *testing.M) { leakcheck.Main(m) }
+
+// restartable serves whichever hub is current, so a test can replace the
+// server's hub (ending every stream) while clients keep the same URL.
+type restartable struct {
+	t      *testing.T
+	broker *live.MemoryBroker
+	hub    atomic.Pointer[live.Hub]
+	srv    *httptest.Server
+}
+
+func newRestartable(t *testing.T, history int) *restartable {
+	r := &restartable{t: t, broker: live.NewMemoryBroker(&live.MemoryOptions{HistorySize: history})}
+	r.hub.Store(live.NewHub(&live.Options{Broker: r.broker}))
+	mux := http.NewServeMux()
+	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) { r.hub.Load().ServeHTTP(w, req) }))
+	r.srv = httptest.NewServer(mux)
+	t.Cleanup(func() {
+		r.hub.Load().Close(context.Background())
+		r.srv.Close()
+		r.broker.Close()
+	})
+	return r
+}
+
+// restart closes the current hub, ending every stream, and serves a new
+// one on the same broker, as a redeployed server would.
+func (r *restartable) restart() {
+	old := r.hub.Load()
+	r.hub.Store(live.NewHub(&live.Options{Broker: r.broker}))
+	old.Close(context.Background())
+}
+
+func (r *restartable) publish(channel string, v any) live.Position {
+	pos, err := r.hub.Load().Publish(context.Background(), channel, v)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return pos
+}
+
+// follower runs Follow in the background and hands messages to the test.
+type follower struct {
+	msgs  chan liveclient.Message
+	state chan string
+	done  chan error
+}
+
+func follow(t *testing.T, url string, channels []string) (*follower, *liveclient.Client) {
+	f := &follower{msgs: make(chan liveclient.Message, 100), state: make(chan string, 100), done: make(chan error, 1)}
+	c := liveclient.New(url, &liveclient.Options{
+		MinBackoff: time.Millisecond, MaxBackoff: 20 * time.Millisecond,
+		OnState: func(s string, _ int) {
+			select {
+			case f.state <- s:
+			default:
+			}
+		},
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		f.done <- c.Follow(ctx, channels, func(m liveclient.Message) error {
+			f.msgs <- m
+			return nil
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-f.done; err != nil {
+			t.Errorf("Follow: %v", err)
+		}
+	})
+	return f, c
+}
+
+func (f *follower) connected(t *testing.T) {
+	t.Helper()
+	for {
+		select {
+		case s := <-f.state:
+			if s == "connected" {
+				return
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("not connected within 10 s")
+		}
+	}
+}
+
+func (f *follower) next(t *testing.T) liveclient.Message {
+	t.Helper()
+	select {
+	case m := <-f.msgs:
+		return m
+	case <-time.After(10 * time.Second):
+		t.Fatal("no message within 10 s")
+		return liveclient.Message{}
+	}
+}
+
+func TestFollowResumesAcrossRestarts(t *testing.T) {
+	for _, transport := range []string{"ws", "sse"} {
+		t.Run(transport, func(t *testing.T) {
+			r := newRestartable(t, 100)
+			url := "ws" + strings.TrimPrefix(r.srv.URL, "http") + "/ws"
+			if transport == "sse" {
+				url = r.srv.URL + "/"
+			}
+			f, c := follow(t, url, []string{"a", "b"})
+			f.connected(t)
+			if transport == "sse" {
+				f.connected(t) // one stream per channel
+			}
+			r.publish("a", 1)
+			r.publish("b", 2)
+			got := map[string]string{}
+			for range 2 {
+				m := f.next(t)
+				got[m.Channel] = string(m.Data)
+			}
+			if diff := cmp.Diff(map[string]string{"a": "1", "b": "2"}, got); diff != "" {
+				t.Fatalf("(-want +got):\n%s", diff)
+			}
+
+			for round := range 3 {
+				r.restart()
+				// Published while the client is away: replayed on resume.
+				r.publish("a", 10+round)
+				if m := f.next(t); m.Channel != "a" || string(m.Data) != strconv.Itoa(10+round) {
+					t.Fatalf("round %d: got %+v", round, m)
+				}
+			}
+			if c.Cursor("a") == "" {
+				t.Error("no cursor kept")
+			}
+		})
+	}
+}
+
+func TestFollowReset(t *testing.T) {
+	r := newRestartable(t, 2)
+	url := "ws" + strings.TrimPrefix(r.srv.URL, "http") + "/ws"
+	f, _ := follow(t, url, []string{"a"})
+	f.connected(t)
+	r.publish("a", 1)
+	f.next(t)
+	r.restart()
+	var last live.Position
+	for i := 2; i <= 6; i++ { // more than the history keeps
+		last = r.publish("a", i)
+	}
+	m := f.next(t)
+	if !m.Reset || m.Cursor != last.String() || m.Reason != "gone" {
+		t.Fatalf("got %+v, want a reset at %v", m, last)
+	}
+	r.publish("a", 7)
+	if m := f.next(t); string(m.Data) != "7" {
+		t.Errorf("after the reset: %+v", m)
+	}
+}
+
+func TestDecode(t *testing.T) {
+	v, err := liveclient.Decode[map[string]int](liveclient.Message{Data: []byte(`{"users":3}`)})
+	if err != nil || v["users"] != 3 {
+		t.Errorf("Decode = %v, %v", v, err)
+	}
+}

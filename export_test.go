@@ -23,22 +23,7 @@ func (h *Hub) AttachSink(tb testing.TB, channel string, n int) *Sink {
 	s.target.Store(-1)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	conns := make([]*conn, n)
-	for i := range conns {
-		c := newConn(h, nil, false)
-		if err := h.enter(c); err != nil {
-			tb.Fatal(err)
-		}
-		if err := h.subscribe(ctx, c, channel, resumeFrom{}, nil); err != nil {
-			tb.Fatal(err)
-		}
-		conns[i] = c
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c.serve(ctx, sinkTransport{s})
-		}()
-	}
+	var conns []*conn
 	s.stop = func() {
 		cancel()
 		wg.Wait()
@@ -47,6 +32,21 @@ func (h *Hub) AttachSink(tb testing.TB, channel string, n int) *Sink {
 		}
 	}
 	tb.Cleanup(s.stop)
+	for range n {
+		c := newConn(h, nil, false)
+		if err := h.enter(c); err != nil {
+			tb.Fatal(err)
+		}
+		conns = append(conns, c)
+		if err := h.subscribe(ctx, c, channel, resumeFrom{}, nil); err != nil {
+			tb.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.serve(ctx, sinkTransport{s})
+		}()
+	}
 	return s
 }
 

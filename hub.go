@@ -296,7 +296,7 @@ func (h *Hub) enter(c *conn) error {
 	if h.closed {
 		return ErrClosed
 	}
-	if max := h.opts.MaxConnsPerIP; max > 0 && h.perIP[c.ip] >= max {
+	if max := h.opts.MaxConnsPerIP; max > 0 && c.ip != "" && h.perIP[c.ip] >= max {
 		return errTooManyConns
 	}
 	h.perIP[c.ip]++

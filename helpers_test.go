@@ -74,6 +74,7 @@ type sseStream struct {
 	resp   *http.Response
 	events chan sseEvent
 	done   chan struct{}
+	ctx    context.Context // ends at cleanup, so read never blocks it
 }
 
 // openSSE requests url and fails the test unless it answers 200 with an
@@ -95,7 +96,7 @@ func openSSE(t testing.TB, url string, header http.Header) *sseStream {
 		resp.Body.Close()
 		t.Fatalf("GET %s: %s, Content-Type %q", url, resp.Status, resp.Header.Get("Content-Type"))
 	}
-	s := &sseStream{resp: resp, events: make(chan sseEvent, 1024), done: make(chan struct{})}
+	s := &sseStream{resp: resp, events: make(chan sseEvent, 1024), done: make(chan struct{}), ctx: ctx}
 	go s.read()
 	t.Cleanup(func() {
 		cancel()
@@ -119,12 +120,14 @@ func (s *sseStream) read() {
 		line = strings.TrimSuffix(line, "\n")
 		switch {
 		case line == "":
-			if started {
-				s.events <- ev
+			if started && !s.emit(ev) {
+				return
 			}
 			ev, started = sseEvent{}, false
 		case strings.HasPrefix(line, ":"):
-			s.events <- sseEvent{Comment: strings.TrimSpace(line[1:])}
+			if !s.emit(sseEvent{Comment: strings.TrimSpace(line[1:])}) {
+				return
+			}
 		default:
 			field, value, _ := strings.Cut(line, ":")
 			value = strings.TrimPrefix(value, " ")
@@ -141,6 +144,17 @@ func (s *sseStream) read() {
 				ev.Data += value
 			}
 		}
+	}
+}
+
+// emit hands ev to the test; it reports false once the stream is being
+// cleaned up, so an unread stream never blocks its cleanup.
+func (s *sseStream) emit(ev sseEvent) bool {
+	select {
+	case s.events <- ev:
+		return true
+	case <-s.ctx.Done():
+		return false
 	}
 }
 
@@ -197,8 +211,9 @@ type wsClient struct {
 	c      *websocket.Conn
 	frames chan wsFrame
 	done   chan struct{}
-	mu     sync.Mutex // guards err
-	err    error      // why reading stopped
+	quit   chan struct{} // closed at cleanup
+	mu     sync.Mutex    // guards err
+	err    error         // why reading stopped
 }
 
 func dialWS(t testing.TB, url string, opts *websocket.DialOptions) *wsClient {
@@ -210,9 +225,10 @@ func dialWS(t testing.TB, url string, opts *websocket.DialOptions) *wsClient {
 		t.Fatalf("dial %s: %v", url, err)
 	}
 	c.SetReadLimit(-1)
-	w := &wsClient{c: c, frames: make(chan wsFrame, 1024), done: make(chan struct{})}
+	w := &wsClient{c: c, frames: make(chan wsFrame, 1024), done: make(chan struct{}), quit: make(chan struct{})}
 	go w.read()
 	t.Cleanup(func() {
+		close(w.quit)
 		c.CloseNow()
 		<-w.done
 	})
@@ -234,7 +250,11 @@ func (w *wsClient) read() {
 		if err := json.Unmarshal(b, &f); err != nil {
 			f = wsFrame{Type: "unparsable", Message: string(b)}
 		}
-		w.frames <- f
+		select {
+		case w.frames <- f:
+		case <-w.quit: // cleaning up; nobody reads any more
+			return
+		}
 	}
 }
 

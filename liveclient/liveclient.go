@@ -48,6 +48,8 @@ type Options struct {
 
 	// OnState, if set, is told of connection changes: "connecting",
 	// "connected" or "disconnected", with the number of the attempt.
+	// "connected" means subscribed: over WebSocket once every channel is
+	// acknowledged, over SSE once per channel's stream.
 	OnState func(state string, attempt int)
 }
 
@@ -257,7 +259,7 @@ func (c *Client) wsOnce(ctx context.Context, channels []string, deliver func(Mes
 			return err
 		}
 	}
-	connected := false
+	connected, acks := false, 0
 	for {
 		_, b, err := conn.Read(ctx)
 		if err != nil {
@@ -272,7 +274,9 @@ func (c *Client) wsOnce(ctx context.Context, channels []string, deliver func(Mes
 		}
 		switch f.Type {
 		case "subscribed":
-			if !connected {
+			// Connected once every channel is acknowledged: from then on
+			// nothing published is missed.
+			if acks++; acks == len(channels) && !connected {
 				connected = true
 				c.state("connected", 0)
 			}

@@ -473,12 +473,7 @@ func (h *Hub) subscribe(ctx context.Context, c *conn, name string, from resumeFr
 	}
 	ok = ok && last == cur
 	if ok {
-		for _, f := range replay {
-			c.push(f)
-		}
-		for _, f := range s.pending {
-			c.push(f)
-		}
+		c.pushReplay(replay, s.pending)
 		h.stats.replayed.Add(int64(len(replay)))
 	} else {
 		c.push(hc.resetFrame(hc.last, resetGone, c.ws))

@@ -113,6 +113,21 @@ func (c *conn) push(f *frame) {
 	}
 }
 
+// pushReplay queues what a resuming client missed, then the publications
+// held while it was read from history. It bypasses the queue's bounds,
+// which would otherwise turn every resume longer than the bounds into a
+// disconnection, and the next resume into the same: the broker's history
+// bounds it instead. Publications after it are bounded as usual.
+func (c *conn) pushReplay(replay, pending []*frame) {
+	c.mu.Lock()
+	if !c.slow {
+		c.q = append(c.q, replay...)
+		c.q = append(c.q, pending...)
+	}
+	c.mu.Unlock()
+	c.signal()
+}
+
 func (c *conn) signal() {
 	select {
 	case c.wake <- struct{}{}:

@@ -46,7 +46,9 @@ type Options struct {
 	MaxSubscriptions int
 
 	// QueueBytes and QueueMessages bound each connection's queue of
-	// frames waiting to be written. Defaults 1 MiB and 4096.
+	// frames waiting to be written. Defaults 1 MiB and 4096. What a
+	// resuming client missed is queued on top of them (the broker's history
+	// bounds it), so that a long resume is not taken for a slow client.
 	QueueBytes    int
 	QueueMessages int
 

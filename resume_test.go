@@ -374,3 +374,19 @@ func TestBrokerFaults(t *testing.T) {
 		}
 	})
 }
+
+// TestResumeLongerThanQueue resumes a client that missed more than its
+// queue holds: the replay is not taken for slowness, or every resume of
+// that length would end in a disconnection, and the next one too.
+func TestResumeLongerThanQueue(t *testing.T) {
+	s := newTestServer(t, &live.Options{QueueMessages: 8})
+	cursor := mustCursor(t, s, "c")
+	publishN(t, s, "c", 1, 50)
+	stream := openSSE(t, s.srv.URL+"/live/c", http.Header{"Last-Event-Id": {cursor.String()}})
+	if diff := cmp.Diff(seq(1, 50), readSSEData(t, stream, 50)); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+	if st := s.hub.Stats(); st.SlowClients != 0 {
+		t.Errorf("SlowClients = %d", st.SlowClients)
+	}
+}

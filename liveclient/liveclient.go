@@ -37,7 +37,8 @@ type Options struct {
 	// Header is sent with every connection, for cookies or authorization.
 	Header http.Header
 
-	// HTTPClient makes SSE requests. Default http.DefaultClient.
+	// HTTPClient makes SSE requests and WebSocket handshakes. Default
+	// http.DefaultClient.
 	HTTPClient *http.Client
 
 	// MinBackoff and MaxBackoff bound the wait before reconnecting: it
@@ -243,7 +244,7 @@ type wsFrame struct {
 // wsOnce runs one WebSocket connection. It returns nil if the connection
 // was established and later lost.
 func (c *Client) wsOnce(ctx context.Context, channels []string, deliver func(Message) error) error {
-	conn, _, err := websocket.Dial(ctx, c.url, &websocket.DialOptions{HTTPHeader: c.opts.Header})
+	conn, _, err := websocket.Dial(ctx, c.url, &websocket.DialOptions{HTTPHeader: c.opts.Header, HTTPClient: c.opts.HTTPClient})
 	if err != nil {
 		return err
 	}

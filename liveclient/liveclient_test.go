@@ -2,6 +2,7 @@ package liveclient_test
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -181,5 +182,77 @@ func TestDecode(t *testing.T) {
 	v, err := liveclient.Decode[map[string]int](liveclient.Message{Data: []byte(`{"users":3}`)})
 	if err != nil || v["users"] != 3 {
 		t.Errorf("Decode = %v, %v", v, err)
+	}
+}
+
+// TestDeltaState keeps a typed copy of a live.State in sync by applying
+// its versioned deltas.
+func TestDeltaState(t *testing.T) {
+	r := newRestartable(t, 4)
+	ctx := context.Background()
+	board, err := r.hub.Load().State(ctx, "board", &live.StateOptions{Initial: map[string]int{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fetch := func(ctx context.Context) (json.RawMessage, uint64, error) {
+		data, v := board.Get()
+		return data, v, nil
+	}
+	local := liveclient.NewDeltaState[map[string]int](fetch)
+	if err := local.Refetch(ctx); err != nil {
+		t.Fatal(err)
+	}
+	f, _ := follow(t, "ws"+strings.TrimPrefix(r.srv.URL, "http")+"/ws", []string{"board"})
+	f.connected(t)
+	for i := 1; i <= 20; i++ {
+		if _, err := board.Apply(ctx, map[string]int{"k" + strconv.Itoa(i%3): i}); err != nil {
+			t.Fatal(err)
+		}
+		if err := local.Handle(ctx, f.next(t)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := local.Get()
+	want := map[string]int{"k0": 18, "k1": 19, "k2": 20}
+	if diff := cmp.Diff(want, got); diff != "" || err != nil {
+		t.Errorf("(-want +got) %v:\n%s", err, diff)
+	}
+}
+
+func TestShallowState(t *testing.T) {
+	r := newRestartable(t, 100)
+	ctx := context.Background()
+	local := liveclient.NewState[map[string]float64](live.MergeShallow, func(context.Context) (json.RawMessage, uint64, error) {
+		return json.RawMessage(`{"users":1,"load":0.5}`), 0, nil
+	})
+	local.Refetch(ctx)
+	f, _ := follow(t, r.srv.URL+"/", []string{"metrics"})
+	f.connected(t)
+	r.publish("metrics", map[string]float64{"load": 0.9})
+	if err := local.Handle(ctx, f.next(t)); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := local.Get()
+	if diff := cmp.Diff(map[string]float64{"users": 1, "load": 0.9}, got); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
+// TestStateRefetchesOnGap hands a delta state a message that skips a
+// version: it refetches instead of applying it.
+func TestStateRefetchesOnGap(t *testing.T) {
+	fetches := 0
+	s := liveclient.NewDeltaState[map[string]int](func(context.Context) (json.RawMessage, uint64, error) {
+		fetches++
+		return json.RawMessage(`{"a":5}`), 5, nil
+	})
+	ctx := context.Background()
+	s.Refetch(ctx)
+	s.Handle(ctx, liveclient.Message{Data: json.RawMessage(`{"version":7,"changes":[{"op":"update","path":"a","value":7}]}`)})
+	s.Handle(ctx, liveclient.Message{Data: json.RawMessage(`{"version":6,"changes":[{"op":"update","path":"a","value":6}]}`)})
+	s.Handle(ctx, liveclient.Message{Reset: true})
+	got, _ := s.Get()
+	if fetches != 3 || got["a"] != 5 {
+		t.Errorf("%d fetches, value %v; want 3 fetches (start, gap, reset)", fetches, got)
 	}
 }

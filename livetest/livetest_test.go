@@ -61,3 +61,42 @@ func TestConnect(t *testing.T) {
 		t.Errorf("got %+v", m)
 	}
 }
+
+func TestFaults(t *testing.T) {
+	hub := live.NewHub(&live.Options{QueueMessages: 4, Broker: live.NewMemoryBroker(&live.MemoryOptions{HistorySize: 1000})})
+	srv := httptest.NewServer(hub)
+	t.Cleanup(func() {
+		hub.Close(context.Background())
+		srv.Close()
+	})
+	ctx := context.Background()
+	c := livetest.Connect(t, "ws"+strings.TrimPrefix(srv.URL, "http")+"/", "a")
+
+	// Dropped: it comes back and resumes.
+	c.Drop()
+	hub.Publish(ctx, "a", 1)
+	if m := c.Next(t); string(m.Data) != "1" {
+		t.Fatalf("after Drop: %+v", m)
+	}
+
+	// Reset: the hub cannot honour the cursor.
+	c.ForceReset("a")
+	if m := c.Next(t); !m.Reset || m.Reason != "epoch" {
+		t.Fatalf("after ForceReset: %+v", m)
+	}
+
+	// Slow: the hub disconnects it; it resumes and misses nothing.
+	c.Pause()
+	for i := 2; i <= 200; i++ {
+		hub.Publish(ctx, "a", strings.Repeat("x", 4096))
+	}
+	c.Resume()
+	got := 0
+	for got < 199 {
+		if m := c.Next(t); !m.Reset {
+			got++
+		} else {
+			t.Fatalf("reset while catching up: %+v", m)
+		}
+	}
+}

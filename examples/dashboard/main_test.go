@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"github.com/go-live/live/livetest"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -126,7 +127,8 @@ func (a *app) do(method, path, body string) (int, string) {
 
 func TestActivity(t *testing.T) {
 	a := newTestApp(t)
-	next := a.stream("/api/live/activity")
+	feed := livetest.Connect(t, a.url+"/api/live/", "activity")
+	next := func() string { return string(feed.Next(t).Data) }
 
 	if status, body := a.do("POST", "/api/activity", `{"message":`); status != 400 || !strings.Contains(body, "bad_json") {
 		t.Errorf("bad JSON: %d %s", status, body)

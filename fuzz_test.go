@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/url"
+	"strings"
 	"testing"
 
 	"github.com/go-live/live"
@@ -45,6 +47,22 @@ func FuzzWebSocketFrame(f *testing.F) {
 			if err := json.Unmarshal(reply, &r); err != nil || r.Type == "" {
 				t.Fatalf("reply %q to %q: %v", reply, frame, err)
 			}
+		}
+	})
+}
+
+// FuzzValidChannel checks that every valid channel name is one URL path
+// segment that needs no escaping.
+func FuzzValidChannel(f *testing.F) {
+	for _, s := range []string{"metrics:dashboard", "a", ".", "..", "a/b", "todos:tenant-1", "é", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		if live.ValidChannel(name) != nil {
+			return
+		}
+		if url.PathEscape(name) != name || name == "." || name == ".." || strings.ContainsAny(name, "/?#% ") {
+			t.Errorf("ValidChannel accepts %q, which is not a plain path segment", name)
 		}
 	})
 }

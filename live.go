@@ -90,11 +90,14 @@ const MaxChannelLen = 128
 
 // ValidChannel reports whether name may be used as a channel: 1 to
 // [MaxChannelLen] bytes of ASCII letters, digits and the punctuation
-// "_-:.@=+". Slashes are excluded so a channel is always one URL path
-// segment.
+// "_-:.@=+", other than "." and "..". Slashes and dot segments are excluded
+// so a channel is always one URL path segment.
 func ValidChannel(name string) error {
 	if len(name) == 0 || len(name) > MaxChannelLen {
 		return fmt.Errorf("live: channel name must be 1 to %d bytes", MaxChannelLen)
+	}
+	if name == "." || name == ".." {
+		return fmt.Errorf("live: channel name %q is a dot segment", name)
 	}
 	for i := 0; i < len(name); i++ {
 		c := name[i]

@@ -380,7 +380,7 @@ func TestBrokerFaults(t *testing.T) {
 // that length would end in a disconnection, and the next one too.
 func TestResumeLongerThanQueue(t *testing.T) {
 	s := newTestServer(t, &live.Options{QueueMessages: 8})
-	cursor := mustCursor(t, s, "c")
+	cursor := s.publish(t, "c", 0) // no subscriber yet, so none can be slow
 	publishN(t, s, "c", 1, 50)
 	stream := openSSE(t, s.srv.URL+"/live/c", http.Header{"Last-Event-Id": {cursor.String()}})
 	if diff := cmp.Diff(seq(1, 50), readSSEData(t, stream, 50)); diff != "" {

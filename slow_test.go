@@ -163,3 +163,31 @@ func TestHalfOpenWebSocket(t *testing.T) {
 		t.Error("no ping before the hang-up")
 	}
 }
+
+// TestSlowClientMemoryBound publishes 10 000 messages to a client that
+// reads nothing: what the hub holds for it never exceeds its queue bound,
+// whichever policy applies.
+func TestSlowClientMemoryBound(t *testing.T) {
+	for name, policy := range map[string]live.SlowPolicy{"disconnect": live.SlowDisconnect, "reset": live.SlowReset} {
+		t.Run(name, func(t *testing.T) {
+			const bound = 256 << 10
+			s := newTestServer(t, &live.Options{QueueBytes: bound, SlowPolicy: policy})
+			s.hub.AttachRecorder(t, "c") // never released: reads nothing
+			payload := strings.Repeat("x", 1000)
+			peak := 0
+			for i := range 10000 {
+				s.publish(t, "c", payload)
+				if i%50 == 0 {
+					peak = max(peak, s.hub.QueuedBytes())
+				}
+			}
+			if peak > bound {
+				t.Errorf("peak queued %d bytes, bound %d", peak, bound)
+			}
+			if s.hub.Stats().SlowClients == 0 {
+				t.Error("the slow-client policy never applied")
+			}
+			t.Logf("peak queued %d KiB of %d KiB", peak>>10, bound>>10)
+		})
+	}
+}

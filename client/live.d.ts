@@ -1,0 +1,219 @@
+// Type declarations for live.js, the browser client of
+// github.com/go-live/live.
+
+/** Arrays and objects nest at most this deep in merged values. */
+export const MAX_DEPTH: 512;
+
+/** The request header naming a mutation. */
+export const MUTATION_ID_HEADER: "Live-Mutation-Id";
+
+export type JSONValue = null | boolean | number | string | JSONValue[] | { [key: string]: JSONValue };
+
+/** The kinds of merge failure, named as in the shared test vectors. */
+export type MergeErrorKind = "invalid" | "type" | "op" | "path" | "gap" | "depth";
+
+export class MergeError extends Error {
+  constructor(kind: MergeErrorKind, message: string);
+  readonly name: "MergeError";
+  /** Why the merge failed; "gap" means deltas were missed: refetch. */
+  readonly kind: MergeErrorKind;
+}
+
+export class LiveError extends Error {
+  constructor(code: string, message: string, extra?: { channel?: string; status?: number; body?: unknown });
+  readonly name: "LiveError";
+  /**
+   * The hub's error code ("forbidden", "rate_limited", "unknown_channel",
+   * …) or this client's: "closed", "disconnected", "timeout",
+   * "queue_full", "network", "http", "conflict" (409 or 412),
+   * "bad_response", "bad_frame", "pending".
+   */
+  readonly code: string;
+  readonly channel?: string;
+  /** The HTTP status, for failed requests. */
+  readonly status?: number;
+  /** The decoded JSON body of a failed request, if it had one. */
+  readonly body?: unknown;
+}
+
+/** parseJSON parses text, throwing a MergeError of kind "invalid" or "depth". */
+export function parseJSON(text: string): JSONValue;
+
+export type Merge<T = any, U = any> = (current: T | null | undefined, update: U) => T;
+
+/** Each update is the new value. */
+export function mergeReplace<T = any>(current: unknown, update: T): T;
+/** {...current, ...update}, the seed's default. */
+export function mergeShallow<T extends object = Record<string, any>>(current: T | null | undefined, update: Partial<T>): T;
+/** RFC 7386 JSON Merge Patch. */
+export function mergePatch<T = any>(current: T | null | undefined, update: unknown): T;
+
+export type ListUpdate<T> =
+  | { type: "add"; item: T; mutationId?: string }
+  | { type: "update"; item: Partial<T>; mutationId?: string }
+  | { type: "remove"; id: string | number | boolean | null; mutationId?: string };
+
+/** The seed's useLiveList merge, for items identified by idField ("id"). */
+export function mergeList<T extends object = Record<string, any>>(idField?: string): (current: T[] | null | undefined, update: ListUpdate<T>) => T[];
+
+export interface Change {
+  op: "add" | "update" | "remove";
+  /** Members and array indices separated by dots: "items.3.title". */
+  path: string;
+  value?: JSONValue;
+}
+
+/** The seed's useDeltaSync message: the changes from version-1 to version. */
+export interface Delta {
+  version: number;
+  changes?: Change[] | null;
+}
+
+/** Applies delta to current, the value at version; throws a MergeError, of kind "gap" unless delta.version is version+1. */
+export function applyDelta<T = any>(current: T | null | undefined, version: number, delta: Delta): T;
+
+/** The changes that turn old into next, or ok false when a delta cannot express them. */
+export function diff(old: unknown, next: unknown): { ok: true; changes: Change[] } | { ok: false; changes: null };
+
+/** Splits a cursor "<seq>.<epoch>", or returns null. */
+export function parseCursor(cursor: unknown): { seq: number; epoch: string } | null;
+
+export type Status = "connecting" | "connected" | "disconnected" | "error";
+
+/** The seed's LiveConnection. */
+export interface Connection {
+  status: Status;
+  /** Failed or lost connections since the last one that opened. */
+  reconnectAttempt: number;
+}
+
+export interface LiveOptions {
+  /** The hub's WebSocket URL, relative to the page or absolute. Default "/ws". */
+  url?: string | URL;
+  /** Backoff bounds in ms: the wait after the n-th failure is uniform below min(maxBackoff, minBackoff·2^(n-1)). Defaults 1000 and 30000. */
+  minBackoff?: number;
+  maxBackoff?: number;
+  /** How long publish waits for the hub's acknowledgement, in ms, connecting included. Default 10000. */
+  publishTimeout?: number;
+  /** Publishes that may wait at once. Default 1000. */
+  maxQueue?: number;
+  /** After this long without a frame the client pings; 0 disables. Default 25000 ms. */
+  pingInterval?: number;
+  /** A ping unanswered this long drops the connection. Default 10000 ms. */
+  pongTimeout?: number;
+  /** The WebSocket constructor. Default globalThis.WebSocket. */
+  WebSocket?: { new (url: string): WebSocket };
+  /** Uniform in [0, 1), for the backoff jitter. Default Math.random. */
+  random?: () => number;
+}
+
+export interface Meta {
+  channel: string;
+  /** The publication's cursor; null for coalesced list operations. */
+  cursor: string | null;
+  /** The channel's React Query key, when the hub names one. */
+  queryKey?: string[];
+}
+
+export interface SubscribeOptions {
+  /** Resume from this cursor (only for the channel's first subscriber). */
+  cursor?: string;
+  /** The hub could not replay what was missed: refetch. The stream continues after cursor. */
+  onReset?: (cursor: string | null, reason: string) => void;
+  /** The hub acknowledged the subscription: from now on publications arrive. */
+  onSubscribed?: (cursor: string | null) => void;
+  /** The hub refused the subscription or reported an error on the channel. */
+  onError?: (err: LiveError) => void;
+}
+
+export interface Live {
+  /** The connection state now. */
+  readonly connection: Connection;
+  /** Calls listener now and on every change; returns a function that stops it. */
+  onStatus(listener: (c: Connection) => void): () => void;
+  /** Calls listener with every error the hub reports; returns a function that stops it. */
+  onError(listener: (err: LiveError) => void): () => void;
+  /** Calls callback for each publication on channel, once and in order; returns the unsubscribe function. */
+  subscribe<T = any>(channel: string, callback: (data: T, meta: Meta) => void, opts?: SubscribeOptions): () => void;
+  /** Publishes data on channel; resolves with its cursor once acknowledged. */
+  publish(channel: string, data: unknown, opts?: { timeout?: number }): Promise<string>;
+  /** The cursor the channel resumes from, or null. */
+  cursor(channel: string): string | null;
+  /** Closes the connection for good. */
+  close(): void;
+}
+
+/** Opens the page's connection to a hub. */
+export function createLive(options?: LiveOptions): Live;
+
+type Fetch = (url: string, init: RequestInit) => Promise<Response>;
+
+export interface LiveStateOptions<T = any> {
+  /** The State's channel. */
+  channel: string;
+  /** Where GET answers {data, version}: the State's own handler. */
+  url: string;
+  /** Extra request headers. */
+  headers?: Record<string, string>;
+  /** Request timeout in ms. Default 10000. */
+  timeout?: number;
+  fetch?: Fetch;
+  onChange?: (value: T, version: number) => void;
+  onError?: (err: Error) => void;
+}
+
+export interface LiveState<T = any> {
+  /** The current value; undefined until the first fetch. */
+  readonly value: T | undefined;
+  /** The version of value. */
+  readonly version: number;
+  /** Resolves once the first value is in. */
+  readonly ready: Promise<void>;
+  onChange(listener: (value: T, version: number) => void): () => void;
+  refetch(): void;
+  close(): void;
+}
+
+/** Keeps the value of a State channel in sync. */
+export function liveState<T = any>(live: Live, options: LiveStateOptions<T>): LiveState<T>;
+
+export interface LiveListOptions<T = any> {
+  /** The channel the list's changes are published on. */
+  channel: string;
+  /** The collection: GET answers the array, POST adds. */
+  url: string;
+  /** An item's URL, for PATCH and DELETE. Default url + "/" + id. */
+  itemURL?: (id: any) => string;
+  /** The id member of items. Default "id". */
+  idField?: string;
+  headers?: Record<string, string>;
+  /** Request timeout in ms; a mutation that times out is rolled back. Default 10000. */
+  timeout?: number;
+  fetch?: Fetch;
+  onChange?: (items: Array<T & { _optimistic?: true }>) => void;
+  onError?: (err: Error) => void;
+}
+
+export interface MutationOptions {
+  /** Sent as If-Match; a 412 or 409 answer rolls back and refetches. */
+  ifMatch?: string;
+  timeout?: number;
+}
+
+export interface LiveList<T = any> {
+  /** The list as shown: the server's, with pending mutations applied. */
+  readonly items: Array<T & { _optimistic?: true }>;
+  readonly ready: Promise<void>;
+  onChange(listener: (items: Array<T & { _optimistic?: true }>) => void): () => void;
+  /** Shows item at once, POSTs it, resolves with the server's item. */
+  add(item: Partial<T>, opts?: MutationOptions): Promise<T>;
+  /** Shows changes at once, PATCHes them, resolves with the server's item. */
+  update(id: any, changes: Partial<T>, opts?: MutationOptions): Promise<T | undefined>;
+  /** Hides the item at once, DELETEs it. */
+  remove(id: any, opts?: MutationOptions): Promise<unknown>;
+  refetch(): void;
+  close(): void;
+}
+
+/** Keeps a list in sync, with optimistic add, update and remove. */
+export function liveList<T = any>(live: Live, options: LiveListOptions<T>): LiveList<T>;

@@ -1,0 +1,1529 @@
+// live.js: the browser client of github.com/go-live/live, a dependency-free
+// ES module. Serve it with live.ClientHandler() and import it:
+//
+//	import { createLive, liveState, liveList } from "/live.js";
+//	const live = createLive({ url: "/ws" });
+//	const stop = live.subscribe("metrics:dashboard", (data) => render(data));
+//
+// One WebSocket per page carries every channel. It reconnects with
+// jittered exponential backoff and resumes each channel from its cursor,
+// so nothing inside the hub's history window is lost or seen twice; when
+// the hub cannot replay, the channel's onReset asks the app to refetch.
+// The merge strategies are the Go package's, checked against the same
+// test vectors (testdata/merge). liveState keeps a State channel's value
+// in sync; liveList keeps a list with optimistic add, update and remove.
+
+/** Arrays and objects nest at most this deep in merged values, as in Go. */
+export const MAX_DEPTH = 512;
+
+/** The request header naming a mutation (live.MutationIDHeader). */
+export const MUTATION_ID_HEADER = "Live-Mutation-Id";
+
+// ---------------------------------------------------------------------------
+// Errors
+
+/**
+ * MergeError reports a merge that failed. kind says why, with the names
+ * of the shared test vectors: "invalid" (not JSON), "type" (JSON of the
+ * wrong shape or missing a member), "op" (unknown list type or delta op),
+ * "path" (a delta path that cannot be applied), "gap" (a delta whose
+ * version does not follow the current one: refetch) or "depth".
+ */
+export class MergeError extends Error {
+  /**
+   * @param {"invalid"|"type"|"op"|"path"|"gap"|"depth"} kind
+   * @param {string} message
+   */
+  constructor(kind, message) {
+    super(message);
+    this.name = "MergeError";
+    this.kind = kind;
+  }
+}
+
+/**
+ * LiveError reports a failure of the connection, of a publish or of a
+ * request: code is the hub's error code ("forbidden", "rate_limited", …),
+ * or "closed", "disconnected", "timeout", "queue_full", "http", "conflict"
+ * and "network" from this client. status and body are set for HTTP
+ * failures.
+ */
+export class LiveError extends Error {
+  /**
+   * @param {string} code
+   * @param {string} message
+   * @param {{channel?: string, status?: number, body?: any}} [extra]
+   */
+  constructor(code, message, extra = {}) {
+    super(message);
+    this.name = "LiveError";
+    this.code = code;
+    if (extra.channel !== undefined) this.channel = extra.channel;
+    if (extra.status !== undefined) this.status = extra.status;
+    if (extra.body !== undefined) this.body = extra.body;
+  }
+}
+
+/** Reports an exception from application code without stopping the client. */
+function report(err) {
+  if (typeof reportError === "function") {
+    reportError(err);
+  } else {
+    setTimeout(() => {
+      throw err;
+    });
+  }
+}
+
+// ---------------------------------------------------------------------------
+// JSON values
+
+const hasOwn = (o, k) => Object.prototype.hasOwnProperty.call(o, k);
+
+/** @returns {v is Record<string, any>} */
+function isObject(v) {
+  return v !== null && typeof v === "object" && !Array.isArray(v);
+}
+
+/** Sets a member, as JSON.parse would, even one named "__proto__". */
+function setOwn(o, k, v) {
+  if (k === "__proto__") {
+    Object.defineProperty(o, k, { value: v, writable: true, enumerable: true, configurable: true });
+  } else {
+    o[k] = v;
+  }
+}
+
+/** Returns a member only if the object has it itself. */
+function getOwn(o, k) {
+  return hasOwn(o, k) ? o[k] : undefined;
+}
+
+/** Copies an object's members into a new plain object, in order. */
+function copyObject(o) {
+  const c = {};
+  for (const k of Object.keys(o)) setOwn(c, k, o[k]);
+  return c;
+}
+
+function typeName(v) {
+  if (v === null) return "null";
+  if (Array.isArray(v)) return "an array";
+  switch (typeof v) {
+    case "boolean":
+      return "a boolean";
+    case "number":
+      return "a number";
+    case "string":
+      return "a string";
+    case "object":
+      return "an object";
+  }
+  return typeof v;
+}
+
+/**
+ * check throws unless v is a JSON value (null, boolean, finite number,
+ * string, array or plain object, all the way down) nesting at most
+ * MAX_DEPTH levels, and returns how deep it nests. It does not recurse.
+ * what names v in the error ("update", "current value").
+ */
+function check(v, op, what) {
+  let deepest = 0;
+  const stack = [[v, 0]];
+  while (stack.length > 0) {
+    const [x, d] = stack.pop();
+    if (x === null || typeof x === "string" || typeof x === "boolean") continue;
+    if (typeof x === "number") {
+      if (!Number.isFinite(x)) throw new MergeError("invalid", `live: ${op}: ${what} is not valid JSON: ${x}`);
+      continue;
+    }
+    if (typeof x !== "object") {
+      throw new MergeError("invalid", `live: ${op}: ${what} is not valid JSON: it holds ${x === undefined ? "undefined" : "a " + typeof x}`);
+    }
+    const nd = d + 1;
+    if (nd > MAX_DEPTH) throw new MergeError("depth", `live: ${op}: ${what} nests deeper than ${MAX_DEPTH} levels`);
+    if (nd > deepest) deepest = nd;
+    if (Array.isArray(x)) {
+      for (let i = 0; i < x.length; i++) stack.push([x[i], nd]);
+      continue;
+    }
+    const proto = Object.getPrototypeOf(x);
+    if (proto !== Object.prototype && proto !== null) {
+      throw new MergeError("invalid", `live: ${op}: ${what} is not valid JSON: it holds a ${x.constructor?.name ?? "non-plain object"}`);
+    }
+    for (const k of Object.keys(x)) stack.push([x[k], nd]);
+  }
+  return deepest;
+}
+
+/** checkPresent is check for a value that must be given. */
+function checkPresent(v, op, what) {
+  if (v === undefined) throw new MergeError("invalid", `live: ${op}: ${what} is not valid JSON: absent`);
+  return check(v, op, what);
+}
+
+/** checkOptional is check for a value that may be absent (undefined). */
+function checkOptional(v, op, what) {
+  return v === undefined ? 0 : check(v, op, what);
+}
+
+/** depthOfText returns how deeply arrays and objects nest in JSON text. */
+function depthOfText(text) {
+  let d = 0;
+  let deepest = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (inString) {
+      if (c === "\\") i++;
+      else if (c === '"') inString = false;
+      continue;
+    }
+    if (c === '"') inString = true;
+    else if (c === "[" || c === "{") {
+      d++;
+      if (d > deepest) deepest = d;
+    } else if (c === "]" || c === "}") d--;
+  }
+  return deepest;
+}
+
+/**
+ * parseJSON parses JSON text as the merges expect their inputs: it throws a
+ * MergeError of kind "invalid" for text that is not one JSON value, and of
+ * kind "depth" for text nesting deeper than MAX_DEPTH.
+ * @param {string} text
+ * @returns {any}
+ */
+export function parseJSON(text) {
+  if (typeof text !== "string") throw new MergeError("invalid", `live: parse: ${typeName(text)} is not JSON text`);
+  if (depthOfText(text) > MAX_DEPTH) throw new MergeError("depth", `live: parse: JSON nests deeper than ${MAX_DEPTH} levels`);
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new MergeError("invalid", `live: parse: is not valid JSON: ${e.message}`);
+  }
+}
+
+/** equal reports whether a and b are the same JSON value. */
+function equal(a, b) {
+  if (a === b) return true;
+  if (Array.isArray(a)) {
+    if (!Array.isArray(b) || a.length !== b.length) return false;
+    for (let i = 0; i < a.length; i++) if (!equal(a[i], b[i])) return false;
+    return true;
+  }
+  if (isObject(a)) {
+    if (!isObject(b)) return false;
+    const ka = Object.keys(a);
+    if (ka.length !== Object.keys(b).length) return false;
+    for (const k of ka) if (!hasOwn(b, k) || !equal(a[k], b[k])) return false;
+    return true;
+  }
+  return false;
+}
+
+// ---------------------------------------------------------------------------
+// Merge strategies: the Go package's, with the same vectors. None modifies
+// its arguments; results share unchanged parts with them, so treat merged
+// values as immutable. An absent current value is undefined.
+
+/**
+ * mergeReplace makes each update the new value, for channels whose
+ * publications are whole snapshots.
+ * @param {any} current
+ * @param {any} update
+ */
+export function mergeReplace(current, update) {
+  checkOptional(current, "replace merge", "current value");
+  checkPresent(update, "replace merge", "update");
+  return update;
+}
+
+/**
+ * mergeShallow lays the update's members over the current value's,
+ * {...current, ...update}: the seed's default. Both must be objects; a null
+ * or absent current value counts as {}.
+ * @param {any} current
+ * @param {any} update
+ */
+export function mergeShallow(current, update) {
+  const op = "shallow merge";
+  checkOptional(current, op, "current value");
+  checkPresent(update, op, "update");
+  return shallow(rootObject(current, op), update);
+}
+
+function shallow(cur, update) {
+  if (!isObject(update)) throw new MergeError("type", `live: shallow merge: update must be an object, not ${typeName(update)}`);
+  const out = copyObject(cur);
+  for (const k of Object.keys(update)) setOwn(out, k, update[k]);
+  return out;
+}
+
+/** rootObject returns a current value that must be an object, null or absent. */
+function rootObject(current, op) {
+  if (current === undefined || current === null) return {};
+  if (!isObject(current)) throw new MergeError("type", `live: ${op}: current value must be an object, not ${typeName(current)}`);
+  return current;
+}
+
+/**
+ * mergePatch applies the update as an RFC 7386 JSON Merge Patch: objects
+ * merge recursively, a null member deletes, anything else replaces.
+ * @param {any} current
+ * @param {any} update
+ */
+export function mergePatch(current, update) {
+  checkOptional(current, "merge patch", "current value");
+  checkPresent(update, "merge patch", "update");
+  return applyPatch(current, update);
+}
+
+function applyPatch(target, patch) {
+  if (!isObject(patch)) return patch;
+  const t = isObject(target) ? copyObject(target) : {};
+  for (const k of Object.keys(patch)) {
+    const v = patch[k];
+    if (v === null) {
+      delete t[k];
+    } else {
+      setOwn(t, k, applyPatch(getOwn(t, k), v));
+    }
+  }
+  return t;
+}
+
+/**
+ * mergeList returns the seed's useLiveList merge for an array of items
+ * identified by their idField member ("id" by default): {"type":"add",
+ * "item"} prepends unless the id is present, {"type":"update","item"} lays
+ * the item over every item with its id, {"type":"remove","id"} drops them.
+ * Ids compare with ===. An unknown type is an error, not ignored.
+ * @param {string} [idField]
+ * @returns {(current: any, update: any) => any[]}
+ */
+export function mergeList(idField = "id") {
+  if (!idField) idField = "id";
+  return (current, update) => {
+    checkOptional(current, "list merge", "current value");
+    checkPresent(update, "list merge", "update");
+    return listMerge(idField, current, update);
+  };
+}
+
+function listMerge(idField, current, update) {
+  const op = "list merge";
+  let items;
+  if (current === undefined || current === null) items = [];
+  else if (Array.isArray(current)) items = current;
+  else throw new MergeError("type", `live: ${op}: current value must be an array, not ${typeName(current)}`);
+  if (!isObject(update)) throw new MergeError("type", `live: ${op}: update must be an object, not ${typeName(update)}`);
+  const type = getOwn(update, "type");
+  if (typeof type !== "string") throw new MergeError("type", `live: ${op}: update must have a string "type"`);
+
+  let item;
+  let id;
+  switch (type) {
+    case "add":
+    case "update":
+      item = getOwn(update, "item");
+      if (!isObject(item)) throw new MergeError("type", `live: ${op}: an update of type "${type}" must have an object "item"`);
+      if (!hasOwn(item, idField)) throw new MergeError("type", `live: ${op}: item must have the id member "${idField}"`);
+      id = item[idField];
+      break;
+    case "remove":
+      if (!hasOwn(update, "id")) throw new MergeError("type", `live: ${op}: an update of type "remove" must have an "id"`);
+      id = update.id;
+      break;
+    default:
+      throw new MergeError("op", `live: ${op}: unknown update type ${JSON.stringify(type.slice(0, 40))}`);
+  }
+  if (id !== null && typeof id === "object") {
+    throw new MergeError("type", `live: ${op}: id must be a string, number, boolean or null, not ${typeName(id)}`);
+  }
+  const matches = (it) => isObject(it) && hasOwn(it, idField) && it[idField] === id;
+
+  switch (type) {
+    case "add":
+      return items.some(matches) ? items : [item, ...items];
+    case "update":
+      return items.map((it) => (matches(it) ? shallow(it, item) : it));
+    default:
+      return items.filter((it) => !matches(it));
+  }
+}
+
+/**
+ * applyDelta applies a seed useDeltaSync delta {version, changes} to
+ * current, the value at version, and returns the value at delta.version.
+ * It throws a MergeError of kind "gap" unless delta.version is version+1:
+ * deltas were missed, so refetch. current must be an object (null or
+ * absent counts as {}); "add" and "update" set the member or element at a
+ * dotted path, "remove" deletes it (an array element becomes null). An
+ * index equal to the array's length appends. If any change fails, nothing
+ * is applied.
+ * @param {any} current
+ * @param {number} version
+ * @param {{version: number, changes?: Array<{op: string, path: string, value?: any}>}} delta
+ */
+export function applyDelta(current, version, delta) {
+  checkOptional(current, "delta", "current value");
+  return deltaApply(current, version, delta);
+}
+
+function deltaApply(current, version, delta) {
+  const op = "delta";
+  if (!isObject(delta)) throw new MergeError("type", `live: ${op}: the delta must be an object, not ${typeName(delta)}`);
+  const next = delta.version;
+  if (!Number.isSafeInteger(version) || !Number.isSafeInteger(next) || next !== version + 1) {
+    throw new MergeError("gap", `live: delta version gap: version ${next} cannot follow ${version}`);
+  }
+  const src = rootObject(current, op);
+  const changes = delta.changes ?? [];
+  if (!Array.isArray(changes)) throw new MergeError("type", `live: ${op}: changes must be an array, not ${typeName(changes)}`);
+
+  const root = copyObject(src);
+  const owned = new WeakSet([root]); // containers copied for this delta, safe to modify
+  let bound = 0; // how deep the result may nest, at most
+  for (let i = 0; i < changes.length; i++) {
+    try {
+      bound = Math.max(bound, applyChange(root, owned, changes[i]));
+    } catch (e) {
+      if (e instanceof MergeError) throw new MergeError(e.kind, `live: delta: change ${i}: ${e.message}`);
+      throw e;
+    }
+  }
+  if (bound > MAX_DEPTH && check(root, op, "result") > MAX_DEPTH) {
+    throw new MergeError("depth", `live: ${op}: result nests deeper than ${MAX_DEPTH} levels`);
+  }
+  return root;
+}
+
+/** applyChange applies one change and returns how deep it may make the value. */
+function applyChange(root, owned, c) {
+  if (!isObject(c)) throw new MergeError("type", `a change must be an object, not ${typeName(c)}`);
+  const path = c.path;
+  if (typeof path !== "string") throw new MergeError("type", `"path" must be a string, not ${typeName(path)}`);
+  if (path === "") throw new MergeError("path", `path "" is empty`);
+  let value;
+  let valueDepth = 0;
+  switch (c.op) {
+    case "add":
+    case "update":
+      if (!hasOwn(c, "value") || c.value === undefined) throw new MergeError("type", `"${c.op}" must have a value`);
+      value = c.value;
+      valueDepth = check(value, "delta", "value");
+      break;
+    case "remove":
+      break;
+    default:
+      throw new MergeError("op", `unknown op ${JSON.stringify(String(c.op).slice(0, 40))}`);
+  }
+  const q = JSON.stringify(path.slice(0, 200));
+  const parts = path.split(".");
+  let target = root;
+  for (let i = 0; i < parts.length - 1; i++) {
+    const p = parts[i];
+    let next;
+    if (Array.isArray(target)) {
+      const idx = arrayIndex(p);
+      if (idx < 0 || idx >= target.length) {
+        throw new MergeError("path", `path ${q}: ${JSON.stringify(parts.slice(0, i + 1).join("."))} does not exist in an array of ${target.length}`);
+      }
+      next = target[idx];
+      if (next !== null && typeof next === "object" && !owned.has(next)) {
+        next = Array.isArray(next) ? next.slice() : copyObject(next);
+        owned.add(next);
+        target[idx] = next;
+      }
+    } else if (isObject(target)) {
+      if (!hasOwn(target, p)) throw new MergeError("path", `path ${q}: ${JSON.stringify(parts.slice(0, i + 1).join("."))} does not exist`);
+      next = target[p];
+      if (next !== null && typeof next === "object" && !owned.has(next)) {
+        next = Array.isArray(next) ? next.slice() : copyObject(next);
+        owned.add(next);
+        setOwn(target, p, next);
+      }
+    } else {
+      throw new MergeError("path", `path ${q}: ${JSON.stringify(parts.slice(0, i + 1).join("."))} does not exist in ${typeName(target)}`);
+    }
+    target = next;
+  }
+
+  const last = parts[parts.length - 1];
+  if (Array.isArray(target)) {
+    const idx = arrayIndex(last);
+    if (idx < 0) throw new MergeError("path", `path ${q}: ${JSON.stringify(last.slice(0, 40))} is not an array index`);
+    if (c.op === "remove") {
+      if (idx < target.length) target[idx] = null;
+    } else if (idx <= target.length) {
+      target[idx] = value;
+    } else {
+      throw new MergeError("path", `path ${q}: index ${idx} is beyond the end of an array of ${target.length}`);
+    }
+  } else if (isObject(target)) {
+    if (c.op === "remove") delete target[last];
+    else setOwn(target, last, value);
+  } else {
+    throw new MergeError("path", `path ${q}: ${JSON.stringify(parts.slice(0, -1).join("."))} is ${typeName(target)}, not an object or array`);
+  }
+  return parts.length + valueDepth;
+}
+
+/** arrayIndex parses a canonical array index, or returns -1. */
+function arrayIndex(s) {
+  if (!/^(0|[1-9][0-9]{0,8})$/.test(s)) return -1;
+  return Number(s);
+}
+
+/**
+ * diff returns the changes that turn old into new, as Go's Diff does, so
+ * that applyDelta(old, v, {version: v+1, changes}) equals new. ok is false
+ * when a delta cannot express the change (either value is not an object,
+ * or a top-level key that must be named is empty, contains a dot or is
+ * "__proto__"); then send the whole value. Numbers compare as JavaScript
+ * reads them, so 1 and 1.0 are the same here (Go keeps their spelling).
+ * @param {any} old
+ * @param {any} next
+ * @returns {{ok: true, changes: Array<{op: string, path: string, value?: any}>} | {ok: false, changes: null}}
+ */
+export function diff(old, next) {
+  checkOptional(old, "diff", "old value");
+  checkPresent(next, "diff", "new value");
+  const a = old === undefined || old === null ? {} : old;
+  if (!isObject(a) || !isObject(next)) return { ok: false, changes: null };
+  const changes = diffObject("", a, next);
+  if (changes === null) return { ok: false, changes: null };
+  return { ok: true, changes };
+}
+
+const addressable = (k) => k !== "" && !k.includes(".") && k !== "__proto__";
+const joinPath = (prefix, part) => (prefix === "" ? part : prefix + "." + part);
+
+function diffObject(prefix, a, b) {
+  const changes = [];
+  for (const k of Object.keys(a)) {
+    const inB = hasOwn(b, k);
+    if (inB && equal(a[k], b[k])) continue;
+    if (!addressable(k)) return null;
+    if (!inB) changes.push({ op: "remove", path: joinPath(prefix, k) });
+    else changes.push(...diffValue(joinPath(prefix, k), a[k], b[k]));
+  }
+  for (const k of Object.keys(b)) {
+    if (hasOwn(a, k)) continue;
+    if (!addressable(k)) return null;
+    changes.push({ op: "add", path: joinPath(prefix, k), value: b[k] });
+  }
+  return changes;
+}
+
+function diffValue(path, a, b) {
+  let inner = null;
+  if (isObject(a) && isObject(b)) {
+    inner = diffObject(path, a, b);
+  } else if (Array.isArray(a) && Array.isArray(b) && a.length === b.length) {
+    inner = [];
+    for (let i = 0; i < a.length; i++) {
+      if (!equal(a[i], b[i])) inner.push(...diffValue(joinPath(path, String(i)), a[i], b[i]));
+    }
+  }
+  const whole = { op: "update", path, value: b };
+  if (inner !== null) {
+    let n = 0;
+    for (const c of inner) n += changeSize(c, c.op === "remove" ? 0 : encodedLength(c.value));
+    if (n < changeSize(whole, encodedLength(b))) return inner;
+  }
+  return [whole];
+}
+
+/** changeSize approximates the encoded length of a change, as Go's does. */
+function changeSize(c, n) {
+  let size = '{"op":"","path":""},'.length + c.op.length + utf8Length(c.path);
+  if (n > 0) size += ',"value":'.length + n;
+  return size;
+}
+
+const encoder = new TextEncoder();
+function utf8Length(s) {
+  return encoder.encode(s).length;
+}
+
+function encodedLength(v) {
+  return utf8Length(JSON.stringify(v));
+}
+
+// ---------------------------------------------------------------------------
+// Cursors
+
+/**
+ * parseCursor splits a cursor "<seq>.<epoch>" into its parts, or returns
+ * null for anything else.
+ * @param {unknown} cursor
+ * @returns {{seq: number, epoch: string} | null}
+ */
+export function parseCursor(cursor) {
+  if (typeof cursor !== "string") return null;
+  const m = /^(0|[1-9][0-9]*)\.([A-Za-z0-9_-]{1,64})$/.exec(cursor);
+  if (!m) return null;
+  const seq = Number(m[1]);
+  return Number.isSafeInteger(seq) ? { seq, epoch: m[2] } : null;
+}
+
+/** advances reports whether next is past prev: later in the same epoch, or in another epoch. */
+function advances(prev, next) {
+  const p = parseCursor(prev);
+  const n = parseCursor(next);
+  if (!p || !n) return true;
+  return p.epoch !== n.epoch || n.seq > p.seq;
+}
+
+/** isStateReset reports whether data is a State channel's in-band reset. */
+function isStateReset(data) {
+  return isObject(data) && data.reset === true && data.version === 0;
+}
+
+// ---------------------------------------------------------------------------
+// The connection
+
+/**
+ * @typedef {"connecting"|"connected"|"disconnected"|"error"} Status
+ * @typedef {{status: Status, reconnectAttempt: number}} Connection
+ */
+
+const OPEN = 1;
+
+/**
+ * createLive opens the page's WebSocket to a hub and returns the handle
+ * every channel goes through. Options: url (default "/ws", relative to the
+ * page), minBackoff and maxBackoff in ms (1000 and 30000: the wait before
+ * reconnecting is drawn uniformly below min(maxBackoff, minBackoff·2^n)
+ * after the n-th failure, and starts again from minBackoff once a
+ * connection opens), publishTimeout (10000 ms), maxQueue (publishes held
+ * while disconnected, 1000), pingInterval (25000 ms; 0 disables the
+ * client's liveness check), pongTimeout (10000 ms), WebSocket (the
+ * constructor, for tests) and random (Math.random, for tests).
+ *
+ * @param {import("./live").LiveOptions} [options]
+ * @returns {import("./live").Live}
+ */
+export function createLive(options = {}) {
+  return new Live(options);
+}
+
+class Live {
+  constructor(options) {
+    const o = {
+      url: "/ws",
+      minBackoff: 1000,
+      maxBackoff: 30000,
+      publishTimeout: 10000,
+      maxQueue: 1000,
+      pingInterval: 25000,
+      pongTimeout: 10000,
+      random: Math.random,
+      WebSocket: globalThis.WebSocket,
+      ...options,
+    };
+    if (typeof o.WebSocket !== "function") throw new TypeError("live: no WebSocket constructor: pass options.WebSocket");
+    this._o = o;
+    this._url = wsURL(o.url);
+    /** @type {WebSocket|null} */
+    this._ws = null;
+    this._closed = false;
+    this._timer = null; // the one reconnect timer
+    this._pingTimer = null;
+    this._pongTimer = null;
+    this._lastSeen = 0;
+    /** @type {Connection} */
+    this._conn = { status: "connecting", reconnectAttempt: 0 };
+    this._statusListeners = new Set();
+    this._errorListeners = new Set();
+    /** @type {Map<string, any>} */
+    this._channels = new Map();
+    this._ref = 0;
+    this._publishes = new Map(); // ref -> {frame, sent, resolve, reject, timer}
+    this._onOnline = () => {
+      if (this._timer !== null) this._reconnectNow();
+    };
+    if (typeof addEventListener === "function") addEventListener("online", this._onOnline);
+    this._connect();
+  }
+
+  /** @returns {Connection} */
+  get connection() {
+    return { ...this._conn };
+  }
+
+  /**
+   * onStatus calls listener with the connection state now and whenever it
+   * changes; it returns a function that stops the calls.
+   */
+  onStatus(listener) {
+    this._statusListeners.add(listener);
+    const c = this.connection;
+    try {
+      listener(c);
+    } catch (e) {
+      report(e);
+    }
+    return () => this._statusListeners.delete(listener);
+  }
+
+  /** onError calls listener with every LiveError the hub reports; it returns a function that stops the calls. */
+  onError(listener) {
+    this._errorListeners.add(listener);
+    return () => this._errorListeners.delete(listener);
+  }
+
+  /** cursor returns the cursor the channel resumes from, or null. */
+  cursor(channel) {
+    return this._channels.get(channel)?.cursor ?? null;
+  }
+
+  /**
+   * subscribe calls callback(data, meta) for every publication on channel,
+   * in order, each once, and returns a function that unsubscribes.
+   * Callers of one channel share its subscription. opts.cursor resumes
+   * from a saved cursor (only for the channel's first subscriber);
+   * opts.onReset(cursor, reason) is called when the hub could not replay
+   * what was missed: refetch the channel's state. opts.onSubscribed(cursor)
+   * is called whenever the hub acknowledges the subscription, after which
+   * publications reach the callback; opts.onError(err) on a refusal.
+   */
+  subscribe(channel, callback, opts = {}) {
+    if (typeof channel !== "string" || channel === "") throw new TypeError("live: subscribe: channel must be a non-empty string");
+    if (typeof callback !== "function") throw new TypeError("live: subscribe: callback must be a function");
+    if (this._closed) throw new LiveError("closed", "live: subscribe after close");
+    let ch = this._channels.get(channel);
+    if (!ch) {
+      ch = { name: channel, cursor: typeof opts.cursor === "string" && opts.cursor ? opts.cursor : null, acked: false, subs: new Set() };
+      this._channels.set(channel, ch);
+      this._sendSubscribe(ch);
+    }
+    const sub = { callback, onReset: opts.onReset, onSubscribed: opts.onSubscribed, onError: opts.onError };
+    ch.subs.add(sub);
+    if (ch.acked && sub.onSubscribed) {
+      const cursor = ch.cursor;
+      queueMicrotask(() => ch.subs.has(sub) && call(sub.onSubscribed, cursor));
+    }
+    return () => {
+      if (!ch.subs.delete(sub) || ch.subs.size > 0 || this._channels.get(channel) !== ch) return;
+      this._channels.delete(channel);
+      this._send({ type: "unsubscribe", channel });
+    };
+  }
+
+  /**
+   * publish sends data on channel (the hub must allow clients to publish
+   * there) and resolves with its cursor once the hub acknowledges it. It
+   * waits while disconnected, up to opts.timeout ms. It rejects with a
+   * LiveError: the hub's code, "timeout", "queue_full", "closed", or
+   * "disconnected" when the connection was lost after sending, in which case
+   * the publication may or may not have been made.
+   * @returns {Promise<string>}
+   */
+  publish(channel, data, opts = {}) {
+    if (this._closed) return Promise.reject(new LiveError("closed", "live: publish after close", { channel }));
+    try {
+      if (JSON.stringify(data) === undefined) throw new TypeError("data is undefined");
+    } catch (e) {
+      return Promise.reject(new TypeError(`live: publish: data must be a JSON value: ${e.message}`));
+    }
+    if (this._publishes.size >= this._o.maxQueue) {
+      return Promise.reject(new LiveError("queue_full", `live: publish: ${this._o.maxQueue} publishes are already waiting`, { channel }));
+    }
+    const ref = ++this._ref;
+    const frame = { type: "publish", channel, data, ref };
+    return new Promise((resolve, reject) => {
+      const timeout = opts.timeout ?? this._o.publishTimeout;
+      const p = { frame, sent: false, resolve, reject, timer: null };
+      if (timeout > 0) {
+        p.timer = setTimeout(() => {
+          this._publishes.delete(ref);
+          reject(new LiveError("timeout", `live: publish on ${channel}: no acknowledgement within ${timeout} ms`, { channel }));
+        }, timeout);
+      }
+      this._publishes.set(ref, p);
+      p.sent = this._send(frame);
+    });
+  }
+
+  /** close closes the connection for good: no reconnection follows. */
+  close() {
+    if (this._closed) return;
+    this._closed = true;
+    if (typeof removeEventListener === "function") removeEventListener("online", this._onOnline);
+    clearTimeout(this._timer);
+    this._timer = null;
+    const ws = this._ws;
+    this._detach();
+    if (ws) ws.close(1000, "closed by the client");
+    for (const [ref, p] of this._publishes) this._failPublish(ref, p, new LiveError("closed", "live: closed before the publish was acknowledged", { channel: p.frame.channel }));
+    this._setStatus("disconnected", this._conn.reconnectAttempt);
+  }
+
+  // --- internals
+
+  _setStatus(status, reconnectAttempt) {
+    if (this._conn.status === status && this._conn.reconnectAttempt === reconnectAttempt) return;
+    this._conn = { status, reconnectAttempt };
+    for (const l of [...this._statusListeners]) call(l, { status, reconnectAttempt });
+  }
+
+  _emitError(err, sub) {
+    if (sub?.onError) call(sub.onError, err);
+    for (const l of [...this._errorListeners]) call(l, err);
+  }
+
+  /** _send sends a frame if the socket is open and reports whether it did. */
+  _send(frame) {
+    const ws = this._ws;
+    if (!ws || ws.readyState !== OPEN) return false;
+    ws.send(JSON.stringify(frame));
+    return true;
+  }
+
+  _sendSubscribe(ch) {
+    ch.acked = false;
+    const frame = { type: "subscribe", channel: ch.name };
+    if (ch.cursor) frame.cursor = ch.cursor;
+    this._send(frame);
+  }
+
+  _connect() {
+    if (this._closed || this._ws) return;
+    this._setStatus("connecting", this._conn.reconnectAttempt);
+    let ws;
+    try {
+      ws = new this._o.WebSocket(this._url);
+    } catch (e) {
+      this._setStatus("error", this._conn.reconnectAttempt);
+      this._emitError(new LiveError("network", `live: cannot open ${this._url}: ${e.message}`));
+      this._lost();
+      return;
+    }
+    this._ws = ws;
+    ws.onopen = () => {
+      if (this._ws !== ws) return;
+      for (const ch of this._channels.values()) this._sendSubscribe(ch);
+      for (const p of this._publishes.values()) if (!p.sent) p.sent = this._send(p.frame);
+      this._alive();
+      this._setStatus("connected", 0);
+    };
+    ws.onmessage = (ev) => {
+      if (this._ws !== ws) return;
+      this._alive();
+      this._handle(ev.data);
+    };
+    ws.onerror = () => {
+      if (this._ws !== ws) return;
+      this._setStatus("error", this._conn.reconnectAttempt);
+    };
+    ws.onclose = () => {
+      if (this._ws !== ws) return;
+      this._detach();
+      this._lost();
+    };
+  }
+
+  /** _detach forgets the socket: its events are ignored from now on. */
+  _detach() {
+    const ws = this._ws;
+    this._ws = null;
+    clearTimeout(this._pingTimer);
+    clearTimeout(this._pongTimer);
+    this._pingTimer = this._pongTimer = null;
+    if (ws) ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null;
+    for (const ch of this._channels.values()) ch.acked = false;
+    // A publish sent on the lost socket may or may not have been made:
+    // say so rather than resend it twice.
+    for (const [ref, p] of this._publishes) {
+      if (p.sent) this._failPublish(ref, p, new LiveError("disconnected", "live: the connection was lost before the publish was acknowledged; it may or may not have been published", { channel: p.frame.channel }));
+    }
+  }
+
+  /** _lost schedules the next attempt after a failed or lost connection. */
+  _lost() {
+    if (this._closed) return;
+    const n = this._conn.reconnectAttempt + 1;
+    this._setStatus("disconnected", n);
+    if (this._timer !== null) return;
+    const ceiling = Math.min(this._o.maxBackoff, this._o.minBackoff * 2 ** Math.min(n - 1, 30));
+    const delay = Math.floor(this._o.random() * ceiling);
+    this._timer = setTimeout(() => {
+      this._timer = null;
+      this._connect();
+    }, delay);
+  }
+
+  _reconnectNow() {
+    clearTimeout(this._timer);
+    this._timer = null;
+    this._connect();
+  }
+
+  /**
+   * _alive notes that the socket works. While it is open, a timer checks
+   * every pingInterval that something arrived; if nothing did, it pings,
+   * and gives the connection up if nothing answers within pongTimeout.
+   */
+  _alive() {
+    this._lastSeen = Date.now();
+    if (this._pongTimer !== null) {
+      clearTimeout(this._pongTimer);
+      this._pongTimer = null;
+    }
+    if (this._pingTimer === null && this._o.pingInterval > 0) this._schedulePing(this._o.pingInterval);
+  }
+
+  _schedulePing(delay) {
+    const ws = this._ws;
+    this._pingTimer = setTimeout(() => {
+      this._pingTimer = null;
+      if (this._ws !== ws) return;
+      const idle = Date.now() - this._lastSeen;
+      if (idle < this._o.pingInterval) {
+        this._schedulePing(this._o.pingInterval - idle);
+        return;
+      }
+      if (!this._send({ type: "ping" })) return;
+      this._pongTimer = setTimeout(() => {
+        // Nothing came back: the connection died without saying so.
+        if (this._ws !== ws) return;
+        this._detach();
+        ws.close(4000, "no pong");
+        this._lost();
+      }, this._o.pongTimeout);
+    }, delay);
+  }
+
+  _failPublish(ref, p, err) {
+    this._publishes.delete(ref);
+    clearTimeout(p.timer);
+    p.reject(err);
+  }
+
+  _handle(text) {
+    if (typeof text !== "string") return;
+    let m;
+    try {
+      m = JSON.parse(text);
+    } catch {
+      this._emitError(new LiveError("bad_frame", "live: the hub sent a frame that is not JSON"));
+      return;
+    }
+    if (!isObject(m)) return;
+    const ch = typeof m.channel === "string" ? this._channels.get(m.channel) : undefined;
+    switch (m.type) {
+      case "data": {
+        // Frames of an unacknowledged subscription belong to an older one.
+        if (!ch || !ch.acked) return;
+        if (typeof m.cursor === "string") {
+          // Resets of a State channel come in band, at the hub's cursor,
+          // which may be behind the client's: always take them.
+          if (!isStateReset(m.data) && ch.cursor && !advances(ch.cursor, m.cursor)) return; // seen already
+          ch.cursor = m.cursor;
+        }
+        const meta = { channel: m.channel, cursor: m.cursor ?? null };
+        if (m.queryKey !== undefined) meta.queryKey = m.queryKey;
+        for (const sub of [...ch.subs]) if (ch.subs.has(sub)) call(sub.callback, m.data, meta);
+        return;
+      }
+      case "subscribed":
+        if (!ch) return;
+        ch.acked = true;
+        if (typeof m.cursor === "string" && (!ch.cursor || advances(ch.cursor, m.cursor))) ch.cursor = m.cursor;
+        for (const sub of [...ch.subs]) if (sub.onSubscribed) call(sub.onSubscribed, ch.cursor);
+        return;
+      case "reset":
+        if (!ch) return;
+        if (typeof m.cursor === "string") ch.cursor = m.cursor;
+        for (const sub of [...ch.subs]) if (sub.onReset) call(sub.onReset, ch.cursor, String(m.reason ?? ""));
+        return;
+      case "published":
+      case "error": {
+        const p = typeof m.ref === "number" ? this._publishes.get(m.ref) : undefined;
+        if (p) {
+          this._publishes.delete(m.ref);
+          clearTimeout(p.timer);
+          if (m.type === "published") p.resolve(String(m.cursor ?? ""));
+          else p.reject(new LiveError(String(m.code ?? "error"), `live: publish on ${p.frame.channel}: ${m.message ?? m.code}`, { channel: p.frame.channel }));
+          return;
+        }
+        if (m.type === "error") {
+          const err = new LiveError(String(m.code ?? "error"), `live: ${m.channel ? m.channel + ": " : ""}${m.message ?? m.code}`, m.channel ? { channel: m.channel } : {});
+          if (ch) for (const sub of [...ch.subs]) this._emitError(err, sub);
+          else this._emitError(err);
+        }
+        return;
+      }
+    }
+  }
+}
+
+function call(fn, ...args) {
+  try {
+    fn(...args);
+  } catch (e) {
+    report(e);
+  }
+}
+
+/** wsURL resolves url against the page and gives it a WebSocket scheme. */
+function wsURL(url) {
+  const base = typeof location !== "undefined" ? location.href : undefined;
+  const u = new URL(url, base);
+  if (u.protocol === "http:") u.protocol = "ws:";
+  else if (u.protocol === "https:") u.protocol = "wss:";
+  return u.href;
+}
+
+// ---------------------------------------------------------------------------
+// Shared by liveState and liveList
+
+/** maxHeld bounds the frames held during a fetch. */
+const maxHeld = 10000;
+
+/** httpError turns a failed response into a LiveError carrying its JSON body. */
+async function httpError(res, what) {
+  let body;
+  try {
+    body = await res.json();
+  } catch {
+    body = undefined;
+  }
+  const conflict = res.status === 409 || res.status === 412;
+  const code = conflict ? "conflict" : (isObject(body) && typeof body.error === "string" ? body.error : "http");
+  const detail = isObject(body) && typeof body.message === "string" ? `: ${body.message}` : "";
+  return new LiveError(code, `live: ${what}: ${res.status}${detail}`, { status: res.status, body });
+}
+
+/** request runs fetch with a timeout, turning every failure into a LiveError. */
+async function request(fetchFn, url, init, timeout, what) {
+  const ctl = new AbortController();
+  const outer = init.signal;
+  const onAbort = () => ctl.abort(outer.reason);
+  outer?.addEventListener("abort", onAbort);
+  let timedOut = false;
+  const timer = timeout > 0 ? setTimeout(() => {
+    timedOut = true;
+    ctl.abort();
+  }, timeout) : null;
+  try {
+    const res = await fetchFn(url, { ...init, signal: ctl.signal });
+    if (!res.ok) throw await httpError(res, what);
+    const text = await res.text();
+    if (text === "") return undefined;
+    try {
+      return JSON.parse(text);
+    } catch {
+      throw new LiveError("bad_response", `live: ${what}: the response is not JSON`, { status: res.status });
+    }
+  } catch (e) {
+    if (e instanceof LiveError) throw e;
+    if (timedOut) throw new LiveError("timeout", `live: ${what}: no response within ${timeout} ms`);
+    if (outer?.aborted) throw new LiveError("closed", `live: ${what}: cancelled`);
+    throw new LiveError("network", `live: ${what}: ${e?.message ?? e}`);
+  } finally {
+    clearTimeout(timer);
+    outer?.removeEventListener("abort", onAbort);
+  }
+}
+
+/** Retrier runs one task at a time: again() while it runs makes it run once more; failures retry with backoff. */
+class Retrier {
+  constructor(task, minDelay, maxDelay, random) {
+    this._task = task;
+    this._min = minDelay;
+    this._max = maxDelay;
+    this._random = random;
+    this._running = false;
+    this._again = false;
+    this._timer = null;
+    this._failures = 0;
+    this._stopped = false;
+  }
+
+  run() {
+    if (this._stopped) return;
+    if (this._running) {
+      this._again = true;
+      return;
+    }
+    clearTimeout(this._timer);
+    this._timer = null;
+    this._running = true;
+    this._again = false;
+    Promise.resolve()
+      .then(() => this._task())
+      .then(
+        () => {
+          this._failures = 0;
+          this._running = false;
+          if (this._again) this.run();
+        },
+        () => {
+          this._running = false;
+          if (this._stopped) return;
+          this._failures++;
+          const ceiling = Math.min(this._max, this._min * 2 ** Math.min(this._failures - 1, 30));
+          this._timer = setTimeout(() => this.run(), Math.floor(this._random() * ceiling));
+        },
+      );
+  }
+
+  get running() {
+    return this._running || this._timer !== null;
+  }
+
+  stop() {
+    this._stopped = true;
+    clearTimeout(this._timer);
+  }
+}
+
+function defaultFetch() {
+  if (typeof fetch !== "function") throw new TypeError("live: no fetch function: pass options.fetch");
+  return (url, init) => fetch(url, init);
+}
+
+// ---------------------------------------------------------------------------
+// liveState: the value of a State channel
+
+/**
+ * liveState keeps the value of a State channel (Hub.State) in sync: once
+ * the subscription is acknowledged it fetches {data, version} from
+ * options.url, then applies each versioned delta. It refetches when a
+ * delta does not follow its version (a gap) or cannot be applied, and on
+ * a reset that carries no value; a reset that carries one is adopted.
+ * Deltas that arrive during a fetch are applied after it, if newer.
+ *
+ * @param {Live} live
+ * @param {import("./live").LiveStateOptions} options
+ */
+export function liveState(live, options) {
+  return new LiveState(live, options);
+}
+
+class LiveState {
+  constructor(live, options) {
+    const o = { headers: {}, timeout: 10000, ...options };
+    if (typeof o.channel !== "string" || !o.channel) throw new TypeError("live: liveState: options.channel is required");
+    if (o.url === undefined) throw new TypeError("live: liveState: options.url is required");
+    this._o = o;
+    this._fetch = o.fetch ?? defaultFetch();
+    this._value = undefined;
+    this._version = 0;
+    this._loaded = false;
+    this._buffer = null; // frames that arrived during a fetch
+    this._listeners = new Set();
+    this._abort = new AbortController();
+    this._closed = false;
+    let ready;
+    this.ready = new Promise((resolve) => (ready = resolve));
+    this._ready = ready;
+    if (o.onChange) this._listeners.add(o.onChange);
+    this._loader = new Retrier(() => this._load(), 500, 30000, Math.random);
+    this._unsubscribe = live.subscribe(o.channel, (data, meta) => this._onData(data, meta), {
+      onSubscribed: () => {
+        if (!this._loaded && !this._loader.running) this._loader.run();
+      },
+      onReset: () => this.refetch(),
+      onError: (err) => this._error(err),
+    });
+  }
+
+  /** The current value; undefined until the first fetch. */
+  get value() {
+    return this._value;
+  }
+
+  /** The version of the value: the position of the publication that made it. */
+  get version() {
+    return this._version;
+  }
+
+  /** onChange calls listener(value, version) after every change; it returns a function that stops the calls. */
+  onChange(listener) {
+    this._listeners.add(listener);
+    return () => this._listeners.delete(listener);
+  }
+
+  /** refetch loads the value afresh. */
+  refetch() {
+    if (this._closed) return;
+    this._buffer ??= []; // from now on, frames wait for the new value
+    this._loader.run();
+  }
+
+  /** close stops following the channel. */
+  close() {
+    this._closed = true;
+    this._loader.stop();
+    this._abort.abort();
+    this._unsubscribe();
+  }
+
+  async _load() {
+    if (this._buffer === null) this._buffer = [];
+    let body;
+    try {
+      body = await request(this._fetch, this._o.url, {
+        headers: { Accept: "application/json", ...this._o.headers },
+        cache: "no-store",
+        signal: this._abort.signal,
+      }, this._o.timeout, `fetching ${this._o.channel}`);
+      if (!isObject(body) || !hasOwn(body, "data") || !Number.isSafeInteger(body.version)) {
+        throw new LiveError("bad_response", `live: fetching ${this._o.channel}: the response is not {"data":…,"version":N}`);
+      }
+    } catch (e) {
+      if (!this._closed) this._error(e);
+      throw e;
+    }
+    if (this._closed) return;
+    const buffered = this._buffer;
+    this._buffer = null;
+    this._value = body.data;
+    this._version = body.version;
+    this._loaded = true;
+    for (const [data, meta] of buffered) {
+      if (!this._apply(data, meta)) break;
+    }
+    this._emit();
+    this._ready();
+  }
+
+  _onData(data, meta) {
+    if (this._buffer !== null || !this._loaded) {
+      // A fetch is running (or has yet to): apply once it is done.
+      this._hold([data, meta]);
+      return;
+    }
+    if (this._apply(data, meta)) this._emit();
+  }
+
+  /** _hold keeps a frame for after the fetch; too many, and the fetch runs again instead. */
+  _hold(frame) {
+    this._buffer ??= [];
+    if (this._buffer.length >= maxHeld) {
+      this._buffer = [];
+      this._loader.run();
+      return;
+    }
+    this._buffer.push(frame);
+  }
+
+  /** _apply folds one frame into the value; it returns false when a refetch is needed instead. */
+  _apply(data, meta) {
+    if (isStateReset(data)) {
+      const pos = parseCursor(meta.cursor);
+      if (hasOwn(data, "data") && pos) {
+        if (pos.seq < this._version) return true; // older than the value we have
+        this._value = data.data;
+        this._version = pos.seq;
+        return true;
+      }
+      this.refetch();
+      return false;
+    }
+    if (isObject(data) && Number.isSafeInteger(data.version) && data.version <= this._version) return true; // in the fetched value already
+    try {
+      this._value = deltaApply(this._value, this._version, data);
+      this._version = data.version;
+      return true;
+    } catch (e) {
+      if (!(e instanceof MergeError && e.kind === "gap")) this._error(e);
+      this.refetch();
+      return false;
+    }
+  }
+
+  _emit() {
+    for (const l of [...this._listeners]) call(l, this._value, this._version);
+  }
+
+  _error(err) {
+    if (this._o.onError) call(this._o.onError, err);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// liveList: a list with optimistic mutations
+
+let mutationCounter = 0;
+
+function newMutationID() {
+  if (typeof crypto !== "undefined" && typeof crypto.randomUUID === "function") return "m-" + crypto.randomUUID();
+  return `m-${Date.now().toString(36)}-${(++mutationCounter).toString(36)}-${Math.random().toString(36).slice(2)}`;
+}
+
+/**
+ * liveList keeps a list of items from options.url (GET answers the array;
+ * POST adds, PATCH and DELETE on itemURL(id) update and remove, as handlers
+ * wrapped by Hub.Hook do) in sync with its channel, and makes mutations
+ * optimistic: add, update and remove show at once, the added item marked
+ * `_optimistic: true` under a temporary id, and are replaced by the
+ * server's item exactly once, whether the HTTP response or the broadcast
+ * (matched by the Live-Mutation-Id header) arrives first. A failed request,
+ * a conflict (409 or 412, which also refetches) or a timeout rolls the
+ * mutation back.
+ *
+ * @param {Live} live
+ * @param {import("./live").LiveListOptions} options
+ */
+export function liveList(live, options) {
+  return new LiveList(live, options);
+}
+
+class LiveList {
+  constructor(live, options) {
+    const o = { idField: "id", headers: {}, timeout: 10000, ...options };
+    if (typeof o.channel !== "string" || !o.channel) throw new TypeError("live: liveList: options.channel is required");
+    if (o.url === undefined) throw new TypeError("live: liveList: options.url is required");
+    o.itemURL ??= (id) => `${String(o.url).replace(/\/$/, "")}/${encodeURIComponent(String(id))}`;
+    this._o = o;
+    this._fetch = o.fetch ?? defaultFetch();
+    this._confirmed = []; // the server's list, as far as we know
+    this._pending = []; // mutations not yet settled, in order: {mid, type, id, item}
+    this._view = [];
+    this._loaded = false;
+    this._buffer = null;
+    this._listeners = new Set();
+    this._abort = new AbortController();
+    this._closed = false;
+    let ready;
+    this.ready = new Promise((resolve) => (ready = resolve));
+    this._ready = ready;
+    if (o.onChange) this._listeners.add(o.onChange);
+    this._loader = new Retrier(() => this._load(), 500, 30000, Math.random);
+    this._unsubscribe = live.subscribe(o.channel, (data) => this._onEvent(data), {
+      onSubscribed: () => {
+        if (!this._loaded && !this._loader.running) this._loader.run();
+      },
+      onReset: () => this.refetch(),
+      onError: (err) => this._error(err),
+    });
+  }
+
+  /** The list as shown: the server's, with pending mutations applied. */
+  get items() {
+    return this._view;
+  }
+
+  /** onChange calls listener(items) after every change; it returns a function that stops the calls. */
+  onChange(listener) {
+    this._listeners.add(listener);
+    return () => this._listeners.delete(listener);
+  }
+
+  /** refetch loads the list afresh; pending mutations stay applied over it. */
+  refetch() {
+    if (this._closed) return;
+    this._buffer ??= []; // from now on, events wait for the new list
+    this._loader.run();
+  }
+
+  /** close stops following the channel and abandons requests in flight. */
+  close() {
+    this._closed = true;
+    this._loader.stop();
+    this._abort.abort();
+    this._unsubscribe();
+  }
+
+  /**
+   * add shows item at once, with a temporary id and `_optimistic: true`,
+   * POSTs it, and resolves with the server's item.
+   */
+  add(item, opts = {}) {
+    if (!isObject(item)) return Promise.reject(new TypeError("live: add: item must be an object"));
+    const mid = newMutationID();
+    const optimistic = { ...item, [this._o.idField]: mid, _optimistic: true };
+    return this._mutate({ mid, type: "add", item: optimistic }, "POST", this._o.url, item, opts);
+  }
+
+  /**
+   * update lays changes over the item with id at once (marked
+   * `_optimistic: true` until settled), PATCHes them, and resolves with
+   * the server's item. opts.ifMatch sends If-Match.
+   */
+  update(id, changes, opts = {}) {
+    if (!isObject(changes)) return Promise.reject(new TypeError("live: update: changes must be an object"));
+    if (this._pending.some((m) => m.type === "add" && m.item[this._o.idField] === id)) {
+      return Promise.reject(new LiveError("pending", "live: update: the item has not been created on the server yet"));
+    }
+    const mid = newMutationID();
+    return this._mutate({ mid, type: "update", id, item: changes }, "PATCH", this._o.itemURL(id), changes, opts);
+  }
+
+  /** remove hides the item with id at once, DELETEs it, and resolves when the server has. */
+  remove(id, opts = {}) {
+    if (this._pending.some((m) => m.type === "add" && m.item[this._o.idField] === id)) {
+      return Promise.reject(new LiveError("pending", "live: remove: the item has not been created on the server yet"));
+    }
+    const mid = newMutationID();
+    return this._mutate({ mid, type: "remove", id }, "DELETE", this._o.itemURL(id), undefined, opts);
+  }
+
+  async _mutate(m, method, url, body, opts) {
+    if (this._closed) throw new LiveError("closed", "live: the list is closed");
+    m.settled = false;
+    this._pending.push(m);
+    this._render();
+    const headers = { Accept: "application/json", [MUTATION_ID_HEADER]: m.mid, ...this._o.headers };
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    if (opts.ifMatch !== undefined) headers["If-Match"] = String(opts.ifMatch);
+    let result;
+    try {
+      result = await request(this._fetch, url, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal: this._abort.signal,
+      }, opts.timeout ?? this._o.timeout, `${method} ${url}`);
+    } catch (e) {
+      // Roll back, unless the broadcast showed the server did it after all.
+      if (!m.settled) {
+        m.settled = true;
+        this._drop(m);
+        this._render();
+      }
+      if (e.code === "conflict" && !this._closed) this.refetch();
+      throw e;
+    }
+    if (!m.settled) {
+      m.settled = true;
+      this._drop(m);
+      this._confirm(m, result);
+      this._render();
+    }
+    return result;
+  }
+
+  /** _confirm applies what the server answered a mutation to the confirmed list. */
+  _confirm(m, result) {
+    const idf = this._o.idField;
+    let op;
+    switch (m.type) {
+      case "add":
+        if (isObject(result) && hasOwn(result, idf)) op = { type: "add", item: result };
+        break; // without an id, the broadcast brings the item
+      case "update":
+        op = { type: "update", item: isObject(result) && hasOwn(result, idf) ? result : { ...m.item, [idf]: m.id } };
+        break;
+      case "remove":
+        op = { type: "remove", id: m.id };
+        break;
+    }
+    if (!op) return;
+    try {
+      this._confirmed = listMerge(idf, this._confirmed, op);
+    } catch (e) {
+      this._error(e);
+    }
+  }
+
+  _drop(m) {
+    const i = this._pending.indexOf(m);
+    if (i >= 0) this._pending.splice(i, 1);
+  }
+
+  async _load() {
+    if (this._buffer === null) this._buffer = [];
+    let items;
+    try {
+      items = await request(this._fetch, this._o.url, {
+        headers: { Accept: "application/json", ...this._o.headers },
+        cache: "no-store",
+        signal: this._abort.signal,
+      }, this._o.timeout, `fetching ${this._o.channel}`);
+      if (!Array.isArray(items)) throw new LiveError("bad_response", `live: fetching ${this._o.channel}: the response is not an array`);
+    } catch (e) {
+      if (!this._closed) this._error(e);
+      throw e;
+    }
+    if (this._closed) return;
+    const buffered = this._buffer;
+    this._buffer = null;
+    this._confirmed = items;
+    this._loaded = true;
+    // Events from after the subscription began: applying one the fetched
+    // list already reflects changes nothing (list operations are idempotent).
+    for (const ev of buffered) this._applyEvent(ev);
+    this._render();
+    this._ready();
+  }
+
+  _onEvent(ev) {
+    if (this._buffer !== null || !this._loaded) {
+      this._hold(ev);
+      return;
+    }
+    this._applyEvent(ev);
+    this._render();
+  }
+
+  /** _hold keeps a frame for after the fetch; too many, and the fetch runs again instead. */
+  _hold(frame) {
+    this._buffer ??= [];
+    if (this._buffer.length >= maxHeld) {
+      this._buffer = [];
+      this._loader.run();
+      return;
+    }
+    this._buffer.push(frame);
+  }
+
+  _applyEvent(ev) {
+    if (isObject(ev) && ev.type === "refetch") {
+      // A bulk change announced as one event (live.SetEvent): reload.
+      this.refetch();
+      return;
+    }
+    try {
+      this._confirmed = listMerge(this._o.idField, this._confirmed, ev);
+    } catch (e) {
+      this._error(e);
+      this.refetch();
+      return;
+    }
+    // The broadcast of one of our mutations settles it, if the response
+    // has not: the server's item is in the confirmed list now.
+    const mid = isObject(ev) ? ev.mutationId : undefined;
+    if (typeof mid === "string") {
+      const m = this._pending.find((p) => p.mid === mid);
+      if (m && !m.settled) {
+        m.settled = true;
+        this._drop(m);
+      }
+    }
+  }
+
+  /** _render recomputes the list as shown and tells the listeners. */
+  _render() {
+    const idf = this._o.idField;
+    let view = this._confirmed;
+    for (const m of this._pending) {
+      switch (m.type) {
+        case "add":
+          view = [m.item, ...view];
+          break;
+        case "update":
+          view = view.map((it) => (isObject(it) && it[idf] === m.id ? { ...it, ...m.item, [idf]: m.id, _optimistic: true } : it));
+          break;
+        case "remove":
+          view = view.filter((it) => !(isObject(it) && it[idf] === m.id));
+          break;
+      }
+    }
+    if (view === this._view) return; // nothing changed
+    this._view = view;
+    for (const l of [...this._listeners]) call(l, view);
+  }
+
+  _error(err) {
+    if (this._o.onError) call(this._o.onError, err);
+  }
+}

@@ -1,0 +1,167 @@
+// Shared by the browser tests: the Go test server (internal/clienttest),
+// headless Chromium through playwright-core, and waiting helpers.
+import { spawn, execFile } from "node:child_process";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { chromium } from "playwright-core";
+
+const repo = fileURLToPath(new URL("../../", import.meta.url));
+const execFileP = promisify(execFile);
+
+let built; // the server binary, built once per test file
+
+/**
+ * buildServer compiles ./internal/clienttest (what `go run` would run) so
+ * that restarts take milliseconds and a kill reaches the server itself.
+ */
+export async function buildServer() {
+  built ??= (async () => {
+    const dir = await mkdtemp(join(tmpdir(), "live-clienttest-"));
+    const bin = join(dir, "clienttest");
+    await execFileP("go", ["build", "-o", bin, "./internal/clienttest"], { cwd: repo, env: process.env });
+    return { dir, bin };
+  })();
+  return (await built).bin;
+}
+
+/**
+ * startServer starts the test server, on addr or a free port, and
+ * resolves once it accepts connections.
+ */
+export async function startServer(addr = "127.0.0.1:0") {
+  const bin = await buildServer();
+  const proc = spawn(bin, ["-addr", addr], { cwd: repo, stdio: ["pipe", "pipe", "pipe"] });
+  let log = "";
+  proc.stderr.on("data", (b) => (log += b));
+  const url = await new Promise((resolve, reject) => {
+    let out = "";
+    const timer = setTimeout(() => reject(new Error(`clienttest did not start: ${log}`)), 20000);
+    proc.stdout.on("data", (b) => {
+      out += b;
+      const nl = out.indexOf("\n");
+      if (nl >= 0) {
+        clearTimeout(timer);
+        resolve(out.slice(0, nl).trim());
+      }
+    });
+    proc.on("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`clienttest exited with ${code}: ${log}`));
+    });
+  });
+  const exited = new Promise((resolve) => proc.on("exit", resolve));
+  return {
+    url,
+    addr: url.replace(/^http:\/\//, ""),
+    log: () => log,
+    /** kill stops the server at once, as a crash would. */
+    async kill() {
+      proc.kill("SIGKILL");
+      await exited;
+    },
+    /** stop stops it gracefully: WebSockets are closed with 1001. */
+    async stop() {
+      proc.stdin.end();
+      const t = setTimeout(() => proc.kill("SIGKILL"), 5000);
+      await exited;
+      clearTimeout(t);
+    },
+    /** post sends a request to the server from the test, outside the browser. */
+    async post(path, body, headers = {}) {
+      const res = await fetch(url + path, {
+        method: "POST",
+        headers: body === undefined ? headers : { "Content-Type": "application/json", ...headers },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+      const text = await res.text();
+      if (!res.ok) throw new Error(`POST ${path}: ${res.status} ${text}`);
+      return text ? JSON.parse(text) : undefined;
+    },
+    async request(method, path, body, headers = {}) {
+      const res = await fetch(url + path, {
+        method,
+        headers: body === undefined ? headers : { "Content-Type": "application/json", ...headers },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+      const text = await res.text();
+      return { status: res.status, body: text ? JSON.parse(text) : undefined };
+    },
+  };
+}
+
+/** launchBrowser starts headless Chromium with a fresh profile. */
+export async function launchBrowser() {
+  const profile = await mkdtemp(join(tmpdir(), "live-chromium-"));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    headless: true,
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      "--disable-dev-shm-usage",
+    ],
+  });
+  return {
+    context,
+    async close() {
+      await context.close();
+      await rm(profile, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * openPage opens the server's test page, whose module has set window.live,
+ * and records what would be an uncaught error or an InvalidStateError.
+ */
+export async function openPage(browser, url) {
+  const page = await browser.context.newPage();
+  const problems = [];
+  page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
+  page.on("console", (m) => {
+    if (/InvalidStateError|Uncaught/.test(m.text())) problems.push(`console ${m.type()}: ${m.text()}`);
+  });
+  await page.addInitScript(() => {
+    window.__problems = [];
+    addEventListener("error", (e) => window.__problems.push(`error: ${e.message}`));
+    addEventListener("unhandledrejection", (e) => window.__problems.push(`unhandled rejection: ${e.reason?.stack ?? e.reason}`));
+  });
+  await page.goto(url + "/");
+  await page.waitForFunction(() => window.liveLoaded === true);
+  return {
+    page,
+    /** problems returns the page's uncaught errors so far. */
+    async problems() {
+      const inPage = page.isClosed() ? [] : await page.evaluate(() => window.__problems);
+      return [...problems, ...inPage];
+    },
+  };
+}
+
+/** waitFor polls fn until it returns a truthy value, or fails after timeout ms. */
+export async function waitFor(fn, what, timeout = 15000) {
+  const deadline = Date.now() + timeout;
+  let last;
+  for (;;) {
+    last = await fn();
+    if (last) return last;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeout} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** cleanupBuild removes the built server binary. */
+export async function cleanupBuild() {
+  if (!built) return;
+  const { dir } = await built;
+  await rm(dir, { recursive: true, force: true });
+}

@@ -1,0 +1,374 @@
+// The connection's rules in Node, with a scripted WebSocket and a fake
+// clock: backoff, one timer at a time, nothing sent on a socket that is not
+// open, dedupe by cursor, resubscription with cursors, publish outcomes.
+import { test, beforeEach, afterEach } from "node:test";
+import assert from "node:assert/strict";
+import { createLive, liveState, liveList } from "../live.js";
+
+// A fake clock: setTimeout, clearTimeout and Date.now under the test's control.
+const real = { setTimeout, clearTimeout, now: Date.now };
+const clock = {
+  now: 0,
+  next: 1,
+  timers: new Map(),
+  install() {
+    this.now = 1_000_000;
+    this.timers.clear();
+    globalThis.setTimeout = (fn, ms = 0) => {
+      const id = this.next++;
+      this.timers.set(id, { fn, at: this.now + Math.max(0, ms), ms });
+      return id;
+    };
+    globalThis.clearTimeout = (id) => this.timers.delete(id);
+    Date.now = () => this.now;
+  },
+  uninstall() {
+    globalThis.setTimeout = real.setTimeout;
+    globalThis.clearTimeout = real.clearTimeout;
+    Date.now = real.now;
+  },
+  /** delays returns the delays of the pending timers. */
+  delays() {
+    return [...this.timers.values()].map((t) => t.ms);
+  },
+  /** advance runs the timers due within ms, in order. */
+  async advance(ms) {
+    const target = this.now + ms;
+    for (;;) {
+      await settle();
+      let first;
+      for (const [id, t] of this.timers) if (t.at <= target && (!first || t.at < first[1].at)) first = [id, t];
+      if (!first) break;
+      this.timers.delete(first[0]);
+      this.now = first[1].at;
+      first[1].fn();
+    }
+    this.now = target;
+    await settle();
+  },
+};
+
+async function settle() {
+  for (let i = 0; i < 10; i++) await Promise.resolve();
+}
+
+// A scripted WebSocket: send throws, as browsers do, unless it is open.
+class FakeSocket {
+  static all = [];
+  constructor(url) {
+    this.url = url;
+    this.readyState = 0;
+    this.sent = [];
+    FakeSocket.all.push(this);
+  }
+  send(text) {
+    if (this.readyState !== 1) throw new Error(`InvalidStateError: send in state ${this.readyState}`);
+    this.sent.push(JSON.parse(text));
+  }
+  close() {
+    if (this.readyState >= 2) return;
+    this.readyState = 2;
+    queueMicrotask(() => {
+      this.readyState = 3;
+      this.onclose?.({ code: 1005 });
+    });
+  }
+  // Test controls.
+  open() {
+    this.readyState = 1;
+    this.onopen?.({});
+  }
+  receive(frame) {
+    this.onmessage?.({ data: JSON.stringify(frame) });
+  }
+  fail() {
+    this.readyState = 3;
+    this.onerror?.({});
+    this.onclose?.({ code: 1006 });
+  }
+  frames(type) {
+    return this.sent.filter((f) => f.type === type);
+  }
+}
+
+const last = () => FakeSocket.all.at(-1);
+let lives = [];
+
+function newLive(opts = {}) {
+  const l = createLive({ url: "ws://hub.test/ws", WebSocket: FakeSocket, random: () => 0.999999, pingInterval: 0, ...opts });
+  lives.push(l);
+  return l;
+}
+
+beforeEach(() => {
+  FakeSocket.all = [];
+  clock.install();
+});
+
+afterEach(() => {
+  for (const l of lives) l.close();
+  lives = [];
+  clock.uninstall();
+});
+
+test("backoff doubles from 1 s to 30 s, one timer at a time, and starts again after a connection", async () => {
+  const l = newLive();
+  const statuses = [];
+  l.onStatus((c) => statuses.push(`${c.status}/${c.reconnectAttempt}`));
+  const waits = [];
+  for (let i = 0; i < 8; i++) {
+    last().fail();
+    assert.equal(clock.timers.size, 1, "more than one timer");
+    waits.push(clock.delays()[0]);
+    await clock.advance(clock.delays()[0]);
+  }
+  assert.deepStrictEqual(waits, [999, 1999, 3999, 7999, 15999, 29999, 29999, 29999]);
+  assert.equal(FakeSocket.all.length, 9);
+  last().open();
+  assert.deepStrictEqual(l.connection, { status: "connected", reconnectAttempt: 0 });
+  last().fail();
+  assert.deepStrictEqual(clock.delays(), [999]);
+  assert.deepStrictEqual(statuses.slice(0, 6), ["connecting/0", "error/0", "disconnected/1", "connecting/1", "error/1", "disconnected/2"]);
+});
+
+test("full jitter: the wait is drawn below the ceiling", async () => {
+  const draws = [0, 0.5];
+  newLive({ random: () => draws.shift() });
+  last().fail();
+  assert.deepStrictEqual(clock.delays(), [0]);
+  await clock.advance(0);
+  last().fail();
+  assert.deepStrictEqual(clock.delays(), [1000]);
+});
+
+test("nothing is sent on a socket that is not open", async () => {
+  const l = newLive();
+  const stop = l.subscribe("a", () => {});
+  l.subscribe("b", () => {});
+  const published = l.publish("a", { x: 1 });
+  stop(); // unsubscribe while connecting: nothing to tell the hub
+  assert.deepStrictEqual(last().sent, []);
+  last().open();
+  assert.deepStrictEqual(last().sent, [
+    { type: "subscribe", channel: "b" },
+    { type: "publish", channel: "a", data: { x: 1 }, ref: 1 },
+  ]);
+  last().receive({ type: "published", channel: "a", cursor: "7.e", ref: 1 });
+  assert.equal(await published, "7.e");
+
+  // Closing and closed sockets: no send either.
+  const ws = last();
+  ws.readyState = 2;
+  l.subscribe("c", () => {});
+  const queued = l.publish("c", 1);
+  queued.catch(() => {}); // rejected with "closed" when the test ends
+  ws.fail();
+  assert.deepStrictEqual(ws.frames("subscribe").map((f) => f.channel), ["b"]);
+  assert.deepStrictEqual(ws.frames("publish").map((f) => f.data), [{ x: 1 }]);
+});
+
+test("duplicates and frames of an unacknowledged subscription are dropped", async () => {
+  const l = newLive();
+  const got = [];
+  l.subscribe("ch", (d, meta) => got.push([d, meta.cursor]));
+  last().open();
+  last().receive({ type: "data", channel: "ch", data: "early", cursor: "1.e" }); // before the ack
+  last().receive({ type: "subscribed", channel: "ch", cursor: "1.e" });
+  for (const [d, c] of [["a", "2.e"], ["b", "3.e"], ["a again", "2.e"], ["b again", "3.e"], ["c", "4.e"], ["coalesced", undefined]]) {
+    last().receive({ type: "data", channel: "ch", data: d, cursor: c });
+  }
+  last().receive({ type: "data", channel: "ch", data: "new epoch", cursor: "1.f" });
+  last().receive({ type: "data", channel: "ch", data: "old", cursor: "1.f" });
+  assert.deepStrictEqual(got, [["a", "2.e"], ["b", "3.e"], ["c", "4.e"], ["coalesced", null], ["new epoch", "1.f"]]);
+  assert.equal(l.cursor("ch"), "1.f");
+
+  // A reset moves the cursor, even backwards, and the stream goes on after it.
+  const resets = [];
+  l.subscribe("r", () => got.push("r"), { onReset: (c, reason) => resets.push([c, reason]) });
+  last().receive({ type: "subscribed", channel: "r", cursor: "9.e" });
+  last().receive({ type: "reset", channel: "r", cursor: "3.e", reason: "ahead" });
+  last().receive({ type: "data", channel: "r", data: 1, cursor: "4.e" });
+  assert.deepStrictEqual(resets, [["3.e", "ahead"]]);
+  assert.equal(got.at(-1), "r");
+
+  // A State's in-band reset is taken even at an older cursor.
+  const state = [];
+  l.subscribe("s", (d) => state.push(d));
+  last().receive({ type: "subscribed", channel: "s", cursor: "9.e" });
+  last().receive({ type: "data", channel: "s", data: { version: 0, reset: true, reason: "ahead" }, cursor: "5.e" });
+  assert.deepStrictEqual(state, [{ version: 0, reset: true, reason: "ahead" }]);
+});
+
+test("reconnection resubscribes every channel from its last cursor", async () => {
+  const l = newLive();
+  l.subscribe("a", () => {});
+  l.subscribe("b", () => {}, { cursor: "3.saved" });
+  last().open();
+  assert.deepStrictEqual(last().frames("subscribe"), [{ type: "subscribe", channel: "a" }, { type: "subscribe", channel: "b", cursor: "3.saved" }]);
+  last().receive({ type: "subscribed", channel: "a", cursor: "10.e" });
+  last().receive({ type: "subscribed", channel: "b", cursor: "3.saved" });
+  last().receive({ type: "data", channel: "a", data: 1, cursor: "11.e" });
+  last().receive({ type: "data", channel: "b", data: 1, cursor: "4.saved" });
+  last().fail();
+  await clock.advance(1000);
+  last().open();
+  assert.deepStrictEqual(last().frames("subscribe"), [
+    { type: "subscribe", channel: "a", cursor: "11.e" },
+    { type: "subscribe", channel: "b", cursor: "4.saved" },
+  ]);
+});
+
+test("a publish lost with its connection fails; one not yet sent waits", async () => {
+  const l = newLive();
+  last().open();
+  const sent = l.publish("a", 1);
+  last().fail();
+  await assert.rejects(sent, { code: "disconnected" });
+  const waiting = l.publish("a", 2);
+  await clock.advance(1000);
+  last().open();
+  assert.deepStrictEqual(last().frames("publish"), [{ type: "publish", channel: "a", data: 2, ref: 2 }]);
+  last().receive({ type: "error", code: "forbidden", message: "no", channel: "a", ref: 2 });
+  await assert.rejects(waiting, { code: "forbidden" });
+  const late = l.publish("a", 3, { timeout: 500 });
+  last().fail();
+  const timedOut = l.publish("a", 4, { timeout: 500 });
+  await clock.advance(500);
+  await assert.rejects(late, { code: "disconnected" });
+  await assert.rejects(timedOut, { code: "timeout" });
+});
+
+test("close stops reconnecting and timers", async () => {
+  const l = newLive();
+  last().fail();
+  assert.equal(clock.timers.size, 1);
+  l.close();
+  assert.equal(clock.timers.size, 0);
+  await clock.advance(60000);
+  assert.equal(FakeSocket.all.length, 1);
+  assert.deepStrictEqual(l.connection, { status: "disconnected", reconnectAttempt: 1 });
+  assert.throws(() => l.subscribe("a", () => {}), { code: "closed" });
+});
+
+test("a connection that stops answering is given up and replaced", async () => {
+  newLive({ pingInterval: 1000, pongTimeout: 500 });
+  const first = last();
+  first.open();
+  await clock.advance(999);
+  assert.deepStrictEqual(first.frames("ping"), []);
+  first.receive({ type: "pong" }); // any frame counts as life
+  await clock.advance(999);
+  assert.deepStrictEqual(first.frames("ping"), []);
+  await clock.advance(1);
+  assert.deepStrictEqual(first.frames("ping"), [{ type: "ping" }]);
+  first.receive({ type: "pong" });
+  await clock.advance(1000);
+  assert.equal(first.frames("ping").length, 2);
+  await clock.advance(500); // no pong this time
+  assert.equal(first.readyState, 3);
+  assert.equal(clock.delays().length, 1, "one reconnect timer");
+  await clock.advance(1000);
+  assert.equal(FakeSocket.all.length, 2);
+});
+
+// A fetch that answers from a script, recording requests.
+function scriptedFetch(routes) {
+  const calls = [];
+  const fn = async (url, init = {}) => {
+    const method = init.method ?? "GET";
+    calls.push({ method, url, headers: init.headers, body: init.body });
+    const answer = await routes(method, url, init);
+    return new Response(answer.body === undefined ? null : JSON.stringify(answer.body), { status: answer.status ?? 200 });
+  };
+  fn.calls = calls;
+  return fn;
+}
+
+/** changed resolves on the next change of a liveState or liveList. */
+function changed(x) {
+  return new Promise((resolve) => {
+    const stop = x.onChange(() => {
+      stop();
+      resolve();
+    });
+  });
+}
+
+test("liveState: fetch after the ack, deltas, gap and reset refetch", async () => {
+  const l = newLive();
+  let server = { data: { n: 0 }, version: 5 };
+  const fetch = scriptedFetch(() => ({ body: server }));
+  const s = liveState(l, { channel: "board", url: "/api/state/board", fetch });
+  last().open();
+  assert.equal(fetch.calls.length, 0, "fetched before the subscription was acknowledged");
+  last().receive({ type: "subscribed", channel: "board", cursor: "5.e" });
+  await s.ready;
+  assert.deepStrictEqual([s.value, s.version], [{ n: 0 }, 5]);
+  const delta = (v, n) => ({ type: "data", channel: "board", data: { version: v, changes: [{ op: "update", path: "n", value: n }] }, cursor: `${v}.e` });
+  last().receive(delta(6, 1));
+  last().receive(delta(7, 2));
+  assert.deepStrictEqual([s.value, s.version], [{ n: 2 }, 7]);
+
+  server = { data: { n: 4 }, version: 9 };
+  let next = changed(s);
+  last().receive(delta(9, 4)); // 8 is missing: refetch
+  await next;
+  assert.deepStrictEqual([s.value, s.version, fetch.calls.length], [{ n: 4 }, 9, 2]);
+
+  // A reset carrying the value is adopted at its cursor; one without is refetched.
+  last().receive({ type: "data", channel: "board", data: { version: 0, reset: true, data: { n: 10 } }, cursor: "12.e" });
+  assert.deepStrictEqual([s.value, s.version], [{ n: 10 }, 12]);
+  server = { data: { n: 13 }, version: 13 };
+  next = changed(s);
+  last().receive({ type: "data", channel: "board", data: { version: 0, reset: true, reason: "gone" }, cursor: "13.e" });
+  await next;
+  assert.deepStrictEqual([s.value, s.version, fetch.calls.length], [{ n: 13 }, 13, 3]);
+  s.close();
+});
+
+test("liveList: the server's item replaces the optimistic one once, whichever comes first", async () => {
+  const l = newLive();
+  let answer;
+  const fetch = scriptedFetch((method) => (method === "GET" ? { body: [] } : new Promise((r) => (answer = r))));
+  const list = liveList(l, { channel: "todos", url: "/api/todos", fetch });
+  last().open();
+  last().receive({ type: "subscribed", channel: "todos", cursor: "0.e" });
+  await list.ready;
+
+  // Broadcast first.
+  const added = list.add({ title: "a" });
+  assert.equal(list.items.length, 1);
+  assert.equal(list.items[0]._optimistic, true);
+  const mid = fetch.calls.at(-1).headers["Live-Mutation-Id"];
+  assert.equal(list.items[0].id, mid);
+  last().receive({ type: "data", channel: "todos", data: { type: "add", item: { id: "t1", title: "a" }, mutationId: mid }, cursor: "1.e" });
+  assert.deepStrictEqual(list.items, [{ id: "t1", title: "a" }]);
+  answer({ status: 201, body: { id: "t1", title: "a" } });
+  assert.deepStrictEqual(await added, { id: "t1", title: "a" });
+  assert.deepStrictEqual(list.items, [{ id: "t1", title: "a" }]);
+
+  // Response first.
+  const second = list.add({ title: "b" });
+  const mid2 = fetch.calls.at(-1).headers["Live-Mutation-Id"];
+  answer({ status: 201, body: { id: "t2", title: "b" } });
+  await second;
+  assert.deepStrictEqual(list.items, [{ id: "t2", title: "b" }, { id: "t1", title: "a" }]);
+  last().receive({ type: "data", channel: "todos", data: { type: "add", item: { id: "t2", title: "b" }, mutationId: mid2 }, cursor: "2.e" });
+  assert.deepStrictEqual(list.items, [{ id: "t2", title: "b" }, { id: "t1", title: "a" }]);
+
+  // Failure rolls back.
+  const failed = list.add({ title: "c" });
+  assert.equal(list.items.length, 3);
+  answer({ status: 500, body: { error: "boom", message: "no" } });
+  await assert.rejects(failed, { code: "boom", status: 500 });
+  assert.deepStrictEqual(list.items.map((t) => t.id), ["t2", "t1"]);
+
+  // A bulk change announced as {"type":"refetch"} reloads the list.
+  const gets = fetch.calls.filter((c) => c.method === "GET").length;
+  const reloaded = changed(list);
+  last().receive({ type: "data", channel: "todos", data: { type: "refetch" }, cursor: "3.e" });
+  await reloaded;
+  assert.equal(fetch.calls.filter((c) => c.method === "GET").length, gets + 1);
+  assert.deepStrictEqual(list.items, []);
+  list.close();
+});

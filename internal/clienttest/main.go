@@ -1,0 +1,359 @@
+// Command clienttest serves a Hub for the browser client's tests
+// (client/test): the routes live.js talks to, a page that imports it, and
+// test-only controls for failures a test must cause from outside.
+//
+//	go run ./internal/clienttest                        # a free port
+//	go run ./internal/clienttest -addr 127.0.0.1:8123   # the same port again, after a restart
+//
+// It prints "http://HOST:PORT" on the first line of its output once it
+// accepts connections, and serves until stdin closes or it is signalled.
+//
+// Routes:
+//
+//	GET  /                      a page that imports /live.js as window.live
+//	GET  /live.js               live.ClientHandler
+//	     /ws                    the hub's WebSocket (refused with 503 while paused)
+//	GET  /api/live/{channel}    SSE; POST publishes (clients may publish, except on the state)
+//	     /api/state/board       the State "board": GET {data, version}, PATCH, PUT
+//	GET  /api/todos             the todos; POST adds, PATCH and DELETE /api/todos/{id},
+//	                            wrapped by Hub.Hook, publishing on "todos"
+//	POST /api/todos-first       adds a todo, publishing before it answers (after ?delay=)
+//	POST /test/drop             closes every WebSocket connection abruptly
+//	POST /test/pause, /test/resume   refuse, then accept, WebSocket connections
+//	POST /test/publish          ?channel=&n= publishes {"i":1..n} on channel
+//
+// The todo routes obey X-Test-Delay (a duration to wait before answering)
+// and X-Test-Status (a status to answer with instead, doing nothing).
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/go-live/live"
+)
+
+const page = `<!doctype html>
+<meta charset="utf-8">
+<title>live.js tests</title>
+<script type="module">
+import * as live from "/live.js";
+window.live = live;
+window.liveLoaded = true;
+</script>
+`
+
+func main() {
+	addr := flag.String("addr", "127.0.0.1:0", "address to listen on")
+	flag.Parse()
+	log.SetFlags(0)
+	log.SetPrefix("clienttest: ")
+
+	ln, err := listen(*addr)
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	go func() { // the test runner closes stdin to stop us
+		io.Copy(io.Discard, os.Stdin)
+		stop()
+	}()
+
+	s, err := newServer(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	srv := &http.Server{Handler: s.routes(), ConnState: s.track}
+	srv.RegisterOnShutdown(func() { s.hub.Close(context.Background()) })
+	fmt.Printf("http://%s\n", ln.Addr())
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		log.Fatal(err)
+	case <-ctx.Done():
+	}
+	shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	srv.Shutdown(shutdown) // closes the hub too, which ends the streams Shutdown would wait for
+	s.dropAll()
+	s.hub.Close(shutdown)
+	s.broker.Close()
+}
+
+// listen listens on addr, retrying for a while when a restarted server
+// finds its port still held by the process it replaces.
+func listen(addr string) (net.Listener, error) {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ln, err := net.Listen("tcp", addr)
+		if err == nil || time.Now().After(deadline) {
+			return ln, err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// historySize is how many publications per channel a client can miss
+// and still resume.
+const historySize = 1024
+
+type server struct {
+	broker *live.MemoryBroker
+	hub    *live.Hub
+	board  *live.State
+
+	mu     sync.Mutex // guards conns and paused
+	conns  map[net.Conn]struct{}
+	paused bool
+
+	todoMu sync.Mutex // guards todos and nextID
+	todos  []todo
+	nextID int
+}
+
+type todo struct {
+	ID    string `json:"id"`
+	Title string `json:"title"`
+	Done  bool   `json:"done"`
+}
+
+func newServer(ctx context.Context) (*server, error) {
+	s := &server{conns: make(map[net.Conn]struct{})}
+	s.broker = live.NewMemoryBroker(&live.MemoryOptions{HistorySize: historySize})
+	s.hub = live.NewHub(&live.Options{
+		// Tests publish more than the history to see a reset.
+		Broker: s.broker,
+		Authorize: func(r *http.Request, channel string, op live.Op) error {
+			return nil // the hub itself refuses publishing on the state
+		},
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	board, err := s.hub.State(ctx, "board", &live.StateOptions{Initial: map[string]any{"cards": map[string]any{}}})
+	if err != nil {
+		return nil, err
+	}
+	s.board = board
+	return s, nil
+}
+
+func (s *server) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		io.WriteString(w, page)
+	})
+	mux.Handle("GET /live.js", live.ClientHandler())
+	mux.Handle("/ws", s.gate(s.hub.WebSocketHandler()))
+	mux.Handle("GET /api/live/{channel}", s.hub.SSEHandler())
+	mux.Handle("POST /api/live/{channel}", s.hub.PublishHandler())
+	mux.Handle("/api/state/board", s.board)
+
+	hook := s.hub.Hook(live.HookOptions{Channel: func(*http.Request) string { return "todos" }})
+	mux.HandleFunc("GET /api/todos", s.listTodos)
+	mux.Handle("POST /api/todos", faults(hook(http.HandlerFunc(s.addTodo))))
+	mux.Handle("PATCH /api/todos/{id}", faults(hook(http.HandlerFunc(s.updateTodo))))
+	mux.Handle("DELETE /api/todos/{id}", faults(hook(http.HandlerFunc(s.deleteTodo))))
+	mux.HandleFunc("POST /api/todos-first", s.addTodoBroadcastFirst)
+
+	mux.HandleFunc("POST /test/drop", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, s.dropAll())
+	})
+	mux.HandleFunc("POST /test/pause", func(w http.ResponseWriter, r *http.Request) { s.setPaused(true) })
+	mux.HandleFunc("POST /test/resume", func(w http.ResponseWriter, r *http.Request) { s.setPaused(false) })
+	mux.HandleFunc("POST /test/publish", s.publishMany)
+	return mux
+}
+
+// track records hijacked connections, the WebSockets, for dropAll.
+func (s *server) track(c net.Conn, state http.ConnState) {
+	if state != http.StateHijacked {
+		return
+	}
+	s.mu.Lock()
+	s.conns[c] = struct{}{}
+	s.mu.Unlock()
+}
+
+// dropAll closes every WebSocket's TCP connection without a closing
+// handshake, as a network failure would, and returns how many.
+func (s *server) dropAll() int {
+	s.mu.Lock()
+	conns := s.conns
+	s.conns = make(map[net.Conn]struct{})
+	s.mu.Unlock()
+	for c := range conns {
+		if tc, ok := c.(*net.TCPConn); ok {
+			tc.SetLinger(0) // a reset, not a graceful FIN
+		}
+		c.Close()
+	}
+	return len(conns)
+}
+
+func (s *server) setPaused(p bool) {
+	s.mu.Lock()
+	s.paused = p
+	s.mu.Unlock()
+}
+
+// gate refuses WebSocket connections while the server is paused.
+func (s *server) gate(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		paused := s.paused
+		s.mu.Unlock()
+		if paused {
+			http.Error(w, "paused by the test", http.StatusServiceUnavailable)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (s *server) publishMany(w http.ResponseWriter, r *http.Request) {
+	channel := r.URL.Query().Get("channel")
+	n, err := strconv.Atoi(r.URL.Query().Get("n"))
+	if err != nil || n < 1 {
+		http.Error(w, "need ?n=", http.StatusBadRequest)
+		return
+	}
+	var last live.Position
+	for i := 1; i <= n; i++ {
+		if last, err = s.hub.Publish(r.Context(), channel, map[string]int{"i": i}); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"cursor": last.String()})
+}
+
+// faults makes a request wait for X-Test-Delay, or fail with
+// X-Test-Status without reaching the handler.
+func faults(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if d, err := time.ParseDuration(r.Header.Get("X-Test-Delay")); err == nil {
+			select {
+			case <-time.After(d):
+			case <-r.Context().Done():
+				return
+			}
+		}
+		if code, err := strconv.Atoi(r.Header.Get("X-Test-Status")); err == nil {
+			writeJSON(w, code, map[string]string{"error": "injected", "message": "X-Test-Status"})
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
+}
+
+func (s *server) listTodos(w http.ResponseWriter, r *http.Request) {
+	s.todoMu.Lock()
+	list := append([]todo{}, s.todos...)
+	s.todoMu.Unlock()
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusOK, list)
+}
+
+func (s *server) create(r *http.Request) (todo, error) {
+	var t todo
+	if err := json.NewDecoder(r.Body).Decode(&t); err != nil {
+		return t, err
+	}
+	s.todoMu.Lock()
+	defer s.todoMu.Unlock()
+	s.nextID++
+	t.ID = "t" + strconv.Itoa(s.nextID)
+	s.todos = append([]todo{t}, s.todos...)
+	return t, nil
+}
+
+func (s *server) addTodo(w http.ResponseWriter, r *http.Request) {
+	t, err := s.create(r)
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "bad_json", "message": err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusCreated, t)
+}
+
+// addTodoBroadcastFirst publishes the add, with the request's mutation id,
+// before answering, and answers only after ?delay=: the broadcast reaches
+// the client first, the opposite of Hub.Hook's order.
+func (s *server) addTodoBroadcastFirst(w http.ResponseWriter, r *http.Request) {
+	t, err := s.create(r)
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "bad_json", "message": err.Error()})
+		return
+	}
+	item, _ := json.Marshal(t)
+	mid := r.Header.Get(live.MutationIDHeader)
+	if _, err := s.hub.Publish(r.Context(), "todos", live.ListUpdate{Type: "add", Item: item, MutationID: mid}); err != nil {
+		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "publish", "message": err.Error()})
+		return
+	}
+	if d, err := time.ParseDuration(r.URL.Query().Get("delay")); err == nil {
+		time.Sleep(d)
+	}
+	w.Header().Set(live.MutationIDHeader, mid)
+	writeJSON(w, http.StatusCreated, t)
+}
+
+func (s *server) updateTodo(w http.ResponseWriter, r *http.Request) {
+	var patch map[string]json.RawMessage
+	if err := json.NewDecoder(r.Body).Decode(&patch); err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "bad_json", "message": err.Error()})
+		return
+	}
+	s.todoMu.Lock()
+	defer s.todoMu.Unlock()
+	for i := range s.todos {
+		t := &s.todos[i]
+		if t.ID != r.PathValue("id") {
+			continue
+		}
+		if v, ok := patch["title"]; ok {
+			json.Unmarshal(v, &t.Title)
+		}
+		if v, ok := patch["done"]; ok {
+			json.Unmarshal(v, &t.Done)
+		}
+		writeJSON(w, http.StatusOK, *t)
+		return
+	}
+	writeJSON(w, http.StatusNotFound, map[string]string{"error": "not_found", "message": "no such todo"})
+}
+
+func (s *server) deleteTodo(w http.ResponseWriter, r *http.Request) {
+	s.todoMu.Lock()
+	defer s.todoMu.Unlock()
+	for i, t := range s.todos {
+		if t.ID == r.PathValue("id") {
+			s.todos = append(s.todos[:i], s.todos[i+1:]...)
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+	}
+	writeJSON(w, http.StatusNotFound, map[string]string{"error": "not_found", "message": "no such todo"})
+}

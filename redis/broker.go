@@ -1,0 +1,409 @@
+// Package redisbroker is a [live.Broker] with [live.History] on Redis, so
+// that several processes, each with its own [live.Hub], serve the same
+// channels and every client can resume on any of them.
+//
+// Use [Open] with a Redis URL, or [New] with a *redis.Client you
+// configured, and give the broker to the Hub:
+//
+//	b, err := redisbroker.Open("redis://localhost:6379/0", nil)
+//	if err != nil { … }
+//	defer b.Close()
+//	hub := live.NewHub(&live.Options{Broker: b})
+//	defer hub.Close(context.Background())
+//
+// # What Redis holds
+//
+// Redis numbers the publications, so every process agrees on them. Each
+// channel has three names, all starting with [Options].Prefix and holding
+// the channel in a Redis Cluster hash tag, so that they share a slot:
+//
+//   - "live:{name}:head", a hash with the channel's epoch and the Seq of its
+//     latest publication;
+//   - "live:{name}:log", a stream of recent publications, entry id
+//     "<seq>-0", with fields d (the data) and t (Redis time in ms);
+//   - "live:{name}:pub", the pub/sub channel that announces publications.
+//
+// Publish runs one Lua script that increments the Seq, appends to the
+// stream, trims it to exactly [Options].HistorySize entries and publishes the
+// announcement, so numbering and history never diverge. The epoch is made
+// on first use; if Redis loses its data (a restart without persistence,
+// FLUSHALL, eviction) the next use makes a new one and older cursors
+// reset instead of resuming into the wrong numbering.
+//
+// # Failures
+//
+// All subscriptions of a Broker share one pub/sub connection. When it
+// breaks, is re-established, or stays silent for [Options].StallTimeout
+// although pinged, every Subscribe call returns an error, and the Hub
+// subscribes again and fills the hole from history. Publish returns an error
+// when Redis does not confirm a publication.
+//
+// Requires Redis 6.2 or later.
+package redisbroker
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-live/live"
+	"github.com/redis/go-redis/v9"
+)
+
+// Options configures a Broker. The zero value, or nil, means the defaults
+// documented on each field. Brokers sharing a Redis database must agree on
+// Prefix, and should on HistorySize and HistoryAge.
+type Options struct {
+	// HistorySize is how many recent publications each channel keeps for
+	// resuming clients: the channel's stream is trimmed to exactly this
+	// many entries on every publication. Default 1024; negative keeps none.
+	HistorySize int
+
+	// HistoryAge drops publications older than this from history (by
+	// Redis's clock). Default 10 minutes; negative keeps them until
+	// HistorySize pushes them out, and channels forever. With an age
+	// limit, a channel on which nothing is published and no Subscribe call
+	// starts for HistoryAge or 24 hours, whichever is longer, is
+	// forgotten: its next publication starts a new epoch, and its clients
+	// refetch.
+	HistoryAge time.Duration
+
+	// Prefix starts every Redis key and pub/sub channel name the broker
+	// uses, so that several applications can share a database. It must
+	// not contain '{' or '}'. Default "live:".
+	Prefix string
+
+	// StallTimeout is how long the pub/sub connection may stay silent,
+	// although pinged, before the broker takes Redis for stalled and ends
+	// every Subscribe call with an error. It is pinged after a quarter of
+	// that time without traffic. Default 5 seconds.
+	StallTimeout time.Duration
+}
+
+// Broker is a [live.Broker] and [live.History] on Redis. It is safe for
+// concurrent use. It runs two goroutines, which read and ping the shared
+// pub/sub connection, from New or Open until Close.
+type Broker struct {
+	client *redis.Client
+	own    bool // Close closes client
+	size   int
+	age    time.Duration // <= 0: no age limit
+	ttl    time.Duration // of a channel's head key; <= 0: none
+	prefix string
+	stall  time.Duration
+
+	ctx    context.Context // ends at Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // the reader and the pinger
+	wake   chan struct{}  // tells the reader the connection changed or is in use; buffer of 1
+
+	// cmdMu serialises SUBSCRIBE and UNSUBSCRIBE with the bookkeeping that
+	// decides them, so Redis receives them in the order psChan.pending
+	// records. It is held across the write (and the dial, when the
+	// connection is new), never across a wait for a confirmation.
+	cmdMu sync.Mutex
+
+	mu     sync.Mutex // guards closed, conn and the pub/sub bookkeeping (see psConn and sub)
+	closed bool
+	conn   *psConn // current pub/sub connection; replaced whenever one fails
+}
+
+var (
+	_ live.Broker  = (*Broker)(nil)
+	_ live.History = (*Broker)(nil)
+)
+
+const (
+	defaultHistorySize = 1024
+	defaultHistoryAge  = 10 * time.Minute
+	defaultPrefix      = "live:"
+	defaultStall       = 5 * time.Second
+	minChannelTTL      = 24 * time.Hour
+
+	// inlineMax is the largest data carried inside a pub/sub
+	// announcement; larger data is fetched from the stream, which keeps
+	// the shared pub/sub connection's buffers small.
+	inlineMax = 64 << 10
+)
+
+// New returns a broker that uses client. The broker never closes client;
+// close it after the broker.
+//
+// Publish is not idempotent: if client retries a command whose reply was
+// lost, a publication may be taken twice. Set MaxRetries: -1 in the
+// client's options to prevent that, and ContextTimeoutEnabled: true so
+// that Publish and Since honour their context's deadline. Open does both.
+func New(client *redis.Client, opts *Options) *Broker {
+	if client == nil {
+		panic("redisbroker: New with a nil *redis.Client")
+	}
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	if o.HistorySize == 0 {
+		o.HistorySize = defaultHistorySize
+	}
+	if o.HistorySize < 0 {
+		o.HistorySize = 0
+	}
+	if o.HistoryAge == 0 {
+		o.HistoryAge = defaultHistoryAge
+	}
+	if o.Prefix == "" {
+		o.Prefix = defaultPrefix
+	}
+	if strings.ContainsAny(o.Prefix, "{}") {
+		panic(fmt.Sprintf("redisbroker: Options.Prefix %q contains a brace, which would break the Redis Cluster hash tags", o.Prefix))
+	}
+	if o.StallTimeout <= 0 {
+		o.StallTimeout = defaultStall
+	}
+	b := &Broker{
+		client: client,
+		size:   o.HistorySize,
+		prefix: o.Prefix,
+		stall:  o.StallTimeout,
+		wake:   make(chan struct{}, 1),
+	}
+	if o.HistoryAge > 0 {
+		b.age = o.HistoryAge
+		b.ttl = max(o.HistoryAge, minChannelTTL)
+	}
+	b.ctx, b.cancel = context.WithCancel(context.Background())
+	b.conn = b.newConn()
+	b.wg.Add(2)
+	go b.read()
+	go b.ping()
+	return b
+}
+
+// Open returns a broker on a client it makes from url, in the form
+// redis://[[user]:password@]host[:port][/db] (or rediss:// for TLS; see
+// redis.ParseURL for the query parameters). Like sql.Open, it does not
+// connect: the first Publish or Subscribe does. Close closes the client.
+func Open(url string, opts *Options) (*Broker, error) {
+	o, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("redisbroker: %w", err)
+	}
+	if o.MaxRetries == 0 {
+		o.MaxRetries = -1 // a retried publication could be taken twice
+	}
+	o.ContextTimeoutEnabled = true
+	b := New(redis.NewClient(o), opts)
+	b.own = true
+	return b, nil
+}
+
+// Close ends every subscription with an error matching [live.ErrClosed],
+// makes later calls fail with it, waits for the broker's goroutines and
+// closes the client if Open made it. Calling it again does nothing.
+func (b *Broker) Close() error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	c := b.conn
+	c.failLocked(live.ErrClosed)
+	b.mu.Unlock()
+
+	b.cancel()
+	c.ps.Close()
+	b.wg.Wait()
+	if b.own {
+		return b.client.Close()
+	}
+	return nil
+}
+
+// isClosed reports whether Close has been called.
+func (b *Broker) isClosed() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.closed
+}
+
+// keys returns the Redis keys of channel: its head hash and its stream.
+func (b *Broker) keys(channel string) []string {
+	tag := b.prefix + "{" + channel + "}"
+	return []string{tag + ":head", tag + ":log"}
+}
+
+// pubsubName returns the pub/sub channel that announces channel's
+// publications.
+func (b *Broker) pubsubName(channel string) string {
+	return b.prefix + "{" + channel + "}:pub"
+}
+
+// newEpoch returns a random epoch: 12 characters of [a-z2-7], 60 bits.
+func newEpoch() string {
+	return strings.ToLower(rand.Text()[:12])
+}
+
+// Publish implements [live.Broker]. It returns an error, never a false
+// success, when Redis does not confirm the publication.
+func (b *Broker) Publish(ctx context.Context, channel string, data []byte) (live.Position, error) {
+	if err := ctx.Err(); err != nil {
+		return live.Position{}, fmt.Errorf("live: publish %q: %w", channel, err)
+	}
+	if b.isClosed() {
+		return live.Position{}, fmt.Errorf("live: publish %q: %w", channel, live.ErrClosed)
+	}
+	inline := inlineMax
+	if b.size == 0 {
+		inline = -1 // nothing to fetch from: always inline
+	}
+	res, err := publishScript.Run(ctx, b.client, b.keys(channel),
+		data, newEpoch(), b.size, b.age.Milliseconds(), inline, b.pubsubName(channel), b.ttl.Milliseconds()).Slice()
+	if err != nil {
+		return live.Position{}, fmt.Errorf("live: publish %q: %w", channel, err)
+	}
+	epoch, ok1 := res[0].(string)
+	seq, ok2 := res[1].(int64)
+	if len(res) != 2 || !ok1 || !ok2 || seq < 1 {
+		return live.Position{}, fmt.Errorf("live: publish %q: unexpected reply %v from Redis", channel, res)
+	}
+	return live.Position{Epoch: epoch, Seq: uint64(seq)}, nil
+}
+
+// head returns the channel's latest position, creating its epoch if the
+// channel is new, so that the first publication is in the epoch returned.
+func (b *Broker) head(ctx context.Context, channel string) (live.Position, error) {
+	res, err := headScript.Run(ctx, b.client, b.keys(channel), newEpoch(), b.ttl.Milliseconds()).Slice()
+	if err != nil {
+		return live.Position{}, err
+	}
+	if len(res) != 2 {
+		return live.Position{}, fmt.Errorf("unexpected reply %v from Redis", res)
+	}
+	epoch, _ := res[0].(string)
+	seq, err := parseSeq(res[1])
+	if err != nil || epoch == "" {
+		return live.Position{}, fmt.Errorf("unexpected reply %v from Redis", res)
+	}
+	return live.Position{Epoch: epoch, Seq: seq}, nil
+}
+
+// Since implements [live.History]. It reads the channel's head and an
+// XRANGE from the stream entry id "<after.Seq+1>-0" in one MULTI/EXEC, so
+// it finds its starting point without scanning.
+func (b *Broker) Since(ctx context.Context, channel string, after live.Position) ([]live.Message, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("live: history %q: %w", channel, err)
+	}
+	if b.isClosed() {
+		return nil, fmt.Errorf("live: history %q: %w", channel, live.ErrClosed)
+	}
+	msgs, err := b.since(ctx, channel, after, 0)
+	if err != nil {
+		return nil, fmt.Errorf("live: history %q from %v: %w", channel, after, err)
+	}
+	return msgs, nil
+}
+
+// since returns up to count (0: all) publications after after, or an error
+// that is live.ErrGone if they are not all in the stream. It reads the head
+// and the stream in one MULTI/EXEC, so they agree; a Lua script would copy
+// every entry once more.
+func (b *Broker) since(ctx context.Context, channel string, after live.Position, count int) ([]live.Message, error) {
+	keys := b.keys(channel)
+	var (
+		head    *redis.SliceCmd
+		now     *redis.TimeCmd
+		entries *redis.XMessageSliceCmd
+	)
+	_, err := b.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		head = p.HMGet(ctx, keys[0], "epoch", "seq")
+		now = p.Time(ctx)
+		if after.Seq < math.MaxUint64 { // else it is beyond any head
+			first := strconv.FormatUint(after.Seq+1, 10) + "-0"
+			if count > 0 {
+				entries = p.XRangeN(ctx, keys[1], first, "+", int64(count))
+			} else {
+				entries = p.XRange(ctx, keys[1], first, "+")
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	h := head.Val()
+	if len(h) != 2 || h[0] == nil {
+		return nil, live.ErrGone // no record of the channel
+	}
+	epoch, _ := h[0].(string)
+	last, err := parseSeq(h[1])
+	if err != nil {
+		return nil, fmt.Errorf("unexpected head %v in Redis", h)
+	}
+	if epoch != after.Epoch || after.Seq > last {
+		return nil, live.ErrGone
+	}
+	if after.Seq == last {
+		return nil, nil
+	}
+	xs := entries.Val()
+	if len(xs) == 0 {
+		return nil, live.ErrGone
+	}
+	msgs := make([]live.Message, 0, len(xs))
+	for i, x := range xs {
+		seq, data, at, err := parseEntry(x)
+		if err != nil {
+			return nil, err
+		}
+		if seq != after.Seq+1+uint64(i) {
+			return nil, live.ErrGone // trimmed, or a hole
+		}
+		if i == 0 && b.age > 0 && at < now.Val().UnixMilli()-b.age.Milliseconds() {
+			return nil, live.ErrGone // older than HistoryAge, not trimmed yet
+		}
+		msgs = append(msgs, live.Message{Channel: channel, Pos: live.Position{Epoch: epoch, Seq: seq}, Data: data})
+	}
+	if count == 0 && msgs[len(msgs)-1].Pos.Seq != last {
+		return nil, live.ErrGone
+	}
+	return msgs, nil
+}
+
+// parseSeq reads a Seq that Redis returns as a string or an integer.
+func parseSeq(v any) (uint64, error) {
+	switch v := v.(type) {
+	case string:
+		return strconv.ParseUint(v, 10, 64)
+	case int64:
+		if v >= 0 {
+			return uint64(v), nil
+		}
+	}
+	return 0, fmt.Errorf("bad sequence number %v", v)
+}
+
+// parseEntry reads a stream entry: id "<seq>-0", fields d (data) and t
+// (Redis time in ms).
+func parseEntry(x redis.XMessage) (seq uint64, data []byte, at int64, err error) {
+	seqPart, ok := strings.CutSuffix(x.ID, "-0")
+	d, okData := x.Values["d"].(string)
+	t, _ := x.Values["t"].(string)
+	if ok {
+		seq, err = strconv.ParseUint(seqPart, 10, 64)
+	}
+	if !ok || !okData || err != nil {
+		return 0, nil, 0, fmt.Errorf("unexpected stream entry %q in Redis", x.ID)
+	}
+	at, _ = strconv.ParseInt(t, 10, 64)
+	return seq, []byte(d), at, nil
+}
+
+// errGap reports a publication announced out of turn.
+var errGap = errors.New("publications missing from the pub/sub stream")

@@ -1,0 +1,359 @@
+package redisbroker_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-live/live"
+	"github.com/go-live/live/brokertest"
+	redisbroker "github.com/go-live/live/redis"
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/redis/go-redis/v9"
+)
+
+// The suite runs with both protocols go-redis speaks: replies to the Lua
+// scripts and pub/sub messages are shaped differently in RESP2 and RESP3.
+func TestConformance(t *testing.T) {
+	url := redisURL(t)
+	for _, protocol := range []int{3, 2} {
+		t.Run(fmt.Sprintf("RESP%d", protocol), func(t *testing.T) {
+			brokertest.Run(t, brokertest.Config{
+				New: func(t *testing.T) live.Broker {
+					c := newClient(t, url, func(o *redis.Options) { o.Protocol = protocol })
+					return redisbroker.New(c, &redisbroker.Options{HistorySize: 64, Prefix: testPrefix(t, c)})
+				},
+				HistorySize: 64,
+			})
+		})
+	}
+}
+
+// A broker that keeps no history still numbers and delivers everything,
+// large publications included, which it then announces inline.
+func TestConformanceWithoutHistory(t *testing.T) {
+	url := redisURL(t)
+	brokertest.Run(t, brokertest.Config{
+		New: func(t *testing.T) live.Broker {
+			c := newClient(t, url)
+			return redisbroker.New(c, &redisbroker.Options{HistorySize: -1, Prefix: testPrefix(t, c)})
+		},
+	})
+}
+
+// The key layout is documented, because operators look at it: a hash and
+// a stream per channel, under the prefix, in one hash tag, the stream
+// trimmed to exactly HistorySize entries whose ids are the Seqs.
+func TestKeys(t *testing.T) {
+	url := redisURL(t)
+	b, c, prefix := newBroker(t, url, &redisbroker.Options{HistorySize: 8})
+	ctx := t.Context()
+	channel := channelName(t)
+	var last live.Position
+	for i := range 10 {
+		last = publish(t, b, channel, fmt.Sprint(i))
+	}
+	head := prefix + "{" + channel + "}:head"
+	log := prefix + "{" + channel + "}:log"
+
+	got, err := c.HGetAll(ctx, head).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(map[string]string{"epoch": last.Epoch, "seq": "10"}, got); diff != "" {
+		t.Errorf("HGETALL %s (-want +got):\n%s", head, diff)
+	}
+	entries, err := c.XRange(ctx, log, "-", "+").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids, data []string
+	for _, e := range entries {
+		ids = append(ids, e.ID)
+		data = append(data, e.Values["d"].(string))
+	}
+	wantIDs := []string{"3-0", "4-0", "5-0", "6-0", "7-0", "8-0", "9-0", "10-0"}
+	if diff := cmp.Diff(wantIDs, ids); diff != "" {
+		t.Errorf("stream ids (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"2", "3", "4", "5", "6", "7", "8", "9"}, data); diff != "" {
+		t.Errorf("stream data (-want +got):\n%s", diff)
+	}
+	// Idle channels are forgotten: history after HistoryAge, the head after
+	// a day.
+	if ttl := c.PTTL(ctx, log).Val(); ttl <= 0 || ttl > 10*time.Minute {
+		t.Errorf("PTTL %s = %v, want the default HistoryAge, 10m", log, ttl)
+	}
+	if ttl := c.PTTL(ctx, head).Val(); ttl <= 23*time.Hour || ttl > 24*time.Hour {
+		t.Errorf("PTTL %s = %v, want 24h", head, ttl)
+	}
+	if slot := c.ClusterKeySlot(ctx, head).Val(); slot != c.ClusterKeySlot(ctx, log).Val() {
+		t.Errorf("%s and %s are in different cluster slots", head, log)
+	}
+}
+
+// HistoryAge drops publications by Redis's clock, both in Since (at once)
+// and from the stream (on the next publication).
+func TestHistoryAge(t *testing.T) {
+	url := redisURL(t)
+	b, c, prefix := newBroker(t, url, &redisbroker.Options{HistoryAge: 50 * time.Millisecond})
+	channel := channelName(t)
+	first := publish(t, b, channel, `1`)
+	publish(t, b, channel, `2`)
+	start := live.Position{Epoch: first.Epoch}
+
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		_, err := b.Since(t.Context(), channel, start)
+		if errors.Is(err, live.ErrGone) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("publications older than HistoryAge are still replayed")
+		}
+		time.Sleep(10 * time.Millisecond) // waiting for time to pass, which is what is tested
+	}
+	third := publish(t, b, channel, `3`)
+	got, err := b.Since(t.Context(), channel, live.Position{Epoch: first.Epoch, Seq: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]live.Message{{Channel: channel, Pos: third, Data: []byte(`3`)}}, got); diff != "" {
+		t.Errorf("Since the last expired publication (-want +got):\n%s", diff)
+	}
+	if n := c.XLen(t.Context(), prefix+"{"+channel+"}:log").Val(); n != 1 {
+		t.Errorf("the stream holds %d entries after expiry, want 1", n)
+	}
+}
+
+// When Redis loses a channel's keys (a restart without persistence,
+// FLUSHALL, eviction), numbering starts again in a new epoch, so that no
+// cursor resumes into the wrong publications, and subscribers end with an
+// error rather than deliver from another numbering.
+func TestDataLossStartsNewEpoch(t *testing.T) {
+	url := redisURL(t)
+	b, c, prefix := newBroker(t, url, nil)
+	channel := channelName(t)
+	before := publish(t, b, channel, `"before"`)
+	w := watch(t, b, channel)
+	if head := w.ready(t); head != before {
+		t.Fatalf("ready(%v), want %v", head, before)
+	}
+
+	tag := prefix + "{" + channel + "}"
+	if err := c.Del(t.Context(), tag+":head", tag+":log").Err(); err != nil {
+		t.Fatal(err)
+	}
+	after := publish(t, b, channel, `"after"`)
+	if after.Epoch == before.Epoch || after.Seq != 1 {
+		t.Errorf("first publication after the loss is at %v, want Seq 1 in an epoch other than %q", after, before.Epoch)
+	}
+	if err := w.failure(t, waitTimeout); !strings.Contains(err.Error(), "epoch changed") {
+		t.Errorf("Subscribe = %v, want an error about the epoch", err)
+	}
+	if _, err := b.Since(t.Context(), channel, before); !errors.Is(err, live.ErrGone) {
+		t.Errorf("Since(%v) from the lost epoch: %v, want ErrGone", before, err)
+	}
+	got, err := b.Since(t.Context(), channel, live.Position{Epoch: after.Epoch})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]live.Message{{Channel: channel, Pos: after, Data: []byte(`"after"`)}}, got); diff != "" {
+		t.Errorf("Since the start of the new epoch (-want +got):\n%s", diff)
+	}
+}
+
+// Announcements out of turn end the subscription instead of being
+// skipped: the Hub then catches up from history or resets its clients.
+func TestAnnouncementsOutOfTurn(t *testing.T) {
+	url := redisURL(t)
+	for _, tt := range []struct {
+		name, announce, want string // announce: the message, with %s for the epoch
+	}{
+		{"Gap", "%s 3 d3", "missing"},
+		{"OtherEpoch", "x%s 2 d2", "epoch changed"},
+		{"Malformed", "%s two d2", "malformed"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			b, c, prefix := newBroker(t, url, nil)
+			channel := channelName(t)
+			head := publish(t, b, channel, `1`)
+			w := watch(t, b, channel)
+			w.ready(t)
+			// A stale repeat is ignored; the next one is out of turn.
+			pubsub := prefix + "{" + channel + "}:pub"
+			c.Publish(t.Context(), pubsub, head.Epoch+" 1 d1")
+			c.Publish(t.Context(), pubsub, fmt.Sprintf(tt.announce, head.Epoch))
+			if err := w.failure(t, waitTimeout); !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Subscribe = %v, want an error about %q", err, tt.want)
+			}
+			if len(w.msgs) > 0 {
+				t.Errorf("delivered %v", <-w.msgs)
+			}
+		})
+	}
+}
+
+// go-redis reconnects pub/sub connections silently. The broker must notice
+// that announcements may have been lost while it was disconnected.
+func TestPubSubReconnectEndsSubscriptions(t *testing.T) {
+	url := redisURL(t)
+	b, c, _ := newBroker(t, url, nil)
+	channel := channelName(t)
+	w := watch(t, b, channel)
+	head := w.ready(t)
+
+	// Kill our own pub/sub connection only: the server is shared.
+	name := c.Options().ClientName
+	list, err := c.ClientList(t.Context()).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	killed := 0
+	for _, line := range strings.Split(list, "\n") {
+		f := strings.Fields(line)
+		if !hasField(f, "name="+name) || hasField(f, "sub=0") {
+			continue
+		}
+		for _, kv := range f {
+			if id, ok := strings.CutPrefix(kv, "id="); ok {
+				if err := c.Do(t.Context(), "CLIENT", "KILL", "ID", id).Err(); err != nil {
+					t.Fatal(err)
+				}
+				killed++
+			}
+		}
+	}
+	if killed != 1 {
+		t.Fatalf("found %d pub/sub connections named %s, want 1:\n%s", killed, name, list)
+	}
+	missed := publish(t, b, channel, `"while disconnected"`)
+	if err := w.failure(t, waitTimeout); !strings.Contains(err.Error(), "pub/sub connection") {
+		t.Errorf("Subscribe = %v, want an error about the connection", err)
+	}
+
+	// As the Hub does: subscribe again, catch up from history.
+	again := watch(t, b, channel)
+	head2 := again.ready(t)
+	got, err := b.Since(t.Context(), channel, head)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) == 0 || got[0].Pos != missed || head2.Seq < missed.Seq {
+		t.Errorf("after the reconnection, ready(%v) and Since(%v) = %v; want %v covered", head2, head, got, missed)
+	}
+	next := publish(t, b, channel, `"after"`)
+	if m := again.next(t); m.Pos != next {
+		t.Errorf("delivery after resubscribing at %v, want %v", m.Pos, next)
+	}
+}
+
+func hasField(fields []string, f string) bool {
+	for _, x := range fields {
+		if x == f {
+			return true
+		}
+	}
+	return false
+}
+
+// Brokers on separate clients, as in separate processes, agree on the
+// numbering and see each other's publications.
+func TestBrokersShareChannels(t *testing.T) {
+	url := redisURL(t)
+	a, _, prefix := newBroker(t, url, nil)
+	b := redisbroker.New(newClient(t, url), &redisbroker.Options{Prefix: prefix})
+	t.Cleanup(func() { b.Close() })
+	channel := channelName(t)
+	wa, wb := watch(t, a, channel), watch(t, b, channel)
+	wa.ready(t)
+	wb.ready(t)
+	var want []live.Message
+	for i, br := range []live.Broker{a, b, b, a, b} {
+		data := fmt.Sprintf(`{"i":%d}`, i)
+		want = append(want, live.Message{Channel: channel, Pos: publish(t, br, channel, data), Data: []byte(data)})
+	}
+	for name, w := range map[string]*watcher{"a": wa, "b": wb} {
+		var got []live.Message
+		for range want {
+			got = append(got, w.next(t))
+		}
+		if diff := cmp.Diff(want, got, cmpopts.EquateEmpty()); diff != "" {
+			t.Errorf("broker %s delivered (-want +got):\n%s", name, diff)
+		}
+	}
+}
+
+func TestOpen(t *testing.T) {
+	url := redisURL(t)
+	prefix := "livetest:" + randomName() + ":"
+	b, err := redisbroker.Open(url, &redisbroker.Options{Prefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	channel := channelName(t)
+	pos := publish(t, b, channel, `1`)
+	if got, err := b.Since(t.Context(), channel, live.Position{Epoch: pos.Epoch}); err != nil || len(got) != 1 {
+		t.Errorf("Since = %v, %v", got, err)
+	}
+	// Clean up with a client of our own: Close closes the broker's.
+	c := newClient(t, url)
+	c.Del(t.Context(), prefix+"{"+channel+"}:head", prefix+"{"+channel+"}:log")
+	if err := b.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	if _, err := b.Publish(t.Context(), channel, []byte(`2`)); !errors.Is(err, live.ErrClosed) {
+		t.Errorf("Publish after Close: %v, want ErrClosed", err)
+	}
+	if err := b.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+
+	if _, err := redisbroker.Open("http://example.com", nil); err == nil {
+		t.Error("Open with an http URL succeeded")
+	}
+}
+
+// A client passed to New stays the caller's.
+func TestCloseLeavesClientOpen(t *testing.T) {
+	url := redisURL(t)
+	c := newClient(t, url)
+	b := redisbroker.New(c, &redisbroker.Options{Prefix: testPrefix(t, c)})
+	publish(t, b, channelName(t), `1`)
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Ping(t.Context()).Err(); err != nil {
+		t.Errorf("the client after Close: %v", err)
+	}
+}
+
+func TestNewPanicsOnBadPrefix(t *testing.T) {
+	defer func() {
+		if r := recover(); r == nil || !strings.Contains(fmt.Sprint(r), "Prefix") {
+			t.Errorf("recovered %v, want a panic about the prefix", r)
+		}
+	}()
+	c := redis.NewClient(&redis.Options{})
+	defer c.Close()
+	redisbroker.New(c, &redisbroker.Options{Prefix: "app:{x}:"})
+}
+
+// Since honours its context: the Hub cancels a resume when the client
+// leaves.
+func TestSinceCancelled(t *testing.T) {
+	url := redisURL(t)
+	b, _, _ := newBroker(t, url, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := b.Since(ctx, channelName(t), live.Position{Epoch: "x"}); !errors.Is(err, context.Canceled) {
+		t.Errorf("Since with a cancelled context: %v", err)
+	}
+}

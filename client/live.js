@@ -1092,6 +1092,64 @@ function defaultFetch() {
 // ---------------------------------------------------------------------------
 // liveState: the value of a State channel
 
+// Follower is what liveState and liveList share: a value loaded from
+// options.url, with retries, and kept in sync by a channel's frames, which
+// wait in _buffer while a load runs. Subclasses set up their own fields,
+// then call _follow; they provide _load and _onFrame.
+class Follower {
+  constructor(o, name) {
+    if (typeof o.channel !== "string" || !o.channel) throw new TypeError(`live: ${name}: options.channel is required`);
+    if (o.url === undefined) throw new TypeError(`live: ${name}: options.url is required`);
+    this._o = o;
+    this._fetch = o.fetch ?? defaultFetch();
+    this._loaded = false;
+    this._buffer = null; // frames that arrived during a fetch
+    this._listeners = new Set();
+    this._abort = new AbortController();
+    this._closed = false;
+    let ready;
+    this.ready = new Promise((resolve) => (ready = resolve));
+    this._ready = ready;
+    if (o.onChange) this._listeners.add(o.onChange);
+  }
+
+  _follow(live) {
+    this._loader = new Retrier(() => this._load(), 500, 30000, Math.random);
+    this._unsubscribe = live.subscribe(this._o.channel, (data, meta) => this._onFrame(data, meta), {
+      onSubscribed: () => {
+        if (!this._loaded && !this._loader.running) this._loader.run();
+      },
+      onReset: () => this.refetch(),
+      onError: (err) => this._error(err),
+    });
+  }
+
+  /** onChange calls listener after every change; it returns a function that stops the calls. */
+  onChange(listener) {
+    this._listeners.add(listener);
+    return () => this._listeners.delete(listener);
+  }
+
+  /** refetch loads afresh; a list keeps its pending mutations applied over the new items. */
+  refetch() {
+    if (this._closed) return;
+    this._buffer ??= []; // from now on, frames wait for the new value
+    this._loader.run();
+  }
+
+  /** close stops following the channel and abandons requests in flight. */
+  close() {
+    this._closed = true;
+    this._loader.stop();
+    this._abort.abort();
+    this._unsubscribe();
+  }
+
+  _error(err) {
+    if (this._o.onError) call(this._o.onError, err);
+  }
+}
+
 /**
  * liveState keeps the value of a State channel (Hub.State) in sync: once
  * the subscription is acknowledged it fetches {data, version} from
@@ -1107,32 +1165,12 @@ export function liveState(live, options) {
   return new LiveState(live, options);
 }
 
-class LiveState {
+class LiveState extends Follower {
   constructor(live, options) {
-    const o = { headers: {}, timeout: 10000, ...options };
-    if (typeof o.channel !== "string" || !o.channel) throw new TypeError("live: liveState: options.channel is required");
-    if (o.url === undefined) throw new TypeError("live: liveState: options.url is required");
-    this._o = o;
-    this._fetch = o.fetch ?? defaultFetch();
+    super({ headers: {}, timeout: 10000, ...options }, "liveState");
     this._value = undefined;
     this._version = 0;
-    this._loaded = false;
-    this._buffer = null; // frames that arrived during a fetch
-    this._listeners = new Set();
-    this._abort = new AbortController();
-    this._closed = false;
-    let ready;
-    this.ready = new Promise((resolve) => (ready = resolve));
-    this._ready = ready;
-    if (o.onChange) this._listeners.add(o.onChange);
-    this._loader = new Retrier(() => this._load(), 500, 30000, Math.random);
-    this._unsubscribe = live.subscribe(o.channel, (data, meta) => this._onData(data, meta), {
-      onSubscribed: () => {
-        if (!this._loaded && !this._loader.running) this._loader.run();
-      },
-      onReset: () => this.refetch(),
-      onError: (err) => this._error(err),
-    });
+    this._follow(live);
   }
 
   /** The current value; undefined until the first fetch. */
@@ -1143,27 +1181,6 @@ class LiveState {
   /** The version of the value: the position of the publication that made it. */
   get version() {
     return this._version;
-  }
-
-  /** onChange calls listener(value, version) after every change; it returns a function that stops the calls. */
-  onChange(listener) {
-    this._listeners.add(listener);
-    return () => this._listeners.delete(listener);
-  }
-
-  /** refetch loads the value afresh. */
-  refetch() {
-    if (this._closed) return;
-    this._buffer ??= []; // from now on, frames wait for the new value
-    this._loader.run();
-  }
-
-  /** close stops following the channel. */
-  close() {
-    this._closed = true;
-    this._loader.stop();
-    this._abort.abort();
-    this._unsubscribe();
   }
 
   async _load() {
@@ -1195,7 +1212,7 @@ class LiveState {
     this._ready();
   }
 
-  _onData(data, meta) {
+  _onFrame(data, meta) {
     if (this._buffer !== null || !this._loaded) {
       // A fetch is running (or has yet to): apply once it is done.
       this._hold([data, meta]);
@@ -1243,10 +1260,6 @@ class LiveState {
   _emit() {
     for (const l of [...this._listeners]) call(l, this._value, this._version);
   }
-
-  _error(err) {
-    if (this._o.onError) call(this._o.onError, err);
-  }
 }
 
 // ---------------------------------------------------------------------------
@@ -1277,34 +1290,15 @@ export function liveList(live, options) {
   return new LiveList(live, options);
 }
 
-class LiveList {
+class LiveList extends Follower {
   constructor(live, options) {
     const o = { idField: "id", headers: {}, timeout: 10000, ...options };
-    if (typeof o.channel !== "string" || !o.channel) throw new TypeError("live: liveList: options.channel is required");
-    if (o.url === undefined) throw new TypeError("live: liveList: options.url is required");
+    super(o, "liveList");
     o.itemURL ??= (id) => `${String(o.url).replace(/\/$/, "")}/${encodeURIComponent(String(id))}`;
-    this._o = o;
-    this._fetch = o.fetch ?? defaultFetch();
     this._confirmed = []; // the server's list, as far as we know
     this._pending = []; // mutations not yet settled, in order: {mid, type, id, item}
     this._view = [];
-    this._loaded = false;
-    this._buffer = null;
-    this._listeners = new Set();
-    this._abort = new AbortController();
-    this._closed = false;
-    let ready;
-    this.ready = new Promise((resolve) => (ready = resolve));
-    this._ready = ready;
-    if (o.onChange) this._listeners.add(o.onChange);
-    this._loader = new Retrier(() => this._load(), 500, 30000, Math.random);
-    this._unsubscribe = live.subscribe(o.channel, (data) => this._onEvent(data), {
-      onSubscribed: () => {
-        if (!this._loaded && !this._loader.running) this._loader.run();
-      },
-      onReset: () => this.refetch(),
-      onError: (err) => this._error(err),
-    });
+    this._follow(live);
   }
 
   /** The list as shown: the server's, with pending mutations applied. */
@@ -1312,26 +1306,6 @@ class LiveList {
     return this._view;
   }
 
-  /** onChange calls listener(items) after every change; it returns a function that stops the calls. */
-  onChange(listener) {
-    this._listeners.add(listener);
-    return () => this._listeners.delete(listener);
-  }
-
-  /** refetch loads the list afresh; pending mutations stay applied over it. */
-  refetch() {
-    if (this._closed) return;
-    this._buffer ??= []; // from now on, events wait for the new list
-    this._loader.run();
-  }
-
-  /** close stops following the channel and abandons requests in flight. */
-  close() {
-    this._closed = true;
-    this._loader.stop();
-    this._abort.abort();
-    this._unsubscribe();
-  }
 
   /**
    * add shows item at once, with a temporary id and `_optimistic: true`,
@@ -1456,7 +1430,7 @@ class LiveList {
     this._ready();
   }
 
-  _onEvent(ev) {
+  _onFrame(ev) {
     if (this._buffer !== null || !this._loaded) {
       this._hold(ev);
       return;
@@ -1521,9 +1495,5 @@ class LiveList {
     if (view === this._view) return; // nothing changed
     this._view = view;
     for (const l of [...this._listeners]) call(l, view);
-  }
-
-  _error(err) {
-    if (this._o.onError) call(this._o.onError, err);
   }
 }

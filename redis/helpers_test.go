@@ -21,7 +21,7 @@ import (
 
 	"github.com/go-live/live"
 	redisbroker "github.com/go-live/live/redis"
-	"github.com/go-live/live/redis/internal/leakcheck"
+	"github.com/go-live/live/internal/leakcheck"
 	"github.com/redis/go-redis/v9"
 )
 

@@ -188,20 +188,4 @@ func (h *Hub) HandleFrames(frames ...[]byte) [][]byte {
 }
 
 // QueuedBytes returns the bytes waiting in every connection's queue.
-func (h *Hub) QueuedBytes() int {
-	h.mu.Lock()
-	conns := make([]*conn, 0, len(h.conns))
-	for c := range h.conns {
-		conns = append(conns, c)
-	}
-	h.mu.Unlock()
-	n := 0
-	for _, c := range conns {
-		c.mu.Lock()
-		for _, f := range c.q {
-			n += f.size()
-		}
-		c.mu.Unlock()
-	}
-	return n
-}
+func (h *Hub) QueuedBytes() int { return h.queuedBytes() }

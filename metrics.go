@@ -16,17 +16,8 @@ func (h *Hub) MetricsHandler() http.Handler {
 		st := h.Stats()
 		h.mu.Lock()
 		channels := len(h.channels)
-		conns := make([]*conn, 0, len(h.conns))
-		for c := range h.conns {
-			conns = append(conns, c)
-		}
 		h.mu.Unlock()
-		queued := 0
-		for _, c := range conns {
-			c.mu.Lock()
-			queued += c.bytes
-			c.mu.Unlock()
-		}
+		queued := h.queuedBytes()
 
 		var b strings.Builder
 		metric := func(name, kind, help string, v int64) {
@@ -55,4 +46,24 @@ func (h *Hub) MetricsHandler() http.Handler {
 		w.Header().Set("Cache-Control", "no-store")
 		w.Write([]byte(b.String()))
 	})
+}
+
+// queuedBytes returns the bytes waiting in every connection's queue,
+// replays included.
+func (h *Hub) queuedBytes() int {
+	h.mu.Lock()
+	conns := make([]*conn, 0, len(h.conns))
+	for c := range h.conns {
+		conns = append(conns, c)
+	}
+	h.mu.Unlock()
+	n := 0
+	for _, c := range conns {
+		c.mu.Lock()
+		for _, f := range c.q {
+			n += f.size()
+		}
+		c.mu.Unlock()
+	}
+	return n
 }

@@ -20,8 +20,8 @@ import (
 	"time"
 
 	"github.com/go-live/live"
-	redisbroker "github.com/go-live/live/redis"
 	"github.com/go-live/live/internal/leakcheck"
+	redisbroker "github.com/go-live/live/redis"
 	"github.com/redis/go-redis/v9"
 )
 

@@ -1,40 +1,12 @@
 // The connection in headless Chromium against the Go test server:
 // subscribe, publish, resume after a drop without loss or duplicate, and
 // resets.
-import { test, before, after, afterEach } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { startServer, launchBrowser, openPage, cleanupBuild } from "./harness.js";
+import { browserSuite } from "./harness.js";
 
-let server;
-let browser;
-const pages = [];
-
-before(async () => {
-  [server, browser] = await Promise.all([startServer(), launchBrowser()]);
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-  await cleanupBuild();
-});
-
-// Every test's pages must end without an uncaught error or an
-// InvalidStateError.
-afterEach(async () => {
-  for (const p of pages.splice(0)) {
-    const problems = await p.problems();
-    await p.page.evaluate(() => window.l?.close());
-    await p.page.close();
-    assert.deepStrictEqual(problems, [], "the page had uncaught errors");
-  }
-});
-
-async function open() {
-  const p = await openPage(browser, server.url);
-  pages.push(p);
-  return p.page;
-}
+const suite = browserSuite();
+const open = () => suite.open();
 
 // setup makes a connection in the page as window.l, recording status
 // changes in window.statuses and each channel's messages and resets in
@@ -72,7 +44,7 @@ test("subscribe and receive", async () => {
   await setup(page);
   const cursor = await page.evaluate(() => window.follow("news"));
   assert.match(cursor, /^\d+\.[A-Za-z0-9_-]+$/);
-  await server.post("/test/publish?channel=news&n=5");
+  await suite.server.post("/test/publish?channel=news&n=5");
   await page.waitForFunction(() => window.got.news.length === 5);
   const got = await page.evaluate(() => window.got.news);
   assert.deepStrictEqual(seqs(got), [1, 2, 3, 4, 5]);
@@ -89,10 +61,10 @@ test("two subscribers of a channel share it, and one can leave", async () => {
     window.second = [];
     window.stopSecond = window.l.subscribe("shared", (d) => window.second.push(d.i));
   });
-  await server.post("/test/publish?channel=shared&n=2");
+  await suite.server.post("/test/publish?channel=shared&n=2");
   await page.waitForFunction(() => window.got.shared.length === 2 && window.second.length === 2);
   await page.evaluate(() => window.stopSecond());
-  await server.post("/test/publish?channel=shared&n=1");
+  await suite.server.post("/test/publish?channel=shared&n=1");
   await page.waitForFunction(() => window.got.shared.length === 3);
   assert.deepStrictEqual(await page.evaluate(() => window.second), [1, 2]);
 });
@@ -133,18 +105,18 @@ test("resume after the server drops the connection: nothing lost, nothing twice"
   // of 1024 publications.
   const publishing = (async () => {
     for (let k = 0; k < total / 10; k++) {
-      await server.post("/test/publish?channel=feed&n=10");
+      await suite.server.post("/test/publish?channel=feed&n=10");
       await new Promise((r) => setTimeout(r, 50));
     }
   })();
   const state = () => page.evaluate(() => JSON.stringify({ got: window.got.feed.length, acks: window.acks.feed, resets: window.resets.feed, statuses: window.statuses, cursor: window.l.cursor("feed") }));
   for (let d = 0; d < drops; d++) {
     await page.waitForFunction((n) => window.got.feed.length >= n, ((d + 1) * total) / (drops + 2), { timeout: 10000 })
-      .catch(async (e) => assert.fail(`before drop ${d + 1}: ${e.message}: ${await state()}\n${server.log()}`));
-    const dropped = await server.post("/test/drop");
+      .catch(async (e) => assert.fail(`before drop ${d + 1}: ${e.message}: ${await state()}\n${suite.server.log()}`));
+    const dropped = await suite.server.post("/test/drop");
     assert.ok(dropped >= 1, "the server dropped no connection");
     await page.waitForFunction((n) => window.acks.feed >= n, d + 2, { timeout: 10000 })
-      .catch(async (e) => assert.fail(`after drop ${d + 1}: ${e.message}: ${await state()}\n${server.log()}`));
+      .catch(async (e) => assert.fail(`after drop ${d + 1}: ${e.message}: ${await state()}\n${suite.server.log()}`));
   }
   await publishing;
   await page.waitForFunction((n) => window.got.feed.length >= n, total);
@@ -168,7 +140,7 @@ test("a cursor the hub cannot resume from resets the channel", async () => {
   const [reset] = await page.evaluate(() => window.resets.resettable);
   assert.equal(reset.reason, "epoch");
   assert.equal(await page.evaluate(() => window.l.cursor("resettable")), reset.cursor);
-  await server.post("/test/publish?channel=resettable&n=1");
+  await suite.server.post("/test/publish?channel=resettable&n=1");
   await page.waitForFunction(() => window.got.resettable.length === 1);
   const [m] = await page.evaluate(() => window.got.resettable);
   assert.equal(Number(m.cursor.split(".")[0]), Number(reset.cursor.split(".")[0]) + 1);
@@ -178,20 +150,20 @@ test("away longer than the history: reset, then live again", async () => {
   const page = await open();
   await setup(page);
   await page.evaluate(() => window.follow("long"));
-  await server.post("/test/publish?channel=long&n=3");
+  await suite.server.post("/test/publish?channel=long&n=3");
   await page.waitForFunction(() => window.got.long.length === 3);
 
-  await server.post("/test/pause"); // reconnections are refused until resume
-  await server.post("/test/drop");
+  await suite.server.post("/test/pause"); // reconnections are refused until resume
+  await suite.server.post("/test/drop");
   await page.waitForFunction(() => window.l.connection.status !== "connected");
-  const { cursor: head } = await server.post("/test/publish?channel=long&n=1100"); // beyond the history of 1024
-  await server.post("/test/resume");
+  const { cursor: head } = await suite.server.post("/test/publish?channel=long&n=1100"); // beyond the history of 1024
+  await suite.server.post("/test/resume");
 
   await page.waitForFunction(() => window.resets.long.length === 1, undefined, { timeout: 10000 });
   const [reset] = await page.evaluate(() => window.resets.long);
   assert.deepStrictEqual(reset, { cursor: head, reason: "gone" });
   assert.equal((await page.evaluate(() => window.got.long)).length, 3, "publications replayed despite the reset");
-  await server.post("/test/publish?channel=long&n=1");
+  await suite.server.post("/test/publish?channel=long&n=1");
   await page.waitForFunction(() => window.got.long.length === 4);
   assert.ok(await page.evaluate(() => window.statuses.some((s) => s.status === "connecting" && s.reconnectAttempt >= 1)));
 });

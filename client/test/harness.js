@@ -6,6 +6,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
+import { before, after, afterEach } from "node:test";
+import assert from "node:assert/strict";
 import { chromium } from "playwright-core";
 
 const repo = fileURLToPath(new URL("../../", import.meta.url));
@@ -164,4 +166,34 @@ export async function cleanupBuild() {
   if (!built) return;
   const { dir } = await built;
   await rm(dir, { recursive: true, force: true });
+}
+
+// browserSuite registers the hooks every browser test file needs: one Go
+// test server and one Chromium for the file, and after each test a check
+// that its pages ended without an uncaught error or an InvalidStateError.
+// suite.server is set once the file's tests start; suite.open opens a page.
+export function browserSuite() {
+  const suite = { server: null, browser: null, pages: [] };
+  before(async () => {
+    [suite.server, suite.browser] = await Promise.all([startServer(), launchBrowser()]);
+  });
+  after(async () => {
+    await suite.browser?.close();
+    await suite.server?.stop();
+    await cleanupBuild();
+  });
+  afterEach(async () => {
+    for (const p of suite.pages.splice(0)) {
+      const problems = await p.problems();
+      await p.page.evaluate(() => window.l?.close());
+      await p.page.close();
+      assert.deepStrictEqual(problems, [], "the page had uncaught errors");
+    }
+  });
+  suite.open = async () => {
+    const p = await openPage(suite.browser, suite.server.url);
+    suite.pages.push(p);
+    return p.page;
+  };
+  return suite;
 }

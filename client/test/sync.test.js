@@ -1,38 +1,12 @@
 // liveState and liveList in headless Chromium against the Go test server.
-import { test, before, after, afterEach } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { startServer, launchBrowser, openPage, cleanupBuild } from "./harness.js";
+import { browserSuite } from "./harness.js";
 
-let server;
-let browser;
-const pages = [];
+const suite = browserSuite();
+const open = () => suite.open();
 
-before(async () => {
-  [server, browser] = await Promise.all([startServer(), launchBrowser()]);
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-  await cleanupBuild();
-});
-
-afterEach(async () => {
-  for (const p of pages.splice(0)) {
-    const problems = await p.problems();
-    await p.page.evaluate(() => window.l?.close());
-    await p.page.close();
-    assert.deepStrictEqual(problems, [], "the page had uncaught errors");
-  }
-});
-
-async function open() {
-  const p = await openPage(browser, server.url);
-  pages.push(p);
-  return p.page;
-}
-
-const serverBoard = async () => (await server.request("GET", "/api/state/board")).body;
+const serverBoard = async () => (await suite.server.request("GET", "/api/state/board")).body;
 
 test("liveState stays equal to the server's value through many PATCHes, a drop and resets", async () => {
   const page = await open();
@@ -62,12 +36,12 @@ test("liveState stays equal to the server's value through many PATCHes, a drop a
   await check("after the first fetch");
 
   // 150 PATCHes, some concurrent, touching nested members, with a drop.
-  const patch = (body) => server.request("PATCH", "/api/state/board", body);
+  const patch = (body) => suite.server.request("PATCH", "/api/state/board", body);
   for (let i = 0; i < 150; i++) {
     const card = `c${i % 17}`;
     const ops = [patch({ cards: { [card]: { title: `card ${i}`, votes: i, tags: i % 3 ? ["a", String(i)] : null } } })];
     if (i % 10 === 0) ops.push(patch({ counter: i, cards: { [`c${(i + 5) % 17}`]: null } }));
-    if (i === 75) ops.push(server.post("/test/drop"));
+    if (i === 75) ops.push(suite.server.post("/test/drop"));
     await Promise.all(ops);
   }
   await check("after 150 PATCHes and a drop");
@@ -76,18 +50,18 @@ test("liveState stays equal to the server's value through many PATCHes, a drop a
 
   // A change no delta expresses (a key with a dot) is published whole:
   // adopted without a fetch.
-  await server.request("PUT", "/api/state/board", { "a.b": 1, cards: {} });
+  await suite.server.request("PUT", "/api/state/board", { "a.b": 1, cards: {} });
   await check("after a value published whole");
   assert.equal(await page.evaluate(() => window.fetches), fetchesBefore, "refetched a value the stream carried");
 
   // Away longer than the history: an in-band reset without the value, so a refetch.
-  await server.post("/test/pause");
-  await server.post("/test/drop");
+  await suite.server.post("/test/pause");
+  await suite.server.post("/test/drop");
   await page.waitForFunction(() => window.l.connection.status !== "connected");
   for (let i = 0; i < 1100; i += 10) {
     await Promise.all(Array.from({ length: 10 }, (_, k) => patch({ n: i + k }))); // beyond the history of 1024
   }
-  await server.post("/test/resume");
+  await suite.server.post("/test/resume");
   await check("after a reset");
   assert.ok((await page.evaluate(() => window.fetches)) > fetchesBefore, "no refetch after the reset");
   assert.deepStrictEqual(await page.evaluate(() => window.errors), []);
@@ -172,7 +146,7 @@ test("20 optimistic adds: each shown at once, replaced once by the server's item
   const { titles, results } = await addMany(page, "hook", 20);
   assert.deepStrictEqual(results.map((r) => r.title), titles);
   // Every broadcast in too: the list equals the server's.
-  const want = (await server.request("GET", "/api/todos")).body;
+  const want = (await suite.server.request("GET", "/api/todos")).body;
   await page.waitForFunction((n) => window.list.items.length === n && window.list.items.every((t) => !t._optimistic), want.length);
   await checkViews(page, titles);
   // Hub.Hook answers before it publishes, but the browser may still see
@@ -248,7 +222,7 @@ test("failed, conflicting and timed-out mutations roll back", async () => {
     timeout: { code: "timeout", status: undefined, rolledBack: true },
   });
   // Nothing of it reached the server.
-  const todos = (await server.request("GET", "/api/todos")).body;
+  const todos = (await suite.server.request("GET", "/api/todos")).body;
   assert.ok(!todos.some((t) => t.title.startsWith("fails ")));
 });
 

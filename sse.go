@@ -3,6 +3,7 @@ package live
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -19,6 +20,10 @@ import (
 // When a cursor cannot be honoured the stream starts with a named "reset"
 // event instead, and the client must refetch.
 func (h *Hub) serveSSE(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Query().Has("channels") {
+		h.serveSSEMux(w, r)
+		return
+	}
 	channel := channelOf(r)
 	if err := ValidChannel(channel); err != nil {
 		writeError(w, http.StatusBadRequest, "bad_channel", err.Error())
@@ -51,7 +56,100 @@ func (h *Hub) serveSSE(w http.ResponseWriter, r *http.Request) {
 		writeSubscribeError(w, err)
 		return
 	}
+	h.stream(w, r, c, false)
+}
 
+// serveSSEMux streams several channels on one response, for browsers that
+// cannot open a WebSocket: HTTP/1.1 allows them only six connections per
+// host, so one EventSource per channel does not scale. The request is
+//
+//	GET …?channels=a,b,c&cursor.a=<cursor>
+//
+// and every event's data is one frame exactly as the WebSocket sends it
+// ("subscribed", "data", "reset", "error"), with no id lines: the client
+// keeps each channel's cursor and reconnects with them, also when it
+// changes its set of channels. A channel the client may not read gets an
+// error frame and the others stream; when none can be read, or the list
+// itself is malformed, the answer is an HTTP error with a JSON body.
+func (h *Hub) serveSSEMux(w http.ResponseWriter, r *http.Request) {
+	if !h.allowQuery(w, r) || !h.allowOrigin(w, r) {
+		return
+	}
+	q := r.URL.Query()
+	var channels []string
+	seen := make(map[string]bool)
+	for _, v := range q["channels"] {
+		for ch := range strings.SplitSeq(v, ",") {
+			if ch == "" || seen[ch] {
+				continue
+			}
+			if err := ValidChannel(ch); err != nil {
+				writeError(w, http.StatusBadRequest, "bad_channel", err.Error())
+				return
+			}
+			seen[ch] = true
+			channels = append(channels, ch)
+		}
+	}
+	switch {
+	case len(channels) == 0:
+		writeError(w, http.StatusBadRequest, "bad_channel", "channels names no channel; send ?channels=a,b")
+		return
+	case len(channels) > h.opts.MaxSubscriptions:
+		writeError(w, http.StatusBadRequest, "too_many_subscriptions", errTooManySubscriptions.Error())
+		return
+	}
+
+	c := newConn(h, r, true)
+	if err := h.enter(c); err != nil {
+		refuse(w, err)
+		return
+	}
+	defer h.leave(c)
+
+	// The first refusal is the answer when no channel can be streamed.
+	var first error
+	firstAuth, subscribed := false, 0
+	for _, ch := range channels {
+		if err := h.opts.Authorize(r, ch, OpSubscribe); err != nil {
+			c.push(authErrorFrame(err, ch, nil))
+			if first == nil {
+				first, firstAuth = err, true
+			}
+			continue
+		}
+		from := resumeFrom{}
+		if k := "cursor." + ch; q.Has(k) {
+			from = parseResume(q.Get(k))
+		}
+		if err := h.subscribe(r.Context(), c, ch, from, nil); err != nil {
+			c.push(subscribeErrorFrame(err, ch, nil))
+			if first == nil {
+				first = err
+			}
+			continue
+		}
+		subscribed++
+	}
+	if subscribed == 0 {
+		if firstAuth {
+			writeAuthError(w, first)
+		} else {
+			writeSubscribeError(w, first)
+		}
+		return
+	}
+	if r.Method == http.MethodHead {
+		setStreamHeaders(w)
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	h.stream(w, r, c, true)
+}
+
+// stream answers an SSE request whose subscriptions are in place, then
+// writes c's queue until the client leaves.
+func (h *Hub) stream(w http.ResponseWriter, r *http.Request, c *conn, mux bool) {
 	setStreamHeaders(w)
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
@@ -65,9 +163,9 @@ func (h *Hub) serveSSE(w http.ResponseWriter, r *http.Request) {
 		_ = rc.SetWriteDeadline(time.Now())
 		cancel()
 	})
-	err = c.serve(ctx, &sseTransport{w: w, rc: rc, timeout: h.opts.WriteTimeout})
+	err := c.serve(ctx, &sseTransport{w: w, rc: rc, timeout: h.opts.WriteTimeout, mux: mux})
 	if errors.Is(err, errSlow) {
-		h.opts.Logger.Info("live: SSE client too slow; stream ended", "channel", channel, "remote", r.RemoteAddr)
+		h.opts.Logger.Info("live: SSE client too slow; stream ended", "remote", r.RemoteAddr)
 	}
 }
 
@@ -128,6 +226,7 @@ type sseTransport struct {
 	w       http.ResponseWriter
 	rc      *http.ResponseController
 	timeout time.Duration
+	mux     bool // events carry WebSocket frames (serveSSEMux)
 }
 
 var heartbeatComment = []byte(": heartbeat\n\n")
@@ -135,6 +234,17 @@ var heartbeatComment = []byte(": heartbeat\n\n")
 func (t *sseTransport) write(_ context.Context, batch []*frame) error {
 	t.deadline()
 	for _, f := range batch {
+		if t.mux {
+			if f.ws == nil {
+				continue
+			}
+			io.WriteString(t.w, "data: ")
+			t.w.Write(f.ws)
+			if _, err := io.WriteString(t.w, "\n\n"); err != nil {
+				return err
+			}
+			continue
+		}
 		if f.sse == nil {
 			continue
 		}

@@ -183,14 +183,7 @@ func (h *Hub) handleFrame(ctx context.Context, c *conn, data []byte) {
 			from = parseResume(*f.Cursor)
 		}
 		if err := h.subscribe(ctx, c, ch, from, ref); err != nil {
-			code := "unavailable"
-			switch {
-			case errors.Is(err, errTooManySubscriptions):
-				code = "too_many_subscriptions"
-			case errors.Is(err, ErrClosed):
-				code = "closed"
-			}
-			c.push(errorFrame(code, err.Error(), ch, ref))
+			c.push(subscribeErrorFrame(err, ch, ref))
 		}
 
 	case "unsubscribe":
@@ -230,6 +223,17 @@ func (h *Hub) handleFrame(ctx context.Context, c *conn, data []byte) {
 		}
 		c.push(control{Type: "published", Channel: ch, Cursor: pos.String(), Ref: ref}.encode(true))
 	}
+}
+
+func subscribeErrorFrame(err error, ch string, ref json.RawMessage) *frame {
+	code := "unavailable"
+	switch {
+	case errors.Is(err, errTooManySubscriptions):
+		code = "too_many_subscriptions"
+	case errors.Is(err, ErrClosed):
+		code = "closed"
+	}
+	return errorFrame(code, err.Error(), ch, ref)
 }
 
 func authErrorFrame(err error, ch string, ref json.RawMessage) *frame {

@@ -13,6 +13,7 @@
 //	GET  /                      a page that imports /live.js as window.live
 //	GET  /live.js               live.ClientHandler
 //	     /ws                    the hub's WebSocket (refused with 503 while paused)
+//	GET  /api/live?channels=a,b  SSE, many channels on one stream
 //	GET  /api/live/{channel}    SSE; POST publishes (clients may publish, except on the state)
 //	     /api/state/board       the State "board": GET {data, version}, PATCH, PUT
 //	GET  /api/todos             the todos; POST adds, PATCH and DELETE /api/todos/{id},
@@ -160,6 +161,7 @@ func (s *server) routes() http.Handler {
 	})
 	mux.Handle("GET /live.js", live.ClientHandler())
 	mux.Handle("/ws", s.gate(s.hub.WebSocketHandler()))
+	mux.Handle("GET /api/live", s.hub.SSEHandler()) // ?channels=a,b: one stream for many channels
 	mux.Handle("GET /api/live/{channel}", s.hub.SSEHandler())
 	mux.Handle("POST /api/live/{channel}", s.hub.PublishHandler())
 	mux.Handle("/api/state/board", s.board)

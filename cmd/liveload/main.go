@@ -1,0 +1,449 @@
+// Command liveload measures a live Hub under load: idle memory and
+// goroutines per connection, server CPU per delivered message in a burst,
+// publish-to-receive latency at a fixed offered load, and a reconnect
+// storm. It runs the server in a child process (liveload serve) and the
+// subscribers in its own, so each side's figures are its own.
+//
+//	go run ./cmd/liveload -n 10000 -transport sse
+//	go run ./cmd/liveload -n 10000 -transport ws -json ws.json
+//
+// Open files: each side needs one descriptor per connection; raise the
+// limit (ulimit -n) above n plus a few hundred.
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	var err error
+	if len(os.Args) > 1 && os.Args[1] == "serve" {
+		err = serve(os.Args[2:])
+	} else {
+		err = load(os.Args[1:])
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "liveload:", err)
+		os.Exit(1)
+	}
+}
+
+// result is everything one run measured; -json writes it.
+type result struct {
+	Machine   string `json:"machine"`
+	Transport string `json:"transport"`
+	N         int    `json:"subscribers"`
+
+	IdleRSSPerConn   float64 `json:"idleRSSBytesPerConn"`
+	IdleHeapPerConn  float64 `json:"idleHeapStackBytesPerConn"`
+	GoroutinesPerCon float64 `json:"goroutinesPerConn"`
+	ConnectSeconds   float64 `json:"connectSeconds"`
+
+	BurstMessages       int     `json:"burstMessages"`
+	BurstCPUPerDelivery float64 `json:"burstCPUNanosPerDelivery"`
+	BurstPerSecond      float64 `json:"burstDeliveriesPerSecond"`
+	BurstLost           int64   `json:"burstLost"`
+
+	Rate           float64 `json:"latencyRatePerSecond"`
+	Offered        float64 `json:"latencyOfferedDeliveriesPerSecond"`
+	LatencyCPU     float64 `json:"latencyCPUNanosPerDelivery"`
+	P50, P99, Max  float64 `json:"-"`
+	P50ms          float64 `json:"latencyP50ms"`
+	P99ms          float64 `json:"latencyP99ms"`
+	Maxms          float64 `json:"latencyMaxms"`
+	LatencyLost    int64   `json:"latencyLost"`
+	SlowClients    int     `json:"slowClients"`
+	SlowP50ms      float64 `json:"slowLatencyP50ms,omitempty"`
+	SlowP99ms      float64 `json:"slowLatencyP99ms,omitempty"`
+	SlowMaxms      float64 `json:"slowLatencyMaxms,omitempty"`
+	SlowLost       int64   `json:"slowLatencyLost,omitempty"`
+	StormSeconds   float64 `json:"stormBackSeconds"`
+	StormLost      int64   `json:"stormLost"`
+	StormDups      int64   `json:"stormDuplicates"`
+	StormResets    int64   `json:"stormResets"`
+	StormDelivered int64   `json:"stormDelivered"`
+}
+
+func load(args []string) error {
+	fs := flag.NewFlagSet("liveload", flag.ExitOnError)
+	n := fs.Int("n", 10000, "subscribers")
+	transport := fs.String("transport", "sse", "sse or ws")
+	burst := fs.Int("burst", 200, "messages in the burst")
+	rate := fs.Float64("rate", 20, "messages per second in the latency run")
+	duration := fs.Duration("duration", 10*time.Second, "length of the latency run")
+	size := fs.Int("size", 100, "bytes per message")
+	slow := fs.Int("slow", 0, "extra subscribers that never read, for a second latency run")
+	storm := fs.Bool("storm", true, "run the reconnect storm")
+	jsonOut := fs.String("json", "", "also write the results to this file as JSON")
+	target := fs.String("target", "", "data,control addresses of a running 'liveload serve' (default: start one)")
+	verbose := fs.Bool("v", false, "log subscriber errors")
+	fs.Parse(args)
+	if *transport != "sse" && *transport != "ws" {
+		return fmt.Errorf("-transport must be sse or ws")
+	}
+
+	dataAddr, controlAddr := "", ""
+	if *target != "" {
+		d, c, ok := strings.Cut(*target, ",")
+		if !ok {
+			return errors.New("-target wants data,control")
+		}
+		dataAddr, controlAddr = d, c
+	} else {
+		srv, d, c, err := startServer()
+		if err != nil {
+			return err
+		}
+		defer func() {
+			srv.Process.Signal(syscall.SIGTERM)
+			srv.Wait()
+		}()
+		dataAddr, controlAddr = d, c
+	}
+	ctl := &control{base: "http://" + controlAddr, c: &http.Client{Timeout: 5 * time.Minute}}
+	l := &loader{
+		addr: dataAddr, transport: *transport, verbose: *verbose,
+		http: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: -1, DisableKeepAlives: true}},
+	}
+	res := &result{Machine: machine(), Transport: *transport, N: *n}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	fmt.Printf("liveload: %d %s subscribers; %s\n", *n, strings.ToUpper(*transport), res.Machine)
+
+	// Idle: connect everyone, then compare the collected heaps.
+	base, err := ctl.stats(true)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	if err := l.connect(ctx, *n); err != nil {
+		return err
+	}
+	if err := ctl.waitSubscriptions(int64(*n) + base.Subscriptions); err != nil {
+		return err
+	}
+	res.ConnectSeconds = time.Since(start).Seconds()
+	time.Sleep(time.Second) // let connection setup garbage become garbage
+	idle, err := ctl.stats(true)
+	if err != nil {
+		return err
+	}
+	fn := float64(*n)
+	res.IdleRSSPerConn = float64(idle.RSS-base.RSS) / fn
+	res.IdleHeapPerConn = float64(idle.HeapInuse+idle.StackInuse-base.HeapInuse-base.StackInuse) / fn
+	res.GoroutinesPerCon = float64(idle.Goroutines-base.Goroutines) / fn
+	fmt.Printf("%-34s %d connected in %.1f s; RSS %.1f KiB, heap+stacks %.1f KiB, goroutines %.2f per connection\n",
+		"idle", *n, res.ConnectSeconds, res.IdleRSSPerConn/1024, res.IdleHeapPerConn/1024, res.GoroutinesPerCon)
+
+	next := 0 // the index of the next publication
+	deliveries := func(msgs int) int64 { return int64(msgs) * int64(*n) }
+
+	// Burst: publish as fast as possible, count server CPU.
+	res.BurstMessages = *burst
+	before, _ := ctl.stats(false)
+	l.received.Store(0)
+	start = time.Now()
+	if err := ctl.publish(*burst, 0, *size, next); err != nil {
+		return err
+	}
+	next += *burst
+	if err := l.waitReceived(deliveries(*burst), time.Minute); err != nil {
+		return err
+	}
+	elapsed := time.Since(start)
+	after, _ := ctl.stats(false)
+	res.BurstCPUPerDelivery = float64(after.CPUNanos-before.CPUNanos) / float64(deliveries(*burst))
+	res.BurstPerSecond = float64(deliveries(*burst)) / elapsed.Seconds()
+	res.BurstLost = l.lost()
+	fmt.Printf("%-34s server CPU %.2f µs per delivery; %.0f deliveries/s; lost %d\n",
+		fmt.Sprintf("burst %d × %d", *burst, *n), res.BurstCPUPerDelivery/1000, res.BurstPerSecond, res.BurstLost)
+
+	// Latency at a fixed offered load.
+	msgs := int(*rate * duration.Seconds())
+	latency := func() (p50, p99, mx time.Duration, cpu float64, lost int64, err error) {
+		l.hist.reset()
+		l.received.Store(0)
+		lost0 := l.lost()
+		before, _ := ctl.stats(false)
+		if err := ctl.publish(msgs, *rate, *size, next); err != nil {
+			return 0, 0, 0, 0, 0, err
+		}
+		next += msgs
+		if err := l.waitReceived(deliveries(msgs), time.Minute); err != nil {
+			return 0, 0, 0, 0, 0, err
+		}
+		after, _ := ctl.stats(false)
+		cpu = float64(after.CPUNanos-before.CPUNanos) / float64(deliveries(msgs))
+		return l.hist.quantile(0.5), l.hist.quantile(0.99), time.Duration(l.hist.max.Load()), cpu, l.lost() - lost0, nil
+	}
+	res.Rate, res.Offered = *rate, *rate*fn
+	p50, p99, mx, cpu, lost, err := latency()
+	if err != nil {
+		return err
+	}
+	res.P50ms, res.P99ms, res.Maxms, res.LatencyCPU, res.LatencyLost = ms(p50), ms(p99), ms(mx), cpu, lost
+	fmt.Printf("%-34s p50 %.1f ms, p99 %.1f ms, max %.1f ms; server CPU %.2f µs per delivery; lost %d\n",
+		fmt.Sprintf("latency %g/s × %d = %.0f/s", *rate, *n, res.Offered), res.P50ms, res.P99ms, res.Maxms, cpu/1000, lost)
+
+	if *slow > 0 {
+		res.SlowClients = *slow
+		stop, err := stalled(ctx, dataAddr, *slow)
+		if err != nil {
+			return err
+		}
+		if err := ctl.waitSubscriptions(int64(*n+*slow) + base.Subscriptions); err != nil {
+			stop()
+			return err
+		}
+		p50, p99, mx, _, lost, err := latency()
+		stop()
+		if err != nil {
+			return err
+		}
+		res.SlowP50ms, res.SlowP99ms, res.SlowMaxms, res.SlowLost = ms(p50), ms(p99), ms(mx), lost
+		fmt.Printf("%-34s p50 %.1f ms, p99 %.1f ms, max %.1f ms; lost %d\n",
+			fmt.Sprintf("  same, with %d clients not reading", *slow), res.SlowP50ms, res.SlowP99ms, res.SlowMaxms, lost)
+	}
+
+	if *storm {
+		// Drop every connection while publishing; everyone resumes with
+		// its cursor at once.
+		l.received.Store(0)
+		lost0, dups0, resets0 := l.lost(), l.dups(), l.resets()
+		connects0 := l.connects()
+		stormMsgs := int(*rate * 6)
+		pubErr := make(chan error, 1)
+		go func() { pubErr <- ctl.publish(stormMsgs, *rate, *size, next) }()
+		time.Sleep(2 * time.Second)
+		start := time.Now()
+		if err := ctl.drop(); err != nil {
+			return err
+		}
+		deadline := time.Now().Add(2 * time.Minute)
+		for l.connects() < connects0+int64(*n) || l.live.Load() < int64(*n) {
+			if time.Now().After(deadline) {
+				return fmt.Errorf("storm: %d of %d back after 2 minutes", l.live.Load(), *n)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		res.StormSeconds = time.Since(start).Seconds()
+		if err := <-pubErr; err != nil {
+			return err
+		}
+		next += stormMsgs
+		if err := l.waitReceived(deliveries(stormMsgs), time.Minute); err != nil {
+			return err
+		}
+		res.StormLost, res.StormDups, res.StormResets = l.lost()-lost0, l.dups()-dups0, l.resets()-resets0
+		res.StormDelivered = l.received.Load()
+		fmt.Printf("%-34s all back in %.2f s; delivered %d; lost %d, duplicates %d, resets %d\n",
+			fmt.Sprintf("reconnect storm × %d", *n), res.StormSeconds, res.StormDelivered, res.StormLost, res.StormDups, res.StormResets)
+	}
+
+	cancel()
+	if *jsonOut != "" {
+		b, _ := json.MarshalIndent(res, "", "  ")
+		if err := os.WriteFile(*jsonOut, append(b, '\n'), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// connect starts n subscribers and waits until each has subscribed,
+// opening at most 256 connections at a time.
+func (l *loader) connect(ctx context.Context, n int) error {
+	ready := make(chan struct{}, n)
+	const wave = 256
+	for i := 0; i < n; i += wave {
+		k := min(wave, n-i)
+		for range k {
+			s := &subscriber{l: l}
+			l.subs = append(l.subs, s)
+			go s.run(ctx, ready)
+		}
+		for range k {
+			select {
+			case <-ready:
+			case <-time.After(time.Minute):
+				return fmt.Errorf("connecting: only %d of %d subscribed", i, n)
+			}
+		}
+	}
+	return nil
+}
+
+func (l *loader) waitReceived(want int64, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for l.received.Load() < want {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("received %d of %d deliveries in %v", l.received.Load(), want, limit)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	return nil
+}
+
+func (l *loader) sum(f func(*subscriber) int64) int64 {
+	var t int64
+	for _, s := range l.subs {
+		t += f(s)
+	}
+	return t
+}
+
+func (l *loader) lost() int64   { return l.sum(func(s *subscriber) int64 { return s.lost.Load() }) }
+func (l *loader) dups() int64   { return l.sum(func(s *subscriber) int64 { return s.dups.Load() }) }
+func (l *loader) resets() int64 { return l.sum(func(s *subscriber) int64 { return s.resets.Load() }) }
+func (l *loader) connects() int64 {
+	return l.sum(func(s *subscriber) int64 { return s.connects.Load() })
+}
+
+// stalled opens n SSE streams that never read, each with a small receive
+// buffer, so the server's queues for them fill.
+func stalled(ctx context.Context, addr string, n int) (stop func(), err error) {
+	var conns []net.Conn
+	stop = func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}
+	for range n {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			stop()
+			return nil, err
+		}
+		c.(*net.TCPConn).SetReadBuffer(4096)
+		conns = append(conns, c)
+		fmt.Fprintf(c, "GET /live/%s HTTP/1.1\r\nHost: %s\r\n\r\n", loadChannel, addr)
+	}
+	return stop, nil
+}
+
+// control drives the server's control endpoints.
+type control struct {
+	base string
+	c    *http.Client
+}
+
+func (c *control) stats(gc bool) (serverStats, error) {
+	u := c.base + "/stats"
+	if gc {
+		u += "?gc=1"
+	}
+	var st serverStats
+	resp, err := c.c.Get(u)
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	return st, json.NewDecoder(resp.Body).Decode(&st)
+}
+
+func (c *control) waitSubscriptions(want int64) error {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		st, err := c.stats(false)
+		if err != nil {
+			return err
+		}
+		if st.Subscriptions >= want {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("server has %d of %d subscriptions", st.Subscriptions, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (c *control) publish(n int, rate float64, size, first int) error {
+	q := url.Values{}
+	q.Set("n", fmt.Sprint(n))
+	q.Set("rate", fmt.Sprint(rate))
+	q.Set("size", fmt.Sprint(size))
+	q.Set("first", fmt.Sprint(first))
+	return c.post("/publish?" + q.Encode())
+}
+
+func (c *control) drop() error { return c.post("/drop") }
+
+func (c *control) post(path string) error {
+	resp, err := c.c.Post(c.base+path, "", nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s %s", path, resp.Status, b)
+	}
+	return nil
+}
+
+// startServer runs "liveload serve" as a child process and reads its
+// addresses.
+func startServer() (*exec.Cmd, string, string, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, "", "", err
+	}
+	cmd := exec.Command(self, "serve")
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, "", "", err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, "", "", err
+	}
+	br := bufio.NewReader(out)
+	var data, ctl string
+	for data == "" || ctl == "" {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+			return nil, "", "", fmt.Errorf("server: %w", err)
+		}
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "data "); ok {
+			data = v
+		} else if v, ok := strings.CutPrefix(strings.TrimSpace(line), "control "); ok {
+			ctl = v
+		}
+	}
+	go io.Copy(io.Discard, br)
+	return cmd, data, ctl, nil
+}
+
+// machine describes where the figures come from.
+func machine() string {
+	cpu := ""
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for line := range strings.SplitSeq(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "model name"); ok {
+				cpu = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+	}
+	return fmt.Sprintf("%s, %d CPUs, %s %s/%s", cpu, runtime.NumCPU(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+}

@@ -1,0 +1,220 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/go-live/live"
+)
+
+// The channel every subscriber of the load test reads.
+const loadChannel = "load"
+
+// serve runs the server side: a Hub on the data address, and the control
+// endpoints the load side drives it with on a second address, so that
+// dropping every client connection never drops the control connection.
+func serve(args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ExitOnError)
+	addr := fs.String("addr", "127.0.0.1:0", "address for the clients")
+	control := fs.String("control", "127.0.0.1:0", "address for the control endpoints")
+	history := fs.Int("history", 100000, "publications the in-memory broker keeps")
+	fs.Parse(args)
+
+	data, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return err
+	}
+	ctl, err := net.Listen("tcp", *control)
+	if err != nil {
+		return err
+	}
+	broker := live.NewMemoryBroker(&live.MemoryOptions{HistorySize: *history, HistoryAge: time.Hour})
+	defer broker.Close()
+	hub := live.NewHub(&live.Options{
+		Broker:        broker,
+		MaxConnsPerIP: -1,
+	})
+	s := &loadServer{hub: hub, conns: make(map[net.Conn]struct{})}
+	mux := http.NewServeMux()
+	mux.Handle("/live/", hub)
+	mux.Handle("/ws", hub.WebSocketHandler())
+	dataSrv := &http.Server{Handler: mux, ConnState: s.track}
+
+	cmux := http.NewServeMux()
+	cmux.HandleFunc("GET /stats", s.stats)
+	cmux.HandleFunc("POST /publish", s.publish)
+	cmux.HandleFunc("POST /drop", s.drop)
+	ctlSrv := &http.Server{Handler: cmux}
+
+	// The load side reads these two lines to find the server.
+	fmt.Printf("data %s\ncontrol %s\n", data.Addr(), ctl.Addr())
+
+	errc := make(chan error, 2)
+	go func() { errc <- dataSrv.Serve(data) }()
+	go func() { errc <- ctlSrv.Serve(ctl) }()
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	select {
+	case <-sig:
+	case err = <-errc:
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	hub.Close(ctx)
+	s.closeAll()
+	dataSrv.Close()
+	ctlSrv.Close()
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+type loadServer struct {
+	hub *live.Hub
+
+	mu    sync.Mutex
+	conns map[net.Conn]struct{} // every client connection, also hijacked ones
+}
+
+func (s *loadServer) track(c net.Conn, st http.ConnState) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch st {
+	case http.StateNew:
+		s.conns[c] = struct{}{}
+	case http.StateClosed:
+		delete(s.conns, c)
+	}
+}
+
+// closeAll closes every client connection at once: the reconnect storm.
+func (s *loadServer) closeAll() int {
+	s.mu.Lock()
+	conns := s.conns
+	s.conns = make(map[net.Conn]struct{})
+	s.mu.Unlock()
+	for c := range conns {
+		c.Close()
+	}
+	return len(conns)
+}
+
+func (s *loadServer) drop(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, map[string]int{"dropped": s.closeAll()})
+}
+
+// serverStats is what GET /stats reports. With ?gc=1 the heap is
+// collected and returned to the system first, so idle figures compare.
+type serverStats struct {
+	Goroutines    int   `json:"goroutines"`
+	HeapInuse     int64 `json:"heapInuse"`
+	StackInuse    int64 `json:"stackInuse"`
+	RSS           int64 `json:"rss"`
+	CPUNanos      int64 `json:"cpuNanos"`
+	Connections   int64 `json:"connections"`
+	Subscriptions int64 `json:"subscriptions"`
+	Delivered     int64 `json:"delivered"`
+	Published     int64 `json:"published"`
+	Resets        int64 `json:"resets"`
+	SlowClients   int64 `json:"slowClients"`
+}
+
+func (s *loadServer) stats(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Query().Has("gc") {
+		runtime.GC()
+		debug.FreeOSMemory()
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	hs := s.hub.Stats()
+	writeJSON(w, serverStats{
+		Goroutines:    runtime.NumGoroutine(),
+		HeapInuse:     int64(ms.HeapInuse),
+		StackInuse:    int64(ms.StackInuse),
+		RSS:           rss(),
+		CPUNanos:      cpuNanos(),
+		Connections:   hs.Connections,
+		Subscriptions: hs.Subscriptions,
+		Delivered:     hs.Delivered,
+		Published:     hs.Published,
+		Resets:        hs.Resets,
+		SlowClients:   hs.SlowClients,
+	})
+}
+
+// publish publishes n messages on the load channel, rate per second
+// (0: as fast as possible), each carrying its publication time and index
+// so that the load side measures latency and checks for loss.
+func (s *loadServer) publish(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	n, _ := strconv.Atoi(q.Get("n"))
+	rate, _ := strconv.ParseFloat(q.Get("rate"), 64)
+	size, _ := strconv.Atoi(q.Get("size"))
+	first, _ := strconv.Atoi(q.Get("first"))
+	pad := make([]byte, max(size-40, 0))
+	for i := range pad {
+		pad[i] = 'x'
+	}
+	start := time.Now()
+	var buf []byte
+	for k := range n {
+		if rate > 0 {
+			due := start.Add(time.Duration(float64(k) / rate * float64(time.Second)))
+			if d := time.Until(due); d > 0 {
+				time.Sleep(d)
+			}
+		}
+		buf = buf[:0]
+		buf = append(buf, `{"t":`...)
+		buf = strconv.AppendInt(buf, time.Now().UnixNano(), 10)
+		buf = append(buf, `,"i":`...)
+		buf = strconv.AppendInt(buf, int64(first+k), 10)
+		buf = append(buf, `,"p":"`...)
+		buf = append(buf, pad...)
+		buf = append(buf, `"}`...)
+		if _, err := s.hub.Publish(r.Context(), loadChannel, json.RawMessage(buf)); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+	}
+	writeJSON(w, map[string]any{"published": n, "seconds": time.Since(start).Seconds()})
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(v)
+}
+
+// rss is the process's resident set in bytes, from /proc (Linux).
+func rss() int64 {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0
+	}
+	var size, resident int64
+	fmt.Sscan(string(b), &size, &resident)
+	return resident * int64(os.Getpagesize())
+}
+
+// cpuNanos is the user and system CPU time the process has used.
+func cpuNanos() int64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return ru.Utime.Nano() + ru.Stime.Nano()
+}

@@ -1,0 +1,451 @@
+package natsbroker_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-live/live"
+	"github.com/go-live/live/brokertest"
+	natsbroker "github.com/go-live/live/nats"
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+func TestConformance(t *testing.T) {
+	url := natsURL(t)
+	brokertest.Run(t, brokertest.Config{
+		New: func(t *testing.T) live.Broker {
+			nc := connect(t, url)
+			return natsbroker.New(nc, &natsbroker.Options{HistorySize: 64, Prefix: testPrefix(t, nc), Logger: testLogger(t)})
+		},
+		HistorySize: 64,
+	})
+}
+
+// A broker that keeps no history still numbers and delivers everything.
+func TestConformanceWithoutHistory(t *testing.T) {
+	url := natsURL(t)
+	brokertest.Run(t, brokertest.Config{
+		New: func(t *testing.T) live.Broker {
+			nc := connect(t, url)
+			return natsbroker.New(nc, &natsbroker.Options{HistorySize: -1, Prefix: testPrefix(t, nc), Logger: testLogger(t)})
+		},
+	})
+}
+
+// The stream layout is documented, because operators look at it: one
+// subject per channel with "." and "=" escaped, positions in headers, each
+// message pointing at the one before, at most HistorySize per channel,
+// republished for subscribers.
+func TestStreamLayout(t *testing.T) {
+	url := natsURL(t)
+	b, nc, prefix := newBroker(t, url, &natsbroker.Options{HistorySize: 8})
+	channel := "room.1=a:b@c+d_e-f"
+	var last live.Position
+	for i := range 10 {
+		last = publish(t, b, channel, strconv.Itoa(i))
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := js.Stream(t.Context(), prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := s.CachedInfo().Config
+	if diff := cmp.Diff([]string{prefix + ".c.>"}, cfg.Subjects); diff != "" {
+		t.Errorf("stream subjects (-want +got):\n%s", diff)
+	}
+	if cfg.MaxMsgsPerSubject != 8 || cfg.MaxAge != 24*time.Hour || cfg.RePublish == nil ||
+		cfg.RePublish.Destination != prefix+".r.>" {
+		t.Errorf("stream config: MaxMsgsPerSubject %d, MaxAge %v, RePublish %+v", cfg.MaxMsgsPerSubject, cfg.MaxAge, cfg.RePublish)
+	}
+	subject := prefix + ".c.room=2E1=3Da:b@c+d_e-f"
+	info, err := s.Info(t.Context(), jetstream.WithSubjectFilter(prefix+".c.>"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(map[string]uint64{subject: 8}, info.State.Subjects); diff != "" {
+		t.Errorf("messages per subject (-want +got):\n%s", diff)
+	}
+	m, err := s.GetLastMsgForSubject(t.Context(), subject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prev, err := s.GetMsg(t.Context(), mustUint(t, m.Header.Get("Live-Prev")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := []string{m.Header.Get("Live-Epoch"), m.Header.Get("Live-Seq"), string(m.Data), prev.Header.Get("Live-Seq"), string(prev.Data)}
+	if diff := cmp.Diff([]string{last.Epoch, "10", "9", "9", "8"}, got); diff != "" {
+		t.Errorf("latest message's epoch, seq and data, and its predecessor's seq and data (-want +got):\n%s", diff)
+	}
+}
+
+func mustUint(t *testing.T, s string) uint64 {
+	t.Helper()
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// Since reads a few publications one by one and many with a consumer; both
+// return the same, and both notice a position older than the history.
+func TestSinceLong(t *testing.T) {
+	url := natsURL(t)
+	b, _, _ := newBroker(t, url, &natsbroker.Options{HistorySize: 100})
+	channel := channelName(t)
+	var want []live.Message
+	for i := range 150 {
+		data := strconv.Itoa(i)
+		want = append(want, live.Message{Channel: channel, Pos: publish(t, b, channel, data), Data: []byte(data)})
+	}
+	epoch := want[0].Pos.Epoch
+	for _, from := range []uint64{50, 51, 60, 100, 117, 118, 119, 140, 149, 150} {
+		got, err := b.Since(t.Context(), channel, live.Position{Epoch: epoch, Seq: from})
+		if err != nil {
+			t.Errorf("Since(%d): %v", from, err)
+			continue
+		}
+		if diff := cmp.Diff(want[from:], got, cmpopts.EquateEmpty()); diff != "" {
+			t.Errorf("Since(%d) (-want +got):\n%s", from, diff)
+		}
+	}
+	for _, from := range []uint64{0, 1, 49} {
+		if got, err := b.Since(t.Context(), channel, live.Position{Epoch: epoch, Seq: from}); !errors.Is(err, live.ErrGone) {
+			t.Errorf("Since(%d) = %d messages, %v; want ErrGone", from, len(got), err)
+		}
+	}
+}
+
+// HistoryAge drops publications from Since by JetStream's timestamps.
+func TestHistoryAge(t *testing.T) {
+	url := natsURL(t)
+	for _, n := range []int{2, 40} { // both ways of reading history
+		t.Run(strconv.Itoa(n), func(t *testing.T) {
+			b, _, _ := newBroker(t, url, &natsbroker.Options{HistoryAge: 50 * time.Millisecond})
+			channel := channelName(t)
+			var first live.Position
+			for i := range n {
+				pos := publish(t, b, channel, strconv.Itoa(i))
+				if i == 0 {
+					first = pos
+				}
+			}
+			start := live.Position{Epoch: first.Epoch}
+			deadline := time.Now().Add(waitTimeout)
+			for {
+				_, err := b.Since(t.Context(), channel, start)
+				if errors.Is(err, live.ErrGone) {
+					break
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("publications older than HistoryAge are still replayed")
+				}
+				time.Sleep(10 * time.Millisecond) // waiting for time to pass, which is what is tested
+			}
+			// The numbering goes on: the channel is remembered longer.
+			next := publish(t, b, channel, `"next"`)
+			if next.Epoch != first.Epoch || next.Seq != uint64(n+1) {
+				t.Errorf("publication after the history expired at %v, want %d in epoch %q", next, n+1, first.Epoch)
+			}
+			got, err := b.Since(t.Context(), channel, live.Position{Epoch: first.Epoch, Seq: uint64(n)})
+			if err != nil || len(got) != 1 || got[0].Pos != next {
+				t.Errorf("Since the last expired publication = %v, %v; want %v", got, err, next)
+			}
+		})
+	}
+}
+
+// When the server loses the stream (deleted, or a restart without its
+// store), numbering starts again in a new epoch, so that no cursor
+// resumes into the wrong publications, and subscribers end with an error
+// rather than deliver from another numbering.
+func TestDataLossStartsNewEpoch(t *testing.T) {
+	url := natsURL(t)
+	b, nc, prefix := newBroker(t, url, nil)
+	channel := channelName(t)
+	before := publish(t, b, channel, `"before"`)
+	w := watch(t, b, channel)
+	if head := w.ready(t); head != before {
+		t.Fatalf("ready(%v), want %v", head, before)
+	}
+
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := js.DeleteStream(t.Context(), prefix); err != nil {
+		t.Fatal(err)
+	}
+	after := publish(t, b, channel, `"after"`)
+	if after.Epoch == before.Epoch || after.Seq != 1 {
+		t.Errorf("first publication after the loss is at %v, want Seq 1 in an epoch other than %q", after, before.Epoch)
+	}
+	if err := w.failure(t, waitTimeout); !strings.Contains(err.Error(), "epoch changed") {
+		t.Errorf("Subscribe = %v, want an error about the epoch", err)
+	}
+	if _, err := b.Since(t.Context(), channel, before); !errors.Is(err, live.ErrGone) {
+		t.Errorf("Since(%v) from the lost epoch: %v, want ErrGone", before, err)
+	}
+	got, err := b.Since(t.Context(), channel, live.Position{Epoch: after.Epoch})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]live.Message{{Channel: channel, Pos: after, Data: []byte(`"after"`)}}, got); diff != "" {
+		t.Errorf("Since the start of the new epoch (-want +got):\n%s", diff)
+	}
+	// A subscription made after the loss reads the new head.
+	if head := watch(t, b, channel).ready(t); head != after {
+		t.Errorf("ready(%v) after the loss, want %v", head, after)
+	}
+}
+
+// Messages out of turn end the subscription instead of being skipped:
+// the Hub then catches up from history or resets its clients.
+func TestMessagesOutOfTurn(t *testing.T) {
+	url := natsURL(t)
+	for _, tt := range []struct {
+		name, epoch, seq, want string // epoch: %s for the channel's
+	}{
+		{"Gap", "%s", "3", "missing"},
+		{"OtherEpoch", "x%s", "2", "epoch changed"},
+		{"Malformed", "%s", "two", "malformed"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			b, nc, prefix := newBroker(t, url, nil)
+			channel := channelName(t)
+			head := publish(t, b, channel, `1`)
+			w := watch(t, b, channel)
+			w.ready(t)
+			// A stale repeat is ignored; the next one is out of turn.
+			subject := prefix + ".r." + strings.NewReplacer(".", "=2E", "=", "=3D").Replace(channel)
+			send := func(epoch, seq string) {
+				m := &nats.Msg{Subject: subject, Header: nats.Header{"Live-Epoch": {epoch}, "Live-Seq": {seq}, "Live-Prev": {"0"}}, Data: []byte(seq)}
+				if err := nc.PublishMsg(m); err != nil {
+					t.Fatal(err)
+				}
+			}
+			send(head.Epoch, "1")
+			send(fmt.Sprintf(tt.epoch, head.Epoch), tt.seq)
+			if err := w.failure(t, waitTimeout); !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Subscribe = %v, want an error about %q", err, tt.want)
+			}
+			if len(w.msgs) > 0 {
+				t.Errorf("delivered %v", <-w.msgs)
+			}
+		})
+	}
+}
+
+// nats.go reconnects and resubscribes on its own. The broker must notice
+// that messages may have been lost while it was disconnected.
+func TestReconnectEndsSubscriptions(t *testing.T) {
+	url := natsURL(t)
+	b, nc, _ := newBroker(t, url, &natsbroker.Options{StallTimeout: time.Second})
+	channel := channelName(t)
+	w := watch(t, b, channel)
+	head := w.ready(t)
+
+	if err := nc.ForceReconnect(); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.failure(t, waitTimeout); !strings.Contains(err.Error(), "connection") {
+		t.Errorf("Subscribe = %v, want an error about the connection", err)
+	}
+	if b.Stats().ConnectionLosses == 0 {
+		t.Errorf("Stats %+v, want a connection loss counted", b.Stats())
+	}
+	missed := publish(t, b, channel, `"while resubscribing"`)
+
+	// As the Hub does: subscribe again, catch up from history.
+	again := watch(t, b, channel)
+	head2 := again.ready(t)
+	got, err := b.Since(t.Context(), channel, head)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) == 0 || got[0].Pos != missed || head2.Seq < missed.Seq {
+		t.Errorf("after the reconnection, ready(%v) and Since(%v) = %v; want %v covered", head2, head, got, missed)
+	}
+	next := publish(t, b, channel, `"after"`)
+	if m := again.next(t); m.Pos != next {
+		t.Errorf("delivery after resubscribing at %v, want %v", m.Pos, next)
+	}
+}
+
+// Brokers on separate connections, as in separate processes, agree on
+// the numbering while they publish at once, and see each other's
+// publications.
+func TestBrokersShareChannels(t *testing.T) {
+	url := natsURL(t)
+	a, _, prefix := newBroker(t, url, nil)
+	b, _, _ := newBroker(t, url, &natsbroker.Options{Prefix: prefix})
+	channel := channelName(t)
+	wa, wb := watch(t, a, channel), watch(t, b, channel)
+	head := wa.ready(t)
+	if hb := wb.ready(t); hb != head {
+		t.Fatalf("the brokers' heads differ: %v and %v", head, hb)
+	}
+
+	const each = 100
+	results := make(chan []live.Message, 2)
+	for i, br := range []*natsbroker.Broker{a, b} {
+		go func() {
+			var msgs []live.Message
+			for n := range each {
+				data := fmt.Sprintf(`{"broker":%d,"n":%d}`, i, n)
+				pos, err := br.Publish(context.Background(), channel, []byte(data))
+				if err != nil {
+					t.Error(err)
+					break
+				}
+				msgs = append(msgs, live.Message{Channel: channel, Pos: pos, Data: []byte(data)})
+			}
+			results <- msgs
+		}()
+	}
+	byPos := map[uint64]live.Message{}
+	for range 2 {
+		for _, m := range <-results {
+			if dup, ok := byPos[m.Pos.Seq]; ok {
+				t.Fatalf("%v returned for %s and %s", m.Pos, dup.Data, m.Data)
+			}
+			byPos[m.Pos.Seq] = m
+		}
+	}
+	var want []live.Message
+	for i := uint64(1); i <= 2*each; i++ {
+		m, ok := byPos[head.Seq+i]
+		if !ok {
+			t.Fatalf("no publication at Seq %d", head.Seq+i)
+		}
+		want = append(want, m)
+	}
+	for name, w := range map[string]*watcher{"a": wa, "b": wb} {
+		var got []live.Message
+		for range want {
+			got = append(got, w.next(t))
+		}
+		if diff := cmp.Diff(want, got, cmpopts.EquateEmpty()); diff != "" {
+			t.Errorf("broker %s delivered (-want +got):\n%s", name, diff)
+		}
+	}
+	if a.Stats().Conflicts+b.Stats().Conflicts == 0 {
+		t.Log("the brokers never raced for a position")
+	}
+}
+
+func TestOpen(t *testing.T) {
+	url := natsURL(t)
+	nc := connect(t, url)
+	prefix := testPrefix(t, nc)
+	b, err := natsbroker.Open(url, &natsbroker.Options{Prefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	channel := channelName(t)
+	pos := publish(t, b, channel, `1`)
+	if got, err := b.Since(t.Context(), channel, live.Position{Epoch: pos.Epoch}); err != nil || len(got) != 1 {
+		t.Errorf("Since = %v, %v", got, err)
+	}
+	if err := b.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	if _, err := b.Publish(t.Context(), channel, []byte(`2`)); !errors.Is(err, live.ErrClosed) {
+		t.Errorf("Publish after Close: %v, want ErrClosed", err)
+	}
+	if err := b.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+
+	if _, err := natsbroker.Open("nats://127.0.0.1:1", nil); err == nil {
+		t.Error("Open with nothing listening succeeded")
+	}
+}
+
+// A connection passed to New stays the caller's.
+func TestCloseLeavesConnOpen(t *testing.T) {
+	url := natsURL(t)
+	b, nc, _ := newBroker(t, url, nil)
+	publish(t, b, channelName(t), `1`)
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !nc.IsConnected() {
+		t.Error("the connection was closed by Close")
+	}
+}
+
+func TestNewPanicsOnBadPrefix(t *testing.T) {
+	for _, prefix := range []string{"a.b", "a*", "a>", "a b", strings.Repeat("x", 65)} {
+		t.Run(prefix[:min(len(prefix), 8)], func(t *testing.T) {
+			defer func() {
+				if r := recover(); r == nil || !strings.Contains(fmt.Sprint(r), "Prefix") {
+					t.Errorf("recovered %v, want a panic about the prefix", r)
+				}
+			}()
+			natsbroker.New(&nats.Conn{}, &natsbroker.Options{Prefix: prefix})
+		})
+	}
+}
+
+// A stream of the broker's name made by someone else without what the
+// broker needs gets a clear error, not silence.
+func TestForeignStream(t *testing.T) {
+	url := natsURL(t)
+	b, nc, prefix := newBroker(t, url, nil)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateStream(t.Context(), jetstream.StreamConfig{Name: prefix, Subjects: []string{prefix + ".c.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Publish(t.Context(), channelName(t), []byte(`1`)); err == nil || !strings.Contains(err.Error(), "republish") {
+		t.Errorf("Publish with a stream that does not republish: %v, want an error saying so", err)
+	}
+}
+
+// Invalid channel names are refused with a clear error and touch nothing.
+func TestInvalidChannel(t *testing.T) {
+	url := natsURL(t)
+	b, _, _ := newBroker(t, url, nil)
+	for _, channel := range []string{"", ".", "a b", "a*", "a>", "a/b", strings.Repeat("x", live.MaxChannelLen+1)} {
+		if _, err := b.Publish(t.Context(), channel, []byte(`1`)); err == nil || !strings.Contains(err.Error(), "channel") {
+			t.Errorf("Publish(%q): %v, want an error about the channel", channel, err)
+		}
+		if _, err := b.Since(t.Context(), channel, live.Position{Epoch: "x"}); err == nil || errors.Is(err, live.ErrGone) {
+			t.Errorf("Since(%q): %v, want an error about the channel", channel, err)
+		}
+		err := b.Subscribe(t.Context(), channel, func(live.Position) { t.Error("ready called") }, func(live.Message) {})
+		if err == nil || !strings.Contains(err.Error(), "channel") {
+			t.Errorf("Subscribe(%q): %v, want an error about the channel", channel, err)
+		}
+	}
+}
+
+// Since honours its context: the Hub cancels a resume when the client
+// leaves.
+func TestSinceCancelled(t *testing.T) {
+	url := natsURL(t)
+	b, _, _ := newBroker(t, url, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := b.Since(ctx, channelName(t), live.Position{Epoch: "x"}); !errors.Is(err, context.Canceled) {
+		t.Errorf("Since with a cancelled context: %v", err)
+	}
+}

@@ -1,0 +1,190 @@
+package natsbroker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/go-live/live"
+	"github.com/nats-io/nats.go"
+)
+
+var (
+	errStalled  = errors.New("nats connection stalled")
+	errConnLost = errors.New("nats connection lost")
+	errGap      = errors.New("publications missing from the subscription")
+)
+
+// A sub is one Subscribe call, registered with the broker so that the
+// watcher can end it when the connection fails.
+type sub struct {
+	ctx        context.Context // ends when the caller's context ends or the sub fails
+	cancel     context.CancelCauseFunc
+	reconnects uint64 // the connection's reconnection count when the sub started
+}
+
+// fail ends the Subscribe call with err, unless it has ended already.
+func (s *sub) fail(err error) { s.cancel(err) }
+
+// register adds a Subscribe call with the context ctx.
+func (b *Broker) register(ctx context.Context) (*sub, error) {
+	sctx, cancel := context.WithCancelCause(ctx)
+	s := &sub{ctx: sctx, cancel: cancel, reconnects: b.nc.Stats().Reconnects}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		cancel(live.ErrClosed)
+		return nil, live.ErrClosed
+	}
+	b.subs[s] = struct{}{}
+	b.subscribers.Add(1)
+	return s, nil
+}
+
+func (b *Broker) unregister(s *sub) {
+	b.mu.Lock()
+	delete(b.subs, s)
+	b.mu.Unlock()
+	b.subscribers.Add(-1)
+	s.cancel(nil)
+}
+
+// failSubs ends the Subscribe calls that match with err.
+func (b *Broker) failSubs(err error, match func(*sub) bool) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := 0
+	for s := range b.subs {
+		if match(s) {
+			s.fail(err)
+			n++
+		}
+	}
+	return n
+}
+
+// watch is the broker's goroutine. While there are subscriptions, every
+// StallTimeout/4 it ends those that a lost or re-established connection
+// may have deprived of messages, and pings the server, ending every
+// subscription if the pong does not come within StallTimeout.
+func (b *Broker) watch() {
+	defer close(b.done)
+	t := time.NewTicker(b.stall / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.ctx.Done():
+			return
+		case <-t.C:
+		}
+		if b.subscribers.Load() == 0 {
+			continue
+		}
+		status, reconnects := b.nc.Status(), b.nc.Stats().Reconnects
+		if status != nats.CONNECTED {
+			err := fmt.Errorf("%w (%v)", errConnLost, status)
+			if n := b.failSubs(err, func(*sub) bool { return true }); n > 0 {
+				b.connLosses.Add(1)
+				b.log.Warn("natsbroker: connection lost; ending subscriptions", "status", status.String(), "subscriptions", n)
+			}
+			continue
+		}
+		err := fmt.Errorf("%w: the connection was re-established, and messages may have been lost meanwhile", errConnLost)
+		if n := b.failSubs(err, func(s *sub) bool { return s.reconnects < reconnects }); n > 0 {
+			b.connLosses.Add(1)
+			b.log.Warn("natsbroker: connection re-established; ending subscriptions", "subscriptions", n)
+		}
+
+		start := time.Now()
+		ctx, cancel := context.WithTimeout(b.ctx, b.stall)
+		err = b.nc.FlushWithContext(ctx)
+		cancel()
+		if errors.Is(err, context.DeadlineExceeded) && b.nc.Status() == nats.CONNECTED {
+			err := fmt.Errorf("%w: no reply to a ping for %v", errStalled, time.Since(start).Round(time.Millisecond))
+			n := b.failSubs(err, func(*sub) bool { return true })
+			b.stalls.Add(1)
+			b.log.Warn("natsbroker: server stalled; ending subscriptions", "err", err, "subscriptions", n)
+		}
+	}
+}
+
+// Subscribe implements [live.Broker]. It subscribes to the channel's
+// republished messages, makes sure the server has the subscription, then
+// reads the channel's latest message and calls ready with its position, so
+// every publication after the head reaches the subscription. It delivers on
+// the calling goroutine, skipping messages up to the head. A message out of
+// turn (a gap, another epoch) and any failure of the connection end it with
+// an error.
+func (b *Broker) Subscribe(ctx context.Context, channel string, ready func(live.Position), deliver func(live.Message)) error {
+	if b.isClosed() {
+		return fmt.Errorf("live: subscribe %q: %w", channel, live.ErrClosed)
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	if err := live.ValidChannel(channel); err != nil {
+		return fmt.Errorf("live: subscribe: %w", err)
+	}
+	s, err := b.register(ctx)
+	if err != nil {
+		return fmt.Errorf("live: subscribe %q: %w", channel, err)
+	}
+	defer b.unregister(s)
+	// failed returns why s ended, or nil if the caller's context did.
+	failed := func(err error) error {
+		if ctx.Err() != nil {
+			return nil
+		}
+		if cause := context.Cause(s.ctx); cause != nil && s.ctx.Err() != nil {
+			err = cause
+		}
+		return fmt.Errorf("live: subscribe %q: %w", channel, err)
+	}
+
+	if st := b.nc.Status(); st != nats.CONNECTED {
+		return fmt.Errorf("live: subscribe %q: %w (%v)", channel, errConnLost, st)
+	}
+	ns, err := b.nc.SubscribeSync(b.announcements(channel))
+	if err != nil {
+		return failed(err)
+	}
+	defer ns.Unsubscribe()
+	// Once the server answers a ping sent after SUB, it has the
+	// subscription: whatever it stores from now on reaches ns.
+	fctx, cancel := context.WithTimeout(s.ctx, b.stall)
+	err = b.nc.FlushWithContext(fctx)
+	cancel()
+	if err != nil {
+		return failed(fmt.Errorf("subscribing: %w", err))
+	}
+	head, err := b.head(s.ctx, channel)
+	if err != nil {
+		return failed(fmt.Errorf("reading the head: %w", err))
+	}
+	ready(head)
+
+	last := head
+	for {
+		m, err := ns.NextMsgWithContext(s.ctx)
+		if err != nil {
+			return failed(err)
+		}
+		epoch, seq, _, err := parseStored(m.Subject, m.Header)
+		switch {
+		case err != nil:
+			err = fmt.Errorf("malformed message: %w", err)
+		case epoch != last.Epoch:
+			err = fmt.Errorf("message at %d.%s: the channel's epoch changed (did the server lose its data?)", seq, epoch)
+		case seq <= last.Seq:
+			continue // at or before the head, or the marker
+		case seq != last.Seq+1:
+			err = fmt.Errorf("%w: message at %d.%s", errGap, seq, epoch)
+		}
+		if err != nil {
+			return failed(fmt.Errorf("after %v: %w", last, err))
+		}
+		last = live.Position{Epoch: epoch, Seq: seq}
+		deliver(live.Message{Channel: channel, Pos: last, Data: m.Data})
+	}
+}

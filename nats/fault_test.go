@@ -1,0 +1,326 @@
+package natsbroker_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-live/live"
+	natsbroker "github.com/go-live/live/nats"
+	"github.com/nats-io/nats.go"
+)
+
+// recoverWithin bounds how long clients may go without publications once
+// the server is back.
+const recoverWithin = 5 * time.Second
+
+// A loadPublisher publishes numbered values through a Hub every 2 ms
+// until stopped, and records what each Publish returned.
+type loadPublisher struct {
+	stop chan struct{}
+	done chan struct{}
+
+	mu      sync.Mutex // guards ok, failed and changed
+	ok      []live.Position
+	failed  int
+	changed chan struct{} // closed and replaced after each result
+}
+
+func startPublisher(n *node, channel string) *loadPublisher {
+	p := &loadPublisher{stop: make(chan struct{}), done: make(chan struct{}), changed: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		tick := time.NewTicker(2 * time.Millisecond) // paces the load; nothing waits for delivery
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-p.stop:
+				return
+			case <-tick.C:
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			pos, err := n.hub.Publish(ctx, channel, json.RawMessage(fmt.Sprint(i)))
+			cancel()
+			p.mu.Lock()
+			if err == nil {
+				p.ok = append(p.ok, pos)
+			} else {
+				p.failed++
+			}
+			close(p.changed)
+			p.changed = make(chan struct{})
+			p.mu.Unlock()
+		}
+	}()
+	return p
+}
+
+// await waits until cond holds for the publisher's successes and
+// failures.
+func (p *loadPublisher) await(t *testing.T, what string, cond func(ok []live.Position, failed int) bool) {
+	t.Helper()
+	deadline := time.After(waitTimeout)
+	for {
+		p.mu.Lock()
+		holds, changed := cond(p.ok, p.failed), p.changed
+		p.mu.Unlock()
+		if holds {
+			return
+		}
+		select {
+		case <-changed:
+		case <-deadline:
+			t.Fatalf("publisher: %s did not happen", what)
+		}
+	}
+}
+
+func (p *loadPublisher) finish() []live.Position {
+	close(p.stop)
+	<-p.done
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.ok
+}
+
+// checkNoSilentLoss reads events until every successful publication has
+// been delivered or covered by a reset, and reports any event that does
+// not follow the one before (a gap, a duplicate, a reordering) unless it
+// follows a reset. It returns the resets.
+func checkNoSilentLoss(t *testing.T, s *stream, after live.Position, published []live.Position) (resets []event) {
+	t.Helper()
+	last := published[len(published)-1]
+	prev := after
+	delivered := map[live.Position]bool{}
+	for prev.Epoch != last.Epoch || prev.Seq < last.Seq {
+		e := s.next(t)
+		if e.Event == "reset" {
+			var r struct{ Cursor string }
+			json.Unmarshal([]byte(e.Data), &r)
+			cursor, err := live.ParseCursor(r.Cursor)
+			if err != nil {
+				t.Fatalf("reset %+v: %v", e, err)
+			}
+			resets = append(resets, e)
+			prev = cursor
+			continue
+		}
+		pos, err := live.ParseCursor(e.ID)
+		if err != nil || pos.Epoch != prev.Epoch || pos.Seq != prev.Seq+1 {
+			t.Errorf("event %+v after %v: not the next position", e, prev)
+		}
+		delivered[pos] = true
+		prev = pos
+	}
+	for _, p := range published {
+		if delivered[p] {
+			continue
+		}
+		covered := false
+		for _, e := range resets {
+			var r struct{ Cursor string }
+			json.Unmarshal([]byte(e.Data), &r)
+			if c, _ := live.ParseCursor(r.Cursor); c.Epoch == p.Epoch && c.Seq >= p.Seq {
+				covered = true
+			}
+		}
+		if !covered {
+			t.Errorf("publication %v was neither delivered nor covered by a reset", p)
+		}
+	}
+	return resets
+}
+
+// The server crashes mid-stream and restarts on the same store. Publishing
+// fails during the outage; once the server is back, the client receives
+// again, the publications it missed replayed, in one numbering.
+func TestServerRestart(t *testing.T) {
+	srv := startServer(t)
+	n := newNode(t, connect(t, srv.url()), &natsbroker.Options{StallTimeout: time.Second})
+	channel := channelName(t)
+	s := openStream(t, n.url+channel, "")
+	start := n.publish(t, channel, `"start"`)
+	if e := s.next(t); e.ID != start.String() {
+		t.Fatalf("event %+v, want %v", e, start)
+	}
+
+	pub := startPublisher(n, channel)
+	pub.await(t, "20 publications", func(ok []live.Position, _ int) bool { return len(ok) >= 20 })
+	srv.kill()
+	var before int
+	pub.await(t, "3 failures while the server is down", func(ok []live.Position, failed int) bool {
+		before = len(ok)
+		return failed >= 3
+	})
+	srv.start()
+	restarted := time.Now()
+	pub.await(t, "20 publications after the restart", func(ok []live.Position, _ int) bool { return len(ok) >= before+20 })
+	published := pub.finish()
+
+	// The first event after the restart.
+	var recovered time.Duration
+	var events []event
+	for {
+		e := s.next(t)
+		events = append(events, e)
+		pos, _ := live.ParseCursor(e.ID)
+		if e.Event == "reset" || pos.Seq > published[before-1].Seq {
+			recovered = time.Since(restarted)
+			break
+		}
+	}
+	replay := &stream{events: make(chan event, len(events)+len(published)+8)}
+	for _, e := range events {
+		replay.events <- e
+	}
+	go func() { // the rest of the stream, after those read
+		for e := range s.events {
+			replay.events <- e
+		}
+	}()
+	resets := checkNoSilentLoss(t, replay, start, published)
+	if len(resets) > 0 {
+		t.Errorf("resets %v after a restart that kept the store, want the missed publications replayed", resets)
+	}
+	if recovered > recoverWithin {
+		t.Errorf("the client received again %v after the server restarted, want within %v", recovered, recoverWithin)
+	}
+	t.Logf("%d publications, %d while down failed; the client received again %v after the server restarted",
+		len(published), pub.failed, recovered.Round(time.Millisecond))
+}
+
+// The server restarts with an empty store, as after losing its disk: the
+// numbering starts again in a new epoch, the client following the channel
+// is reset, and so is a client resuming with an old cursor.
+func TestServerRestartEmpty(t *testing.T) {
+	srv := startServer(t)
+	nc := connect(t, srv.url())
+	n := newNode(t, nc, &natsbroker.Options{StallTimeout: time.Second})
+	channel := channelName(t)
+	s := openStream(t, n.url+channel, "")
+	before := n.publish(t, channel, `"before"`)
+	if e := s.next(t); e.ID != before.String() {
+		t.Fatalf("event %+v, want %v", e, before)
+	}
+
+	srv.kill()
+	ctx, cancel := context.WithTimeout(t.Context(), waitTimeout)
+	defer cancel()
+	if pos, err := n.hub.Publish(ctx, channel, json.RawMessage(`"during"`)); err == nil {
+		t.Errorf("Publish while the server is down = %v, nil; want an error", pos)
+	}
+	srv.wipe()
+	back := nc.StatusChanged(nats.CONNECTED)
+	defer nc.RemoveStatusListener(back)
+	srv.start()
+	restarted := time.Now()
+	select { // publications fail until the connection is back
+	case <-back:
+	case <-time.After(waitTimeout):
+		t.Fatal("the connection did not come back")
+	}
+	// Published before or after the Hub notices: either way the client
+	// gets it or a reset past it.
+	early := n.publish(t, channel, `"early"`)
+	if early.Epoch == before.Epoch {
+		t.Fatalf("publication after the data loss at %v, want a new epoch", early)
+	}
+	e := s.next(t)
+	var reset struct{ Reason, Cursor string }
+	json.Unmarshal([]byte(e.Data), &reset)
+	cursor, err := live.ParseCursor(reset.Cursor)
+	if e.Event != "reset" || reset.Reason != "epoch" || err != nil || cursor.Epoch != early.Epoch {
+		t.Fatalf("first event after the restart = %+v, want a reset to the new epoch %q", e, early.Epoch)
+	}
+	want := []string{early.String()}
+	if cursor.Seq >= early.Seq {
+		want = nil // the reset covers it
+	}
+	late := n.publish(t, channel, `"late"`)
+	want = append(want, late.String())
+	var got []string
+	for range want {
+		got = append(got, s.next(t).ID)
+	}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("events after the reset to %v: %v, want %v", cursor, got, want)
+	}
+	recovered := time.Since(restarted)
+	if recovered > recoverWithin {
+		t.Errorf("the client received again %v after the server restarted, want within %v", recovered, recoverWithin)
+	}
+
+	old := openStream(t, n.url+channel, before.String())
+	checkReset(t, old.next(t), "epoch", late)
+	t.Logf("the client was reset and received again %v after the server restarted empty", recovered.Round(time.Millisecond))
+}
+
+// The server stops answering (SIGSTOP, as a frozen VM would) without
+// closing connections. Subscribe notices within about StallTimeout and
+// returns an error, which the broker logs and counts; when the server
+// resumes, the Hub subscribes again and clients continue without a gap or
+// a reset, because no data was lost.
+func TestServerStall(t *testing.T) {
+	const stall = time.Second
+	srv := startServer(t)
+	n := newNode(t, connect(t, srv.url()), &natsbroker.Options{StallTimeout: stall})
+	channel := channelName(t)
+	s := openStream(t, n.url+channel, "")
+	w := watch(t, n.broker, channel)
+	w.ready(t)
+	before := n.publish(t, channel, `"before"`)
+	if e := s.next(t); e.ID != before.String() {
+		t.Fatalf("event %+v, want %v", e, before)
+	}
+
+	srv.stop()
+	stopped := time.Now()
+	err := w.failure(t, 4*stall)
+	detected := time.Since(stopped)
+	if !strings.Contains(err.Error(), "stalled") {
+		t.Errorf("Subscribe during the stall = %v, want an error about a stall", err)
+	}
+	if detected > 2*stall {
+		t.Errorf("stall detected after %v, want within about StallTimeout (%v)", detected, stall)
+	}
+	if st := n.broker.Stats(); st.Stalls == 0 {
+		t.Errorf("broker stats %+v, want the stall counted", st)
+	}
+	t.Logf("stall detected after %v: %v", detected.Round(time.Millisecond), err)
+
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	if pos, err := n.broker.Publish(ctx, channel, []byte(`"during"`)); err == nil {
+		t.Errorf("Publish while the server is stopped = %v, nil; want an error", pos)
+	}
+
+	srv.cont()
+	resumed := time.Now()
+	after := n.publish(t, channel, `"after"`)
+	// The publication attempted during the stall may have been taken (the
+	// server reads it once it resumes), so the client sees it or not, but
+	// nothing is skipped and nothing resets.
+	var events []event
+	for {
+		e := s.next(t)
+		events = append(events, e)
+		if e.ID == after.String() || e.Event == "reset" || len(events) > 2 {
+			break
+		}
+	}
+	checkContiguous(t, before.String(), events)
+	if last := events[len(events)-1]; last.ID != after.String() || last.Data != `"after"` {
+		t.Errorf("events after the stall: %+v, want %v last", events, after)
+	}
+	if d := time.Since(resumed); d > recoverWithin {
+		t.Errorf("the client received again %v after the server resumed, want within %v", d, recoverWithin)
+	}
+	if st := n.hub.Stats(); st.BrokerErrors == 0 || st.Resets != 0 {
+		t.Errorf("Hub stats %+v, want broker errors counted and no resets", st)
+	}
+	t.Logf("the client received again %v after the server resumed", time.Since(resumed).Round(time.Millisecond))
+}

@@ -1,11 +1,23 @@
 package pgbroker_test
 
 import (
+	"context"
+	"crypto/sha256"
+	"encoding/base32"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/go-live/live"
 	"github.com/go-live/live/brokertest"
 	pgbroker "github.com/go-live/live/postgres"
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 func TestConformance(t *testing.T) {
@@ -17,4 +29,477 @@ func TestConformance(t *testing.T) {
 		},
 		HistorySize: 64,
 	})
+}
+
+// The tables are documented, because operators look at them: a row per
+// channel with its epoch and latest Seq, and the history trimmed to
+// exactly HistorySize rows keyed by Seq.
+func TestTables(t *testing.T) {
+	url := pgURL(t)
+	b, pool, schema := newBroker(t, url, &pgbroker.Options{HistorySize: 8})
+	ctx := t.Context()
+	channel := channelName(t)
+	var last live.Position
+	for i := range 10 {
+		last = publish(t, b, channel, fmt.Sprint(i))
+	}
+	var epoch string
+	var seq int64
+	if err := pool.QueryRow(ctx, "SELECT epoch, seq FROM "+schema+".channels WHERE name = $1", channel).Scan(&epoch, &seq); err != nil {
+		t.Fatal(err)
+	}
+	if epoch != last.Epoch || seq != 10 {
+		t.Errorf("channels row = %s, %d; want %s, 10", epoch, seq, last.Epoch)
+	}
+	rows, _ := pool.Query(ctx, "SELECT seq, convert_from(data, 'UTF8') FROM "+schema+".messages WHERE channel = $1 ORDER BY seq", channel)
+	type row struct {
+		Seq  int64
+		Data string
+	}
+	got, err := pgx.CollectRows(rows, pgx.RowToStructByPos[row])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []row
+	for i := 3; i <= 10; i++ {
+		want = append(want, row{int64(i), fmt.Sprint(i - 1)})
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("messages (-want +got):\n%s", diff)
+	}
+}
+
+// Publications around NOTIFY's 8000-byte limit, ASCII or not, arrive
+// intact: those that do not fit are read from the table.
+func TestLargePublications(t *testing.T) {
+	url := pgURL(t)
+	b, _, _ := newBroker(t, url, nil)
+	channel := channelName(t)
+	w := watch(t, b, channel)
+	w.ready(t)
+	var want []live.Message
+	for _, n := range []int{7800, 7900, 7990, 8000, 8100, 20000, 1 << 20} {
+		for _, unit := range []string{"x", "é", "€", "𝄞"} {
+			data := `"` + strings.Repeat(unit, n/len(unit)) + `"`
+			want = append(want, live.Message{Channel: channel, Pos: publish(t, b, channel, data), Data: []byte(data)})
+		}
+	}
+	var got []live.Message
+	for range want {
+		got = append(got, w.next(t))
+	}
+	if diff := cmp.Diff(want, got, cmp.Transformer("string", func(d json.RawMessage) string { return string(d) })); diff != "" {
+		t.Errorf("deliveries (-want +got):\n%s", diff)
+	}
+}
+
+// PublishTx publishes in the application's transaction: subscribers and
+// history see the publication once the transaction commits, never if it
+// rolls back, and a rollback gives its number back.
+func TestPublishTx(t *testing.T) {
+	url := pgURL(t)
+	b, pool, schema := newBroker(t, url, nil)
+	ctx := t.Context()
+	channel := channelName(t)
+	first := publish(t, b, channel, `"first"`) // creates the schema
+	if _, err := pool.Exec(ctx, "CREATE TABLE "+schema+".todos (id text PRIMARY KEY)"); err != nil {
+		t.Fatal(err)
+	}
+	w := watch(t, b, channel)
+	w.ready(t)
+
+	// Rolled back: nothing is delivered, nothing is kept, the number is
+	// reused.
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "INSERT INTO "+schema+".todos VALUES ('a')"); err != nil {
+		t.Fatal(err)
+	}
+	rolledBack, err := b.PublishTx(ctx, tx, channel, []byte(`{"add": "a"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rolledBack.Seq != first.Seq+1 || rolledBack.Epoch != first.Epoch {
+		t.Errorf("PublishTx = %v, want the position after %v", rolledBack, first)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// Committed: delivered in the number given back, data compacted.
+	tx, err = pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, "INSERT INTO "+schema+".todos VALUES ('b')"); err != nil {
+		t.Fatal(err)
+	}
+	committed, err := b.PublishTx(ctx, tx, channel, []byte(`{"add": "b"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Not visible to others before the commit.
+	if msgs, err := b.Since(ctx, channel, first); err != nil || len(msgs) != 0 {
+		t.Errorf("Since(%v) before the commit = %v, %v; want nothing", first, msgs, err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	want := live.Message{Channel: channel, Pos: live.Position{Epoch: first.Epoch, Seq: first.Seq + 1}, Data: []byte(`{"add":"b"}`)}
+	if committed != want.Pos {
+		t.Errorf("PublishTx = %v, want %v: the rolled back publication gives its number back", committed, want.Pos)
+	}
+	if diff := cmp.Diff(want, w.next(t)); diff != "" {
+		t.Errorf("delivery (-want +got):\n%s", diff)
+	}
+	msgs, err := b.Since(ctx, channel, first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]live.Message{want}, msgs); diff != "" {
+		t.Errorf("Since(%v) (-want +got):\n%s", first, diff)
+	}
+	if len(w.msgs) > 0 {
+		t.Errorf("also delivered %v", <-w.msgs)
+	}
+
+	for _, bad := range []string{`{"a":`, `nope`, "\"\xff\""} {
+		tx, err := pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pos, err := b.PublishTx(ctx, tx, channel, []byte(bad)); err == nil {
+			t.Errorf("PublishTx(%q) = %v, nil; want an error", bad, pos)
+		}
+		tx.Rollback(ctx)
+	}
+}
+
+// HistoryAge drops publications by the database's clock, in Since at once
+// and from the table on the next publication.
+func TestHistoryAge(t *testing.T) {
+	url := pgURL(t)
+	b, pool, schema := newBroker(t, url, &pgbroker.Options{HistoryAge: 50 * time.Millisecond})
+	channel := channelName(t)
+	first := publish(t, b, channel, `1`)
+	publish(t, b, channel, `2`)
+	start := live.Position{Epoch: first.Epoch}
+
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		_, err := b.Since(t.Context(), channel, start)
+		if errors.Is(err, live.ErrGone) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("publications older than HistoryAge are still replayed")
+		}
+		time.Sleep(10 * time.Millisecond) // waiting for time to pass, which is what is tested
+	}
+	third := publish(t, b, channel, `3`)
+	got, err := b.Since(t.Context(), channel, live.Position{Epoch: first.Epoch, Seq: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]live.Message{{Channel: channel, Pos: third, Data: []byte(`3`)}}, got); diff != "" {
+		t.Errorf("Since the last expired publication (-want +got):\n%s", diff)
+	}
+	var n int
+	if err := pool.QueryRow(t.Context(), "SELECT count(*) FROM "+schema+".messages WHERE channel = $1", channel).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 {
+		t.Errorf("the table holds %d messages after expiry, want 1", n)
+	}
+}
+
+// The sweeper deletes the history of channels nobody publishes on.
+func TestIdleChannelsSwept(t *testing.T) {
+	url := pgURL(t)
+	b, pool, schema := newBroker(t, url, &pgbroker.Options{HistoryAge: 100 * time.Millisecond})
+	channel := channelName(t)
+	publish(t, b, channel, `1`)
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		var n int
+		if err := pool.QueryRow(t.Context(), "SELECT count(*) FROM "+schema+".messages WHERE channel = $1", channel).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the history of an idle channel is still in the table")
+		}
+		time.Sleep(50 * time.Millisecond) // waiting for the sweeper, which runs every second here
+	}
+}
+
+// When the tables are lost (dropped, or a new cluster), they are made
+// again and numbering starts in a new epoch, so that no cursor resumes into
+// the wrong publications, and subscribers end with an error rather than
+// deliver from another numbering.
+func TestDataLossStartsNewEpoch(t *testing.T) {
+	url := pgURL(t)
+	b, pool, schema := newBroker(t, url, nil)
+	channel := channelName(t)
+	before := publish(t, b, channel, `"before"`)
+	w := watch(t, b, channel)
+	if head := w.ready(t); head != before {
+		t.Fatalf("ready(%v), want %v", head, before)
+	}
+
+	if _, err := pool.Exec(t.Context(), "DROP SCHEMA "+schema+" CASCADE"); err != nil {
+		t.Fatal(err)
+	}
+	after := publish(t, b, channel, `"after"`)
+	if after.Epoch == before.Epoch || after.Seq != 1 {
+		t.Errorf("first publication after the loss is at %v, want Seq 1 in an epoch other than %q", after, before.Epoch)
+	}
+	if err := w.failure(t, waitTimeout); !strings.Contains(err.Error(), "epoch changed") {
+		t.Errorf("Subscribe = %v, want an error about the epoch", err)
+	}
+	if _, err := b.Since(t.Context(), channel, before); !errors.Is(err, live.ErrGone) {
+		t.Errorf("Since(%v) from the lost epoch: %v, want ErrGone", before, err)
+	}
+	got, err := b.Since(t.Context(), channel, live.Position{Epoch: after.Epoch})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]live.Message{{Channel: channel, Pos: after, Data: []byte(`"after"`)}}, got); diff != "" {
+		t.Errorf("Since the start of the new epoch (-want +got):\n%s", diff)
+	}
+}
+
+// Announcements out of turn end the subscription instead of being
+// skipped: the Hub then catches up from history or resets its clients.
+func TestAnnouncementsOutOfTurn(t *testing.T) {
+	url := pgURL(t)
+	for _, tt := range []struct {
+		name, announce, want string // announce: the payload after the channel, with %s for the epoch
+	}{
+		{"Gap", "%s 3 d3", "missing"},
+		{"OtherEpoch", "x%s 2 d2", "epoch changed"},
+		{"Malformed", "%s two d2", "malformed"},
+		{"Unreadable", "%s 2 r", "not in the table"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			b, pool, schema := newBroker(t, url, nil)
+			channel := channelName(t)
+			head := publish(t, b, channel, `1`)
+			w := watch(t, b, channel)
+			w.ready(t)
+			// A stale repeat is ignored; the next one is out of turn.
+			notify := schema + ":" + notifyHash(channel)
+			for _, payload := range []string{head.Epoch + " 1 d1", fmt.Sprintf(tt.announce, head.Epoch)} {
+				if _, err := pool.Exec(t.Context(), "SELECT pg_notify($1, $2)", notify, channel+" "+payload); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := w.failure(t, waitTimeout); !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Subscribe = %v, want an error about %q", err, tt.want)
+			}
+			if len(w.msgs) > 0 {
+				t.Errorf("delivered %v", <-w.msgs)
+			}
+		})
+	}
+}
+
+// notifyHash is the documented NOTIFY channel suffix of channel.
+func notifyHash(channel string) string {
+	sum := sha256.Sum256([]byte(channel))
+	return strings.ToLower(base32.StdEncoding.EncodeToString(sum[:15]))
+}
+
+// listenerPID returns the backend of the broker's listening connection,
+// which is named after its schema.
+func listenerPID(t testing.TB, pool *pgxpool.Pool, schema string) int {
+	t.Helper()
+	rows, _ := pool.Query(t.Context(), "SELECT pid FROM pg_stat_activity WHERE application_name = $1", "live-listener:"+schema)
+	pids, err := pgx.CollectRows(rows, pgx.RowTo[int])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pids) != 1 {
+		t.Fatalf("found %d listening connections for schema %s, want 1", len(pids), schema)
+	}
+	return pids[0]
+}
+
+// A killed listening connection ends every subscription; subscribing
+// again and reading history covers what was published meanwhile.
+func TestListenerKilled(t *testing.T) {
+	url := pgURL(t)
+	b, pool, schema := newBroker(t, url, nil)
+	channel := channelName(t)
+	w := watch(t, b, channel)
+	head := w.ready(t)
+
+	var ok bool
+	if err := pool.QueryRow(t.Context(), "SELECT pg_terminate_backend($1)", listenerPID(t, pool, schema)).Scan(&ok); err != nil || !ok {
+		t.Fatalf("pg_terminate_backend: %v, %v", ok, err)
+	}
+	missed := publish(t, b, channel, `"while disconnected"`)
+	if err := w.failure(t, waitTimeout); !strings.Contains(err.Error(), "listening connection") {
+		t.Errorf("Subscribe = %v, want an error about the connection", err)
+	}
+
+	// As the Hub does: subscribe again, catch up from history.
+	again := watch(t, b, channel)
+	head2 := again.ready(t)
+	got, err := b.Since(t.Context(), channel, head)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) == 0 || got[0].Pos != missed || head2.Seq < missed.Seq {
+		t.Errorf("after the reconnection, ready(%v) and Since(%v) = %v; want %v covered", head2, head, got, missed)
+	}
+	next := publish(t, b, channel, `"after"`)
+	if m := again.next(t); m.Pos != next {
+		t.Errorf("delivery after resubscribing at %v, want %v", m.Pos, next)
+	}
+	if st := b.Stats(); st.Listens != 2 || st.Failures != 1 || st.Stalls != 0 {
+		t.Errorf("Stats = %+v, want 2 listens and 1 failure", st)
+	}
+}
+
+// Brokers on separate pools, as in separate processes, agree on the
+// numbering and see each other's publications.
+func TestBrokersShareChannels(t *testing.T) {
+	url := pgURL(t)
+	a, _, schema := newBroker(t, url, nil)
+	b, _, _ := newBroker(t, url, &pgbroker.Options{Schema: schema})
+	channel := channelName(t)
+	wa, wb := watch(t, a, channel), watch(t, b, channel)
+	wa.ready(t)
+	wb.ready(t)
+	var want []live.Message
+	for i, br := range []live.Broker{a, b, b, a, b} {
+		data := fmt.Sprintf(`{"i":%d}`, i)
+		want = append(want, live.Message{Channel: channel, Pos: publish(t, br, channel, data), Data: []byte(data)})
+	}
+	for name, w := range map[string]*watcher{"a": wa, "b": wb} {
+		var got []live.Message
+		for range want {
+			got = append(got, w.next(t))
+		}
+		if diff := cmp.Diff(want, got, cmpopts.EquateEmpty()); diff != "" {
+			t.Errorf("broker %s delivered (-want +got):\n%s", name, diff)
+		}
+	}
+}
+
+func TestOpen(t *testing.T) {
+	url := pgURL(t)
+	pool := newPool(t, url)
+	schema := testSchema(t, pool)
+	b, err := pgbroker.Open(url, &pgbroker.Options{Schema: schema, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	channel := channelName(t)
+	pos := publish(t, b, channel, `1`)
+	if got, err := b.Since(t.Context(), channel, live.Position{Epoch: pos.Epoch}); err != nil || len(got) != 1 {
+		t.Errorf("Since = %v, %v", got, err)
+	}
+	if err := b.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	if _, err := b.Publish(t.Context(), channel, []byte(`2`)); !errors.Is(err, live.ErrClosed) {
+		t.Errorf("Publish after Close: %v, want ErrClosed", err)
+	}
+	if err := b.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+
+	if _, err := pgbroker.Open("mysql://example.com", nil); err == nil {
+		t.Error("Open with a mysql URL succeeded")
+	}
+}
+
+// A pool passed to New stays the caller's.
+func TestCloseLeavesPoolOpen(t *testing.T) {
+	url := pgURL(t)
+	pool := newPool(t, url)
+	b := pgbroker.New(pool, &pgbroker.Options{Schema: testSchema(t, pool), Logger: testLogger(t)})
+	publish(t, b, channelName(t), `1`)
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := pool.Ping(t.Context()); err != nil {
+		t.Errorf("the pool after Close: %v", err)
+	}
+}
+
+func TestNewPanicsOnMisuse(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		opts pgbroker.Options
+		want string
+	}{
+		{"SchemaQuoted", pgbroker.Options{Schema: `live"; DROP TABLE x; --`}, "Schema"},
+		{"SchemaUpper", pgbroker.Options{Schema: "Live"}, "Schema"},
+		{"SchemaDigit", pgbroker.Options{Schema: "1live"}, "Schema"},
+		{"SchemaLong", pgbroker.Options{Schema: strings.Repeat("l", 33)}, "Schema"},
+		{"NoHistory", pgbroker.Options{HistorySize: -1}, "HistorySize"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			defer func() {
+				if r := recover(); r == nil || !strings.Contains(fmt.Sprint(r), tt.want) {
+					t.Errorf("recovered %v, want a panic about %s", r, tt.want)
+				}
+			}()
+			pool, err := pgxpool.New(t.Context(), "postgres://127.0.0.1:1/none")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pool.Close()
+			pgbroker.New(pool, &tt.opts)
+		})
+	}
+}
+
+// Bad channel names get a clear error and touch nothing.
+func TestInvalidChannel(t *testing.T) {
+	url := pgURL(t)
+	b, pool, _ := newBroker(t, url, nil)
+	ctx := t.Context()
+	for _, channel := range []string{"", "a b", "a/b", "..", strings.Repeat("c", live.MaxChannelLen+1), "x'; DROP SCHEMA public; --"} {
+		if _, err := b.Publish(ctx, channel, []byte(`1`)); err == nil {
+			t.Errorf("Publish(%q) succeeded", channel)
+		}
+		tx, err := pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.PublishTx(ctx, tx, channel, []byte(`1`)); err == nil {
+			t.Errorf("PublishTx(%q) succeeded", channel)
+		}
+		tx.Rollback(ctx)
+		if _, err := b.Since(ctx, channel, live.Position{Epoch: "x"}); err == nil || errors.Is(err, live.ErrGone) {
+			t.Errorf("Since(%q) = %v, want an error about the name", channel, err)
+		}
+		if err := b.Subscribe(ctx, channel, func(live.Position) {}, func(live.Message) {}); err == nil {
+			t.Errorf("Subscribe(%q) returned nil", channel)
+		}
+	}
+}
+
+// Since honours its context: the Hub cancels a resume when the client
+// leaves.
+func TestSinceCancelled(t *testing.T) {
+	url := pgURL(t)
+	b, _, _ := newBroker(t, url, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := b.Since(ctx, channelName(t), live.Position{Epoch: "x"}); !errors.Is(err, context.Canceled) {
+		t.Errorf("Since with a cancelled context: %v", err)
+	}
 }

@@ -6,6 +6,7 @@ replace github.com/go-live/live => ../
 
 require (
 	github.com/go-live/live v0.0.0-00010101000000-000000000000
+	github.com/google/go-cmp v0.7.0
 	github.com/jackc/pgx/v5 v5.12.0
 )
 

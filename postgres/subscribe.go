@@ -458,6 +458,10 @@ func (b *Broker) announce(ctx context.Context, channel string, last *live.Positi
 	if err != nil {
 		return fmt.Errorf("reading publication %v: %w", pos, err)
 	}
+	if len(msgs) == 0 || msgs[0].Pos != pos {
+		// An announcement is sent at commit, when its row is visible.
+		return fmt.Errorf("publication %v announced but not in the table", pos)
+	}
 	for _, m := range msgs {
 		deliver(m)
 		*last = m.Pos

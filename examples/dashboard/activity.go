@@ -2,11 +2,14 @@ package main
 
 import (
 	"encoding/json"
+	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/go-live/live"
 )
 
 // actor is who did something in the activity feed.
@@ -24,22 +27,28 @@ type activity struct {
 	Timestamp string `json:"timestamp"`
 }
 
-// feed is the activity store: newest first, bounded.
+// feed is the activity store: newest first, bounded. A handler changes
+// its node's store and answers; Hub.Hook then publishes the change on
+// activityChannel, and every node sharing the broker folds it into its own
+// store (apply), so all of them hold the same items.
 type feed struct {
-	mu    sync.Mutex // guards items and next
+	mu    sync.Mutex // guards items
 	items []activity
-	next  int
 }
+
+// activityChannel carries the feed's list operations, as Hub.Hook
+// publishes them.
+const activityChannel = "activity"
 
 const maxFeed = 200
 
+// newFeed returns a feed with the same three entries on every node.
 func newFeed() *feed {
 	f := &feed{}
 	now := time.Now()
 	for i, m := range []string{"deployed api v2.14", "opened issue #312", "merged the billing fix"} {
-		f.next++
 		f.items = append(f.items, activity{
-			ID: "a" + strconv.Itoa(f.next), Type: "event", Message: m,
+			ID: "a" + strconv.Itoa(i+1), Type: "event", Message: m,
 			Actor:     actor{Name: []string{"Ada", "Grace", "Linus"}[i], Avatar: avatarURL([]string{"Ada", "Grace", "Linus"}[i])},
 			Timestamp: now.Add(-time.Duration(3-i) * time.Minute).UTC().Format(time.RFC3339),
 		})
@@ -113,15 +122,68 @@ func (f *feed) create(w http.ResponseWriter, r *http.Request) {
 	if in.Actor != nil && in.Actor.Name != "" && len(in.Actor.Name) <= 60 {
 		a.Actor = actor{Name: in.Actor.Name, Avatar: avatarURL(in.Actor.Name)}
 	}
+	// Ids are random, not counted, so that nodes sharing a broker never
+	// give two entries the same one.
+	a.ID = "a" + strconv.FormatUint(rand.Uint64(), 36)
 	f.mu.Lock()
-	f.next++
-	a.ID = "a" + strconv.Itoa(f.next)
+	f.add(a)
+	f.mu.Unlock()
+	writeJSONStatus(w, http.StatusCreated, a)
+}
+
+// add puts a in front unless an entry has its id already. f.mu is held.
+func (f *feed) add(a activity) {
+	if f.index(a.ID) >= 0 {
+		return
+	}
 	f.items = append([]activity{a}, f.items...)
 	if len(f.items) > maxFeed {
 		f.items = f.items[:maxFeed]
 	}
-	f.mu.Unlock()
-	writeJSONStatus(w, http.StatusCreated, a)
+}
+
+// index returns the position of the entry with id, or -1. f.mu is held.
+func (f *feed) index(id string) int {
+	for i := range f.items {
+		if f.items[i].ID == id {
+			return i
+		}
+	}
+	return -1
+}
+
+// listOp is a publication on activityChannel.
+type listOp struct {
+	Type string   `json:"type"`
+	Item activity `json:"item"`
+	ID   string   `json:"id"`
+}
+
+// apply folds one publication on activityChannel into the store. Add and
+// update carry the whole entry as a handler answered it, so applying them
+// in the broker's order leaves every node with the same entries, even
+// those that took a change locally before it was published.
+func (f *feed) apply(m live.Message) {
+	var op listOp
+	if err := json.Unmarshal(m.Data, &op); err != nil {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch op.Type {
+	case "add":
+		if op.Item.ID != "" {
+			f.add(op.Item)
+		}
+	case "update":
+		if i := f.index(op.Item.ID); i >= 0 && op.Item.ID != "" {
+			f.items[i] = op.Item
+		}
+	case "remove":
+		if i := f.index(op.ID); i >= 0 {
+			f.items = append(f.items[:i], f.items[i+1:]...)
+		}
+	}
 }
 
 func (f *feed) update(w http.ResponseWriter, r *http.Request) {
@@ -131,33 +193,34 @@ func (f *feed) update(w http.ResponseWriter, r *http.Request) {
 	}
 	id := r.PathValue("id")
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	for i := range f.items {
-		if f.items[i].ID != id {
-			continue
-		}
-		if in.Message != nil {
-			f.items[i].Message = *in.Message
-		}
-		if in.Type != nil {
-			f.items[i].Type = *in.Type
-		}
-		writeJSON(w, f.items[i])
+	i := f.index(id)
+	if i < 0 {
+		f.mu.Unlock()
+		writeError(w, http.StatusNotFound, "not_found", "no activity "+strconv.Quote(id))
 		return
 	}
-	writeError(w, http.StatusNotFound, "not_found", "no activity "+strconv.Quote(id))
+	if in.Message != nil {
+		f.items[i].Message = *in.Message
+	}
+	if in.Type != nil {
+		f.items[i].Type = *in.Type
+	}
+	a := f.items[i]
+	f.mu.Unlock()
+	writeJSON(w, a)
 }
 
 func (f *feed) remove(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	for i := range f.items {
-		if f.items[i].ID == id {
-			f.items = append(f.items[:i], f.items[i+1:]...)
-			w.WriteHeader(http.StatusNoContent)
-			return
-		}
+	i := f.index(id)
+	if i >= 0 {
+		f.items = append(f.items[:i], f.items[i+1:]...)
 	}
-	writeError(w, http.StatusNotFound, "not_found", "no activity "+strconv.Quote(id))
+	f.mu.Unlock()
+	if i < 0 {
+		writeError(w, http.StatusNotFound, "not_found", "no activity "+strconv.Quote(id))
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
 }

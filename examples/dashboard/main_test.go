@@ -1,194 +1,145 @@
 package main
 
 import (
-	"bufio"
-	"context"
 	"encoding/json"
-	"github.com/go-live/live/livetest"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/go-live/live/livetest"
 )
 
 func TestDashboard(t *testing.T) {
-	m := newMetrics()
-	hub, handler, err := newApp(context.Background(), m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(handler)
-	defer srv.Close()
-	defer hub.Close(context.Background())
-
-	resp, err := http.Get(srv.URL + "/api/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
+	n := newNode(t, appOptions{})
 	var initial map[string]float64
-	err = json.NewDecoder(resp.Body).Decode(&initial)
-	resp.Body.Close()
-	if err != nil || initial["activeUsers"] == 0 {
-		t.Fatalf("GET /api/metrics: %v %v", initial, err)
+	n.getJSON("/api/metrics", &initial)
+	if initial["activeUsers"] == 0 {
+		t.Fatalf("GET /api/metrics: %v", initial)
 	}
 
-	ctx, cancel := context.WithCancel(context.Background())
-	stream, err := http.Get(srv.URL + "/api/live/metrics:dashboard")
-	if err != nil {
-		t.Fatal(err)
+	// A node that ticks: its updates reach a stream, and its own numbers
+	// follow them.
+	n = newNode(t, appOptions{Tick: time.Millisecond})
+	s := openStream(t, n.url+"/api/live/metrics:dashboard", "")
+	data := s.next().Data
+	var update map[string]float64
+	if err := json.Unmarshal([]byte(data), &update); err != nil || update["updatedAt"] == 0 {
+		t.Fatalf("update %q: %v", data, err)
 	}
-	defer stream.Body.Close()
-	done := make(chan error, 1)
-	go func() { done <- m.run(ctx, hub, time.Millisecond) }()
-	defer func() {
-		cancel()
-		<-done
-	}()
-
-	r := bufio.NewReader(stream.Body)
-	for {
-		line, err := r.ReadString('\n')
-		if err != nil {
-			t.Fatal(err)
-		}
-		if data, ok := strings.CutPrefix(line, "data: "); ok {
-			var update map[string]float64
-			if err := json.Unmarshal([]byte(data), &update); err != nil || update["updatedAt"] == 0 {
-				t.Fatalf("update %q: %v", data, err)
-			}
-			break
-		}
-	}
-
-	page, err := http.Get(srv.URL + "/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	page.Body.Close()
-	if page.StatusCode != 200 || !strings.HasPrefix(page.Header.Get("Content-Type"), "text/html") {
-		t.Errorf("GET /: %s %s", page.Status, page.Header.Get("Content-Type"))
-	}
-}
-
-// app is the demo under test with an SSE reader per channel.
-type app struct {
-	t   *testing.T
-	hub interface{ Close(context.Context) error }
-	url string
-}
-
-func newTestApp(t *testing.T) *app {
-	hub, handler, err := newApp(context.Background(), newMetrics())
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(handler)
-	t.Cleanup(func() {
-		hub.Close(context.Background())
-		srv.Close()
+	eventually(t, "GET /api/metrics does not reflect the updates", func() bool {
+		var got map[string]float64
+		n.getJSON("/api/metrics", &got)
+		return got["updatedAt"] >= update["updatedAt"]
 	})
-	return &app{t: t, hub: hub, url: srv.URL}
-}
 
-// stream opens an SSE stream and returns a function that reads the next
-// data line.
-func (a *app) stream(path string) func() string {
-	resp, err := http.Get(a.url + path)
+	status, body := n.do("GET", "/", "")
+	if status != 200 || !strings.Contains(body, `from "/live.js"`) {
+		t.Errorf("GET /: %d, page without the client import", status)
+	}
+	resp, err := http.Get(n.url + "/")
 	if err != nil {
-		a.t.Fatal(err)
+		t.Fatal(err)
 	}
-	a.t.Cleanup(func() { resp.Body.Close() })
-	r := bufio.NewReader(resp.Body)
-	return func() string {
-		for {
-			line, err := r.ReadString('\n')
-			if err != nil {
-				a.t.Fatalf("stream %s: %v", path, err)
-			}
-			if data, ok := strings.CutPrefix(line, "data: "); ok {
-				return strings.TrimSpace(data)
-			}
-		}
+	resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/html") {
+		t.Errorf("GET /: Content-Type %s", ct)
 	}
-}
-
-func (a *app) do(method, path, body string) (int, string) {
-	req, _ := http.NewRequest(method, a.url+path, strings.NewReader(body))
-	resp, err := http.DefaultClient.Do(req)
+	resp, err = http.Get(n.url + "/live.js")
 	if err != nil {
-		a.t.Fatal(err)
+		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	b := new(strings.Builder)
-	bufio.NewReader(resp.Body).WriteTo(b)
-	return resp.StatusCode, strings.TrimSpace(b.String())
+	resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); resp.StatusCode != 200 || !strings.HasPrefix(ct, "text/javascript") {
+		t.Errorf("GET /live.js: %s %s", resp.Status, ct)
+	}
 }
 
 func TestActivity(t *testing.T) {
-	a := newTestApp(t)
-	feed := livetest.Connect(t, a.url+"/api/live/", "activity")
+	n := newNode(t, appOptions{})
+	feed := livetest.Connect(t, n.url+"/api/live/", "activity")
 	next := func() string { return string(feed.Next(t).Data) }
 
-	if status, body := a.do("POST", "/api/activity", `{"message":`); status != 400 || !strings.Contains(body, "bad_json") {
+	if status, body := n.do("POST", "/api/activity", `{"message":`); status != 400 || !strings.Contains(body, "bad_json") {
 		t.Errorf("bad JSON: %d %s", status, body)
 	}
-	status, body := a.do("POST", "/api/activity", `{"message":"shipped it"}`)
-	if status != 201 {
-		t.Fatalf("POST: %d %s", status, body)
+	if status, body := n.do("POST", "/api/activity", `{"message":""}`); status != 400 || !strings.Contains(body, "bad_message") {
+		t.Errorf("empty message: %d %s", status, body)
 	}
-	var created activity
-	json.Unmarshal([]byte(body), &created)
-	// The bad request published nothing: the first event is the add.
+	created := n.add("shipped it")
+	// The bad requests published nothing: the first event is the add.
 	if ev := next(); !strings.HasPrefix(ev, `{"type":"add","item":{"id":"`+created.ID+`"`) {
 		t.Errorf("event %s", ev)
 	}
-	if status, _ := a.do("PATCH", "/api/activity/"+created.ID, `{"message":"shipped it twice"}`); status != 200 {
+	if status, _ := n.do("PATCH", "/api/activity/"+created.ID, `{"message":"shipped it twice"}`); status != 200 {
 		t.Errorf("PATCH: %d", status)
 	}
 	if ev := next(); !strings.Contains(ev, `"type":"update"`) || !strings.Contains(ev, "twice") {
 		t.Errorf("event %s", ev)
 	}
-	if status, _ := a.do("DELETE", "/api/activity/"+created.ID, ""); status != 204 {
+	if status, _ := n.do("DELETE", "/api/activity/"+created.ID, ""); status != 204 {
 		t.Errorf("DELETE: %d", status)
 	}
 	if ev := next(); ev != `{"type":"remove","id":"`+created.ID+`"}` {
 		t.Errorf("event %s", ev)
 	}
-	if status, _ := a.do("DELETE", "/api/activity/nope", ""); status != 404 {
+	if status, _ := n.do("DELETE", "/api/activity/nope", ""); status != 404 {
 		t.Errorf("DELETE missing: %d", status)
+	}
+	if status, _ := n.do("PATCH", "/api/activity/nope", `{"message":"x"}`); status != 404 {
+		t.Errorf("PATCH missing: %d", status)
+	}
+	if ids := n.feedIDs(); len(ids) != 3 || ids[0] != "a3" {
+		t.Errorf("feed after add and remove: %v", ids)
+	}
+}
+
+// TestActivityMutationID: the page's optimistic adds are matched by the
+// mutation id, which the response and the event both carry.
+func TestActivityMutationID(t *testing.T) {
+	n := newNode(t, appOptions{})
+	s := openStream(t, n.url+"/api/live/activity", "")
+	status, body := n.do("POST", "/api/activity", `{"message":"optimistic"}`, "Live-Mutation-Id", "m-123")
+	if status != http.StatusCreated {
+		t.Fatalf("POST: %d %s", status, body)
+	}
+	if ev := s.next(); !strings.Contains(ev.Data, `"mutationId":"m-123"`) {
+		t.Errorf("event without the mutation id: %s", ev.Data)
 	}
 }
 
 func TestBoard(t *testing.T) {
-	a := newTestApp(t)
-	status, body := a.do("GET", "/api/board", "")
+	n := newNode(t, appOptions{})
 	var got struct {
 		Data    map[string]any
 		Version uint64
 	}
-	if json.Unmarshal([]byte(body), &got); status != 200 || got.Data["title"] != "Launch checklist" || got.Version != 0 {
-		t.Fatalf("GET /api/board: %d %s", status, body)
+	n.getJSON("/api/board", &got)
+	if got.Data["title"] != "Launch checklist" || got.Version != 0 {
+		t.Fatalf("GET /api/board: %+v", got)
 	}
-	next := a.stream("/api/live/board?version=0")
-	if status, body := a.do("PATCH", "/api/board", `{"columns":{"todo":{"cards":{"c9":"Tell everyone"}}}}`); status != 200 {
+	s := openStream(t, n.url+"/api/live/board?version=0", "")
+	if status, body := n.do("PATCH", "/api/board", `{"columns":{"todo":{"cards":{"c9":"Tell everyone"}}}}`); status != 200 {
 		t.Fatalf("PATCH: %d %s", status, body)
 	}
 	want := `{"version":1,"changes":[{"op":"add","path":"columns.todo.cards.c9","value":"Tell everyone"}]}`
-	if ev := next(); ev != want {
-		t.Errorf("delta %s, want %s", ev, want)
+	if ev := s.next(); ev.Data != want {
+		t.Errorf("delta %s, want %s", ev.Data, want)
+	}
+	if status, body := n.do("PATCH", "/api/board", `{"title":"stale"}`, "If-Match", `"0"`); status != http.StatusPreconditionFailed {
+		t.Errorf("stale PATCH: %d %s", status, body)
 	}
 }
 
 func TestClientPublishRules(t *testing.T) {
-	a := newTestApp(t)
+	n := newNode(t, appOptions{})
 	for path, want := range map[string]int{
 		"/api/live/chat:lobby":        200,
 		"/api/live/metrics:dashboard": 403,
 		"/api/live/activity":          403,
 		"/api/live/board":             403,
 	} {
-		if status, body := a.do("POST", path, `{"text":"hi"}`); status != want {
+		if status, body := n.do("POST", path, `{"text":"hi"}`); status != want {
 			t.Errorf("POST %s: %d %s, want %d", path, status, body, want)
 		}
 	}

@@ -1,0 +1,291 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-live/live/internal/leakcheck"
+	redisbroker "github.com/go-live/live/redis"
+	"github.com/redis/go-redis/v9"
+)
+
+func TestMain(m *testing.M) { leakcheck.Main(m) }
+
+// waitTimeout bounds every wait in these tests.
+const waitTimeout = 10 * time.Second
+
+// A node is one dashboard process: an app behind an HTTP server.
+type node struct {
+	t   testing.TB
+	app *app
+	url string
+}
+
+// newNode starts a node, closed at the end of t.
+func newNode(t testing.TB, o appOptions) *node {
+	t.Helper()
+	if o.Logger == nil {
+		o.Logger = testLogger(t)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	a, err := newApp(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(a.handler)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+		if err := a.Close(ctx); err != nil {
+			t.Errorf("closing the app: %v", err)
+		}
+		srv.Close()
+	})
+	return &node{t: t, app: a, url: srv.URL}
+}
+
+// do sends a request with a JSON body (none if body is "") and returns
+// the status and the body.
+func (n *node) do(method, path, body string, header ...string) (int, string) {
+	n.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, n.url+path, strings.NewReader(body))
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	return resp.StatusCode, strings.TrimSpace(string(b))
+}
+
+// getJSON decodes the JSON answer to a GET of path into v.
+func (n *node) getJSON(path string, v any) {
+	n.t.Helper()
+	status, body := n.do("GET", path, "")
+	if status != http.StatusOK {
+		n.t.Fatalf("GET %s: %d %s", path, status, body)
+	}
+	if err := json.Unmarshal([]byte(body), v); err != nil {
+		n.t.Fatalf("GET %s: %v in %s", path, err, body)
+	}
+}
+
+// add posts an activity and returns the created entry.
+func (n *node) add(message string) activity {
+	n.t.Helper()
+	status, body := n.do("POST", "/api/activity", `{"message":`+strconv.Quote(message)+`}`)
+	if status != http.StatusCreated {
+		n.t.Fatalf("POST /api/activity: %d %s", status, body)
+	}
+	var a activity
+	if err := json.Unmarshal([]byte(body), &a); err != nil {
+		n.t.Fatal(err)
+	}
+	return a
+}
+
+// feedIDs returns the ids GET /api/activity lists, in order.
+func (n *node) feedIDs() []string {
+	n.t.Helper()
+	var items []activity
+	n.getJSON("/api/activity", &items)
+	ids := make([]string, len(items))
+	for i, a := range items {
+		ids[i] = a.ID
+	}
+	return ids
+}
+
+// eventually polls cond until it holds, failing t after waitTimeout.
+// Nodes apply what other nodes published on their own subscription, so
+// there is no response to wait for.
+func eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %s", waitTimeout, what)
+		}
+		time.Sleep(10 * time.Millisecond) // polling a condition, with a deadline
+	}
+}
+
+// testLogger logs to t, which shows the app's warnings with -v.
+func testLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
+}
+
+// An event is one Server-Sent Event.
+type event struct {
+	ID, Event, Data string
+}
+
+// A stream reads Server-Sent Events from one response.
+type stream struct {
+	t      testing.TB
+	events chan event
+	done   chan struct{} // closed when the reader has returned
+	cancel context.CancelFunc
+}
+
+// openStream requests url, with Last-Event-ID lastID if not empty, and
+// returns once the response headers arrived: the subscription is
+// registered, so what is published next reaches it. It is closed at the
+// end of t.
+func openStream(t testing.TB, url, lastID string) *stream {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	if lastID != "" {
+		req.Header.Set("Last-Event-ID", lastID)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		cancel()
+		t.Fatalf("GET %s: %s %s", url, resp.Status, body)
+	}
+	s := &stream{t: t, events: make(chan event, 1024), done: make(chan struct{}), cancel: cancel}
+	go s.read(resp.Body)
+	t.Cleanup(s.close)
+	return s
+}
+
+func (s *stream) read(body io.ReadCloser) {
+	defer close(s.done)
+	defer close(s.events)
+	defer body.Close()
+	sc := bufio.NewScanner(body)
+	sc.Buffer(nil, 1<<20)
+	var e event
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case line == "":
+			if e.Data != "" || e.Event != "" {
+				s.events <- e
+			}
+			e = event{}
+		case strings.HasPrefix(line, "id: "):
+			e.ID = line[4:]
+		case strings.HasPrefix(line, "event: "):
+			e.Event = line[7:]
+		case strings.HasPrefix(line, "data: "):
+			e.Data = line[6:]
+		}
+	}
+}
+
+// close disconnects, as a browser tab that goes away.
+func (s *stream) close() {
+	s.cancel()
+	<-s.done
+}
+
+// next returns the next event.
+func (s *stream) next() event {
+	s.t.Helper()
+	select {
+	case e, ok := <-s.events:
+		if !ok {
+			s.t.Fatal("the stream ended while an event was awaited")
+		}
+		return e
+	case <-time.After(waitTimeout):
+		s.t.Fatal("no event")
+	}
+	panic("unreachable")
+}
+
+// redisURL returns the URL of the shared Redis server, or skips t.
+func redisURL(t testing.TB) string {
+	t.Helper()
+	u := os.Getenv("LIVE_REDIS_URL")
+	if u == "" {
+		t.Skip("LIVE_REDIS_URL is not set; to run the multi-node tests: cd examples/dashboard && LIVE_REDIS_URL=redis://127.0.0.1:6379/0 go test -race ./...")
+	}
+	return u
+}
+
+// redisShared returns a function that opens a broker on the shared Redis,
+// as each node of one dashboard would: all of them use one key prefix that
+// no other test or run uses. The brokers are closed, and the keys under
+// the prefix deleted, at the end of t.
+func redisShared(t testing.TB) func() *redisbroker.Broker {
+	t.Helper()
+	url := redisURL(t)
+	o, err := redis.ParseURL(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := redis.NewClient(o)
+	prefix := "dashboardtest:" + strconv.FormatUint(rand.Uint64(), 36) + ":"
+	t.Cleanup(func() {
+		defer c.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+		var keys []string
+		iter := c.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+		for iter.Next(ctx) {
+			keys = append(keys, iter.Val())
+		}
+		if len(keys) > 0 {
+			c.Del(ctx, keys...)
+		}
+	})
+	return func() *redisbroker.Broker {
+		t.Helper()
+		b, err := redisbroker.Open(url, &redisbroker.Options{Prefix: prefix, HistoryAge: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if err := b.Close(); err != nil {
+				t.Errorf("closing the broker: %v", err)
+			}
+		})
+		return b
+	}
+}

@@ -5,10 +5,12 @@
 //	const live = createLive({ url: "/ws" });
 //	const stop = live.subscribe("metrics:dashboard", (data) => render(data));
 //
-// One WebSocket per page carries every channel. It reconnects with
-// jittered exponential backoff and resumes each channel from its cursor,
-// so nothing inside the hub's history window is lost or seen twice; when
-// the hub cannot replay, the channel's onReset asks the app to refetch.
+// One connection per page carries every channel: a WebSocket, or where a
+// WebSocket cannot open (a proxy that refuses the upgrade), one stream of
+// Server-Sent Events. It reconnects with jittered exponential backoff and
+// resumes each channel from its cursor, so nothing inside the hub's
+// history window is lost or seen twice; when the hub cannot replay, the
+// channel's onReset asks the app to refetch.
 // The merge strategies are the Go package's, checked against the same
 // test vectors (testdata/merge). liveState keeps a State channel's value
 // in sync; liveList keeps a list with optimistic add, update and remove.
@@ -594,16 +596,26 @@ function isStateReset(data) {
 
 const OPEN = 1;
 
+const transports = ["auto", "websocket", "sse"];
+
+/** The longest line a stream may send; past it the stream is given up. */
+const maxLine = 16 << 20;
+
 /**
- * createLive opens the page's WebSocket to a hub and returns the handle
- * every channel goes through. Options: url (default "/ws", relative to the
- * page), minBackoff and maxBackoff in ms (1000 and 30000: the wait before
- * reconnecting is drawn uniformly below min(maxBackoff, minBackoff·2^n)
- * after the n-th failure, and starts again from minBackoff once a
- * connection opens), publishTimeout (10000 ms), maxQueue (publishes held
- * while disconnected, 1000), pingInterval (25000 ms; 0 disables the
- * client's liveness check), pongTimeout (10000 ms), WebSocket (the
- * constructor, for tests) and random (Math.random, for tests).
+ * createLive connects the page to a hub and returns the handle every
+ * channel goes through. Options: transport ("auto", the default: a
+ * WebSocket, and Server-Sent Events for good once a WebSocket has failed
+ * to open; "websocket"; "sse"), url (the WebSocket, default "/ws"),
+ * sseURL (the multiplexed stream and HTTP publishing, default
+ * "/api/live"), both relative to the page; minBackoff and maxBackoff in
+ * ms (1000 and 30000: the wait before reconnecting is drawn uniformly
+ * below min(maxBackoff, minBackoff·2^n) after the n-th failure, and starts
+ * again from minBackoff once a connection opens), connectTimeout (10000
+ * ms), publishTimeout (10000 ms), maxQueue (publishes held while
+ * disconnected, 1000), pingInterval (25000 ms; 0 disables the liveness
+ * check), pongTimeout (10000 ms), headers and credentials (for the SSE
+ * transport's requests), WebSocket and fetch (for tests) and random
+ * (Math.random, for tests).
  *
  * @param {import("./live").LiveOptions} [options]
  * @returns {import("./live").Live}
@@ -616,23 +628,40 @@ class Live {
   constructor(options) {
     const o = {
       url: "/ws",
+      sseURL: "/api/live",
+      transport: "auto",
       minBackoff: 1000,
       maxBackoff: 30000,
+      connectTimeout: 10000,
       publishTimeout: 10000,
       maxQueue: 1000,
       pingInterval: 25000,
       pongTimeout: 10000,
+      headers: {},
+      credentials: "same-origin",
       random: Math.random,
       WebSocket: globalThis.WebSocket,
+      fetch: undefined,
       ...options,
     };
-    if (typeof o.WebSocket !== "function") throw new TypeError("live: no WebSocket constructor: pass options.WebSocket");
+    if (!transports.includes(o.transport)) throw new TypeError(`live: transport must be "auto", "websocket" or "sse", not ${JSON.stringify(String(o.transport))}`);
+    if (typeof o.WebSocket !== "function") {
+      if (o.transport === "websocket") throw new TypeError("live: no WebSocket constructor: pass options.WebSocket");
+      o.transport = "sse"; // nothing else to try
+    }
     this._o = o;
-    this._url = wsURL(o.url);
+    /** @type {"websocket"|"sse"} */
+    this._mode = o.transport === "sse" ? "sse" : "websocket";
+    this._url = o.transport === "sse" ? null : wsURL(o.url);
+    this._sseBase = null; // resolved when first needed
+    this._everOpened = false; // a WebSocket has opened: auto stays on WebSocket
     /** @type {WebSocket|null} */
     this._ws = null;
+    this._stream = null; // the SSE stream: {ctl, names, open}
     this._closed = false;
     this._timer = null; // the one reconnect timer
+    this._openTimer = null; // gives up a connection that does not open
+    this._reopenTimer = null; // gathers channel changes into one new stream
     this._pingTimer = null;
     this._pongTimer = null;
     this._lastSeen = 0;
@@ -643,7 +672,7 @@ class Live {
     /** @type {Map<string, any>} */
     this._channels = new Map();
     this._ref = 0;
-    this._publishes = new Map(); // ref -> {frame, sent, resolve, reject, timer}
+    this._publishes = new Map(); // ref -> {frame, sent, resolve, reject, timer, ctl}
     this._onOnline = () => {
       if (this._timer !== null) this._reconnectNow();
     };
@@ -654,6 +683,11 @@ class Live {
   /** @returns {Connection} */
   get connection() {
     return { ...this._conn };
+  }
+
+  /** The transport in use: "websocket", or "sse" once chosen or fallen back to. */
+  get transport() {
+    return this._mode;
   }
 
   /**
@@ -698,9 +732,10 @@ class Live {
     if (this._closed) throw new LiveError("closed", "live: subscribe after close");
     let ch = this._channels.get(channel);
     if (!ch) {
-      ch = { name: channel, cursor: typeof opts.cursor === "string" && opts.cursor ? opts.cursor : null, acked: false, subs: new Set() };
+      ch = { name: channel, cursor: typeof opts.cursor === "string" && opts.cursor ? opts.cursor : null, acked: false, refused: false, subs: new Set() };
       this._channels.set(channel, ch);
-      this._sendSubscribe(ch);
+      if (this._mode === "sse") this._channelsChanged();
+      else this._sendSubscribe(ch);
     }
     const sub = { callback, onReset: opts.onReset, onSubscribed: opts.onSubscribed, onError: opts.onError };
     ch.subs.add(sub);
@@ -711,17 +746,20 @@ class Live {
     return () => {
       if (!ch.subs.delete(sub) || ch.subs.size > 0 || this._channels.get(channel) !== ch) return;
       this._channels.delete(channel);
-      this._send({ type: "unsubscribe", channel });
+      if (this._mode === "sse") this._channelsChanged();
+      else this._send({ type: "unsubscribe", channel });
     };
   }
 
   /**
    * publish sends data on channel (the hub must allow clients to publish
-   * there) and resolves with its cursor once the hub acknowledges it. It
-   * waits while disconnected, up to opts.timeout ms. It rejects with a
-   * LiveError: the hub's code, "timeout", "queue_full", "closed", or
-   * "disconnected" when the connection was lost after sending, in which case
-   * the publication may or may not have been made.
+   * there) and resolves with its cursor once the hub acknowledges it. Over
+   * a WebSocket it waits while disconnected; over SSE it is a POST to
+   * sseURL/channel. Either way it gives up after opts.timeout ms. It
+   * rejects with a LiveError: the hub's code, "timeout", "queue_full",
+   * "closed", "network", or "disconnected" when the connection was lost
+   * after sending, in which case the publication may or may not have been
+   * made.
    * @returns {Promise<string>}
    */
   publish(channel, data, opts = {}) {
@@ -738,15 +776,16 @@ class Live {
     const frame = { type: "publish", channel, data, ref };
     return new Promise((resolve, reject) => {
       const timeout = opts.timeout ?? this._o.publishTimeout;
-      const p = { frame, sent: false, resolve, reject, timer: null };
+      const p = { frame, sent: false, resolve, reject, timer: null, ctl: null };
       if (timeout > 0) {
         p.timer = setTimeout(() => {
           this._publishes.delete(ref);
+          p.ctl?.abort();
           reject(new LiveError("timeout", `live: publish on ${channel}: no acknowledgement within ${timeout} ms`, { channel }));
         }, timeout);
       }
       this._publishes.set(ref, p);
-      p.sent = this._send(frame);
+      this._dispatch(ref, p);
     });
   }
 
@@ -756,10 +795,12 @@ class Live {
     this._closed = true;
     if (typeof removeEventListener === "function") removeEventListener("online", this._onOnline);
     clearTimeout(this._timer);
-    this._timer = null;
+    clearTimeout(this._reopenTimer);
+    this._timer = this._reopenTimer = null;
     const ws = this._ws;
     this._detach();
     if (ws) ws.close(1000, "closed by the client");
+    this._dropStream();
     for (const [ref, p] of this._publishes) this._failPublish(ref, p, new LiveError("closed", "live: closed before the publish was acknowledged", { channel: p.frame.channel }));
     this._setStatus("disconnected", this._conn.reconnectAttempt);
   }
@@ -792,8 +833,50 @@ class Live {
     this._send(frame);
   }
 
+  /** _dispatch sends a publish: on the socket if it is open, else as a POST over SSE. */
+  _dispatch(ref, p) {
+    if (this._mode === "websocket") {
+      p.sent = this._send(p.frame);
+      return;
+    }
+    p.sent = true;
+    p.ctl = new AbortController();
+    const { channel, data } = p.frame;
+    let url;
+    try {
+      url = `${this._sseURL()}/${encodeURIComponent(channel)}`;
+    } catch (e) {
+      this._failPublish(ref, p, new LiveError("network", `live: publish on ${channel}: ${e.message}`, { channel }));
+      return;
+    }
+    request(this._fetch(), url, {
+      method: "POST",
+      headers: { Accept: "application/json", "Content-Type": "application/json", ...this._o.headers },
+      credentials: this._o.credentials,
+      body: JSON.stringify(data),
+      signal: p.ctl.signal,
+    }, 0, `publish on ${channel}`).then(
+      (body) => {
+        if (this._publishes.get(ref) !== p) return;
+        this._publishes.delete(ref);
+        clearTimeout(p.timer);
+        p.resolve(isObject(body) && typeof body.cursor === "string" ? body.cursor : "");
+      },
+      (e) => {
+        if (this._publishes.get(ref) !== p) return;
+        if (e instanceof LiveError && e.channel === undefined) e.channel = channel;
+        this._failPublish(ref, p, e);
+      },
+    );
+  }
+
   _connect() {
-    if (this._closed || this._ws) return;
+    if (this._closed) return;
+    if (this._mode === "sse") {
+      this._openStream(false);
+      return;
+    }
+    if (this._ws) return;
     this._setStatus("connecting", this._conn.reconnectAttempt);
     let ws;
     try {
@@ -805,10 +888,22 @@ class Live {
       return;
     }
     this._ws = ws;
+    if (this._o.connectTimeout > 0) {
+      this._openTimer = setTimeout(() => {
+        this._openTimer = null;
+        if (this._ws !== ws || ws.readyState === OPEN) return;
+        ws.onclose = null;
+        ws.close();
+        this._wsFailed(ws);
+      }, this._o.connectTimeout);
+    }
     ws.onopen = () => {
       if (this._ws !== ws) return;
+      clearTimeout(this._openTimer);
+      this._openTimer = null;
+      this._everOpened = true;
       for (const ch of this._channels.values()) this._sendSubscribe(ch);
-      for (const p of this._publishes.values()) if (!p.sent) p.sent = this._send(p.frame);
+      for (const [ref, p] of this._publishes) if (!p.sent) this._dispatch(ref, p);
       this._alive();
       this._setStatus("connected", 0);
     };
@@ -818,29 +913,49 @@ class Live {
       this._handle(ev.data);
     };
     ws.onerror = () => {
-      if (this._ws !== ws) return;
+      if (this._ws !== ws || this._willFallBack()) return;
       this._setStatus("error", this._conn.reconnectAttempt);
     };
-    ws.onclose = () => {
-      if (this._ws !== ws) return;
-      this._detach();
+    ws.onclose = () => this._wsFailed(ws);
+  }
+
+  /** _willFallBack reports whether a WebSocket failing now makes the client use SSE. */
+  _willFallBack() {
+    return this._o.transport === "auto" && !this._everOpened;
+  }
+
+  /** _wsFailed handles the end of ws: a fall back to SSE, or a reconnection. */
+  _wsFailed(ws) {
+    if (this._ws !== ws) return;
+    const fallBack = this._willFallBack();
+    this._detach();
+    if (this._closed) return;
+    if (!fallBack) {
       this._lost();
-    };
+      return;
+    }
+    // The WebSocket never opened: blocked on the way, or refused. SSE from
+    // now on, at once; publishes not yet sent go as POSTs.
+    this._mode = "sse";
+    for (const [ref, p] of this._publishes) if (!p.sent) this._dispatch(ref, p);
+    this._connect();
   }
 
   /** _detach forgets the socket: its events are ignored from now on. */
   _detach() {
     const ws = this._ws;
     this._ws = null;
+    clearTimeout(this._openTimer);
     clearTimeout(this._pingTimer);
     clearTimeout(this._pongTimer);
-    this._pingTimer = this._pongTimer = null;
-    if (ws) ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null;
+    this._openTimer = this._pingTimer = this._pongTimer = null;
+    if (!ws) return;
+    ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null;
     for (const ch of this._channels.values()) ch.acked = false;
     // A publish sent on the lost socket may or may not have been made:
     // say so rather than resend it twice.
     for (const [ref, p] of this._publishes) {
-      if (p.sent) this._failPublish(ref, p, new LiveError("disconnected", "live: the connection was lost before the publish was acknowledged; it may or may not have been published", { channel: p.frame.channel }));
+      if (p.sent && !p.ctl) this._failPublish(ref, p, new LiveError("disconnected", "live: the connection was lost before the publish was acknowledged; it may or may not have been published", { channel: p.frame.channel }));
     }
   }
 
@@ -864,10 +979,237 @@ class Live {
     this._connect();
   }
 
+  // --- the SSE transport: one stream carries every channel
+
+  _fetch() {
+    return this._o.fetch ?? defaultFetch();
+  }
+
+  /** _sseURL returns sseURL resolved against the page, without a trailing slash. */
+  _sseURL() {
+    if (this._sseBase === null) {
+      const base = typeof location !== "undefined" ? location.href : undefined;
+      this._sseBase = new URL(this._o.sseURL, base).href.replace(/\/+$/, "");
+    }
+    return this._sseBase;
+  }
+
   /**
-   * _alive notes that the socket works. While it is open, a timer checks
+   * _streamable returns the channels a stream should carry: all but those
+   * the hub refused. Names the hub would refuse, which would make it refuse
+   * the whole stream, are reported to their subscribers here instead.
+   */
+  _streamable() {
+    const out = [];
+    for (const ch of this._channels.values()) {
+      if (!ch.refused && !validChannel(ch.name)) {
+        ch.refused = "invalid";
+        const err = new LiveError("bad_channel", `live: ${ch.name.slice(0, 140)}: a channel name is 1 to 128 of A-Z a-z 0-9 _ - : . @ = +, and not "." or ".."`, { channel: ch.name });
+        for (const sub of [...ch.subs]) this._emitError(err, sub);
+      }
+      if (!ch.refused) out.push(ch);
+    }
+    return out;
+  }
+
+  /** _channelsChanged opens a stream for the new set of channels once the current task is done. */
+  _channelsChanged() {
+    if (this._closed || this._reopenTimer !== null) return;
+    this._reopenTimer = setTimeout(() => {
+      this._reopenTimer = null;
+      // While a reconnection waits, it will take the new set.
+      if (this._closed || this._mode !== "sse" || this._timer !== null) return;
+      const want = this._streamable().map((ch) => ch.name);
+      const have = this._stream?.names ?? [];
+      if (want.length === have.length && want.every((n) => have.includes(n))) return;
+      this._dropStream();
+      this._openStream(true);
+    }, 0);
+  }
+
+  /**
+   * _openStream opens the stream of every streamable channel, each from
+   * its cursor. planned is true when only the set of channels changed:
+   * a client that is connected stays so while the new stream opens.
+   */
+  _openStream(planned) {
+    if (this._closed || this._stream || this._timer !== null) return;
+    clearTimeout(this._reopenTimer);
+    this._reopenTimer = null;
+    if (!planned) {
+      // A new connection asks again for the channels the hub refused.
+      for (const ch of this._channels.values()) if (ch.refused === "hub") ch.refused = false;
+    }
+    const chans = this._streamable();
+    if (chans.length === 0) {
+      // Nothing to stream: nothing can fail either.
+      this._setStatus("connected", 0);
+      return;
+    }
+    const s = { ctl: new AbortController(), names: chans.map((ch) => ch.name), open: false };
+    this._stream = s;
+    for (const ch of this._channels.values()) ch.acked = false;
+    if (!planned || this._conn.status !== "connected") this._setStatus("connecting", this._conn.reconnectAttempt);
+    let url;
+    try {
+      const q = new URLSearchParams();
+      q.set("channels", s.names.join(","));
+      for (const ch of chans) if (ch.cursor) q.set("cursor." + ch.name, ch.cursor);
+      const base = this._sseURL();
+      url = `${base}${base.includes("?") ? "&" : "?"}${q}`;
+    } catch (e) {
+      this._streamFailed(s, new LiveError("network", `live: cannot open the stream: ${e.message}`), true);
+      return;
+    }
+    if (this._o.connectTimeout > 0) {
+      this._openTimer = setTimeout(() => {
+        this._openTimer = null;
+        if (this._stream === s && !s.open) this._streamFailed(s, new LiveError("timeout", `live: the stream did not open within ${this._o.connectTimeout} ms`), false);
+      }, this._o.connectTimeout);
+    }
+    Promise.resolve()
+      .then(() => this._fetch()(url, {
+        headers: { Accept: "text/event-stream", ...this._o.headers },
+        credentials: this._o.credentials,
+        cache: "no-store",
+        signal: s.ctl.signal,
+      }))
+      .then(async (res) => {
+        if (this._stream !== s) return;
+        clearTimeout(this._openTimer);
+        this._openTimer = null;
+        if (!res.ok) {
+          const err = await httpError(res, "opening the stream");
+          if (this._stream === s) this._streamRefused(s, err);
+          return;
+        }
+        const type = res.headers.get("Content-Type") ?? "";
+        if (!/^text\/event-stream\b/i.test(type) || !res.body) {
+          this._streamFailed(s, new LiveError("bad_response", `live: the stream answered ${JSON.stringify(type.slice(0, 60))}, not text/event-stream`, { status: res.status }), true);
+          return;
+        }
+        s.open = true;
+        this._alive();
+        this._setStatus("connected", 0);
+        await this._read(s, res.body);
+      })
+      .catch((e) => {
+        if (this._stream !== s) return;
+        this._streamFailed(s, e instanceof LiveError ? e : new LiveError("network", `live: the stream failed: ${e?.message ?? e}`), false);
+      });
+  }
+
+  /** _read parses the stream's events and handles each one's data as a frame. */
+  async _read(s, body) {
+    const reader = body.getReader();
+    const decoder = new TextDecoder();
+    let buf = "";
+    let data = null; // the data lines of the event being read
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (this._stream !== s) {
+        reader.cancel().catch(() => {});
+        return;
+      }
+      if (done) break;
+      this._alive();
+      buf += decoder.decode(value, { stream: true });
+      let pos = 0;
+      while (pos < buf.length) {
+        const lf = buf.indexOf("\n", pos);
+        const cr = buf.indexOf("\r", pos);
+        let end;
+        let next;
+        if (cr >= 0 && (lf < 0 || cr < lf)) {
+          if (cr === buf.length - 1) break; // a CR LF may be split across chunks
+          end = cr;
+          next = buf[cr + 1] === "\n" ? cr + 2 : cr + 1;
+        } else if (lf >= 0) {
+          end = lf;
+          next = lf + 1;
+        } else {
+          break;
+        }
+        const line = buf.slice(pos, end);
+        pos = next;
+        if (line === "") {
+          if (data !== null) {
+            const frame = data;
+            data = null;
+            this._handle(frame);
+            if (this._stream !== s) {
+              reader.cancel().catch(() => {});
+              return;
+            }
+          }
+          continue;
+        }
+        if (line[0] === ":") continue; // a comment: the hub's heartbeat
+        const colon = line.indexOf(":");
+        if ((colon < 0 ? line : line.slice(0, colon)) !== "data") continue; // no id, event or retry is sent
+        let v = colon < 0 ? "" : line.slice(colon + 1);
+        if (v[0] === " ") v = v.slice(1);
+        data = data === null ? v : data + "\n" + v;
+      }
+      buf = buf.slice(pos);
+      if (buf.length + (data?.length ?? 0) > maxLine) {
+        this._streamFailed(s, new LiveError("bad_frame", `live: the stream sent an event longer than ${maxLine} bytes`), true);
+        reader.cancel().catch(() => {});
+        return;
+      }
+    }
+    this._streamFailed(s, new LiveError("disconnected", "live: the stream ended"), false);
+  }
+
+  /**
+   * _streamRefused handles an HTTP error answering the stream. 400, 403
+   * and 404 refuse its channels (each subscriber hears why), which are
+   * not asked for again until the next reconnection; anything else is a
+   * failed connection, retried after the backoff.
+   */
+  _streamRefused(s, err) {
+    if (err.status !== 400 && err.status !== 403 && err.status !== 404) {
+      this._streamFailed(s, err, true);
+      return;
+    }
+    this._dropStream();
+    for (const name of s.names) {
+      const ch = this._channels.get(name);
+      if (!ch) continue;
+      ch.refused = "hub";
+      const e = new LiveError(err.code, err.message, { channel: name, status: err.status, body: err.body });
+      for (const sub of [...ch.subs]) this._emitError(e, sub);
+    }
+    this._openStream(true); // the rest, if some came meanwhile
+  }
+
+  /** _streamFailed gives up the stream s and schedules a reconnection. */
+  _streamFailed(s, err, report) {
+    if (this._stream !== s) return;
+    this._dropStream();
+    this._setStatus("error", this._conn.reconnectAttempt);
+    if (report) this._emitError(err);
+    this._lost();
+  }
+
+  /** _dropStream forgets the stream and aborts its request: its events are ignored from now on. */
+  _dropStream() {
+    const s = this._stream;
+    if (!s) return;
+    this._stream = null;
+    clearTimeout(this._openTimer);
+    clearTimeout(this._pingTimer);
+    this._openTimer = this._pingTimer = null;
+    s.ctl.abort();
+    for (const ch of this._channels.values()) ch.acked = false;
+  }
+
+  /**
+   * _alive notes that the connection works. On a WebSocket, a timer checks
    * every pingInterval that something arrived; if nothing did, it pings,
-   * and gives the connection up if nothing answers within pongTimeout.
+   * and gives the connection up if nothing answers within pongTimeout. A
+   * stream cannot be pinged: the hub's heartbeat comments keep it alive,
+   * and it is given up after pingInterval + pongTimeout of silence.
    */
   _alive() {
     this._lastSeen = Date.now();
@@ -875,7 +1217,24 @@ class Live {
       clearTimeout(this._pongTimer);
       this._pongTimer = null;
     }
-    if (this._pingTimer === null && this._o.pingInterval > 0) this._schedulePing(this._o.pingInterval);
+    if (this._pingTimer !== null || this._o.pingInterval <= 0) return;
+    if (this._mode === "sse") this._watchStream(this._o.pingInterval + this._o.pongTimeout);
+    else this._schedulePing(this._o.pingInterval);
+  }
+
+  _watchStream(delay) {
+    const s = this._stream;
+    this._pingTimer = setTimeout(() => {
+      this._pingTimer = null;
+      if (this._stream !== s) return;
+      const limit = this._o.pingInterval + this._o.pongTimeout;
+      const idle = Date.now() - this._lastSeen;
+      if (idle < limit) {
+        this._watchStream(limit - idle);
+        return;
+      }
+      this._streamFailed(s, new LiveError("timeout", `live: the stream was silent for ${idle} ms`), false);
+    }, delay);
   }
 
   _schedulePing(delay) {
@@ -902,8 +1261,10 @@ class Live {
   _failPublish(ref, p, err) {
     this._publishes.delete(ref);
     clearTimeout(p.timer);
+    p.ctl?.abort();
     p.reject(err);
   }
+
 
   _handle(text) {
     if (typeof text !== "string") return;
@@ -954,6 +1315,9 @@ class Live {
         }
         if (m.type === "error") {
           const err = new LiveError(String(m.code ?? "error"), `live: ${m.channel ? m.channel + ": " : ""}${m.message ?? m.code}`, m.channel ? { channel: m.channel } : {});
+          // On a stream, a channel refused before it was acknowledged is
+          // left out of the streams that follow, until the next reconnection.
+          if (ch && this._mode === "sse" && !ch.acked) ch.refused = "hub";
           if (ch) for (const sub of [...ch.subs]) this._emitError(err, sub);
           else this._emitError(err);
         }
@@ -969,6 +1333,11 @@ function call(fn, ...args) {
   } catch (e) {
     report(e);
   }
+}
+
+/** validChannel reports whether the hub accepts name as a channel (live.ValidChannel). */
+function validChannel(name) {
+  return name.length <= 128 && name !== "." && name !== ".." && /^[A-Za-z0-9_\-:.@=+]+$/.test(name);
 }
 
 /** wsURL resolves url against the page and gives it a WebSocket scheme. */
@@ -1093,16 +1462,19 @@ function defaultFetch() {
 // liveState: the value of a State channel
 
 // Follower is what liveState and liveList share: a value loaded from
-// options.url, with retries, and kept in sync by a channel's frames, which
-// wait in _buffer while a load runs. Subclasses set up their own fields,
-// then call _follow; they provide _load and _onFrame.
+// options.url (or by options.load), with retries, and kept in sync by a
+// channel's frames, which wait in _buffer while a load runs. Subclasses set
+// up their own fields, then call _follow; they provide _fetchValue, _load
+// and _onFrame.
 class Follower {
   constructor(o, name) {
     if (typeof o.channel !== "string" || !o.channel) throw new TypeError(`live: ${name}: options.channel is required`);
-    if (o.url === undefined) throw new TypeError(`live: ${name}: options.url is required`);
+    if (o.url === undefined && o.load === undefined) throw new TypeError(`live: ${name}: options.url or options.load is required`);
+    if (o.load !== undefined && typeof o.load !== "function") throw new TypeError(`live: ${name}: options.load must be a function`);
     this._o = o;
-    this._fetch = o.fetch ?? defaultFetch();
+    this._fetch = o.fetch ?? (o.url === undefined ? null : defaultFetch());
     this._loaded = false;
+    this._waiters = []; // refetch() calls waiting for a load to end
     this._buffer = null; // frames that arrived during a fetch
     this._listeners = new Set();
     this._abort = new AbortController();
@@ -1119,7 +1491,7 @@ class Follower {
       onSubscribed: () => {
         if (!this._loaded && !this._loader.running) this._loader.run();
       },
-      onReset: () => this.refetch(),
+      onReset: () => this._refetch(),
       onError: (err) => this._error(err),
     });
   }
@@ -1130,8 +1502,25 @@ class Follower {
     return () => this._listeners.delete(listener);
   }
 
-  /** refetch loads afresh; a list keeps its pending mutations applied over the new items. */
+  /** Whether a value has been loaded. */
+  get loaded() {
+    return this._loaded;
+  }
+
+  /**
+   * refetch loads afresh; a list keeps its pending mutations applied over
+   * the new items. It resolves once a load that began after the call has
+   * succeeded (failed loads are retried), or the follower is closed.
+   * @returns {Promise<void>}
+   */
   refetch() {
+    if (this._closed) return Promise.resolve();
+    const done = new Promise((resolve) => this._waiters.push(resolve));
+    this._refetch();
+    return done;
+  }
+
+  _refetch() {
     if (this._closed) return;
     this._buffer ??= []; // from now on, frames wait for the new value
     this._loader.run();
@@ -1143,6 +1532,34 @@ class Follower {
     this._loader.stop();
     this._abort.abort();
     this._unsubscribe();
+    for (const resolve of this._waiters.splice(0)) resolve();
+  }
+
+  /**
+   * _get loads the value: options.load() if given, else GET options.url.
+   * It returns what the load answered, after check(body) accepted it,
+   * and the refetch() calls the load answers.
+   */
+  async _get(check) {
+    const waiting = this._waiters.splice(0);
+    try {
+      let body;
+      if (this._o.load) {
+        body = await this._o.load();
+      } else {
+        body = await request(this._fetch, this._o.url, {
+          headers: { Accept: "application/json", ...this._o.headers },
+          cache: "no-store",
+          signal: this._abort.signal,
+        }, this._o.timeout, `fetching ${this._o.channel}`);
+      }
+      check(body);
+      return { body, waiting };
+    } catch (e) {
+      this._waiters.unshift(...waiting); // answered by a later load
+      if (!this._closed) this._error(e);
+      throw e;
+    }
   }
 
   _error(err) {
@@ -1157,6 +1574,8 @@ class Follower {
  * delta does not follow its version (a gap) or cannot be applied, and on
  * a reset that carries no value; a reset that carries one is adopted.
  * Deltas that arrive during a fetch are applied after it, if newer.
+ * options.load, if given, replaces the GET: a function resolving with
+ * {data, version}.
  *
  * @param {Live} live
  * @param {import("./live").LiveStateOptions} options
@@ -1185,20 +1604,11 @@ class LiveState extends Follower {
 
   async _load() {
     if (this._buffer === null) this._buffer = [];
-    let body;
-    try {
-      body = await request(this._fetch, this._o.url, {
-        headers: { Accept: "application/json", ...this._o.headers },
-        cache: "no-store",
-        signal: this._abort.signal,
-      }, this._o.timeout, `fetching ${this._o.channel}`);
+    const { body, waiting } = await this._get((body) => {
       if (!isObject(body) || !hasOwn(body, "data") || !Number.isSafeInteger(body.version)) {
         throw new LiveError("bad_response", `live: fetching ${this._o.channel}: the response is not {"data":…,"version":N}`);
       }
-    } catch (e) {
-      if (!this._closed) this._error(e);
-      throw e;
-    }
+    });
     if (this._closed) return;
     const buffered = this._buffer;
     this._buffer = null;
@@ -1210,6 +1620,7 @@ class LiveState extends Follower {
     }
     this._emit();
     this._ready();
+    for (const resolve of waiting) resolve();
   }
 
   _onFrame(data, meta) {
@@ -1242,7 +1653,7 @@ class LiveState extends Follower {
         this._version = pos.seq;
         return true;
       }
-      this.refetch();
+      this._refetch();
       return false;
     }
     if (isObject(data) && Number.isSafeInteger(data.version) && data.version <= this._version) return true; // in the fetched value already
@@ -1252,7 +1663,7 @@ class LiveState extends Follower {
       return true;
     } catch (e) {
       if (!(e instanceof MergeError && e.kind === "gap")) this._error(e);
-      this.refetch();
+      this._refetch();
       return false;
     }
   }
@@ -1281,7 +1692,8 @@ function newMutationID() {
  * server's item exactly once, whether the HTTP response or the broadcast
  * (matched by the Live-Mutation-Id header) arrives first. A failed request,
  * a conflict (409 or 412, which also refetches) or a timeout rolls the
- * mutation back.
+ * mutation back. options.load, if given, replaces the GET: a function
+ * resolving with the array.
  *
  * @param {Live} live
  * @param {import("./live").LiveListOptions} options
@@ -1293,6 +1705,7 @@ export function liveList(live, options) {
 class LiveList extends Follower {
   constructor(live, options) {
     const o = { idField: "id", headers: {}, timeout: 10000, ...options };
+    if (o.url === undefined) throw new TypeError("live: liveList: options.url is required");
     super(o, "liveList");
     o.itemURL ??= (id) => `${String(o.url).replace(/\/$/, "")}/${encodeURIComponent(String(id))}`;
     this._confirmed = []; // the server's list, as far as we know
@@ -1364,7 +1777,7 @@ class LiveList extends Follower {
         this._drop(m);
         this._render();
       }
-      if (e.code === "conflict" && !this._closed) this.refetch();
+      if (e.code === "conflict" && !this._closed) this._refetch();
       throw e;
     }
     if (!m.settled) {
@@ -1406,18 +1819,9 @@ class LiveList extends Follower {
 
   async _load() {
     if (this._buffer === null) this._buffer = [];
-    let items;
-    try {
-      items = await request(this._fetch, this._o.url, {
-        headers: { Accept: "application/json", ...this._o.headers },
-        cache: "no-store",
-        signal: this._abort.signal,
-      }, this._o.timeout, `fetching ${this._o.channel}`);
+    const { body: items, waiting } = await this._get((items) => {
       if (!Array.isArray(items)) throw new LiveError("bad_response", `live: fetching ${this._o.channel}: the response is not an array`);
-    } catch (e) {
-      if (!this._closed) this._error(e);
-      throw e;
-    }
+    });
     if (this._closed) return;
     const buffered = this._buffer;
     this._buffer = null;
@@ -1428,6 +1832,7 @@ class LiveList extends Follower {
     for (const ev of buffered) this._applyEvent(ev);
     this._render();
     this._ready();
+    for (const resolve of waiting) resolve();
   }
 
   _onFrame(ev) {
@@ -1453,14 +1858,14 @@ class LiveList extends Follower {
   _applyEvent(ev) {
     if (isObject(ev) && ev.type === "refetch") {
       // A bulk change announced as one event (live.SetEvent): reload.
-      this.refetch();
+      this._refetch();
       return;
     }
     try {
       this._confirmed = listMerge(this._o.idField, this._confirmed, ev);
     } catch (e) {
       this._error(e);
-      this.refetch();
+      this._refetch();
       return;
     }
     // The broadcast of one of our mutations settles it, if the response

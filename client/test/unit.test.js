@@ -95,7 +95,7 @@ const last = () => FakeSocket.all.at(-1);
 let lives = [];
 
 function newLive(opts = {}) {
-  const l = createLive({ url: "ws://hub.test/ws", WebSocket: FakeSocket, random: () => 0.999999, pingInterval: 0, ...opts });
+  const l = createLive({ url: "ws://hub.test/ws", transport: "websocket", WebSocket: FakeSocket, random: () => 0.999999, pingInterval: 0, ...opts });
   lives.push(l);
   return l;
 }

@@ -13,14 +13,16 @@
 //	GET  /                      a page that imports /live.js as window.live
 //	GET  /live.js               live.ClientHandler
 //	     /ws                    the hub's WebSocket (refused with 503 while paused)
-//	GET  /api/live?channels=a,b  SSE, many channels on one stream
+//	GET  /api/live?channels=a,b  SSE, many channels on one stream (refused with 503 while
+//	                            paused with ?transport=sse or all)
 //	GET  /api/live/{channel}    SSE; POST publishes (clients may publish, except on the state)
 //	     /api/state/board       the State "board": GET {data, version}, PATCH, PUT
 //	GET  /api/todos             the todos; POST adds, PATCH and DELETE /api/todos/{id},
 //	                            wrapped by Hub.Hook, publishing on "todos"
 //	POST /api/todos-first       adds a todo, publishing before it answers (after ?delay=)
-//	POST /test/drop             closes every WebSocket connection abruptly
+//	POST /test/drop             closes every WebSocket and many-channel SSE connection abruptly
 //	POST /test/pause, /test/resume   refuse, then accept, WebSocket connections
+//	                            (?transport=sse: many-channel SSE streams; all: both)
 //	POST /test/publish          ?channel=&n= publishes {"i":1..n} on channel
 //
 // The todo routes obey X-Test-Delay (a duration to wait before answering)
@@ -78,7 +80,7 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	srv := &http.Server{Handler: s.routes(), ConnState: s.track}
+	srv := &http.Server{Handler: s.routes(), ConnState: s.track, ConnContext: withConn}
 	srv.RegisterOnShutdown(func() { s.hub.Close(context.Background()) })
 	fmt.Printf("http://%s\n", ln.Addr())
 
@@ -119,9 +121,10 @@ type server struct {
 	hub    *live.Hub
 	board  *live.State
 
-	mu     sync.Mutex // guards conns and paused
-	conns  map[net.Conn]struct{}
-	paused bool
+	mu        sync.Mutex // guards conns, paused and pausedSSE
+	conns     map[net.Conn]struct{}
+	paused    bool
+	pausedSSE bool
 
 	todoMu sync.Mutex // guards todos and nextID
 	todos  []todo
@@ -161,7 +164,7 @@ func (s *server) routes() http.Handler {
 	})
 	mux.Handle("GET /live.js", live.ClientHandler())
 	mux.Handle("/ws", s.gate(s.hub.WebSocketHandler()))
-	mux.Handle("GET /api/live", s.hub.SSEHandler()) // ?channels=a,b: one stream for many channels
+	mux.Handle("GET /api/live", s.stream(s.hub.SSEHandler())) // ?channels=a,b: one stream for many channels
 	mux.Handle("GET /api/live/{channel}", s.hub.SSEHandler())
 	mux.Handle("POST /api/live/{channel}", s.hub.PublishHandler())
 	mux.Handle("/api/state/board", s.board)
@@ -176,8 +179,8 @@ func (s *server) routes() http.Handler {
 	mux.HandleFunc("POST /test/drop", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, s.dropAll())
 	})
-	mux.HandleFunc("POST /test/pause", func(w http.ResponseWriter, r *http.Request) { s.setPaused(true) })
-	mux.HandleFunc("POST /test/resume", func(w http.ResponseWriter, r *http.Request) { s.setPaused(false) })
+	mux.HandleFunc("POST /test/pause", func(w http.ResponseWriter, r *http.Request) { s.setPaused(r, true) })
+	mux.HandleFunc("POST /test/resume", func(w http.ResponseWriter, r *http.Request) { s.setPaused(r, false) })
 	mux.HandleFunc("POST /test/publish", s.publishMany)
 	return mux
 }
@@ -192,8 +195,39 @@ func (s *server) track(c net.Conn, state http.ConnState) {
 	s.mu.Unlock()
 }
 
-// dropAll closes every WebSocket's TCP connection without a closing
-// handshake, as a network failure would, and returns how many.
+type connKey struct{}
+
+// withConn keeps each request's connection in its context, for stream.
+func withConn(ctx context.Context, c net.Conn) context.Context {
+	return context.WithValue(ctx, connKey{}, c)
+}
+
+// stream serves many-channel SSE requests: refused while SSE is paused,
+// and tracked while they stream, so that dropAll closes them too.
+func (s *server) stream(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, _ := r.Context().Value(connKey{}).(net.Conn)
+		s.mu.Lock()
+		paused := s.pausedSSE
+		if !paused && c != nil {
+			s.conns[c] = struct{}{}
+		}
+		s.mu.Unlock()
+		if paused {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "paused", "message": "paused by the test"})
+			return
+		}
+		defer func() {
+			s.mu.Lock()
+			delete(s.conns, c)
+			s.mu.Unlock()
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// dropAll closes every WebSocket's and SSE stream's TCP connection without
+// a closing handshake, as a network failure would, and returns how many.
 func (s *server) dropAll() int {
 	s.mu.Lock()
 	conns := s.conns
@@ -208,9 +242,17 @@ func (s *server) dropAll() int {
 	return len(conns)
 }
 
-func (s *server) setPaused(p bool) {
+// setPaused pauses or resumes the transports r names with ?transport=
+// (ws, the default; sse; all).
+func (s *server) setPaused(r *http.Request, p bool) {
+	t := r.URL.Query().Get("transport")
 	s.mu.Lock()
-	s.paused = p
+	if t == "" || t == "ws" || t == "all" {
+		s.paused = p
+	}
+	if t == "sse" || t == "all" {
+		s.pausedSSE = p
+	}
 	s.mu.Unlock()
 }
 

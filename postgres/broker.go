@@ -466,7 +466,7 @@ func (b *Broker) PublishTx(ctx context.Context, tx pgx.Tx, channel string, data 
 func (b *Broker) publish(ctx context.Context, q querier, channel string, data []byte) (live.Position, error) {
 	name := b.notifyName(channel)
 	var inline *string
-	if b.announceable(data, len(channel)+len(name)) {
+	if b.announceable(data, len(channel)) {
 		s := string(data)
 		inline = &s
 	}
@@ -483,7 +483,8 @@ func (b *Broker) publish(ctx context.Context, q querier, channel string, data []
 }
 
 // announceable reports whether data can travel inside the NOTIFY payload
-// after a header of about overhead bytes: it fits, has no NUL byte, and is
+// after a header with a channel name of overhead bytes: it fits, has no NUL
+// byte, and is
 // ASCII or UTF-8 on a UTF8 server (NOTIFY payloads are text in the server
 // encoding).
 func (b *Broker) announceable(data []byte, overhead int) bool {

@@ -3,9 +3,14 @@ package live
 import (
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
+
+	"github.com/coder/websocket"
 )
 
 // SlowPolicy says what the Hub does with a client whose outgoing queue
@@ -58,6 +63,23 @@ type conn struct {
 	// reading is dropped now rather than after the write timeout. The
 	// transport sets it before serving.
 	abort func()
+
+	// Connections taken over by the hub's writers (writer.go) use these.
+	kind       int        // how frames are encoded; 0 until taken over (guarded by mu)
+	sched      bool       // queued for a writer or being written (guarded by mu)
+	ended      bool       // killed; a writer finishes it (guarded by mu)
+	endErr     error      // why (guarded by mu)
+	spare      []*frame   // a drained queue to reuse (guarded by mu)
+	wlock      sync.Mutex // held while writing to nc, so writes keep their order
+	wmu        sync.Mutex // guards out and nc
+	out        []byte     // encoded output not yet written
+	nc         net.Conn
+	raw        syscall.RawConn    // nc's, for non-blocking writes; nil without
+	wsc        *websocket.Conn    // a WebSocket's library side: reads, close handshakes
+	flate      bool               // the WebSocket negotiated compression
+	cancel     context.CancelFunc // ends the reader's context
+	seen       atomic.Int64       // when the WebSocket client last sent anything (unix ns)
+	readerDone chan struct{}      // closed when a taken-over SSE stream's reader ends
 }
 
 func newConn(h *Hub, r *http.Request, ws bool) *conn {
@@ -95,7 +117,7 @@ func (c *conn) push(f *frame) {
 	}
 	n := f.size()
 	c.mu.Lock()
-	if c.slow || (c.skip != nil && c.skipLocked(f)) {
+	if c.slow || c.ended || (c.skip != nil && c.skipLocked(f)) {
 		c.mu.Unlock()
 		return
 	}
@@ -106,10 +128,19 @@ func (c *conn) push(f *frame) {
 		c.bytes += n
 	}
 	slow, abort := c.slow, c.abort
+	add := c.scheduleLocked()
 	c.mu.Unlock()
-	c.signal()
-	if slow && abort != nil {
+	if add {
+		c.hub.writers.add(c)
+	} else {
+		c.signal()
+	}
+	switch {
+	case !slow:
+	case abort != nil:
 		abort()
+	default:
+		c.kill(errSlow) // interrupts a write waiting for the client
 	}
 }
 
@@ -120,12 +151,17 @@ func (c *conn) push(f *frame) {
 // bounds it instead. Publications after it are bounded as usual.
 func (c *conn) pushReplay(replay, pending []*frame) {
 	c.mu.Lock()
-	if !c.slow {
+	if !c.slow && !c.ended {
 		c.q = append(c.q, replay...)
 		c.q = append(c.q, pending...)
 	}
+	add := c.scheduleLocked()
 	c.mu.Unlock()
-	c.signal()
+	if add {
+		c.hub.writers.add(c)
+	} else {
+		c.signal()
+	}
 }
 
 func (c *conn) signal() {
@@ -276,9 +312,29 @@ func (c *conn) setAbort(f func()) {
 }
 
 // heartbeatDue marks a heartbeat for the writer.
-func (c *conn) heartbeatDue() {
+func (c *conn) heartbeatDue(now time.Time) {
+	c.mu.Lock()
+	kind := c.kind
+	c.mu.Unlock()
+	if kind == kindWS {
+		// The pings are unsolicited: a client that answered none since
+		// the previous heartbeat, within the write timeout, is gone.
+		quiet := now.Sub(time.Unix(0, c.seen.Load()))
+		if quiet > c.hub.opts.Heartbeat+c.hub.opts.WriteTimeout {
+			c.kill(errNoPong)
+			return
+		}
+	}
 	c.mu.Lock()
 	c.beat = true
+	add := c.scheduleLocked()
 	c.mu.Unlock()
-	c.signal()
+	if add {
+		c.hub.writers.add(c)
+	} else {
+		c.signal()
+	}
 }
+
+// errNoPong ends a WebSocket connection whose client stopped answering.
+var errNoPong = errors.New("live: WebSocket client stopped answering pings")

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -170,7 +171,9 @@ type Hub struct {
 	ctx    context.Context // ends at Close; parent of channel subscriptions
 	cancel context.CancelFunc
 	done   <-chan struct{} // ctx.Done()
-	group  errgroup.Group  // channel subscriptions, catch-ups, heartbeat
+	group  errgroup.Group  // channel subscriptions, catch-ups, heartbeat, writers
+
+	writers writers // the pool that writes taken-over connections
 
 	mu       sync.Mutex // guards channels, states, conns, perIP, closed and idle
 	channels map[string]*hubChannel
@@ -202,6 +205,10 @@ func NewHub(opts *Options) *Hub {
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	h.done = h.ctx.Done()
 	h.group.Go(h.heartbeat)
+	h.writers.init()
+	for range max(2, runtime.GOMAXPROCS(0)) {
+		h.group.Go(h.runWriter)
+	}
 	return h
 }
 
@@ -257,14 +264,30 @@ func (h *Hub) Close(ctx context.Context) error {
 			close(h.idle)
 		}
 	}
+	var taken []*conn
+	for c := range h.conns {
+		taken = append(taken, c)
+	}
 	h.mu.Unlock()
 	h.cancel()
+	// Connections served by the writers have no goroutine watching the
+	// hub: end them here.
+	for _, c := range taken {
+		c.mu.Lock()
+		kind := c.kind
+		c.mu.Unlock()
+		if kind != 0 {
+			c.closeWith(statusGoingAway, "server shutting down")
+			c.kill(ErrClosed)
+		}
+	}
 
 	select {
 	case <-h.idle:
 	case <-ctx.Done():
 		return fmt.Errorf("live: close: waiting for connections: %w", ctx.Err())
 	}
+	h.writers.close()
 	h.group.Wait()
 	if h.ownBroker {
 		if c, ok := h.broker.(interface{ Close() error }); ok {
@@ -335,6 +358,10 @@ func (h *Hub) leave(c *conn) {
 		s.cancel()
 	}
 	h.mu.Lock()
+	if _, ok := h.conns[c]; !ok {
+		h.mu.Unlock()
+		return
+	}
 	delete(h.conns, c)
 	if h.perIP[c.ip]--; h.perIP[c.ip] <= 0 {
 		delete(h.perIP, c.ip)
@@ -361,8 +388,9 @@ func (h *Hub) heartbeat() error {
 		case <-t.C:
 		}
 		h.mu.Lock()
+		now := time.Now()
 		for c := range h.conns {
-			c.heartbeatDue()
+			c.heartbeatDue(now)
 		}
 		h.mu.Unlock()
 	}

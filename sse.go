@@ -1,6 +1,7 @@
 package live
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -47,12 +48,12 @@ func (h *Hub) serveSSE(w http.ResponseWriter, r *http.Request) {
 		refuse(w, err)
 		return
 	}
-	defer h.leave(c)
 
 	// Subscribe before answering, so that a client that has seen the
 	// response headers receives everything published after that.
 	err := h.subscribe(r.Context(), c, channel, resumeFromRequest(r), nil)
 	if err != nil {
+		h.leave(c)
 		writeSubscribeError(w, err)
 		return
 	}
@@ -105,7 +106,6 @@ func (h *Hub) serveSSEMux(w http.ResponseWriter, r *http.Request) {
 		refuse(w, err)
 		return
 	}
-	defer h.leave(c)
 
 	// The first refusal is the answer when no channel can be streamed.
 	var first error
@@ -131,6 +131,9 @@ func (h *Hub) serveSSEMux(w http.ResponseWriter, r *http.Request) {
 		}
 		subscribed++
 	}
+	if subscribed == 0 || r.Method == http.MethodHead {
+		h.leave(c)
+	}
 	if subscribed == 0 {
 		if firstAuth {
 			writeAuthError(w, first)
@@ -147,10 +150,17 @@ func (h *Hub) serveSSEMux(w http.ResponseWriter, r *http.Request) {
 	h.stream(w, r, c, true)
 }
 
-// stream answers an SSE request whose subscriptions are in place, then
-// writes c's queue until the client leaves.
+// stream answers an SSE request whose subscriptions are in place. On
+// HTTP/1.1 it takes the connection over from net/http and hands it to the
+// hub's writers, so an idle stream costs no goroutine and no buffers;
+// otherwise (HTTP/2, or a ResponseWriter that cannot be hijacked) it
+// writes c's queue from this goroutine until the client leaves.
 func (h *Hub) stream(w http.ResponseWriter, r *http.Request, c *conn, mux bool) {
 	setStreamHeaders(w)
+	if h.takeOverSSE(w, r, c, mux) {
+		return
+	}
+	defer h.leave(c)
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
 	if err := rc.Flush(); err != nil {
@@ -167,6 +177,47 @@ func (h *Hub) stream(w http.ResponseWriter, r *http.Request, c *conn, mux bool) 
 	if errors.Is(err, errSlow) {
 		h.opts.Logger.Info("live: SSE client too slow; stream ended", "remote", r.RemoteAddr)
 	}
+}
+
+// takeOverSSE hijacks an HTTP/1.1 connection for the hub's writers,
+// writing the response head itself: the headers set so far, and no
+// chunked encoding, since the stream ends when the connection does.
+func (h *Hub) takeOverSSE(w http.ResponseWriter, r *http.Request, c *conn, mux bool) bool {
+	if r.ProtoMajor != 1 || r.ProtoMinor != 1 || r.Method != http.MethodGet {
+		return false
+	}
+	nc, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return false
+	}
+	_ = brw // nothing is buffered to write; what the client sends next is ignored
+	var head bytes.Buffer
+	head.WriteString("HTTP/1.1 200 OK\r\n")
+	hd := w.Header()
+	hd.Set("Connection", "close")
+	hd.Del("Content-Length")
+	hd.Del("Transfer-Encoding")
+	hd.Write(&head)
+	head.WriteString("\r\n")
+	kind := kindSSE
+	if mux {
+		kind = kindSSEMux
+	}
+	// The client sends nothing more; reading tells at once when it
+	// leaves. The reader belongs to c: finish waits for it.
+	c.readerDone = make(chan struct{})
+	go func() {
+		defer close(c.readerDone)
+		var b [1]byte
+		for {
+			if _, err := nc.Read(b[:]); err != nil {
+				c.kill(err)
+				return
+			}
+		}
+	}()
+	c.takeOver(nc, kind, head.Bytes())
+	return true
 }
 
 func setStreamHeaders(w http.ResponseWriter) {

@@ -4,8 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/coder/websocket"
@@ -50,40 +50,31 @@ func (h *Hub) serveWS(w http.ResponseWriter, r *http.Request) {
 	if h.opts.Compression {
 		mode = websocket.CompressionNoContextTakeover
 	}
-	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+	c.seen.Store(time.Now().UnixNano())
+	ws, err := websocket.Accept(hijackWriter{w, c}, r, &websocket.AcceptOptions{
 		InsecureSkipVerify: true, // the origin was checked above, with the same rules as CORS
 		CompressionMode:    mode,
+		OnPongReceived:     func(context.Context, []byte) { c.seen.Store(time.Now().UnixNano()) },
 	})
 	if err != nil {
 		return // Accept has answered the request
 	}
 	ws.SetReadLimit(h.opts.MaxMessageBytes)
 
+	// This goroutine reads; the hub's writers write. Reads take a context
+	// without a deadline, which costs the library no timer per read; kill
+	// closes the socket to end them.
 	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
 	defer cancel()
-	c.setAbort(cancel) // a cancelled write closes the connection at once
-	var reader sync.WaitGroup
-	reader.Add(1)
-	go func() {
-		defer reader.Done()
-		defer cancel()
-		h.readWS(ctx, c, ws)
-	}()
-
-	err = c.serve(ctx, &wsTransport{ws: ws, timeout: h.opts.WriteTimeout})
-	switch {
-	case errors.Is(err, ErrClosed):
-		ws.Close(websocket.StatusGoingAway, "server shutting down")
-	case errors.Is(err, errSlow):
-		h.opts.Logger.Info("live: WebSocket client too slow; closing", "remote", r.RemoteAddr)
-		ws.Close(websocket.StatusTryAgainLater, "too slow: resume with your cursors")
-	case ctx.Err() != nil:
-		ws.Close(websocket.StatusNormalClosure, "")
-	default:
-		ws.CloseNow() // a write failed or timed out
-	}
-	cancel()
-	reader.Wait()
+	c.cancel = cancel
+	c.wsc = ws
+	c.flate = w.Header().Get("Sec-WebSocket-Extensions") != ""
+	c.takeOver(nil, kindWS, nil)
+	h.readWS(ctx, c, ws)
+	// Finish a close handshake the library or the client began (a frame
+	// over the read limit, say), so the client learns why; then end.
+	ws.Close(websocket.StatusNormalClosure, "")
+	c.kill(net.ErrClosed)
 }
 
 // wsTransport writes frames as WebSocket text messages.
@@ -125,11 +116,13 @@ type clientFrame struct {
 
 // readWS handles the client's frames in order until the connection ends.
 func (h *Hub) readWS(ctx context.Context, c *conn, ws *websocket.Conn) {
+	rctx := context.WithoutCancel(ctx)
 	for {
-		typ, data, err := ws.Read(ctx)
+		typ, data, err := ws.Read(rctx)
 		if err != nil {
 			return
 		}
+		c.seen.Store(time.Now().UnixNano())
 		if typ != websocket.MessageText {
 			c.push(errorFrame("bad_frame", "send JSON in text messages; binary messages are not supported", "", nil))
 			continue

@@ -1,0 +1,519 @@
+package live
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"net"
+	"net/http"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// Connections the Hub has taken over from net/http (WebSocket, and SSE on
+// HTTP/1.1) have no writer goroutine of their own. A small pool of writers
+// serves them in turn: a connection with output joins a queue once, and
+// the writer that takes it encodes everything it has queued into one
+// buffer and writes it with one non-blocking system call. Under load the
+// queue is long, so each connection gathers many messages per write;
+// when idle, a message is written as soon as it is published.
+//
+// A connection whose socket is full is handed to a goroutine of its own
+// that waits, up to Options.WriteTimeout, for the client to read; the
+// pool's writers never wait for a client. Idle connections hold no
+// goroutine (SSE) or only their reader (WebSocket), no timer and no
+// buffer.
+
+// writers is the Hub's pool of writer goroutines and their queue.
+type writers struct {
+	mu     sync.Mutex
+	wake   sync.Cond
+	queue  []*conn // connections with output, in order; queue[head:] are waiting
+	head   int
+	idle   int // writers waiting for work
+	closed bool
+}
+
+func (w *writers) init() { w.wake.L = &w.mu }
+
+// add queues c. The caller has marked c scheduled, so c is queued once.
+func (w *writers) add(c *conn) {
+	w.mu.Lock()
+	w.queue = append(w.queue, c)
+	wake := w.idle > 0
+	w.mu.Unlock()
+	if wake {
+		w.wake.Signal()
+	}
+}
+
+// take returns the next connection to write, waiting for one; ok is false
+// once the pool is closed and its queue is empty.
+func (w *writers) take() (c *conn, ok bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for w.head == len(w.queue) {
+		if w.closed {
+			return nil, false
+		}
+		w.idle++
+		w.wake.Wait()
+		w.idle--
+	}
+	c = w.queue[w.head]
+	w.queue[w.head] = nil
+	w.head++
+	switch {
+	case w.head == len(w.queue):
+		w.queue, w.head = w.queue[:0], 0
+	case w.head >= 1024 && w.head*2 >= len(w.queue):
+		n := copy(w.queue, w.queue[w.head:])
+		clear(w.queue[n:])
+		w.queue, w.head = w.queue[:n], 0
+	}
+	return c, true
+}
+
+func (w *writers) close() {
+	w.mu.Lock()
+	w.closed = true
+	w.mu.Unlock()
+	w.wake.Broadcast()
+}
+
+// run is one writer goroutine.
+func (h *Hub) runWriter() error {
+	for {
+		c, ok := h.writers.take()
+		if !ok {
+			return nil
+		}
+		c.flush()
+	}
+}
+
+// How a taken-over connection encodes frames.
+const (
+	kindSSE    = iota + 1 // one channel: each frame's SSE encoding
+	kindSSEMux            // many channels: "data: <WebSocket frame>"
+	kindWS                // WebSocket text messages
+)
+
+// outPool recycles output buffers. Idle connections hold none.
+var outPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+func getOut() []byte { return (*outPool.Get().(*[]byte))[:0] }
+
+func putOut(b []byte) {
+	if cap(b) > 64<<10 {
+		return
+	}
+	b = b[:0]
+	outPool.Put(&b)
+}
+
+// takeOver makes the hub's writers serve c on nc from now on. head is
+// written before anything queued.
+func (c *conn) takeOver(nc net.Conn, kind int, head []byte) {
+	c.wmu.Lock()
+	if nc != nil {
+		c.setConnLocked(nc)
+	}
+	if len(head) > 0 {
+		c.out = append(getOut(), head...)
+	}
+	c.wmu.Unlock()
+	c.mu.Lock()
+	c.kind = kind
+	c.sched = true
+	c.mu.Unlock()
+	c.hub.writers.add(c)
+	select {
+	case <-c.hub.done:
+		// Close may have looked for taken-over connections before this one.
+		c.closeWith(statusGoingAway, "server shutting down")
+		c.kill(ErrClosed)
+	default:
+	}
+}
+
+// setConnLocked records the connection the writers write to.
+func (c *conn) setConnLocked(nc net.Conn) {
+	c.nc = nc
+	if sc, ok := nc.(syscall.Conn); ok {
+		c.raw, _ = sc.SyscallConn()
+	}
+}
+
+// schedule queues a taken-over connection for a writer unless it is
+// queued or being written already.
+func (c *conn) scheduleLocked() bool {
+	if c.sched || c.kind == 0 || c.ended {
+		return false
+	}
+	c.sched = true
+	return true
+}
+
+func (c *conn) schedule() {
+	c.mu.Lock()
+	add := c.scheduleLocked()
+	c.mu.Unlock()
+	if add {
+		c.hub.writers.add(c)
+	}
+}
+
+// kill ends a taken-over connection: its socket closes now, and a writer
+// finishes it. It is safe from any goroutine, including fan-out's, and
+// from a connection that has not been taken over yet.
+func (c *conn) kill(why error) {
+	c.mu.Lock()
+	if c.ended {
+		c.mu.Unlock()
+		return
+	}
+	c.ended, c.endErr = true, why
+	add := c.kind != 0 && !c.sched
+	c.sched = c.sched || add
+	c.mu.Unlock()
+	c.wmu.Lock()
+	nc := c.nc
+	c.wmu.Unlock()
+	if nc != nil {
+		nc.Close()
+	}
+	if c.cancel != nil {
+		c.cancel()
+	}
+	if add {
+		c.hub.writers.add(c)
+	}
+}
+
+// fail ends c from a goroutine that holds its schedule (a writer, or
+// drain), and hands it to a writer to finish.
+func (c *conn) fail(err error) {
+	c.kill(err)
+	c.hub.writers.add(c)
+}
+
+// flush is a writer's turn on c: encode what is queued, write it without
+// waiting, and queue c again if more arrived meanwhile.
+func (c *conn) flush() {
+	c.mu.Lock()
+	if c.ended {
+		c.sched = false
+		c.mu.Unlock()
+		c.finish()
+		return
+	}
+	batch := c.q
+	c.q, c.spare = c.spare, nil
+	c.bytes = 0
+	beat, slow := c.beat, c.slow
+	c.beat = false
+	c.mu.Unlock()
+	if slow {
+		c.closeWith(statusTryAgainLater, "too slow: resume with your cursors")
+		c.fail(errSlow)
+		return
+	}
+
+	if c.wsc != nil && c.flate {
+		// Compressed messages go through the WebSocket library, which
+		// writes them into c.out through corkConn.
+		for _, f := range batch {
+			if f.ws != nil {
+				if err := c.wsc.Write(context.Background(), websocket.MessageText, f.ws); err != nil {
+					c.fail(err)
+					return
+				}
+			}
+		}
+	}
+	c.wmu.Lock()
+	if c.out == nil && (len(batch) > 0 || beat) {
+		c.out = getOut()
+	}
+	if c.wsc == nil || !c.flate {
+		for _, f := range batch {
+			c.out = c.appendFrame(c.out, f)
+		}
+	}
+	if beat {
+		c.out = c.appendHeartbeat(c.out)
+	}
+	c.wmu.Unlock()
+	c.hub.stats.delivered.Add(int64(len(batch)))
+	clear(batch)
+	if cap(batch) <= 256 {
+		c.mu.Lock()
+		c.spare = batch[:0]
+		c.mu.Unlock()
+	}
+
+	if c.raw == nil {
+		// No non-blocking writes on this connection (TLS): write from a
+		// goroutine of its own.
+		c.hub.group.Go(c.drain)
+		return
+	}
+	c.wlock.Lock()
+	c.wmu.Lock()
+	buf := c.out
+	c.out = nil
+	c.wmu.Unlock()
+	n, err := c.writeNow(buf)
+	if n < len(buf) && err == nil {
+		// The socket is full: keep the rest first in line and wait for
+		// the client elsewhere.
+		c.wmu.Lock()
+		rest := append(getOut(), buf[n:]...)
+		c.out = append(rest, c.out...)
+		c.wmu.Unlock()
+	}
+	c.wlock.Unlock()
+	if buf != nil {
+		putOut(buf)
+	}
+	switch {
+	case err != nil:
+		c.fail(err)
+	case n < len(buf):
+		c.hub.group.Go(c.drain)
+	default:
+		c.mu.Lock()
+		more := len(c.q) > 0 || c.beat || c.slow || c.ended
+		if !more {
+			c.wmu.Lock()
+			more = len(c.out) > 0
+			c.wmu.Unlock()
+		}
+		if !more {
+			c.sched = false
+		}
+		c.mu.Unlock()
+		if more {
+			c.hub.writers.add(c) // to the back of the line: others go first
+		}
+	}
+}
+
+// drain writes c's pending output, waiting up to the write timeout for
+// the client to read it, then gives c back to the writers. It runs on a
+// goroutine of its own while the client is slow (or always, for
+// connections without non-blocking writes).
+func (c *conn) drain() error {
+	c.wlock.Lock()
+	c.wmu.Lock()
+	buf := c.out
+	c.out = nil
+	c.wmu.Unlock()
+	var err error
+	if len(buf) > 0 {
+		c.nc.SetWriteDeadline(time.Now().Add(c.hub.opts.WriteTimeout))
+		_, err = c.nc.Write(buf)
+		c.nc.SetWriteDeadline(time.Time{})
+	}
+	c.wlock.Unlock()
+	putOut(buf)
+	if err != nil {
+		c.fail(err)
+		return nil
+	}
+	c.hub.writers.add(c) // still scheduled: a writer takes it from here
+	return nil
+}
+
+// finish releases a connection that kill ended. WebSocket connections
+// are released by their reader instead, which ends when the socket does.
+func (c *conn) finish() {
+	c.wmu.Lock()
+	if c.out != nil {
+		putOut(c.out)
+		c.out = nil
+	}
+	c.wmu.Unlock()
+	if c.kind != kindWS {
+		if c.readerDone != nil {
+			<-c.readerDone // closed soon: kill closed the socket it reads
+		}
+		c.hub.leave(c)
+	}
+}
+
+// appendFrame appends f as c's transport encodes it.
+func (c *conn) appendFrame(b []byte, f *frame) []byte {
+	switch c.kind {
+	case kindSSE:
+		return append(b, f.sse...)
+	case kindSSEMux:
+		if f.ws == nil {
+			return b
+		}
+		b = append(b, "data: "...)
+		b = append(b, f.ws...)
+		return append(b, "\n\n"...)
+	default:
+		if f.ws == nil {
+			return b
+		}
+		b = appendWSHeader(b, opText, len(f.ws))
+		return append(b, f.ws...)
+	}
+}
+
+func (c *conn) appendHeartbeat(b []byte) []byte {
+	if c.kind == kindWS {
+		// An unsolicited ping with no payload; the reader sees the pong.
+		return appendWSHeader(b, opPing, 0)
+	}
+	return append(b, heartbeatComment...)
+}
+
+// WebSocket opcodes and close codes the writers use.
+const (
+	opText  = 0x1
+	opClose = 0x8
+	opPing  = 0x9
+
+	statusGoingAway     = 1001
+	statusTryAgainLater = 1013
+)
+
+// appendWSHeader appends the header of a final, unmasked server frame.
+func appendWSHeader(b []byte, op byte, n int) []byte {
+	b = append(b, 0x80|op)
+	switch {
+	case n <= 125:
+		return append(b, byte(n))
+	case n <= 0xffff:
+		return binary.BigEndian.AppendUint16(append(b, 126), uint16(n))
+	default:
+		return binary.BigEndian.AppendUint64(append(b, 127), uint64(n))
+	}
+}
+
+// closeWith sends a WebSocket close frame, if c is one, as far as the
+// socket takes it now.
+func (c *conn) closeWith(code uint16, reason string) {
+	if c.kind != kindWS {
+		return
+	}
+	c.wmu.Lock()
+	b := c.out
+	if b == nil {
+		b = getOut()
+	}
+	b = appendWSHeader(b, opClose, 2+len(reason))
+	b = binary.BigEndian.AppendUint16(b, code)
+	c.out = append(b, reason...)
+	c.wmu.Unlock()
+	c.flushNow()
+}
+
+// flushNow writes what c has pending if no writer is writing it, without
+// waiting for the client; it is for last words before a close.
+func (c *conn) flushNow() {
+	if !c.wlock.TryLock() {
+		return
+	}
+	defer c.wlock.Unlock()
+	c.wmu.Lock()
+	buf := c.out
+	c.out = nil
+	c.wmu.Unlock()
+	if len(buf) == 0 || c.nc == nil {
+		return
+	}
+	if c.raw != nil {
+		c.writeNow(buf)
+	} else {
+		c.nc.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+		c.nc.Write(buf)
+	}
+	putOut(buf)
+}
+
+// writeNow writes as much of b as the socket takes without waiting.
+func (c *conn) writeNow(b []byte) (n int, err error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	var werr error
+	err = c.raw.Write(func(fd uintptr) bool {
+		n, werr = writeNonblocking(fd, b)
+		return true
+	})
+	if err == nil {
+		err = werr
+	}
+	return n, err
+}
+
+// corkConn is the connection the WebSocket library writes to: what it
+// writes (pongs, close frames, compressed messages) joins c's output, in
+// order with the frames the writers add, and is written by them.
+type corkConn struct {
+	net.Conn
+	c *conn
+}
+
+func (k *corkConn) Write(p []byte) (int, error) {
+	c := k.c
+	c.mu.Lock()
+	ended := c.ended
+	c.mu.Unlock()
+	if ended {
+		return 0, net.ErrClosed
+	}
+	c.wmu.Lock()
+	if c.out == nil {
+		c.out = getOut()
+	}
+	c.out = append(c.out, p...)
+	c.wmu.Unlock()
+	c.schedule()
+	return len(p), nil
+}
+
+// Close writes what is pending, as far as the socket takes it now (the
+// library closes right after its close frame), then ends c.
+func (k *corkConn) Close() error {
+	k.c.flushNow()
+	k.c.kill(net.ErrClosed)
+	return nil
+}
+
+// hijackWriter lets the WebSocket library take the connection over with
+// small buffers, and routes its writes through the hub's writers.
+type hijackWriter struct {
+	http.ResponseWriter
+	c *conn
+}
+
+func (w hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	nc, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	cc := &corkConn{Conn: nc, c: w.c}
+	w.c.wmu.Lock()
+	w.c.setConnLocked(nc)
+	w.c.wmu.Unlock()
+	br := brw.Reader
+	if br.Buffered() == 0 {
+		br = bufio.NewReaderSize(nc, 512)
+	}
+	// Control frames are at most 131 bytes, so each reaches corkConn in
+	// one Write.
+	return cc, bufio.NewReadWriter(br, bufio.NewWriterSize(cc, 256)), nil
+}
+
+// errNoHijack reports a ResponseWriter the hub cannot take over.
+var errNoHijack = errors.New("live: connection cannot be taken over")

@@ -1,0 +1,26 @@
+//go:build unix
+
+package live
+
+import "syscall"
+
+// writeNonblocking writes b to the non-blocking socket fd until it is
+// written or the socket is full.
+func writeNonblocking(fd uintptr, b []byte) (n int, err error) {
+	for n < len(b) {
+		m, err := syscall.Write(int(fd), b[n:])
+		if m > 0 {
+			n += m
+		}
+		switch {
+		case err == syscall.EINTR:
+		case err == syscall.EAGAIN:
+			return n, nil
+		case err != nil:
+			return n, err
+		case m == 0:
+			return n, nil
+		}
+	}
+	return n, nil
+}

@@ -22,22 +22,24 @@ import (
 //
 // Sequential waits for each delivery before publishing again (latency
 // without queueing); Parallel8 publishes from 8 goroutines on one channel,
-// which take turns on the channel's row lock (throughput). 100 B
+// which take turns on the channel's row lock (throughput); 8Channels
+// spreads them over 8 channels, which do not wait for each other. 100 B
 // publications travel inside the NOTIFY; 16 KiB ones, over its 8000-byte
 // limit, are read from the table by the subscriber.
 func BenchmarkPublishDeliver(b *testing.B) {
 	url := pgURL(b)
 	for _, bc := range []struct {
-		name       string
-		size       int
-		publishers int
+		name                 string
+		size                 int
+		publishers, channels int
 	}{
-		{"Sequential/100B", 100, 1},
-		{"Parallel8/100B", 100, 8},
-		{"Sequential/16KiB", 16 << 10, 1},
-		{"Parallel8/16KiB", 16 << 10, 8},
+		{"Sequential/100B", 100, 1, 1},
+		{"Parallel8/100B", 100, 8, 1},
+		{"Parallel8/8Channels/100B", 100, 8, 8},
+		{"Sequential/16KiB", 16 << 10, 1, 1},
+		{"Parallel8/16KiB", 16 << 10, 8, 1},
 	} {
-		b.Run(bc.name, func(b *testing.B) { benchPublishDeliver(b, url, bc.size, bc.publishers) })
+		b.Run(bc.name, func(b *testing.B) { benchPublishDeliver(b, url, bc.size, bc.publishers, bc.channels) })
 	}
 }
 
@@ -55,64 +57,82 @@ func benchPool(b *testing.B, url string) *pgxpool.Pool {
 	return pool
 }
 
-func benchPublishDeliver(b *testing.B, url string, size, publishers int) {
+func benchPublishDeliver(b *testing.B, url string, size, publishers, channels int) {
 	pool := benchPool(b, url)
 	schema := testSchema(b, pool)
 	pub := pgbroker.New(pool, &pgbroker.Options{Schema: schema, Logger: testLogger(b)})
 	b.Cleanup(func() { pub.Close() })
 	sub := pgbroker.New(benchPool(b, url), &pgbroker.Options{Schema: schema, Logger: testLogger(b)})
 	b.Cleanup(func() { sub.Close() })
-	channel := channelName(b)
 	data := []byte(`"` + strings.Repeat("x", size-2) + `"`)
 	n := b.N
+	perChannel := (n + channels - 1) / channels
 
-	delivered := make([]time.Time, n+1) // by Seq after the head
+	// One subscription per channel; times are indexed by channel and by
+	// Seq after the head.
+	type channelRun struct {
+		name               string
+		head               live.Position
+		started, delivered []time.Time
+		published          atomic.Int64
+	}
+	runs := make([]*channelRun, channels)
 	each := make(chan struct{}, 1)
+	var remaining atomic.Int64
+	remaining.Store(int64(n))
 	all := make(chan struct{})
-	readyc := make(chan live.Position, 1)
-	var head live.Position
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- sub.Subscribe(ctx, channel,
-			func(h live.Position) { head = h; readyc <- h },
-			func(m live.Message) {
-				i := int(m.Pos.Seq - head.Seq)
-				delivered[i] = time.Now()
-				select {
-				case each <- struct{}{}:
-				default:
-				}
-				if i == n {
-					close(all)
-				}
-			})
-	}()
+	done := make(chan error, channels)
+	for i := range runs {
+		r := &channelRun{name: channelName(b), started: make([]time.Time, perChannel+1), delivered: make([]time.Time, perChannel+1)}
+		runs[i] = r
+		readyc := make(chan struct{})
+		go func() {
+			done <- sub.Subscribe(ctx, r.name,
+				func(h live.Position) { r.head = h; close(readyc) },
+				func(m live.Message) {
+					r.delivered[m.Pos.Seq-r.head.Seq] = time.Now()
+					select {
+					case each <- struct{}{}:
+					default:
+					}
+					if remaining.Add(-1) == 0 {
+						close(all)
+					}
+				})
+		}()
+		select {
+		case <-readyc:
+		case err := <-done:
+			b.Fatalf("Subscribe returned %v", err)
+		}
+	}
 	defer func() {
 		cancel()
-		<-done
+		for range runs {
+			<-done
+		}
 	}()
-	select {
-	case <-readyc:
-	case err := <-done:
-		b.Fatalf("Subscribe returned %v", err)
-	}
 
-	started := make([]time.Time, n+1)
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	b.ResetTimer()
 	begin := time.Now()
 	for range publishers {
 		wg.Go(func() {
-			for next.Add(1) <= int64(n) {
+			for {
+				k := next.Add(1)
+				if k > int64(n) {
+					return
+				}
+				r := runs[k%int64(channels)]
 				t0 := time.Now()
-				pos, err := pub.Publish(ctx, channel, data)
+				pos, err := pub.Publish(ctx, r.name, data)
 				if err != nil {
 					b.Error(err)
 					return
 				}
-				started[pos.Seq-head.Seq] = t0
+				r.started[pos.Seq-r.head.Seq] = t0
 				if publishers == 1 {
 					<-each
 				}
@@ -123,18 +143,21 @@ func benchPublishDeliver(b *testing.B, url string, size, publishers int) {
 	select {
 	case <-all:
 	case err := <-done:
-		done <- err
 		b.Fatalf("Subscribe returned %v", err)
 	}
 	elapsed := time.Since(begin)
 	b.StopTimer()
 
-	latencies := make([]time.Duration, n)
-	for i := range n {
-		latencies[i] = delivered[i+1].Sub(started[i+1])
+	var latencies []time.Duration
+	for _, r := range runs {
+		for i := 1; i < len(r.started); i++ {
+			if !r.started[i].IsZero() {
+				latencies = append(latencies, r.delivered[i].Sub(r.started[i]))
+			}
+		}
 	}
 	slices.Sort(latencies)
-	b.ReportMetric(float64(latencies[n/2].Microseconds()), "p50-µs")
-	b.ReportMetric(float64(latencies[n*99/100].Microseconds()), "p99-µs")
+	b.ReportMetric(float64(latencies[len(latencies)/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(latencies[len(latencies)*99/100].Microseconds()), "p99-µs")
 	b.ReportMetric(float64(n)/elapsed.Seconds(), "msgs/s")
 }

@@ -2,6 +2,7 @@ package live_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"testing"
 	"time"
@@ -80,4 +81,87 @@ func BenchmarkSSE(b *testing.B) {
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/(float64(b.N)*float64(n)), "ns/delivery")
 		})
 	}
+}
+
+// BenchmarkWebSocket publishes to subscribers on real WebSocket
+// connections over loopback, client and server in this process.
+func BenchmarkWebSocket(b *testing.B) {
+	for _, n := range []int{1, 100, 1000} {
+		b.Run(fmt.Sprintf("subscribers=%d", n), func(b *testing.B) {
+			s := newTestServer(b, &live.Options{Heartbeat: time.Hour, MaxConnsPerIP: -1})
+			done := make(chan int, n)
+			for range n {
+				ws := dialWS(b, s.wsURL(), nil)
+				ws.subscribe(b, "bench")
+				go func() {
+					got := 0
+					for f := range ws.frames {
+						if f.Type == "data" {
+							got++
+							if got == b.N {
+								break
+							}
+						}
+					}
+					done <- got
+				}()
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				s.publish(b, "bench", map[string]int{"i": i})
+			}
+			for range n {
+				if got := <-done; got != b.N {
+					b.Fatalf("a subscriber got %d of %d", got, b.N)
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/(float64(b.N)*float64(n)), "ns/delivery")
+		})
+	}
+}
+
+// BenchmarkMerge applies each merge strategy to a dashboard-sized value.
+func BenchmarkMerge(b *testing.B) {
+	current := json.RawMessage(`{"activeUsers":1234,"revenue":98765.4,"orders":321,"region":"eu-west","series":[1,2,3,4,5,6,7,8],"meta":{"updated":"2026-01-01T00:00:00Z","source":"db"}}`)
+	update := json.RawMessage(`{"activeUsers":1240,"meta":{"updated":"2026-01-01T00:00:01Z"}}`)
+	list := json.RawMessage(`[{"id":"a","n":1},{"id":"b","n":2},{"id":"c","n":3},{"id":"d","n":4}]`)
+	for _, tc := range []struct {
+		name    string
+		merge   live.Merge
+		current json.RawMessage
+		update  json.RawMessage
+	}{
+		{"replace", live.MergeReplace, current, update},
+		{"shallow", live.MergeShallow, current, update},
+		{"patch", live.MergePatch, current, update},
+		{"list-update", live.MergeList("id"), list, json.RawMessage(`{"type":"update","item":{"id":"c","n":30}}`)},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := tc.merge(tc.current, tc.update); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+	b.Run("diff", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, _, err := live.Diff(current, update); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("apply-delta", func(b *testing.B) {
+		d := live.Delta{Version: 8, Changes: []live.Change{{Op: "update", Path: "meta.updated", Value: json.RawMessage(`"x"`)}, {Op: "update", Path: "activeUsers", Value: json.RawMessage(`1`)}}}
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := live.ApplyDelta(current, 7, d); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

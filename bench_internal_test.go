@@ -1,0 +1,40 @@
+package live
+
+import (
+	"testing"
+)
+
+// BenchmarkEncode builds the frame of one publication, shared by every
+// subscriber: once per publication, not per delivery.
+func BenchmarkEncode(b *testing.B) {
+	m := Message{Channel: "metrics:dashboard", Pos: Position{Seq: 123456, Epoch: "k2v7q4x9a1b3"},
+		Data: []byte(`{"activeUsers":1234,"revenue":98765.4,"orders":321,"region":"eu-west"}`)}
+	q := quote(m.Channel)
+	b.ReportAllocs()
+	for b.Loop() {
+		newDataFrame(q, nil, m)
+	}
+}
+
+// BenchmarkAppendFrame is a writer's per-delivery work: appending a
+// shared frame to a connection's output buffer, as each transport
+// encodes it.
+func BenchmarkAppendFrame(b *testing.B) {
+	m := Message{Channel: "metrics:dashboard", Pos: Position{Seq: 123456, Epoch: "k2v7q4x9a1b3"},
+		Data: []byte(`{"activeUsers":1234,"revenue":98765.4,"orders":321,"region":"eu-west"}`)}
+	f := newDataFrame(quote(m.Channel), nil, m)
+	for _, tc := range []struct {
+		name string
+		kind int
+	}{{"sse", kindSSE}, {"sse-multiplexed", kindSSEMux}, {"websocket", kindWS}} {
+		b.Run(tc.name, func(b *testing.B) {
+			c := &conn{kind: tc.kind}
+			buf := make([]byte, 0, 64<<10)
+			b.ReportAllocs()
+			for b.Loop() {
+				buf = c.appendFrame(buf[:0], f)
+			}
+			b.SetBytes(int64(len(buf)))
+		})
+	}
+}

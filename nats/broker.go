@@ -112,12 +112,17 @@ type Broker struct {
 	done   chan struct{} // closed when the watcher has returned
 
 	conflicts   atomic.Int64
+	fills       atomic.Int64
 	stalls      atomic.Int64
 	connLosses  atomic.Int64
 	subscribers atomic.Int64
 
 	streamMu sync.Mutex // guards stream; held while the stream is looked up or created
 	stream   jetstream.Stream
+
+	// drop, set by tests before use, makes subscriptions ignore the
+	// messages for which it returns true, as if they were lost.
+	drop func(live.Position) bool
 
 	mu     sync.Mutex // guards closed, subs and pubs
 	closed bool
@@ -144,7 +149,7 @@ const (
 	// walkMax is the most publications Since reads one by one, following
 	// Live-Prev back from the head; beyond it, a consumer reads the
 	// channel's retained messages in batches.
-	walkMax = 32
+	walkMax = 64
 
 	// maxIdlePubs bounds the per-channel publishing state kept between
 	// publications.
@@ -163,6 +168,9 @@ type Stats struct {
 	// Conflicts counts publications tried again because another publisher
 	// took the position first.
 	Conflicts int64
+	// Fills counts the holes in a subscription's messages filled from
+	// the stream: messages republished out of order, or dropped.
+	Fills int64
 	// Stalls counts the times the connection left a ping unanswered for
 	// StallTimeout, which ended every subscription.
 	Stalls int64
@@ -274,6 +282,7 @@ func (b *Broker) Close() error {
 func (b *Broker) Stats() Stats {
 	return Stats{
 		Conflicts:        b.conflicts.Load(),
+		Fills:            b.fills.Load(),
 		Stalls:           b.stalls.Load(),
 		ConnectionLosses: b.connLosses.Load(),
 		Subscriptions:    b.subscribers.Load(),
@@ -358,10 +367,12 @@ func (b *Broker) getStream(ctx context.Context) (jetstream.Stream, error) {
 	}
 	cfg := b.streamConfig()
 	s, err := b.js.CreateStream(ctx, cfg)
-	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-		s, err = b.js.Stream(ctx, cfg.Name)
-		if err == nil {
-			err = checkStream(s.CachedInfo().Config, cfg)
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && apiErr.Code == 400 {
+		// It exists with another configuration, or another broker is
+		// creating it (the server may then report overlapping subjects).
+		if existing, err2 := b.js.Stream(ctx, cfg.Name); err2 == nil {
+			s, err = existing, checkStream(existing.CachedInfo().Config, cfg)
 		}
 	}
 	if err != nil {
@@ -602,7 +613,7 @@ func (b *Broker) head(ctx context.Context, channel string) (live.Position, error
 }
 
 // Since implements [live.History]. It reads the channel's latest message
-// and, for up to 32 publications, follows each message's Live-Prev back
+// and, for up to 64 publications, follows each message's Live-Prev back
 // to the one before; for more, a short-lived consumer reads the channel's
 // retained messages in batches. Either way it looks publications up by
 // subject or sequence, never by scanning other channels.

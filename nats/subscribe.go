@@ -170,21 +170,47 @@ func (b *Broker) Subscribe(ctx context.Context, channel string, ready func(live.
 		if err != nil {
 			return failed(err)
 		}
-		epoch, seq, _, err := parseStored(m.Subject, m.Header)
+		epoch, seq, prev, err := parseStored(m.Subject, m.Header)
+		if b.drop != nil && err == nil && b.drop(live.Position{Epoch: epoch, Seq: seq}) {
+			continue
+		}
 		switch {
 		case err != nil:
 			err = fmt.Errorf("malformed message: %w", err)
 		case epoch != last.Epoch:
 			err = fmt.Errorf("message at %d.%s: the channel's epoch changed (did the server lose its data?)", seq, epoch)
 		case seq <= last.Seq:
-			continue // at or before the head, or the marker
-		case seq != last.Seq+1:
-			err = fmt.Errorf("%w: message at %d.%s", errGap, seq, epoch)
+			continue // at or before the head, the marker, or filled in already
 		}
 		if err != nil {
 			return failed(fmt.Errorf("after %v: %w", last, err))
 		}
-		last = live.Position{Epoch: epoch, Seq: seq}
-		deliver(live.Message{Channel: channel, Pos: last, Data: m.Data})
+		t := tail{pos: live.Position{Epoch: epoch, Seq: seq}, prev: prev, data: m.Data}
+		if seq == last.Seq+1 {
+			last = t.pos
+			deliver(live.Message{Channel: channel, Pos: last, Data: m.Data})
+			continue
+		}
+		// The stream republishes concurrent publications in the order
+		// their ingest finishes, which is not always the order of their
+		// positions; and a message may have been dropped. What t follows
+		// is stored (t's position was granted only after it), so read it
+		// from the stream; its own delivery comes later and is skipped.
+		if seq-last.Seq > fillMax {
+			return failed(fmt.Errorf("after %v: %w: message at %v", last, errGap, t.pos))
+		}
+		msgs, _, err := b.walk(s.ctx, channel, t, int(seq-last.Seq))
+		if err != nil {
+			return failed(fmt.Errorf("after %v: %w: message at %v; reading those before it: %w", last, errGap, t.pos, err))
+		}
+		b.fills.Add(1)
+		for _, m := range msgs {
+			deliver(m)
+		}
+		last = t.pos
 	}
 }
+
+// fillMax is the largest hole in a subscription's messages that it fills
+// from the stream; a larger one ends it, and the Hub reads history.
+const fillMax = walkMax

@@ -1,0 +1,242 @@
+package natsbroker_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-live/live"
+	natsbroker "github.com/go-live/live/nats"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// BenchmarkPublishDeliver measures the time from calling Publish on one
+// broker to the delivery on another (two processes sharing NATS), and the
+// publications per second delivered:
+//
+//	cd nats && LIVE_NATS_URL=nats://127.0.0.1:4222 go test -run '^$' -bench PublishDeliver -benchtime 5000x
+//
+// Sequential waits for each delivery before publishing again (latency
+// without queueing); Parallel8 publishes from 8 goroutines on one broker,
+// which take turns on the channel; Parallel8TwoNodes spreads them over two
+// brokers on two connections, which race for positions and retry
+// (conflicts/op).
+func BenchmarkPublishDeliver(b *testing.B) {
+	url := natsURL(b)
+	for _, bc := range []struct {
+		name       string
+		size       int
+		publishers int
+		nodes      int
+	}{
+		{"Sequential/100B", 100, 1, 1},
+		{"Parallel8/100B", 100, 8, 1},
+		{"Parallel8TwoNodes/100B", 100, 8, 2},
+		{"Parallel8/16KiB", 16 << 10, 8, 1},
+		{"Sequential/128KiB", 128 << 10, 1, 1},
+	} {
+		b.Run(bc.name, func(b *testing.B) { benchPublishDeliver(b, url, bc.size, bc.publishers, bc.nodes) })
+	}
+}
+
+func benchPublishDeliver(b *testing.B, url string, size, publishers, nodes int) {
+	first, _, prefix := newBroker(b, url, nil)
+	pubs := []*natsbroker.Broker{first}
+	for len(pubs) < nodes {
+		other, _, _ := newBroker(b, url, &natsbroker.Options{Prefix: prefix})
+		pubs = append(pubs, other)
+	}
+	sub, _, _ := newBroker(b, url, &natsbroker.Options{Prefix: prefix})
+	channel := channelName(b)
+	data := []byte(`"` + strings.Repeat("x", size-2) + `"`)
+	n := b.N
+
+	delivered := make([]time.Time, n+1) // by Seq after the head
+	each := make(chan struct{}, 1)
+	all := make(chan struct{})
+	readyc := make(chan live.Position, 1)
+	var head live.Position
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- sub.Subscribe(ctx, channel,
+			func(h live.Position) { head = h; readyc <- h },
+			func(m live.Message) {
+				i := int(m.Pos.Seq - head.Seq)
+				delivered[i] = time.Now()
+				select {
+				case each <- struct{}{}:
+				default:
+				}
+				if i == n {
+					close(all)
+				}
+			})
+	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	select {
+	case <-readyc:
+	case err := <-done:
+		done <- err
+		b.Fatalf("Subscribe returned %v", err)
+	}
+
+	started := make([]time.Time, n+1)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	begin := time.Now()
+	for p := range publishers {
+		pub := pubs[p%len(pubs)]
+		wg.Go(func() {
+			for next.Add(1) <= int64(n) {
+				t0 := time.Now()
+				pos, err := pub.Publish(ctx, channel, data)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				started[pos.Seq-head.Seq] = t0
+				if publishers == 1 {
+					<-each
+				}
+			}
+		})
+	}
+	wg.Wait()
+	select {
+	case <-all:
+	case err := <-done:
+		done <- err
+		b.Fatalf("Subscribe returned %v", err)
+	}
+	elapsed := time.Since(begin)
+	b.StopTimer()
+
+	latencies := make([]time.Duration, n)
+	for i := range n {
+		latencies[i] = delivered[i+1].Sub(started[i+1])
+	}
+	slices.Sort(latencies)
+	var conflicts int64
+	for _, p := range pubs {
+		conflicts += p.Stats().Conflicts
+	}
+	b.ReportMetric(float64(latencies[n/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(latencies[n*99/100].Microseconds()), "p99-µs")
+	b.ReportMetric(float64(n)/elapsed.Seconds(), "msgs/s")
+	b.ReportMetric(float64(conflicts)/float64(n), "conflicts/op")
+	b.ReportMetric(float64(sub.Stats().Fills)/float64(n), "fills/op")
+}
+
+// BenchmarkSince measures reading the publications a resuming client
+// missed: up to 64 are read one by one along Live-Prev, more with a
+// consumer over the channel's retained messages (1024, 100 B each).
+//
+//	cd nats && LIVE_NATS_URL=nats://127.0.0.1:4222 go test -run '^$' -bench Since
+func BenchmarkSince(b *testing.B) {
+	url := natsURL(b)
+	br, _, _ := newBroker(b, url, nil)
+	channel := channelName(b)
+	data := []byte(`"` + strings.Repeat("x", 98) + `"`)
+	var head live.Position
+	for range 1024 {
+		head = publish(b, br, channel, string(data))
+	}
+	for _, missed := range []uint64{1, 10, 64, 65, 200, 1000} {
+		b.Run(fmt.Sprint(missed), func(b *testing.B) {
+			from := live.Position{Epoch: head.Epoch, Seq: head.Seq - missed}
+			for b.Loop() {
+				msgs, err := br.Since(b.Context(), channel, from)
+				if err != nil || uint64(len(msgs)) != missed {
+					b.Fatalf("Since = %d messages, %v", len(msgs), err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkJetStream measures the JetStream operations the design rests
+// on, and those of the alternative it passed over (a stream per channel),
+// outside the broker, one at a time:
+//
+//	cd nats && LIVE_NATS_URL=nats://127.0.0.1:4222 go test -run '^$' -bench JetStream
+//
+// PublishExpected is what Publish does: a publication that names the
+// stream sequence of the subject's last message. PublishAsync256 keeps up
+// to 256 publications in flight on one subject, which a stream per channel
+// allows because the stream numbers them. CreateStream is what a stream
+// per channel costs for each new channel.
+func BenchmarkJetStream(b *testing.B) {
+	url := natsURL(b)
+	nc := connect(b, url)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	prefix := testPrefix(b, nc)
+	if _, err := js.CreateStream(b.Context(), jetstream.StreamConfig{
+		Name: prefix, Subjects: []string{prefix + ".c.>"}, MaxMsgsPerSubject: 1024,
+	}); err != nil {
+		b.Fatal(err)
+	}
+	data := make([]byte, 100)
+	subject := prefix + ".c.x"
+
+	b.Run("PublishExpected", func(b *testing.B) {
+		var last uint64
+		if m, err := js.Publish(b.Context(), subject, data); err == nil {
+			last = m.Sequence
+		}
+		for b.Loop() {
+			ack, err := js.PublishMsg(b.Context(), &nats.Msg{Subject: subject, Data: data},
+				jetstream.WithExpectLastSequencePerSubject(last))
+			if err != nil {
+				b.Fatal(err)
+			}
+			last = ack.Sequence
+		}
+	})
+	b.Run("PublishAsync256", func(b *testing.B) {
+		ajs, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(256))
+		if err != nil {
+			b.Fatal(err)
+		}
+		for b.Loop() {
+			if _, err := ajs.PublishAsync(subject, data); err != nil {
+				b.Fatal(err)
+			}
+		}
+		select {
+		case <-ajs.PublishAsyncComplete():
+		case <-time.After(waitTimeout):
+			b.Fatal("async publications not acknowledged")
+		}
+	})
+	b.Run("CreateStream", func(b *testing.B) {
+		var names []string
+		defer func() {
+			for _, name := range names {
+				js.DeleteStream(context.Background(), name)
+			}
+		}()
+		for b.Loop() {
+			name := fmt.Sprintf("%s_%d", prefix, len(names))
+			names = append(names, name)
+			if _, err := js.CreateStream(b.Context(), jetstream.StreamConfig{
+				Name: name, Subjects: []string{name}, MaxMsgs: 1024,
+			}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"math/rand/v2"
 	"net/http"
@@ -32,6 +33,10 @@ type activity struct {
 // activityChannel, and every node sharing the broker folds it into its own
 // store (apply), so all of them hold the same items.
 type feed struct {
+	// catchUp, if set, brings the store up to date with the broker's
+	// history, for a request that names an entry the store lacks.
+	catchUp func(ctx context.Context) error
+
 	mu    sync.Mutex // guards items
 	items []activity
 }
@@ -142,6 +147,21 @@ func (f *feed) add(a activity) {
 	}
 }
 
+// find locks f.mu and returns the position of the entry with id, or -1.
+// If the store lacks it, another node may have just added it: find
+// catches up with the broker before it looks again.
+func (f *feed) find(ctx context.Context, id string) int {
+	f.mu.Lock()
+	i := f.index(id)
+	if i >= 0 || f.catchUp == nil {
+		return i
+	}
+	f.mu.Unlock()
+	f.catchUp(ctx) // on failure, the entry is as unknown as it was
+	f.mu.Lock()
+	return f.index(id)
+}
+
 // index returns the position of the entry with id, or -1. f.mu is held.
 func (f *feed) index(id string) int {
 	for i := range f.items {
@@ -172,9 +192,16 @@ func (f *feed) apply(m live.Message) {
 	defer f.mu.Unlock()
 	switch op.Type {
 	case "add":
-		if op.Item.ID != "" {
-			f.add(op.Item)
+		if op.Item.ID == "" {
+			return
 		}
+		// The node that took the add has the entry already, placed when
+		// it answered; place it again in the broker's order, which every
+		// node shares.
+		if i := f.index(op.Item.ID); i >= 0 {
+			f.items = append(f.items[:i], f.items[i+1:]...)
+		}
+		f.add(op.Item)
 	case "update":
 		if i := f.index(op.Item.ID); i >= 0 && op.Item.ID != "" {
 			f.items[i] = op.Item
@@ -192,8 +219,7 @@ func (f *feed) update(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
-	f.mu.Lock()
-	i := f.index(id)
+	i := f.find(r.Context(), id)
 	if i < 0 {
 		f.mu.Unlock()
 		writeError(w, http.StatusNotFound, "not_found", "no activity "+strconv.Quote(id))
@@ -212,8 +238,7 @@ func (f *feed) update(w http.ResponseWriter, r *http.Request) {
 
 func (f *feed) remove(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	f.mu.Lock()
-	i := f.index(id)
+	i := f.find(r.Context(), id)
 	if i >= 0 {
 		f.items = append(f.items[:i], f.items[i+1:]...)
 	}

@@ -100,10 +100,9 @@ func newApp(ctx context.Context, o appOptions) (*app, error) {
 
 	// The feed is rebuilt from as much history as there is; the metrics
 	// need only the latest updates to have every number.
-	followers := []*follower{
-		newFollower(b, activityChannel, allHistory, o.Logger, a.feed.apply),
-		newFollower(b, metricsChannel, 100, o.Logger, a.metrics.apply),
-	}
+	activity := newFollower(b, activityChannel, allHistory, o.Logger, a.feed.apply)
+	a.feed.catchUp = activity.catchUp
+	followers := []*follower{activity, newFollower(b, metricsChannel, 100, o.Logger, a.metrics.apply)}
 	for _, f := range followers {
 		a.group.Go(func() error { return f.run(bg) })
 	}

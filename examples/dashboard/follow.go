@@ -141,6 +141,29 @@ func (f *follower) wait(ctx context.Context) error {
 	}
 }
 
+// catchUp applies what the broker's history holds beyond the last
+// publication applied, without waiting for the subscription to deliver it.
+// A handler calls it when a client names an entry this node has not seen:
+// another node may have added it an instant ago.
+func (f *follower) catchUp(ctx context.Context) error {
+	f.mu.Lock()
+	from := f.last
+	f.mu.Unlock()
+	if f.history == nil || from.Epoch == "" {
+		return nil
+	}
+	msgs, err := f.history.Since(ctx, f.channel, from)
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, m := range msgs {
+		f.take(m)
+	}
+	return nil
+}
+
 // deliver is the broker's callback: it must not block.
 func (f *follower) deliver(m live.Message) {
 	f.mu.Lock()

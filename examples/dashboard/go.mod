@@ -4,12 +4,15 @@ go 1.26.0
 
 replace (
 	github.com/go-live/live => ../..
+	github.com/go-live/live/postgres => ../../postgres
 	github.com/go-live/live/redis => ../../redis
 )
 
 require (
 	github.com/go-live/live v0.0.0-00010101000000-000000000000
+	github.com/go-live/live/postgres v0.0.0-00010101000000-000000000000
 	github.com/go-live/live/redis v0.0.0-00010101000000-000000000000
+	github.com/jackc/pgx/v5 v5.12.0
 	github.com/redis/go-redis/v9 v9.23.0
 	golang.org/x/sync v0.25.0
 )
@@ -18,6 +21,10 @@ require (
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/coder/websocket v1.8.15 // indirect
 	github.com/google/go-cmp v0.7.0 // indirect
+	github.com/jackc/pgpassfile v1.0.0 // indirect
+	github.com/jackc/pgservicefile v0.0.0-20240606120523-5a60cdf6a761 // indirect
+	github.com/jackc/puddle/v2 v2.2.3 // indirect
 	go.uber.org/atomic v1.12.0 // indirect
 	golang.org/x/sys v0.48.0 // indirect
+	golang.org/x/text v0.41.0 // indirect
 )

@@ -15,8 +15,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-live/live"
 	"github.com/go-live/live/internal/leakcheck"
+	pgbroker "github.com/go-live/live/postgres"
 	redisbroker "github.com/go-live/live/redis"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -239,29 +242,51 @@ func (s *stream) next() event {
 	panic("unreachable")
 }
 
-// redisURL returns the URL of the shared Redis server, or skips t.
-func redisURL(t testing.TB) string {
-	t.Helper()
-	u := os.Getenv("LIVE_REDIS_URL")
-	if u == "" {
-		t.Skip("LIVE_REDIS_URL is not set; to run the multi-node tests: cd examples/dashboard && LIVE_REDIS_URL=redis://127.0.0.1:6379/0 go test -race ./...")
-	}
-	return u
+// A backend is a shared broker the multi-node tests run on. shared
+// returns a function that opens a broker as each node of one dashboard
+// would: all of them keep their data under one name that no other test or
+// run uses, removed at the end of t. The brokers are closed at the end of
+// t too. It skips t when the backend's service is not configured.
+type backend struct {
+	name   string
+	shared func(t testing.TB) func() live.Broker
 }
 
-// redisShared returns a function that opens a broker on the shared Redis,
-// as each node of one dashboard would: all of them use one key prefix that
-// no other test or run uses. The brokers are closed, and the keys under
-// the prefix deleted, at the end of t.
-func redisShared(t testing.TB) func() *redisbroker.Broker {
+var backends = []backend{
+	{"redis", redisShared},
+	{"postgres", postgresShared},
+}
+
+// forEachBackend runs test as a subtest on each backend.
+func forEachBackend(t *testing.T, test func(t *testing.T, open func() live.Broker)) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) { test(t, b.shared(t)) })
+	}
+}
+
+func randomName() string { return strconv.FormatUint(rand.Uint64(), 36) }
+
+// closeAtEnd closes b at the end of t.
+func closeAtEnd(t testing.TB, b interface{ Close() error }) {
+	t.Cleanup(func() {
+		if err := b.Close(); err != nil {
+			t.Errorf("closing the broker: %v", err)
+		}
+	})
+}
+
+func redisShared(t testing.TB) func() live.Broker {
 	t.Helper()
-	url := redisURL(t)
+	url := os.Getenv("LIVE_REDIS_URL")
+	if url == "" {
+		t.Skip("LIVE_REDIS_URL is not set; to run the multi-node tests on Redis: cd examples/dashboard && LIVE_REDIS_URL=redis://127.0.0.1:6379/0 go test -race ./...")
+	}
 	o, err := redis.ParseURL(url)
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := redis.NewClient(o)
-	prefix := "dashboardtest:" + strconv.FormatUint(rand.Uint64(), 36) + ":"
+	prefix := "dashboardtest:" + randomName() + ":"
 	t.Cleanup(func() {
 		defer c.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
@@ -275,17 +300,43 @@ func redisShared(t testing.TB) func() *redisbroker.Broker {
 			c.Del(ctx, keys...)
 		}
 	})
-	return func() *redisbroker.Broker {
+	return func() live.Broker {
 		t.Helper()
 		b, err := redisbroker.Open(url, &redisbroker.Options{Prefix: prefix, HistoryAge: -1})
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() {
-			if err := b.Close(); err != nil {
-				t.Errorf("closing the broker: %v", err)
-			}
-		})
+		closeAtEnd(t, b)
+		return b
+	}
+}
+
+func postgresShared(t testing.TB) func() live.Broker {
+	t.Helper()
+	url := os.Getenv("LIVE_POSTGRES_URL")
+	if url == "" {
+		t.Skip("LIVE_POSTGRES_URL is not set; to run the multi-node tests on PostgreSQL: cd examples/dashboard && LIVE_POSTGRES_URL='postgres://postgres@127.0.0.1:5432/test?sslmode=disable' go test -race ./...")
+	}
+	pool, err := pgxpool.New(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	schema := "dashboardtest_" + randomName()
+	t.Cleanup(func() {
+		defer pool.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+		if _, err := pool.Exec(ctx, "DROP SCHEMA IF EXISTS "+schema+" CASCADE"); err != nil {
+			t.Errorf("dropping schema %s: %v", schema, err)
+		}
+	})
+	return func() live.Broker {
+		t.Helper()
+		b, err := pgbroker.Open(url, &pgbroker.Options{Schema: schema, HistoryAge: -1, Logger: testLogger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		closeAtEnd(t, b)
 		return b
 	}
 }

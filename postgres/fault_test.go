@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -171,7 +172,8 @@ func TestServerRestart(t *testing.T) {
 func TestServerStall(t *testing.T) {
 	const stall = time.Second
 	srv := startCluster(t)
-	n := newNode(t, newPool(t, srv.url()), &pgbroker.Options{StallTimeout: stall})
+	logs := &logRecorder{t: t}
+	n := newNode(t, newPool(t, srv.url()), &pgbroker.Options{StallTimeout: stall, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	channel := channelName(t)
 	f := follow(t, n.ws, channel, "")
 	w := watch(t, n.broker, channel)
@@ -218,6 +220,9 @@ func TestServerStall(t *testing.T) {
 	}
 	if st := n.broker.Stats(); st.Stalls == 0 {
 		t.Errorf("broker stats %+v, want a stall counted", st)
+	}
+	if !strings.Contains(logs.String(), "stalled") {
+		t.Errorf("the broker logged %q, want a warning about the stall", logs.String())
 	}
 	if st := n.hub.Stats(); st.BrokerErrors == 0 || st.Resets != 0 {
 		t.Errorf("Hub stats %+v, want broker errors counted and no resets", st)

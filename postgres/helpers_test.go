@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -253,6 +254,26 @@ type testWriter struct{ t testing.TB }
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSuffix(string(p), "\n"))
 	return len(p), nil
+}
+
+// A logRecorder keeps what a logger wrote, and logs it to t.
+type logRecorder struct {
+	t  testing.TB
+	mu sync.Mutex // guards b
+	b  strings.Builder
+}
+
+func (r *logRecorder) Write(p []byte) (int, error) {
+	r.t.Log(strings.TrimSuffix(string(p), "\n"))
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.b.Write(p)
+}
+
+func (r *logRecorder) String() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.b.String()
 }
 
 // A follower is a liveclient following one channel of a hub, as a

@@ -6,7 +6,7 @@
 // Use [Open] with a connection string, or [New] with a *pgxpool.Pool you
 // configured, and give the broker to the Hub:
 //
-//	b, err := pgbroker.Open(ctx, "postgres://app@localhost/app", nil)
+//	b, err := pgbroker.Open("postgres://app@localhost/app", nil)
 //	if err != nil { … }
 //	defer b.Close()
 //	hub := live.NewHub(&live.Options{Broker: b})

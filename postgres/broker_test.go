@@ -186,7 +186,8 @@ func TestHistoryAge(t *testing.T) {
 	channel := channelName(t)
 	first := publish(t, b, channel, `1`)
 	publish(t, b, channel, `2`)
-	start := live.Position{Epoch: first.Epoch}
+	// Gone from Seq 1 on means that both have expired.
+	start := live.Position{Epoch: first.Epoch, Seq: 1}
 
 	deadline := time.Now().Add(waitTimeout)
 	for {

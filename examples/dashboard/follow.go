@@ -121,6 +121,11 @@ func (f *follower) once(ctx context.Context) (reached bool, err error) {
 	for _, m := range missed {
 		f.take(m)
 	}
+	if f.last.Epoch != head.Epoch || f.last.Seq < head.Seq {
+		// Whatever came before the head was applied, or cannot be: the
+		// stream goes on from the head.
+		f.last = head
+	}
 	for _, m := range f.held {
 		f.take(m)
 	}

@@ -182,3 +182,26 @@ func TestFollowerBacklog(t *testing.T) {
 		t.Errorf("got %v, want 4 to 6", got)
 	}
 }
+
+// TestFollowerCatchUp: catchUp applies from history what the subscription
+// has not delivered yet, even on a channel that was empty when the
+// follower started, and the subscription then delivers nothing twice.
+func TestFollowerCatchUp(t *testing.T) {
+	b := newCuttable(t)
+	r := &folded{changed: make(chan struct{}, 100)}
+	f := newFollower(b, "c", allHistory, testLogger(t), r.apply)
+	startFollower(t, f)
+	b.cut(t)
+	publishN(t, b, 1, 3)
+	if err := f.catchUp(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.await(t, 3); !slices.Equal(got, numbers(1, 3)) {
+		t.Errorf("after catchUp: %v", got)
+	}
+	b.restore()
+	publishN(t, b, 4, 4)
+	if got := r.await(t, 4); !slices.Equal(got, numbers(1, 4)) {
+		t.Errorf("after the subscription is back: %v", got)
+	}
+}

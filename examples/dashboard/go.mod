@@ -4,15 +4,18 @@ go 1.26.0
 
 replace (
 	github.com/go-live/live => ../..
+	github.com/go-live/live/nats => ../../nats
 	github.com/go-live/live/postgres => ../../postgres
 	github.com/go-live/live/redis => ../../redis
 )
 
 require (
 	github.com/go-live/live v0.0.0-00010101000000-000000000000
+	github.com/go-live/live/nats v0.0.0-00010101000000-000000000000
 	github.com/go-live/live/postgres v0.0.0-00010101000000-000000000000
 	github.com/go-live/live/redis v0.0.0-00010101000000-000000000000
 	github.com/jackc/pgx/v5 v5.12.0
+	github.com/nats-io/nats.go v1.55.0
 	github.com/redis/go-redis/v9 v9.23.0
 	golang.org/x/sync v0.25.0
 )
@@ -24,7 +27,11 @@ require (
 	github.com/jackc/pgpassfile v1.0.0 // indirect
 	github.com/jackc/pgservicefile v0.0.0-20240606120523-5a60cdf6a761 // indirect
 	github.com/jackc/puddle/v2 v2.2.3 // indirect
+	github.com/klauspost/compress v1.20.0 // indirect
+	github.com/nats-io/nkeys v0.4.16 // indirect
+	github.com/nats-io/nuid v1.0.1 // indirect
 	go.uber.org/atomic v1.12.0 // indirect
+	golang.org/x/crypto v0.57.0 // indirect
 	golang.org/x/sys v0.48.0 // indirect
-	golang.org/x/text v0.41.0 // indirect
+	golang.org/x/text v0.42.0 // indirect
 )

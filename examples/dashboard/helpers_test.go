@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -17,9 +18,12 @@ import (
 
 	"github.com/go-live/live"
 	"github.com/go-live/live/internal/leakcheck"
+	natsbroker "github.com/go-live/live/nats"
 	pgbroker "github.com/go-live/live/postgres"
 	redisbroker "github.com/go-live/live/redis"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -254,6 +258,7 @@ type backend struct {
 
 var backends = []backend{
 	{"redis", redisShared},
+	{"nats", natsShared},
 	{"postgres", postgresShared},
 }
 
@@ -303,6 +308,41 @@ func redisShared(t testing.TB) func() live.Broker {
 	return func() live.Broker {
 		t.Helper()
 		b, err := redisbroker.Open(url, &redisbroker.Options{Prefix: prefix, HistoryAge: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		closeAtEnd(t, b)
+		return b
+	}
+}
+
+func natsShared(t testing.TB) func() live.Broker {
+	t.Helper()
+	url := os.Getenv("LIVE_NATS_URL")
+	if url == "" {
+		t.Skip("LIVE_NATS_URL is not set; to run the multi-node tests on NATS: cd examples/dashboard && LIVE_NATS_URL=nats://127.0.0.1:4222 go test -race ./...")
+	}
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream := "dashboardtest_" + randomName()
+	t.Cleanup(func() {
+		defer nc.Close()
+		js, err := jetstream.New(nc)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+		if err := js.DeleteStream(ctx, stream); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+			t.Errorf("deleting stream %s: %v", stream, err)
+		}
+	})
+	return func() live.Broker {
+		t.Helper()
+		b, err := natsbroker.Open(url, &natsbroker.Options{Prefix: stream, HistoryAge: -1, Logger: testLogger(t)})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -13,8 +13,9 @@
 //	go run . -addr :8081 -redis redis://localhost:6379/0
 //	go run . -addr :8082 -redis redis://localhost:6379/0
 //
-// or -postgres postgres://user@localhost:5432/db instead of -redis. -prefix
-// keeps several dashboards apart on one server.
+// or -nats nats://localhost:4222 (JetStream), or -postgres
+// postgres://user@localhost:5432/db, instead of -redis. -prefix keeps
+// several dashboards apart on one server.
 //
 // It serves the seed's URLs: GET /api/metrics and the channel
 // "metrics:dashboard" (partial updates every second); GET, POST, PATCH and

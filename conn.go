@@ -1,6 +1,7 @@
 package live
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"net"
@@ -79,6 +80,7 @@ type conn struct {
 	flate      bool               // the WebSocket negotiated compression
 	cancel     context.CancelFunc // ends the reader's context
 	seen       atomic.Int64       // when the WebSocket client last sent anything (unix ns)
+	br         *bufio.Reader      // what the WebSocket library reads from
 	readerDone chan struct{}      // closed when a taken-over SSE stream's reader ends
 }
 

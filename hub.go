@@ -173,7 +173,8 @@ type Hub struct {
 	done   <-chan struct{} // ctx.Done()
 	group  errgroup.Group  // channel subscriptions, catch-ups, heartbeat, writers
 
-	writers writers // the pool that writes taken-over connections
+	writers writers        // the pool that writes taken-over connections
+	readers sync.WaitGroup // their readers; Add only under mu while not closed
 
 	mu       sync.Mutex // guards channels, states, conns, perIP, closed and idle
 	channels map[string]*hubChannel
@@ -289,6 +290,7 @@ func (h *Hub) Close(ctx context.Context) error {
 	}
 	h.writers.close()
 	h.group.Wait()
+	h.readers.Wait()
 	if h.ownBroker {
 		if c, ok := h.broker.(interface{ Close() error }); ok {
 			return c.Close()

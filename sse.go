@@ -203,11 +203,11 @@ func (h *Hub) takeOverSSE(w http.ResponseWriter, r *http.Request, c *conn, mux b
 	if mux {
 		kind = kindSSEMux
 	}
+	c.req = nil // SSE streams authorize nothing more: let the request go
+	c.takeOver(nc, kind, head.Bytes())
 	// The client sends nothing more; reading tells at once when it
-	// leaves. The reader belongs to c: finish waits for it.
-	c.readerDone = make(chan struct{})
-	go func() {
-		defer close(c.readerDone)
+	// leaves.
+	h.spawn(c, func() {
 		var b [1]byte
 		for {
 			if _, err := nc.Read(b[:]); err != nil {
@@ -215,8 +215,7 @@ func (h *Hub) takeOverSSE(w http.ResponseWriter, r *http.Request, c *conn, mux b
 				return
 			}
 		}
-	}()
-	c.takeOver(nc, kind, head.Bytes())
+	})
 	return true
 }
 

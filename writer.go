@@ -85,6 +85,35 @@ func (w *writers) close() {
 	w.wake.Broadcast()
 }
 
+// spawn runs a taken-over connection's reader, which Close waits for. Once
+// the hub is closed it kills c instead.
+func (h *Hub) spawn(c *conn, read func()) {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		c.kill(ErrClosed)
+		h.leave(c)
+		return
+	}
+	h.readers.Add(1)
+	h.mu.Unlock()
+	go func() {
+		defer h.readers.Done()
+		read()
+	}()
+}
+
+// waitReadable waits, on a shallow stack, until c's socket has something
+// to read. A reader that parks here rather than deep inside the WebSocket
+// library lets the runtime shrink its stack to the minimum while the
+// connection is idle. It returns at once when that cannot be done.
+func (c *conn) waitReadable() error {
+	if c.raw == nil || c.br == nil || c.br.Buffered() > 0 {
+		return nil
+	}
+	return c.raw.Read(readable)
+}
+
 // run is one writer goroutine.
 func (h *Hub) runWriter() error {
 	for {
@@ -340,9 +369,6 @@ func (c *conn) finish() {
 	}
 	c.wmu.Unlock()
 	if c.kind != kindWS {
-		if c.readerDone != nil {
-			<-c.readerDone // closed soon: kill closed the socket it reads
-		}
 		c.hub.leave(c)
 	}
 }
@@ -510,6 +536,7 @@ func (w hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if br.Buffered() == 0 {
 		br = bufio.NewReaderSize(nc, 512)
 	}
+	w.c.br = br
 	// Control frames are at most 131 bytes, so each reaches corkConn in
 	// one Write.
 	return cc, bufio.NewReadWriter(br, bufio.NewWriterSize(cc, 256)), nil

@@ -9,3 +9,5 @@ import "errors"
 func writeNonblocking(fd uintptr, b []byte) (int, error) {
 	return 0, errors.New("live: no non-blocking writes on this platform")
 }
+
+func readable(fd uintptr) bool { return true }

@@ -24,3 +24,10 @@ func writeNonblocking(fd uintptr, b []byte) (n int, err error) {
 	}
 	return n, nil
 }
+
+// readable reports whether the socket fd has data, or an end, to read.
+func readable(fd uintptr) bool {
+	var b [1]byte
+	_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK)
+	return err != syscall.EAGAIN
+}

@@ -44,7 +44,6 @@ func (h *Hub) serveWS(w http.ResponseWriter, r *http.Request) {
 		refuse(w, err)
 		return
 	}
-	defer h.leave(c)
 
 	mode := websocket.CompressionDisabled
 	if h.opts.Compression {
@@ -57,24 +56,29 @@ func (h *Hub) serveWS(w http.ResponseWriter, r *http.Request) {
 		OnPongReceived:     func(context.Context, []byte) { c.seen.Store(time.Now().UnixNano()) },
 	})
 	if err != nil {
+		h.leave(c)
 		return // Accept has answered the request
 	}
 	ws.SetReadLimit(h.opts.MaxMessageBytes)
 
-	// This goroutine reads; the hub's writers write. Reads take a context
-	// without a deadline, which costs the library no timer per read; kill
-	// closes the socket to end them.
+	// A goroutine of the connection's own reads, and the hub's writers
+	// write; this handler returns, so net/http lets go of the request's
+	// buffers. Reads take a context without a deadline, which costs the
+	// library no timer per read; kill closes the socket to end them.
 	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
-	defer cancel()
 	c.cancel = cancel
 	c.wsc = ws
 	c.flate = w.Header().Get("Sec-WebSocket-Extensions") != ""
 	c.takeOver(nil, kindWS, nil)
-	h.readWS(ctx, c, ws)
-	// Finish a close handshake the library or the client began (a frame
-	// over the read limit, say), so the client learns why; then end.
-	ws.Close(websocket.StatusNormalClosure, "")
-	c.kill(net.ErrClosed)
+	h.spawn(c, func() {
+		defer h.leave(c)
+		defer cancel()
+		h.readWS(ctx, c, ws)
+		// Finish a close handshake the library or the client began (a
+		// frame over the read limit, say), so the client learns why.
+		ws.Close(websocket.StatusNormalClosure, "")
+		c.kill(net.ErrClosed)
+	})
 }
 
 // wsTransport writes frames as WebSocket text messages.
@@ -118,6 +122,9 @@ type clientFrame struct {
 func (h *Hub) readWS(ctx context.Context, c *conn, ws *websocket.Conn) {
 	rctx := context.WithoutCancel(ctx)
 	for {
+		if err := c.waitReadable(); err != nil {
+			return
+		}
 		typ, data, err := ws.Read(rctx)
 		if err != nil {
 			return

@@ -140,6 +140,11 @@ func (s *subscriber) runWS(ctx context.Context, ready chan<- struct{}, first boo
 		return err
 	}
 	defer c.CloseNow()
+	// Reads take a context without Done, which costs the library nothing
+	// per read; the connection closes when ctx ends.
+	stop := context.AfterFunc(ctx, func() { c.CloseNow() })
+	defer stop()
+	rctx := context.Background()
 	sub := `{"type":"subscribe","channel":"` + loadChannel + `"`
 	if s.cursor != "" {
 		sub += `,"cursor":"` + s.cursor + `"`
@@ -154,7 +159,7 @@ func (s *subscriber) runWS(ctx context.Context, ready chan<- struct{}, first boo
 		}
 	}()
 	for {
-		_, b, err := c.Read(ctx)
+		_, b, err := c.Read(rctx)
 		if err != nil {
 			return err
 		}
@@ -238,7 +243,7 @@ func number(b []byte, key string) (int64, bool) {
 // histogram records latencies in buckets of about 1.5% width from 1 µs
 // to about 100 s, lock-free.
 type histogram struct {
-	counts [1280]atomic.Int64
+	counts [64 * 27]atomic.Int64
 	max    atomic.Int64
 }
 
@@ -254,7 +259,7 @@ func bucketOf(d time.Duration) int {
 		b += 64
 	}
 	b += int((us - 1) * 64)
-	return min(b, 1279)
+	return min(b, 64*27-1)
 }
 
 func bucketValue(b int) time.Duration {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"runtime"
@@ -57,6 +58,8 @@ func serve(args []string) error {
 	cmux.HandleFunc("GET /stats", s.stats)
 	cmux.HandleFunc("POST /publish", s.publish)
 	cmux.HandleFunc("POST /drop", s.drop)
+	cmux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	cmux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	ctlSrv := &http.Server{Handler: cmux}
 
 	// The load side reads these two lines to find the server.

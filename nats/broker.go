@@ -117,17 +117,25 @@ type Broker struct {
 	connLosses  atomic.Int64
 	subscribers atomic.Int64
 
-	streamMu sync.Mutex // guards stream; held while the stream is looked up or created
-	stream   jetstream.Stream
+	// streamTurn holds a token while a call looks the stream up or
+	// creates it; waiting for it honours the caller's context. The
+	// holder guards stream.
+	streamTurn chan struct{}
+	stream     jetstream.Stream
 
 	// drop, set by tests before use, makes subscriptions ignore the
 	// messages for which it returns true, as if they were lost.
 	drop func(live.Position) bool
 
-	mu     sync.Mutex // guards closed, subs and pubs
-	closed bool
-	subs   map[*sub]struct{}
-	pubs   map[string]*pubChan // by channel
+	status chan nats.Status // the connection's status changes
+
+	mu         sync.Mutex // guards closed, subs, pubs and the conn fields
+	connCtx    context.Context
+	connCancel context.CancelCauseFunc
+	connGen    uint64 // the connection's reconnection count when connCtx began
+	closed     bool
+	subs       map[*sub]struct{}
+	pubs       map[string]*pubChan // by channel
 }
 
 var (
@@ -218,20 +226,27 @@ func New(nc *nats.Conn, opts *Options) *Broker {
 		panic("natsbroker: " + err.Error()) // only for a nil connection
 	}
 	b := &Broker{
-		nc:     nc,
-		js:     js,
-		size:   max(o.HistorySize, 1),
-		prefix: o.Prefix,
-		stall:  o.StallTimeout,
-		log:    o.Logger,
-		done:   make(chan struct{}),
-		subs:   make(map[*sub]struct{}),
-		pubs:   make(map[string]*pubChan),
+		nc:         nc,
+		js:         js,
+		size:       max(o.HistorySize, 1),
+		prefix:     o.Prefix,
+		stall:      o.StallTimeout,
+		log:        o.Logger,
+		done:       make(chan struct{}),
+		subs:       make(map[*sub]struct{}),
+		streamTurn: make(chan struct{}, 1),
+		pubs:       make(map[string]*pubChan),
 	}
 	if o.HistoryAge > 0 {
 		b.age = o.HistoryAge
 	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
+	b.connCtx, b.connCancel = context.WithCancelCause(b.ctx)
+	b.connGen = nc.Stats().Reconnects
+	if nc.Status() != nats.CONNECTED {
+		b.connCancel(errConnLost)
+	}
+	b.status = nc.StatusChanged(nats.CONNECTED, nats.DISCONNECTED, nats.RECONNECTING, nats.CLOSED)
 	go b.watch()
 	return b
 }
@@ -272,6 +287,7 @@ func (b *Broker) Close() error {
 
 	b.cancel()
 	<-b.done
+	b.nc.RemoveStatusListener(b.status)
 	if b.own {
 		b.nc.Close()
 	}
@@ -360,8 +376,12 @@ func (b *Broker) streamConfig() jetstream.StreamConfig {
 // republishing the broker needs, so operators may create it themselves
 // (with replicas, say).
 func (b *Broker) getStream(ctx context.Context) (jetstream.Stream, error) {
-	b.streamMu.Lock()
-	defer b.streamMu.Unlock()
+	select {
+	case b.streamTurn <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { <-b.streamTurn }()
 	if b.stream != nil {
 		return b.stream, nil
 	}
@@ -393,14 +413,18 @@ func checkStream(have, want jetstream.StreamConfig) error {
 	return nil
 }
 
-// forgetStream drops s if it is the cached stream, so that the next use
+// forgetStream drops s (nil: any) if it is the cached stream, so that the next use
 // looks it up or creates it again: the server lost it.
-func (b *Broker) forgetStream(s jetstream.Stream) {
-	b.streamMu.Lock()
-	if b.stream == s {
+func (b *Broker) forgetStream(ctx context.Context, s jetstream.Stream) {
+	select {
+	case b.streamTurn <- struct{}{}:
+	case <-ctx.Done():
+		return // the caller fails on its context anyway
+	}
+	if s == nil || b.stream == s {
 		b.stream = nil
 	}
-	b.streamMu.Unlock()
+	<-b.streamTurn
 }
 
 // streamGone reports an error that means the stream does not exist.
@@ -458,7 +482,7 @@ func (b *Broker) last(ctx context.Context, channel string) (t tail, ok bool, err
 		case errors.Is(err, jetstream.ErrMsgNotFound):
 			return tail{}, false, nil
 		case streamGone(err) && attempt == 0:
-			b.forgetStream(s)
+			b.forgetStream(ctx, s)
 			continue
 		}
 		return tail{}, false, err
@@ -561,9 +585,7 @@ func (b *Broker) append(ctx context.Context, pc *pubChan, channel string, data [
 			},
 			Data: data,
 		}
-		ack, err := b.js.PublishMsg(ctx, m,
-			jetstream.WithExpectLastSequencePerSubject(pc.tail.sseq),
-			jetstream.WithRetryAttempts(0))
+		ack, err := b.publish(ctx, m, pc.tail.sseq)
 		if err == nil {
 			pc.tail = tail{pos: pos, sseq: ack.Sequence, prev: pc.tail.sseq}
 			return pos, nil
@@ -583,13 +605,32 @@ func (b *Broker) append(ctx context.Context, pc *pubChan, channel string, data [
 			// The server lost the stream (a restart without its store,
 			// or a deletion): make it again, in a new epoch.
 			recreated = true
-			b.streamMu.Lock()
-			b.stream = nil
-			b.streamMu.Unlock()
+			b.forgetStream(ctx, nil)
 			continue
 		}
 		return live.Position{}, err
 	}
+}
+
+// publish stores m if the subject's last message is at stream sequence
+// expect. It fails as soon as the connection is found down, because the
+// acknowledgement cannot arrive then.
+func (b *Broker) publish(ctx context.Context, m *nats.Msg, expect uint64) (*jetstream.PubAck, error) {
+	conn := b.connContext()
+	if conn.Err() != nil {
+		return nil, context.Cause(conn) // not sent
+	}
+	pctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stop := context.AfterFunc(conn, func() { cancel(context.Cause(conn)) })
+	defer stop()
+	ack, err := b.js.PublishMsg(pctx, m,
+		jetstream.WithExpectLastSequencePerSubject(expect),
+		jetstream.WithRetryAttempts(0))
+	if err != nil && ctx.Err() == nil && pctx.Err() != nil {
+		return nil, fmt.Errorf("%w; the publication may have been stored", context.Cause(pctx))
+	}
+	return ack, err
 }
 
 // head returns the channel's latest position. A channel without messages

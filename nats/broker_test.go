@@ -286,6 +286,8 @@ func TestReconnectEndsSubscriptions(t *testing.T) {
 	w := watch(t, b, channel)
 	head := w.ready(t)
 
+	back := nc.StatusChanged(nats.CONNECTED)
+	defer nc.RemoveStatusListener(back)
 	if err := nc.ForceReconnect(); err != nil {
 		t.Fatal(err)
 	}
@@ -294,6 +296,11 @@ func TestReconnectEndsSubscriptions(t *testing.T) {
 	}
 	if b.Stats().ConnectionLosses == 0 {
 		t.Errorf("Stats %+v, want a connection loss counted", b.Stats())
+	}
+	select { // publications fail until the connection is back
+	case <-back:
+	case <-time.After(waitTimeout):
+		t.Fatal("the connection did not come back")
 	}
 	missed := publish(t, b, channel, `"while resubscribing"`)
 

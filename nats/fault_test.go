@@ -210,8 +210,11 @@ func TestServerRestartEmpty(t *testing.T) {
 	srv.kill()
 	ctx, cancel := context.WithTimeout(t.Context(), waitTimeout)
 	defer cancel()
+	killed := time.Now()
 	if pos, err := n.hub.Publish(ctx, channel, json.RawMessage(`"during"`)); err == nil {
 		t.Errorf("Publish while the server is down = %v, nil; want an error", pos)
+	} else {
+		t.Logf("Publish while the server is down failed after %v: %v", time.Since(killed).Round(time.Millisecond), err)
 	}
 	srv.wipe()
 	back := nc.StatusChanged(nats.CONNECTED)

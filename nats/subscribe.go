@@ -64,49 +64,83 @@ func (b *Broker) failSubs(err error, match func(*sub) bool) int {
 	return n
 }
 
-// watch is the broker's goroutine. While there are subscriptions, every
-// StallTimeout/4 it ends those that a lost or re-established connection
-// may have deprived of messages, and pings the server, ending every
+// watch is the broker's goroutine. Whenever the connection's status
+// changes, and every StallTimeout/4, it checks the connection: if it is
+// down or was re-established, publications waiting for an acknowledgement
+// fail, and so do the subscriptions that may have lost messages. While
+// there are subscriptions, each check also pings the server, and ends every
 // subscription if the pong does not come within StallTimeout.
 func (b *Broker) watch() {
 	defer close(b.done)
 	t := time.NewTicker(b.stall / 4)
 	defer t.Stop()
+	status := b.status
 	for {
+		ping := false
 		select {
 		case <-b.ctx.Done():
 			return
-		case <-t.C:
-		}
-		if b.subscribers.Load() == 0 {
-			continue
-		}
-		status, reconnects := b.nc.Status(), b.nc.Stats().Reconnects
-		if status != nats.CONNECTED {
-			err := fmt.Errorf("%w (%v)", errConnLost, status)
-			if n := b.failSubs(err, func(*sub) bool { return true }); n > 0 {
-				b.connLosses.Add(1)
-				b.log.Warn("natsbroker: connection lost; ending subscriptions", "status", status.String(), "subscriptions", n)
+		case _, ok := <-status:
+			if !ok {
+				status = nil // not expected: the broker removes it after watch returns
 			}
+		case <-t.C:
+			ping = true
+		}
+		status, reconnects := b.check()
+		if !ping || status != nats.CONNECTED || b.subscribers.Load() == 0 {
 			continue
 		}
-		err := fmt.Errorf("%w: the connection was re-established, and messages may have been lost meanwhile", errConnLost)
-		if n := b.failSubs(err, func(s *sub) bool { return s.reconnects < reconnects }); n > 0 {
-			b.connLosses.Add(1)
-			b.log.Warn("natsbroker: connection re-established; ending subscriptions", "subscriptions", n)
-		}
-
 		start := time.Now()
 		ctx, cancel := context.WithTimeout(b.ctx, b.stall)
-		err = b.nc.FlushWithContext(ctx)
+		err := b.nc.FlushWithContext(ctx)
 		cancel()
-		if errors.Is(err, context.DeadlineExceeded) && b.nc.Status() == nats.CONNECTED {
+		if errors.Is(err, context.DeadlineExceeded) && b.nc.Status() == nats.CONNECTED && b.nc.Stats().Reconnects == reconnects {
 			err := fmt.Errorf("%w: no reply to a ping for %v", errStalled, time.Since(start).Round(time.Millisecond))
 			n := b.failSubs(err, func(*sub) bool { return true })
 			b.stalls.Add(1)
 			b.log.Warn("natsbroker: server stalled; ending subscriptions", "err", err, "subscriptions", n)
 		}
 	}
+}
+
+// check ends what the connection's loss or re-establishment may have
+// broken: the current connection context, and the subscriptions made
+// before. It returns the connection's status and reconnection count.
+func (b *Broker) check() (nats.Status, uint64) {
+	status, reconnects := b.nc.Status(), b.nc.Stats().Reconnects
+	down := status != nats.CONNECTED
+	var err error
+	if down {
+		err = fmt.Errorf("%w (%v)", errConnLost, status)
+	} else {
+		err = fmt.Errorf("%w: the connection was re-established, and messages may have been lost meanwhile", errConnLost)
+	}
+	b.mu.Lock()
+	lost := b.connCtx.Err() == nil && (down || b.connGen < reconnects)
+	if lost {
+		b.connCancel(err)
+	}
+	b.mu.Unlock()
+	n := b.failSubs(err, func(s *sub) bool { return down || s.reconnects < reconnects })
+	if lost {
+		b.connLosses.Add(1)
+		b.log.Warn("natsbroker: "+err.Error(), "status", status.String(), "subscriptions ended", n)
+	}
+	return status, reconnects
+}
+
+// connContext returns a context that lasts as long as the current
+// connection: it ends when the connection is found down or
+// re-established. While the connection is down, it has ended already.
+func (b *Broker) connContext() context.Context {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.connCtx.Err() != nil && b.nc.Status() == nats.CONNECTED {
+		b.connGen = b.nc.Stats().Reconnects
+		b.connCtx, b.connCancel = context.WithCancelCause(b.ctx)
+	}
+	return b.connCtx
 }
 
 // Subscribe implements [live.Broker]. It subscribes to the channel's

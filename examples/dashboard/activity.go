@@ -3,12 +3,14 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"html"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-live/live"
 )
@@ -69,8 +71,8 @@ func newFeed() *feed {
 // the network.
 func avatarURL(name string) string {
 	initial := "?"
-	if name != "" {
-		initial = strings.ToUpper(name[:1])
+	if r, _ := utf8.DecodeRuneInString(name); r != utf8.RuneError {
+		initial = html.EscapeString(strings.ToUpper(string(r)))
 	}
 	hue := 0
 	for _, r := range name {
@@ -98,6 +100,10 @@ func decodeInput(w http.ResponseWriter, r *http.Request) (input, bool) {
 	}
 	if in.Message != nil && (len(*in.Message) == 0 || len(*in.Message) > 500) {
 		writeError(w, http.StatusBadRequest, "bad_message", "message must be 1 to 500 bytes")
+		return in, false
+	}
+	if in.Type != nil && (len(*in.Type) == 0 || len(*in.Type) > 40) {
+		writeError(w, http.StatusBadRequest, "bad_type", "type must be 1 to 40 bytes")
 		return in, false
 	}
 	return in, true

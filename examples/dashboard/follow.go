@@ -27,8 +27,8 @@ type follower struct {
 	caughtUp     chan struct{} // closed once the first subscription has caught up
 	caughtUpOnce sync.Once
 
-	mu         sync.Mutex // guards last, held and catchingUp
-	last       live.Position
+	mu         sync.Mutex     // guards last, held and catchingUp
+	last       live.Position  // the latest publication applied, or the head the stream went on from
 	held       []live.Message // deliveries that came while catching up
 	catchingUp bool
 }

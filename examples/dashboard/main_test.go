@@ -63,11 +63,29 @@ func TestActivity(t *testing.T) {
 	if status, body := n.do("POST", "/api/activity", `{"message":`); status != 400 || !strings.Contains(body, "bad_json") {
 		t.Errorf("bad JSON: %d %s", status, body)
 	}
-	if status, body := n.do("POST", "/api/activity", `{"message":""}`); status != 400 || !strings.Contains(body, "bad_message") {
-		t.Errorf("empty message: %d %s", status, body)
+	for _, tc := range []struct{ name, body, code string }{
+		{"empty message", `{"message":""}`, "bad_message"},
+		{"no message", `{"type":"note"}`, "bad_message"},
+		{"long message", `{"message":"` + strings.Repeat("x", 501) + `"}`, "bad_message"},
+		{"long type", `{"message":"m","type":"` + strings.Repeat("t", 41) + `"}`, "bad_type"},
+		{"not an object", `[1,2]`, "bad_json"},
+		{"too large", `{"message":"` + strings.Repeat("x", 17<<10) + `"}`, "bad_json"},
+	} {
+		if status, body := n.do("POST", "/api/activity", tc.body); status != 400 || !strings.Contains(body, tc.code) {
+			t.Errorf("%s: %d %.200s", tc.name, status, body)
+		}
+	}
+	// An actor's name gives the avatar its initial, whatever the script.
+	status, body := n.do("POST", "/api/activity", `{"message":"hi","actor":{"name":"Émile & co"}}`)
+	var withActor activity
+	if json.Unmarshal([]byte(body), &withActor); status != 201 || withActor.Actor.Name != "Émile & co" || !strings.Contains(withActor.Actor.Avatar, "%3EÉ%3C") {
+		t.Errorf("POST with an actor: %d %s", status, body)
+	}
+	// The bad requests published nothing: the first event is this add.
+	if ev := next(); !strings.HasPrefix(ev, `{"type":"add","item":{"id":"`+withActor.ID+`"`) {
+		t.Errorf("event %s", ev)
 	}
 	created := n.add("shipped it")
-	// The bad requests published nothing: the first event is the add.
 	if ev := next(); !strings.HasPrefix(ev, `{"type":"add","item":{"id":"`+created.ID+`"`) {
 		t.Errorf("event %s", ev)
 	}
@@ -89,7 +107,7 @@ func TestActivity(t *testing.T) {
 	if status, _ := n.do("PATCH", "/api/activity/nope", `{"message":"x"}`); status != 404 {
 		t.Errorf("PATCH missing: %d", status)
 	}
-	if ids := n.feedIDs(); len(ids) != 3 || ids[0] != "a3" {
+	if ids := n.feedIDs(); len(ids) != 4 || ids[0] != withActor.ID || ids[1] != "a3" {
 		t.Errorf("feed after add and remove: %v", ids)
 	}
 }

@@ -642,7 +642,7 @@ class Live {
       random: Math.random,
       WebSocket: globalThis.WebSocket,
       fetch: undefined,
-      ...options,
+      ...given(options),
     };
     if (!transports.includes(o.transport)) throw new TypeError(`live: transport must be "auto", "websocket" or "sse", not ${JSON.stringify(String(o.transport))}`);
     if (typeof o.WebSocket !== "function") {
@@ -1327,6 +1327,13 @@ class Live {
   }
 }
 
+/** given returns the options that are set: an undefined option takes its default. */
+function given(options) {
+  const o = {};
+  for (const [k, v] of Object.entries(options ?? {})) if (v !== undefined) o[k] = v;
+  return o;
+}
+
 function call(fn, ...args) {
   try {
     fn(...args);
@@ -1586,7 +1593,7 @@ export function liveState(live, options) {
 
 class LiveState extends Follower {
   constructor(live, options) {
-    super({ headers: {}, timeout: 10000, ...options }, "liveState");
+    super({ headers: {}, timeout: 10000, ...given(options) }, "liveState");
     this._value = undefined;
     this._version = 0;
     this._follow(live);
@@ -1704,7 +1711,7 @@ export function liveList(live, options) {
 
 class LiveList extends Follower {
   constructor(live, options) {
-    const o = { idField: "id", headers: {}, timeout: 10000, ...options };
+    const o = { idField: "id", headers: {}, timeout: 10000, ...given(options) };
     if (o.url === undefined) throw new TypeError("live: liveList: options.url is required");
     super(o, "liveList");
     o.itemURL ??= (id) => `${String(o.url).replace(/\/$/, "")}/${encodeURIComponent(String(id))}`;

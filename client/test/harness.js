@@ -124,8 +124,12 @@ export async function launchBrowser() {
 /**
  * openPage opens the server's test page, whose module has set window.live,
  * and records what would be an uncaught error or an InvalidStateError.
+ * opts.script is a module to run in the page once it has loaded (inline:
+ * the page stays the server's, so its requests are same-origin and local),
+ * and opts.ready the global it sets to true when it is ready.
  */
-export async function openPage(browser, url) {
+export async function openPage(browser, url, opts = {}) {
+  const { script, ready } = opts;
   const page = await browser.context.newPage();
   const problems = [];
   page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
@@ -139,6 +143,10 @@ export async function openPage(browser, url) {
   });
   await page.goto(url + "/");
   await page.waitForFunction(() => window.liveLoaded === true);
+  if (script !== undefined) {
+    await page.addScriptTag({ type: "module", content: script });
+    await page.waitForFunction((ready) => window[ready] === true, ready);
+  }
   return {
     page,
     /** problems returns the page's uncaught errors so far. */
@@ -168,10 +176,33 @@ export async function cleanupBuild() {
   await rm(dir, { recursive: true, force: true });
 }
 
+/**
+ * bundle bundles a test page's entry module, and what it imports (React
+ * and the client from node_modules and this folder), with esbuild, in
+ * memory, and returns the JavaScript.
+ */
+export async function bundle(entry) {
+  const esbuild = await import("esbuild");
+  const result = await esbuild.build({
+    entryPoints: [fileURLToPath(entry)],
+    bundle: true,
+    format: "esm",
+    platform: "browser",
+    target: "es2022",
+    jsx: "automatic",
+    define: { "process.env.NODE_ENV": '"development"' },
+    write: false,
+    logLevel: "silent",
+  });
+  return result.outputFiles[0].text;
+}
+
 // browserSuite registers the hooks every browser test file needs: one Go
 // test server and one Chromium for the file, and after each test a check
 // that its pages ended without an uncaught error or an InvalidStateError.
-// suite.server is set once the file's tests start; suite.open opens a page.
+// suite.server is set once the file's tests start; suite.open(opts) opens a
+// page (opts as for openPage); suite.restart(downMs) kills the server and
+// starts it again on the same address downMs later.
 export function browserSuite() {
   const suite = { server: null, browser: null, pages: [] };
   before(async () => {
@@ -185,15 +216,24 @@ export function browserSuite() {
   afterEach(async () => {
     for (const p of suite.pages.splice(0)) {
       const problems = await p.problems();
-      await p.page.evaluate(() => window.l?.close());
+      await p.page.evaluate(() => {
+        window.l?.close();
+        window.cleanup?.();
+      });
       await p.page.close();
       assert.deepStrictEqual(problems, [], "the page had uncaught errors");
     }
   });
-  suite.open = async () => {
-    const p = await openPage(suite.browser, suite.server.url);
+  suite.open = async (opts) => {
+    const p = await openPage(suite.browser, suite.server.url, opts);
     suite.pages.push(p);
     return p.page;
+  };
+  suite.restart = async (downMs = 0) => {
+    const addr = suite.server.addr;
+    await suite.server.kill();
+    await new Promise((r) => setTimeout(r, downMs));
+    suite.server = await startServer(addr);
   };
   return suite;
 }

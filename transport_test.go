@@ -3,11 +3,16 @@ package live_test
 import (
 	"bufio"
 	"context"
+	"encoding/json"
+	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/coder/websocket"
 	"github.com/go-live/live"
 )
 
@@ -88,4 +93,117 @@ func TestSSEOverHTTP2(t *testing.T) {
 			t.Fatalf("got %s", got)
 		}
 	})
+}
+
+// TestOverTLS checks connections the hub takes over but cannot write
+// without blocking (TLS): their writes run on a goroutine of their own.
+// Enough is published to fill the socket several times over.
+func TestOverTLS(t *testing.T) {
+	// Queues large enough for everything: this is not about slow clients.
+	hub := live.NewHub(&live.Options{Heartbeat: 20 * time.Millisecond, QueueBytes: 64 << 20})
+	mux := http.NewServeMux()
+	mux.Handle("/live/", hub)
+	mux.Handle("/ws", hub.WebSocketHandler())
+	srv := httptest.NewTLSServer(mux) // HTTP/1.1 only
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+		defer cancel()
+		if err := hub.Close(ctx); err != nil {
+			t.Errorf("hub.Close: %v", err)
+		}
+		srv.Close()
+	})
+	const n = 2000
+	payload := strings.Repeat("x", 1000)
+
+	t.Run("websocket", func(t *testing.T) {
+		ws := dialWS(t, "wss"+strings.TrimPrefix(srv.URL, "https")+"/ws", &websocket.DialOptions{HTTPClient: srv.Client()})
+		ws.subscribe(t, "tls-ws")
+		go func() {
+			for i := range n {
+				hub.Publish(context.Background(), "tls-ws", map[string]any{"i": i, "p": payload})
+			}
+		}()
+		for i := 0; i < n; {
+			f, ok := ws.next(t)
+			if !ok {
+				t.Fatalf("closed after %d: %v", i, ws.closeErr())
+			}
+			if f.Type != "data" {
+				continue
+			}
+			var v struct{ I int }
+			json.Unmarshal(f.Data, &v)
+			if v.I != i {
+				t.Fatalf("got %d; want %d", v.I, i)
+			}
+			i++
+		}
+	})
+	t.Run("sse", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/live/tls-sse", nil)
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		go func() {
+			for i := range n {
+				hub.Publish(context.Background(), "tls-sse", map[string]any{"i": i, "p": payload})
+			}
+		}()
+		br := bufio.NewReader(resp.Body)
+		for i := 0; i < n; {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				t.Fatalf("after %d: %v", i, err)
+			}
+			if !strings.HasPrefix(line, "data: ") {
+				continue
+			}
+			if want := fmt.Sprintf(`{"i":%d,`, i); !strings.HasPrefix(line[6:], want) {
+				t.Fatalf("got %.40s; want %s", line[6:], want)
+			}
+			i++
+		}
+	})
+}
+
+// TestFullSocket publishes far more than a client's socket holds before
+// the client reads anything: the writer finds the socket full, waits for
+// the client elsewhere, and everything arrives in order.
+func TestFullSocket(t *testing.T) {
+	s := newTestServer(t, &live.Options{QueueBytes: 64 << 20})
+	nc, err := net.Dial("tcp", strings.TrimPrefix(s.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	nc.(*net.TCPConn).SetReadBuffer(64 << 10)
+	fmt.Fprintf(nc, "GET /live/full HTTP/1.1\r\nHost: x\r\n\r\n")
+	br := bufio.NewReader(nc)
+	// The subscription is in place once the response has begun.
+	if line, err := br.ReadString('\n'); err != nil || !strings.Contains(line, "200") {
+		t.Fatalf("status line %q, %v", line, err)
+	}
+	const n = 3000 // 30 MB: more than loopback socket buffers grow to
+	payload := strings.Repeat("y", 10000)
+	for i := range n {
+		s.publish(t, "full", map[string]any{"i": i, "p": payload})
+	}
+	for i := 0; i < n; {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("after %d: %v", i, err)
+		}
+		if !strings.HasPrefix(line, "data: ") {
+			continue
+		}
+		if want := fmt.Sprintf(`{"i":%d,`, i); !strings.HasPrefix(line[6:], want) {
+			t.Fatalf("got %.40s; want %s", line[6:], want)
+		}
+		i++
+	}
 }

@@ -87,9 +87,33 @@ export interface Connection {
   reconnectAttempt: number;
 }
 
+/**
+ * "auto" (the default) opens a WebSocket and, if the first one fails before
+ * it opens (refused, blocked on the way, or not open within
+ * connectTimeout), uses SSE from then on for this connection; once a
+ * WebSocket has opened, later failures reconnect the WebSocket.
+ */
+export type Transport = "auto" | "websocket" | "sse";
+
 export interface LiveOptions {
+  /** Which transport to use. Default "auto". */
+  transport?: Transport;
   /** The hub's WebSocket URL, relative to the page or absolute. Default "/ws". */
   url?: string | URL;
+  /**
+   * The hub's SSE URL, relative to the page or absolute: one stream of
+   * every channel is GET sseURL?channels=a,b&cursor.a=…, and publishing
+   * over SSE is POST sseURL/channel. Default "/api/live".
+   */
+  sseURL?: string | URL;
+  /** A connection not open within this many ms is given up (and, in "auto" mode, the first such WebSocket falls back to SSE). Default 10000. */
+  connectTimeout?: number;
+  /** Extra headers for the SSE transport's requests (a WebSocket cannot send any). */
+  headers?: Record<string, string>;
+  /** fetch's credentials for the SSE transport's requests. Default "same-origin". */
+  credentials?: RequestCredentials;
+  /** The fetch function of the SSE transport. Default globalThis.fetch. */
+  fetch?: (url: string, init: RequestInit) => Promise<Response>;
   /** Backoff bounds in ms: the wait after the n-th failure is uniform below min(maxBackoff, minBackoff·2^(n-1)). Defaults 1000 and 30000. */
   minBackoff?: number;
   maxBackoff?: number;
@@ -97,7 +121,12 @@ export interface LiveOptions {
   publishTimeout?: number;
   /** Publishes that may wait at once. Default 1000. */
   maxQueue?: number;
-  /** After this long without a frame the client pings; 0 disables. Default 25000 ms. */
+  /**
+   * After this long without a frame the client pings; 0 disables. Default
+   * 25000 ms. A stream cannot be pinged: it is given up after
+   * pingInterval + pongTimeout without a byte (the hub's heartbeat comes
+   * every 15 s by default).
+   */
   pingInterval?: number;
   /** A ping unanswered this long drops the connection. Default 10000 ms. */
   pongTimeout?: number;
@@ -129,13 +158,15 @@ export interface SubscribeOptions {
 export interface Live {
   /** The connection state now. */
   readonly connection: Connection;
+  /** The transport in use: "websocket", or "sse" once chosen or fallen back to. */
+  readonly transport: "websocket" | "sse";
   /** Calls listener now and on every change; returns a function that stops it. */
   onStatus(listener: (c: Connection) => void): () => void;
   /** Calls listener with every error the hub reports; returns a function that stops it. */
   onError(listener: (err: LiveError) => void): () => void;
   /** Calls callback for each publication on channel, once and in order; returns the unsubscribe function. */
   subscribe<T = any>(channel: string, callback: (data: T, meta: Meta) => void, opts?: SubscribeOptions): () => void;
-  /** Publishes data on channel; resolves with its cursor once acknowledged. */
+  /** Publishes data on channel (over SSE: a POST); resolves with its cursor once acknowledged. */
   publish(channel: string, data: unknown, opts?: { timeout?: number }): Promise<string>;
   /** The cursor the channel resumes from, or null. */
   cursor(channel: string): string | null;
@@ -151,8 +182,10 @@ type Fetch = (url: string, init: RequestInit) => Promise<Response>;
 export interface LiveStateOptions<T = any> {
   /** The State's channel. */
   channel: string;
-  /** Where GET answers {data, version}: the State's own handler. */
-  url: string;
+  /** Where GET answers {data, version}: the State's own handler. Needed unless load is given. */
+  url?: string;
+  /** Loads {data, version} instead of GET url. */
+  load?: () => Promise<{ data: T; version: number }>;
   /** Extra request headers. */
   headers?: Record<string, string>;
   /** Request timeout in ms. Default 10000. */
@@ -169,8 +202,11 @@ export interface LiveState<T = any> {
   readonly version: number;
   /** Resolves once the first value is in. */
   readonly ready: Promise<void>;
+  /** Whether a value has been loaded. */
+  readonly loaded: boolean;
   onChange(listener: (value: T, version: number) => void): () => void;
-  refetch(): void;
+  /** Loads afresh; resolves once a load begun after the call has succeeded, or on close. */
+  refetch(): Promise<void>;
   close(): void;
 }
 
@@ -180,8 +216,10 @@ export function liveState<T = any>(live: Live, options: LiveStateOptions<T>): Li
 export interface LiveListOptions<T = any> {
   /** The channel the list's changes are published on. */
   channel: string;
-  /** The collection: GET answers the array, POST adds. */
+  /** The collection: GET answers the array (unless load is given), POST adds. */
   url: string;
+  /** Loads the array instead of GET url. */
+  load?: () => Promise<T[]>;
   /** An item's URL, for PATCH and DELETE. Default url + "/" + id. */
   itemURL?: (id: any) => string;
   /** The id member of items. Default "id". */
@@ -204,6 +242,8 @@ export interface LiveList<T = any> {
   /** The list as shown: the server's, with pending mutations applied. */
   readonly items: Array<T & { _optimistic?: true }>;
   readonly ready: Promise<void>;
+  /** Whether the list has been loaded. */
+  readonly loaded: boolean;
   onChange(listener: (items: Array<T & { _optimistic?: true }>) => void): () => void;
   /** Shows item at once, POSTs it, resolves with the server's item. */
   add(item: Partial<T>, opts?: MutationOptions): Promise<T>;
@@ -211,7 +251,8 @@ export interface LiveList<T = any> {
   update(id: any, changes: Partial<T>, opts?: MutationOptions): Promise<T | undefined>;
   /** Hides the item at once, DELETEs it. */
   remove(id: any, opts?: MutationOptions): Promise<unknown>;
-  refetch(): void;
+  /** Loads afresh, pending mutations kept; resolves once a load begun after the call has succeeded, or on close. */
+  refetch(): Promise<void>;
   close(): void;
 }
 

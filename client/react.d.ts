@@ -1,0 +1,111 @@
+// Type declarations for react.js, the React bindings of live.js.
+
+import type { ReactNode } from "react";
+import type { QueryFunctionContext, UseQueryOptions, UseQueryResult, UseMutateFunction } from "@tanstack/react-query";
+import type { Connection, Live, LiveError, LiveOptions, Merge, Meta, SubscribeOptions, Transport } from "./live";
+
+export { LiveError };
+
+export interface LiveProviderProps {
+  children?: ReactNode;
+  /** The WebSocket URL (live.js's url). Changing it reconnects; channels resume from their cursors. */
+  url?: string;
+  /** The SSE URL (live.js's sseURL). Changing it reconnects. */
+  sseURL?: string;
+  /** "auto" (default), "websocket" or "sse". Changing it reconnects. */
+  transport?: Transport;
+  /** live.js's other options, read when the connection is made. */
+  options?: LiveOptions;
+  /** A connection made with createLive, used instead of making one; the provider does not close it. */
+  client?: Live;
+  /** Errors the hub reports, and publishes that failed. */
+  onError?: (err: LiveError) => void;
+}
+
+/** Connects the page to a hub for its children; needs a QueryClientProvider above it. */
+export function LiveProvider(props: LiveProviderProps): ReactNode;
+
+/** What useLive returns. */
+export interface LiveContextValue {
+  /** The seed's LiveConnection: {status, reconnectAttempt}. */
+  connection: Connection;
+  /** Calls callback for each publication on channel; returns the unsubscribe function, safe to call at any time. */
+  subscribe<T = any>(channel: string, callback: (data: T, meta: Meta) => void, opts?: SubscribeOptions): () => void;
+  /** Publishes on channel; resolves with its cursor. Failures also reach LiveProvider's onError. */
+  publish(channel: string, data: unknown, opts?: { timeout?: number }): Promise<string>;
+  /** The transport in use, once connected: "websocket" or "sse". */
+  transport: "websocket" | "sse" | null;
+}
+
+export function useLive(): LiveContextValue;
+
+export interface UseLiveDataOptions<T> extends Omit<UseQueryOptions<T, Error, T, any>, "queryKey" | "queryFn"> {
+  channel: string;
+  queryKey: readonly unknown[];
+  /** Fetches the whole value. */
+  fetcher: (ctx: QueryFunctionContext) => Promise<T>;
+  /** Folds a publication into the value. Default mergeShallow ({...current, ...update}). Should be idempotent. */
+  merge?: Merge<T, any>;
+  /** How long the first fetch waits for the subscription, in ms. Default 3000. */
+  subscribeTimeout?: number;
+  /** Refused subscriptions and failed merges. */
+  onError?: (err: Error) => void;
+}
+
+export function useLiveData<T = any>(options: UseLiveDataOptions<T>): UseQueryResult<T, Error> & { isLive: boolean };
+
+export interface UseDeltaSyncOptions extends Omit<UseQueryOptions<any, Error, any, any>, "queryKey" | "queryFn"> {
+  onError?: (err: Error) => void;
+}
+
+export function useDeltaSync<T = any>(
+  queryKey: readonly unknown[],
+  channel: string,
+  initialFetcher: () => Promise<{ data: T; version: number }>,
+  options?: UseDeltaSyncOptions,
+): UseQueryResult<T, Error> & { version: number; isLive: boolean };
+
+export interface UseLiveListOptions<T> {
+  /** Where POST adds. Default "/api/" + channel. */
+  url?: string;
+  /** An item's URL, for PATCH and DELETE. Default url + "/" + id. */
+  itemURL?: (id: any) => string;
+  /** The id member of items. Default "id". */
+  idField?: string;
+  /** Extra request headers. */
+  headers?: Record<string, string>;
+  /** Request timeout in ms; a mutation that times out is rolled back. Default 10000. */
+  timeout?: number;
+  /** The If-Match to send with an update; a 409 or 412 answer rolls back and refetches. */
+  ifMatch?: (item: Partial<T>) => string | undefined;
+  fetch?: (url: string, init: RequestInit) => Promise<Response>;
+  /** Failed loads and mutations. */
+  onError?: (err: Error) => void;
+}
+
+export type Optimistic<T> = T & { _optimistic?: true };
+
+export interface UseLiveListResult<T> {
+  items: Array<Optimistic<T>>;
+  isLoading: boolean;
+  error: Error | null;
+  add: UseMutateFunction<T, Error, Partial<T>>;
+  /** The item with its id and the members to change. */
+  update: UseMutateFunction<T | undefined, Error, Partial<T>>;
+  remove: UseMutateFunction<unknown, Error, any>;
+  addAsync: (item: Partial<T>) => Promise<T>;
+  updateAsync: (item: Partial<T>) => Promise<T | undefined>;
+  removeAsync: (id: any) => Promise<unknown>;
+  isAdding: boolean;
+  isUpdating: boolean;
+  isRemoving: boolean;
+  /** Loads afresh, pending mutations kept. */
+  refetch: () => Promise<void>;
+}
+
+export function useLiveList<T extends object = Record<string, any>>(
+  channel: string,
+  queryKey: readonly unknown[],
+  fetcher?: () => Promise<T[]>,
+  options?: UseLiveListOptions<T>,
+): UseLiveListResult<T>;

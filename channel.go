@@ -57,6 +57,12 @@ type subscription struct {
 	hc  *hubChannel
 	idx int // position in hc.subs, -1 once removed; guarded by hc.mu
 
+	// ahead, when set, is a cursor the client resumed from that this
+	// hub had not reached yet, though the broker had (another node
+	// published it): publications up to it are not sent again. Guarded
+	// by hc.mu.
+	ahead uint64
+
 	// While a resuming subscription replays history, live frames wait in
 	// pending. broken records that some were lost (pending overflowed, or
 	// the channel reset) so the replay must end in a reset. Guarded by hc.mu.
@@ -267,6 +273,12 @@ func (hc *hubChannel) fanoutLocked(f *frame) {
 	}
 	max := hc.h.opts.QueueMessages
 	for _, s := range hc.subs {
+		if s.ahead != 0 {
+			if f.pos.Seq <= s.ahead {
+				continue // the client has it from another node
+			}
+			s.ahead = 0
+		}
 		if !s.resuming {
 			s.c.push(f)
 			continue
@@ -289,6 +301,7 @@ func (hc *hubChannel) resetAllLocked(reason string, cursor Position) {
 	}
 	var ws, sse *frame
 	for _, s := range hc.subs {
+		s.ahead = 0
 		if s.resuming {
 			s.broken = true
 			s.pending = nil
@@ -411,21 +424,42 @@ func (h *Hub) subscribe(ctx context.Context, c *conn, name string, from resumeFr
 	}
 	s := &subscription{c: c, hc: hc}
 
-	hc.mu.Lock()
-	cur := hc.last
+	var cur Position
 	reset := ""
-	if from.given {
-		if from.anyEpoch {
-			from.pos.Epoch = cur.Epoch
+	// A cursor beyond this hub's head may come from another node that
+	// has seen more of the channel: the broker, which refuses positions
+	// beyond its own head, tells.
+	asked, known := false, false
+	for {
+		hc.mu.Lock()
+		cur = hc.last
+		reset = ""
+		if from.given {
+			if from.anyEpoch {
+				from.pos.Epoch = cur.Epoch
+			}
+			switch {
+			case from.err != nil:
+				reset = resetMalformed
+			case from.pos.Epoch != cur.Epoch:
+				reset = resetEpoch
+			case from.pos.Seq > cur.Seq:
+				reset = resetAhead
+			}
 		}
-		switch {
-		case from.err != nil:
-			reset = resetMalformed
-		case from.pos.Epoch != cur.Epoch:
-			reset = resetEpoch
-		case from.pos.Seq > cur.Seq:
-			reset = resetAhead
+		if reset != resetAhead || h.history == nil {
+			break
 		}
+		if asked {
+			if known {
+				// Start the client where it is; this hub catches up.
+				reset, s.ahead, cur = "", from.pos.Seq, from.pos
+			}
+			break
+		}
+		hc.mu.Unlock()
+		_, err := h.history.Since(ctx, name, from.pos)
+		asked, known = true, err == nil
 	}
 	resume := from.given && reset == "" && from.pos.Seq < cur.Seq
 	s.resuming = resume

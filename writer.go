@@ -440,8 +440,25 @@ func (c *conn) closeWith(code uint16, reason string) {
 	b = binary.BigEndian.AppendUint16(b, code)
 	c.out = append(b, reason...)
 	c.wmu.Unlock()
-	c.flushNow()
+	// Take the write turn from whoever has it, bounding a wait for the
+	// client to read, so the close frame follows what was written.
+	c.nc.SetWriteDeadline(time.Now().Add(closeWait))
+	c.wlock.Lock()
+	c.wmu.Lock()
+	buf := c.out
+	c.out = nil
+	c.wmu.Unlock()
+	if c.raw != nil {
+		c.writeNow(buf)
+	} else {
+		c.nc.Write(buf)
+	}
+	c.wlock.Unlock()
+	putOut(buf)
 }
+
+// closeWait bounds the time spent writing a close frame.
+const closeWait = 100 * time.Millisecond
 
 // flushNow writes what c has pending if no writer is writing it, without
 // waiting for the client; it is for last words before a close.
@@ -460,7 +477,7 @@ func (c *conn) flushNow() {
 	if c.raw != nil {
 		c.writeNow(buf)
 	} else {
-		c.nc.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+		c.nc.SetWriteDeadline(time.Now().Add(closeWait))
 		c.nc.Write(buf)
 	}
 	putOut(buf)

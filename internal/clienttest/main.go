@@ -185,14 +185,17 @@ func (s *server) routes() http.Handler {
 	return mux
 }
 
-// track records hijacked connections, the WebSockets, for dropAll.
+// track records hijacked connections, the WebSockets (and SSE streams,
+// which the hub may hijack too), for dropAll.
 func (s *server) track(c net.Conn, state http.ConnState) {
-	if state != http.StateHijacked {
-		return
-	}
 	s.mu.Lock()
-	s.conns[c] = struct{}{}
-	s.mu.Unlock()
+	defer s.mu.Unlock()
+	switch state {
+	case http.StateHijacked:
+		s.conns[c] = struct{}{}
+	case http.StateIdle, http.StateClosed: // a stream that ended, its connection kept or closed
+		delete(s.conns, c)
+	}
 }
 
 type connKey struct{}
@@ -217,12 +220,8 @@ func (s *server) stream(next http.Handler) http.Handler {
 			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "paused", "message": "paused by the test"})
 			return
 		}
-		defer func() {
-			s.mu.Lock()
-			delete(s.conns, c)
-			s.mu.Unlock()
-		}()
-		next.ServeHTTP(w, r)
+		next.ServeHTTP(w, r) // the hub may hijack c; track forgets it once closed or idle
+
 	})
 }
 

@@ -687,6 +687,9 @@ func (b *Broker) since(ctx context.Context, channel string, after live.Position)
 	if n == 0 {
 		return nil, nil
 	}
+	if n > uint64(b.size) {
+		return nil, live.ErrGone // more than a channel keeps
+	}
 	var msgs []live.Message
 	var first time.Time
 	if n <= walkMax {

@@ -1021,18 +1021,23 @@ class Live {
       if (this._closed || this._mode !== "sse" || this._timer !== null) return;
       const want = this._streamable().map((ch) => ch.name);
       const have = this._stream?.names ?? [];
+      if (want.length === 0 && !this._stream) {
+        this._setStatus("connected", 0); // nothing to stream: nothing can fail either
+        return;
+      }
       if (want.length === have.length && want.every((n) => have.includes(n))) return;
       this._dropStream();
-      this._openStream(true);
+      this._openStream(true, have.length > 0);
     }, 0);
   }
 
   /**
    * _openStream opens the stream of every streamable channel, each from
-   * its cursor. planned is true when only the set of channels changed:
-   * a client that is connected stays so while the new stream opens.
+   * its cursor. planned is true when only the set of channels changed;
+   * then, if it replaces a stream (replacing), a client that is connected
+   * stays so while the new stream opens.
    */
-  _openStream(planned) {
+  _openStream(planned, replacing = false) {
     if (this._closed || this._stream || this._timer !== null) return;
     clearTimeout(this._reopenTimer);
     this._reopenTimer = null;
@@ -1042,14 +1047,16 @@ class Live {
     }
     const chans = this._streamable();
     if (chans.length === 0) {
-      // Nothing to stream: nothing can fail either.
-      this._setStatus("connected", 0);
+      // Nothing to stream: nothing can fail either. A connection just made
+      // waits for the subscriptions of the task that made it.
+      if (planned) this._setStatus("connected", 0);
+      else this._channelsChanged();
       return;
     }
     const s = { ctl: new AbortController(), names: chans.map((ch) => ch.name), open: false };
     this._stream = s;
     for (const ch of this._channels.values()) ch.acked = false;
-    if (!planned || this._conn.status !== "connected") this._setStatus("connecting", this._conn.reconnectAttempt);
+    if (!replacing || this._conn.status !== "connected") this._setStatus("connecting", this._conn.reconnectAttempt);
     let url;
     try {
       const q = new URLSearchParams();
@@ -1180,7 +1187,7 @@ class Live {
       const e = new LiveError(err.code, err.message, { channel: name, status: err.status, body: err.body });
       for (const sub of [...ch.subs]) this._emitError(e, sub);
     }
-    this._openStream(true); // the rest, if some came meanwhile
+    this._openStream(true, false); // the rest, if some came meanwhile
   }
 
   /** _streamFailed gives up the stream s and schedules a reconnection. */

@@ -86,6 +86,7 @@ test("sse: ten channels subscribed together open exactly one stream", async () =
   await setup(page);
   const names = Array.from({ length: 10 }, (_, i) => `many:${i}`);
   await page.evaluate((names) => Promise.all(names.map((n) => window.follow(n))), names);
+  const statusesBefore = await page.evaluate(() => window.statuses.length);
   for (const n of names) await suite.server.post(`/test/publish?channel=${n}&n=2`);
   await page.waitForFunction((names) => names.every((n) => window.got[n].length === 2), names);
   assert.equal(streams.length, 1, `streams: ${streams.join(" ")}`);
@@ -107,13 +108,15 @@ test("sse: ten channels subscribed together open exactly one stream", async () =
   assert.equal(q.get("cursor.many:0"), before);
   assert.equal(q.get("cursor.many:10"), null);
   assert.equal(await page.evaluate(() => window.l.connection.status), "connected");
-  assert.ok(!(await page.evaluate(() => window.statuses.slice(1).some((s) => s.status !== "connected"))), "the status changed for a planned reopen");
+  const statuses = await page.evaluate(() => window.statuses.map((s) => s.status));
+  assert.equal(statuses.length, statusesBefore, `the status changed for a planned reopen: ${statuses}`);
 });
 
 test("sse: resume after the server drops the stream: nothing lost, nothing twice", async () => {
   const { page, streams } = await open();
   await setup(page);
   await page.evaluate(() => window.follow("feed"));
+  const statusesBefore = await page.evaluate(() => window.statuses.length - 1); // from the stream's "connected" on
   const total = 600;
   const drops = 3;
   const publishing = (async () => {
@@ -138,7 +141,7 @@ test("sse: resume after the server drops the stream: nothing lost, nothing twice
   const positions = got.map((m) => seq(m.cursor));
   assert.deepStrictEqual(positions, range(positions[0], positions[0] + total - 1), "publications lost, repeated or out of order");
   assert.deepStrictEqual(await page.evaluate(() => window.resets.feed), [], "a reset, yet the history window covered the drops");
-  const statuses = await page.evaluate(() => window.statuses.map((s) => s.status));
+  const statuses = await page.evaluate((n) => window.statuses.slice(n).map((s) => s.status), statusesBefore);
   assert.equal(statuses.filter((s) => s === "connected").length, drops + 1, `statuses ${statuses}`);
   assert.ok(statuses.includes("disconnected"));
   // Each reconnection asked for the channel from the cursor it had reached.
@@ -273,4 +276,37 @@ test("auto: a WebSocket that opens is kept, and a later failure does not fall ba
   await suite.server.post("/test/publish?channel=kept&n=1");
   await page.waitForFunction(() => window.got.length === 1);
   assert.equal(streams.length, 0);
+});
+
+test("sse: channels joining and leaving while another streams: it loses nothing and repeats nothing", async () => {
+  const { page, streams } = await open();
+  await setup(page);
+  await page.evaluate(() => window.follow("steady"));
+  const statusesBefore = await page.evaluate(() => window.statuses.length);
+  const total = 300;
+  const publishing = (async () => {
+    for (let k = 0; k < total / 10; k++) {
+      await suite.server.post("/test/publish?channel=steady&n=10");
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  })();
+  // Twenty changes of the set, each reopening the stream.
+  for (let i = 0; i < 20; i++) {
+    await page.evaluate((i) => {
+      if (i % 2 === 0) window.follow(`churn:${i}`);
+      else window.stops[`churn:${i - 1}`]();
+    }, i);
+    await new Promise((r) => setTimeout(r, 30));
+  }
+  await publishing;
+  await page.waitForFunction((n) => window.got.steady.length >= n, total);
+  await new Promise((r) => setTimeout(r, 200)); // duplicates would arrive now
+  const positions = (await page.evaluate(() => window.got.steady)).map((m) => seq(m.cursor));
+  assert.deepStrictEqual(positions, range(positions[0], positions[0] + total - 1), "publications lost, repeated or out of order");
+  assert.deepStrictEqual(await page.evaluate(() => window.resets.steady), []);
+  assert.ok(streams.length >= 10 && streams.length <= 21, `${streams.length} streams for 20 changes`);
+  for (const u of streams.slice(1)) assert.match(u.searchParams.get("cursor.steady"), /^\d+\.[A-Za-z0-9_-]+$/);
+  const statuses = await page.evaluate(() => window.statuses.map((s) => s.status));
+  assert.equal(statuses.length, statusesBefore, `a planned reopen changed the status: ${statuses}`);
+  assert.equal(statuses.at(-1), "connected");
 });

@@ -372,3 +372,205 @@ test("liveList: the server's item replaces the optimistic one once, whichever co
   assert.deepStrictEqual(list.items, []);
   list.close();
 });
+
+// ---------------------------------------------------------------------------
+// The SSE transport, against a scripted fetch whose streams the test writes.
+
+function sseFetch() {
+  const calls = [];
+  const fn = async (url, init = {}) => {
+    const call = { url: new URL(url), method: init.method ?? "GET", init };
+    calls.push(call);
+    if (call.method === "POST") {
+      return new Response(JSON.stringify({ success: true, channel: decodeURIComponent(call.url.pathname.split("/").pop()), cursor: "9.e" }));
+    }
+    if (fn.answers.length > 0) {
+      const a = fn.answers.shift();
+      return new Response(JSON.stringify(a.body), { status: a.status, headers: { "Content-Type": "application/json" } });
+    }
+    let ctl;
+    const body = new ReadableStream({ start: (c) => (ctl = c) });
+    init.signal?.addEventListener("abort", () => {
+      try {
+        ctl.error(new DOMException("aborted", "AbortError"));
+      } catch {}
+    });
+    call.send = (text) => ctl.enqueue(new TextEncoder().encode(text));
+    call.end = () => ctl.close();
+    return new Response(body, { headers: { "Content-Type": "text/event-stream" } });
+  };
+  fn.calls = calls;
+  fn.answers = [];
+  fn.streams = () => calls.filter((c) => c.method === "GET");
+  return fn;
+}
+
+/** flush lets fetches, stream reads and the debounce run. */
+async function flush() {
+  for (let i = 0; i < 5; i++) {
+    await clock.advance(0);
+    await new Promise((r) => real.setTimeout(r, 0));
+  }
+}
+
+function newSSE(fetch, opts = {}) {
+  return newLive({ transport: "sse", sseURL: "http://hub.test/api/live", fetch, ...opts });
+}
+
+const frame = (f) => `data: ${JSON.stringify(f)}\n\n`;
+
+test("sse: one stream for the channels of a task, events parsed however they are cut", async () => {
+  const fetch = sseFetch();
+  const l = newSSE(fetch);
+  const got = [];
+  for (let i = 0; i < 10; i++) l.subscribe(`c${i}`, (d, meta) => got.push([meta.channel, d]), i === 3 ? { cursor: "5.e" } : {});
+  await flush();
+  assert.equal(fetch.streams().length, 1);
+  const s = fetch.streams()[0];
+  assert.equal(s.url.origin + s.url.pathname, "http://hub.test/api/live");
+  assert.deepStrictEqual(s.url.searchParams.get("channels").split(","), Array.from({ length: 10 }, (_, i) => `c${i}`));
+  assert.equal(s.url.searchParams.get("cursor.c3"), "5.e");
+  assert.equal(s.init.headers.Accept, "text/event-stream");
+  assert.equal(l.connection.status, "connected");
+
+  // LF, CRLF and CR line ends, cuts inside lines and inside CRLF, comments,
+  // other fields, and data over two lines (joined with a newline).
+  s.send(frame({ type: "subscribed", channel: "c0", cursor: "1.e" }).replace(/\n/g, "\r\n"));
+  s.send(": heartbeat\n\nid: ignored\nevent: x\nretry: 5\r");
+  s.send(`data: {"type":"data","channel":"c0","da`);
+  s.send(`ta":1,"cursor":"2.e"}\r`);
+  s.send(`\r\ndata: {"type":"data","channel":"c0",\ndata: "data":2,"cursor":"3.e"}\r\r`);
+  s.send(frame({ type: "data", channel: "c0", data: "ü", cursor: "4.e" }).slice(0, -1));
+  await flush();
+  assert.deepStrictEqual(got, [["c0", 1], ["c0", 2]]);
+  s.send("\n");
+  await flush();
+  assert.deepStrictEqual(got, [["c0", 1], ["c0", 2], ["c0", "ü"]]);
+  assert.equal(l.cursor("c0"), "4.e");
+});
+
+test("sse: a change of channels reopens the stream from the cursors reached; a failure backs off", async () => {
+  const fetch = sseFetch();
+  const l = newSSE(fetch);
+  const statuses = [];
+  l.onStatus((c) => statuses.push(`${c.status}/${c.reconnectAttempt}`));
+  const stopA = l.subscribe("a", () => {});
+  l.subscribe("b", () => {});
+  await flush();
+  const first = fetch.streams()[0];
+  first.send(frame({ type: "subscribed", channel: "a", cursor: "1.e" }) + frame({ type: "subscribed", channel: "b", cursor: "7.f" }));
+  first.send(frame({ type: "data", channel: "a", data: 1, cursor: "2.e" }));
+  await flush();
+  stopA();
+  l.subscribe("c", () => {});
+  await flush();
+  assert.equal(fetch.streams().length, 2);
+  assert.ok(first.init.signal.aborted, "the old stream is still open");
+  const second = fetch.streams()[1].url.searchParams;
+  assert.equal(second.get("channels"), "b,c");
+  assert.equal(second.get("cursor.b"), "7.f");
+  assert.equal(second.get("cursor.a"), null);
+  assert.deepStrictEqual(statuses, ["connecting/0", "connected/0"]);
+
+  // The stream ends: reconnect after the backoff, from the cursors.
+  fetch.streams()[1].end();
+  await flush();
+  assert.deepStrictEqual(statuses.slice(2), ["error/0", "disconnected/1"]);
+  assert.deepStrictEqual(clock.delays(), [999]);
+  fetch.answers.push({ status: 503, body: { error: "closed", message: "shutting down" } });
+  const errors = [];
+  l.onError((e) => errors.push([e.code, e.status]));
+  await clock.advance(999);
+  await flush();
+  assert.deepStrictEqual(errors, [["closed", 503]]);
+  assert.deepStrictEqual(clock.delays(), [1999]);
+  await clock.advance(1999);
+  await flush();
+  assert.equal(fetch.streams().length, 4);
+  assert.equal(fetch.streams()[3].url.searchParams.get("cursor.b"), "7.f");
+  assert.deepStrictEqual(l.connection, { status: "connected", reconnectAttempt: 0 });
+});
+
+test("sse: refused channels are reported and left out; bad names never reach the hub", async () => {
+  const fetch = sseFetch();
+  const l = newSSE(fetch);
+  const errors = [];
+  l.subscribe("bad name", () => {}, { onError: (e) => errors.push(["bad name", e.code]) });
+  l.subscribe("secret", () => {}, { onError: (e) => errors.push(["secret", e.code, e.status]) });
+  fetch.answers.push({ status: 403, body: { error: "forbidden", message: "no" } });
+  await flush();
+  assert.deepStrictEqual(errors, [["bad name", "bad_channel"], ["secret", "forbidden", 403]]);
+  assert.equal(fetch.streams()[0].url.searchParams.get("channels"), "secret");
+  assert.equal(clock.timers.size, 0, "a refusal is not retried by itself");
+  assert.equal(l.connection.status, "connected");
+
+  // A new channel: a stream for it alone; the hub's error frame for another.
+  l.subscribe("open", () => {});
+  l.subscribe("other", () => {}, { onError: (e) => errors.push(["other", e.code]) });
+  await flush();
+  const s = fetch.streams()[1];
+  assert.equal(s.url.searchParams.get("channels"), "open,other");
+  s.send(frame({ type: "subscribed", channel: "open", cursor: "1.e" }) + frame({ type: "error", code: "forbidden", message: "no", channel: "other" }));
+  await flush();
+  assert.deepStrictEqual(errors.at(-1), ["other", "forbidden"]);
+  l.subscribe("third", () => {});
+  await flush();
+  assert.equal(fetch.streams()[2].url.searchParams.get("channels"), "open,third");
+});
+
+test("sse: a silent stream is given up after pingInterval + pongTimeout", async () => {
+  const fetch = sseFetch();
+  const l = newSSE(fetch, { pingInterval: 1000, pongTimeout: 500 });
+  l.subscribe("a", () => {});
+  await flush();
+  const s = fetch.streams()[0];
+  await clock.advance(1000);
+  s.send(": heartbeat\n\n");
+  await flush();
+  await clock.advance(1000);
+  assert.equal(l.connection.status, "connected");
+  await clock.advance(500);
+  await flush();
+  assert.ok(s.init.signal.aborted);
+  assert.equal(l.connection.status, "disconnected");
+});
+
+test("sse: publishing is a POST", async () => {
+  const fetch = sseFetch();
+  const l = newSSE(fetch);
+  assert.equal(await l.publish("a:b", { x: 1 }), "9.e");
+  const post = fetch.calls.find((c) => c.method === "POST");
+  assert.equal(post.url.href, "http://hub.test/api/live/a%3Ab");
+  assert.equal(post.init.body, '{"x":1}');
+  assert.equal(post.init.headers["Content-Type"], "application/json");
+});
+
+test("auto: a socket that fails before it opens falls back to SSE; one that opened does not", async () => {
+  const fetch = sseFetch();
+  const l = newLive({ transport: "auto", sseURL: "http://hub.test/api/live", fetch });
+  const statuses = [];
+  l.onStatus((c) => statuses.push(c.status));
+  l.subscribe("a", () => {});
+  const published = l.publish("a", 1);
+  last().fail();
+  await flush();
+  assert.equal(l.transport, "sse");
+  assert.equal(fetch.streams().length, 1);
+  assert.equal(await published, "9.e");
+  assert.deepStrictEqual(statuses, ["connecting", "connected"]);
+  assert.equal(FakeSocket.all.length, 1);
+
+  const kept = newLive({ transport: "auto", fetch });
+  last().open();
+  last().fail();
+  await clock.advance(1000);
+  assert.equal(kept.transport, "websocket");
+  assert.equal(FakeSocket.all.length, 3);
+
+  // A socket that never opens counts as failed after connectTimeout.
+  const slow = newLive({ transport: "auto", sseURL: "http://hub.test/api/live", fetch, connectTimeout: 2000 });
+  slow.subscribe("b", () => {});
+  await clock.advance(2000);
+  await flush();
+  assert.equal(slow.transport, "sse");
+});

@@ -11,7 +11,7 @@ import (
 	"time"
 )
 
-//go:embed client/live.js client/live.d.ts
+//go:embed client/live.js client/live.d.ts client/react.js client/react.d.ts
 var clientFiles embed.FS
 
 // ClientHandler returns a handler that serves the browser client, live.js:
@@ -29,18 +29,23 @@ var clientFiles embed.FS
 //
 // A request whose path ends in ".d.ts" gets the module's TypeScript
 // declarations instead, so mounting the handler at "GET /live.d.ts" too
-// serves them. Responses carry a strong ETag and Cache-Control: no-cache,
+// serves them. A path ending in "react.js" gets react.js, the React
+// bindings (LiveProvider, useLiveData, …), which import "./live.js"
+// beside it and "react" and "@tanstack/react-query" by name (for a page
+// with an import map, or a bundler); "react.d.ts" gets their declarations. Responses carry a strong ETag and Cache-Control: no-cache,
 // so browsers revalidate (a 304 without a body) and pick up a new version
 // as soon as the server has one; gzip is used when the client accepts it.
 func ClientHandler() http.Handler {
 	return &clientHandler{
-		js:  newClientFile("client/live.js", "text/javascript; charset=utf-8"),
-		dts: newClientFile("client/live.d.ts", "application/typescript; charset=utf-8"),
+		js:       newClientFile("client/live.js", "text/javascript; charset=utf-8"),
+		dts:      newClientFile("client/live.d.ts", "application/typescript; charset=utf-8"),
+		reactJS:  newClientFile("client/react.js", "text/javascript; charset=utf-8"),
+		reactDTS: newClientFile("client/react.d.ts", "application/typescript; charset=utf-8"),
 	}
 }
 
 type clientHandler struct {
-	js, dts *clientFile
+	js, dts, reactJS, reactDTS *clientFile
 }
 
 // clientFile is one embedded file, with its gzipped form and their ETags.
@@ -78,7 +83,12 @@ func (h *clientHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f := h.js
-	if strings.HasSuffix(r.URL.Path, ".d.ts") {
+	switch p := r.URL.Path; {
+	case strings.HasSuffix(p, "react.d.ts"):
+		f = h.reactDTS
+	case strings.HasSuffix(p, "react.js"):
+		f = h.reactJS
+	case strings.HasSuffix(p, ".d.ts"):
 		f = h.dts
 	}
 	hd := w.Header()

@@ -20,6 +20,8 @@ func clientServer(t *testing.T) *httptest.Server {
 	mux := http.NewServeMux()
 	mux.Handle("GET /live.js", live.ClientHandler())
 	mux.Handle("GET /live.d.ts", live.ClientHandler())
+	mux.Handle("GET /react.js", live.ClientHandler())
+	mux.Handle("GET /react.d.ts", live.ClientHandler())
 	mux.Handle("/other/live.js", live.ClientHandler()) // every method, to see the 405
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
@@ -73,6 +75,14 @@ func TestClientHandler(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	reactJS, err := os.ReadFile("client/react.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reactDTS, err := os.ReadFile("client/react.d.ts")
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	tests := []struct {
 		name        string
@@ -90,6 +100,9 @@ func TestClientHandler(t *testing.T) {
 		{"any encoding", "GET", "/live.js", http.Header{"Accept-Encoding": {"*"}}, 200, "text/javascript; charset=utf-8", "gzip", js},
 		{"identity only", "GET", "/live.js", http.Header{"Accept-Encoding": {"identity"}}, 200, "text/javascript; charset=utf-8", "", js},
 		{"declarations", "GET", "/live.d.ts", nil, 200, "application/typescript; charset=utf-8", "", dts},
+		{"react bindings", "GET", "/react.js", nil, 200, "text/javascript; charset=utf-8", "", reactJS},
+		{"react bindings gzipped", "GET", "/react.js", http.Header{"Accept-Encoding": {"gzip"}}, 200, "text/javascript; charset=utf-8", "gzip", reactJS},
+		{"react declarations", "GET", "/react.d.ts", nil, 200, "application/typescript; charset=utf-8", "", reactDTS},
 		{"HEAD", "HEAD", "/live.js", nil, 200, "text/javascript; charset=utf-8", "", nil},
 		{"POST", "POST", "/other/live.js", nil, 405, "application/json", "", nil},
 	}

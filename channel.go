@@ -46,6 +46,61 @@ type hubChannel struct {
 	// stateHeld, when non-nil, holds publications for the State while it
 	// rebuilds its value from history.
 	stateHeld []*frame
+
+	// recent are the newest frames fanned out, contiguous and ending at
+	// last, oldest first: resuming clients whose cursor they cover replay
+	// from here, sharing the frames, without asking the broker. That is
+	// what makes a reconnection storm cheap.
+	recent      []*frame
+	recentBytes int
+}
+
+// Bounds of a channel's recent frames.
+const (
+	maxRecent      = 512
+	maxRecentBytes = 256 << 10
+)
+
+// rememberLocked adds f, just fanned out, to the recent frames.
+func (hc *hubChannel) rememberLocked(f *frame) {
+	if f.pos.Epoch == "" || hc.state.Load() != nil {
+		return
+	}
+	if n := len(hc.recent); n > 0 {
+		if p := hc.recent[n-1].pos; p.Epoch != f.pos.Epoch || p.Seq+1 != f.pos.Seq {
+			hc.forgetLocked()
+		}
+	}
+	hc.recent = append(hc.recent, f)
+	hc.recentBytes += f.size()
+	drop := 0
+	for len(hc.recent)-drop > maxRecent || hc.recentBytes > maxRecentBytes {
+		hc.recentBytes -= hc.recent[drop].size()
+		hc.recent[drop] = nil
+		drop++
+	}
+	if drop > 0 {
+		hc.recent = hc.recent[drop:]
+	}
+}
+
+func (hc *hubChannel) forgetLocked() {
+	clear(hc.recent)
+	hc.recent, hc.recentBytes = nil, 0
+}
+
+// recentAfterLocked returns the frames after p up to last, if the recent
+// frames hold all of them.
+func (hc *hubChannel) recentAfterLocked(p Position) ([]*frame, bool) {
+	if len(hc.recent) == 0 || hc.state.Load() != nil {
+		return nil, false
+	}
+	first := hc.recent[0].pos
+	newest := hc.recent[len(hc.recent)-1].pos
+	if p.Epoch != first.Epoch || newest != hc.last || p.Seq+1 < first.Seq || p.Seq >= newest.Seq {
+		return nil, false
+	}
+	return hc.recent[p.Seq+1-first.Seq:], true
 }
 
 // maxHeld bounds the publications a channel holds while it catches up.
@@ -264,6 +319,7 @@ func (hc *hubChannel) acceptLocked(f *frame) {
 
 func (hc *hubChannel) fanoutLocked(f *frame) {
 	hc.last = f.pos
+	hc.rememberLocked(f)
 	if st := hc.state.Load(); st != nil {
 		if hc.stateHeld != nil {
 			hc.stateHeld = append(hc.stateHeld, f)
@@ -295,6 +351,7 @@ func (hc *hubChannel) fanoutLocked(f *frame) {
 // resetAllLocked tells every subscriber that the channel continues after
 // cursor and that what came before must be refetched.
 func (hc *hubChannel) resetAllLocked(reason string, cursor Position) {
+	hc.forgetLocked()
 	if st := hc.state.Load(); st != nil {
 		hc.stateHeld = nil
 		st.resetTo(cursor)
@@ -462,6 +519,17 @@ func (h *Hub) subscribe(ctx context.Context, c *conn, name string, from resumeFr
 		asked, known = true, err == nil
 	}
 	resume := from.given && reset == "" && from.pos.Seq < cur.Seq
+	if resume {
+		if replay, ok := hc.recentAfterLocked(from.pos); ok {
+			hc.addLocked(s)
+			c.push(control{Type: "subscribed", Channel: name, Cursor: from.pos.String(), Ref: ref}.encode(c.ws))
+			c.pushReplay(replay, nil)
+			h.stats.replayed.Add(int64(len(replay)))
+			hc.mu.Unlock()
+			h.adopt(c, s)
+			return nil
+		}
+	}
 	s.resuming = resume
 	hc.addLocked(s)
 	if !resume {

@@ -2,7 +2,9 @@ package live_test
 
 import (
 	"context"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/go-live/live"
@@ -87,5 +89,54 @@ func TestResumeOnLaggingNode(t *testing.T) {
 	c.expect(t, "subscribed")
 	if f := c.expect(t, "reset"); f.Reason != "ahead" {
 		t.Fatalf("reset reason %q; want ahead", f.Reason)
+	}
+}
+
+// countingBroker counts History calls.
+type countingBroker struct {
+	*live.MemoryBroker
+	since atomic.Int64
+}
+
+func (b *countingBroker) Since(ctx context.Context, channel string, after live.Position) ([]live.Message, error) {
+	b.since.Add(1)
+	return b.MemoryBroker.Since(ctx, channel, after)
+}
+
+// TestResumeFromRecentFrames resumes clients whose cursors the hub's own
+// recent frames cover without asking the broker (what keeps a storm of
+// reconnections off the broker), and older ones from the broker.
+func TestResumeFromRecentFrames(t *testing.T) {
+	b := &countingBroker{MemoryBroker: newMemoryBroker(t, 2000)}
+	s := newTestServer(t, &live.Options{Broker: b})
+	watcher := dialWS(t, s.wsURL(), nil) // keeps the channel active
+	watcher.subscribe(t, "r")
+	var cursors []live.Position
+	for i := range 1000 {
+		cursors = append(cursors, s.publish(t, "r", i))
+	}
+	for range 1000 {
+		watcher.expect(t, "data")
+	}
+
+	resume := func(from int) {
+		t.Helper()
+		c := dialWS(t, s.wsURL(), nil)
+		c.send(t, map[string]string{"type": "subscribe", "channel": "r", "cursor": cursors[from].String()})
+		c.expect(t, "subscribed")
+		for i := from + 1; i < 1000; i++ {
+			f := c.expect(t, "data")
+			if string(f.Data) != strconv.Itoa(i) || f.Cursor != cursors[i].String() {
+				t.Fatalf("got %s at %s; want %d at %s", f.Data, f.Cursor, i, cursors[i])
+			}
+		}
+	}
+	resume(900)
+	if n := b.since.Load(); n != 0 {
+		t.Errorf("a recent cursor asked the broker %d times", n)
+	}
+	resume(10)
+	if n := b.since.Load(); n != 1 {
+		t.Errorf("an old cursor asked the broker %d times; want 1", n)
 	}
 }

@@ -157,10 +157,17 @@ func (o *Options) withDefaults() Options {
 // any mux (see [Hub.ServeHTTP]), publish from server code with
 // [Hub.Publish], and call [Hub.Close] on shutdown.
 //
-// A Hub is safe for concurrent use. Each client connection runs on its
-// request's goroutine (plus one reader goroutine for WebSocket); the Hub
-// runs one goroutine per channel with local subscribers and one heartbeat
-// timer, all ended and waited for by Close.
+// A Hub is safe for concurrent use. WebSocket connections and HTTP/1.1
+// SSE streams are taken over from net/http: each keeps one goroutine that
+// reads, and a small pool of writer goroutines (one per CPU, at least two)
+// writes to all of them; other SSE streams (HTTP/2) are written from their
+// handler's goroutine. The Hub also runs one goroutine per channel with
+// local subscribers and one heartbeat timer, all ended and waited for by
+// Close.
+//
+// Taking over a connection means middleware that wraps the ResponseWriter
+// sees the stream begin but not its bytes, and the hub writes the response
+// head itself (status 200, the headers set so far, Connection: close).
 type Hub struct {
 	opts      Options
 	broker    Broker

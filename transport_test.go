@@ -207,3 +207,36 @@ func TestFullSocket(t *testing.T) {
 		i++
 	}
 }
+
+// TestCompressedDelivery sends publications to a client that negotiated
+// compression (they go through the WebSocket library, not the hub's own
+// framing) while heartbeats ping it, and checks every one arrives intact.
+func TestCompressedDelivery(t *testing.T) {
+	s := newTestServer(t, &live.Options{Compression: true, Heartbeat: 5 * time.Millisecond, QueueBytes: 64 << 20})
+	ws := dialWS(t, s.wsURL(), &websocket.DialOptions{CompressionMode: websocket.CompressionNoContextTakeover})
+	ws.subscribe(t, "z")
+	const n = 500
+	payload := strings.Repeat("compressible ", 200)
+	go func() {
+		for i := range n {
+			s.hub.Publish(context.Background(), "z", map[string]any{"i": i, "p": payload})
+		}
+	}()
+	for i := 0; i < n; {
+		f, ok := ws.next(t)
+		if !ok {
+			t.Fatalf("closed after %d: %v", i, ws.closeErr())
+		}
+		if f.Type != "data" {
+			continue
+		}
+		var v struct {
+			I int
+			P string
+		}
+		if err := json.Unmarshal(f.Data, &v); err != nil || v.I != i || v.P != payload {
+			t.Fatalf("publication %d: got i=%d, %d bytes, %v", i, v.I, len(v.P), err)
+		}
+		i++
+	}
+}

@@ -150,9 +150,12 @@ const (
 	defaultStall       = 5 * time.Second
 	minChannelAge      = 24 * time.Hour
 
-	// maxAttempts bounds how often Publish retries after losing the race
-	// for a position to other publishers.
-	maxAttempts = 64
+	// maxAttempts bounds how often Publish tries after losing the race for
+	// a position to other processes; its context bounds it too. A process
+	// publishing without pause on a channel can win many races in a row,
+	// because it starts each publication from the tail its last one left,
+	// while the loser must read the tail first.
+	maxAttempts = 1000
 
 	// walkMax is the most publications Since reads one by one, following
 	// Live-Prev back from the head; beyond it, a consumer reads the

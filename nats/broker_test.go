@@ -158,12 +158,15 @@ func TestHistoryAge(t *testing.T) {
 				time.Sleep(10 * time.Millisecond) // waiting for time to pass, which is what is tested
 			}
 			// The numbering goes on: the channel is remembered longer.
+			published := time.Now()
 			next := publish(t, b, channel, `"next"`)
 			if next.Epoch != first.Epoch || next.Seq != uint64(n+1) {
 				t.Errorf("publication after the history expired at %v, want %d in epoch %q", next, n+1, first.Epoch)
 			}
 			got, err := b.Since(t.Context(), channel, live.Position{Epoch: first.Epoch, Seq: uint64(n)})
-			if err != nil || len(got) != 1 || got[0].Pos != next {
+			if errors.Is(err, live.ErrGone) && time.Since(published) > 25*time.Millisecond {
+				t.Logf("the machine is too slow to see a publication within HistoryAge: %v", err)
+			} else if err != nil || len(got) != 1 || got[0].Pos != next {
 				t.Errorf("Since the last expired publication = %v, %v; want %v", got, err, next)
 			}
 		})

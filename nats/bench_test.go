@@ -183,7 +183,7 @@ func BenchmarkJetStream(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	prefix := testPrefix(b, nc)
+	prefix := testPrefix(b, url)
 	if _, err := js.CreateStream(b.Context(), jetstream.StreamConfig{
 		Name: prefix, Subjects: []string{prefix + ".c.>"}, MaxMsgsPerSubject: 1024,
 	}); err != nil {

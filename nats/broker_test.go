@@ -23,7 +23,7 @@ func TestConformance(t *testing.T) {
 	brokertest.Run(t, brokertest.Config{
 		New: func(t *testing.T) live.Broker {
 			nc := connect(t, url)
-			return natsbroker.New(nc, &natsbroker.Options{HistorySize: 64, Prefix: testPrefix(t, nc), Logger: testLogger(t)})
+			return natsbroker.New(nc, &natsbroker.Options{HistorySize: 64, Prefix: testPrefix(t, url), Logger: testLogger(t)})
 		},
 		HistorySize: 64,
 	})
@@ -35,7 +35,7 @@ func TestConformanceWithoutHistory(t *testing.T) {
 	brokertest.Run(t, brokertest.Config{
 		New: func(t *testing.T) live.Broker {
 			nc := connect(t, url)
-			return natsbroker.New(nc, &natsbroker.Options{HistorySize: -1, Prefix: testPrefix(t, nc), Logger: testLogger(t)})
+			return natsbroker.New(nc, &natsbroker.Options{HistorySize: -1, Prefix: testPrefix(t, url), Logger: testLogger(t)})
 		},
 	})
 }
@@ -388,8 +388,7 @@ func TestBrokersShareChannels(t *testing.T) {
 
 func TestOpen(t *testing.T) {
 	url := natsURL(t)
-	nc := connect(t, url)
-	prefix := testPrefix(t, nc)
+	prefix := testPrefix(t, url)
 	b, err := natsbroker.Open(url, &natsbroker.Options{Prefix: prefix})
 	if err != nil {
 		t.Fatal(err)

@@ -62,11 +62,18 @@ func connect(t testing.TB, url string, opts ...nats.Option) *nats.Conn {
 func randomName() string { return strconv.FormatUint(rand.Uint64(), 36) }
 
 // testPrefix returns a stream name and subject prefix that no other test
-// or run uses, and deletes the stream when t ends.
-func testPrefix(t testing.TB, nc *nats.Conn) string {
+// or run uses, and deletes the stream from the server at url when t ends,
+// on a connection of its own: the test may have broken its own.
+func testPrefix(t testing.TB, url string) string {
 	t.Helper()
 	prefix := "livetest_" + randomName()
 	t.Cleanup(func() {
+		nc, err := nats.Connect(url)
+		if err != nil {
+			t.Errorf("deleting stream %s: %v", prefix, err)
+			return
+		}
+		defer nc.Close()
 		js, err := jetstream.New(nc)
 		if err != nil {
 			t.Error(err)
@@ -89,7 +96,7 @@ func newBroker(t testing.TB, url string, opts *natsbroker.Options) (*natsbroker.
 		o = *opts
 	}
 	if o.Prefix == "" {
-		o.Prefix = testPrefix(t, nc)
+		o.Prefix = testPrefix(t, url)
 	}
 	if o.Logger == nil {
 		o.Logger = testLogger(t)

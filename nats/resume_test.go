@@ -24,7 +24,7 @@ func TestResumeOnAnotherNode(t *testing.T) {
 	url := natsURL(t)
 	const historySize = 16
 	nc := connect(t, url)
-	opts := &natsbroker.Options{HistorySize: historySize, Prefix: testPrefix(t, nc)}
+	opts := &natsbroker.Options{HistorySize: historySize, Prefix: testPrefix(t, url)}
 	nodeA := newNode(t, nc, opts)
 	nodeB := newNode(t, connect(t, url), opts)
 
@@ -133,7 +133,7 @@ func checkReset(t *testing.T, e event, reason string, want live.Position) {
 func TestResumeWithLiveClient(t *testing.T) {
 	url := natsURL(t)
 	nc := connect(t, url)
-	opts := &natsbroker.Options{Prefix: testPrefix(t, nc)}
+	opts := &natsbroker.Options{Prefix: testPrefix(t, url)}
 	nodeA := newNode(t, nc, opts)
 	nodeB := newNode(t, connect(t, url), opts)
 	channel := channelName(t)

@@ -551,6 +551,9 @@ func (b *Broker) Publish(ctx context.Context, channel string, data []byte) (live
 	defer func() { <-pc.turn }()
 
 	pos, err := b.append(ctx, pc, channel, data, 1)
+	if err != nil && b.isClosed() {
+		err = fmt.Errorf("%w: %w", live.ErrClosed, err) // closed while waiting
+	}
 	if err != nil {
 		return live.Position{}, fmt.Errorf("live: publish %q: %w", channel, err)
 	}

@@ -66,12 +66,16 @@ type conn struct {
 	abort func()
 
 	// Connections taken over by the hub's writers (writer.go) use these.
-	kind       int        // how frames are encoded; 0 until taken over (guarded by mu)
-	sched      bool       // queued for a writer or being written (guarded by mu)
-	ended      bool       // killed; a writer finishes it (guarded by mu)
-	endErr     error      // why (guarded by mu)
-	spare      []*frame   // a drained queue to reuse (guarded by mu)
-	wlock      sync.Mutex // held while writing to nc, so writes keep their order
+	kind       int                   // how frames are encoded; 0 until taken over (guarded by mu)
+	sched      bool                  // queued for a writer or being written (guarded by mu)
+	ended      bool                  // killed; a writer finishes it (guarded by mu)
+	endErr     error                 // why (guarded by mu)
+	spare      []*frame              // a drained queue to reuse (guarded by mu)
+	wlock      sync.Mutex            // held while writing to nc, so writes keep their order
+	rawWrite   func(fd uintptr) bool // writes wbuf into wn and werr; used under wlock
+	wbuf       []byte
+	wn         int
+	werr       error
 	wmu        sync.Mutex // guards out and nc
 	out        []byte     // encoded output not yet written
 	nc         net.Conn
@@ -130,12 +134,13 @@ func (c *conn) push(f *frame) {
 		c.bytes += n
 	}
 	slow, abort := c.slow, c.abort
-	add := c.scheduleLocked()
+	add, served := c.scheduleLocked(), c.kind != 0
 	c.mu.Unlock()
-	if add {
+	switch {
+	case add:
 		c.hub.writers.add(c)
-	} else {
-		c.signal()
+	case !served:
+		c.signal() // the connection's own goroutine writes it
 	}
 	switch {
 	case !slow:
@@ -157,12 +162,13 @@ func (c *conn) pushReplay(replay, pending []*frame) {
 		c.q = append(c.q, replay...)
 		c.q = append(c.q, pending...)
 	}
-	add := c.scheduleLocked()
+	add, served := c.scheduleLocked(), c.kind != 0
 	c.mu.Unlock()
-	if add {
+	switch {
+	case add:
 		c.hub.writers.add(c)
-	} else {
-		c.signal()
+	case !served:
+		c.signal() // the connection's own goroutine writes it
 	}
 }
 
@@ -329,12 +335,13 @@ func (c *conn) heartbeatDue(now time.Time) {
 	}
 	c.mu.Lock()
 	c.beat = true
-	add := c.scheduleLocked()
+	add, served := c.scheduleLocked(), c.kind != 0
 	c.mu.Unlock()
-	if add {
+	switch {
+	case add:
 		c.hub.writers.add(c)
-	} else {
-		c.signal()
+	case !served:
+		c.signal() // the connection's own goroutine writes it
 	}
 }
 

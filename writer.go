@@ -175,6 +175,10 @@ func (c *conn) setConnLocked(nc net.Conn) {
 	c.nc = nc
 	if sc, ok := nc.(syscall.Conn); ok {
 		c.raw, _ = sc.SyscallConn()
+		c.rawWrite = func(fd uintptr) bool {
+			c.wn, c.werr = writeNonblocking(fd, c.wbuf)
+			return true
+		}
 	}
 }
 
@@ -483,16 +487,16 @@ func (c *conn) flushNow() {
 	putOut(buf)
 }
 
-// writeNow writes as much of b as the socket takes without waiting.
+// writeNow writes as much of b as the socket takes without waiting. The
+// caller holds wlock.
 func (c *conn) writeNow(b []byte) (n int, err error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
-	var werr error
-	err = c.raw.Write(func(fd uintptr) bool {
-		n, werr = writeNonblocking(fd, b)
-		return true
-	})
+	c.wbuf = b
+	err = c.raw.Write(c.rawWrite)
+	n, werr := c.wn, c.werr
+	c.wbuf, c.werr = nil, nil
 	if err == nil {
 		err = werr
 	}

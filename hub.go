@@ -409,7 +409,7 @@ func (h *Hub) heartbeat() error {
 type counters struct {
 	connections, subscriptions                   atomic.Int64
 	published, delivered, replayed, resets, slow atomic.Int64
-	brokerErrors, hookDropped                    atomic.Int64
+	brokerErrors, hookDropped, writes            atomic.Int64
 	resetsBy                                     map[string]*atomic.Int64 // fixed keys: read-only map
 }
 
@@ -438,6 +438,7 @@ type Stats struct {
 	Subscriptions int64            // channel subscriptions across connections
 	Published     int64            // publications accepted through this Hub
 	Delivered     int64            // frames written to clients
+	Writes        int64            // socket writes by the hub's writers; under load one carries many frames
 	Replayed      int64            // publications sent from history to resuming clients
 	Resets        int64            // reset frames sent
 	ResetsBy      map[string]int64 // reset frames by reason: gone, epoch, ahead, malformed, slow, broker
@@ -454,6 +455,7 @@ func (h *Hub) Stats() Stats {
 		Subscriptions: s.subscriptions.Load(),
 		Published:     s.published.Load(),
 		Delivered:     s.delivered.Load(),
+		Writes:        s.writes.Load(),
 		Replayed:      s.replayed.Load(),
 		Resets:        s.resets.Load(),
 		SlowClients:   s.slow.Load(),

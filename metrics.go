@@ -29,6 +29,7 @@ func (h *Hub) MetricsHandler() http.Handler {
 		metric("live_queued_bytes", "gauge", "Bytes waiting in connection queues.", int64(queued))
 		metric("live_published_total", "counter", "Publications accepted through this hub.", st.Published)
 		metric("live_delivered_total", "counter", "Frames written to clients.", st.Delivered)
+		metric("live_writes_total", "counter", "Socket writes by the hub's writers; under load one carries many frames.", st.Writes)
 		metric("live_replayed_total", "counter", "Publications replayed from history to resuming clients.", st.Replayed)
 		metric("live_slow_clients_total", "counter", "Times a client overflowed its queue.", st.SlowClients)
 		metric("live_broker_errors_total", "counter", "Failed broker publishes and broken subscriptions.", st.BrokerErrors)

@@ -494,6 +494,7 @@ func (c *conn) writeNow(b []byte) (n int, err error) {
 		return 0, nil
 	}
 	c.wbuf = b
+	c.hub.stats.writes.Add(1)
 	err = c.raw.Write(c.rawWrite)
 	n, werr := c.wn, c.werr
 	c.wbuf, c.werr = nil, nil

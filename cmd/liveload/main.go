@@ -189,6 +189,9 @@ func load(args []string) error {
 		}
 		after, _ := ctl.stats(false)
 		cpu = float64(after.CPUNanos-before.CPUNanos) / float64(deliveries(msgs))
+		if w := after.Writes - before.Writes; w > 0 {
+			fmt.Printf("%-34s %.2f deliveries per write\n", "", float64(after.Delivered-before.Delivered)/float64(w))
+		}
 		return l.hist.quantile(0.5), l.hist.quantile(0.99), time.Duration(l.hist.max.Load()), cpu, l.lost() - lost0, nil
 	}
 	res.Rate, res.Offered = *rate, *rate*fn

@@ -131,6 +131,7 @@ type serverStats struct {
 	Connections   int64 `json:"connections"`
 	Subscriptions int64 `json:"subscriptions"`
 	Delivered     int64 `json:"delivered"`
+	Writes        int64 `json:"writes"`
 	Published     int64 `json:"published"`
 	Resets        int64 `json:"resets"`
 	SlowClients   int64 `json:"slowClients"`
@@ -153,6 +154,7 @@ func (s *loadServer) stats(w http.ResponseWriter, r *http.Request) {
 		Connections:   hs.Connections,
 		Subscriptions: hs.Subscriptions,
 		Delivered:     hs.Delivered,
+		Writes:        hs.Writes,
 		Published:     hs.Published,
 		Resets:        hs.Resets,
 		SlowClients:   hs.SlowClients,

@@ -38,7 +38,9 @@ func newTestServer(t testing.TB, opts *live.Options) *testServer {
 	mux.Handle("/ws", hub.WebSocketHandler())
 	mux.Handle("GET /api/live/{channel}", hub.SSEHandler())
 	mux.Handle("POST /api/live/{channel}", hub.PublishHandler())
-	srv := httptest.NewServer(mux)
+	srv := httptest.NewUnstartedServer(mux)
+	srv.Config.ReadHeaderTimeout = 500 * time.Millisecond // as every server should have
+	srv.Start()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 		defer cancel()

@@ -3,6 +3,8 @@ package live_test
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -122,7 +124,53 @@ func hostileCorpus() []hostileInput {
 			}
 		}
 	}})
+	// Connections that never finish their request: net/http's
+	// ReadHeaderTimeout (which every server should set; the test server's
+	// is 500 ms) closes them, and the hub never sees them.
+	stall := func(name, send string, drip bool) {
+		in = append(in, hostileInput{name: "tcp " + name, want: "closed", run: func(t *testing.T, s *testServer) string {
+			return stalledRequest(t, s, send, drip)
+		}})
+	}
+	stall("idle, never sends a request", "", false)
+	stall("half a WebSocket handshake", "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n", false)
+	stall("half an SSE request", "GET /live/c HTTP/1.1\r\nHost: x\r\n", false)
+	stall("a handshake dripped a byte at a time", "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n", true)
 	return in
+}
+
+// stalledRequest sends part of a request, dripped or at once, and waits
+// for the server to close the connection.
+func stalledRequest(t *testing.T, s *testServer, send string, drip bool) string {
+	nc, err := net.Dial("tcp", strings.TrimPrefix(s.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	closed := make(chan struct{})
+	go func() {
+		defer close(closed)
+		io.Copy(io.Discard, nc) // ends when the server closes
+	}()
+	if !drip {
+		io.WriteString(nc, send)
+	}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(waitFor)
+	for i := 0; ; {
+		select {
+		case <-closed:
+			return "closed"
+		case <-deadline:
+			return "still open"
+		case <-tick.C:
+			if drip && i < len(send) {
+				nc.Write([]byte{send[i]})
+				i++
+			}
+		}
+	}
 }
 
 func httpCode(t *testing.T, method, url, body string) string {

@@ -189,3 +189,7 @@ func (h *Hub) HandleFrames(frames ...[]byte) [][]byte {
 
 // QueuedBytes returns the bytes waiting in every connection's queue.
 func (h *Hub) QueuedBytes() int { return h.queuedBytes() }
+
+// Drains counts the goroutines started to write to connections that
+// cannot be written without blocking.
+func (h *Hub) Drains() int64 { return h.drains.Load() }

@@ -181,6 +181,7 @@ type Hub struct {
 	group  errgroup.Group  // channel subscriptions, catch-ups, heartbeat, writers
 
 	writers writers        // the pool that writes taken-over connections
+	drains  atomic.Int64   // goroutines started to wait for a client (tests read it)
 	readers sync.WaitGroup // their readers; Add only under mu while not closed
 
 	mu       sync.Mutex // guards channels, states, conns, perIP, closed and idle

@@ -169,6 +169,21 @@ func TestOverTLS(t *testing.T) {
 			i++
 		}
 	})
+	// Idle connections leave the writers alone: publishing once more
+	// starts one write, not a loop of them.
+	before := hub.Drains()
+	ws := dialWS(t, "wss"+strings.TrimPrefix(srv.URL, "https")+"/ws", &websocket.DialOptions{HTTPClient: srv.Client()})
+	ws.subscribe(t, "tls-idle")
+	hub.Publish(context.Background(), "tls-idle", 1)
+	ws.expect(t, "data")
+	for range 50 { // let a looping writer show itself
+		hub.Publish(context.Background(), "tls-other", 1)
+	}
+	ws.send(t, map[string]string{"type": "ping"})
+	ws.expect(t, "pong")
+	if n := hub.Drains() - before; n > 10 {
+		t.Errorf("%d writes started for %d frames", n, 3)
+	}
 }
 
 // TestFullSocket publishes far more than a client's socket holds before

@@ -290,7 +290,14 @@ func (c *conn) flush() {
 		c.mu.Unlock()
 	}
 
-	if c.raw == nil {
+	c.wmu.Lock()
+	pending := len(c.out) > 0
+	c.wmu.Unlock()
+	switch {
+	case !pending:
+		c.idle()
+		return
+	case c.raw == nil:
 		// No non-blocking writes on this connection (TLS): write from a
 		// goroutine of its own.
 		c.hub.group.Go(c.drain)
@@ -320,20 +327,26 @@ func (c *conn) flush() {
 	case n < len(buf):
 		c.hub.group.Go(c.drain)
 	default:
-		c.mu.Lock()
-		more := len(c.q) > 0 || c.beat || c.slow || c.ended
-		if !more {
-			c.wmu.Lock()
-			more = len(c.out) > 0
-			c.wmu.Unlock()
-		}
-		if !more {
-			c.sched = false
-		}
-		c.mu.Unlock()
-		if more {
-			c.hub.writers.add(c) // to the back of the line: others go first
-		}
+		c.idle()
+	}
+}
+
+// idle ends a writer's turn on c: c leaves the writers unless more
+// arrived meanwhile, in which case it goes to the back of the line.
+func (c *conn) idle() {
+	c.mu.Lock()
+	more := len(c.q) > 0 || c.beat || c.slow || c.ended
+	if !more {
+		c.wmu.Lock()
+		more = len(c.out) > 0
+		c.wmu.Unlock()
+	}
+	if !more {
+		c.sched = false
+	}
+	c.mu.Unlock()
+	if more {
+		c.hub.writers.add(c)
 	}
 }
 
@@ -342,6 +355,7 @@ func (c *conn) flush() {
 // goroutine of its own while the client is slow (or always, for
 // connections without non-blocking writes).
 func (c *conn) drain() error {
+	c.hub.drains.Add(1)
 	c.wlock.Lock()
 	c.wmu.Lock()
 	buf := c.out

@@ -385,7 +385,11 @@ func (c *conn) finish() {
 		putOut(c.out)
 		c.out = nil
 	}
+	nc := c.nc
 	c.wmu.Unlock()
+	if nc != nil {
+		nc.Close() // kill may have come before the connection was taken over
+	}
 	if c.kind != kindWS {
 		c.hub.leave(c)
 	}

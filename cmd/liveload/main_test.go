@@ -1,0 +1,46 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+)
+
+// TestHarness runs the harness end to end on a few subscribers of each
+// transport, so that it keeps working; its figures are not checked here.
+func TestHarness(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the harness")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "liveload")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	for _, transport := range []string{"sse", "ws"} {
+		t.Run(transport, func(t *testing.T) {
+			out := filepath.Join(dir, transport+".json")
+			cmd := exec.Command(bin, "-n", "50", "-transport", transport, "-burst", "20", "-rate", "20",
+				"-duration", "1s", "-slow", "2", "-json", out)
+			if b, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("%v\n%s", err, b)
+			}
+			b, err := os.ReadFile(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var r result
+			if err := json.Unmarshal(b, &r); err != nil {
+				t.Fatal(err)
+			}
+			if r.N != 50 || r.BurstLost != 0 || r.LatencyLost != 0 || r.SlowLost != 0 || r.StormLost != 0 || r.StormDups != 0 {
+				t.Errorf("results: %s", b)
+			}
+			if r.BurstPerSecond <= 0 || r.StormSeconds <= 0 || r.StormDelivered == 0 {
+				t.Errorf("missing figures: %s", b)
+			}
+		})
+	}
+}

@@ -27,6 +27,12 @@
 // The optional abilities the Hub looks for are checked when the broker has
 // them: [live.History], and a Close() error method.
 //
+// [RunNodes] checks what a Hub gets from brokers that share a server, as
+// the processes of one application do: one numbering for the publications
+// of all, and clients that resume on another process with exactly what
+// they missed. [Benchmark] measures the time from Publish on one broker to
+// the delivery on another.
+//
 // The suite is safe to point at a shared server (Redis, NATS, PostgreSQL):
 // every subtest uses channels named after the test plus a random suffix,
 // so neither parallel runs nor leftovers of earlier runs are seen. It
@@ -41,12 +47,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"math/rand/v2"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -71,6 +74,12 @@ type Config struct {
 	// that replay publications, for brokers that keep none; the other
 	// History subtests still run when the broker implements it.
 	HistorySize int
+
+	// LoseData, used by [RunNodes], removes everything the brokers made by
+	// New store on their server, as a server that restarts without its
+	// data would: for example, it deletes the keys under their prefix. Nil
+	// skips the subtests about such a loss.
+	LoseData func(t *testing.T)
 }
 
 // waitTimeout bounds every wait for the broker. It is generous because
@@ -178,7 +187,7 @@ func (s *suite) brokerToClose(t *testing.T) (live.Broker, closer) {
 // channelName returns a channel that no other test, and no other run of
 // this one, uses: the test's name made valid, then a random suffix. When
 // the name is too long its end is kept, which names the subtest.
-func channelName(t *testing.T) string {
+func channelName(t testing.TB) string {
 	tag := "-" + strconv.FormatUint(rand.Uint64(), 36)
 	name := []byte(t.Name())
 	for i, c := range name {
@@ -436,52 +445,7 @@ func (s *suite) testConcurrentPublishers(t *testing.T) {
 	for i := range subs {
 		subs[i] = subscribe(t, b, channel)
 	}
-
-	var mu sync.Mutex // guards published
-	published := make(map[live.Position]string)
-	ctx, cancel := timeout(t)
-	defer cancel()
-	g, ctx := errgroup.WithContext(ctx)
-	for p := range publishers {
-		g.Go(func() error {
-			var prev live.Position
-			for n := range each {
-				data := fmt.Sprintf(`{"publisher":%d,"n":%d}`, p, n)
-				pos, err := b.Publish(ctx, channel, []byte(data))
-				if err != nil {
-					return fmt.Errorf("publisher %d: Publish: %w", p, err)
-				}
-				if n > 0 && pos.Seq <= prev.Seq {
-					return fmt.Errorf("publisher %d: Publish returned %v after %v", p, pos, prev)
-				}
-				prev = pos
-				mu.Lock()
-				dup, ok := published[pos]
-				published[pos] = data
-				mu.Unlock()
-				if ok {
-					return fmt.Errorf("publisher %d: Publish returned %v for %s and for %s", p, pos, dup, data)
-				}
-			}
-			return nil
-		})
-	}
-	if err := g.Wait(); err != nil {
-		t.Fatal(err)
-	}
-
-	// Unique positions, as many as publications, all within the range
-	// after the head: they are exactly that range.
-	want := make([]live.Message, 0, publishers*each)
-	for i := 1; i <= publishers*each; i++ {
-		pos := after(head, i)
-		data, ok := published[pos]
-		if !ok {
-			t.Fatalf("no Publish returned %v; returned positions: %v",
-				pos, slices.SortedFunc(maps.Keys(published), comparePositions))
-		}
-		want = append(want, message(channel, pos, data))
-	}
+	want := publishConcurrently(t, []live.Broker{b}, channel, head, publishers, each)
 	for i, sub := range subs {
 		if sub.head != head {
 			t.Errorf("subscriber %d: ready(%v), want %v", i, sub.head, head)

@@ -31,26 +31,36 @@ func TestRunCatchesFaultyMemoryBrokers(t *testing.T) {
 	for _, tt := range []struct {
 		fault   string
 		subtest string // the subtest that must fail; empty: the whole suite must pass
+		nodes   bool   // run by RunNodes rather than Run
 	}{
-		{"none", ""},
-		{"publish ignores a cancelled context", "Publish/CancelledContext"},
-		{"ready reports the head one short", "Subscribe/ReadyAtHead"},
-		{"deliver drops Seq 3", "Subscribe/DeliversExactly"},
-		{"deliver repeats Seq 2", "Subscribe/DeliversExactly"},
-		{"deliver mangles large data", "Subscribe/DeliversExactly"},
-		{"deliver runs on after Subscribe returns", "Subscribe/Cancel"},
-		{"publish hides ErrClosed", "Close/PublishAfterClose"},
-		{"since starts one early", "History/SinceEach"},
-		{"since ignores the epoch", "History/OtherEpoch"},
-		{"history keeps one too few", "History/OlderThanRetained"},
-		{"since misses the newest", "History/VisibleOnReturn"},
+		{"none", "", false},
+		{"publish ignores a cancelled context", "Publish/CancelledContext", false},
+		{"ready reports the head one short", "Subscribe/ReadyAtHead", false},
+		{"deliver drops Seq 3", "Subscribe/DeliversExactly", false},
+		{"deliver repeats Seq 2", "Subscribe/DeliversExactly", false},
+		{"deliver mangles large data", "Subscribe/DeliversExactly", false},
+		{"deliver runs on after Subscribe returns", "Subscribe/Cancel", false},
+		{"publish hides ErrClosed", "Close/PublishAfterClose", false},
+		{"since starts one early", "History/SinceEach", false},
+		{"since ignores the epoch", "History/OtherEpoch", false},
+		{"history keeps one too few", "History/OlderThanRetained", false},
+		{"since misses the newest", "History/VisibleOnReturn", false},
+		{"none", "", true},
+		{"brokers keep their own numbering", "Share/Numbering", true},
+		{"since starts one early", "Resume/WebSocket/Missed", true},
+		{"lost data keeps the epoch", "Share/DataLoss", true},
 	} {
-		t.Run(tt.fault, func(t *testing.T) {
+		test := "TestFaultyMemoryBroker"
+		if tt.nodes {
+			test = "TestFaultyMemoryNodes"
+		}
+		t.Run(test+"/"+tt.fault, func(t *testing.T) {
 			t.Parallel()
-			run := "^TestFaultyMemoryBroker$"
-			if tt.subtest != "" {
-				group, name, _ := strings.Cut(tt.subtest, "/")
-				run += "/^" + group + "$/^" + name + "$"
+			run := "^" + test + "$"
+			for _, name := range strings.Split(tt.subtest, "/") {
+				if name != "" {
+					run += "/^" + name + "$"
+				}
 			}
 			cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run="+run, "-test.count=1", "-test.v")
 			cmd.Env = append(os.Environ(), faultEnv+"="+tt.fault)
@@ -58,11 +68,11 @@ func TestRunCatchesFaultyMemoryBrokers(t *testing.T) {
 			switch {
 			case tt.subtest == "" && err != nil:
 				t.Errorf("the suite failed a broker without faults: %v\n%s", err, out)
-			case tt.subtest == "" && !strings.Contains(string(out), "--- PASS: TestFaultyMemoryBroker "):
+			case tt.subtest == "" && !strings.Contains(string(out), "--- PASS: "+test+" "):
 				t.Errorf("the suite did not run:\n%s", out)
 			case tt.subtest != "" && err == nil:
 				t.Errorf("the suite passed a broker whose %s:\n%s", tt.fault, out)
-			case tt.subtest != "" && !strings.Contains(string(out), "--- FAIL: TestFaultyMemoryBroker/"+tt.subtest+" "):
+			case tt.subtest != "" && !strings.Contains(string(out), "--- FAIL: "+test+"/"+tt.subtest+" "):
 				t.Errorf("the suite failed a broker whose %s, but not in %s:\n%s", tt.fault, tt.subtest, out)
 			}
 		})
@@ -83,29 +93,68 @@ func TestFaultyMemoryBroker(t *testing.T) {
 	brokertest.Run(t, brokertest.Config{
 		New: func(*testing.T) live.Broker {
 			return &faultyBroker{
-				MemoryBroker: live.NewMemoryBroker(&live.MemoryOptions{HistorySize: size}),
-				fault:        fault,
-				epochs:       make(map[string]string),
+				inner:  live.NewMemoryBroker(&live.MemoryOptions{HistorySize: size}),
+				fault:  fault,
+				epochs: make(map[string]string),
 			}
 		},
 		HistorySize: faultyHistorySize,
 	})
 }
 
-// faultyBroker is a MemoryBroker with one planted bug.
+// TestFaultyMemoryNodes runs RunNodes on the faulty brokers that
+// TestRunCatchesFaultyMemoryBrokers asks for, which share a MemoryBroker
+// unless the fault is that they do not.
+func TestFaultyMemoryNodes(t *testing.T) {
+	fault := os.Getenv(faultEnv)
+	if fault == "" {
+		t.Skip("run by TestRunCatchesFaultyMemoryBrokers")
+	}
+	s := newMemoryServer(t)
+	var lose func(*testing.T)
+	if fault == "lost data keeps the epoch" {
+		lose = func(*testing.T) {} // subscriptions go on, as if nothing was lost
+	} else {
+		lose = func(*testing.T) { s.loseData() }
+	}
+	brokertest.RunNodes(t, brokertest.Config{
+		New: func(t *testing.T) live.Broker {
+			if fault == "brokers keep their own numbering" {
+				return live.NewMemoryBroker(&live.MemoryOptions{HistorySize: memoryHistorySize})
+			}
+			return &faultyBroker{inner: memoryClient{s}, fault: fault, epochs: make(map[string]string)}
+		},
+		HistorySize: memoryHistorySize,
+		LoseData:    lose,
+	})
+}
+
+// faultyBroker is a MemoryBroker, or a client of a memoryServer, with one
+// planted bug.
 type faultyBroker struct {
-	*live.MemoryBroker
+	inner interface {
+		live.Broker
+		live.History
+	}
 	fault string
 
 	mu     sync.Mutex        // guards epochs
 	epochs map[string]string // channel to epoch, for "since ignores the epoch"
 }
 
+// Close closes the inner broker, if it can be closed.
+func (b *faultyBroker) Close() error {
+	if c, ok := b.inner.(interface{ Close() error }); ok {
+		return c.Close()
+	}
+	return nil
+}
+
 func (b *faultyBroker) Publish(ctx context.Context, channel string, data []byte) (live.Position, error) {
 	if b.fault == "publish ignores a cancelled context" {
 		ctx = context.WithoutCancel(ctx)
 	}
-	pos, err := b.MemoryBroker.Publish(ctx, channel, data)
+	pos, err := b.inner.Publish(ctx, channel, data)
 	if b.fault == "publish hides ErrClosed" && errors.Is(err, live.ErrClosed) {
 		err = errors.New("faulty: the broker is shut")
 	}
@@ -142,11 +191,11 @@ func (b *faultyBroker) Subscribe(ctx context.Context, channel string, ready func
 		}
 	case "deliver runs on after Subscribe returns":
 		// The inner subscription outlives the call, until Close.
-		go b.MemoryBroker.Subscribe(context.WithoutCancel(ctx), channel, ready, deliver)
+		go b.inner.Subscribe(context.WithoutCancel(ctx), channel, ready, deliver)
 		<-ctx.Done()
 		return nil
 	}
-	return b.MemoryBroker.Subscribe(ctx, channel, ready, deliver)
+	return b.inner.Subscribe(ctx, channel, ready, deliver)
 }
 
 func (b *faultyBroker) Since(ctx context.Context, channel string, after live.Position) ([]live.Message, error) {
@@ -162,7 +211,7 @@ func (b *faultyBroker) Since(ctx context.Context, channel string, after live.Pos
 		}
 		b.mu.Unlock()
 	}
-	msgs, err := b.MemoryBroker.Since(ctx, channel, after)
+	msgs, err := b.inner.Since(ctx, channel, after)
 	if b.fault == "since misses the newest" && len(msgs) > 0 {
 		msgs = msgs[:len(msgs)-1]
 	}

@@ -3,14 +3,12 @@ package natsbroker_test
 import (
 	"context"
 	"fmt"
-	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/go-live/live"
+	"github.com/go-live/live/brokertest"
 	natsbroker "github.com/go-live/live/nats"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -29,113 +27,27 @@ import (
 // (conflicts/op).
 func BenchmarkPublishDeliver(b *testing.B) {
 	url := natsURL(b)
-	for _, bc := range []struct {
-		name       string
-		size       int
-		publishers int
-		nodes      int
-	}{
-		{"Sequential/100B", 100, 1, 1},
-		{"Parallel8/100B", 100, 8, 1},
-		{"Parallel8TwoNodes/100B", 100, 8, 2},
-		{"Parallel8/16KiB", 16 << 10, 8, 1},
-		{"Sequential/128KiB", 128 << 10, 1, 1},
-	} {
-		b.Run(bc.name, func(b *testing.B) { benchPublishDeliver(b, url, bc.size, bc.publishers, bc.nodes) })
-	}
-}
-
-func benchPublishDeliver(b *testing.B, url string, size, publishers, nodes int) {
-	first, _, prefix := newBroker(b, url, nil)
-	pubs := []*natsbroker.Broker{first}
-	for len(pubs) < nodes {
-		other, _, _ := newBroker(b, url, &natsbroker.Options{Prefix: prefix})
-		pubs = append(pubs, other)
-	}
-	sub, _, _ := newBroker(b, url, &natsbroker.Options{Prefix: prefix})
-	channel := channelName(b)
-	data := []byte(`"` + strings.Repeat("x", size-2) + `"`)
-	n := b.N
-
-	delivered := make([]time.Time, n+1) // by Seq after the head
-	each := make(chan struct{}, 1)
-	all := make(chan struct{})
-	readyc := make(chan live.Position, 1)
-	var head live.Position
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- sub.Subscribe(ctx, channel,
-			func(h live.Position) { head = h; readyc <- h },
-			func(m live.Message) {
-				i := int(m.Pos.Seq - head.Seq)
-				delivered[i] = time.Now()
-				select {
-				case each <- struct{}{}:
-				default:
-				}
-				if i == n {
-					close(all)
-				}
-			})
-	}()
-	defer func() {
-		cancel()
-		<-done
-	}()
-	select {
-	case <-readyc:
-	case err := <-done:
-		done <- err
-		b.Fatalf("Subscribe returned %v", err)
-	}
-
-	started := make([]time.Time, n+1)
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	b.ResetTimer()
-	begin := time.Now()
-	for p := range publishers {
-		pub := pubs[p%len(pubs)]
-		wg.Go(func() {
-			for next.Add(1) <= int64(n) {
-				t0 := time.Now()
-				pos, err := pub.Publish(ctx, channel, data)
-				if err != nil {
-					b.Error(err)
-					return
-				}
-				started[pos.Seq-head.Seq] = t0
-				if publishers == 1 {
-					<-each
-				}
+	prefix := testPrefix(b, url)
+	brokertest.Benchmark(b, brokertest.BenchConfig{
+		New: func(b *testing.B) live.Broker {
+			return natsbroker.New(connect(b, url), &natsbroker.Options{Prefix: prefix, Logger: testLogger(b)})
+		},
+		Loads: []brokertest.Load{
+			{Name: "Sequential/100B", Size: 100, Publishers: 1},
+			{Name: "Parallel8/100B", Size: 100, Publishers: 8},
+			{Name: "Parallel8TwoNodes/100B", Size: 100, Publishers: 8, Brokers: 2},
+			{Name: "Parallel8/16KiB", Size: 16 << 10, Publishers: 8},
+			{Name: "Sequential/128KiB", Size: 128 << 10, Publishers: 1},
+		},
+		Report: func(b *testing.B, pubs []live.Broker, sub live.Broker) {
+			var conflicts int64
+			for _, p := range pubs {
+				conflicts += p.(*natsbroker.Broker).Stats().Conflicts
 			}
-		})
-	}
-	wg.Wait()
-	select {
-	case <-all:
-	case err := <-done:
-		done <- err
-		b.Fatalf("Subscribe returned %v", err)
-	}
-	elapsed := time.Since(begin)
-	b.StopTimer()
-
-	latencies := make([]time.Duration, n)
-	for i := range n {
-		latencies[i] = delivered[i+1].Sub(started[i+1])
-	}
-	slices.Sort(latencies)
-	var conflicts int64
-	for _, p := range pubs {
-		conflicts += p.Stats().Conflicts
-	}
-	b.ReportMetric(float64(latencies[n/2].Microseconds()), "p50-µs")
-	b.ReportMetric(float64(latencies[n*99/100].Microseconds()), "p99-µs")
-	b.ReportMetric(float64(n)/elapsed.Seconds(), "msgs/s")
-	b.ReportMetric(float64(conflicts)/float64(n), "conflicts/op")
-	b.ReportMetric(float64(sub.Stats().Fills)/float64(n), "fills/op")
+			b.ReportMetric(float64(conflicts)/float64(b.N), "conflicts/op")
+			b.ReportMetric(float64(sub.(*natsbroker.Broker).Stats().Fills)/float64(b.N), "fills/op")
+		},
+	})
 }
 
 // BenchmarkSince measures reading the publications a resuming client

@@ -29,6 +29,22 @@ func TestConformance(t *testing.T) {
 	})
 }
 
+// Processes of one application, each with its own Hub and connection,
+// share the numbering, and a client resumes on any of them with exactly
+// what it missed, or a reset when that is older than the history or was
+// lost with the stream.
+func TestNodes(t *testing.T) {
+	url := natsURL(t)
+	prefix := testPrefix(t, url)
+	brokertest.RunNodes(t, brokertest.Config{
+		New: func(t *testing.T) live.Broker {
+			return natsbroker.New(connect(t, url), &natsbroker.Options{HistorySize: 16, Prefix: prefix, Logger: testLogger(t)})
+		},
+		HistorySize: 16,
+		LoseData:    func(t *testing.T) { deleteStream(t, url, prefix) },
+	})
+}
+
 // A broker that keeps no history still numbers and delivers everything.
 func TestConformanceWithoutHistory(t *testing.T) {
 	url := natsURL(t)
@@ -173,50 +189,6 @@ func TestHistoryAge(t *testing.T) {
 	}
 }
 
-// When the server loses the stream (deleted, or a restart without its
-// store), numbering starts again in a new epoch, so that no cursor
-// resumes into the wrong publications, and subscribers end with an error
-// rather than deliver from another numbering.
-func TestDataLossStartsNewEpoch(t *testing.T) {
-	url := natsURL(t)
-	b, nc, prefix := newBroker(t, url, nil)
-	channel := channelName(t)
-	before := publish(t, b, channel, `"before"`)
-	w := watch(t, b, channel)
-	if head := w.ready(t); head != before {
-		t.Fatalf("ready(%v), want %v", head, before)
-	}
-
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := js.DeleteStream(t.Context(), prefix); err != nil {
-		t.Fatal(err)
-	}
-	after := publish(t, b, channel, `"after"`)
-	if after.Epoch == before.Epoch || after.Seq != 1 {
-		t.Errorf("first publication after the loss is at %v, want Seq 1 in an epoch other than %q", after, before.Epoch)
-	}
-	if err := w.failure(t, waitTimeout); !strings.Contains(err.Error(), "epoch changed") {
-		t.Errorf("Subscribe = %v, want an error about the epoch", err)
-	}
-	if _, err := b.Since(t.Context(), channel, before); !errors.Is(err, live.ErrGone) {
-		t.Errorf("Since(%v) from the lost epoch: %v, want ErrGone", before, err)
-	}
-	got, err := b.Since(t.Context(), channel, live.Position{Epoch: after.Epoch})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if diff := cmp.Diff([]live.Message{{Channel: channel, Pos: after, Data: []byte(`"after"`)}}, got); diff != "" {
-		t.Errorf("Since the start of the new epoch (-want +got):\n%s", diff)
-	}
-	// A subscription made after the loss reads the new head.
-	if head := watch(t, b, channel).ready(t); head != after {
-		t.Errorf("ready(%v) after the loss, want %v", head, after)
-	}
-}
-
 // Messages out of turn end the subscription instead of being skipped:
 // the Hub then catches up from history or resets its clients.
 func TestMessagesOutOfTurn(t *testing.T) {
@@ -321,69 +293,6 @@ func TestReconnectEndsSubscriptions(t *testing.T) {
 	if m := again.next(t); m.Pos != next {
 		t.Errorf("delivery after resubscribing at %v, want %v", m.Pos, next)
 	}
-}
-
-// Brokers on separate connections, as in separate processes, agree on
-// the numbering while they publish at once, and see each other's
-// publications.
-func TestBrokersShareChannels(t *testing.T) {
-	url := natsURL(t)
-	a, _, prefix := newBroker(t, url, nil)
-	b, _, _ := newBroker(t, url, &natsbroker.Options{Prefix: prefix})
-	channel := channelName(t)
-	wa, wb := watch(t, a, channel), watch(t, b, channel)
-	head := wa.ready(t)
-	if hb := wb.ready(t); hb != head {
-		t.Fatalf("the brokers' heads differ: %v and %v", head, hb)
-	}
-
-	// Publications from two connections are sometimes republished out of
-	// order; subscriptions fill the hole from the stream.
-	const each = 100
-	results := make(chan []live.Message, 8)
-	for i := range 8 {
-		br := []*natsbroker.Broker{a, b}[i%2]
-		go func() {
-			var msgs []live.Message
-			for n := range each {
-				data := fmt.Sprintf(`{"broker":%d,"n":%d}`, i, n)
-				pos, err := br.Publish(context.Background(), channel, []byte(data))
-				if err != nil {
-					t.Error(err)
-					break
-				}
-				msgs = append(msgs, live.Message{Channel: channel, Pos: pos, Data: []byte(data)})
-			}
-			results <- msgs
-		}()
-	}
-	byPos := map[uint64]live.Message{}
-	for range 8 {
-		for _, m := range <-results {
-			if dup, ok := byPos[m.Pos.Seq]; ok {
-				t.Fatalf("%v returned for %s and %s", m.Pos, dup.Data, m.Data)
-			}
-			byPos[m.Pos.Seq] = m
-		}
-	}
-	var want []live.Message
-	for i := uint64(1); i <= 8*each; i++ {
-		m, ok := byPos[head.Seq+i]
-		if !ok {
-			t.Fatalf("no publication at Seq %d", head.Seq+i)
-		}
-		want = append(want, m)
-	}
-	for name, w := range map[string]*watcher{"a": wa, "b": wb} {
-		var got []live.Message
-		for range want {
-			got = append(got, w.next(t))
-		}
-		if diff := cmp.Diff(want, got, cmpopts.EquateEmpty()); diff != "" {
-			t.Errorf("broker %s delivered (-want +got):\n%s", name, diff)
-		}
-	}
-	t.Logf("stats of the brokers: %+v and %+v", a.Stats(), b.Stats())
 }
 
 func TestOpen(t *testing.T) {

@@ -327,3 +327,13 @@ func TestServerStall(t *testing.T) {
 	}
 	t.Logf("the client received again %v after the server resumed", time.Since(resumed).Round(time.Millisecond))
 }
+
+// checkReset reports unless e is a reset for reason to cursor want.
+func checkReset(t *testing.T, e event, reason string, want live.Position) {
+	t.Helper()
+	var reset struct{ Reason, Cursor string }
+	json.Unmarshal([]byte(e.Data), &reset)
+	if e.Event != "reset" || reset.Reason != reason || reset.Cursor != want.String() {
+		t.Errorf("event %+v, want a reset (%s) to %v", e, reason, want)
+	}
+}

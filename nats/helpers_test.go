@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -67,23 +68,29 @@ func randomName() string { return strconv.FormatUint(rand.Uint64(), 36) }
 func testPrefix(t testing.TB, url string) string {
 	t.Helper()
 	prefix := "livetest_" + randomName()
-	t.Cleanup(func() {
-		nc, err := nats.Connect(url)
-		if err != nil {
-			t.Errorf("deleting stream %s: %v", prefix, err)
-			return
-		}
-		defer nc.Close()
-		js, err := jetstream.New(nc)
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-		defer cancel()
-		js.DeleteStream(ctx, prefix) // not found if nothing was published
-	})
+	t.Cleanup(func() { deleteStream(t, url, prefix) })
 	return prefix
+}
+
+// deleteStream deletes the stream of prefix from the server at url, as a
+// server that lost its data, on a connection of its own.
+func deleteStream(t testing.TB, url, prefix string) {
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Errorf("deleting stream %s: %v", prefix, err)
+		return
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if err := js.DeleteStream(ctx, prefix); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		t.Errorf("deleting stream %s: %v", prefix, err)
+	}
 }
 
 // newBroker returns a broker on a new connection to url, with its own

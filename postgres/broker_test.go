@@ -15,7 +15,6 @@ import (
 	"github.com/go-live/live/brokertest"
 	pgbroker "github.com/go-live/live/postgres"
 	"github.com/google/go-cmp/cmp"
-	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -28,6 +27,27 @@ func TestConformance(t *testing.T) {
 			return pgbroker.New(pool, &pgbroker.Options{HistorySize: 64, Schema: testSchema(t, pool), Logger: testLogger(t)})
 		},
 		HistorySize: 64,
+	})
+}
+
+// Processes of one application, each with its own Hub and pool, share
+// the numbering, and a client resumes on any of them with exactly what it
+// missed, or a reset when that is older than the history or was lost with
+// the tables.
+func TestNodes(t *testing.T) {
+	url := pgURL(t)
+	pool := newPool(t, url)
+	schema := testSchema(t, pool)
+	brokertest.RunNodes(t, brokertest.Config{
+		New: func(t *testing.T) live.Broker {
+			return pgbroker.New(newPool(t, url), &pgbroker.Options{HistorySize: 16, Schema: schema, Logger: testLogger(t)})
+		},
+		HistorySize: 16,
+		LoseData: func(t *testing.T) {
+			if err := dropSchema(pool, schema); err != nil {
+				t.Fatal(err)
+			}
+		},
 	})
 }
 
@@ -242,42 +262,6 @@ func TestIdleChannelsSwept(t *testing.T) {
 	}
 }
 
-// When the tables are lost (dropped, or a new cluster), they are made
-// again and numbering starts in a new epoch, so that no cursor resumes into
-// the wrong publications, and subscribers end with an error rather than
-// deliver from another numbering.
-func TestDataLossStartsNewEpoch(t *testing.T) {
-	url := pgURL(t)
-	b, pool, schema := newBroker(t, url, nil)
-	channel := channelName(t)
-	before := publish(t, b, channel, `"before"`)
-	w := watch(t, b, channel)
-	if head := w.ready(t); head != before {
-		t.Fatalf("ready(%v), want %v", head, before)
-	}
-
-	if _, err := pool.Exec(t.Context(), "DROP SCHEMA "+schema+" CASCADE"); err != nil {
-		t.Fatal(err)
-	}
-	after := publish(t, b, channel, `"after"`)
-	if after.Epoch == before.Epoch || after.Seq != 1 {
-		t.Errorf("first publication after the loss is at %v, want Seq 1 in an epoch other than %q", after, before.Epoch)
-	}
-	if err := w.failure(t, waitTimeout); !strings.Contains(err.Error(), "epoch changed") {
-		t.Errorf("Subscribe = %v, want an error about the epoch", err)
-	}
-	if _, err := b.Since(t.Context(), channel, before); !errors.Is(err, live.ErrGone) {
-		t.Errorf("Since(%v) from the lost epoch: %v, want ErrGone", before, err)
-	}
-	got, err := b.Since(t.Context(), channel, live.Position{Epoch: after.Epoch})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if diff := cmp.Diff([]live.Message{{Channel: channel, Pos: after, Data: []byte(`"after"`)}}, got); diff != "" {
-		t.Errorf("Since the start of the new epoch (-want +got):\n%s", diff)
-	}
-}
-
 // Announcements out of turn end the subscription instead of being
 // skipped: the Hub then catches up from history or resets its clients.
 func TestAnnouncementsOutOfTurn(t *testing.T) {
@@ -368,32 +352,6 @@ func TestListenerKilled(t *testing.T) {
 	}
 	if st := b.Stats(); st.Listens != 2 || st.Failures != 1 || st.Stalls != 0 {
 		t.Errorf("Stats = %+v, want 2 listens and 1 failure", st)
-	}
-}
-
-// Brokers on separate pools, as in separate processes, agree on the
-// numbering and see each other's publications.
-func TestBrokersShareChannels(t *testing.T) {
-	url := pgURL(t)
-	a, _, schema := newBroker(t, url, nil)
-	b, _, _ := newBroker(t, url, &pgbroker.Options{Schema: schema})
-	channel := channelName(t)
-	wa, wb := watch(t, a, channel), watch(t, b, channel)
-	wa.ready(t)
-	wb.ready(t)
-	var want []live.Message
-	for i, br := range []live.Broker{a, b, b, a, b} {
-		data := fmt.Sprintf(`{"i":%d}`, i)
-		want = append(want, live.Message{Channel: channel, Pos: publish(t, br, channel, data), Data: []byte(data)})
-	}
-	for name, w := range map[string]*watcher{"a": wa, "b": wb} {
-		var got []live.Message
-		for range want {
-			got = append(got, w.next(t))
-		}
-		if diff := cmp.Diff(want, got, cmpopts.EquateEmpty()); diff != "" {
-			t.Errorf("broker %s delivered (-want +got):\n%s", name, diff)
-		}
 	}
 }
 

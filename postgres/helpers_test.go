@@ -63,13 +63,20 @@ func testSchema(t testing.TB, pool *pgxpool.Pool) string {
 	t.Helper()
 	schema := "livetest_" + randomName()
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-		defer cancel()
-		if _, err := pool.Exec(ctx, "DROP SCHEMA IF EXISTS "+schema+" CASCADE"); err != nil {
+		if err := dropSchema(pool, schema); err != nil {
 			t.Logf("dropping schema %s: %v", schema, err)
 		}
 	})
 	return schema
+}
+
+// dropSchema drops schema and the broker's tables in it, as a server that
+// lost its data.
+func dropSchema(pool *pgxpool.Pool, schema string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	_, err := pool.Exec(ctx, "DROP SCHEMA IF EXISTS "+schema+" CASCADE")
+	return err
 }
 
 // newBroker returns a broker on a new pool to url, with its own schema,

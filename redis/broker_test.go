@@ -12,7 +12,6 @@ import (
 	"github.com/go-live/live/brokertest"
 	redisbroker "github.com/go-live/live/redis"
 	"github.com/google/go-cmp/cmp"
-	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -42,6 +41,22 @@ func TestConformanceWithoutHistory(t *testing.T) {
 			c := newClient(t, url)
 			return redisbroker.New(c, &redisbroker.Options{HistorySize: -1, Prefix: testPrefix(t, c)})
 		},
+	})
+}
+
+// Processes of one application, each with its own Hub and client, share
+// the numbering, and a client resumes on any of them with exactly what it
+// missed, or a reset when that is older than the history or was lost.
+func TestNodes(t *testing.T) {
+	url := redisURL(t)
+	c := newClient(t, url)
+	prefix := testPrefix(t, c)
+	brokertest.RunNodes(t, brokertest.Config{
+		New: func(t *testing.T) live.Broker {
+			return redisbroker.New(newClient(t, url), &redisbroker.Options{HistorySize: 16, Prefix: prefix})
+		},
+		HistorySize: 16,
+		LoseData:    func(t *testing.T) { deleteKeys(t, c, prefix) },
 	})
 }
 
@@ -130,43 +145,6 @@ func TestHistoryAge(t *testing.T) {
 	}
 	if n := c.XLen(t.Context(), prefix+"{"+channel+"}:log").Val(); n != 1 {
 		t.Errorf("the stream holds %d entries after expiry, want 1", n)
-	}
-}
-
-// When Redis loses a channel's keys (a restart without persistence,
-// FLUSHALL, eviction), numbering starts again in a new epoch, so that no
-// cursor resumes into the wrong publications, and subscribers end with an
-// error rather than deliver from another numbering.
-func TestDataLossStartsNewEpoch(t *testing.T) {
-	url := redisURL(t)
-	b, c, prefix := newBroker(t, url, nil)
-	channel := channelName(t)
-	before := publish(t, b, channel, `"before"`)
-	w := watch(t, b, channel)
-	if head := w.ready(t); head != before {
-		t.Fatalf("ready(%v), want %v", head, before)
-	}
-
-	tag := prefix + "{" + channel + "}"
-	if err := c.Del(t.Context(), tag+":head", tag+":log").Err(); err != nil {
-		t.Fatal(err)
-	}
-	after := publish(t, b, channel, `"after"`)
-	if after.Epoch == before.Epoch || after.Seq != 1 {
-		t.Errorf("first publication after the loss is at %v, want Seq 1 in an epoch other than %q", after, before.Epoch)
-	}
-	if err := w.failure(t, waitTimeout); !strings.Contains(err.Error(), "epoch changed") {
-		t.Errorf("Subscribe = %v, want an error about the epoch", err)
-	}
-	if _, err := b.Since(t.Context(), channel, before); !errors.Is(err, live.ErrGone) {
-		t.Errorf("Since(%v) from the lost epoch: %v, want ErrGone", before, err)
-	}
-	got, err := b.Since(t.Context(), channel, live.Position{Epoch: after.Epoch})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if diff := cmp.Diff([]live.Message{{Channel: channel, Pos: after, Data: []byte(`"after"`)}}, got); diff != "" {
-		t.Errorf("Since the start of the new epoch (-want +got):\n%s", diff)
 	}
 }
 
@@ -262,33 +240,6 @@ func hasField(fields []string, f string) bool {
 		}
 	}
 	return false
-}
-
-// Brokers on separate clients, as in separate processes, agree on the
-// numbering and see each other's publications.
-func TestBrokersShareChannels(t *testing.T) {
-	url := redisURL(t)
-	a, _, prefix := newBroker(t, url, nil)
-	b := redisbroker.New(newClient(t, url), &redisbroker.Options{Prefix: prefix})
-	t.Cleanup(func() { b.Close() })
-	channel := channelName(t)
-	wa, wb := watch(t, a, channel), watch(t, b, channel)
-	wa.ready(t)
-	wb.ready(t)
-	var want []live.Message
-	for i, br := range []live.Broker{a, b, b, a, b} {
-		data := fmt.Sprintf(`{"i":%d}`, i)
-		want = append(want, live.Message{Channel: channel, Pos: publish(t, br, channel, data), Data: []byte(data)})
-	}
-	for name, w := range map[string]*watcher{"a": wa, "b": wb} {
-		var got []live.Message
-		for range want {
-			got = append(got, w.next(t))
-		}
-		if diff := cmp.Diff(want, got, cmpopts.EquateEmpty()); diff != "" {
-			t.Errorf("broker %s delivered (-want +got):\n%s", name, diff)
-		}
-	}
 }
 
 func TestOpen(t *testing.T) {

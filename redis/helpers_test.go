@@ -67,19 +67,27 @@ func randomName() string { return strconv.FormatUint(rand.Uint64(), 36) }
 func testPrefix(t testing.TB, c *redis.Client) string {
 	t.Helper()
 	prefix := "livetest:" + randomName() + ":"
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-		defer cancel()
-		iter := c.Scan(ctx, 0, prefix+"*", 1000).Iterator()
-		var keys []string
-		for iter.Next(ctx) {
-			keys = append(keys, iter.Val())
-		}
-		if len(keys) > 0 {
-			c.Del(ctx, keys...)
-		}
-	})
+	t.Cleanup(func() { deleteKeys(t, c, prefix) })
 	return prefix
+}
+
+// deleteKeys deletes the keys under prefix, as a Redis that lost its data.
+func deleteKeys(t testing.TB, c *redis.Client, prefix string) {
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	iter := c.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+	var keys []string
+	for iter.Next(ctx) {
+		keys = append(keys, iter.Val())
+	}
+	if err := iter.Err(); err != nil {
+		t.Errorf("listing the keys under %s: %v", prefix, err)
+	}
+	if len(keys) > 0 {
+		if err := c.Del(ctx, keys...).Err(); err != nil {
+			t.Errorf("deleting the keys under %s: %v", prefix, err)
+		}
+	}
 }
 
 // newBroker returns a broker on a new client to url, with its own key
@@ -412,5 +420,22 @@ func (s *server) signal(sig os.Signal) {
 	s.t.Helper()
 	if err := s.cmd.Process.Signal(sig); err != nil {
 		s.t.Fatal(err)
+	}
+}
+
+// checkContiguous reports events whose cursors do not follow the one
+// before, starting after cursor.
+func checkContiguous(t *testing.T, cursor string, events []event) {
+	t.Helper()
+	prev, err := live.ParseCursor(cursor)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range events {
+		pos, err := live.ParseCursor(e.ID)
+		if err != nil || pos.Epoch != prev.Epoch || pos.Seq != prev.Seq+1 {
+			t.Errorf("event %q after %v: not the next position", e.ID, prev)
+		}
+		prev = pos
 	}
 }

@@ -1,0 +1,125 @@
+package brokertest_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+
+	"github.com/go-live/live"
+	"github.com/go-live/live/brokertest"
+)
+
+// A memoryServer stands for a broker's server in these tests: the brokers
+// it hands out share one MemoryBroker, which a loss of data replaces.
+type memoryServer struct {
+	mu   sync.Mutex // guards b, lost and old
+	b    *live.MemoryBroker
+	lost chan struct{} // closed when b is replaced
+	old  []*live.MemoryBroker
+}
+
+const memoryHistorySize = 16
+
+// errDataLost ends the subscriptions of a memoryServer that lost its data.
+var errDataLost = errors.New("memory server: data lost")
+
+func newMemoryServer(tb testing.TB) *memoryServer {
+	s := &memoryServer{
+		b:    live.NewMemoryBroker(&live.MemoryOptions{HistorySize: memoryHistorySize}),
+		lost: make(chan struct{}),
+	}
+	tb.Cleanup(func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for _, b := range append(s.old, s.b) {
+			b.Close()
+		}
+	})
+	return s
+}
+
+func (s *memoryServer) current() (*live.MemoryBroker, chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b, s.lost
+}
+
+// loseData replaces the server's data with nothing.
+func (s *memoryServer) loseData() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.old = append(s.old, s.b)
+	s.b = live.NewMemoryBroker(&live.MemoryOptions{HistorySize: memoryHistorySize})
+	close(s.lost)
+	s.lost = make(chan struct{})
+}
+
+// A memoryClient is one process's broker on a memoryServer.
+type memoryClient struct{ s *memoryServer }
+
+func (c memoryClient) Publish(ctx context.Context, channel string, data []byte) (live.Position, error) {
+	b, _ := c.s.current()
+	return b.Publish(ctx, channel, data)
+}
+
+func (c memoryClient) Since(ctx context.Context, channel string, after live.Position) ([]live.Message, error) {
+	b, _ := c.s.current()
+	return b.Since(ctx, channel, after)
+}
+
+func (c memoryClient) Subscribe(ctx context.Context, channel string, ready func(live.Position), deliver func(live.Message)) error {
+	b, lost := c.s.current()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go func() {
+		select {
+		case <-lost:
+			cancel(errDataLost)
+		case <-ctx.Done():
+		}
+	}()
+	err := b.Subscribe(ctx, channel, ready, deliver)
+	if errors.Is(context.Cause(ctx), errDataLost) {
+		return errDataLost
+	}
+	return err
+}
+
+// TestRunNodesMemory runs RunNodes on brokers that share a MemoryBroker.
+func TestRunNodesMemory(t *testing.T) {
+	s := newMemoryServer(t)
+	brokertest.RunNodes(t, brokertest.Config{
+		New:         func(*testing.T) live.Broker { return memoryClient{s} },
+		HistorySize: memoryHistorySize,
+		LoseData:    func(*testing.T) { s.loseData() },
+	})
+}
+
+// TestRunMemoryShared runs Run on the same brokers: a Config for RunNodes
+// serves Run too.
+func TestRunMemoryShared(t *testing.T) {
+	s := newMemoryServer(t)
+	brokertest.Run(t, brokertest.Config{
+		New:         func(*testing.T) live.Broker { return memoryClient{s} },
+		HistorySize: memoryHistorySize,
+	})
+}
+
+// BenchmarkMemory measures the delivery from one broker to another through
+// a shared MemoryBroker, with every kind of load.
+func BenchmarkMemory(b *testing.B) {
+	s := newMemoryServer(b)
+	brokertest.Benchmark(b, brokertest.BenchConfig{
+		New: func(*testing.B) live.Broker { return memoryClient{s} },
+		Loads: []brokertest.Load{
+			{Name: "Sequential/100B", Size: 100},
+			{Name: "Parallel8/100B", Size: 100, Publishers: 8},
+			{Name: "Parallel8TwoBrokers/100B", Size: 100, Publishers: 8, Brokers: 2},
+			{Name: "Parallel8/8Channels/100B", Size: 100, Publishers: 8, Channels: 8},
+		},
+		Report: func(b *testing.B, pubs []live.Broker, sub live.Broker) {
+			b.ReportMetric(float64(len(pubs)), "brokers")
+		},
+	})
+}

@@ -7,6 +7,8 @@
 // catches the defect there: a provider that settles after a server
 // restart, an unsubscribe while the socket is connecting, and a list that
 // never shows an item twice when the broadcast beats the POST's response.
+// The last tests check a small page built from the hooks as a user sees
+// it, as demo.test.js checks the demo's page.
 import { test, before } from "node:test";
 import assert from "node:assert/strict";
 import { browserSuite, bundle, openPage } from "./harness.js";
@@ -359,4 +361,315 @@ test("useLive: a refused publish reaches onError, not an unhandled rejection", a
   const cursor = await page.evaluate(() => window.liveContext.publish("chat", { x: 1 }));
   assert.match(cursor, /^\d+\.[A-Za-z0-9_-]+$/);
   assert.equal(await page.evaluate(() => window.liveContext.transport), "websocket");
+});
+
+// --- a small page built from the hooks (test/react/app.jsx, scenario
+// "page"): the connection indicator (useLive), a live value (useLiveData),
+// a todo list (useLiveList) and the board (useDeltaSync), checked as a user
+// sees them, as test/demo.test.js checks the demo's page.
+
+/** stamp returns a string no other test uses, for titles and channels. */
+const stamp = () => `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`;
+
+const waitLive = (page, timeout = 15000) =>
+  page.waitForFunction(() => document.getElementById("indicator")?.dataset.status === "connected", undefined, { timeout });
+
+/** openApp opens a page showing the app, and waits until it is live and its list and board are loaded. */
+async function openApp(props = {}) {
+  const page = await open();
+  await mount(page, { scenario: "page", props });
+  await waitLive(page);
+  await page.waitForFunction(() => document.getElementById("todos").dataset.loaded === "true" && document.getElementById("boardVersion").textContent !== "");
+  return page;
+}
+
+/** shown waits until the list shows a todo titled title, settled (not pending), and returns its id. */
+const shown = (page, title, timeout = 10000) =>
+  page
+    .waitForFunction(
+      (title) => [...document.querySelectorAll("#todos li")].find((li) => li.querySelector(".title").textContent === title && !li.classList.contains("pending"))?.dataset.id,
+      title,
+      { timeout },
+    )
+    .then((h) => h.jsonValue());
+
+/** gone waits until the list no longer shows a todo titled title. */
+const gone = (page, title) =>
+  page.waitForFunction((title) => ![...document.querySelectorAll("#todos li .title")].some((e) => e.textContent === title), title);
+
+/** shownIDs returns the ids of the todos the page shows, in order. */
+const shownIDs = (page) => page.$$eval("#todos li", (els) => els.map((e) => e.dataset.id));
+
+/** sameListAsServer waits until the page shows the server's todos (in any order). */
+async function sameListAsServer(page) {
+  const want = (await suite.server.request("GET", "/api/todos")).body.map((t) => t.id).sort();
+  await page.waitForFunction((want) => JSON.stringify([...document.querySelectorAll("#todos li")].map((e) => e.dataset.id).sort()) === JSON.stringify(want), want).catch(() => {});
+  assert.deepStrictEqual((await shownIDs(page)).sort(), want, "the page's list differs from the server's");
+}
+
+/** problemsOf returns the uncaught errors of a page the suite opened. */
+const problemsOf = (page) => suite.pages.find((p) => p.page === page).problems();
+
+/** dedupe drops repeats of the same status in a row (StrictMode runs a mount's effects twice). */
+const dedupe = (statuses) => statuses.filter((s, i) => i === 0 || s.status !== statuses[i - 1].status || s.reconnectAttempt !== statuses[i - 1].reconnectAttempt);
+
+test("the app connects: the indicator goes from connecting to connected, and counts attempts while down", async () => {
+  const page = await open();
+  await mount(page, { scenario: "page" });
+  await waitLive(page);
+  assert.equal(await page.textContent("#indicator"), "Live");
+  const first = dedupe(await page.evaluate(() => window.rec.statuses)).map(({ status, reconnectAttempt, text }) => ({ status, reconnectAttempt, text }));
+  assert.deepStrictEqual(first, [
+    { status: "connecting", reconnectAttempt: 0, text: "Connecting…" },
+    { status: "connected", reconnectAttempt: 0, text: "Live" },
+  ]);
+
+  // Connections refused and the socket dropped: the indicator counts the attempts.
+  const from = await page.evaluate(() => window.rec.statuses.length);
+  await suite.server.post("/test/pause");
+  try {
+    await suite.server.post("/test/drop");
+    await page.waitForFunction(() => {
+      const el = document.getElementById("indicator");
+      return el.dataset.status !== "connected" && Number(el.dataset.attempt) >= 2;
+    });
+    const text = await page.textContent("#indicator");
+    assert.match(text, /^(Disconnected, retrying|Reconnecting|Connection error) \(attempt [2-9]\d*\)$/, text);
+  } finally {
+    await suite.server.post("/test/resume");
+  }
+  await waitLive(page);
+  const down = (await page.evaluate(() => window.rec.statuses)).slice(from);
+  const attempts = down.filter((s) => s.status !== "connected").map((s) => s.reconnectAttempt);
+  assert.deepStrictEqual(attempts, [...attempts].sort((a, b) => a - b), "the attempt count went down before reconnecting");
+  assert.ok(down.some((s) => s.status === "disconnected" && s.reconnectAttempt === 1), `no "disconnected (attempt 1)": ${JSON.stringify(down)}`);
+  assert.deepStrictEqual({ ...down.at(-1), at: 0 }, { status: "connected", reconnectAttempt: 0, text: "Live", at: 0 });
+  assert.equal(await page.getAttribute("#indicator", "data-attempt"), "0");
+});
+
+test("the app shows a value published on a channel (useLiveData)", async () => {
+  const s = stamp();
+  const channel = `ticker:${s}`;
+  const page = await openApp({ tickerChannel: channel });
+  const ticker = (text) => page.waitForFunction((text) => document.getElementById("ticker").textContent === text, text);
+  await ticker("waiting #0");
+
+  // Published over HTTP by anyone: shown, merged into the fetched value.
+  const res = await suite.server.request("POST", `/api/live/${channel}`, { label: `hello ${s}` });
+  assert.equal(res.status, 200, JSON.stringify(res.body));
+  await ticker(`hello ${s} #0`);
+
+  // Published by the server, many in a row: the last one stays.
+  await suite.server.post(`/test/publish?channel=${channel}&n=50`);
+  await ticker(`hello ${s} #50`);
+
+  // Published by the page itself through useLive().publish.
+  const cursor = await page.evaluate((channel) => window.liveContext.publish(channel, { label: "from the page", i: 51 }), channel);
+  assert.match(cursor, /^\d+\.[A-Za-z0-9_-]+$/);
+  await ticker("from the page #51");
+  assert.deepStrictEqual(await page.evaluate(() => window.rec.errors), []);
+});
+
+test("the app: 20 optimistic adds in a row, each shown pending at once, then the server's items, once each", async () => {
+  const page = await openApp();
+  const s = stamp();
+  const titles = Array.from({ length: 20 }, (_, i) => `burst ${i + 1} ${s}`);
+  // Submit the form 20 times in one task. The server answers each add
+  // 300 ms late, so what shows before is optimistic.
+  await page.evaluate((titles) => {
+    window.rec.answers = [];
+    window.mutationHeaders = { "X-Test-Delay": "300ms" };
+    const input = document.getElementById("title");
+    const form = document.getElementById("add");
+    for (const t of titles) {
+      input.value = t;
+      form.requestSubmit();
+    }
+  }, titles);
+  await page.waitForFunction((n) => document.querySelectorAll("#todos li.pending").length === n, titles.length, { timeout: 5000 });
+  const { firstShown, answers } = await page.evaluate((titles) => ({ firstShown: titles.map((t) => window.rec.firstShown[t]), answers: window.rec.answers }), titles);
+  const firstAnswer = Math.min(...answers);
+  for (const [i, f] of firstShown.entries()) {
+    assert.equal(f?.pending, true, `${titles[i]} was not shown pending first`);
+    assert.ok(f.at < firstAnswer, `${titles[i]} was shown only after a response had come`);
+  }
+
+  // All settle: none pending, no temporary id, each once, as the server has them.
+  await page.waitForFunction(
+    (titles) => {
+      const lis = [...document.querySelectorAll("#todos li")];
+      return lis.every((li) => !li.classList.contains("pending")) && titles.every((t) => lis.some((li) => li.querySelector(".title").textContent === t));
+    },
+    titles,
+    { timeout: 15000 },
+  );
+  await page.evaluate(() => {
+    window.mutationHeaders = undefined;
+  });
+  const ids = await shownIDs(page);
+  assert.equal(new Set(ids).size, ids.length, `duplicate ids: ${ids}`);
+  assert.ok(ids.every((id) => /^t\d+$/.test(id)), `a temporary id is left: ${ids}`);
+  const shownTitles = await page.$$eval("#todos li .title", (els) => els.map((e) => e.textContent));
+  for (const t of titles) assert.equal(shownTitles.filter((x) => x === t).length, 1, `${t} shown ${shownTitles.filter((x) => x === t).length} times`);
+  const server = (await suite.server.request("GET", "/api/todos")).body;
+  for (const t of titles) assert.equal(server.filter((x) => x.title === t).length, 1, `${t} on the server`);
+  await sameListAsServer(page);
+  assert.deepStrictEqual(await page.evaluate(() => window.rec.problems), []);
+  assert.deepStrictEqual(await page.evaluate(() => window.rec.errors), []);
+});
+
+test("the app: two pages, each with its own provider, see each other's changes", async () => {
+  const a = await openApp();
+  const b = await openApp();
+  const s = stamp();
+  const row = (title) => `#todos li:has(.title:text-is("${title}"))`;
+  // Each page is brought to the front before it is used, as a user would
+  // switch windows (Chromium paces the frames of the others).
+  const add = async (p, title) => {
+    await p.bringToFront();
+    await p.fill("#title", title);
+    await p.press("#title", "Enter");
+  };
+  const click = async (p, selector) => {
+    await p.bringToFront();
+    await p.click(selector);
+  };
+
+  // A adds; B sees it.
+  await add(a, `from A ${s}`);
+  const id = await shown(b, `from A ${s}`);
+  assert.equal(await shown(a, `from A ${s}`), id);
+
+  // B ticks it; A sees it done.
+  await click(b, `${row(`from A ${s}`)} .toggle`);
+  await a.waitForFunction((id) => document.querySelector(`#todos li[data-id="${id}"]`)?.className === "done", id);
+
+  // B adds; A sees it. A removes B's; B sees it go.
+  await add(b, `from B ${s}`);
+  await shown(a, `from B ${s}`);
+  await click(a, `${row(`from B ${s}`)} .remove`);
+  await gone(b, `from B ${s}`);
+
+  // B removes A's; A sees it go.
+  await click(b, `${row(`from A ${s}`)} .remove`);
+  await gone(a, `from A ${s}`);
+  for (const p of [a, b]) {
+    await sameListAsServer(p);
+    assert.deepStrictEqual(await p.evaluate(() => window.rec.problems), []);
+    assert.deepStrictEqual(await p.evaluate(() => window.rec.errors), []);
+  }
+});
+
+test("the app: plain HTTP POST, PATCH and DELETE from outside reach useLiveList", async () => {
+  const page = await openApp();
+  const s = stamp();
+  const created = await suite.server.request("POST", "/api/todos", { title: `curl ${s}`, done: false });
+  assert.equal(created.status, 201);
+  assert.equal(await shown(page, `curl ${s}`), created.body.id);
+
+  const edited = await suite.server.request("PATCH", `/api/todos/${created.body.id}`, { title: `curl ${s}, edited`, done: true });
+  assert.equal(edited.status, 200);
+  await page.waitForFunction(
+    ([id, title]) => {
+      const li = document.querySelector(`#todos li[data-id="${id}"]`);
+      return li?.className === "done" && li.querySelector(".title").textContent === title;
+    },
+    [created.body.id, `curl ${s}, edited`],
+  );
+
+  const removed = await suite.server.request("DELETE", `/api/todos/${created.body.id}`);
+  assert.equal(removed.status, 204);
+  await page.waitForFunction((id) => !document.querySelector(`#todos li[data-id="${id}"]`), created.body.id);
+  await sameListAsServer(page);
+  assert.deepStrictEqual(await page.evaluate(() => window.rec.problems), []);
+});
+
+test("the app: board deltas are applied in order (useDeltaSync), the version advancing one by one", async () => {
+  const page = await openApp();
+  const board = async () => (await suite.server.request("GET", "/api/state/board")).body;
+  const start = (await board()).version;
+  await page.waitForFunction((v) => document.getElementById("boardVersion").textContent === `v${v}`, start);
+  // Each PATCH adds a card of its own: the number of this run's cards in a
+  // value says which version it is. Record each value the hook puts in
+  // the cache, and each version the page renders.
+  const run = `d${stamp()}-`;
+  const fetches = await page.evaluate((run) => {
+    window.rec.counts = [];
+    window.rec.versions = [];
+    window.queryClient.getQueryCache().subscribe((e) => {
+      if (e.type !== "updated" || e.action.type !== "success" || JSON.stringify(e.query.queryKey) !== '["page","board"]') return;
+      window.rec.counts.push(Object.keys(e.query.state.data?.cards ?? {}).filter((k) => k.startsWith(run)).length);
+    });
+    return window.rec.fetches;
+  }, run);
+
+  // 30 PATCHes, ten at a time concurrently.
+  const n = 30;
+  for (let i = 0; i < n; i += 10) {
+    const batch = Array.from({ length: 10 }, (_, k) =>
+      suite.server.request("PATCH", "/api/state/board", { cards: { [`${run}${i + k}`]: { title: `card ${i + k}`, votes: i + k } } }));
+    for (const r of await Promise.all(batch)) assert.equal(r.status, 200, JSON.stringify(r.body));
+  }
+  const want = await board();
+  assert.equal(want.version, start + n);
+  await page.waitForFunction((v) => document.getElementById("boardVersion").textContent === `v${v}`, want.version, { timeout: 10000 });
+
+  const got = await page.evaluate(() => ({ counts: window.rec.counts, versions: window.rec.versions, fetches: window.rec.fetches, data: window.queryClient.getQueryData(["page", "board"]) }));
+  assert.deepStrictEqual(got.counts, Array.from({ length: n }, (_, k) => k + 1), "the values the hook gave, one per version");
+  assert.ok(got.versions.every((v, i) => v > start && (i === 0 || v > got.versions[i - 1])), `rendered versions: ${got.versions}`);
+  assert.equal(got.versions.at(-1), want.version);
+  assert.equal(got.fetches, fetches, "refetched: the deltas should have sufficed");
+  assert.deepStrictEqual(got.data, want.data);
+  assert.equal(await page.textContent("#cards"), String(Object.keys(want.data.cards).length));
+  assert.deepStrictEqual(await page.evaluate(() => window.rec.errors), []);
+});
+
+test("the app after a server restart: disconnected, then connected within the backoff cap, and live again", async () => {
+  const s = stamp();
+  const channel = `ticker:${s}`;
+  const page = await openApp({ tickerChannel: channel });
+  await page.fill("#title", `before the restart ${s}`);
+  await page.press("#title", "Enter");
+  await shown(page, `before the restart ${s}`);
+  const from = await page.evaluate(() => window.rec.statuses.length);
+
+  // Killed, as a crash would, and started again on the same port 1.5 s later.
+  await suite.restart(1500);
+  const back = Date.now();
+  await waitLive(page, 35000);
+
+  const after = (await page.evaluate(() => window.rec.statuses)).slice(from);
+  assert.notEqual(after[0]?.status, "connected", "the indicator never left connected");
+  assert.ok(after.some((s) => s.status === "disconnected" && s.reconnectAttempt >= 1), `never shown disconnected: ${JSON.stringify(after)}`);
+  assert.ok(after.some((s) => /\(attempt [1-9]\d*\)$/.test(s.text)), `the attempt count was never shown: ${JSON.stringify(after)}`);
+  assert.deepStrictEqual({ ...after.at(-1), at: 0 }, { status: "connected", reconnectAttempt: 0, text: "Live", at: 0 });
+  // The last wait began before the server was back and lasted at most the
+  // ceiling of its attempt (1 s doubling, 30 s cap).
+  const lastAttempt = Math.max(...after.filter((s) => s.status !== "connected").map((s) => s.reconnectAttempt));
+  const ceiling = Math.min(30000, 1000 * 2 ** (lastAttempt - 1));
+  const took = after.at(-1).at - back;
+  assert.ok(took <= ceiling + 1000, `connected ${took} ms after the server was back; attempt ${lastAttempt} waits at most ${ceiling} ms`);
+
+  // The new process starts afresh (in memory): the list and the board were
+  // fetched again, and every hook is live again.
+  await gone(page, `before the restart ${s}`);
+  await sameListAsServer(page);
+  const created = await suite.server.request("POST", "/api/todos", { title: `after the restart ${s}`, done: false });
+  assert.equal(created.status, 201);
+  assert.equal(await shown(page, `after the restart ${s}`), created.body.id);
+  await page.fill("#title", `added after the restart ${s}`);
+  await page.press("#title", "Enter");
+  await shown(page, `added after the restart ${s}`);
+  await sameListAsServer(page);
+
+  const patched = await suite.server.request("PATCH", "/api/state/board", { cards: { [`after-${s}`]: { title: "after the restart" } } });
+  assert.equal(patched.status, 200);
+  await page.waitForFunction((v) => document.getElementById("boardVersion").textContent === `v${v}`, patched.body.version);
+  assert.deepStrictEqual(await page.evaluate(() => window.queryClient.getQueryData(["page", "board"])), patched.body.data);
+
+  await suite.server.post(`/test/publish?channel=${channel}&n=3`);
+  await page.waitForFunction(() => document.getElementById("ticker").textContent === "waiting #3");
+
+  assert.deepStrictEqual(await problemsOf(page), [], "uncaught errors on the page");
+  assert.deepStrictEqual(await page.evaluate(() => window.rec.problems), []);
 });

@@ -1,7 +1,7 @@
 // The React test page: react.js (or, for the defect checks, the seed's
 // code in seed.jsx) under a QueryClientProvider, with probes that record
 // what they render in window.rec. The tests drive it through window.app.
-import { StrictMode, useEffect, useRef, useState } from "react";
+import { StrictMode, useEffect, useLayoutEffect, useRef, useState } from "react";
 import { createRoot } from "react-dom/client";
 import { flushSync } from "react-dom";
 import { QueryClient, QueryClientProvider } from "@tanstack/react-query";
@@ -28,6 +28,9 @@ const rec = {
   fetches: 0,
   errors: [],
   problems: [], // what a probe found wrong as it rendered
+  answers: [], // the page: when each mutation's response came (performance.now())
+  firstShown: {}, // the page: title -> how a todo looked when it first showed
+  versions: [], // the page: the board's version, as each render committed it
 };
 window.rec = rec;
 
@@ -127,6 +130,125 @@ function ListProbe({ impl, postURL, timeout }) {
   return null;
 }
 
+// --- a small page built from the hooks, checked as a user sees it: the
+// connection indicator, a live value, a todo list and the board.
+
+function indicatorText({ status, reconnectAttempt: n }) {
+  switch (status) {
+    case "connected":
+      return "Live";
+    case "connecting":
+      return n > 0 ? `Reconnecting (attempt ${n})` : "Connecting…";
+    case "disconnected":
+      return `Disconnected, retrying (attempt ${n})`;
+    default:
+      return `Connection error (attempt ${n})`;
+  }
+}
+
+function Indicator() {
+  const ctx = ours.useLive();
+  const { connection } = ctx;
+  const text = indicatorText(connection);
+  useLayoutEffect(() => {
+    window.liveContext = ctx;
+  });
+  useLayoutEffect(() => {
+    rec.statuses.push({ ...connection, text, at: Date.now() });
+  }, [connection, text]);
+  return (
+    <p id="indicator" data-status={connection.status} data-attempt={connection.reconnectAttempt}>
+      {text}
+    </p>
+  );
+}
+
+function Ticker({ channel }) {
+  const { data } = ours.useLiveData({ channel, queryKey: ["page", "ticker", channel], fetcher: async () => ({ label: "waiting", i: 0 }) });
+  return (
+    <p id="ticker" data-i={data?.i}>
+      {data === undefined ? "–" : `${data.label} #${data.i}`}
+    </p>
+  );
+}
+
+function Todos() {
+  const list = ours.useLiveList("todos", ["page", "todos"], () => fetch("/api/todos", { cache: "no-store" }).then((r) => r.json()), {
+    // window.mutationHeaders (X-Test-Delay, …) go with every mutation while set.
+    fetch: async (url, init) => {
+      const res = await fetch(url, { ...init, headers: { ...init.headers, ...window.mutationHeaders } });
+      rec.answers.push(performance.now());
+      return res;
+    },
+    onError: (e) => rec.errors.push(`list: ${e.code}`),
+  });
+  const ul = useRef(null);
+  useLayoutEffect(() => {
+    // What the user sees after each commit: how each todo first showed,
+    // and no todo shown twice.
+    const seen = new Set();
+    for (const li of ul.current.children) {
+      const title = li.querySelector(".title").textContent;
+      rec.firstShown[title] ??= { pending: li.classList.contains("pending"), at: performance.now() };
+      if (seen.has(li.dataset.id)) rec.problems.push(`${li.dataset.id} shown twice`);
+      seen.add(li.dataset.id);
+    }
+  }, [list.items]);
+  const submit = (e) => {
+    e.preventDefault();
+    const input = e.currentTarget.elements.title;
+    if (input.value.trim() === "") return;
+    list.add({ title: input.value, done: false });
+    input.value = "";
+  };
+  return (
+    <section>
+      <form id="add" onSubmit={submit}>
+        <input id="title" name="title" autoComplete="off" />
+        <button type="submit">Add</button>
+      </form>
+      <ul id="todos" ref={ul} data-loaded={String(!list.isLoading)}>
+        {list.items.map((t) => (
+          <li key={t.id} data-id={t.id} className={[t._optimistic && "pending", t.done && "done"].filter(Boolean).join(" ")}>
+            <input type="checkbox" className="toggle" checked={Boolean(t.done)} onChange={() => list.update({ id: t.id, done: !t.done })} />
+            <span className="title">{t.title}</span>
+            <button type="button" className="remove" onClick={() => list.remove(t.id)}>
+              ×
+            </button>
+          </li>
+        ))}
+      </ul>
+    </section>
+  );
+}
+
+function Board() {
+  const { data, version } = ours.useDeltaSync(["page", "board"], "board", () => {
+    rec.fetches++;
+    return fetch("/api/state/board", { cache: "no-store" }).then((r) => r.json());
+  }, { onError: (e) => rec.errors.push(`board: ${e.name}: ${e.message}`) });
+  useLayoutEffect(() => {
+    rec.versions.push(version);
+  }, [version]);
+  return (
+    <section>
+      <p id="boardVersion">{data === undefined ? "" : `v${version}`}</p>
+      <p id="cards">{data === undefined ? "" : Object.keys(data.cards ?? {}).length}</p>
+    </section>
+  );
+}
+
+function Page({ tickerChannel = "page:ticker" }) {
+  return (
+    <main>
+      <Indicator />
+      <Ticker channel={tickerChannel} />
+      <Todos />
+      <Board />
+    </main>
+  );
+}
+
 function Scenario({ impl, name, props }) {
   switch (name) {
     case "status":
@@ -149,6 +271,8 @@ function Scenario({ impl, name, props }) {
       return <DeltaProbe />;
     case "list":
       return <ListProbe impl={impl} {...props} />;
+    case "page":
+      return <Page {...props} />;
   }
   throw new Error(`no scenario ${name}`);
 }

@@ -1,24 +1,19 @@
 package brokertest
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"maps"
-	"net/http"
-	"net/http/httptest"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 
 	"github.com/coder/websocket"
 	"github.com/go-live/live"
+	"github.com/go-live/live/internal/servertest"
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/sync/errgroup"
 )
@@ -204,55 +199,18 @@ func publishConcurrently(t *testing.T, brokers []live.Broker, channel string, he
 	return want
 }
 
-// A node is one process of an application: a Hub on its own broker,
-// behind an HTTP server with the SSE and WebSocket handlers.
-type node struct {
-	hub *live.Hub
-	url string // the server's URL
-}
-
-// newNode starts a node on a broker from s for the rest of t.
-func (s *suite) newNode(t *testing.T) *node {
+// newNode starts a node on a broker from s for the rest of t: a Hub on its
+// own broker, behind an HTTP server with the SSE and WebSocket handlers,
+// as one process of an application.
+func (s *suite) newNode(t *testing.T) *servertest.Node {
 	t.Helper()
-	b := s.broker(t)
-	hub := live.NewHub(&live.Options{Broker: b, Logger: testLogger(t)})
-	mux := http.NewServeMux()
-	mux.Handle("GET /live/{channel}", hub.SSEHandler())
-	mux.Handle("/ws", hub.WebSocketHandler())
-	srv := httptest.NewServer(mux)
-	t.Cleanup(srv.Close)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-		defer cancel()
-		if err := hub.Close(ctx); err != nil {
-			t.Errorf("Hub.Close: %v", err)
-		}
-	})
-	return &node{hub: hub, url: srv.URL}
+	return servertest.NewNode(t, s.broker(t))
 }
 
-// publish publishes data through n's Hub and returns its cursor.
-func (n *node) publish(t *testing.T, channel, data string) string {
+// publishVia publishes data through n's Hub and returns its cursor.
+func publishVia(t *testing.T, n *servertest.Node, channel, data string) string {
 	t.Helper()
-	ctx, cancel := timeout(t)
-	defer cancel()
-	pos, err := n.hub.Publish(ctx, channel, json.RawMessage(data))
-	if err != nil {
-		t.Fatalf("Hub.Publish(%q, %.40s): %v", channel, data, err)
-	}
-	return pos.String()
-}
-
-// testLogger logs the Hub's warnings to t, which shows them with -v.
-func testLogger(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(logWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-}
-
-type logWriter struct{ t *testing.T }
-
-func (w logWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSuffix(string(p), "\n"))
-	return len(p), nil
+	return n.Publish(t, channel, data).String()
 }
 
 // A delivery is what a client of a Hub receives: a publication, or a
@@ -276,57 +234,19 @@ type transport interface {
 	// open follows channel on n from cursor (none if empty) and returns
 	// once the node has subscribed the client, so whatever is published
 	// next reaches it. The client is gone when t ends or close is called.
-	open(t *testing.T, n *node, channel, cursor string) *client
+	open(t *testing.T, n *servertest.Node, channel, cursor string) client
 }
 
-// A client receives what a node sends it on one channel, on a goroutine
-// of its own.
-type client struct {
-	msgs   chan delivery
-	done   chan struct{} // closed when the reader has returned
-	err    error         // why the reader returned; read after done
-	cancel context.CancelFunc
+// A client receives what a node sends it on one channel.
+type client interface {
+	// next returns the next delivery.
+	next(t *testing.T) delivery
+	// close disconnects, as a browser tab that goes away.
+	close()
 }
 
-func newClient(t *testing.T, cancel context.CancelFunc, read func(c *client) error) *client {
-	c := &client{msgs: make(chan delivery, 1024), done: make(chan struct{}), cancel: cancel}
-	go func() {
-		defer close(c.done)
-		c.err = read(c)
-	}()
-	t.Cleanup(c.close)
-	return c
-}
-
-// close disconnects, as a browser tab that goes away.
-func (c *client) close() {
-	c.cancel()
-	<-c.done
-}
-
-// next returns the next delivery.
-func (c *client) next(t *testing.T) delivery {
-	t.Helper()
-	ctx, cancel := timeout(t)
-	defer cancel()
-	select {
-	case d := <-c.msgs:
-		return d
-	case <-c.done:
-		select {
-		case d := <-c.msgs:
-			return d
-		default:
-		}
-		t.Fatalf("the connection ended while a message was awaited: %v", c.err)
-	case <-ctx.Done():
-		t.Fatal("no message")
-	}
-	panic("unreachable")
-}
-
-// nextN returns the next n deliveries.
-func (c *client) nextN(t *testing.T, n int) []delivery {
+// nextN returns the next n deliveries of c.
+func nextN(t *testing.T, c client, n int) []delivery {
 	t.Helper()
 	got := make([]delivery, n)
 	for i := range got {
@@ -341,60 +261,27 @@ type sseTransport struct{}
 
 func (sseTransport) name() string { return "SSE" }
 
-func (sseTransport) open(t *testing.T, n *node, channel, cursor string) *client {
+func (sseTransport) open(t *testing.T, n *servertest.Node, channel, cursor string) client {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, n.url+"/live/"+channel, nil)
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	if cursor != "" {
-		req.Header.Set("Last-Event-ID", cursor)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		cancel()
-		t.Fatalf("GET %s: %s %s", req.URL, resp.Status, body)
-	}
-	return newClient(t, cancel, func(c *client) error {
-		defer resp.Body.Close()
-		sc := bufio.NewScanner(resp.Body)
-		sc.Buffer(nil, 1<<20)
-		var id, event, data string
-		for sc.Scan() {
-			line := sc.Text()
-			field, value, _ := strings.Cut(line, ": ")
-			switch {
-			case line == "":
-				switch {
-				case event == "reset":
-					var r struct{ Reason, Cursor string }
-					if err := json.Unmarshal([]byte(data), &r); err != nil {
-						return fmt.Errorf("reset event %q: %w", data, err)
-					}
-					c.msgs <- delivery{Cursor: r.Cursor, Reset: r.Reason}
-				case data != "":
-					c.msgs <- delivery{Cursor: id, Data: data}
-				}
-				id, event, data = "", "", ""
-			case field == "id":
-				id = value
-			case field == "event":
-				event = value
-			case field == "data":
-				data = value
-			}
-		}
-		return sc.Err()
-	})
+	return sseClient{servertest.OpenStream(t, n.SSE+channel, cursor)}
 }
+
+type sseClient struct{ s *servertest.Stream }
+
+func (c sseClient) next(t *testing.T) delivery {
+	t.Helper()
+	e := c.s.Next(t)
+	if e.Event != "reset" {
+		return delivery{Cursor: e.ID, Data: e.Data}
+	}
+	var r struct{ Reason, Cursor string }
+	if err := json.Unmarshal([]byte(e.Data), &r); err != nil {
+		t.Fatalf("reset event %+v: %v", e, err)
+	}
+	return delivery{Cursor: r.Cursor, Reset: r.Reason}
+}
+
+func (c sseClient) close() { c.s.Close() }
 
 // wsTransport subscribes over one WebSocket connection per client, with
 // the cursor in the subscribe message.
@@ -412,12 +299,12 @@ type wsFrame struct {
 	Message string          `json:"message"`
 }
 
-func (wsTransport) open(t *testing.T, n *node, channel, cursor string) *client {
+func (wsTransport) open(t *testing.T, n *servertest.Node, channel, cursor string) client {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	dial, stop := timeout(t)
+	wait, stop := timeout(t)
 	defer stop()
-	conn, _, err := websocket.Dial(dial, "ws"+strings.TrimPrefix(n.url, "http")+"/ws", nil)
+	conn, _, err := websocket.Dial(wait, n.WS, nil)
 	if err != nil {
 		cancel()
 		t.Fatal(err)
@@ -428,13 +315,13 @@ func (wsTransport) open(t *testing.T, n *node, channel, cursor string) *client {
 		sub["cursor"] = cursor
 	}
 	msg, _ := json.Marshal(sub)
-	if err := conn.Write(dial, websocket.MessageText, msg); err != nil {
+	if err := conn.Write(wait, websocket.MessageText, msg); err != nil {
 		conn.CloseNow()
 		cancel()
 		t.Fatal(err)
 	}
 	subscribed := make(chan struct{})
-	c := newClient(t, cancel, func(c *client) error {
+	c := newWSClient(t, cancel, func(c *wsClient) error {
 		defer conn.CloseNow()
 		acked := false
 		for {
@@ -465,24 +352,68 @@ func (wsTransport) open(t *testing.T, n *node, channel, cursor string) *client {
 	case <-subscribed:
 	case <-c.done:
 		t.Fatalf("WebSocket ended before the subscription to %q was acknowledged: %v", channel, c.err)
-	case <-dial.Done():
+	case <-wait.Done():
 		t.Fatalf("the subscription to %q was not acknowledged", channel)
 	}
 	return c
 }
 
+// A wsClient receives what a node sends it over WebSocket, on a goroutine
+// of its own.
+type wsClient struct {
+	msgs   chan delivery
+	done   chan struct{} // closed when the reader has returned
+	err    error         // why the reader returned; read after done
+	cancel context.CancelFunc
+}
+
+func newWSClient(t *testing.T, cancel context.CancelFunc, read func(c *wsClient) error) *wsClient {
+	c := &wsClient{msgs: make(chan delivery, 1024), done: make(chan struct{}), cancel: cancel}
+	go func() {
+		defer close(c.done)
+		c.err = read(c)
+	}()
+	t.Cleanup(c.close)
+	return c
+}
+
+func (c *wsClient) close() {
+	c.cancel()
+	<-c.done
+}
+
+func (c *wsClient) next(t *testing.T) delivery {
+	t.Helper()
+	ctx, cancel := timeout(t)
+	defer cancel()
+	select {
+	case d := <-c.msgs:
+		return d
+	case <-c.done:
+		select {
+		case d := <-c.msgs:
+			return d
+		default:
+		}
+		t.Fatalf("the connection ended while a message was awaited: %v", c.err)
+	case <-ctx.Done():
+		t.Fatal("no message")
+	}
+	panic("unreachable")
+}
+
 // readOnA follows channel on node a with a new client, publishes n values
 // through a, and returns the client's cursor after reading them; the
 // client is gone when it returns.
-func readOnA(t *testing.T, tr transport, a *node, channel string, n int) string {
+func readOnA(t *testing.T, tr transport, a *servertest.Node, channel string, n int) string {
 	t.Helper()
 	c := tr.open(t, a, channel, "")
 	var want []delivery
 	for i := range n {
 		data := fmt.Sprintf(`"a%d"`, i+1)
-		want = append(want, delivery{Cursor: a.publish(t, channel, data), Data: data})
+		want = append(want, delivery{Cursor: publishVia(t, a, channel, data), Data: data})
 	}
-	got := c.nextN(t, n)
+	got := nextN(t, c, n)
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Fatalf("messages on node A (-want +got):\n%s", diff)
 	}
@@ -499,14 +430,14 @@ func (s *suite) testResumeMissed(t *testing.T, tr transport) {
 	cursor := readOnA(t, tr, a, channel, 3)
 
 	var want []delivery
-	publish := func(n *node, data string) {
-		want = append(want, delivery{Cursor: n.publish(t, channel, data), Data: data})
+	publish := func(n *servertest.Node, data string) {
+		want = append(want, delivery{Cursor: publishVia(t, n, channel, data), Data: data})
 	}
-	for i, n := range []*node{a, b, a, b} {
+	for i, n := range []*servertest.Node{a, b, a, b} {
 		publish(n, strconv.Itoa(4+i))
 	}
 	c := tr.open(t, b, channel, cursor)
-	for i, n := range []*node{a, b} { // live, after the replay
+	for i, n := range []*servertest.Node{a, b} { // live, after the replay
 		publish(n, strconv.Itoa(8+i))
 	}
 	// Nothing more: a duplicate would come before this.
@@ -534,13 +465,13 @@ func (s *suite) testResumeOutOfWindow(t *testing.T, tr transport) {
 	cursor := readOnA(t, tr, a, channel, 1)
 	var head string
 	for i := range s.cfg.HistorySize + 1 {
-		head = b.publish(t, channel, strconv.Itoa(i))
+		head = publishVia(t, b, channel, strconv.Itoa(i))
 	}
 	c := tr.open(t, b, channel, cursor)
 	if got, want := c.next(t), (delivery{Cursor: head, Reset: "gone"}); got != want {
 		t.Fatalf("first message after resuming from %s = %v, want %v", cursor, got, want)
 	}
-	next := a.publish(t, channel, `"next"`)
+	next := publishVia(t, a, channel, `"next"`)
 	if got, want := c.next(t), (delivery{Cursor: next, Data: `"next"`}); got != want {
 		t.Errorf("message after the reset = %v, want %v", got, want)
 	}
@@ -557,12 +488,12 @@ func (s *suite) testResumeDataLost(t *testing.T, tr transport) {
 	channel := channelName(t)
 	cursor := readOnA(t, tr, a, channel, 2)
 	s.loseData(t)
-	head := a.publish(t, channel, `"in a new epoch"`)
+	head := publishVia(t, a, channel, `"in a new epoch"`)
 	c := tr.open(t, b, channel, cursor)
 	if got, want := c.next(t), (delivery{Cursor: head, Reset: "epoch"}); got != want {
 		t.Fatalf("first message after resuming from %s across the loss = %v, want %v", cursor, got, want)
 	}
-	next := b.publish(t, channel, `"next"`)
+	next := publishVia(t, b, channel, `"next"`)
 	if got, want := c.next(t), (delivery{Cursor: next, Data: `"next"`}); got != want {
 		t.Errorf("message after the reset = %v, want %v", got, want)
 	}

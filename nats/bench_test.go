@@ -9,6 +9,7 @@ import (
 
 	"github.com/go-live/live"
 	"github.com/go-live/live/brokertest"
+	"github.com/go-live/live/internal/servertest"
 	natsbroker "github.com/go-live/live/nats"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -30,7 +31,7 @@ func BenchmarkPublishDeliver(b *testing.B) {
 	prefix := testPrefix(b, url)
 	brokertest.Benchmark(b, brokertest.BenchConfig{
 		New: func(b *testing.B) live.Broker {
-			return natsbroker.New(connect(b, url), &natsbroker.Options{Prefix: prefix, Logger: testLogger(b)})
+			return natsbroker.New(connect(b, url), &natsbroker.Options{Prefix: prefix, Logger: servertest.Logger(b)})
 		},
 		Loads: []brokertest.Load{
 			{Name: "Sequential/100B", Size: 100, Publishers: 1},
@@ -62,7 +63,7 @@ func BenchmarkSince(b *testing.B) {
 	data := []byte(`"` + strings.Repeat("x", 98) + `"`)
 	var head live.Position
 	for range 1024 {
-		head = publish(b, br, channel, string(data))
+		head = servertest.Publish(b, br, channel, string(data))
 	}
 	for _, missed := range []uint64{1, 10, 64, 65, 200, 1000} {
 		b.Run(fmt.Sprint(missed), func(b *testing.B) {

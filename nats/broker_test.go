@@ -11,6 +11,7 @@ import (
 
 	"github.com/go-live/live"
 	"github.com/go-live/live/brokertest"
+	"github.com/go-live/live/internal/servertest"
 	natsbroker "github.com/go-live/live/nats"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -23,7 +24,7 @@ func TestConformance(t *testing.T) {
 	brokertest.Run(t, brokertest.Config{
 		New: func(t *testing.T) live.Broker {
 			nc := connect(t, url)
-			return natsbroker.New(nc, &natsbroker.Options{HistorySize: 64, Prefix: testPrefix(t, url), Logger: testLogger(t)})
+			return natsbroker.New(nc, &natsbroker.Options{HistorySize: 64, Prefix: testPrefix(t, url), Logger: servertest.Logger(t)})
 		},
 		HistorySize: 64,
 	})
@@ -38,7 +39,7 @@ func TestNodes(t *testing.T) {
 	prefix := testPrefix(t, url)
 	brokertest.RunNodes(t, brokertest.Config{
 		New: func(t *testing.T) live.Broker {
-			return natsbroker.New(connect(t, url), &natsbroker.Options{HistorySize: 16, Prefix: prefix, Logger: testLogger(t)})
+			return natsbroker.New(connect(t, url), &natsbroker.Options{HistorySize: 16, Prefix: prefix, Logger: servertest.Logger(t)})
 		},
 		HistorySize: 16,
 		LoseData:    func(t *testing.T) { deleteStream(t, url, prefix) },
@@ -51,7 +52,7 @@ func TestConformanceWithoutHistory(t *testing.T) {
 	brokertest.Run(t, brokertest.Config{
 		New: func(t *testing.T) live.Broker {
 			nc := connect(t, url)
-			return natsbroker.New(nc, &natsbroker.Options{HistorySize: -1, Prefix: testPrefix(t, url), Logger: testLogger(t)})
+			return natsbroker.New(nc, &natsbroker.Options{HistorySize: -1, Prefix: testPrefix(t, url), Logger: servertest.Logger(t)})
 		},
 	})
 }
@@ -66,7 +67,7 @@ func TestStreamLayout(t *testing.T) {
 	channel := "room.1=a:b@c+d_e-f"
 	var last live.Position
 	for i := range 10 {
-		last = publish(t, b, channel, strconv.Itoa(i))
+		last = servertest.Publish(t, b, channel, strconv.Itoa(i))
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -124,7 +125,7 @@ func TestSinceLong(t *testing.T) {
 	var want []live.Message
 	for i := range 150 {
 		data := strconv.Itoa(i)
-		want = append(want, live.Message{Channel: channel, Pos: publish(t, b, channel, data), Data: []byte(data)})
+		want = append(want, live.Message{Channel: channel, Pos: servertest.Publish(t, b, channel, data), Data: []byte(data)})
 	}
 	epoch := want[0].Pos.Epoch
 	for _, from := range []uint64{50, 51, 60, 100, 117, 118, 119, 140, 149, 150} {
@@ -153,7 +154,7 @@ func TestHistoryAge(t *testing.T) {
 			channel := channelName(t)
 			var first live.Position
 			for i := range n {
-				pos := publish(t, b, channel, strconv.Itoa(i))
+				pos := servertest.Publish(t, b, channel, strconv.Itoa(i))
 				if i == 0 {
 					first = pos
 				}
@@ -175,7 +176,7 @@ func TestHistoryAge(t *testing.T) {
 			}
 			// The numbering goes on: the channel is remembered longer.
 			published := time.Now()
-			next := publish(t, b, channel, `"next"`)
+			next := servertest.Publish(t, b, channel, `"next"`)
 			if next.Epoch != first.Epoch || next.Seq != uint64(n+1) {
 				t.Errorf("publication after the history expired at %v, want %d in epoch %q", next, n+1, first.Epoch)
 			}
@@ -203,9 +204,9 @@ func TestMessagesOutOfTurn(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			b, nc, prefix := newBroker(t, url, nil)
 			channel := channelName(t)
-			head := publish(t, b, channel, `1`)
-			w := watch(t, b, channel)
-			w.ready(t)
+			head := servertest.Publish(t, b, channel, `1`)
+			w := servertest.Watch(t, b, channel)
+			w.Ready(t)
 			// A stale repeat is ignored; the next one is out of turn.
 			subject := prefix + ".r." + strings.NewReplacer(".", "=2E", "=", "=3D").Replace(channel)
 			send := func(epoch, seq string) {
@@ -216,11 +217,11 @@ func TestMessagesOutOfTurn(t *testing.T) {
 			}
 			send(head.Epoch, "1")
 			send(fmt.Sprintf(tt.epoch, head.Epoch), tt.seq)
-			if err := w.failure(t, waitTimeout); !strings.Contains(err.Error(), tt.want) {
+			if err := w.Failure(t, waitTimeout); !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("Subscribe = %v, want an error about %q", err, tt.want)
 			}
-			if len(w.msgs) > 0 {
-				t.Errorf("delivered %v", <-w.msgs)
+			if extra := w.Pending(); len(extra) > 0 {
+				t.Errorf("delivered %v", extra)
 			}
 		})
 	}
@@ -233,16 +234,16 @@ func TestHoleFilledFromStream(t *testing.T) {
 	b, _, _ := newBroker(t, url, nil)
 	natsbroker.SetDrop(b, func(p live.Position) bool { return p.Seq == 2 || p.Seq == 3 })
 	channel := channelName(t)
-	w := watch(t, b, channel)
-	w.ready(t)
+	w := servertest.Watch(t, b, channel)
+	w.Ready(t)
 	var want []live.Message
 	for i := range 4 {
 		data := strconv.Itoa(i + 1)
-		want = append(want, live.Message{Channel: channel, Pos: publish(t, b, channel, data), Data: []byte(data)})
+		want = append(want, live.Message{Channel: channel, Pos: servertest.Publish(t, b, channel, data), Data: []byte(data)})
 	}
 	var got []live.Message
 	for range want {
-		got = append(got, w.next(t))
+		got = append(got, w.Next(t))
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("deliveries (-want +got):\n%s", diff)
@@ -258,15 +259,15 @@ func TestReconnectEndsSubscriptions(t *testing.T) {
 	url := natsURL(t)
 	b, nc, _ := newBroker(t, url, &natsbroker.Options{StallTimeout: time.Second})
 	channel := channelName(t)
-	w := watch(t, b, channel)
-	head := w.ready(t)
+	w := servertest.Watch(t, b, channel)
+	head := w.Ready(t)
 
 	back := nc.StatusChanged(nats.CONNECTED)
 	defer nc.RemoveStatusListener(back)
 	if err := nc.ForceReconnect(); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.failure(t, waitTimeout); !strings.Contains(err.Error(), "connection") {
+	if err := w.Failure(t, waitTimeout); !strings.Contains(err.Error(), "connection") {
 		t.Errorf("Subscribe = %v, want an error about the connection", err)
 	}
 	if b.Stats().ConnectionLosses == 0 {
@@ -277,11 +278,11 @@ func TestReconnectEndsSubscriptions(t *testing.T) {
 	case <-time.After(waitTimeout):
 		t.Fatal("the connection did not come back")
 	}
-	missed := publish(t, b, channel, `"while resubscribing"`)
+	missed := servertest.Publish(t, b, channel, `"while resubscribing"`)
 
 	// As the Hub does: subscribe again, catch up from history.
-	again := watch(t, b, channel)
-	head2 := again.ready(t)
+	again := servertest.Watch(t, b, channel)
+	head2 := again.Ready(t)
 	got, err := b.Since(t.Context(), channel, head)
 	if err != nil {
 		t.Fatal(err)
@@ -289,8 +290,8 @@ func TestReconnectEndsSubscriptions(t *testing.T) {
 	if len(got) == 0 || got[0].Pos != missed || head2.Seq < missed.Seq {
 		t.Errorf("after the reconnection, ready(%v) and Since(%v) = %v; want %v covered", head2, head, got, missed)
 	}
-	next := publish(t, b, channel, `"after"`)
-	if m := again.next(t); m.Pos != next {
+	next := servertest.Publish(t, b, channel, `"after"`)
+	if m := again.Next(t); m.Pos != next {
 		t.Errorf("delivery after resubscribing at %v, want %v", m.Pos, next)
 	}
 }
@@ -303,7 +304,7 @@ func TestOpen(t *testing.T) {
 		t.Fatal(err)
 	}
 	channel := channelName(t)
-	pos := publish(t, b, channel, `1`)
+	pos := servertest.Publish(t, b, channel, `1`)
 	if got, err := b.Since(t.Context(), channel, live.Position{Epoch: pos.Epoch}); err != nil || len(got) != 1 {
 		t.Errorf("Since = %v, %v", got, err)
 	}
@@ -326,7 +327,7 @@ func TestOpen(t *testing.T) {
 func TestCloseLeavesConnOpen(t *testing.T) {
 	url := natsURL(t)
 	b, nc, _ := newBroker(t, url, nil)
-	publish(t, b, channelName(t), `1`)
+	servertest.Publish(t, b, channelName(t), `1`)
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/go-live/live"
+	"github.com/go-live/live/internal/servertest"
 	natsbroker "github.com/go-live/live/nats"
 	"github.com/nats-io/nats.go"
 )
@@ -43,7 +44,7 @@ func startPublisher(n *node, channel string) *loadPublisher {
 			case <-tick.C:
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			pos, err := n.hub.Publish(ctx, channel, json.RawMessage(fmt.Sprint(i)))
+			pos, err := n.Hub.Publish(ctx, channel, json.RawMessage(fmt.Sprint(i)))
 			cancel()
 			p.mu.Lock()
 			if err == nil {
@@ -91,13 +92,19 @@ func (p *loadPublisher) finish() []live.Position {
 // been delivered or covered by a reset, and reports any event that does
 // not follow the one before (a gap, a duplicate, a reordering) unless it
 // follows a reset. It returns the resets.
-func checkNoSilentLoss(t *testing.T, s *stream, after live.Position, published []live.Position) (resets []event) {
+// The events in read come first, then those s sends.
+func checkNoSilentLoss(t *testing.T, read []servertest.Event, s *servertest.Stream, after live.Position, published []live.Position) (resets []servertest.Event) {
 	t.Helper()
 	last := published[len(published)-1]
 	prev := after
 	delivered := map[live.Position]bool{}
 	for prev.Epoch != last.Epoch || prev.Seq < last.Seq {
-		e := s.next(t)
+		var e servertest.Event
+		if len(read) > 0 {
+			e, read = read[0], read[1:]
+		} else {
+			e = s.Next(t)
+		}
 		if e.Event == "reset" {
 			var r struct{ Cursor string }
 			json.Unmarshal([]byte(e.Data), &r)
@@ -142,30 +149,30 @@ func TestServerRestart(t *testing.T) {
 	srv := startServer(t)
 	n := newNode(t, connect(t, srv.url()), &natsbroker.Options{StallTimeout: time.Second})
 	channel := channelName(t)
-	s := openStream(t, n.url+channel, "")
-	start := n.publish(t, channel, `"start"`)
-	if e := s.next(t); e.ID != start.String() {
+	s := servertest.OpenStream(t, n.SSE+channel, "")
+	start := n.Publish(t, channel, `"start"`)
+	if e := s.Next(t); e.ID != start.String() {
 		t.Fatalf("event %+v, want %v", e, start)
 	}
 
 	pub := startPublisher(n, channel)
 	pub.await(t, "20 publications", func(ok []live.Position, _ int) bool { return len(ok) >= 20 })
-	srv.kill()
+	srv.Kill()
 	var before int
 	pub.await(t, "3 failures while the server is down", func(ok []live.Position, failed int) bool {
 		before = len(ok)
 		return failed >= 3
 	})
-	srv.start()
+	srv.Start()
 	restarted := time.Now()
 	pub.await(t, "20 publications after the restart", func(ok []live.Position, _ int) bool { return len(ok) >= before+20 })
 	published := pub.finish()
 
 	// The first event after the restart.
 	var recovered time.Duration
-	var events []event
+	var events []servertest.Event
 	for {
-		e := s.next(t)
+		e := s.Next(t)
 		events = append(events, e)
 		pos, _ := live.ParseCursor(e.ID)
 		if e.Event == "reset" || pos.Seq > published[before-1].Seq {
@@ -173,16 +180,7 @@ func TestServerRestart(t *testing.T) {
 			break
 		}
 	}
-	replay := &stream{events: make(chan event, len(events)+len(published)+8)}
-	for _, e := range events {
-		replay.events <- e
-	}
-	go func() { // the rest of the stream, after those read
-		for e := range s.events {
-			replay.events <- e
-		}
-	}()
-	resets := checkNoSilentLoss(t, replay, start, published)
+	resets := checkNoSilentLoss(t, events, s, start, published)
 	if len(resets) > 0 {
 		t.Errorf("resets %v after a restart that kept the store, want the missed publications replayed", resets)
 	}
@@ -201,25 +199,25 @@ func TestServerRestartEmpty(t *testing.T) {
 	nc := connect(t, srv.url())
 	n := newNode(t, nc, &natsbroker.Options{StallTimeout: time.Second})
 	channel := channelName(t)
-	s := openStream(t, n.url+channel, "")
-	before := n.publish(t, channel, `"before"`)
-	if e := s.next(t); e.ID != before.String() {
+	s := servertest.OpenStream(t, n.SSE+channel, "")
+	before := n.Publish(t, channel, `"before"`)
+	if e := s.Next(t); e.ID != before.String() {
 		t.Fatalf("event %+v, want %v", e, before)
 	}
 
-	srv.kill()
+	srv.Kill()
 	ctx, cancel := context.WithTimeout(t.Context(), waitTimeout)
 	defer cancel()
 	killed := time.Now()
-	if pos, err := n.hub.Publish(ctx, channel, json.RawMessage(`"during"`)); err == nil {
+	if pos, err := n.Hub.Publish(ctx, channel, json.RawMessage(`"during"`)); err == nil {
 		t.Errorf("Publish while the server is down = %v, nil; want an error", pos)
 	} else {
 		t.Logf("Publish while the server is down failed after %v: %v", time.Since(killed).Round(time.Millisecond), err)
 	}
-	srv.wipe()
+	srv.wipe(t)
 	back := nc.StatusChanged(nats.CONNECTED)
 	defer nc.RemoveStatusListener(back)
-	srv.start()
+	srv.Start()
 	restarted := time.Now()
 	select { // publications fail until the connection is back
 	case <-back:
@@ -228,11 +226,11 @@ func TestServerRestartEmpty(t *testing.T) {
 	}
 	// Published before or after the Hub notices: either way the client
 	// gets it or a reset past it.
-	early := n.publish(t, channel, `"early"`)
+	early := n.Publish(t, channel, `"early"`)
 	if early.Epoch == before.Epoch {
 		t.Fatalf("publication after the data loss at %v, want a new epoch", early)
 	}
-	e := s.next(t)
+	e := s.Next(t)
 	var reset struct{ Reason, Cursor string }
 	json.Unmarshal([]byte(e.Data), &reset)
 	cursor, err := live.ParseCursor(reset.Cursor)
@@ -243,11 +241,11 @@ func TestServerRestartEmpty(t *testing.T) {
 	if cursor.Seq >= early.Seq {
 		want = nil // the reset covers it
 	}
-	late := n.publish(t, channel, `"late"`)
+	late := n.Publish(t, channel, `"late"`)
 	want = append(want, late.String())
 	var got []string
 	for range want {
-		got = append(got, s.next(t).ID)
+		got = append(got, s.Next(t).ID)
 	}
 	if strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("events after the reset to %v: %v, want %v", cursor, got, want)
@@ -257,8 +255,8 @@ func TestServerRestartEmpty(t *testing.T) {
 		t.Errorf("the client received again %v after the server restarted, want within %v", recovered, recoverWithin)
 	}
 
-	old := openStream(t, n.url+channel, before.String())
-	checkReset(t, old.next(t), "epoch", late)
+	old := servertest.OpenStream(t, n.SSE+channel, before.String())
+	checkReset(t, old.Next(t), "epoch", late)
 	t.Logf("the client was reset and received again %v after the server restarted empty", recovered.Round(time.Millisecond))
 }
 
@@ -272,17 +270,17 @@ func TestServerStall(t *testing.T) {
 	srv := startServer(t)
 	n := newNode(t, connect(t, srv.url()), &natsbroker.Options{StallTimeout: stall})
 	channel := channelName(t)
-	s := openStream(t, n.url+channel, "")
-	w := watch(t, n.broker, channel)
-	w.ready(t)
-	before := n.publish(t, channel, `"before"`)
-	if e := s.next(t); e.ID != before.String() {
+	s := servertest.OpenStream(t, n.SSE+channel, "")
+	w := servertest.Watch(t, n.broker, channel)
+	w.Ready(t)
+	before := n.Publish(t, channel, `"before"`)
+	if e := s.Next(t); e.ID != before.String() {
 		t.Fatalf("event %+v, want %v", e, before)
 	}
 
-	srv.stop()
+	srv.Stop()
 	stopped := time.Now()
-	err := w.failure(t, 4*stall)
+	err := w.Failure(t, 4*stall)
 	detected := time.Since(stopped)
 	if !strings.Contains(err.Error(), "stalled") {
 		t.Errorf("Subscribe during the stall = %v, want an error about a stall", err)
@@ -301,35 +299,35 @@ func TestServerStall(t *testing.T) {
 		t.Errorf("Publish while the server is stopped = %v, nil; want an error", pos)
 	}
 
-	srv.cont()
+	srv.Cont()
 	resumed := time.Now()
-	after := n.publish(t, channel, `"after"`)
+	after := n.Publish(t, channel, `"after"`)
 	// The publication attempted during the stall may have been taken (the
 	// server reads it once it resumes), so the client sees it or not, but
 	// nothing is skipped and nothing resets.
-	var events []event
+	var events []servertest.Event
 	for {
-		e := s.next(t)
+		e := s.Next(t)
 		events = append(events, e)
 		if e.ID == after.String() || e.Event == "reset" || len(events) > 2 {
 			break
 		}
 	}
-	checkContiguous(t, before.String(), events)
+	servertest.CheckContiguous(t, before.String(), events)
 	if last := events[len(events)-1]; last.ID != after.String() || last.Data != `"after"` {
 		t.Errorf("events after the stall: %+v, want %v last", events, after)
 	}
 	if d := time.Since(resumed); d > recoverWithin {
 		t.Errorf("the client received again %v after the server resumed, want within %v", d, recoverWithin)
 	}
-	if st := n.hub.Stats(); st.BrokerErrors == 0 || st.Resets != 0 {
+	if st := n.Hub.Stats(); st.BrokerErrors == 0 || st.Resets != 0 {
 		t.Errorf("Hub stats %+v, want broker errors counted and no resets", st)
 	}
 	t.Logf("the client received again %v after the server resumed", time.Since(resumed).Round(time.Millisecond))
 }
 
 // checkReset reports unless e is a reset for reason to cursor want.
-func checkReset(t *testing.T, e event, reason string, want live.Position) {
+func checkReset(t *testing.T, e servertest.Event, reason string, want live.Position) {
 	t.Helper()
 	var reset struct{ Reason, Cursor string }
 	json.Unmarshal([]byte(e.Data), &reset)

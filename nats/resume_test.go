@@ -22,13 +22,13 @@ func TestResumeWithLiveClient(t *testing.T) {
 	nodeB := newNode(t, connect(t, url), opts)
 	channel := channelName(t)
 
-	c := livetest.Connect(t, nodeA.url, channel)
-	first := nodeA.publish(t, channel, `1`)
+	c := livetest.Connect(t, nodeA.SSE, channel)
+	first := nodeA.Publish(t, channel, `1`)
 	if m := c.Next(t); m.Cursor != first.String() {
 		t.Fatalf("message %+v, want %v", m, first)
 	}
 	c.Drop() // the client reconnects to node A and resumes there
-	second := nodeB.publish(t, channel, `2`)
+	second := nodeB.Publish(t, channel, `2`)
 	if m := c.Next(t); m.Cursor != second.String() || m.Reset {
 		t.Fatalf("message after the drop %+v, want %v", m, second)
 	}
@@ -37,16 +37,16 @@ func TestResumeWithLiveClient(t *testing.T) {
 	defer cancel()
 	got := make(chan string, 16)
 	done := make(chan error, 1)
-	onB := liveclient.New(nodeB.url, &liveclient.Options{MinBackoff: 5 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
+	onB := liveclient.New(nodeB.SSE, &liveclient.Options{MinBackoff: 5 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
 	onB.SetCursor(channel, c.Cursor(channel))
-	third := nodeA.publish(t, channel, `3`)
+	third := nodeA.Publish(t, channel, `3`)
 	go func() {
 		done <- onB.Follow(ctx, []string{channel}, func(m liveclient.Message) error {
 			got <- fmt.Sprint(m.Cursor, " ", string(m.Data), " ", m.Reset)
 			return nil
 		})
 	}()
-	fourth := nodeB.publish(t, channel, `4`)
+	fourth := nodeB.Publish(t, channel, `4`)
 	want := []string{third.String() + " 3 false", fourth.String() + " 4 false"}
 	var have []string
 	for range want {

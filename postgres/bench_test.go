@@ -6,6 +6,7 @@ import (
 
 	"github.com/go-live/live"
 	"github.com/go-live/live/brokertest"
+	"github.com/go-live/live/internal/servertest"
 	pgbroker "github.com/go-live/live/postgres"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -27,7 +28,7 @@ func BenchmarkPublishDeliver(b *testing.B) {
 	schema := testSchema(b, benchPool(b, url))
 	brokertest.Benchmark(b, brokertest.BenchConfig{
 		New: func(b *testing.B) live.Broker {
-			return pgbroker.New(benchPool(b, url), &pgbroker.Options{Schema: schema, Logger: testLogger(b)})
+			return pgbroker.New(benchPool(b, url), &pgbroker.Options{Schema: schema, Logger: servertest.Logger(b)})
 		},
 		Loads: []brokertest.Load{
 			{Name: "Sequential/100B", Size: 100, Publishers: 1},

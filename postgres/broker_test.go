@@ -13,6 +13,7 @@ import (
 
 	"github.com/go-live/live"
 	"github.com/go-live/live/brokertest"
+	"github.com/go-live/live/internal/servertest"
 	pgbroker "github.com/go-live/live/postgres"
 	"github.com/google/go-cmp/cmp"
 	"github.com/jackc/pgx/v5"
@@ -24,7 +25,7 @@ func TestConformance(t *testing.T) {
 	brokertest.Run(t, brokertest.Config{
 		New: func(t *testing.T) live.Broker {
 			pool := newPool(t, url)
-			return pgbroker.New(pool, &pgbroker.Options{HistorySize: 64, Schema: testSchema(t, pool), Logger: testLogger(t)})
+			return pgbroker.New(pool, &pgbroker.Options{HistorySize: 64, Schema: testSchema(t, pool), Logger: servertest.Logger(t)})
 		},
 		HistorySize: 64,
 	})
@@ -40,7 +41,7 @@ func TestNodes(t *testing.T) {
 	schema := testSchema(t, pool)
 	brokertest.RunNodes(t, brokertest.Config{
 		New: func(t *testing.T) live.Broker {
-			return pgbroker.New(newPool(t, url), &pgbroker.Options{HistorySize: 16, Schema: schema, Logger: testLogger(t)})
+			return pgbroker.New(newPool(t, url), &pgbroker.Options{HistorySize: 16, Schema: schema, Logger: servertest.Logger(t)})
 		},
 		HistorySize: 16,
 		LoseData: func(t *testing.T) {
@@ -58,10 +59,10 @@ func TestTables(t *testing.T) {
 	url := pgURL(t)
 	b, pool, schema := newBroker(t, url, &pgbroker.Options{HistorySize: 8})
 	ctx := t.Context()
-	channel := channelName(t)
+	channel := servertest.ChannelName(t)
 	var last live.Position
 	for i := range 10 {
-		last = publish(t, b, channel, fmt.Sprint(i))
+		last = servertest.Publish(t, b, channel, fmt.Sprint(i))
 	}
 	var epoch string
 	var seq int64
@@ -94,19 +95,19 @@ func TestTables(t *testing.T) {
 func TestLargePublications(t *testing.T) {
 	url := pgURL(t)
 	b, _, _ := newBroker(t, url, nil)
-	channel := channelName(t)
-	w := watch(t, b, channel)
-	w.ready(t)
+	channel := servertest.ChannelName(t)
+	w := servertest.Watch(t, b, channel)
+	w.Ready(t)
 	var want []live.Message
 	for _, n := range []int{7800, 7900, 7990, 8000, 8100, 20000, 1 << 20} {
 		for _, unit := range []string{"x", "é", "€", "𝄞"} {
 			data := `"` + strings.Repeat(unit, n/len(unit)) + `"`
-			want = append(want, live.Message{Channel: channel, Pos: publish(t, b, channel, data), Data: []byte(data)})
+			want = append(want, live.Message{Channel: channel, Pos: servertest.Publish(t, b, channel, data), Data: []byte(data)})
 		}
 	}
 	var got []live.Message
 	for range want {
-		got = append(got, w.next(t))
+		got = append(got, w.Next(t))
 	}
 	if diff := cmp.Diff(want, got, cmp.Transformer("string", func(d json.RawMessage) string { return string(d) })); diff != "" {
 		t.Errorf("deliveries (-want +got):\n%s", diff)
@@ -120,13 +121,13 @@ func TestPublishTx(t *testing.T) {
 	url := pgURL(t)
 	b, pool, schema := newBroker(t, url, nil)
 	ctx := t.Context()
-	channel := channelName(t)
-	first := publish(t, b, channel, `"first"`) // creates the schema
+	channel := servertest.ChannelName(t)
+	first := servertest.Publish(t, b, channel, `"first"`) // creates the schema
 	if _, err := pool.Exec(ctx, "CREATE TABLE "+schema+".todos (id text PRIMARY KEY)"); err != nil {
 		t.Fatal(err)
 	}
-	w := watch(t, b, channel)
-	w.ready(t)
+	w := servertest.Watch(t, b, channel)
+	w.Ready(t)
 
 	// Rolled back: nothing is delivered, nothing is kept, the number is
 	// reused.
@@ -172,7 +173,7 @@ func TestPublishTx(t *testing.T) {
 	if committed != want.Pos {
 		t.Errorf("PublishTx = %v, want %v: the rolled back publication gives its number back", committed, want.Pos)
 	}
-	if diff := cmp.Diff(want, w.next(t)); diff != "" {
+	if diff := cmp.Diff(want, w.Next(t)); diff != "" {
 		t.Errorf("delivery (-want +got):\n%s", diff)
 	}
 	msgs, err := b.Since(ctx, channel, first)
@@ -182,8 +183,8 @@ func TestPublishTx(t *testing.T) {
 	if diff := cmp.Diff([]live.Message{want}, msgs); diff != "" {
 		t.Errorf("Since(%v) (-want +got):\n%s", first, diff)
 	}
-	if len(w.msgs) > 0 {
-		t.Errorf("also delivered %v", <-w.msgs)
+	if extra := w.Pending(); len(extra) > 0 {
+		t.Errorf("also delivered %v", extra)
 	}
 
 	for _, bad := range []string{`{"a":`, `nope`, "\"\xff\""} {
@@ -203,9 +204,9 @@ func TestPublishTx(t *testing.T) {
 func TestHistoryAge(t *testing.T) {
 	url := pgURL(t)
 	b, pool, schema := newBroker(t, url, &pgbroker.Options{HistoryAge: 50 * time.Millisecond})
-	channel := channelName(t)
-	first := publish(t, b, channel, `1`)
-	publish(t, b, channel, `2`)
+	channel := servertest.ChannelName(t)
+	first := servertest.Publish(t, b, channel, `1`)
+	servertest.Publish(t, b, channel, `2`)
 	// Gone from Seq 1 on means that both have expired.
 	start := live.Position{Epoch: first.Epoch, Seq: 1}
 
@@ -223,7 +224,7 @@ func TestHistoryAge(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond) // waiting for time to pass, which is what is tested
 	}
-	third := publish(t, b, channel, `3`)
+	third := servertest.Publish(t, b, channel, `3`)
 	got, err := b.Since(t.Context(), channel, live.Position{Epoch: first.Epoch, Seq: 2})
 	if err != nil {
 		t.Fatal(err)
@@ -244,8 +245,8 @@ func TestHistoryAge(t *testing.T) {
 func TestIdleChannelsSwept(t *testing.T) {
 	url := pgURL(t)
 	b, pool, schema := newBroker(t, url, &pgbroker.Options{HistoryAge: 100 * time.Millisecond})
-	channel := channelName(t)
-	publish(t, b, channel, `1`)
+	channel := servertest.ChannelName(t)
+	servertest.Publish(t, b, channel, `1`)
 	deadline := time.Now().Add(waitTimeout)
 	for {
 		var n int
@@ -276,10 +277,10 @@ func TestAnnouncementsOutOfTurn(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			b, pool, schema := newBroker(t, url, nil)
-			channel := channelName(t)
-			head := publish(t, b, channel, `1`)
-			w := watch(t, b, channel)
-			w.ready(t)
+			channel := servertest.ChannelName(t)
+			head := servertest.Publish(t, b, channel, `1`)
+			w := servertest.Watch(t, b, channel)
+			w.Ready(t)
 			// A stale repeat is ignored; the next one is out of turn.
 			notify := schema + ":" + notifyHash(channel)
 			for _, payload := range []string{head.Epoch + " 1 d1", fmt.Sprintf(tt.announce, head.Epoch)} {
@@ -287,11 +288,11 @@ func TestAnnouncementsOutOfTurn(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			if err := w.failure(t, waitTimeout); !strings.Contains(err.Error(), tt.want) {
+			if err := w.Failure(t, waitTimeout); !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("Subscribe = %v, want an error about %q", err, tt.want)
 			}
-			if len(w.msgs) > 0 {
-				t.Errorf("delivered %v", <-w.msgs)
+			if extra := w.Pending(); len(extra) > 0 {
+				t.Errorf("delivered %v", extra)
 			}
 		})
 	}
@@ -323,22 +324,22 @@ func listenerPID(t testing.TB, pool *pgxpool.Pool, schema string) int {
 func TestListenerKilled(t *testing.T) {
 	url := pgURL(t)
 	b, pool, schema := newBroker(t, url, nil)
-	channel := channelName(t)
-	w := watch(t, b, channel)
-	head := w.ready(t)
+	channel := servertest.ChannelName(t)
+	w := servertest.Watch(t, b, channel)
+	head := w.Ready(t)
 
 	var ok bool
 	if err := pool.QueryRow(t.Context(), "SELECT pg_terminate_backend($1)", listenerPID(t, pool, schema)).Scan(&ok); err != nil || !ok {
 		t.Fatalf("pg_terminate_backend: %v, %v", ok, err)
 	}
-	missed := publish(t, b, channel, `"while disconnected"`)
-	if err := w.failure(t, waitTimeout); !strings.Contains(err.Error(), "listening connection") {
+	missed := servertest.Publish(t, b, channel, `"while disconnected"`)
+	if err := w.Failure(t, waitTimeout); !strings.Contains(err.Error(), "listening connection") {
 		t.Errorf("Subscribe = %v, want an error about the connection", err)
 	}
 
 	// As the Hub does: subscribe again, catch up from history.
-	again := watch(t, b, channel)
-	head2 := again.ready(t)
+	again := servertest.Watch(t, b, channel)
+	head2 := again.Ready(t)
 	got, err := b.Since(t.Context(), channel, head)
 	if err != nil {
 		t.Fatal(err)
@@ -346,8 +347,8 @@ func TestListenerKilled(t *testing.T) {
 	if len(got) == 0 || got[0].Pos != missed || head2.Seq < missed.Seq {
 		t.Errorf("after the reconnection, ready(%v) and Since(%v) = %v; want %v covered", head2, head, got, missed)
 	}
-	next := publish(t, b, channel, `"after"`)
-	if m := again.next(t); m.Pos != next {
+	next := servertest.Publish(t, b, channel, `"after"`)
+	if m := again.Next(t); m.Pos != next {
 		t.Errorf("delivery after resubscribing at %v, want %v", m.Pos, next)
 	}
 	if st := b.Stats(); st.Listens != 2 || st.Failures != 1 || st.Stalls != 0 {
@@ -359,12 +360,12 @@ func TestOpen(t *testing.T) {
 	url := pgURL(t)
 	pool := newPool(t, url)
 	schema := testSchema(t, pool)
-	b, err := pgbroker.Open(url, &pgbroker.Options{Schema: schema, Logger: testLogger(t)})
+	b, err := pgbroker.Open(url, &pgbroker.Options{Schema: schema, Logger: servertest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	channel := channelName(t)
-	pos := publish(t, b, channel, `1`)
+	channel := servertest.ChannelName(t)
+	pos := servertest.Publish(t, b, channel, `1`)
 	if got, err := b.Since(t.Context(), channel, live.Position{Epoch: pos.Epoch}); err != nil || len(got) != 1 {
 		t.Errorf("Since = %v, %v", got, err)
 	}
@@ -387,8 +388,8 @@ func TestOpen(t *testing.T) {
 func TestCloseLeavesPoolOpen(t *testing.T) {
 	url := pgURL(t)
 	pool := newPool(t, url)
-	b := pgbroker.New(pool, &pgbroker.Options{Schema: testSchema(t, pool), Logger: testLogger(t)})
-	publish(t, b, channelName(t), `1`)
+	b := pgbroker.New(pool, &pgbroker.Options{Schema: testSchema(t, pool), Logger: servertest.Logger(t)})
+	servertest.Publish(t, b, servertest.ChannelName(t), `1`)
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -458,7 +459,7 @@ func TestSinceCancelled(t *testing.T) {
 	b, _, _ := newBroker(t, url, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := b.Since(ctx, channelName(t), live.Position{Epoch: "x"}); !errors.Is(err, context.Canceled) {
+	if _, err := b.Since(ctx, servertest.ChannelName(t), live.Position{Epoch: "x"}); !errors.Is(err, context.Canceled) {
 		t.Errorf("Since with a cancelled context: %v", err)
 	}
 }

@@ -10,7 +10,9 @@ import (
 	"time"
 
 	"github.com/go-live/live"
+	"github.com/go-live/live/internal/servertest"
 	"github.com/go-live/live/liveclient"
+	"github.com/go-live/live/livetest"
 	pgbroker "github.com/go-live/live/postgres"
 )
 
@@ -26,7 +28,7 @@ func publishAgain(t testing.TB, n *node, channel, data string) live.Position {
 	deadline := time.Now().Add(waitTimeout)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		pos, err := n.hub.Publish(ctx, channel, json.RawMessage(data))
+		pos, err := n.Hub.Publish(ctx, channel, json.RawMessage(data))
 		cancel()
 		if err == nil {
 			return pos
@@ -47,10 +49,10 @@ type ledger struct {
 }
 
 // readUntil reads messages from f until the one at pos.
-func (l *ledger) readUntil(t *testing.T, f *follower, pos live.Position) {
+func (l *ledger) readUntil(t *testing.T, f *livetest.Client, pos live.Position) {
 	t.Helper()
 	for {
-		m := f.next(t)
+		m := f.Next(t)
 		l.received = append(l.received, m)
 		if m.Cursor == pos.String() {
 			return
@@ -99,10 +101,10 @@ func TestListenerKilledWhileFollowing(t *testing.T) {
 	pool := newPool(t, url)
 	schema := testSchema(t, pool)
 	n := newNode(t, pool, &pgbroker.Options{Schema: schema})
-	channel := channelName(t)
-	f := follow(t, n.ws, channel, "")
+	channel := servertest.ChannelName(t)
+	f := livetest.Connect(t, n.WS, channel)
 	var l ledger
-	l.published = append(l.published, n.publish(t, channel, `"before"`))
+	l.published = append(l.published, n.Publish(t, channel, `"before"`))
 	l.readUntil(t, f, l.published[0])
 
 	pid := listenerPID(t, pool, schema)
@@ -111,7 +113,7 @@ func TestListenerKilledWhileFollowing(t *testing.T) {
 	}
 	killed := time.Now()
 	for i := range 20 {
-		l.published = append(l.published, n.publish(t, channel, fmt.Sprint(i)))
+		l.published = append(l.published, n.Publish(t, channel, fmt.Sprint(i)))
 	}
 	l.readUntil(t, f, l.published[len(l.published)-1])
 	t.Logf("the client had all %d publications %v after the kill", len(l.published)-1, time.Since(killed).Round(time.Millisecond))
@@ -136,20 +138,20 @@ func TestListenerKilledWhileFollowing(t *testing.T) {
 func TestServerRestart(t *testing.T) {
 	srv := startCluster(t)
 	n := newNode(t, newPool(t, srv.url()), &pgbroker.Options{StallTimeout: time.Second})
-	channel := channelName(t)
-	f := follow(t, n.ws, channel, "")
+	channel := servertest.ChannelName(t)
+	f := livetest.Connect(t, n.WS, channel)
 	var l ledger
-	l.published = append(l.published, n.publish(t, channel, `"before"`))
+	l.published = append(l.published, n.Publish(t, channel, `"before"`))
 	l.readUntil(t, f, l.published[0])
 
-	srv.kill()
+	srv.Kill()
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
 	defer cancel()
-	if pos, err := n.hub.Publish(ctx, channel, json.RawMessage(`"during"`)); err == nil {
+	if pos, err := n.Hub.Publish(ctx, channel, json.RawMessage(`"during"`)); err == nil {
 		t.Errorf("Publish while the server is down = %v, nil; want an error", pos)
 	}
 
-	srv.start()
+	srv.Start()
 	restarted := time.Now()
 	for i := range 5 {
 		l.published = append(l.published, publishAgain(t, n, channel, fmt.Sprint(i)))
@@ -160,7 +162,7 @@ func TestServerRestart(t *testing.T) {
 	if d > recoverWithin {
 		t.Errorf("the client received again %v after the server restarted, want within %v", d, recoverWithin)
 	}
-	t.Logf("the client received again %v after the server restarted; broker %+v, hub %+v", d.Round(time.Millisecond), n.broker.Stats(), n.hub.Stats())
+	t.Logf("the client received again %v after the server restarted; broker %+v, hub %+v", d.Round(time.Millisecond), n.broker.Stats(), n.Hub.Stats())
 }
 
 // The server stops answering (SIGSTOP of the postmaster and every
@@ -174,18 +176,18 @@ func TestServerStall(t *testing.T) {
 	srv := startCluster(t)
 	logs := &logRecorder{t: t}
 	n := newNode(t, newPool(t, srv.url()), &pgbroker.Options{StallTimeout: stall, Logger: slog.New(slog.NewTextHandler(logs, nil))})
-	channel := channelName(t)
-	f := follow(t, n.ws, channel, "")
-	w := watch(t, n.broker, channel)
-	w.ready(t)
+	channel := servertest.ChannelName(t)
+	f := livetest.Connect(t, n.WS, channel)
+	w := servertest.Watch(t, n.broker, channel)
+	w.Ready(t)
 	var l ledger
-	l.published = append(l.published, n.publish(t, channel, `"before"`))
+	l.published = append(l.published, n.Publish(t, channel, `"before"`))
 	l.readUntil(t, f, l.published[0])
-	w.next(t)
+	w.Next(t)
 
-	srv.stop()
+	srv.Stop()
 	stopped := time.Now()
-	err := w.failure(t, 4*stall)
+	err := w.Failure(t, 4*stall)
 	detected := time.Since(stopped)
 	if !strings.Contains(err.Error(), "stalled") {
 		t.Errorf("Subscribe during the stall = %v, want an error about a stall", err)
@@ -201,7 +203,7 @@ func TestServerStall(t *testing.T) {
 		t.Errorf("Publish while the server is stopped = %v, nil; want an error", pos)
 	}
 
-	srv.cont()
+	srv.Cont()
 	resumed := time.Now()
 	l.published = append(l.published, publishAgain(t, n, channel, `"after"`))
 	// The publication attempted during the stall may have been taken (the
@@ -224,7 +226,7 @@ func TestServerStall(t *testing.T) {
 	if !strings.Contains(logs.String(), "stalled") {
 		t.Errorf("the broker logged %q, want a warning about the stall", logs.String())
 	}
-	if st := n.hub.Stats(); st.BrokerErrors == 0 || st.Resets != 0 {
+	if st := n.Hub.Stats(); st.BrokerErrors == 0 || st.Resets != 0 {
 		t.Errorf("Hub stats %+v, want broker errors counted and no resets", st)
 	}
 	t.Logf("the client received again %v after the server resumed; broker %+v", d.Round(time.Millisecond), n.broker.Stats())
@@ -236,17 +238,17 @@ func TestServerStall(t *testing.T) {
 func TestFreshCluster(t *testing.T) {
 	srv := startCluster(t)
 	n := newNode(t, newPool(t, srv.url()), &pgbroker.Options{StallTimeout: time.Second})
-	channel := channelName(t)
-	f := follow(t, n.ws, channel, "")
+	channel := servertest.ChannelName(t)
+	f := livetest.Connect(t, n.WS, channel)
 	var l ledger
-	before := n.publish(t, channel, `"before"`)
+	before := n.Publish(t, channel, `"before"`)
 	l.published = append(l.published, before)
 	l.readUntil(t, f, before)
 
-	fresh := srv.initdb()
-	srv.kill()
+	fresh := srv.initdb(t)
+	srv.Kill()
 	srv.data = fresh
-	srv.start()
+	srv.Start()
 	restarted := time.Now()
 	for i := range 3 {
 		l.published = append(l.published, publishAgain(t, n, channel, fmt.Sprint(i)))

@@ -10,6 +10,7 @@ import (
 
 	"github.com/go-live/live"
 	"github.com/go-live/live/brokertest"
+	"github.com/go-live/live/internal/servertest"
 	redisbroker "github.com/go-live/live/redis"
 	"github.com/google/go-cmp/cmp"
 	"github.com/redis/go-redis/v9"
@@ -67,10 +68,10 @@ func TestKeys(t *testing.T) {
 	url := redisURL(t)
 	b, c, prefix := newBroker(t, url, &redisbroker.Options{HistorySize: 8})
 	ctx := t.Context()
-	channel := channelName(t)
+	channel := servertest.ChannelName(t)
 	var last live.Position
 	for i := range 10 {
-		last = publish(t, b, channel, fmt.Sprint(i))
+		last = servertest.Publish(t, b, channel, fmt.Sprint(i))
 	}
 	head := prefix + "{" + channel + "}:head"
 	log := prefix + "{" + channel + "}:log"
@@ -116,9 +117,9 @@ func TestKeys(t *testing.T) {
 func TestHistoryAge(t *testing.T) {
 	url := redisURL(t)
 	b, c, prefix := newBroker(t, url, &redisbroker.Options{HistoryAge: 50 * time.Millisecond})
-	channel := channelName(t)
-	first := publish(t, b, channel, `1`)
-	publish(t, b, channel, `2`)
+	channel := servertest.ChannelName(t)
+	first := servertest.Publish(t, b, channel, `1`)
+	servertest.Publish(t, b, channel, `2`)
 	start := live.Position{Epoch: first.Epoch}
 
 	deadline := time.Now().Add(waitTimeout)
@@ -135,7 +136,7 @@ func TestHistoryAge(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond) // waiting for time to pass, which is what is tested
 	}
-	third := publish(t, b, channel, `3`)
+	third := servertest.Publish(t, b, channel, `3`)
 	got, err := b.Since(t.Context(), channel, live.Position{Epoch: first.Epoch, Seq: 2})
 	if err != nil {
 		t.Fatal(err)
@@ -161,19 +162,19 @@ func TestAnnouncementsOutOfTurn(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			b, c, prefix := newBroker(t, url, nil)
-			channel := channelName(t)
-			head := publish(t, b, channel, `1`)
-			w := watch(t, b, channel)
-			w.ready(t)
+			channel := servertest.ChannelName(t)
+			head := servertest.Publish(t, b, channel, `1`)
+			w := servertest.Watch(t, b, channel)
+			w.Ready(t)
 			// A stale repeat is ignored; the next one is out of turn.
 			pubsub := prefix + "{" + channel + "}:pub"
 			c.Publish(t.Context(), pubsub, head.Epoch+" 1 d1")
 			c.Publish(t.Context(), pubsub, fmt.Sprintf(tt.announce, head.Epoch))
-			if err := w.failure(t, waitTimeout); !strings.Contains(err.Error(), tt.want) {
+			if err := w.Failure(t, waitTimeout); !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("Subscribe = %v, want an error about %q", err, tt.want)
 			}
-			if len(w.msgs) > 0 {
-				t.Errorf("delivered %v", <-w.msgs)
+			if extra := w.Pending(); len(extra) > 0 {
+				t.Errorf("delivered %v", extra)
 			}
 		})
 	}
@@ -184,9 +185,9 @@ func TestAnnouncementsOutOfTurn(t *testing.T) {
 func TestPubSubReconnectEndsSubscriptions(t *testing.T) {
 	url := redisURL(t)
 	b, c, _ := newBroker(t, url, nil)
-	channel := channelName(t)
-	w := watch(t, b, channel)
-	head := w.ready(t)
+	channel := servertest.ChannelName(t)
+	w := servertest.Watch(t, b, channel)
+	head := w.Ready(t)
 
 	// Kill our own pub/sub connection only: the server is shared.
 	name := c.Options().ClientName
@@ -212,14 +213,14 @@ func TestPubSubReconnectEndsSubscriptions(t *testing.T) {
 	if killed != 1 {
 		t.Fatalf("found %d pub/sub connections named %s, want 1:\n%s", killed, name, list)
 	}
-	missed := publish(t, b, channel, `"while disconnected"`)
-	if err := w.failure(t, waitTimeout); !strings.Contains(err.Error(), "pub/sub connection") {
+	missed := servertest.Publish(t, b, channel, `"while disconnected"`)
+	if err := w.Failure(t, waitTimeout); !strings.Contains(err.Error(), "pub/sub connection") {
 		t.Errorf("Subscribe = %v, want an error about the connection", err)
 	}
 
 	// As the Hub does: subscribe again, catch up from history.
-	again := watch(t, b, channel)
-	head2 := again.ready(t)
+	again := servertest.Watch(t, b, channel)
+	head2 := again.Ready(t)
 	got, err := b.Since(t.Context(), channel, head)
 	if err != nil {
 		t.Fatal(err)
@@ -227,8 +228,8 @@ func TestPubSubReconnectEndsSubscriptions(t *testing.T) {
 	if len(got) == 0 || got[0].Pos != missed || head2.Seq < missed.Seq {
 		t.Errorf("after the reconnection, ready(%v) and Since(%v) = %v; want %v covered", head2, head, got, missed)
 	}
-	next := publish(t, b, channel, `"after"`)
-	if m := again.next(t); m.Pos != next {
+	next := servertest.Publish(t, b, channel, `"after"`)
+	if m := again.Next(t); m.Pos != next {
 		t.Errorf("delivery after resubscribing at %v, want %v", m.Pos, next)
 	}
 }
@@ -244,13 +245,13 @@ func hasField(fields []string, f string) bool {
 
 func TestOpen(t *testing.T) {
 	url := redisURL(t)
-	prefix := "livetest:" + randomName() + ":"
+	prefix := "livetest:" + servertest.RandomName() + ":"
 	b, err := redisbroker.Open(url, &redisbroker.Options{Prefix: prefix})
 	if err != nil {
 		t.Fatal(err)
 	}
-	channel := channelName(t)
-	pos := publish(t, b, channel, `1`)
+	channel := servertest.ChannelName(t)
+	pos := servertest.Publish(t, b, channel, `1`)
 	if got, err := b.Since(t.Context(), channel, live.Position{Epoch: pos.Epoch}); err != nil || len(got) != 1 {
 		t.Errorf("Since = %v, %v", got, err)
 	}
@@ -277,7 +278,7 @@ func TestCloseLeavesClientOpen(t *testing.T) {
 	url := redisURL(t)
 	c := newClient(t, url)
 	b := redisbroker.New(c, &redisbroker.Options{Prefix: testPrefix(t, c)})
-	publish(t, b, channelName(t), `1`)
+	servertest.Publish(t, b, servertest.ChannelName(t), `1`)
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -304,7 +305,7 @@ func TestSinceCancelled(t *testing.T) {
 	b, _, _ := newBroker(t, url, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := b.Since(ctx, channelName(t), live.Position{Epoch: "x"}); !errors.Is(err, context.Canceled) {
+	if _, err := b.Since(ctx, servertest.ChannelName(t), live.Position{Epoch: "x"}); !errors.Is(err, context.Canceled) {
 		t.Errorf("Since with a cancelled context: %v", err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/go-live/live"
+	"github.com/go-live/live/internal/servertest"
 	redisbroker "github.com/go-live/live/redis"
 )
 
@@ -22,26 +23,26 @@ const recoverWithin = 5 * time.Second
 func TestRedisRestart(t *testing.T) {
 	srv := startServer(t)
 	n := newNode(t, newClient(t, srv.url()), &redisbroker.Options{StallTimeout: time.Second})
-	channel := channelName(t)
-	s := openStream(t, n.url+channel, "")
-	before := n.publish(t, channel, `"before"`)
-	if e := s.next(t); e.ID != before.String() {
+	channel := servertest.ChannelName(t)
+	s := servertest.OpenStream(t, n.SSE+channel, "")
+	before := n.Publish(t, channel, `"before"`)
+	if e := s.Next(t); e.ID != before.String() {
 		t.Fatalf("event %+v, want %v", e, before)
 	}
 
-	srv.kill()
+	srv.Kill()
 	ctx, cancel := context.WithTimeout(t.Context(), waitTimeout)
 	defer cancel()
-	if pos, err := n.hub.Publish(ctx, channel, json.RawMessage(`"during"`)); err == nil {
+	if pos, err := n.Hub.Publish(ctx, channel, json.RawMessage(`"during"`)); err == nil {
 		t.Errorf("Publish while Redis is down = %v, nil; want an error", pos)
 	}
 
-	srv.start()
+	srv.Start()
 	restarted := time.Now()
 	// Published before or after the Hub notices: either way the client
 	// gets it or a reset past it.
-	early := n.publish(t, channel, `"early"`)
-	e := s.next(t)
+	early := n.Publish(t, channel, `"early"`)
+	e := s.Next(t)
 	var reset struct{ Reason, Cursor string }
 	json.Unmarshal([]byte(e.Data), &reset)
 	cursor, err := live.ParseCursor(reset.Cursor)
@@ -52,11 +53,11 @@ func TestRedisRestart(t *testing.T) {
 	if cursor.Seq >= early.Seq {
 		want = nil // the reset covers it
 	}
-	late := n.publish(t, channel, `"late"`)
+	late := n.Publish(t, channel, `"late"`)
 	want = append(want, late.String())
 	var got []string
 	for range want {
-		got = append(got, s.next(t).ID)
+		got = append(got, s.Next(t).ID)
 	}
 	if strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("events after the reset to %v: %v, want %v", cursor, got, want)
@@ -76,18 +77,18 @@ func TestRedisStall(t *testing.T) {
 	const stall = time.Second
 	srv := startServer(t)
 	n := newNode(t, newClient(t, srv.url()), &redisbroker.Options{StallTimeout: stall})
-	channel := channelName(t)
-	s := openStream(t, n.url+channel, "")
-	w := watch(t, n.broker, channel)
-	w.ready(t)
-	before := n.publish(t, channel, `"before"`)
-	if e := s.next(t); e.ID != before.String() {
+	channel := servertest.ChannelName(t)
+	s := servertest.OpenStream(t, n.SSE+channel, "")
+	w := servertest.Watch(t, n.broker, channel)
+	w.Ready(t)
+	before := n.Publish(t, channel, `"before"`)
+	if e := s.Next(t); e.ID != before.String() {
 		t.Fatalf("event %+v, want %v", e, before)
 	}
 
-	srv.stop()
+	srv.Stop()
 	stopped := time.Now()
-	err := w.failure(t, 4*stall)
+	err := w.Failure(t, 4*stall)
 	detected := time.Since(stopped)
 	if !strings.Contains(err.Error(), "stalled") {
 		t.Errorf("Subscribe during the stall = %v, want an error about a stall", err)
@@ -103,28 +104,28 @@ func TestRedisStall(t *testing.T) {
 		t.Errorf("Publish while Redis is stopped = %v, nil; want an error", pos)
 	}
 
-	srv.cont()
+	srv.Cont()
 	resumed := time.Now()
-	after := n.publish(t, channel, `"after"`)
+	after := n.Publish(t, channel, `"after"`)
 	// The publication attempted during the stall may have been taken
 	// (Redis reads it once it resumes), so the client sees it or not, but
 	// nothing is skipped and nothing resets.
-	var events []event
+	var events []servertest.Event
 	for {
-		e := s.next(t)
+		e := s.Next(t)
 		events = append(events, e)
 		if e.ID == after.String() || e.Event == "reset" || len(events) > 2 {
 			break
 		}
 	}
-	checkContiguous(t, before.String(), events)
+	servertest.CheckContiguous(t, before.String(), events)
 	if last := events[len(events)-1]; last.ID != after.String() || last.Data != `"after"` {
 		t.Errorf("events after the stall: %+v, want %v last", events, after)
 	}
 	if d := time.Since(resumed); d > recoverWithin {
 		t.Errorf("the client received again %v after Redis resumed, want within %v", d, recoverWithin)
 	}
-	if st := n.hub.Stats(); st.BrokerErrors == 0 || st.Resets != 0 {
+	if st := n.Hub.Stats(); st.BrokerErrors == 0 || st.Resets != 0 {
 		t.Errorf("Hub stats %+v, want broker errors counted and no resets", st)
 	}
 	t.Logf("the client received again %v after Redis resumed", time.Since(resumed).Round(time.Millisecond))

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/go-live/live"
+	"github.com/go-live/live/internal/servertest"
 )
 
 // cuttable is an in-memory broker whose subscriptions can be cut, as a
@@ -148,7 +149,7 @@ func TestFollowerFillsHoles(t *testing.T) {
 	b := newCuttable(t)
 	publishN(t, b, 1, 3)
 	r := &folded{changed: make(chan struct{}, 100)}
-	startFollower(t, newFollower(b, "c", allHistory, testLogger(t), r.apply))
+	startFollower(t, newFollower(b, "c", allHistory, servertest.Logger(t), r.apply))
 	if got := r.await(t, 3); !slices.Equal(got, numbers(1, 3)) {
 		t.Errorf("after the start: %v", got)
 	}
@@ -176,7 +177,7 @@ func TestFollowerBacklog(t *testing.T) {
 	b := newCuttable(t)
 	publishN(t, b, 1, 5)
 	r := &folded{changed: make(chan struct{}, 100)}
-	startFollower(t, newFollower(b, "c", 2, testLogger(t), r.apply))
+	startFollower(t, newFollower(b, "c", 2, servertest.Logger(t), r.apply))
 	publishN(t, b, 6, 6)
 	if got := r.await(t, 3); !slices.Equal(got, numbers(4, 6)) {
 		t.Errorf("got %v, want 4 to 6", got)
@@ -189,7 +190,7 @@ func TestFollowerBacklog(t *testing.T) {
 func TestFollowerCatchUp(t *testing.T) {
 	b := newCuttable(t)
 	r := &folded{changed: make(chan struct{}, 100)}
-	f := newFollower(b, "c", allHistory, testLogger(t), r.apply)
+	f := newFollower(b, "c", allHistory, servertest.Logger(t), r.apply)
 	startFollower(t, f)
 	b.cut(t)
 	publishN(t, b, 1, 3)

@@ -1,13 +1,10 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"io"
-	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -18,6 +15,7 @@ import (
 
 	"github.com/go-live/live"
 	"github.com/go-live/live/internal/leakcheck"
+	"github.com/go-live/live/internal/servertest"
 	natsbroker "github.com/go-live/live/nats"
 	pgbroker "github.com/go-live/live/postgres"
 	redisbroker "github.com/go-live/live/redis"
@@ -30,7 +28,7 @@ import (
 func TestMain(m *testing.M) { leakcheck.Main(m) }
 
 // waitTimeout bounds every wait in these tests.
-const waitTimeout = 10 * time.Second
+const waitTimeout = servertest.Timeout
 
 // A node is one dashboard process: an app behind an HTTP server.
 type node struct {
@@ -43,7 +41,7 @@ type node struct {
 func newNode(t testing.TB, o appOptions) *node {
 	t.Helper()
 	if o.Logger == nil {
-		o.Logger = testLogger(t)
+		o.Logger = servertest.Logger(t)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
@@ -143,109 +141,6 @@ func eventually(t testing.TB, what string, cond func() bool) {
 	}
 }
 
-// testLogger logs to t, which shows the app's warnings with -v.
-func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-}
-
-type testWriter struct{ t testing.TB }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSuffix(string(p), "\n"))
-	return len(p), nil
-}
-
-// An event is one Server-Sent Event.
-type event struct {
-	ID, Event, Data string
-}
-
-// A stream reads Server-Sent Events from one response.
-type stream struct {
-	t      testing.TB
-	events chan event
-	done   chan struct{} // closed when the reader has returned
-	cancel context.CancelFunc
-}
-
-// openStream requests url, with Last-Event-ID lastID if not empty, and
-// returns once the response headers arrived: the subscription is
-// registered, so what is published next reaches it. It is closed at the
-// end of t.
-func openStream(t testing.TB, url, lastID string) *stream {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	if lastID != "" {
-		req.Header.Set("Last-Event-ID", lastID)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		cancel()
-		t.Fatalf("GET %s: %s %s", url, resp.Status, body)
-	}
-	s := &stream{t: t, events: make(chan event, 1024), done: make(chan struct{}), cancel: cancel}
-	go s.read(resp.Body)
-	t.Cleanup(s.close)
-	return s
-}
-
-func (s *stream) read(body io.ReadCloser) {
-	defer close(s.done)
-	defer close(s.events)
-	defer body.Close()
-	sc := bufio.NewScanner(body)
-	sc.Buffer(nil, 1<<20)
-	var e event
-	for sc.Scan() {
-		line := sc.Text()
-		switch {
-		case line == "":
-			if e.Data != "" || e.Event != "" {
-				s.events <- e
-			}
-			e = event{}
-		case strings.HasPrefix(line, "id: "):
-			e.ID = line[4:]
-		case strings.HasPrefix(line, "event: "):
-			e.Event = line[7:]
-		case strings.HasPrefix(line, "data: "):
-			e.Data = line[6:]
-		}
-	}
-}
-
-// close disconnects, as a browser tab that goes away.
-func (s *stream) close() {
-	s.cancel()
-	<-s.done
-}
-
-// next returns the next event.
-func (s *stream) next() event {
-	s.t.Helper()
-	select {
-	case e, ok := <-s.events:
-		if !ok {
-			s.t.Fatal("the stream ended while an event was awaited")
-		}
-		return e
-	case <-time.After(waitTimeout):
-		s.t.Fatal("no event")
-	}
-	panic("unreachable")
-}
-
 // A backend is a shared broker the multi-node tests run on. shared
 // returns a function that opens a broker as each node of one dashboard
 // would: all of them keep their data under one name that no other test or
@@ -269,8 +164,6 @@ func forEachBackend(t *testing.T, test func(t *testing.T, open func() live.Broke
 	}
 }
 
-func randomName() string { return strconv.FormatUint(rand.Uint64(), 36) }
-
 // closeAtEnd closes b at the end of t.
 func closeAtEnd(t testing.TB, b interface{ Close() error }) {
 	t.Cleanup(func() {
@@ -291,7 +184,7 @@ func redisShared(t testing.TB) func() live.Broker {
 		t.Fatal(err)
 	}
 	c := redis.NewClient(o)
-	prefix := "dashboardtest:" + randomName() + ":"
+	prefix := "dashboardtest:" + servertest.RandomName() + ":"
 	t.Cleanup(func() {
 		defer c.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
@@ -326,7 +219,7 @@ func natsShared(t testing.TB) func() live.Broker {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stream := "dashboardtest_" + randomName()
+	stream := "dashboardtest_" + servertest.RandomName()
 	t.Cleanup(func() {
 		defer nc.Close()
 		js, err := jetstream.New(nc)
@@ -342,7 +235,7 @@ func natsShared(t testing.TB) func() live.Broker {
 	})
 	return func() live.Broker {
 		t.Helper()
-		b, err := natsbroker.Open(url, &natsbroker.Options{Prefix: stream, HistoryAge: -1, Logger: testLogger(t)})
+		b, err := natsbroker.Open(url, &natsbroker.Options{Prefix: stream, HistoryAge: -1, Logger: servertest.Logger(t)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -361,7 +254,7 @@ func postgresShared(t testing.TB) func() live.Broker {
 	if err != nil {
 		t.Fatal(err)
 	}
-	schema := "dashboardtest_" + randomName()
+	schema := "dashboardtest_" + servertest.RandomName()
 	t.Cleanup(func() {
 		defer pool.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
@@ -372,7 +265,7 @@ func postgresShared(t testing.TB) func() live.Broker {
 	})
 	return func() live.Broker {
 		t.Helper()
-		b, err := pgbroker.Open(url, &pgbroker.Options{Schema: schema, HistoryAge: -1, Logger: testLogger(t)})
+		b, err := pgbroker.Open(url, &pgbroker.Options{Schema: schema, HistoryAge: -1, Logger: servertest.Logger(t)})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-live/live/internal/servertest"
 	"github.com/go-live/live/livetest"
 )
 
@@ -21,8 +22,8 @@ func TestDashboard(t *testing.T) {
 	// A node that ticks: its updates reach a stream, and its own numbers
 	// follow them.
 	n = newNode(t, appOptions{Tick: time.Millisecond})
-	s := openStream(t, n.url+"/api/live/metrics:dashboard", "")
-	data := s.next().Data
+	s := servertest.OpenStream(t, n.url+"/api/live/metrics:dashboard", "")
+	data := s.Next(t).Data
 	var update map[string]float64
 	if err := json.Unmarshal([]byte(data), &update); err != nil || update["updatedAt"] == 0 {
 		t.Fatalf("update %q: %v", data, err)
@@ -116,12 +117,12 @@ func TestActivity(t *testing.T) {
 // mutation id, which the response and the event both carry.
 func TestActivityMutationID(t *testing.T) {
 	n := newNode(t, appOptions{})
-	s := openStream(t, n.url+"/api/live/activity", "")
+	s := servertest.OpenStream(t, n.url+"/api/live/activity", "")
 	status, body := n.do("POST", "/api/activity", `{"message":"optimistic"}`, "Live-Mutation-Id", "m-123")
 	if status != http.StatusCreated {
 		t.Fatalf("POST: %d %s", status, body)
 	}
-	if ev := s.next(); !strings.Contains(ev.Data, `"mutationId":"m-123"`) {
+	if ev := s.Next(t); !strings.Contains(ev.Data, `"mutationId":"m-123"`) {
 		t.Errorf("event without the mutation id: %s", ev.Data)
 	}
 }
@@ -136,12 +137,12 @@ func TestBoard(t *testing.T) {
 	if got.Data["title"] != "Launch checklist" || got.Version != 0 {
 		t.Fatalf("GET /api/board: %+v", got)
 	}
-	s := openStream(t, n.url+"/api/live/board?version=0", "")
+	s := servertest.OpenStream(t, n.url+"/api/live/board?version=0", "")
 	if status, body := n.do("PATCH", "/api/board", `{"columns":{"todo":{"cards":{"c9":"Tell everyone"}}}}`); status != 200 {
 		t.Fatalf("PATCH: %d %s", status, body)
 	}
 	want := `{"version":1,"changes":[{"op":"add","path":"columns.todo.cards.c9","value":"Tell everyone"}]}`
-	if ev := s.next(); ev.Data != want {
+	if ev := s.Next(t); ev.Data != want {
 		t.Errorf("delta %s, want %s", ev.Data, want)
 	}
 	if status, body := n.do("PATCH", "/api/board", `{"title":"stale"}`, "If-Match", `"0"`); status != http.StatusPreconditionFailed {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/go-live/live"
+	"github.com/go-live/live/internal/servertest"
 	"github.com/go-live/live/livetest"
 )
 
@@ -24,19 +25,19 @@ func TestNodesShareActivity(t *testing.T) { forEachBackend(t, testNodesShareActi
 func testNodesShareActivity(t *testing.T, open func() live.Broker) {
 	a := newNode(t, appOptions{Broker: open()})
 	b := newNode(t, appOptions{Broker: open()})
-	sseB := openStream(t, b.url+"/api/live/activity", "")
+	sseB := servertest.OpenStream(t, b.url+"/api/live/activity", "")
 	wsB := livetest.Connect(t, "ws"+strings.TrimPrefix(b.url, "http")+"/ws", "activity")
-	sseA := openStream(t, a.url+"/api/live/activity", "")
+	sseA := servertest.OpenStream(t, a.url+"/api/live/activity", "")
 
 	created := a.add("deployed from node A")
 	wantAdd := `{"type":"add","item":{"id":"` + created.ID + `"`
-	if ev := sseB.next(); !strings.HasPrefix(ev.Data, wantAdd) {
+	if ev := sseB.Next(t); !strings.HasPrefix(ev.Data, wantAdd) {
 		t.Errorf("SSE on B after the add on A: %s", ev.Data)
 	}
 	if m := wsB.Next(t); !strings.HasPrefix(string(m.Data), wantAdd) {
 		t.Errorf("WebSocket on B after the add on A: %s", m.Data)
 	}
-	if ev := sseA.next(); !strings.HasPrefix(ev.Data, wantAdd) {
+	if ev := sseA.Next(t); !strings.HasPrefix(ev.Data, wantAdd) {
 		t.Errorf("SSE on A after its own add: %s", ev.Data)
 	}
 
@@ -46,10 +47,10 @@ func testNodesShareActivity(t *testing.T, open func() live.Broker) {
 	if status, body := b.do("PATCH", "/api/activity/"+created.ID, `{"message":"edited on B"}`); status != http.StatusOK {
 		t.Fatalf("PATCH on B: %d %s", status, body)
 	}
-	if ev := sseA.next(); !strings.Contains(ev.Data, `"type":"update"`) || !strings.Contains(ev.Data, "edited on B") {
+	if ev := sseA.Next(t); !strings.Contains(ev.Data, `"type":"update"`) || !strings.Contains(ev.Data, "edited on B") {
 		t.Errorf("SSE on A after the edit on B: %s", ev.Data)
 	}
-	sseB.next()
+	sseB.Next(t)
 	wsB.Next(t)
 
 	// An entry added on B gets an id of its own, not one A has used.
@@ -57,8 +58,8 @@ func testNodesShareActivity(t *testing.T, open func() live.Broker) {
 	if other.ID == created.ID {
 		t.Fatalf("both nodes gave out id %s", other.ID)
 	}
-	for _, s := range []*stream{sseA, sseB} {
-		if ev := s.next(); !strings.Contains(ev.Data, `"id":"`+other.ID+`"`) {
+	for _, s := range []*servertest.Stream{sseA, sseB} {
+		if ev := s.Next(t); !strings.Contains(ev.Data, `"id":"`+other.ID+`"`) {
 			t.Errorf("after the add on B: %s", ev.Data)
 		}
 	}
@@ -68,7 +69,7 @@ func testNodesShareActivity(t *testing.T, open func() live.Broker) {
 		t.Fatalf("DELETE on A of B's entry: %d", status)
 	}
 	want := `{"type":"remove","id":"` + other.ID + `"}`
-	if ev := sseB.next(); ev.Data != want {
+	if ev := sseB.Next(t); ev.Data != want {
 		t.Errorf("SSE on B after the remove on A: %s", ev.Data)
 	}
 	if m := wsB.Next(t); string(m.Data) != want {
@@ -97,14 +98,14 @@ func TestNodesShareBoard(t *testing.T) { forEachBackend(t, testNodesShareBoard) 
 func testNodesShareBoard(t *testing.T, open func() live.Broker) {
 	a := newNode(t, appOptions{Broker: open()})
 	b := newNode(t, appOptions{Broker: open()})
-	sseB := openStream(t, b.url+"/api/live/board?version=0", "")
+	sseB := servertest.OpenStream(t, b.url+"/api/live/board?version=0", "")
 	wsB := livetest.Connect(t, "ws"+strings.TrimPrefix(b.url, "http")+"/ws", "board")
 
 	if status, body := a.do("PATCH", "/api/board", `{"columns":{"todo":{"cards":{"c9":"Tell everyone"}}}}`); status != http.StatusOK {
 		t.Fatalf("PATCH on A: %d %s", status, body)
 	}
 	want := `{"version":1,"changes":[{"op":"add","path":"columns.todo.cards.c9","value":"Tell everyone"}]}`
-	if ev := sseB.next(); ev.Data != want {
+	if ev := sseB.Next(t); ev.Data != want {
 		t.Errorf("SSE on B: %s, want %s", ev.Data, want)
 	}
 	if m := wsB.Next(t); string(m.Data) != want {
@@ -113,12 +114,12 @@ func testNodesShareBoard(t *testing.T, open func() live.Broker) {
 
 	// B's value is at version 1 too: a conditional write there succeeds,
 	// and A's subscribers see it as version 2.
-	sseA := openStream(t, a.url+"/api/live/board?version=1", "")
+	sseA := servertest.OpenStream(t, a.url+"/api/live/board?version=1", "")
 	if status, body := b.do("PATCH", "/api/board", `{"columns":{"todo":{"cards":{"c1":null}}}}`, "If-Match", `"1"`); status != http.StatusOK {
 		t.Fatalf("PATCH on B at version 1: %d %s", status, body)
 	}
 	want = `{"version":2,"changes":[{"op":"remove","path":"columns.todo.cards.c1"}]}`
-	if ev := sseA.next(); ev.Data != want {
+	if ev := sseA.Next(t); ev.Data != want {
 		t.Errorf("SSE on A: %s, want %s", ev.Data, want)
 	}
 	type board struct {
@@ -146,13 +147,13 @@ func testNodesResume(t *testing.T, open func() live.Broker) {
 	a := newNode(t, appOptions{Broker: open()})
 	b := newNode(t, appOptions{Broker: open()})
 
-	s := openStream(t, a.url+"/api/live/activity", "")
+	s := servertest.OpenStream(t, a.url+"/api/live/activity", "")
 	first := a.add("one")
-	ev := s.next()
+	ev := s.Next(t)
 	if !strings.Contains(ev.Data, first.ID) || ev.ID == "" {
 		t.Fatalf("first event %+v", ev)
 	}
-	s.close() // the client goes away
+	s.Close() // the client goes away
 
 	var missed []string
 	for i, n := range []*node{a, b, a, b} {
@@ -165,7 +166,7 @@ func testNodesResume(t *testing.T, open func() live.Broker) {
 	// The hooks publish after answering, so the broker may have numbered
 	// the changes in another order than they were made: what counts is
 	// that each comes once, numbered without a gap after the cursor.
-	s = openStream(t, b.url+"/api/live/activity", ev.ID)
+	s = servertest.OpenStream(t, b.url+"/api/live/activity", ev.ID)
 	pos, err := live.ParseCursor(ev.ID)
 	if err != nil {
 		t.Fatal(err)
@@ -175,7 +176,7 @@ func testNodesResume(t *testing.T, open func() live.Broker) {
 		want[`"id":"`+id+`"`] = true
 	}
 	for i := range len(want) {
-		got := s.next()
+		got := s.Next(t)
 		p, err := live.ParseCursor(got.ID)
 		if err != nil || got.Event != "" || p.Epoch != pos.Epoch || p.Seq != pos.Seq+uint64(i)+1 {
 			t.Fatalf("resumed event %d after %s: %+v", i, pos, got)
@@ -194,7 +195,7 @@ func testNodesResume(t *testing.T, open func() live.Broker) {
 	}
 	// Then live: a change on A arrives after the replay.
 	last := a.add("live again")
-	if got := s.next(); !strings.Contains(got.Data, last.ID) {
+	if got := s.Next(t); !strings.Contains(got.Data, last.ID) {
 		t.Errorf("after the replay: %+v", got)
 	}
 
@@ -211,12 +212,12 @@ func testNodesResume(t *testing.T, open func() live.Broker) {
 		b.getJSON("/api/board", &got)
 		return got.Version == 3
 	})
-	sb := openStream(t, b.url+"/api/live/board?version=1", "")
+	sb := servertest.OpenStream(t, b.url+"/api/live/board?version=1", "")
 	for _, want := range []string{
 		`{"version":2,"changes":[{"op":"update","path":"title","value":"v2"}]}`,
 		`{"version":3,"changes":[{"op":"update","path":"title","value":"v3"}]}`,
 	} {
-		if got := sb.next(); got.Data != want {
+		if got := sb.Next(t); got.Data != want {
 			t.Errorf("board resumed on B: %s, want %s", got.Data, want)
 		}
 	}
@@ -229,9 +230,9 @@ func TestNodeJoinsLater(t *testing.T) { forEachBackend(t, testNodeJoinsLater) }
 
 func testNodeJoinsLater(t *testing.T, open func() live.Broker) {
 	a := newNode(t, appOptions{Broker: open()})
-	s := openStream(t, a.url+"/api/live/metrics:dashboard", "")
+	s := servertest.OpenStream(t, a.url+"/api/live/metrics:dashboard", "")
 	ticking := newNode(t, appOptions{Broker: open(), Tick: 5 * time.Millisecond})
-	s.next()
+	s.Next(t)
 	ticking.app.Close(t.Context()) // the numbers stop moving; closing again at the end is harmless
 
 	x := a.add("before C")

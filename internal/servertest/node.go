@@ -1,0 +1,52 @@
+package servertest
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/go-live/live"
+)
+
+// A Node is one server process of an application: a Hub on its own
+// broker, behind an HTTP server with the SSE and WebSocket handlers.
+type Node struct {
+	Hub *live.Hub
+	SSE string // the SSE handler's prefix, ending in a slash: SSE + channel
+	WS  string // the WebSocket handler's URL
+}
+
+// NewNode starts a Hub on b behind a test server. When t ends, the Hub is
+// closed, then the server; close b in a cleanup registered before.
+func NewNode(t testing.TB, b live.Broker) *Node {
+	t.Helper()
+	hub := live.NewHub(&live.Options{Broker: b, Logger: Logger(t)})
+	mux := http.NewServeMux()
+	mux.Handle("GET /live/{channel}", hub.SSEHandler())
+	mux.Handle("/ws", hub.WebSocketHandler())
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), Timeout)
+		defer cancel()
+		if err := hub.Close(ctx); err != nil {
+			t.Errorf("Hub.Close: %v", err)
+		}
+	})
+	return &Node{Hub: hub, SSE: srv.URL + "/live/", WS: "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws"}
+}
+
+// Publish publishes data through the node's Hub, failing t if it cannot.
+func (n *Node) Publish(t testing.TB, channel, data string) live.Position {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), Timeout)
+	defer cancel()
+	pos, err := n.Hub.Publish(ctx, channel, json.RawMessage(data))
+	if err != nil {
+		t.Fatalf("Hub.Publish(%q, %.40s): %v", channel, data, err)
+	}
+	return pos
+}

@@ -1,0 +1,176 @@
+package servertest
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// ProcessOptions say how to run a server.
+type ProcessOptions struct {
+	// Command returns the command that runs the server on 127.0.0.1:port.
+	// It is called for every start, so it may change between them.
+	Command func(port int) *exec.Cmd
+
+	// Ready returns nil once the server on port answers. A start calls it,
+	// with a context of a second, until it does.
+	Ready func(ctx context.Context, port int) error
+}
+
+// A Process is a private server on a free port, which a test kills,
+// pauses and restarts without disturbing the shared server the other
+// tests use. Its methods fail the test that started it.
+type Process struct {
+	Port int
+
+	t    testing.TB
+	opts ProcessOptions
+	cmd  *exec.Cmd  // nil while not running
+	exit chan error // receives what cmd's Wait returned
+	log  *syncBuffer
+}
+
+// StartProcess starts a server on a free port and waits until it is
+// ready. When t ends, the server is killed if it is running, resumed
+// first if it is paused.
+func StartProcess(t testing.TB, opts ProcessOptions) *Process {
+	t.Helper()
+	p := &Process{Port: freePort(t), t: t, opts: opts}
+	t.Cleanup(func() {
+		if p.cmd != nil {
+			p.signal(syscall.SIGCONT)
+			p.Kill()
+		}
+	})
+	p.Start()
+	return p
+}
+
+// freePort returns a TCP port on 127.0.0.1 that nothing listens on.
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// Start runs the server, again after Kill, and waits until it is ready.
+// A server that exits while starting is started again, because one killed
+// a moment ago may still hold its port or shared memory.
+func (p *Process) Start() {
+	p.t.Helper()
+	if p.cmd != nil {
+		p.t.Fatal("servertest: Start of a running server")
+	}
+	deadline := time.Now().Add(Timeout)
+	for {
+		p.log = &syncBuffer{}
+		cmd := p.opts.Command(p.Port)
+		if cmd.Stdout == nil {
+			cmd.Stdout = p.log
+		}
+		if cmd.Stderr == nil {
+			cmd.Stderr = p.log
+		}
+		if err := cmd.Start(); err != nil {
+			p.t.Fatalf("starting %s: %v", cmd.Path, err)
+		}
+		exit := make(chan error, 1)
+		go func() { exit <- cmd.Wait() }()
+		p.cmd, p.exit = cmd, exit
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			err := p.opts.Ready(ctx, p.Port)
+			cancel()
+			if err == nil {
+				return
+			}
+			select {
+			case exitErr := <-exit:
+				p.cmd = nil
+				if time.Now().After(deadline) {
+					p.t.Fatalf("%s on port %d exited: %v\n%s", cmd.Path, p.Port, exitErr, p.log)
+				}
+			case <-time.After(20 * time.Millisecond): // polling for the server to come up
+				if time.Now().After(deadline) {
+					p.t.Fatalf("%s on port %d is not ready: %v\n%s", cmd.Path, p.Port, err, p.log)
+				}
+				continue
+			}
+			break
+		}
+	}
+}
+
+// Kill ends the server, and the processes it started, as a crash would.
+func (p *Process) Kill() {
+	p.signal(syscall.SIGKILL)
+	<-p.exit
+	p.cmd = nil
+}
+
+// Stop pauses the server and its processes (SIGSTOP), as a frozen machine
+// would: connections stay open, nothing answers.
+func (p *Process) Stop() { p.signal(syscall.SIGSTOP) }
+
+// Cont resumes a server that Stop paused.
+func (p *Process) Cont() { p.signal(syscall.SIGCONT) }
+
+// signal signals the server and its children (the backends of
+// PostgreSQL, which run in sessions of their own).
+func (p *Process) signal(sig syscall.Signal) {
+	p.t.Helper()
+	if p.cmd == nil {
+		p.t.Fatal("servertest: the server is not running")
+	}
+	pid := p.cmd.Process.Pid
+	pids := []int{pid}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid …; comm may hold spaces, so split after ")".
+		fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+		if len(fields) > 1 && fields[1] == strconv.Itoa(pid) {
+			pids = append(pids, child)
+		}
+	}
+	for _, pid := range pids {
+		syscall.Kill(pid, sig)
+	}
+}
+
+// A syncBuffer keeps what a server writes, for the failure messages.
+type syncBuffer struct {
+	mu sync.Mutex // guards b
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}

@@ -1,0 +1,67 @@
+// Package servertest holds what the tests of the broker modules (redis,
+// nats, postgres) and of the examples share: a private server process on
+// a free port that a test may kill, pause and restart; a Hub behind a test
+// server; and collectors that wait for what a broker delivers or what an
+// SSE stream sends. It is for this repository's tests only; the checks a
+// broker's author needs are in the public brokertest package.
+//
+// Every wait gives up after [Timeout], failing the test, and everything
+// that is started ends with the test, through t.Cleanup.
+package servertest
+
+import (
+	"context"
+	"log/slog"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-live/live"
+)
+
+// Timeout bounds every wait in these helpers. It is generous because the
+// servers may be busy with other tests on a small CI machine.
+const Timeout = 10 * time.Second
+
+// RandomName returns a random name of lower-case letters and digits, to
+// keep the keys, schemas or streams of a test apart from those of other
+// tests and runs.
+func RandomName() string { return strconv.FormatUint(rand.Uint64(), 36) }
+
+// ChannelName returns a channel that no other test, and no other run of
+// this one, uses: the test's name, then a random suffix. When that is too
+// long its end is kept, which names the subtest.
+func ChannelName(t testing.TB) string {
+	name := strings.NewReplacer("/", ":").Replace(t.Name()) + "-" + RandomName()
+	if len(name) > live.MaxChannelLen {
+		name = name[len(name)-live.MaxChannelLen:]
+	}
+	return name
+}
+
+// Publish publishes data on channel through b, failing t if it cannot.
+func Publish(t testing.TB, b live.Broker, channel, data string) live.Position {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), Timeout)
+	defer cancel()
+	pos, err := b.Publish(ctx, channel, []byte(data))
+	if err != nil {
+		t.Fatalf("Publish(%q, %.40s): %v", channel, data, err)
+	}
+	return pos
+}
+
+// Logger returns a logger that writes warnings and errors to t, which
+// shows them with -v.
+func Logger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(logWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+type logWriter struct{ t testing.TB }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
+}

@@ -1,0 +1,122 @@
+package servertest
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-live/live"
+)
+
+// An Event is one Server-Sent Event.
+type Event struct {
+	ID, Event, Data string
+}
+
+// A Stream reads the Server-Sent Events of one response on a goroutine of
+// its own.
+type Stream struct {
+	events chan Event
+	done   chan struct{} // closed when the reader has returned
+	cancel context.CancelFunc
+}
+
+// OpenStream requests url, with Last-Event-ID lastID if it is not empty,
+// and returns once the response headers arrived: the Hub has registered
+// the subscription, so what is published next reaches it. The stream is
+// closed at the end of t.
+func OpenStream(t testing.TB, url, lastID string) *Stream {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	if lastID != "" {
+		req.Header.Set("Last-Event-ID", lastID)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		cancel()
+		t.Fatalf("GET %s: %s %s", url, resp.Status, body)
+	}
+	s := &Stream{events: make(chan Event, 1<<12), done: make(chan struct{}), cancel: cancel}
+	go s.read(resp.Body)
+	t.Cleanup(s.Close)
+	return s
+}
+
+func (s *Stream) read(body io.ReadCloser) {
+	defer close(s.done)
+	defer close(s.events)
+	defer body.Close()
+	sc := bufio.NewScanner(body)
+	sc.Buffer(nil, 1<<20)
+	var e Event
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case line == "":
+			if e.Data != "" || e.Event != "" { // bare id lines move the cursor only
+				s.events <- e
+			}
+			e = Event{}
+		case strings.HasPrefix(line, "id: "):
+			e.ID = line[4:]
+		case strings.HasPrefix(line, "event: "):
+			e.Event = line[7:]
+		case strings.HasPrefix(line, "data: "):
+			e.Data = line[6:]
+		}
+	}
+}
+
+// Close disconnects, as a browser tab that goes away. It may be called
+// again.
+func (s *Stream) Close() {
+	s.cancel()
+	<-s.done
+}
+
+// Next waits for the next event.
+func (s *Stream) Next(t testing.TB) Event {
+	t.Helper()
+	select {
+	case e, ok := <-s.events:
+		if !ok {
+			t.Fatal("the stream ended while an event was awaited")
+		}
+		return e
+	case <-time.After(Timeout):
+		t.Fatal("no event")
+	}
+	panic("unreachable")
+}
+
+// CheckContiguous reports events whose ids do not follow the one before,
+// starting after cursor: a gap, a duplicate, a reordering or a reset.
+func CheckContiguous(t testing.TB, cursor string, events []Event) {
+	t.Helper()
+	prev, err := live.ParseCursor(cursor)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range events {
+		pos, err := live.ParseCursor(e.ID)
+		if err != nil || pos.Epoch != prev.Epoch || pos.Seq != prev.Seq+1 {
+			t.Errorf("event %+v after %v: not the next position", e, prev)
+		}
+		prev = pos
+	}
+}

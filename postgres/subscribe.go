@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/go-live/live"
+	"github.com/go-live/live/internal/announce"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -23,30 +23,15 @@ type lchan struct {
 // A sub is one Subscribe call. The listener queues announcements for it;
 // the Subscribe call's own goroutine delivers them.
 type sub struct {
+	*announce.Queue
 	channel string
-	signal  chan struct{} // a message was queued or the sub failed; buffer of 1
 	active  chan struct{} // closed once the listener is listening to the channel
 
 	activated bool // guarded by Broker.mu
-
-	mu    sync.Mutex // guards queue, bytes and err
-	queue []string   // announcements, oldest first
-	bytes int
-	err   error // why the subscription can no longer be trusted
 }
-
-// Bounds of a subscription's queue. Deliveries only queue work in the Hub,
-// so a queue grows only while large publications are read from the table;
-// past these bounds the subscription fails and the Hub catches up from
-// history.
-const (
-	maxQueued      = 1 << 14
-	maxQueuedBytes = 64 << 20
-)
 
 var (
 	errStalled = errors.New("postgres listening connection stalled")
-	errBehind  = errors.New("subscription fell behind its announcements")
 	errGap     = errors.New("publications missing from the announcements")
 )
 
@@ -55,7 +40,7 @@ var (
 func (b *Broker) failLocked(err error) {
 	for _, lc := range b.chans {
 		for s := range lc.subs {
-			s.fail(err)
+			s.Fail(err)
 		}
 	}
 	b.chans = make(map[string]*lchan)
@@ -302,53 +287,8 @@ func (b *Broker) dispatch(_ *pgconn.PgConn, n *pgconn.Notification) {
 		return
 	}
 	for s := range lc.subs {
-		s.push(n.Payload)
+		s.Push(n.Payload)
 	}
-}
-
-func (s *sub) push(payload string) {
-	s.mu.Lock()
-	if s.err == nil {
-		if len(s.queue) >= maxQueued || s.bytes+len(payload) > maxQueuedBytes {
-			s.err, s.queue, s.bytes = errBehind, nil, 0
-		} else {
-			s.queue = append(s.queue, payload)
-			s.bytes += len(payload)
-		}
-	}
-	s.mu.Unlock()
-	s.notify()
-}
-
-func (s *sub) fail(err error) {
-	s.mu.Lock()
-	if s.err == nil {
-		s.err = err
-	}
-	s.mu.Unlock()
-	s.notify()
-}
-
-func (s *sub) notify() {
-	select {
-	case s.signal <- struct{}{}:
-	default:
-	}
-}
-
-// take returns the queued announcements and the failure, if any.
-func (s *sub) take() ([]string, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	q := s.queue
-	s.queue, s.bytes = nil, 0
-	return q, s.err
-}
-
-func (s *sub) failure() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.err
 }
 
 // Subscribe implements [live.Broker]. It waits until the listening
@@ -368,32 +308,26 @@ func (b *Broker) Subscribe(ctx context.Context, channel string, ready func(live.
 	if ctx.Err() != nil {
 		return nil
 	}
-	s := &sub{channel: channel, signal: make(chan struct{}, 1), active: make(chan struct{})}
+	s := &sub{Queue: announce.New(), channel: channel, active: make(chan struct{})}
 	if err := b.register(s); err != nil {
 		return fmt.Errorf("live: subscribe %q: %w", channel, err)
 	}
 	defer b.unregister(s)
 
-	for waiting := true; waiting; {
-		select {
-		case <-s.active:
-			waiting = false
-		case <-s.signal:
-			// Announcements before the LISTEN completed stay queued; they
-			// are sorted out against the head below.
-			if err := s.failure(); err != nil {
-				return fmt.Errorf("live: subscribe %q: %w", channel, err)
-			}
-		case <-ctx.Done():
-			return nil
-		}
+	// Announcements that come before the subscription is in place stay
+	// queued; they are sorted out against the head read below.
+	if err := s.Await(ctx, s.active); err != nil {
+		return fmt.Errorf("live: subscribe %q: %w", channel, err)
+	}
+	if ctx.Err() != nil {
+		return nil
 	}
 	head, err := b.head(ctx, channel)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if err := s.failure(); err != nil {
+		if err := s.Failure(); err != nil {
 			return fmt.Errorf("live: subscribe %q: %w", channel, err)
 		}
 		return fmt.Errorf("live: subscribe %q: reading the head: %w", channel, err)
@@ -401,25 +335,11 @@ func (b *Broker) Subscribe(ctx context.Context, channel string, ready func(live.
 	ready(head)
 
 	last := head
-	for {
-		batch, failed := s.take()
-		for _, a := range batch {
-			if err := b.announce(ctx, channel, &last, a, deliver); err != nil {
-				if ctx.Err() != nil {
-					return nil
-				}
-				return fmt.Errorf("live: subscribe %q after %v: %w", channel, last, err)
-			}
-		}
-		if failed != nil {
-			return fmt.Errorf("live: subscribe %q after %v: %w", channel, last, failed)
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-s.signal:
-		}
+	err = s.Drain(ctx, func(a string) error { return b.announce(ctx, channel, &last, a, deliver) })
+	if err != nil {
+		return fmt.Errorf("live: subscribe %q after %v: %w", channel, last, err)
 	}
+	return nil
 }
 
 // announce delivers the publication an announcement describes if it is the

@@ -6,11 +6,11 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/go-live/live"
+	"github.com/go-live/live/internal/announce"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -47,33 +47,17 @@ type psChan struct {
 // A sub is one Subscribe call. The reader queues announcements for it;
 // the Subscribe call's own goroutine delivers them.
 type sub struct {
+	*announce.Queue
 	name   string        // pub/sub channel
-	signal chan struct{} // a message was queued or the sub failed; buffer of 1
 	active chan struct{} // closed when the subscription is confirmed
 
 	// Guarded by Broker.mu.
 	conn      *psConn
 	want      int // confirmations of psChan needed to be active
 	activated bool
-
-	mu    sync.Mutex // guards queue, bytes and err
-	queue []string   // announcements, oldest first
-	bytes int
-	err   error // why the subscription can no longer be trusted
 }
 
-// Bounds of a subscription's queue. Deliveries only queue work in the Hub,
-// so a queue grows only while large publications are fetched; past these
-// bounds the subscription fails and the Hub catches up from history.
-const (
-	maxQueued      = 1 << 14
-	maxQueuedBytes = 64 << 20
-)
-
-var (
-	errStalled = errors.New("redis pub/sub connection stalled")
-	errBehind  = errors.New("subscription fell behind its announcements")
-)
+var errStalled = errors.New("redis pub/sub connection stalled")
 
 func (b *Broker) newConn() *psConn {
 	c := &psConn{ps: b.client.Subscribe(b.ctx), chans: make(map[string]*psChan)}
@@ -85,7 +69,7 @@ func (b *Broker) newConn() *psConn {
 func (c *psConn) failLocked(err error) {
 	for _, pc := range c.chans {
 		for s := range pc.subs {
-			s.fail(err)
+			s.Fail(err)
 		}
 	}
 }
@@ -163,7 +147,7 @@ func (b *Broker) read() {
 			b.mu.Lock()
 			if pc := c.chans[m.Channel]; pc != nil && !c.dead {
 				for s := range pc.subs {
-					s.push(m.Payload)
+					s.Push(m.Payload)
 				}
 			}
 			b.mu.Unlock()
@@ -305,51 +289,6 @@ func (b *Broker) unregister(s *sub) {
 	}
 }
 
-func (s *sub) push(payload string) {
-	s.mu.Lock()
-	if s.err == nil {
-		if len(s.queue) >= maxQueued || s.bytes+len(payload) > maxQueuedBytes {
-			s.err, s.queue, s.bytes = errBehind, nil, 0
-		} else {
-			s.queue = append(s.queue, payload)
-			s.bytes += len(payload)
-		}
-	}
-	s.mu.Unlock()
-	s.notify()
-}
-
-func (s *sub) fail(err error) {
-	s.mu.Lock()
-	if s.err == nil {
-		s.err = err
-	}
-	s.mu.Unlock()
-	s.notify()
-}
-
-func (s *sub) notify() {
-	select {
-	case s.signal <- struct{}{}:
-	default:
-	}
-}
-
-// take returns the queued announcements and the failure, if any.
-func (s *sub) take() ([]string, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	q := s.queue
-	s.queue, s.bytes = nil, 0
-	return q, s.err
-}
-
-func (s *sub) failure() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.err
-}
-
 // Subscribe implements [live.Broker]. It subscribes to the channel's
 // announcements, waits for Redis to confirm, then reads the head and calls
 // ready, so every publication after the head is announced to it. It
@@ -364,29 +303,19 @@ func (b *Broker) Subscribe(ctx context.Context, channel string, ready func(live.
 	if ctx.Err() != nil {
 		return nil
 	}
-	s := &sub{
-		name:   b.pubsubName(channel),
-		signal: make(chan struct{}, 1),
-		active: make(chan struct{}),
-	}
+	s := &sub{Queue: announce.New(), name: b.pubsubName(channel), active: make(chan struct{})}
 	if err := b.register(s); err != nil {
 		return fmt.Errorf("live: subscribe %q: %w", channel, err)
 	}
 	defer b.unregister(s)
 
-	for waiting := true; waiting; {
-		select {
-		case <-s.active:
-			waiting = false
-		case <-s.signal:
-			// Announcements before the confirmation stay queued; they
-			// precede the head read below.
-			if err := s.failure(); err != nil {
-				return fmt.Errorf("live: subscribe %q: %w", channel, err)
-			}
-		case <-ctx.Done():
-			return nil
-		}
+	// Announcements that come before the subscription is in place stay
+	// queued; they are sorted out against the head read below.
+	if err := s.Await(ctx, s.active); err != nil {
+		return fmt.Errorf("live: subscribe %q: %w", channel, err)
+	}
+	if ctx.Err() != nil {
+		return nil
 	}
 	head, err := b.head(ctx, channel)
 	if err != nil {
@@ -398,25 +327,11 @@ func (b *Broker) Subscribe(ctx context.Context, channel string, ready func(live.
 	ready(head)
 
 	last := head
-	for {
-		batch, failed := s.take()
-		for _, a := range batch {
-			if err := b.announce(ctx, channel, &last, a, deliver); err != nil {
-				if ctx.Err() != nil {
-					return nil
-				}
-				return fmt.Errorf("live: subscribe %q after %v: %w", channel, last, err)
-			}
-		}
-		if failed != nil {
-			return fmt.Errorf("live: subscribe %q after %v: %w", channel, last, failed)
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-s.signal:
-		}
+	err = s.Drain(ctx, func(a string) error { return b.announce(ctx, channel, &last, a, deliver) })
+	if err != nil {
+		return fmt.Errorf("live: subscribe %q after %v: %w", channel, last, err)
 	}
+	return nil
 }
 
 // announce delivers the publication an announcement describes if it is the

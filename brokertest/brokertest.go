@@ -132,6 +132,7 @@ func Run(t *testing.T, cfg Config) {
 			{"VisibleOnReturn", s.testVisibleOnReturn},
 			{"VisibleBeforeDelivery", s.testVisibleBeforeDelivery},
 			{"Seam", s.testSeam},
+			{"CancelledContext", s.testSinceCancelled},
 		}},
 	} {
 		t.Run(group.name, func(t *testing.T) {

@@ -103,6 +103,22 @@ func (s *suite) testSinceHead(t *testing.T) {
 	}
 }
 
+// testSinceCancelled checks that Since gives up once its context has
+// ended, as the Hub's does when a resuming client leaves.
+func (s *suite) testSinceCancelled(t *testing.T) {
+	b, h := s.history(t)
+	channel := channelName(t)
+	head := publish(t, b, channel, `1`)
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	for _, ch := range []string{channel, channelName(t)} {
+		if msgs, err := h.Since(ctx, ch, live.Position{Epoch: head.Epoch}); !errors.Is(err, context.Canceled) {
+			t.Errorf("Since(%q) with a cancelled context = [%s], %v; want an error matching context.Canceled",
+				ch, positions(msgs), err)
+		}
+	}
+}
+
 func (s *suite) testSinceEach(t *testing.T) {
 	b, h := s.history(t)
 	n := s.retained(t, 10)

@@ -1,7 +1,6 @@
 package natsbroker_test
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"strconv"
@@ -160,20 +159,7 @@ func TestHistoryAge(t *testing.T) {
 				}
 			}
 			start := live.Position{Epoch: first.Epoch}
-			deadline := time.Now().Add(waitTimeout)
-			for {
-				_, err := b.Since(t.Context(), channel, start)
-				if errors.Is(err, live.ErrGone) {
-					break
-				}
-				if err != nil {
-					t.Fatal(err)
-				}
-				if time.Now().After(deadline) {
-					t.Fatal("publications older than HistoryAge are still replayed")
-				}
-				time.Sleep(10 * time.Millisecond) // waiting for time to pass, which is what is tested
-			}
+			servertest.AwaitGone(t, b, channel, start)
 			// The numbering goes on: the channel is remembered longer.
 			published := time.Now()
 			next := servertest.Publish(t, b, channel, `"next"`)
@@ -281,19 +267,7 @@ func TestReconnectEndsSubscriptions(t *testing.T) {
 	missed := servertest.Publish(t, b, channel, `"while resubscribing"`)
 
 	// As the Hub does: subscribe again, catch up from history.
-	again := servertest.Watch(t, b, channel)
-	head2 := again.Ready(t)
-	got, err := b.Since(t.Context(), channel, head)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(got) == 0 || got[0].Pos != missed || head2.Seq < missed.Seq {
-		t.Errorf("after the reconnection, ready(%v) and Since(%v) = %v; want %v covered", head2, head, got, missed)
-	}
-	next := servertest.Publish(t, b, channel, `"after"`)
-	if m := again.Next(t); m.Pos != next {
-		t.Errorf("delivery after resubscribing at %v, want %v", m.Pos, next)
-	}
+	servertest.CatchUp(t, b, channel, head, missed)
 }
 
 func TestOpen(t *testing.T) {
@@ -381,17 +355,5 @@ func TestInvalidChannel(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "channel") {
 			t.Errorf("Subscribe(%q): %v, want an error about the channel", channel, err)
 		}
-	}
-}
-
-// Since honours its context: the Hub cancels a resume when the client
-// leaves.
-func TestSinceCancelled(t *testing.T) {
-	url := natsURL(t)
-	b, _, _ := newBroker(t, url, nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if _, err := b.Since(ctx, channelName(t), live.Position{Epoch: "x"}); !errors.Is(err, context.Canceled) {
-		t.Errorf("Since with a cancelled context: %v", err)
 	}
 }

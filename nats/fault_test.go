@@ -15,10 +15,6 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-// recoverWithin bounds how long clients may go without publications once
-// the server is back.
-const recoverWithin = 5 * time.Second
-
 // A loadPublisher publishes numbered values through a Hub every 2 ms
 // until stopped, and records what each Publish returned.
 type loadPublisher struct {
@@ -184,8 +180,8 @@ func TestServerRestart(t *testing.T) {
 	if len(resets) > 0 {
 		t.Errorf("resets %v after a restart that kept the store, want the missed publications replayed", resets)
 	}
-	if recovered > recoverWithin {
-		t.Errorf("the client received again %v after the server restarted, want within %v", recovered, recoverWithin)
+	if recovered > servertest.RecoverWithin {
+		t.Errorf("the client received again %v after the server restarted, want within %v", recovered, servertest.RecoverWithin)
 	}
 	t.Logf("%d publications, %d while down failed; the client received again %v after the server restarted",
 		len(published), pub.failed, recovered.Round(time.Millisecond))
@@ -251,8 +247,8 @@ func TestServerRestartEmpty(t *testing.T) {
 		t.Errorf("events after the reset to %v: %v, want %v", cursor, got, want)
 	}
 	recovered := time.Since(restarted)
-	if recovered > recoverWithin {
-		t.Errorf("the client received again %v after the server restarted, want within %v", recovered, recoverWithin)
+	if recovered > servertest.RecoverWithin {
+		t.Errorf("the client received again %v after the server restarted, want within %v", recovered, servertest.RecoverWithin)
 	}
 
 	old := servertest.OpenStream(t, n.SSE+channel, before.String())
@@ -278,52 +274,11 @@ func TestServerStall(t *testing.T) {
 		t.Fatalf("event %+v, want %v", e, before)
 	}
 
-	srv.Stop()
-	stopped := time.Now()
-	err := w.Failure(t, 4*stall)
-	detected := time.Since(stopped)
-	if !strings.Contains(err.Error(), "stalled") {
-		t.Errorf("Subscribe during the stall = %v, want an error about a stall", err)
-	}
-	if detected > 2*stall {
-		t.Errorf("stall detected after %v, want within about StallTimeout (%v)", detected, stall)
-	}
+	resumed := servertest.Stall(t, srv.Process, n.broker, w, channel, stall)
 	if st := n.broker.Stats(); st.Stalls == 0 {
 		t.Errorf("broker stats %+v, want the stall counted", st)
 	}
-	t.Logf("stall detected after %v: %v", detected.Round(time.Millisecond), err)
-
-	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
-	defer cancel()
-	if pos, err := n.broker.Publish(ctx, channel, []byte(`"during"`)); err == nil {
-		t.Errorf("Publish while the server is stopped = %v, nil; want an error", pos)
-	}
-
-	srv.Cont()
-	resumed := time.Now()
-	after := n.Publish(t, channel, `"after"`)
-	// The publication attempted during the stall may have been taken (the
-	// server reads it once it resumes), so the client sees it or not, but
-	// nothing is skipped and nothing resets.
-	var events []servertest.Event
-	for {
-		e := s.Next(t)
-		events = append(events, e)
-		if e.ID == after.String() || e.Event == "reset" || len(events) > 2 {
-			break
-		}
-	}
-	servertest.CheckContiguous(t, before.String(), events)
-	if last := events[len(events)-1]; last.ID != after.String() || last.Data != `"after"` {
-		t.Errorf("events after the stall: %+v, want %v last", events, after)
-	}
-	if d := time.Since(resumed); d > recoverWithin {
-		t.Errorf("the client received again %v after the server resumed, want within %v", d, recoverWithin)
-	}
-	if st := n.Hub.Stats(); st.BrokerErrors == 0 || st.Resets != 0 {
-		t.Errorf("Hub stats %+v, want broker errors counted and no resets", st)
-	}
-	t.Logf("the client received again %v after the server resumed", time.Since(resumed).Round(time.Millisecond))
+	servertest.ExpectContinued(t, n.Node, s, channel, before, resumed)
 }
 
 // checkReset reports unless e is a reset for reason to cursor want.

@@ -1,7 +1,6 @@
 package pgbroker_test
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/base32"
 	"encoding/json"
@@ -210,20 +209,7 @@ func TestHistoryAge(t *testing.T) {
 	// Gone from Seq 1 on means that both have expired.
 	start := live.Position{Epoch: first.Epoch, Seq: 1}
 
-	deadline := time.Now().Add(waitTimeout)
-	for {
-		_, err := b.Since(t.Context(), channel, start)
-		if errors.Is(err, live.ErrGone) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("publications older than HistoryAge are still replayed")
-		}
-		time.Sleep(10 * time.Millisecond) // waiting for time to pass, which is what is tested
-	}
+	servertest.AwaitGone(t, b, channel, start)
 	third := servertest.Publish(t, b, channel, `3`)
 	got, err := b.Since(t.Context(), channel, live.Position{Epoch: first.Epoch, Seq: 2})
 	if err != nil {
@@ -338,19 +324,7 @@ func TestListenerKilled(t *testing.T) {
 	}
 
 	// As the Hub does: subscribe again, catch up from history.
-	again := servertest.Watch(t, b, channel)
-	head2 := again.Ready(t)
-	got, err := b.Since(t.Context(), channel, head)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(got) == 0 || got[0].Pos != missed || head2.Seq < missed.Seq {
-		t.Errorf("after the reconnection, ready(%v) and Since(%v) = %v; want %v covered", head2, head, got, missed)
-	}
-	next := servertest.Publish(t, b, channel, `"after"`)
-	if m := again.Next(t); m.Pos != next {
-		t.Errorf("delivery after resubscribing at %v, want %v", m.Pos, next)
-	}
+	servertest.CatchUp(t, b, channel, head, missed)
 	if st := b.Stats(); st.Listens != 2 || st.Failures != 1 || st.Stalls != 0 {
 		t.Errorf("Stats = %+v, want 2 listens and 1 failure", st)
 	}
@@ -449,17 +423,5 @@ func TestInvalidChannel(t *testing.T) {
 		if err := b.Subscribe(ctx, channel, func(live.Position) {}, func(live.Message) {}); err == nil {
 			t.Errorf("Subscribe(%q) returned nil", channel)
 		}
-	}
-}
-
-// Since honours its context: the Hub cancels a resume when the client
-// leaves.
-func TestSinceCancelled(t *testing.T) {
-	url := pgURL(t)
-	b, _, _ := newBroker(t, url, nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if _, err := b.Since(ctx, servertest.ChannelName(t), live.Position{Epoch: "x"}); !errors.Is(err, context.Canceled) {
-		t.Errorf("Since with a cancelled context: %v", err)
 	}
 }

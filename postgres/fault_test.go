@@ -16,10 +16,6 @@ import (
 	pgbroker "github.com/go-live/live/postgres"
 )
 
-// recoverWithin bounds how long clients may go without publications once
-// the server is back.
-const recoverWithin = 5 * time.Second
-
 // publishAgain publishes through n until PostgreSQL takes the
 // publication, as an application retrying after an outage would, and
 // returns its position.
@@ -159,8 +155,8 @@ func TestServerRestart(t *testing.T) {
 	l.readUntil(t, f, l.published[len(l.published)-1])
 	d := time.Since(restarted)
 	l.check(t)
-	if d > recoverWithin {
-		t.Errorf("the client received again %v after the server restarted, want within %v", d, recoverWithin)
+	if d > servertest.RecoverWithin {
+		t.Errorf("the client received again %v after the server restarted, want within %v", d, servertest.RecoverWithin)
 	}
 	t.Logf("the client received again %v after the server restarted; broker %+v, hub %+v", d.Round(time.Millisecond), n.broker.Stats(), n.Hub.Stats())
 }
@@ -185,26 +181,7 @@ func TestServerStall(t *testing.T) {
 	l.readUntil(t, f, l.published[0])
 	w.Next(t)
 
-	srv.Stop()
-	stopped := time.Now()
-	err := w.Failure(t, 4*stall)
-	detected := time.Since(stopped)
-	if !strings.Contains(err.Error(), "stalled") {
-		t.Errorf("Subscribe during the stall = %v, want an error about a stall", err)
-	}
-	if detected > 2*stall {
-		t.Errorf("stall detected after %v, want within about StallTimeout (%v)", detected, stall)
-	}
-	t.Logf("stall detected after %v: %v", detected.Round(time.Millisecond), err)
-
-	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
-	defer cancel()
-	if pos, err := n.broker.Publish(ctx, channel, []byte(`"during"`)); err == nil {
-		t.Errorf("Publish while the server is stopped = %v, nil; want an error", pos)
-	}
-
-	srv.Cont()
-	resumed := time.Now()
+	resumed := servertest.Stall(t, srv.Process, n.broker, w, channel, stall)
 	l.published = append(l.published, publishAgain(t, n, channel, `"after"`))
 	// The publication attempted during the stall may have been taken (the
 	// server reads it once it resumes), so the client sees it or not, but
@@ -217,8 +194,8 @@ func TestServerStall(t *testing.T) {
 			t.Errorf("reset (%s) after the stall: nothing was lost", m.Reason)
 		}
 	}
-	if d > recoverWithin {
-		t.Errorf("the client received again %v after the server resumed, want within %v", d, recoverWithin)
+	if d > servertest.RecoverWithin {
+		t.Errorf("the client received again %v after the server resumed, want within %v", d, servertest.RecoverWithin)
 	}
 	if st := n.broker.Stats(); st.Stalls == 0 {
 		t.Errorf("broker stats %+v, want a stall counted", st)
@@ -269,8 +246,8 @@ func TestFreshCluster(t *testing.T) {
 	if reset == nil || reset.Reason != "epoch" {
 		t.Errorf("messages after the loss: %+v, want a reset (epoch)", l.received)
 	}
-	if d > recoverWithin {
-		t.Errorf("the client received again %v after the fresh server started, want within %v", d, recoverWithin)
+	if d > servertest.RecoverWithin {
+		t.Errorf("the client received again %v after the fresh server started, want within %v", d, servertest.RecoverWithin)
 	}
 	t.Logf("the client was reset and received again %v after the fresh server started", d.Round(time.Millisecond))
 }

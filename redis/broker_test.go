@@ -1,7 +1,6 @@
 package redisbroker_test
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -122,20 +121,7 @@ func TestHistoryAge(t *testing.T) {
 	servertest.Publish(t, b, channel, `2`)
 	start := live.Position{Epoch: first.Epoch}
 
-	deadline := time.Now().Add(waitTimeout)
-	for {
-		_, err := b.Since(t.Context(), channel, start)
-		if errors.Is(err, live.ErrGone) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("publications older than HistoryAge are still replayed")
-		}
-		time.Sleep(10 * time.Millisecond) // waiting for time to pass, which is what is tested
-	}
+	servertest.AwaitGone(t, b, channel, start)
 	third := servertest.Publish(t, b, channel, `3`)
 	got, err := b.Since(t.Context(), channel, live.Position{Epoch: first.Epoch, Seq: 2})
 	if err != nil {
@@ -219,19 +205,7 @@ func TestPubSubReconnectEndsSubscriptions(t *testing.T) {
 	}
 
 	// As the Hub does: subscribe again, catch up from history.
-	again := servertest.Watch(t, b, channel)
-	head2 := again.Ready(t)
-	got, err := b.Since(t.Context(), channel, head)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(got) == 0 || got[0].Pos != missed || head2.Seq < missed.Seq {
-		t.Errorf("after the reconnection, ready(%v) and Since(%v) = %v; want %v covered", head2, head, got, missed)
-	}
-	next := servertest.Publish(t, b, channel, `"after"`)
-	if m := again.Next(t); m.Pos != next {
-		t.Errorf("delivery after resubscribing at %v, want %v", m.Pos, next)
-	}
+	servertest.CatchUp(t, b, channel, head, missed)
 }
 
 func hasField(fields []string, f string) bool {
@@ -296,16 +270,4 @@ func TestNewPanicsOnBadPrefix(t *testing.T) {
 	c := redis.NewClient(&redis.Options{})
 	defer c.Close()
 	redisbroker.New(c, &redisbroker.Options{Prefix: "app:{x}:"})
-}
-
-// Since honours its context: the Hub cancels a resume when the client
-// leaves.
-func TestSinceCancelled(t *testing.T) {
-	url := redisURL(t)
-	b, _, _ := newBroker(t, url, nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if _, err := b.Since(ctx, servertest.ChannelName(t), live.Position{Epoch: "x"}); !errors.Is(err, context.Canceled) {
-		t.Errorf("Since with a cancelled context: %v", err)
-	}
 }

@@ -12,10 +12,6 @@ import (
 	redisbroker "github.com/go-live/live/redis"
 )
 
-// recoverWithin bounds how long clients may go without publications once
-// Redis is back.
-const recoverWithin = 5 * time.Second
-
 // Redis crashes and restarts without persistence while a client reads a
 // stream. Publishing fails during the outage; once Redis is back, the
 // client is told to refetch (the data, and with it the numbering, is
@@ -62,8 +58,8 @@ func TestRedisRestart(t *testing.T) {
 	if strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("events after the reset to %v: %v, want %v", cursor, got, want)
 	}
-	if d := time.Since(restarted); d > recoverWithin {
-		t.Errorf("the client received again %v after Redis restarted, want within %v", d, recoverWithin)
+	if d := time.Since(restarted); d > servertest.RecoverWithin {
+		t.Errorf("the client received again %v after Redis restarted, want within %v", d, servertest.RecoverWithin)
 	}
 	t.Logf("the client received again %v after Redis restarted", time.Since(restarted).Round(time.Millisecond))
 }
@@ -86,47 +82,6 @@ func TestRedisStall(t *testing.T) {
 		t.Fatalf("event %+v, want %v", e, before)
 	}
 
-	srv.Stop()
-	stopped := time.Now()
-	err := w.Failure(t, 4*stall)
-	detected := time.Since(stopped)
-	if !strings.Contains(err.Error(), "stalled") {
-		t.Errorf("Subscribe during the stall = %v, want an error about a stall", err)
-	}
-	if detected > 2*stall {
-		t.Errorf("stall detected after %v, want within about StallTimeout (%v)", detected, stall)
-	}
-	t.Logf("stall detected after %v: %v", detected.Round(time.Millisecond), err)
-
-	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
-	defer cancel()
-	if pos, err := n.broker.Publish(ctx, channel, []byte(`"during"`)); err == nil {
-		t.Errorf("Publish while Redis is stopped = %v, nil; want an error", pos)
-	}
-
-	srv.Cont()
-	resumed := time.Now()
-	after := n.Publish(t, channel, `"after"`)
-	// The publication attempted during the stall may have been taken
-	// (Redis reads it once it resumes), so the client sees it or not, but
-	// nothing is skipped and nothing resets.
-	var events []servertest.Event
-	for {
-		e := s.Next(t)
-		events = append(events, e)
-		if e.ID == after.String() || e.Event == "reset" || len(events) > 2 {
-			break
-		}
-	}
-	servertest.CheckContiguous(t, before.String(), events)
-	if last := events[len(events)-1]; last.ID != after.String() || last.Data != `"after"` {
-		t.Errorf("events after the stall: %+v, want %v last", events, after)
-	}
-	if d := time.Since(resumed); d > recoverWithin {
-		t.Errorf("the client received again %v after Redis resumed, want within %v", d, recoverWithin)
-	}
-	if st := n.Hub.Stats(); st.BrokerErrors == 0 || st.Resets != 0 {
-		t.Errorf("Hub stats %+v, want broker errors counted and no resets", st)
-	}
-	t.Logf("the client received again %v after Redis resumed", time.Since(resumed).Round(time.Millisecond))
+	resumed := servertest.Stall(t, srv.Process, n.broker, w, channel, stall)
+	servertest.ExpectContinued(t, n.Node, s, channel, before, resumed)
 }

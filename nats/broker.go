@@ -192,6 +192,15 @@ type Stats struct {
 	Subscriptions int64
 }
 
+// checkOptions reports options New cannot work with; Open returns it as
+// an error, New panics with it.
+func checkOptions(o *Options) error {
+	if o.Prefix != "" && !validPrefix(o.Prefix) {
+		return fmt.Errorf("natsbroker: Options.Prefix %q must be 1 to 64 characters of [A-Za-z0-9_-]", o.Prefix)
+	}
+	return nil
+}
+
 // New returns a broker that uses nc. The broker never closes nc; close it
 // after the broker.
 //
@@ -215,8 +224,8 @@ func New(nc *nats.Conn, opts *Options) *Broker {
 	if o.Prefix == "" {
 		o.Prefix = defaultPrefix
 	}
-	if !validPrefix(o.Prefix) {
-		panic(fmt.Sprintf("natsbroker: Options.Prefix %q must be 1 to 64 characters of [A-Za-z0-9_-]", o.Prefix))
+	if err := checkOptions(&o); err != nil {
+		panic(err.Error())
 	}
 	if o.StallTimeout <= 0 {
 		o.StallTimeout = defaultStall
@@ -259,6 +268,11 @@ func New(nc *nats.Conn, opts *Options) *Broker {
 // connection, which Close closes. The connection reconnects forever, and
 // publications fail at once while it is down.
 func Open(url string, opts *Options) (*Broker, error) {
+	if opts != nil {
+		if err := checkOptions(opts); err != nil {
+			return nil, err
+		}
+	}
 	nc, err := nats.Connect(url,
 		nats.Name("live"),
 		nats.MaxReconnects(-1),

@@ -75,8 +75,8 @@ import (
 type Options struct {
 	// HistorySize is how many recent publications each channel keeps for
 	// resuming clients. Default 1024. It cannot be turned off, because
-	// large publications reach subscribers through the table; a negative
-	// value panics.
+	// large publications reach subscribers through the table; Open
+	// refuses a negative value and New panics on it.
 	HistorySize int
 
 	// HistoryAge drops publications older than this from history (by the
@@ -154,6 +154,18 @@ const (
 	maxNotify = 7999
 )
 
+// checkOptions reports options New cannot work with; Open returns it as
+// an error, New panics with it.
+func checkOptions(o *Options) error {
+	if o.HistorySize < 0 {
+		return fmt.Errorf("pgbroker: Options.HistorySize %d is negative; large publications reach subscribers through the history table, so it cannot be turned off", o.HistorySize)
+	}
+	if o.Schema != "" && !validSchema(o.Schema) {
+		return fmt.Errorf("pgbroker: Options.Schema %q must be 1 to 32 characters of [a-z0-9_], not starting with a digit", o.Schema)
+	}
+	return nil
+}
+
 // New returns a broker that uses pool for publishing and reading history,
 // and opens one more connection with pool's settings for listening. The
 // broker never closes pool; close it after the broker. The listening
@@ -167,8 +179,8 @@ func New(pool *pgxpool.Pool, opts *Options) *Broker {
 	if opts != nil {
 		o = *opts
 	}
-	if o.HistorySize < 0 {
-		panic(fmt.Sprintf("pgbroker: Options.HistorySize %d is negative; large publications reach subscribers through the history table, so it cannot be turned off", o.HistorySize))
+	if err := checkOptions(&o); err != nil {
+		panic(err.Error())
 	}
 	if o.HistorySize == 0 {
 		o.HistorySize = defaultHistorySize
@@ -178,9 +190,6 @@ func New(pool *pgxpool.Pool, opts *Options) *Broker {
 	}
 	if o.Schema == "" {
 		o.Schema = defaultSchema
-	}
-	if !validSchema(o.Schema) {
-		panic(fmt.Sprintf("pgbroker: Options.Schema %q must be 1 to 32 characters of [a-z0-9_], not starting with a digit", o.Schema))
 	}
 	if o.StallTimeout <= 0 {
 		o.StallTimeout = defaultStall
@@ -246,6 +255,11 @@ func listenerConfig(pool *pgxpool.Pool, schema string, dispatch pgconn.Notificat
 // pgxpool.ParseConfig takes. Like sql.Open, it does not connect: the first
 // call that needs the database does. Close closes the pool.
 func Open(connString string, opts *Options) (*Broker, error) {
+	if opts != nil {
+		if err := checkOptions(opts); err != nil {
+			return nil, err
+		}
+	}
 	cfg, err := pgxpool.ParseConfig(connString)
 	if err != nil {
 		return nil, fmt.Errorf("pgbroker: %w", err)

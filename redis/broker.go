@@ -132,8 +132,17 @@ const (
 	inlineMax = 64 << 10
 )
 
+// checkOptions reports options New cannot work with; Open returns it as
+// an error, New panics with it.
+func checkOptions(o *Options) error {
+	if strings.ContainsAny(o.Prefix, "{}") {
+		return fmt.Errorf("redisbroker: Options.Prefix %q contains a brace, which would break the Redis Cluster hash tags", o.Prefix)
+	}
+	return nil
+}
+
 // New returns a broker that uses client. The broker never closes client;
-// close it after the broker.
+// close it after the broker. It panics on options Open would refuse.
 //
 // Publish is not idempotent: if client retries a command whose reply was
 // lost, a publication may be taken twice. Set MaxRetries: -1 in the
@@ -159,8 +168,8 @@ func New(client *redis.Client, opts *Options) *Broker {
 	if o.Prefix == "" {
 		o.Prefix = defaultPrefix
 	}
-	if strings.ContainsAny(o.Prefix, "{}") {
-		panic(fmt.Sprintf("redisbroker: Options.Prefix %q contains a brace, which would break the Redis Cluster hash tags", o.Prefix))
+	if err := checkOptions(&o); err != nil {
+		panic(err.Error())
 	}
 	if o.StallTimeout <= 0 {
 		o.StallTimeout = defaultStall
@@ -189,6 +198,11 @@ func New(client *redis.Client, opts *Options) *Broker {
 // redis.ParseURL for the query parameters). Like sql.Open, it does not
 // connect: the first Publish or Subscribe does. Close closes the client.
 func Open(url string, opts *Options) (*Broker, error) {
+	if opts != nil {
+		if err := checkOptions(opts); err != nil {
+			return nil, err
+		}
+	}
 	o, err := redis.ParseURL(url)
 	if err != nil {
 		return nil, fmt.Errorf("redisbroker: %w", err)

@@ -81,34 +81,6 @@ func (h *Hub) serveWS(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// wsTransport writes frames as WebSocket text messages.
-type wsTransport struct {
-	ws      *websocket.Conn
-	timeout time.Duration
-}
-
-func (t *wsTransport) write(ctx context.Context, batch []*frame) error {
-	ctx, cancel := context.WithTimeout(ctx, t.timeout)
-	defer cancel()
-	for _, f := range batch {
-		if f.ws == nil {
-			continue
-		}
-		if err := t.ws.Write(ctx, websocket.MessageText, f.ws); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// heartbeat pings and waits for the pong, so half-open peers and idle
-// proxies do not leave dead subscribers behind.
-func (t *wsTransport) heartbeat(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, t.timeout)
-	defer cancel()
-	return t.ws.Ping(ctx)
-}
-
 // clientFrame is a frame from a WebSocket client.
 type clientFrame struct {
 	Type    string          `json:"type"`

@@ -134,14 +134,7 @@ func (c *conn) push(f *frame) {
 		c.bytes += n
 	}
 	slow, abort := c.slow, c.abort
-	add, served := c.scheduleLocked(), c.kind != 0
-	c.mu.Unlock()
-	switch {
-	case add:
-		c.hub.writers.add(c)
-	case !served:
-		c.signal() // the connection's own goroutine writes it
-	}
+	c.unlockAndWake()
 	switch {
 	case !slow:
 	case abort != nil:
@@ -162,14 +155,7 @@ func (c *conn) pushReplay(replay, pending []*frame) {
 		c.q = append(c.q, replay...)
 		c.q = append(c.q, pending...)
 	}
-	add, served := c.scheduleLocked(), c.kind != 0
-	c.mu.Unlock()
-	switch {
-	case add:
-		c.hub.writers.add(c)
-	case !served:
-		c.signal() // the connection's own goroutine writes it
-	}
+	c.unlockAndWake()
 }
 
 func (c *conn) signal() {
@@ -335,14 +321,7 @@ func (c *conn) heartbeatDue(now time.Time) {
 	}
 	c.mu.Lock()
 	c.beat = true
-	add, served := c.scheduleLocked(), c.kind != 0
-	c.mu.Unlock()
-	switch {
-	case add:
-		c.hub.writers.add(c)
-	case !served:
-		c.signal() // the connection's own goroutine writes it
-	}
+	c.unlockAndWake()
 }
 
 // errNoPong ends a WebSocket connection whose client stopped answering.

@@ -194,10 +194,19 @@ func (c *conn) scheduleLocked() bool {
 
 func (c *conn) schedule() {
 	c.mu.Lock()
-	add := c.scheduleLocked()
+	c.unlockAndWake()
+}
+
+// unlockAndWake releases c.mu and wakes whoever writes c: the hub's
+// writers for a taken-over connection, otherwise its own goroutine.
+func (c *conn) unlockAndWake() {
+	add, served := c.scheduleLocked(), c.kind != 0
 	c.mu.Unlock()
-	if add {
+	switch {
+	case add:
 		c.hub.writers.add(c)
+	case !served:
+		c.signal()
 	}
 }
 
@@ -281,6 +290,7 @@ func (c *conn) flush() {
 	if beat {
 		c.out = c.appendHeartbeat(c.out)
 	}
+	pending := len(c.out) > 0
 	c.wmu.Unlock()
 	c.hub.stats.delivered.Add(int64(len(batch)))
 	clear(batch)
@@ -290,9 +300,6 @@ func (c *conn) flush() {
 		c.mu.Unlock()
 	}
 
-	c.wmu.Lock()
-	pending := len(c.out) > 0
-	c.wmu.Unlock()
 	switch {
 	case !pending:
 		c.idle()
@@ -304,10 +311,7 @@ func (c *conn) flush() {
 		return
 	}
 	c.wlock.Lock()
-	c.wmu.Lock()
-	buf := c.out
-	c.out = nil
-	c.wmu.Unlock()
+	buf := c.takeOut()
 	n, err := c.writeNow(buf)
 	if n < len(buf) && err == nil {
 		// The socket is full: keep the rest first in line and wait for
@@ -357,10 +361,7 @@ func (c *conn) idle() {
 func (c *conn) drain() error {
 	c.hub.drains.Add(1)
 	c.wlock.Lock()
-	c.wmu.Lock()
-	buf := c.out
-	c.out = nil
-	c.wmu.Unlock()
+	buf := c.takeOut()
 	var err error
 	if len(buf) > 0 {
 		c.nc.SetWriteDeadline(time.Now().Add(c.hub.opts.WriteTimeout))
@@ -466,20 +467,11 @@ func (c *conn) closeWith(code uint16, reason string) {
 	// client to read, so the close frame follows what was written.
 	c.nc.SetWriteDeadline(time.Now().Add(closeWait))
 	c.wlock.Lock()
-	c.wmu.Lock()
-	buf := c.out
-	c.out = nil
-	c.wmu.Unlock()
-	if c.raw != nil {
-		c.writeNow(buf)
-	} else {
-		c.nc.Write(buf)
-	}
+	c.writeLastLocked()
 	c.wlock.Unlock()
-	putOut(buf)
 }
 
-// closeWait bounds the time spent writing a close frame.
+// closeWait bounds the time spent writing last words before a close.
 const closeWait = 100 * time.Millisecond
 
 // flushNow writes what c has pending if no writer is writing it, without
@@ -488,11 +480,14 @@ func (c *conn) flushNow() {
 	if !c.wlock.TryLock() {
 		return
 	}
-	defer c.wlock.Unlock()
-	c.wmu.Lock()
-	buf := c.out
-	c.out = nil
-	c.wmu.Unlock()
+	c.writeLastLocked()
+	c.wlock.Unlock()
+}
+
+// writeLastLocked writes what c has pending as far as the socket takes it
+// within closeWait. The caller holds wlock.
+func (c *conn) writeLastLocked() {
+	buf := c.takeOut()
 	if len(buf) == 0 || c.nc == nil {
 		return
 	}
@@ -503,6 +498,15 @@ func (c *conn) flushNow() {
 		c.nc.Write(buf)
 	}
 	putOut(buf)
+}
+
+// takeOut takes c's pending output; the caller writes it or puts it back.
+func (c *conn) takeOut() []byte {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	buf := c.out
+	c.out = nil
+	return buf
 }
 
 // writeNow writes as much of b as the socket takes without waiting. The

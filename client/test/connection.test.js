@@ -3,7 +3,7 @@
 // resets.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { browserSuite } from "./harness.js";
+import { browserSuite, publishThroughDrops, range } from "./harness.js";
 
 const suite = browserSuite();
 const open = () => suite.open();
@@ -37,7 +37,6 @@ async function setup(page, options = {}) {
 }
 
 const seqs = (got) => got.map((m) => m.data.i);
-const range = (from, to) => Array.from({ length: to - from + 1 }, (_, k) => from + k);
 
 test("subscribe and receive", async () => {
   const page = await open();
@@ -100,32 +99,12 @@ test("resume after the server drops the connection: nothing lost, nothing twice"
   await page.evaluate(() => window.follow("feed"));
   const total = 600;
   const drops = 3;
-  // Publish, about 200 a second, while the server drops every WebSocket
-  // three times: a reconnection takes up to 1 s, well inside the history
-  // of 1024 publications.
-  const publishing = (async () => {
-    for (let k = 0; k < total / 10; k++) {
-      await suite.server.post("/test/publish?channel=feed&n=10");
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  })();
-  const state = () => page.evaluate(() => JSON.stringify({ got: window.got.feed.length, acks: window.acks.feed, resets: window.resets.feed, statuses: window.statuses, cursor: window.l.cursor("feed") }));
-  for (let d = 0; d < drops; d++) {
-    await page.waitForFunction((n) => window.got.feed.length >= n, ((d + 1) * total) / (drops + 2), { timeout: 10000 })
-      .catch(async (e) => assert.fail(`before drop ${d + 1}: ${e.message}: ${await state()}\n${suite.server.log()}`));
-    const dropped = await suite.server.post("/test/drop");
-    assert.ok(dropped >= 1, "the server dropped no connection");
-    await page.waitForFunction((n) => window.acks.feed >= n, d + 2, { timeout: 10000 })
-      .catch(async (e) => assert.fail(`after drop ${d + 1}: ${e.message}: ${await state()}\n${suite.server.log()}`));
-  }
-  await publishing;
-  await page.waitForFunction((n) => window.got.feed.length >= n, total);
-  await new Promise((r) => setTimeout(r, 200)); // duplicates would arrive now
+  await publishThroughDrops(suite, page, total, drops);
   const got = await page.evaluate(() => window.got.feed);
   // The publisher's payloads count 1..10 per batch: check by cursor.
   const positions = got.map((m) => Number(m.cursor.split(".")[0]));
   const first = positions[0];
-  assert.deepStrictEqual(positions, range(first, first + total - 1), "publications lost, repeated or out of order");
+  assert.deepStrictEqual(positions, range(first, first + total), "publications lost, repeated or out of order"); // and settle's
   assert.deepStrictEqual(await page.evaluate(() => window.resets.feed), [], "a reset, yet the history window covered the drops");
   const statuses = await page.evaluate(() => window.statuses.map((s) => s.status));
   assert.equal(statuses.filter((s) => s === "connected").length, drops + 1, `statuses ${statuses}`);

@@ -237,3 +237,45 @@ export function browserSuite() {
   };
   return suite;
 }
+
+/** range returns the integers from to to, inclusive. */
+export const range = (from, to) => Array.from({ length: to - from + 1 }, (_, k) => from + k);
+
+/**
+ * settle publishes one more message on channel and waits until the page,
+ * which had count of them, has it too. Publications arrive in order, so
+ * anything repeated would have arrived before it: no waiting a while for
+ * duplicates.
+ */
+export async function settle(suite, page, channel, count) {
+  await suite.server.post(`/test/publish?channel=${channel}&n=1`);
+  await page.waitForFunction(([ch, n]) => window.got[ch].length >= n, [channel, count + 1]);
+}
+
+/**
+ * publishThroughDrops publishes total messages on "feed", about 200 a
+ * second, while the server drops the page's connection drops times (a
+ * reconnection takes up to 1 s, well inside the history of 1024
+ * publications), and waits until the page has them all, then settles.
+ * The page follows "feed" and counts window.got.feed and window.acks.feed.
+ */
+export async function publishThroughDrops(suite, page, total, drops) {
+  const publishing = (async () => {
+    for (let k = 0; k < total / 10; k++) {
+      await suite.server.post("/test/publish?channel=feed&n=10");
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  })();
+  const state = () => page.evaluate(() => JSON.stringify({ got: window.got.feed.length, acks: window.acks.feed, resets: window.resets.feed, statuses: window.statuses, cursor: window.l.cursor("feed") }));
+  for (let d = 0; d < drops; d++) {
+    await page.waitForFunction((n) => window.got.feed.length >= n, ((d + 1) * total) / (drops + 2), { timeout: 10000 })
+      .catch(async (e) => assert.fail(`before drop ${d + 1}: ${e.message}: ${await state()}\n${suite.server.log()}`));
+    const dropped = await suite.server.post("/test/drop");
+    assert.ok(dropped >= 1, "the server dropped no connection");
+    await page.waitForFunction((n) => window.acks.feed >= n, d + 2, { timeout: 10000 })
+      .catch(async (e) => assert.fail(`after drop ${d + 1}: ${e.message}: ${await state()}\n${suite.server.log()}`));
+  }
+  await publishing;
+  await page.waitForFunction((n) => window.got.feed.length >= n, total);
+  await settle(suite, page, "feed", total);
+}

@@ -5,7 +5,7 @@
 // WebSocket is refused.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { browserSuite } from "./harness.js";
+import { browserSuite, publishThroughDrops, range, settle } from "./harness.js";
 
 const suite = browserSuite();
 
@@ -57,7 +57,6 @@ async function setup(page, options = {}) {
 }
 
 const seq = (cursor) => Number(cursor.split(".")[0]);
-const range = (from, to) => Array.from({ length: to - from + 1 }, (_, k) => from + k);
 
 test("sse: subscribe, receive and publish on one stream", async () => {
   const { page, streams } = await open();
@@ -119,27 +118,10 @@ test("sse: resume after the server drops the stream: nothing lost, nothing twice
   const statusesBefore = await page.evaluate(() => window.statuses.length - 1); // from the stream's "connected" on
   const total = 600;
   const drops = 3;
-  const publishing = (async () => {
-    for (let k = 0; k < total / 10; k++) {
-      await suite.server.post("/test/publish?channel=feed&n=10");
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  })();
-  const state = () => page.evaluate(() => JSON.stringify({ got: window.got.feed.length, acks: window.acks.feed, resets: window.resets.feed, statuses: window.statuses, cursor: window.l.cursor("feed") }));
-  for (let d = 0; d < drops; d++) {
-    await page.waitForFunction((n) => window.got.feed.length >= n, ((d + 1) * total) / (drops + 2), { timeout: 10000 })
-      .catch(async (e) => assert.fail(`before drop ${d + 1}: ${e.message}: ${await state()}\n${suite.server.log()}`));
-    const dropped = await suite.server.post("/test/drop");
-    assert.ok(dropped >= 1, "the server dropped no connection");
-    await page.waitForFunction((n) => window.acks.feed >= n, d + 2, { timeout: 10000 })
-      .catch(async (e) => assert.fail(`after drop ${d + 1}: ${e.message}: ${await state()}\n${suite.server.log()}`));
-  }
-  await publishing;
-  await page.waitForFunction((n) => window.got.feed.length >= n, total);
-  await new Promise((r) => setTimeout(r, 200)); // duplicates would arrive now
+  await publishThroughDrops(suite, page, total, drops);
   const got = await page.evaluate(() => window.got.feed);
   const positions = got.map((m) => seq(m.cursor));
-  assert.deepStrictEqual(positions, range(positions[0], positions[0] + total - 1), "publications lost, repeated or out of order");
+  assert.deepStrictEqual(positions, range(positions[0], positions[0] + total), "publications lost, repeated or out of order"); // and settle's
   assert.deepStrictEqual(await page.evaluate(() => window.resets.feed), [], "a reset, yet the history window covered the drops");
   const statuses = await page.evaluate((n) => window.statuses.slice(n).map((s) => s.status), statusesBefore);
   assert.equal(statuses.filter((s) => s === "connected").length, drops + 1, `statuses ${statuses}`);
@@ -300,9 +282,9 @@ test("sse: channels joining and leaving while another streams: it loses nothing 
   }
   await publishing;
   await page.waitForFunction((n) => window.got.steady.length >= n, total);
-  await new Promise((r) => setTimeout(r, 200)); // duplicates would arrive now
+  await settle(suite, page, "steady", total);
   const positions = (await page.evaluate(() => window.got.steady)).map((m) => seq(m.cursor));
-  assert.deepStrictEqual(positions, range(positions[0], positions[0] + total - 1), "publications lost, repeated or out of order");
+  assert.deepStrictEqual(positions, range(positions[0], positions[0] + total), "publications lost, repeated or out of order"); // and settle's
   assert.deepStrictEqual(await page.evaluate(() => window.resets.steady), []);
   assert.ok(streams.length >= 10 && streams.length <= 21, `${streams.length} streams for 20 changes`);
   for (const u of streams.slice(1)) assert.match(u.searchParams.get("cursor.steady"), /^\d+\.[A-Za-z0-9_-]+$/);

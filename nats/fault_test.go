@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -226,26 +225,7 @@ func TestServerRestartEmpty(t *testing.T) {
 	if early.Epoch == before.Epoch {
 		t.Fatalf("publication after the data loss at %v, want a new epoch", early)
 	}
-	e := s.Next(t)
-	var reset struct{ Reason, Cursor string }
-	json.Unmarshal([]byte(e.Data), &reset)
-	cursor, err := live.ParseCursor(reset.Cursor)
-	if e.Event != "reset" || reset.Reason != "epoch" || err != nil || cursor.Epoch != early.Epoch {
-		t.Fatalf("first event after the restart = %+v, want a reset to the new epoch %q", e, early.Epoch)
-	}
-	want := []string{early.String()}
-	if cursor.Seq >= early.Seq {
-		want = nil // the reset covers it
-	}
-	late := n.Publish(t, channel, `"late"`)
-	want = append(want, late.String())
-	var got []string
-	for range want {
-		got = append(got, s.Next(t).ID)
-	}
-	if strings.Join(got, " ") != strings.Join(want, " ") {
-		t.Errorf("events after the reset to %v: %v, want %v", cursor, got, want)
-	}
+	late := servertest.ExpectEpochReset(t, n.Node, s, channel, early)
 	recovered := time.Since(restarted)
 	if recovered > servertest.RecoverWithin {
 		t.Errorf("the client received again %v after the server restarted, want within %v", recovered, servertest.RecoverWithin)

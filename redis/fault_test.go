@@ -3,11 +3,9 @@ package redisbroker_test
 import (
 	"context"
 	"encoding/json"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/go-live/live"
 	"github.com/go-live/live/internal/servertest"
 	redisbroker "github.com/go-live/live/redis"
 )
@@ -38,26 +36,7 @@ func TestRedisRestart(t *testing.T) {
 	// Published before or after the Hub notices: either way the client
 	// gets it or a reset past it.
 	early := n.Publish(t, channel, `"early"`)
-	e := s.Next(t)
-	var reset struct{ Reason, Cursor string }
-	json.Unmarshal([]byte(e.Data), &reset)
-	cursor, err := live.ParseCursor(reset.Cursor)
-	if e.Event != "reset" || reset.Reason != "epoch" || err != nil || cursor.Epoch != early.Epoch {
-		t.Fatalf("first event after the restart = %+v, want a reset to the new epoch %q", e, early.Epoch)
-	}
-	want := []string{early.String()}
-	if cursor.Seq >= early.Seq {
-		want = nil // the reset covers it
-	}
-	late := n.Publish(t, channel, `"late"`)
-	want = append(want, late.String())
-	var got []string
-	for range want {
-		got = append(got, s.Next(t).ID)
-	}
-	if strings.Join(got, " ") != strings.Join(want, " ") {
-		t.Errorf("events after the reset to %v: %v, want %v", cursor, got, want)
-	}
+	servertest.ExpectEpochReset(t, n.Node, s, channel, early)
 	if d := time.Since(restarted); d > servertest.RecoverWithin {
 		t.Errorf("the client received again %v after Redis restarted, want within %v", d, servertest.RecoverWithin)
 	}

@@ -2,6 +2,7 @@ package servertest
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -71,6 +72,36 @@ func ExpectContinued(t testing.TB, n *Node, s *Stream, channel string, before li
 		t.Errorf("Hub stats %+v, want broker errors counted and no resets", st)
 	}
 	t.Logf("the client received again %v after the server resumed", d.Round(time.Millisecond))
+}
+
+// ExpectEpochReset checks a client that reads s through n after the
+// server lost its data, early being the first publication after that: the
+// next event is a reset with reason "epoch" to early's new epoch, then
+// come early (unless the reset's cursor covers it) and a publication made
+// now. It returns that last publication's position.
+func ExpectEpochReset(t testing.TB, n *Node, s *Stream, channel string, early live.Position) live.Position {
+	t.Helper()
+	e := s.Next(t)
+	var reset struct{ Reason, Cursor string }
+	json.Unmarshal([]byte(e.Data), &reset)
+	cursor, err := live.ParseCursor(reset.Cursor)
+	if e.Event != "reset" || reset.Reason != "epoch" || err != nil || cursor.Epoch != early.Epoch {
+		t.Fatalf("first event after the restart = %+v, want a reset to the new epoch %q", e, early.Epoch)
+	}
+	want := []string{early.String()}
+	if cursor.Seq >= early.Seq {
+		want = nil // the reset covers it
+	}
+	late := n.Publish(t, channel, `"late"`)
+	want = append(want, late.String())
+	var got []string
+	for range want {
+		got = append(got, s.Next(t).ID)
+	}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("events after the reset to %v: %v, want %v", cursor, got, want)
+	}
+	return late
 }
 
 // CatchUp checks what the Hub does after a subscription of b to channel,

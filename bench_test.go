@@ -48,59 +48,64 @@ func BenchmarkFanout(b *testing.B) {
 // BenchmarkSSE publishes to subscribers on real SSE connections over
 // loopback, client and server in this process.
 func BenchmarkSSE(b *testing.B) {
-	for _, n := range []int{1, 100, 1000} {
-		b.Run(fmt.Sprintf("subscribers=%d", n), func(b *testing.B) {
-			s := newTestServer(b, &live.Options{Heartbeat: time.Hour, MaxConnsPerIP: -1})
-			done := make(chan int, n)
-			for range n {
-				stream := openSSE(b, s.srv.URL+"/live/bench", nil)
-				go func() {
-					got := 0
-					for ev := range stream.events {
-						if ev.Data != "" {
-							got++
-							if got == b.N {
-								break
-							}
-						}
-					}
-					done <- got
-				}()
-			}
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := range b.N {
-				s.publish(b, "bench", map[string]int{"i": i})
-			}
-			for range n {
-				if got := <-done; got != b.N {
-					b.Fatalf("a subscriber got %d of %d", got, b.N)
+	benchmarkStreams(b, func(b *testing.B, s *testServer) <-chan bool {
+		stream := openSSE(b, s.srv.URL+"/live/bench", nil)
+		data := make(chan bool)
+		go func() {
+			defer close(data)
+			for ev := range stream.events {
+				if ev.Data != "" && !sendUntil(data, stream.ctx.Done()) {
+					return
 				}
 			}
-			b.StopTimer()
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/(float64(b.N)*float64(n)), "ns/delivery")
-		})
-	}
+		}()
+		return data
+	})
 }
 
 // BenchmarkWebSocket publishes to subscribers on real WebSocket
 // connections over loopback, client and server in this process.
 func BenchmarkWebSocket(b *testing.B) {
+	benchmarkStreams(b, func(b *testing.B, s *testServer) <-chan bool {
+		ws := dialWS(b, s.wsURL(), nil)
+		ws.subscribe(b, "bench")
+		data := make(chan bool)
+		go func() {
+			defer close(data)
+			for f := range ws.frames {
+				if f.Type == "data" && !sendUntil(data, ws.quit) {
+					return
+				}
+			}
+		}()
+		return data
+	})
+}
+
+// sendUntil signals one publication on c, unless quit closes first.
+func sendUntil(c chan<- bool, quit <-chan struct{}) bool {
+	select {
+	case c <- true:
+		return true
+	case <-quit:
+		return false
+	}
+}
+
+// benchmarkStreams publishes b.N times to n subscribers, each opened by
+// subscribe, whose channel signals every publication it receives.
+func benchmarkStreams(b *testing.B, subscribe func(*testing.B, *testServer) <-chan bool) {
 	for _, n := range []int{1, 100, 1000} {
 		b.Run(fmt.Sprintf("subscribers=%d", n), func(b *testing.B) {
 			s := newTestServer(b, &live.Options{Heartbeat: time.Hour, MaxConnsPerIP: -1})
 			done := make(chan int, n)
 			for range n {
-				ws := dialWS(b, s.wsURL(), nil)
-				ws.subscribe(b, "bench")
+				data := subscribe(b, s)
 				go func() {
 					got := 0
-					for f := range ws.frames {
-						if f.Type == "data" {
-							got++
-							if got == b.N {
-								break
-							}
+					for range data {
+						if got++; got == b.N {
+							break
 						}
 					}
 					done <- got

@@ -281,12 +281,15 @@ func (h *Hub) Close(ctx context.Context) error {
 	h.cancel()
 	// Connections served by the writers have no goroutine watching the
 	// hub: end them here.
+	// One deadline for all: clients that do not read delay Close by
+	// closeWait in all, not each.
+	until := time.Now().Add(closeWait)
 	for _, c := range taken {
 		c.mu.Lock()
 		kind := c.kind
 		c.mu.Unlock()
 		if kind != 0 {
-			c.closeWith(statusGoingAway, "server shutting down")
+			c.closeWith(statusGoingAway, "server shutting down", until)
 			c.kill(ErrClosed)
 		}
 	}

@@ -164,7 +164,7 @@ func (c *conn) takeOver(nc net.Conn, kind int, head []byte) {
 	select {
 	case <-c.hub.done:
 		// Close may have looked for taken-over connections before this one.
-		c.closeWith(statusGoingAway, "server shutting down")
+		c.closeWith(statusGoingAway, "server shutting down", time.Now().Add(closeWait))
 		c.kill(ErrClosed)
 	default:
 	}
@@ -261,7 +261,7 @@ func (c *conn) flush() {
 	c.beat = false
 	c.mu.Unlock()
 	if slow {
-		c.closeWith(statusTryAgainLater, "too slow: resume with your cursors")
+		c.closeWith(statusTryAgainLater, "too slow: resume with your cursors", time.Now().Add(closeWait))
 		c.fail(errSlow)
 		return
 	}
@@ -449,8 +449,8 @@ func appendWSHeader(b []byte, op byte, n int) []byte {
 }
 
 // closeWith sends a WebSocket close frame, if c is one, as far as the
-// socket takes it now.
-func (c *conn) closeWith(code uint16, reason string) {
+// socket takes it by until.
+func (c *conn) closeWith(code uint16, reason string, until time.Time) {
 	if c.kind != kindWS {
 		return
 	}
@@ -465,9 +465,9 @@ func (c *conn) closeWith(code uint16, reason string) {
 	c.wmu.Unlock()
 	// Take the write turn from whoever has it, bounding a wait for the
 	// client to read, so the close frame follows what was written.
-	c.nc.SetWriteDeadline(time.Now().Add(closeWait))
+	c.nc.SetWriteDeadline(until)
 	c.wlock.Lock()
-	c.writeLastLocked()
+	c.writeLastLocked(until)
 	c.wlock.Unlock()
 }
 
@@ -480,13 +480,13 @@ func (c *conn) flushNow() {
 	if !c.wlock.TryLock() {
 		return
 	}
-	c.writeLastLocked()
+	c.writeLastLocked(time.Now().Add(closeWait))
 	c.wlock.Unlock()
 }
 
 // writeLastLocked writes what c has pending as far as the socket takes it
-// within closeWait. The caller holds wlock.
-func (c *conn) writeLastLocked() {
+// by until. The caller holds wlock.
+func (c *conn) writeLastLocked(until time.Time) {
 	buf := c.takeOut()
 	if len(buf) == 0 || c.nc == nil {
 		return
@@ -494,7 +494,7 @@ func (c *conn) writeLastLocked() {
 	if c.raw != nil {
 		c.writeNow(buf)
 	} else {
-		c.nc.SetWriteDeadline(time.Now().Add(closeWait))
+		c.nc.SetWriteDeadline(until)
 		c.nc.Write(buf)
 	}
 	putOut(buf)

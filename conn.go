@@ -115,19 +115,22 @@ func (c *conn) allowPublish(now time.Time) bool {
 	return true
 }
 
-// push queues f. It never blocks; when the queue is over its bounds it
+// push queues f. It never blocks; when the queue is at its bounds it
 // applies the hub's SlowPolicy.
 func (c *conn) push(f *frame) {
 	if f == nil {
 		return
 	}
-	n := f.size()
+	n := f.cost()
 	c.mu.Lock()
 	if c.slow || c.ended || (c.skip != nil && c.skipLocked(f)) {
 		c.mu.Unlock()
 		return
 	}
-	if c.bytes+n > c.hub.opts.QueueBytes || len(c.q) >= c.hub.opts.QueueMessages {
+	// The bounds apply to what is queued before f, so the queue holds at
+	// most one frame beyond them: one publication larger than QueueBytes
+	// reaches a client that keeps up instead of evicting it.
+	if c.bytes >= c.hub.opts.QueueBytes || len(c.q) >= c.hub.opts.QueueMessages {
 		c.overflowLocked(f)
 	} else {
 		c.q = append(c.q, f)
@@ -216,7 +219,7 @@ func (c *conn) overflowLocked(f *frame) {
 		}
 		bytes := 0
 		for _, g := range kept {
-			bytes += g.size()
+			bytes += g.cost()
 		}
 		if bytes <= c.hub.opts.QueueBytes && len(kept) <= c.hub.opts.QueueMessages {
 			c.q, c.bytes = append(c.q, kept...), bytes

@@ -14,9 +14,15 @@
 // or at separate paths, as a React app written for WebSocket at /ws and
 // EventSource at /api/live/{channel} expects:
 //
-//	mux.Handle("/ws", hub.WebSocketHandler())
+//	mux.Handle("GET /ws", hub.WebSocketHandler())
 //	mux.Handle("GET /api/live/{channel}", hub.SSEHandler())
+//	mux.Handle("GET /api/live", hub.SSEHandler()) // ?channels=a,b
 //	mux.Handle("POST /api/live/{channel}", hub.PublishHandler())
+//
+// A URL that names a channel serves that channel only, so middleware that
+// guards a route by r.PathValue("channel") guards what the hub serves
+// there. WebSockets and multiplexed streams, at URLs that name no
+// channel, ask [Options].Authorize for each channel.
 //
 // Call [Hub.Close] when the server shuts down; see its example.
 //
@@ -72,7 +78,8 @@
 //
 // Decide who may subscribe and publish with [Options].Authorize. Browsers
 // from other origins are refused unless [Options].OriginPatterns admits
-// them. Frames, bodies, subscriptions per connection and the queue of
+// them, on every endpoint, a State's included, which also takes writes
+// only as JSON. Frames, bodies, subscriptions per connection and the queue of
 // each client are bounded; a client that cannot keep up is disconnected
 // (or reset, see [SlowPolicy]) without slowing anyone else. On state
 // channels it receives the latest value instead, and on list channels

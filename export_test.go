@@ -193,3 +193,17 @@ func (h *Hub) QueuedBytes() int { return h.queuedBytes() }
 // Drains counts the goroutines started to write to connections that
 // cannot be written without blocking.
 func (h *Hub) Drains() int64 { return h.drains.Load() }
+
+// MemoryChannels returns how many channels b keeps.
+func MemoryChannels(b *MemoryBroker) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.channels)
+}
+
+// HubChannels returns how many channels h keeps.
+func HubChannels(h *Hub) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.channels)
+}

@@ -23,6 +23,10 @@ type frame struct {
 // size is what the frame counts against a queue's byte bound.
 func (f *frame) size() int { return len(f.sse) + len(f.ws) }
 
+// cost is what f adds to a connection's queue: the bytes of the larger
+// encoding, since a connection is written one of them.
+func (f *frame) cost() int { return max(len(f.sse), len(f.ws)) }
+
 // quote returns s as a JSON string. Channel names and cursors need no
 // escaping, but messages may hold anything.
 func quote(s string) []byte {

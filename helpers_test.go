@@ -36,6 +36,7 @@ func newTestServer(t testing.TB, opts *live.Options) *testServer {
 	mux := http.NewServeMux()
 	mux.Handle("/live/", hub)
 	mux.Handle("/ws", hub.WebSocketHandler())
+	mux.Handle("GET /api/live", hub.SSEHandler()) // ?channels=a,b: what live.js streams
 	mux.Handle("GET /api/live/{channel}", hub.SSEHandler())
 	mux.Handle("POST /api/live/{channel}", hub.PublishHandler())
 	srv := httptest.NewUnstartedServer(mux)

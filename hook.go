@@ -25,7 +25,7 @@ const MutationIDHeader = "Live-Mutation-Id"
 
 const (
 	maxMutationID   = 128
-	defaultMaxBody  = 1 << 20
+	eventRoom       = 1 << 10 // what an event adds around a response body
 	defaultIDField  = "id"
 	hookLogMessage  = "live: hook published nothing; subscribers missed a change"
 	hookPublishFail = "live: hook publish failed; subscribers missed a change"
@@ -64,7 +64,9 @@ type HookOptions struct {
 	// MaxBody bounds the response bytes the hook keeps to publish. A
 	// longer response still reaches the client intact, but nothing is
 	// published for it (unless the handler called [SetEvent]) and the
-	// loss is logged. Default 1 MiB.
+	// loss is logged and counted. Default: the largest publication the
+	// Hub accepts (half of Options.QueueBytes) less 1 KiB for the event
+	// around the body, 511 KiB with the Hub's defaults.
 	MaxBody int
 
 	// Version, if set, returns the current version of the resource a
@@ -138,7 +140,7 @@ func (h *Hub) Hook(opts HookOptions) func(http.Handler) http.Handler {
 		opts.IDField = defaultIDField
 	}
 	if opts.MaxBody <= 0 {
-		opts.MaxBody = defaultMaxBody
+		opts.MaxBody = max(h.maxPublication()-eventRoom, 1)
 	}
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"mime"
 	"net/http"
 	"net/url"
 	"path"
@@ -130,11 +131,26 @@ func (h *Hub) servePreflight(w http.ResponseWriter, r *http.Request) {
 	if !h.allowOrigin(w, r) {
 		return
 	}
+	h.answerPreflight(w, "GET, POST")
+}
+
+// answerPreflight answers a preflight that allowOrigin admitted.
+func (h *Hub) answerPreflight(w http.ResponseWriter, methods string) {
 	hd := w.Header()
-	hd.Set("Access-Control-Allow-Methods", "GET, POST")
-	hd.Set("Access-Control-Allow-Headers", "Content-Type, Last-Event-ID, Authorization")
+	hd.Set("Access-Control-Allow-Methods", methods)
+	hd.Set("Access-Control-Allow-Headers", "Content-Type, Last-Event-ID, Authorization, If-Match, Live-Mutation-Id")
 	hd.Set("Access-Control-Max-Age", "600")
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// isJSON reports whether a Content-Type names JSON: application/json, or
+// any type with the +json suffix, with or without parameters.
+func isJSON(contentType string) bool {
+	t, _, err := mime.ParseMediaType(contentType)
+	if err != nil {
+		return false
+	}
+	return t == "application/json" || (strings.HasPrefix(t, "application/") && strings.HasSuffix(t, "+json"))
 }
 
 // publishReply answers a successful HTTP publish. "success" keeps the
@@ -152,7 +168,11 @@ func (h *Hub) servePublish(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "publish with POST")
 		return
 	}
-	channel := channelOf(r)
+	channel := pathChannel(r)
+	if channel == "" {
+		writeError(w, http.StatusBadRequest, "bad_channel", "the URL names no channel: publish at …/{channel}")
+		return
+	}
 	if err := ValidChannel(channel); err != nil {
 		writeError(w, http.StatusBadRequest, "bad_channel", err.Error())
 		return
@@ -176,6 +196,10 @@ func (h *Hub) servePublish(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		if errors.Is(err, ErrClosed) {
 			writeError(w, http.StatusServiceUnavailable, "closed", "the live hub is shutting down")
+			return
+		}
+		if errors.Is(err, ErrTooLarge) {
+			writeError(w, http.StatusRequestEntityTooLarge, "too_large", "the publication is larger than subscribers' queues allow")
 			return
 		}
 		h.opts.Logger.Warn("live: publish failed", "channel", channel, "err", err)

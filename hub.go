@@ -47,9 +47,16 @@ type Options struct {
 	MaxSubscriptions int
 
 	// QueueBytes and QueueMessages bound each connection's queue of
-	// frames waiting to be written. Defaults 1 MiB and 4096. What a
-	// resuming client missed is queued on top of them (the broker's history
-	// bounds it), so that a long resume is not taken for a slow client.
+	// frames waiting to be written. Defaults 1 MiB and 4096. A frame is
+	// admitted while the queue is under its bounds, so the queue holds at
+	// most one frame beyond them. What a resuming client missed is queued
+	// on top of them (the broker's history bounds it), so that a long
+	// resume is not taken for a slow client.
+	//
+	// A publication may be at most half of QueueBytes (512 KiB by
+	// default): Publish refuses larger ones with ErrTooLarge and counts
+	// them in Stats.TooLarge, so that one publication never fills a
+	// client's queue and evicts every subscriber as slow.
 	QueueBytes    int
 	QueueMessages int
 
@@ -246,6 +253,10 @@ func (h *Hub) publish(ctx context.Context, channel string, data []byte) (Positio
 		return Position{}, fmt.Errorf("live: publish %q: %w", channel, ErrClosed)
 	default:
 	}
+	if max := h.maxPublication(); len(data) > max {
+		h.stats.tooLarge.Add(1)
+		return Position{}, fmt.Errorf("live: publish %q: %d bytes, more than %d (half of Options.QueueBytes): %w", channel, len(data), max, ErrTooLarge)
+	}
 	pos, err := h.broker.Publish(ctx, channel, data)
 	if err != nil {
 		h.stats.brokerErrors.Add(1)
@@ -254,6 +265,9 @@ func (h *Hub) publish(ctx context.Context, channel string, data []byte) (Positio
 	h.stats.published.Add(1)
 	return pos, nil
 }
+
+// maxPublication is the largest publication the hub accepts.
+func (h *Hub) maxPublication() int { return h.opts.QueueBytes / 2 }
 
 // Close ends every stream (WebSocket connections get status 1001, going
 // away; SSE streams end, and EventSource reconnects elsewhere or later),
@@ -413,7 +427,7 @@ func (h *Hub) heartbeat() error {
 type counters struct {
 	connections, subscriptions                   atomic.Int64
 	published, delivered, replayed, resets, slow atomic.Int64
-	brokerErrors, hookDropped, writes            atomic.Int64
+	brokerErrors, hookDropped, writes, tooLarge  atomic.Int64
 	resetsBy                                     map[string]*atomic.Int64 // fixed keys: read-only map
 }
 
@@ -449,6 +463,7 @@ type Stats struct {
 	SlowClients   int64            // times a client overflowed its queue
 	BrokerErrors  int64            // failed broker publishes and broken subscriptions
 	HookDropped   int64            // successful requests whose Hub.Hook event could not be published
+	TooLarge      int64            // publications refused with ErrTooLarge
 }
 
 // Stats returns the Hub's counters.
@@ -465,6 +480,7 @@ func (h *Hub) Stats() Stats {
 		SlowClients:   s.slow.Load(),
 		BrokerErrors:  s.brokerErrors.Load(),
 		HookDropped:   s.hookDropped.Load(),
+		TooLarge:      s.tooLarge.Load(),
 		ResetsBy:      make(map[string]int64, len(s.resetsBy)),
 	}
 	for r, n := range s.resetsBy {
@@ -477,13 +493,24 @@ func (h *Hub) Stats() Stats {
 //
 //	mux.Handle("/live/", hub)
 //
-// A WebSocket upgrade at any path opens a multiplexed connection; GET
-// /live/{channel} streams the channel as SSE; POST /live/{channel}
-// publishes the request body; OPTIONS answers CORS preflights. The
-// channel is the {channel} path value when the pattern has one, otherwise
-// the last path segment.
+// GET /live/{channel} streams the channel as SSE and GET
+// /live/?channels=a,b several on one stream; a WebSocket upgrade at
+// /live/ opens a multiplexed connection; POST /live/{channel} publishes
+// the request body; OPTIONS answers CORS preflights. The channel is the
+// {channel} path value when the pattern has one, otherwise the last path
+// segment.
+//
+// A URL that names a channel serves that channel only: ?channels= and
+// WebSocket upgrades there are refused with 400, and no query parameter
+// picks another channel. A guard that protects a route by its path
+// therefore protects what the hub serves on it; multiplexed streams and
+// WebSockets, at URLs that name no channel, rely on Options.Authorize.
 func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if isWebSocket(r) {
+		if ch := pathChannel(r); ch != "" {
+			refuseChannelSocket(w, ch)
+			return
+		}
 		h.serveWS(w, r)
 		return
 	}
@@ -500,12 +527,20 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// SSEHandler returns a handler that streams one channel as Server-Sent
-// Events, for example at "GET /api/live/{channel}".
+// SSEHandler returns a handler that streams Server-Sent Events: one
+// channel at a route with a {channel} wildcard, for example
+// "GET /api/live/{channel}", and several (?channels=a,b, the multiplexed
+// stream live.js falls back to) at a route without one, for example
+// "GET /api/live". A route with {channel} streams only that channel:
+// ?channels= there is refused with 400. (On routers that set no
+// Request.Pattern, the last path segment names the channel, and the
+// multiplexed stream is served at a path ending in "/".)
 func (h *Hub) SSEHandler() http.Handler { return http.HandlerFunc(h.serveSSE) }
 
 // WebSocketHandler returns a handler that accepts multiplexed WebSocket
-// connections, for example at "/ws".
+// connections, for example at "GET /ws". It refuses upgrades on a route
+// with a {channel} wildcard: a WebSocket may ask for any channel, which
+// would walk around a guard on the route's path.
 func (h *Hub) WebSocketHandler() http.Handler { return http.HandlerFunc(h.serveWS) }
 
 // PublishHandler returns a handler that publishes a POSTed JSON body on

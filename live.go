@@ -30,6 +30,11 @@ var (
 	// ErrUnknownChannel is what an Authorize hook returns for a channel the
 	// application does not serve: HTTP requests then get 404, not 403.
 	ErrUnknownChannel = errors.New("live: unknown channel")
+
+	// ErrTooLarge reports a publication larger than half of
+	// [Options].QueueBytes, which the Hub refuses: a client's queue must
+	// hold it and what follows it.
+	ErrTooLarge = errors.New("live: publication too large")
 )
 
 // Position locates a publication on a channel. Seq counts publications on
@@ -65,11 +70,21 @@ func ParseCursor(s string) (Position, error) {
 	if !ok || !validEpoch(epoch) {
 		return Position{}, fmt.Errorf("live: malformed cursor %.80q", s)
 	}
-	seq, err := strconv.ParseUint(seqPart, 10, 64)
-	if err != nil || (len(seqPart) > 1 && seqPart[0] == '0') {
+	seq, ok := parseSeq(seqPart)
+	if !ok {
 		return Position{}, fmt.Errorf("live: malformed cursor %.80q", s)
 	}
 	return Position{Epoch: epoch, Seq: seq}, nil
+}
+
+// parseSeq parses a sequence number or version the one way the hub writes
+// them: decimal digits, without a sign or leading zeros.
+func parseSeq(s string) (uint64, bool) {
+	if len(s) > 1 && s[0] == '0' || len(s) > 0 && (s[0] == '+' || s[0] == '-') {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(s, 10, 64)
+	return n, err == nil
 }
 
 func validEpoch(e string) bool {

@@ -26,17 +26,21 @@ type MemoryOptions struct {
 // the Hub's default. Publish delivers synchronously to every subscriber of
 // the channel, in order, so it costs one deliver call per subscribing Hub.
 //
-// A channel that has no subscriber and no retained history is forgotten;
-// when it is used again it starts a new epoch, so old cursors reset
-// instead of resuming into the wrong numbering.
+// A channel that has no subscriber and no retained history is forgotten:
+// at once when its last subscriber leaves, otherwise by a sweep every
+// 1024 publications. A channel forgotten after publications starts a new
+// epoch when it is used again, so old cursors reset instead of resuming
+// into the wrong numbering; one that never had a publication keeps its
+// epoch, so a client that comes back to it resumes without a reset
+// (unless another channel's numbering was forgotten meanwhile).
 type MemoryBroker struct {
 	size  int
 	age   time.Duration
 	epoch string // random per broker; a channel's epoch adds its generation
 
-	mu       sync.Mutex // guards channels, gen, closed and sweepIn
+	mu       sync.Mutex // guards channels, gen, closed and sweepIn; taken before a memChannel's
 	channels map[string]*memChannel
-	gen      uint64
+	gen      uint64 // new channels' epoch suffix; it moves on when a numbering is forgotten
 	closed   bool
 	sweepIn  int
 	done     chan struct{} // closed by Close
@@ -122,7 +126,6 @@ func (b *MemoryBroker) channel(name string, create bool) (*memChannel, error) {
 				b.mu.Unlock()
 				return nil, nil
 			}
-			b.gen++
 			c = &memChannel{epoch: b.epoch + strconv.FormatUint(b.gen, 36)}
 			if b.size > 0 {
 				c.ring = make([]memEntry, 0, min(b.size, 16))
@@ -234,7 +237,15 @@ func (b *MemoryBroker) Subscribe(ctx context.Context, channel string, ready func
 			break
 		}
 	}
+	idle := len(c.subs) == 0
 	c.mu.Unlock()
+	if idle {
+		b.mu.Lock()
+		if b.channels[channel] == c {
+			b.forgetLocked(channel, c, time.Now())
+		}
+		b.mu.Unlock()
+	}
 	return err
 }
 
@@ -276,13 +287,23 @@ func (b *MemoryBroker) sweep() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for name, c := range b.channels {
-		c.mu.Lock()
-		b.expireLocked(c, now)
-		if len(c.subs) == 0 && c.n == 0 {
-			c.dead = true
-			delete(b.channels, name)
-		}
-		c.mu.Unlock()
+		b.forgetLocked(name, c, now)
+	}
+}
+
+// forgetLocked forgets c, the record of channel name, if it has neither
+// subscribers nor history left at now. b.mu is held.
+func (b *MemoryBroker) forgetLocked(name string, c *memChannel, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	b.expireLocked(c, now)
+	if len(c.subs) > 0 || c.n > 0 {
+		return
+	}
+	c.dead = true
+	delete(b.channels, name)
+	if c.seq > 0 && c.epoch == b.epoch+strconv.FormatUint(b.gen, 36) {
+		b.gen++ // a numbering is lost: the channel's next life needs another epoch
 	}
 }
 

@@ -34,6 +34,7 @@ func (h *Hub) MetricsHandler() http.Handler {
 		metric("live_slow_clients_total", "counter", "Times a client overflowed its queue.", st.SlowClients)
 		metric("live_broker_errors_total", "counter", "Failed broker publishes and broken subscriptions.", st.BrokerErrors)
 		metric("live_hook_dropped_total", "counter", "Successful requests whose hook event was not published.", st.HookDropped)
+		metric("live_too_large_total", "counter", "Publications refused as larger than half of the client queue.", st.TooLarge)
 		b.WriteString("# HELP live_resets_total Reset frames sent, by reason.\n# TYPE live_resets_total counter\n")
 		reasons := make([]string, 0, len(st.ResetsBy))
 		for r := range st.ResetsBy {
@@ -62,7 +63,7 @@ func (h *Hub) queuedBytes() int {
 	for _, c := range conns {
 		c.mu.Lock()
 		for _, f := range c.q {
-			n += f.size()
+			n += f.cost()
 		}
 		c.mu.Unlock()
 	}

@@ -4,9 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -21,11 +21,20 @@ import (
 // When a cursor cannot be honoured the stream starts with a named "reset"
 // event instead, and the client must refetch.
 func (h *Hub) serveSSE(w http.ResponseWriter, r *http.Request) {
+	channel := pathChannel(r)
 	if r.URL.Query().Has("channels") {
+		if channel != "" {
+			writeError(w, http.StatusBadRequest, "bad_channel",
+				"this URL streams channel "+clip(channel)+" only; ask for several channels at a URL that names none, such as the prefix mount's own path")
+			return
+		}
 		h.serveSSEMux(w, r)
 		return
 	}
-	channel := channelOf(r)
+	if channel == "" {
+		writeError(w, http.StatusBadRequest, "bad_channel", "the URL names no channel: stream one at …/{channel}, or several with ?channels=a,b")
+		return
+	}
 	if err := ValidChannel(channel); err != nil {
 		writeError(w, http.StatusBadRequest, "bad_channel", err.Error())
 		return
@@ -239,9 +248,9 @@ func resumeFromRequest(r *http.Request) resumeFrom {
 	}
 	if q.Has("version") {
 		v := q.Get("version")
-		seq, err := strconv.ParseUint(v, 10, 64)
-		if err != nil {
-			return resumeFrom{given: true, err: err}
+		seq, ok := parseSeq(v)
+		if !ok {
+			return resumeFrom{given: true, err: fmt.Errorf("live: malformed version %.80q", v)}
 		}
 		return resumeFrom{given: true, anyEpoch: true, pos: Position{Seq: seq}}
 	}
@@ -253,20 +262,22 @@ func parseResume(s string) resumeFrom {
 	return resumeFrom{given: true, pos: p, err: err}
 }
 
-// channelOf returns the channel a request names: the {channel} path value,
-// else the last path segment, else the "channel" query parameter.
-func channelOf(r *http.Request) string {
+// pathChannel returns the channel r's URL path names, or "" when it names
+// none. A route with a {channel} wildcard names its value. A route that
+// matches one exact path and has no wildcard ("GET /api/live", "/ws")
+// names none. Otherwise (a subtree route such as the prefix mount's
+// "/live/", or a router that sets no Request.Pattern) the path's last
+// segment names the channel. The query never names the channel of a
+// path: a guard that reads the path sees what is served.
+func pathChannel(r *http.Request) string {
 	if v := r.PathValue("channel"); v != "" {
 		return v
 	}
+	if p := r.Pattern; p != "" && !strings.HasSuffix(p, "/") && !strings.Contains(p, "{") {
+		return ""
+	}
 	p := r.URL.Path
-	if i := strings.LastIndexByte(p, '/'); i >= 0 {
-		p = p[i+1:]
-	}
-	if p != "" {
-		return p
-	}
-	return r.URL.Query().Get("channel")
+	return p[strings.LastIndexByte(p, '/')+1:]
 }
 
 // sseTransport writes frames to an HTTP response stream. Each batch is

@@ -39,7 +39,7 @@ func (s *sseStream) expectMux(t testing.TB, typ, channel string) wsFrame {
 }
 
 func TestSSEMultiplexed(t *testing.T) {
-	for _, base := range []string{"/live/", "/live/anything"} {
+	for _, base := range []string{"/live/", "/api/live"} {
 		t.Run(base, func(t *testing.T) {
 			s := newTestServer(t, nil)
 			st := openSSE(t, s.srv.URL+base+"?channels=a,b:1,a", nil)
@@ -155,7 +155,7 @@ func TestSSEMultiplexedRefusals(t *testing.T) {
 
 func TestSSEMultiplexedClosedHub(t *testing.T) {
 	s := newTestServer(t, nil)
-	st := openSSE(t, s.srv.URL+"/api/live/ignored?channels=x", nil)
+	st := openSSE(t, s.srv.URL+"/api/live?channels=x", nil)
 	st.expectMux(t, "subscribed", "x")
 	if err := s.hub.Close(t.Context()); err != nil && !errors.Is(err, live.ErrClosed) {
 		t.Fatal(err)

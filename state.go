@@ -375,16 +375,33 @@ type stateConflict struct {
 // refused with 412 and the current version unless the value is at N.
 // Writes answer with the new value and version. Authorize writes with your
 // own middleware: ServeHTTP does not consult Options.Authorize.
+//
+// Requests follow the hub's origin rule (Options.OriginPatterns; any
+// other Origin gets 403, OPTIONS answers allowed origins' preflights), and
+// writes must send a JSON body as such (Content-Type application/json or
+// another +json type; anything else gets 415): a page on another site
+// can send a text/plain or form body without a preflight, never a JSON
+// one.
 func (s *State) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !s.hub.allowOrigin(w, r) {
+		return
+	}
 	switch r.Method {
+	case http.MethodOptions:
+		s.hub.answerPreflight(w, "GET, PATCH, POST, PUT")
+		return
 	case http.MethodGet, http.MethodHead:
 		data, version := s.Get()
 		s.reply(w, data, version)
 		return
 	case http.MethodPatch, http.MethodPost, http.MethodPut:
 	default:
-		w.Header().Set("Allow", "GET, HEAD, PATCH, POST, PUT")
+		w.Header().Set("Allow", "GET, HEAD, PATCH, POST, PUT, OPTIONS")
 		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" is not supported here")
+		return
+	}
+	if !isJSON(r.Header.Get("Content-Type")) {
+		writeError(w, http.StatusUnsupportedMediaType, "unsupported_media_type", "send the body as application/json")
 		return
 	}
 	want, conditional, err := wantVersion(r)
@@ -448,8 +465,8 @@ func wantVersion(r *http.Request) (uint64, bool, error) {
 	}
 	v = strings.TrimPrefix(v, "W/")
 	v = strings.Trim(v, `"`)
-	n, err := strconv.ParseUint(v, 10, 64)
-	if err != nil {
+	n, ok := parseSeq(v)
+	if !ok {
 		return 0, false, fmt.Errorf("live: If-Match must be a version such as \"12\"")
 	}
 	return n, true, nil

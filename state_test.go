@@ -35,11 +35,25 @@ type stateReply struct {
 	Version uint64 `json:"version"`
 }
 
+// doJSON sends a request with a JSON body, as a client of a State does.
 func doJSON(t *testing.T, method, url, body string, header map[string]string) (*http.Response, map[string]any) {
+	t.Helper()
+	h := map[string]string{"Content-Type": "application/json"}
+	for k, v := range header {
+		h[k] = v
+	}
+	return doRequest(t, method, url, body, h)
+}
+
+// doRequest sends a request with the given headers (empty values are
+// left out) and decodes the JSON object it answers.
+func doRequest(t *testing.T, method, url, body string, header map[string]string) (*http.Response, map[string]any) {
 	t.Helper()
 	req, _ := http.NewRequest(method, url, strings.NewReader(body))
 	for k, v := range header {
-		req.Header.Set(k, v)
+		if v != "" {
+			req.Header.Set(k, v)
+		}
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

@@ -170,10 +170,13 @@ func (c *conn) takeOver(nc net.Conn, kind int, head []byte) {
 	}
 }
 
-// setConnLocked records the connection the writers write to.
+// setConnLocked records the connection the writers write to, and its
+// descriptor where the system allows non-blocking writes to it; without
+// one (TLS, or another system), c's output is written through nc from a
+// goroutine of its own.
 func (c *conn) setConnLocked(nc net.Conn) {
 	c.nc = nc
-	if sc, ok := nc.(syscall.Conn); ok {
+	if sc, ok := nc.(syscall.Conn); ok && nonblocking {
 		c.raw, _ = sc.SyscallConn()
 		c.rawWrite = func(fd uintptr) bool {
 			c.wn, c.werr = writeNonblocking(fd, c.wbuf)

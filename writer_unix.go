@@ -1,8 +1,11 @@
-//go:build unix
+//go:build unix && !live_blocking
 
 package live
 
 import "syscall"
+
+// nonblocking reports whether writers write sockets without waiting.
+const nonblocking = true
 
 // writeNonblocking writes b to the non-blocking socket fd until it is
 // written or the socket is full.

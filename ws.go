@@ -30,6 +30,10 @@ func (h *Hub) serveWS(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusUpgradeRequired, "upgrade_required", "this endpoint speaks WebSocket")
 		return
 	}
+	if ch := r.PathValue("channel"); ch != "" {
+		refuseChannelSocket(w, ch)
+		return
+	}
 	if !h.allowQuery(w, r) {
 		return
 	}
@@ -79,6 +83,14 @@ func (h *Hub) serveWS(w http.ResponseWriter, r *http.Request) {
 		ws.Close(websocket.StatusNormalClosure, "")
 		c.kill(net.ErrClosed)
 	})
+}
+
+// refuseChannelSocket answers an upgrade at a URL that names channel: a
+// WebSocket multiplexes whatever channels its client asks for, which would
+// walk around a guard that protects the route by its path.
+func refuseChannelSocket(w http.ResponseWriter, channel string) {
+	writeError(w, http.StatusBadRequest, "bad_channel",
+		"this URL names channel "+clip(channel)+"; open WebSockets at a URL that names none, such as /ws or the prefix mount's own path")
 }
 
 // clientFrame is a frame from a WebSocket client.
@@ -187,8 +199,11 @@ func (h *Hub) handleFrame(ctx context.Context, c *conn, data []byte) {
 		pos, err := h.publish(ctx, ch, body)
 		if err != nil {
 			code := "unavailable"
-			if errors.Is(err, ErrClosed) {
+			switch {
+			case errors.Is(err, ErrClosed):
 				code = "closed"
+			case errors.Is(err, ErrTooLarge):
+				code = "too_large"
 			}
 			c.push(errorFrame(code, "publish failed", ch, ref))
 			return

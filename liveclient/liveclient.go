@@ -230,6 +230,12 @@ func (c *Client) state(s string, attempt int) {
 	}
 }
 
+// refused reports whether an HTTP status refuses the request for good:
+// retrying will not help.
+func refused(status int) bool {
+	return status >= 400 && status < 500 && status != http.StatusTooManyRequests && status != http.StatusRequestTimeout
+}
+
 // wsFrame is any frame the hub sends over WebSocket.
 type wsFrame struct {
 	Type    string          `json:"type"`
@@ -244,8 +250,11 @@ type wsFrame struct {
 // wsOnce runs one WebSocket connection. It returns nil if the connection
 // was established and later lost.
 func (c *Client) wsOnce(ctx context.Context, channels []string, deliver func(Message) error) error {
-	conn, _, err := websocket.Dial(ctx, c.url, &websocket.DialOptions{HTTPHeader: c.opts.Header, HTTPClient: c.opts.HTTPClient})
+	conn, resp, err := websocket.Dial(ctx, c.url, &websocket.DialOptions{HTTPHeader: c.opts.Header, HTTPClient: c.opts.HTTPClient})
 	if err != nil {
+		if resp != nil && refused(resp.StatusCode) {
+			return errStop{fmt.Errorf("liveclient: %s: %w", c.url, err)}
+		}
 		return err
 	}
 	defer conn.CloseNow()
@@ -320,8 +329,8 @@ func (c *Client) sseOnce(ctx context.Context, channel string, deliver func(Messa
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		err := fmt.Errorf("liveclient: %s: %s", channel, resp.Status)
-		if resp.StatusCode >= 400 && resp.StatusCode < 500 && resp.StatusCode != http.StatusTooManyRequests {
-			return errStop{err} // refused: retrying will not help
+		if refused(resp.StatusCode) {
+			return errStop{err}
 		}
 		return err
 	}

@@ -33,6 +33,8 @@ func newRestartable(t *testing.T, history int) *restartable {
 	r.hub.Store(live.NewHub(&live.Options{Broker: r.broker}))
 	mux := http.NewServeMux()
 	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) { r.hub.Load().ServeHTTP(w, req) }))
+	mux.Handle("/ws", http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) { r.hub.Load().WebSocketHandler().ServeHTTP(w, req) }))
+	mux.Handle("/guarded/{channel}", http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) { r.hub.Load().ServeHTTP(w, req) }))
 	r.srv = httptest.NewServer(mux)
 	t.Cleanup(func() {
 		r.hub.Load().Close(context.Background())
@@ -94,13 +96,14 @@ func follow(t *testing.T, url string, channels []string) (*follower, *liveclient
 
 func (f *follower) connected(t *testing.T) {
 	t.Helper()
+	timeout := time.After(10 * time.Second)
 	for {
 		select {
 		case s := <-f.state:
 			if s == "connected" {
 				return
 			}
-		case <-time.After(10 * time.Second):
+		case <-timeout:
 			t.Fatal("not connected within 10 s")
 		}
 	}
@@ -254,5 +257,21 @@ func TestStateRefetchesOnGap(t *testing.T) {
 	got, _ := s.Get()
 	if fetches != 3 || got["a"] != 5 {
 		t.Errorf("%d fetches, value %v; want 3 fetches (start, gap, reset)", fetches, got)
+	}
+}
+
+// TestFollowRefused checks that Follow gives up, with the hub's answer,
+// when the hub refuses the connection for good (here a WebSocket at a
+// URL that names a channel), instead of retrying for ever.
+func TestFollowRefused(t *testing.T) {
+	r := newRestartable(t, 100)
+	for _, url := range []string{"ws" + strings.TrimPrefix(r.srv.URL, "http") + "/guarded/a"} {
+		c := liveclient.New(url, &liveclient.Options{MinBackoff: time.Millisecond, MaxBackoff: 20 * time.Millisecond})
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := c.Follow(ctx, []string{"a"}, func(liveclient.Message) error { return nil })
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), "400") {
+			t.Errorf("Follow(%s) = %v; want the 400 refusal", url, err)
+		}
 	}
 }

@@ -214,12 +214,3 @@ func rss() int64 {
 	fmt.Sscan(string(b), &size, &resident)
 	return resident * int64(os.Getpagesize())
 }
-
-// cpuNanos is the user and system CPU time the process has used.
-func cpuNanos() int64 {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return ru.Utime.Nano() + ru.Stime.Nano()
-}

@@ -126,8 +126,9 @@ func (a *app) routes() http.Handler {
 
 	mux := http.NewServeMux()
 	mux.Handle("GET /live.js", live.ClientHandler())
-	mux.Handle("/ws", hub.WebSocketHandler())
+	mux.Handle("GET /ws", hub.WebSocketHandler())
 	mux.Handle("GET /api/live/{channel}", hub.SSEHandler())
+	mux.Handle("GET /api/live", hub.SSEHandler()) // ?channels=a,b: live.js where WebSocket is blocked
 	mux.Handle("POST /api/live/{channel}", hub.PublishHandler())
 	mux.HandleFunc("GET /api/metrics", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, a.metrics.snapshot())

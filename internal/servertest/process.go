@@ -4,12 +4,8 @@ import (
 	"bytes"
 	"context"
 	"net"
-	"os"
 	"os/exec"
-	"strconv"
-	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -46,7 +42,7 @@ func StartProcess(t testing.TB, opts ProcessOptions) *Process {
 	p := &Process{Port: freePort(t), t: t, opts: opts}
 	t.Cleanup(func() {
 		if p.cmd != nil {
-			p.signal(syscall.SIGCONT)
+			p.cont()
 			p.Kill()
 		}
 	})
@@ -115,47 +111,17 @@ func (p *Process) Start() {
 
 // Kill ends the server, and the processes it started, as a crash would.
 func (p *Process) Kill() {
-	p.signal(syscall.SIGKILL)
+	p.kill()
 	<-p.exit
 	p.cmd = nil
 }
 
 // Stop pauses the server and its processes (SIGSTOP), as a frozen machine
 // would: connections stay open, nothing answers.
-func (p *Process) Stop() { p.signal(syscall.SIGSTOP) }
+func (p *Process) Stop() { p.stop() }
 
 // Cont resumes a server that Stop paused.
-func (p *Process) Cont() { p.signal(syscall.SIGCONT) }
-
-// signal signals the server and its children (the backends of
-// PostgreSQL, which run in sessions of their own).
-func (p *Process) signal(sig syscall.Signal) {
-	p.t.Helper()
-	if p.cmd == nil {
-		p.t.Fatal("servertest: the server is not running")
-	}
-	pid := p.cmd.Process.Pid
-	pids := []int{pid}
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		child, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid …; comm may hold spaces, so split after ")".
-		fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
-		if len(fields) > 1 && fields[1] == strconv.Itoa(pid) {
-			pids = append(pids, child)
-		}
-	}
-	for _, pid := range pids {
-		syscall.Kill(pid, sig)
-	}
-}
+func (p *Process) Cont() { p.cont() }
 
 // A syncBuffer keeps what a server writes, for the failure messages.
 type syncBuffer struct {

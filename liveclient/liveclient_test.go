@@ -25,6 +25,7 @@ type restartable struct {
 	t      *testing.T
 	broker *live.MemoryBroker
 	hub    atomic.Pointer[live.Hub]
+	down   atomic.Bool // while set, connections are refused with 503
 	srv    *httptest.Server
 }
 
@@ -32,9 +33,18 @@ func newRestartable(t *testing.T, history int) *restartable {
 	r := &restartable{t: t, broker: live.NewMemoryBroker(&live.MemoryOptions{HistorySize: history})}
 	r.hub.Store(live.NewHub(&live.Options{Broker: r.broker}))
 	mux := http.NewServeMux()
-	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) { r.hub.Load().ServeHTTP(w, req) }))
-	mux.Handle("/ws", http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) { r.hub.Load().WebSocketHandler().ServeHTTP(w, req) }))
-	mux.Handle("/guarded/{channel}", http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) { r.hub.Load().ServeHTTP(w, req) }))
+	serve := func(h func(*live.Hub) http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			if r.down.Load() {
+				http.Error(w, "down", http.StatusServiceUnavailable)
+				return
+			}
+			h(r.hub.Load()).ServeHTTP(w, req)
+		})
+	}
+	mux.Handle("/", serve(func(h *live.Hub) http.Handler { return h }))
+	mux.Handle("/ws", serve((*live.Hub).WebSocketHandler))
+	mux.Handle("/guarded/{channel}", serve(func(h *live.Hub) http.Handler { return h }))
 	r.srv = httptest.NewServer(mux)
 	t.Cleanup(func() {
 		r.hub.Load().Close(context.Background())
@@ -166,11 +176,13 @@ func TestFollowReset(t *testing.T) {
 	f.connected(t)
 	r.publish("a", 1)
 	f.next(t)
+	r.down.Store(true) // the client comes back only after everything is published
 	r.restart()
 	var last live.Position
 	for i := 2; i <= 6; i++ { // more than the history keeps
 		last = r.publish("a", i)
 	}
+	r.down.Store(false)
 	m := f.next(t)
 	if !m.Reset || m.Cursor != last.String() || m.Reason != "gone" {
 		t.Fatalf("got %+v, want a reset at %v", m, last)

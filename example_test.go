@@ -5,9 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"testing/fstest"
 	"time"
 
 	"github.com/coder/websocket"
@@ -20,7 +22,7 @@ func Example() {
 	defer hub.Close(context.Background())
 
 	mux := http.NewServeMux()
-	mux.Handle("/live/", hub) // GET /live/{channel} streams; POST publishes; WebSocket anywhere below
+	mux.Handle("/live/", hub) // GET /live/{channel} streams; POST publishes; WebSocket at /live/
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 
@@ -55,7 +57,7 @@ func Example_seedRoutes() {
 	defer hub.Close(context.Background())
 
 	mux := http.NewServeMux()
-	mux.Handle("/ws", hub.WebSocketHandler())
+	mux.Handle("GET /ws", hub.WebSocketHandler())
 	mux.Handle("GET /api/live/{channel}", hub.SSEHandler())
 	mux.Handle("POST /api/live/{channel}", hub.PublishHandler())
 	srv := httptest.NewServer(mux)
@@ -90,7 +92,7 @@ func ExampleOptions_authorize() {
 	hub := live.NewHub(&live.Options{
 		Authorize: func(r *http.Request, channel string, op live.Op) error {
 			if op == live.OpPublish && !strings.HasPrefix(channel, "chat:") {
-				return live.ErrForbidden
+				return live.Deny("only chat channels take messages") // Deny's text is shown to the client
 			}
 			return nil
 		},
@@ -172,7 +174,8 @@ func ExampleHub_State() {
 		panic(err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/api/board", board) // GET {data, version}; PATCH merges; If-Match guards
+	mux.Handle("GET /api/board", board)   // {data, version}
+	mux.Handle("PATCH /api/board", board) // merges; If-Match guards
 	mux.Handle("GET /api/live/{channel}", hub.SSEHandler())
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
@@ -199,4 +202,67 @@ func ExampleHub_State() {
 	// Output:
 	// data: {"version":1,"changes":[{"op":"add","path":"cards","value":{"c1":"Write docs"}}]}
 	// {"title":"Sprint","cards":{"c1":"Write docs"}} 1
+}
+
+// Everything the README mounts, on one Go 1.22 mux beside a file server at
+// "GET /": the transports at the seed's URLs, the prefix mount, a hooked
+// CRUD API and a State. Each pattern names its method, so none overlaps
+// another and nothing panics.
+func Example_oneMux() {
+	hub := live.NewHub(nil)
+	defer hub.Close(context.Background())
+	ctx := context.Background()
+	board, _ := hub.State(ctx, "board", &live.StateOptions{Initial: map[string]string{"title": "Sprint"}})
+	todos := hub.Hook(live.HookOptions{Channel: func(r *http.Request) string { return "todos:" + r.PathValue("team") }})
+	createTodo := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusCreated)
+		fmt.Fprint(w, `{"id":"t1","title":"milk"}`)
+	})
+
+	mux := http.NewServeMux()
+	mux.Handle("GET /", http.FileServerFS(fstest.MapFS{"index.html": {Data: []byte("<h1>Tasks</h1>")}}))
+	mux.Handle("GET /ws", hub.WebSocketHandler())           // the seed's LiveProvider
+	mux.Handle("GET /api/live/{channel}", hub.SSEHandler()) // the seed's EventSource
+	mux.Handle("GET /api/live", hub.SSEHandler())           // live.js without WebSocket: ?channels=a,b
+	mux.Handle("POST /api/live/{channel}", hub.PublishHandler())
+	mux.Handle("GET /live/", hub) // or everything under one prefix
+	mux.Handle("POST /live/", hub)
+	mux.Handle("POST /api/teams/{team}/todos", todos(createTodo)) // publishes {"type":"add",…} on todos:{team}
+	mux.Handle("GET /api/board", board)
+	mux.Handle("PATCH /api/board", board)
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+
+	stream, err := http.Get(srv.URL + "/api/live/todos:red") // subscribed once the headers arrive
+	if err != nil {
+		panic(err)
+	}
+	defer stream.Body.Close()
+	resp, err := http.Post(srv.URL+"/api/teams/red/todos", "application/json", strings.NewReader(`{"title":"milk"}`))
+	if err != nil {
+		panic(err)
+	}
+	resp.Body.Close()
+	events := bufio.NewReader(stream.Body)
+	for {
+		line, _ := events.ReadString('\n')
+		if strings.HasPrefix(line, "data: ") {
+			fmt.Print(line)
+			break
+		}
+	}
+	for _, path := range []string{"/api/board", "/"} {
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			panic(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		fmt.Println(path, resp.StatusCode, strings.TrimSpace(string(body)))
+	}
+	// Output:
+	// data: {"type":"add","item":{"id":"t1","title":"milk"}}
+	// /api/board 200 {"data":{"title":"Sprint"},"version":0}
+	// / 200 <h1>Tasks</h1>
 }

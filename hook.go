@@ -21,6 +21,9 @@ import (
 // printable ASCII characters. Cross-origin clients need the header in
 // Access-Control-Allow-Headers (and Access-Control-Expose-Headers to read
 // the echo); the application's CORS layer sets those.
+//
+// The id correlates; it does not make a retried request idempotent: a
+// retry runs the handler again and publishes again.
 const MutationIDHeader = "Live-Mutation-Id"
 
 const (

@@ -1047,3 +1047,28 @@ func TestHookNeedsChannelOrEvent(t *testing.T) {
 	defer hub.Close(context.Background())
 	hub.Hook(live.HookOptions{})
 }
+
+// TestHookMutationIDIsNotIdempotency shows what the docs say: a repeated
+// Live-Mutation-Id runs the handler again and publishes again. It
+// correlates a broadcast with an optimistic item; it does not deduplicate.
+func TestHookMutationIDIsNotIdempotency(t *testing.T) {
+	s := newHookServer(t, nil)
+	runs := 0
+	s.handle("POST /todos", s.hub.Hook(live.HookOptions{Channel: toChannel("todos")}), func(w http.ResponseWriter, r *http.Request) {
+		runs++
+		fmt.Fprintf(w, `{"id":"t%d"}`, runs)
+	})
+	stream := openSSE(t, s.srv.URL+"/live/todos", nil)
+	for range 2 {
+		s.do(t, "POST", "/todos", http.Header{live.MutationIDHeader: {"m1"}}, `{}`)
+	}
+	for i := 1; i <= 2; i++ {
+		want := fmt.Sprintf(`{"type":"add","item":{"id":"t%d"},"mutationId":"m1"}`, i)
+		if ev := stream.nextData(t); ev.Data != want {
+			t.Fatalf("event %d: %s; want %s", i, ev.Data, want)
+		}
+	}
+	if runs != 2 {
+		t.Fatalf("the handler ran %d times", runs)
+	}
+}

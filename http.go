@@ -29,12 +29,33 @@ func writeError(w http.ResponseWriter, status int, code, msg string) {
 	json.NewEncoder(w).Encode(errorBody{Error: code, Message: msg})
 }
 
-func writeAuthError(w http.ResponseWriter, err error) {
-	if errors.Is(err, ErrUnknownChannel) {
-		writeError(w, http.StatusNotFound, "unknown_channel", err.Error())
-		return
+// refusal is the answer to an error from Options.Authorize: the HTTP
+// status, the code, and the message the client may see, which is the
+// error's own only when it came from Deny. The error itself is logged.
+func (h *Hub) refusal(r *http.Request, channel string, op Op, err error) (status int, code, msg string) {
+	var d *denial
+	switch {
+	case errors.As(err, &d):
+		return http.StatusForbidden, "forbidden", d.msg
+	case errors.Is(err, ErrUnknownChannel):
+		status, code, msg = http.StatusNotFound, "unknown_channel", "no such channel"
+	case op == OpPublish:
+		status, code, msg = http.StatusForbidden, "forbidden", "not allowed to publish on this channel"
+	default:
+		status, code, msg = http.StatusForbidden, "forbidden", "not allowed to subscribe to this channel"
 	}
-	writeError(w, http.StatusForbidden, "forbidden", err.Error())
+	remote := ""
+	if r != nil {
+		remote = r.RemoteAddr
+	}
+	h.opts.Logger.Info("live: refused by Authorize", "op", string(op), "channel", channel, "remote", remote, "err", err)
+	return status, code, msg
+}
+
+// writeAuthError answers an HTTP request that Authorize refused.
+func (h *Hub) writeAuthError(w http.ResponseWriter, r *http.Request, channel string, op Op, err error) {
+	status, code, msg := h.refusal(r, channel, op, err)
+	writeError(w, status, code, msg)
 }
 
 func writeSubscribeError(w http.ResponseWriter, err error) {
@@ -181,7 +202,7 @@ func (h *Hub) servePublish(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := h.opts.Authorize(r, channel, OpPublish); err != nil {
-		writeAuthError(w, err)
+		h.writeAuthError(w, r, channel, OpPublish, err)
 		return
 	}
 	if h.isState(channel) {

@@ -27,8 +27,19 @@ type Options struct {
 
 	// Authorize decides whether the request may perform op on channel. It
 	// runs for every SSE stream, every WebSocket subscribe and publish frame
-	// and every HTTP publish, before any history is replayed. A non-nil
-	// error refuses: 403 over HTTP, an error frame over WebSocket.
+	// and every HTTP publish, before any history is replayed; r is the
+	// request that opened the stream or WebSocket, so read the user from
+	// its cookies or context (browsers cannot set headers on EventSource
+	// and WebSocket requests). It is evaluated once per subscription: a
+	// subscription it allowed goes on until the client leaves.
+	//
+	// A non-nil error refuses: 403 over HTTP, an error frame over
+	// WebSocket. The client sees a generic message and the error goes to
+	// Logger, unless it came from [Deny], whose message is meant for the
+	// client. Wrap [ErrUnknownChannel] to answer 404 instead; but where
+	// channels name tenants or users, refuse unknown and forbidden ones
+	// alike, or clients can tell which exist.
+	//
 	// Default: subscribing is allowed, publishing from clients is refused.
 	Authorize func(r *http.Request, channel string, op Op) error
 

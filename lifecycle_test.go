@@ -145,3 +145,21 @@ func TestRevokedChannelNotReplayed(t *testing.T) {
 		t.Errorf("got %+v", f)
 	}
 }
+
+// TestCloseClientConnectionsKeepsStreams shows what the docs say:
+// httptest.Server.CloseClientConnections does not end hub streams, which
+// the hub has taken over from the server (livetest's Drop does).
+func TestCloseClientConnectionsKeepsStreams(t *testing.T) {
+	s := newTestServer(t, nil)
+	sse := openSSE(t, s.srv.URL+"/live/kept", nil)
+	ws := dialWS(t, s.wsURL(), nil)
+	ws.subscribe(t, "kept")
+	s.srv.CloseClientConnections()
+	s.publish(t, "kept", 1)
+	if ev := sse.nextData(t); ev.Data != "1" {
+		t.Fatalf("SSE: %+v", ev)
+	}
+	if f := ws.expect(t, "data"); string(f.Data) != "1" {
+		t.Fatalf("WebSocket: %+v", f)
+	}
+}

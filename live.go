@@ -203,7 +203,20 @@ const (
 // publishing from clients: server code publishes with Hub.Publish.
 func defaultAuthorize(_ *http.Request, _ string, op Op) error {
 	if op == OpPublish {
-		return fmt.Errorf("%w: clients may not publish (set Options.Authorize to allow it)", ErrForbidden)
+		return Deny("clients may not publish here")
 	}
 	return nil
 }
+
+// Deny returns an error for [Options].Authorize that refuses with a
+// message meant for the client: the hub sends msg as it is, in the 403
+// body or the error frame. The text of any other error stays on the
+// server: the client gets a generic message ("not allowed to subscribe to
+// this channel"), and Options.Logger gets the error. errors.Is(Deny(msg),
+// ErrForbidden) holds.
+func Deny(msg string) error { return &denial{msg} }
+
+type denial struct{ msg string }
+
+func (d *denial) Error() string        { return d.msg }
+func (d *denial) Is(target error) bool { return target == ErrForbidden }

@@ -1,15 +1,18 @@
 package live_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	neturl "net/url"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/coder/websocket"
@@ -380,4 +383,84 @@ func TestVersionNumbers(t *testing.T) {
 	if ev := stream.nextData(t); ev.Data != "1" {
 		t.Fatalf("?version=0: got %+v; want the publication", ev)
 	}
+}
+
+// TestAuthorizeErrorsStayOnServer checks that what an Authorize error
+// says reaches the log, not the client, on every path, unless it came
+// from live.Deny.
+func TestAuthorizeErrorsStayOnServer(t *testing.T) {
+	var logs syncBuffer
+	s := newTestServer(t, &live.Options{
+		Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+		Authorize: func(r *http.Request, channel string, op live.Op) error {
+			switch channel {
+			case "red":
+				return fmt.Errorf(`"carol" not in team %q`, channel)
+			case "blue":
+				return live.Deny("ask a team admin to add you")
+			case "ghost":
+				return fmt.Errorf("tenant %q: %w", channel, live.ErrUnknownChannel)
+			}
+			return nil
+		},
+	})
+	body := func(resp *http.Response) map[string]string {
+		defer resp.Body.Close()
+		var b map[string]string
+		json.NewDecoder(resp.Body).Decode(&b)
+		return b
+	}
+	ws := dialWS(t, s.wsURL(), nil)
+	for _, tc := range []struct{ channel, code, message string }{
+		{"red", "forbidden", "not allowed to subscribe to this channel"},
+		{"blue", "forbidden", "ask a team admin to add you"},
+		{"ghost", "unknown_channel", "no such channel"},
+	} {
+		t.Run(tc.channel, func(t *testing.T) {
+			for _, path := range []string{"/live/" + tc.channel, "/api/live?channels=" + tc.channel} {
+				resp, err := http.Get(s.srv.URL + path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if b := body(resp); b["error"] != tc.code || b["message"] != tc.message {
+					t.Errorf("GET %s: %v; want %s %q", path, b, tc.code, tc.message)
+				}
+			}
+			ws.send(t, map[string]string{"type": "subscribe", "channel": tc.channel})
+			if f := ws.expect(t, "error"); f.Code != tc.code || f.Message != tc.message {
+				t.Errorf("WebSocket: %+v; want %s %q", f, tc.code, tc.message)
+			}
+		})
+	}
+	resp, err := http.Post(s.srv.URL+"/live/red", "application/json", strings.NewReader("1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := body(resp); b["message"] != "not allowed to publish on this channel" {
+		t.Errorf("publish: %v", b)
+	}
+	if !strings.Contains(logs.String(), `carol`) || !strings.Contains(logs.String(), `tenant`) {
+		t.Errorf("the log lacks the errors' details:\n%s", logs.String())
+	}
+	if strings.Contains(logs.String(), "team admin") {
+		t.Errorf("Deny's message, meant for the client, was logged as a failure:\n%s", logs.String())
+	}
+}
+
+// syncBuffer is a bytes.Buffer for concurrent writers.
+type syncBuffer struct {
+	mu sync.Mutex // guards b
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -43,7 +43,7 @@ func (h *Hub) serveSSE(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := h.opts.Authorize(r, channel, OpSubscribe); err != nil {
-		writeAuthError(w, err)
+		h.writeAuthError(w, r, channel, OpSubscribe, err)
 		return
 	}
 	if r.Method == http.MethodHead {
@@ -118,12 +118,12 @@ func (h *Hub) serveSSEMux(w http.ResponseWriter, r *http.Request) {
 
 	// The first refusal is the answer when no channel can be streamed.
 	var first error
-	firstAuth, subscribed := false, 0
+	firstAuth, subscribed := "", 0
 	for _, ch := range channels {
 		if err := h.opts.Authorize(r, ch, OpSubscribe); err != nil {
-			c.push(authErrorFrame(err, ch, nil))
+			c.push(h.authErrorFrame(r, ch, OpSubscribe, err, nil))
 			if first == nil {
-				first, firstAuth = err, true
+				first, firstAuth = err, ch
 			}
 			continue
 		}
@@ -144,8 +144,8 @@ func (h *Hub) serveSSEMux(w http.ResponseWriter, r *http.Request) {
 		h.leave(c)
 	}
 	if subscribed == 0 {
-		if firstAuth {
-			writeAuthError(w, first)
+		if firstAuth != "" {
+			h.writeAuthError(w, r, firstAuth, OpSubscribe, first)
 		} else {
 			writeSubscribeError(w, first)
 		}

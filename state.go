@@ -42,7 +42,10 @@ type StateOptions struct {
 //
 // The value is the fold of the channel's stream: writes publish, and
 // every Hub sharing the broker applies the deltas in broker order, so all
-// of them agree. Clients cannot publish on a state channel directly.
+// of them agree. Clients cannot publish on a state channel directly. The
+// broker carries each publication without its version, {"changes":[…]},
+// since the version is the position the broker assigns; the Hub adds it
+// to every frame it sends (what livetest.Recorder records is the former).
 //
 // When a change cannot be expressed as dotted-path changes (the value
 // changes type, or a key contains a dot), the publication is a reset,

@@ -159,7 +159,7 @@ func (h *Hub) handleFrame(ctx context.Context, c *conn, data []byte) {
 	switch f.Type {
 	case "subscribe":
 		if err := h.opts.Authorize(c.req, ch, OpSubscribe); err != nil {
-			c.push(authErrorFrame(err, ch, ref))
+			c.push(h.authErrorFrame(c.req, ch, OpSubscribe, err, ref))
 			return
 		}
 		from := resumeFrom{}
@@ -176,7 +176,7 @@ func (h *Hub) handleFrame(ctx context.Context, c *conn, data []byte) {
 
 	case "publish":
 		if err := h.opts.Authorize(c.req, ch, OpPublish); err != nil {
-			c.push(authErrorFrame(err, ch, ref))
+			c.push(h.authErrorFrame(c.req, ch, OpPublish, err, ref))
 			return
 		}
 		if f.Data == nil {
@@ -223,10 +223,7 @@ func subscribeErrorFrame(err error, ch string, ref json.RawMessage) *frame {
 	return errorFrame(code, err.Error(), ch, ref)
 }
 
-func authErrorFrame(err error, ch string, ref json.RawMessage) *frame {
-	code := "forbidden"
-	if errors.Is(err, ErrUnknownChannel) {
-		code = "unknown_channel"
-	}
-	return errorFrame(code, err.Error(), ch, ref)
+func (h *Hub) authErrorFrame(r *http.Request, ch string, op Op, err error, ref json.RawMessage) *frame {
+	_, code, msg := h.refusal(r, ch, op, err)
+	return errorFrame(code, msg, ch, ref)
 }

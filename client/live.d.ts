@@ -103,7 +103,8 @@ export interface LiveOptions {
   /**
    * The hub's SSE URL, relative to the page or absolute: one stream of
    * every channel is GET sseURL?channels=a,b&cursor.a=…, and publishing
-   * over SSE is POST sseURL/channel. Default "/api/live".
+   * over SSE is POST sseURL/channel. Default "/api/live"; under the hub's
+   * prefix mount, the prefix with its slash ("/live/").
    */
   sseURL?: string | URL;
   /** A connection not open within this many ms is given up (and, in "auto" mode, the first such WebSocket falls back to SSE). Default 10000. */

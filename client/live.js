@@ -607,7 +607,8 @@ const maxLine = 16 << 20;
  * WebSocket, and Server-Sent Events for good once a WebSocket has failed
  * to open; "websocket"; "sse"), url (the WebSocket, default "/ws"),
  * sseURL (the multiplexed stream and HTTP publishing, default
- * "/api/live"), both relative to the page; minBackoff and maxBackoff in
+ * "/api/live"; under the hub's prefix mount, the prefix with its slash,
+ * "/live/"), both relative to the page; minBackoff and maxBackoff in
  * ms (1000 and 30000: the wait before reconnecting is drawn uniformly
  * below min(maxBackoff, minBackoff·2^n) after the n-th failure, and starts
  * again from minBackoff once a connection opens), connectTimeout (10000
@@ -1062,7 +1063,9 @@ class Live {
       const q = new URLSearchParams();
       q.set("channels", s.names.join(","));
       for (const ch of chans) if (ch.cursor) q.set("cursor." + ch.name, ch.cursor);
-      const base = this._sseURL();
+      // A prefix mount ("/live/") streams several channels at the prefix
+      // itself: keep its slash.
+      const base = this._sseURL() + (/\/$/.test(this._o.sseURL) ? "/" : "");
       url = `${base}${base.includes("?") ? "&" : "?"}${q}`;
     } catch (e) {
       this._streamFailed(s, new LiveError("network", `live: cannot open the stream: ${e.message}`), true);

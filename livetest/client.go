@@ -2,19 +2,29 @@ package livetest
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/go-live/live/liveclient"
 )
 
+// Wait is how long Connect waits for the subscriptions and Next for a
+// message, unless the test's deadline comes sooner.
+const Wait = 5 * time.Second
+
 // Client is a test's subscriber on real streams, with faults to inject.
 type Client struct {
 	msgs chan liveclient.Message
 	*liveclient.Client
+
+	ended    chan struct{} // closed when the client has stopped for good
+	err      error         // why; written before ended is closed
+	reported atomic.Bool   // err has failed the test already
 
 	mu     sync.Mutex // guards conns and paused
 	conns  map[net.Conn]struct{}
@@ -24,12 +34,37 @@ type Client struct {
 // Connect follows channels at url (a ws:// WebSocket URL, or the http://
 // prefix of the SSE handler) and returns once every channel is subscribed,
 // so whatever the test publishes next reaches the client. It reconnects
-// quickly when dropped. The connection ends with the test.
+// quickly when dropped. The connection ends with the test. If the hub
+// refuses the client, Connect fails the test at once with the hub's
+// answer.
 func Connect(t testing.TB, url string, channels ...string) *Client {
 	t.Helper()
+	return ConnectWith(t, url, nil, channels...)
+}
+
+// ConnectWith is Connect with the requests' options, for hubs whose
+// Authorize reads the request: opts.Header is sent with every request
+// (Cookie, Authorization), and opts.HTTPClient's Jar and TLS settings are
+// used (httptest.Server.Client() for a TLS test server). livetest makes
+// its own transport from them, so that Drop can cut the connections, and
+// sets the backoff and OnState itself.
+func ConnectWith(t testing.TB, url string, opts *liveclient.Options, channels ...string) *Client {
+	t.Helper()
+	var o liveclient.Options
+	if opts != nil {
+		o = *opts
+	}
 	connected := make(chan struct{}, len(channels))
-	c := &Client{msgs: make(chan liveclient.Message, 1024), conns: make(map[net.Conn]struct{})}
-	transport := http.DefaultTransport.(*http.Transport).Clone()
+	c := &Client{msgs: make(chan liveclient.Message, 1024), conns: make(map[net.Conn]struct{}), ended: make(chan struct{})}
+	base, _ := http.DefaultTransport.(*http.Transport)
+	client := &http.Client{}
+	if o.HTTPClient != nil {
+		client.Jar = o.HTTPClient.Jar
+		if tr, ok := o.HTTPClient.Transport.(*http.Transport); ok {
+			base = tr
+		}
+	}
+	transport := base.Clone()
 	dialer := &net.Dialer{}
 	transport.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		nc, err := dialer.DialContext(ctx, network, addr)
@@ -40,22 +75,22 @@ func Connect(t testing.TB, url string, channels ...string) *Client {
 		}
 		return nc, err
 	}
-	c.Client = liveclient.New(url, &liveclient.Options{
-		HTTPClient: &http.Client{Transport: transport},
-		MinBackoff: 5 * time.Millisecond, MaxBackoff: 100 * time.Millisecond,
-		OnState: func(s string, _ int) {
-			if s == "connected" {
-				select {
-				case connected <- struct{}{}:
-				default:
-				}
+	client.Transport = transport
+	o.HTTPClient = client
+	o.MinBackoff, o.MaxBackoff = 5*time.Millisecond, 100*time.Millisecond
+	o.OnState = func(s string, _ int) {
+		if s == "connected" {
+			select {
+			case connected <- struct{}{}:
+			default:
 			}
-		},
-	})
+		}
+	}
+	c.Client = liveclient.New(url, &o)
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
 	go func() {
-		done <- c.Follow(ctx, channels, func(m liveclient.Message) error {
+		defer close(c.ended)
+		c.err = c.Follow(ctx, channels, func(m liveclient.Message) error {
 			c.mu.Lock()
 			paused := c.paused
 			c.mu.Unlock()
@@ -71,14 +106,24 @@ func Connect(t testing.TB, url string, channels ...string) *Client {
 			}
 			return nil
 		})
+		if c.err == nil && ctx.Err() == nil {
+			c.err = errors.New("the client stopped")
+		}
 	}()
 	t.Cleanup(func() {
+		stopped := false
+		select {
+		case <-c.ended:
+			stopped = true // before the test's end: on its own
+		default:
+		}
 		cancel()
 		c.Resume()
-		if err := <-done; err != nil {
-			t.Errorf("livetest: %v", err)
-		}
+		<-c.ended
 		transport.CloseIdleConnections()
+		if stopped && !c.reported.Load() {
+			t.Errorf("livetest: the client at %s stopped: %v", url, c.err)
+		}
 	})
 	want := 1
 	if len(url) > 4 && url[:4] == "http" {
@@ -88,23 +133,48 @@ func Connect(t testing.TB, url string, channels ...string) *Client {
 	for range want {
 		select {
 		case <-connected:
+		case <-c.ended:
+			c.reported.Store(true)
+			t.Fatalf("livetest: connecting to %s: %v", url, c.err)
 		case <-deadline:
-			t.Fatalf("livetest: not subscribed to %v at %s", channels, url)
+			t.Fatalf("livetest: not subscribed to %v at %s within %v", channels, url, wait(t))
 		}
 	}
 	return c
 }
 
-// Next returns the next message, failing the test if none arrives before
-// the test's deadline (or within 10 seconds without one).
+// Next returns the next message. It fails the test at once if the client
+// has stopped (the hub refused it, say), and after Wait if nothing came.
 func (c *Client) Next(t testing.TB) liveclient.Message {
 	t.Helper()
 	select {
 	case m := <-c.msgs:
 		return m
+	default:
+	}
+	select {
+	case m := <-c.msgs:
+		return m
+	case <-c.ended:
+		c.reported.Store(true)
+		t.Fatalf("livetest: no message: the client stopped: %v", c.err)
 	case <-time.After(wait(t)):
-		t.Fatal("livetest: no message")
-		return liveclient.Message{}
+		t.Fatalf("livetest: no message within %v", wait(t))
+	}
+	return liveclient.Message{}
+}
+
+// Nothing checks that no message arrives within d. It is the one check
+// that waits for time to pass: keep d short.
+func (c *Client) Nothing(t testing.TB, d time.Duration) {
+	t.Helper()
+	select {
+	case m := <-c.msgs:
+		t.Errorf("livetest: unexpected message %+v", m)
+	case <-c.ended:
+		c.reported.Store(true)
+		t.Errorf("livetest: the client stopped: %v", c.err)
+	case <-time.After(d):
 	}
 }
 
@@ -147,13 +217,13 @@ func (c *Client) Resume() {
 	c.mu.Unlock()
 }
 
-// wait is how long to wait for something: until shortly before the test's
-// deadline, or 10 seconds.
+// wait is how long to wait for something: Wait, or less when the test's
+// deadline is sooner.
 func wait(t testing.TB) time.Duration {
 	if d, ok := t.(interface{ Deadline() (time.Time, bool) }); ok {
 		if dl, ok := d.Deadline(); ok {
-			return max(time.Until(dl)-time.Second, time.Second)
+			return max(min(time.Until(dl)-time.Second, Wait), time.Second)
 		}
 	}
-	return 10 * time.Second
+	return Wait
 }

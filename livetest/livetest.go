@@ -1,7 +1,12 @@
 // Package livetest helps test applications that use live: it records
 // what a hub published, with assertions that read well and diffs from
-// go-cmp, and connects test clients over real SSE or WebSocket streams.
-// Everything it starts is cleaned up through t.Cleanup.
+// go-cmp, and connects test clients over real SSE or WebSocket streams,
+// as a signed-in user with [ConnectWith]. Everything it starts is cleaned
+// up through t.Cleanup.
+//
+// httptest.Server.CloseClientConnections does not end a hub's streams:
+// the hub has taken those connections over from the server. [Client.Drop]
+// does.
 //
 //	rec := livetest.NewRecorder(t)
 //	hub := live.NewHub(&live.Options{Broker: rec})
@@ -12,27 +17,40 @@ package livetest
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"sync"
 	"testing"
 
 	"github.com/go-live/live"
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 )
 
-// Publication is one recorded publication.
+// Publication is one recorded publication: what the broker was given,
+// and the position it assigned.
+//
+// A State's publications are recorded as the State publishes them,
+// {"changes":[…]} (or {"reset":true,"data":…}), without the
+// "version" that clients see: the version is the publication's position
+// (Pos.Seq), which the broker assigns, so the hub adds it to each frame
+// as it sends it.
 type Publication struct {
 	Channel string
 	Data    json.RawMessage
+	Pos     live.Position
 }
 
 // A Recorder is a live.Broker, an in-memory one, that also records every
-// publication made through it, for assertions.
+// publication made through it, for assertions. Assertions check each
+// channel's publications in order, independently of other channels: a
+// handler that publishes on a list and updates a State is checked with
+// one assertion per channel.
 type Recorder struct {
 	*live.MemoryBroker
 
-	mu   sync.Mutex // guards pubs and next
-	pubs []Publication
-	next int // first publication not yet checked by Published or Sequence
+	mu      sync.Mutex // guards pubs and checked
+	pubs    []Publication
+	checked map[string]int // per channel: how many of its publications assertions have checked
 }
 
 var (
@@ -43,7 +61,7 @@ var (
 // NewRecorder returns a recording broker, closed at the end of the test.
 // Give it to live.NewHub in Options.Broker.
 func NewRecorder(t testing.TB) *Recorder {
-	r := &Recorder{MemoryBroker: live.NewMemoryBroker(nil)}
+	r := &Recorder{MemoryBroker: live.NewMemoryBroker(nil), checked: make(map[string]int)}
 	t.Cleanup(func() { r.Close() })
 	return r
 }
@@ -53,62 +71,106 @@ func (r *Recorder) Publish(ctx context.Context, channel string, data []byte) (li
 	pos, err := r.MemoryBroker.Publish(ctx, channel, data)
 	if err == nil {
 		r.mu.Lock()
-		r.pubs = append(r.pubs, Publication{Channel: channel, Data: append(json.RawMessage(nil), data...)})
+		r.pubs = append(r.pubs, Publication{Channel: channel, Data: append(json.RawMessage(nil), data...), Pos: pos})
 		r.mu.Unlock()
 	}
 	return pos, err
 }
 
-// All returns every publication recorded so far.
+// All returns every publication recorded so far, on every channel.
 func (r *Recorder) All() []Publication {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return append([]Publication(nil), r.pubs...)
 }
 
-// Published checks that the next unchecked publication was want on
-// channel. want is compared as JSON: a Go value, or a json.RawMessage.
-func (r *Recorder) Published(t testing.TB, channel string, want any) {
+// Published checks that the next unchecked publication on channel was
+// want. want is compared as JSON (a Go value, or a json.RawMessage), with
+// opts, such as [IgnoreFields] for ids and times the server makes up.
+func (r *Recorder) Published(t testing.TB, channel string, want any, opts ...cmp.Option) {
 	t.Helper()
-	r.Sequence(t, channel, want)
+	wants := []any{want}
+	for _, o := range opts {
+		wants = append(wants, o)
+	}
+	r.Sequence(t, channel, wants...)
 }
 
-// Sequence checks that the next unchecked publications were wants, in
-// order, all on channel.
+// Sequence checks that the next unchecked publications on channel were
+// wants, in order. cmp.Option values among wants are not publications:
+// they apply to every comparison.
 func (r *Recorder) Sequence(t testing.TB, channel string, wants ...any) {
 	t.Helper()
-	r.mu.Lock()
-	got := r.pubs[r.next:]
-	if len(got) > len(wants) {
-		got = got[:len(wants)]
+	var opts []cmp.Option
+	var want []any
+	for _, w := range wants {
+		if o, ok := w.(cmp.Option); ok {
+			opts = append(opts, o)
+			continue
+		}
+		want = append(want, asJSON(t, w))
 	}
-	got = append([]Publication(nil), got...)
-	r.next += len(got)
-	r.mu.Unlock()
-
-	want := make([]any, len(wants))
-	for i, w := range wants {
-		want[i] = map[string]any{"channel": channel, "data": asJSON(t, w)}
-	}
+	got := r.take(channel, len(want))
 	have := make([]any, len(got))
 	for i, p := range got {
-		have[i] = map[string]any{"channel": p.Channel, "data": asJSON(t, p.Data)}
+		have[i] = asJSON(t, p.Data)
 	}
-	if diff := cmp.Diff(want, have); diff != "" {
-		t.Errorf("publications (-want +got):\n%s", diff)
+	if diff := cmp.Diff(want, have, opts...); diff != "" {
+		t.Errorf("publications on %q (-want +got):\n%s", channel, diff)
 	}
 }
 
-// Nothing checks that nothing was published since the last check.
-func (r *Recorder) Nothing(t testing.TB) {
+// take returns up to n of channel's unchecked publications and marks
+// them checked.
+func (r *Recorder) take(channel string, n int) []Publication {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []Publication
+	skip := r.checked[channel]
+	for _, p := range r.pubs {
+		if p.Channel != channel {
+			continue
+		}
+		if skip > 0 {
+			skip--
+			continue
+		}
+		if len(out) == n {
+			break
+		}
+		out = append(out, p)
+	}
+	r.checked[channel] += len(out)
+	return out
+}
+
+// Nothing checks that nothing was published on channels since their last
+// check, or on any channel when none is named.
+func (r *Recorder) Nothing(t testing.TB, channels ...string) {
 	t.Helper()
 	r.mu.Lock()
-	rest := append([]Publication(nil), r.pubs[r.next:]...)
-	r.next = len(r.pubs)
+	seen := make(map[string]int)
+	var rest []Publication
+	for _, p := range r.pubs {
+		if seen[p.Channel]++; seen[p.Channel] <= r.checked[p.Channel] {
+			continue
+		}
+		if len(channels) == 0 || slices.Contains(channels, p.Channel) {
+			rest = append(rest, p)
+			r.checked[p.Channel]++
+		}
+	}
 	r.mu.Unlock()
 	for _, p := range rest {
 		t.Errorf("unexpected publication on %q: %s", p.Channel, p.Data)
 	}
+}
+
+// IgnoreFields returns a cmp.Option for [Recorder.Published] and
+// [Recorder.Sequence] that leaves out object fields with these names, at
+// any depth: ids, timestamps and versions the server makes up.
+func IgnoreFields(names ...string) cmp.Option {
+	return cmpopts.IgnoreMapEntries(func(k string, _ any) bool { return slices.Contains(names, k) })
 }
 
 // asJSON turns v into a generic JSON value so that values compare by

@@ -3,13 +3,19 @@ package livetest_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/go-live/live"
 	"github.com/go-live/live/internal/leakcheck"
+	"github.com/go-live/live/liveclient"
 	"github.com/go-live/live/livetest"
 )
 
@@ -99,4 +105,150 @@ func TestFaults(t *testing.T) {
 			t.Fatalf("reset while catching up: %+v", m)
 		}
 	}
+}
+
+// fakeT records what a helper reports, so that tests can check failures
+// livetest is meant to report. Fatal ends the goroutine it runs on, as
+// testing.T's does; run the helper with fakeT.run.
+type fakeT struct {
+	*testing.T // for what fakeT does not override
+	mu         sync.Mutex
+	msgs       []string
+	cleanups   []func()
+}
+
+func (f *fakeT) Helper() {}
+func (f *fakeT) Errorf(format string, args ...any) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.msgs = append(f.msgs, fmt.Sprintf(format, args...))
+}
+func (f *fakeT) Fatalf(format string, args ...any) {
+	f.Errorf(format, args...)
+	runtime.Goexit()
+}
+func (f *fakeT) Cleanup(fn func()) { f.cleanups = append(f.cleanups, fn) }
+
+// run runs fn as a test body and its cleanups, and returns what it reported.
+func (f *fakeT) run(fn func(testing.TB)) []string {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		fn(f)
+	}()
+	<-done
+	for i := len(f.cleanups) - 1; i >= 0; i-- {
+		f.cleanups[i]()
+	}
+	f.cleanups = nil
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	msgs := f.msgs
+	f.msgs = nil
+	return msgs
+}
+
+// TestConnectWithIdentity tests a hub whose Authorize reads the user from
+// a cookie, as real apps do, and checks that refusals fail at once with
+// the hub's answer instead of waiting for the test's deadline.
+func TestConnectWithIdentity(t *testing.T) {
+	var revoked atomic.Bool
+	hub := live.NewHub(&live.Options{
+		Authorize: func(r *http.Request, channel string, op live.Op) error {
+			c, err := r.Cookie("user")
+			if err != nil || c.Value != "alice" || revoked.Load() {
+				return live.Deny("sign in first")
+			}
+			return nil
+		},
+	})
+	mux := http.NewServeMux()
+	mux.Handle("GET /ws", hub.WebSocketHandler())
+	mux.Handle("GET /live/{channel}", hub.SSEHandler())
+	srv := httptest.NewServer(mux)
+	t.Cleanup(func() {
+		hub.Close(context.Background())
+		srv.Close()
+	})
+	wsURL := "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws"
+	alice := &liveclient.Options{Header: http.Header{"Cookie": {"user=alice"}}}
+
+	for _, url := range []string{wsURL, srv.URL + "/live/"} {
+		c := livetest.ConnectWith(t, url, alice, "board")
+		hub.Publish(context.Background(), "board", 1)
+		if m := c.Next(t); string(m.Data) != "1" {
+			t.Errorf("%s: got %+v", url, m)
+		}
+		c.Nothing(t, 10*time.Millisecond)
+
+		// Without the cookie: refused, reported at once with the hub's words.
+		f := &fakeT{T: t}
+		msgs := f.run(func(t testing.TB) { livetest.Connect(t, url, "board") })
+		if len(msgs) != 1 || !strings.Contains(msgs[0], "sign in first") && !strings.Contains(msgs[0], "403") {
+			t.Errorf("%s: Connect without the cookie reported %q; want the refusal", url, msgs)
+		}
+	}
+
+	// Refused after connecting: Next fails with the reason, not a timeout.
+	c := livetest.ConnectWith(t, wsURL, alice, "board")
+	revoked.Store(true)
+	c.Drop()
+	f := &fakeT{T: t}
+	msgs := f.run(func(t testing.TB) { c.Next(t) })
+	if len(msgs) != 1 || !strings.Contains(msgs[0], "stopped") {
+		t.Errorf("Next after the hub refused the client reported %q", msgs)
+	}
+	revoked.Store(false)
+
+	// Nothing reports what does arrive.
+	c2 := livetest.ConnectWith(t, wsURL, alice, "board")
+	hub.Publish(context.Background(), "board", 2)
+	f = &fakeT{T: t}
+	if msgs := f.run(func(t testing.TB) { c2.Nothing(t, waitLong) }); len(msgs) != 1 || !strings.Contains(msgs[0], "unexpected message") {
+		t.Errorf("Nothing reported %q", msgs)
+	}
+}
+
+// waitLong bounds a wait that ends as soon as the awaited thing happens.
+const waitLong = 10 * time.Second
+
+// TestRecorderPerChannel checks a handler that publishes on a list and
+// updates a State: each channel is asserted on its own, ids and times
+// the server makes up are left out.
+func TestRecorderPerChannel(t *testing.T) {
+	rec := livetest.NewRecorder(t)
+	hub := live.NewHub(&live.Options{Broker: rec})
+	t.Cleanup(func() { hub.Close(context.Background()) })
+	stats, err := hub.State(context.Background(), "stats", &live.StateOptions{Initial: map[string]int{"todos": 0}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	create := hub.Hook(live.HookOptions{Channel: func(*http.Request) string { return "todos" }})(
+		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			n++
+			stats.Apply(r.Context(), map[string]int{"todos": n})
+			fmt.Fprintf(w, `{"id":"t%d","title":"milk","createdAt":%q}`, n, time.Now().Format(time.RFC3339Nano))
+		}))
+	create.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("POST", "/todos", nil))
+	create.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("POST", "/todos", nil))
+
+	item := map[string]any{"type": "add", "item": map[string]any{"title": "milk"}}
+	rec.Sequence(t, "todos", item, item, livetest.IgnoreFields("id", "createdAt"))
+	rec.Nothing(t, "todos")
+	// The State's publications as the broker has them: no version (it is
+	// their position).
+	rec.Published(t, "stats", map[string]any{"changes": []any{map[string]any{"op": "update", "path": "todos", "value": 1.0}}})
+	all := rec.All()
+	if last := all[len(all)-1]; last.Channel != "todos" || last.Pos.Seq != 2 {
+		t.Errorf("last publication %+v", last)
+	}
+
+	// A failing check says which channel, and what differs.
+	f := &fakeT{T: t}
+	msgs := f.run(func(t testing.TB) { rec.Published(t, "stats", map[string]any{"changes": []any{}}) })
+	if len(msgs) != 1 || !strings.Contains(msgs[0], `publications on "stats"`) {
+		t.Errorf("a wrong expectation reported %q", msgs)
+	}
+	rec.Nothing(t)
 }

@@ -545,6 +545,18 @@ test("sse: publishing is a POST", async () => {
   assert.equal(post.init.headers["Content-Type"], "application/json");
 });
 
+test("sse: under a prefix mount the stream is at the prefix itself, publishing below it", async () => {
+  const fetch = sseFetch();
+  const l = newSSE(fetch, { sseURL: "http://hub.test/live/" });
+  l.subscribe("a", () => {});
+  await flush();
+  const s = fetch.streams()[0];
+  assert.equal(s.url.origin + s.url.pathname, "http://hub.test/live/");
+  assert.equal(s.url.searchParams.get("channels"), "a");
+  await l.publish("a", 1);
+  assert.equal(fetch.calls.find((c) => c.method === "POST").url.href, "http://hub.test/live/a");
+});
+
 test("auto: a socket that fails before it opens falls back to SSE; one that opened does not", async () => {
   const fetch = sseFetch();
   const l = newLive({ transport: "auto", sseURL: "http://hub.test/api/live", fetch });

@@ -41,9 +41,16 @@ var errSlow = errors.New("live: client too slow")
 // own goroutine drains it, so a slow client delays only itself.
 type conn struct {
 	hub *Hub
+	// req is the request that opened the connection, for Authorize; nil
+	// for the hub's own subscribers, and for SSE streams when there is no
+	// Authorize of the application's to run again. Set before the
+	// connection is taken over; Hub.Reauthorize reads it under mu.
 	req *http.Request
 	ws  bool
 	ip  string // the client's address, for Options.MaxConnsPerIP
+	// id is the connection's Identity, its Info encoded as JSON; nil
+	// when anonymous.
+	id *Identity
 
 	// tokens and refilled rate-limit the client's publish frames; only
 	// the connection's reader goroutine uses them.
@@ -58,6 +65,7 @@ type conn struct {
 	bytes int
 	beat  bool // a heartbeat is due
 	slow  bool // disconnect requested under SlowDisconnect
+	bye   bool // the server ended the connection: stop once the queue is written
 	subs  map[string]*subscription
 	skip  map[string]Position // per state channel: publications up to here were conflated
 	// abort interrupts a write in progress, so a client that stopped
@@ -92,6 +100,9 @@ func newConn(h *Hub, r *http.Request, ws bool) *conn {
 	c := &conn{hub: h, req: r, ws: ws, wake: make(chan struct{}, 1)}
 	if r != nil {
 		c.ip = h.opts.ClientIP(r)
+		if id, ok := r.Context().Value(identityKey{}).(Identity); ok && (id.User != "" || id.Info != nil) {
+			c.id = &id
+		}
 	}
 	c.tokens = float64(h.opts.PublishRate)
 	return c
@@ -282,6 +293,12 @@ func (c *conn) serve(ctx context.Context, t transport) error {
 			if err != nil {
 				return c.why(err)
 			}
+		}
+		c.mu.Lock()
+		bye := c.bye && len(c.q) == 0
+		c.mu.Unlock()
+		if bye {
+			return errDisconnected
 		}
 		if beat {
 			if err := t.heartbeat(ctx); err != nil {

@@ -9,7 +9,8 @@
 // Use [NewHub] and mount the result on your mux, either under one prefix
 //
 //	hub := live.NewHub(nil)
-//	mux.Handle("/live/", hub)
+//	mux.Handle("GET /live/", hub)
+//	mux.Handle("POST /live/", hub)
 //
 // or at separate paths, as a React app written for WebSocket at /ws and
 // EventSource at /api/live/{channel} expects:
@@ -76,7 +77,10 @@
 //
 // # Protect
 //
-// Decide who may subscribe and publish with [Options].Authorize. Browsers
+// Say who a request is with [Options].Identify, and decide what they may
+// subscribe to and publish with [Options].Authorize; when rights change,
+// [Hub.Reauthorize] and [Hub.Disconnect] act on live sessions on every
+// node. Browsers
 // from other origins are refused unless [Options].OriginPatterns admits
 // them, on every endpoint, a State's included, which also takes writes
 // only as JSON. Frames, bodies, subscriptions per connection and the queue of

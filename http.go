@@ -2,6 +2,7 @@ package live
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -50,6 +51,42 @@ func (h *Hub) refusal(r *http.Request, channel string, op Op, err error) (status
 	}
 	h.opts.Logger.Info("live: refused by Authorize", "op", string(op), "channel", channel, "remote", remote, "err", err)
 	return status, code, msg
+}
+
+// identify runs Options.Identify and returns the request that Authorize
+// and the connection keep, carrying the identity. It answers the request
+// itself when it refuses.
+func (h *Hub) identify(w http.ResponseWriter, r *http.Request) (*http.Request, bool) {
+	if h.opts.Identify == nil {
+		return r, true
+	}
+	id, err := h.opts.Identify(r)
+	if err != nil {
+		msg := "sign in first"
+		var d *denial
+		if errors.As(err, &d) {
+			msg = d.msg
+		} else {
+			h.opts.Logger.Info("live: refused by Identify", "remote", r.RemoteAddr, "err", err)
+		}
+		writeError(w, http.StatusUnauthorized, "unauthenticated", msg)
+		return nil, false
+	}
+	if id.Info != nil {
+		info, err := json.Marshal(id.Info)
+		switch {
+		case err != nil:
+			h.opts.Logger.Error("live: Options.Identify returned an Info that does not encode as JSON", "user", id.User, "err", err)
+			writeError(w, http.StatusInternalServerError, "bad_identity", "the server could not encode who you are")
+			return nil, false
+		case len(info) > maxInfoBytes:
+			h.opts.Logger.Error("live: Options.Identify returned an Info over 1 KiB", "user", id.User, "bytes", len(info))
+			writeError(w, http.StatusInternalServerError, "identity_too_large", "the server's public record of you is too large")
+			return nil, false
+		}
+		id.Info = json.RawMessage(info)
+	}
+	return r.WithContext(context.WithValue(r.Context(), identityKey{}, id)), true
 }
 
 // writeAuthError answers an HTTP request that Authorize refused.
@@ -198,7 +235,15 @@ func (h *Hub) servePublish(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad_channel", err.Error())
 		return
 	}
+	if reserved(channel) {
+		refuseReserved(w)
+		return
+	}
 	if !h.allowQuery(w, r) || !h.allowOrigin(w, r) {
+		return
+	}
+	r, ok := h.identify(w, r)
+	if !ok {
 		return
 	}
 	if err := h.opts.Authorize(r, channel, OpPublish); err != nil {

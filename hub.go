@@ -43,6 +43,15 @@ type Options struct {
 	// Default: subscribing is allowed, publishing from clients is refused.
 	Authorize func(r *http.Request, channel string, op Op) error
 
+	// Identify says who a request is, the way the application already
+	// knows it: from its session cookie, or the user its own auth
+	// middleware put in the request's context. It runs once per SSE
+	// stream, WebSocket and HTTP publish, before Authorize, which reads
+	// the result with IdentityOf. A non-nil error refuses the request
+	// with 401 (the client sees a generic message, or that of [Deny]).
+	// Default: every request is anonymous.
+	Identify func(r *http.Request) (Identity, error)
+
 	// OriginPatterns lists the browser origins, besides the request's own
 	// host, allowed to open WebSockets, read SSE streams and publish over
 	// HTTP (CORS). Patterns match the Origin's host with path.Match, or
@@ -180,18 +189,23 @@ func (o *Options) withDefaults() Options {
 // reads, and a small pool of writer goroutines (one per CPU, at least two)
 // writes to all of them; other SSE streams (HTTP/2) are written from their
 // handler's goroutine. The Hub also runs one goroutine per channel with
-// local subscribers and one heartbeat timer, all ended and waited for by
-// Close.
+// local subscribers, one heartbeat timer, and two goroutines that follow
+// and apply the control messages of [Hub.Disconnect] and [Hub.Reauthorize],
+// all ended and waited for by Close.
 //
 // Taking over a connection means middleware that wraps the ResponseWriter
 // sees the stream begin but not its bytes, and the hub writes the response
 // head itself (status 200, the headers set so far, Connection: close).
 type Hub struct {
+	id        string // tells this hub's control messages from others'
 	opts      Options
 	broker    Broker
 	history   History // nil when the broker keeps none
 	ownBroker bool
-	stats     counters
+	// ownAuthorize is set when Options.Authorize is the application's:
+	// streams then keep their request for Hub.Reauthorize.
+	ownAuthorize bool
+	stats        counters
 
 	ctx    context.Context // ends at Close; parent of channel subscriptions
 	cancel context.CancelFunc
@@ -216,6 +230,7 @@ type Hub struct {
 func NewHub(opts *Options) *Hub {
 	o := opts.withDefaults()
 	h := &Hub{
+		id:       randomEpoch(),
 		opts:     o,
 		broker:   o.Broker,
 		channels: make(map[string]*hubChannel),
@@ -223,6 +238,7 @@ func NewHub(opts *Options) *Hub {
 		perIP:    make(map[string]int),
 		idle:     make(chan struct{}),
 	}
+	h.ownAuthorize = opts != nil && opts.Authorize != nil
 	h.stats.resetsBy = newResetCounters()
 	if h.broker == nil {
 		h.broker = NewMemoryBroker(nil)
@@ -232,6 +248,7 @@ func NewHub(opts *Options) *Hub {
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	h.done = h.ctx.Done()
 	h.group.Go(h.heartbeat)
+	h.group.Go(h.runControl)
 	h.writers.init()
 	for range max(2, runtime.GOMAXPROCS(0)) {
 		h.group.Go(h.runWriter)
@@ -246,6 +263,9 @@ func NewHub(opts *Options) *Hub {
 func (h *Hub) Publish(ctx context.Context, channel string, v any) (Position, error) {
 	if err := ValidChannel(channel); err != nil {
 		return Position{}, err
+	}
+	if reserved(channel) {
+		return Position{}, fmt.Errorf("live: publish %q: %w", channel, errReserved)
 	}
 	data, err := json.Marshal(v)
 	if err == nil && !utf8.Valid(data) {

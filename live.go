@@ -190,6 +190,35 @@ type History interface {
 	Since(ctx context.Context, channel string, after Position) ([]Message, error)
 }
 
+// Identity is who a connection belongs to, as [Options].Identify says:
+// Authorize reads it with [IdentityOf], and [Hub.Disconnect] and
+// [Hub.Reauthorize] find connections by it.
+type Identity struct {
+	// User is a stable id of the person; "" is anonymous. Two tabs of one
+	// user are two connections of one User.
+	User string
+
+	// Info is a small public record of the user (a name, an avatar's
+	// URL) that other clients may be shown. Encoded as JSON it may take
+	// at most 1 KiB: a larger one refuses the request (500,
+	// "identity_too_large") and is logged, since it is the application's
+	// mistake.
+	Info any
+}
+
+// maxInfoBytes bounds an Identity's Info, encoded.
+const maxInfoBytes = 1 << 10
+
+type identityKey struct{}
+
+// IdentityOf returns the identity Options.Identify gave the request, for
+// Options.Authorize. Outside a hub's handlers, or without Identify, it is
+// the zero Identity.
+func IdentityOf(r *http.Request) Identity {
+	id, _ := r.Context().Value(identityKey{}).(Identity)
+	return id
+}
+
 // Op names an operation that an Authorize hook decides on.
 type Op string
 

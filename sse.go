@@ -39,7 +39,15 @@ func (h *Hub) serveSSE(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad_channel", err.Error())
 		return
 	}
+	if reserved(channel) {
+		refuseReserved(w)
+		return
+	}
 	if !h.allowQuery(w, r) || !h.allowOrigin(w, r) {
+		return
+	}
+	r, ok := h.identify(w, r)
+	if !ok {
 		return
 	}
 	if err := h.opts.Authorize(r, channel, OpSubscribe); err != nil {
@@ -85,6 +93,10 @@ func (h *Hub) serveSSEMux(w http.ResponseWriter, r *http.Request) {
 	if !h.allowQuery(w, r) || !h.allowOrigin(w, r) {
 		return
 	}
+	r, ok := h.identify(w, r)
+	if !ok {
+		return
+	}
 	q := r.URL.Query()
 	var channels []string
 	seen := make(map[string]bool)
@@ -95,6 +107,10 @@ func (h *Hub) serveSSEMux(w http.ResponseWriter, r *http.Request) {
 			}
 			if err := ValidChannel(ch); err != nil {
 				writeError(w, http.StatusBadRequest, "bad_channel", err.Error())
+				return
+			}
+			if reserved(ch) {
+				refuseReserved(w)
 				return
 			}
 			seen[ch] = true
@@ -212,7 +228,13 @@ func (h *Hub) takeOverSSE(w http.ResponseWriter, r *http.Request, c *conn, mux b
 	if mux {
 		kind = kindSSEMux
 	}
-	c.req = nil // SSE streams authorize nothing more: let the request go
+	if !h.ownAuthorize {
+		// Nothing to authorize again (Hub.Reauthorize): let the request
+		// go, which saves an idle stream about 1.7 KiB.
+		c.mu.Lock()
+		c.req = nil
+		c.mu.Unlock()
+	}
 	c.takeOver(nc, kind, head.Bytes())
 	// The client sends nothing more; reading tells at once when it
 	// leaves.

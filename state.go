@@ -88,6 +88,9 @@ func (h *Hub) State(ctx context.Context, channel string, opts *StateOptions) (*S
 	if err := ValidChannel(channel); err != nil {
 		panic(err)
 	}
+	if reserved(channel) {
+		panic(errReserved)
+	}
 	var o StateOptions
 	if opts != nil {
 		o = *opts

@@ -43,6 +43,10 @@ func (h *Hub) serveWS(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	r, ok := h.identify(w, r)
+	if !ok {
+		return
+	}
 	c := newConn(h, r, true)
 	if err := h.enter(c); err != nil {
 		refuse(w, err)
@@ -154,6 +158,10 @@ func (h *Hub) handleFrame(ctx context.Context, c *conn, data []byte) {
 			ch = ""
 		}
 		c.push(errorFrame("bad_channel", err.Error(), ch, ref))
+		return
+	}
+	if reserved(ch) {
+		c.push(errorFrame("reserved", errReserved.Error(), ch, ref))
 		return
 	}
 	switch f.Type {

@@ -64,6 +64,7 @@ func RunNodes(t *testing.T, cfg Config) {
 			})
 		}
 	})
+	t.Run("Control", s.testControl)
 }
 
 // loseData calls cfg.LoseData, or skips t without it.
@@ -204,7 +205,7 @@ func publishConcurrently(t *testing.T, brokers []live.Broker, channel string, he
 // as one process of an application.
 func (s *suite) newNode(t *testing.T) *servertest.Node {
 	t.Helper()
-	return servertest.NewNode(t, s.broker(t))
+	return servertest.NewNode(t, s.broker(t), nil)
 }
 
 // publishVia publishes data through n's Hub and returns its cursor.

@@ -132,7 +132,7 @@ func newNode(t testing.TB, nc *nats.Conn, opts *natsbroker.Options) *node {
 	}
 	b := natsbroker.New(nc, &o)
 	t.Cleanup(func() { b.Close() })
-	return &node{Node: servertest.NewNode(t, b), broker: b}
+	return &node{Node: servertest.NewNode(t, b, nil), broker: b}
 }
 
 // A server is a private nats-server with JetStream, which the fault tests

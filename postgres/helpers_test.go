@@ -108,7 +108,7 @@ func newNode(t testing.TB, pool *pgxpool.Pool, opts *pgbroker.Options) *node {
 	}
 	b := pgbroker.New(pool, &o)
 	t.Cleanup(func() { b.Close() })
-	return &node{Node: servertest.NewNode(t, b), broker: b}
+	return &node{Node: servertest.NewNode(t, b, nil), broker: b}
 }
 
 // A logRecorder keeps what a logger wrote, and logs it to t.

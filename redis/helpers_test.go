@@ -109,7 +109,7 @@ func newNode(t testing.TB, client *redis.Client, opts *redisbroker.Options) *nod
 	t.Helper()
 	b := redisbroker.New(client, opts)
 	t.Cleanup(func() { b.Close() })
-	return &node{Node: servertest.NewNode(t, b), broker: b}
+	return &node{Node: servertest.NewNode(t, b, nil), broker: b}
 }
 
 // A server is a private redis-server, which the fault tests kill, stop

@@ -21,9 +21,20 @@ type Node struct {
 
 // NewNode starts a Hub on b behind a test server. When t ends, the Hub is
 // closed, then the server; close b in a cleanup registered before.
-func NewNode(t testing.TB, b live.Broker) *Node {
+//
+// opts, which may be nil, configures the Hub; its Broker is b, and its
+// Logger t's unless set.
+func NewNode(t testing.TB, b live.Broker, opts *live.Options) *Node {
 	t.Helper()
-	hub := live.NewHub(&live.Options{Broker: b, Logger: Logger(t)})
+	var o live.Options
+	if opts != nil {
+		o = *opts
+	}
+	o.Broker = b
+	if o.Logger == nil {
+		o.Logger = Logger(t)
+	}
+	hub := live.NewHub(&o)
 	mux := http.NewServeMux()
 	mux.Handle("GET /live/{channel}", hub.SSEHandler())
 	mux.Handle("/ws", hub.WebSocketHandler())

@@ -31,14 +31,24 @@ type Stream struct {
 // closed at the end of t.
 func OpenStream(t testing.TB, url, lastID string) *Stream {
 	t.Helper()
+	var h http.Header
+	if lastID != "" {
+		h = http.Header{"Last-Event-Id": {lastID}}
+	}
+	return OpenStreamWith(t, url, h)
+}
+
+// OpenStreamWith is OpenStream with the request's headers.
+func OpenStreamWith(t testing.TB, url string, header http.Header) *Stream {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		cancel()
 		t.Fatal(err)
 	}
-	if lastID != "" {
-		req.Header.Set("Last-Event-ID", lastID)
+	for k, v := range header {
+		req.Header[k] = v
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

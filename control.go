@@ -1,0 +1,335 @@
+package live
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+)
+
+// The server's hand on live sessions. Hub.Disconnect and Hub.Reauthorize
+// act on this hub's connections at once, and publish a control message on
+// a reserved channel of the broker, so that every Hub sharing the broker
+// does the same. A hub that cannot vouch for having seen every control
+// message (its subscription to them broke and history cannot fill the
+// hole) re-runs Authorize for all its subscriptions: when in doubt, it
+// revokes.
+
+// reservedPrefix starts the names of the channels the hubs keep for
+// themselves. Clients cannot subscribe or publish there, and neither can
+// Hub.Publish.
+const reservedPrefix = "@live:"
+
+// controlChannel carries control messages between the hubs sharing a
+// broker.
+const controlChannel = reservedPrefix + "control"
+
+func reserved(channel string) bool { return strings.HasPrefix(channel, reservedPrefix) }
+
+// errReserved refuses a reserved channel.
+var errReserved = errors.New("live: channels starting with " + reservedPrefix + " are reserved")
+
+// statusDisconnected is the WebSocket close status of a connection that
+// Hub.Disconnect ended.
+const statusDisconnected = 4001
+
+// A controlMsg is one control message. From names the hub that sent it,
+// which applied it already.
+type controlMsg struct {
+	Op      string `json:"op"` // "disconnect" or "reauthorize"
+	User    string `json:"user,omitempty"`
+	Channel string `json:"channel,omitempty"`
+	From    string `json:"from"`
+}
+
+// Disconnect ends every connection of user, on this Hub and on every Hub
+// sharing its broker: WebSocket connections close with status 4001 and
+// SSE streams end after a "refused" event. Clients that reconnect are
+// identified and authorized again, so a user who logged out or was banned
+// (whom Options.Identify or Authorize now refuses) stays out. It returns
+// once this Hub's connections are closed and the message is with the
+// broker; other nodes act on it as they receive it (milliseconds).
+func (h *Hub) Disconnect(ctx context.Context, user string) error {
+	if user == "" {
+		return errors.New("live: Disconnect needs a user")
+	}
+	return h.control(ctx, controlMsg{Op: "disconnect", User: user})
+}
+
+// Reauthorize runs Options.Authorize again for the subscriptions to
+// channel of user, on this Hub and on every Hub sharing its broker; ""
+// matches any channel, or any user. Call it when rights change (a user
+// leaves a team, a document is unshared). A subscription Authorize now
+// refuses ends: over WebSocket and the multiplexed SSE stream the client
+// gets an error frame naming the channel and nothing more of it; a
+// one-channel SSE stream gets a "refused" event and ends. Resuming it later
+// is refused as any subscription would be. It returns once this Hub's
+// subscriptions are checked and the message is with the broker.
+func (h *Hub) Reauthorize(ctx context.Context, channel, user string) error {
+	return h.control(ctx, controlMsg{Op: "reauthorize", User: user, Channel: channel})
+}
+
+// control applies m here and publishes it for the other hubs.
+func (h *Hub) control(ctx context.Context, m controlMsg) error {
+	h.applyControl(m)
+	m.From = h.id
+	data, _ := json.Marshal(m)
+	if _, err := h.publish(ctx, controlChannel, data); err != nil {
+		return fmt.Errorf("live: %s reached this hub only: %w", m.Op, err)
+	}
+	return nil
+}
+
+// applyControl applies m to this hub's connections.
+func (h *Hub) applyControl(m controlMsg) {
+	h.mu.Lock()
+	var conns []*conn
+	for c := range h.conns {
+		if m.User == "" || c.id != nil && c.id.User == m.User {
+			conns = append(conns, c)
+		}
+	}
+	h.mu.Unlock()
+	for _, c := range conns {
+		switch m.Op {
+		case "disconnect":
+			c.end(statusDisconnected, "disconnected by the server", refusedFrame("", "disconnected", "disconnected by the server"))
+		case "reauthorize":
+			h.reauthorize(c, m.Channel)
+		}
+	}
+}
+
+// reauthorize runs Authorize for c's subscriptions to channel ("" for
+// all) and ends those it refuses.
+func (h *Hub) reauthorize(c *conn, channel string) {
+	c.mu.Lock()
+	var names []string
+	for name := range c.subs {
+		if channel == "" || name == channel {
+			names = append(names, name)
+		}
+	}
+	r := c.req
+	c.mu.Unlock()
+	if r == nil {
+		return // the server's own subscriber, not a client's
+	}
+	for _, name := range names {
+		err := h.opts.Authorize(r, name, OpSubscribe)
+		if err == nil {
+			continue
+		}
+		_, code, msg := h.refusal(r, name, OpSubscribe, err)
+		if !c.ws {
+			// A one-channel SSE stream has nothing left to carry.
+			c.end(0, "", refusedFrame(name, code, msg))
+			return
+		}
+		if h.unsubscribe(c, name) {
+			c.push(errorFrame(code, msg, name, nil))
+		}
+	}
+}
+
+// refusedFrame is the last frame of a connection the server ended: an
+// error frame for WebSocket and multiplexed streams, a "refused" event for
+// one-channel SSE streams (not "error", which EventSource keeps for its
+// own failures).
+func refusedFrame(channel, code, msg string) *frame {
+	f := errorFrame(code, msg, channel, nil)
+	body, _ := json.Marshal(control{Channel: channel, Code: code, Message: msg})
+	b := append([]byte("event: refused\ndata: "), body...)
+	f.sse = append(b, "\n\n"...)
+	return f
+}
+
+// end ends c after last words: a WebSocket close frame with code and
+// reason, or, on an SSE stream, the frame last (an error frame on a
+// multiplexed one, an event on a one-channel one).
+func (c *conn) end(code uint16, reason string, last *frame) {
+	c.mu.Lock()
+	kind, abort := c.kind, c.abort
+	c.mu.Unlock()
+	switch {
+	case kind == kindWS:
+		c.closeWith(code, reason, time.Now().Add(closeWait))
+		c.kill(errDisconnected)
+	case kind != 0:
+		c.wmu.Lock()
+		if c.out == nil {
+			c.out = getOut()
+		}
+		c.out = c.appendFrame(c.out, last)
+		c.wmu.Unlock()
+		c.flushNow()
+		c.kill(errDisconnected)
+	default:
+		// Written by its handler's goroutine (HTTP/2): queue the last
+		// frame, and end the stream once it is written.
+		c.push(last)
+		c.mu.Lock()
+		c.bye = true
+		c.unlockAndWake()
+		if abort == nil {
+			c.kill(errDisconnected)
+		}
+	}
+}
+
+// errDisconnected ends a connection the server ended.
+var errDisconnected = errors.New("live: disconnected by the server")
+
+// runControl follows the control channel for the hub's lifetime, applying
+// what other hubs send. A hole in what the broker delivers is filled from
+// history; one that cannot be filled makes the hub re-run Authorize for
+// every subscription, since a Disconnect or Reauthorize may be in it. The
+// broker's callbacks only queue; a goroutine of the hub's applies, so
+// that neither the broker nor Authorize waits for the other.
+func (h *Hub) runControl() error {
+	// A todo is a message to apply, or a hole (from, to] to fill first.
+	type todo struct {
+		msg      controlMsg
+		hole     bool
+		from, to Position
+	}
+	var (
+		mu      sync.Mutex // guards last, started and queue
+		last    Position
+		started bool
+		queue   []todo
+	)
+	wake := make(chan struct{}, 1)
+	signal := func() {
+		select {
+		case wake <- struct{}{}:
+		default:
+		}
+	}
+	ready := func(head Position) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case !started:
+			started = true
+			// Connections accepted before now may belong to a user
+			// disconnected before now.
+			queue = append(queue, todo{msg: controlMsg{Op: "reauthorize"}})
+		case head != last:
+			queue = append(queue, todo{hole: true, from: last, to: head})
+		}
+		last = head
+		signal()
+	}
+	deliver := func(m Message) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case m.Pos.Epoch == last.Epoch && m.Pos.Seq <= last.Seq:
+			return // seen
+		case m.Pos.Epoch != last.Epoch || m.Pos.Seq > last.Seq+1:
+			queue = append(queue, todo{hole: true, from: last, to: Position{m.Pos.Epoch, m.Pos.Seq - 1}})
+		}
+		queue = append(queue, todo{msg: decodeControl(m.Data)})
+		last = m.Pos
+		signal()
+	}
+	apply := func(m controlMsg) {
+		if m.From == h.id {
+			return // applied when sent
+		}
+		if m.Op == "reauthorize" && m.User == "" && m.Channel == "" && !h.hasConns() {
+			return
+		}
+		h.applyControl(m)
+	}
+	// fill applies what history holds of the hole (from, to], or, when it
+	// cannot, reauthorizes everything.
+	fill := func(from, to Position) {
+		var msgs []Message
+		err := ErrGone
+		if h.history != nil && from.Epoch == to.Epoch {
+			msgs, err = h.history.Since(h.ctx, controlChannel, from)
+		}
+		if err != nil {
+			if h.ctx.Err() == nil {
+				h.opts.Logger.Warn("live: control messages may have been lost; checking every subscription again", "err", err)
+			}
+			apply(controlMsg{Op: "reauthorize"})
+			return
+		}
+		for _, m := range msgs {
+			if m.Pos.Seq <= to.Seq {
+				apply(decodeControl(m.Data))
+			}
+		}
+	}
+
+	done := make(chan struct{})
+	h.group.Go(func() error {
+		for {
+			select {
+			case <-wake:
+			case <-done:
+				return nil
+			}
+			mu.Lock()
+			todos := queue
+			queue = nil
+			mu.Unlock()
+			for _, t := range todos {
+				if t.hole {
+					fill(t.from, t.to)
+				} else {
+					apply(t.msg)
+				}
+			}
+		}
+	})
+	defer close(done)
+
+	const minDelay, maxDelay = 50 * time.Millisecond, 5 * time.Second
+	delay := minDelay
+	for {
+		err := h.broker.Subscribe(h.ctx, controlChannel, ready, deliver)
+		if h.ctx.Err() != nil {
+			return nil
+		}
+		h.stats.brokerErrors.Add(1)
+		h.opts.Logger.Warn("live: control subscription broke; resubscribing", "err", err)
+		t := time.NewTimer(delay)
+		select {
+		case <-h.done:
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		delay = min(2*delay, maxDelay)
+	}
+}
+
+// hasConns reports whether the hub has connections.
+func (h *Hub) hasConns() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.conns) > 0
+}
+
+// decodeControl decodes a control message; one it cannot read makes the
+// hub check every subscription again.
+func decodeControl(data []byte) controlMsg {
+	var m controlMsg
+	if json.Unmarshal(data, &m) != nil || (m.Op != "disconnect" && m.Op != "reauthorize") {
+		return controlMsg{Op: "reauthorize"}
+	}
+	return m
+}
+
+// refuseReserved answers a request for a reserved channel.
+func refuseReserved(w http.ResponseWriter) {
+	writeError(w, http.StatusForbidden, "reserved", errReserved.Error())
+}

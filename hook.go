@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 	"unicode/utf8"
 )
 
@@ -22,8 +23,7 @@ import (
 // Access-Control-Allow-Headers (and Access-Control-Expose-Headers to read
 // the echo); the application's CORS layer sets those.
 //
-// The id correlates; it does not make a retried request idempotent: a
-// retry runs the handler again and publishes again.
+// The id is also a key for retries: see [HookOptions].RetryWindow.
 const MutationIDHeader = "Live-Mutation-Id"
 
 const (
@@ -85,6 +85,25 @@ type HookOptions struct {
 	// Version is logged and answered with 500. Default: If-Match is left
 	// to the handler.
 	Version func(r *http.Request) (current string, err error)
+
+	// RetryWindow is how long the hook remembers the response to a
+	// request that carried [MutationIDHeader] or [IdempotencyKeyHeader]:
+	// a retry within it (same method, path, user and key) is answered
+	// with the first response, marked Idempotent-Replayed: true, and
+	// neither runs the handler nor publishes again. A retry that arrives
+	// while the first request runs waits for it (and gets 409
+	// "in_progress" if its own context ends first). 2xx and 4xx answers
+	// are kept; after a 5xx, a panic or a hijack a retry runs again, as it
+	// does when the first request ran longer than a minute or its node
+	// died. A response beyond MaxBody is repeated as 409
+	// "already_applied". Default 10 minutes; negative turns it off.
+	RetryWindow time.Duration
+
+	// Idempotency keeps those responses. Default: in the Hub's memory (at
+	// most 64 MiB, the oldest giving way first), which a retry landing on
+	// another node does not see; the Redis and PostgreSQL broker modules
+	// have stores that nodes share.
+	Idempotency IdempotencyStore
 }
 
 // Event is one publication [Hub.Hook] makes, as [HookOptions].Event or
@@ -145,6 +164,12 @@ func (h *Hub) Hook(opts HookOptions) func(http.Handler) http.Handler {
 	if opts.MaxBody <= 0 {
 		opts.MaxBody = max(h.maxPublication()-eventRoom, 1)
 	}
+	if opts.RetryWindow == 0 {
+		opts.RetryWindow = defaultRetryWindow
+	}
+	if opts.Idempotency == nil {
+		opts.Idempotency = h.idem
+	}
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			switch r.Method {
@@ -166,16 +191,48 @@ func (h *Hub) serveHook(o *HookOptions, next http.Handler, w http.ResponseWriter
 	if mid != "" {
 		w.Header().Set(MutationIDHeader, mid)
 	}
+	hw := &hookWriter{w: w, max: o.MaxBody}
+	// settle records what became of a request whose key this hub claimed,
+	// once; nil for requests without a key.
+	var settle func(ran bool)
+	if o.RetryWindow > 0 {
+		key, err := h.idempotencyKey(r, mid)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "bad_idempotency_key", err.Error())
+			return
+		}
+		if key != "" {
+			claimed, sr := h.claim(r.Context(), o.Idempotency, key)
+			if sr != nil {
+				replay(w, sr)
+				return
+			}
+			if claimed {
+				done := false
+				settle = func(ran bool) {
+					if !done {
+						done = true
+						h.settle(o.Idempotency, key, hw, o.RetryWindow, ran)
+					}
+				}
+				defer settle(false) // a panic, or a refused If-Match: a retry runs again
+			}
+		}
+	}
 	if o.Version != nil && !h.checkVersion(o, w, r) {
 		return
 	}
 
 	st := &hookState{}
-	hw := &hookWriter{w: w, max: o.MaxBody}
 	// A panic in next propagates from here: nothing below runs, nothing is
 	// published, and net/http sees the original value.
 	next.ServeHTTP(hw, r.WithContext(context.WithValue(r.Context(), hookKey{}, st)))
 	hw.finish()
+	if settle != nil {
+		// Before publishing: should this node die in between, a retry
+		// repeats the response rather than the change.
+		settle(true)
+	}
 	if hw.hijacked || hw.status < 200 || hw.status > 299 {
 		return
 	}

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -1048,27 +1049,201 @@ func TestHookNeedsChannelOrEvent(t *testing.T) {
 	hub.Hook(live.HookOptions{})
 }
 
-// TestHookMutationIDIsNotIdempotency shows what the docs say: a repeated
-// Live-Mutation-Id runs the handler again and publishes again. It
-// correlates a broadcast with an optimistic item; it does not deduplicate.
-func TestHookMutationIDIsNotIdempotency(t *testing.T) {
+// TestHookRetries sends retries as clients whose responses were lost
+// do: the handler runs once, one event is published, every retry gets
+// the first response.
+func TestHookRetries(t *testing.T) {
 	s := newHookServer(t, nil)
-	runs := 0
-	s.handle("POST /todos", s.hub.Hook(live.HookOptions{Channel: toChannel("todos")}), func(w http.ResponseWriter, r *http.Request) {
-		runs++
-		fmt.Fprintf(w, `{"id":"t%d"}`, runs)
+	var mu sync.Mutex
+	runs := map[string]int{}
+	fail := map[string]int{} // status to answer with, per path
+	s.handle("/todos/{name}", s.hub.Hook(live.HookOptions{Channel: toChannel("todos")}), func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		runs[r.URL.Path]++
+		n, status := runs[r.URL.Path], fail[r.URL.Path]
+		mu.Unlock()
+		if status != 0 {
+			w.WriteHeader(status)
+			fmt.Fprintf(w, `{"error":"no","run":%d}`, n)
+			return
+		}
+		w.Header().Set("Location", "/todos/t1")
+		w.WriteHeader(http.StatusCreated)
+		fmt.Fprintf(w, `{"id":"t1","run":%d}`, n)
 	})
 	stream := openSSE(t, s.srv.URL+"/live/todos", nil)
-	for range 2 {
-		s.do(t, "POST", "/todos", http.Header{live.MutationIDHeader: {"m1"}}, `{}`)
+	post := func(path string, header http.Header) hookReply {
+		t.Helper()
+		return s.do(t, "POST", path, header, `{}`)
 	}
-	for i := 1; i <= 2; i++ {
-		want := fmt.Sprintf(`{"type":"add","item":{"id":"t%d"},"mutationId":"m1"}`, i)
-		if ev := stream.nextData(t); ev.Data != want {
-			t.Fatalf("event %d: %s; want %s", i, ev.Data, want)
+	mid := func(v string) http.Header { return http.Header{live.MutationIDHeader: {v}} }
+	key := func(v string) http.Header { return http.Header{live.IdempotencyKeyHeader: {v}} }
+
+	// A mutation id and an Idempotency-Key each make a retry safe.
+	for _, h := range []http.Header{mid("m1"), key("k1")} {
+		path := "/todos/" + strings.ToLower(fmt.Sprint(len(h[live.MutationIDHeader])))
+		first := post(path, h)
+		for range 3 {
+			again := post(path, h)
+			if again.status != 201 || again.body != first.body || again.header.Get("Location") != "/todos/t1" || again.header.Get("Idempotent-Replayed") != "true" {
+				t.Fatalf("retry: %d %q %v; want the first response, %d %q", again.status, again.body, again.header, first.status, first.body)
+			}
+		}
+		if runs[path] != 1 {
+			t.Fatalf("%s ran %d times", path, runs[path])
+		}
+		stream.nextData(t)
+	}
+	s.expectNothing(t, stream, "todos") // one event per mutation, none for the retries
+
+	// Keys are scoped by path: the same key elsewhere is another request.
+	if rep := post("/todos/other", mid("m1")); rep.header.Get("Idempotent-Replayed") != "" || runs["/todos/other"] != 1 {
+		t.Fatalf("the same key on another path was replayed: %+v", rep)
+	}
+	stream.nextData(t)
+
+	// A 4xx is kept; after a 5xx a retry runs again.
+	mu.Lock()
+	fail["/todos/bad"], fail["/todos/down"] = 422, 503
+	mu.Unlock()
+	for range 2 {
+		post("/todos/bad", mid("m2"))
+		post("/todos/down", mid("m3"))
+	}
+	if runs["/todos/bad"] != 1 || runs["/todos/down"] != 2 {
+		t.Fatalf("a 422 ran %d times, a 503 %d times; want 1 and 2", runs["/todos/bad"], runs["/todos/down"])
+	}
+
+	// Malformed keys are refused.
+	if rep := post("/todos/x", key(strings.Repeat("k", 256))); rep.status != 400 {
+		t.Fatalf("a 256-byte key: %d", rep.status)
+	}
+}
+
+// TestHookConcurrentDuplicates sends 100 copies of one request at once:
+// one runs, the others wait for it and repeat its response.
+func TestHookConcurrentDuplicates(t *testing.T) {
+	hub := live.NewHub(nil)
+	t.Cleanup(func() { hub.Close(context.Background()) })
+	var runs atomic.Int32
+	release := make(chan struct{})
+	h := hub.Hook(live.HookOptions{Channel: toChannel("todos")})(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		runs.Add(1)
+		<-release // the first is still running while the copies arrive
+		fmt.Fprint(w, `{"id":"t1"}`)
+	}))
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	var wg sync.WaitGroup
+	bodies := make(chan string, 100)
+	for range 100 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, _ := http.NewRequest("POST", srv.URL+"/todos", strings.NewReader(`{}`))
+			req.Header.Set(live.MutationIDHeader, "same")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				bodies <- err.Error()
+				return
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			bodies <- fmt.Sprint(resp.StatusCode, " ", string(b))
+		}()
+	}
+	for runs.Load() == 0 {
+		runtime.Gosched() // the first has started
+	}
+	close(release)
+	wg.Wait()
+	close(bodies)
+	for b := range bodies {
+		if b != `200 {"id":"t1"}` {
+			t.Errorf("a copy got %q", b)
 		}
 	}
-	if runs != 2 {
-		t.Fatalf("the handler ran %d times", runs)
+	if n := runs.Load(); n != 1 {
+		t.Fatalf("the handler ran %d times", n)
+	}
+}
+
+// TestHookRetryAfterLostResponse cuts the response of a request after its
+// handler ran, as a dropped connection does, and retries it.
+func TestHookRetryAfterLostResponse(t *testing.T) {
+	s := newHookServer(t, nil)
+	var runs atomic.Int32
+	cut := make(chan struct{})
+	s.handle("POST /todos", s.hub.Hook(live.HookOptions{Channel: toChannel("todos")}), func(w http.ResponseWriter, r *http.Request) {
+		io.ReadAll(r.Body) // so that net/http watches for the client leaving
+		if runs.Add(1) == 1 {
+			close(cut)
+			<-r.Context().Done() // the client has gone
+		}
+		w.WriteHeader(http.StatusCreated)
+		fmt.Fprint(w, `{"id":"t1"}`)
+	})
+	stream := openSSE(t, s.srv.URL+"/live/todos", nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "POST", s.srv.URL+"/todos", strings.NewReader(`{}`))
+	req.Header.Set(live.MutationIDHeader, "lost")
+	go func() {
+		<-cut
+		cancel()
+	}()
+	if _, err := http.DefaultClient.Do(req); err == nil {
+		t.Fatal("the first request got its response")
+	}
+	<-s.done // its handler has returned
+	if ev := stream.nextData(t); !strings.Contains(ev.Data, `"mutationId":"lost"`) {
+		t.Fatalf("event %+v", ev)
+	}
+	for range 3 {
+		rep := s.do(t, "POST", "/todos", http.Header{live.MutationIDHeader: {"lost"}}, `{}`)
+		if rep.status != 201 || rep.body != `{"id":"t1"}` {
+			t.Fatalf("retry: %d %q", rep.status, rep.body)
+		}
+	}
+	if n := runs.Load(); n != 1 {
+		t.Fatalf("the handler ran %d times", n)
+	}
+	s.expectNothing(t, stream, "todos")
+}
+
+// TestHookRetryScopes checks that keys are per user (Options.Identify),
+// and that RetryWindow < 0 turns retries off.
+func TestHookRetryScopes(t *testing.T) {
+	tm := newTeams()
+	hub := live.NewHub(&live.Options{Identify: tm.identify})
+	t.Cleanup(func() { hub.Close(context.Background()) })
+	var runs atomic.Int32
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, `{"run":%d}`, runs.Add(1))
+	})
+	mux := http.NewServeMux()
+	mux.Handle("POST /scoped", hub.Hook(live.HookOptions{Channel: toChannel("a")})(handler))
+	mux.Handle("POST /off", hub.Hook(live.HookOptions{Channel: toChannel("a"), RetryWindow: -1})(handler))
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	post := func(path, user string) string {
+		req, _ := http.NewRequest("POST", srv.URL+path, nil)
+		req.Header.Set("Cookie", "user="+user)
+		req.Header.Set(live.IdempotencyKeyHeader, "k")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	if a, b := post("/scoped", "alice"), post("/scoped", "bob"); a == b {
+		t.Fatalf("bob got alice's response %s", a)
+	}
+	if a := post("/scoped", "alice"); a != `{"run":1}` {
+		t.Fatalf("alice's retry: %s", a)
+	}
+	if x, y := post("/off", "alice"), post("/off", "alice"); x == y {
+		t.Fatalf("with RetryWindow < 0 a retry was replayed: %s", y)
 	}
 }

@@ -202,6 +202,7 @@ type Hub struct {
 	broker    Broker
 	history   History // nil when the broker keeps none
 	ownBroker bool
+	idem      *memoryIdempotency // HookOptions.Idempotency's default
 	// ownAuthorize is set when Options.Authorize is the application's:
 	// streams then keep their request for Hub.Reauthorize.
 	ownAuthorize bool
@@ -231,6 +232,7 @@ func NewHub(opts *Options) *Hub {
 	o := opts.withDefaults()
 	h := &Hub{
 		id:       randomEpoch(),
+		idem:     newMemoryIdempotency(),
 		opts:     o,
 		broker:   o.Broker,
 		channels: make(map[string]*hubChannel),

@@ -65,6 +65,7 @@ func RunNodes(t *testing.T, cfg Config) {
 		}
 	})
 	t.Run("Control", s.testControl)
+	t.Run("Retries", s.testRetries)
 }
 
 // loseData calls cfg.LoseData, or skips t without it.

@@ -81,6 +81,10 @@ func deleteStream(t testing.TB, url, prefix string) {
 	if err := js.DeleteStream(ctx, prefix); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
 		t.Errorf("deleting stream %s: %v", prefix, err)
 	}
+	// The idempotency bucket, if the test made one.
+	if err := js.DeleteKeyValue(ctx, prefix+"_idempotency"); err != nil && !errors.Is(err, jetstream.ErrBucketNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		t.Errorf("deleting the idempotency bucket of %s: %v", prefix, err)
+	}
 }
 
 // newBroker returns a broker on a new connection to url, with its own

@@ -32,6 +32,14 @@ CREATE TABLE IF NOT EXISTS {schema}.messages (
 	PRIMARY KEY (channel, seq)
 );
 
+-- idempotency keeps, per key, the response to a request that a retry gets
+-- instead of running it again; response is NULL while the request runs.
+CREATE TABLE IF NOT EXISTS {schema}.idempotency (
+	key      text PRIMARY KEY,
+	response bytea,
+	expires  timestamptz NOT NULL
+);
+
 -- publish appends a publication and announces it, in the caller's
 -- transaction: the announcement is delivered when, and only if, it commits.
 -- p_epoch is used if the channel has no row; p_inline is the data as text if

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"testing"
 	"time"
 
@@ -167,6 +169,36 @@ func BenchmarkMerge(b *testing.B) {
 			if _, err := live.ApplyDelta(current, 7, d); err != nil {
 				b.Fatal(err)
 			}
+		}
+	})
+}
+
+// BenchmarkLongPoll measures polls over loopback, client in-process: an
+// idle one (cursors current, nothing waiting, no hold), and one that
+// finds a publication waiting. One op is one poll.
+func BenchmarkLongPoll(b *testing.B) {
+	s := newTestServer(b, &live.Options{Heartbeat: time.Hour})
+	head := s.publish(b, "p", 0).String()
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
+	poll := func(b *testing.B, cursor string) {
+		resp, err := client.Get(s.srv.URL + "/api/live?channels=p&poll=0&cursor.p=" + cursor)
+		if err != nil {
+			b.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	b.Run("idle", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			poll(b, head)
+		}
+	})
+	b.Run("one waiting", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			pos := s.publish(b, "p", 1)
+			poll(b, live.Position{Epoch: pos.Epoch, Seq: pos.Seq - 1}.String())
 		}
 	})
 }

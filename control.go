@@ -166,7 +166,13 @@ func (c *conn) end(code uint16, reason string, last *frame) {
 		}
 		c.out = c.appendFrame(c.out, last)
 		c.wmu.Unlock()
-		c.flushNow()
+		// Take the write turn from whoever has it, as closeWith does, so
+		// the last frame follows what was written.
+		until := time.Now().Add(closeWait)
+		c.nc.SetWriteDeadline(until)
+		c.wlock.Lock()
+		c.writeLastLocked(until)
+		c.wlock.Unlock()
 		c.kill(errDisconnected)
 	default:
 		// Written by its handler's goroutine (HTTP/2): queue the last

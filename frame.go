@@ -13,6 +13,7 @@ type frame struct {
 	pos     Position
 	data    bool // a publication
 	reset   bool // a reset; pos is its cursor
+	ack     bool // a "subscribed" acknowledgement
 	sse     []byte
 	ws      []byte
 	src     []byte      // a state channel's publication as published, for State.apply
@@ -115,7 +116,7 @@ type control struct {
 // EventSource's Last-Event-ID without firing an event; resets become named
 // "reset" events, which EventSource.onmessage never sees.
 func (c control) encode(ws bool) *frame {
-	f := &frame{channel: c.Channel}
+	f := &frame{channel: c.Channel, ack: c.Type == "subscribed"}
 	if ws {
 		f.ws, _ = json.Marshal(c)
 		return f

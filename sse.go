@@ -117,6 +117,12 @@ func (h *Hub) serveSSEMux(w http.ResponseWriter, r *http.Request) {
 			channels = append(channels, ch)
 		}
 	}
+	hold, err := pollHold(q)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "bad_poll", err.Error())
+		return
+	}
+	resumed := make(map[string]bool)
 	switch {
 	case len(channels) == 0:
 		writeError(w, http.StatusBadRequest, "bad_channel", "channels names no channel; send ?channels=a,b")
@@ -146,6 +152,7 @@ func (h *Hub) serveSSEMux(w http.ResponseWriter, r *http.Request) {
 		from := resumeFrom{}
 		if k := "cursor." + ch; q.Has(k) {
 			from = parseResume(q.Get(k))
+			resumed[ch] = true
 		}
 		if err := h.subscribe(r.Context(), c, ch, from, nil); err != nil {
 			c.push(subscribeErrorFrame(err, ch, nil))
@@ -170,6 +177,10 @@ func (h *Hub) serveSSEMux(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodHead {
 		setStreamHeaders(w)
 		w.WriteHeader(http.StatusOK)
+		return
+	}
+	if q.Has("poll") {
+		h.poll(w, r, c, hold, resumed)
 		return
 	}
 	h.stream(w, r, c, true)

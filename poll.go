@@ -1,0 +1,95 @@
+package live
+
+import (
+	"bytes"
+	"errors"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+)
+
+// Long-polling, for networks where neither WebSocket nor a stream gets
+// through (a proxy that buffers whole responses). A poll is the
+// multiplexed SSE request with ?poll added:
+//
+//	GET …?channels=a,b&cursor.a=<cursor>&poll[=<seconds>]
+//
+// It answers a JSON array of the frames the stream would carry
+// ("subscribed", "data", "reset", "error"), as soon as one is news, or an
+// empty array once the hold (25 seconds, or the given number up to that)
+// has passed. The client sends the next poll with the cursors it reached,
+// so nothing is lost or repeated between polls; the hub keeps nothing of a
+// poller between polls, so one that never comes back costs nothing.
+// Authorization, origins, identities and limits are the stream's.
+
+// maxHold bounds how long a poll waits for news.
+const maxHold = 25 * time.Second
+
+// pollHold reads the hold of a poll, maxHold unless given.
+func pollHold(q url.Values) (time.Duration, error) {
+	v := q.Get("poll")
+	if v == "" {
+		return maxHold, nil
+	}
+	s, err := strconv.ParseFloat(v, 64)
+	if err != nil || s < 0 || s != s {
+		return 0, errors.New("live: poll takes a number of seconds to wait, up to 25")
+	}
+	return min(time.Duration(s*float64(time.Second)), maxHold), nil
+}
+
+// poll answers a long-poll whose subscriptions are in place on c, then
+// lets them go. Acknowledgements of channels the client gave a cursor for
+// are left out: it knows those already.
+func (h *Hub) poll(w http.ResponseWriter, r *http.Request, c *conn, hold time.Duration, resumed map[string]bool) {
+	defer h.leave(c)
+	timer := time.NewTimer(hold)
+	defer timer.Stop()
+	var out []*frame
+	news := false
+	for !news {
+		c.mu.Lock()
+		batch, slow := c.q, c.slow || c.ended
+		c.q, c.bytes, c.beat = nil, 0, false
+		c.mu.Unlock()
+		if slow {
+			// Frames were dropped: the client polls again from its cursors.
+			writeError(w, http.StatusServiceUnavailable, "too_slow", "too much at once: poll again from your cursors")
+			return
+		}
+		for _, f := range batch {
+			if f.ws == nil || f.ack && resumed[f.channel] {
+				continue
+			}
+			out = append(out, f)
+			news = true
+		}
+		if news {
+			break
+		}
+		select {
+		case <-c.wake:
+			continue
+		case <-timer.C:
+		case <-h.done:
+		case <-r.Context().Done():
+			return
+		}
+		break
+	}
+	var b bytes.Buffer
+	b.WriteByte('[')
+	for i, f := range out {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.Write(f.ws)
+	}
+	b.WriteByte(']')
+	hd := w.Header()
+	hd.Set("Content-Type", "application/json")
+	hd.Set("Cache-Control", "no-store")
+	w.Write(b.Bytes())
+	h.stats.delivered.Add(int64(len(out)))
+}

@@ -74,26 +74,25 @@ type conn struct {
 	abort func()
 
 	// Connections taken over by the hub's writers (writer.go) use these.
-	kind       int                   // how frames are encoded; 0 until taken over (guarded by mu)
-	sched      bool                  // queued for a writer or being written (guarded by mu)
-	ended      bool                  // killed; a writer finishes it (guarded by mu)
-	endErr     error                 // why (guarded by mu)
-	spare      []*frame              // a drained queue to reuse (guarded by mu)
-	wlock      sync.Mutex            // held while writing to nc, so writes keep their order
-	rawWrite   func(fd uintptr) bool // writes wbuf into wn and werr; used under wlock
-	wbuf       []byte
-	wn         int
-	werr       error
-	wmu        sync.Mutex // guards out and nc
-	out        []byte     // encoded output not yet written
-	nc         net.Conn
-	raw        syscall.RawConn    // nc's, for non-blocking writes; nil without
-	wsc        *websocket.Conn    // a WebSocket's library side: reads, close handshakes
-	flate      bool               // the WebSocket negotiated compression
-	cancel     context.CancelFunc // ends the reader's context
-	seen       atomic.Int64       // when the WebSocket client last sent anything (unix ns)
-	br         *bufio.Reader      // what the WebSocket library reads from
-	readerDone chan struct{}      // closed when a taken-over SSE stream's reader ends
+	kind     int                   // how frames are encoded; 0 until taken over. Written once, under mu, by takeOver; read under mu, or by c's writer, which takeOver scheduled
+	sched    bool                  // queued for a writer or being written (guarded by mu)
+	ended    bool                  // killed; a writer finishes it (guarded by mu)
+	endErr   error                 // why (guarded by mu)
+	spare    []*frame              // a drained queue to reuse (guarded by mu)
+	wlock    sync.Mutex            // held while writing to nc, so writes keep their order
+	rawWrite func(fd uintptr) bool // writes wbuf into wn and werr; used under wlock
+	wbuf     []byte
+	wn       int
+	werr     error
+	wmu      sync.Mutex         // guards out
+	out      []byte             // encoded output not yet written
+	nc       net.Conn           // written once, under wmu, before c is taken over; read under wmu where that may not have happened (kill), without it by c's writers
+	raw      syscall.RawConn    // nc's, for non-blocking writes; nil without
+	wsc      *websocket.Conn    // a WebSocket's library side: reads, close handshakes
+	flate    bool               // the WebSocket negotiated compression
+	cancel   context.CancelFunc // ends the reader's context
+	seen     atomic.Int64       // when the WebSocket client last sent anything (unix ns)
+	br       *bufio.Reader      // what the WebSocket library reads from
 }
 
 func newConn(h *Hub, r *http.Request, ws bool) *conn {

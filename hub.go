@@ -180,6 +180,19 @@ func (o *Options) withDefaults() Options {
 	return c
 }
 
+// Locks, in the order they may be taken (a goroutine holding one takes
+// only those after it):
+//
+//	memChannel.mu (MemoryBroker, which delivers under it)
+//	→ hubChannel.mu (fan-out, resume)
+//	→ conn.mu (a connection's queue)
+//	→ conn.wmu (its output buffer) or State.mu
+//
+// Hub.mu stands apart: it guards the hub's maps and is held only briefly,
+// never while taking another of these, so no socket is closed and no
+// connection locked under it. conn.wlock orders writes to one socket and
+// is held across a write; conn.mu and conn.wmu are never held across one.
+
 // A Hub fans publications out to SSE and WebSocket clients. Mount it on
 // any mux (see [Hub.ServeHTTP]), publish from server code with
 // [Hub.Publish], and call [Hub.Close] on shutdown.
@@ -437,10 +450,13 @@ func (h *Hub) leave(c *conn) {
 	h.mu.Unlock()
 }
 
-// heartbeat marks a heartbeat due on every connection at each tick.
+// heartbeat marks a heartbeat due on every connection at each tick. It
+// walks a copy of the connections, so that closing one found dead (which
+// closes its socket) never happens under the hub-wide lock.
 func (h *Hub) heartbeat() error {
 	t := time.NewTicker(h.opts.Heartbeat)
 	defer t.Stop()
+	var conns []*conn
 	for {
 		select {
 		case <-h.done:
@@ -448,11 +464,16 @@ func (h *Hub) heartbeat() error {
 		case <-t.C:
 		}
 		h.mu.Lock()
-		now := time.Now()
 		for c := range h.conns {
-			c.heartbeatDue(now)
+			conns = append(conns, c)
 		}
 		h.mu.Unlock()
+		now := time.Now()
+		for _, c := range conns {
+			c.heartbeatDue(now)
+		}
+		clear(conns)
+		conns = conns[:0]
 	}
 }
 

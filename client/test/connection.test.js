@@ -172,3 +172,44 @@ test("close: no reconnection, publishes fail", async () => {
   assert.equal(result.statuses.at(-1), "disconnected");
   assert.ok(!result.statuses.slice(result.statuses.lastIndexOf("connected") + 1).includes("connecting"), `statuses ${result.statuses}`);
 });
+
+test("revoked by the server: the channel stops at once on each transport, and a banned user is cut off", async () => {
+  for (const transport of ["websocket", "sse"]) {
+    const user = `carol-${transport}`;
+    const page = await open();
+    await page.evaluate((user) => {
+      document.cookie = `user=${user}; path=/`;
+    }, user);
+    await setup(page, { transport });
+    await page.evaluate(() => {
+      window.errors = [];
+      return Promise.all([
+        window.follow("private:team", { onError: (e) => window.errors.push({ code: e.code, channel: e.channel }) }),
+        window.follow("sentinel"),
+      ]);
+    });
+    await suite.server.post("/test/publish?channel=private:team&n=2");
+    await page.waitForFunction(() => window.got["private:team"].length === 2);
+
+    await suite.server.post(`/test/revoke?user=${user}&channel=private:team`);
+    await page.waitForFunction(() => window.errors.length === 1);
+    assert.deepStrictEqual(await page.evaluate(() => window.errors), [{ code: "forbidden", channel: "private:team" }]);
+    // Nothing more of it arrives: the sentinel published after it comes, the channel's do not.
+    await suite.server.post("/test/publish?channel=private:team&n=3");
+    await suite.server.post("/test/publish?channel=sentinel&n=1");
+    await page.waitForFunction(() => window.got.sentinel.length === 1);
+    assert.equal(await page.evaluate(() => window.got["private:team"].length), 2, transport);
+
+    // Banned: disconnected, and not let back in (the handshake is refused).
+    await suite.server.post(`/test/revoke?user=${user}`);
+    await page.waitForFunction(() => window.l.connection.status !== "connected");
+    await page.waitForFunction(() => window.l.connection.reconnectAttempt >= 2, undefined, { timeout: 20000 });
+    await suite.server.post("/test/publish?channel=sentinel&n=2");
+    assert.notEqual(await page.evaluate(() => window.l.connection.status), "connected", transport);
+    assert.equal(await page.evaluate(() => window.got.sentinel.length), 1, `${transport}: the banned page got more`);
+    await page.evaluate(() => window.l.close());
+    await page.evaluate(() => {
+      document.cookie = "user=; path=/; max-age=0";
+    });
+  }
+});

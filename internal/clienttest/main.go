@@ -24,6 +24,12 @@
 //	POST /test/pause, /test/resume   refuse, then accept, WebSocket connections
 //	                            (?transport=sse: many-channel SSE streams; all: both)
 //	POST /test/publish          ?channel=&n= publishes {"i":1..n} on channel
+//	POST /test/revoke           ?user=&channel= takes channel from user and calls
+//	                            Hub.Reauthorize; ?user= alone bans the user and calls
+//	                            Hub.Disconnect
+//
+// Pages are anonymous unless they set a "user" cookie. Channels starting
+// with "private:" are readable by named users only, until revoked.
 //
 // The todo routes obey X-Test-Delay (a duration to wait before answering)
 // and X-Test-Status (a status to answer with instead, doing nothing).
@@ -42,6 +48,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -121,10 +128,12 @@ type server struct {
 	hub    *live.Hub
 	board  *live.State
 
-	mu        sync.Mutex // guards conns, paused and pausedSSE
+	mu        sync.Mutex // guards conns, paused, pausedSSE, revoked and banned
 	conns     map[net.Conn]struct{}
 	paused    bool
 	pausedSSE bool
+	revoked   map[string]bool // "user/channel"
+	banned    map[string]bool
 
 	todoMu sync.Mutex // guards todos and nextID
 	todos  []todo
@@ -138,12 +147,30 @@ type todo struct {
 }
 
 func newServer(ctx context.Context) (*server, error) {
-	s := &server{conns: make(map[net.Conn]struct{})}
+	s := &server{conns: make(map[net.Conn]struct{}), revoked: make(map[string]bool), banned: make(map[string]bool)}
 	s.broker = live.NewMemoryBroker(&live.MemoryOptions{HistorySize: historySize})
 	s.hub = live.NewHub(&live.Options{
 		// Tests publish more than the history to see a reset.
 		Broker: s.broker,
+		Identify: func(r *http.Request) (live.Identity, error) {
+			c, err := r.Cookie("user")
+			if err != nil {
+				return live.Identity{}, nil // anonymous
+			}
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if s.banned[c.Value] {
+				return live.Identity{}, live.Deny("banned")
+			}
+			return live.Identity{User: c.Value}, nil
+		},
 		Authorize: func(r *http.Request, channel string, op live.Op) error {
+			user := live.IdentityOf(r).User
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if strings.HasPrefix(channel, "private:") && (user == "" || s.revoked[user+"/"+channel]) {
+				return live.Deny("not yours")
+			}
 			return nil // the hub itself refuses publishing on the state
 		},
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
@@ -182,7 +209,29 @@ func (s *server) routes() http.Handler {
 	mux.HandleFunc("POST /test/pause", func(w http.ResponseWriter, r *http.Request) { s.setPaused(r, true) })
 	mux.HandleFunc("POST /test/resume", func(w http.ResponseWriter, r *http.Request) { s.setPaused(r, false) })
 	mux.HandleFunc("POST /test/publish", s.publishMany)
+	mux.HandleFunc("POST /test/revoke", s.revoke)
 	return mux
+}
+
+// revoke takes a channel from a user, or bans the user, and tells the hub.
+func (s *server) revoke(w http.ResponseWriter, r *http.Request) {
+	user, channel := r.URL.Query().Get("user"), r.URL.Query().Get("channel")
+	s.mu.Lock()
+	if channel != "" {
+		s.revoked[user+"/"+channel] = true
+	} else {
+		s.banned[user] = true
+	}
+	s.mu.Unlock()
+	var err error
+	if channel != "" {
+		err = s.hub.Reauthorize(r.Context(), channel, user)
+	} else {
+		err = s.hub.Disconnect(r.Context(), user)
+	}
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+	}
 }
 
 // track records hijacked connections, the WebSockets (and SSE streams,

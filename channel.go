@@ -596,6 +596,9 @@ func (h *Hub) adopt(c *conn, s *subscription) {
 	c.subs[s.hc.name] = s
 	c.mu.Unlock()
 	h.stats.subscriptions.Add(1)
+	if h.presence != nil {
+		h.presence.join(c, s.hc.name)
+	}
 }
 
 // unsubscribe removes channel name from c; it reports whether c had it.
@@ -620,6 +623,9 @@ func (s *subscription) cancel() {
 	hc.mu.Unlock()
 	if removed {
 		hc.h.stats.subscriptions.Add(-1)
+		if p := hc.h.presence; p != nil {
+			p.leave(s.c, hc.name)
+		}
 		hc.h.release(hc)
 	}
 }

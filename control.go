@@ -297,16 +297,22 @@ func (h *Hub) runControl() error {
 		}
 	})
 	defer close(done)
+	return h.follow(controlChannel, ready, deliver)
+}
 
+// follow subscribes to one of the hub's reserved channels for the hub's
+// lifetime, subscribing again with capped backoff when the subscription
+// breaks; ready tells of each new subscription's head.
+func (h *Hub) follow(channel string, ready func(head Position), deliver func(Message)) error {
 	const minDelay, maxDelay = 50 * time.Millisecond, 5 * time.Second
 	delay := minDelay
 	for {
-		err := h.broker.Subscribe(h.ctx, controlChannel, ready, deliver)
+		err := h.broker.Subscribe(h.ctx, channel, ready, deliver)
 		if h.ctx.Err() != nil {
 			return nil
 		}
 		h.stats.brokerErrors.Add(1)
-		h.opts.Logger.Warn("live: control subscription broke; resubscribing", "err", err)
+		h.opts.Logger.Warn("live: subscription to "+channel+" broke; resubscribing", "err", err)
 		t := time.NewTimer(delay)
 		select {
 		case <-h.done:

@@ -19,6 +19,7 @@ type frame struct {
 	src     []byte      // a state channel's publication as published, for State.apply
 	st      *State      // the State of a state channel's publication
 	hc      *hubChannel // the channel of a list channel's publication, for coalescing
+	tag     string      // a presence snapshot's tag, which long-pollers send back
 }
 
 // size is what the frame counts against a queue's byte bound.

@@ -207,6 +207,11 @@ type wsFrame struct {
 	Message  string          `json:"message,omitempty"`
 	Ref      json.RawMessage `json:"ref,omitempty"`
 	QueryKey json.RawMessage `json:"queryKey,omitempty"`
+	Members  []live.Member   `json:"members,omitempty"`
+	Join     []live.Member   `json:"join,omitempty"`
+	Leave    []string        `json:"leave,omitempty"`
+	Count    int             `json:"count,omitempty"`
+	Tag      string          `json:"tag,omitempty"`
 }
 
 // wsClient reads frames on its own goroutine into a channel.

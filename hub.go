@@ -129,6 +129,33 @@ type Options struct {
 	// compression costs CPU per message and per-connection memory.
 	Compression bool
 
+	// Presence opts channels into presence ("who is here"): return
+	// PresenceMembers for a channel whose subscribers see each other, or
+	// PresenceCount for one whose subscribers see only how many are here.
+	// Members are users as Identify names them: a user's tabs and devices
+	// are one member with several connections; anonymous connections are
+	// counted, not listed. Subscribers get a "presence" frame with the
+	// members when they subscribe, then diffs at most every 100 ms; GET
+	// on the channel's stream URL with ?presence, and Hub.Members, return
+	// them too. Whoever Authorize lets subscribe to a channel sees its
+	// presence, and nobody else. Hubs sharing a broker see the same
+	// members. Default: no channel has presence.
+	Presence func(channel string) PresenceMode
+
+	// PresenceGrace is how long a user whose last connection to a
+	// presence channel closed stays a member, so that a reload or a
+	// reconnection (to this hub or another) is neither a leave nor a
+	// join. Default 5s.
+	PresenceGrace time.Duration
+
+	// PresenceTimeout is how long the members of a hub that stopped
+	// without a word (killed, or cut off from the broker) stay listed by
+	// the other hubs. A hub with presence tells the others it is alive
+	// every third of it, so a dead hub's members are gone everywhere
+	// within 4/3 of it. A hub that closes says so: its members leave
+	// after PresenceGrace. Default 15s.
+	PresenceTimeout time.Duration
+
 	// AllowQueryCredentials lets requests carry credentials in the query
 	// string (access_token, token, auth, api_key, …). By default they are
 	// refused with 400: URLs end up in logs, histories and Referer
@@ -177,6 +204,12 @@ func (o *Options) withDefaults() Options {
 	if c.PublishRate == 0 {
 		c.PublishRate = 100
 	}
+	if c.PresenceGrace <= 0 {
+		c.PresenceGrace = 5 * time.Second
+	}
+	if c.PresenceTimeout <= 0 {
+		c.PresenceTimeout = 15 * time.Second
+	}
 	return c
 }
 
@@ -187,6 +220,10 @@ func (o *Options) withDefaults() Options {
 //	→ hubChannel.mu (fan-out, resume)
 //	→ conn.mu (a connection's queue)
 //	→ conn.wmu (its output buffer) or State.mu
+//
+// presence.mu comes after the broker's locks (the broker delivers
+// presence messages under them) and before conn.mu (a joining subscriber
+// gets its snapshot under it); it is never held with hubChannel.mu.
 //
 // Hub.mu stands apart: it guards the hub's maps and is held only briefly,
 // never while taking another of these, so no socket is closed and no
@@ -216,6 +253,7 @@ type Hub struct {
 	history   History // nil when the broker keeps none
 	ownBroker bool
 	idem      *memoryIdempotency // HookOptions.Idempotency's default
+	presence  *presence          // nil without Options.Presence
 	// ownAuthorize is set when Options.Authorize is the application's:
 	// streams then keep their request for Hub.Reauthorize.
 	ownAuthorize bool
@@ -264,6 +302,11 @@ func NewHub(opts *Options) *Hub {
 	h.done = h.ctx.Done()
 	h.group.Go(h.heartbeat)
 	h.group.Go(h.runControl)
+	if o.Presence != nil {
+		h.presence = newPresence(h)
+		h.group.Go(h.presence.run)
+		h.group.Go(h.presence.follow)
+	}
 	h.writers.init()
 	for range max(2, runtime.GOMAXPROCS(0)) {
 		h.group.Go(h.runWriter)
@@ -338,6 +381,9 @@ func (h *Hub) Close(ctx context.Context) error {
 		taken = append(taken, c)
 	}
 	h.mu.Unlock()
+	if h.presence != nil {
+		h.presence.goodbye(ctx)
+	}
 	h.cancel()
 	// Connections served by the writers have no goroutine watching the
 	// hub: end them here.

@@ -62,6 +62,9 @@ func (h *Hub) poll(w http.ResponseWriter, r *http.Request, c *conn, hold time.Du
 			if f.ws == nil || f.ack && resumed[f.channel] {
 				continue
 			}
+			if f.tag != "" && r.URL.Query().Get("presence."+f.channel) == f.tag {
+				continue // the presence the poller has
+			}
 			out = append(out, f)
 			news = true
 		}

@@ -54,6 +54,10 @@ func (h *Hub) serveSSE(w http.ResponseWriter, r *http.Request) {
 		h.writeAuthError(w, r, channel, OpSubscribe, err)
 		return
 	}
+	if r.URL.Query().Has("presence") {
+		h.servePresence(w, r, channel)
+		return
+	}
 	if r.Method == http.MethodHead {
 		setStreamHeaders(w)
 		w.WriteHeader(http.StatusOK)

@@ -66,6 +66,7 @@ func RunNodes(t *testing.T, cfg Config) {
 	})
 	t.Run("Control", s.testControl)
 	t.Run("Retries", s.testRetries)
+	t.Run("Presence", s.testPresence)
 }
 
 // loseData calls cfg.LoseData, or skips t without it.

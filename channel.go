@@ -258,17 +258,20 @@ func (hc *hubChannel) onReady(head Position) {
 
 // frame encodes a publication on this channel.
 func (hc *hubChannel) frame(m Message) *frame {
+	var ex *except
+	m.Data, ex = unseal(m.Data)
 	if hc.state.Load() == nil {
 		f := newDataFrame(hc.quoted, hc.key, m)
 		if hc.listID != "" {
 			f.src, f.hc = m.Data, hc
 		}
+		f.except = ex
 		return f
 	}
 	src := m.Data
 	m.Data = encodeStateData(m.Pos, src)
 	f := newDataFrame(hc.quoted, hc.key, m)
-	f.src, f.st = src, hc.state.Load()
+	f.src, f.st, f.except = src, hc.state.Load(), ex
 	return f
 }
 
@@ -334,6 +337,9 @@ func (hc *hubChannel) fanoutLocked(f *frame) {
 				continue // the client has it from another node
 			}
 			s.ahead = 0
+		}
+		if f.except != nil && f.except.skips(s.c) {
+			continue
 		}
 		if !s.resuming {
 			s.c.push(f)
@@ -465,7 +471,7 @@ func (h *Hub) subscribe(ctx context.Context, c *conn, name string, from resumeFr
 	if s := c.subs[name]; s != nil {
 		c.mu.Unlock()
 		s.hc.mu.Lock()
-		c.push(control{Type: "subscribed", Channel: name, Cursor: s.hc.last.String(), Ref: ref}.encode(c.ws))
+		c.push(control{Type: "subscribed", Channel: name, Cursor: s.hc.last.String(), Ref: ref, Conn: c.key}.encode(c.ws))
 		s.hc.mu.Unlock()
 		return nil
 	}
@@ -522,7 +528,7 @@ func (h *Hub) subscribe(ctx context.Context, c *conn, name string, from resumeFr
 	if resume {
 		if replay, ok := hc.recentAfterLocked(from.pos); ok {
 			hc.addLocked(s)
-			c.push(control{Type: "subscribed", Channel: name, Cursor: from.pos.String(), Ref: ref}.encode(c.ws))
+			c.push(control{Type: "subscribed", Channel: name, Cursor: from.pos.String(), Ref: ref, Conn: c.key}.encode(c.ws))
 			c.pushReplay(replay, nil)
 			h.stats.replayed.Add(int64(len(replay)))
 			hc.mu.Unlock()
@@ -533,7 +539,7 @@ func (h *Hub) subscribe(ctx context.Context, c *conn, name string, from resumeFr
 	s.resuming = resume
 	hc.addLocked(s)
 	if !resume {
-		c.push(control{Type: "subscribed", Channel: name, Cursor: cur.String(), Ref: ref}.encode(c.ws))
+		c.push(control{Type: "subscribed", Channel: name, Cursor: cur.String(), Ref: ref, Conn: c.key}.encode(c.ws))
 		if reset != "" {
 			c.push(hc.resetFrame(cur, reset, c.ws))
 			h.stats.reset(reset)
@@ -558,7 +564,7 @@ func (h *Hub) subscribe(ctx context.Context, c *conn, name string, from resumeFr
 		h.release(hc)
 		return fmt.Errorf("%w: %w", errUnavailable, err)
 	}
-	c.push(control{Type: "subscribed", Channel: name, Cursor: from.pos.String(), Ref: ref}.encode(c.ws))
+	c.push(control{Type: "subscribed", Channel: name, Cursor: from.pos.String(), Ref: ref, Conn: c.key}.encode(c.ws))
 	ok := err == nil && !s.broken
 	last := from.pos
 	var replay []*frame

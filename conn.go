@@ -48,6 +48,7 @@ type conn struct {
 	req *http.Request
 	ws  bool
 	ip  string // the client's address, for Options.MaxConnsPerIP
+	key string // names the connection to the client, for ConnectionHeader
 	// id is the connection's Identity, its Info encoded as JSON; nil
 	// when anonymous.
 	id *Identity
@@ -96,7 +97,7 @@ type conn struct {
 }
 
 func newConn(h *Hub, r *http.Request, ws bool) *conn {
-	c := &conn{hub: h, req: r, ws: ws, wake: make(chan struct{}, 1)}
+	c := &conn{hub: h, req: r, ws: ws, key: newConnKey(), wake: make(chan struct{}, 1)}
 	if r != nil {
 		c.ip = h.opts.ClientIP(r)
 		if id, ok := r.Context().Value(identityKey{}).(Identity); ok && (id.User != "" || id.Info != nil) {

@@ -20,6 +20,7 @@ type frame struct {
 	st      *State      // the State of a state channel's publication
 	hc      *hubChannel // the channel of a list channel's publication, for coalescing
 	tag     string      // a presence snapshot's tag, which long-pollers send back
+	except  *except     // whom live delivery skips; nil for none
 }
 
 // size is what the frame counts against a queue's byte bound.
@@ -110,6 +111,7 @@ type control struct {
 	Code    string          `json:"code,omitempty"`
 	Message string          `json:"message,omitempty"`
 	Ref     json.RawMessage `json:"ref,omitempty"`
+	Conn    string          `json:"connection,omitempty"` // "subscribed": the connection's ConnectionHeader
 }
 
 // encode returns the frame for transport ws (WebSocket) or SSE. SSE has no

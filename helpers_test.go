@@ -212,6 +212,7 @@ type wsFrame struct {
 	Leave    []string        `json:"leave,omitempty"`
 	Count    int             `json:"count,omitempty"`
 	Tag      string          `json:"tag,omitempty"`
+	Conn     string          `json:"connection,omitempty"`
 }
 
 // wsClient reads frames on its own goroutine into a channel.

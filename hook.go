@@ -104,6 +104,13 @@ type HookOptions struct {
 	// another node does not see; the Redis and PostgreSQL broker modules
 	// have stores that nodes share.
 	Idempotency IdempotencyStore
+
+	// ToOthers makes the hook's publications skip the connection that
+	// made the change, named by the request's [ConnectionHeader] (live.js
+	// sends it with its writes), as [Except] does: for clients that apply
+	// their own changes and do not send mutation ids. Default: every
+	// subscriber gets every publication.
+	ToOthers bool
 }
 
 // Event is one publication [Hub.Hook] makes, as [HookOptions].Event or
@@ -247,6 +254,9 @@ func (h *Hub) serveHook(o *HookOptions, next http.Handler, w http.ResponseWriter
 
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), h.opts.WriteTimeout)
 	defer cancel()
+	if o.ToOthers {
+		ctx = Except(ctx, r.Header.Get(ConnectionHeader), "")
+	}
 	for _, ev := range events {
 		if _, err := h.Publish(ctx, ev.Channel, ev.Data); err != nil {
 			h.stats.hookDropped.Add(1)

@@ -196,7 +196,7 @@ func (h *Hub) servePreflight(w http.ResponseWriter, r *http.Request) {
 func (h *Hub) answerPreflight(w http.ResponseWriter, methods string) {
 	hd := w.Header()
 	hd.Set("Access-Control-Allow-Methods", methods)
-	hd.Set("Access-Control-Allow-Headers", "Content-Type, Last-Event-ID, Authorization, If-Match, Live-Mutation-Id")
+	hd.Set("Access-Control-Allow-Headers", "Content-Type, Last-Event-ID, Authorization, If-Match, Live-Mutation-Id, Live-Connection")
 	hd.Set("Access-Control-Max-Age", "600")
 	w.WriteHeader(http.StatusNoContent)
 }

@@ -342,6 +342,7 @@ func (h *Hub) publish(ctx context.Context, channel string, data []byte) (Positio
 		return Position{}, fmt.Errorf("live: publish %q: %w", channel, ErrClosed)
 	default:
 	}
+	data = seal(ctx, data)
 	if max := h.maxPublication(); len(data) > max {
 		h.stats.tooLarge.Add(1)
 		return Position{}, fmt.Errorf("live: publish %q: %d bytes, more than %d (half of Options.QueueBytes): %w", channel, len(data), max, ErrTooLarge)

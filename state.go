@@ -159,7 +159,8 @@ func (h *Hub) State(ctx context.Context, channel string, opts *StateOptions) (*S
 	s.mu.Unlock()
 	for _, m := range msgs {
 		if m.Pos.Seq <= head.Seq {
-			s.apply(m.Pos, m.Data)
+			data, _ := unseal(m.Data)
+			s.apply(m.Pos, data)
 		}
 	}
 	held := hc.stateHeld

@@ -138,10 +138,21 @@ func TestPresenceMembers(t *testing.T) {
 	}
 	bob.send(t, map[string]string{"type": "subscribe", "channel": "public"})
 	bob.expect(t, "subscribed")
-	if f := bob.expect(t, "presence"); f.Channel != "public" || f.Members != nil {
+	// Red may change meanwhile: the old connection may close after the
+	// new one opened, and alice has two connections for the grace window.
+	public := func() wsFrame {
+		for {
+			f := bob.expect(t, "presence")
+			if f.Channel == "public" {
+				return f
+			}
+			bobs.apply(f)
+		}
+	}
+	if f := public(); f.Members != nil {
 		t.Fatalf("count channel snapshot: %+v", f)
 	}
-	if f := bob.expect(t, "presence"); f.Channel != "public" || f.Count != 1 || f.Join != nil {
+	if f := public(); f.Count != 1 || f.Join != nil {
 		t.Fatalf("count channel diff: %+v; want a count only", f)
 	}
 	if bobs.leaves != 0 {

@@ -154,7 +154,33 @@ export interface SubscribeOptions {
   onSubscribed?: (cursor: string | null) => void;
   /** The hub refused the subscription or reported an error on the channel. */
   onError?: (err: LiveError) => void;
+  /** On a presence channel: who is here, after each change. */
+  onPresence?: (p: Presence) => void;
 }
+
+/** A user subscribed to a presence channel. */
+export interface Member {
+  user: string;
+  /** The public record the server's Identify gave the user. */
+  info?: unknown;
+  /** The user's connections to the channel (tabs, devices). */
+  conns: number;
+}
+
+/** A presence channel's members, as a presence listener gets them. */
+export interface Presence {
+  /** Sorted by user; empty on a channel that shows counts only. */
+  members: Member[];
+  /** Users plus anonymous connections. */
+  count: number;
+  /** Members who joined, or whose info or connection count changed, since the last call. */
+  joined: Member[];
+  /** Users who left since the last call. */
+  left: string[];
+}
+
+/** The header naming the page's connection in its writes. */
+export const CONNECTION_HEADER: "Live-Connection";
 
 export interface Live {
   /** The connection state now. */
@@ -171,6 +197,12 @@ export interface Live {
   publish(channel: string, data: unknown, opts?: { timeout?: number }): Promise<string>;
   /** The cursor the channel resumes from, or null. */
   cursor(channel: string): string | null;
+  /** Follows who is subscribed to a presence channel; returns the function that stops. */
+  presence(channel: string, listener: (p: Presence) => void, opts?: { onError?: (err: LiveError) => void }): () => void;
+  /** The channel's presence as last received, or null. */
+  members(channel: string): { members: Member[]; count: number } | null;
+  /** The hub's name for the connection, sent as the Live-Connection header of writes; null before the first acknowledgement. */
+  readonly connectionID: string | null;
   /** Closes the connection for good. */
   close(): void;
 }

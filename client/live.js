@@ -21,6 +21,13 @@ export const MAX_DEPTH = 512;
 /** The request header naming a mutation (live.MutationIDHeader). */
 export const MUTATION_ID_HEADER = "Live-Mutation-Id";
 
+/**
+ * The header that names this page's connection in its writes, so that the
+ * server can leave the connection out of what the write publishes
+ * (live.Except, HookOptions.ToOthers).
+ */
+export const CONNECTION_HEADER = "Live-Connection";
+
 // ---------------------------------------------------------------------------
 // Errors
 
@@ -673,6 +680,7 @@ class Live {
     /** @type {Map<string, any>} */
     this._channels = new Map();
     this._ref = 0;
+    this._connectionID = null; // the hub's name for the connection, from "subscribed" frames
     this._publishes = new Map(); // ref -> {frame, sent, resolve, reject, timer, ctl}
     this._onOnline = () => {
       if (this._timer !== null) this._reconnectNow();
@@ -712,6 +720,34 @@ class Live {
     return () => this._errorListeners.delete(listener);
   }
 
+  /** The hub's name for the connection (sent as the Live-Connection header of writes), or null before the first acknowledgement. */
+  get connectionID() {
+    return this._connectionID;
+  }
+
+  /**
+   * presence follows who is subscribed to channel, on a channel the hub
+   * gives presence (Options.Presence): it subscribes (sharing the
+   * channel's subscription) and calls listener({members, count, joined,
+   * left}) with the members (sorted by user: {user, info, conns}), how
+   * many are here (users plus anonymous connections), and who joined or
+   * left since the last call (a member whose info or connection count
+   * changed is among joined). A page that reloads, or a connection that
+   * comes back, within the hub's grace window is neither a leave nor a
+   * join. On a channel that shows counts only, members stays empty. It
+   * returns a function that stops following; opts.onError gets refusals.
+   */
+  presence(channel, listener, opts = {}) {
+    if (typeof listener !== "function") throw new TypeError("live: presence: listener must be a function");
+    return this.subscribe(channel, () => {}, { onPresence: listener, onError: opts.onError });
+  }
+
+  /** members returns the channel's presence as last received ({members, count}), or null. */
+  members(channel) {
+    const p = this._channels.get(channel)?.presence;
+    return p ? { members: [...p.members.values()], count: p.count } : null;
+  }
+
   /** cursor returns the cursor the channel resumes from, or null. */
   cursor(channel) {
     return this._channels.get(channel)?.cursor ?? null;
@@ -738,11 +774,14 @@ class Live {
       if (this._mode === "sse") this._channelsChanged();
       else this._sendSubscribe(ch);
     }
-    const sub = { callback, onReset: opts.onReset, onSubscribed: opts.onSubscribed, onError: opts.onError };
+    const sub = { callback, onReset: opts.onReset, onSubscribed: opts.onSubscribed, onError: opts.onError, onPresence: opts.onPresence };
     ch.subs.add(sub);
     if (ch.acked && sub.onSubscribed) {
       const cursor = ch.cursor;
       queueMicrotask(() => ch.subs.has(sub) && call(sub.onSubscribed, cursor));
+    }
+    if (ch.presence && sub.onPresence) {
+      queueMicrotask(() => ch.subs.has(sub) && ch.presence && call(sub.onPresence, presenceView(ch.presence, [], [])));
     }
     return () => {
       if (!ch.subs.delete(sub) || ch.subs.size > 0 || this._channels.get(channel) !== ch) return;
@@ -1303,11 +1342,40 @@ class Live {
         return;
       }
       case "subscribed":
+        if (typeof m.connection === "string") this._connectionID = m.connection;
         if (!ch) return;
         ch.acked = true;
         if (typeof m.cursor === "string" && (!ch.cursor || advances(ch.cursor, m.cursor))) ch.cursor = m.cursor;
         for (const sub of [...ch.subs]) if (sub.onSubscribed) call(sub.onSubscribed, ch.cursor);
         return;
+      case "presence": {
+        if (!ch || !ch.acked) return;
+        const p = ch.presence ?? (ch.presence = { members: new Map(), count: 0 });
+        const joined = [];
+        const left = [];
+        if (Array.isArray(m.members)) {
+          // A snapshot: the difference from what we had is what changed.
+          const next = new Map();
+          for (const mb of m.members) if (isObject(mb) && typeof mb.user === "string") next.set(mb.user, mb);
+          for (const [user, mb] of next) if (!sameMember(p.members.get(user), mb)) joined.push(mb);
+          for (const user of p.members.keys()) if (!next.has(user)) left.push(user);
+          p.members = next;
+        }
+        if (Array.isArray(m.join)) {
+          for (const mb of m.join) {
+            if (!isObject(mb) || typeof mb.user !== "string") continue;
+            p.members.set(mb.user, mb);
+            joined.push(mb);
+          }
+        }
+        if (Array.isArray(m.leave)) {
+          for (const user of m.leave) if (p.members.delete(user)) left.push(user);
+        }
+        if (Number.isSafeInteger(m.count)) p.count = m.count;
+        const view = presenceView(p, joined, left);
+        for (const sub of [...ch.subs]) if (sub.onPresence) call(sub.onPresence, view);
+        return;
+      }
       case "reset":
         if (!ch) return;
         if (typeof m.cursor === "string") ch.cursor = m.cursor;
@@ -1335,6 +1403,16 @@ class Live {
       }
     }
   }
+}
+
+/** presenceView is what presence listeners get. */
+function presenceView(p, joined, left) {
+  const members = [...p.members.values()].sort((a, b) => (a.user < b.user ? -1 : a.user > b.user ? 1 : 0));
+  return { members, count: p.count, joined, left };
+}
+
+function sameMember(a, b) {
+  return a !== undefined && a.conns === b.conns && JSON.stringify(a.info) === JSON.stringify(b.info);
 }
 
 /** given returns the options that are set: an undefined option takes its default. */
@@ -1503,6 +1581,7 @@ class Follower {
   }
 
   _follow(live) {
+    this._live = live;
     this._loader = new Retrier(() => this._load(), 500, 30000, Math.random);
     this._unsubscribe = live.subscribe(this._o.channel, (data, meta) => this._onFrame(data, meta), {
       onSubscribed: () => {
@@ -1777,6 +1856,8 @@ class LiveList extends Follower {
     this._pending.push(m);
     this._render();
     const headers = { Accept: "application/json", [MUTATION_ID_HEADER]: m.mid, ...this._o.headers };
+    const conn = this._live?.connectionID;
+    if (typeof conn === "string") headers[CONNECTION_HEADER] = conn;
     if (body !== undefined) headers["Content-Type"] = "application/json";
     if (opts.ifMatch !== undefined) headers["If-Match"] = String(opts.ifMatch);
     let result;

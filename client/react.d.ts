@@ -109,3 +109,29 @@ export function useLiveList<T extends object = Record<string, any>>(
   fetcher?: () => Promise<T[]>,
   options?: UseLiveListOptions<T>,
 ): UseLiveListResult<T>;
+
+/** A user subscribed to a presence channel. */
+export interface Member {
+  user: string;
+  /** The public record the server's Identify gave the user. */
+  info?: unknown;
+  /** The user's connections to the channel (tabs, devices). */
+  conns: number;
+}
+
+export interface PresenceState {
+  /** Sorted by user; empty on a channel that shows counts only. */
+  members: Member[];
+  /** Users plus anonymous connections. */
+  count: number;
+  /** The hub has sent the channel's presence. */
+  ready: boolean;
+}
+
+export interface UsePresenceOptions {
+  onChange?: (p: { members: Member[]; count: number; joined: Member[]; left: string[] }) => void;
+  onError?: (err: LiveError) => void;
+}
+
+/** Follows who is subscribed to a presence channel. */
+export function usePresence(channel: string, options?: UsePresenceOptions): PresenceState;

@@ -133,7 +133,16 @@ class Bridge {
       onError: (err) => {
         for (const sub of [...ch.subs]) call(sub.onError, err);
       },
+      onPresence: (p) => {
+        ch.presence = p;
+        for (const sub of [...ch.subs]) call(sub.onPresence, p);
+      },
     });
+  }
+
+  /** The hub's name for the connection attached now, or null. */
+  get connectionID() {
+    return this.live?.connectionID ?? null;
   }
 
   /**
@@ -151,9 +160,10 @@ class Bridge {
       this.channels.set(channel, ch);
       if (this.live) this.open(channel, ch);
     }
-    const sub = { callback, onReset: opts.onReset, onSubscribed: opts.onSubscribed, onError: opts.onError };
+    const sub = { callback, onReset: opts.onReset, onSubscribed: opts.onSubscribed, onError: opts.onError, onPresence: opts.onPresence };
     ch.subs.add(sub);
     if (ch.acked && sub.onSubscribed) queueMicrotask(() => ch.subs.has(sub) && ch.acked && call(sub.onSubscribed, ch.cursor));
+    if (ch.presence && sub.onPresence) queueMicrotask(() => ch.subs.has(sub) && call(sub.onPresence, { ...ch.presence, joined: [], left: [] }));
     return () => {
       if (!ch.subs.delete(sub) || ch.subs.size > 0 || this.channels.get(channel) !== ch) return;
       this.channels.delete(channel);
@@ -604,5 +614,40 @@ export function useLiveList(channel, queryKey, fetcher, options = {}) {
     refetch: async () => (await list()).refetch(),
   };
 }
+
+// ---------------------------------------------------------------------------
+// usePresence
+
+/**
+ * usePresence follows who is subscribed to channel, a channel the hub
+ * gives presence (Options.Presence), and returns {members, count, ready}:
+ * the members sorted by user ({user, info, conns}; empty on a channel that
+ * shows counts only), how many are here, and whether the hub has sent
+ * them yet. options.onChange({members, count, joined, left}) is called on
+ * every change (to show "Ann joined"), options.onError on a refusal. It
+ * shares the channel's subscription with the page's other hooks.
+ *
+ * @param {string} channel
+ * @param {import("./react").UsePresenceOptions} [options]
+ * @returns {import("./react").PresenceState}
+ */
+export function usePresence(channel, options = {}) {
+  const { live } = useLive();
+  const [state, setState] = useState(emptyPresence);
+  const optionsRef = useLatest(options);
+  useEffect(() => {
+    setState(emptyPresence);
+    return live.subscribe(channel, () => {}, {
+      onPresence: (p) => {
+        setState({ members: p.members, count: p.count, ready: true });
+        call(optionsRef.current.onChange, p);
+      },
+      onError: (err) => call(optionsRef.current.onError, err),
+    });
+  }, [live, channel, optionsRef]);
+  return state;
+}
+
+const emptyPresence = { members: [], count: 0, ready: false };
 
 export { LiveError };

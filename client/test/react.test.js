@@ -673,3 +673,24 @@ test("the app after a server restart: disconnected, then connected within the ba
   assert.deepStrictEqual(await problemsOf(page), [], "uncaught errors on the page");
   assert.deepStrictEqual(await page.evaluate(() => window.rec.problems), []);
 });
+
+test("usePresence: the members and the count render, and a second page shows up and leaves", async () => {
+  const page = await open();
+  await mount(page, { scenario: "presence", props: { channel: "room:react" }, provider: { url: "/ws?as=ann" } });
+  await page.waitForFunction(() => document.getElementById("members")?.textContent === "ann");
+  const other = await openPage(suite.browser, suite.server.url);
+  await other.page.evaluate(() => {
+    window.l = window.live.createLive({ url: "/ws?as=ben" });
+    window.l.presence("room:react", () => {});
+  });
+  await page.waitForFunction(() => document.getElementById("members").textContent === "annben");
+  assert.equal(await page.evaluate(() => document.getElementById("watching").textContent), "2 watching");
+  await other.page.close();
+  await page.waitForFunction(() => document.getElementById("watching").textContent === "1 watching", undefined, { timeout: 10000 });
+  assert.deepStrictEqual(await page.evaluate(() => window.rec.presence), [
+    { joined: [], left: [] }, // the snapshot: nobody yet
+    { joined: ["ann"], left: [] },
+    { joined: ["ben"], left: [] },
+    { joined: [], left: ["ben"] },
+  ]);
+});

@@ -153,6 +153,11 @@ func newServer(ctx context.Context) (*server, error) {
 		// Tests publish more than the history to see a reset.
 		Broker: s.broker,
 		Identify: func(r *http.Request) (live.Identity, error) {
+			// Pages of one browser share cookies: ?as= names the user of
+			// one page (in tests only: real apps use their session).
+			if as := r.URL.Query().Get("as"); as != "" {
+				return live.Identity{User: as, Info: map[string]string{"name": as}}, nil
+			}
 			c, err := r.Cookie("user")
 			if err != nil {
 				return live.Identity{}, nil // anonymous
@@ -173,7 +178,17 @@ func newServer(ctx context.Context) (*server, error) {
 			}
 			return nil // the hub itself refuses publishing on the state
 		},
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Presence: func(channel string) live.PresenceMode {
+			switch {
+			case strings.HasPrefix(channel, "room:"):
+				return live.PresenceMembers
+			case strings.HasPrefix(channel, "crowd:"):
+				return live.PresenceCount
+			}
+			return live.PresenceOff
+		},
+		PresenceGrace: time.Second,
+		Logger:        slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
 	board, err := s.hub.State(ctx, "board", &live.StateOptions{Initial: map[string]any{"cards": map[string]any{}}})
 	if err != nil {

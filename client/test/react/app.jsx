@@ -31,6 +31,7 @@ const rec = {
   answers: [], // the page: when each mutation's response came (performance.now())
   firstShown: {}, // the page: title -> how a todo looked when it first showed
   versions: [], // the page: the board's version, as each render committed it
+  presence: [], // usePresence: each change's joined and left
 };
 window.rec = rec;
 
@@ -238,6 +239,22 @@ function Board() {
   );
 }
 
+function Who({ channel }) {
+  const { members, count, ready } = ours.usePresence(channel, {
+    onChange: (p) => rec.presence.push({ joined: p.joined.map((m) => m.user), left: p.left }),
+  });
+  return (
+    <section>
+      <p id="watching">{ready ? `${count} watching` : "…"}</p>
+      <ul id="members">
+        {members.map((m) => (
+          <li key={m.user}>{`${m.info?.name ?? m.user}${m.conns > 1 ? ` ×${m.conns}` : ""}`}</li>
+        ))}
+      </ul>
+    </section>
+  );
+}
+
 function Page({ tickerChannel = "page:ticker" }) {
   return (
     <main>
@@ -273,6 +290,8 @@ function Scenario({ impl, name, props }) {
       return <ListProbe impl={impl} {...props} />;
     case "page":
       return <Page {...props} />;
+    case "presence":
+      return <Who {...props} />;
   }
   throw new Error(`no scenario ${name}`);
 }

@@ -94,7 +94,7 @@ async function startDemo(port, args = []) {
  * openDemo opens the demo's page, records what would be an uncaught
  * error, and waits until the page's indicator says it is connected.
  */
-async function openDemo(d) {
+async function openDemo(d, url = d.url) {
   const page = await browser.context.newPage();
   const problems = [];
   page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
@@ -107,7 +107,7 @@ async function openDemo(d) {
     addEventListener("unhandledrejection", (e) => window.__problems.push(`unhandled rejection: ${e.reason?.stack ?? e.reason}`));
   });
   pages.push({ page, problems });
-  await page.goto(d.url + "/");
+  await page.goto(url + "/");
   await waitConnected(page);
   return page;
 }
@@ -221,6 +221,41 @@ test("two pages see each other's changes", async () => {
   await b.waitForFunction((t) => ![...document.querySelectorAll("#cols .cardx")].some((e) => e.textContent.includes(t)), `card from B ${stamp}`);
   const version = (await demo.request("GET", "/api/board")).body.version;
   for (const p of [a, b]) await p.waitForFunction((v) => document.getElementById("boardVersion").textContent === `v${v}`, version);
+});
+
+test("who is on the board: two visitors see each other, and one removed is cut off", async () => {
+  const a = await openDemo(demo);
+  // Another host name for the same server: another cookie jar, so another visitor.
+  const b = await openDemo(demo, demo.url.replace("127.0.0.1", "localhost"));
+  const [meA, meB] = await Promise.all([a, b].map((p) => p.evaluate(() => window.dashboard.me)));
+  assert.match(meA, /^[a-z2-7]{16}$/);
+  assert.notEqual(meA, meB);
+  const onBoard = (page, users) =>
+    page.waitForFunction((users) => {
+      const shown = [...document.querySelectorAll("#who .avatar")].map((e) => e.dataset.user);
+      return users.every((u) => shown.includes(u));
+    }, users);
+  await onBoard(a, [meA, meB]);
+  await onBoard(b, [meA, meB]);
+  assert.match(await a.getAttribute(`#who [data-user="${meB}"]`, "title"), /^[A-Z][a-z]+ [A-Z][a-z]+$/, "an avatar is titled with the visitor's name");
+  for (const p of [a, b]) await p.waitForFunction(() => Number(/^(\d+) watching$/.exec(document.getElementById("watching").textContent)?.[1]) >= 2);
+
+  // A removes B: B's page says so at once and its board stops; A's goes on.
+  await a.hover(`#who [data-user="${meB}"]`);
+  await a.click(`#who [data-user="${meB}"] [data-remove]`);
+  await b.waitForFunction(() => !document.getElementById("removedBanner").hidden);
+  assert.equal(await b.textContent("#removedBanner"), "you were removed from the board");
+  assert.equal(await b.evaluate(() => document.getElementById("cols").classList.contains("removed")), true);
+  const refused = await b.evaluate(() => fetch("/api/board", { method: "PATCH", headers: { "Content-Type": "application/json" }, body: "{}" }).then((r) => r.status));
+  assert.equal(refused, 403);
+  const stamp = Date.now();
+  await a.fill("#cardText", `after the removal ${stamp}`);
+  await a.press("#cardText", "Enter");
+  await waitText(a, "#cols .cardx", `after the removal ${stamp}`);
+  await waitText(b, "#feed li, #cols .cardx, #removedBanner", "removed"); // still the banner
+  assert.equal(await b.evaluate((t) => document.getElementById("cols").textContent.includes(t), `after the removal ${stamp}`), false);
+  // And B leaves A's board once the grace window has passed.
+  await a.waitForFunction((u) => !document.querySelector(`#who [data-user="${u}"]`), meB, { timeout: 15000 });
 });
 
 test("a change made by a plain HTTP request reaches the page", async () => {

@@ -43,8 +43,9 @@ type app struct {
 	board    *live.State
 	ownedMem *live.MemoryBroker // the broker the app made, or nil
 
-	cancel context.CancelFunc // ends the goroutines in group
-	group  errgroup.Group     // the followers and the metrics ticker
+	cancel   context.CancelFunc // ends the goroutines in group
+	group    errgroup.Group     // the followers and the metrics ticker
+	removals *removals          // visitors removed from the board
 }
 
 // newApp makes a node: the hub, the board's state, the followers of the
@@ -54,7 +55,7 @@ func newApp(ctx context.Context, o appOptions) (*app, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	a := &app{metrics: newMetrics(), feed: newFeed()}
+	a := &app{metrics: newMetrics(), feed: newFeed(), removals: newRemovals()}
 	b := o.Broker
 	if b == nil {
 		a.ownedMem = live.NewMemoryBroker(nil)
@@ -70,7 +71,22 @@ func newApp(ctx context.Context, o appOptions) (*app, error) {
 			if op == live.OpPublish && !strings.HasPrefix(channel, "chat:") {
 				return live.ErrForbidden
 			}
+			if channel == "board" && a.removals.has(live.IdentityOf(r).User) {
+				return live.Deny("you were removed from the board")
+			}
 			return nil
+		},
+		// Visitors are named by a cookie the page sets; the board shows
+		// who is on it, and the metrics how many are watching.
+		Identify: identify,
+		Presence: func(channel string) live.PresenceMode {
+			switch channel {
+			case "board":
+				return live.PresenceMembers
+			case metricsChannel:
+				return live.PresenceCount
+			}
+			return live.PresenceOff
 		},
 		// The activity channel carries list operations: a slow client gets
 		// them coalesced per id instead of being dropped.
@@ -102,7 +118,10 @@ func newApp(ctx context.Context, o appOptions) (*app, error) {
 	// need only the latest updates to have every number.
 	activity := newFollower(b, activityChannel, allHistory, o.Logger, a.feed.apply)
 	a.feed.catchUp = activity.catchUp
-	followers := []*follower{activity, newFollower(b, metricsChannel, 100, o.Logger, a.metrics.apply)}
+	followers := []*follower{activity, newFollower(b, metricsChannel, 100, o.Logger, a.metrics.apply),
+		newFollower(b, visitorsChannel, allHistory, o.Logger, a.removals.apply)}
+	a.removals.hub = a.hub
+	a.group.Go(func() error { return a.removals.run(bg, o.Logger) })
 	for _, f := range followers {
 		a.group.Go(func() error { return f.run(bg) })
 	}
@@ -111,6 +130,7 @@ func newApp(ctx context.Context, o appOptions) (*app, error) {
 			return fail(err)
 		}
 	}
+	a.removals.start()
 	if o.Tick > 0 {
 		a.group.Go(func() error { return a.metrics.run(bg, a.hub, o.Tick, o.Logger) })
 	}
@@ -137,8 +157,10 @@ func (a *app) routes() http.Handler {
 	mux.Handle("POST /api/activity", activityHook(http.HandlerFunc(f.create)))
 	mux.Handle("PATCH /api/activity/{id}", activityHook(http.HandlerFunc(f.update)))
 	mux.Handle("DELETE /api/activity/{id}", activityHook(http.HandlerFunc(f.remove)))
-	mux.Handle("/api/board", a.board)
+	mux.Handle("/api/board", a.guardBoard(a.board))
+	mux.HandleFunc("POST /api/board/remove", a.removeVisitor)
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		welcome(w, r)
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-cache")
 		w.Write(indexHTML)

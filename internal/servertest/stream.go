@@ -78,7 +78,9 @@ func (s *Stream) read(body io.ReadCloser) {
 		line := sc.Text()
 		switch {
 		case line == "":
-			if e.Data != "" || e.Event != "" { // bare id lines move the cursor only
+			// Bare id lines move the cursor only; presence events, which
+			// EventSource.onmessage does not see either, are left out.
+			if (e.Data != "" || e.Event != "") && e.Event != "presence" {
 				s.events <- e
 			}
 			e = Event{}

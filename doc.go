@@ -69,6 +69,17 @@
 // garbage) the client gets a "reset" frame or event instead and must
 // refetch: a publication is never skipped silently.
 //
+// # Who is here
+//
+// Opt channels into presence with [Options].Presence: their subscribers
+// get the members (users as Identify names them, with their public Info
+// and connection counts) when they subscribe, then joins and leaves at
+// most every 100 ms, or only how many are here ([PresenceCount]). A reload
+// within [Options].PresenceGrace is neither a leave nor a join.
+// [Hub.Members] returns them in Go and GET <channel URL>?presence over
+// HTTP, to those who may subscribe. [Except] and [HookOptions].ToOthers
+// publish to everyone but the connection, or user, that made a change.
+//
 // # Scale out
 //
 // The default [MemoryBroker] serves one process. To run several, give each

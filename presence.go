@@ -111,6 +111,7 @@ type presenceChan struct {
 
 	shown      map[string]Member // the members as subscribers were told them
 	shownCount int
+	snap       *frame // the snapshot of shown, shared by those who join until it changes
 	changed    map[string]struct{} // users whose sum changed since the last flush
 	out        bool                // this hub's share changed since it was sent
 	ownN       int                 // on a count channel, this hub's members
@@ -370,8 +371,12 @@ func (b presenceBody) frame() *frame {
 	return &frame{channel: b.Channel, ws: ws, sse: sse, tag: b.Tag}
 }
 
-// snapshotFrame is the members as subscribers were last told them.
+// snapshotFrame is the members as subscribers were last told them. Those
+// who join between two changes share one.
 func (pc *presenceChan) snapshotFrame() *frame {
+	if pc.snap != nil {
+		return pc.snap
+	}
 	b := presenceBody{Type: "presence", Channel: pc.name, Count: pc.shownCount}
 	if pc.mode == PresenceMembers {
 		list := sortedMembers(pc.shown)
@@ -381,7 +386,8 @@ func (pc *presenceChan) snapshotFrame() *frame {
 	tagged, _ := json.Marshal(b)
 	h.Write(tagged)
 	b.Tag = strconv.FormatUint(h.Sum64(), 36)
-	return b.frame()
+	pc.snap = b.frame()
+	return pc.snap
 }
 
 // diffFrameLocked moves what subscribers were told to the sums and returns
@@ -413,6 +419,7 @@ func (pc *presenceChan) diffFrameLocked() *frame {
 		return nil
 	}
 	pc.shownCount = b.Count
+	pc.snap = nil
 	slices.SortFunc(b.Join, func(a, b Member) int {
 		if a.User < b.User {
 			return -1

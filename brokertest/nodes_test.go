@@ -123,3 +123,8 @@ func BenchmarkMemory(b *testing.B) {
 		},
 	})
 }
+
+func BenchmarkPresenceMemory(b *testing.B) {
+	s := newMemoryServer(b)
+	brokertest.BenchmarkPresence(b, brokertest.BenchConfig{New: func(*testing.B) live.Broker { return memoryClient{s} }})
+}

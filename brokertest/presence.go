@@ -250,3 +250,102 @@ func (w *presenceWatch) untilCount(t *testing.T, n int) {
 	t.Helper()
 	w.wait(t, fmt.Sprint("count ", n), func() bool { return w.count == n })
 }
+
+// BenchmarkPresence measures presence across two nodes: b.N users join one
+// channel through node A (a WebSocket each, eight dialing at a time), and
+// it reports how many joins per second node B's subscribers saw
+// (joins/s, from the first dial until a subscriber on B counts them all),
+// and the presence frames that subscriber got for them (frames), which
+// coalescing keeps near one per 100 ms. Run it with a fixed count:
+//
+//	go test -run '^$' -bench Presence -benchtime 1000x
+func BenchmarkPresence(b *testing.B, cfg BenchConfig) {
+	if cfg.New == nil {
+		panic("brokertest: BenchConfig.New is nil")
+	}
+	channel := "pres-bench-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	opts := &live.Options{
+		Identify: func(r *http.Request) (live.Identity, error) {
+			return live.Identity{User: r.Header.Get("X-User"), Info: map[string]string{"name": r.Header.Get("X-User")}}, nil
+		},
+		Presence: func(ch string) live.PresenceMode {
+			if ch == channel {
+				return live.PresenceMembers
+			}
+			return live.PresenceOff
+		},
+		MaxConnsPerIP: -1,
+	}
+	newBroker := func() live.Broker {
+		br := cfg.New(b)
+		if c, ok := br.(interface{ Close() error }); ok {
+			b.Cleanup(func() { c.Close() })
+		}
+		return br
+	}
+	a, other := servertest.NewNode(b, newBroker(), opts), servertest.NewNode(b, newBroker(), opts)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	watcher, _, err := websocket.Dial(ctx, other.WS, &websocket.DialOptions{HTTPHeader: http.Header{"X-User": {"watcher"}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer watcher.CloseNow()
+	watcher.SetReadLimit(-1)
+	watcher.Write(ctx, websocket.MessageText, []byte(`{"type":"subscribe","channel":"`+channel+`"}`))
+	read := func() (count int) {
+		for {
+			_, data, err := watcher.Read(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			var f struct {
+				Type  string `json:"type"`
+				Count int    `json:"count"`
+			}
+			if json.Unmarshal(data, &f) == nil && f.Type == "presence" {
+				return f.Count
+			}
+		}
+	}
+	for read() != 1 { // the watcher itself
+	}
+
+	b.ResetTimer()
+	start := time.Now()
+	conns := make([]*websocket.Conn, b.N)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= b.N {
+					return
+				}
+				c, _, err := websocket.Dial(ctx, a.WS, &websocket.DialOptions{HTTPHeader: http.Header{"X-User": {fmt.Sprintf("u%d", i)}}})
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				c.Write(ctx, websocket.MessageText, []byte(`{"type":"subscribe","channel":"`+channel+`"}`))
+				conns[i] = c
+			}
+		})
+	}
+	frames := 0
+	for n := 0; n != b.N+1; frames++ {
+		n = read()
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+	wg.Wait()
+	for _, c := range conns {
+		if c != nil {
+			c.CloseNow()
+		}
+	}
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "joins/s")
+	b.ReportMetric(float64(frames), "frames")
+	b.ReportMetric(0, "ns/op")
+}

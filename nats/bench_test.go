@@ -153,3 +153,17 @@ func BenchmarkJetStream(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkPresence: users joining a presence channel on one node, as seen
+// by a subscriber on another.
+//
+//	cd nats && LIVE_NATS_URL=nats://127.0.0.1:4222 go test -run '^$' -bench Presence -benchtime 1000x
+func BenchmarkPresence(b *testing.B) {
+	url := natsURL(b)
+	prefix := testPrefix(b, url)
+	brokertest.BenchmarkPresence(b, brokertest.BenchConfig{
+		New: func(b *testing.B) live.Broker {
+			return natsbroker.New(connect(b, url), &natsbroker.Options{Prefix: prefix, Logger: servertest.Logger(b)})
+		},
+	})
+}

@@ -55,3 +55,17 @@ func benchPool(b *testing.B, url string) *pgxpool.Pool {
 	b.Cleanup(pool.Close)
 	return pool
 }
+
+// BenchmarkPresence: users joining a presence channel on one node, as seen
+// by a subscriber on another.
+//
+//	cd postgres && LIVE_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test go test -run '^$' -bench Presence -benchtime 1000x
+func BenchmarkPresence(b *testing.B) {
+	url := pgURL(b)
+	schema := testSchema(b, benchPool(b, url))
+	brokertest.BenchmarkPresence(b, brokertest.BenchConfig{
+		New: func(b *testing.B) live.Broker {
+			return pgbroker.New(benchPool(b, url), &pgbroker.Options{Schema: schema, Logger: servertest.Logger(b)})
+		},
+	})
+}

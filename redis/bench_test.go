@@ -29,3 +29,17 @@ func BenchmarkPublishDeliver(b *testing.B) {
 		},
 	})
 }
+
+// BenchmarkPresence: users joining a presence channel on one node, as seen
+// by a subscriber on another.
+//
+//	cd redis && LIVE_REDIS_URL=redis://127.0.0.1:6379/0 go test -run '^$' -bench Presence -benchtime 1000x
+func BenchmarkPresence(b *testing.B) {
+	url := redisURL(b)
+	prefix := testPrefix(b, newClient(b, url))
+	brokertest.BenchmarkPresence(b, brokertest.BenchConfig{
+		New: func(b *testing.B) live.Broker {
+			return redisbroker.New(newClient(b, url), &redisbroker.Options{Prefix: prefix})
+		},
+	})
+}

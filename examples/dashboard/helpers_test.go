@@ -175,7 +175,23 @@ func closeAtEnd(t testing.TB, b interface{ Close() error }) {
 
 func redisShared(t testing.TB) func() live.Broker {
 	t.Helper()
-	url := os.Getenv("LIVE_REDIS_URL")
+	url, prefix := redisSetup(t)
+	return func() live.Broker {
+		t.Helper()
+		b, err := redisbroker.Open(url, &redisbroker.Options{Prefix: prefix, HistoryAge: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		closeAtEnd(t, b)
+		return b
+	}
+}
+
+// redisSetup returns the Redis URL and a key prefix of the test's own,
+// whose keys are deleted when t ends.
+func redisSetup(t testing.TB) (url, prefix string) {
+	t.Helper()
+	url = os.Getenv("LIVE_REDIS_URL")
 	if url == "" {
 		t.Skip("LIVE_REDIS_URL is not set; to run the multi-node tests on Redis: cd examples/dashboard && LIVE_REDIS_URL=redis://127.0.0.1:6379/0 go test -race ./...")
 	}
@@ -184,7 +200,7 @@ func redisShared(t testing.TB) func() live.Broker {
 		t.Fatal(err)
 	}
 	c := redis.NewClient(o)
-	prefix := "dashboardtest:" + servertest.RandomName() + ":"
+	prefix = "dashboardtest:" + servertest.RandomName() + ":"
 	t.Cleanup(func() {
 		defer c.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
@@ -198,15 +214,7 @@ func redisShared(t testing.TB) func() live.Broker {
 			c.Del(ctx, keys...)
 		}
 	})
-	return func() live.Broker {
-		t.Helper()
-		b, err := redisbroker.Open(url, &redisbroker.Options{Prefix: prefix, HistoryAge: -1})
-		if err != nil {
-			t.Fatal(err)
-		}
-		closeAtEnd(t, b)
-		return b
-	}
+	return url, prefix
 }
 
 func natsShared(t testing.TB) func() live.Broker {

@@ -111,7 +111,7 @@ type presenceChan struct {
 
 	shown      map[string]Member // the members as subscribers were told them
 	shownCount int
-	snap       *frame // the snapshot of shown, shared by those who join until it changes
+	snap       *frame              // the snapshot of shown, shared by those who join until it changes
 	changed    map[string]struct{} // users whose sum changed since the last flush
 	out        bool                // this hub's share changed since it was sent
 	ownN       int                 // on a count channel, this hub's members

@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -347,4 +348,60 @@ func TestPresenceAcrossNodes(t *testing.T) {
 		countA.apply(presenceOf(t, watchA, "public"))
 	}
 	t.Logf("a dead node's members were gone after %v (PresenceTimeout 600ms)", time.Since(start).Round(time.Millisecond))
+}
+
+// TestPresenceLongPoll: a long-poller gets presence like the stream, and
+// an unchanged snapshot, named by its tag, is no news, so polls wait
+// instead of returning it again and again.
+func TestPresenceLongPoll(t *testing.T) {
+	s := newTestServer(t, &live.Options{Presence: func(string) live.PresenceMode { return live.PresenceMembers }})
+	anon := dialWS(t, s.wsURL(), nil)
+	anon.subscribe(t, "room")
+	if f := presenceOf(t, anon, "room"); f.Count != 0 || len(f.Members) != 0 {
+		t.Fatalf("snapshot: %+v", f)
+	}
+	if f := presenceOf(t, anon, "room"); f.Count != 1 || f.Join != nil {
+		t.Fatalf("an anonymous connection is counted, not listed: %+v", f)
+	}
+
+	cursors := map[string]string{}
+	tag := ""
+	for i := 0; ; i++ {
+		if i == 5 {
+			t.Fatal("every poll returned a snapshot: the tag does not stop them")
+		}
+		q := url.Values{"channels": {"room"}, "poll": {"0"}}
+		if c := cursors["room"]; c != "" {
+			q.Set("cursor.room", c)
+		}
+		if tag != "" {
+			q.Set("presence.room", tag)
+		}
+		resp, err := http.Get(s.srv.URL + "/api/live?" + q.Encode())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var frames []wsFrame
+		err = json.NewDecoder(resp.Body).Decode(&frames)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(frames) == 0 {
+			break // nothing new: the poll waited out its hold
+		}
+		for _, f := range frames {
+			switch f.Type {
+			case "subscribed":
+				cursors[f.Channel] = f.Cursor
+			case "presence":
+				if f.Tag != "" {
+					tag = f.Tag
+				}
+			}
+		}
+	}
+	if tag == "" {
+		t.Fatal("no poll carried a presence snapshot")
+	}
 }

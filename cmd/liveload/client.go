@@ -22,7 +22,11 @@ import (
 // its cursor.
 type subscriber struct {
 	l      *loader
+	user   string // ?u=, with -presence
 	cursor string // the last cursor seen, for resuming
+
+	presFrames, presBytes atomic.Int64 // presence frames received
+	presCount             atomic.Int64 // the count the last one gave
 
 	next     atomic.Int64 // the index expected next; -1 before the first
 	received atomic.Int64
@@ -81,7 +85,7 @@ func (s *subscriber) runSSE(ctx context.Context, ready chan<- struct{}, first bo
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
 
-	req := "GET /live/" + loadChannel + " HTTP/1.1\r\nHost: " + s.l.addr + "\r\nAccept: text/event-stream\r\n"
+	req := "GET /live/" + loadChannel + s.query() + " HTTP/1.1\r\nHost: " + s.l.addr + "\r\nAccept: text/event-stream\r\n"
 	if s.cursor != "" {
 		req += "Last-Event-ID: " + s.cursor + "\r\n"
 	}
@@ -106,19 +110,33 @@ func (s *subscriber) runSSE(ctx context.Context, ready chan<- struct{}, first bo
 	s.subscribed(ready, first)
 	defer s.l.live.Add(-1)
 	var id []byte
-	reset := false
+	reset, presence := false, false
+	var long []byte // a line longer than the reader's buffer (a presence snapshot)
 	for {
 		line, err := lines.ReadSlice('\n')
+		if err == bufio.ErrBufferFull {
+			long = append(long, line...)
+			continue
+		}
 		if err != nil {
 			return err
+		}
+		if long != nil {
+			line = append(long, line...)
+			long = nil
 		}
 		switch {
 		case bytes.HasPrefix(line, []byte("id: ")):
 			id = append(id[:0], bytes.TrimSpace(line[4:])...)
 		case bytes.HasPrefix(line, []byte("event: reset")):
 			reset = true
+		case bytes.HasPrefix(line, []byte("event: presence")):
+			presence = true
 		case bytes.HasPrefix(line, []byte("data: ")):
-			if !reset {
+			switch {
+			case presence:
+				s.presence(line[6:])
+			case !reset:
 				s.deliver(line[6:])
 			}
 		case len(line) == 1: // the end of an event
@@ -130,16 +148,18 @@ func (s *subscriber) runSSE(ctx context.Context, ready chan<- struct{}, first bo
 				s.next.Store(-1)
 				reset = false
 			}
+			presence = false
 		}
 	}
 }
 
 func (s *subscriber) runWS(ctx context.Context, ready chan<- struct{}, first bool) error {
-	c, _, err := websocket.Dial(ctx, "ws://"+s.l.addr+"/ws", &websocket.DialOptions{HTTPClient: s.l.http})
+	c, _, err := websocket.Dial(ctx, "ws://"+s.l.addr+"/ws"+s.query(), &websocket.DialOptions{HTTPClient: s.l.http})
 	if err != nil {
 		return err
 	}
 	defer c.CloseNow()
+	c.SetReadLimit(-1) // a presence snapshot of thousands of members is large
 	// Reads take a context without Done, which costs the library nothing
 	// per read; the connection closes when ctx ends.
 	stop := context.AfterFunc(ctx, func() { c.CloseNow() })
@@ -183,7 +203,26 @@ func (s *subscriber) runWS(ctx context.Context, ready chan<- struct{}, first boo
 			if cur := field(b, `"cursor":"`); cur != nil {
 				s.cursor = string(cur)
 			}
+		case "presence":
+			s.presence(b)
 		}
+	}
+}
+
+// query names the subscriber's user, with -presence.
+func (s *subscriber) query() string {
+	if s.user == "" {
+		return ""
+	}
+	return "?u=" + s.user
+}
+
+// presence counts a presence frame and keeps its count.
+func (s *subscriber) presence(b []byte) {
+	s.presFrames.Add(1)
+	s.presBytes.Add(int64(len(b)))
+	if n, ok := number(b, `"count":`); ok {
+		s.presCount.Store(n)
 	}
 }
 
@@ -309,6 +348,7 @@ func (h *histogram) quantile(q float64) time.Duration {
 type loader struct {
 	addr      string
 	transport string
+	presence  string // -presence
 	verbose   bool
 	http      *http.Client
 

@@ -25,6 +25,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -48,6 +49,11 @@ type result struct {
 	Machine   string `json:"machine"`
 	Transport string `json:"transport"`
 	N         int    `json:"subscribers"`
+
+	Presence        string  `json:"presence,omitempty"`
+	PresenceFrames  float64 `json:"presenceFramesPerSubscriber,omitempty"`
+	PresenceBytes   float64 `json:"presenceBytesPerSubscriber,omitempty"`
+	PresenceSettled int     `json:"presenceSettled,omitempty"`
 
 	IdleRSSPerConn   float64 `json:"idleRSSBytesPerConn"`
 	IdleHeapPerConn  float64 `json:"idleHeapStackBytesPerConn"`
@@ -92,7 +98,11 @@ func load(args []string) error {
 	jsonOut := fs.String("json", "", "also write the results to this file as JSON")
 	target := fs.String("target", "", "data,control addresses of a running 'liveload serve' (default: start one)")
 	verbose := fs.Bool("v", false, "log subscriber errors")
+	presence := fs.String("presence", "", "give the channel presence, members or count, each subscriber a user of its own; reports what presence costs")
 	fs.Parse(args)
+	if *presence != "" && *presence != "members" && *presence != "count" {
+		return fmt.Errorf("-presence must be members or count")
+	}
 	if *transport != "sse" && *transport != "ws" {
 		return fmt.Errorf("-transport must be sse or ws")
 	}
@@ -105,7 +115,7 @@ func load(args []string) error {
 		}
 		dataAddr, controlAddr = d, c
 	} else {
-		srv, d, c, err := startServer()
+		srv, d, c, err := startServer(*presence)
 		if err != nil {
 			return err
 		}
@@ -117,10 +127,10 @@ func load(args []string) error {
 	}
 	ctl := &control{base: "http://" + controlAddr, c: &http.Client{Timeout: 5 * time.Minute}}
 	l := &loader{
-		addr: dataAddr, transport: *transport, verbose: *verbose,
+		addr: dataAddr, transport: *transport, verbose: *verbose, presence: *presence,
 		http: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: -1, DisableKeepAlives: true}},
 	}
-	res := &result{Machine: machine(), Transport: *transport, N: *n}
+	res := &result{Machine: machine(), Transport: *transport, N: *n, Presence: *presence}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	fmt.Printf("liveload: %d %s subscribers; %s\n", *n, strings.ToUpper(*transport), res.Machine)
@@ -149,6 +159,21 @@ func load(args []string) error {
 	res.GoroutinesPerCon = float64(idle.Goroutines-base.Goroutines) / fn
 	fmt.Printf("%-34s %d connected in %.1f s; RSS %.1f KiB, heap+stacks %.1f KiB, goroutines %.2f per connection\n",
 		"idle", *n, res.ConnectSeconds, res.IdleRSSPerConn/1024, res.IdleHeapPerConn/1024, res.GoroutinesPerCon)
+	if *presence != "" {
+		var frames, bytes int64
+		settled := 0
+		for _, s := range l.subs {
+			frames += s.presFrames.Load()
+			bytes += s.presBytes.Load()
+			if s.presCount.Load() == int64(*n) {
+				settled++
+			}
+		}
+		res.PresenceFrames, res.PresenceBytes = float64(frames)/fn, float64(bytes)/fn
+		res.PresenceSettled = settled
+		fmt.Printf("%-34s %.1f frames, %.1f KiB per subscriber while %d joined; %d of them count %d\n",
+			"presence ("+*presence+")", res.PresenceFrames, res.PresenceBytes/1024, *n, settled, *n)
+	}
 
 	next := 0 // the index of the next publication
 	deliveries := func(msgs int) int64 { return int64(msgs) * int64(*n) }
@@ -279,6 +304,9 @@ func (l *loader) connect(ctx context.Context, n int) error {
 		k := min(wave, n-i)
 		for range k {
 			s := &subscriber{l: l}
+			if l.presence != "" {
+				s.user = strconv.Itoa(len(l.subs))
+			}
 			l.subs = append(l.subs, s)
 			go s.run(ctx, ready)
 		}
@@ -404,12 +432,12 @@ func (c *control) post(path string) error {
 
 // startServer runs "liveload serve" as a child process and reads its
 // addresses.
-func startServer() (*exec.Cmd, string, string, error) {
+func startServer(presence string) (*exec.Cmd, string, string, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, "", "", err
 	}
-	cmd := exec.Command(self, "serve")
+	cmd := exec.Command(self, "serve", "-presence", presence)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {

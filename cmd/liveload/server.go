@@ -32,6 +32,7 @@ func serve(args []string) error {
 	addr := fs.String("addr", "127.0.0.1:0", "address for the clients")
 	control := fs.String("control", "127.0.0.1:0", "address for the control endpoints")
 	history := fs.Int("history", 100000, "publications the in-memory broker keeps")
+	presence := fs.String("presence", "", "give the load channel presence: members or count; subscribers name their user with ?u=")
 	fs.Parse(args)
 
 	data, err := net.Listen("tcp", *addr)
@@ -44,10 +45,27 @@ func serve(args []string) error {
 	}
 	broker := live.NewMemoryBroker(&live.MemoryOptions{HistorySize: *history, HistoryAge: time.Hour})
 	defer broker.Close()
-	hub := live.NewHub(&live.Options{
+	opts := &live.Options{
 		Broker:        broker,
 		MaxConnsPerIP: -1,
-	})
+	}
+	if *presence != "" {
+		mode := live.PresenceCount
+		if *presence == "members" {
+			mode = live.PresenceMembers
+		}
+		opts.Identify = func(r *http.Request) (live.Identity, error) {
+			u := r.URL.Query().Get("u")
+			return live.Identity{User: u, Info: map[string]string{"name": "user " + u}}, nil
+		}
+		opts.Presence = func(channel string) live.PresenceMode {
+			if channel == loadChannel {
+				return mode
+			}
+			return live.PresenceOff
+		}
+	}
+	hub := live.NewHub(opts)
 	s := &loadServer{hub: hub, conns: make(map[net.Conn]struct{})}
 	mux := http.NewServeMux()
 	mux.Handle("/live/", hub)

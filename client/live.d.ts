@@ -85,6 +85,8 @@ export interface Connection {
   status: Status;
   /** Failed or lost connections since the last one that opened. */
   reconnectAttempt: number;
+  /** The transport in use. */
+  transport: "websocket" | "sse" | "poll";
 }
 
 /**
@@ -93,7 +95,7 @@ export interface Connection {
  * connectTimeout), uses SSE from then on for this connection; once a
  * WebSocket has opened, later failures reconnect the WebSocket.
  */
-export type Transport = "auto" | "websocket" | "sse";
+export type Transport = "auto" | "websocket" | "sse" | "poll";
 
 export interface LiveOptions {
   /** Which transport to use. Default "auto". */
@@ -131,6 +133,10 @@ export interface LiveOptions {
   pingInterval?: number;
   /** A ping unanswered this long drops the connection. Default 10000 ms. */
   pongTimeout?: number;
+  /** With "auto": a stream that brings no frame within this many ms is taken for buffered, and the client polls. Default 5000. */
+  firstFrameTimeout?: number;
+  /** With "auto": how often the transports above the one in use are tried again, in ms; 0 never. Default 300000. */
+  probeInterval?: number;
   /** The WebSocket constructor. Default globalThis.WebSocket. */
   WebSocket?: { new (url: string): WebSocket };
   /** Uniform in [0, 1), for the backoff jitter. Default Math.random. */
@@ -186,7 +192,7 @@ export interface Live {
   /** The connection state now. */
   readonly connection: Connection;
   /** The transport in use: "websocket", or "sse" once chosen or fallen back to. */
-  readonly transport: "websocket" | "sse";
+  readonly transport: "websocket" | "sse" | "poll";
   /** Calls listener now and on every change; returns a function that stops it. */
   onStatus(listener: (c: Connection) => void): () => void;
   /** Calls listener with every error the hub reports; returns a function that stops it. */
@@ -215,7 +221,7 @@ type Fetch = (url: string, init: RequestInit) => Promise<Response>;
 export interface LiveStateOptions<T = any> {
   /** The State's channel. */
   channel: string;
-  /** Where GET answers {data, version}: the State's own handler. Needed unless load is given. */
+  /** Where GET answers {data, version} and patch() PATCHes: the State's own handler. Needed unless load is given, and for patch(). */
   url?: string;
   /** Loads {data, version} instead of GET url. */
   load?: () => Promise<{ data: T; version: number }>;
@@ -226,13 +232,21 @@ export interface LiveStateOptions<T = any> {
   fetch?: Fetch;
   onChange?: (value: T, version: number) => void;
   onError?: (err: Error) => void;
+  /** As liveList's: keep patches that fail on the way and send them again once back. Default true. */
+  offline?: boolean;
+  /** As liveList's: keep waiting patches in localStorage. Default true. */
+  persist?: boolean | string;
 }
 
 export interface LiveState<T = any> {
-  /** The current value; undefined until the first fetch. */
+  /** The current value, with the patches not yet settled laid over it; undefined until the first fetch. */
   readonly value: T | undefined;
-  /** The version of value. */
+  /** The version of the value the server has confirmed. */
   readonly version: number;
+  /** Patches the server has not settled yet. */
+  readonly pending: number;
+  /** Shows a JSON merge patch at once and PATCHes it to url; resolves with the server's {data, version}. */
+  patch(changes: Partial<T>, opts?: { ifMatch?: string | number; timeout?: number }): Promise<{ data: T; version: number }>;
   /** Resolves once the first value is in. */
   readonly ready: Promise<void>;
   /** Whether a value has been loaded. */
@@ -260,6 +274,14 @@ export interface LiveListOptions<T = any> {
   headers?: Record<string, string>;
   /** Request timeout in ms; a mutation that times out is rolled back. Default 10000. */
   timeout?: number;
+  /**
+   * Writes that fail on the way (no network, 502–504) are kept, shown as
+   * pending, and sent again in order once back; false rolls them back at
+   * once instead. Default true.
+   */
+  offline?: boolean;
+  /** Keep waiting writes in localStorage, so a reload keeps them: true (default), false, or the storage key. */
+  persist?: boolean | string;
   fetch?: Fetch;
   onChange?: (items: Array<T & { _optimistic?: true }>) => void;
   onError?: (err: Error) => void;
@@ -277,6 +299,8 @@ export interface LiveList<T = any> {
   readonly ready: Promise<void>;
   /** Whether the list has been loaded. */
   readonly loaded: boolean;
+  /** Mutations the server has not settled yet: in flight, or waiting for the network. */
+  readonly pending: number;
   onChange(listener: (items: Array<T & { _optimistic?: true }>) => void): () => void;
   /** Shows item at once, POSTs it, resolves with the server's item. */
   add(item: Partial<T>, opts?: MutationOptions): Promise<T>;

@@ -598,21 +598,24 @@ function isStateReset(data) {
 
 /**
  * @typedef {"connecting"|"connected"|"disconnected"|"error"} Status
- * @typedef {{status: Status, reconnectAttempt: number}} Connection
+ * @typedef {{status: Status, reconnectAttempt: number, transport: "websocket"|"sse"|"poll"}} Connection
  */
 
 const OPEN = 1;
 
-const transports = ["auto", "websocket", "sse"];
+const transports = ["auto", "websocket", "sse", "poll"];
+
+/** The longest a hub holds a poll (live's maxHold). */
+const maxHold = 25000;
 
 /** The longest line a stream may send; past it the stream is given up. */
 const maxLine = 16 << 20;
 
 /**
  * createLive connects the page to a hub and returns the handle every
- * channel goes through. Options: transport ("auto", the default: a
- * WebSocket, and Server-Sent Events for good once a WebSocket has failed
- * to open; "websocket"; "sse"), url (the WebSocket, default "/ws"),
+ * channel goes through. Options: transport ("auto", the default: the best
+ * transport that works, see below; "websocket"; "sse"; "poll"), url (the
+ * WebSocket, default "/ws"),
  * sseURL (the multiplexed stream and HTTP publishing, default
  * "/api/live"; under the hub's prefix mount, the prefix with its slash,
  * "/live/"), both relative to the page; minBackoff and maxBackoff in
@@ -622,8 +625,19 @@ const maxLine = 16 << 20;
  * ms), publishTimeout (10000 ms), maxQueue (publishes held while
  * disconnected, 1000), pingInterval (25000 ms; 0 disables the liveness
  * check), pongTimeout (10000 ms), headers and credentials (for the SSE
- * transport's requests), WebSocket and fetch (for tests) and random
+ * transport's requests), firstFrameTimeout (5000 ms) and probeInterval
+ * (300000 ms; 0 never probes) for "auto", WebSocket and fetch (for tests) and random
  * (Math.random, for tests).
+ *
+ * With "auto" the client tries a WebSocket, then the multiplexed SSE
+ * stream, then long-polling: it moves down when a WebSocket fails before
+ * it ever opened (a proxy that refuses upgrades), and when a stream
+ * brings no frame within firstFrameTimeout (a proxy that buffers whole
+ * responses, so events would come only when the response ends) or fails
+ * before its first. Every probeInterval it tries the transports above the
+ * one in use again, and moves up when one works; each channel goes on
+ * from its cursor, so nothing is lost or repeated on the way.
+ * connection.transport says which is in use.
  *
  * @param {import("./live").LiveOptions} [options]
  * @returns {import("./live").Live}
@@ -645,6 +659,8 @@ class Live {
       maxQueue: 1000,
       pingInterval: 25000,
       pongTimeout: 10000,
+      firstFrameTimeout: 5000,
+      probeInterval: 300000,
       headers: {},
       credentials: "same-origin",
       random: Math.random,
@@ -652,15 +668,16 @@ class Live {
       fetch: undefined,
       ...given(options),
     };
-    if (!transports.includes(o.transport)) throw new TypeError(`live: transport must be "auto", "websocket" or "sse", not ${JSON.stringify(String(o.transport))}`);
-    if (typeof o.WebSocket !== "function") {
-      if (o.transport === "websocket") throw new TypeError("live: no WebSocket constructor: pass options.WebSocket");
-      o.transport = "sse"; // nothing else to try
-    }
+    if (!transports.includes(o.transport)) throw new TypeError(`live: transport must be "auto", "websocket", "sse" or "poll", not ${JSON.stringify(String(o.transport))}`);
+    const noSocket = typeof o.WebSocket !== "function";
+    if (noSocket && o.transport === "websocket") throw new TypeError("live: no WebSocket constructor: pass options.WebSocket");
     this._o = o;
-    /** @type {"websocket"|"sse"} */
-    this._mode = o.transport === "sse" ? "sse" : "websocket";
-    this._url = o.transport === "sse" ? null : wsURL(o.url);
+    /** @type {"websocket"|"sse"|"poll"} */
+    this._mode = o.transport === "auto" ? (noSocket ? "sse" : "websocket") : o.transport;
+    this._url = noSocket || o.transport === "sse" || o.transport === "poll" ? null : wsURL(o.url);
+    this._probeTimer = null; // the next try of the transports above the one in use
+    this._probing = null; // the WebSocket a probe opened
+    this._everStreamed = false; // a stream or poll has brought a frame since the last move
     this._sseBase = null; // resolved when first needed
     this._everOpened = false; // a WebSocket has opened: auto stays on WebSocket
     /** @type {WebSocket|null} */
@@ -674,7 +691,7 @@ class Live {
     this._pongTimer = null;
     this._lastSeen = 0;
     /** @type {Connection} */
-    this._conn = { status: "connecting", reconnectAttempt: 0 };
+    this._conn = { status: "connecting", reconnectAttempt: 0, transport: this._mode };
     this._statusListeners = new Set();
     this._errorListeners = new Set();
     /** @type {Map<string, any>} */
@@ -694,7 +711,7 @@ class Live {
     return { ...this._conn };
   }
 
-  /** The transport in use: "websocket", or "sse" once chosen or fallen back to. */
+  /** The transport in use: "websocket", "sse" or "poll". */
   get transport() {
     return this._mode;
   }
@@ -771,7 +788,7 @@ class Live {
     if (!ch) {
       ch = { name: channel, cursor: typeof opts.cursor === "string" && opts.cursor ? opts.cursor : null, acked: false, refused: false, subs: new Set() };
       this._channels.set(channel, ch);
-      if (this._mode === "sse") this._channelsChanged();
+      if (this._streaming()) this._channelsChanged();
       else this._sendSubscribe(ch);
     }
     const sub = { callback, onReset: opts.onReset, onSubscribed: opts.onSubscribed, onError: opts.onError, onPresence: opts.onPresence };
@@ -786,7 +803,7 @@ class Live {
     return () => {
       if (!ch.subs.delete(sub) || ch.subs.size > 0 || this._channels.get(channel) !== ch) return;
       this._channels.delete(channel);
-      if (this._mode === "sse") this._channelsChanged();
+      if (this._streaming()) this._channelsChanged();
       else this._send({ type: "unsubscribe", channel });
     };
   }
@@ -836,7 +853,13 @@ class Live {
     if (typeof removeEventListener === "function") removeEventListener("online", this._onOnline);
     clearTimeout(this._timer);
     clearTimeout(this._reopenTimer);
-    this._timer = this._reopenTimer = null;
+    clearTimeout(this._probeTimer);
+    this._timer = this._reopenTimer = this._probeTimer = null;
+    if (this._probing) {
+      this._probing.onopen = this._probing.onclose = this._probing.onerror = null;
+      this._probing.close();
+      this._probing = null;
+    }
     const ws = this._ws;
     this._detach();
     if (ws) ws.close(1000, "closed by the client");
@@ -848,9 +871,16 @@ class Live {
   // --- internals
 
   _setStatus(status, reconnectAttempt) {
-    if (this._conn.status === status && this._conn.reconnectAttempt === reconnectAttempt) return;
-    this._conn = { status, reconnectAttempt };
-    for (const l of [...this._statusListeners]) call(l, { status, reconnectAttempt });
+    const transport = this._mode;
+    const c = this._conn;
+    if (c.status === status && c.reconnectAttempt === reconnectAttempt && c.transport === transport) return;
+    this._conn = { status, reconnectAttempt, transport };
+    for (const l of [...this._statusListeners]) call(l, { ...this._conn });
+  }
+
+  /** _streaming reports whether the transport is a stream or polls: one request carries every channel. */
+  _streaming() {
+    return this._mode !== "websocket";
   }
 
   _emitError(err, sub) {
@@ -912,7 +942,7 @@ class Live {
 
   _connect() {
     if (this._closed) return;
-    if (this._mode === "sse") {
+    if (this._streaming()) {
       this._openStream(false);
       return;
     }
@@ -976,9 +1006,89 @@ class Live {
     }
     // The WebSocket never opened: blocked on the way, or refused. SSE from
     // now on, at once; publishes not yet sent go as POSTs.
-    this._mode = "sse";
+    this._moveTo("sse");
+  }
+
+  /**
+   * _moveTo makes mode the transport, at once: publishes not yet sent go
+   * by the new one, and every channel goes on from its cursor. Below
+   * WebSocket, a probe of the transports above is scheduled.
+   */
+  _moveTo(mode) {
+    if (this._closed) return;
+    const ws = this._ws;
+    this._detach();
+    if (ws) ws.close(1000, "moving to another transport");
+    this._dropStream();
+    clearTimeout(this._timer);
+    this._timer = null;
+    this._mode = mode;
+    if (mode === "websocket" && !this._url) this._url = wsURL(this._o.url);
+    this._everStreamed = false;
     for (const [ref, p] of this._publishes) if (!p.sent) this._dispatch(ref, p);
+    this._setStatus("connecting", this._conn.reconnectAttempt);
+    this._scheduleProbe(Math.min(30000, this._o.probeInterval));
     this._connect();
+  }
+
+  /**
+   * _scheduleProbe plans the next try of the transports above the one in
+   * use, with "auto": after delay, probeInterval by default. The first
+   * after a move down comes sooner, since the move may have been caused by
+   * a server that was down rather than by a proxy.
+   */
+  _scheduleProbe(delay = this._o.probeInterval) {
+    clearTimeout(this._probeTimer);
+    this._probeTimer = null;
+    if (this._o.transport !== "auto" || this._mode === "websocket" || this._o.probeInterval <= 0 || this._closed) return;
+    this._probeTimer = setTimeout(() => {
+      this._probeTimer = null;
+      this._probe();
+    }, delay);
+  }
+
+  /**
+   * _probe tries a WebSocket beside the transport in use, and moves to it
+   * if it opens. Polling without one tries the stream next: moving to it
+   * is the test, since a buffering proxy in the way sends it back to
+   * polling after firstFrameTimeout, and cursors keep every channel whole.
+   */
+  _probe() {
+    if (this._closed || this._mode === "websocket") return;
+    const fallBack = () => {
+      if (this._closed) return;
+      if (this._mode === "poll") this._moveTo("sse");
+      else this._scheduleProbe();
+    };
+    if (typeof this._o.WebSocket !== "function") {
+      fallBack();
+      return;
+    }
+    let ws;
+    try {
+      ws = new this._o.WebSocket(wsURL(this._o.url));
+    } catch {
+      fallBack();
+      return;
+    }
+    this._probing = ws;
+    const timer = setTimeout(() => done(false), this._o.connectTimeout > 0 ? this._o.connectTimeout : 10000);
+    const done = (opened) => {
+      if (this._probing !== ws) return;
+      this._probing = null;
+      clearTimeout(timer);
+      ws.onopen = ws.onclose = ws.onerror = null;
+      ws.close(1000, "probe");
+      if (opened) {
+        this._everOpened = true;
+        this._moveTo("websocket");
+      } else {
+        fallBack();
+      }
+    };
+    ws.onopen = () => done(true);
+    ws.onclose = () => done(false);
+    ws.onerror = () => done(false);
   }
 
   /** _detach forgets the socket: its events are ignored from now on. */
@@ -1058,7 +1168,7 @@ class Live {
     this._reopenTimer = setTimeout(() => {
       this._reopenTimer = null;
       // While a reconnection waits, it will take the new set.
-      if (this._closed || this._mode !== "sse" || this._timer !== null) return;
+      if (this._closed || !this._streaming() || this._timer !== null) return;
       const want = this._streamable().map((ch) => ch.name);
       const have = this._stream?.names ?? [];
       if (want.length === 0 && !this._stream) {
@@ -1066,7 +1176,7 @@ class Live {
         return;
       }
       if (want.length === have.length && want.every((n) => have.includes(n))) return;
-      this._dropStream();
+      this._dropStream(this._mode === "poll");
       this._openStream(true, have.length > 0);
     }, 0);
   }
@@ -1093,15 +1203,22 @@ class Live {
       else this._channelsChanged();
       return;
     }
-    const s = { ctl: new AbortController(), names: chans.map((ch) => ch.name), open: false };
+    const poll = this._mode === "poll";
+    const s = { ctl: new AbortController(), names: chans.map((ch) => ch.name), open: false, poll, framed: false, firstTimer: null };
     this._stream = s;
-    for (const ch of this._channels.values()) ch.acked = false;
+    // A poll leaves out the acknowledgements of the channels it resumes:
+    // those go on as they were.
+    for (const ch of this._channels.values()) ch.acked = poll && chans.includes(ch) && ch.cursor !== null && ch.acked;
     if (!replacing || this._conn.status !== "connected") this._setStatus("connecting", this._conn.reconnectAttempt);
     let url;
     try {
       const q = new URLSearchParams();
       q.set("channels", s.names.join(","));
       for (const ch of chans) if (ch.cursor) q.set("cursor." + ch.name, ch.cursor);
+      if (poll) {
+        q.set("poll", "");
+        for (const ch of chans) if (ch.presence?.tag) q.set("presence." + ch.name, ch.presence.tag);
+      }
       // A prefix mount ("/live/") streams several channels at the prefix
       // itself: keep its slash.
       const base = this._sseURL() + (/\/$/.test(this._o.sseURL) ? "/" : "");
@@ -1111,14 +1228,23 @@ class Live {
       return;
     }
     if (this._o.connectTimeout > 0) {
+      // A poll is answered when there is news, or after the hub's hold.
+      const limit = this._o.connectTimeout + (poll ? maxHold : 0);
       this._openTimer = setTimeout(() => {
         this._openTimer = null;
-        if (this._stream === s && !s.open) this._streamFailed(s, new LiveError("timeout", `live: the stream did not open within ${this._o.connectTimeout} ms`), false);
-      }, this._o.connectTimeout);
+        if (this._stream === s && !s.open) this._streamFailed(s, new LiveError("timeout", `live: the ${poll ? "poll was not answered" : "stream did not open"} within ${limit} ms`), false);
+      }, limit);
+    }
+    if (!poll && this._o.transport === "auto" && this._o.firstFrameTimeout > 0) {
+      // The hub acknowledges every channel at once: a stream that brings
+      // nothing is held up on the way, by a proxy that buffers it.
+      s.firstTimer = setTimeout(() => {
+        if (this._stream === s && !s.framed) this._moveTo("poll");
+      }, this._o.firstFrameTimeout);
     }
     Promise.resolve()
       .then(() => this._fetch()(url, {
-        headers: { Accept: "text/event-stream", ...this._o.headers },
+        headers: { Accept: poll ? "application/json" : "text/event-stream", ...this._o.headers },
         credentials: this._o.credentials,
         cache: "no-store",
         signal: s.ctl.signal,
@@ -1133,6 +1259,10 @@ class Live {
           return;
         }
         const type = res.headers.get("Content-Type") ?? "";
+        if (poll) {
+          await this._readPoll(s, res, type);
+          return;
+        }
         if (!/^text\/event-stream\b/i.test(type) || !res.body) {
           this._streamFailed(s, new LiveError("bad_response", `live: the stream answered ${JSON.stringify(type.slice(0, 60))}, not text/event-stream`, { status: res.status }), true);
           return;
@@ -1146,6 +1276,38 @@ class Live {
         if (this._stream !== s) return;
         this._streamFailed(s, e instanceof LiveError ? e : new LiveError("network", `live: the stream failed: ${e?.message ?? e}`), false);
       });
+  }
+
+  /**
+   * _readPoll handles a poll's answer, a JSON array of frames, and sends
+   * the next poll at once, from the cursors they moved.
+   */
+  async _readPoll(s, res, type) {
+    if (!/^application\/json\b/i.test(type)) {
+      this._streamFailed(s, new LiveError("bad_response", `live: the poll answered ${JSON.stringify(type.slice(0, 60))}, not application/json`, { status: res.status }), true);
+      return;
+    }
+    s.open = true;
+    this._alive();
+    this._setStatus("connected", 0);
+    const frames = await res.json();
+    if (this._stream !== s) return;
+    if (!Array.isArray(frames)) {
+      this._streamFailed(s, new LiveError("bad_response", "live: the poll answered something other than an array of frames", { status: res.status }), true);
+      return;
+    }
+    s.framed = true;
+    this._everStreamed = true;
+    for (const m of frames) {
+      this._frame(m);
+      if (this._stream !== s) return;
+    }
+    // The next poll, keeping the subscriptions acknowledged.
+    this._stream = null;
+    clearTimeout(this._openTimer);
+    clearTimeout(this._pingTimer);
+    this._openTimer = this._pingTimer = null;
+    this._openStream(true, true);
   }
 
   /** _read parses the stream's events and handles each one's data as a frame. */
@@ -1185,6 +1347,11 @@ class Live {
           if (data !== null) {
             const frame = data;
             data = null;
+            if (!s.framed) {
+              s.framed = true;
+              this._everStreamed = true;
+              clearTimeout(s.firstTimer);
+            }
             this._handle(frame);
             if (this._stream !== s) {
               reader.cancel().catch(() => {});
@@ -1235,22 +1402,32 @@ class Live {
   /** _streamFailed gives up the stream s and schedules a reconnection. */
   _streamFailed(s, err, report) {
     if (this._stream !== s) return;
+    if (!s.poll && this._o.transport === "auto" && !this._everStreamed) {
+      // No stream has ever brought a frame here: try polling.
+      this._moveTo("poll");
+      return;
+    }
     this._dropStream();
     this._setStatus("error", this._conn.reconnectAttempt);
     if (report) this._emitError(err);
     this._lost();
   }
 
-  /** _dropStream forgets the stream and aborts its request: its events are ignored from now on. */
-  _dropStream() {
+  /**
+   * _dropStream forgets the stream and aborts its request: its events are
+   * ignored from now on. keepAcks keeps the channels acknowledged, for a
+   * poll replaced by one with more channels.
+   */
+  _dropStream(keepAcks = false) {
     const s = this._stream;
     if (!s) return;
     this._stream = null;
     clearTimeout(this._openTimer);
     clearTimeout(this._pingTimer);
+    clearTimeout(s.firstTimer);
     this._openTimer = this._pingTimer = null;
     s.ctl.abort();
-    for (const ch of this._channels.values()) ch.acked = false;
+    if (!keepAcks) for (const ch of this._channels.values()) ch.acked = false;
   }
 
   /**
@@ -1267,7 +1444,7 @@ class Live {
       this._pongTimer = null;
     }
     if (this._pingTimer !== null || this._o.pingInterval <= 0) return;
-    if (this._mode === "sse") this._watchStream(this._o.pingInterval + this._o.pongTimeout);
+    if (this._streaming()) this._watchStream(this._o.pingInterval + this._o.pongTimeout);
     else this._schedulePing(this._o.pingInterval);
   }
 
@@ -1324,6 +1501,11 @@ class Live {
       this._emitError(new LiveError("bad_frame", "live: the hub sent a frame that is not JSON"));
       return;
     }
+    this._frame(m);
+  }
+
+  /** _frame handles one frame from the hub, parsed. */
+  _frame(m) {
     if (!isObject(m)) return;
     const ch = typeof m.channel === "string" ? this._channels.get(m.channel) : undefined;
     switch (m.type) {
@@ -1350,7 +1532,8 @@ class Live {
         return;
       case "presence": {
         if (!ch || !ch.acked) return;
-        const p = ch.presence ?? (ch.presence = { members: new Map(), count: 0 });
+        const p = ch.presence ?? (ch.presence = { members: new Map(), count: 0, tag: null });
+        if (typeof m.tag === "string") p.tag = m.tag;
         const joined = [];
         const left = [];
         if (Array.isArray(m.members)) {
@@ -1395,7 +1578,7 @@ class Live {
           const err = new LiveError(String(m.code ?? "error"), `live: ${m.channel ? m.channel + ": " : ""}${m.message ?? m.code}`, m.channel ? { channel: m.channel } : {});
           // On a stream, a channel refused before it was acknowledged is
           // left out of the streams that follow, until the next reconnection.
-          if (ch && this._mode === "sse" && !ch.acked) ch.refused = "hub";
+          if (ch && this._streaming() && (!ch.acked || this._mode === "poll")) ch.refused = "hub";
           if (ch) for (const sub of [...ch.subs]) this._emitError(err, sub);
           else this._emitError(err);
         }
@@ -1586,6 +1769,7 @@ class Follower {
     this._unsubscribe = live.subscribe(this._o.channel, (data, meta) => this._onFrame(data, meta), {
       onSubscribed: () => {
         if (!this._loaded && !this._loader.running) this._loader.run();
+        this._outbox?.connected();
       },
       onReset: () => this._refetch(),
       onError: (err) => this._error(err),
@@ -1625,6 +1809,7 @@ class Follower {
   /** close stops following the channel and abandons requests in flight. */
   close() {
     this._closed = true;
+    this._outbox?.close();
     this._loader.stop();
     this._abort.abort();
     this._unsubscribe();
@@ -1682,15 +1867,80 @@ export function liveState(live, options) {
 
 class LiveState extends Follower {
   constructor(live, options) {
-    super({ headers: {}, timeout: 10000, ...given(options) }, "liveState");
+    const o = { headers: {}, timeout: 10000, ...given(options) };
+    super(o, "liveState");
     this._value = undefined;
     this._version = 0;
+    this._pending = []; // patches not yet settled, in order
+    this._outbox = new Outbox(this, o, `state:${o.channel}:${o.url}`);
     this._follow(live);
+    this._outbox.restore();
   }
 
-  /** The current value; undefined until the first fetch. */
+  /**
+   * The current value, with the patches not yet settled laid over it;
+   * undefined until the first fetch.
+   */
   get value() {
-    return this._value;
+    let v = this._value;
+    if (v === undefined) return v;
+    for (const m of this._pending) v = mergePatch(v, m.body);
+    return v;
+  }
+
+  /** How many patches the server has not settled yet: in flight, or waiting for the network. */
+  get pending() {
+    return this._pending.length;
+  }
+
+  /**
+   * patch shows changes (a JSON merge patch) at once and PATCHes them to
+   * options.url, as Hub.State serves it; it resolves with the server's
+   * {data, version}. Like liveList's writes, a patch that cannot reach the
+   * server waits and goes again, in order, once back, also after a
+   * reload; a refusal (opts.ifMatch sends If-Match: a 412 when the value
+   * moved on) rolls it back.
+   */
+  patch(changes, opts = {}) {
+    if (!isObject(changes)) return Promise.reject(new TypeError("live: patch: changes must be an object"));
+    if (this._closed) return Promise.reject(new LiveError("closed", "live: the state is closed"));
+    if (this._o.url === undefined) return Promise.reject(new TypeError("live: patch: options.url is required"));
+    const m = { mid: newMutationID(), type: "patch", method: "PATCH", url: String(this._o.url), body: changes, ifMatch: opts.ifMatch === undefined ? undefined : String(opts.ifMatch), timeout: opts.timeout };
+    this._pending.push(m);
+    this._emit();
+    return this._outbox.submit(m);
+  }
+
+  _drop(m) {
+    const i = this._pending.indexOf(m);
+    if (i >= 0) this._pending.splice(i, 1);
+  }
+
+  _rollback(m, e) {
+    if (!m.settled) {
+      m.settled = true;
+      this._drop(m);
+      this._emit();
+    }
+    if (e.code === "conflict" && !this._closed) this._refetch();
+  }
+
+  _settle(m, result) {
+    if (m.settled) return;
+    m.settled = true;
+    this._drop(m);
+    // The answer is the value after the patch, at its version: newer than
+    // what the stream brought so far, or already overtaken by it.
+    if (isObject(result) && hasOwn(result, "data") && Number.isSafeInteger(result.version) && result.version > this._version && this._loaded) {
+      this._value = result.data;
+      this._version = result.version;
+    }
+    this._emit();
+  }
+
+  _restored(m) {
+    this._pending.push(m);
+    this._emit();
   }
 
   /** The version of the value: the position of the publication that made it. */
@@ -1765,7 +2015,7 @@ class LiveState extends Follower {
   }
 
   _emit() {
-    for (const l of [...this._listeners]) call(l, this._value, this._version);
+    for (const l of [...this._listeners]) call(l, this.value, this._version);
   }
 }
 
@@ -1773,6 +2023,226 @@ class LiveState extends Follower {
 // liveList: a list with optimistic mutations
 
 let mutationCounter = 0;
+
+/**
+ * retryable reports whether a failed write never reached the application
+ * and may go through later: no network, or a proxy or server that is down.
+ * A timeout is not: the server may be slow, not gone, and the write is
+ * rolled back as the options' timeout asks.
+ */
+function retryable(e) {
+  return e instanceof LiveError && (e.code === "network" || e.status === 502 || e.status === 503 || e.status === 504);
+}
+
+/**
+ * An Outbox sends a follower's writes. Online, each goes at once. One that
+ * fails on the way (no network, 502–504) is kept, with every
+ * write after it, and they are sent again in order, one at a time, when
+ * the browser is back online, the live connection is back, or after a
+ * backoff (1 s doubling to 30 s). They are kept in localStorage (options.persist:
+ * true by default, false for memory only, or a key of your own), so a
+ * reload keeps them: they are shown as pending again and sent. Every write
+ * carries its mutation id, which the hub's Hook recognises, so one sent
+ * twice (its answer lost, or sent again after a reload) is applied once.
+ * A write the server refuses (4xx, 409/412 conflicts, other 5xx) is rolled
+ * back; its promise rejects, and a write restored after a reload, which no
+ * one awaits, goes to options.onError.
+ */
+class Outbox {
+  constructor(f, o, name) {
+    this._f = f;
+    this._o = o;
+    this._queue = []; // writes waiting for the network, in the order they were made
+    this._flushing = false;
+    this._timer = null;
+    this._delay = 1000;
+    this._seq = 0;
+    let storage = null;
+    try {
+      if (o.persist !== false && typeof localStorage !== "undefined") storage = localStorage;
+    } catch {
+      storage = null; // storage refused (privacy settings)
+    }
+    this._storage = storage;
+    this._key = typeof o.persist === "string" ? o.persist : `live:outbox:${name}`;
+    this._onOnline = () => this._flushSoon(0);
+    if (typeof addEventListener === "function") addEventListener("online", this._onOnline);
+  }
+
+  /** submit sends m, or queues it behind writes waiting; it resolves with the server's answer. */
+  submit(m) {
+    m.seq = ++this._seq;
+    m.settled = false;
+    m.done = new Promise((resolve, reject) => {
+      m.resolve = resolve;
+      m.reject = reject;
+    });
+    m.done.catch(() => {}); // also reported to whoever awaits it
+    this._sending(m);
+    if (this._queue.length > 0) {
+      this._queue.push(m);
+      this.save();
+      this._flushSoon(0);
+    } else {
+      this.save();
+      this._send(m).then((r) => {
+        if (r === "retry") this._hold(m);
+      });
+    }
+    return m.done;
+  }
+
+  _sending(m) {
+    (this._all ??= new Set()).add(m);
+  }
+
+  /** waiting reports whether m waits for the network, not sent yet. */
+  waiting(m) {
+    return this._queue.includes(m) && !m.inflight;
+  }
+
+  /** cancel drops m, not sent yet, rejecting its promise with err. */
+  cancel(m, err) {
+    this.forget(m);
+    this._f._drop(m);
+    m.settled = true;
+    m.reject(err);
+  }
+
+  /** forget drops m from the outbox: settled by a broadcast, or cancelled. */
+  forget(m) {
+    const i = this._queue.indexOf(m);
+    if (i >= 0) this._queue.splice(i, 1);
+    this._all?.delete(m);
+    this.save();
+  }
+
+  /** _hold keeps m, which failed on the way, to send again in order. */
+  _hold(m) {
+    if (this._f._closed || m.settled) return;
+    if (!this._queue.includes(m)) {
+      this._queue.push(m);
+      this._queue.sort((a, b) => a.seq - b.seq);
+    }
+    this.save();
+    this._flushSoon(this._delay);
+    this._delay = Math.min(this._delay * 2, 30000);
+  }
+
+  /** _send makes m's request once: "ok", "failed" (rolled back) or "retry". */
+  async _send(m) {
+    const f = this._f;
+    const headers = { Accept: "application/json", [MUTATION_ID_HEADER]: m.mid, ...this._o.headers };
+    const conn = f._live?.connectionID;
+    if (typeof conn === "string") headers[CONNECTION_HEADER] = conn;
+    if (m.body !== undefined) headers["Content-Type"] = "application/json";
+    if (m.ifMatch !== undefined) headers["If-Match"] = m.ifMatch;
+    m.inflight = true;
+    let result;
+    try {
+      result = await request(f._fetch, m.url, {
+        method: m.method,
+        headers,
+        body: m.body === undefined ? undefined : JSON.stringify(m.body),
+        signal: f._abort.signal,
+      }, m.timeout ?? this._o.timeout, `${m.method} ${m.url}`);
+    } catch (e) {
+      m.inflight = false;
+      if (m.settled) return "ok"; // the broadcast settled it meanwhile
+      if (retryable(e) && this._o.offline !== false && !f._closed) return "retry";
+      this.forget(m);
+      f._rollback(m, e);
+      if (m.restored) f._error(e);
+      m.reject(e);
+      return "failed";
+    }
+    m.inflight = false;
+    this.forget(m);
+    f._settle(m, result);
+    m.resolve(result);
+    return "ok";
+  }
+
+  _flushSoon(delay) {
+    if (this._f._closed || this._queue.length === 0) return;
+    clearTimeout(this._timer);
+    this._timer = setTimeout(() => {
+      this._timer = null;
+      this._flush();
+    }, delay);
+  }
+
+  /** _flush sends the waiting writes in order, one at a time, until one cannot go. */
+  async _flush() {
+    if (this._flushing) return;
+    this._flushing = true;
+    try {
+      while (this._queue.length > 0 && !this._f._closed) {
+        const m = this._queue[0];
+        if (m.settled) {
+          this.forget(m);
+          continue;
+        }
+        if ((await this._send(m)) === "retry") {
+          this._hold(m);
+          return;
+        }
+      }
+      this._delay = 1000;
+    } finally {
+      this._flushing = false;
+    }
+  }
+
+  /** connected is called when the live connection is back: time to send. */
+  connected() {
+    this._delay = 1000;
+    this._flushSoon(0);
+  }
+
+  /** save writes every write not settled to storage. */
+  save() {
+    if (!this._storage) return;
+    const all = [...(this._all ?? [])].filter((m) => !m.settled).sort((a, b) => a.seq - b.seq);
+    try {
+      if (all.length === 0) this._storage.removeItem(this._key);
+      else this._storage.setItem(this._key, JSON.stringify(all.map((m) => ({ mid: m.mid, type: m.type, id: m.id, item: m.item, method: m.method, url: m.url, body: m.body, ifMatch: m.ifMatch }))));
+    } catch {
+      // full or refused: the writes are kept in memory still
+    }
+  }
+
+  /** restore shows the writes a previous page left unsettled as pending, and sends them again. */
+  restore() {
+    if (!this._storage) return;
+    let saved;
+    try {
+      saved = JSON.parse(this._storage.getItem(this._key) ?? "[]");
+    } catch {
+      saved = [];
+    }
+    if (!Array.isArray(saved)) return;
+    for (const r of saved) {
+      if (!isObject(r) || typeof r.mid !== "string" || typeof r.method !== "string" || typeof r.url !== "string") continue;
+      const m = { ...r, restored: true, settled: false, seq: ++this._seq };
+      m.done = new Promise((resolve, reject) => {
+        m.resolve = resolve;
+        m.reject = reject;
+      });
+      m.done.catch(() => {});
+      this._sending(m);
+      this._queue.push(m);
+      this._f._restored(m);
+    }
+    this._flushSoon(0);
+  }
+
+  close() {
+    clearTimeout(this._timer);
+    this._timer = null;
+    if (typeof removeEventListener === "function") removeEventListener("online", this._onOnline);
+  }
+}
 
 function newMutationID() {
   if (typeof crypto !== "undefined" && typeof crypto.randomUUID === "function") return "m-" + crypto.randomUUID();
@@ -1807,7 +2277,14 @@ class LiveList extends Follower {
     this._confirmed = []; // the server's list, as far as we know
     this._pending = []; // mutations not yet settled, in order: {mid, type, id, item}
     this._view = [];
+    this._outbox = new Outbox(this, o, `list:${o.channel}:${o.url}`);
     this._follow(live);
+    this._outbox.restore();
+  }
+
+  /** How many mutations have not been settled by the server yet: sent, or waiting for the network. */
+  get pending() {
+    return this._pending.length;
   }
 
   /** The list as shown: the server's, with pending mutations applied. */
@@ -1834,7 +2311,16 @@ class LiveList extends Follower {
    */
   update(id, changes, opts = {}) {
     if (!isObject(changes)) return Promise.reject(new TypeError("live: update: changes must be an object"));
-    if (this._pending.some((m) => m.type === "add" && m.item[this._o.idField] === id)) {
+    const add = this._pending.find((m) => m.type === "add" && m.item[this._o.idField] === id);
+    if (add && this._outbox.waiting(add)) {
+      // Not sent yet: the add carries the changes.
+      add.item = { ...add.item, ...changes, [this._o.idField]: id };
+      add.body = { ...add.body, ...changes };
+      this._outbox.save();
+      this._render();
+      return add.done;
+    }
+    if (add) {
       return Promise.reject(new LiveError("pending", "live: update: the item has not been created on the server yet"));
     }
     const mid = newMutationID();
@@ -1843,48 +2329,52 @@ class LiveList extends Follower {
 
   /** remove hides the item with id at once, DELETEs it, and resolves when the server has. */
   remove(id, opts = {}) {
-    if (this._pending.some((m) => m.type === "add" && m.item[this._o.idField] === id)) {
+    const add = this._pending.find((m) => m.type === "add" && m.item[this._o.idField] === id);
+    if (add && this._outbox.waiting(add)) {
+      // Not sent yet: it never will be.
+      this._outbox.cancel(add, new LiveError("cancelled", "live: add: the item was removed before it was sent"));
+      this._render();
+      return Promise.resolve(undefined);
+    }
+    if (add) {
       return Promise.reject(new LiveError("pending", "live: remove: the item has not been created on the server yet"));
     }
     const mid = newMutationID();
     return this._mutate({ mid, type: "remove", id }, "DELETE", this._o.itemURL(id), undefined, opts);
   }
 
-  async _mutate(m, method, url, body, opts) {
-    if (this._closed) throw new LiveError("closed", "live: the list is closed");
-    m.settled = false;
+  _mutate(m, method, url, body, opts) {
+    if (this._closed) return Promise.reject(new LiveError("closed", "live: the list is closed"));
+    Object.assign(m, { method, url, body, ifMatch: opts.ifMatch === undefined ? undefined : String(opts.ifMatch), timeout: opts.timeout });
     this._pending.push(m);
     this._render();
-    const headers = { Accept: "application/json", [MUTATION_ID_HEADER]: m.mid, ...this._o.headers };
-    const conn = this._live?.connectionID;
-    if (typeof conn === "string") headers[CONNECTION_HEADER] = conn;
-    if (body !== undefined) headers["Content-Type"] = "application/json";
-    if (opts.ifMatch !== undefined) headers["If-Match"] = String(opts.ifMatch);
-    let result;
-    try {
-      result = await request(this._fetch, url, {
-        method,
-        headers,
-        body: body === undefined ? undefined : JSON.stringify(body),
-        signal: this._abort.signal,
-      }, opts.timeout ?? this._o.timeout, `${method} ${url}`);
-    } catch (e) {
-      // Roll back, unless the broadcast showed the server did it after all.
-      if (!m.settled) {
-        m.settled = true;
-        this._drop(m);
-        this._render();
-      }
-      if (e.code === "conflict" && !this._closed) this._refetch();
-      throw e;
+    return this._outbox.submit(m);
+  }
+
+  // The outbox's calls: a mutation failed for good, or the server took it.
+
+  _rollback(m, e) {
+    // Unless the broadcast showed the server did it after all.
+    if (!m.settled) {
+      m.settled = true;
+      this._drop(m);
+      this._render();
     }
+    if (e.code === "conflict" && !this._closed) this._refetch();
+  }
+
+  _settle(m, result) {
     if (!m.settled) {
       m.settled = true;
       this._drop(m);
       this._confirm(m, result);
       this._render();
     }
-    return result;
+  }
+
+  _restored(m) {
+    this._pending.push(m);
+    this._render();
   }
 
   /** _confirm applies what the server answered a mutation to the confirmed list. */
@@ -1974,6 +2464,7 @@ class LiveList extends Follower {
       if (m && !m.settled) {
         m.settled = true;
         this._drop(m);
+        this._outbox.forget(m);
       }
     }
   }

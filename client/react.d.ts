@@ -33,8 +33,8 @@ export interface LiveContextValue {
   subscribe<T = any>(channel: string, callback: (data: T, meta: Meta) => void, opts?: SubscribeOptions): () => void;
   /** Publishes on channel; resolves with its cursor. Failures also reach LiveProvider's onError. */
   publish(channel: string, data: unknown, opts?: { timeout?: number }): Promise<string>;
-  /** The transport in use, once connected: "websocket" or "sse". */
-  transport: "websocket" | "sse" | null;
+  /** The transport in use, once connected: "websocket", "sse" or "poll". */
+  transport: "websocket" | "sse" | "poll" | null;
 }
 
 export function useLive(): LiveContextValue;
@@ -56,6 +56,11 @@ export function useLiveData<T = any>(options: UseLiveDataOptions<T>): UseQueryRe
 
 export interface UseDeltaSyncOptions extends Omit<UseQueryOptions<any, Error, any, any>, "queryKey" | "queryFn"> {
   onError?: (err: Error) => void;
+  /** Where patch() PATCHes: the State's URL. */
+  url?: string;
+  /** As useLiveList's. */
+  offline?: boolean;
+  persist?: boolean | string;
 }
 
 export function useDeltaSync<T = any>(
@@ -63,7 +68,14 @@ export function useDeltaSync<T = any>(
   channel: string,
   initialFetcher: () => Promise<{ data: T; version: number }>,
   options?: UseDeltaSyncOptions,
-): UseQueryResult<T, Error> & { version: number; isLive: boolean };
+): UseQueryResult<T, Error> & {
+  version: number;
+  isLive: boolean;
+  /** Patches the server has not settled yet: in flight, or kept while offline. */
+  pending: number;
+  /** Shows a JSON merge patch at once and PATCHes it to options.url (Hub.State's handler); kept and sent again when offline. */
+  patch(changes: Partial<T>, opts?: { ifMatch?: string | number; timeout?: number }): Promise<{ data: T; version: number }>;
+};
 
 export interface UseLiveListOptions<T> {
   /** Where POST adds. Default "/api/" + channel. */
@@ -76,6 +88,10 @@ export interface UseLiveListOptions<T> {
   headers?: Record<string, string>;
   /** Request timeout in ms; a mutation that times out is rolled back. Default 10000. */
   timeout?: number;
+  /** Keep writes that fail on the way and send them again once back (default true); see live.js's liveList. */
+  offline?: boolean;
+  /** Keep waiting writes in localStorage across reloads: true (default), false, or the storage key. */
+  persist?: boolean | string;
   /** The If-Match to send with an update; a 409 or 412 answer rolls back and refetches. */
   ifMatch?: (item: Partial<T>) => string | undefined;
   fetch?: (url: string, init: RequestInit) => Promise<Response>;
@@ -99,6 +115,8 @@ export interface UseLiveListResult<T> {
   isAdding: boolean;
   isUpdating: boolean;
   isRemoving: boolean;
+  /** Mutations the server has not settled yet: in flight, or kept while offline. */
+  pending: number;
   /** Loads afresh, pending mutations kept. */
   refetch: () => Promise<void>;
 }

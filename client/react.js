@@ -512,23 +512,34 @@ export function useDeltaSync(queryKey, channel, initialFetcher, options = {}) {
   const fetcherRef = useLatest(initialFetcher);
   const onErrorRef = useLatest(options.onError);
   const [version, setVersion] = useState(0);
-  const { queryFn } = useFollower(
+  const [pending, setPending] = useState(0);
+  const { url, persist, offline } = options;
+  const { slot, queryFn } = useFollower(
     queryKey,
     (bridge) => {
       const s = liveState(bridge, {
         channel,
+        url,
+        persist,
+        offline,
         load: () => fetcherRef.current(),
         onError: (err) => call(onErrorRef.current, err),
       });
-      s.onChange((_, v) => setVersion(v));
+      s.onChange((_, v) => {
+        setVersion(v);
+        setPending(s.pending);
+      });
+      setPending(s.pending);
       return s;
     },
     (s) => s.value,
-    [channel, hashKey(queryKey)],
+    [channel, url, hashKey(queryKey)],
   );
-  const { onError: _, ...queryOptions } = options;
+  const { onError: _, url: _u, persist: _p, offline: _o, ...queryOptions } = options;
   const query = useQuery({ staleTime: Infinity, ...queryOptions, queryKey, queryFn });
-  return { ...query, version, isLive: connection.status === "connected" };
+  // patch shows a merge patch at once and PATCHes it to options.url.
+  const patch = async (changes, opts) => (await slot.current()).f.patch(changes, opts);
+  return { ...query, version, isLive: connection.status === "connected", pending, patch };
 }
 
 /**
@@ -556,11 +567,12 @@ export function useLiveList(channel, queryKey, fetcher, options = {}) {
   const fetcherRef = useLatest(fetcher);
   const optionsRef = useLatest(options);
   const url = options.url ?? `/api/${channel}`;
+  const [pending, setPending] = useState(0);
   const { slot, queryFn } = useFollower(
     queryKey,
     (bridge) => {
       const o = optionsRef.current;
-      return liveList(bridge, {
+      const list = liveList(bridge, {
         channel,
         url,
         itemURL: o.itemURL ? (id) => optionsRef.current.itemURL(id) : undefined,
@@ -569,8 +581,13 @@ export function useLiveList(channel, queryKey, fetcher, options = {}) {
         timeout: o.timeout,
         fetch: o.fetch,
         load: fetcherRef.current ? () => fetcherRef.current() : undefined,
+        persist: o.persist,
+        offline: o.offline,
         onError: (err) => call(optionsRef.current.onError, err),
       });
+      list.onChange(() => setPending(list.pending));
+      setPending(list.pending);
+      return list;
     },
     (list) => list.items,
     [channel, url, hashKey(queryKey)],
@@ -611,6 +628,7 @@ export function useLiveList(channel, queryKey, fetcher, options = {}) {
     isAdding: addMutation.isPending,
     isUpdating: updateMutation.isPending,
     isRemoving: removeMutation.isPending,
+    pending,
     refetch: async () => (await list()).refetch(),
   };
 }

@@ -38,15 +38,16 @@ export async function startServer(addr = "127.0.0.1:0") {
   const proc = spawn(bin, ["-addr", addr], { cwd: repo, stdio: ["pipe", "pipe", "pipe"] });
   let log = "";
   proc.stderr.on("data", (b) => (log += b));
-  const url = await new Promise((resolve, reject) => {
+  // It prints its URL, then its proxy's: "proxy <url>".
+  const [url, proxyURL] = await new Promise((resolve, reject) => {
     let out = "";
     const timer = setTimeout(() => reject(new Error(`clienttest did not start: ${log}`)), 20000);
     proc.stdout.on("data", (b) => {
       out += b;
-      const nl = out.indexOf("\n");
-      if (nl >= 0) {
+      const lines = out.split("\n");
+      if (lines.length >= 3) {
         clearTimeout(timer);
-        resolve(out.slice(0, nl).trim());
+        resolve([lines[0].trim(), lines[1].trim().replace(/^proxy /, "")]);
       }
     });
     proc.on("exit", (code) => {
@@ -57,6 +58,8 @@ export async function startServer(addr = "127.0.0.1:0") {
   const exited = new Promise((resolve) => proc.on("exit", resolve));
   return {
     url,
+    /** The proxy in front of the server; POST /test/proxy?mode= says how it behaves. */
+    proxyURL,
     addr: url.replace(/^http:\/\//, ""),
     log: () => log,
     /** kill stops the server at once, as a crash would. */

@@ -193,7 +193,7 @@ test("sse: a refused channel reports its error and the others stream", async () 
   assert.equal(await page.evaluate(() => window.l.connection.status), "connected");
 });
 
-test("auto: a WebSocket refused on the way falls back to one SSE stream, for good", async () => {
+test("auto: a WebSocket refused on the way falls back to one SSE stream, until a probe finds WebSockets work", async () => {
   await suite.server.post("/test/pause"); // /ws answers 503, as a proxy refusing the upgrade would
   try {
     const { page, streams } = await open();
@@ -216,9 +216,11 @@ test("auto: a WebSocket refused on the way falls back to one SSE stream, for goo
     await page.waitForFunction(() => window.got.filter((i) => i > 0).length === 2 && window.other.length === 1);
     assert.deepStrictEqual(await page.evaluate(() => window.got.filter((i) => i > 0)), [1, 2]);
     assert.equal(streams.length, 1);
-    assert.deepStrictEqual(await page.evaluate(() => window.statuses), ["connecting", "connected"]);
+    // Connecting over WebSocket, then over SSE, then connected.
+    assert.deepStrictEqual(await page.evaluate(() => window.statuses), ["connecting", "connecting", "connected"]);
 
-    // WebSockets work again, the stream drops: the page stays on SSE.
+    // WebSockets work again, the stream drops: the page stays on SSE (until
+    // its first probe, 30 s after the move).
     await suite.server.post("/test/resume");
     await suite.server.post("/test/drop");
     await page.waitForFunction(() => window.statuses.filter((s) => s === "connected").length === 2, undefined, { timeout: 10000 });

@@ -125,7 +125,7 @@ test("backoff doubles from 1 s to 30 s, one timer at a time, and starts again af
   assert.deepStrictEqual(waits, [999, 1999, 3999, 7999, 15999, 29999, 29999, 29999]);
   assert.equal(FakeSocket.all.length, 9);
   last().open();
-  assert.deepStrictEqual(l.connection, { status: "connected", reconnectAttempt: 0 });
+  assert.deepStrictEqual(l.connection, { status: "connected", reconnectAttempt: 0, transport: "websocket" });
   last().fail();
   assert.deepStrictEqual(clock.delays(), [999]);
   assert.deepStrictEqual(statuses.slice(0, 6), ["connecting/0", "error/0", "disconnected/1", "connecting/1", "error/1", "disconnected/2"]);
@@ -246,7 +246,7 @@ test("close stops reconnecting and timers", async () => {
   assert.equal(clock.timers.size, 0);
   await clock.advance(60000);
   assert.equal(FakeSocket.all.length, 1);
-  assert.deepStrictEqual(l.connection, { status: "disconnected", reconnectAttempt: 1 });
+  assert.deepStrictEqual(l.connection, { status: "disconnected", reconnectAttempt: 1, transport: "websocket" });
   assert.throws(() => l.subscribe("a", () => {}), { code: "closed" });
 });
 
@@ -488,7 +488,7 @@ test("sse: a change of channels reopens the stream from the cursors reached; a f
   await flush();
   assert.equal(fetch.streams().length, 4);
   assert.equal(fetch.streams()[3].url.searchParams.get("cursor.b"), "7.f");
-  assert.deepStrictEqual(l.connection, { status: "connected", reconnectAttempt: 0 });
+  assert.deepStrictEqual(l.connection, { status: "connected", reconnectAttempt: 0, transport: "sse" });
 });
 
 test("sse: refused channels are reported and left out; bad names never reach the hub", async () => {
@@ -569,7 +569,9 @@ test("auto: a socket that fails before it opens falls back to SSE; one that open
   assert.equal(l.transport, "sse");
   assert.equal(fetch.streams().length, 1);
   assert.equal(await published, "9.e");
-  assert.deepStrictEqual(statuses, ["connecting", "connected"]);
+  // Connecting over WebSocket, then over SSE, then connected.
+  assert.deepStrictEqual(statuses, ["connecting", "connecting", "connected"]);
+  assert.equal(l.connection.transport, "sse");
   assert.equal(FakeSocket.all.length, 1);
 
   const kept = newLive({ transport: "auto", fetch });
@@ -585,4 +587,59 @@ test("auto: a socket that fails before it opens falls back to SSE; one that open
   await clock.advance(2000);
   await flush();
   assert.equal(slow.transport, "sse");
+});
+
+test("poll: long-polls from the cursors reached, keeping subscriptions; presence tags go back", async () => {
+  const fetch = sseFetch();
+  const l = newLive({ transport: "poll", sseURL: "http://hub.test/api/live", fetch });
+  const got = [];
+  const acks = [];
+  l.subscribe("a", (d) => got.push(d), { onSubscribed: (c) => acks.push(c) });
+  fetch.answers.push({ status: 200, body: [{ type: "subscribed", channel: "a", cursor: "1.e" }, { type: "presence", channel: "a", members: [], count: 0, tag: "t1" }] });
+  fetch.answers.push({ status: 200, body: [{ type: "data", channel: "a", data: 2, cursor: "2.e" }] });
+  fetch.answers.push({ status: 200, body: [] });
+  await flush();
+  const polls = fetch.streams().slice(0, 3).map((c) => c.url.searchParams);
+  assert.equal(polls[0].get("poll"), "");
+  assert.equal(polls[0].get("cursor.a"), null);
+  assert.equal(polls[1].get("cursor.a"), "1.e");
+  assert.equal(polls[1].get("presence.a"), "t1");
+  assert.equal(polls[2].get("cursor.a"), "2.e");
+  assert.equal(fetch.streams()[0].init.headers.Accept, "application/json");
+  assert.deepStrictEqual(got, [2], "a resumed poll's data is taken without a new acknowledgement");
+  assert.deepStrictEqual(acks, ["1.e"]);
+  assert.equal(l.connection.transport, "poll");
+  const published = await l.publish("a", 3);
+  assert.equal(published, "9.e", "publishing is a POST");
+});
+
+test("auto: down to polling when a stream brings nothing, and back up when a probe opens a WebSocket", async () => {
+  const fetch = sseFetch();
+  const l = newLive({ transport: "auto", sseURL: "http://hub.test/api/live", fetch, firstFrameTimeout: 5000, probeInterval: 300000 });
+  const transports = [];
+  l.onStatus((c) => transports.at(-1) !== c.transport && transports.push(c.transport));
+  l.subscribe("a", () => {});
+  last().fail(); // refused on the way: the stream next
+  await flush();
+  assert.equal(l.transport, "sse");
+  const stream = fetch.streams()[0];
+  await clock.advance(5000); // it opened, but nothing came through
+  await flush();
+  assert.equal(l.transport, "poll");
+  assert.ok(stream.init.signal.aborted, "the buffered stream is given up");
+  fetch.answers.push({ status: 200, body: [{ type: "subscribed", channel: "a", cursor: "4.e" }] });
+  await flush();
+  assert.equal(fetch.streams()[1].url.searchParams.get("poll"), "");
+
+  // A probe 30 s later: a WebSocket opens, and the client moves up to it.
+  const sockets = FakeSocket.all.length;
+  await clock.advance(30000);
+  await flush();
+  assert.equal(FakeSocket.all.length, sockets + 1, "one probe");
+  last().open();
+  await flush();
+  assert.equal(l.transport, "websocket");
+  last().open();
+  assert.deepStrictEqual(last().frames("subscribe"), [{ type: "subscribe", channel: "a", cursor: "4.e" }], "resumed from the cursor polling reached");
+  assert.deepStrictEqual(transports, ["websocket", "sse", "poll", "websocket"]);
 });

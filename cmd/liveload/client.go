@@ -4,12 +4,14 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/url"
 	"sync/atomic"
 	"time"
 
@@ -42,9 +44,12 @@ func (s *subscriber) run(ctx context.Context, ready chan<- struct{}) {
 	first := true
 	for ctx.Err() == nil {
 		var err error
-		if s.l.transport == "ws" {
+		switch s.l.transport {
+		case "ws":
 			err = s.runWS(ctx, ready, first)
-		} else {
+		case "poll":
+			err = s.runPoll(ctx, ready, first)
+		default:
 			err = s.runSSE(ctx, ready, first)
 		}
 		if first {
@@ -209,6 +214,73 @@ func (s *subscriber) runWS(ctx context.Context, ready chan<- struct{}, first boo
 	}
 }
 
+// runPoll long-polls the multiplexed stream's URL, each poll from the
+// cursor the last one reached, until a poll fails.
+func (s *subscriber) runPoll(ctx context.Context, ready chan<- struct{}, first bool) error {
+	up := false
+	defer func() {
+		if up {
+			s.l.live.Add(-1)
+		}
+	}()
+	for {
+		q := "channels=" + loadChannel + "&poll"
+		if s.cursor != "" {
+			q += "&cursor." + loadChannel + "=" + url.QueryEscape(s.cursor)
+		}
+		if s.user != "" {
+			q += "&u=" + s.user
+		}
+		req, err := http.NewRequestWithContext(ctx, "GET", "http://"+s.l.addr+"/live/?"+q, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := s.l.polls.Do(req)
+		if err != nil {
+			return err
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return err
+		}
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("poll: %s", resp.Status)
+		}
+		var frames []json.RawMessage
+		if err := json.Unmarshal(body, &frames); err != nil {
+			return err
+		}
+		for _, b := range frames {
+			switch string(field(b, `"type":"`)) {
+			case "data":
+				if d := bytes.Index(b, []byte(`"data":`)); d >= 0 {
+					s.deliver(b[d+7:])
+				}
+				if cur := field(b, `"cursor":"`); cur != nil {
+					s.cursor = string(cur)
+				}
+			case "subscribed":
+				if cur := field(b, `"cursor":"`); cur != nil && s.cursor == "" {
+					s.cursor = string(cur)
+				}
+			case "reset":
+				s.resets.Add(1)
+				s.next.Store(-1)
+				if cur := field(b, `"cursor":"`); cur != nil {
+					s.cursor = string(cur)
+				}
+			case "presence":
+				s.presence(b)
+			}
+		}
+		if !up && s.cursor != "" {
+			up = true
+			s.subscribed(ready, first)
+		}
+	}
+}
+
 // query names the subscriber's user, with -presence.
 func (s *subscriber) query() string {
 	if s.user == "" {
@@ -346,6 +418,7 @@ func (h *histogram) quantile(q float64) time.Duration {
 
 // loader owns the subscribers.
 type loader struct {
+	polls     *http.Client // keeps one connection per poller
 	addr      string
 	transport string
 	presence  string // -presence

@@ -88,7 +88,7 @@ type result struct {
 func load(args []string) error {
 	fs := flag.NewFlagSet("liveload", flag.ExitOnError)
 	n := fs.Int("n", 10000, "subscribers")
-	transport := fs.String("transport", "sse", "sse or ws")
+	transport := fs.String("transport", "sse", "sse, ws or poll (long-polling)")
 	burst := fs.Int("burst", 200, "messages in the burst")
 	rate := fs.Float64("rate", 20, "messages per second in the latency run")
 	duration := fs.Duration("duration", 10*time.Second, "length of the latency run")
@@ -103,8 +103,8 @@ func load(args []string) error {
 	if *presence != "" && *presence != "members" && *presence != "count" {
 		return fmt.Errorf("-presence must be members or count")
 	}
-	if *transport != "sse" && *transport != "ws" {
-		return fmt.Errorf("-transport must be sse or ws")
+	if *transport != "sse" && *transport != "ws" && *transport != "poll" {
+		return fmt.Errorf("-transport must be sse, ws or poll")
 	}
 
 	dataAddr, controlAddr := "", ""
@@ -128,7 +128,8 @@ func load(args []string) error {
 	ctl := &control{base: "http://" + controlAddr, c: &http.Client{Timeout: 5 * time.Minute}}
 	l := &loader{
 		addr: dataAddr, transport: *transport, verbose: *verbose, presence: *presence,
-		http: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: -1, DisableKeepAlives: true}},
+		http:  &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: -1, DisableKeepAlives: true}},
+		polls: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: *n + 64}},
 	}
 	res := &result{Machine: machine(), Transport: *transport, N: *n, Presence: *presence}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -89,10 +89,19 @@ func main() {
 	}
 	srv := &http.Server{Handler: s.routes(), ConnState: s.track, ConnContext: withConn}
 	srv.RegisterOnShutdown(func() { s.hub.Close(context.Background()) })
-	fmt.Printf("http://%s\n", ln.Addr())
+	// The proxy, on a port of its own, forwards to the server.
+	pln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	s.proxy = newProxy(fmt.Sprintf("http://%s", ln.Addr()))
+	psrv := &http.Server{Handler: s.proxy, ConnState: s.proxy.track, ErrorLog: log.New(io.Discard, "", 0)}
+	defer psrv.Close()
+	fmt.Printf("http://%s\nproxy http://%s\n", ln.Addr(), pln.Addr())
 
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- psrv.Serve(pln) }()
 	select {
 	case err := <-errc:
 		log.Fatal(err)
@@ -124,6 +133,7 @@ func listen(addr string) (net.Listener, error) {
 const historySize = 1024
 
 type server struct {
+	proxy  *proxy
 	broker *live.MemoryBroker
 	hub    *live.Hub
 	board  *live.State
@@ -225,6 +235,7 @@ func (s *server) routes() http.Handler {
 	mux.HandleFunc("POST /test/resume", func(w http.ResponseWriter, r *http.Request) { s.setPaused(r, false) })
 	mux.HandleFunc("POST /test/publish", s.publishMany)
 	mux.HandleFunc("POST /test/revoke", s.revoke)
+	mux.HandleFunc("POST /test/proxy", func(w http.ResponseWriter, r *http.Request) { s.proxy.setMode(w, r) })
 	return mux
 }
 

@@ -458,16 +458,18 @@ func nextTag(s string) (tag, rest string) {
 
 // conflictBody is the JSON body of a 409 or 412 answer.
 type conflictBody struct {
-	Error   string `json:"error"`
-	Message string `json:"message"`
-	Version string `json:"version"`
+	Error   string          `json:"error"`
+	Message string          `json:"message"`
+	Version json.RawMessage `json:"version"`
 }
 
 // WriteConflict answers a write that lost a race the way [Hub.Hook]
 // answers a stale If-Match: status (412 when the request's If-Match
 // failed, 409 when a version sent in the body did) and the JSON body
 // {"error":"conflict","message":…,"version":<current>}, where current is
-// the resource's version ("" if it no longer exists). Call it from a
+// the resource's version: a JSON number when it is one (as a State's
+// versions are), otherwise a string, "" if the resource no longer exists.
+// Call it from a
 // handler's atomic compare-and-write, which the hook's own check cannot
 // replace; the client refetches, or merges onto version, and retries.
 func WriteConflict(w http.ResponseWriter, status int, current string) {
@@ -475,12 +477,22 @@ func WriteConflict(w http.ResponseWriter, status int, current string) {
 	if current == "" {
 		msg = "the resource no longer exists"
 	}
+	writeConflict(w, status, msg, current)
+}
+
+// writeConflict writes the body of every 409 and 412 the package answers:
+// the Hook's, WriteConflict's and a State's.
+func writeConflict(w http.ResponseWriter, status int, msg, version string) {
+	v := json.RawMessage(quote(version))
+	if _, ok := parseSeq(version); ok {
+		v = json.RawMessage(version)
+	}
 	hd := w.Header()
 	hd.Set("Content-Type", "application/json")
 	hd.Set("Cache-Control", "no-store")
 	hd.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(conflictBody{Error: "conflict", Message: msg, Version: current})
+	json.NewEncoder(w).Encode(conflictBody{Error: "conflict", Message: msg, Version: v})
 }
 
 // hookKey keys a request's *hookState in its context.

@@ -131,5 +131,5 @@ func ExampleWriteConflict() {
 	updateTodo(rec, httptest.NewRequest("PUT", "/api/todos/t1", strings.NewReader(`{"version":2}`)))
 	fmt.Print(rec.Code, " ", rec.Body)
 	// Output:
-	// 409 {"error":"conflict","message":"the resource has changed; merge onto the current version and retry","version":"3"}
+	// 409 {"error":"conflict","message":"the resource has changed; merge onto the current version and retry","version":3}
 }

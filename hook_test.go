@@ -913,7 +913,7 @@ func TestWriteConflict(t *testing.T) {
 	}{
 		{
 			name: "stale", path: "/docs/d1", body: `{"version":2}`,
-			want: hookReply{status: 409, body: `{"error":"conflict","message":"the resource has changed; merge onto the current version and retry","version":"3"}` + "\n"},
+			want: hookReply{status: 409, body: `{"error":"conflict","message":"the resource has changed; merge onto the current version and retry","version":3}` + "\n"},
 		},
 		{
 			name: "gone", path: "/docs/gone", body: `{"version":3}`,

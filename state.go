@@ -369,13 +369,6 @@ type stateReply struct {
 	Version uint64          `json:"version"`
 }
 
-// stateConflict is the 412 body of a stale conditional write.
-type stateConflict struct {
-	Error   string `json:"error"`
-	Message string `json:"message"`
-	Version uint64 `json:"version"`
-}
-
 // ServeHTTP serves the value: GET answers {"data":…,"version":N} with an
 // ETag; PATCH (or POST) merges the JSON body in with the State's Merge;
 // PUT replaces the value. A write with If-Match: "N" (or ?version=N) is
@@ -428,10 +421,8 @@ func (s *State) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	switch {
 	case errors.Is(err, ErrConflict):
-		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("ETag", etag(version))
-		w.WriteHeader(http.StatusPreconditionFailed)
-		json.NewEncoder(w).Encode(stateConflict{Error: "conflict", Message: "the value has changed; refetch and retry", Version: version})
+		writeConflict(w, http.StatusPreconditionFailed, "the value has changed; refetch and retry", strconv.FormatUint(version, 10))
 	case errors.Is(err, errBadUpdate):
 		writeError(w, http.StatusBadRequest, "bad_update", err.Error())
 	case errors.Is(err, ErrClosed):

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"strings"
 	"sync"
 	"time"
@@ -339,9 +338,4 @@ func decodeControl(data []byte) controlMsg {
 		return controlMsg{Op: "reauthorize"}
 	}
 	return m
-}
-
-// refuseReserved answers a request for a reserved channel.
-func refuseReserved(w http.ResponseWriter) {
-	writeError(w, http.StatusForbidden, "reserved", errReserved.Error())
 }

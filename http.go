@@ -106,6 +106,51 @@ func writeSubscribeError(w http.ResponseWriter, err error) {
 	}
 }
 
+// admit is the gate every request to the hub passes, on every transport
+// and a State's handler: a channel it names must be valid and not
+// reserved; its query must carry no credentials; its origin must be
+// allowed; Options.Identify says who it is; and, for a channel, Authorize
+// must allow op. It answers the request itself when it refuses, and
+// returns the request carrying the identity.
+func (h *Hub) admit(w http.ResponseWriter, r *http.Request, channel string, op Op) (*http.Request, bool) {
+	if channel != "" {
+		if code, msg := channelRefusal(channel); code != "" {
+			status := http.StatusBadRequest
+			if code == "reserved" {
+				status = http.StatusForbidden
+			}
+			writeError(w, status, code, msg)
+			return nil, false
+		}
+	}
+	if !h.allowQuery(w, r) || !h.allowOrigin(w, r) {
+		return nil, false
+	}
+	r, ok := h.identify(w, r)
+	if !ok {
+		return nil, false
+	}
+	if channel != "" {
+		if err := h.opts.Authorize(r, channel, op); err != nil {
+			h.writeAuthError(w, r, channel, op, err)
+			return nil, false
+		}
+	}
+	return r, true
+}
+
+// channelRefusal says why a client may not name channel, as an error code
+// and message, or returns "" when it may.
+func channelRefusal(channel string) (code, msg string) {
+	if err := ValidChannel(channel); err != nil {
+		return "bad_channel", err.Error()
+	}
+	if reserved(channel) {
+		return "reserved", errReserved.Error()
+	}
+	return "", ""
+}
+
 // credentialParams are query parameters that usually carry credentials.
 var credentialParams = []string{"access_token", "token", "auth", "authorization", "api_key", "apikey", "key", "jwt", "password", "secret", "session"}
 
@@ -231,23 +276,8 @@ func (h *Hub) servePublish(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad_channel", "the URL names no channel: publish at …/{channel}")
 		return
 	}
-	if err := ValidChannel(channel); err != nil {
-		writeError(w, http.StatusBadRequest, "bad_channel", err.Error())
-		return
-	}
-	if reserved(channel) {
-		refuseReserved(w)
-		return
-	}
-	if !h.allowQuery(w, r) || !h.allowOrigin(w, r) {
-		return
-	}
-	r, ok := h.identify(w, r)
+	r, ok := h.admit(w, r, channel, OpPublish)
 	if !ok {
-		return
-	}
-	if err := h.opts.Authorize(r, channel, OpPublish); err != nil {
-		h.writeAuthError(w, r, channel, OpPublish, err)
 		return
 	}
 	if h.isState(channel) {

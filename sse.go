@@ -35,23 +35,8 @@ func (h *Hub) serveSSE(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad_channel", "the URL names no channel: stream one at …/{channel}, or several with ?channels=a,b")
 		return
 	}
-	if err := ValidChannel(channel); err != nil {
-		writeError(w, http.StatusBadRequest, "bad_channel", err.Error())
-		return
-	}
-	if reserved(channel) {
-		refuseReserved(w)
-		return
-	}
-	if !h.allowQuery(w, r) || !h.allowOrigin(w, r) {
-		return
-	}
-	r, ok := h.identify(w, r)
+	r, ok := h.admit(w, r, channel, OpSubscribe)
 	if !ok {
-		return
-	}
-	if err := h.opts.Authorize(r, channel, OpSubscribe); err != nil {
-		h.writeAuthError(w, r, channel, OpSubscribe, err)
 		return
 	}
 	if r.URL.Query().Has("presence") {
@@ -94,10 +79,7 @@ func (h *Hub) serveSSE(w http.ResponseWriter, r *http.Request) {
 // error frame and the others stream; when none can be read, or the list
 // itself is malformed, the answer is an HTTP error with a JSON body.
 func (h *Hub) serveSSEMux(w http.ResponseWriter, r *http.Request) {
-	if !h.allowQuery(w, r) || !h.allowOrigin(w, r) {
-		return
-	}
-	r, ok := h.identify(w, r)
+	r, ok := h.admit(w, r, "", "")
 	if !ok {
 		return
 	}
@@ -109,12 +91,11 @@ func (h *Hub) serveSSEMux(w http.ResponseWriter, r *http.Request) {
 			if ch == "" || seen[ch] {
 				continue
 			}
-			if err := ValidChannel(ch); err != nil {
-				writeError(w, http.StatusBadRequest, "bad_channel", err.Error())
+			if code, msg := channelRefusal(ch); code == "bad_channel" {
+				writeError(w, http.StatusBadRequest, code, msg)
 				return
-			}
-			if reserved(ch) {
-				refuseReserved(w)
+			} else if code != "" {
+				writeError(w, http.StatusForbidden, code, msg)
 				return
 			}
 			seen[ch] = true

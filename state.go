@@ -376,20 +376,26 @@ type stateReply struct {
 // Writes answer with the new value and version. Authorize writes with your
 // own middleware: ServeHTTP does not consult Options.Authorize.
 //
-// Requests follow the hub's origin rule (Options.OriginPatterns; any
-// other Origin gets 403, OPTIONS answers allowed origins' preflights), and
+// Requests pass the hub's gate as a stream's do: the origin rule
+// (Options.OriginPatterns; any other Origin gets 403, OPTIONS answers
+// allowed origins' preflights), no credentials in the query, and
+// Options.Identify (401 when it refuses), and
 // writes must send a JSON body as such (Content-Type application/json or
 // another +json type; anything else gets 415): a page on another site
 // can send a text/plain or form body without a preflight, never a JSON
 // one.
 func (s *State) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if !s.hub.allowOrigin(w, r) {
+	if r.Method == http.MethodOptions {
+		// Preflights carry no credentials: the origin decides.
+		if s.hub.allowOrigin(w, r) {
+			s.hub.answerPreflight(w, "GET, PATCH, POST, PUT")
+		}
+		return
+	}
+	if _, ok := s.hub.admit(w, r, "", ""); !ok {
 		return
 	}
 	switch r.Method {
-	case http.MethodOptions:
-		s.hub.answerPreflight(w, "GET, PATCH, POST, PUT")
-		return
 	case http.MethodGet, http.MethodHead:
 		data, version := s.Get()
 		s.reply(w, data, version)

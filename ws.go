@@ -34,16 +34,7 @@ func (h *Hub) serveWS(w http.ResponseWriter, r *http.Request) {
 		refuseChannelSocket(w, ch)
 		return
 	}
-	if !h.allowQuery(w, r) {
-		return
-	}
-	if origin := r.Header.Get("Origin"); origin != "" {
-		if _, ok := h.originAllowed(r, origin); !ok {
-			writeError(w, http.StatusForbidden, "bad_origin", "origin "+clip(origin)+" may not open a WebSocket here")
-			return
-		}
-	}
-	r, ok := h.identify(w, r)
+	r, ok := h.admit(w, r, "", "")
 	if !ok {
 		return
 	}
@@ -153,15 +144,11 @@ func (h *Hub) handleFrame(ctx context.Context, c *conn, data []byte) {
 	}
 
 	ch := f.Channel
-	if err := ValidChannel(ch); err != nil {
+	if code, msg := channelRefusal(ch); code != "" {
 		if len(ch) > MaxChannelLen {
 			ch = ""
 		}
-		c.push(errorFrame("bad_channel", err.Error(), ch, ref))
-		return
-	}
-	if reserved(ch) {
-		c.push(errorFrame("reserved", errReserved.Error(), ch, ref))
+		c.push(errorFrame(code, msg, ch, ref))
 		return
 	}
 	switch f.Type {

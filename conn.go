@@ -37,8 +37,10 @@ const (
 var errSlow = errors.New("live: client too slow")
 
 // A conn is one client connection, SSE or WebSocket. Its output is a
-// bounded queue that fan-out appends to without blocking; the connection's
-// own goroutine drains it, so a slow client delays only itself.
+// bounded queue that fan-out appends to without blocking. The hub's
+// writers drain it for connections taken over from net/http (WebSockets,
+// HTTP/1.1 streams); the handler's goroutine does for the others (HTTP/2
+// streams). Either way a slow client delays only itself.
 type conn struct {
 	hub *Hub
 	// req is the request that opened the connection, for Authorize; nil

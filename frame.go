@@ -152,9 +152,11 @@ func resetFrame(channel string, cursor Position, reason string, ws bool) *frame 
 	return f
 }
 
-// ackRef limits how much of a client's "ref" is echoed back.
+// maxRef bounds the "ref" of a client's frame that replies echo: a longer
+// one is not echoed.
 const maxRef = 256
 
+// clipRef returns ref if replies may echo it, nil otherwise.
 func clipRef(ref json.RawMessage) json.RawMessage {
 	if len(ref) > maxRef {
 		return nil

@@ -46,7 +46,11 @@ func (s *subscriber) run(ctx context.Context, ready chan<- struct{}) {
 		var err error
 		switch s.l.transport {
 		case "ws":
-			err = s.runWS(ctx, ready, first)
+			if s.l.wsLibrary {
+				err = s.runWS(ctx, ready, first)
+			} else {
+				err = s.runRawWS(ctx, ready, first)
+			}
 		case "poll":
 			err = s.runPoll(ctx, ready, first)
 		default:
@@ -188,29 +192,34 @@ func (s *subscriber) runWS(ctx context.Context, ready chan<- struct{}, first boo
 		if err != nil {
 			return err
 		}
-		typ := field(b, `"type":"`)
-		switch string(typ) {
-		case "data":
-			if d := bytes.Index(b, []byte(`"data":`)); d >= 0 {
-				s.deliver(b[d+7:])
-			}
-			if cur := field(b, `"cursor":"`); cur != nil {
-				s.cursor = string(cur)
-			}
-		case "subscribed":
-			if !up {
-				up = true
-				s.subscribed(ready, first)
-			}
-		case "reset":
-			s.resets.Add(1)
-			s.next.Store(-1)
-			if cur := field(b, `"cursor":"`); cur != nil {
-				s.cursor = string(cur)
-			}
-		case "presence":
-			s.presence(b)
+		s.wsMessage(b, ready, first, &up)
+	}
+}
+
+// wsMessage handles one WebSocket text message; up records that the
+// subscription was acknowledged.
+func (s *subscriber) wsMessage(b []byte, ready chan<- struct{}, first bool, up *bool) {
+	switch string(field(b, `"type":"`)) {
+	case "data":
+		if d := bytes.Index(b, []byte(`"data":`)); d >= 0 {
+			s.deliver(b[d+7:])
 		}
+		if cur := field(b, `"cursor":"`); cur != nil {
+			s.cursor = string(cur)
+		}
+	case "subscribed":
+		if !*up {
+			*up = true
+			s.subscribed(ready, first)
+		}
+	case "reset":
+		s.resets.Add(1)
+		s.next.Store(-1)
+		if cur := field(b, `"cursor":"`); cur != nil {
+			s.cursor = string(cur)
+		}
+	case "presence":
+		s.presence(b)
 	}
 }
 
@@ -422,6 +431,7 @@ type loader struct {
 	addr      string
 	transport string
 	presence  string // -presence
+	wsLibrary bool   // -wsclient library
 	verbose   bool
 	http      *http.Client
 

@@ -98,6 +98,7 @@ func load(args []string) error {
 	jsonOut := fs.String("json", "", "also write the results to this file as JSON")
 	target := fs.String("target", "", "data,control addresses of a running 'liveload serve' (default: start one)")
 	verbose := fs.Bool("v", false, "log subscriber errors")
+	wsClient := fs.String("wsclient", "raw", "the WebSocket subscribers' client: raw (the generator's own, parsing frames in place) or library (coder/websocket)")
 	presence := fs.String("presence", "", "give the channel presence, members or count, each subscriber a user of its own; reports what presence costs")
 	fs.Parse(args)
 	if *presence != "" && *presence != "members" && *presence != "count" {
@@ -127,7 +128,7 @@ func load(args []string) error {
 	}
 	ctl := &control{base: "http://" + controlAddr, c: &http.Client{Timeout: 5 * time.Minute}}
 	l := &loader{
-		addr: dataAddr, transport: *transport, verbose: *verbose, presence: *presence,
+		addr: dataAddr, transport: *transport, verbose: *verbose, presence: *presence, wsLibrary: *wsClient == "library",
 		http:  &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: -1, DisableKeepAlives: true}},
 		polls: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: *n + 64}},
 	}

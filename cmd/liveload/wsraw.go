@@ -1,0 +1,134 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+)
+
+// runRawWS is the WebSocket subscriber with a client of the generator's
+// own: frames are parsed in place from the connection's buffer, as the
+// SSE subscriber parses lines, where the library's client allocates and
+// copies each message. Both sides share the machine, so a costlier client
+// slows the server it measures; -wsclient library uses the library's.
+func (s *subscriber) runRawWS(ctx context.Context, ready chan<- struct{}, first bool) error {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", s.l.addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
+
+	var key [16]byte
+	rand.Read(key[:])
+	req := "GET /ws" + s.query() + " HTTP/1.1\r\nHost: " + s.l.addr +
+		"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " +
+		base64.StdEncoding.EncodeToString(key[:]) + "\r\n\r\n"
+	if _, err := io.WriteString(c, req); err != nil {
+		return err
+	}
+	br := bufio.NewReaderSize(c, 4096)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		return fmt.Errorf("WebSocket: %s", resp.Status)
+	}
+	sub := `{"type":"subscribe","channel":"` + loadChannel + `"`
+	if s.cursor != "" {
+		sub += `,"cursor":"` + s.cursor + `"`
+	}
+	if err := writeClientFrame(c, 0x1, []byte(sub+"}")); err != nil {
+		return err
+	}
+
+	up := false
+	defer func() {
+		if up {
+			s.l.live.Add(-1)
+		}
+	}()
+	var long []byte
+	for {
+		var h [2]byte
+		if _, err := io.ReadFull(br, h[:]); err != nil {
+			return err
+		}
+		op, n := h[0]&0x0f, int64(h[1]&0x7f)
+		if h[0]&0x80 == 0 || h[1]&0x80 != 0 {
+			return errors.New("WebSocket: a fragmented or masked frame from the server")
+		}
+		switch n {
+		case 126:
+			var ext [2]byte
+			if _, err := io.ReadFull(br, ext[:]); err != nil {
+				return err
+			}
+			n = int64(binary.BigEndian.Uint16(ext[:]))
+		case 127:
+			var ext [8]byte
+			if _, err := io.ReadFull(br, ext[:]); err != nil {
+				return err
+			}
+			n = int64(binary.BigEndian.Uint64(ext[:]))
+		}
+		var payload []byte
+		if n <= int64(br.Size()) {
+			if payload, err = br.Peek(int(n)); err != nil {
+				return err
+			}
+		} else {
+			long = append(long[:0], make([]byte, n)...)
+			if _, err := io.ReadFull(br, long); err != nil {
+				return err
+			}
+			payload = long
+		}
+		switch op {
+		case 0x1:
+			s.wsMessage(payload, ready, first, &up)
+		case 0x9: // ping: pong with its payload
+			if err := writeClientFrame(c, 0xA, append([]byte(nil), payload...)); err != nil {
+				return err
+			}
+		case 0x8:
+			return io.EOF
+		}
+		if n <= int64(br.Size()) {
+			br.Discard(int(n))
+		}
+	}
+}
+
+// writeClientFrame writes one final, masked client frame.
+func writeClientFrame(w io.Writer, op byte, payload []byte) error {
+	b := []byte{0x80 | op}
+	switch n := len(payload); {
+	case n < 126:
+		b = append(b, 0x80|byte(n))
+	case n < 1<<16:
+		b = append(b, 0x80|126)
+		b = binary.BigEndian.AppendUint16(b, uint16(n))
+	default:
+		b = append(b, 0x80|127)
+		b = binary.BigEndian.AppendUint64(b, uint64(n))
+	}
+	var mask [4]byte
+	rand.Read(mask[:])
+	b = append(b, mask[:]...)
+	for i, c := range payload {
+		b = append(b, c^mask[i%4])
+	}
+	_, err := w.Write(b)
+	return err
+}

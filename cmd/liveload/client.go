@@ -94,12 +94,21 @@ func (s *subscriber) runSSE(ctx context.Context, ready chan<- struct{}, first bo
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
 
-	req := "GET /live/" + loadChannel + s.query() + " HTTP/1.1\r\nHost: " + s.l.addr + "\r\nAccept: text/event-stream\r\n"
+	path := "/live/" + loadChannel + s.query()
+	if s.l.peer != "" {
+		path = peerRoutes[s.l.peer].path
+	}
+	req := "GET " + path + " HTTP/1.1\r\nHost: " + s.l.addr + "\r\nAccept: text/event-stream\r\n"
 	if s.cursor != "" {
 		req += "Last-Event-ID: " + s.cursor + "\r\n"
 	}
 	if _, err := io.WriteString(c, req+"\r\n"); err != nil {
 		return err
+	}
+	if s.l.peer != "" {
+		// Some peers send their headers with the first event only; the
+		// server's count of running handlers says when all are in.
+		s.subscribed(ready, first)
 	}
 	br := bufio.NewReaderSize(c, 4096)
 	resp, err := http.ReadResponse(br, nil)
@@ -116,7 +125,9 @@ func (s *subscriber) runSSE(ctx context.Context, ready chan<- struct{}, first bo
 	lines := body.(interface {
 		ReadSlice(byte) ([]byte, error)
 	})
-	s.subscribed(ready, first)
+	if s.l.peer == "" {
+		s.subscribed(ready, first)
+	}
 	defer s.l.live.Add(-1)
 	var id []byte
 	reset, presence := false, false
@@ -431,6 +442,7 @@ type loader struct {
 	addr      string
 	transport string
 	presence  string // -presence
+	peer      string // the peer library under load, or "" for live
 	wsLibrary bool   // -wsclient library
 	verbose   bool
 	http      *http.Client

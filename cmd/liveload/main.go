@@ -47,6 +47,7 @@ func main() {
 // result is everything one run measured; -json writes it.
 type result struct {
 	Machine   string `json:"machine"`
+	Server    string `json:"server"`
 	Transport string `json:"transport"`
 	N         int    `json:"subscribers"`
 
@@ -100,6 +101,8 @@ func load(args []string) error {
 	verbose := fs.Bool("v", false, "log subscriber errors")
 	wsClient := fs.String("wsclient", "raw", "the WebSocket subscribers' client: raw (the generator's own, parsing frames in place) or library (coder/websocket)")
 	presence := fs.String("presence", "", "give the channel presence, members or count, each subscriber a user of its own; reports what presence costs")
+	server := fs.String("server", "live", "the server under load: live, or a peer library (r3labs, gosse, melody, centrifuge), each on its own transport")
+	peers := fs.Bool("peers", false, "run live (SSE and WebSocket) and every peer one after another, and print live's figures over the best peer's")
 	fs.Parse(args)
 	if *presence != "" && *presence != "members" && *presence != "count" {
 		return fmt.Errorf("-presence must be members or count")
@@ -107,18 +110,43 @@ func load(args []string) error {
 	if *transport != "sse" && *transport != "ws" && *transport != "poll" {
 		return fmt.Errorf("-transport must be sse, ws or poll")
 	}
+	if r, ok := peerRoutes[*server]; ok {
+		*transport = r.transport
+	} else if *server != "live" {
+		return fmt.Errorf("-server must be live, r3labs, gosse, melody or centrifuge")
+	}
+	p := params{n: *n, transport: *transport, burst: *burst, rate: *rate, duration: *duration, size: *size, slow: *slow,
+		storm: *storm, jsonOut: *jsonOut, target: *target, verbose: *verbose, wsClient: *wsClient, presence: *presence, server: *server}
+	if *peers {
+		return comparePeers(p)
+	}
+	_, err := runOne(p)
+	return err
+}
+
+// params are one run's settings, from the flags.
+type params struct {
+	n, burst, size, slow                                   int
+	rate                                                   float64
+	duration                                               time.Duration
+	storm, verbose                                         bool
+	transport, jsonOut, target, wsClient, presence, server string
+}
+
+// runOne runs every phase against one server and reports its figures.
+func runOne(p params) (*result, error) {
 
 	dataAddr, controlAddr := "", ""
-	if *target != "" {
-		d, c, ok := strings.Cut(*target, ",")
+	if p.target != "" {
+		d, c, ok := strings.Cut(p.target, ",")
 		if !ok {
-			return errors.New("-target wants data,control")
+			return nil, errors.New("-target wants data,control")
 		}
 		dataAddr, controlAddr = d, c
 	} else {
-		srv, d, c, err := startServer(*presence)
+		srv, d, c, err := startServer(p.presence, p.server)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		defer func() {
 			srv.Process.Signal(syscall.SIGTERM)
@@ -128,86 +156,87 @@ func load(args []string) error {
 	}
 	ctl := &control{base: "http://" + controlAddr, c: &http.Client{Timeout: 5 * time.Minute}}
 	l := &loader{
-		addr: dataAddr, transport: *transport, verbose: *verbose, presence: *presence, wsLibrary: *wsClient == "library",
+		addr: dataAddr, transport: p.transport, verbose: p.verbose, presence: p.presence, wsLibrary: p.wsClient == "library",
+		peer:  map[bool]string{true: p.server}[p.server != "live"],
 		http:  &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: -1, DisableKeepAlives: true}},
-		polls: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: *n + 64}},
+		polls: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: p.n + 64}},
 	}
-	res := &result{Machine: machine(), Transport: *transport, N: *n, Presence: *presence}
+	res := &result{Machine: machine(), Server: p.server, Transport: p.transport, N: p.n, Presence: p.presence}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	fmt.Printf("liveload: %d %s subscribers; %s\n", *n, strings.ToUpper(*transport), res.Machine)
+	fmt.Printf("liveload: %d %s subscribers; %s\n", p.n, strings.ToUpper(p.transport), res.Machine)
 
 	// Idle: connect everyone, then compare the collected heaps.
 	base, err := ctl.stats(true)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	start := time.Now()
-	if err := l.connect(ctx, *n); err != nil {
-		return err
+	if err := l.connect(ctx, p.n); err != nil {
+		return nil, err
 	}
-	if err := ctl.waitSubscriptions(int64(*n) + base.Subscriptions); err != nil {
-		return err
+	if err := ctl.waitSubscriptions(int64(p.n) + base.Subscriptions); err != nil {
+		return nil, err
 	}
 	res.ConnectSeconds = time.Since(start).Seconds()
 	time.Sleep(time.Second) // let connection setup garbage become garbage
 	idle, err := ctl.stats(true)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	fn := float64(*n)
+	fn := float64(p.n)
 	res.IdleRSSPerConn = float64(idle.RSS-base.RSS) / fn
 	res.IdleHeapPerConn = float64(idle.HeapInuse+idle.StackInuse-base.HeapInuse-base.StackInuse) / fn
 	res.GoroutinesPerCon = float64(idle.Goroutines-base.Goroutines) / fn
 	fmt.Printf("%-34s %d connected in %.1f s; RSS %.1f KiB, heap+stacks %.1f KiB, goroutines %.2f per connection\n",
-		"idle", *n, res.ConnectSeconds, res.IdleRSSPerConn/1024, res.IdleHeapPerConn/1024, res.GoroutinesPerCon)
-	if *presence != "" {
+		"idle", p.n, res.ConnectSeconds, res.IdleRSSPerConn/1024, res.IdleHeapPerConn/1024, res.GoroutinesPerCon)
+	if p.presence != "" {
 		var frames, bytes int64
 		settled := 0
 		for _, s := range l.subs {
 			frames += s.presFrames.Load()
 			bytes += s.presBytes.Load()
-			if s.presCount.Load() == int64(*n) {
+			if s.presCount.Load() == int64(p.n) {
 				settled++
 			}
 		}
 		res.PresenceFrames, res.PresenceBytes = float64(frames)/fn, float64(bytes)/fn
 		res.PresenceSettled = settled
 		fmt.Printf("%-34s %.1f frames, %.1f KiB per subscriber while %d joined; %d of them count %d\n",
-			"presence ("+*presence+")", res.PresenceFrames, res.PresenceBytes/1024, *n, settled, *n)
+			"presence ("+p.presence+")", res.PresenceFrames, res.PresenceBytes/1024, p.n, settled, p.n)
 	}
 
 	next := 0 // the index of the next publication
-	deliveries := func(msgs int) int64 { return int64(msgs) * int64(*n) }
+	deliveries := func(msgs int) int64 { return int64(msgs) * int64(p.n) }
 
 	// Burst: publish as fast as possible, count server CPU.
-	res.BurstMessages = *burst
+	res.BurstMessages = p.burst
 	before, _ := ctl.stats(false)
 	l.received.Store(0)
 	start = time.Now()
-	if err := ctl.publish(*burst, 0, *size, next); err != nil {
-		return err
+	if err := ctl.publish(p.burst, 0, p.size, next); err != nil {
+		return nil, err
 	}
-	next += *burst
-	if err := l.waitReceived(deliveries(*burst), time.Minute); err != nil {
-		return err
+	next += p.burst
+	if err := l.waitReceived(deliveries(p.burst), time.Minute); err != nil {
+		return nil, err
 	}
 	elapsed := time.Since(start)
 	after, _ := ctl.stats(false)
-	res.BurstCPUPerDelivery = float64(after.CPUNanos-before.CPUNanos) / float64(deliveries(*burst))
-	res.BurstPerSecond = float64(deliveries(*burst)) / elapsed.Seconds()
+	res.BurstCPUPerDelivery = float64(after.CPUNanos-before.CPUNanos) / float64(deliveries(p.burst))
+	res.BurstPerSecond = float64(deliveries(p.burst)) / elapsed.Seconds()
 	res.BurstLost = l.lost()
 	fmt.Printf("%-34s server CPU %.2f µs per delivery; %.0f deliveries/s; lost %d\n",
-		fmt.Sprintf("burst %d × %d", *burst, *n), res.BurstCPUPerDelivery/1000, res.BurstPerSecond, res.BurstLost)
+		fmt.Sprintf("burst %d × %d", p.burst, p.n), res.BurstCPUPerDelivery/1000, res.BurstPerSecond, res.BurstLost)
 
 	// Latency at a fixed offered load.
-	msgs := int(*rate * duration.Seconds())
+	msgs := int(p.rate * p.duration.Seconds())
 	latency := func() (p50, p99, mx time.Duration, cpu float64, lost int64, err error) {
 		l.hist.reset()
 		l.received.Store(0)
 		lost0 := l.lost()
 		before, _ := ctl.stats(false)
-		if err := ctl.publish(msgs, *rate, *size, next); err != nil {
+		if err := ctl.publish(msgs, p.rate, p.size, next); err != nil {
 			return 0, 0, 0, 0, 0, err
 		}
 		next += msgs
@@ -221,78 +250,78 @@ func load(args []string) error {
 		}
 		return l.hist.quantile(0.5), l.hist.quantile(0.99), time.Duration(l.hist.max.Load()), cpu, l.lost() - lost0, nil
 	}
-	res.Rate, res.Offered = *rate, *rate*fn
+	res.Rate, res.Offered = p.rate, p.rate*fn
 	p50, p99, mx, cpu, lost, err := latency()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	res.P50ms, res.P99ms, res.Maxms, res.LatencyCPU, res.LatencyLost = ms(p50), ms(p99), ms(mx), cpu, lost
 	fmt.Printf("%-34s p50 %.1f ms, p99 %.1f ms, max %.1f ms; server CPU %.2f µs per delivery; lost %d\n",
-		fmt.Sprintf("latency %g/s × %d = %.0f/s", *rate, *n, res.Offered), res.P50ms, res.P99ms, res.Maxms, cpu/1000, lost)
+		fmt.Sprintf("latency %g/s × %d = %.0f/s", p.rate, p.n, res.Offered), res.P50ms, res.P99ms, res.Maxms, cpu/1000, lost)
 
-	if *slow > 0 {
-		res.SlowClients = *slow
-		stop, err := stalled(ctx, dataAddr, *slow)
+	if p.slow > 0 {
+		res.SlowClients = p.slow
+		stop, err := stalled(ctx, dataAddr, p.slow)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		if err := ctl.waitSubscriptions(int64(*n+*slow) + base.Subscriptions); err != nil {
+		if err := ctl.waitSubscriptions(int64(p.n+p.slow) + base.Subscriptions); err != nil {
 			stop()
-			return err
+			return nil, err
 		}
 		p50, p99, mx, _, lost, err := latency()
 		stop()
 		if err != nil {
-			return err
+			return nil, err
 		}
 		res.SlowP50ms, res.SlowP99ms, res.SlowMaxms, res.SlowLost = ms(p50), ms(p99), ms(mx), lost
 		fmt.Printf("%-34s p50 %.1f ms, p99 %.1f ms, max %.1f ms; lost %d\n",
-			fmt.Sprintf("  same, with %d clients not reading", *slow), res.SlowP50ms, res.SlowP99ms, res.SlowMaxms, lost)
+			fmt.Sprintf("  same, with %d clients not reading", p.slow), res.SlowP50ms, res.SlowP99ms, res.SlowMaxms, lost)
 	}
 
-	if *storm {
+	if p.storm {
 		// Drop every connection while publishing; everyone resumes with
 		// its cursor at once.
 		l.received.Store(0)
 		lost0, dups0, resets0 := l.lost(), l.dups(), l.resets()
 		connects0 := l.connects()
-		stormMsgs := int(*rate * 6)
+		stormMsgs := int(p.rate * 6)
 		pubErr := make(chan error, 1)
-		go func() { pubErr <- ctl.publish(stormMsgs, *rate, *size, next) }()
+		go func() { pubErr <- ctl.publish(stormMsgs, p.rate, p.size, next) }()
 		time.Sleep(2 * time.Second)
 		start := time.Now()
 		if err := ctl.drop(); err != nil {
-			return err
+			return nil, err
 		}
 		deadline := time.Now().Add(2 * time.Minute)
-		for l.connects() < connects0+int64(*n) || l.live.Load() < int64(*n) {
+		for l.connects() < connects0+int64(p.n) || l.live.Load() < int64(p.n) {
 			if time.Now().After(deadline) {
-				return fmt.Errorf("storm: %d of %d back after 2 minutes", l.live.Load(), *n)
+				return nil, fmt.Errorf("storm: %d of %d back after 2 minutes", l.live.Load(), p.n)
 			}
 			time.Sleep(5 * time.Millisecond)
 		}
 		res.StormSeconds = time.Since(start).Seconds()
 		if err := <-pubErr; err != nil {
-			return err
+			return nil, err
 		}
 		next += stormMsgs
 		if err := l.waitReceived(deliveries(stormMsgs), time.Minute); err != nil {
-			return err
+			return nil, err
 		}
 		res.StormLost, res.StormDups, res.StormResets = l.lost()-lost0, l.dups()-dups0, l.resets()-resets0
 		res.StormDelivered = l.received.Load()
 		fmt.Printf("%-34s all back in %.2f s; delivered %d; lost %d, duplicates %d, resets %d\n",
-			fmt.Sprintf("reconnect storm × %d", *n), res.StormSeconds, res.StormDelivered, res.StormLost, res.StormDups, res.StormResets)
+			fmt.Sprintf("reconnect storm × %d", p.n), res.StormSeconds, res.StormDelivered, res.StormLost, res.StormDups, res.StormResets)
 	}
 
 	cancel()
-	if *jsonOut != "" {
+	if p.jsonOut != "" {
 		b, _ := json.MarshalIndent(res, "", "  ")
-		if err := os.WriteFile(*jsonOut, append(b, '\n'), 0o644); err != nil {
-			return err
+		if err := os.WriteFile(p.jsonOut, append(b, '\n'), 0o644); err != nil {
+			return nil, err
 		}
 	}
-	return nil
+	return res, nil
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
@@ -434,12 +463,12 @@ func (c *control) post(path string) error {
 
 // startServer runs "liveload serve" as a child process and reads its
 // addresses.
-func startServer(presence string) (*exec.Cmd, string, string, error) {
+func startServer(presence, server string) (*exec.Cmd, string, string, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, "", "", err
 	}
-	cmd := exec.Command(self, "serve", "-presence", presence)
+	cmd := exec.Command(self, "serve", "-presence", presence, "-server", server)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -479,4 +508,63 @@ func machine() string {
 		}
 	}
 	return fmt.Sprintf("%s, %d CPUs, %s %s/%s", cpu, runtime.NumCPU(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+}
+
+// comparePeers runs live over SSE and over WebSocket, then each peer
+// library, with the same phases and the same generator, and prints live's
+// figures over the best peer's: below 1 is better for live everywhere.
+func comparePeers(p params) error {
+	p.storm, p.slow, p.jsonOut = false, 0, ""
+	runs := []struct{ server, transport string }{{"live", "sse"}, {"live", "ws"}}
+	for _, name := range []string{"r3labs", "gosse", "melody", "centrifuge"} {
+		runs = append(runs, struct{ server, transport string }{name, peerRoutes[name].transport})
+	}
+	var results []*result
+	for _, r := range runs {
+		q := p
+		q.server, q.transport = r.server, r.transport
+		fmt.Printf("\n== %s (%s)\n", r.server, r.transport)
+		res, err := runOne(q)
+		if err != nil {
+			fmt.Printf("%s: %v\n", r.server, err)
+			continue
+		}
+		results = append(results, res)
+	}
+	fmt.Printf("\n%-14s %-5s %12s %12s %10s %10s %8s\n", "server", "", "idle KiB", "burst µs", "p99 ms", "lost", "")
+	for _, r := range results {
+		fmt.Printf("%-14s %-5s %12.1f %12.2f %10.1f %10d\n", r.Server, r.Transport, r.IdleRSSPerConn/1024, r.BurstCPUPerDelivery/1000, r.P99ms, r.BurstLost+r.LatencyLost)
+	}
+	best := func(f func(*result) float64) (float64, string) {
+		v, who := 0.0, ""
+		for _, r := range results {
+			if r.Server == "live" {
+				continue
+			}
+			if x := f(r); who == "" || x < v {
+				v, who = x, r.Server
+			}
+		}
+		return v, who
+	}
+	fmt.Printf("\nlive ÷ best peer (below 1: live is ahead)\n")
+	for _, m := range []struct {
+		name string
+		f    func(*result) float64
+	}{
+		{"idle memory per connection", func(r *result) float64 { return r.IdleRSSPerConn }},
+		{"server CPU per delivery, burst", func(r *result) float64 { return r.BurstCPUPerDelivery }},
+		{fmt.Sprintf("p99 at %g msg/s × %d", p.rate, p.n), func(r *result) float64 { return r.P99ms }},
+	} {
+		v, who := best(m.f)
+		if who == "" {
+			continue
+		}
+		for _, r := range results {
+			if r.Server == "live" {
+				fmt.Printf("  %-34s live %-3s %.2f (best peer: %s)\n", m.name, r.Transport, m.f(r)/v, who)
+			}
+		}
+	}
+	return nil
 }

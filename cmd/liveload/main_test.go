@@ -19,11 +19,16 @@ func TestHarness(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	for _, transport := range []string{"sse", "ws"} {
+	for _, transport := range []string{"sse", "ws", "poll"} {
 		t.Run(transport, func(t *testing.T) {
 			out := filepath.Join(dir, transport+".json")
-			cmd := exec.Command(bin, "-n", "50", "-transport", transport, "-burst", "20", "-rate", "20",
-				"-duration", "1s", "-slow", "2", "-json", out)
+			args := []string{"-n", "50", "-transport", transport, "-burst", "20", "-rate", "20", "-duration", "1s", "-json", out}
+			if transport != "poll" {
+				args = append(args, "-slow", "2")
+			} else {
+				args = append(args, "-storm=false")
+			}
+			cmd := exec.Command(bin, args...)
 			if b, err := cmd.CombinedOutput(); err != nil {
 				t.Fatalf("%v\n%s", err, b)
 			}
@@ -38,8 +43,41 @@ func TestHarness(t *testing.T) {
 			if r.N != 50 || r.BurstLost != 0 || r.LatencyLost != 0 || r.SlowLost != 0 || r.StormLost != 0 || r.StormDups != 0 {
 				t.Errorf("results: %s", b)
 			}
-			if r.BurstPerSecond <= 0 || r.StormSeconds <= 0 || r.StormDelivered == 0 {
+			if r.BurstPerSecond <= 0 || transport != "poll" && (r.StormSeconds <= 0 || r.StormDelivered == 0) {
 				t.Errorf("missing figures: %s", b)
+			}
+		})
+	}
+}
+
+// TestPeers runs every peer library through the phases on a few
+// subscribers, so that -peers keeps working.
+func TestPeers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the harness")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "liveload")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	for name := range peerRoutes {
+		t.Run(name, func(t *testing.T) {
+			out := filepath.Join(dir, name+".json")
+			cmd := exec.Command(bin, "-server", name, "-n", "30", "-burst", "20", "-rate", "20", "-duration", "1s", "-storm=false", "-json", out)
+			if b, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("%v\n%s", err, b)
+			}
+			b, err := os.ReadFile(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var r result
+			if err := json.Unmarshal(b, &r); err != nil {
+				t.Fatal(err)
+			}
+			if r.Server != name || r.N != 30 || r.BurstPerSecond <= 0 || r.P99ms <= 0 {
+				t.Errorf("results: %s", b)
 			}
 		})
 	}

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -33,6 +35,7 @@ func serve(args []string) error {
 	control := fs.String("control", "127.0.0.1:0", "address for the control endpoints")
 	history := fs.Int("history", 100000, "publications the in-memory broker keeps")
 	presence := fs.String("presence", "", "give the load channel presence: members or count; subscribers name their user with ?u=")
+	server := fs.String("server", "live", "the server under load: live, or a peer (r3labs, gosse, melody, centrifuge)")
 	fs.Parse(args)
 
 	data, err := net.Listen("tcp", *addr)
@@ -65,12 +68,18 @@ func serve(args []string) error {
 			return live.PresenceOff
 		}
 	}
-	hub := live.NewHub(opts)
-	s := &loadServer{hub: hub, conns: make(map[net.Conn]struct{})}
-	mux := http.NewServeMux()
-	mux.Handle("/live/", hub)
-	mux.Handle("/ws", hub.WebSocketHandler())
-	dataSrv := &http.Server{Handler: mux, ConnState: s.track}
+	var t target
+	if *server == "live" {
+		hub := live.NewHub(opts)
+		mux := http.NewServeMux()
+		mux.Handle("/live/", hub)
+		mux.Handle("/ws", hub.WebSocketHandler())
+		t = &hubTarget{hub: hub, mux: mux}
+	} else if t, err = newPeer(*server); err != nil {
+		return err
+	}
+	s := &loadServer{t: t, conns: make(map[net.Conn]struct{})}
+	dataSrv := &http.Server{Handler: t.handler(), ConnState: s.track, ErrorLog: log.New(io.Discard, "", 0)}
 
 	cmux := http.NewServeMux()
 	cmux.HandleFunc("GET /stats", s.stats)
@@ -94,7 +103,7 @@ func serve(args []string) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	hub.Close(ctx)
+	t.close(ctx)
 	s.closeAll()
 	dataSrv.Close()
 	ctlSrv.Close()
@@ -105,7 +114,7 @@ func serve(args []string) error {
 }
 
 type loadServer struct {
-	hub *live.Hub
+	t target
 
 	mu    sync.Mutex
 	conns map[net.Conn]struct{} // every client connection, also hijacked ones
@@ -162,20 +171,19 @@ func (s *loadServer) stats(w http.ResponseWriter, r *http.Request) {
 	}
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	hs := s.hub.Stats()
+	tc := s.t.counts()
 	writeJSON(w, serverStats{
 		Goroutines:    runtime.NumGoroutine(),
 		HeapInuse:     int64(ms.HeapInuse),
 		StackInuse:    int64(ms.StackInuse),
 		RSS:           rss(),
 		CPUNanos:      cpuNanos(),
-		Connections:   hs.Connections,
-		Subscriptions: hs.Subscriptions,
-		Delivered:     hs.Delivered,
-		Writes:        hs.Writes,
-		Published:     hs.Published,
-		Resets:        hs.Resets,
-		SlowClients:   hs.SlowClients,
+		Subscriptions: tc.subscriptions,
+		Delivered:     tc.delivered,
+		Writes:        tc.writes,
+		Published:     tc.published,
+		Resets:        tc.resets,
+		SlowClients:   tc.slow,
 	})
 }
 
@@ -209,7 +217,7 @@ func (s *loadServer) publish(w http.ResponseWriter, r *http.Request) {
 		buf = append(buf, `,"p":"`...)
 		buf = append(buf, pad...)
 		buf = append(buf, `"}`...)
-		if _, err := s.hub.Publish(r.Context(), loadChannel, json.RawMessage(buf)); err != nil {
+		if err := s.t.publish(buf); err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
 		}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -30,7 +31,11 @@ func (s *subscriber) runRawWS(ctx context.Context, ready chan<- struct{}, first 
 
 	var key [16]byte
 	rand.Read(key[:])
-	req := "GET /ws" + s.query() + " HTTP/1.1\r\nHost: " + s.l.addr +
+	path := "/ws" + s.query()
+	if s.l.peer != "" {
+		path = peerRoutes[s.l.peer].path
+	}
+	req := "GET " + path + " HTTP/1.1\r\nHost: " + s.l.addr +
 		"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " +
 		base64.StdEncoding.EncodeToString(key[:]) + "\r\n\r\n"
 	if _, err := io.WriteString(c, req); err != nil {
@@ -48,8 +53,17 @@ func (s *subscriber) runRawWS(ctx context.Context, ready chan<- struct{}, first 
 	if s.cursor != "" {
 		sub += `,"cursor":"` + s.cursor + `"`
 	}
-	if err := writeClientFrame(c, 0x1, []byte(sub+"}")); err != nil {
-		return err
+	sub += "}"
+	switch s.l.peer {
+	case "melody":
+		sub = "" // every message goes to every connection
+	case "centrifuge":
+		sub = `{"id":1,"connect":{}}` + "\n" + `{"id":2,"subscribe":{"channel":"` + loadChannel + `"}}`
+	}
+	if sub != "" {
+		if err := writeClientFrame(c, 0x1, []byte(sub)); err != nil {
+			return err
+		}
 	}
 
 	up := false
@@ -58,6 +72,10 @@ func (s *subscriber) runRawWS(ctx context.Context, ready chan<- struct{}, first 
 			s.l.live.Add(-1)
 		}
 	}()
+	if s.l.peer != "" {
+		up = true
+		s.subscribed(ready, first)
+	}
 	var long []byte
 	for {
 		var h [2]byte
@@ -96,7 +114,24 @@ func (s *subscriber) runRawWS(ctx context.Context, ready chan<- struct{}, first 
 		}
 		switch op {
 		case 0x1:
-			s.wsMessage(payload, ready, first, &up)
+			if s.l.peer == "" {
+				s.wsMessage(payload, ready, first, &up)
+				break
+			}
+			if s.l.peer == "centrifuge" && string(payload) == "{}" {
+				// Centrifuge's ping: answer, or it disconnects.
+				if err := writeClientFrame(c, 0x1, []byte("{}")); err != nil {
+					return err
+				}
+				break
+			}
+			// A peer's messages are the publications, several to a
+			// message for Centrifuge, one per line.
+			for line := range bytes.SplitSeq(payload, []byte("\n")) {
+				if bytes.Contains(line, []byte(`"i":`)) {
+					s.deliver(line)
+				}
+			}
 		case 0x9: // ping: pong with its payload
 			if err := writeClientFrame(c, 0xA, append([]byte(nil), payload...)); err != nil {
 				return err

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -247,4 +249,99 @@ func benchLoad(b *testing.B, cfg BenchConfig, l Load) {
 	if cfg.Report != nil {
 		cfg.Report(b, pubs, sub)
 	}
+}
+
+// BenchmarkManyChannels measures a node following many channels, one
+// subscriber each, as a Hub does after a restart: b.N subscriptions are
+// made at once on one broker, and it reports how long they took to become
+// ready (subscribe-ms), the heap and goroutines each costs the broker
+// (B/channel and goroutines/channel, besides the goroutine calling
+// Subscribe, which is the caller's), how long one publication on every
+// channel through a second broker took to arrive (deliver-ms), and how
+// long the subscriptions took to end once cancelled (release-ms). Run it
+// with a fixed count:
+//
+//	go test -run '^$' -bench ManyChannels -benchtime 10000x
+func BenchmarkManyChannels(b *testing.B, cfg BenchConfig) {
+	if cfg.New == nil {
+		panic("brokertest: BenchConfig.New is nil")
+	}
+	newBroker := func() live.Broker {
+		br := cfg.New(b)
+		if c, ok := br.(interface{ Close() error }); ok {
+			b.Cleanup(func() { c.Close() })
+		}
+		return br
+	}
+	sub, pub := newBroker(), newBroker()
+	prefix := fmt.Sprintf("many-%d-", time.Now().UnixNano())
+	n := b.N
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	goroutines := runtime.NumGoroutine()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var ready, delivered sync.WaitGroup
+	ready.Add(n)
+	delivered.Add(n)
+	var ended sync.WaitGroup
+	errs := make(chan error, n)
+	b.ResetTimer()
+	start := time.Now()
+	for i := range n {
+		ended.Add(1)
+		go func() {
+			defer ended.Done()
+			var once, got sync.Once
+			err := sub.Subscribe(ctx, prefix+strconv.Itoa(i), func(live.Position) { once.Do(ready.Done) }, func(live.Message) { got.Do(delivered.Done) })
+			if err != nil && ctx.Err() == nil {
+				errs <- err
+			}
+		}()
+	}
+	ready.Wait()
+	subscribed := time.Since(start)
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	extra := runtime.NumGoroutine() - goroutines - n
+
+	start = time.Now()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				if _, err := pub.Publish(ctx, prefix+strconv.Itoa(i), []byte(`1`)); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	delivered.Wait()
+	deliver := time.Since(start)
+
+	start = time.Now()
+	cancel()
+	ended.Wait()
+	released := time.Since(start)
+	b.StopTimer()
+	select {
+	case err := <-errs:
+		b.Fatal(err)
+	default:
+	}
+	b.ReportMetric(float64(subscribed.Milliseconds()), "subscribe-ms")
+	b.ReportMetric(float64(int64(after.HeapAlloc)-int64(before.HeapAlloc))/float64(n), "B/channel")
+	b.ReportMetric(float64(extra)/float64(n), "goroutines/channel")
+	b.ReportMetric(float64(deliver.Milliseconds()), "deliver-ms")
+	b.ReportMetric(float64(released.Milliseconds()), "release-ms")
+	b.ReportMetric(0, "ns/op")
 }

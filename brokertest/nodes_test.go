@@ -128,3 +128,8 @@ func BenchmarkPresenceMemory(b *testing.B) {
 	s := newMemoryServer(b)
 	brokertest.BenchmarkPresence(b, brokertest.BenchConfig{New: func(*testing.B) live.Broker { return memoryClient{s} }})
 }
+
+func BenchmarkManyChannelsMemory(b *testing.B) {
+	s := newMemoryServer(b)
+	brokertest.BenchmarkManyChannels(b, brokertest.BenchConfig{New: func(*testing.B) live.Broker { return memoryClient{s} }})
+}

@@ -167,3 +167,16 @@ func BenchmarkPresence(b *testing.B) {
 		},
 	})
 }
+
+// BenchmarkManyChannels: one node following 10,000 channels.
+//
+//	cd nats && LIVE_NATS_URL=nats://127.0.0.1:4222 go test -run '^$' -bench ManyChannels -benchtime 10000x
+func BenchmarkManyChannels(b *testing.B) {
+	url := natsURL(b)
+	prefix := testPrefix(b, url)
+	brokertest.BenchmarkManyChannels(b, brokertest.BenchConfig{
+		New: func(b *testing.B) live.Broker {
+			return natsbroker.New(connect(b, url), &natsbroker.Options{Prefix: prefix, Logger: servertest.Logger(b)})
+		},
+	})
+}

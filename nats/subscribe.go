@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/go-live/live"
@@ -179,7 +180,11 @@ func (b *Broker) Subscribe(ctx context.Context, channel string, ready func(live.
 	if st := b.nc.Status(); st != nats.CONNECTED {
 		return fmt.Errorf("live: subscribe %q: %w (%v)", channel, errConnLost, st)
 	}
-	ns, err := b.nc.SubscribeSync(b.announcements(channel))
+	// An asynchronous subscription into a queue of our own: a synchronous
+	// one holds a channel of SubChanLen messages (64k, 512 KiB) for each
+	// channel followed, whether or not anything is published.
+	q := newMsgQueue()
+	ns, err := b.nc.Subscribe(b.announcements(channel), q.push)
 	if err != nil {
 		return failed(err)
 	}
@@ -200,7 +205,7 @@ func (b *Broker) Subscribe(ctx context.Context, channel string, ready func(live.
 
 	last := head
 	for {
-		m, err := ns.NextMsgWithContext(s.ctx)
+		m, err := q.next(s.ctx)
 		if err != nil {
 			return failed(err)
 		}
@@ -248,3 +253,49 @@ func (b *Broker) Subscribe(ctx context.Context, channel string, ready func(live.
 // fillMax is the largest hole in a subscription's messages that it fills
 // from the stream; a larger one ends it, and the Hub reads history.
 const fillMax = walkMax
+
+// A msgQueue holds a subscription's messages until its Subscribe call
+// takes them: unbounded here, bounded by the subscription's pending
+// limits in the NATS client, which report a slow consumer beyond them.
+type msgQueue struct {
+	wake chan struct{} // has room for one token: a push leaves one there
+
+	mu   sync.Mutex // guards msgs
+	msgs []*nats.Msg
+}
+
+func newMsgQueue() *msgQueue { return &msgQueue{wake: make(chan struct{}, 1)} }
+
+// push is the subscription's handler.
+func (q *msgQueue) push(m *nats.Msg) {
+	q.mu.Lock()
+	q.msgs = append(q.msgs, m)
+	q.mu.Unlock()
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+// next returns the oldest message, waiting for one until ctx ends.
+func (q *msgQueue) next(ctx context.Context) (*nats.Msg, error) {
+	for {
+		q.mu.Lock()
+		if len(q.msgs) > 0 {
+			m := q.msgs[0]
+			q.msgs[0] = nil
+			q.msgs = q.msgs[1:]
+			if len(q.msgs) == 0 {
+				q.msgs = nil
+			}
+			q.mu.Unlock()
+			return m, nil
+		}
+		q.mu.Unlock()
+		select {
+		case <-q.wake:
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
+		}
+	}
+}

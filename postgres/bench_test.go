@@ -69,3 +69,16 @@ func BenchmarkPresence(b *testing.B) {
 		},
 	})
 }
+
+// BenchmarkManyChannels: one node following 10,000 channels.
+//
+//	cd postgres && LIVE_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test go test -run '^$' -bench ManyChannels -benchtime 10000x
+func BenchmarkManyChannels(b *testing.B) {
+	url := pgURL(b)
+	schema := testSchema(b, benchPool(b, url))
+	brokertest.BenchmarkManyChannels(b, brokertest.BenchConfig{
+		New: func(b *testing.B) live.Broker {
+			return pgbroker.New(benchPool(b, url), &pgbroker.Options{Schema: schema, Logger: servertest.Logger(b)})
+		},
+	})
+}

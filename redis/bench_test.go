@@ -43,3 +43,16 @@ func BenchmarkPresence(b *testing.B) {
 		},
 	})
 }
+
+// BenchmarkManyChannels: one node following 10,000 channels.
+//
+//	cd redis && LIVE_REDIS_URL=redis://127.0.0.1:6379/0 go test -run '^$' -bench ManyChannels -benchtime 10000x
+func BenchmarkManyChannels(b *testing.B) {
+	url := redisURL(b)
+	prefix := testPrefix(b, newClient(b, url))
+	brokertest.BenchmarkManyChannels(b, brokertest.BenchConfig{
+		New: func(b *testing.B) live.Broker {
+			return redisbroker.New(newClient(b, url), &redisbroker.Options{Prefix: prefix})
+		},
+	})
+}

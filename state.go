@@ -79,6 +79,27 @@ type statePayload struct {
 	Data    json.RawMessage `json:"data,omitempty"`
 }
 
+// stateResetPrefix starts every reset a State publishes, by construction
+// (encode writes it): frames tell resets from deltas by it without
+// decoding what may be a large value.
+const stateResetPrefix = `{"reset":true`
+
+// encode returns the payload as JSON: a reset as stateResetPrefix, then
+// the value; deltas as {"changes":[…]}.
+func (p statePayload) encode() ([]byte, error) {
+	if p.Reset {
+		data := p.Data
+		if data == nil {
+			data = json.RawMessage("null")
+		}
+		b := make([]byte, 0, len(stateResetPrefix)+len(data)+9)
+		b = append(b, stateResetPrefix+`,"data":`...)
+		b = append(b, data...)
+		return append(b, '}'), nil
+	}
+	return json.Marshal(statePayload{Changes: p.Changes})
+}
+
 // State makes channel a state channel and returns it. It subscribes to the
 // channel for the Hub's lifetime; create states before serving clients.
 // If the channel already has publications, State rebuilds the value from
@@ -189,7 +210,7 @@ func (h *Hub) stateFor(channel string) *State {
 // payload with its version in front.
 func encodeStateData(pos Position, payload []byte) []byte {
 	version := pos.Seq
-	if bytes.HasPrefix(payload, []byte(`{"reset":true`)) {
+	if bytes.HasPrefix(payload, []byte(stateResetPrefix)) {
 		version = 0
 	}
 	if len(payload) < 2 || payload[0] != '{' {
@@ -256,7 +277,7 @@ func (s *State) snapshot() *frame {
 	s.mu.Lock()
 	value, pos := s.value, s.version
 	s.mu.Unlock()
-	payload, _ := json.Marshal(statePayload{Reset: true, Data: value})
+	payload, _ := statePayload{Reset: true, Data: value}.encode()
 	f := newDataFrame(s.hc.quoted, s.hc.key, Message{Channel: s.name, Pos: pos, Data: encodeStateData(pos, payload)})
 	f.st = s
 	return f
@@ -331,7 +352,7 @@ func (s *State) write(ctx context.Context, conditional bool, want uint64, next f
 	if !ok {
 		p = statePayload{Reset: true, Data: nv}
 	}
-	payload, err := json.Marshal(p)
+	payload, err := p.encode()
 	if err != nil {
 		return version, err
 	}

@@ -94,7 +94,10 @@ type presence struct {
 	dirty bool                 // some channel has changes to flush
 	full  bool                 // send this hub's whole share next
 	asks  []string             // hubs to ask for their members ("" for all)
-	last  time.Time            // the latest flush
+	// held is when the first grace window ends, zero when none runs: the
+	// flush walks the members only then.
+	held time.Time
+	last time.Time // the latest flush
 }
 
 // A presenceChan is one presence channel as a hub knows it.
@@ -244,7 +247,11 @@ func (p *presence) leave(c *conn, name string) {
 		return
 	}
 	m.conns--
-	m.held = append(m.held, time.Now().Add(p.grace))
+	until := time.Now().Add(p.grace)
+	m.held = append(m.held, until)
+	if p.held.IsZero() || until.Before(p.held) {
+		p.held = until
+	}
 	p.signal()
 }
 
@@ -471,12 +478,8 @@ func (p *presence) dueLocked() time.Time {
 	if p.dirty || p.full {
 		due = p.last.Add(presenceInterval)
 	}
-	for _, pc := range p.chans {
-		for _, m := range pc.local {
-			if len(m.held) > 0 && (due.IsZero() || m.held[0].Before(due)) {
-				due = m.held[0]
-			}
-		}
+	if !p.held.IsZero() && (due.IsZero() || p.held.Before(due)) {
+		due = p.held
 	}
 	return due
 }
@@ -490,26 +493,8 @@ func (p *presence) flush(now time.Time) {
 	}
 	var pushes []push
 	p.mu.Lock()
-	for _, pc := range p.chans {
-		for user, m := range pc.local {
-			expired := 0
-			for expired < len(m.held) && !m.held[expired].After(now) {
-				expired++
-			}
-			if expired == 0 {
-				continue
-			}
-			before := pc.weight(user)
-			m.held = m.held[expired:]
-			if len(m.held) == 0 {
-				m.held = nil
-			}
-			pc.ownN += pc.weight(user) - before
-			if m.count() == 0 {
-				delete(pc.local, user)
-			}
-			p.ownChangedLocked(pc, user)
-		}
+	if !p.held.IsZero() && !now.Before(p.held) {
+		p.expireLocked(now)
 	}
 	if !(p.dirty || p.full) || now.Sub(p.last) < presenceInterval {
 		p.mu.Unlock()
@@ -822,4 +807,33 @@ func (p *presence) goodbye(ctx context.Context) {
 	defer cancel()
 	data, _ := json.Marshal(presenceMsg{Op: "gone", From: p.h.id})
 	p.h.broker.Publish(ctx, presenceChannel, data)
+}
+
+// expireLocked ends the grace windows that are over by now, and notes when
+// the next one ends.
+func (p *presence) expireLocked(now time.Time) {
+	p.held = time.Time{}
+	for _, pc := range p.chans {
+		for user, m := range pc.local {
+			expired := 0
+			for expired < len(m.held) && !m.held[expired].After(now) {
+				expired++
+			}
+			if expired > 0 {
+				before := pc.weight(user)
+				m.held = m.held[expired:]
+				if len(m.held) == 0 {
+					m.held = nil
+				}
+				pc.ownN += pc.weight(user) - before
+				if m.count() == 0 {
+					delete(pc.local, user)
+				}
+				p.ownChangedLocked(pc, user)
+			}
+			if len(m.held) > 0 && (p.held.IsZero() || m.held[0].Before(p.held)) {
+				p.held = m.held[0]
+			}
+		}
+	}
 }

@@ -91,6 +91,7 @@ type conn struct {
 	out      []byte             // encoded output not yet written
 	nc       net.Conn           // written once, under wmu, before c is taken over; read under wmu where that may not have happened (kill), without it by c's writers
 	raw      syscall.RawConn    // nc's, for non-blocking writes; nil without
+	watched  int32              // 1 + the descriptor in the hub's close watcher, 0 when not watched (guarded by wmu)
 	wsc      *websocket.Conn    // a WebSocket's library side: reads, close handshakes
 	flate    bool               // the WebSocket negotiated compression
 	cancel   context.CancelFunc // ends the reader's context

@@ -254,6 +254,7 @@ type Hub struct {
 	ownBroker bool
 	idem      *memoryIdempotency // HookOptions.Idempotency's default
 	presence  *presence          // nil without Options.Presence
+	closes    closeWatcher       // notices SSE clients leave, without a goroutine each where it can
 	// ownAuthorize is set when Options.Authorize is the application's:
 	// streams then keep their request for Hub.Reauthorize.
 	ownAuthorize bool
@@ -292,6 +293,7 @@ func NewHub(opts *Options) *Hub {
 		idle:     make(chan struct{}),
 	}
 	h.ownAuthorize = opts != nil && opts.Authorize != nil
+	h.closes.h = h
 	h.stats.resetsBy = newResetCounters()
 	if h.broker == nil {
 		h.broker = NewMemoryBroker(nil)

@@ -232,8 +232,13 @@ func (h *Hub) takeOverSSE(w http.ResponseWriter, r *http.Request, c *conn, mux b
 		c.mu.Unlock()
 	}
 	c.takeOver(nc, kind, head.Bytes())
-	// The client sends nothing more; reading tells at once when it
-	// leaves.
+	// The client sends nothing more: its socket becoming readable tells
+	// at once when it leaves. The hub's close watcher waits for that
+	// without a goroutine per stream where the system allows; elsewhere
+	// a reader goroutine does.
+	if c.raw != nil && h.closes.watch(c, c.raw) {
+		return true
+	}
 	h.spawn(c, func() {
 		var b [1]byte
 		for {

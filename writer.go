@@ -227,8 +227,12 @@ func (c *conn) kill(why error) {
 	c.sched = c.sched || add
 	c.mu.Unlock()
 	c.wmu.Lock()
-	nc := c.nc
+	nc, watched := c.nc, c.watched
+	c.watched = 0
 	c.wmu.Unlock()
+	if watched != 0 {
+		c.hub.closes.unwatch(c, c.raw, watched-1)
+	}
 	if nc != nil {
 		nc.Close()
 	}

@@ -1,0 +1,13 @@
+//go:build !linux || live_blocking
+
+package live
+
+import "syscall"
+
+// closeWatcher, elsewhere than on Linux, watches nothing: every SSE stream
+// keeps a reader goroutine that notices its client leave.
+type closeWatcher struct{ h *Hub }
+
+func (w *closeWatcher) watch(*conn, syscall.RawConn) bool { return false }
+
+func (w *closeWatcher) unwatch(*conn, syscall.RawConn, int32) {}

@@ -93,10 +93,7 @@ func dialAs(t *testing.T, n *servertest.Node, user string, channels ...string) *
 	t.Helper()
 	ctx, cancel := timeout(t)
 	defer cancel()
-	conn, _, err := websocket.Dial(ctx, n.WS, &websocket.DialOptions{HTTPHeader: http.Header{"X-User": {user}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := dialUser(t, n, user)
 	c := &frameConn{frames: make(chan wsFrame, 64), done: make(chan struct{})}
 	go func() {
 		defer close(c.done)
@@ -159,4 +156,17 @@ func (c *frameConn) closed(t *testing.T) websocket.StatusCode {
 			t.Fatal("the connection did not close")
 		}
 	}
+}
+
+// dialUser opens a WebSocket to n as user (the X-User header the
+// clauses' Identify reads).
+func dialUser(t *testing.T, n *servertest.Node, user string) *websocket.Conn {
+	t.Helper()
+	ctx, cancel := timeout(t)
+	defer cancel()
+	conn, _, err := websocket.Dial(ctx, n.WS, &websocket.DialOptions{HTTPHeader: http.Header{"X-User": {user}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return conn
 }

@@ -121,16 +121,7 @@ func (b *cutBroker) Publish(ctx context.Context, channel string, data []byte) (l
 // discarding what it receives until t ends or it is closed.
 func openMember(t *testing.T, n *servertest.Node, user, channel string) *websocket.Conn {
 	t.Helper()
-	ctx, cancel := timeout(t)
-	defer cancel()
-	conn, _, err := websocket.Dial(ctx, n.WS, &websocket.DialOptions{HTTPHeader: http.Header{"X-User": {user}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	msg, _ := json.Marshal(map[string]string{"type": "subscribe", "channel": channel})
-	if err := conn.Write(ctx, websocket.MessageText, msg); err != nil {
-		t.Fatal(err)
-	}
+	conn := subscribeAs(t, n, user, channel)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -147,6 +138,20 @@ func openMember(t *testing.T, n *servertest.Node, user, channel string) *websock
 	return conn
 }
 
+// subscribeAs opens a WebSocket to n as user and subscribes it to channel.
+func subscribeAs(t *testing.T, n *servertest.Node, user, channel string) *websocket.Conn {
+	t.Helper()
+	ctx, cancel := timeout(t)
+	defer cancel()
+	conn := dialUser(t, n, user)
+	conn.SetReadLimit(-1) // presence snapshots grow with the audience
+	msg, _ := json.Marshal(map[string]string{"type": "subscribe", "channel": channel})
+	if err := conn.Write(ctx, websocket.MessageText, msg); err != nil {
+		t.Fatal(err)
+	}
+	return conn
+}
+
 // A presenceWatch follows a channel's presence frames on one connection.
 type presenceWatch struct {
 	changed chan struct{}
@@ -160,17 +165,7 @@ type presenceWatch struct {
 
 func watchPresence(t *testing.T, n *servertest.Node, user, channel string) *presenceWatch {
 	t.Helper()
-	ctx, cancel := timeout(t)
-	defer cancel()
-	conn, _, err := websocket.Dial(ctx, n.WS, &websocket.DialOptions{HTTPHeader: http.Header{"X-User": {user}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn.SetReadLimit(-1)
-	msg, _ := json.Marshal(map[string]string{"type": "subscribe", "channel": channel})
-	if err := conn.Write(ctx, websocket.MessageText, msg); err != nil {
-		t.Fatal(err)
-	}
+	conn := subscribeAs(t, n, user, channel)
 	w := &presenceWatch{changed: make(chan struct{}, 1), done: make(chan struct{}), conns: map[string]int{}}
 	go func() {
 		defer close(w.done)

@@ -27,12 +27,8 @@ import (
 // brokers on two connections, which race for positions and retry
 // (conflicts/op).
 func BenchmarkPublishDeliver(b *testing.B) {
-	url := natsURL(b)
-	prefix := testPrefix(b, url)
 	brokertest.Benchmark(b, brokertest.BenchConfig{
-		New: func(b *testing.B) live.Broker {
-			return natsbroker.New(connect(b, url), &natsbroker.Options{Prefix: prefix, Logger: servertest.Logger(b)})
-		},
+		New: sharedBrokers(b),
 		Loads: []brokertest.Load{
 			{Name: "Sequential/100B", Size: 100, Publishers: 1},
 			{Name: "Parallel8/100B", Size: 100, Publishers: 8},
@@ -159,12 +155,8 @@ func BenchmarkJetStream(b *testing.B) {
 //
 //	cd nats && LIVE_NATS_URL=nats://127.0.0.1:4222 go test -run '^$' -bench Presence -benchtime 1000x
 func BenchmarkPresence(b *testing.B) {
-	url := natsURL(b)
-	prefix := testPrefix(b, url)
 	brokertest.BenchmarkPresence(b, brokertest.BenchConfig{
-		New: func(b *testing.B) live.Broker {
-			return natsbroker.New(connect(b, url), &natsbroker.Options{Prefix: prefix, Logger: servertest.Logger(b)})
-		},
+		New: sharedBrokers(b),
 	})
 }
 
@@ -172,11 +164,17 @@ func BenchmarkPresence(b *testing.B) {
 //
 //	cd nats && LIVE_NATS_URL=nats://127.0.0.1:4222 go test -run '^$' -bench ManyChannels -benchtime 10000x
 func BenchmarkManyChannels(b *testing.B) {
+	brokertest.BenchmarkManyChannels(b, brokertest.BenchConfig{
+		New: sharedBrokers(b),
+	})
+}
+
+// sharedBrokers returns a maker of brokers that share one test stream,
+// for the benchmarks: each node of a benchmark is a broker of its own.
+func sharedBrokers(b *testing.B) func(*testing.B) live.Broker {
 	url := natsURL(b)
 	prefix := testPrefix(b, url)
-	brokertest.BenchmarkManyChannels(b, brokertest.BenchConfig{
-		New: func(b *testing.B) live.Broker {
-			return natsbroker.New(connect(b, url), &natsbroker.Options{Prefix: prefix, Logger: servertest.Logger(b)})
-		},
-	})
+	return func(b *testing.B) live.Broker {
+		return natsbroker.New(connect(b, url), &natsbroker.Options{Prefix: prefix, Logger: servertest.Logger(b)})
+	}
 }

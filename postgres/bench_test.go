@@ -24,12 +24,8 @@ import (
 // publications travel inside the NOTIFY; 16 KiB ones, over its 8000-byte
 // limit, are read from the table by the subscriber.
 func BenchmarkPublishDeliver(b *testing.B) {
-	url := pgURL(b)
-	schema := testSchema(b, benchPool(b, url))
 	brokertest.Benchmark(b, brokertest.BenchConfig{
-		New: func(b *testing.B) live.Broker {
-			return pgbroker.New(benchPool(b, url), &pgbroker.Options{Schema: schema, Logger: servertest.Logger(b)})
-		},
+		New: sharedBrokers(b),
 		Loads: []brokertest.Load{
 			{Name: "Sequential/100B", Size: 100, Publishers: 1},
 			{Name: "Parallel8/100B", Size: 100, Publishers: 8},
@@ -61,12 +57,8 @@ func benchPool(b *testing.B, url string) *pgxpool.Pool {
 //
 //	cd postgres && LIVE_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test go test -run '^$' -bench Presence -benchtime 1000x
 func BenchmarkPresence(b *testing.B) {
-	url := pgURL(b)
-	schema := testSchema(b, benchPool(b, url))
 	brokertest.BenchmarkPresence(b, brokertest.BenchConfig{
-		New: func(b *testing.B) live.Broker {
-			return pgbroker.New(benchPool(b, url), &pgbroker.Options{Schema: schema, Logger: servertest.Logger(b)})
-		},
+		New: sharedBrokers(b),
 	})
 }
 
@@ -74,11 +66,17 @@ func BenchmarkPresence(b *testing.B) {
 //
 //	cd postgres && LIVE_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test go test -run '^$' -bench ManyChannels -benchtime 10000x
 func BenchmarkManyChannels(b *testing.B) {
+	brokertest.BenchmarkManyChannels(b, brokertest.BenchConfig{
+		New: sharedBrokers(b),
+	})
+}
+
+// sharedBrokers returns a maker of brokers that share one test schema,
+// for the benchmarks: each node of a benchmark is a broker of its own.
+func sharedBrokers(b *testing.B) func(*testing.B) live.Broker {
 	url := pgURL(b)
 	schema := testSchema(b, benchPool(b, url))
-	brokertest.BenchmarkManyChannels(b, brokertest.BenchConfig{
-		New: func(b *testing.B) live.Broker {
-			return pgbroker.New(benchPool(b, url), &pgbroker.Options{Schema: schema, Logger: servertest.Logger(b)})
-		},
-	})
+	return func(b *testing.B) live.Broker {
+		return pgbroker.New(benchPool(b, url), &pgbroker.Options{Schema: schema, Logger: servertest.Logger(b)})
+	}
 }

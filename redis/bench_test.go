@@ -21,12 +21,8 @@ import (
 // one subscriber, because Redis sends a client at most 64 KB per event
 // loop pass: it falls HistorySize behind and Subscribe fails, as it must.)
 func BenchmarkPublishDeliver(b *testing.B) {
-	url := redisURL(b)
-	prefix := testPrefix(b, newClient(b, url))
 	brokertest.Benchmark(b, brokertest.BenchConfig{
-		New: func(b *testing.B) live.Broker {
-			return redisbroker.New(newClient(b, url), &redisbroker.Options{Prefix: prefix})
-		},
+		New: sharedBrokers(b),
 	})
 }
 
@@ -35,12 +31,8 @@ func BenchmarkPublishDeliver(b *testing.B) {
 //
 //	cd redis && LIVE_REDIS_URL=redis://127.0.0.1:6379/0 go test -run '^$' -bench Presence -benchtime 1000x
 func BenchmarkPresence(b *testing.B) {
-	url := redisURL(b)
-	prefix := testPrefix(b, newClient(b, url))
 	brokertest.BenchmarkPresence(b, brokertest.BenchConfig{
-		New: func(b *testing.B) live.Broker {
-			return redisbroker.New(newClient(b, url), &redisbroker.Options{Prefix: prefix})
-		},
+		New: sharedBrokers(b),
 	})
 }
 
@@ -48,11 +40,17 @@ func BenchmarkPresence(b *testing.B) {
 //
 //	cd redis && LIVE_REDIS_URL=redis://127.0.0.1:6379/0 go test -run '^$' -bench ManyChannels -benchtime 10000x
 func BenchmarkManyChannels(b *testing.B) {
+	brokertest.BenchmarkManyChannels(b, brokertest.BenchConfig{
+		New: sharedBrokers(b),
+	})
+}
+
+// sharedBrokers returns a maker of brokers that share one test prefix,
+// for the benchmarks: each node of a benchmark is a broker of its own.
+func sharedBrokers(b *testing.B) func(*testing.B) live.Broker {
 	url := redisURL(b)
 	prefix := testPrefix(b, newClient(b, url))
-	brokertest.BenchmarkManyChannels(b, brokertest.BenchConfig{
-		New: func(b *testing.B) live.Broker {
-			return redisbroker.New(newClient(b, url), &redisbroker.Options{Prefix: prefix})
-		},
-	})
+	return func(b *testing.B) live.Broker {
+		return redisbroker.New(newClient(b, url), &redisbroker.Options{Prefix: prefix})
+	}
 }

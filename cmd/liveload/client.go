@@ -84,14 +84,25 @@ func (s *subscriber) subscribed(ready chan<- struct{}, first bool) {
 	}
 }
 
-func (s *subscriber) runSSE(ctx context.Context, ready chan<- struct{}, first bool) error {
+// dial connects to the server. The connection closes when ctx ends, or
+// when stop is called.
+func (s *subscriber) dial(ctx context.Context) (c net.Conn, stop func(), err error) {
 	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", s.l.addr)
+	if c, err = d.DialContext(ctx, "tcp", s.l.addr); err != nil {
+		return nil, nil, err
+	}
+	unhook := context.AfterFunc(ctx, func() { c.Close() })
+	return c, func() {
+		unhook()
+		c.Close()
+	}, nil
+}
+
+func (s *subscriber) runSSE(ctx context.Context, ready chan<- struct{}, first bool) error {
+	c, stop, err := s.dial(ctx)
 	if err != nil {
 		return err
 	}
-	defer c.Close()
-	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
 
 	path := "/live/" + loadChannel + s.query()
@@ -207,8 +218,9 @@ func (s *subscriber) runWS(ctx context.Context, ready chan<- struct{}, first boo
 	}
 }
 
-// wsMessage handles one WebSocket text message; up records that the
-// subscription was acknowledged.
+// wsMessage handles one frame of the multiplexed protocol (a WebSocket
+// message, or one of a poll's); up records that the subscription was
+// acknowledged.
 func (s *subscriber) wsMessage(b []byte, ready chan<- struct{}, first bool, up *bool) {
 	switch string(field(b, `"type":"`)) {
 	case "data":
@@ -219,6 +231,9 @@ func (s *subscriber) wsMessage(b []byte, ready chan<- struct{}, first bool, up *
 			s.cursor = string(cur)
 		}
 	case "subscribed":
+		if cur := field(b, `"cursor":"`); cur != nil && s.cursor == "" {
+			s.cursor = string(cur)
+		}
 		if !*up {
 			*up = true
 			s.subscribed(ready, first)
@@ -272,29 +287,9 @@ func (s *subscriber) runPoll(ctx context.Context, ready chan<- struct{}, first b
 			return err
 		}
 		for _, b := range frames {
-			switch string(field(b, `"type":"`)) {
-			case "data":
-				if d := bytes.Index(b, []byte(`"data":`)); d >= 0 {
-					s.deliver(b[d+7:])
-				}
-				if cur := field(b, `"cursor":"`); cur != nil {
-					s.cursor = string(cur)
-				}
-			case "subscribed":
-				if cur := field(b, `"cursor":"`); cur != nil && s.cursor == "" {
-					s.cursor = string(cur)
-				}
-			case "reset":
-				s.resets.Add(1)
-				s.next.Store(-1)
-				if cur := field(b, `"cursor":"`); cur != nil {
-					s.cursor = string(cur)
-				}
-			case "presence":
-				s.presence(b)
-			}
+			s.wsMessage(b, ready, first, &up)
 		}
-		if !up && s.cursor != "" {
+		if !up && s.cursor != "" { // a poll that resumed has no acknowledgement
 			up = true
 			s.subscribed(ready, first)
 		}

@@ -14,32 +14,16 @@ func TestHarness(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the harness")
 	}
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "liveload")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := build(t)
 	for _, transport := range []string{"sse", "ws", "poll"} {
 		t.Run(transport, func(t *testing.T) {
-			out := filepath.Join(dir, transport+".json")
-			args := []string{"-n", "50", "-transport", transport, "-burst", "20", "-rate", "20", "-duration", "1s", "-json", out}
+			args := []string{"-n", "50", "-transport", transport, "-burst", "20", "-rate", "20", "-duration", "1s"}
 			if transport != "poll" {
 				args = append(args, "-slow", "2")
 			} else {
 				args = append(args, "-storm=false")
 			}
-			cmd := exec.Command(bin, args...)
-			if b, err := cmd.CombinedOutput(); err != nil {
-				t.Fatalf("%v\n%s", err, b)
-			}
-			b, err := os.ReadFile(out)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var r result
-			if err := json.Unmarshal(b, &r); err != nil {
-				t.Fatal(err)
-			}
+			r, b := run(t, bin, args...)
 			if r.N != 50 || r.BurstLost != 0 || r.LatencyLost != 0 || r.SlowLost != 0 || r.StormLost != 0 || r.StormDups != 0 {
 				t.Errorf("results: %s", b)
 			}
@@ -56,29 +40,42 @@ func TestPeers(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the harness")
 	}
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "liveload")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := build(t)
 	for name := range peerRoutes {
 		t.Run(name, func(t *testing.T) {
-			out := filepath.Join(dir, name+".json")
-			cmd := exec.Command(bin, "-server", name, "-n", "30", "-burst", "20", "-rate", "20", "-duration", "1s", "-storm=false", "-json", out)
-			if b, err := cmd.CombinedOutput(); err != nil {
-				t.Fatalf("%v\n%s", err, b)
-			}
-			b, err := os.ReadFile(out)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var r result
-			if err := json.Unmarshal(b, &r); err != nil {
-				t.Fatal(err)
-			}
+			r, b := run(t, bin, "-server", name, "-n", "30", "-burst", "20", "-rate", "20", "-duration", "1s", "-storm=false")
 			if r.Server != name || r.N != 30 || r.BurstPerSecond <= 0 || r.P99ms <= 0 {
 				t.Errorf("results: %s", b)
 			}
 		})
 	}
+}
+
+// build builds the harness for t.
+func build(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "liveload")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// run runs the harness with args and returns what it wrote with -json,
+// decoded and as it was.
+func run(t *testing.T, bin string, args ...string) (result, []byte) {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "result.json")
+	if b, err := exec.Command(bin, append(args, "-json", out)...).CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, b)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r result
+	if err := json.Unmarshal(b, &r); err != nil {
+		t.Fatal(err)
+	}
+	return r, b
 }

@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 )
 
@@ -20,13 +19,10 @@ import (
 // copies each message. Both sides share the machine, so a costlier client
 // slows the server it measures; -wsclient library uses the library's.
 func (s *subscriber) runRawWS(ctx context.Context, ready chan<- struct{}, first bool) error {
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", s.l.addr)
+	c, stop, err := s.dial(ctx)
 	if err != nil {
 		return err
 	}
-	defer c.Close()
-	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
 
 	var key [16]byte

@@ -735,6 +735,9 @@ func (h *Hub) Members(ctx context.Context, channel string) (members []Member, n 
 	if mode != PresenceMembers && mode != PresenceCount {
 		return nil, 0, fmt.Errorf("live: members of %q: %w", channel, ErrNoPresence)
 	}
+	if mode == PresenceMembers && members == nil {
+		members = []Member{} // nobody yet, which is not "not listed"
+	}
 	return members, n, ctx.Err()
 }
 

@@ -217,6 +217,18 @@ func TestPresenceIsData(t *testing.T) {
 	if code, body := get("carol", "/api/live/red?presence"); code != 403 || strings.Contains(body, "bob") {
 		t.Fatalf("carol's GET: %d %s; want 403 without members", code, body)
 	}
+	empty := newTestServer(t, presenceOpts(tm, nil))
+	req, _ := http.NewRequest("GET", empty.srv.URL+"/live/red?presence", nil)
+	req.Header = as("bob")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if string(body) != `{"channel":"red","members":[],"count":0}`+"\n" {
+		t.Fatalf("GET of a members channel nobody is on: %s", body)
+	}
 	if code, _ := get("alice", "/api/live/blue?presence"); code != 404 {
 		t.Fatalf("GET of a channel without presence: %d; want 404", code)
 	}

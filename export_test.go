@@ -3,6 +3,7 @@ package live
 import (
 	"context"
 	"net/http"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -207,3 +208,7 @@ func HubChannels(h *Hub) int {
 	defer h.mu.Unlock()
 	return len(h.channels)
 }
+
+// WatchesIdleStreams reports whether idle SSE streams wait in the hub's
+// epoll set rather than with a reader goroutine each.
+func WatchesIdleStreams() bool { return nonblocking && runtime.GOOS == "linux" }

@@ -1,6 +1,7 @@
 package live_test
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -236,4 +237,35 @@ func TestHostileCorpus(t *testing.T) {
 		t.Errorf("the slowest input took %v to be answered", slowest)
 	}
 	t.Logf("%d hostile inputs, slowest answer %v, canary 100 of 100", len(corpus), slowest)
+}
+
+// TestSSEClientSendsData: an SSE client that sends bytes after its request
+// loses its stream where idle streams share the hub's epoll set (one
+// client must not keep the shared watcher busy); other streams go on.
+func TestSSEClientSendsData(t *testing.T) {
+	if !live.WatchesIdleStreams() {
+		t.Skip("streams have a reader goroutine each here, which reads and ignores such bytes")
+	}
+	s := newTestServer(t, nil)
+	other := openSSE(t, s.srv.URL+"/api/live/noisy", nil)
+	c, err := net.Dial("tcp", s.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "GET /api/live/noisy HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n\r\n", s.srv.Listener.Addr())
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("stream: %v %v", resp, err)
+	}
+	c.Write([]byte("unexpected"))
+	c.SetReadDeadline(time.Now().Add(waitFor))
+	if _, err := io.Copy(io.Discard, br); err != nil {
+		t.Fatalf("the stream was not ended: %v", err)
+	}
+	s.publish(t, "noisy", 1)
+	if ev := other.nextData(t); ev.Data != "1" {
+		t.Fatalf("the other stream: %+v", ev)
+	}
 }

@@ -3,6 +3,7 @@
 package live
 
 import (
+	"errors"
 	"io"
 	"sync"
 	"syscall"
@@ -151,8 +152,9 @@ func (w *closeWatcher) run() {
 }
 
 // readGone reads what made c's watched socket readable: the end of the
-// stream or a reset end c; bytes, which an SSE client does not send, are
-// ignored as the reader goroutine it replaces ignored them.
+// stream or a reset end c, and so do bytes, which an SSE client does not
+// send after its request: a client that streams them cannot keep the
+// hub's one watcher busy.
 func (c *conn) readGone() {
 	var n int
 	var err error
@@ -168,5 +170,10 @@ func (c *conn) readGone() {
 		c.kill(err)
 	case n == 0:
 		c.kill(io.EOF)
+	default:
+		c.kill(errSSEInput)
 	}
 }
+
+// errSSEInput ends an SSE stream whose client sent bytes after its request.
+var errSSEInput = errors.New("live: an SSE client sent data after its request")

@@ -224,6 +224,8 @@ func (o *Options) withDefaults() Options {
 // presence.mu comes after the broker's locks (the broker delivers
 // presence messages under them) and before conn.mu (a joining subscriber
 // gets its snapshot under it); it is never held with hubChannel.mu.
+// closeWatcher.mu comes before conn.wmu (watch records the descriptor
+// under both); kill takes it holding neither.
 //
 // Hub.mu stands apart: it guards the hub's maps and is held only briefly,
 // never while taking another of these, so no socket is closed and no

@@ -22,6 +22,9 @@ type hubChannel struct {
 	quoted []byte // name as a JSON string
 	key    []byte // Options.QueryKey for this channel, as JSON, or nil
 	listID string // Options.Lists for this channel: the id field of a list channel
+	// presence is set when Options.Presence opts the channel in: its
+	// subscribers join and leave the hub's presence.
+	presence bool
 	ctx    context.Context
 	cancel context.CancelFunc
 	ready  chan struct{} // closed when the first broker subscription is active or has failed
@@ -139,6 +142,10 @@ func (h *Hub) acquire(ctx context.Context, name string) (*hubChannel, error) {
 		hc = &hubChannel{h: h, name: name, quoted: quote(name), key: h.queryKey(name), ready: make(chan struct{})}
 		if h.opts.Lists != nil {
 			hc.listID = h.opts.Lists(name)
+		}
+		if h.presence != nil {
+			mode := h.opts.Presence(name)
+			hc.presence = mode == PresenceMembers || mode == PresenceCount
 		}
 		hc.ctx, hc.cancel = context.WithCancel(h.ctx)
 		if st := h.states[name]; st != nil {
@@ -602,7 +609,7 @@ func (h *Hub) adopt(c *conn, s *subscription) {
 	c.subs[s.hc.name] = s
 	c.mu.Unlock()
 	h.stats.subscriptions.Add(1)
-	if h.presence != nil {
+	if s.hc.presence {
 		h.presence.join(c, s.hc.name)
 	}
 }
@@ -629,8 +636,8 @@ func (s *subscription) cancel() {
 	hc.mu.Unlock()
 	if removed {
 		hc.h.stats.subscriptions.Add(-1)
-		if p := hc.h.presence; p != nil {
-			p.leave(s.c, hc.name)
+		if hc.presence {
+			hc.h.presence.leave(s.c, hc.name)
 		}
 		hc.h.release(hc)
 	}

@@ -203,10 +203,9 @@ func (h *Hub) runControl() error {
 		from, to Position
 	}
 	var (
-		mu      sync.Mutex // guards last, started and queue
-		last    Position
-		started bool
-		queue   []todo
+		mu    sync.Mutex // guards tr and queue
+		tr    trail
+		queue []todo
 	)
 	wake := make(chan struct{}, 1)
 	signal := func() {
@@ -218,29 +217,27 @@ func (h *Hub) runControl() error {
 	ready := func(head Position) {
 		mu.Lock()
 		defer mu.Unlock()
-		switch {
-		case !started:
-			started = true
+		switch first, from, to := tr.ready(head); {
+		case first:
 			// Connections accepted before now may belong to a user
 			// disconnected before now.
 			queue = append(queue, todo{msg: controlMsg{Op: "reauthorize"}})
-		case head != last:
-			queue = append(queue, todo{hole: true, from: last, to: head})
+		case from != to:
+			queue = append(queue, todo{hole: true, from: from, to: to})
 		}
-		last = head
 		signal()
 	}
 	deliver := func(m Message) {
 		mu.Lock()
 		defer mu.Unlock()
-		switch {
-		case m.Pos.Epoch == last.Epoch && m.Pos.Seq <= last.Seq:
-			return // seen
-		case m.Pos.Epoch != last.Epoch || m.Pos.Seq > last.Seq+1:
-			queue = append(queue, todo{hole: true, from: last, to: Position{m.Pos.Epoch, m.Pos.Seq - 1}})
+		seen, from, to := tr.next(m.Pos)
+		if seen {
+			return
+		}
+		if from != to {
+			queue = append(queue, todo{hole: true, from: from, to: to})
 		}
 		queue = append(queue, todo{msg: decodeControl(m.Data)})
-		last = m.Pos
 		signal()
 	}
 	apply := func(m controlMsg) {
@@ -297,6 +294,41 @@ func (h *Hub) runControl() error {
 	})
 	defer close(done)
 	return h.follow(controlChannel, ready, deliver)
+}
+
+// A trail follows the positions that a hub's subscription to one of its
+// reserved channels delivers, across resubscriptions, and tells where
+// publications were missed. Its user serialises the calls.
+type trail struct {
+	last    Position
+	started bool
+}
+
+// ready records the head of a new subscription. first reports the first
+// one; otherwise (from, to] is what was published while none was active,
+// empty when from == to.
+func (t *trail) ready(head Position) (first bool, from, to Position) {
+	first, from = !t.started, t.last
+	t.started, t.last = true, head
+	if first {
+		return true, head, head
+	}
+	return false, from, head
+}
+
+// next records a delivery at pos. seen reports one delivered already;
+// otherwise (from, to] is what was skipped before it, empty when
+// from == to.
+func (t *trail) next(pos Position) (seen bool, from, to Position) {
+	last := t.last
+	if pos.Epoch == last.Epoch && pos.Seq <= last.Seq {
+		return true, last, last
+	}
+	t.last = pos
+	if pos.Epoch != last.Epoch || pos.Seq > last.Seq+1 {
+		return false, last, Position{pos.Epoch, pos.Seq - 1}
+	}
+	return false, last, last
 }
 
 // follow subscribes to one of the hub's reserved channels for the hub's

@@ -114,11 +114,7 @@ func writeSubscribeError(w http.ResponseWriter, err error) {
 // returns the request carrying the identity.
 func (h *Hub) admit(w http.ResponseWriter, r *http.Request, channel string, op Op) (*http.Request, bool) {
 	if channel != "" {
-		if code, msg := channelRefusal(channel); code != "" {
-			status := http.StatusBadRequest
-			if code == "reserved" {
-				status = http.StatusForbidden
-			}
+		if status, code, msg := channelRefusal(channel); code != "" {
 			writeError(w, status, code, msg)
 			return nil, false
 		}
@@ -139,16 +135,16 @@ func (h *Hub) admit(w http.ResponseWriter, r *http.Request, channel string, op O
 	return r, true
 }
 
-// channelRefusal says why a client may not name channel, as an error code
-// and message, or returns "" when it may.
-func channelRefusal(channel string) (code, msg string) {
+// channelRefusal says why a client may not name channel, as an HTTP
+// status, an error code and a message, or returns code "" when it may.
+func channelRefusal(channel string) (status int, code, msg string) {
 	if err := ValidChannel(channel); err != nil {
-		return "bad_channel", err.Error()
+		return http.StatusBadRequest, "bad_channel", err.Error()
 	}
 	if reserved(channel) {
-		return "reserved", errReserved.Error()
+		return http.StatusForbidden, "reserved", errReserved.Error()
 	}
-	return "", ""
+	return 0, "", ""
 }
 
 // credentialParams are query parameters that usually carry credentials.

@@ -47,6 +47,7 @@ func (h *Hub) poll(w http.ResponseWriter, r *http.Request, c *conn, hold time.Du
 	timer := time.NewTimer(hold)
 	defer timer.Stop()
 	var out []*frame
+	q := r.URL.Query() // once, not per frame
 	news := false
 	for !news {
 		c.mu.Lock()
@@ -62,7 +63,7 @@ func (h *Hub) poll(w http.ResponseWriter, r *http.Request, c *conn, hold time.Du
 			if f.ws == nil || f.ack && resumed[f.channel] {
 				continue
 			}
-			if f.tag != "" && r.URL.Query().Get("presence."+f.channel) == f.tag {
+			if f.tag != "" && q.Get("presence."+f.channel) == f.tag {
 				continue // the presence the poller has
 			}
 			out = append(out, f)

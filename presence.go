@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -102,9 +103,8 @@ type presence struct {
 
 // A presenceChan is one presence channel as a hub knows it.
 type presenceChan struct {
-	name   string
-	mode   PresenceMode
-	quoted []byte
+	name string
+	mode PresenceMode
 
 	conns map[*conn]struct{}      // this hub's subscribers
 	local map[string]*localMember // this hub's members by user; "" is anonymous
@@ -175,7 +175,6 @@ func (p *presence) chanLocked(name string) *presenceChan {
 	pc := &presenceChan{
 		name:    name,
 		mode:    mode,
-		quoted:  quote(name),
 		conns:   make(map[*conn]struct{}),
 		local:   make(map[string]*localMember),
 		sent:    make(map[string]Member),
@@ -329,7 +328,9 @@ func presenceCount(members map[string]Member) int {
 	return n
 }
 
-// sorted returns the named members by user.
+func byUser(a, b Member) int { return strings.Compare(a.User, b.User) }
+
+// sortedMembers returns the named members by user.
 func sortedMembers(members map[string]Member) []Member {
 	list := make([]Member, 0, len(members))
 	for user, m := range members {
@@ -337,15 +338,7 @@ func sortedMembers(members map[string]Member) []Member {
 			list = append(list, m)
 		}
 	}
-	slices.SortFunc(list, func(a, b Member) int {
-		switch {
-		case a.User < b.User:
-			return -1
-		case a.User > b.User:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(list, byUser)
 	return list
 }
 
@@ -427,12 +420,7 @@ func (pc *presenceChan) diffFrameLocked() *frame {
 	}
 	pc.shownCount = b.Count
 	pc.snap = nil
-	slices.SortFunc(b.Join, func(a, b Member) int {
-		if a.User < b.User {
-			return -1
-		}
-		return 1
-	})
+	slices.SortFunc(b.Join, byUser)
 	slices.Sort(b.Leave)
 	return b.frame()
 }
@@ -769,30 +757,31 @@ func (h *Hub) servePresence(w http.ResponseWriter, r *http.Request, channel stri
 // delivered, it asks every hub for its members again.
 func (p *presence) follow() error {
 	var (
-		mu      sync.Mutex // guards last and started
-		last    Position
-		started bool
+		mu sync.Mutex // guards tr
+		tr trail
 	)
+	askAll := func() {
+		p.mu.Lock()
+		p.askLocked("")
+		p.mu.Unlock()
+	}
 	ready := func(head Position) {
 		mu.Lock()
-		hole := !started || head != last
-		started, last = true, head
+		first, from, to := tr.ready(head)
 		mu.Unlock()
-		if hole {
-			p.mu.Lock()
-			p.askLocked("")
-			p.mu.Unlock()
+		if first || from != to {
+			askAll()
 		}
 	}
 	deliver := func(m Message) {
 		mu.Lock()
-		hole := m.Pos.Epoch != last.Epoch || m.Pos.Seq != last.Seq+1
-		last = m.Pos
+		seen, from, to := tr.next(m.Pos)
 		mu.Unlock()
-		if hole {
-			p.mu.Lock()
-			p.askLocked("")
-			p.mu.Unlock()
+		if seen {
+			return
+		}
+		if from != to {
+			askAll()
 		}
 		var msg presenceMsg
 		if json.Unmarshal(m.Data, &msg) != nil {

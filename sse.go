@@ -91,11 +91,8 @@ func (h *Hub) serveSSEMux(w http.ResponseWriter, r *http.Request) {
 			if ch == "" || seen[ch] {
 				continue
 			}
-			if code, msg := channelRefusal(ch); code == "bad_channel" {
-				writeError(w, http.StatusBadRequest, code, msg)
-				return
-			} else if code != "" {
-				writeError(w, http.StatusForbidden, code, msg)
+			if status, code, msg := channelRefusal(ch); code != "" {
+				writeError(w, status, code, msg)
 				return
 			}
 			seen[ch] = true

@@ -144,7 +144,7 @@ func (h *Hub) handleFrame(ctx context.Context, c *conn, data []byte) {
 	}
 
 	ch := f.Channel
-	if code, msg := channelRefusal(ch); code != "" {
+	if _, code, msg := channelRefusal(ch); code != "" {
 		if len(ch) > MaxChannelLen {
 			ch = ""
 		}

@@ -107,21 +107,24 @@ type benchChannel struct {
 	started, delivered []time.Time
 }
 
-func benchLoad(b *testing.B, cfg BenchConfig, l Load) {
-	newBroker := func() live.Broker {
-		br := cfg.New(b)
-		if br == nil {
-			b.Fatal("brokertest: BenchConfig.New returned nil")
-		}
-		if c, ok := br.(closer); ok {
-			b.Cleanup(func() {
-				if err := c.Close(); err != nil {
-					b.Errorf("Close: %v", err)
-				}
-			})
-		}
-		return br
+// broker returns a broker from cfg.New, closed when b ends.
+func (cfg BenchConfig) broker(b *testing.B) live.Broker {
+	br := cfg.New(b)
+	if br == nil {
+		b.Fatal("brokertest: BenchConfig.New returned nil")
 	}
+	if c, ok := br.(closer); ok {
+		b.Cleanup(func() {
+			if err := c.Close(); err != nil {
+				b.Errorf("Close: %v", err)
+			}
+		})
+	}
+	return br
+}
+
+func benchLoad(b *testing.B, cfg BenchConfig, l Load) {
+	newBroker := func() live.Broker { return cfg.broker(b) }
 	sub := newBroker()
 	pubs := make([]live.Broker, max(l.Brokers, 1))
 	for i := range pubs {
@@ -266,14 +269,7 @@ func BenchmarkManyChannels(b *testing.B, cfg BenchConfig) {
 	if cfg.New == nil {
 		panic("brokertest: BenchConfig.New is nil")
 	}
-	newBroker := func() live.Broker {
-		br := cfg.New(b)
-		if c, ok := br.(interface{ Close() error }); ok {
-			b.Cleanup(func() { c.Close() })
-		}
-		return br
-	}
-	sub, pub := newBroker(), newBroker()
+	sub, pub := cfg.broker(b), cfg.broker(b)
 	prefix := fmt.Sprintf("many-%d-", time.Now().UnixNano())
 	n := b.N
 	var before, after runtime.MemStats

@@ -271,14 +271,7 @@ func BenchmarkPresence(b *testing.B, cfg BenchConfig) {
 		},
 		MaxConnsPerIP: -1,
 	}
-	newBroker := func() live.Broker {
-		br := cfg.New(b)
-		if c, ok := br.(interface{ Close() error }); ok {
-			b.Cleanup(func() { c.Close() })
-		}
-		return br
-	}
-	a, other := servertest.NewNode(b, newBroker(), opts), servertest.NewNode(b, newBroker(), opts)
+	a, other := servertest.NewNode(b, cfg.broker(b), opts), servertest.NewNode(b, cfg.broker(b), opts)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	watcher, _, err := websocket.Dial(ctx, other.WS, &websocket.DialOptions{HTTPHeader: http.Header{"X-User": {"watcher"}}})

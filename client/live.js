@@ -1757,6 +1757,7 @@ class Follower {
     this._listeners = new Set();
     this._abort = new AbortController();
     this._closed = false;
+    this._pending = []; // writes not yet settled, in the order they were made
     let ready;
     this.ready = new Promise((resolve) => (ready = resolve));
     this._ready = ready;
@@ -1804,6 +1805,43 @@ class Follower {
     if (this._closed) return;
     this._buffer ??= []; // from now on, frames wait for the new value
     this._loader.run();
+  }
+
+  /** How many writes the server has not settled yet: in flight, or waiting for the network. */
+  get pending() {
+    return this._pending.length;
+  }
+
+  // Writes go through the subclass's outbox (this._outbox) and show at
+  // once; _changed shows a change of what is pending (a list renders, a
+  // state emits). The outbox calls _rollback, _settle and _restored.
+
+  /** _write shows m and sends it. */
+  _write(m) {
+    this._pending.push(m);
+    this._changed();
+    return this._outbox.submit(m);
+  }
+
+  _drop(m) {
+    const i = this._pending.indexOf(m);
+    if (i >= 0) this._pending.splice(i, 1);
+  }
+
+  /** _rollback undoes m, which the server refused, unless its broadcast showed it was made after all. */
+  _rollback(m, e) {
+    if (!m.settled) {
+      m.settled = true;
+      this._drop(m);
+      this._changed();
+    }
+    if (e.code === "conflict" && !this._closed) this._refetch();
+  }
+
+  /** _restored shows m, a write an earlier page left unsettled. */
+  _restored(m) {
+    this._pending.push(m);
+    this._changed();
   }
 
   /** close stops following the channel and abandons requests in flight. */
@@ -1871,7 +1909,6 @@ class LiveState extends Follower {
     super(o, "liveState");
     this._value = undefined;
     this._version = 0;
-    this._pending = []; // patches not yet settled, in order
     this._outbox = new Outbox(this, o, `state:${o.channel}:${o.url}`);
     this._follow(live);
     this._outbox.restore();
@@ -1888,11 +1925,6 @@ class LiveState extends Follower {
     return v;
   }
 
-  /** How many patches the server has not settled yet: in flight, or waiting for the network. */
-  get pending() {
-    return this._pending.length;
-  }
-
   /**
    * patch shows changes (a JSON merge patch) at once and PATCHes them to
    * options.url, as Hub.State serves it; it resolves with the server's
@@ -1905,24 +1937,11 @@ class LiveState extends Follower {
     if (!isObject(changes)) return Promise.reject(new TypeError("live: patch: changes must be an object"));
     if (this._closed) return Promise.reject(new LiveError("closed", "live: the state is closed"));
     if (this._o.url === undefined) return Promise.reject(new TypeError("live: patch: options.url is required"));
-    const m = { mid: newMutationID(), type: "patch", method: "PATCH", url: String(this._o.url), body: changes, ifMatch: opts.ifMatch === undefined ? undefined : String(opts.ifMatch), timeout: opts.timeout };
-    this._pending.push(m);
+    return this._write({ mid: newMutationID(), type: "patch", method: "PATCH", url: String(this._o.url), body: changes, ifMatch: opts.ifMatch === undefined ? undefined : String(opts.ifMatch), timeout: opts.timeout });
+  }
+
+  _changed() {
     this._emit();
-    return this._outbox.submit(m);
-  }
-
-  _drop(m) {
-    const i = this._pending.indexOf(m);
-    if (i >= 0) this._pending.splice(i, 1);
-  }
-
-  _rollback(m, e) {
-    if (!m.settled) {
-      m.settled = true;
-      this._drop(m);
-      this._emit();
-    }
-    if (e.code === "conflict" && !this._closed) this._refetch();
   }
 
   _settle(m, result) {
@@ -1935,11 +1954,6 @@ class LiveState extends Follower {
       this._value = result.data;
       this._version = result.version;
     }
-    this._emit();
-  }
-
-  _restored(m) {
-    this._pending.push(m);
     this._emit();
   }
 
@@ -2057,6 +2071,7 @@ class Outbox {
     this._timer = null;
     this._delay = 1000;
     this._seq = 0;
+    this._unsettled = new Set(); // every write not settled, sent or waiting: what save keeps
     let storage = null;
     try {
       if (o.persist !== false && typeof localStorage !== "undefined") storage = localStorage;
@@ -2071,14 +2086,7 @@ class Outbox {
 
   /** submit sends m, or queues it behind writes waiting; it resolves with the server's answer. */
   submit(m) {
-    m.seq = ++this._seq;
-    m.settled = false;
-    m.done = new Promise((resolve, reject) => {
-      m.resolve = resolve;
-      m.reject = reject;
-    });
-    m.done.catch(() => {}); // also reported to whoever awaits it
-    this._sending(m);
+    this._track(m);
     if (this._queue.length > 0) {
       this._queue.push(m);
       this.save();
@@ -2092,8 +2100,16 @@ class Outbox {
     return m.done;
   }
 
-  _sending(m) {
-    (this._all ??= new Set()).add(m);
+  /** _track numbers m, gives it the promise its writer awaits, and keeps it until it settles. */
+  _track(m) {
+    m.seq = ++this._seq;
+    m.settled = false;
+    m.done = new Promise((resolve, reject) => {
+      m.resolve = resolve;
+      m.reject = reject;
+    });
+    m.done.catch(() => {}); // also reported to whoever awaits it, or to onError
+    this._unsettled.add(m);
   }
 
   /** waiting reports whether m waits for the network, not sent yet. */
@@ -2113,7 +2129,7 @@ class Outbox {
   forget(m) {
     const i = this._queue.indexOf(m);
     if (i >= 0) this._queue.splice(i, 1);
-    this._all?.delete(m);
+    this._unsettled.delete(m);
     this.save();
   }
 
@@ -2203,7 +2219,7 @@ class Outbox {
   /** save writes every write not settled to storage. */
   save() {
     if (!this._storage) return;
-    const all = [...(this._all ?? [])].filter((m) => !m.settled).sort((a, b) => a.seq - b.seq);
+    const all = [...this._unsettled].filter((m) => !m.settled).sort((a, b) => a.seq - b.seq);
     try {
       if (all.length === 0) this._storage.removeItem(this._key);
       else this._storage.setItem(this._key, JSON.stringify(all.map((m) => ({ mid: m.mid, type: m.type, id: m.id, item: m.item, method: m.method, url: m.url, body: m.body, ifMatch: m.ifMatch }))));
@@ -2224,13 +2240,8 @@ class Outbox {
     if (!Array.isArray(saved)) return;
     for (const r of saved) {
       if (!isObject(r) || typeof r.mid !== "string" || typeof r.method !== "string" || typeof r.url !== "string") continue;
-      const m = { ...r, restored: true, settled: false, seq: ++this._seq };
-      m.done = new Promise((resolve, reject) => {
-        m.resolve = resolve;
-        m.reject = reject;
-      });
-      m.done.catch(() => {});
-      this._sending(m);
+      const m = { ...r, restored: true };
+      this._track(m);
       this._queue.push(m);
       this._f._restored(m);
     }
@@ -2275,16 +2286,10 @@ class LiveList extends Follower {
     super(o, "liveList");
     o.itemURL ??= (id) => `${String(o.url).replace(/\/$/, "")}/${encodeURIComponent(String(id))}`;
     this._confirmed = []; // the server's list, as far as we know
-    this._pending = []; // mutations not yet settled, in order: {mid, type, id, item}
     this._view = [];
     this._outbox = new Outbox(this, o, `list:${o.channel}:${o.url}`);
     this._follow(live);
     this._outbox.restore();
-  }
-
-  /** How many mutations have not been settled by the server yet: sent, or waiting for the network. */
-  get pending() {
-    return this._pending.length;
   }
 
   /** The list as shown: the server's, with pending mutations applied. */
@@ -2346,21 +2351,11 @@ class LiveList extends Follower {
   _mutate(m, method, url, body, opts) {
     if (this._closed) return Promise.reject(new LiveError("closed", "live: the list is closed"));
     Object.assign(m, { method, url, body, ifMatch: opts.ifMatch === undefined ? undefined : String(opts.ifMatch), timeout: opts.timeout });
-    this._pending.push(m);
-    this._render();
-    return this._outbox.submit(m);
+    return this._write(m);
   }
 
-  // The outbox's calls: a mutation failed for good, or the server took it.
-
-  _rollback(m, e) {
-    // Unless the broadcast showed the server did it after all.
-    if (!m.settled) {
-      m.settled = true;
-      this._drop(m);
-      this._render();
-    }
-    if (e.code === "conflict" && !this._closed) this._refetch();
+  _changed() {
+    this._render();
   }
 
   _settle(m, result) {
@@ -2370,11 +2365,6 @@ class LiveList extends Follower {
       this._confirm(m, result);
       this._render();
     }
-  }
-
-  _restored(m) {
-    this._pending.push(m);
-    this._render();
   }
 
   /** _confirm applies what the server answered a mutation to the confirmed list. */
@@ -2398,11 +2388,6 @@ class LiveList extends Follower {
     } catch (e) {
       this._error(e);
     }
-  }
-
-  _drop(m) {
-    const i = this._pending.indexOf(m);
-    if (i >= 0) this._pending.splice(i, 1);
   }
 
   async _load() {

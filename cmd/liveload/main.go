@@ -133,6 +133,14 @@ type params struct {
 	transport, jsonOut, target, wsClient, presence, server string
 }
 
+// peer returns the peer library under load, or "" for live.
+func (p params) peer() string {
+	if p.server == "live" {
+		return ""
+	}
+	return p.server
+}
+
 // runOne runs every phase against one server and reports its figures.
 func runOne(p params) (*result, error) {
 
@@ -157,7 +165,7 @@ func runOne(p params) (*result, error) {
 	ctl := &control{base: "http://" + controlAddr, c: &http.Client{Timeout: 5 * time.Minute}}
 	l := &loader{
 		addr: dataAddr, transport: p.transport, verbose: p.verbose, presence: p.presence, wsLibrary: p.wsClient == "library",
-		peer:  map[bool]string{true: p.server}[p.server != "live"],
+		peer:  p.peer(),
 		http:  &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: -1, DisableKeepAlives: true}},
 		polls: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: p.n + 64}},
 	}

@@ -102,7 +102,10 @@ func (s *subscriber) runRawWS(ctx context.Context, ready chan<- struct{}, first 
 				return err
 			}
 		} else {
-			long = append(long[:0], make([]byte, n)...)
+			if int64(cap(long)) < n {
+				long = make([]byte, n)
+			}
+			long = long[:n]
 			if _, err := io.ReadFull(br, long); err != nil {
 				return err
 			}

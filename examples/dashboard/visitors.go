@@ -164,7 +164,7 @@ func (a *app) removeVisitor(w http.ResponseWriter, r *http.Request) {
 func (a *app) guardBoard(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			if c, err := r.Cookie(visitorCookie); err == nil && a.removals.has(c.Value) {
+			if id, _ := identify(r); id.User != "" && a.removals.has(id.User) {
 				writeError(w, http.StatusForbidden, "forbidden", "you were removed from the board")
 				return
 			}

@@ -25,10 +25,10 @@ type hubChannel struct {
 	// presence is set when Options.Presence opts the channel in: its
 	// subscribers join and leave the hub's presence.
 	presence bool
-	ctx    context.Context
-	cancel context.CancelFunc
-	ready  chan struct{} // closed when the first broker subscription is active or has failed
-	err    error         // why it failed; written before ready is closed
+	ctx      context.Context
+	cancel   context.CancelFunc
+	ready    chan struct{} // closed when the first broker subscription is active or has failed
+	err      error         // why it failed; written before ready is closed
 
 	refs int // guarded by h.mu: local subscribers plus those joining
 

@@ -109,18 +109,8 @@ type benchChannel struct {
 
 // broker returns a broker from cfg.New, closed when b ends.
 func (cfg BenchConfig) broker(b *testing.B) live.Broker {
-	br := cfg.New(b)
-	if br == nil {
-		b.Fatal("brokertest: BenchConfig.New returned nil")
-	}
-	if c, ok := br.(closer); ok {
-		b.Cleanup(func() {
-			if err := c.Close(); err != nil {
-				b.Errorf("Close: %v", err)
-			}
-		})
-	}
-	return br
+	b.Helper()
+	return closedAtEnd(b, cfg.New(b), "BenchConfig.New")
 }
 
 func benchLoad(b *testing.B, cfg BenchConfig, l Load) {

@@ -155,14 +155,20 @@ type suite struct {
 // broker returns a broker for t that is closed when t ends.
 func (s *suite) broker(t *testing.T) live.Broker {
 	t.Helper()
-	b := s.cfg.New(t)
+	return closedAtEnd(t, s.cfg.New(t), "Config.New")
+}
+
+// closedAtEnd returns b, a broker that from made, closing it when tb
+// ends; a nil b fails tb.
+func closedAtEnd(tb testing.TB, b live.Broker, from string) live.Broker {
+	tb.Helper()
 	if b == nil {
-		t.Fatal("brokertest: Config.New returned nil")
+		tb.Fatalf("brokertest: %s returned nil", from)
 	}
 	if c, ok := b.(closer); ok {
-		t.Cleanup(func() {
+		tb.Cleanup(func() {
 			if err := c.Close(); err != nil {
-				t.Errorf("Close: %v", err)
+				tb.Errorf("Close: %v", err)
 			}
 		})
 	}

@@ -1,11 +1,16 @@
 package live_test
 
 import (
+	"bufio"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -82,6 +87,130 @@ func BenchmarkWebSocket(b *testing.B) {
 		}()
 		return data
 	})
+}
+
+// BenchmarkWebSocketWrite is the WebSocket write path as clients get it:
+// publications fanned out by the hub's writers to n real WebSocket
+// connections over loopback, read by clients that only count frames, so
+// what it measures is the server's work (and the kernel's). One op is one
+// publication; allocs/op are the whole process's per publication.
+func BenchmarkWebSocketWrite(b *testing.B) {
+	for _, tc := range []struct {
+		n     int
+		flate bool
+	}{{1, false}, {100, false}, {1000, false}, {100, true}} {
+		name := fmt.Sprintf("subscribers=%d", tc.n)
+		if tc.flate {
+			name += "/compressed"
+		}
+		b.Run(name, func(b *testing.B) {
+			s := newTestServer(b, &live.Options{Heartbeat: time.Hour, MaxConnsPerIP: -1, Compression: tc.flate})
+			counters := make([]*frameCounter, tc.n)
+			for i := range counters {
+				counters[i] = dialCounter(b, s, "bench", tc.flate)
+			}
+			value := map[string]any{"users": 42, "load": 0.7, "region": "eu-west"}
+			ctx := context.Background()
+			b.ReportAllocs()
+			b.ResetTimer()
+			const round = 64 // within the subscribers' queues, as in BenchmarkFanout
+			for done := 0; done < b.N; {
+				k := min(round, b.N-done)
+				for _, c := range counters {
+					c.want.Add(int64(k))
+				}
+				for range k {
+					if _, err := s.hub.Publish(ctx, "bench", value); err != nil {
+						b.Fatal(err)
+					}
+				}
+				for _, c := range counters {
+					select {
+					case <-c.reached:
+					case <-c.done:
+						b.Fatalf("a connection ended after %d frames", c.got.Load())
+					}
+				}
+				done += k
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/(float64(b.N)*float64(tc.n)), "ns/delivery")
+		})
+	}
+}
+
+// frameCounter is a WebSocket client that counts the messages it gets
+// without decoding them, and signals reached when it has as many as want.
+type frameCounter struct {
+	got, want atomic.Int64
+	reached   chan struct{}
+	done      chan struct{}
+}
+
+// dialCounter opens a WebSocket to s, subscribes it to channel and
+// returns once the subscription is acknowledged.
+func dialCounter(b *testing.B, s *testServer, channel string, flate bool) *frameCounter {
+	b.Helper()
+	addr := strings.TrimPrefix(s.srv.URL, "http://")
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ext := ""
+	if flate {
+		ext = "Sec-WebSocket-Extensions: permessage-deflate; client_no_context_takeover; server_no_context_takeover\r\n"
+	}
+	fmt.Fprintf(nc, "GET /ws HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n%s\r\n", addr, ext)
+	br := bufio.NewReaderSize(nc, 64<<10)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		b.Fatalf("handshake: %v %v", resp, err)
+	}
+	// A client frame, masked with a zero key, which leaves the payload as
+	// it is.
+	sub := fmt.Sprintf(`{"type":"subscribe","channel":%q}`, channel)
+	nc.Write(append([]byte{0x81, 0x80 | byte(len(sub)), 0, 0, 0, 0}, sub...))
+	c := &frameCounter{reached: make(chan struct{}, 1), done: make(chan struct{})}
+	c.want.Store(1) // the acknowledgement
+	go func() {
+		defer close(c.done)
+		for {
+			h, err := br.Peek(2)
+			if err != nil {
+				return
+			}
+			n, hl := int(h[1]&0x7f), 2
+			switch n {
+			case 126:
+				if h, err = br.Peek(4); err != nil {
+					return
+				}
+				n, hl = int(binary.BigEndian.Uint16(h[2:])), 4
+			case 127:
+				if h, err = br.Peek(10); err != nil {
+					return
+				}
+				n, hl = int(binary.BigEndian.Uint64(h[2:])), 10
+			}
+			if _, err := br.Discard(hl + n); err != nil {
+				return
+			}
+			if c.got.Add(1) == c.want.Load() {
+				c.reached <- struct{}{}
+			}
+		}
+	}()
+	b.Cleanup(func() {
+		nc.Close()
+		<-c.done
+	})
+	select {
+	case <-c.reached:
+	case <-c.done:
+		b.Fatal("the connection ended before its subscription was acknowledged")
+	}
+	return c
 }
 
 // sendUntil signals one publication on c, unless quit closes first.

@@ -92,9 +92,11 @@ type conn struct {
 	nc       net.Conn           // written once, under wmu, before c is taken over; read under wmu where that may not have happened (kill), without it by c's writers
 	raw      syscall.RawConn    // nc's, for non-blocking writes; nil without
 	watched  int32              // 1 + the descriptor in the hub's close watcher, 0 when not watched (guarded by wmu)
+	parked   bool               // the WebSocket has no reader: the close watcher starts one when bytes arrive (guarded by wmu)
 	wsc      *websocket.Conn    // a WebSocket's library side: reads, close handshakes
 	flate    bool               // the WebSocket negotiated compression
-	cancel   context.CancelFunc // ends the reader's context
+	ctx      context.Context    // the WebSocket's, for the frames its client sends
+	cancel   context.CancelFunc // ends ctx
 	seen     atomic.Int64       // when the WebSocket client last sent anything (unix ns)
 	br       *bufio.Reader      // what the WebSocket library reads from
 }

@@ -212,3 +212,23 @@ func HubChannels(h *Hub) int {
 // WatchesIdleStreams reports whether idle SSE streams wait in the hub's
 // epoll set rather than with a reader goroutine each.
 func WatchesIdleStreams() bool { return nonblocking && runtime.GOOS == "linux" }
+
+// ParkedWebSockets returns how many of h's WebSockets have no reader
+// goroutine, their sockets waiting in the close watcher.
+func ParkedWebSockets(h *Hub) int {
+	h.mu.Lock()
+	conns := make([]*conn, 0, len(h.conns))
+	for c := range h.conns {
+		conns = append(conns, c)
+	}
+	h.mu.Unlock()
+	n := 0
+	for _, c := range conns {
+		c.wmu.Lock()
+		if c.parked {
+			n++
+		}
+		c.wmu.Unlock()
+	}
+	return n
+}

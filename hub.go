@@ -224,8 +224,9 @@ func (o *Options) withDefaults() Options {
 // presence.mu comes after the broker's locks (the broker delivers
 // presence messages under them) and before conn.mu (a joining subscriber
 // gets its snapshot under it); it is never held with hubChannel.mu.
-// closeWatcher.mu comes before conn.wmu (watch records the descriptor
-// under both); kill takes it holding neither.
+// closeWatcher.mu comes after conn.mu (park checks that the connection
+// lives while it registers it) and before conn.wmu (watch and park record
+// the descriptor under both); kill takes it holding neither.
 //
 // Hub.mu stands apart: it guards the hub's maps and is held only briefly,
 // never while taking another of these, so no socket is closed and no
@@ -237,10 +238,12 @@ func (o *Options) withDefaults() Options {
 // [Hub.Publish], and call [Hub.Close] on shutdown.
 //
 // A Hub is safe for concurrent use. WebSocket connections and HTTP/1.1
-// SSE streams are taken over from net/http: each keeps one goroutine that
-// reads, and a small pool of writer goroutines (one per CPU, at least two)
-// writes to all of them; other SSE streams (HTTP/2) are written from their
-// handler's goroutine. The Hub also runs one goroutine per channel with
+// SSE streams are taken over from net/http: a small pool of writer
+// goroutines (one per CPU, at least two) writes to all of them, and each
+// WebSocket has a reader goroutine while its client is sending; on Linux
+// one goroutine per hub waits for the sockets of idle clients, elsewhere
+// each keeps its reader. Other SSE streams (HTTP/2) are written from
+// their handler's goroutine. The Hub also runs one goroutine per channel with
 // local subscribers, one heartbeat timer, and two goroutines that follow
 // and apply the control messages of [Hub.Disconnect] and [Hub.Reauthorize],
 // all ended and waited for by Close.
@@ -256,7 +259,7 @@ type Hub struct {
 	ownBroker bool
 	idem      *memoryIdempotency // HookOptions.Idempotency's default
 	presence  *presence          // nil without Options.Presence
-	closes    closeWatcher       // notices SSE clients leave, without a goroutine each where it can
+	closes    closeWatcher       // waits for idle clients' sockets without a goroutine each, where it can
 	// ownAuthorize is set when Options.Authorize is the application's:
 	// streams then keep their request for Hub.Reauthorize.
 	ownAuthorize bool

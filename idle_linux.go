@@ -9,13 +9,17 @@ import (
 	"syscall"
 )
 
-// An idle SSE stream needs no goroutine of its own: its client sends
-// nothing after the request, so the only news its socket can bring is
-// that the client left. The hub registers such sockets in one epoll set,
-// which a single goroutine waits on, and ends a stream when its socket
-// becomes readable (EOF, a reset, or bytes the protocol does not expect).
+// An idle connection needs no goroutine of its own. An SSE client sends
+// nothing after its request, so the only news its socket can bring is
+// that the client left; a WebSocket client sends frames now and then.
+// The hub registers such sockets in one epoll set, which a single
+// goroutine waits on: it ends a stream when its socket becomes readable
+// (EOF, a reset, or bytes the protocol does not expect), and starts a
+// WebSocket's reader, which parks the socket here again once it has read
+// everything.
 
-// closeWatcher is a hub's epoll set of taken-over SSE streams.
+// closeWatcher is a hub's epoll set of taken-over SSE streams and parked
+// WebSockets.
 type closeWatcher struct {
 	h    *Hub
 	once sync.Once
@@ -56,6 +60,53 @@ func (w *closeWatcher) watch(c *conn, raw syscall.RawConn) bool {
 	c.wmu.Lock()
 	c.watched = fd + 1
 	c.wmu.Unlock()
+	return true
+}
+
+// park hands the socket of c, a WebSocket whose reader is about to end,
+// to the watcher, which starts a reader when bytes arrive. It reports
+// false, and the reader carries on, where the socket cannot be watched or
+// c has ended.
+func (w *closeWatcher) park(c *conn) bool {
+	if c.raw == nil {
+		return false
+	}
+	w.once.Do(w.start)
+	if w.err != nil {
+		return false
+	}
+	// Registered under c.mu, kill either finds the socket watched, and
+	// takes it out of the set before closing it, or comes first.
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ended {
+		return false
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return false
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	// One event per park: the reader it starts parks the socket again.
+	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT}
+	var err error = syscall.EBADF
+	cerr := c.raw.Control(func(f uintptr) {
+		ev.Fd = int32(f)
+		if c.watched != 0 {
+			err = syscall.EpollCtl(w.epfd, syscall.EPOLL_CTL_MOD, int(f), &ev)
+			return
+		}
+		if err = syscall.EpollCtl(w.epfd, syscall.EPOLL_CTL_ADD, int(f), &ev); err == nil {
+			w.conns[ev.Fd] = c
+			c.watched = ev.Fd + 1
+		}
+	})
+	if cerr != nil || err != nil {
+		return false
+	}
+	c.parked = true
 	return true
 }
 
@@ -143,10 +194,15 @@ func (w *closeWatcher) run() {
 			w.mu.Lock()
 			c := w.conns[ev.Fd]
 			w.mu.Unlock()
-			if c == nil {
-				continue
+			switch {
+			case c == nil:
+			case c.wsc != nil:
+				if c.unpark() {
+					c.hub.spawn(c, c.readWS)
+				}
+			default:
+				c.readGone()
 			}
-			c.readGone()
 		}
 	}
 }

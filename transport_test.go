@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -253,5 +254,66 @@ func TestCompressedDelivery(t *testing.T) {
 			t.Fatalf("publication %d: got i=%d, %d bytes, %v", i, v.I, len(v.P), err)
 		}
 		i++
+	}
+}
+
+// TestIdleWebSocketsPark checks that a WebSocket whose client has nothing
+// to say has no reader goroutine where the hub's close watcher can wait
+// for its socket, and that whatever the client sends next wakes one: the
+// heartbeat's pongs (which keep the connection alive), its own pings
+// (answered with their payload), and its frames.
+func TestIdleWebSocketsPark(t *testing.T) {
+	if !live.WatchesIdleStreams() {
+		t.Skip("every WebSocket keeps a reader goroutine here")
+	}
+	s := newTestServer(t, &live.Options{Heartbeat: 20 * time.Millisecond, WriteTimeout: 200 * time.Millisecond})
+	const n = 4
+	var clients []*wsClient
+	for range n {
+		w := dialWS(t, s.wsURL(), nil)
+		w.subscribe(t, "idle")
+		clients = append(clients, w)
+	}
+	waitParked(t, s.hub, n)
+
+	// Many heartbeats, each answered by a pong that a short-lived reader
+	// takes: a client whose pongs went unseen would be dropped after
+	// Heartbeat+WriteTimeout.
+	<-time.After(20 * (20*time.Millisecond + 200*time.Millisecond) / 10)
+	for _, w := range clients {
+		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+		err := w.c.Ping(ctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("ping: %v", err)
+		}
+	}
+	waitParked(t, s.hub, n)
+
+	for _, w := range clients {
+		w.subscribe(t, "idle-2")
+	}
+	s.publish(t, "idle", 1)
+	s.publish(t, "idle-2", 2)
+	for _, w := range clients {
+		if f := w.expect(t, "data"); f.Channel != "idle" || string(f.Data) != "1" {
+			t.Fatalf("got %+v", f)
+		}
+		if f := w.expect(t, "data"); f.Channel != "idle-2" || string(f.Data) != "2" {
+			t.Fatalf("got %+v", f)
+		}
+	}
+	waitParked(t, s.hub, n)
+}
+
+// waitParked waits until n WebSockets of h are parked.
+func waitParked(t *testing.T, h *live.Hub, n int) {
+	t.Helper()
+	deadline := time.Now().Add(waitFor)
+	for live.ParkedWebSockets(h) != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d WebSockets parked, want %d", live.ParkedWebSockets(h), n)
+		}
+		runtime.Gosched()
 	}
 }

@@ -385,8 +385,9 @@ func (c *conn) drain() error {
 	return nil
 }
 
-// finish releases a connection that kill ended. WebSocket connections
-// are released by their reader instead, which ends when the socket does.
+// finish releases a connection that kill ended. A WebSocket is released
+// by its reader instead, which ends when the socket does, unless it has
+// none (parked).
 func (c *conn) finish() {
 	c.wmu.Lock()
 	if c.out != nil {
@@ -398,9 +399,19 @@ func (c *conn) finish() {
 	if nc != nil {
 		nc.Close() // kill may have come before the connection was taken over
 	}
-	if c.kind != kindWS {
+	if c.kind != kindWS || c.unpark() {
 		c.hub.leave(c)
 	}
+}
+
+// unpark takes a parked WebSocket from the close watcher, for a reader
+// to start or for finish to release, and reports whether it was parked.
+func (c *conn) unpark() bool {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	p := c.parked
+	c.parked = false
+	return p
 }
 
 // appendFrame appends f as c's transport encodes it.
@@ -437,6 +448,7 @@ const (
 	opText  = 0x1
 	opClose = 0x8
 	opPing  = 0x9
+	opPong  = 0xa
 
 	statusGoingAway     = 1001
 	statusTryAgainLater = 1013
@@ -541,8 +553,10 @@ type corkConn struct {
 	c *conn
 }
 
-func (k *corkConn) Write(p []byte) (int, error) {
-	c := k.c
+func (k *corkConn) Write(p []byte) (int, error) { return k.c.writeRaw(p) }
+
+// writeRaw adds p, bytes of the transport's own, to c's output.
+func (c *conn) writeRaw(p []byte) (int, error) {
 	c.mu.Lock()
 	ended := c.ended
 	c.mu.Unlock()

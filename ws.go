@@ -60,24 +60,24 @@ func (h *Hub) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	ws.SetReadLimit(h.opts.MaxMessageBytes)
 
-	// A goroutine of the connection's own reads, and the hub's writers
-	// write; this handler returns, so net/http lets go of the request's
-	// buffers. Reads take a context without a deadline, which costs the
-	// library no timer per read; kill closes the socket to end them.
-	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
-	c.cancel = cancel
+	// The hub's writers write; a reader goroutine reads while the client
+	// sends (readWS). This handler returns, so net/http lets go of the
+	// request's buffers, and so does the connection where it has no
+	// Authorize of the application's to run again. Reads take a context
+	// without a deadline, which costs the library no timer per read; kill
+	// closes the socket to end them.
+	c.ctx, c.cancel = context.WithCancel(context.WithoutCancel(r.Context()))
 	c.wsc = ws
 	c.flate = w.Header().Get("Sec-WebSocket-Extensions") != ""
+	if !h.ownAuthorize {
+		c.mu.Lock()
+		c.req = nil
+		c.mu.Unlock()
+	}
 	c.takeOver(nil, kindWS, nil)
-	h.spawn(c, func() {
-		defer h.leave(c)
-		defer cancel()
-		h.readWS(ctx, c, ws)
-		// Finish a close handshake the library or the client began (a
-		// frame over the read limit, say), so the client learns why.
-		ws.Close(websocket.StatusNormalClosure, "")
-		c.kill(net.ErrClosed)
-	})
+	if c.br.Buffered() > 0 || !h.closes.park(c) {
+		h.spawn(c, c.readWS)
+	}
 }
 
 // refuseChannelSocket answers an upgrade at a URL that names channel: a
@@ -97,24 +97,67 @@ type clientFrame struct {
 	Ref     json.RawMessage `json:"ref"`
 }
 
-// readWS handles the client's frames in order until the connection ends.
-func (h *Hub) readWS(ctx context.Context, c *conn, ws *websocket.Conn) {
-	rctx := context.WithoutCancel(ctx)
+// readWS is a WebSocket's reader. It handles the client's frames in order
+// until the connection ends, or until the client has sent everything it
+// had where the hub's close watcher can wait for its socket instead; the
+// watcher starts a reader again when bytes arrive. An idle WebSocket so
+// costs no goroutine, and a heartbeat's pong only a short-lived one.
+func (c *conn) readWS() {
+	h := c.hub
+	rctx := context.WithoutCancel(c.ctx)
 	for {
 		if err := c.waitReadable(); err != nil {
+			break
+		}
+		if !c.takeControl() {
+			typ, data, err := c.wsc.Read(rctx)
+			if err != nil {
+				break
+			}
+			c.seen.Store(time.Now().UnixNano())
+			if typ == websocket.MessageText {
+				h.handleFrame(c.ctx, c, data)
+			} else {
+				c.push(errorFrame("bad_frame", "send JSON in text messages; binary messages are not supported", "", nil))
+			}
+		}
+		if c.br.Buffered() == 0 && h.closes.park(c) {
 			return
 		}
-		typ, data, err := ws.Read(rctx)
-		if err != nil {
-			return
-		}
-		c.seen.Store(time.Now().UnixNano())
-		if typ != websocket.MessageText {
-			c.push(errorFrame("bad_frame", "send JSON in text messages; binary messages are not supported", "", nil))
-			continue
-		}
-		h.handleFrame(ctx, c, data)
 	}
+	// Finish a close handshake the library or the client began (a frame
+	// over the read limit, say), so the client learns why.
+	c.wsc.Close(websocket.StatusNormalClosure, "")
+	c.kill(net.ErrClosed)
+	h.leave(c)
+}
+
+// takeControl reads a ping or a pong the client sent between messages,
+// answering a ping, and reports whether there was one. Frames the
+// library must judge (anything malformed, a close) are left to it. It
+// lets a reader woken by a pong go back to the close watcher, where the
+// library would wait inside its read for the next message.
+func (c *conn) takeControl() bool {
+	b, _ := c.br.Peek(2)
+	if len(b) < 2 || (b[0] != 0x80|opPing && b[0] != 0x80|opPong) || b[1]&0x80 == 0 || b[1]&0x7f > 125 {
+		return false // not a final, masked, short ping or pong
+	}
+	n := int(b[1] & 0x7f)
+	f, err := c.br.Peek(2 + 4 + n)
+	if err != nil {
+		return false
+	}
+	op := f[0] & 0x0f
+	if op == opPing {
+		p := appendWSHeader(make([]byte, 0, 2+n), opPong, n)
+		for i, x := range f[6:] {
+			p = append(p, x^f[2+i%4])
+		}
+		c.writeRaw(p)
+	}
+	c.br.Discard(len(f))
+	c.seen.Store(time.Now().UnixNano())
+	return true
 }
 
 func errorFrame(code, msg, channel string, ref json.RawMessage) *frame {

@@ -102,6 +102,7 @@ func load(args []string) error {
 	wsClient := fs.String("wsclient", "raw", "the WebSocket subscribers' client: raw (the generator's own, parsing frames in place) or library (coder/websocket)")
 	presence := fs.String("presence", "", "give the channel presence, members or count, each subscriber a user of its own; reports what presence costs")
 	server := fs.String("server", "live", "the server under load: live, or a peer library (r3labs, gosse, melody, centrifuge), each on its own transport")
+	authorize := fs.Bool("authorize", false, "give the hub an Authorize of the application's (allowing everything), so connections keep their request for Hub.Reauthorize")
 	peers := fs.Bool("peers", false, "run live (SSE and WebSocket) and every peer one after another, and print live's figures over the best peer's")
 	fs.Parse(args)
 	if *presence != "" && *presence != "members" && *presence != "count" {
@@ -116,7 +117,7 @@ func load(args []string) error {
 		return fmt.Errorf("-server must be live, r3labs, gosse, melody or centrifuge")
 	}
 	p := params{n: *n, transport: *transport, burst: *burst, rate: *rate, duration: *duration, size: *size, slow: *slow,
-		storm: *storm, jsonOut: *jsonOut, target: *target, verbose: *verbose, wsClient: *wsClient, presence: *presence, server: *server}
+		storm: *storm, jsonOut: *jsonOut, target: *target, verbose: *verbose, wsClient: *wsClient, presence: *presence, server: *server, authorize: *authorize}
 	if *peers {
 		return comparePeers(p)
 	}
@@ -129,7 +130,7 @@ type params struct {
 	n, burst, size, slow                                   int
 	rate                                                   float64
 	duration                                               time.Duration
-	storm, verbose                                         bool
+	storm, verbose, authorize                              bool
 	transport, jsonOut, target, wsClient, presence, server string
 }
 
@@ -152,7 +153,7 @@ func runOne(p params) (*result, error) {
 		}
 		dataAddr, controlAddr = d, c
 	} else {
-		srv, d, c, err := startServer(p.presence, p.server)
+		srv, d, c, err := startServer(p)
 		if err != nil {
 			return nil, err
 		}
@@ -471,12 +472,12 @@ func (c *control) post(path string) error {
 
 // startServer runs "liveload serve" as a child process and reads its
 // addresses.
-func startServer(presence, server string) (*exec.Cmd, string, string, error) {
+func startServer(p params) (*exec.Cmd, string, string, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, "", "", err
 	}
-	cmd := exec.Command(self, "serve", "-presence", presence, "-server", server)
+	cmd := exec.Command(self, "serve", "-presence", p.presence, "-server", p.server, "-authorize="+strconv.FormatBool(p.authorize))
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {

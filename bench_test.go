@@ -109,7 +109,16 @@ func BenchmarkWebSocketWrite(b *testing.B) {
 			for i := range counters {
 				counters[i] = dialCounter(b, s, "bench", tc.flate)
 			}
-			value := map[string]any{"users": 42, "load": 0.7, "region": "eu-west"}
+			var value any = map[string]any{"users": 42, "load": 0.7, "region": "eu-west"}
+			if tc.flate {
+				// Large enough to be compressed (from 512 bytes): a chart's
+				// series of 100 points, about 2 KiB.
+				series := make([]map[string]int, 100)
+				for i := range series {
+					series[i] = map[string]int{"t": 1767225600 + i, "v": i * 37 % 1000}
+				}
+				value = map[string]any{"series": series}
+			}
 			ctx := context.Background()
 			b.ReportAllocs()
 			b.ResetTimer()

@@ -2,7 +2,10 @@ package live
 
 import (
 	"bytes"
+	"compress/flate"
 	"encoding/json"
+	"sync"
+	"sync/atomic"
 )
 
 // A frame is one unit of output, encoded for both transports. Data frames
@@ -21,6 +24,55 @@ type frame struct {
 	hc      *hubChannel // the channel of a list channel's publication, for coalescing
 	tag     string      // a presence snapshot's tag, which long-pollers send back
 	except  *except     // whom live delivery skips; nil for none
+	// wsz is the WebSocket message of ws compressed, header included,
+	// made by the first writer of a connection that negotiated
+	// compression.
+	wsz atomic.Pointer[[]byte]
+}
+
+// deflateMin is the smallest message the hub compresses: below it the
+// deflate block costs about what it saves.
+const deflateMin = 512
+
+// appendWSDeflated appends f's WebSocket message as a connection that
+// negotiated permessage-deflate gets it. Without context takeover each
+// message is compressed on its own, so one compression serves every
+// connection.
+func (f *frame) appendWSDeflated(b []byte) []byte {
+	if len(f.ws) < deflateMin {
+		b = appendWSHeader(b, opText, len(f.ws))
+		return append(b, f.ws...)
+	}
+	if z := f.wsz.Load(); z != nil {
+		return append(b, *z...)
+	}
+	z := deflateMessage(f.ws)
+	f.wsz.CompareAndSwap(nil, &z)
+	return append(b, z...)
+}
+
+// flateWriters recycles compressors, each about 1 MB.
+var flateWriters sync.Pool
+
+// deflateMessage returns p as one compressed final text frame (RFC 7692:
+// the compressed data without the empty block's trailing 00 00 ff ff, RSV1
+// set).
+func deflateMessage(p []byte) []byte {
+	var buf bytes.Buffer
+	buf.Grow(len(p)/2 + 16)
+	w, _ := flateWriters.Get().(*flate.Writer)
+	if w == nil {
+		w, _ = flate.NewWriter(&buf, flate.BestSpeed)
+	} else {
+		w.Reset(&buf)
+	}
+	w.Write(p)
+	w.Flush()
+	flateWriters.Put(w)
+	z := bytes.TrimSuffix(buf.Bytes(), []byte{0, 0, 0xff, 0xff})
+	b := appendWSHeader(make([]byte, 0, 10+len(z)), opText, len(z))
+	b[0] |= 0x40 // RSV1: compressed
+	return append(b, z...)
 }
 
 // size is what the frame counts against a queue's byte bound.

@@ -2,13 +2,18 @@ package live_test
 
 import (
 	"bufio"
+	"bytes"
+	"compress/flate"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -316,4 +321,86 @@ func waitParked(t *testing.T, h *live.Hub, n int) {
 		}
 		runtime.Gosched()
 	}
+}
+
+// TestCompressedFramesOnTheWire reads what compressing connections get:
+// a message from 512 bytes is compressed (RSV1 set) and inflates to the
+// data frame, one compression serving every connection (the same bytes
+// on both); a smaller message goes as it is.
+func TestCompressedFramesOnTheWire(t *testing.T) {
+	s := newTestServer(t, &live.Options{Compression: true, Heartbeat: time.Hour})
+	addr := strings.TrimPrefix(s.srv.URL, "http://")
+	var readers []*bufio.Reader
+	for range 2 {
+		nc, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { nc.Close() })
+		nc.SetDeadline(time.Now().Add(waitFor))
+		fmt.Fprintf(nc, "GET /ws HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+			"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"+
+			"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n", addr)
+		br := bufio.NewReader(nc)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil || resp.StatusCode != http.StatusSwitchingProtocols || !strings.Contains(resp.Header.Get("Sec-WebSocket-Extensions"), "server_no_context_takeover") {
+			t.Fatalf("handshake: %v %v", resp, err)
+		}
+		sub := `{"type":"subscribe","channel":"z"}`
+		nc.Write(append([]byte{0x81, 0x80 | byte(len(sub)), 0, 0, 0, 0}, sub...))
+		if op, _ := readServerFrame(t, br); op != 0x81 {
+			t.Fatalf("the acknowledgement: first byte %#x", op)
+		}
+		readers = append(readers, br)
+	}
+	big := strings.Repeat("compressible ", 100)
+	s.publish(t, "z", big)
+	s.publish(t, "z", "small")
+	var first []byte
+	for i, br := range readers {
+		op, payload := readServerFrame(t, br)
+		if op != 0xc1 {
+			t.Fatalf("the large message: first byte %#x, want 0xc1 (final, compressed, text)", op)
+		}
+		if i == 0 {
+			first = payload
+		} else if !bytes.Equal(payload, first) {
+			t.Error("the connections got different compressed bytes")
+		}
+		inflated, err := io.ReadAll(flate.NewReader(io.MultiReader(bytes.NewReader(payload), strings.NewReader("\x00\x00\xff\xff\x01\x00\x00\xff\xff"))))
+		if err != nil {
+			t.Fatalf("inflate: %v", err)
+		}
+		var f wsFrame
+		if err := json.Unmarshal(inflated, &f); err != nil || f.Type != "data" || string(f.Data) != strconv.Quote(big) {
+			t.Fatalf("inflated to %.80q: %v", inflated, err)
+		}
+		if op, payload := readServerFrame(t, br); op != 0x81 || !strings.Contains(string(payload), `"small"`) {
+			t.Fatalf("the small message: first byte %#x, %q", op, payload)
+		}
+	}
+}
+
+// readServerFrame reads one unmasked server frame: its first byte (FIN,
+// RSV and opcode) and its payload.
+func readServerFrame(t *testing.T, br *bufio.Reader) (first byte, payload []byte) {
+	t.Helper()
+	var h [10]byte
+	if _, err := io.ReadFull(br, h[:2]); err != nil {
+		t.Fatalf("read frame: %v", err)
+	}
+	n := int(h[1] & 0x7f)
+	switch n {
+	case 126:
+		io.ReadFull(br, h[2:4])
+		n = int(binary.BigEndian.Uint16(h[2:4]))
+	case 127:
+		io.ReadFull(br, h[2:10])
+		n = int(binary.BigEndian.Uint64(h[2:10]))
+	}
+	payload = make([]byte, n)
+	if _, err := io.ReadFull(br, payload); err != nil {
+		t.Fatalf("read frame: %v", err)
+	}
+	return h[0], payload
 }

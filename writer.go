@@ -2,7 +2,6 @@ package live
 
 import (
 	"bufio"
-	"context"
 	"encoding/binary"
 	"errors"
 	"net"
@@ -10,8 +9,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-
-	"github.com/coder/websocket"
 )
 
 // Connections the Hub has taken over from net/http (WebSocket, and SSE on
@@ -273,26 +270,12 @@ func (c *conn) flush() {
 		return
 	}
 
-	if c.wsc != nil && c.flate {
-		// Compressed messages go through the WebSocket library, which
-		// writes them into c.out through corkConn.
-		for _, f := range batch {
-			if f.ws != nil {
-				if err := c.wsc.Write(context.Background(), websocket.MessageText, f.ws); err != nil {
-					c.fail(err)
-					return
-				}
-			}
-		}
-	}
 	c.wmu.Lock()
 	if c.out == nil && (len(batch) > 0 || beat) {
 		c.out = getOut()
 	}
-	if c.wsc == nil || !c.flate {
-		for _, f := range batch {
-			c.out = c.appendFrame(c.out, f)
-		}
+	for _, f := range batch {
+		c.out = c.appendFrame(c.out, f)
 	}
 	if beat {
 		c.out = c.appendHeartbeat(c.out)
@@ -430,6 +413,9 @@ func (c *conn) appendFrame(b []byte, f *frame) []byte {
 		if f.ws == nil {
 			return b
 		}
+		if c.flate {
+			return f.appendWSDeflated(b)
+		}
 		b = appendWSHeader(b, opText, len(f.ws))
 		return append(b, f.ws...)
 	}
@@ -546,7 +532,7 @@ func (c *conn) writeNow(b []byte) (n int, err error) {
 }
 
 // corkConn is the connection the WebSocket library writes to: what it
-// writes (pongs, close frames, compressed messages) joins c's output, in
+// writes (pongs, close frames) joins c's output, in
 // order with the frames the writers add, and is written by them.
 type corkConn struct {
 	net.Conn

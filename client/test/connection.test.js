@@ -213,3 +213,27 @@ test("revoked by the server: the channel stops at once on each transport, and a 
     });
   }
 });
+
+test("compression: large messages reach a browser that negotiated permessage-deflate intact", async () => {
+  const page = await open();
+  const extensions = await page.evaluate(
+    () =>
+      new Promise((resolve, reject) => {
+        const ws = new WebSocket(`ws://${location.host}/wsz`);
+        ws.onopen = () => {
+          resolve(ws.extensions);
+          ws.close();
+        };
+        ws.onerror = reject;
+      }),
+  );
+  assert.match(extensions, /permessage-deflate/);
+  await setup(page, { url: "/wsz" });
+  await page.evaluate(() => window.follow("zipped"));
+  // Below and above the size from which the hub compresses.
+  await suite.server.post("/test/publish?channel=zipped&n=3&pad=100");
+  await suite.server.post("/test/publish?channel=zipped&n=20&pad=4000");
+  await page.waitForFunction(() => window.got.zipped.length === 23);
+  const got = await page.evaluate(() => window.got.zipped.map((m) => [m.data.i, m.data.pad.length]));
+  assert.deepStrictEqual(got, [...range(1, 3).map((i) => [i, 100]), ...range(1, 20).map((i) => [i, 4000])]);
+});

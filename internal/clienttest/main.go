@@ -88,7 +88,10 @@ func main() {
 		log.Fatal(err)
 	}
 	srv := &http.Server{Handler: s.routes(), ConnState: s.track, ConnContext: withConn}
-	srv.RegisterOnShutdown(func() { s.hub.Close(context.Background()) })
+	srv.RegisterOnShutdown(func() {
+		s.hub.Close(context.Background())
+		s.zhub.Close(context.Background())
+	})
 	// The proxy, on a port of its own, forwards to the server.
 	pln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -112,6 +115,7 @@ func main() {
 	srv.Shutdown(shutdown) // closes the hub too, which ends the streams Shutdown would wait for
 	s.dropAll()
 	s.hub.Close(shutdown)
+	s.zhub.Close(shutdown)
 	s.broker.Close()
 }
 
@@ -136,6 +140,7 @@ type server struct {
 	proxy  *proxy
 	broker *live.MemoryBroker
 	hub    *live.Hub
+	zhub   *live.Hub // a second node on the broker, with compression
 	board  *live.State
 
 	mu        sync.Mutex // guards conns, paused, pausedSSE, revoked and banned
@@ -200,6 +205,7 @@ func newServer(ctx context.Context) (*server, error) {
 		PresenceGrace: time.Second,
 		Logger:        slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
+	s.zhub = live.NewHub(&live.Options{Broker: s.broker, Compression: true})
 	board, err := s.hub.State(ctx, "board", &live.StateOptions{Initial: map[string]any{"cards": map[string]any{}}})
 	if err != nil {
 		return nil, err
@@ -216,6 +222,7 @@ func (s *server) routes() http.Handler {
 	})
 	mux.Handle("GET /live.js", live.ClientHandler())
 	mux.Handle("/ws", s.gate(s.hub.WebSocketHandler()))
+	mux.Handle("/wsz", s.zhub.WebSocketHandler())             // compressed
 	mux.Handle("GET /api/live", s.stream(s.hub.SSEHandler())) // ?channels=a,b: one stream for many channels
 	mux.Handle("GET /api/live/{channel}", s.hub.SSEHandler())
 	mux.Handle("POST /api/live/{channel}", s.hub.PublishHandler())
@@ -351,9 +358,15 @@ func (s *server) publishMany(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "need ?n=", http.StatusBadRequest)
 		return
 	}
+	padding, _ := strconv.Atoi(r.URL.Query().Get("pad")) // bytes of padding in each
+	pad := strings.Repeat("x", min(max(0, padding), 64<<10))
 	var last live.Position
 	for i := 1; i <= n; i++ {
-		if last, err = s.hub.Publish(r.Context(), channel, map[string]int{"i": i}); err != nil {
+		var v any = map[string]int{"i": i}
+		if pad != "" {
+			v = map[string]any{"i": i, "pad": pad}
+		}
+		if last, err = s.hub.Publish(r.Context(), channel, v); err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		}

@@ -24,13 +24,18 @@ import (
 // its cursor.
 type subscriber struct {
 	l      *loader
+	addr   string // the server's, one of the nodes'
+	node   int    // its index among the nodes
 	user   string // ?u=, with -presence
 	cursor string // the last cursor seen, for resuming
 
 	presFrames, presBytes atomic.Int64 // presence frames received
 	presCount             atomic.Int64 // the count the last one gave
 
-	next     atomic.Int64 // the index expected next; -1 before the first
+	// next is the index expected next from each source: publications
+	// from several nodes carry indexes i with i%sources naming the node's
+	// share, each in order. -1 before the first.
+	next     []atomic.Int64
 	received atomic.Int64
 	lost     atomic.Int64 // indexes skipped
 	dups     atomic.Int64 // indexes seen twice or out of order
@@ -40,7 +45,10 @@ type subscriber struct {
 
 // run keeps the subscriber connected until ctx ends.
 func (s *subscriber) run(ctx context.Context, ready chan<- struct{}) {
-	s.next.Store(-1)
+	s.next = make([]atomic.Int64, max(s.l.sources, 1))
+	for i := range s.next {
+		s.next[i].Store(-1)
+	}
 	first := true
 	for ctx.Err() == nil {
 		var err error
@@ -88,7 +96,7 @@ func (s *subscriber) subscribed(ready chan<- struct{}, first bool) {
 // when stop is called.
 func (s *subscriber) dial(ctx context.Context) (c net.Conn, stop func(), err error) {
 	var d net.Dialer
-	if c, err = d.DialContext(ctx, "tcp", s.l.addr); err != nil {
+	if c, err = d.DialContext(ctx, "tcp", s.addr); err != nil {
 		return nil, nil, err
 	}
 	unhook := context.AfterFunc(ctx, func() { c.Close() })
@@ -109,7 +117,7 @@ func (s *subscriber) runSSE(ctx context.Context, ready chan<- struct{}, first bo
 	if s.l.peer != "" {
 		path = peerRoutes[s.l.peer].path
 	}
-	req := "GET " + path + " HTTP/1.1\r\nHost: " + s.l.addr + "\r\nAccept: text/event-stream\r\n"
+	req := "GET " + path + " HTTP/1.1\r\nHost: " + s.addr + "\r\nAccept: text/event-stream\r\n"
 	if s.cursor != "" {
 		req += "Last-Event-ID: " + s.cursor + "\r\n"
 	}
@@ -175,8 +183,7 @@ func (s *subscriber) runSSE(ctx context.Context, ready chan<- struct{}, first bo
 				s.cursor = string(id)
 			}
 			if reset {
-				s.resets.Add(1)
-				s.next.Store(-1)
+				s.reset()
 				reset = false
 			}
 			presence = false
@@ -185,7 +192,7 @@ func (s *subscriber) runSSE(ctx context.Context, ready chan<- struct{}, first bo
 }
 
 func (s *subscriber) runWS(ctx context.Context, ready chan<- struct{}, first bool) error {
-	c, _, err := websocket.Dial(ctx, "ws://"+s.l.addr+"/ws"+s.query(), &websocket.DialOptions{HTTPClient: s.l.http})
+	c, _, err := websocket.Dial(ctx, "ws://"+s.addr+"/ws"+s.query(), &websocket.DialOptions{HTTPClient: s.l.http})
 	if err != nil {
 		return err
 	}
@@ -239,8 +246,7 @@ func (s *subscriber) wsMessage(b []byte, ready chan<- struct{}, first bool, up *
 			s.subscribed(ready, first)
 		}
 	case "reset":
-		s.resets.Add(1)
-		s.next.Store(-1)
+		s.reset()
 		if cur := field(b, `"cursor":"`); cur != nil {
 			s.cursor = string(cur)
 		}
@@ -266,7 +272,7 @@ func (s *subscriber) runPoll(ctx context.Context, ready chan<- struct{}, first b
 		if s.user != "" {
 			q += "&u=" + s.user
 		}
-		req, err := http.NewRequestWithContext(ctx, "GET", "http://"+s.l.addr+"/live/?"+q, nil)
+		req, err := http.NewRequestWithContext(ctx, "GET", "http://"+s.addr+"/live/?"+q, nil)
 		if err != nil {
 			return err
 		}
@@ -327,6 +333,14 @@ func field(b []byte, key string) []byte {
 	return b[:j]
 }
 
+// reset takes a reset: whatever comes next is taken as it comes.
+func (s *subscriber) reset() {
+	s.resets.Add(1)
+	for i := range s.next {
+		s.next[i].Store(-1)
+	}
+}
+
 // deliver takes one publication, {"t":<unix ns>,"i":<index>,…}.
 func (s *subscriber) deliver(data []byte) {
 	now := time.Now().UnixNano()
@@ -338,15 +352,20 @@ func (s *subscriber) deliver(data []byte) {
 	s.received.Add(1)
 	s.l.received.Add(1)
 	s.l.hist.record(time.Duration(now - t))
-	switch want := s.next.Load(); {
+	if n, ok := number(data, `"n":`); ok && int(n) != s.node {
+		s.l.cross.record(time.Duration(now - t))
+	}
+	step := int64(len(s.next))
+	next := &s.next[i%step]
+	switch want := next.Load(); {
 	case want < 0 || i == want:
 	case i > want:
-		s.lost.Add(i - want)
+		s.lost.Add((i - want) / step)
 	default:
 		s.dups.Add(1)
 		return
 	}
-	s.next.Store(i + 1)
+	next.Store(i + step)
 }
 
 func number(b []byte, key string) (int64, bool) {
@@ -434,7 +453,8 @@ func (h *histogram) quantile(q float64) time.Duration {
 // loader owns the subscribers.
 type loader struct {
 	polls     *http.Client // keeps one connection per poller
-	addr      string
+	addrs     []string     // the nodes' data addresses; subscribers are spread over them
+	sources   int          // nodes publishing at once, at most
 	transport string
 	presence  string // -presence
 	peer      string // the peer library under load, or "" for live
@@ -445,5 +465,6 @@ type loader struct {
 	live     atomic.Int64 // subscribers connected now
 	received atomic.Int64
 	hist     histogram
+	cross    histogram // deliveries a node other than the subscriber's published
 	subs     []*subscriber
 }

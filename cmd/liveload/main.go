@@ -50,6 +50,8 @@ type result struct {
 	Server    string `json:"server"`
 	Transport string `json:"transport"`
 	N         int    `json:"subscribers"`
+	Nodes     int    `json:"nodes"`
+	Broker    string `json:"broker"`
 
 	Presence        string  `json:"presence,omitempty"`
 	PresenceFrames  float64 `json:"presenceFramesPerSubscriber,omitempty"`
@@ -74,6 +76,11 @@ type result struct {
 	P99ms          float64 `json:"latencyP99ms"`
 	Maxms          float64 `json:"latencyMaxms"`
 	LatencyLost    int64   `json:"latencyLost"`
+	CrossP99ms     float64 `json:"latencyCrossNodeP99ms,omitempty"`
+	AllP50ms       float64 `json:"allNodesLatencyP50ms,omitempty"`
+	AllP99ms       float64 `json:"allNodesLatencyP99ms,omitempty"`
+	AllCrossP99ms  float64 `json:"allNodesLatencyCrossNodeP99ms,omitempty"`
+	AllLost        int64   `json:"allNodesLatencyLost,omitempty"`
 	SlowClients    int     `json:"slowClients"`
 	SlowP50ms      float64 `json:"slowLatencyP50ms,omitempty"`
 	SlowP99ms      float64 `json:"slowLatencyP99ms,omitempty"`
@@ -102,11 +109,20 @@ func load(args []string) error {
 	wsClient := fs.String("wsclient", "raw", "the WebSocket subscribers' client: raw (the generator's own, parsing frames in place) or library (coder/websocket)")
 	presence := fs.String("presence", "", "give the channel presence, members or count, each subscriber a user of its own; reports what presence costs")
 	server := fs.String("server", "live", "the server under load: live, or a peer library (r3labs, gosse, melody, centrifuge), each on its own transport")
+	nodes := fs.Int("nodes", 1, "server processes sharing the broker; subscribers are spread over them, and publications come from the first, then from all")
+	brokerKind := fs.String("broker", "memory", "the broker the servers share: memory (one node only), redis, nats or postgres")
+	brokerAt := fs.String("broker-url", "", "the broker's URL (default: its LIVE_REDIS_URL, LIVE_NATS_URL or LIVE_POSTGRES_URL, or a local server)")
 	authorize := fs.Bool("authorize", false, "give the hub an Authorize of the application's (allowing everything), so connections keep their request for Hub.Reauthorize")
 	peers := fs.Bool("peers", false, "run live (SSE and WebSocket) and every peer one after another, and print live's figures over the best peer's")
 	fs.Parse(args)
 	if *presence != "" && *presence != "members" && *presence != "count" {
 		return fmt.Errorf("-presence must be members or count")
+	}
+	if *nodes > 1 && (*brokerKind == "memory" || *brokerKind == "") {
+		return fmt.Errorf("-nodes %d needs a broker they share: -broker redis, nats or postgres", *nodes)
+	}
+	if *nodes > 1 && (*target != "" || *peers) {
+		return fmt.Errorf("-nodes runs its own servers of live: not with -target or -peers")
 	}
 	if *transport != "sse" && *transport != "ws" && *transport != "poll" {
 		return fmt.Errorf("-transport must be sse, ws or poll")
@@ -117,7 +133,8 @@ func load(args []string) error {
 		return fmt.Errorf("-server must be live, r3labs, gosse, melody or centrifuge")
 	}
 	p := params{n: *n, transport: *transport, burst: *burst, rate: *rate, duration: *duration, size: *size, slow: *slow,
-		storm: *storm, jsonOut: *jsonOut, target: *target, verbose: *verbose, wsClient: *wsClient, presence: *presence, server: *server, authorize: *authorize}
+		storm: *storm, jsonOut: *jsonOut, target: *target, verbose: *verbose, wsClient: *wsClient, presence: *presence, server: *server, authorize: *authorize,
+		nodes: max(*nodes, 1), broker: *brokerKind, brokerURL: *brokerAt}
 	if *peers {
 		return comparePeers(p)
 	}
@@ -132,6 +149,8 @@ type params struct {
 	duration                                               time.Duration
 	storm, verbose, authorize                              bool
 	transport, jsonOut, target, wsClient, presence, server string
+	nodes                                                  int
+	broker, brokerURL                                      string
 }
 
 // peer returns the peer library under load, or "" for live.
@@ -145,35 +164,46 @@ func (p params) peer() string {
 // runOne runs every phase against one server and reports its figures.
 func runOne(p params) (*result, error) {
 
-	dataAddr, controlAddr := "", ""
+	var addrs []string
+	var ctl cluster
+	addNode := func(data, ctlAddr string) {
+		addrs = append(addrs, data)
+		ctl = append(ctl, &control{base: "http://" + ctlAddr, c: &http.Client{Timeout: 5 * time.Minute}})
+	}
 	if p.target != "" {
 		d, c, ok := strings.Cut(p.target, ",")
 		if !ok {
 			return nil, errors.New("-target wants data,control")
 		}
-		dataAddr, controlAddr = d, c
+		addNode(d, c)
 	} else {
-		srv, d, c, err := startServer(p)
-		if err != nil {
-			return nil, err
+		for k := range p.nodes {
+			srv, d, c, err := startServer(p, k)
+			if err != nil {
+				return nil, err
+			}
+			defer func() {
+				srv.Process.Signal(syscall.SIGTERM)
+				srv.Wait()
+			}()
+			addNode(d, c)
 		}
-		defer func() {
-			srv.Process.Signal(syscall.SIGTERM)
-			srv.Wait()
-		}()
-		dataAddr, controlAddr = d, c
 	}
-	ctl := &control{base: "http://" + controlAddr, c: &http.Client{Timeout: 5 * time.Minute}}
+	dataAddr := addrs[0]
 	l := &loader{
-		addr: dataAddr, transport: p.transport, verbose: p.verbose, presence: p.presence, wsLibrary: p.wsClient == "library",
+		addrs: addrs, sources: len(addrs), transport: p.transport, verbose: p.verbose, presence: p.presence, wsLibrary: p.wsClient == "library",
 		peer:  p.peer(),
 		http:  &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: -1, DisableKeepAlives: true}},
 		polls: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: p.n + 64}},
 	}
-	res := &result{Machine: machine(), Server: p.server, Transport: p.transport, N: p.n, Presence: p.presence}
+	res := &result{Machine: machine(), Server: p.server, Transport: p.transport, N: p.n, Presence: p.presence,
+		Nodes: len(addrs), Broker: p.broker}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	fmt.Printf("liveload: %d %s subscribers; %s\n", p.n, strings.ToUpper(p.transport), res.Machine)
+	if len(addrs) > 1 {
+		fmt.Printf("%d nodes on %s; subscribers spread over them; figures per connection are the nodes' sums over all\n", len(addrs), p.broker)
+	}
 
 	// Idle: connect everyone, then compare the collected heaps.
 	base, err := ctl.stats(true)
@@ -240,12 +270,18 @@ func runOne(p params) (*result, error) {
 
 	// Latency at a fixed offered load.
 	msgs := int(p.rate * p.duration.Seconds())
+	allNodes := false // latency publishes on every node
 	latency := func() (p50, p99, mx time.Duration, cpu float64, lost int64, err error) {
 		l.hist.reset()
+		l.cross.reset()
 		l.received.Store(0)
 		lost0 := l.lost()
 		before, _ := ctl.stats(false)
-		if err := ctl.publish(msgs, p.rate, p.size, next); err != nil {
+		publish := ctl.publish
+		if allNodes {
+			publish = ctl.publishAll
+		}
+		if err := publish(msgs, p.rate, p.size, next); err != nil {
 			return 0, 0, 0, 0, 0, err
 		}
 		next += msgs
@@ -267,6 +303,20 @@ func runOne(p params) (*result, error) {
 	res.P50ms, res.P99ms, res.Maxms, res.LatencyCPU, res.LatencyLost = ms(p50), ms(p99), ms(mx), cpu, lost
 	fmt.Printf("%-34s p50 %.1f ms, p99 %.1f ms, max %.1f ms; server CPU %.2f µs per delivery; lost %d\n",
 		fmt.Sprintf("latency %g/s × %d = %.0f/s", p.rate, p.n, res.Offered), res.P50ms, res.P99ms, res.Maxms, cpu/1000, lost)
+	if len(addrs) > 1 {
+		res.CrossP99ms = ms(l.cross.quantile(0.99))
+		fmt.Printf("%-34s p99 %.1f ms for the subscribers of the other nodes\n", "  published on node 0", res.CrossP99ms)
+		allNodes = true
+		msgs -= msgs % len(addrs)
+		p50, p99, _, _, lost, err := latency()
+		if err != nil {
+			return nil, err
+		}
+		allNodes = false
+		res.AllP50ms, res.AllP99ms, res.AllCrossP99ms, res.AllLost = ms(p50), ms(p99), ms(l.cross.quantile(0.99)), lost
+		fmt.Printf("%-34s p50 %.1f ms, p99 %.1f ms, p99 %.1f ms across nodes; lost %d\n",
+			"  the same published on every node", res.AllP50ms, res.AllP99ms, res.AllCrossP99ms, lost)
+	}
 
 	if p.slow > 0 {
 		res.SlowClients = p.slow
@@ -343,7 +393,8 @@ func (l *loader) connect(ctx context.Context, n int) error {
 	for i := 0; i < n; i += wave {
 		k := min(wave, n-i)
 		for range k {
-			s := &subscriber{l: l}
+			node := len(l.subs) % len(l.addrs)
+			s := &subscriber{l: l, node: node, addr: l.addrs[node]}
 			if l.presence != "" {
 				s.user = strconv.Itoa(len(l.subs))
 			}
@@ -429,29 +480,15 @@ func (c *control) stats(gc bool) (serverStats, error) {
 	return st, json.NewDecoder(resp.Body).Decode(&st)
 }
 
-func (c *control) waitSubscriptions(want int64) error {
-	deadline := time.Now().Add(time.Minute)
-	for {
-		st, err := c.stats(false)
-		if err != nil {
-			return err
-		}
-		if st.Subscriptions >= want {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("server has %d of %d subscriptions", st.Subscriptions, want)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-func (c *control) publish(n int, rate float64, size, first int) error {
+// publish has the server publish n messages at rate, indexed from first
+// by step.
+func (c *control) publish(n int, rate float64, size, first, step int) error {
 	q := url.Values{}
 	q.Set("n", fmt.Sprint(n))
 	q.Set("rate", fmt.Sprint(rate))
 	q.Set("size", fmt.Sprint(size))
 	q.Set("first", fmt.Sprint(first))
+	q.Set("step", fmt.Sprint(step))
 	return c.post("/publish?" + q.Encode())
 }
 
@@ -472,12 +509,13 @@ func (c *control) post(path string) error {
 
 // startServer runs "liveload serve" as a child process and reads its
 // addresses.
-func startServer(p params) (*exec.Cmd, string, string, error) {
+func startServer(p params, node int) (*exec.Cmd, string, string, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, "", "", err
 	}
-	cmd := exec.Command(self, "serve", "-presence", p.presence, "-server", p.server, "-authorize="+strconv.FormatBool(p.authorize))
+	cmd := exec.Command(self, "serve", "-presence", p.presence, "-server", p.server, "-authorize="+strconv.FormatBool(p.authorize),
+		"-broker", p.broker, "-broker-url", p.brokerURL, "-node", strconv.Itoa(node))
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {

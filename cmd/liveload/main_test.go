@@ -51,6 +51,31 @@ func TestPeers(t *testing.T) {
 	}
 }
 
+// TestNodes runs three servers on each broker the environment names
+// (LIVE_REDIS_URL, LIVE_NATS_URL, LIVE_POSTGRES_URL), subscribers spread
+// over them, so that -nodes keeps working.
+func TestNodes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the harness")
+	}
+	bin := build(t)
+	for _, broker := range []string{"redis", "nats", "postgres"} {
+		t.Run(broker, func(t *testing.T) {
+			if os.Getenv(brokerURLs[broker].env) == "" {
+				t.Skipf("%s is not set", brokerURLs[broker].env)
+			}
+			r, b := run(t, bin, "-nodes", "3", "-broker", broker, "-n", "60", "-transport", "ws",
+				"-burst", "20", "-rate", "30", "-duration", "1s")
+			if r.Nodes != 3 || r.N != 60 || r.BurstLost != 0 || r.LatencyLost != 0 || r.AllLost != 0 || r.StormLost != 0 || r.StormDups != 0 {
+				t.Errorf("results: %s", b)
+			}
+			if r.CrossP99ms <= 0 || r.AllCrossP99ms <= 0 || r.StormDelivered == 0 {
+				t.Errorf("missing figures: %s", b)
+			}
+		})
+	}
+}
+
 // build builds the harness for t.
 func build(t *testing.T) string {
 	t.Helper()

@@ -33,7 +33,9 @@ func serve(args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ExitOnError)
 	addr := fs.String("addr", "127.0.0.1:0", "address for the clients")
 	control := fs.String("control", "127.0.0.1:0", "address for the control endpoints")
-	history := fs.Int("history", 100000, "publications the in-memory broker keeps")
+	brokerKind := fs.String("broker", "memory", "the broker: memory, redis, nats or postgres")
+	brokerAt := fs.String("broker-url", "", "the broker's URL (default: its LIVE_*_URL variable, or a local server)")
+	node := fs.Int("node", 0, "this server's index among the nodes, carried in its publications")
 	presence := fs.String("presence", "", "give the load channel presence: members or count; subscribers name their user with ?u=")
 	authorize := fs.Bool("authorize", false, "give the hub an Authorize of the application's, which allows everything")
 	server := fs.String("server", "live", "the server under load: live, or a peer (r3labs, gosse, melody, centrifuge)")
@@ -47,8 +49,11 @@ func serve(args []string) error {
 	if err != nil {
 		return err
 	}
-	broker := live.NewMemoryBroker(&live.MemoryOptions{HistorySize: *history, HistoryAge: time.Hour})
-	defer broker.Close()
+	broker, err := openBroker(*brokerKind, *brokerAt)
+	if err != nil {
+		return err
+	}
+	defer broker.(interface{ Close() error }).Close()
 	opts := &live.Options{
 		Broker:        broker,
 		MaxConnsPerIP: -1,
@@ -82,7 +87,7 @@ func serve(args []string) error {
 	} else if t, err = newPeer(*server); err != nil {
 		return err
 	}
-	s := &loadServer{t: t, conns: make(map[net.Conn]struct{})}
+	s := &loadServer{t: t, conns: make(map[net.Conn]struct{}), node: *node}
 	dataSrv := &http.Server{Handler: t.handler(), ConnState: s.track, ErrorLog: log.New(io.Discard, "", 0)}
 
 	cmux := http.NewServeMux()
@@ -118,7 +123,8 @@ func serve(args []string) error {
 }
 
 type loadServer struct {
-	t target
+	t    target
+	node int // carried in each publication
 
 	mu    sync.Mutex
 	conns map[net.Conn]struct{} // every client connection, also hijacked ones
@@ -200,6 +206,8 @@ func (s *loadServer) publish(w http.ResponseWriter, r *http.Request) {
 	rate, _ := strconv.ParseFloat(q.Get("rate"), 64)
 	size, _ := strconv.Atoi(q.Get("size"))
 	first, _ := strconv.Atoi(q.Get("first"))
+	step, _ := strconv.Atoi(q.Get("step"))
+	step = max(step, 1)
 	pad := make([]byte, max(size-40, 0))
 	for i := range pad {
 		pad[i] = 'x'
@@ -217,7 +225,9 @@ func (s *loadServer) publish(w http.ResponseWriter, r *http.Request) {
 		buf = append(buf, `{"t":`...)
 		buf = strconv.AppendInt(buf, time.Now().UnixNano(), 10)
 		buf = append(buf, `,"i":`...)
-		buf = strconv.AppendInt(buf, int64(first+k), 10)
+		buf = strconv.AppendInt(buf, int64(first+k*step), 10)
+		buf = append(buf, `,"n":`...)
+		buf = strconv.AppendInt(buf, int64(s.node), 10)
 		buf = append(buf, `,"p":"`...)
 		buf = append(buf, pad...)
 		buf = append(buf, `"}`...)

@@ -31,7 +31,7 @@ func (s *subscriber) runRawWS(ctx context.Context, ready chan<- struct{}, first 
 	if s.l.peer != "" {
 		path = peerRoutes[s.l.peer].path
 	}
-	req := "GET " + path + " HTTP/1.1\r\nHost: " + s.l.addr +
+	req := "GET " + path + " HTTP/1.1\r\nHost: " + s.addr +
 		"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " +
 		base64.StdEncoding.EncodeToString(key[:]) + "\r\n\r\n"
 	if _, err := io.WriteString(c, req); err != nil {

@@ -64,6 +64,14 @@ type Load struct {
 	Channels int
 }
 
+// ManyPublishers are loads of a busy node: 64 goroutines publishing over
+// 1,000 channels, and 8 on one channel. Each module's
+// BenchmarkManyPublishers runs them.
+var ManyPublishers = []Load{
+	{Name: "Parallel64/1000Channels/100B", Size: 100, Publishers: 64, Channels: 1000},
+	{Name: "Parallel8/100B", Size: 100, Publishers: 8},
+}
+
 var defaultLoads = []Load{
 	{Name: "Sequential/100B", Size: 100, Publishers: 1},
 	{Name: "Parallel8/100B", Size: 100, Publishers: 8},

@@ -54,3 +54,15 @@ func sharedBrokers(b *testing.B) func(*testing.B) live.Broker {
 		return redisbroker.New(newClient(b, url), &redisbroker.Options{Prefix: prefix})
 	}
 }
+
+// BenchmarkManyPublishers: 64 goroutines of one node publishing over 1,000
+// channels, each followed by another node, as a busy multi-tenant
+// application does; and 8 on one channel.
+//
+//	cd redis && LIVE_REDIS_URL=redis://127.0.0.1:6379/0 go test -run '^$' -bench ManyPublishers -benchtime 50000x
+func BenchmarkManyPublishers(b *testing.B) {
+	brokertest.Benchmark(b, brokertest.BenchConfig{
+		New:   sharedBrokers(b),
+		Loads: brokertest.ManyPublishers,
+	})
+}

@@ -17,13 +17,14 @@
 // channel has three names, all starting with [Options].Prefix and holding
 // the channel in a Redis Cluster hash tag, so that they share a slot:
 //
-//   - "live:{name}:head", a hash with the channel's epoch and the Seq of its
-//     latest publication;
+//   - "live:{name}:head", a hash with the channel's epoch, the Seq of its
+//     latest publication and a time no later than its oldest entry's;
 //   - "live:{name}:log", a stream of recent publications, entry id
 //     "<seq>-0", with fields d (the data) and t (Redis time in ms);
 //   - "live:{name}:pub", the pub/sub channel that announces publications.
 //
-// Publish runs one Lua script that increments the Seq, appends to the
+// Publish runs a Lua script, one call for the publications waiting
+// together, that for each increments the Seq, appends to the
 // stream, trims it to exactly [Options].HistorySize entries and publishes the
 // announcement, so numbering and history never diverge. The epoch is made
 // on first use; if Redis loses its data (a restart without persistence,
@@ -91,7 +92,8 @@ type Options struct {
 // pub/sub connection, from New or Open until Close.
 type Broker struct {
 	client *redis.Client
-	own    bool // Close closes client
+	batch  batcher // publications on their way
+	own    bool    // Close closes client
 	size   int
 	age    time.Duration // <= 0: no age limit
 	ttl    time.Duration // of a channel's head key; <= 0: none
@@ -175,6 +177,7 @@ func New(client *redis.Client, opts *Options) *Broker {
 		o.StallTimeout = defaultStall
 	}
 	b := &Broker{
+		batch:  batcher{client: client},
 		client: client,
 		size:   o.HistorySize,
 		prefix: o.Prefix,
@@ -185,6 +188,11 @@ func New(client *redis.Client, opts *Options) *Broker {
 		b.age = o.HistoryAge
 		b.ttl = max(o.HistoryAge, minChannelTTL)
 	}
+	inline := inlineMax
+	if b.size == 0 {
+		inline = -1 // nothing to fetch from: always inline
+	}
+	b.batch.common = []any{b.size, b.age.Milliseconds(), inline, b.ttl.Milliseconds()}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	b.conn = b.newConn()
 	b.wg.Add(2)
@@ -272,21 +280,12 @@ func (b *Broker) Publish(ctx context.Context, channel string, data []byte) (live
 	if b.isClosed() {
 		return live.Position{}, fmt.Errorf("live: publish %q: %w", channel, live.ErrClosed)
 	}
-	inline := inlineMax
-	if b.size == 0 {
-		inline = -1 // nothing to fetch from: always inline
-	}
-	res, err := publishScript.Run(ctx, b.client, b.keys(channel),
-		data, newEpoch(), b.size, b.age.Milliseconds(), inline, b.pubsubName(channel), b.ttl.Milliseconds()).Slice()
+	keys := b.keys(channel)
+	pos, err := b.batch.publish(ctx, &publication{head: keys[0], log: keys[1], pubsub: b.pubsubName(channel), data: data})
 	if err != nil {
 		return live.Position{}, fmt.Errorf("live: publish %q: %w", channel, err)
 	}
-	epoch, ok1 := res[0].(string)
-	seq, ok2 := res[1].(int64)
-	if len(res) != 2 || !ok1 || !ok2 || seq < 1 {
-		return live.Position{}, fmt.Errorf("live: publish %q: unexpected reply %v from Redis", channel, res)
-	}
-	return live.Position{Epoch: epoch, Seq: uint64(seq)}, nil
+	return pos, nil
 }
 
 // head returns the channel's latest position, creating its epoch if the

@@ -3,6 +3,7 @@ package redisbroker_test
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -79,6 +80,10 @@ func TestKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if _, err := strconv.ParseInt(got["old"], 10, 64); err != nil {
+		t.Errorf("HGETALL %s: old is %q, want a time in ms", head, got["old"])
+	}
+	delete(got, "old")
 	if diff := cmp.Diff(map[string]string{"epoch": last.Epoch, "seq": "10"}, got); diff != "" {
 		t.Errorf("HGETALL %s (-want +got):\n%s", head, diff)
 	}

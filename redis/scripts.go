@@ -8,71 +8,92 @@ import "github.com/redis/go-redis/v9"
 // hash tag, so the scripts also run on Redis Cluster. Reads need no
 // script: Broker.since uses MULTI/EXEC.
 
-// publishScript appends a publication and announces it.
+// publishScript appends publications and announces them, each in turn as
+// if alone; one call carries the publications that were waiting together.
 //
-// KEYS: head, log. ARGV: data, a new epoch (used if the channel has none),
-// history size, history age in ms (<= 0: none), the largest data announced
-// inline (< 0: all), the pub/sub channel, the head's TTL in ms (<= 0: none).
-// Returns {epoch, seq}.
+// ARGV: history size, history age in ms (<= 0: none), the largest data
+// announced inline (< 0: all), the head's TTL in ms (<= 0: none), then for
+// each publication its data, a new epoch (used if the channel has none)
+// and its pub/sub channel. KEYS: for each publication its channel's head
+// and log. Returns {epoch, seq} for each publication, one after another.
 //
 // The announcement is "<epoch> <seq> d<data>", or "<epoch> <seq> r" when
 // the data must be read from the stream.
 var publishScript = redis.NewScript(`
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if not epoch then
-  -- A new epoch, after a first use or a loss of data: whatever the stream
-  -- holds belongs to an older numbering.
-  epoch = ARGV[2]
-  redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', 0)
-end
-local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-local seqs = string.format('%d', seq)
-local ttl = tonumber(ARGV[7])
-if ttl > 0 then
-  redis.call('PEXPIRE', KEYS[1], ttl)
-end
-
-local size = tonumber(ARGV[3])
+local size = tonumber(ARGV[1])
+local age = tonumber(ARGV[2])
+local limit = tonumber(ARGV[3])
+local ttl = tonumber(ARGV[4])
+local now = 0
 if size > 0 then
   local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  redis.call('XADD', KEYS[2], 'MAXLEN', size, seqs .. '-0', 'd', ARGV[1], 't', now)
-  local age = tonumber(ARGV[4])
-  if age > 0 then
-    -- Drop entries older than age from the front, at most 100 per
-    -- publication; Since ignores any that remain.
-    local cutoff = now - age
-    local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
-    if tonumber(oldest[2][4]) < cutoff then
-      local keep
-      local last
-      for _, e in ipairs(redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 100)) do
-        if tonumber(e[2][4]) >= cutoff then
-          keep = e[1]
-          break
-        end
-        last = e[1]
-      end
-      if not keep then
-        keep = string.format('%d-0', tonumber(string.match(last, '^%d+')) + 1)
-      end
-      redis.call('XTRIM', KEYS[2], 'MINID', keep)
-    end
-    -- An idle channel's history expires as a whole.
-    redis.call('PEXPIRE', KEYS[2], age)
-  end
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
-local limit = tonumber(ARGV[5])
-local msg = epoch .. ' ' .. seqs
-if limit < 0 or #ARGV[1] <= limit then
-  msg = msg .. ' d' .. ARGV[1]
-else
-  msg = msg .. ' r'
+local function publish(head, log, data, newEpoch, pubsub)
+  local h = redis.call('HMGET', head, 'epoch', 'old')
+  local epoch = h[1]
+  if not epoch then
+    -- A new epoch, after a first use or a loss of data: whatever the
+    -- stream holds belongs to an older numbering.
+    epoch = newEpoch
+    redis.call('DEL', log)
+    redis.call('HSET', head, 'epoch', epoch, 'seq', 0, 'old', now)
+    h[2] = now
+  end
+  local seq = redis.call('HINCRBY', head, 'seq', 1)
+  if ttl > 0 then
+    redis.call('PEXPIRE', head, ttl)
+  end
+  if size > 0 then
+    redis.call('XADD', log, 'MAXLEN', size, seq .. '-0', 'd', data, 't', now)
+    if age > 0 then
+      -- The head's 'old' is at most the time of the stream's oldest
+      -- entry, so that entries need reading only when some may be older
+      -- than age: drop those from the front, at most 100 per publication;
+      -- Since ignores any that remain.
+      local cutoff = now - age
+      if tonumber(h[2] or 0) < cutoff then
+        local keep
+        local last
+        for _, e in ipairs(redis.call('XRANGE', log, '-', '+', 'COUNT', 100)) do
+          if tonumber(e[2][4]) >= cutoff then
+            keep = e
+            break
+          end
+          last = e
+        end
+        if keep then
+          redis.call('HSET', head, 'old', keep[2][4])
+          if last then
+            redis.call('XTRIM', log, 'MINID', keep[1])
+          end
+        elseif last then
+          redis.call('HSET', head, 'old', last[2][4])
+          redis.call('XTRIM', log, 'MINID', string.format('%d-0', tonumber(string.match(last[1], '^%d+')) + 1))
+        end
+      end
+      -- An idle channel's history expires as a whole.
+      redis.call('PEXPIRE', log, age)
+    end
+  end
+  local msg = epoch .. ' ' .. seq
+  if limit < 0 or #data <= limit then
+    msg = msg .. ' d' .. data
+  else
+    msg = msg .. ' r'
+  end
+  redis.call('PUBLISH', pubsub, msg)
+  return epoch, seq
 end
-redis.call('PUBLISH', ARGV[6], msg)
-return {epoch, seq}
+
+local res = {}
+for i = 0, #KEYS / 2 - 1 do
+  local epoch, seq = publish(KEYS[2*i+1], KEYS[2*i+2], ARGV[5+3*i], ARGV[6+3*i], ARGV[7+3*i])
+  res[2*i+1] = epoch
+  res[2*i+2] = seq
+end
+return res
 `)
 
 // headScript returns a channel's {epoch, seq}, giving a new channel its

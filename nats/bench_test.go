@@ -178,3 +178,14 @@ func sharedBrokers(b *testing.B) func(*testing.B) live.Broker {
 		return natsbroker.New(connect(b, url), &natsbroker.Options{Prefix: prefix, Logger: servertest.Logger(b)})
 	}
 }
+
+// BenchmarkManyPublishers: 64 goroutines of one node publishing over 1,000
+// channels, each followed by another node, and 8 on one channel.
+//
+//	cd nats && LIVE_NATS_URL=nats://127.0.0.1:4222 go test -run '^$' -bench ManyPublishers -benchtime 30000x
+func BenchmarkManyPublishers(b *testing.B) {
+	brokertest.Benchmark(b, brokertest.BenchConfig{
+		New:   sharedBrokers(b),
+		Loads: brokertest.ManyPublishers,
+	})
+}

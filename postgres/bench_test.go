@@ -80,3 +80,14 @@ func sharedBrokers(b *testing.B) func(*testing.B) live.Broker {
 		return pgbroker.New(benchPool(b, url), &pgbroker.Options{Schema: schema, Logger: servertest.Logger(b)})
 	}
 }
+
+// BenchmarkManyPublishers: 64 goroutines of one node publishing over 1,000
+// channels, each followed by another node, and 8 on one channel.
+//
+//	cd postgres && LIVE_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test go test -run '^$' -bench ManyPublishers -benchtime 20000x
+func BenchmarkManyPublishers(b *testing.B) {
+	brokertest.Benchmark(b, brokertest.BenchConfig{
+		New:   sharedBrokers(b),
+		Loads: brokertest.ManyPublishers,
+	})
+}

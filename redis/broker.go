@@ -92,8 +92,8 @@ type Options struct {
 // pub/sub connection, from New or Open until Close.
 type Broker struct {
 	client *redis.Client
-	batch  batcher // publications on their way
-	own    bool    // Close closes client
+	batch  *batcher // publications on their way
+	own    bool     // Close closes client
 	size   int
 	age    time.Duration // <= 0: no age limit
 	ttl    time.Duration // of a channel's head key; <= 0: none
@@ -177,7 +177,6 @@ func New(client *redis.Client, opts *Options) *Broker {
 		o.StallTimeout = defaultStall
 	}
 	b := &Broker{
-		batch:  batcher{client: client},
 		client: client,
 		size:   o.HistorySize,
 		prefix: o.Prefix,
@@ -192,8 +191,8 @@ func New(client *redis.Client, opts *Options) *Broker {
 	if b.size == 0 {
 		inline = -1 // nothing to fetch from: always inline
 	}
-	b.batch.common = []any{b.size, b.age.Milliseconds(), inline, b.ttl.Milliseconds()}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
+	b.batch = newBatcher(b.ctx, client, []any{b.size, b.age.Milliseconds(), inline, b.ttl.Milliseconds()})
 	b.conn = b.newConn()
 	b.wg.Add(2)
 	go b.read()
@@ -240,6 +239,7 @@ func (b *Broker) Close() error {
 
 	b.cancel()
 	c.ps.Close()
+	b.batch.queue.Close()
 	b.wg.Wait()
 	if b.own {
 		return b.client.Close()
@@ -282,6 +282,9 @@ func (b *Broker) Publish(ctx context.Context, channel string, data []byte) (live
 	}
 	keys := b.keys(channel)
 	pos, err := b.batch.publish(ctx, &publication{head: keys[0], log: keys[1], pubsub: b.pubsubName(channel), data: data})
+	if err != nil && b.isClosed() {
+		err = live.ErrClosed
+	}
 	if err != nil {
 		return live.Position{}, fmt.Errorf("live: publish %q: %w", channel, err)
 	}

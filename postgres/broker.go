@@ -63,6 +63,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/go-live/live"
+	"github.com/go-live/live/internal/batch"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
@@ -126,7 +127,8 @@ type Broker struct {
 
 	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
-	wg     sync.WaitGroup // the listener and the sweeper
+	batch  batch.Queue[*publication] // publications on their way
+	wg     sync.WaitGroup            // the listener and the sweeper
 
 	mu        sync.Mutex // guards closed, chans, dirty and interrupt
 	closed    bool
@@ -222,6 +224,7 @@ WHERE c.name = $1`,
 	}
 	b.lcfg = listenerConfig(pool, o.Schema, b.dispatch)
 	b.ctx, b.cancel = context.WithCancel(context.Background())
+	b.batch = batch.Queue[*publication]{Send: b.publishBatch, Calls: maxCalls, Max: maxBatch}
 	b.wg.Add(1)
 	go b.listen()
 	if b.age > 0 {
@@ -287,6 +290,7 @@ func (b *Broker) Close() error {
 	b.mu.Unlock()
 
 	b.cancel()
+	b.batch.Close()
 	b.wg.Wait()
 	if b.own {
 		b.pool.Close()
@@ -408,21 +412,39 @@ func (b *Broker) Publish(ctx context.Context, channel string, data []byte) (live
 	if b.isClosed() {
 		return live.Position{}, fmt.Errorf("live: publish %q: %w", channel, live.ErrClosed)
 	}
-	publish := func() (live.Position, error) {
-		if err := b.ensure(ctx); err != nil {
-			return live.Position{}, err
-		}
-		return b.publish(ctx, b.pool, channel, data)
-	}
-	pos, err := publish()
-	if err != nil && b.missing(err) {
-		// Nothing was taken: the function did not exist.
-		pos, err = publish()
+	pos, err := b.publishBatched(ctx, channel, data)
+	if err != nil && b.isClosed() {
+		err = live.ErrClosed
 	}
 	if err != nil {
 		return live.Position{}, fmt.Errorf("live: publish %q: %w", channel, err)
 	}
 	return pos, nil
+}
+
+// publishOne publishes data on channel in a transaction of its own,
+// creating the schema if it is missing.
+func (b *Broker) publishOne(ctx context.Context, channel string, data []byte) (live.Position, error) {
+	for attempt := 1; ; attempt++ {
+		if err := b.ensure(ctx); err != nil {
+			return live.Position{}, err
+		}
+		pos, err := b.publish(ctx, b.pool, channel, data)
+		// Nothing was taken if the function did not exist, or if the
+		// transaction lost a deadlock: even one row lock can, when an
+		// application's transaction holding channels waits for another
+		// publication queued behind this one.
+		if err == nil || attempt == 3 || !b.missing(err) && !lostDeadlock(err) {
+			return pos, err
+		}
+	}
+}
+
+// lostDeadlock reports an error of a transaction that PostgreSQL rolled
+// back to break a deadlock.
+func lostDeadlock(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "40P01" // deadlock_detected
 }
 
 // PublishTx publishes data on channel inside tx, a transaction on the
@@ -478,18 +500,26 @@ func (b *Broker) PublishTx(ctx context.Context, tx pgx.Tx, channel string, data 
 
 // publish runs the schema's publish function with q.
 func (b *Broker) publish(ctx context.Context, q querier, channel string, data []byte) (live.Position, error) {
-	name := b.notifyName(channel)
+	var epoch string
+	var seq int64
+	if err := q.QueryRow(ctx, b.publishSQL, b.publishArgs(channel, data)...).Scan(&epoch, &seq); err != nil {
+		return live.Position{}, err
+	}
+	return position(epoch, seq)
+}
+
+// publishArgs returns the arguments of publishSQL for data on channel.
+func (b *Broker) publishArgs(channel string, data []byte) []any {
 	var inline *string
 	if b.announceable(data, len(channel)) {
 		s := string(data)
 		inline = &s
 	}
-	var epoch string
-	var seq int64
-	err := q.QueryRow(ctx, b.publishSQL, channel, newEpoch(), data, inline, name, b.size, b.age.Milliseconds()).Scan(&epoch, &seq)
-	if err != nil {
-		return live.Position{}, err
-	}
+	return []any{channel, newEpoch(), data, inline, b.notifyName(channel), b.size, b.age.Milliseconds()}
+}
+
+// position checks what the publish function returned.
+func position(epoch string, seq int64) (live.Position, error) {
 	if seq < 1 || epoch == "" {
 		return live.Position{}, fmt.Errorf("unexpected position %d.%s from PostgreSQL", seq, epoch)
 	}

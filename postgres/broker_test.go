@@ -6,7 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +19,7 @@ import (
 	pgbroker "github.com/go-live/live/postgres"
 	"github.com/google/go-cmp/cmp"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -422,6 +426,85 @@ func TestInvalidChannel(t *testing.T) {
 		}
 		if err := b.Subscribe(ctx, channel, func(live.Position) {}, func(live.Message) {}); err == nil {
 			t.Errorf("Subscribe(%q) returned nil", channel)
+		}
+	}
+}
+
+// TestBatchedPublications publishes from many goroutines on two brokers
+// over a few channels while applications' transactions publish on two of
+// them in the opposite order of the brokers' batches, which can deadlock
+// with a batch: every publication succeeds once, and each channel's
+// numbers run from 1 without a gap or a repeat.
+func TestBatchedPublications(t *testing.T) {
+	url := pgURL(t)
+	b1, pool, schema := newBroker(t, url, nil)
+	b2 := pgbroker.New(newPool(t, url), &pgbroker.Options{Schema: schema, Logger: servertest.Logger(t)})
+	t.Cleanup(func() { b2.Close() })
+	ctx := t.Context()
+	prefix := servertest.ChannelName(t)
+	chans := []string{prefix + "-a", prefix + "-b", prefix + "-c", prefix + "-d"}
+	servertest.Publish(t, b1, prefix, `"first"`) // creates the schema
+
+	var mu sync.Mutex
+	seqs := map[string][]uint64{}
+	record := func(ch string, pos live.Position) {
+		mu.Lock()
+		seqs[ch] = append(seqs[ch], pos.Seq)
+		mu.Unlock()
+	}
+	var wg sync.WaitGroup
+	for g := range 32 {
+		b := b1
+		if g%2 == 1 {
+			b = b2
+		}
+		wg.Go(func() {
+			for i := range 30 {
+				ch := chans[(g+i)%len(chans)]
+				pos, err := b.Publish(ctx, ch, []byte(strconv.Itoa(i)))
+				if err != nil {
+					t.Errorf("publish: %v", err)
+					return
+				}
+				record(ch, pos)
+			}
+		})
+	}
+	for range 4 {
+		wg.Go(func() {
+			for range 10 {
+				var got [2]live.Position
+				err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+					for k, ch := range []string{chans[3], chans[0]} { // against the batches' order
+						pos, err := b1.PublishTx(ctx, tx, ch, []byte(`"tx"`))
+						if err != nil {
+							return err
+						}
+						got[k] = pos
+					}
+					return nil
+				})
+				var pgErr *pgconn.PgError
+				if errors.As(err, &pgErr) && pgErr.Code == "40P01" {
+					continue // this transaction lost the deadlock: rolled back
+				}
+				if err != nil {
+					t.Errorf("transaction: %v", err)
+					return
+				}
+				record(chans[3], got[0])
+				record(chans[0], got[1])
+			}
+		})
+	}
+	wg.Wait()
+	for _, ch := range chans {
+		s := seqs[ch]
+		slices.Sort(s)
+		for i, seq := range s {
+			if seq != uint64(i+1) {
+				t.Fatalf("channel %s: numbers %v, want 1 to %d", ch, s, len(s))
+			}
 		}
 	}
 }

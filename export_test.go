@@ -216,14 +216,8 @@ func WatchesIdleStreams() bool { return nonblocking && runtime.GOOS == "linux" }
 // ParkedWebSockets returns how many of h's WebSockets have no reader
 // goroutine, their sockets waiting in the close watcher.
 func ParkedWebSockets(h *Hub) int {
-	h.mu.Lock()
-	conns := make([]*conn, 0, len(h.conns))
-	for c := range h.conns {
-		conns = append(conns, c)
-	}
-	h.mu.Unlock()
 	n := 0
-	for _, c := range conns {
+	for _, c := range h.connections() {
 		c.wmu.Lock()
 		if c.parked {
 			n++

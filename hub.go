@@ -504,6 +504,18 @@ func (h *Hub) leave(c *conn) {
 	h.mu.Unlock()
 }
 
+// connections returns the hub's connections as they are now, to walk
+// without the hub-wide lock.
+func (h *Hub) connections() []*conn {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	conns := make([]*conn, 0, len(h.conns))
+	for c := range h.conns {
+		conns = append(conns, c)
+	}
+	return conns
+}
+
 // heartbeat marks a heartbeat due on every connection at each tick. It
 // walks a copy of the connections, so that closing one found dead (which
 // closes its socket) never happens under the hub-wide lock.

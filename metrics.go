@@ -53,14 +53,8 @@ func (h *Hub) MetricsHandler() http.Handler {
 // queuedBytes returns the bytes waiting in every connection's queue,
 // replays included.
 func (h *Hub) queuedBytes() int {
-	h.mu.Lock()
-	conns := make([]*conn, 0, len(h.conns))
-	for c := range h.conns {
-		conns = append(conns, c)
-	}
-	h.mu.Unlock()
 	n := 0
-	for _, c := range conns {
+	for _, c := range h.connections() {
 		c.mu.Lock()
 		for _, f := range c.q {
 			n += f.cost()

@@ -37,15 +37,10 @@ type publication struct {
 // case the publication may still be taken.
 func (b *Broker) publishBatched(ctx context.Context, channel string, data []byte) (live.Position, error) {
 	p := &publication{channel: channel, data: data, done: make(chan struct{})}
-	if !b.batch.Add(p) {
-		return live.Position{}, live.ErrClosed
+	if err := b.batch.Do(ctx, p, p.done); err != nil {
+		return live.Position{}, err
 	}
-	select {
-	case <-p.done:
-		return p.pos, p.err
-	case <-ctx.Done():
-		return live.Position{}, ctx.Err()
-	}
+	return p.pos, p.err
 }
 
 // publishBatch publishes pubs in one transaction: pgx sends the batch in

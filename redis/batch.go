@@ -49,15 +49,10 @@ func newBatcher(ctx context.Context, client *redis.Client, common []any) *batche
 // ctx ends first, in which case the publication may still be taken.
 func (q *batcher) publish(ctx context.Context, p *publication) (live.Position, error) {
 	p.done = make(chan struct{})
-	if !q.queue.Add(p) {
-		return live.Position{}, live.ErrClosed
+	if err := q.queue.Do(ctx, p, p.done); err != nil {
+		return live.Position{}, err
 	}
-	select {
-	case <-p.done:
-		return p.pos, p.err
-	case <-ctx.Done():
-		return live.Position{}, ctx.Err()
-	}
+	return p.pos, p.err
 }
 
 // call publishes pubs in one script call and completes its publications.

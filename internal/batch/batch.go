@@ -8,7 +8,12 @@
 // between publications.
 package batch
 
-import "sync"
+import (
+	"context"
+	"sync"
+
+	"github.com/go-live/live"
+)
 
 // A Queue sends items in batches through its Send function, at most
 // Calls batches at once, each of at most Max items. Senders are
@@ -39,6 +44,22 @@ func (q *Queue[T]) Add(item T) bool {
 		q.senders.Go(q.send)
 	}
 	return true
+}
+
+// Do queues item and waits until done closes, which Send does once it has
+// reported item's outcome through item. It returns ctx's error if ctx ends
+// first, in which case item may still be sent, and live.ErrClosed after
+// Close.
+func (q *Queue[T]) Do(ctx context.Context, item T, done <-chan struct{}) error {
+	if !q.Add(item) {
+		return live.ErrClosed
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // Close makes later calls of Add fail and waits until everything queued

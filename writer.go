@@ -550,6 +550,14 @@ func (c *conn) writeRaw(p []byte) (int, error) {
 		return 0, net.ErrClosed
 	}
 	c.wmu.Lock()
+	if len(c.out) > 2*c.hub.opts.QueueBytes {
+		// Pongs piling up: a client that pings without reading. What the
+		// queue holds is at most QueueBytes, so this is not a slow reader
+		// of publications.
+		c.wmu.Unlock()
+		c.kill(errSlow)
+		return 0, errSlow
+	}
 	if c.out == nil {
 		c.out = getOut()
 	}

@@ -1,15 +1,11 @@
 package live_test
 
 import (
-	"bufio"
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -160,49 +156,22 @@ type frameCounter struct {
 // returns once the subscription is acknowledged.
 func dialCounter(b *testing.B, s *testServer, channel string, flate bool) *frameCounter {
 	b.Helper()
-	addr := strings.TrimPrefix(s.srv.URL, "http://")
-	nc, err := net.Dial("tcp", addr)
-	if err != nil {
-		b.Fatal(err)
-	}
 	ext := ""
 	if flate {
 		ext = "Sec-WebSocket-Extensions: permessage-deflate; client_no_context_takeover; server_no_context_takeover\r\n"
 	}
-	fmt.Fprintf(nc, "GET /ws HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n%s\r\n", addr, ext)
-	br := bufio.NewReaderSize(nc, 64<<10)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
-		b.Fatalf("handshake: %v %v", resp, err)
-	}
-	// A client frame, masked with a zero key, which leaves the payload as
-	// it is.
-	sub := fmt.Sprintf(`{"type":"subscribe","channel":%q}`, channel)
-	nc.Write(append([]byte{0x81, 0x80 | byte(len(sub)), 0, 0, 0, 0}, sub...))
+	nc, _, br := dialRawWS(b, s, ext, 64<<10)
+	nc.Write(clientFrame(0x1, fmt.Appendf(nil, `{"type":"subscribe","channel":%q}`, channel)))
 	c := &frameCounter{reached: make(chan struct{}, 1), done: make(chan struct{})}
 	c.want.Store(1) // the acknowledgement
 	go func() {
 		defer close(c.done)
 		for {
-			h, err := br.Peek(2)
+			_, n, err := readFrameHeader(br)
 			if err != nil {
 				return
 			}
-			n, hl := int(h[1]&0x7f), 2
-			switch n {
-			case 126:
-				if h, err = br.Peek(4); err != nil {
-					return
-				}
-				n, hl = int(binary.BigEndian.Uint16(h[2:])), 4
-			case 127:
-				if h, err = br.Peek(10); err != nil {
-					return
-				}
-				n, hl = int(binary.BigEndian.Uint64(h[2:])), 10
-			}
-			if _, err := br.Discard(hl + n); err != nil {
+			if _, err := br.Discard(n); err != nil {
 				return
 			}
 			if c.got.Add(1) == c.want.Load() {

@@ -3,8 +3,11 @@ package live_test
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -331,4 +334,60 @@ func closeStatus(err error) websocket.StatusCode {
 		return ce.Code
 	}
 	return -1
+}
+
+// dialRawWS opens a WebSocket to s by hand, with the header lines in extra
+// (each ending in CRLF) added to the handshake, and returns the connection,
+// closed at cleanup, the server's response and a reader of size bufSize
+// (0: the default) positioned after it.
+func dialRawWS(t testing.TB, s *testServer, extra string, bufSize int) (net.Conn, *http.Response, *bufio.Reader) {
+	t.Helper()
+	addr := strings.TrimPrefix(s.srv.URL, "http://")
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	fmt.Fprintf(nc, "GET /ws HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n%s\r\n", addr, extra)
+	br := bufio.NewReaderSize(nc, max(bufSize, 16))
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("handshake: %v %v", resp, err)
+	}
+	return nc, resp, br
+}
+
+// clientFrame returns a final client frame of op with payload (at most 125
+// bytes), masked with a zero key, which leaves the payload as it is.
+func clientFrame(op byte, payload []byte) []byte {
+	return append([]byte{0x80 | op, 0x80 | byte(len(payload)), 0, 0, 0, 0}, payload...)
+}
+
+// readFrameHeader reads the header of an unmasked server frame: its first
+// byte (FIN, RSV and opcode) and the length of its payload, which follows.
+// It allocates nothing, so that benchmarks count the server's allocations.
+func readFrameHeader(br *bufio.Reader) (first byte, n int, err error) {
+	h, err := br.Peek(2)
+	if err != nil {
+		return 0, 0, err
+	}
+	first, n, size := h[0], int(h[1]&0x7f), 2
+	switch n {
+	case 126:
+		size = 4
+	case 127:
+		size = 10
+	}
+	if h, err = br.Peek(size); err != nil {
+		return 0, 0, err
+	}
+	switch size {
+	case 4:
+		n = int(binary.BigEndian.Uint16(h[2:4]))
+	case 10:
+		n = int(binary.BigEndian.Uint64(h[2:10]))
+	}
+	_, err = br.Discard(size)
+	return first, n, err
 }

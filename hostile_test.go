@@ -277,22 +277,11 @@ func TestPingFlood(t *testing.T) {
 	s := newTestServer(t, &live.Options{QueueBytes: 64 << 10, Heartbeat: time.Hour})
 	other := dialWS(t, s.wsURL(), nil)
 	other.subscribe(t, "calm")
-	addr := strings.TrimPrefix(s.srv.URL, "http://")
-	nc, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc, _, _ := dialRawWS(t, s, "", 0)
 	nc.(*net.TCPConn).SetReadBuffer(4096)
-	fmt.Fprintf(nc, "GET /ws HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", addr)
-	resp, err := http.ReadResponse(bufio.NewReader(nc), nil)
-	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
-		t.Fatalf("handshake: %v %v", resp, err)
-	}
-	// Pings of 125 bytes, masked with a zero key, 64 at a time: 40 MB of
-	// pongs if the hub kept them all.
-	ping := append([]byte{0x89, 0x80 | 125, 0, 0, 0, 0}, make([]byte, 125)...)
+	// Pings of 125 bytes, 64 at a time: 40 MB of pongs if the hub kept
+	// them all.
+	ping := clientFrame(0x9, make([]byte, 125))
 	burst := make([]byte, 0, 64*len(ping))
 	for range 64 {
 		burst = append(burst, ping...)

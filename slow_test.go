@@ -1,13 +1,9 @@
 package live_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"strings"
 	"testing"
 
@@ -149,19 +145,7 @@ func TestSSEHeartbeat(t *testing.T) {
 // answers pings. The hub must notice and drop it.
 func TestHalfOpenWebSocket(t *testing.T) {
 	s := newTestServer(t, &live.Options{Heartbeat: 5e6, WriteTimeout: 1e8})
-	addr := strings.TrimPrefix(s.srv.URL, "http://")
-	nc, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	fmt.Fprintf(nc, "GET /ws HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", addr)
-	br := bufio.NewReader(nc)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
-		t.Fatalf("handshake: %v %v", resp, err)
-	}
+	_, _, br := dialRawWS(t, s, "", 0)
 	// Read (and ignore) pings until the server hangs up.
 	n, err := io.Copy(io.Discard, br)
 	if err != nil && !strings.Contains(err.Error(), "reset") {

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"compress/flate"
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -329,25 +328,14 @@ func waitParked(t *testing.T, h *live.Hub, n int) {
 // on both); a smaller message goes as it is.
 func TestCompressedFramesOnTheWire(t *testing.T) {
 	s := newTestServer(t, &live.Options{Compression: true, Heartbeat: time.Hour})
-	addr := strings.TrimPrefix(s.srv.URL, "http://")
 	var readers []*bufio.Reader
 	for range 2 {
-		nc, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
+		nc, resp, br := dialRawWS(t, s, "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n", 0)
+		if !strings.Contains(resp.Header.Get("Sec-WebSocket-Extensions"), "server_no_context_takeover") {
+			t.Fatalf("handshake: %v", resp.Header)
 		}
-		t.Cleanup(func() { nc.Close() })
 		nc.SetDeadline(time.Now().Add(waitFor))
-		fmt.Fprintf(nc, "GET /ws HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-			"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"+
-			"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n", addr)
-		br := bufio.NewReader(nc)
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil || resp.StatusCode != http.StatusSwitchingProtocols || !strings.Contains(resp.Header.Get("Sec-WebSocket-Extensions"), "server_no_context_takeover") {
-			t.Fatalf("handshake: %v %v", resp, err)
-		}
-		sub := `{"type":"subscribe","channel":"z"}`
-		nc.Write(append([]byte{0x81, 0x80 | byte(len(sub)), 0, 0, 0, 0}, sub...))
+		nc.Write(clientFrame(0x1, []byte(`{"type":"subscribe","channel":"z"}`)))
 		if op, _ := readServerFrame(t, br); op != 0x81 {
 			t.Fatalf("the acknowledgement: first byte %#x", op)
 		}
@@ -385,22 +373,13 @@ func TestCompressedFramesOnTheWire(t *testing.T) {
 // RSV and opcode) and its payload.
 func readServerFrame(t *testing.T, br *bufio.Reader) (first byte, payload []byte) {
 	t.Helper()
-	var h [10]byte
-	if _, err := io.ReadFull(br, h[:2]); err != nil {
+	first, n, err := readFrameHeader(br)
+	if err != nil {
 		t.Fatalf("read frame: %v", err)
-	}
-	n := int(h[1] & 0x7f)
-	switch n {
-	case 126:
-		io.ReadFull(br, h[2:4])
-		n = int(binary.BigEndian.Uint16(h[2:4]))
-	case 127:
-		io.ReadFull(br, h[2:10])
-		n = int(binary.BigEndian.Uint64(h[2:10]))
 	}
 	payload = make([]byte, n)
 	if _, err := io.ReadFull(br, payload); err != nil {
 		t.Fatalf("read frame: %v", err)
 	}
-	return h[0], payload
+	return first, payload
 }

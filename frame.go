@@ -34,15 +34,11 @@ type frame struct {
 // deflate block costs about what it saves.
 const deflateMin = 512
 
-// appendWSDeflated appends f's WebSocket message as a connection that
-// negotiated permessage-deflate gets it. Without context takeover each
-// message is compressed on its own, so one compression serves every
-// connection.
+// appendWSDeflated appends f's WebSocket message, of at least deflateMin
+// bytes, compressed as a connection that negotiated permessage-deflate
+// gets it. Without context takeover each message is compressed on its
+// own, so one compression serves every connection.
 func (f *frame) appendWSDeflated(b []byte) []byte {
-	if len(f.ws) < deflateMin {
-		b = appendWSHeader(b, opText, len(f.ws))
-		return append(b, f.ws...)
-	}
 	if z := f.wsz.Load(); z != nil {
 		return append(b, *z...)
 	}
@@ -51,7 +47,8 @@ func (f *frame) appendWSDeflated(b []byte) []byte {
 	return append(b, z...)
 }
 
-// flateWriters recycles compressors, each about 1 MB.
+// flateWriters recycles compressors, which are large (their hash tables
+// and window) and needed only while a message is compressed.
 var flateWriters sync.Pool
 
 // deflateMessage returns p as one compressed final text frame (RFC 7692:

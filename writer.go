@@ -413,7 +413,7 @@ func (c *conn) appendFrame(b []byte, f *frame) []byte {
 		if f.ws == nil {
 			return b
 		}
-		if c.flate {
+		if c.flate && len(f.ws) >= deflateMin {
 			return f.appendWSDeflated(b)
 		}
 		b = appendWSHeader(b, opText, len(f.ws))

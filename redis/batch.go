@@ -3,6 +3,7 @@ package redisbroker
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/go-live/live"
 	"github.com/go-live/live/internal/batch"
@@ -14,6 +15,8 @@ import (
 // waited, up to maxBatch publications, with at most maxCalls calls on
 // their way at once. Under load each call carries many, which spares Redis
 // most of its per-command work; alone, a publication goes out at once.
+// On a cluster a script call may only touch one slot, so a batch is sent
+// as one script call per channel, pipelined: one round trip per master.
 
 // maxCalls bounds the script calls on their way at once.
 const maxCalls = 2
@@ -32,14 +35,15 @@ type publication struct {
 
 // batcher sends publications in script calls.
 type batcher struct {
-	ctx    context.Context // the broker's: ends at Close
-	client *redis.Client
-	common []any // the script's first arguments: history size and age, inline limit, TTL
-	queue  batch.Queue[*publication]
+	ctx     context.Context // the broker's: ends at Close
+	client  redis.UniversalClient
+	cluster bool
+	common  []any // the script's first arguments: history size and age, inline limit, TTL, cluster
+	queue   batch.Queue[*publication]
 }
 
-func newBatcher(ctx context.Context, client *redis.Client, common []any) *batcher {
-	q := &batcher{ctx: ctx, client: client, common: common}
+func newBatcher(ctx context.Context, client redis.UniversalClient, cluster bool, common []any) *batcher {
+	q := &batcher{ctx: ctx, client: client, cluster: cluster, common: common}
 	q.queue = batch.Queue[*publication]{Send: q.call, Calls: maxCalls, Max: maxBatch}
 	return q
 }
@@ -55,11 +59,51 @@ func (q *batcher) publish(ctx context.Context, p *publication) (live.Position, e
 	return p.pos, p.err
 }
 
-// call publishes pubs in one script call and completes its publications.
-// A failed call fails them all: Redis may have taken those before the
+// call publishes pubs and completes them. A failed script call fails
+// every publication it carried: Redis may have taken those before the
 // failure, as when a reply is lost, but none is reported taken that was
 // not.
 func (q *batcher) call(pubs []*publication) {
+	// Each caller bounds its own wait; the calls are bounded by the
+	// client's timeouts, and by Close.
+	if !q.cluster {
+		keys, args := q.args(pubs)
+		res, err := publishScript.Run(q.ctx, q.client, keys, args...).Slice()
+		complete(pubs, res, err)
+		return
+	}
+	groups := byChannel(pubs)
+	cmds := make([]*redis.Cmd, len(groups))
+	send := func(load bool) error {
+		_, err := q.client.Pipelined(q.ctx, func(p redis.Pipeliner) error {
+			for i, g := range groups {
+				if cmds[i] != nil && !(load && isNoScript(cmds[i].Err())) {
+					continue
+				}
+				keys, args := q.args(g)
+				cmds[i] = publishScript.EvalSha(q.ctx, p, keys, args...)
+			}
+			return nil
+		})
+		return err
+	}
+	err := send(false)
+	if err != nil && hasNoScript(cmds) {
+		// A master that does not have the script yet (a new one, or one
+		// that restarted) ran nothing: load it everywhere and send again
+		// what it refused.
+		if err = publishScript.Load(q.ctx, q.client).Err(); err == nil {
+			send(true)
+		}
+	}
+	for i, g := range groups {
+		res, err := cmds[i].Slice()
+		complete(g, res, err)
+	}
+}
+
+// args returns the script's keys and arguments for pubs.
+func (q *batcher) args(pubs []*publication) ([]string, []any) {
 	keys := make([]string, 0, 2*len(pubs))
 	args := make([]any, 0, len(q.common)+3*len(pubs))
 	args = append(args, q.common...)
@@ -67,9 +111,40 @@ func (q *batcher) call(pubs []*publication) {
 		keys = append(keys, p.head, p.log)
 		args = append(args, p.data, newEpoch(), p.pubsub)
 	}
-	// Each caller bounds its own wait; the call is bounded by the
-	// client's timeouts, and by Close.
-	res, err := publishScript.Run(q.ctx, q.client, keys, args...).Slice()
+	return keys, args
+}
+
+// byChannel splits pubs by channel, keeping their order within each.
+func byChannel(pubs []*publication) [][]*publication {
+	var groups [][]*publication
+	at := make(map[string]int) // by head key
+	for _, p := range pubs {
+		i, ok := at[p.head]
+		if !ok {
+			i = len(groups)
+			at[p.head] = i
+			groups = append(groups, nil)
+		}
+		groups[i] = append(groups[i], p)
+	}
+	return groups
+}
+
+func isNoScript(err error) bool {
+	return err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT")
+}
+
+func hasNoScript(cmds []*redis.Cmd) bool {
+	for _, c := range cmds {
+		if isNoScript(c.Err()) {
+			return true
+		}
+	}
+	return false
+}
+
+// complete completes pubs with a script call's reply, or its error.
+func complete(pubs []*publication, res []any, err error) {
 	if err == nil && len(res) != 2*len(pubs) {
 		err = fmt.Errorf("unexpected reply of %d values from Redis for %d publications", len(res), len(pubs))
 	}

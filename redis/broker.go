@@ -2,8 +2,9 @@
 // that several processes, each with its own [live.Hub], serve the same
 // channels and every client can resume on any of them.
 //
-// Use [Open] with a Redis URL, or [New] with a *redis.Client you
-// configured, and give the broker to the Hub:
+// Use [Open] with a Redis URL, or [New] with a client you configured
+// (a *redis.Client, a Sentinel *redis.Client from redis.NewFailoverClient,
+// or a *redis.ClusterClient), and give the broker to the Hub:
 //
 //	b, err := redisbroker.Open("redis://localhost:6379/0", nil)
 //	if err != nil { … }
@@ -31,13 +32,28 @@
 // FLUSHALL, eviction) the next use makes a new one and older cursors
 // reset instead of resuming into the wrong numbering.
 //
+// # Redis Cluster
+//
+// Given a *redis.ClusterClient, the broker shards channels over the
+// cluster by their hash tags: a channel's numbering, history and
+// announcements live on the master that owns its slot. Announcements use
+// sharded pub/sub (SPUBLISH, SSUBSCRIBE), so they never cross the cluster
+// bus, and the broker keeps one pub/sub connection per master it
+// subscribes on. Each channel remembers which master numbered it: when
+// another master takes the slot over (a failover, in which a replica
+// that missed the latest publications is promoted, or a resharding), the
+// channel starts a new epoch there, so clients reset instead of resuming
+// into numbers that were handed out twice. In cluster mode channel names
+// must not contain '{' or '}'. Requires Redis 7.0 or later.
+//
 // # Failures
 //
-// All subscriptions of a Broker share one pub/sub connection. When it
-// breaks, is re-established, or stays silent for [Options].StallTimeout
-// although pinged, every Subscribe call returns an error, and the Hub
-// subscribes again and fills the hole from history. Publish returns an error
-// when Redis does not confirm a publication.
+// All subscriptions of a Broker on one Redis server share one pub/sub
+// connection. When it breaks, is re-established, or stays silent for
+// [Options].StallTimeout although pinged, every Subscribe call on it
+// returns an error, and the Hub subscribes again and fills the hole from
+// history. Publish returns an error when Redis does not confirm a
+// publication.
 //
 // Requires Redis 6.2 or later.
 package redisbroker
@@ -88,22 +104,23 @@ type Options struct {
 }
 
 // Broker is a [live.Broker] and [live.History] on Redis. It is safe for
-// concurrent use. It runs two goroutines, which read and ping the shared
-// pub/sub connection, from New or Open until Close.
+// concurrent use. From New or Open until Close it runs a goroutine that
+// pings its pub/sub connections, and one that reads each connection while
+// some Subscribe call uses it.
 type Broker struct {
-	client *redis.Client
-	batch  *batcher // publications on their way
-	own    bool     // Close closes client
-	size   int
-	age    time.Duration // <= 0: no age limit
-	ttl    time.Duration // of a channel's head key; <= 0: none
-	prefix string
-	stall  time.Duration
+	client  redis.UniversalClient
+	cluster *redis.ClusterClient // client, in cluster mode; else nil
+	batch   *batcher             // publications on their way
+	own     bool                 // Close closes client
+	size    int
+	age     time.Duration // <= 0: no age limit
+	ttl     time.Duration // of a channel's head key; <= 0: none
+	prefix  string
+	stall   time.Duration
 
 	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
-	wg     sync.WaitGroup // the reader and the pinger
-	wake   chan struct{}  // tells the reader the connection changed or is in use; buffer of 1
+	wg     sync.WaitGroup // the pinger and the readers
 
 	// cmdMu serialises SUBSCRIBE and UNSUBSCRIBE with the bookkeeping that
 	// decides them, so Redis receives them in the order psChan.pending
@@ -111,9 +128,9 @@ type Broker struct {
 	// connection is new), never across a wait for a confirmation.
 	cmdMu sync.Mutex
 
-	mu     sync.Mutex // guards closed, conn and the pub/sub bookkeeping (see psConn and sub)
+	mu     sync.Mutex // guards closed, conns and the pub/sub bookkeeping (see psConn and sub)
 	closed bool
-	conn   *psConn // current pub/sub connection; replaced whenever one fails
+	conns  map[string]*psConn // the pub/sub connections in use, by server address ("" but in cluster mode)
 }
 
 var (
@@ -143,16 +160,32 @@ func checkOptions(o *Options) error {
 	return nil
 }
 
-// New returns a broker that uses client. The broker never closes client;
-// close it after the broker. It panics on options Open would refuse.
+// New returns a broker that uses client, a *redis.Client (to one server,
+// or to Sentinel's current master) or a *redis.ClusterClient. The broker
+// never closes client; close it after the broker. It panics on options
+// Open would refuse, and on other clients (a *redis.Ring cannot keep a
+// channel's keys and announcements together).
 //
 // Publish is not idempotent: if client retries a command whose reply was
 // lost, a publication may be taken twice. Set MaxRetries: -1 in the
-// client's options to prevent that, and ContextTimeoutEnabled: true so
-// that Publish and Since honour their context's deadline. Open does both.
-func New(client *redis.Client, opts *Options) *Broker {
-	if client == nil {
-		panic("redisbroker: New with a nil *redis.Client")
+// client's options to prevent that (and MaxRedirects: -1 for a cluster,
+// whose client otherwise also retries on another node), and
+// ContextTimeoutEnabled: true so that Publish and Since honour their
+// context's deadline. Open does both.
+func New(client redis.UniversalClient, opts *Options) *Broker {
+	var cluster *redis.ClusterClient
+	switch c := client.(type) {
+	case *redis.Client:
+		if c == nil {
+			panic("redisbroker: New with a nil client")
+		}
+	case *redis.ClusterClient:
+		if c == nil {
+			panic("redisbroker: New with a nil client")
+		}
+		cluster = c
+	default:
+		panic(fmt.Sprintf("redisbroker: New with a %T; want a *redis.Client or *redis.ClusterClient", client))
 	}
 	var o Options
 	if opts != nil {
@@ -177,11 +210,12 @@ func New(client *redis.Client, opts *Options) *Broker {
 		o.StallTimeout = defaultStall
 	}
 	b := &Broker{
-		client: client,
-		size:   o.HistorySize,
-		prefix: o.Prefix,
-		stall:  o.StallTimeout,
-		wake:   make(chan struct{}, 1),
+		client:  client,
+		cluster: cluster,
+		size:    o.HistorySize,
+		prefix:  o.Prefix,
+		stall:   o.StallTimeout,
+		conns:   make(map[string]*psConn),
 	}
 	if o.HistoryAge > 0 {
 		b.age = o.HistoryAge
@@ -192,10 +226,8 @@ func New(client *redis.Client, opts *Options) *Broker {
 		inline = -1 // nothing to fetch from: always inline
 	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
-	b.batch = newBatcher(b.ctx, client, []any{b.size, b.age.Milliseconds(), inline, b.ttl.Milliseconds()})
-	b.conn = b.newConn()
-	b.wg.Add(2)
-	go b.read()
+	b.batch = newBatcher(b.ctx, client, cluster != nil, []any{b.size, b.age.Milliseconds(), inline, b.ttl.Milliseconds(), b.clusterArg()})
+	b.wg.Add(1)
 	go b.ping()
 	return b
 }
@@ -233,12 +265,18 @@ func (b *Broker) Close() error {
 		return nil
 	}
 	b.closed = true
-	c := b.conn
-	c.failLocked(live.ErrClosed)
+	conns := b.conns
+	b.conns = nil
+	for _, c := range conns {
+		c.dead = true
+		c.failLocked(live.ErrClosed)
+	}
 	b.mu.Unlock()
 
 	b.cancel()
-	c.ps.Close()
+	for _, c := range conns {
+		c.ps.Close()
+	}
 	b.batch.queue.Close()
 	b.wg.Wait()
 	if b.own {
@@ -266,6 +304,24 @@ func (b *Broker) pubsubName(channel string) string {
 	return b.prefix + "{" + channel + "}:pub"
 }
 
+// clusterArg tells the scripts whether they run on a cluster, where they
+// announce with SPUBLISH and check which master numbered a channel.
+func (b *Broker) clusterArg() string {
+	if b.cluster != nil {
+		return "1"
+	}
+	return "0"
+}
+
+// checkName refuses, in cluster mode, a channel name that would break its
+// hash tag and so spread its keys over several slots.
+func (b *Broker) checkName(channel string) error {
+	if b.cluster != nil && strings.ContainsAny(channel, "{}") {
+		return errors.New("a channel name with '{' or '}' cannot be used on Redis Cluster")
+	}
+	return nil
+}
+
 // newEpoch returns a random epoch: 12 characters of [a-z2-7], 60 bits.
 func newEpoch() string {
 	return strings.ToLower(rand.Text()[:12])
@@ -279,6 +335,9 @@ func (b *Broker) Publish(ctx context.Context, channel string, data []byte) (live
 	}
 	if b.isClosed() {
 		return live.Position{}, fmt.Errorf("live: publish %q: %w", channel, live.ErrClosed)
+	}
+	if err := b.checkName(channel); err != nil {
+		return live.Position{}, fmt.Errorf("live: publish %q: %w", channel, err)
 	}
 	keys := b.keys(channel)
 	pos, err := b.batch.publish(ctx, &publication{head: keys[0], log: keys[1], pubsub: b.pubsubName(channel), data: data})
@@ -294,7 +353,7 @@ func (b *Broker) Publish(ctx context.Context, channel string, data []byte) (live
 // head returns the channel's latest position, creating its epoch if the
 // channel is new, so that the first publication is in the epoch returned.
 func (b *Broker) head(ctx context.Context, channel string) (live.Position, error) {
-	res, err := headScript.Run(ctx, b.client, b.keys(channel), newEpoch(), b.ttl.Milliseconds()).Slice()
+	res, err := headScript.Run(ctx, b.client, b.keys(channel), newEpoch(), b.ttl.Milliseconds(), b.clusterArg()).Slice()
 	if err != nil {
 		return live.Position{}, err
 	}
@@ -318,6 +377,9 @@ func (b *Broker) Since(ctx context.Context, channel string, after live.Position)
 	}
 	if b.isClosed() {
 		return nil, fmt.Errorf("live: history %q: %w", channel, live.ErrClosed)
+	}
+	if err := b.checkName(channel); err != nil {
+		return nil, fmt.Errorf("live: history %q: %w", channel, err)
 	}
 	msgs, err := b.since(ctx, channel, after, 0)
 	if err != nil {

@@ -15,18 +15,22 @@ import (
 )
 
 // A psConn is one pub/sub connection, shared by every subscription of the
-// broker. It is never repaired: when it fails, its subscriptions fail and
-// the broker replaces it, so that go-redis cannot reconnect it and
-// resubscribe behind our back, losing the announcements in between.
+// broker to channels on one Redis server (on a cluster, one master). It
+// is never repaired: when it fails, its subscriptions fail and the broker
+// forgets it, so that go-redis cannot reconnect it and resubscribe behind
+// our back, losing the announcements in between. Its reader goroutine
+// runs from its first SUBSCRIBE until it fails or the broker closes.
 type psConn struct {
 	ps       *redis.PubSub
+	addr     string       // its key in Broker.conns
 	lastRecv atomic.Int64 // UnixNano of the last reply read, or of the connection's creation
-	received atomic.Bool  // some reply was read
 
 	// Guarded by Broker.mu.
 	chans map[string]*psChan // by pub/sub channel name
-	used  bool               // a subscription was registered: the reader may dial
 	dead  bool
+
+	// Owned by the pinger.
+	pingedAt int64 // UnixNano of the last ping sent; 0: none
 }
 
 // A psChan is one pub/sub channel on a psConn.
@@ -35,7 +39,8 @@ type psConn struct {
 // so a confirmation is matched with the oldest command in pending. A
 // subscription is active once the SUBSCRIBE sent for it (or before it,
 // with no UNSUBSCRIBE in between) is confirmed. A confirmation that
-// matches nothing means the connection was re-established, and kills it.
+// matches nothing means the connection was re-established (or, on a
+// cluster, that the master gave the channel's slot away), and kills it.
 type psChan struct {
 	subs       map[*sub]struct{}
 	subscribed bool   // the last command sent was SUBSCRIBE
@@ -59,8 +64,17 @@ type sub struct {
 
 var errStalled = errors.New("redis pub/sub connection stalled")
 
-func (b *Broker) newConn() *psConn {
-	c := &psConn{ps: b.client.Subscribe(b.ctx), chans: make(map[string]*psChan)}
+// newConn returns a connection for the server at addr, which dials when
+// its first SUBSCRIBE is sent. On a cluster go-redis dials the master of
+// that first channel's slot, which is the master at addr.
+func (b *Broker) newConn(addr string) *psConn {
+	var ps *redis.PubSub
+	if b.cluster != nil {
+		ps = b.cluster.SSubscribe(b.ctx)
+	} else {
+		ps = b.client.Subscribe(b.ctx)
+	}
+	c := &psConn{ps: ps, addr: addr, chans: make(map[string]*psChan)}
 	c.lastRecv.Store(time.Now().UnixNano())
 	return c
 }
@@ -74,8 +88,8 @@ func (c *psConn) failLocked(err error) {
 	}
 }
 
-// kill fails every subscription on c and replaces c with a new connection,
-// unless that happened already.
+// kill fails every subscription on c and forgets c, unless that happened
+// already. The next Subscribe call makes a new connection.
 func (b *Broker) kill(c *psConn, cause error) {
 	b.mu.Lock()
 	if c.dead {
@@ -84,64 +98,31 @@ func (b *Broker) kill(c *psConn, cause error) {
 	}
 	c.dead = true
 	c.failLocked(cause)
-	if !b.closed {
-		b.conn = b.newConn()
+	if b.conns[c.addr] == c {
+		delete(b.conns, c.addr)
 	}
 	b.mu.Unlock()
 	c.ps.Close()
-	select {
-	case b.wake <- struct{}{}:
-	default:
+	if b.cluster != nil {
+		// The master may be gone, or the slot elsewhere: have the client
+		// learn the cluster's layout again before the next Subscribe call.
+		b.cluster.ReloadState(b.ctx)
 	}
 }
 
-// read is the broker's reader goroutine: it reads the current pub/sub
-// connection and hands announcements to the subscriptions.
-func (b *Broker) read() {
+// read is c's reader goroutine: it reads c and hands announcements to the
+// subscriptions, until c fails or the broker closes.
+func (b *Broker) read(c *psConn) {
 	defer b.wg.Done()
-	failures := 0 // connections in a row that failed without a reply
 	for {
-		b.mu.Lock()
-		c, closed, used := b.conn, b.closed, b.conn.used
-		b.mu.Unlock()
-		if closed {
-			return
-		}
-		if !used {
-			// A broker that only publishes needs no pub/sub connection.
-			select {
-			case <-b.ctx.Done():
-				return
-			case <-b.wake:
-			}
-			continue
-		}
 		msg, err := c.ps.Receive(b.ctx)
 		if err != nil {
-			if b.ctx.Err() != nil {
-				return
+			if b.ctx.Err() == nil {
+				b.kill(c, fmt.Errorf("redis pub/sub connection: %w", err))
 			}
-			b.kill(c, fmt.Errorf("redis pub/sub connection: %w", err))
-			if c.received.Load() {
-				failures = 0
-				continue
-			}
-			failures++
-			// Redis is down: try again soon, or as soon as a Subscribe call
-			// has dialled a new connection.
-			t := time.NewTimer(min(50*time.Millisecond<<min(failures, 5), time.Second))
-			select {
-			case <-b.ctx.Done():
-				t.Stop()
-				return
-			case <-b.wake:
-			case <-t.C:
-			}
-			t.Stop()
-			continue
+			return
 		}
 		c.lastRecv.Store(time.Now().UnixNano())
-		c.received.Store(true)
 		switch m := msg.(type) {
 		case *redis.Message:
 			b.mu.Lock()
@@ -157,13 +138,14 @@ func (b *Broker) read() {
 	}
 }
 
-// confirm matches a SUBSCRIBE or UNSUBSCRIBE confirmation with the command
-// it answers.
+// confirm matches a SUBSCRIBE or UNSUBSCRIBE confirmation (SSUBSCRIBE or
+// SUNSUBSCRIBE on a cluster) with the command it answers.
 func (b *Broker) confirm(c *psConn, m *redis.Subscription) {
 	b.mu.Lock()
 	pc := c.chans[m.Channel]
-	isSub := m.Kind == "subscribe"
-	if c.dead || pc == nil || len(pc.pending) == 0 || pc.pending[0] != isSub || (!isSub && m.Kind != "unsubscribe") {
+	isSub := m.Kind == "subscribe" || m.Kind == "ssubscribe"
+	isUnsub := m.Kind == "unsubscribe" || m.Kind == "sunsubscribe"
+	if c.dead || pc == nil || len(pc.pending) == 0 || pc.pending[0] != isSub || (!isSub && !isUnsub) {
 		b.mu.Unlock()
 		b.kill(c, fmt.Errorf("redis pub/sub connection was re-established (unexpected %s %q)", m.Kind, m.Channel))
 		return
@@ -183,48 +165,70 @@ func (b *Broker) confirm(c *psConn, m *redis.Subscription) {
 	b.mu.Unlock()
 }
 
-// ping is the broker's pinger goroutine: it pings the pub/sub connection
-// when it is quiet and kills it when nothing, not even the pong, arrives
-// for StallTimeout.
+// ping is the broker's pinger goroutine: it pings each pub/sub connection
+// in use when it is quiet and kills it when nothing, not even the pong,
+// arrives for StallTimeout.
 func (b *Broker) ping() {
 	defer b.wg.Done()
 	every := b.stall / 4
 	t := time.NewTicker(every)
 	defer t.Stop()
-	var pinged *psConn // the connection last pinged, at pingedAt
-	var pingedAt int64
+	var conns []*psConn
 	for {
 		select {
 		case <-b.ctx.Done():
 			return
 		case <-t.C:
 		}
+		conns = conns[:0]
 		b.mu.Lock()
-		c, idle := b.conn, len(b.conn.chans) == 0
-		b.mu.Unlock()
-		if idle {
-			continue // nothing to lose; a new subscription's confirmation is checked like a pong
-		}
-		now, last := time.Now().UnixNano(), c.lastRecv.Load()
-		waiting := pinged == c && pingedAt > last
-		switch {
-		case waiting && now-last >= int64(b.stall) && now-pingedAt >= int64(b.stall/2):
-			b.kill(c, fmt.Errorf("%w: no reply to a ping for %v", errStalled, time.Duration(now-pingedAt).Round(time.Millisecond)))
-		case !waiting && now-last >= int64(every):
-			pinged, pingedAt = c, now
-			ctx, cancel := context.WithTimeout(b.ctx, b.stall)
-			err := c.ps.Ping(ctx)
-			cancel()
-			if err != nil && b.ctx.Err() == nil {
-				b.kill(c, fmt.Errorf("redis pub/sub ping: %w", err))
+		for _, c := range b.conns {
+			// An idle connection has nothing to lose; a new
+			// subscription's confirmation is checked like a pong.
+			if len(c.chans) > 0 {
+				conns = append(conns, c)
 			}
+		}
+		b.mu.Unlock()
+		for _, c := range conns {
+			b.check(c, every)
+		}
+		clear(conns)
+	}
+}
+
+// check pings c if it has been quiet for every, and kills it if it has
+// not answered a ping for StallTimeout.
+func (b *Broker) check(c *psConn, every time.Duration) {
+	now, last := time.Now().UnixNano(), c.lastRecv.Load()
+	waiting := c.pingedAt > last
+	switch {
+	case waiting && now-last >= int64(b.stall) && now-c.pingedAt >= int64(b.stall/2):
+		b.kill(c, fmt.Errorf("%w: no reply to a ping for %v", errStalled, time.Duration(now-c.pingedAt).Round(time.Millisecond)))
+	case !waiting && now-last >= int64(every):
+		c.pingedAt = now
+		ctx, cancel := context.WithTimeout(b.ctx, b.stall)
+		err := c.ps.Ping(ctx)
+		cancel()
+		if err != nil && b.ctx.Err() == nil {
+			b.kill(c, fmt.Errorf("redis pub/sub ping: %w", err))
 		}
 	}
 }
 
-// register adds s to the current connection, subscribing to its channel
-// if the connection is not subscribed (or is unsubscribing).
-func (b *Broker) register(s *sub) error {
+// register adds s to the connection for its channel's server, making the
+// connection if there is none, and subscribes to the channel if the
+// connection is not subscribed (or is unsubscribing).
+func (b *Broker) register(ctx context.Context, s *sub) error {
+	addr := ""
+	if b.cluster != nil {
+		master, err := b.cluster.MasterForKey(ctx, s.name)
+		if err != nil {
+			return fmt.Errorf("finding the channel's master: %w", err)
+		}
+		addr = master.Options().Addr
+	}
+
 	b.cmdMu.Lock()
 	defer b.cmdMu.Unlock()
 	b.mu.Lock()
@@ -232,8 +236,13 @@ func (b *Broker) register(s *sub) error {
 		b.mu.Unlock()
 		return live.ErrClosed
 	}
-	c := b.conn
-	c.used = true
+	c := b.conns[addr]
+	start := c == nil
+	if start {
+		c = b.newConn(addr)
+		b.conns[addr] = c
+		b.wg.Add(1) // its reader, started below
+	}
 	pc := c.chans[s.name]
 	if pc == nil {
 		pc = &psChan{subs: make(map[*sub]struct{})}
@@ -253,14 +262,21 @@ func (b *Broker) register(s *sub) error {
 	}
 	b.mu.Unlock()
 
-	select {
-	case b.wake <- struct{}{}:
-	default:
-	}
 	if send {
-		if err := c.ps.Subscribe(b.ctx, s.name); err != nil {
+		var err error
+		if b.cluster != nil {
+			err = c.ps.SSubscribe(b.ctx, s.name)
+		} else {
+			err = c.ps.Subscribe(b.ctx, s.name)
+		}
+		if err != nil {
 			b.kill(c, fmt.Errorf("redis SUBSCRIBE: %w", err))
 		}
+	}
+	if start {
+		// Only now: on a cluster, a read before the first SSUBSCRIBE
+		// would dial a random master.
+		go b.read(c)
 	}
 	return nil
 }
@@ -283,7 +299,13 @@ func (b *Broker) unregister(s *sub) {
 	}
 	b.mu.Unlock()
 	if send {
-		if err := c.ps.Unsubscribe(b.ctx, s.name); err != nil {
+		var err error
+		if b.cluster != nil {
+			err = c.ps.SUnsubscribe(b.ctx, s.name)
+		} else {
+			err = c.ps.Unsubscribe(b.ctx, s.name)
+		}
+		if err != nil {
 			b.kill(c, fmt.Errorf("redis UNSUBSCRIBE: %w", err))
 		}
 	}
@@ -303,8 +325,14 @@ func (b *Broker) Subscribe(ctx context.Context, channel string, ready func(live.
 	if ctx.Err() != nil {
 		return nil
 	}
+	if err := b.checkName(channel); err != nil {
+		return fmt.Errorf("live: subscribe %q: %w", channel, err)
+	}
 	s := &sub{Queue: announce.New(), name: b.pubsubName(channel), active: make(chan struct{})}
-	if err := b.register(s); err != nil {
+	if err := b.register(ctx, s); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return fmt.Errorf("live: subscribe %q: %w", channel, err)
 	}
 	defer b.unregister(s)

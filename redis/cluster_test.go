@@ -1,0 +1,336 @@
+package redisbroker_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-live/live"
+	"github.com/go-live/live/brokertest"
+	"github.com/go-live/live/internal/servertest"
+	redisbroker "github.com/go-live/live/redis"
+	"github.com/redis/go-redis/v9"
+)
+
+// A cluster is a private Redis Cluster of three masters, each with one
+// replica, which the tests start themselves so that they can kill a
+// master without disturbing the shared server.
+type cluster struct {
+	nodes    []*clusterNode // masters first, then their replicas in the same order
+	replicas map[*clusterNode]*clusterNode
+}
+
+type clusterNode struct {
+	*servertest.Process
+	bus int // the cluster bus port
+	id  string
+}
+
+func (n *clusterNode) addr() string { return fmt.Sprintf("127.0.0.1:%d", n.Port) }
+
+// client returns a plain client to the node alone, closed when t ends.
+func (n *clusterNode) client(t testing.TB) *redis.Client {
+	c := redis.NewClient(&redis.Options{Addr: n.addr(), MaxRetries: -1})
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// startCluster starts a cluster of three masters and three replicas on
+// free ports, with a node timeout of a second so that a failover takes a
+// few seconds, or skips t if there is no redis-server.
+func startCluster(t testing.TB) *cluster {
+	t.Helper()
+	redisURL(t) // the Redis tests run only when asked for
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		t.Skip("redis-server is not installed")
+	}
+	dir := t.TempDir()
+	cl := &cluster{replicas: make(map[*clusterNode]*clusterNode)}
+	for i := range 6 {
+		bus := freePort(t)
+		p := servertest.StartProcess(t, servertest.ProcessOptions{
+			Command: func(port int) *exec.Cmd {
+				return exec.Command("redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+					"--cluster-enabled", "yes", "--cluster-port", strconv.Itoa(bus),
+					"--cluster-config-file", filepath.Join(dir, fmt.Sprintf("nodes-%d.conf", i)),
+					"--cluster-node-timeout", "1000", "--cluster-replica-validity-factor", "0",
+					"--dir", dir, "--save", "", "--appendonly", "no", "--loglevel", "warning")
+			},
+			Ready: func(ctx context.Context, port int) error {
+				c := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", port), MaxRetries: -1})
+				defer c.Close()
+				return c.Ping(ctx).Err()
+			},
+		})
+		cl.nodes = append(cl.nodes, &clusterNode{Process: p, bus: bus})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	first := cl.nodes[0].client(t)
+	for i, n := range cl.nodes {
+		c := n.client(t)
+		id, err := c.ClusterMyID(ctx).Result()
+		if err != nil {
+			t.Fatalf("CLUSTER MYID on %s: %v", n.addr(), err)
+		}
+		n.id = id
+		if i < 3 {
+			lo, hi := i*16384/3, (i+1)*16384/3-1
+			if err := c.ClusterAddSlotsRange(ctx, lo, hi).Err(); err != nil {
+				t.Fatalf("CLUSTER ADDSLOTSRANGE on %s: %v", n.addr(), err)
+			}
+		}
+		if i > 0 {
+			if err := first.Do(ctx, "cluster", "meet", "127.0.0.1", n.Port, n.bus).Err(); err != nil {
+				t.Fatalf("CLUSTER MEET %s: %v", n.addr(), err)
+			}
+		}
+	}
+	for i, r := range cl.nodes[3:] {
+		m := cl.nodes[i]
+		cl.replicas[m] = r
+		c := r.client(t)
+		// The replica must know its master before it can follow it.
+		awaitCluster(t, "the replica knows its master", func() bool {
+			return strings.Contains(c.ClusterNodes(ctx).Val(), m.id)
+		})
+		if err := c.ClusterReplicate(ctx, m.id).Err(); err != nil {
+			t.Fatalf("CLUSTER REPLICATE on %s: %v", r.addr(), err)
+		}
+	}
+	for _, n := range cl.nodes {
+		c := n.client(t)
+		awaitCluster(t, n.addr()+" sees the cluster ready", func() bool {
+			return strings.Contains(c.ClusterInfo(ctx).Val(), "cluster_state:ok") &&
+				strings.Count(c.ClusterNodes(ctx).Val(), "master") == 3
+		})
+	}
+	for _, r := range cl.nodes[3:] {
+		c := r.client(t)
+		awaitCluster(t, r.addr()+" replicates", func() bool {
+			return strings.Contains(c.Info(ctx, "replication").Val(), "master_link_status:up")
+		})
+	}
+	return cl
+}
+
+// awaitCluster polls cond, which asks the cluster how it is, until it
+// holds; the cluster gives no notice of its changes.
+func awaitCluster(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited %v until %s", waitTimeout, what)
+		}
+		time.Sleep(20 * time.Millisecond) // polling the cluster's state
+	}
+}
+
+// freePort returns a TCP port on 127.0.0.1 that nothing listens on.
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// client returns a cluster client configured as the package documents,
+// closed when t ends.
+func (cl *cluster) client(t testing.TB) *redis.ClusterClient {
+	c := redis.NewClusterClient(&redis.ClusterOptions{
+		Addrs:                 []string{cl.nodes[0].addr(), cl.nodes[1].addr()},
+		MaxRetries:            -1,
+		MaxRedirects:          -1,
+		ContextTimeoutEnabled: true,
+		ClientName:            "livetest-" + servertest.RandomName(),
+	})
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// master returns the master that owns key's slot now, as the cluster
+// says.
+func (cl *cluster) master(t testing.TB, key string) *clusterNode {
+	t.Helper()
+	slot := hashSlot(key)
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	for _, n := range cl.nodes {
+		if n.id == "" {
+			continue
+		}
+		c := n.client(t)
+		slots, err := c.ClusterSlots(ctx).Result()
+		if err != nil {
+			continue // killed
+		}
+		for _, s := range slots {
+			if s.Start <= slot && slot <= s.End {
+				for _, x := range cl.nodes {
+					if x.addr() == s.Nodes[0].Addr {
+						return x
+					}
+				}
+			}
+		}
+	}
+	t.Fatalf("no master owns the slot of %q", key)
+	return nil
+}
+
+// hashSlot returns the cluster slot of key, as Redis computes it.
+func hashSlot(key string) int {
+	if i := strings.IndexByte(key, '{'); i >= 0 {
+		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
+			key = key[i+1 : i+1+j]
+		}
+	}
+	var crc uint16
+	for i := 0; i < len(key); i++ {
+		crc ^= uint16(key[i]) << 8
+		for range 8 {
+			if crc&0x8000 != 0 {
+				crc = crc<<1 ^ 0x1021
+			} else {
+				crc <<= 1
+			}
+		}
+	}
+	return int(crc) % 16384
+}
+
+// deleteClusterKeys deletes the keys under prefix on every master.
+func deleteClusterKeys(t testing.TB, c *redis.ClusterClient, prefix string) {
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	err := c.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+		keys, err := m.Keys(ctx, prefix+"*").Result()
+		if err != nil || len(keys) == 0 {
+			return err
+		}
+		for _, k := range keys { // one slot per DEL on a cluster
+			if err := m.Del(ctx, k).Err(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Errorf("deleting the keys under %s: %v", prefix, err)
+	}
+}
+
+// The suites run on a cluster too: each channel's numbering, history and
+// announcements on the master of its slot, batches split by channel.
+func TestClusterConformance(t *testing.T) {
+	cl := startCluster(t)
+	t.Run("Broker", func(t *testing.T) {
+		brokertest.Run(t, brokertest.Config{
+			New: func(t *testing.T) live.Broker {
+				return redisbroker.New(cl.client(t), &redisbroker.Options{HistorySize: 64, Prefix: "livetest:" + servertest.RandomName() + ":"})
+			},
+			HistorySize: 64,
+		})
+	})
+	t.Run("Nodes", func(t *testing.T) {
+		c := cl.client(t)
+		prefix := "livetest:" + servertest.RandomName() + ":"
+		brokertest.RunNodes(t, brokertest.Config{
+			New: func(t *testing.T) live.Broker {
+				return redisbroker.New(cl.client(t), &redisbroker.Options{HistorySize: 16, Prefix: prefix})
+			},
+			HistorySize: 16,
+			LoseData:    func(t *testing.T) { deleteClusterKeys(t, c, prefix) },
+		})
+	})
+}
+
+// Channels spread over the masters; each master announces its own
+// channels to one pub/sub connection of the broker's (sharded pub/sub),
+// and a publication's announcement stays on its master.
+func TestClusterSharding(t *testing.T) {
+	cl := startCluster(t)
+	c := cl.client(t)
+	b := redisbroker.New(c, &redisbroker.Options{Prefix: "livetest:"})
+	t.Cleanup(func() { b.Close() })
+	ctx := t.Context()
+
+	owners := make(map[*clusterNode][]string)
+	for i := 0; len(owners) < 3 || i < 12; i++ {
+		channel := fmt.Sprintf("%s-%d", servertest.ChannelName(t), i)
+		m := cl.master(t, "{"+channel+"}")
+		owners[m] = append(owners[m], channel)
+	}
+	var watchers []*servertest.Watcher
+	for _, chans := range owners {
+		for _, ch := range chans {
+			w := servertest.Watch(t, b, ch)
+			w.Ready(t)
+			watchers = append(watchers, w)
+		}
+	}
+	for m, chans := range owners {
+		mc := m.client(t)
+		clients, err := mc.ClientList(ctx).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns := 0
+		for _, line := range strings.Split(clients, "\n") {
+			if strings.Contains(line, " name="+c.Options().ClientName+" ") && !strings.Contains(line, " ssub=0 ") {
+				conns++
+			}
+		}
+		if conns != 1 {
+			t.Errorf("master %s: %d connections of the broker's with sharded subscriptions, want 1:\n%s", m.addr(), conns, clients)
+		}
+		names := make([]string, len(chans))
+		for i, ch := range chans {
+			names[i] = "livetest:{" + ch + "}:pub"
+		}
+		subs, err := mc.PubSubShardNumSub(ctx, names...).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range names {
+			if subs[n] != 1 {
+				t.Errorf("master %s: PUBSUB SHARDNUMSUB %s = %d, want 1", m.addr(), n, subs[n])
+			}
+		}
+	}
+	// A batch over every channel at once.
+	i := 0
+	errs := make(chan error, len(watchers))
+	for _, chans := range owners {
+		for _, ch := range chans {
+			go func(data []byte) {
+				_, err := b.Publish(ctx, ch, data)
+				errs <- err
+			}([]byte(strconv.Itoa(i)))
+			i++
+		}
+	}
+	for range watchers {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, w := range watchers {
+		if m := w.Next(t); m.Pos.Seq != 1 {
+			t.Errorf("delivered %+v, want the channel's first publication", m)
+		}
+	}
+	if _, err := b.Publish(ctx, "a{b}", nil); err == nil || !strings.Contains(err.Error(), "Cluster") {
+		t.Errorf("Publish on a channel with braces = %v, want an error about the cluster", err)
+	}
+}

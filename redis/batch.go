@@ -37,12 +37,12 @@ type publication struct {
 type batcher struct {
 	ctx     context.Context // the broker's: ends at Close
 	client  redis.UniversalClient
-	cluster bool
-	common  []any // the script's first arguments: history size and age, inline limit, TTL, cluster
+	cluster *redis.ClusterClient // client, on a cluster; else nil
+	common  []any                // the script's first arguments: history size and age, inline limit, TTL, cluster
 	queue   batch.Queue[*publication]
 }
 
-func newBatcher(ctx context.Context, client redis.UniversalClient, cluster bool, common []any) *batcher {
+func newBatcher(ctx context.Context, client redis.UniversalClient, cluster *redis.ClusterClient, common []any) *batcher {
 	q := &batcher{ctx: ctx, client: client, cluster: cluster, common: common}
 	q.queue = batch.Queue[*publication]{Send: q.call, Calls: maxCalls, Max: maxBatch}
 	return q
@@ -66,7 +66,7 @@ func (q *batcher) publish(ctx context.Context, p *publication) (live.Position, e
 func (q *batcher) call(pubs []*publication) {
 	// Each caller bounds its own wait; the calls are bounded by the
 	// client's timeouts, and by Close.
-	if !q.cluster {
+	if q.cluster == nil {
 		keys, args := q.args(pubs)
 		res, err := publishScript.Run(q.ctx, q.client, keys, args...).Slice()
 		complete(pubs, res, err)
@@ -93,8 +93,13 @@ func (q *batcher) call(pubs []*publication) {
 		// that restarted) ran nothing: load it everywhere and send again
 		// what it refused.
 		if err = publishScript.Load(q.ctx, q.client).Err(); err == nil {
-			send(true)
+			err = send(true)
 		}
+	}
+	if err != nil {
+		// A master may be gone, or a slot elsewhere: have the client learn
+		// the cluster's layout again before the next call.
+		q.cluster.ReloadState(q.ctx)
 	}
 	for i, g := range groups {
 		res, err := cmds[i].Slice()

@@ -66,3 +66,17 @@ func BenchmarkManyPublishers(b *testing.B) {
 		Loads: brokertest.ManyPublishers,
 	})
 }
+
+// BenchmarkClusterManyPublishers is BenchmarkManyPublishers on a private
+// cluster of three masters (and three replicas) on this machine.
+//
+//	cd redis && LIVE_REDIS_URL=redis://127.0.0.1:6379/0 go test -run '^$' -bench ClusterManyPublishers -benchtime 50000x
+func BenchmarkClusterManyPublishers(b *testing.B) {
+	cl := startCluster(b)
+	brokertest.Benchmark(b, brokertest.BenchConfig{
+		New: func(b *testing.B) live.Broker {
+			return redisbroker.New(cl.client(b), &redisbroker.Options{Prefix: "livetest:"})
+		},
+		Loads: brokertest.ManyPublishers,
+	})
+}

@@ -226,7 +226,7 @@ func New(client redis.UniversalClient, opts *Options) *Broker {
 		inline = -1 // nothing to fetch from: always inline
 	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
-	b.batch = newBatcher(b.ctx, client, cluster != nil, []any{b.size, b.age.Milliseconds(), inline, b.ttl.Milliseconds(), b.clusterArg()})
+	b.batch = newBatcher(b.ctx, client, cluster, []any{b.size, b.age.Milliseconds(), inline, b.ttl.Milliseconds(), b.clusterArg()})
 	b.wg.Add(1)
 	go b.ping()
 	return b
@@ -304,8 +304,8 @@ func (b *Broker) pubsubName(channel string) string {
 	return b.prefix + "{" + channel + "}:pub"
 }
 
-// clusterArg tells the scripts whether they run on a cluster, where they
-// announce with SPUBLISH and check which master numbered a channel.
+// clusterArg tells the publish script whether it runs on a cluster, where
+// it announces with SPUBLISH.
 func (b *Broker) clusterArg() string {
 	if b.cluster != nil {
 		return "1"
@@ -353,7 +353,7 @@ func (b *Broker) Publish(ctx context.Context, channel string, data []byte) (live
 // head returns the channel's latest position, creating its epoch if the
 // channel is new, so that the first publication is in the epoch returned.
 func (b *Broker) head(ctx context.Context, channel string) (live.Position, error) {
-	res, err := headScript.Run(ctx, b.client, b.keys(channel), newEpoch(), b.ttl.Milliseconds(), b.clusterArg()).Slice()
+	res, err := headScript.Run(ctx, b.client, b.keys(channel), newEpoch(), b.ttl.Milliseconds()).Slice()
 	if err != nil {
 		return live.Position{}, err
 	}

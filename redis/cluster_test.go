@@ -334,3 +334,91 @@ func TestClusterSharding(t *testing.T) {
 		t.Errorf("Publish on a channel with braces = %v, want an error about the cluster", err)
 	}
 }
+
+// A master dies after announcing a publication its replica never
+// received, and the replica takes over. The channel's numbers after the
+// last one the replica has were handed out once already: the clients
+// that saw them must be reset, live or resuming, never given other
+// publications under the same numbers.
+func TestClusterFailover(t *testing.T) {
+	cl := startCluster(t)
+	b := redisbroker.New(cl.client(t), &redisbroker.Options{StallTimeout: time.Second})
+	t.Cleanup(func() { b.Close() })
+	n := servertest.NewNode(t, b, nil)
+	channel := servertest.ChannelName(t)
+	m := cl.master(t, "{"+channel+"}")
+	r := cl.replicas[m]
+	mc, rc := m.client(t), r.client(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 4*waitTimeout)
+	defer cancel()
+
+	s := servertest.OpenStream(t, n.SSE+channel, "")
+	kept := n.Publish(t, channel, `"kept"`)
+	if e := s.Next(t); e.ID != kept.String() {
+		t.Fatalf("event %+v, want %v", e, kept)
+	}
+	if acked, err := mc.Do(ctx, "wait", 1, waitTimeout.Milliseconds()).Int(); err != nil || acked != 1 {
+		t.Fatalf("WAIT for the replica = %d, %v", acked, err)
+	}
+	// The replica, paused, cannot take the next publication from its
+	// socket after the master is gone if the master drops it first.
+	r.Stop()
+	if err := mc.ClientKillByFilter(ctx, "TYPE", "replica").Err(); err != nil {
+		t.Fatalf("dropping the replica: %v", err)
+	}
+	lost := n.Publish(t, channel, `"lost"`)
+	if e := s.Next(t); e.ID != lost.String() {
+		t.Fatalf("event %+v, want %v", e, lost)
+	}
+	m.Kill()
+	r.Cont()
+	killed := time.Now()
+	awaitCluster(t, "the replica takes over", func() bool {
+		role, err := rc.Do(ctx, "role").Slice()
+		return err == nil && len(role) > 0 && role[0] == "master"
+	})
+	t.Logf("the replica took over %v after the master died", time.Since(killed).Round(time.Millisecond))
+	head := "live:{" + channel + "}:head"
+	if seq := rc.HGet(ctx, head, "seq").Val(); seq != strconv.FormatUint(kept.Seq, 10) {
+		t.Fatalf("the new master's head is at %s, want %d: the test needs the last publication lost", seq, kept.Seq)
+	}
+
+	expectRolledBack(t, n, s, channel, kept, lost, killed)
+}
+
+// expectRolledBack checks a client that reads s through n after the
+// server lost the publication at lost, the one after kept, which the
+// client received, in a failure at failed: the next publication starts a
+// new epoch (publishing is retried until the server takes publications
+// again), the client is reset to it, and a client resuming from lost is
+// reset too.
+func expectRolledBack(t testing.TB, n *servertest.Node, s *servertest.Stream, channel string, kept, lost live.Position, failed time.Time) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 2*waitTimeout)
+	defer cancel()
+	var early live.Position
+	for {
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		pos, err := n.Hub.Publish(pctx, channel, []byte(`"early"`))
+		cancel()
+		if err == nil {
+			early = pos
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("publishing after the failure: %v", err)
+		}
+	}
+	t.Logf("publishing again %v after the failure", time.Since(failed).Round(time.Millisecond))
+	if early.Epoch == kept.Epoch {
+		t.Errorf("first publication after the failure at %v, in the epoch that handed out %v already", early, lost)
+	}
+	servertest.ExpectEpochReset(t, n, s, channel, early)
+	t.Logf("the client received again %v after the failure", time.Since(failed).Round(time.Millisecond))
+
+	// A client that saw the lost publication resumes.
+	s2 := servertest.OpenStream(t, n.SSE+channel, lost.String())
+	if e := s2.Next(t); e.Event != "reset" {
+		t.Errorf("resuming from %v after the failure: %+v, want a reset", lost, e)
+	}
+}

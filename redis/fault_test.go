@@ -3,11 +3,13 @@ package redisbroker_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/go-live/live/internal/servertest"
 	redisbroker "github.com/go-live/live/redis"
+	"github.com/redis/go-redis/v9"
 )
 
 // Redis crashes and restarts without persistence while a client reads a
@@ -63,4 +65,35 @@ func TestRedisStall(t *testing.T) {
 
 	resumed := servertest.Stall(t, srv.Process, n.broker, w, channel, stall)
 	servertest.ExpectContinued(t, n.Node, s, channel, before, resumed)
+}
+
+// Redis crashes and restarts from a snapshot older than its latest
+// publication, which a client received: as after a failover to a replica
+// that missed it, the numbers after the snapshot's were handed out once
+// already, so the channel starts a new epoch instead of handing them out
+// again, and clients reset.
+func TestRedisRestartFromOlderSnapshot(t *testing.T) {
+	srv := startServer(t, t.TempDir())
+	b := redisbroker.New(newClient(t, srv.url()), &redisbroker.Options{StallTimeout: time.Second})
+	t.Cleanup(func() { b.Close() })
+	n := servertest.NewNode(t, b, nil)
+	channel := servertest.ChannelName(t)
+	s := servertest.OpenStream(t, n.SSE+channel, "")
+	kept := n.Publish(t, channel, `"kept"`)
+	if e := s.Next(t); e.ID != kept.String() {
+		t.Fatalf("event %+v, want %v", e, kept)
+	}
+	c := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", srv.Port), MaxRetries: -1})
+	if err := c.Save(t.Context()).Err(); err != nil {
+		t.Fatalf("SAVE: %v", err)
+	}
+	c.Close()
+	lost := n.Publish(t, channel, `"lost"`)
+	if e := s.Next(t); e.ID != lost.String() {
+		t.Fatalf("event %+v, want %v", e, lost)
+	}
+	srv.Kill()
+	failed := time.Now()
+	srv.Start()
+	expectRolledBack(t, n, s, channel, kept, lost, failed)
 }

@@ -117,8 +117,9 @@ func newNode(t testing.TB, client *redis.Client, opts *redisbroker.Options) *nod
 type server struct{ *servertest.Process }
 
 // startServer starts redis-server without persistence on a free port, or
-// skips t if there is no redis-server.
-func startServer(t testing.TB) *server {
+// skips t if there is no redis-server. With a dir, the server loads and
+// writes its RDB snapshot there, but snapshots only when told to (SAVE).
+func startServer(t testing.TB, dir ...string) *server {
 	t.Helper()
 	redisURL(t) // the Redis tests run only when asked for
 	if _, err := exec.LookPath("redis-server"); err != nil {
@@ -126,8 +127,12 @@ func startServer(t testing.TB) *server {
 	}
 	return &server{servertest.StartProcess(t, servertest.ProcessOptions{
 		Command: func(port int) *exec.Cmd {
-			return exec.Command("redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-				"--save", "", "--appendonly", "no", "--loglevel", "warning")
+			args := []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+				"--save", "", "--appendonly", "no", "--loglevel", "warning"}
+			if len(dir) > 0 {
+				args = append(args, "--dir", dir[0])
+			}
+			return exec.Command("redis-server", args...)
 		},
 		Ready: func(ctx context.Context, port int) error {
 			c := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", port), MaxRetries: -1})

@@ -45,9 +45,11 @@ package natsbroker
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -107,9 +109,10 @@ type Broker struct {
 	stall  time.Duration
 	log    *slog.Logger
 
-	ctx    context.Context // ends at Close
-	cancel context.CancelFunc
-	done   chan struct{} // closed when the watcher has returned
+	ctx     context.Context // ends at Close
+	cancel  context.CancelFunc
+	done    chan struct{}  // closed when the watcher has returned
+	senders sync.WaitGroup // the goroutines sending publications that queued
 
 	conflicts   atomic.Int64
 	fills       atomic.Int64
@@ -150,8 +153,8 @@ const (
 	defaultStall       = 5 * time.Second
 	minChannelAge      = 24 * time.Hour
 
-	// maxAttempts bounds how often Publish tries after losing the race for
-	// a position to other processes; its context bounds it too. A process
+	// maxAttempts bounds how often a message is tried after losing the
+	// race for a position to other processes; Close bounds it too. A process
 	// publishing without pause on a channel can win many races in a row,
 	// because it starts each publication from the tail its last one left,
 	// while the loser must read the tail first.
@@ -170,8 +173,9 @@ const (
 // The headers of a stored message.
 const (
 	hdrEpoch = "Live-Epoch"
-	hdrSeq   = "Live-Seq"
-	hdrPrev  = "Live-Prev"
+	hdrSeq   = "Live-Seq"   // of the message's last publication
+	hdrPrev  = "Live-Prev"  // the stream sequence of the channel's message before
+	hdrCount = "Live-Count" // publications in the message, if more than one
 )
 
 // Stats are a Broker's counters since New.
@@ -303,6 +307,7 @@ func (b *Broker) Close() error {
 	b.mu.Unlock()
 
 	b.cancel()
+	b.senders.Wait()
 	<-b.done
 	b.nc.RemoveStatusListener(b.status)
 	if b.own {
@@ -450,13 +455,68 @@ func streamGone(err error) bool {
 		errors.Is(err, nats.ErrNoResponders)
 }
 
-// A tail is the latest stored message of a channel.
+// A tail is a stored message of a channel, usually its latest.
 type tail struct {
-	pos  live.Position
-	sseq uint64 // its stream sequence; 0 if the channel has no message
-	prev uint64 // the stream sequence of the message before it; 0 for none
-	data []byte
-	at   time.Time
+	pos   live.Position // of its last publication
+	count int           // its publications: 1, more, or 0 for a channel without messages
+	sseq  uint64        // its stream sequence; 0 if the channel has no message
+	prev  uint64        // the stream sequence of the message before it; 0 for none
+	data  []byte        // as stored: packed if count > 1
+	at    time.Time
+}
+
+// first returns the Seq of t's first publication.
+func (t tail) first() uint64 { return t.pos.Seq + 1 - uint64(max(t.count, 1)) }
+
+// messages returns t's publications after Seq after.
+func (t tail) messages(channel string, after uint64) ([]live.Message, error) {
+	datas := [][]byte{t.data}
+	if t.count > 1 {
+		var err error
+		if datas, err = unpack(t.data, t.count); err != nil {
+			return nil, fmt.Errorf("message at %v: %w", t.pos, err)
+		}
+	}
+	first := t.first()
+	var msgs []live.Message
+	for i, d := range datas {
+		if seq := first + uint64(i); seq > after {
+			msgs = append(msgs, live.Message{Channel: channel, Pos: live.Position{Epoch: t.pos.Epoch, Seq: seq}, Data: d})
+		}
+	}
+	return msgs, nil
+}
+
+// pack frames several publications' data as one message's: each as its
+// length (a uvarint) and its bytes.
+func pack(datas [][]byte) []byte {
+	n := 0
+	for _, d := range datas {
+		n += binary.MaxVarintLen32 + len(d)
+	}
+	buf := make([]byte, 0, n)
+	for _, d := range datas {
+		buf = binary.AppendUvarint(buf, uint64(len(d)))
+		buf = append(buf, d...)
+	}
+	return buf
+}
+
+// unpack returns the count publications' data pack framed in buf.
+func unpack(buf []byte, count int) ([][]byte, error) {
+	datas := make([][]byte, 0, count)
+	for len(buf) > 0 && len(datas) < count {
+		n, w := binary.Uvarint(buf)
+		if w <= 0 || n > uint64(len(buf)-w) {
+			break
+		}
+		datas = append(datas, buf[w:w+int(n):w+int(n)])
+		buf = buf[w+int(n):]
+	}
+	if len(datas) != count || len(buf) != 0 {
+		return nil, fmt.Errorf("malformed %s of %d", hdrCount, count)
+	}
+	return datas, nil
 }
 
 // newEpoch returns a random epoch: 12 characters of [a-z2-7], 60 bits.
@@ -464,23 +524,30 @@ func newEpoch() string {
 	return strings.ToLower(rand.Text()[:12])
 }
 
-// parseStored reads the headers the broker writes on every message.
-func parseStored(subject string, h nats.Header) (epoch string, seq, prev uint64, err error) {
-	epoch = h.Get(hdrEpoch)
+// parseStored reads the headers the broker writes on every message into
+// t's pos, count and prev.
+func parseStored(subject string, h nats.Header, data []byte) (t tail, err error) {
+	epoch := h.Get(hdrEpoch)
 	seq, err1 := strconv.ParseUint(h.Get(hdrSeq), 10, 64)
 	prev, err2 := strconv.ParseUint(h.Get(hdrPrev), 10, 64)
-	if epoch == "" || err1 != nil || err2 != nil {
-		return "", 0, 0, fmt.Errorf("message on %s without valid %s, %s and %s headers", subject, hdrEpoch, hdrSeq, hdrPrev)
+	count := 1
+	var err3 error
+	if c := h.Get(hdrCount); c != "" {
+		count, err3 = strconv.Atoi(c)
+		if err3 == nil && (count < 1 || uint64(count) > seq) {
+			err3 = errors.New("out of range")
+		}
 	}
-	return epoch, seq, prev, nil
+	if epoch == "" || err1 != nil || err2 != nil || err3 != nil {
+		return tail{}, fmt.Errorf("message on %s without valid %s, %s, %s and %s headers", subject, hdrEpoch, hdrSeq, hdrPrev, hdrCount)
+	}
+	return tail{pos: live.Position{Epoch: epoch, Seq: seq}, count: count, prev: prev, data: data}, nil
 }
 
 func fromRaw(raw *jetstream.RawStreamMsg) (tail, error) {
-	epoch, seq, prev, err := parseStored(raw.Subject, raw.Header)
-	if err != nil {
-		return tail{}, err
-	}
-	return tail{pos: live.Position{Epoch: epoch, Seq: seq}, sseq: raw.Sequence, prev: prev, data: raw.Data, at: raw.Time}, nil
+	t, err := parseStored(raw.Subject, raw.Header, raw.Data)
+	t.sseq, t.at = raw.Sequence, raw.Time
+	return t, err
 }
 
 // last returns the channel's latest stored message, with ok false if it
@@ -506,21 +573,49 @@ func (b *Broker) last(ctx context.Context, channel string) (t tail, ok bool, err
 	}
 }
 
-// A pubChan is a channel's publishing state in this process: publications
-// take turns, and each starts from the tail the previous one left, so a
-// process publishing alone needs one round trip per publication.
+// A pubChan is a channel's publishing state in this process. Its
+// publications queue, and one sender at a time stores everything waiting
+// as one message (see append), so that publishers on one channel share
+// round trips instead of taking turns one round trip each. Each message
+// starts from the tail the previous one left, so a process publishing
+// alone needs one round trip per message.
+//
+// A publication that finds no sender sends itself, on its caller's
+// goroutine and bounded by the caller's context if it goes alone; what
+// queues meanwhile is left to a goroutine of the broker's, so that the
+// caller returns when its own publication is done. Uncontended, publishing
+// therefore starts no goroutine.
 type pubChan struct {
-	turn  chan struct{} // holds a token while a publication runs
-	users int           // guarded by Broker.mu
+	channel string
+	users   int // guarded by Broker.mu: items not yet completed, and callers about to queue one
 
-	// Guarded by holding the turn.
+	mu      sync.Mutex // guards waiting and sending
+	waiting []*pubItem
+	sending bool // some goroutine is pc's sender; when false, waiting is empty
+
+	// Owned by pc's sender.
 	known bool
 	tail  tail
 }
 
-func (b *Broker) acquirePub(channel string) *pubChan {
+// A pubItem is one publication on its way, or the marker that fixes a new
+// channel's epoch.
+type pubItem struct {
+	data   []byte
+	marker bool
+	pos    live.Position
+	err    error
+	done   chan struct{}
+}
+
+// acquirePub returns channel's publishing state, counting the caller as a
+// user until its item completes, so that it is not pruned meanwhile.
+func (b *Broker) acquirePub(channel string) (*pubChan, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.closed {
+		return nil, live.ErrClosed
+	}
 	pc := b.pubs[channel]
 	if pc == nil {
 		if len(b.pubs) >= maxIdlePubs {
@@ -530,21 +625,114 @@ func (b *Broker) acquirePub(channel string) *pubChan {
 				}
 			}
 		}
-		pc = &pubChan{turn: make(chan struct{}, 1)}
+		pc = &pubChan{channel: channel}
 		b.pubs[channel] = pc
 	}
 	pc.users++
-	return pc
+	return pc, nil
 }
 
-func (b *Broker) releasePub(pc *pubChan) {
+func (b *Broker) releasePub(pc *pubChan, n int) {
 	b.mu.Lock()
-	pc.users--
+	pc.users -= n
 	b.mu.Unlock()
 }
 
+// queue publishes it on channel, as pc's sender if there is none, and
+// waits for it, or for ctx.
+func (b *Broker) queue(ctx context.Context, channel string, it *pubItem) (live.Position, error) {
+	pc, err := b.acquirePub(channel)
+	if err != nil {
+		return live.Position{}, err
+	}
+	it.done = make(chan struct{})
+	pc.mu.Lock()
+	pc.waiting = append(pc.waiting, it)
+	lead := !pc.sending
+	pc.sending = true
+	pc.mu.Unlock()
+	if lead {
+		b.sendWaiting(ctx, pc, it)
+	}
+	select {
+	case <-it.done:
+		return it.pos, it.err
+	case <-ctx.Done():
+		return live.Position{}, ctx.Err()
+	}
+}
+
+// sendWaiting is pc's sender: it sends what waits, a batch at a time,
+// until nothing does. Called for own, the item of a caller that became the
+// sender, it sends one batch (own's), bounded by ctx if own goes alone,
+// and leaves the rest to a goroutine of the broker's.
+func (b *Broker) sendWaiting(ctx context.Context, pc *pubChan, own *pubItem) {
+	for {
+		pc.mu.Lock()
+		n := min(len(pc.waiting), maxBatch)
+		if n == 0 {
+			pc.sending = false
+			pc.mu.Unlock()
+			return
+		}
+		items := slices.Clone(pc.waiting[:n])
+		rest := copy(pc.waiting, pc.waiting[n:])
+		clear(pc.waiting[rest:])
+		pc.waiting = pc.waiting[:rest]
+		pc.mu.Unlock()
+
+		sctx := b.ctx
+		if own != nil && len(items) == 1 {
+			sctx = ctx
+		}
+		b.send(sctx, pc, items)
+		if own == nil {
+			continue
+		}
+		// own is done: hand what waits to a goroutine of the broker's.
+		pc.mu.Lock()
+		if len(pc.waiting) == 0 {
+			pc.sending = false
+			pc.mu.Unlock()
+			return
+		}
+		pc.mu.Unlock()
+		b.mu.Lock()
+		closed := b.closed
+		if !closed {
+			b.senders.Add(1)
+		}
+		b.mu.Unlock()
+		if closed {
+			b.failWaiting(pc)
+			return
+		}
+		go func() {
+			defer b.senders.Done()
+			b.sendWaiting(nil, pc, nil)
+		}()
+		return
+	}
+}
+
+// failWaiting fails what waits on pc with live.ErrClosed, and ends its
+// sending.
+func (b *Broker) failWaiting(pc *pubChan) {
+	pc.mu.Lock()
+	items := pc.waiting
+	pc.waiting, pc.sending = nil, false
+	pc.mu.Unlock()
+	for _, it := range items {
+		it.err = live.ErrClosed
+		close(it.done)
+	}
+	b.releasePub(pc, len(items))
+}
+
 // Publish implements [live.Broker]. It returns an error, never a false
-// success, when JetStream does not acknowledge the publication.
+// success, when JetStream does not acknowledge the publication. If ctx
+// ends first, it returns ctx's error, and the publication may still be
+// stored.
 func (b *Broker) Publish(ctx context.Context, channel string, data []byte) (live.Position, error) {
 	if err := ctx.Err(); err != nil {
 		return live.Position{}, fmt.Errorf("live: publish %q: %w", channel, err)
@@ -555,17 +743,8 @@ func (b *Broker) Publish(ctx context.Context, channel string, data []byte) (live
 	if err := live.ValidChannel(channel); err != nil {
 		return live.Position{}, fmt.Errorf("live: publish: %w", err)
 	}
-	pc := b.acquirePub(channel)
-	defer b.releasePub(pc)
-	select {
-	case pc.turn <- struct{}{}:
-	case <-ctx.Done():
-		return live.Position{}, fmt.Errorf("live: publish %q: %w", channel, ctx.Err())
-	}
-	defer func() { <-pc.turn }()
-
-	pos, err := b.append(ctx, pc, channel, data, 1)
-	if err != nil && b.isClosed() {
+	pos, err := b.queue(ctx, channel, &pubItem{data: data})
+	if err != nil && b.isClosed() && !errors.Is(err, live.ErrClosed) {
 		err = fmt.Errorf("%w: %w", live.ErrClosed, err) // closed while waiting
 	}
 	if err != nil {
@@ -574,10 +753,67 @@ func (b *Broker) Publish(ctx context.Context, channel string, data []byte) (live
 	return pos, nil
 }
 
-// append stores data as the channel's next message, step Seqs after the
-// tail (1 for a publication, 0 for the marker that fixes a new channel's
-// epoch), and returns its position. The caller holds pc's turn.
-func (b *Broker) append(ctx context.Context, pc *pubChan, channel string, data []byte, step uint64) (live.Position, error) {
+// maxBatch bounds the publications stored as one message; maxBatchBytes
+// bounds their data, well under the server's default payload limit of
+// 1 MiB. A larger publication goes alone.
+const (
+	maxBatch      = 64
+	maxBatchBytes = 256 << 10
+)
+
+// send stores items, in order, as few messages as it can (a marker goes
+// alone), and completes them. The caller is pc's sender.
+func (b *Broker) send(ctx context.Context, pc *pubChan, items []*pubItem) {
+	defer b.releasePub(pc, len(items))
+	for len(items) > 0 {
+		n, size := 1, len(items[0].data)
+		if !items[0].marker {
+			for n < len(items) && !items[n].marker && size+len(items[n].data) <= maxBatchBytes {
+				size += len(items[n].data)
+				n++
+			}
+		}
+		run := items[:n]
+		items = items[n:]
+		var pos live.Position
+		var err error
+		if run[0].marker {
+			// Another node may have published since this one last did.
+			pc.known = false
+			pos, err = b.append(ctx, pc, nil)
+		} else {
+			datas := make([][]byte, len(run))
+			for i, it := range run {
+				datas[i] = it.data
+			}
+			pos, err = b.append(ctx, pc, datas)
+		}
+		if err != nil && b.isClosed() {
+			err = fmt.Errorf("%w: %w", live.ErrClosed, err)
+		}
+		first := pos.Seq + 1 - uint64(len(run))
+		for i, it := range run {
+			if err != nil {
+				it.err = err
+			} else if it.marker {
+				it.pos = pos
+			} else {
+				it.pos = live.Position{Epoch: pos.Epoch, Seq: first + uint64(i)}
+			}
+			close(it.done)
+		}
+	}
+}
+
+// append stores datas as the channel's next message and returns the
+// position of its last publication. No datas stores the marker that fixes
+// a new channel's epoch (at Seq 0), unless the channel has a position
+// already, which it then returns. The caller is pc's sender.
+//
+// Several publications in one message carry the header Live-Count and
+// their data framed as in pack.
+func (b *Broker) append(ctx context.Context, pc *pubChan, datas [][]byte) (live.Position, error) {
+	channel := pc.channel
 	recreated := false
 	for attempt := 1; ; attempt++ {
 		if !pc.known {
@@ -590,12 +826,12 @@ func (b *Broker) append(ctx context.Context, pc *pubChan, channel string, data [
 				// numbering.
 				t = tail{pos: live.Position{Epoch: newEpoch()}}
 			}
-			if step == 0 && ok {
+			if len(datas) == 0 && ok {
 				return t.pos, nil // the channel has a position already
 			}
 			pc.tail, pc.known = t, true
 		}
-		pos := live.Position{Epoch: pc.tail.pos.Epoch, Seq: pc.tail.pos.Seq + step}
+		pos := live.Position{Epoch: pc.tail.pos.Epoch, Seq: pc.tail.pos.Seq + uint64(len(datas))}
 		m := &nats.Msg{
 			Subject: b.subject(channel),
 			Header: nats.Header{
@@ -603,11 +839,18 @@ func (b *Broker) append(ctx context.Context, pc *pubChan, channel string, data [
 				hdrSeq:   {strconv.FormatUint(pos.Seq, 10)},
 				hdrPrev:  {strconv.FormatUint(pc.tail.sseq, 10)},
 			},
-			Data: data,
+		}
+		switch len(datas) {
+		case 0:
+		case 1:
+			m.Data = datas[0]
+		default:
+			m.Header[hdrCount] = []string{strconv.Itoa(len(datas))}
+			m.Data = pack(datas)
 		}
 		ack, err := b.publish(ctx, m, pc.tail.sseq)
 		if err == nil {
-			pc.tail = tail{pos: pos, sseq: ack.Sequence, prev: pc.tail.sseq}
+			pc.tail = tail{pos: pos, sseq: ack.Sequence, prev: pc.tail.sseq, count: max(len(datas), 1)}
 			return pos, nil
 		}
 		pc.known = false
@@ -661,16 +904,7 @@ func (b *Broker) head(ctx context.Context, channel string) (live.Position, error
 	if err != nil || ok {
 		return t.pos, err
 	}
-	pc := b.acquirePub(channel)
-	defer b.releasePub(pc)
-	select {
-	case pc.turn <- struct{}{}:
-	case <-ctx.Done():
-		return live.Position{}, ctx.Err()
-	}
-	defer func() { <-pc.turn }()
-	pc.known = false
-	return b.append(ctx, pc, channel, nil, 0)
+	return b.queue(ctx, channel, &pubItem{marker: true})
 }
 
 // Since implements [live.History]. It reads the channel's latest message
@@ -726,19 +960,24 @@ func (b *Broker) since(ctx context.Context, channel string, after live.Position)
 	return msgs, nil
 }
 
-// walk returns the n publications up to t, reading them back from t along
-// Live-Prev, and the time of the first.
+// walk returns the n publications up to t, reading messages back from t
+// along Live-Prev, and the time of the message holding the first.
 func (b *Broker) walk(ctx context.Context, channel string, t tail, n int) ([]live.Message, time.Time, error) {
 	s, err := b.getStream(ctx)
 	if err != nil {
 		return nil, time.Time{}, err
 	}
-	msgs := make([]live.Message, n)
+	after := t.pos.Seq - uint64(n)
 	subject := b.subject(channel)
-	for i := n - 1; ; i-- {
-		msgs[i] = live.Message{Channel: channel, Pos: t.pos, Data: t.data}
-		if i == 0 {
-			return msgs, t.at, nil
+	var parts [][]live.Message // newest first
+	for {
+		msgs, err := t.messages(channel, after)
+		if err != nil {
+			return nil, time.Time{}, err
+		}
+		parts = append(parts, msgs)
+		if t.first() <= after+1 {
+			break
 		}
 		if t.prev == 0 {
 			return nil, time.Time{}, live.ErrGone
@@ -754,11 +993,16 @@ func (b *Broker) walk(ctx context.Context, channel string, t tail, n int) ([]liv
 		if err != nil {
 			return nil, time.Time{}, err
 		}
-		if raw.Subject != subject || p.pos.Epoch != t.pos.Epoch || p.pos.Seq+1 != t.pos.Seq {
+		if raw.Subject != subject || p.pos.Epoch != t.pos.Epoch || p.pos.Seq+1 != t.first() {
 			return nil, time.Time{}, live.ErrGone
 		}
 		t = p
 	}
+	all := make([]live.Message, 0, n)
+	for i := len(parts) - 1; i >= 0; i-- {
+		all = append(all, parts[i]...)
+	}
+	return all, t.at, nil
 }
 
 // scan returns the publications from Seq from up to t with a consumer
@@ -802,21 +1046,25 @@ func (b *Broker) scan(ctx context.Context, channel string, t tail, from uint64) 
 			if md.Sequence.Stream > t.sseq {
 				continue // published after the head was read
 			}
-			epoch, seq, _, err := parseStored(m.Subject(), m.Headers())
+			p, err := parseStored(m.Subject(), m.Headers(), m.Data())
 			if err != nil {
 				return nil, time.Time{}, err
 			}
-			if seq < next {
+			if p.pos.Seq < next {
 				continue // before from, or the marker
 			}
-			if seq != next || epoch != t.pos.Epoch {
+			if p.first() > next || p.pos.Epoch != t.pos.Epoch {
 				return nil, time.Time{}, live.ErrGone
 			}
-			if seq == from {
+			if next == from {
 				first = md.Timestamp
 			}
-			msgs = append(msgs, live.Message{Channel: channel, Pos: live.Position{Epoch: epoch, Seq: seq}, Data: m.Data()})
-			next++
+			ms, err := p.messages(channel, next-1)
+			if err != nil {
+				return nil, time.Time{}, err
+			}
+			msgs = append(msgs, ms...)
+			next = p.pos.Seq + 1
 		}
 		if err := batch.Error(); err != nil {
 			return nil, time.Time{}, err

@@ -357,3 +357,92 @@ func TestInvalidChannel(t *testing.T) {
 		}
 	}
 }
+
+// Publications that arrive together on one channel are stored as one
+// message (up to 64): subscribers, Since from any position (inside such a
+// message too, along Live-Prev and with a consumer) and the filling of
+// holes all see them one by one, as if stored alone.
+func TestPublicationsStoredTogether(t *testing.T) {
+	url := natsURL(t)
+	b, nc, prefix := newBroker(t, url, &natsbroker.Options{HistorySize: 256})
+	other := natsbroker.New(nc, &natsbroker.Options{HistorySize: 256, Prefix: prefix})
+	t.Cleanup(func() { other.Close() })
+	channel := channelName(t)
+	w := servertest.Watch(t, b, channel)
+	w.Ready(t)
+	// other misses the message that holds 41–50: it fills the hole.
+	natsbroker.SetDrop(other, func(p live.Position) bool { return p.Seq == 50 })
+	wo := servertest.Watch(t, other, channel)
+	wo.Ready(t)
+
+	var want []live.Message
+	add := func(pos []live.Position, datas [][]byte) {
+		for i, p := range pos {
+			want = append(want, live.Message{Channel: channel, Pos: p, Data: datas[i]})
+		}
+	}
+	together := func(from, n int) {
+		datas := make([][]byte, n)
+		for i := range datas {
+			datas[i] = []byte(strconv.Itoa(from + i))
+		}
+		pos, err := natsbroker.PublishTogether(t.Context(), b, channel, datas)
+		if err != nil {
+			t.Fatal(err)
+		}
+		add(pos, datas)
+	}
+	together(1, 40)  // one message
+	together(41, 10) // one message, dropped by other
+	for i := range 3 {
+		data := []byte(strconv.Itoa(51 + i))
+		add([]live.Position{servertest.Publish(t, b, channel, string(data))}, [][]byte{data})
+	}
+	together(54, 100) // 64 and 36
+	for i, m := range want {
+		if m.Pos.Seq != uint64(i+1) {
+			t.Fatalf("publication %d at %v", i+1, m.Pos)
+		}
+	}
+
+	s, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := s.Stream(t.Context(), prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subject := prefix + ".c." + strings.NewReplacer(".", "=2E", "=", "=3D").Replace(channel)
+	info, err := stream.Info(t.Context(), jetstream.WithSubjectFilter(subject))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The marker the first Watch stored, then 1 + 1 + 3 + 2 messages.
+	if got := info.State.Subjects[subject]; got != 8 {
+		t.Errorf("%d messages stored for %d publications, want 8", got, len(want))
+	}
+
+	for _, w := range []*servertest.Watcher{w, wo} {
+		var got []live.Message
+		for range want {
+			got = append(got, w.Next(t))
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Fatalf("deliveries (-want +got):\n%s", diff)
+		}
+	}
+	if st := other.Stats(); st.Fills != 1 {
+		t.Errorf("stats of the node that missed a message %+v, want 1 fill", st)
+	}
+	for _, after := range []int{0, 1, 20, 39, 40, 41, 45, 50, 53, 54, 89, 90, 117, 118, 152, 153} {
+		from := live.Position{Epoch: want[0].Pos.Epoch, Seq: uint64(after)}
+		got, err := b.Since(t.Context(), channel, from)
+		if err != nil {
+			t.Fatalf("Since(%v): %v", from, err)
+		}
+		if diff := cmp.Diff(want[after:], got, cmpopts.EquateEmpty()); diff != "" {
+			t.Errorf("Since(%v) (-want +got):\n%s", from, diff)
+		}
+	}
+}

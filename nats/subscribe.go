@@ -209,25 +209,30 @@ func (b *Broker) Subscribe(ctx context.Context, channel string, ready func(live.
 		if err != nil {
 			return failed(err)
 		}
-		epoch, seq, prev, err := parseStored(m.Subject, m.Header)
-		if b.drop != nil && err == nil && b.drop(live.Position{Epoch: epoch, Seq: seq}) {
+		t, err := parseStored(m.Subject, m.Header, m.Data)
+		if b.drop != nil && err == nil && b.drop(t.pos) {
 			continue
 		}
 		switch {
 		case err != nil:
 			err = fmt.Errorf("malformed message: %w", err)
-		case epoch != last.Epoch:
-			err = fmt.Errorf("message at %d.%s: the channel's epoch changed (did the server lose its data?)", seq, epoch)
-		case seq <= last.Seq:
+		case t.pos.Epoch != last.Epoch:
+			err = fmt.Errorf("message at %v: the channel's epoch changed (did the server lose its data?)", t.pos)
+		case t.pos.Seq <= last.Seq:
 			continue // at or before the head, the marker, or filled in already
 		}
 		if err != nil {
 			return failed(fmt.Errorf("after %v: %w", last, err))
 		}
-		t := tail{pos: live.Position{Epoch: epoch, Seq: seq}, prev: prev, data: m.Data}
-		if seq == last.Seq+1 {
+		if t.first() <= last.Seq+1 {
+			msgs, err := t.messages(channel, last.Seq)
+			if err != nil {
+				return failed(fmt.Errorf("after %v: %w", last, err))
+			}
+			for _, m := range msgs {
+				deliver(m)
+			}
 			last = t.pos
-			deliver(live.Message{Channel: channel, Pos: last, Data: m.Data})
 			continue
 		}
 		// The stream republishes concurrent publications in the order
@@ -235,10 +240,10 @@ func (b *Broker) Subscribe(ctx context.Context, channel string, ready func(live.
 		// positions; and a message may have been dropped. What t follows
 		// is stored (t's position was granted only after it), so read it
 		// from the stream; its own delivery comes later and is skipped.
-		if seq-last.Seq > fillMax {
+		if t.pos.Seq-last.Seq > fillMax {
 			return failed(fmt.Errorf("after %v: %w: message at %v", last, errGap, t.pos))
 		}
-		msgs, _, err := b.walk(s.ctx, channel, t, int(seq-last.Seq))
+		msgs, _, err := b.walk(s.ctx, channel, t, int(t.pos.Seq-last.Seq))
 		if err != nil {
 			return failed(fmt.Errorf("after %v: %w: message at %v; reading those before it: %w", last, errGap, t.pos, err))
 		}

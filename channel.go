@@ -32,9 +32,9 @@ type hubChannel struct {
 
 	refs int // guarded by h.mu: local subscribers plus those joining
 
-	// state is the channel's State, if it is one; its frames carry their
-	// version and fan-out folds them into the value.
-	state atomic.Pointer[State]
+	// kind is what the channel is (kind.go): plain or a list from its
+	// creation, a State once one is made on it. Changed under mu.
+	kind atomic.Pointer[kind]
 
 	mu       sync.Mutex // guards the fields below
 	subs     []*subscription
@@ -45,10 +45,6 @@ type hubChannel struct {
 	target   Position // where the catch-up must reach, at least
 	held     []*frame
 	heldLost bool // held overflowed during the catch-up
-
-	// stateHeld, when non-nil, holds publications for the State while it
-	// rebuilds its value from history.
-	stateHeld []*frame
 
 	// recent are the newest frames fanned out, contiguous and ending at
 	// last, oldest first: resuming clients whose cursor they cover replay
@@ -66,7 +62,7 @@ const (
 
 // rememberLocked adds f, just fanned out, to the recent frames.
 func (hc *hubChannel) rememberLocked(f *frame) {
-	if f.pos.Epoch == "" || hc.state.Load() != nil {
+	if f.pos.Epoch == "" || !hc.kindOf().replays() {
 		return
 	}
 	if n := len(hc.recent); n > 0 {
@@ -95,7 +91,7 @@ func (hc *hubChannel) forgetLocked() {
 // recentAfterLocked returns the frames after p up to last, if the recent
 // frames hold all of them.
 func (hc *hubChannel) recentAfterLocked(p Position) ([]*frame, bool) {
-	if len(hc.recent) == 0 || hc.state.Load() != nil {
+	if len(hc.recent) == 0 || !hc.kindOf().replays() {
 		return nil, false
 	}
 	first := hc.recent[0].pos
@@ -143,13 +139,14 @@ func (h *Hub) acquire(ctx context.Context, name string) (*hubChannel, error) {
 		if h.opts.Lists != nil {
 			hc.listID = h.opts.Lists(name)
 		}
+		hc.setKind(hc.base())
 		if h.presence != nil {
 			mode := h.opts.Presence(name)
 			hc.presence = mode == PresenceMembers || mode == PresenceCount
 		}
 		hc.ctx, hc.cancel = context.WithCancel(h.ctx)
 		if st := h.states[name]; st != nil {
-			hc.state.Store(st)
+			hc.setKind(st)
 		}
 		h.channels[name] = hc
 		h.group.Go(func() error {
@@ -263,36 +260,30 @@ func (hc *hubChannel) onReady(head Position) {
 	}
 }
 
+// plain returns the channel's encoding as a plain channel.
+func (hc *hubChannel) plain() plainKind {
+	return plainKind{name: hc.name, quoted: hc.quoted, key: hc.key}
+}
+
+// base returns the channel's kind but for a State: a list or plain.
+func (hc *hubChannel) base() kind {
+	if hc.listID != "" {
+		return listKind{plainKind: hc.plain(), id: hc.listID}
+	}
+	return hc.plain()
+}
+
+func (hc *hubChannel) setKind(k kind) { hc.kind.Store(&k) }
+
+// kindOf returns what the channel is now.
+func (hc *hubChannel) kindOf() kind { return *hc.kind.Load() }
+
 // frame encodes a publication on this channel.
 func (hc *hubChannel) frame(m Message) *frame {
 	var ex *except
 	m.Data, ex = unseal(m.Data)
-	if hc.state.Load() == nil {
-		f := newDataFrame(hc.quoted, hc.key, m)
-		if hc.listID != "" {
-			f.src, f.hc = m.Data, hc
-		}
-		f.except = ex
-		return f
-	}
-	src := m.Data
-	m.Data = encodeStateData(m.Pos, src)
-	f := newDataFrame(hc.quoted, hc.key, m)
-	f.src, f.st, f.except = src, hc.state.Load(), ex
-	return f
-}
-
-// resetFrame tells a client the channel continues after cursor. On a state
-// channel the reset is a publication, {"version":0,"reset":true,…}, so that
-// the seed's EventSource.onmessage sees it: version 0 is never the
-// successor of the client's version, and it refetches.
-func (hc *hubChannel) resetFrame(cursor Position, reason string, ws bool) *frame {
-	if hc.state.Load() == nil {
-		return resetFrame(hc.name, cursor, reason, ws)
-	}
-	data := []byte(`{"version":0,"reset":true,"reason":"` + reason + `"}`)
-	f := newDataFrame(hc.quoted, hc.key, Message{Channel: hc.name, Pos: cursor, Data: data})
-	f.data, f.reset = false, true
+	f := hc.kindOf().frame(m)
+	f.except = ex
 	return f
 }
 
@@ -330,13 +321,7 @@ func (hc *hubChannel) acceptLocked(f *frame) {
 func (hc *hubChannel) fanoutLocked(f *frame) {
 	hc.last = f.pos
 	hc.rememberLocked(f)
-	if st := hc.state.Load(); st != nil {
-		if hc.stateHeld != nil {
-			hc.stateHeld = append(hc.stateHeld, f)
-		} else {
-			st.apply(f.pos, f.src)
-		}
-	}
+	hc.kindOf().fanned(f)
 	max := hc.h.opts.QueueMessages
 	for _, s := range hc.subs {
 		if s.ahead != 0 {
@@ -365,10 +350,8 @@ func (hc *hubChannel) fanoutLocked(f *frame) {
 // cursor and that what came before must be refetched.
 func (hc *hubChannel) resetAllLocked(reason string, cursor Position) {
 	hc.forgetLocked()
-	if st := hc.state.Load(); st != nil {
-		hc.stateHeld = nil
-		st.resetTo(cursor)
-	}
+	k := hc.kindOf()
+	k.lost(cursor)
 	var ws, sse *frame
 	for _, s := range hc.subs {
 		s.ahead = 0
@@ -379,12 +362,12 @@ func (hc *hubChannel) resetAllLocked(reason string, cursor Position) {
 		}
 		if s.c.ws {
 			if ws == nil {
-				ws = hc.resetFrame(cursor, reason, true)
+				ws = k.resetFrame(cursor, reason, true)
 			}
 			s.c.push(ws)
 		} else {
 			if sse == nil {
-				sse = hc.resetFrame(cursor, reason, false)
+				sse = k.resetFrame(cursor, reason, false)
 			}
 			s.c.push(sse)
 		}
@@ -548,7 +531,7 @@ func (h *Hub) subscribe(ctx context.Context, c *conn, name string, from resumeFr
 	if !resume {
 		c.push(control{Type: "subscribed", Channel: name, Cursor: cur.String(), Ref: ref, Conn: c.key}.encode(c.ws))
 		if reset != "" {
-			c.push(hc.resetFrame(cur, reset, c.ws))
+			c.push(hc.kindOf().resetFrame(cur, reset, c.ws))
 			h.stats.reset(reset)
 		}
 		hc.mu.Unlock()
@@ -591,7 +574,7 @@ func (h *Hub) subscribe(ctx context.Context, c *conn, name string, from resumeFr
 		c.pushReplay(replay, s.pending)
 		h.stats.replayed.Add(int64(len(replay)))
 	} else {
-		c.push(hc.resetFrame(hc.last, resetGone, c.ws))
+		c.push(hc.kindOf().resetFrame(hc.last, resetGone, c.ws))
 		h.stats.reset(resetGone)
 	}
 	s.resuming, s.broken, s.pending = false, false, nil

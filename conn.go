@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -186,14 +187,16 @@ func (c *conn) signal() {
 
 // overflowLocked applies the slow-client policy when f does not fit.
 //
-// State channels are always conflated: their queued publications give way
-// to one frame holding the latest value, and later publications it already
-// contains are skipped. Other channels follow the hub's SlowPolicy.
+// The queued publications of channels whose kind folds them (lists and
+// States) give way to fewer frames that bring the client to the same
+// place; those of a State to one frame holding the latest value, after
+// which publications it already contains are skipped. When every channel
+// folds, nothing is lost; otherwise the hub's SlowPolicy decides, and
+// under SlowReset the channels that do not fold are reset.
 func (c *conn) overflowLocked(f *frame) {
 	c.hub.stats.slow.Add(1)
 	lost := make(map[string][]*frame) // each channel's droppable frames, in order
 	var order []string
-	conflatable := true
 	kept := make([]*frame, 0, 8)
 	for _, g := range append(c.q, f) {
 		if !g.data && !g.reset {
@@ -204,34 +207,42 @@ func (c *conn) overflowLocked(f *frame) {
 			order = append(order, g.channel)
 		}
 		lost[g.channel] = append(lost[g.channel], g)
-		if g.data && g.st == nil && g.hc == nil {
-			conflatable = false
-		}
 	}
 	clear(c.q)
 	c.q = c.q[:0]
-	if conflatable || c.hub.opts.SlowPolicy == SlowReset {
-		for _, ch := range order {
-			fs := lost[ch]
-			g := fs[len(fs)-1]
-			switch {
-			case g.st != nil:
-				r := g.st.snapshot()
-				if c.skip == nil {
-					c.skip = make(map[string]Position)
-				}
-				c.skip[ch] = r.pos
-				kept = append(kept, r)
-			case g.hc != nil:
-				if merged, ok := coalesceList(g.hc, fs); ok {
-					kept = append(kept, merged...)
-					break
-				}
-				fallthrough // not list operations after all: reset the channel
-			default:
-				kept = append(kept, resetFrame(ch, g.pos, resetSlow, c.ws))
-				c.hub.stats.reset(resetSlow)
+	conflatable := true
+	folded := make([][]*frame, len(order))
+	for i, ch := range order {
+		s, fs := c.subs[ch], lost[ch]
+		if s == nil {
+			continue // unsubscribed meanwhile: nothing to send
+		}
+		if !slices.ContainsFunc(fs, func(g *frame) bool { return g.data }) {
+			folded[i] = fs[len(fs)-1:] // resets only: the last says it all
+			continue
+		}
+		out, skip, ok := s.hc.kindOf().fold(fs)
+		if !ok {
+			conflatable = false
+			continue
+		}
+		folded[i] = out
+		if skip.Epoch != "" {
+			if c.skip == nil {
+				c.skip = make(map[string]Position)
 			}
+			c.skip[ch] = skip
+		}
+	}
+	if conflatable || c.hub.opts.SlowPolicy == SlowReset {
+		for i, ch := range order {
+			if folded[i] != nil || c.subs[ch] == nil {
+				kept = append(kept, folded[i]...)
+				continue
+			}
+			fs := lost[ch]
+			kept = append(kept, resetFrame(ch, fs[len(fs)-1].pos, resetSlow, c.ws))
+			c.hub.stats.reset(resetSlow)
 		}
 		bytes := 0
 		for _, g := range kept {
@@ -251,7 +262,7 @@ func (c *conn) overflowLocked(f *frame) {
 // conflated frame sent before it.
 func (c *conn) skipLocked(f *frame) bool {
 	p, ok := c.skip[f.channel]
-	if !ok || !f.data || f.st == nil {
+	if !ok || !f.data {
 		return false
 	}
 	if f.pos.Epoch != p.Epoch || f.pos.Seq > p.Seq {

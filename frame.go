@@ -19,11 +19,9 @@ type frame struct {
 	ack     bool // a "subscribed" acknowledgement
 	sse     []byte
 	ws      []byte
-	src     []byte      // a state channel's publication as published, for State.apply
-	st      *State      // the State of a state channel's publication
-	hc      *hubChannel // the channel of a list channel's publication, for coalescing
-	tag     string      // a presence snapshot's tag, which long-pollers send back
-	except  *except     // whom live delivery skips; nil for none
+	src     []byte  // the publication as published, for kinds that fold it (lists, States)
+	tag     string  // a presence snapshot's tag, which long-pollers send back
+	except  *except // whom live delivery skips; nil for none
 	// wsz is the WebSocket message of ws compressed, header included,
 	// made by the first writer of a connection that negotiated
 	// compression.

@@ -104,7 +104,8 @@ type Options struct {
 	// publishes them, by returning their id field ("" for other channels).
 	// When a client falls behind, its queued operations on a list channel
 	// are coalesced per id (updates merge, a remove cancels what came
-	// before) instead of applying SlowPolicy. Default: none.
+	// before) instead of applying SlowPolicy; publications there that are
+	// not list operations leave SlowPolicy to decide. Default: none.
 	Lists func(channel string) (idField string)
 
 	// MaxConnsPerIP limits the open SSE and WebSocket connections from one

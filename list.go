@@ -28,7 +28,7 @@ type listEntry struct {
 // Only the last frame keeps a cursor: a client that disconnects in the
 // middle resumes from before the coalesced run and replays it from history,
 // which list operations tolerate (adds of a present id are ignored).
-func coalesceList(hc *hubChannel, fs []*frame) ([]*frame, bool) {
+func coalesceList(k listKind, fs []*frame) ([]*frame, bool) {
 	entries := make(map[string]*listEntry)
 	var ids []string // in order of first appearance, which keeps adds' order
 	for _, f := range fs {
@@ -42,10 +42,10 @@ func coalesceList(hc *hubChannel, fs []*frame) ([]*frame, bool) {
 		id := op.ID
 		if op.Type != "remove" {
 			var item map[string]json.RawMessage
-			if json.Unmarshal(op.Item, &item) != nil || item[hc.listID] == nil {
+			if json.Unmarshal(op.Item, &item) != nil || item[k.id] == nil {
 				return nil, false
 			}
-			id = item[hc.listID]
+			id = item[k.id]
 		}
 		if id == nil {
 			return nil, false
@@ -102,12 +102,11 @@ func coalesceList(hc *hubChannel, fs []*frame) ([]*frame, bool) {
 	// client's cursor stays where it was, which is safe.
 	out := make([]*frame, len(datas))
 	for i, data := range datas {
-		m := Message{Channel: hc.name, Data: data}
+		m := Message{Channel: k.name, Data: data}
 		if i == len(datas)-1 {
 			m.Pos = fs[len(fs)-1].pos
 		}
-		out[i] = newDataFrame(hc.quoted, hc.key, m)
-		out[i].src, out[i].hc = data, hc // so a later overflow can coalesce it again
+		out[i] = k.frame(m) // which keeps data, so that a later overflow can coalesce it again
 	}
 	return out, true
 }

@@ -61,7 +61,11 @@ type State struct {
 	name  string
 	merge Merge
 	init  json.RawMessage
-	hc    *hubChannel
+	kind  plainKind // the channel's, whose frames the State's wrap
+
+	// held, when non-nil, holds publications fanned out while the value is
+	// rebuilt from history. Guarded by the channel's lock (hubChannel.mu).
+	held []*frame
 
 	writeMu sync.Mutex // serializes this process's writes, so each diffs against the value it replaces
 
@@ -147,13 +151,13 @@ func (h *Hub) State(ctx context.Context, channel string, opts *StateOptions) (*S
 		h.mu.Unlock()
 		return nil, fmt.Errorf("live: state %q: %w", channel, err)
 	}
-	s.hc = hc
+	s.kind = hc.plain()
 
 	// Rebuild from history what was published before this process came.
 	hc.mu.Lock()
 	head := hc.last
-	hc.state.Store(s)
-	hc.stateHeld = []*frame{} // hold deliveries until the rebuild is done
+	s.held = []*frame{} // hold deliveries until the rebuild is done
+	hc.setKind(s)
 	hc.mu.Unlock()
 	var msgs []Message
 	if head.Seq > 0 {
@@ -163,8 +167,8 @@ func (h *Hub) State(ctx context.Context, channel string, opts *StateOptions) (*S
 		}
 		if err != nil {
 			hc.mu.Lock()
-			hc.state.Store(nil)
-			hc.stateHeld = nil
+			hc.setKind(hc.base())
+			s.held = nil
 			hc.mu.Unlock()
 			h.mu.Lock()
 			delete(h.states, channel)
@@ -184,8 +188,8 @@ func (h *Hub) State(ctx context.Context, channel string, opts *StateOptions) (*S
 			s.apply(m.Pos, data)
 		}
 	}
-	held := hc.stateHeld
-	hc.stateHeld = nil
+	held := s.held
+	s.held = nil
 	for _, f := range held {
 		s.apply(f.pos, f.src)
 	}
@@ -278,9 +282,7 @@ func (s *State) snapshot() *frame {
 	value, pos := s.value, s.version
 	s.mu.Unlock()
 	payload, _ := statePayload{Reset: true, Data: value}.encode()
-	f := newDataFrame(s.hc.quoted, s.hc.key, Message{Channel: s.name, Pos: pos, Data: encodeStateData(pos, payload)})
-	f.st = s
-	return f
+	return s.kind.frame(Message{Channel: s.name, Pos: pos, Data: encodeStateData(pos, payload)})
 }
 
 // Get returns the current value and its version.

@@ -1,0 +1,123 @@
+package live
+
+// A kind is what a channel is: plain, a list (Options.Lists), or a State.
+// It owns everything that sets such channels apart, so that the channel
+// and the connections fan out and queue frames without knowing which kind
+// they carry: how a publication is encoded, what fan-out does besides
+// delivering it, how a reset looks, whether recent frames may serve
+// resuming clients, and how a slow connection's queued publications fold
+// into fewer.
+type kind interface {
+	// frame encodes a publication of the channel, sealed data removed.
+	frame(m Message) *frame
+
+	// fanned is told of each publication fanned out, in order, under the
+	// channel's lock.
+	fanned(f *frame)
+
+	// lost is told, under the channel's lock, that the channel lost
+	// publications it cannot replay and continues after cursor.
+	lost(cursor Position)
+
+	// resetFrame tells a client that the channel continues after cursor
+	// and that it must refetch what came before.
+	resetFrame(cursor Position, reason string, ws bool) *frame
+
+	// replays reports whether the channel's recent frames may be sent
+	// again to resuming clients.
+	replays() bool
+
+	// fold replaces fs, a slow connection's queued publications of the
+	// channel, oldest first, with fewer frames that bring the client to
+	// the same place. It reports false when the kind cannot fold them.
+	// Publications up to skip, when it has an epoch, are contained in the
+	// folded frames, and the connection skips them if they come later.
+	// It runs under the connection's lock.
+	fold(fs []*frame) (out []*frame, skip Position, ok bool)
+}
+
+// plainKind is the kind of channels that are neither lists nor States.
+type plainKind struct {
+	name   string
+	quoted []byte // name as a JSON string
+	key    []byte // Options.QueryKey for the channel, as JSON, or nil
+}
+
+func (k plainKind) frame(m Message) *frame { return newDataFrame(k.quoted, k.key, m) }
+
+func (plainKind) fanned(*frame) {}
+
+func (plainKind) lost(Position) {}
+
+func (k plainKind) resetFrame(cursor Position, reason string, ws bool) *frame {
+	return resetFrame(k.name, cursor, reason, ws)
+}
+
+func (plainKind) replays() bool { return true }
+
+func (plainKind) fold([]*frame) ([]*frame, Position, bool) { return nil, Position{}, false }
+
+// listKind is the kind of a list channel: publications are the seed's list
+// operations, and a slow connection's queued ones coalesce (coalesceList).
+type listKind struct {
+	plainKind
+	id string // the items' id field
+}
+
+func (k listKind) frame(m Message) *frame {
+	f := k.plainKind.frame(m)
+	f.src = m.Data
+	return f
+}
+
+func (k listKind) fold(fs []*frame) ([]*frame, Position, bool) {
+	out, ok := coalesceList(k, fs)
+	return out, Position{}, ok
+}
+
+// A State's kind: publications carry their version, fan-out folds them
+// into the value, resets are publications the seed's client understands,
+// and a slow connection's queued publications give way to the current
+// value.
+
+func (s *State) frame(m Message) *frame {
+	src := m.Data
+	m.Data = encodeStateData(m.Pos, src)
+	f := s.kind.frame(m)
+	f.src = src
+	return f
+}
+
+// fanned applies f to the value, or holds it while the value is rebuilt
+// from history.
+func (s *State) fanned(f *frame) {
+	if s.held != nil {
+		s.held = append(s.held, f)
+		return
+	}
+	s.apply(f.pos, f.src)
+}
+
+func (s *State) lost(cursor Position) {
+	s.held = nil
+	s.resetTo(cursor)
+}
+
+// resetFrame is a publication, {"version":0,"reset":true,…}, so that the
+// seed's EventSource.onmessage sees it: version 0 is never the successor
+// of the client's version, and it refetches.
+func (s *State) resetFrame(cursor Position, reason string, ws bool) *frame {
+	data := []byte(`{"version":0,"reset":true,"reason":"` + reason + `"}`)
+	f := s.kind.frame(Message{Channel: s.name, Pos: cursor, Data: data})
+	f.data, f.reset = false, true
+	return f
+}
+
+// replays is false: a State's resuming clients replay from the broker's
+// history.
+func (s *State) replays() bool { return false }
+
+func (s *State) fold([]*frame) ([]*frame, Position, bool) {
+	f := s.snapshot()
+	return []*frame{f}, f.pos, true
+}

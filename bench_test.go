@@ -13,9 +13,10 @@ import (
 	"github.com/go-live/live"
 )
 
-// BenchmarkFanout publishes to n in-process subscribers whose transport
-// discards the frames: the cost of the hub itself (encode once, queue,
-// wake the writer), without the network. One op is one publication.
+// BenchmarkFanout publishes to n in-process SSE subscribers, served by
+// the hub's writers as every stream is, whose connections take what they
+// are written at once: the cost of the hub itself (encode once, queue,
+// the writers' turns), without the network. One op is one publication.
 func BenchmarkFanout(b *testing.B) {
 	for _, n := range []int{1, 1000, 10000} {
 		b.Run(fmt.Sprintf("subscribers=%d", n), func(b *testing.B) {

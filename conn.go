@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"net"
 	"net/http"
 	"slices"
 	"sync"
@@ -37,11 +36,13 @@ const (
 // errSlow ends a connection under SlowDisconnect.
 var errSlow = errors.New("live: client too slow")
 
-// A conn is one client connection, SSE or WebSocket. Its output is a
-// bounded queue that fan-out appends to without blocking. The hub's
-// writers drain it for connections taken over from net/http (WebSockets,
-// HTTP/1.1 streams); the handler's goroutine does for the others (HTTP/2
-// streams). Either way a slow client delays only itself.
+// A conn is one client connection, SSE or WebSocket (or a long-poll). Its
+// output is a bounded queue that fan-out appends to without blocking. The
+// hub's writers drain it into the connection taken over from net/http
+// (WebSockets, HTTP/1.1 streams) or, for streams that cannot be taken
+// over (HTTP/2), into the ResponseWriter, while the handler waits; a
+// long-poll's handler reads the queue itself. Either way a slow client
+// delays only itself.
 type conn struct {
 	hub *Hub
 	// req is the request that opened the connection, for Authorize; nil
@@ -69,13 +70,8 @@ type conn struct {
 	bytes int
 	beat  bool // a heartbeat is due
 	slow  bool // disconnect requested under SlowDisconnect
-	bye   bool // the server ended the connection: stop once the queue is written
 	subs  map[string]*subscription
 	skip  map[string]Position // per state channel: publications up to here were conflated
-	// abort interrupts a write in progress, so a client that stopped
-	// reading is dropped now rather than after the write timeout. The
-	// transport sets it before serving.
-	abort func()
 
 	// Connections taken over by the hub's writers (writer.go) use these.
 	kind     int                   // how frames are encoded; 0 until taken over. Written once, under mu, by takeOver; read under mu, or by c's writer, which takeOver scheduled
@@ -90,7 +86,7 @@ type conn struct {
 	werr     error
 	wmu      sync.Mutex         // guards out
 	out      []byte             // encoded output not yet written
-	nc       net.Conn           // written once, under wmu, before c is taken over; read under wmu where that may not have happened (kill), without it by c's writers
+	nc       output             // written once, under wmu, before c is taken over; read under wmu where that may not have happened (kill), without it by c's writers
 	raw      syscall.RawConn    // nc's, for non-blocking writes; nil without
 	watched  int32              // 1 + the descriptor in the hub's close watcher, 0 when not watched (guarded by wmu)
 	parked   bool               // the WebSocket has no reader: the close watcher starts one when bytes arrive (guarded by wmu)
@@ -153,13 +149,9 @@ func (c *conn) push(f *frame) {
 		c.q = append(c.q, f)
 		c.bytes += n
 	}
-	slow, abort := c.slow, c.abort
+	slow := c.slow
 	c.unlockAndWake()
-	switch {
-	case !slow:
-	case abort != nil:
-		abort()
-	default:
+	if slow {
 		c.kill(errSlow) // interrupts a write waiting for the client
 	}
 }
@@ -270,75 +262,6 @@ func (c *conn) skipLocked(f *frame) bool {
 		return false
 	}
 	return f.pos.Seq <= p.Seq
-}
-
-// A transport writes batches of frames to the network. Each call must
-// finish within the hub's write timeout.
-type transport interface {
-	write(ctx context.Context, batch []*frame) error
-	heartbeat(ctx context.Context) error
-}
-
-// serve drains the queue into t until ctx ends, the hub closes, the client
-// proves too slow or a write fails. It runs on the connection's own
-// goroutine and returns why it stopped.
-func (c *conn) serve(ctx context.Context, t transport) error {
-	var batch []*frame
-	for {
-		select {
-		case <-ctx.Done():
-			return c.why(ctx.Err())
-		case <-c.hub.done:
-			return ErrClosed
-		case <-c.wake:
-		}
-		c.mu.Lock()
-		batch, c.q = c.q, batch
-		c.bytes = 0
-		beat, slow := c.beat, c.slow
-		c.beat = false
-		c.mu.Unlock()
-		if slow {
-			return errSlow
-		}
-		if len(batch) > 0 {
-			err := t.write(ctx, batch)
-			c.hub.stats.delivered.Add(int64(len(batch)))
-			clear(batch)
-			batch = batch[:0]
-			if err != nil {
-				return c.why(err)
-			}
-		}
-		c.mu.Lock()
-		bye := c.bye && len(c.q) == 0
-		c.mu.Unlock()
-		if bye {
-			return errDisconnected
-		}
-		if beat {
-			if err := t.heartbeat(ctx); err != nil {
-				return c.why(err)
-			}
-		}
-	}
-}
-
-// why returns errSlow when err came from aborting a slow client.
-func (c *conn) why(err error) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.slow {
-		return errSlow
-	}
-	return err
-}
-
-// setAbort installs the function that interrupts a write in progress.
-func (c *conn) setAbort(f func()) {
-	c.mu.Lock()
-	c.abort = f
-	c.mu.Unlock()
 }
 
 // heartbeatDue marks a heartbeat for the writer.

@@ -152,7 +152,7 @@ func refusedFrame(channel, code, msg string) *frame {
 // multiplexed one, an event on a one-channel one).
 func (c *conn) end(code uint16, reason string, last *frame) {
 	c.mu.Lock()
-	kind, abort := c.kind, c.abort
+	kind := c.kind
 	c.mu.Unlock()
 	switch {
 	case kind == kindWS:
@@ -174,15 +174,8 @@ func (c *conn) end(code uint16, reason string, last *frame) {
 		c.wlock.Unlock()
 		c.kill(errDisconnected)
 	default:
-		// Written by its handler's goroutine (HTTP/2): queue the last
-		// frame, and end the stream once it is written.
-		c.push(last)
-		c.mu.Lock()
-		c.bye = true
-		c.unlockAndWake()
-		if abort == nil {
-			c.kill(errDisconnected)
-		}
+		// Not taken over yet: the stream ends before it starts.
+		c.kill(errDisconnected)
 	}
 }
 

@@ -1,52 +1,49 @@
 package live
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
+	"net"
 	"net/http"
 	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
-// Sink is a set of in-process subscribers whose transport discards what
-// it is given, for benchmarking the hub without the network.
+// Sink is a set of in-process SSE subscribers, served by the hub's
+// writers like any stream, whose connections discard what they are
+// written after counting the publications in it: the cost of the hub
+// without the network.
 type Sink struct {
 	delivered atomic.Int64
 	target    atomic.Int64
 	reached   chan struct{}
-	stop      func()
 }
 
 // AttachSink subscribes n discarding connections to channel.
 func (h *Hub) AttachSink(tb testing.TB, channel string, n int) *Sink {
 	s := &Sink{reached: make(chan struct{}, 1)}
 	s.target.Store(-1)
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
 	var conns []*conn
-	s.stop = func() {
-		cancel()
-		wg.Wait()
+	tb.Cleanup(func() {
 		for _, c := range conns {
+			c.kill(ErrClosed)
 			h.leave(c)
 		}
-	}
-	tb.Cleanup(s.stop)
+	})
 	for range n {
 		c := newConn(h, nil, false)
 		if err := h.enter(c); err != nil {
 			tb.Fatal(err)
 		}
 		conns = append(conns, c)
-		if err := h.subscribe(ctx, c, channel, resumeFrom{}, nil); err != nil {
+		if err := h.subscribe(context.Background(), c, channel, resumeFrom{}, nil); err != nil {
 			tb.Fatal(err)
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c.serve(ctx, sinkTransport{s})
-		}()
+		c.takeOver(sinkConn{s}, kindSSE, nil)
 	}
 	return s
 }
@@ -74,59 +71,65 @@ func (s *Sink) check() {
 	}
 }
 
-type sinkTransport struct{ s *Sink }
+// sinkConn is a sink connection's output: it takes everything at once
+// and counts the events with data, which are publications (the others
+// are acknowledgements and heartbeats).
+type sinkConn struct{ s *Sink }
 
-func (t sinkTransport) write(_ context.Context, batch []*frame) error {
+func (k sinkConn) TryWrite(p []byte) (int, error) {
 	n := 0
-	for _, f := range batch {
-		if f.data {
+	for rest := p; len(rest) > 0; {
+		end := bytes.Index(rest, []byte("\n\n"))
+		if end < 0 {
+			break
+		}
+		ev := rest[:end+1]
+		if bytes.HasPrefix(ev, []byte("data: ")) || bytes.Contains(ev, []byte("\ndata: ")) {
 			n++
 		}
+		rest = rest[end+2:]
 	}
-	t.s.delivered.Add(int64(n))
-	t.s.check()
-	return nil
+	k.s.delivered.Add(int64(n))
+	k.s.check()
+	return len(p), nil
 }
 
-func (sinkTransport) heartbeat(context.Context) error { return nil }
+func (k sinkConn) Write(p []byte) (int, error)    { return k.TryWrite(p) }
+func (sinkConn) SetWriteDeadline(time.Time) error { return nil }
+func (sinkConn) Close() error                     { return nil }
 
-// Recorder is one in-process WebSocket-style subscriber whose writes can
-// be held back, to make a client slow at will.
+// Recorder is one in-process WebSocket subscriber, served by the hub's
+// writers, whose writes can be held back to make a client slow at will.
 type Recorder struct {
-	gate   chan struct{} // receives a token per batch allowed through
-	mu     sync.Mutex    // guards frames
+	gate   chan struct{} // closed by Release
+	closed chan struct{} // closed when the hub closes the connection
+	once   sync.Once
+	mu     sync.Mutex // guards frames and rest
 	frames [][]byte
-	got    chan struct{} // signalled after each batch
-	stop   func()
+	rest   []byte        // the start of a frame written in part
+	got    chan struct{} // signalled after each write
 }
 
-// AttachRecorder subscribes a recorder to channel. Its first batch waits
+// AttachRecorder subscribes a recorder to channel. Its first write waits
 // until Release is called.
 func (h *Hub) AttachRecorder(tb testing.TB, channel string) *Recorder {
-	r := &Recorder{gate: make(chan struct{}), got: make(chan struct{}, 1)}
-	ctx, cancel := context.WithCancel(context.Background())
+	r := &Recorder{gate: make(chan struct{}), closed: make(chan struct{}), got: make(chan struct{}, 1)}
 	c := newConn(h, nil, true)
 	if err := h.enter(c); err != nil {
 		tb.Fatal(err)
 	}
-	if err := h.subscribe(ctx, c, channel, resumeFrom{}, nil); err != nil {
+	if err := h.subscribe(context.Background(), c, channel, resumeFrom{}, nil); err != nil {
 		tb.Fatal(err)
 	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		c.serve(ctx, recorderTransport{r})
-	}()
-	r.stop = func() {
-		cancel()
-		<-done
+	c.takeOver(r, kindWS, nil)
+	tb.Cleanup(func() {
+		c.kill(ErrClosed)
 		h.leave(c)
-	}
-	tb.Cleanup(r.stop)
+	})
 	return r
 }
 
-// Release lets every later batch through.
+// Release lets every later write through.
 func (r *Recorder) Release() { close(r.gate) }
 
 // Frames waits until n frames have been written, or the test's patience
@@ -146,27 +149,55 @@ func (r *Recorder) Frames(tb testing.TB, n int) [][]byte {
 	return append([][]byte(nil), r.frames...)
 }
 
-type recorderTransport struct{ r *Recorder }
-
-func (t recorderTransport) write(ctx context.Context, batch []*frame) error {
+// Write records the text messages in p, once Release was called.
+func (r *Recorder) Write(p []byte) (int, error) {
 	select {
-	case <-t.r.gate:
-	case <-ctx.Done():
-		return ctx.Err()
+	case <-r.gate:
+	case <-r.closed:
+		return 0, net.ErrClosed
 	}
-	t.r.mu.Lock()
-	for _, f := range batch {
-		t.r.frames = append(t.r.frames, f.ws)
+	r.mu.Lock()
+	b := append(r.rest, p...)
+	for len(b) >= 2 {
+		n, hl := int(b[1]&0x7f), 2
+		switch n {
+		case 126:
+			hl = 4
+		case 127:
+			hl = 10
+		}
+		if len(b) < hl {
+			break
+		}
+		switch hl {
+		case 4:
+			n = int(binary.BigEndian.Uint16(b[2:]))
+		case 10:
+			n = int(binary.BigEndian.Uint64(b[2:]))
+		}
+		if len(b) < hl+n {
+			break
+		}
+		if b[0]&0x0f == opText {
+			r.frames = append(r.frames, bytes.Clone(b[hl:hl+n]))
+		}
+		b = b[hl+n:]
 	}
-	t.r.mu.Unlock()
+	r.rest = bytes.Clone(b)
+	r.mu.Unlock()
 	select {
-	case t.r.got <- struct{}{}:
+	case r.got <- struct{}{}:
 	default:
 	}
-	return nil
+	return len(p), nil
 }
 
-func (recorderTransport) heartbeat(context.Context) error { return nil }
+func (*Recorder) SetWriteDeadline(time.Time) error { return nil }
+
+func (r *Recorder) Close() error {
+	r.once.Do(func() { close(r.closed) })
+	return nil
+}
 
 // HandleFrames feeds WebSocket frames from one in-process client to the
 // hub and returns the frames queued in reply.

@@ -3,11 +3,11 @@ package live
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io"
+	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -168,33 +168,36 @@ func (h *Hub) serveSSEMux(w http.ResponseWriter, r *http.Request) {
 	h.stream(w, r, c, true)
 }
 
-// stream answers an SSE request whose subscriptions are in place. On
-// HTTP/1.1 it takes the connection over from net/http and hands it to the
-// hub's writers, so an idle stream costs no goroutine and no buffers;
-// otherwise (HTTP/2, or a ResponseWriter that cannot be hijacked) it
-// writes c's queue from this goroutine until the client leaves.
+// stream answers an SSE request whose subscriptions are in place and
+// hands it to the hub's writers. On HTTP/1.1 it takes the connection over
+// from net/http, so an idle stream costs no goroutine and no buffers;
+// otherwise (HTTP/2, or a ResponseWriter that cannot be hijacked) the
+// writers write through the ResponseWriter and this goroutine waits until
+// the stream ends.
 func (h *Hub) stream(w http.ResponseWriter, r *http.Request, c *conn, mux bool) {
 	setStreamHeaders(w)
 	if h.takeOverSSE(w, r, c, mux) {
 		return
 	}
-	defer h.leave(c)
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
 	if err := rc.Flush(); err != nil {
+		h.leave(c)
 		h.opts.Logger.Error("live: SSE needs a flushable ResponseWriter; wrap yours with an Unwrap method", "err", err)
 		return
 	}
-	ctx, cancel := context.WithCancel(r.Context())
-	defer cancel()
-	c.setAbort(func() {
-		_ = rc.SetWriteDeadline(time.Now())
-		cancel()
-	})
-	err := c.serve(ctx, &sseTransport{w: w, rc: rc, timeout: h.opts.WriteTimeout, mux: mux})
-	if errors.Is(err, errSlow) {
-		h.opts.Logger.Info("live: SSE client too slow; stream ended", "remote", r.RemoteAddr)
+	s := newStreamConn(w, rc)
+	kind := kindSSE
+	if mux {
+		kind = kindSSEMux
 	}
+	c.takeOver(s, kind, nil)
+	select {
+	case <-s.closed:
+	case <-r.Context().Done():
+		c.kill(context.Cause(r.Context()))
+	}
+	s.done()
 }
 
 // takeOverSSE hijacks an HTTP/1.1 connection for the hub's writers,
@@ -300,52 +303,70 @@ func pathChannel(r *http.Request) string {
 	return p[strings.LastIndexByte(p, '/')+1:]
 }
 
-// sseTransport writes frames to an HTTP response stream. Each batch is
-// written into the server's buffer and flushed once, so a burst of queued
-// events costs one system call.
-type sseTransport struct {
-	w       http.ResponseWriter
-	rc      *http.ResponseController
-	timeout time.Duration
-	mux     bool // events carry WebSocket frames (serveSSEMux)
+// A streamConn is an SSE stream that cannot be taken over from net/http
+// (HTTP/2, or a ResponseWriter that cannot be hijacked). The hub's writers
+// write it through the ResponseWriter, as they write a taken-over
+// connection, while the handler's goroutine waits for it to end: the
+// ResponseWriter is usable only until the handler returns.
+type streamConn struct {
+	w      http.ResponseWriter
+	rc     *http.ResponseController
+	closed chan struct{} // closed by Close: the handler may return
+	once   sync.Once
+
+	// The handler returns after the write, and the deadline being set,
+	// that it finds in progress; none starts after.
+	mu       sync.Mutex // held while writing; guards gone
+	gone     bool
+	dlMu     sync.Mutex // held while setting a deadline; guards dlClosed
+	dlClosed bool
 }
 
-var heartbeatComment = []byte(": heartbeat\n\n")
+func newStreamConn(w http.ResponseWriter, rc *http.ResponseController) *streamConn {
+	return &streamConn{w: w, rc: rc, closed: make(chan struct{})}
+}
 
-func (t *sseTransport) write(_ context.Context, batch []*frame) error {
-	t.deadline()
-	for _, f := range batch {
-		if t.mux {
-			if f.ws == nil {
-				continue
-			}
-			io.WriteString(t.w, "data: ")
-			t.w.Write(f.ws)
-			if _, err := io.WriteString(t.w, "\n\n"); err != nil {
-				return err
-			}
-			continue
-		}
-		if f.sse == nil {
-			continue
-		}
-		if _, err := t.w.Write(f.sse); err != nil {
-			return err
-		}
+// Write writes p and flushes it to the client.
+func (s *streamConn) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.gone {
+		return 0, net.ErrClosed
 	}
-	return t.rc.Flush()
-}
-
-func (t *sseTransport) heartbeat(context.Context) error {
-	t.deadline()
-	if _, err := t.w.Write(heartbeatComment); err != nil {
-		return err
+	n, err := s.w.Write(p)
+	if err == nil {
+		err = s.rc.Flush()
 	}
-	return t.rc.Flush()
+	return n, err
 }
 
-// deadline bounds the next write. A ResponseWriter that cannot set
+// SetWriteDeadline bounds writes. A ResponseWriter that cannot set
 // deadlines is still served, without the bound.
-func (t *sseTransport) deadline() {
-	_ = t.rc.SetWriteDeadline(time.Now().Add(t.timeout))
+func (s *streamConn) SetWriteDeadline(t time.Time) error {
+	s.dlMu.Lock()
+	defer s.dlMu.Unlock()
+	if s.dlClosed {
+		return net.ErrClosed
+	}
+	_ = s.rc.SetWriteDeadline(t)
+	return nil
+}
+
+// Close lets the handler return, interrupting a write that waits for the
+// client.
+func (s *streamConn) Close() error {
+	s.SetWriteDeadline(time.Now())
+	s.once.Do(func() { close(s.closed) })
+	return nil
+}
+
+// done is called by the handler before it returns: no write or deadline
+// starts after it, and one in progress ends first.
+func (s *streamConn) done() {
+	s.dlMu.Lock()
+	s.dlClosed = true
+	s.dlMu.Unlock()
+	s.mu.Lock()
+	s.gone = true
+	s.mu.Unlock()
 }

@@ -129,22 +129,50 @@ const (
 	kindWS                // WebSocket text messages
 )
 
-// outPool recycles output buffers. Idle connections hold none.
-var outPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+// outPool recycles output buffers. Idle connections hold none. A buffer
+// is pooled in a box (sync.Pool holds pointers), and the boxes of buffers
+// in use wait in boxPool, so that recycling allocates nothing.
+var (
+	outPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+	boxPool = sync.Pool{New: func() any { return new([]byte) }}
+)
 
-func getOut() []byte { return (*outPool.Get().(*[]byte))[:0] }
+func getOut() []byte {
+	p := outPool.Get().(*[]byte)
+	b := (*p)[:0]
+	*p = nil
+	boxPool.Put(p)
+	return b
+}
 
 func putOut(b []byte) {
 	if cap(b) > 64<<10 {
 		return
 	}
-	b = b[:0]
-	outPool.Put(&b)
+	p := boxPool.Get().(*[]byte)
+	*p = b[:0]
+	outPool.Put(p)
+}
+
+// An output is what the writers write a connection to: the net.Conn taken
+// over from net/http, or a stream's ResponseWriter (streamConn). Close
+// must make a write waiting for the client return. The writers write a
+// socket without waiting (setConnLocked), and any other output that is a
+// tryWriter; the rest from a goroutine of the connection's own.
+type output interface {
+	Write(p []byte) (int, error)
+	SetWriteDeadline(t time.Time) error
+	Close() error
+}
+
+// A tryWriter writes as much as it can of p without waiting.
+type tryWriter interface {
+	TryWrite(p []byte) (int, error)
 }
 
 // takeOver makes the hub's writers serve c on nc from now on. head is
 // written before anything queued.
-func (c *conn) takeOver(nc net.Conn, kind int, head []byte) {
+func (c *conn) takeOver(nc output, kind int, head []byte) {
 	c.wmu.Lock()
 	if nc != nil {
 		c.setConnLocked(nc)
@@ -171,7 +199,7 @@ func (c *conn) takeOver(nc net.Conn, kind int, head []byte) {
 // descriptor where the system allows non-blocking writes to it; without
 // one (TLS, or another system), c's output is written through nc from a
 // goroutine of its own.
-func (c *conn) setConnLocked(nc net.Conn) {
+func (c *conn) setConnLocked(nc output) {
 	c.nc = nc
 	if sc, ok := nc.(syscall.Conn); ok && nonblocking {
 		c.raw, _ = sc.SyscallConn()
@@ -294,9 +322,9 @@ func (c *conn) flush() {
 	case !pending:
 		c.idle()
 		return
-	case c.raw == nil:
-		// No non-blocking writes on this connection (TLS): write from a
-		// goroutine of its own.
+	case !c.nonblocking():
+		// No non-blocking writes on this connection (TLS, HTTP/2): write
+		// from a goroutine of its own.
 		c.hub.group.Go(c.drain)
 		return
 	}
@@ -429,6 +457,9 @@ func (c *conn) appendHeartbeat(b []byte) []byte {
 	return append(b, heartbeatComment...)
 }
 
+// heartbeatComment is an SSE stream's heartbeat, which clients ignore.
+var heartbeatComment = []byte(": heartbeat\n\n")
+
 // WebSocket opcodes and close codes the writers use.
 const (
 	opText  = 0x1
@@ -496,7 +527,7 @@ func (c *conn) writeLastLocked(until time.Time) {
 	if len(buf) == 0 || c.nc == nil {
 		return
 	}
-	if c.raw != nil {
+	if c.nonblocking() {
 		c.writeNow(buf)
 	} else {
 		c.nc.SetWriteDeadline(until)
@@ -514,14 +545,26 @@ func (c *conn) takeOut() []byte {
 	return buf
 }
 
+// nonblocking reports whether c's output can be written without waiting.
+func (c *conn) nonblocking() bool {
+	if c.raw != nil {
+		return true
+	}
+	_, ok := c.nc.(tryWriter)
+	return ok
+}
+
 // writeNow writes as much of b as the socket takes without waiting. The
 // caller holds wlock.
 func (c *conn) writeNow(b []byte) (n int, err error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
-	c.wbuf = b
 	c.hub.stats.writes.Add(1)
+	if c.raw == nil {
+		return c.nc.(tryWriter).TryWrite(b)
+	}
+	c.wbuf = b
 	err = c.raw.Write(c.rawWrite)
 	n, werr := c.wn, c.werr
 	c.wbuf, c.werr = nil, nil

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"runtime"
@@ -16,203 +15,6 @@ import (
 
 	"golang.org/x/sync/errgroup"
 )
-
-// Options configures a Hub. A nil *Options, or a zero field, means the
-// default documented on the field.
-type Options struct {
-	// Broker carries publications and assigns their positions. Default: a
-	// new MemoryBroker with default options, which the Hub closes in Close.
-	// A broker you pass in is yours to close, after the Hub.
-	Broker Broker
-
-	// Authorize decides whether the request may perform op on channel. It
-	// runs for every SSE stream, every WebSocket subscribe and publish frame
-	// and every HTTP publish, before any history is replayed; r is the
-	// request that opened the stream or WebSocket, so read the user from
-	// its cookies or context (browsers cannot set headers on EventSource
-	// and WebSocket requests). It is evaluated once per subscription: a
-	// subscription it allowed goes on until the client leaves.
-	//
-	// A non-nil error refuses: 403 over HTTP, an error frame over
-	// WebSocket. The client sees a generic message and the error goes to
-	// Logger, unless it came from [Deny], whose message is meant for the
-	// client. Wrap [ErrUnknownChannel] to answer 404 instead; but where
-	// channels name tenants or users, refuse unknown and forbidden ones
-	// alike, or clients can tell which exist.
-	//
-	// Default: subscribing is allowed, publishing from clients is refused.
-	Authorize func(r *http.Request, channel string, op Op) error
-
-	// Identify says who a request is, the way the application already
-	// knows it: from its session cookie, or the user its own auth
-	// middleware put in the request's context. It runs once per SSE
-	// stream, WebSocket and HTTP publish, before Authorize, which reads
-	// the result with IdentityOf. A non-nil error refuses the request
-	// with 401 (the client sees a generic message, or that of [Deny]).
-	// Default: every request is anonymous.
-	Identify func(r *http.Request) (Identity, error)
-
-	// OriginPatterns lists the browser origins, besides the request's own
-	// host, allowed to open WebSockets, read SSE streams and publish over
-	// HTTP (CORS). Patterns match the Origin's host with path.Match, or
-	// "scheme://host" when they contain "://". Default: same host only.
-	OriginPatterns []string
-
-	// MaxMessageBytes limits an incoming WebSocket frame and an HTTP
-	// publish body. Default 64 KiB.
-	MaxMessageBytes int64
-
-	// MaxSubscriptions limits the channels one WebSocket connection may
-	// subscribe to at once. Default 100.
-	MaxSubscriptions int
-
-	// QueueBytes and QueueMessages bound each connection's queue of
-	// frames waiting to be written. Defaults 1 MiB and 4096. A frame is
-	// admitted while the queue is under its bounds, so the queue holds at
-	// most one frame beyond them. What a resuming client missed is queued
-	// on top of them (the broker's history bounds it), so that a long
-	// resume is not taken for a slow client.
-	//
-	// A publication may be at most half of QueueBytes (512 KiB by
-	// default): Publish refuses larger ones with ErrTooLarge and counts
-	// them in Stats.TooLarge, so that one publication never fills a
-	// client's queue and evicts every subscriber as slow.
-	QueueBytes    int
-	QueueMessages int
-
-	// SlowPolicy says what happens to a connection that exceeds its queue
-	// bounds. Default SlowDisconnect.
-	SlowPolicy SlowPolicy
-
-	// Heartbeat is how often idle SSE streams get a comment line and
-	// WebSocket connections a ping, from one shared timer. Default 15s.
-	Heartbeat time.Duration
-
-	// WriteTimeout bounds every write to a client and the wait for a
-	// WebSocket pong; a client that exceeds it is disconnected. Default 10s.
-	WriteTimeout time.Duration
-
-	// QueryKey, if set, names the React Query cache entry of a channel.
-	// WebSocket data frames of the channel then carry it as "queryKey",
-	// and the seed's LiveProvider writes each publication's data into that
-	// entry. It is called once per channel while the channel has
-	// subscribers; return nil for channels without one. Default: none.
-	QueryKey func(channel string) []string
-
-	// Lists names the channels that carry the seed's list operations,
-	// {"type":"add"|"update"|"remove","item":…,"id":…} as Hub.Hook
-	// publishes them, by returning their id field ("" for other channels).
-	// When a client falls behind, its queued operations on a list channel
-	// are coalesced per id (updates merge, a remove cancels what came
-	// before) instead of applying SlowPolicy; publications there that are
-	// not list operations leave SlowPolicy to decide. Default: none.
-	Lists func(channel string) (idField string)
-
-	// MaxConnsPerIP limits the open SSE and WebSocket connections from one
-	// client address; more are refused with 429. Default 256; negative
-	// means no limit. Behind a proxy, set ClientIP, or every client shares
-	// the proxy's address.
-	MaxConnsPerIP int
-
-	// ClientIP returns the address a request comes from. Default: the host
-	// of r.RemoteAddr. Trust a forwarding header only from your own proxy.
-	ClientIP func(r *http.Request) string
-
-	// PublishRate limits the publish frames one WebSocket connection may
-	// send per second (bursts up to one second's worth); the excess gets a
-	// "rate_limited" error frame. Default 100; negative means no limit.
-	PublishRate int
-
-	// Compression negotiates permessage-deflate (without context takeover,
-	// to keep per-connection memory small) with WebSocket clients that
-	// offer it. MaxMessageBytes then bounds the decompressed size, so a
-	// small frame that inflates into a huge one is refused. Default off:
-	// compression costs CPU per message and per-connection memory.
-	Compression bool
-
-	// Presence opts channels into presence ("who is here"): return
-	// PresenceMembers for a channel whose subscribers see each other, or
-	// PresenceCount for one whose subscribers see only how many are here.
-	// Members are users as Identify names them: a user's tabs and devices
-	// are one member with several connections; anonymous connections are
-	// counted, not listed. Subscribers get a "presence" frame with the
-	// members when they subscribe, then diffs at most every 100 ms; GET
-	// on the channel's stream URL with ?presence, and Hub.Members, return
-	// them too. Whoever Authorize lets subscribe to a channel sees its
-	// presence, and nobody else. Hubs sharing a broker see the same
-	// members. Default: no channel has presence.
-	Presence func(channel string) PresenceMode
-
-	// PresenceGrace is how long a user whose last connection to a
-	// presence channel closed stays a member, so that a reload or a
-	// reconnection (to this hub or another) is neither a leave nor a
-	// join. Default 5s.
-	PresenceGrace time.Duration
-
-	// PresenceTimeout is how long the members of a hub that stopped
-	// without a word (killed, or cut off from the broker) stay listed by
-	// the other hubs. A hub with presence tells the others it is alive
-	// every third of it, so a dead hub's members are gone everywhere
-	// within 4/3 of it. A hub that closes says so: its members leave
-	// after PresenceGrace. Default 15s.
-	PresenceTimeout time.Duration
-
-	// AllowQueryCredentials lets requests carry credentials in the query
-	// string (access_token, token, auth, api_key, …). By default they are
-	// refused with 400: URLs end up in logs, histories and Referer
-	// headers. Prefer cookies, which EventSource and WebSocket send.
-	AllowQueryCredentials bool
-
-	// Logger receives connection and broker events. Default slog.Default().
-	Logger *slog.Logger
-}
-
-func (o *Options) withDefaults() Options {
-	var c Options
-	if o != nil {
-		c = *o
-	}
-	if c.Authorize == nil {
-		c.Authorize = defaultAuthorize
-	}
-	if c.MaxMessageBytes <= 0 {
-		c.MaxMessageBytes = 64 << 10
-	}
-	if c.MaxSubscriptions <= 0 {
-		c.MaxSubscriptions = 100
-	}
-	if c.QueueBytes <= 0 {
-		c.QueueBytes = 1 << 20
-	}
-	if c.QueueMessages <= 0 {
-		c.QueueMessages = 4096
-	}
-	if c.Heartbeat <= 0 {
-		c.Heartbeat = 15 * time.Second
-	}
-	if c.WriteTimeout <= 0 {
-		c.WriteTimeout = 10 * time.Second
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
-	if c.MaxConnsPerIP == 0 {
-		c.MaxConnsPerIP = 256
-	}
-	if c.ClientIP == nil {
-		c.ClientIP = remoteHost
-	}
-	if c.PublishRate == 0 {
-		c.PublishRate = 100
-	}
-	if c.PresenceGrace <= 0 {
-		c.PresenceGrace = 5 * time.Second
-	}
-	if c.PresenceTimeout <= 0 {
-		c.PresenceTimeout = 15 * time.Second
-	}
-	return c
-}
 
 // Locks, in the order they may be taken (a goroutine holding one takes
 // only those after it):
@@ -544,72 +346,6 @@ func (h *Hub) heartbeat() error {
 	}
 }
 
-// counters are the Hub's running totals; Stats copies them.
-type counters struct {
-	connections, subscriptions                   atomic.Int64
-	published, delivered, replayed, resets, slow atomic.Int64
-	brokerErrors, hookDropped, writes, tooLarge  atomic.Int64
-	resetsBy                                     map[string]*atomic.Int64 // fixed keys: read-only map
-}
-
-// resetReasons are the reasons a reset frame gives.
-var resetReasons = []string{resetGone, resetEpoch, resetAhead, resetMalformed, resetSlow, resetBroker}
-
-func newResetCounters() map[string]*atomic.Int64 {
-	m := make(map[string]*atomic.Int64, len(resetReasons))
-	for _, r := range resetReasons {
-		m[r] = new(atomic.Int64)
-	}
-	return m
-}
-
-// reset counts a reset frame sent for reason.
-func (c *counters) reset(reason string) {
-	c.resets.Add(1)
-	if n := c.resetsBy[reason]; n != nil {
-		n.Add(1)
-	}
-}
-
-// Stats is a snapshot of a Hub's activity since NewHub.
-type Stats struct {
-	Connections   int64            // open SSE and WebSocket connections
-	Subscriptions int64            // channel subscriptions across connections
-	Published     int64            // publications accepted through this Hub
-	Delivered     int64            // frames written to clients
-	Writes        int64            // socket writes by the hub's writers; under load one carries many frames
-	Replayed      int64            // publications sent from history to resuming clients
-	Resets        int64            // reset frames sent
-	ResetsBy      map[string]int64 // reset frames by reason: gone, epoch, ahead, malformed, slow, broker
-	SlowClients   int64            // times a client overflowed its queue
-	BrokerErrors  int64            // failed broker publishes and broken subscriptions
-	HookDropped   int64            // successful requests whose Hub.Hook event could not be published
-	TooLarge      int64            // publications refused with ErrTooLarge
-}
-
-// Stats returns the Hub's counters.
-func (h *Hub) Stats() Stats {
-	s := &h.stats
-	st := Stats{
-		Connections:   s.connections.Load(),
-		Subscriptions: s.subscriptions.Load(),
-		Published:     s.published.Load(),
-		Delivered:     s.delivered.Load(),
-		Writes:        s.writes.Load(),
-		Replayed:      s.replayed.Load(),
-		Resets:        s.resets.Load(),
-		SlowClients:   s.slow.Load(),
-		BrokerErrors:  s.brokerErrors.Load(),
-		HookDropped:   s.hookDropped.Load(),
-		TooLarge:      s.tooLarge.Load(),
-		ResetsBy:      make(map[string]int64, len(s.resetsBy)),
-	}
-	for r, n := range s.resetsBy {
-		st.ResetsBy[r] = n.Load()
-	}
-	return st
-}
-
 // ServeHTTP serves the whole protocol under one prefix, for example
 //
 //	mux.Handle("/live/", hub)
@@ -679,3 +415,21 @@ func (h *Hub) PublishHandler() http.Handler {
 
 // errUnavailable is reported when the broker cannot serve a subscription.
 var errUnavailable = errors.New("live: broker unavailable")
+
+// spawn runs a taken-over connection's reader, which Close waits for. Once
+// the hub is closed it kills c instead.
+func (h *Hub) spawn(c *conn, read func()) {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		c.kill(ErrClosed)
+		h.leave(c)
+		return
+	}
+	h.readers.Add(1)
+	h.mu.Unlock()
+	go func() {
+		defer h.readers.Done()
+		read()
+	}()
+}

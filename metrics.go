@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync/atomic"
 )
 
 // MetricsHandler returns a handler that serves the Hub's Stats in the
@@ -62,4 +63,70 @@ func (h *Hub) queuedBytes() int {
 		c.mu.Unlock()
 	}
 	return n
+}
+
+// counters are the Hub's running totals; Stats copies them.
+type counters struct {
+	connections, subscriptions                   atomic.Int64
+	published, delivered, replayed, resets, slow atomic.Int64
+	brokerErrors, hookDropped, writes, tooLarge  atomic.Int64
+	resetsBy                                     map[string]*atomic.Int64 // fixed keys: read-only map
+}
+
+// resetReasons are the reasons a reset frame gives.
+var resetReasons = []string{resetGone, resetEpoch, resetAhead, resetMalformed, resetSlow, resetBroker}
+
+func newResetCounters() map[string]*atomic.Int64 {
+	m := make(map[string]*atomic.Int64, len(resetReasons))
+	for _, r := range resetReasons {
+		m[r] = new(atomic.Int64)
+	}
+	return m
+}
+
+// reset counts a reset frame sent for reason.
+func (c *counters) reset(reason string) {
+	c.resets.Add(1)
+	if n := c.resetsBy[reason]; n != nil {
+		n.Add(1)
+	}
+}
+
+// Stats is a snapshot of a Hub's activity since NewHub.
+type Stats struct {
+	Connections   int64            // open SSE and WebSocket connections
+	Subscriptions int64            // channel subscriptions across connections
+	Published     int64            // publications accepted through this Hub
+	Delivered     int64            // frames written to clients
+	Writes        int64            // socket writes by the hub's writers; under load one carries many frames
+	Replayed      int64            // publications sent from history to resuming clients
+	Resets        int64            // reset frames sent
+	ResetsBy      map[string]int64 // reset frames by reason: gone, epoch, ahead, malformed, slow, broker
+	SlowClients   int64            // times a client overflowed its queue
+	BrokerErrors  int64            // failed broker publishes and broken subscriptions
+	HookDropped   int64            // successful requests whose Hub.Hook event could not be published
+	TooLarge      int64            // publications refused with ErrTooLarge
+}
+
+// Stats returns the Hub's counters.
+func (h *Hub) Stats() Stats {
+	s := &h.stats
+	st := Stats{
+		Connections:   s.connections.Load(),
+		Subscriptions: s.subscriptions.Load(),
+		Published:     s.published.Load(),
+		Delivered:     s.delivered.Load(),
+		Writes:        s.writes.Load(),
+		Replayed:      s.replayed.Load(),
+		Resets:        s.resets.Load(),
+		SlowClients:   s.slow.Load(),
+		BrokerErrors:  s.brokerErrors.Load(),
+		HookDropped:   s.hookDropped.Load(),
+		TooLarge:      s.tooLarge.Load(),
+		ResetsBy:      make(map[string]int64, len(s.resetsBy)),
+	}
+	for r, n := range s.resetsBy {
+		st.ResetsBy[r] = n.Load()
+	}
+	return st
 }

@@ -1,11 +1,6 @@
 package live
 
 import (
-	"bufio"
-	"encoding/binary"
-	"errors"
-	"net"
-	"net/http"
 	"sync"
 	"syscall"
 	"time"
@@ -80,35 +75,6 @@ func (w *writers) close() {
 	w.closed = true
 	w.mu.Unlock()
 	w.wake.Broadcast()
-}
-
-// spawn runs a taken-over connection's reader, which Close waits for. Once
-// the hub is closed it kills c instead.
-func (h *Hub) spawn(c *conn, read func()) {
-	h.mu.Lock()
-	if h.closed {
-		h.mu.Unlock()
-		c.kill(ErrClosed)
-		h.leave(c)
-		return
-	}
-	h.readers.Add(1)
-	h.mu.Unlock()
-	go func() {
-		defer h.readers.Done()
-		read()
-	}()
-}
-
-// waitReadable waits, on a shallow stack, until c's socket has something
-// to read. A reader that parks here rather than deep inside the WebSocket
-// library lets the runtime shrink its stack to the minimum while the
-// connection is idle. It returns at once when that cannot be done.
-func (c *conn) waitReadable() error {
-	if c.raw == nil || c.br == nil || c.br.Buffered() > 0 {
-		return nil
-	}
-	return c.raw.Read(readable)
 }
 
 // run is one writer goroutine.
@@ -415,16 +381,6 @@ func (c *conn) finish() {
 	}
 }
 
-// unpark takes a parked WebSocket from the close watcher, for a reader
-// to start or for finish to release, and reports whether it was parked.
-func (c *conn) unpark() bool {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	p := c.parked
-	c.parked = false
-	return p
-}
-
 // appendFrame appends f as c's transport encodes it.
 func (c *conn) appendFrame(b []byte, f *frame) []byte {
 	switch c.kind {
@@ -459,53 +415,6 @@ func (c *conn) appendHeartbeat(b []byte) []byte {
 
 // heartbeatComment is an SSE stream's heartbeat, which clients ignore.
 var heartbeatComment = []byte(": heartbeat\n\n")
-
-// WebSocket opcodes and close codes the writers use.
-const (
-	opText  = 0x1
-	opClose = 0x8
-	opPing  = 0x9
-	opPong  = 0xa
-
-	statusGoingAway     = 1001
-	statusTryAgainLater = 1013
-)
-
-// appendWSHeader appends the header of a final, unmasked server frame.
-func appendWSHeader(b []byte, op byte, n int) []byte {
-	b = append(b, 0x80|op)
-	switch {
-	case n <= 125:
-		return append(b, byte(n))
-	case n <= 0xffff:
-		return binary.BigEndian.AppendUint16(append(b, 126), uint16(n))
-	default:
-		return binary.BigEndian.AppendUint64(append(b, 127), uint64(n))
-	}
-}
-
-// closeWith sends a WebSocket close frame, if c is one, as far as the
-// socket takes it by until.
-func (c *conn) closeWith(code uint16, reason string, until time.Time) {
-	if c.kind != kindWS {
-		return
-	}
-	c.wmu.Lock()
-	b := c.out
-	if b == nil {
-		b = getOut()
-	}
-	b = appendWSHeader(b, opClose, 2+len(reason))
-	b = binary.BigEndian.AppendUint16(b, code)
-	c.out = append(b, reason...)
-	c.wmu.Unlock()
-	// Take the write turn from whoever has it, bounding a wait for the
-	// client to read, so the close frame follows what was written.
-	c.nc.SetWriteDeadline(until)
-	c.wlock.Lock()
-	c.writeLastLocked(until)
-	c.wlock.Unlock()
-}
 
 // closeWait bounds the time spent writing last words before a close.
 const closeWait = 100 * time.Millisecond
@@ -573,76 +482,3 @@ func (c *conn) writeNow(b []byte) (n int, err error) {
 	}
 	return n, err
 }
-
-// corkConn is the connection the WebSocket library writes to: what it
-// writes (pongs, close frames) joins c's output, in
-// order with the frames the writers add, and is written by them.
-type corkConn struct {
-	net.Conn
-	c *conn
-}
-
-func (k *corkConn) Write(p []byte) (int, error) { return k.c.writeRaw(p) }
-
-// writeRaw adds p, bytes of the transport's own, to c's output.
-func (c *conn) writeRaw(p []byte) (int, error) {
-	c.mu.Lock()
-	ended := c.ended
-	c.mu.Unlock()
-	if ended {
-		return 0, net.ErrClosed
-	}
-	c.wmu.Lock()
-	if len(c.out) > 2*c.hub.opts.QueueBytes {
-		// Pongs piling up: a client that pings without reading. What the
-		// queue holds is at most QueueBytes, so this is not a slow reader
-		// of publications.
-		c.wmu.Unlock()
-		c.kill(errSlow)
-		return 0, errSlow
-	}
-	if c.out == nil {
-		c.out = getOut()
-	}
-	c.out = append(c.out, p...)
-	c.wmu.Unlock()
-	c.schedule()
-	return len(p), nil
-}
-
-// Close writes what is pending, as far as the socket takes it now (the
-// library closes right after its close frame), then ends c.
-func (k *corkConn) Close() error {
-	k.c.flushNow()
-	k.c.kill(net.ErrClosed)
-	return nil
-}
-
-// hijackWriter lets the WebSocket library take the connection over with
-// small buffers, and routes its writes through the hub's writers.
-type hijackWriter struct {
-	http.ResponseWriter
-	c *conn
-}
-
-func (w hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	nc, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
-	if err != nil {
-		return nil, nil, err
-	}
-	cc := &corkConn{Conn: nc, c: w.c}
-	w.c.wmu.Lock()
-	w.c.setConnLocked(nc)
-	w.c.wmu.Unlock()
-	br := brw.Reader
-	if br.Buffered() == 0 {
-		br = bufio.NewReaderSize(nc, 512)
-	}
-	w.c.br = br
-	// Control frames are at most 131 bytes, so each reaches corkConn in
-	// one Write.
-	return cc, bufio.NewReadWriter(br, bufio.NewWriterSize(cc, 256)), nil
-}
-
-// errNoHijack reports a ResponseWriter the hub cannot take over.
-var errNoHijack = errors.New("live: connection cannot be taken over")

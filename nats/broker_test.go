@@ -227,11 +227,7 @@ func TestHoleFilledFromStream(t *testing.T) {
 		data := strconv.Itoa(i + 1)
 		want = append(want, live.Message{Channel: channel, Pos: servertest.Publish(t, b, channel, data), Data: []byte(data)})
 	}
-	var got []live.Message
-	for range want {
-		got = append(got, w.Next(t))
-	}
-	if diff := cmp.Diff(want, got); diff != "" {
+	if diff := cmp.Diff(want, w.NextN(t, len(want))); diff != "" {
 		t.Errorf("deliveries (-want +got):\n%s", diff)
 	}
 	if st := b.Stats(); st.Fills != 1 {
@@ -424,11 +420,7 @@ func TestPublicationsStoredTogether(t *testing.T) {
 	}
 
 	for _, w := range []*servertest.Watcher{w, wo} {
-		var got []live.Message
-		for range want {
-			got = append(got, w.Next(t))
-		}
-		if diff := cmp.Diff(want, got); diff != "" {
+		if diff := cmp.Diff(want, w.NextN(t, len(want))); diff != "" {
 			t.Fatalf("deliveries (-want +got):\n%s", diff)
 		}
 	}

@@ -3,7 +3,6 @@ package redisbroker_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -53,7 +52,7 @@ func startCluster(t testing.TB) *cluster {
 	dir := t.TempDir()
 	cl := &cluster{replicas: make(map[*clusterNode]*clusterNode)}
 	for i := range 6 {
-		bus := freePort(t)
+		bus := servertest.FreePort(t)
 		p := servertest.StartProcess(t, servertest.ProcessOptions{
 			Command: func(port int) *exec.Cmd {
 				return exec.Command("redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
@@ -131,17 +130,6 @@ func awaitCluster(t testing.TB, what string, cond func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond) // polling the cluster's state
 	}
-}
-
-// freePort returns a TCP port on 127.0.0.1 that nothing listens on.
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // client returns a cluster client configured as the package documents,

@@ -39,7 +39,7 @@ type Process struct {
 // first if it is paused.
 func StartProcess(t testing.TB, opts ProcessOptions) *Process {
 	t.Helper()
-	p := &Process{Port: freePort(t), t: t, opts: opts}
+	p := &Process{Port: FreePort(t), t: t, opts: opts}
 	t.Cleanup(func() {
 		if p.cmd != nil {
 			p.cont()
@@ -50,8 +50,8 @@ func StartProcess(t testing.TB, opts ProcessOptions) *Process {
 	return p
 }
 
-// freePort returns a TCP port on 127.0.0.1 that nothing listens on.
-func freePort(t testing.TB) int {
+// FreePort returns a TCP port on 127.0.0.1 that nothing listens on.
+func FreePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

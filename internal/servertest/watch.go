@@ -76,6 +76,16 @@ func (w *Watcher) Next(t testing.TB) live.Message {
 	panic("unreachable")
 }
 
+// NextN waits for the next n deliveries.
+func (w *Watcher) NextN(t testing.TB, n int) []live.Message {
+	t.Helper()
+	got := make([]live.Message, 0, n)
+	for range n {
+		got = append(got, w.Next(t))
+	}
+	return got
+}
+
 // Pending returns the deliveries that Next has not returned yet, without
 // waiting for more.
 func (w *Watcher) Pending() []live.Message {

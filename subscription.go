@@ -1,0 +1,232 @@
+package live
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+)
+
+// A subscription is one connection's interest in one channel.
+type subscription struct {
+	c   *conn
+	hc  *hubChannel
+	idx int // position in hc.subs, -1 once removed; guarded by hc.mu
+
+	// ahead, when set, is a cursor the client resumed from that this
+	// hub had not reached yet, though the broker had (another node
+	// published it): publications up to it are not sent again. Guarded
+	// by hc.mu.
+	ahead uint64
+
+	// While a resuming subscription replays history, live frames wait in
+	// pending. broken records that some were lost (pending overflowed, or
+	// the channel reset) so the replay must end in a reset. Guarded by hc.mu.
+	resuming bool
+	broken   bool
+	pending  []*frame
+}
+
+// resumeFrom is where a client asks to resume.
+type resumeFrom struct {
+	given    bool
+	pos      Position
+	anyEpoch bool  // a bare version number: resume in the channel's current epoch
+	err      error // the cursor did not parse
+}
+
+// subscribe adds channel name to c, replaying history after from when it
+// is given. The subscriber is registered before subscribe returns, so a
+// publication made after that reaches the client. The caller has
+// validated and authorized the channel.
+func (h *Hub) subscribe(ctx context.Context, c *conn, name string, from resumeFrom, ref json.RawMessage) error {
+	c.mu.Lock()
+	if s := c.subs[name]; s != nil {
+		c.mu.Unlock()
+		s.hc.mu.Lock()
+		c.push(control{Type: "subscribed", Channel: name, Cursor: s.hc.last.String(), Ref: ref, Conn: c.key}.encode(c.ws))
+		s.hc.mu.Unlock()
+		return nil
+	}
+	if len(c.subs) >= h.opts.MaxSubscriptions {
+		c.mu.Unlock()
+		return errTooManySubscriptions
+	}
+	c.mu.Unlock()
+
+	hc, err := h.acquire(ctx, name)
+	if err != nil {
+		return err
+	}
+	s := &subscription{c: c, hc: hc}
+
+	var cur Position
+	reset := ""
+	// A cursor beyond this hub's head may come from another node that
+	// has seen more of the channel: the broker, which refuses positions
+	// beyond its own head, tells.
+	asked, known := false, false
+	for {
+		hc.mu.Lock()
+		cur = hc.last
+		reset = ""
+		if from.given {
+			if from.anyEpoch {
+				from.pos.Epoch = cur.Epoch
+			}
+			switch {
+			case from.err != nil:
+				reset = resetMalformed
+			case from.pos.Epoch != cur.Epoch:
+				reset = resetEpoch
+			case from.pos.Seq > cur.Seq:
+				reset = resetAhead
+			}
+		}
+		if reset != resetAhead || h.history == nil {
+			break
+		}
+		if asked {
+			if known {
+				// Start the client where it is; this hub catches up.
+				reset, s.ahead, cur = "", from.pos.Seq, from.pos
+			}
+			break
+		}
+		hc.mu.Unlock()
+		_, err := h.history.Since(ctx, name, from.pos)
+		asked, known = true, err == nil
+	}
+	resume := from.given && reset == "" && from.pos.Seq < cur.Seq
+	if resume {
+		if replay, ok := hc.recentAfterLocked(from.pos); ok {
+			hc.addLocked(s)
+			c.push(control{Type: "subscribed", Channel: name, Cursor: from.pos.String(), Ref: ref, Conn: c.key}.encode(c.ws))
+			c.pushReplay(replay, nil)
+			h.stats.replayed.Add(int64(len(replay)))
+			hc.mu.Unlock()
+			h.adopt(c, s)
+			return nil
+		}
+	}
+	s.resuming = resume
+	hc.addLocked(s)
+	if !resume {
+		c.push(control{Type: "subscribed", Channel: name, Cursor: cur.String(), Ref: ref, Conn: c.key}.encode(c.ws))
+		if reset != "" {
+			c.push(hc.kindOf().resetFrame(cur, reset, c.ws))
+			h.stats.reset(reset)
+		}
+		hc.mu.Unlock()
+		h.adopt(c, s)
+		return nil
+	}
+	hc.mu.Unlock()
+
+	// Replay (from, cur] from history; live publications after cur wait in
+	// s.pending meanwhile. Both are checked for contiguity at the seam.
+	var msgs []Message
+	err = ErrGone
+	if h.history != nil {
+		msgs, err = h.history.Since(ctx, name, from.pos)
+	}
+	hc.mu.Lock()
+	if err != nil && !errors.Is(err, ErrGone) {
+		hc.removeLocked(s)
+		hc.mu.Unlock()
+		h.release(hc)
+		return fmt.Errorf("%w: %w", errUnavailable, err)
+	}
+	c.push(control{Type: "subscribed", Channel: name, Cursor: from.pos.String(), Ref: ref, Conn: c.key}.encode(c.ws))
+	ok := err == nil && !s.broken
+	last := from.pos
+	var replay []*frame
+	for _, m := range msgs {
+		if !ok || m.Pos.Seq > cur.Seq {
+			break
+		}
+		if m.Pos.Epoch != last.Epoch || m.Pos.Seq != last.Seq+1 {
+			ok = false
+			break
+		}
+		replay = append(replay, hc.frame(m))
+		last = m.Pos
+	}
+	ok = ok && last == cur
+	if ok {
+		c.pushReplay(replay, s.pending)
+		h.stats.replayed.Add(int64(len(replay)))
+	} else {
+		c.push(hc.kindOf().resetFrame(hc.last, resetGone, c.ws))
+		h.stats.reset(resetGone)
+	}
+	s.resuming, s.broken, s.pending = false, false, nil
+	hc.mu.Unlock()
+	h.adopt(c, s)
+	return nil
+}
+
+// adopt records s among c's subscriptions.
+func (h *Hub) adopt(c *conn, s *subscription) {
+	c.mu.Lock()
+	if c.subs == nil {
+		c.subs = make(map[string]*subscription)
+	}
+	c.subs[s.hc.name] = s
+	c.mu.Unlock()
+	h.stats.subscriptions.Add(1)
+	if s.hc.presence {
+		h.presence.join(c, s.hc.name)
+	}
+}
+
+// unsubscribe removes channel name from c; it reports whether c had it.
+func (h *Hub) unsubscribe(c *conn, name string) bool {
+	c.mu.Lock()
+	s := c.subs[name]
+	delete(c.subs, name)
+	c.mu.Unlock()
+	if s == nil {
+		return false
+	}
+	s.cancel()
+	return true
+}
+
+// cancel detaches s from its channel.
+func (s *subscription) cancel() {
+	hc := s.hc
+	hc.mu.Lock()
+	removed := s.idx >= 0
+	hc.removeLocked(s)
+	hc.mu.Unlock()
+	if removed {
+		hc.h.stats.subscriptions.Add(-1)
+		if hc.presence {
+			hc.h.presence.leave(s.c, hc.name)
+		}
+		hc.h.release(hc)
+	}
+}
+
+func (hc *hubChannel) addLocked(s *subscription) {
+	s.idx = len(hc.subs)
+	hc.subs = append(hc.subs, s)
+}
+
+func (hc *hubChannel) removeLocked(s *subscription) {
+	i := s.idx
+	if i < 0 {
+		return
+	}
+	last := len(hc.subs) - 1
+	hc.subs[i] = hc.subs[last]
+	hc.subs[i].idx = i
+	hc.subs[last] = nil
+	hc.subs = hc.subs[:last]
+	s.idx = -1
+}
+
+var (
+	errTooManySubscriptions = errors.New("live: too many subscriptions on this connection")
+)

@@ -239,24 +239,6 @@ func (hc *hubChannel) onReady(head Position) {
 	}
 }
 
-// plain returns the channel's encoding as a plain channel.
-func (hc *hubChannel) plain() plainKind {
-	return plainKind{name: hc.name, quoted: hc.quoted, key: hc.key}
-}
-
-// base returns the channel's kind but for a State: a list or plain.
-func (hc *hubChannel) base() kind {
-	if hc.listID != "" {
-		return listKind{plainKind: hc.plain(), id: hc.listID}
-	}
-	return hc.plain()
-}
-
-func (hc *hubChannel) setKind(k kind) { hc.kind.Store(&k) }
-
-// kindOf returns what the channel is now.
-func (hc *hubChannel) kindOf() kind { return *hc.kind.Load() }
-
 // frame encodes a publication on this channel.
 func (hc *hubChannel) frame(m Message) *frame {
 	var ex *except

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"slices"
 	"sync"
@@ -170,13 +171,6 @@ func (c *conn) pushReplay(replay, pending []*frame) {
 	c.unlockAndWake()
 }
 
-func (c *conn) signal() {
-	select {
-	case c.wake <- struct{}{}:
-	default:
-	}
-}
-
 // overflowLocked applies the slow-client policy when f does not fit.
 //
 // The queued publications of channels whose kind folds them (lists and
@@ -285,3 +279,88 @@ func (c *conn) heartbeatDue(now time.Time) {
 
 // errNoPong ends a WebSocket connection whose client stopped answering.
 var errNoPong = errors.New("live: WebSocket client stopped answering pings")
+
+// errTooManyConns refuses a connection over Options.MaxConnsPerIP.
+var errTooManyConns = errors.New("live: too many connections from this address")
+
+// enter registers a connection. It fails once the hub is closed, or when
+// the client's address has too many connections already.
+func (h *Hub) enter(c *conn) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return ErrClosed
+	}
+	if max := h.opts.MaxConnsPerIP; max > 0 && c.ip != "" && h.perIP[c.ip] >= max {
+		return errTooManyConns
+	}
+	h.perIP[c.ip]++
+	h.conns[c] = struct{}{}
+	h.stats.connections.Add(1)
+	return nil
+}
+
+// refuse answers a connection that enter did not admit.
+func refuse(w http.ResponseWriter, err error) {
+	if errors.Is(err, errTooManyConns) {
+		writeError(w, http.StatusTooManyRequests, "too_many_connections", err.Error())
+		return
+	}
+	writeError(w, http.StatusServiceUnavailable, "closed", "the live hub is shutting down")
+}
+
+// remoteHost is the default Options.ClientIP.
+func remoteHost(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// leave ends every subscription of c and unregisters it.
+func (h *Hub) leave(c *conn) {
+	c.mu.Lock()
+	subs := c.subs
+	c.subs = nil
+	c.mu.Unlock()
+	for _, s := range subs {
+		s.cancel()
+	}
+	h.mu.Lock()
+	if _, ok := h.conns[c]; !ok {
+		h.mu.Unlock()
+		return
+	}
+	delete(h.conns, c)
+	if h.perIP[c.ip]--; h.perIP[c.ip] <= 0 {
+		delete(h.perIP, c.ip)
+	}
+	h.stats.connections.Add(-1)
+	if h.closed && len(h.conns) == 0 {
+		select {
+		case <-h.idle:
+		default:
+			close(h.idle)
+		}
+	}
+	h.mu.Unlock()
+}
+
+// spawn runs a taken-over connection's reader, which Close waits for. Once
+// the hub is closed it kills c instead.
+func (h *Hub) spawn(c *conn, read func()) {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		c.kill(ErrClosed)
+		h.leave(c)
+		return
+	}
+	h.readers.Add(1)
+	h.mu.Unlock()
+	go func() {
+		defer h.readers.Done()
+		read()
+	}()
+}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 )
@@ -18,19 +17,9 @@ import (
 // hole) re-runs Authorize for all its subscriptions: when in doubt, it
 // revokes.
 
-// reservedPrefix starts the names of the channels the hubs keep for
-// themselves. Clients cannot subscribe or publish there, and neither can
-// Hub.Publish.
-const reservedPrefix = "@live:"
-
 // controlChannel carries control messages between the hubs sharing a
 // broker.
 const controlChannel = reservedPrefix + "control"
-
-func reserved(channel string) bool { return strings.HasPrefix(channel, reservedPrefix) }
-
-// errReserved refuses a reserved channel.
-var errReserved = errors.New("live: channels starting with " + reservedPrefix + " are reserved")
 
 // statusDisconnected is the WebSocket close status of a connection that
 // Hub.Disconnect ended.

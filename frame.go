@@ -3,7 +3,9 @@ package live
 import (
 	"bytes"
 	"compress/flate"
+	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"sync"
 	"sync/atomic"
 )
@@ -216,4 +218,78 @@ type resetBody struct {
 	Channel string `json:"channel"`
 	Reason  string `json:"reason"`
 	Cursor  string `json:"cursor"`
+}
+
+// WebSocket opcodes and close codes the writers use.
+const (
+	opText  = 0x1
+	opClose = 0x8
+	opPing  = 0x9
+	opPong  = 0xa
+
+	statusGoingAway     = 1001
+	statusTryAgainLater = 1013
+)
+
+// appendWSHeader appends the header of a final, unmasked server frame.
+func appendWSHeader(b []byte, op byte, n int) []byte {
+	b = append(b, 0x80|op)
+	switch {
+	case n <= 125:
+		return append(b, byte(n))
+	case n <= 0xffff:
+		return binary.BigEndian.AppendUint16(append(b, 126), uint16(n))
+	default:
+		return binary.BigEndian.AppendUint64(append(b, 127), uint64(n))
+	}
+}
+
+// appendFrame appends f as c's transport encodes it.
+func (c *conn) appendFrame(b []byte, f *frame) []byte {
+	switch c.kind {
+	case kindSSE:
+		return append(b, f.sse...)
+	case kindSSEMux:
+		if f.ws == nil {
+			return b
+		}
+		b = append(b, "data: "...)
+		b = append(b, f.ws...)
+		return append(b, "\n\n"...)
+	default:
+		if f.ws == nil {
+			return b
+		}
+		if c.flate && len(f.ws) >= deflateMin {
+			return f.appendWSDeflated(b)
+		}
+		b = appendWSHeader(b, opText, len(f.ws))
+		return append(b, f.ws...)
+	}
+}
+
+func (c *conn) appendHeartbeat(b []byte) []byte {
+	if c.kind == kindWS {
+		// An unsolicited ping with no payload; the reader sees the pong.
+		return appendWSHeader(b, opPing, 0)
+	}
+	return append(b, heartbeatComment...)
+}
+
+// heartbeatComment is an SSE stream's heartbeat, which clients ignore.
+var heartbeatComment = []byte(": heartbeat\n\n")
+
+func subscribeErrorFrame(err error, ch string, ref json.RawMessage) *frame {
+	code := "unavailable"
+	switch {
+	case errors.Is(err, errTooManySubscriptions):
+		code = "too_many_subscriptions"
+	case errors.Is(err, ErrClosed):
+		code = "closed"
+	}
+	return errorFrame(code, err.Error(), ch, ref)
+}
+
+func errorFrame(code, msg, channel string, ref json.RawMessage) *frame {
+	return control{Type: "error", Code: code, Message: msg, Channel: channel, Ref: ref}.encode(true)
 }

@@ -421,3 +421,23 @@ func SkipEvent(r *http.Request) {
 		st.mu.Unlock()
 	}
 }
+
+// checkVersion answers the request and returns false if its If-Match
+// does not admit the resource's current version.
+func (h *Hub) checkVersion(o *HookOptions, w http.ResponseWriter, r *http.Request) bool {
+	tags := r.Header.Values("If-Match")
+	if len(tags) == 0 {
+		return true
+	}
+	current, err := o.Version(r)
+	if err != nil {
+		h.opts.Logger.Error("live: hook: HookOptions.Version failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		writeError(w, http.StatusInternalServerError, "version_unavailable", "the current version could not be read")
+		return false
+	}
+	if ifMatch(tags, current) {
+		return true
+	}
+	WriteConflict(w, http.StatusPreconditionFailed, current)
+	return false
+}

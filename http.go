@@ -352,3 +352,26 @@ func headerHasToken(h http.Header, key, token string) bool {
 	}
 	return false
 }
+
+func (h *Hub) authErrorFrame(r *http.Request, ch string, op Op, err error, ref json.RawMessage) *frame {
+	_, code, msg := h.refusal(r, ch, op, err)
+	return errorFrame(code, msg, ch, ref)
+}
+
+// pathChannel returns the channel r's URL path names, or "" when it names
+// none. A route with a {channel} wildcard names its value. A route that
+// matches one exact path and has no wildcard ("GET /api/live", "/ws")
+// names none. Otherwise (a subtree route such as the prefix mount's
+// "/live/", or a router that sets no Request.Pattern) the path's last
+// segment names the channel. The query never names the channel of a
+// path: a guard that reads the path sees what is served.
+func pathChannel(r *http.Request) string {
+	if v := r.PathValue("channel"); v != "" {
+		return v
+	}
+	if p := r.Pattern; p != "" && !strings.HasSuffix(p, "/") && !strings.Contains(p, "{") {
+		return ""
+	}
+	p := r.URL.Path
+	return p[strings.LastIndexByte(p, '/')+1:]
+}

@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -240,85 +238,6 @@ func (h *Hub) queryKey(channel string) []byte {
 	return b
 }
 
-// errTooManyConns refuses a connection over Options.MaxConnsPerIP.
-var errTooManyConns = errors.New("live: too many connections from this address")
-
-// enter registers a connection. It fails once the hub is closed, or when
-// the client's address has too many connections already.
-func (h *Hub) enter(c *conn) error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.closed {
-		return ErrClosed
-	}
-	if max := h.opts.MaxConnsPerIP; max > 0 && c.ip != "" && h.perIP[c.ip] >= max {
-		return errTooManyConns
-	}
-	h.perIP[c.ip]++
-	h.conns[c] = struct{}{}
-	h.stats.connections.Add(1)
-	return nil
-}
-
-// refuse answers a connection that enter did not admit.
-func refuse(w http.ResponseWriter, err error) {
-	if errors.Is(err, errTooManyConns) {
-		writeError(w, http.StatusTooManyRequests, "too_many_connections", err.Error())
-		return
-	}
-	writeError(w, http.StatusServiceUnavailable, "closed", "the live hub is shutting down")
-}
-
-// remoteHost is the default Options.ClientIP.
-func remoteHost(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
-}
-
-// leave ends every subscription of c and unregisters it.
-func (h *Hub) leave(c *conn) {
-	c.mu.Lock()
-	subs := c.subs
-	c.subs = nil
-	c.mu.Unlock()
-	for _, s := range subs {
-		s.cancel()
-	}
-	h.mu.Lock()
-	if _, ok := h.conns[c]; !ok {
-		h.mu.Unlock()
-		return
-	}
-	delete(h.conns, c)
-	if h.perIP[c.ip]--; h.perIP[c.ip] <= 0 {
-		delete(h.perIP, c.ip)
-	}
-	h.stats.connections.Add(-1)
-	if h.closed && len(h.conns) == 0 {
-		select {
-		case <-h.idle:
-		default:
-			close(h.idle)
-		}
-	}
-	h.mu.Unlock()
-}
-
-// connections returns the hub's connections as they are now, to walk
-// without the hub-wide lock.
-func (h *Hub) connections() []*conn {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	conns := make([]*conn, 0, len(h.conns))
-	for c := range h.conns {
-		conns = append(conns, c)
-	}
-	return conns
-}
-
 // heartbeat marks a heartbeat due on every connection at each tick. It
 // walks a copy of the connections, so that closing one found dead (which
 // closes its socket) never happens under the hub-wide lock.
@@ -346,90 +265,19 @@ func (h *Hub) heartbeat() error {
 	}
 }
 
-// ServeHTTP serves the whole protocol under one prefix, for example
-//
-//	mux.Handle("/live/", hub)
-//
-// GET /live/{channel} streams the channel as SSE and GET
-// /live/?channels=a,b several on one stream; a WebSocket upgrade at
-// /live/ opens a multiplexed connection; POST /live/{channel} publishes
-// the request body; OPTIONS answers CORS preflights. The channel is the
-// {channel} path value when the pattern has one, otherwise the last path
-// segment.
-//
-// A URL that names a channel serves that channel only: ?channels= and
-// WebSocket upgrades there are refused with 400, and no query parameter
-// picks another channel. A guard that protects a route by its path
-// therefore protects what the hub serves on it; multiplexed streams and
-// WebSockets, at URLs that name no channel, rely on Options.Authorize.
-func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if isWebSocket(r) {
-		if ch := pathChannel(r); ch != "" {
-			refuseChannelSocket(w, ch)
-			return
-		}
-		h.serveWS(w, r)
-		return
-	}
-	switch r.Method {
-	case http.MethodGet, http.MethodHead:
-		h.serveSSE(w, r)
-	case http.MethodPost:
-		h.servePublish(w, r)
-	case http.MethodOptions:
-		h.servePreflight(w, r)
-	default:
-		w.Header().Set("Allow", "GET, HEAD, POST, OPTIONS")
-		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" is not supported here")
-	}
-}
-
-// SSEHandler returns a handler that streams Server-Sent Events: one
-// channel at a route with a {channel} wildcard, for example
-// "GET /api/live/{channel}", and several (?channels=a,b, the multiplexed
-// stream live.js falls back to) at a route without one, for example
-// "GET /api/live". A route with {channel} streams only that channel:
-// ?channels= there is refused with 400. (On routers that set no
-// Request.Pattern, the last path segment names the channel, and the
-// multiplexed stream is served at a path ending in "/".)
-func (h *Hub) SSEHandler() http.Handler { return http.HandlerFunc(h.serveSSE) }
-
-// WebSocketHandler returns a handler that accepts multiplexed WebSocket
-// connections, for example at "GET /ws". It refuses upgrades on a route
-// with a {channel} wildcard: a WebSocket may ask for any channel, which
-// would walk around a guard on the route's path.
-func (h *Hub) WebSocketHandler() http.Handler { return http.HandlerFunc(h.serveWS) }
-
-// PublishHandler returns a handler that publishes a POSTed JSON body on
-// a channel, for example at "POST /api/live/{channel}". It also answers
-// OPTIONS preflights for cross-origin publishers.
-func (h *Hub) PublishHandler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodOptions {
-			h.servePreflight(w, r)
-			return
-		}
-		h.servePublish(w, r)
-	})
-}
-
 // errUnavailable is reported when the broker cannot serve a subscription.
 var errUnavailable = errors.New("live: broker unavailable")
 
-// spawn runs a taken-over connection's reader, which Close waits for. Once
-// the hub is closed it kills c instead.
-func (h *Hub) spawn(c *conn, read func()) {
+// isState reports whether channel is a state channel.
+func (h *Hub) isState(channel string) bool {
 	h.mu.Lock()
-	if h.closed {
-		h.mu.Unlock()
-		c.kill(ErrClosed)
-		h.leave(c)
-		return
-	}
-	h.readers.Add(1)
-	h.mu.Unlock()
-	go func() {
-		defer h.readers.Done()
-		read()
-	}()
+	defer h.mu.Unlock()
+	return h.states[channel] != nil
+}
+
+// stateFor returns the State of channel, or nil.
+func (h *Hub) stateFor(channel string) *State {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.states[channel]
 }

@@ -57,67 +57,25 @@ func (plainKind) replays() bool { return true }
 
 func (plainKind) fold([]*frame) ([]*frame, Position, bool) { return nil, Position{}, false }
 
-// listKind is the kind of a list channel: publications are the seed's list
-// operations, and a slow connection's queued ones coalesce (coalesceList).
-type listKind struct {
-	plainKind
-	id string // the items' id field
-}
-
-func (k listKind) frame(m Message) *frame {
-	f := k.plainKind.frame(m)
-	f.src = m.Data
-	return f
-}
-
-func (k listKind) fold(fs []*frame) ([]*frame, Position, bool) {
-	out, ok := coalesceList(k, fs)
-	return out, Position{}, ok
-}
-
 // A State's kind: publications carry their version, fan-out folds them
 // into the value, resets are publications the seed's client understands,
 // and a slow connection's queued publications give way to the current
 // value.
 
-func (s *State) frame(m Message) *frame {
-	src := m.Data
-	m.Data = encodeStateData(m.Pos, src)
-	f := s.kind.frame(m)
-	f.src = src
-	return f
+// plain returns the channel's encoding as a plain channel.
+func (hc *hubChannel) plain() plainKind {
+	return plainKind{name: hc.name, quoted: hc.quoted, key: hc.key}
 }
 
-// fanned applies f to the value, or holds it while the value is rebuilt
-// from history.
-func (s *State) fanned(f *frame) {
-	if s.held != nil {
-		s.held = append(s.held, f)
-		return
+// base returns the channel's kind but for a State: a list or plain.
+func (hc *hubChannel) base() kind {
+	if hc.listID != "" {
+		return listKind{plainKind: hc.plain(), id: hc.listID}
 	}
-	s.apply(f.pos, f.src)
+	return hc.plain()
 }
 
-func (s *State) lost(cursor Position) {
-	s.held = nil
-	s.resetTo(cursor)
-}
+func (hc *hubChannel) setKind(k kind) { hc.kind.Store(&k) }
 
-// resetFrame is a publication, {"version":0,"reset":true,…}, so that the
-// seed's EventSource.onmessage sees it: version 0 is never the successor
-// of the client's version, and it refetches.
-func (s *State) resetFrame(cursor Position, reason string, ws bool) *frame {
-	data := []byte(`{"version":0,"reset":true,"reason":"` + reason + `"}`)
-	f := s.kind.frame(Message{Channel: s.name, Pos: cursor, Data: data})
-	f.data, f.reset = false, true
-	return f
-}
-
-// replays is false: a State's resuming clients replay from the broker's
-// history.
-func (s *State) replays() bool { return false }
-
-func (s *State) fold([]*frame) ([]*frame, Position, bool) {
-	f := s.snapshot()
-	return []*frame{f}, f.pos, true
-}
+// kindOf returns what the channel is now.
+func (hc *hubChannel) kindOf() kind { return *hc.kind.Load() }

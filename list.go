@@ -110,3 +110,21 @@ func coalesceList(k listKind, fs []*frame) ([]*frame, bool) {
 	}
 	return out, true
 }
+
+// listKind is the kind of a list channel: publications are the seed's list
+// operations, and a slow connection's queued ones coalesce (coalesceList).
+type listKind struct {
+	plainKind
+	id string // the items' id field
+}
+
+func (k listKind) frame(m Message) *frame {
+	f := k.plainKind.frame(m)
+	f.src = m.Data
+	return f
+}
+
+func (k listKind) fold(fs []*frame) ([]*frame, Position, bool) {
+	out, ok := coalesceList(k, fs)
+	return out, Position{}, ok
+}

@@ -249,3 +249,13 @@ type denial struct{ msg string }
 
 func (d *denial) Error() string        { return d.msg }
 func (d *denial) Is(target error) bool { return target == ErrForbidden }
+
+// reservedPrefix starts the names of the channels the hubs keep for
+// themselves. Clients cannot subscribe or publish there, and neither can
+// Hub.Publish.
+const reservedPrefix = "@live:"
+
+func reserved(channel string) bool { return strings.HasPrefix(channel, reservedPrefix) }
+
+// errReserved refuses a reserved channel.
+var errReserved = errors.New("live: channels starting with " + reservedPrefix + " are reserved")

@@ -65,33 +65,6 @@ func (h *Hub) queuedBytes() int {
 	return n
 }
 
-// counters are the Hub's running totals; Stats copies them.
-type counters struct {
-	connections, subscriptions                   atomic.Int64
-	published, delivered, replayed, resets, slow atomic.Int64
-	brokerErrors, hookDropped, writes, tooLarge  atomic.Int64
-	resetsBy                                     map[string]*atomic.Int64 // fixed keys: read-only map
-}
-
-// resetReasons are the reasons a reset frame gives.
-var resetReasons = []string{resetGone, resetEpoch, resetAhead, resetMalformed, resetSlow, resetBroker}
-
-func newResetCounters() map[string]*atomic.Int64 {
-	m := make(map[string]*atomic.Int64, len(resetReasons))
-	for _, r := range resetReasons {
-		m[r] = new(atomic.Int64)
-	}
-	return m
-}
-
-// reset counts a reset frame sent for reason.
-func (c *counters) reset(reason string) {
-	c.resets.Add(1)
-	if n := c.resetsBy[reason]; n != nil {
-		n.Add(1)
-	}
-}
-
 // Stats is a snapshot of a Hub's activity since NewHub.
 type Stats struct {
 	Connections   int64            // open SSE and WebSocket connections
@@ -129,4 +102,43 @@ func (h *Hub) Stats() Stats {
 		st.ResetsBy[r] = n.Load()
 	}
 	return st
+}
+
+// connections returns the hub's connections as they are now, to walk
+// without the hub-wide lock.
+func (h *Hub) connections() []*conn {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	conns := make([]*conn, 0, len(h.conns))
+	for c := range h.conns {
+		conns = append(conns, c)
+	}
+	return conns
+}
+
+// counters are the Hub's running totals; Stats copies them.
+type counters struct {
+	connections, subscriptions                   atomic.Int64
+	published, delivered, replayed, resets, slow atomic.Int64
+	brokerErrors, hookDropped, writes, tooLarge  atomic.Int64
+	resetsBy                                     map[string]*atomic.Int64 // fixed keys: read-only map
+}
+
+// resetReasons are the reasons a reset frame gives.
+var resetReasons = []string{resetGone, resetEpoch, resetAhead, resetMalformed, resetSlow, resetBroker}
+
+func newResetCounters() map[string]*atomic.Int64 {
+	m := make(map[string]*atomic.Int64, len(resetReasons))
+	for _, r := range resetReasons {
+		m[r] = new(atomic.Int64)
+	}
+	return m
+}
+
+// reset counts a reset frame sent for reason.
+func (c *counters) reset(reason string) {
+	c.resets.Add(1)
+	if n := c.resetsBy[reason]; n != nil {
+		n.Add(1)
+	}
 }

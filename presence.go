@@ -468,3 +468,12 @@ func (h *Hub) servePresence(w http.ResponseWriter, r *http.Request, channel stri
 	w.Header().Set("Cache-Control", "no-store")
 	json.NewEncoder(w).Encode(body)
 }
+
+// goodbye tells the other hubs that this one is going, so that its members
+// leave after the grace window rather than after PresenceTimeout.
+func (p *presence) goodbye(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	data, _ := json.Marshal(presenceMsg{Op: "gone", From: p.h.id})
+	p.h.broker.Publish(ctx, presenceChannel, data)
+}

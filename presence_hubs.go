@@ -334,15 +334,6 @@ func (p *presence) follow() error {
 	return p.h.follow(presenceChannel, ready, deliver)
 }
 
-// goodbye tells the other hubs that this one is going, so that its members
-// leave after the grace window rather than after PresenceTimeout.
-func (p *presence) goodbye(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	data, _ := json.Marshal(presenceMsg{Op: "gone", From: p.h.id})
-	p.h.broker.Publish(ctx, presenceChannel, data)
-}
-
 // expireLocked ends the grace windows that are over by now, and notes when
 // the next one ends.
 func (p *presence) expireLocked(now time.Time) {

@@ -3,11 +3,14 @@ package live
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -179,14 +182,12 @@ func (h *Hub) stream(w http.ResponseWriter, r *http.Request, c *conn, mux bool) 
 	if h.takeOverSSE(w, r, c, mux) {
 		return
 	}
+	// The head goes with the first write, which the writers make: a
+	// Disconnect or Reauthorize that comes once the client has the head
+	// finds the stream theirs, and writes its last words after what was
+	// queued.
 	w.WriteHeader(http.StatusOK)
-	rc := http.NewResponseController(w)
-	if err := rc.Flush(); err != nil {
-		h.leave(c)
-		h.opts.Logger.Error("live: SSE needs a flushable ResponseWriter; wrap yours with an Unwrap method", "err", err)
-		return
-	}
-	s := newStreamConn(w, rc)
+	s := newStreamConn(w, http.NewResponseController(w), h.opts.Logger)
 	kind := kindSSE
 	if mux {
 		kind = kindSSEMux
@@ -280,29 +281,6 @@ func resumeFromRequest(r *http.Request) resumeFrom {
 	return resumeFrom{}
 }
 
-func parseResume(s string) resumeFrom {
-	p, err := ParseCursor(s)
-	return resumeFrom{given: true, pos: p, err: err}
-}
-
-// pathChannel returns the channel r's URL path names, or "" when it names
-// none. A route with a {channel} wildcard names its value. A route that
-// matches one exact path and has no wildcard ("GET /api/live", "/ws")
-// names none. Otherwise (a subtree route such as the prefix mount's
-// "/live/", or a router that sets no Request.Pattern) the path's last
-// segment names the channel. The query never names the channel of a
-// path: a guard that reads the path sees what is served.
-func pathChannel(r *http.Request) string {
-	if v := r.PathValue("channel"); v != "" {
-		return v
-	}
-	if p := r.Pattern; p != "" && !strings.HasSuffix(p, "/") && !strings.Contains(p, "{") {
-		return ""
-	}
-	p := r.URL.Path
-	return p[strings.LastIndexByte(p, '/')+1:]
-}
-
 // A streamConn is an SSE stream that cannot be taken over from net/http
 // (HTTP/2, or a ResponseWriter that cannot be hijacked). The hub's writers
 // write it through the ResponseWriter, as they write a taken-over
@@ -311,6 +289,7 @@ func pathChannel(r *http.Request) string {
 type streamConn struct {
 	w      http.ResponseWriter
 	rc     *http.ResponseController
+	log    *slog.Logger
 	closed chan struct{} // closed by Close: the handler may return
 	once   sync.Once
 
@@ -318,12 +297,13 @@ type streamConn struct {
 	// that it finds in progress; none starts after.
 	mu       sync.Mutex // held while writing; guards gone
 	gone     bool
-	dlMu     sync.Mutex // held while setting a deadline; guards dlClosed
+	writing  atomic.Bool // a write is in progress
+	dlMu     sync.Mutex  // held while setting a deadline; guards dlClosed
 	dlClosed bool
 }
 
-func newStreamConn(w http.ResponseWriter, rc *http.ResponseController) *streamConn {
-	return &streamConn{w: w, rc: rc, closed: make(chan struct{})}
+func newStreamConn(w http.ResponseWriter, rc *http.ResponseController, log *slog.Logger) *streamConn {
+	return &streamConn{w: w, rc: rc, log: log, closed: make(chan struct{})}
 }
 
 // Write writes p and flushes it to the client.
@@ -333,9 +313,14 @@ func (s *streamConn) Write(p []byte) (int, error) {
 	if s.gone {
 		return 0, net.ErrClosed
 	}
+	s.writing.Store(true)
+	defer s.writing.Store(false)
 	n, err := s.w.Write(p)
 	if err == nil {
 		err = s.rc.Flush()
+		if errors.Is(err, http.ErrNotSupported) {
+			s.log.Error("live: SSE needs a flushable ResponseWriter; wrap yours with an Unwrap method", "err", err)
+		}
 	}
 	return n, err
 }
@@ -352,21 +337,29 @@ func (s *streamConn) SetWriteDeadline(t time.Time) error {
 	return nil
 }
 
-// Close lets the handler return, interrupting a write that waits for the
-// client.
+// Close lets the handler return, which ends the stream once what was
+// written is sent. A write still in progress waits for a client that does
+// not read: it is interrupted, which resets the stream (HTTP/2 resets a
+// stream whose write deadline passes), so that the handler returns now.
 func (s *streamConn) Close() error {
-	s.SetWriteDeadline(time.Now())
+	if s.writing.Load() {
+		s.SetWriteDeadline(time.Now())
+	}
 	s.once.Do(func() { close(s.closed) })
 	return nil
 }
 
 // done is called by the handler before it returns: no write or deadline
-// starts after it, and one in progress ends first.
+// starts after it, and one in progress ends first. It clears the write
+// deadline, since on HTTP/2 one that passes after the handler returned
+// would reset the stream before what was written is sent (last words, as
+// Disconnect's, are written with a short one).
 func (s *streamConn) done() {
-	s.dlMu.Lock()
-	s.dlClosed = true
-	s.dlMu.Unlock()
 	s.mu.Lock()
 	s.gone = true
 	s.mu.Unlock()
+	s.dlMu.Lock()
+	_ = s.rc.SetWriteDeadline(time.Time{})
+	s.dlClosed = true
+	s.dlMu.Unlock()
 }

@@ -6,9 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 )
 
@@ -196,20 +194,6 @@ func (h *Hub) State(ctx context.Context, channel string, opts *StateOptions) (*S
 	return s, nil
 }
 
-// isState reports whether channel is a state channel.
-func (h *Hub) isState(channel string) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.states[channel] != nil
-}
-
-// stateFor returns the State of channel, or nil.
-func (h *Hub) stateFor(channel string) *State {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.states[channel]
-}
-
 // encodeStateData returns what clients see for a state publication: the
 // payload with its version in front.
 func encodeStateData(pos Position, payload []byte) []byte {
@@ -385,116 +369,44 @@ func (s *State) wait(ctx context.Context, pos Position) error {
 	}
 }
 
-// stateReply is the body of GET and of successful writes: what the seed's
-// useDeltaSync initial fetch expects.
-type stateReply struct {
-	Data    json.RawMessage `json:"data"`
-	Version uint64          `json:"version"`
+func (s *State) frame(m Message) *frame {
+	src := m.Data
+	m.Data = encodeStateData(m.Pos, src)
+	f := s.kind.frame(m)
+	f.src = src
+	return f
 }
 
-// ServeHTTP serves the value: GET answers {"data":…,"version":N} with an
-// ETag; PATCH (or POST) merges the JSON body in with the State's Merge;
-// PUT replaces the value. A write with If-Match: "N" (or ?version=N) is
-// refused with 412 and the current version unless the value is at N.
-// Writes answer with the new value and version. Authorize writes with your
-// own middleware: ServeHTTP does not consult Options.Authorize.
-//
-// Requests pass the hub's gate as a stream's do: the origin rule
-// (Options.OriginPatterns; any other Origin gets 403, OPTIONS answers
-// allowed origins' preflights), no credentials in the query, and
-// Options.Identify (401 when it refuses), and
-// writes must send a JSON body as such (Content-Type application/json or
-// another +json type; anything else gets 415): a page on another site
-// can send a text/plain or form body without a preflight, never a JSON
-// one.
-func (s *State) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Method == http.MethodOptions {
-		// Preflights carry no credentials: the origin decides.
-		if s.hub.allowOrigin(w, r) {
-			s.hub.answerPreflight(w, "GET, PATCH, POST, PUT")
-		}
+// fanned applies f to the value, or holds it while the value is rebuilt
+// from history.
+func (s *State) fanned(f *frame) {
+	if s.held != nil {
+		s.held = append(s.held, f)
 		return
 	}
-	if _, ok := s.hub.admit(w, r, "", ""); !ok {
-		return
-	}
-	switch r.Method {
-	case http.MethodGet, http.MethodHead:
-		data, version := s.Get()
-		s.reply(w, data, version)
-		return
-	case http.MethodPatch, http.MethodPost, http.MethodPut:
-	default:
-		w.Header().Set("Allow", "GET, HEAD, PATCH, POST, PUT, OPTIONS")
-		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" is not supported here")
-		return
-	}
-	if !isJSON(r.Header.Get("Content-Type")) {
-		writeError(w, http.StatusUnsupportedMediaType, "unsupported_media_type", "send the body as application/json")
-		return
-	}
-	want, conditional, err := wantVersion(r)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, "bad_version", err.Error())
-		return
-	}
-	body, err := readBody(w, r, s.hub.opts.MaxMessageBytes)
-	if err != nil {
-		return
-	}
-	var version uint64
-	if r.Method == http.MethodPut {
-		version, err = s.write(r.Context(), conditional, want, func(json.RawMessage) (json.RawMessage, error) { return body, nil })
-	} else {
-		version, err = s.write(r.Context(), conditional, want, func(cur json.RawMessage) (json.RawMessage, error) { return s.merge(cur, body) })
-	}
-	switch {
-	case errors.Is(err, ErrConflict):
-		w.Header().Set("ETag", etag(version))
-		writeConflict(w, http.StatusPreconditionFailed, "the value has changed; refetch and retry", strconv.FormatUint(version, 10))
-	case errors.Is(err, errBadUpdate):
-		writeError(w, http.StatusBadRequest, "bad_update", err.Error())
-	case errors.Is(err, ErrClosed):
-		writeError(w, http.StatusServiceUnavailable, "closed", "the live hub is shutting down")
-	case err != nil:
-		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
-	default:
-		data, v := s.Get()
-		if v < version {
-			v = version
-		}
-		s.reply(w, data, v)
-	}
+	s.apply(f.pos, f.src)
 }
 
-func (s *State) reply(w http.ResponseWriter, data json.RawMessage, version uint64) {
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("ETag", etag(version))
-	json.NewEncoder(w).Encode(stateReply{Data: data, Version: version})
+func (s *State) lost(cursor Position) {
+	s.held = nil
+	s.resetTo(cursor)
 }
 
-func etag(version uint64) string { return `"` + strconv.FormatUint(version, 10) + `"` }
+// resetFrame is a publication, {"version":0,"reset":true,…}, so that the
+// seed's EventSource.onmessage sees it: version 0 is never the successor
+// of the client's version, and it refetches.
+func (s *State) resetFrame(cursor Position, reason string, ws bool) *frame {
+	data := []byte(`{"version":0,"reset":true,"reason":"` + reason + `"}`)
+	f := s.kind.frame(Message{Channel: s.name, Pos: cursor, Data: data})
+	f.data, f.reset = false, true
+	return f
+}
 
-// wantVersion reads the version a conditional write expects, from
-// If-Match ("N", W/"N") or ?version=N.
-func wantVersion(r *http.Request) (uint64, bool, error) {
-	v := r.Header.Get("If-Match")
-	if v == "" {
-		v = r.URL.Query().Get("version")
-		if v == "" {
-			return 0, false, nil
-		}
-	}
-	if v == "*" {
-		return 0, false, nil
-	}
-	v = strings.TrimPrefix(v, "W/")
-	v = strings.Trim(v, `"`)
-	n, ok := parseSeq(v)
-	if !ok {
-		return 0, false, fmt.Errorf("live: If-Match must be a version such as \"12\"")
-	}
-	return n, true, nil
+// replays is false: a State's resuming clients replay from the broker's
+// history.
+func (s *State) replays() bool { return false }
+
+func (s *State) fold([]*frame) ([]*frame, Position, bool) {
+	f := s.snapshot()
+	return []*frame{f}, f.pos, true
 }

@@ -230,3 +230,8 @@ func (hc *hubChannel) removeLocked(s *subscription) {
 var (
 	errTooManySubscriptions = errors.New("live: too many subscriptions on this connection")
 )
+
+func parseResume(s string) resumeFrom {
+	p, err := ParseCursor(s)
+	return resumeFrom{given: true, pos: p, err: err}
+}

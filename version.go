@@ -9,26 +9,6 @@ import (
 // Optimistic concurrency for mutating handlers: If-Match against the
 // resource's version, and the 412 body both Hook and State answer with.
 
-// checkVersion answers the request and returns false if its If-Match
-// does not admit the resource's current version.
-func (h *Hub) checkVersion(o *HookOptions, w http.ResponseWriter, r *http.Request) bool {
-	tags := r.Header.Values("If-Match")
-	if len(tags) == 0 {
-		return true
-	}
-	current, err := o.Version(r)
-	if err != nil {
-		h.opts.Logger.Error("live: hook: HookOptions.Version failed", "method", r.Method, "path", r.URL.Path, "err", err)
-		writeError(w, http.StatusInternalServerError, "version_unavailable", "the current version could not be read")
-		return false
-	}
-	if ifMatch(tags, current) {
-		return true
-	}
-	WriteConflict(w, http.StatusPreconditionFailed, current)
-	return false
-}
-
 // ifMatch reports whether the If-Match header values admit current, with
 // the strong comparison RFC 9110 requires for If-Match. Unquoted tags are
 // accepted as if quoted, for clients that send a bare version.

@@ -1,6 +1,7 @@
 package live
 
 import (
+	"encoding/binary"
 	"sync"
 	"syscall"
 	"time"
@@ -381,41 +382,6 @@ func (c *conn) finish() {
 	}
 }
 
-// appendFrame appends f as c's transport encodes it.
-func (c *conn) appendFrame(b []byte, f *frame) []byte {
-	switch c.kind {
-	case kindSSE:
-		return append(b, f.sse...)
-	case kindSSEMux:
-		if f.ws == nil {
-			return b
-		}
-		b = append(b, "data: "...)
-		b = append(b, f.ws...)
-		return append(b, "\n\n"...)
-	default:
-		if f.ws == nil {
-			return b
-		}
-		if c.flate && len(f.ws) >= deflateMin {
-			return f.appendWSDeflated(b)
-		}
-		b = appendWSHeader(b, opText, len(f.ws))
-		return append(b, f.ws...)
-	}
-}
-
-func (c *conn) appendHeartbeat(b []byte) []byte {
-	if c.kind == kindWS {
-		// An unsolicited ping with no payload; the reader sees the pong.
-		return appendWSHeader(b, opPing, 0)
-	}
-	return append(b, heartbeatComment...)
-}
-
-// heartbeatComment is an SSE stream's heartbeat, which clients ignore.
-var heartbeatComment = []byte(": heartbeat\n\n")
-
 // closeWait bounds the time spent writing last words before a close.
 const closeWait = 100 * time.Millisecond
 
@@ -481,4 +447,44 @@ func (c *conn) writeNow(b []byte) (n int, err error) {
 		err = werr
 	}
 	return n, err
+}
+
+// unpark takes a parked WebSocket from the close watcher, for a reader
+// to start or for finish to release, and reports whether it was parked.
+func (c *conn) unpark() bool {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	p := c.parked
+	c.parked = false
+	return p
+}
+
+// closeWith sends a WebSocket close frame, if c is one, as far as the
+// socket takes it by until.
+func (c *conn) closeWith(code uint16, reason string, until time.Time) {
+	if c.kind != kindWS {
+		return
+	}
+	c.wmu.Lock()
+	b := c.out
+	if b == nil {
+		b = getOut()
+	}
+	b = appendWSHeader(b, opClose, 2+len(reason))
+	b = binary.BigEndian.AppendUint16(b, code)
+	c.out = append(b, reason...)
+	c.wmu.Unlock()
+	// Take the write turn from whoever has it, bounding a wait for the
+	// client to read, so the close frame follows what was written.
+	c.nc.SetWriteDeadline(until)
+	c.wlock.Lock()
+	c.writeLastLocked(until)
+	c.wlock.Unlock()
+}
+
+func (c *conn) signal() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
 }

@@ -3,7 +3,6 @@ package live
 import (
 	"bufio"
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"net"
@@ -162,10 +161,6 @@ func (c *conn) takeControl() bool {
 	return true
 }
 
-func errorFrame(code, msg, channel string, ref json.RawMessage) *frame {
-	return control{Type: "error", Code: code, Message: msg, Channel: channel, Ref: ref}.encode(true)
-}
-
 func (h *Hub) handleFrame(ctx context.Context, c *conn, data []byte) {
 	var f clientFrame
 	if err := json.Unmarshal(data, &f); err != nil {
@@ -252,56 +247,6 @@ func (h *Hub) handleFrame(ctx context.Context, c *conn, data []byte) {
 	}
 }
 
-func subscribeErrorFrame(err error, ch string, ref json.RawMessage) *frame {
-	code := "unavailable"
-	switch {
-	case errors.Is(err, errTooManySubscriptions):
-		code = "too_many_subscriptions"
-	case errors.Is(err, ErrClosed):
-		code = "closed"
-	}
-	return errorFrame(code, err.Error(), ch, ref)
-}
-
-func (h *Hub) authErrorFrame(r *http.Request, ch string, op Op, err error, ref json.RawMessage) *frame {
-	_, code, msg := h.refusal(r, ch, op, err)
-	return errorFrame(code, msg, ch, ref)
-}
-
-// unpark takes a parked WebSocket from the close watcher, for a reader
-// to start or for finish to release, and reports whether it was parked.
-func (c *conn) unpark() bool {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	p := c.parked
-	c.parked = false
-	return p
-}
-
-// WebSocket opcodes and close codes the writers use.
-const (
-	opText  = 0x1
-	opClose = 0x8
-	opPing  = 0x9
-	opPong  = 0xa
-
-	statusGoingAway     = 1001
-	statusTryAgainLater = 1013
-)
-
-// appendWSHeader appends the header of a final, unmasked server frame.
-func appendWSHeader(b []byte, op byte, n int) []byte {
-	b = append(b, 0x80|op)
-	switch {
-	case n <= 125:
-		return append(b, byte(n))
-	case n <= 0xffff:
-		return binary.BigEndian.AppendUint16(append(b, 126), uint16(n))
-	default:
-		return binary.BigEndian.AppendUint64(append(b, 127), uint64(n))
-	}
-}
-
 // corkConn is the connection the WebSocket library writes to: what it
 // writes (pongs, close frames) joins c's output, in
 // order with the frames the writers add, and is written by them.
@@ -384,27 +329,4 @@ func (c *conn) waitReadable() error {
 		return nil
 	}
 	return c.raw.Read(readable)
-}
-
-// closeWith sends a WebSocket close frame, if c is one, as far as the
-// socket takes it by until.
-func (c *conn) closeWith(code uint16, reason string, until time.Time) {
-	if c.kind != kindWS {
-		return
-	}
-	c.wmu.Lock()
-	b := c.out
-	if b == nil {
-		b = getOut()
-	}
-	b = appendWSHeader(b, opClose, 2+len(reason))
-	b = binary.BigEndian.AppendUint16(b, code)
-	c.out = append(b, reason...)
-	c.wmu.Unlock()
-	// Take the write turn from whoever has it, bounding a wait for the
-	// client to read, so the close frame follows what was written.
-	c.nc.SetWriteDeadline(until)
-	c.wlock.Lock()
-	c.writeLastLocked(until)
-	c.wlock.Unlock()
 }

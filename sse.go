@@ -188,6 +188,14 @@ func (h *Hub) stream(w http.ResponseWriter, r *http.Request, c *conn, mux bool) 
 	// queued.
 	w.WriteHeader(http.StatusOK)
 	s := newStreamConn(w, http.NewResponseController(w), h.opts.Logger)
+	c.mu.Lock()
+	empty := len(c.q) == 0
+	c.mu.Unlock()
+	if empty {
+		// Nothing to send the head with (every subscription queues its
+		// acknowledgement, so this is not expected): send it alone.
+		_ = s.rc.Flush()
+	}
 	kind := kindSSE
 	if mux {
 		kind = kindSSEMux

@@ -64,6 +64,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	neturl "net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -234,25 +235,53 @@ func New(client redis.UniversalClient, opts *Options) *Broker {
 
 // Open returns a broker on a client it makes from url, in the form
 // redis://[[user]:password@]host[:port][/db] (or rediss:// for TLS; see
-// redis.ParseURL for the query parameters). Like sql.Open, it does not
-// connect: the first Publish or Subscribe does. Close closes the client.
+// redis.ParseURL for the query parameters). A URL that names more nodes
+// with addr parameters, redis://host1:6379?addr=host2:6379&addr=host3:6379,
+// is a Redis Cluster's (see redis.ParseClusterURL). Like sql.Open, it
+// does not connect: the first Publish or Subscribe does. Close closes the
+// client.
 func Open(url string, opts *Options) (*Broker, error) {
 	if opts != nil {
 		if err := checkOptions(opts); err != nil {
 			return nil, err
 		}
 	}
-	o, err := redis.ParseURL(url)
-	if err != nil {
-		return nil, fmt.Errorf("redisbroker: %w", err)
+	var client redis.UniversalClient
+	if isClusterURL(url) {
+		o, err := redis.ParseClusterURL(url)
+		if err != nil {
+			return nil, fmt.Errorf("redisbroker: %w", err)
+		}
+		// A retried publication could be taken twice, on this node or
+		// on another.
+		if o.MaxRetries == 0 {
+			o.MaxRetries = -1
+		}
+		if o.MaxRedirects == 0 {
+			o.MaxRedirects = -1
+		}
+		o.ContextTimeoutEnabled = true
+		client = redis.NewClusterClient(o)
+	} else {
+		o, err := redis.ParseURL(url)
+		if err != nil {
+			return nil, fmt.Errorf("redisbroker: %w", err)
+		}
+		if o.MaxRetries == 0 {
+			o.MaxRetries = -1 // a retried publication could be taken twice
+		}
+		o.ContextTimeoutEnabled = true
+		client = redis.NewClient(o)
 	}
-	if o.MaxRetries == 0 {
-		o.MaxRetries = -1 // a retried publication could be taken twice
-	}
-	o.ContextTimeoutEnabled = true
-	b := New(redis.NewClient(o), opts)
+	b := New(client, opts)
 	b.own = true
 	return b, nil
+}
+
+// isClusterURL reports whether url names several nodes (addr parameters).
+func isClusterURL(rawURL string) bool {
+	u, err := neturl.Parse(rawURL)
+	return err == nil && u.Query().Has("addr")
 }
 
 // Close ends every subscription with an error matching [live.ErrClosed],

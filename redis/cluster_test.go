@@ -230,6 +230,27 @@ func TestClusterConformance(t *testing.T) {
 			HistorySize: 64,
 		})
 	})
+	t.Run("Open", func(t *testing.T) {
+		// A URL with addr parameters opens a cluster client.
+		url := fmt.Sprintf("redis://%s?addr=%s&addr=%s", cl.nodes[0].addr(), cl.nodes[1].addr(), cl.nodes[2].addr())
+		b, err := redisbroker.Open(url, &redisbroker.Options{Prefix: "livetest:"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer b.Close()
+		channel := servertest.ChannelName(t)
+		w := servertest.Watch(t, b, channel)
+		w.Ready(t)
+		pos := servertest.Publish(t, b, channel, `1`)
+		if m := w.Next(t); m.Pos != pos {
+			t.Errorf("delivered %+v, want %v", m, pos)
+		}
+		name := "livetest:{" + channel + "}:pub"
+		subs, err := cl.master(t, name).client(t).PubSubShardNumSub(t.Context(), name).Result()
+		if err != nil || subs[name] != 1 {
+			t.Errorf("PUBSUB SHARDNUMSUB %s = %v, %v; want 1 sharded subscriber", name, subs, err)
+		}
+	})
 	t.Run("Nodes", func(t *testing.T) {
 		c := cl.client(t)
 		prefix := "livetest:" + servertest.RandomName() + ":"

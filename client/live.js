@@ -674,22 +674,13 @@ class Live {
     this._o = o;
     /** @type {"websocket"|"sse"|"poll"} */
     this._mode = o.transport === "auto" ? (noSocket ? "sse" : "websocket") : o.transport;
-    this._url = noSocket || o.transport === "sse" || o.transport === "poll" ? null : wsURL(o.url);
     this._probeTimer = null; // the next try of the transports above the one in use
     this._probing = null; // the WebSocket a probe opened
     this._everStreamed = false; // a stream or poll has brought a frame since the last move
     this._sseBase = null; // resolved when first needed
     this._everOpened = false; // a WebSocket has opened: auto stays on WebSocket
-    /** @type {WebSocket|null} */
-    this._ws = null;
-    this._stream = null; // the SSE stream: {ctl, names, open}
     this._closed = false;
     this._timer = null; // the one reconnect timer
-    this._openTimer = null; // gives up a connection that does not open
-    this._reopenTimer = null; // gathers channel changes into one new stream
-    this._pingTimer = null;
-    this._pongTimer = null;
-    this._lastSeen = 0;
     /** @type {Connection} */
     this._conn = { status: "connecting", reconnectAttempt: 0, transport: this._mode };
     this._statusListeners = new Set();
@@ -699,6 +690,8 @@ class Live {
     this._ref = 0;
     this._connectionID = null; // the hub's name for the connection, from "subscribed" frames
     this._publishes = new Map(); // ref -> {frame, sent, resolve, reject, timer, ctl}
+    /** The transport in use: it carries frames between this and the hub. */
+    this._t = this._newTransport(this._mode);
     this._onOnline = () => {
       if (this._timer !== null) this._reconnectNow();
     };
@@ -788,8 +781,7 @@ class Live {
     if (!ch) {
       ch = { name: channel, cursor: typeof opts.cursor === "string" && opts.cursor ? opts.cursor : null, acked: false, refused: false, subs: new Set() };
       this._channels.set(channel, ch);
-      if (this._streaming()) this._channelsChanged();
-      else this._sendSubscribe(ch);
+      this._t.added(ch);
     }
     const sub = { callback, onReset: opts.onReset, onSubscribed: opts.onSubscribed, onError: opts.onError, onPresence: opts.onPresence };
     ch.subs.add(sub);
@@ -803,8 +795,7 @@ class Live {
     return () => {
       if (!ch.subs.delete(sub) || ch.subs.size > 0 || this._channels.get(channel) !== ch) return;
       this._channels.delete(channel);
-      if (this._streaming()) this._channelsChanged();
-      else this._send({ type: "unsubscribe", channel });
+      this._t.removed(ch);
     };
   }
 
@@ -852,21 +843,19 @@ class Live {
     this._closed = true;
     if (typeof removeEventListener === "function") removeEventListener("online", this._onOnline);
     clearTimeout(this._timer);
-    clearTimeout(this._reopenTimer);
     clearTimeout(this._probeTimer);
-    this._timer = this._reopenTimer = this._probeTimer = null;
+    this._timer = this._probeTimer = null;
     if (this._probing) {
       this._probing.onopen = this._probing.onclose = this._probing.onerror = null;
       this._probing.close();
       this._probing = null;
     }
-    const ws = this._ws;
-    this._detach();
-    if (ws) ws.close(1000, "closed by the client");
-    this._dropStream();
+    this._t.close("closed by the client");
     for (const [ref, p] of this._publishes) this._failPublish(ref, p, new LiveError("closed", "live: closed before the publish was acknowledged", { channel: p.frame.channel }));
     this._setStatus("disconnected", this._conn.reconnectAttempt);
   }
+
+  // --- internals
 
   // --- internals
 
@@ -878,135 +867,29 @@ class Live {
     for (const l of [...this._statusListeners]) call(l, { ...this._conn });
   }
 
-  /** _streaming reports whether the transport is a stream or polls: one request carries every channel. */
-  _streaming() {
-    return this._mode !== "websocket";
-  }
-
   _emitError(err, sub) {
     if (sub?.onError) call(sub.onError, err);
     for (const l of [...this._errorListeners]) call(l, err);
   }
 
-  /** _send sends a frame if the socket is open and reports whether it did. */
-  _send(frame) {
-    const ws = this._ws;
-    if (!ws || ws.readyState !== OPEN) return false;
-    ws.send(JSON.stringify(frame));
-    return true;
-  }
-
-  _sendSubscribe(ch) {
-    ch.acked = false;
-    const frame = { type: "subscribe", channel: ch.name };
-    if (ch.cursor) frame.cursor = ch.cursor;
-    this._send(frame);
-  }
-
-  /** _dispatch sends a publish: on the socket if it is open, else as a POST over SSE. */
+  /** _dispatch sends a publish by the transport in use. */
   _dispatch(ref, p) {
-    if (this._mode === "websocket") {
-      p.sent = this._send(p.frame);
-      return;
-    }
-    p.sent = true;
-    p.ctl = new AbortController();
-    const { channel, data } = p.frame;
-    let url;
-    try {
-      url = `${this._sseURL()}/${encodeURIComponent(channel)}`;
-    } catch (e) {
-      this._failPublish(ref, p, new LiveError("network", `live: publish on ${channel}: ${e.message}`, { channel }));
-      return;
-    }
-    request(this._fetch(), url, {
-      method: "POST",
-      headers: { Accept: "application/json", "Content-Type": "application/json", ...this._o.headers },
-      credentials: this._o.credentials,
-      body: JSON.stringify(data),
-      signal: p.ctl.signal,
-    }, 0, `publish on ${channel}`).then(
-      (body) => {
-        if (this._publishes.get(ref) !== p) return;
-        this._publishes.delete(ref);
-        clearTimeout(p.timer);
-        p.resolve(isObject(body) && typeof body.cursor === "string" ? body.cursor : "");
-      },
-      (e) => {
-        if (this._publishes.get(ref) !== p) return;
-        if (e instanceof LiveError && e.channel === undefined) e.channel = channel;
-        this._failPublish(ref, p, e);
-      },
-    );
+    this._t.publish(ref, p);
   }
 
   _connect() {
     if (this._closed) return;
-    if (this._streaming()) {
-      this._openStream(false);
-      return;
-    }
-    if (this._ws) return;
-    this._setStatus("connecting", this._conn.reconnectAttempt);
-    let ws;
-    try {
-      ws = new this._o.WebSocket(this._url);
-    } catch (e) {
-      this._setStatus("error", this._conn.reconnectAttempt);
-      this._emitError(new LiveError("network", `live: cannot open ${this._url}: ${e.message}`));
-      this._lost();
-      return;
-    }
-    this._ws = ws;
-    if (this._o.connectTimeout > 0) {
-      this._openTimer = setTimeout(() => {
-        this._openTimer = null;
-        if (this._ws !== ws || ws.readyState === OPEN) return;
-        ws.onclose = null;
-        ws.close();
-        this._wsFailed(ws);
-      }, this._o.connectTimeout);
-    }
-    ws.onopen = () => {
-      if (this._ws !== ws) return;
-      clearTimeout(this._openTimer);
-      this._openTimer = null;
-      this._everOpened = true;
-      for (const ch of this._channels.values()) this._sendSubscribe(ch);
-      for (const [ref, p] of this._publishes) if (!p.sent) this._dispatch(ref, p);
-      this._alive();
-      this._setStatus("connected", 0);
-    };
-    ws.onmessage = (ev) => {
-      if (this._ws !== ws) return;
-      this._alive();
-      this._handle(ev.data);
-    };
-    ws.onerror = () => {
-      if (this._ws !== ws || this._willFallBack()) return;
-      this._setStatus("error", this._conn.reconnectAttempt);
-    };
-    ws.onclose = () => this._wsFailed(ws);
+    this._t.open();
+  }
+
+  /** _newTransport returns a transport of the kind mode names. */
+  _newTransport(mode) {
+    return mode === "websocket" ? new SocketTransport(this) : new StreamTransport(this, mode === "poll");
   }
 
   /** _willFallBack reports whether a WebSocket failing now makes the client use SSE. */
   _willFallBack() {
     return this._o.transport === "auto" && !this._everOpened;
-  }
-
-  /** _wsFailed handles the end of ws: a fall back to SSE, or a reconnection. */
-  _wsFailed(ws) {
-    if (this._ws !== ws) return;
-    const fallBack = this._willFallBack();
-    this._detach();
-    if (this._closed) return;
-    if (!fallBack) {
-      this._lost();
-      return;
-    }
-    // The WebSocket never opened: blocked on the way, or refused. SSE from
-    // now on, at once; publishes not yet sent go as POSTs.
-    this._moveTo("sse");
   }
 
   /**
@@ -1016,14 +899,11 @@ class Live {
    */
   _moveTo(mode) {
     if (this._closed) return;
-    const ws = this._ws;
-    this._detach();
-    if (ws) ws.close(1000, "moving to another transport");
-    this._dropStream();
+    this._t.close("moving to another transport");
     clearTimeout(this._timer);
     this._timer = null;
     this._mode = mode;
-    if (mode === "websocket" && !this._url) this._url = wsURL(this._o.url);
+    this._t = this._newTransport(mode);
     this._everStreamed = false;
     for (const [ref, p] of this._publishes) if (!p.sent) this._dispatch(ref, p);
     this._setStatus("connecting", this._conn.reconnectAttempt);
@@ -1091,24 +971,6 @@ class Live {
     ws.onerror = () => done(false);
   }
 
-  /** _detach forgets the socket: its events are ignored from now on. */
-  _detach() {
-    const ws = this._ws;
-    this._ws = null;
-    clearTimeout(this._openTimer);
-    clearTimeout(this._pingTimer);
-    clearTimeout(this._pongTimer);
-    this._openTimer = this._pingTimer = this._pongTimer = null;
-    if (!ws) return;
-    ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null;
-    for (const ch of this._channels.values()) ch.acked = false;
-    // A publish sent on the lost socket may or may not have been made:
-    // say so rather than resend it twice.
-    for (const [ref, p] of this._publishes) {
-      if (p.sent && !p.ctl) this._failPublish(ref, p, new LiveError("disconnected", "live: the connection was lost before the publish was acknowledged; it may or may not have been published", { channel: p.frame.channel }));
-    }
-  }
-
   /** _lost schedules the next attempt after a failed or lost connection. */
   _lost() {
     if (this._closed) return;
@@ -1129,8 +991,6 @@ class Live {
     this._connect();
   }
 
-  // --- the SSE transport: one stream carries every channel
-
   _fetch() {
     return this._o.fetch ?? defaultFetch();
   }
@@ -1142,346 +1002,6 @@ class Live {
       this._sseBase = new URL(this._o.sseURL, base).href.replace(/\/+$/, "");
     }
     return this._sseBase;
-  }
-
-  /**
-   * _streamable returns the channels a stream should carry: all but those
-   * the hub refused. Names the hub would refuse, which would make it refuse
-   * the whole stream, are reported to their subscribers here instead.
-   */
-  _streamable() {
-    const out = [];
-    for (const ch of this._channels.values()) {
-      if (!ch.refused && !validChannel(ch.name)) {
-        ch.refused = "invalid";
-        const err = new LiveError("bad_channel", `live: ${ch.name.slice(0, 140)}: a channel name is 1 to 128 of A-Z a-z 0-9 _ - : . @ = +, and not "." or ".."`, { channel: ch.name });
-        for (const sub of [...ch.subs]) this._emitError(err, sub);
-      }
-      if (!ch.refused) out.push(ch);
-    }
-    return out;
-  }
-
-  /** _channelsChanged opens a stream for the new set of channels once the current task is done. */
-  _channelsChanged() {
-    if (this._closed || this._reopenTimer !== null) return;
-    this._reopenTimer = setTimeout(() => {
-      this._reopenTimer = null;
-      // While a reconnection waits, it will take the new set.
-      if (this._closed || !this._streaming() || this._timer !== null) return;
-      const want = this._streamable().map((ch) => ch.name);
-      const have = this._stream?.names ?? [];
-      if (want.length === 0 && !this._stream) {
-        this._setStatus("connected", 0); // nothing to stream: nothing can fail either
-        return;
-      }
-      if (want.length === have.length && want.every((n) => have.includes(n))) return;
-      this._dropStream(this._mode === "poll");
-      this._openStream(true, have.length > 0);
-    }, 0);
-  }
-
-  /**
-   * _openStream opens the stream of every streamable channel, each from
-   * its cursor. planned is true when only the set of channels changed;
-   * then, if it replaces a stream (replacing), a client that is connected
-   * stays so while the new stream opens.
-   */
-  _openStream(planned, replacing = false) {
-    if (this._closed || this._stream || this._timer !== null) return;
-    clearTimeout(this._reopenTimer);
-    this._reopenTimer = null;
-    if (!planned) {
-      // A new connection asks again for the channels the hub refused.
-      for (const ch of this._channels.values()) if (ch.refused === "hub") ch.refused = false;
-    }
-    const chans = this._streamable();
-    if (chans.length === 0) {
-      // Nothing to stream: nothing can fail either. A connection just made
-      // waits for the subscriptions of the task that made it.
-      if (planned) this._setStatus("connected", 0);
-      else this._channelsChanged();
-      return;
-    }
-    const poll = this._mode === "poll";
-    const s = { ctl: new AbortController(), names: chans.map((ch) => ch.name), open: false, poll, framed: false, firstTimer: null };
-    this._stream = s;
-    // A poll leaves out the acknowledgements of the channels it resumes:
-    // those go on as they were.
-    for (const ch of this._channels.values()) ch.acked = poll && chans.includes(ch) && ch.cursor !== null && ch.acked;
-    if (!replacing || this._conn.status !== "connected") this._setStatus("connecting", this._conn.reconnectAttempt);
-    let url;
-    try {
-      const q = new URLSearchParams();
-      q.set("channels", s.names.join(","));
-      for (const ch of chans) if (ch.cursor) q.set("cursor." + ch.name, ch.cursor);
-      if (poll) {
-        q.set("poll", "");
-        for (const ch of chans) if (ch.presence?.tag) q.set("presence." + ch.name, ch.presence.tag);
-      }
-      // A prefix mount ("/live/") streams several channels at the prefix
-      // itself: keep its slash.
-      const base = this._sseURL() + (/\/$/.test(this._o.sseURL) ? "/" : "");
-      url = `${base}${base.includes("?") ? "&" : "?"}${q}`;
-    } catch (e) {
-      this._streamFailed(s, new LiveError("network", `live: cannot open the stream: ${e.message}`), true);
-      return;
-    }
-    if (this._o.connectTimeout > 0) {
-      // A poll is answered when there is news, or after the hub's hold.
-      const limit = this._o.connectTimeout + (poll ? maxHold : 0);
-      this._openTimer = setTimeout(() => {
-        this._openTimer = null;
-        if (this._stream === s && !s.open) this._streamFailed(s, new LiveError("timeout", `live: the ${poll ? "poll was not answered" : "stream did not open"} within ${limit} ms`), false);
-      }, limit);
-    }
-    if (!poll && this._o.transport === "auto" && this._o.firstFrameTimeout > 0) {
-      // The hub acknowledges every channel at once: a stream that brings
-      // nothing is held up on the way, by a proxy that buffers it.
-      s.firstTimer = setTimeout(() => {
-        if (this._stream === s && !s.framed) this._moveTo("poll");
-      }, this._o.firstFrameTimeout);
-    }
-    Promise.resolve()
-      .then(() => this._fetch()(url, {
-        headers: { Accept: poll ? "application/json" : "text/event-stream", ...this._o.headers },
-        credentials: this._o.credentials,
-        cache: "no-store",
-        signal: s.ctl.signal,
-      }))
-      .then(async (res) => {
-        if (this._stream !== s) return;
-        clearTimeout(this._openTimer);
-        this._openTimer = null;
-        if (!res.ok) {
-          const err = await httpError(res, "opening the stream");
-          if (this._stream === s) this._streamRefused(s, err);
-          return;
-        }
-        const type = res.headers.get("Content-Type") ?? "";
-        if (poll) {
-          await this._readPoll(s, res, type);
-          return;
-        }
-        if (!/^text\/event-stream\b/i.test(type) || !res.body) {
-          this._streamFailed(s, new LiveError("bad_response", `live: the stream answered ${JSON.stringify(type.slice(0, 60))}, not text/event-stream`, { status: res.status }), true);
-          return;
-        }
-        s.open = true;
-        this._alive();
-        this._setStatus("connected", 0);
-        await this._read(s, res.body);
-      })
-      .catch((e) => {
-        if (this._stream !== s) return;
-        this._streamFailed(s, e instanceof LiveError ? e : new LiveError("network", `live: the stream failed: ${e?.message ?? e}`), false);
-      });
-  }
-
-  /**
-   * _readPoll handles a poll's answer, a JSON array of frames, and sends
-   * the next poll at once, from the cursors they moved.
-   */
-  async _readPoll(s, res, type) {
-    if (!/^application\/json\b/i.test(type)) {
-      this._streamFailed(s, new LiveError("bad_response", `live: the poll answered ${JSON.stringify(type.slice(0, 60))}, not application/json`, { status: res.status }), true);
-      return;
-    }
-    s.open = true;
-    this._alive();
-    this._setStatus("connected", 0);
-    const frames = await res.json();
-    if (this._stream !== s) return;
-    if (!Array.isArray(frames)) {
-      this._streamFailed(s, new LiveError("bad_response", "live: the poll answered something other than an array of frames", { status: res.status }), true);
-      return;
-    }
-    s.framed = true;
-    this._everStreamed = true;
-    for (const m of frames) {
-      this._frame(m);
-      if (this._stream !== s) return;
-    }
-    // The next poll, keeping the subscriptions acknowledged.
-    this._stream = null;
-    clearTimeout(this._openTimer);
-    clearTimeout(this._pingTimer);
-    this._openTimer = this._pingTimer = null;
-    this._openStream(true, true);
-  }
-
-  /** _read parses the stream's events and handles each one's data as a frame. */
-  async _read(s, body) {
-    const reader = body.getReader();
-    const decoder = new TextDecoder();
-    let buf = "";
-    let data = null; // the data lines of the event being read
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (this._stream !== s) {
-        reader.cancel().catch(() => {});
-        return;
-      }
-      if (done) break;
-      this._alive();
-      buf += decoder.decode(value, { stream: true });
-      let pos = 0;
-      while (pos < buf.length) {
-        const lf = buf.indexOf("\n", pos);
-        const cr = buf.indexOf("\r", pos);
-        let end;
-        let next;
-        if (cr >= 0 && (lf < 0 || cr < lf)) {
-          if (cr === buf.length - 1) break; // a CR LF may be split across chunks
-          end = cr;
-          next = buf[cr + 1] === "\n" ? cr + 2 : cr + 1;
-        } else if (lf >= 0) {
-          end = lf;
-          next = lf + 1;
-        } else {
-          break;
-        }
-        const line = buf.slice(pos, end);
-        pos = next;
-        if (line === "") {
-          if (data !== null) {
-            const frame = data;
-            data = null;
-            if (!s.framed) {
-              s.framed = true;
-              this._everStreamed = true;
-              clearTimeout(s.firstTimer);
-            }
-            this._handle(frame);
-            if (this._stream !== s) {
-              reader.cancel().catch(() => {});
-              return;
-            }
-          }
-          continue;
-        }
-        if (line[0] === ":") continue; // a comment: the hub's heartbeat
-        const colon = line.indexOf(":");
-        if ((colon < 0 ? line : line.slice(0, colon)) !== "data") continue; // no id, event or retry is sent
-        let v = colon < 0 ? "" : line.slice(colon + 1);
-        if (v[0] === " ") v = v.slice(1);
-        data = data === null ? v : data + "\n" + v;
-      }
-      buf = buf.slice(pos);
-      if (buf.length + (data?.length ?? 0) > maxLine) {
-        this._streamFailed(s, new LiveError("bad_frame", `live: the stream sent an event longer than ${maxLine} bytes`), true);
-        reader.cancel().catch(() => {});
-        return;
-      }
-    }
-    this._streamFailed(s, new LiveError("disconnected", "live: the stream ended"), false);
-  }
-
-  /**
-   * _streamRefused handles an HTTP error answering the stream. 400, 403
-   * and 404 refuse its channels (each subscriber hears why), which are
-   * not asked for again until the next reconnection; anything else is a
-   * failed connection, retried after the backoff.
-   */
-  _streamRefused(s, err) {
-    if (err.status !== 400 && err.status !== 403 && err.status !== 404) {
-      this._streamFailed(s, err, true);
-      return;
-    }
-    this._dropStream();
-    for (const name of s.names) {
-      const ch = this._channels.get(name);
-      if (!ch) continue;
-      ch.refused = "hub";
-      const e = new LiveError(err.code, err.message, { channel: name, status: err.status, body: err.body });
-      for (const sub of [...ch.subs]) this._emitError(e, sub);
-    }
-    this._openStream(true, false); // the rest, if some came meanwhile
-  }
-
-  /** _streamFailed gives up the stream s and schedules a reconnection. */
-  _streamFailed(s, err, report) {
-    if (this._stream !== s) return;
-    if (!s.poll && this._o.transport === "auto" && !this._everStreamed) {
-      // No stream has ever brought a frame here: try polling.
-      this._moveTo("poll");
-      return;
-    }
-    this._dropStream();
-    this._setStatus("error", this._conn.reconnectAttempt);
-    if (report) this._emitError(err);
-    this._lost();
-  }
-
-  /**
-   * _dropStream forgets the stream and aborts its request: its events are
-   * ignored from now on. keepAcks keeps the channels acknowledged, for a
-   * poll replaced by one with more channels.
-   */
-  _dropStream(keepAcks = false) {
-    const s = this._stream;
-    if (!s) return;
-    this._stream = null;
-    clearTimeout(this._openTimer);
-    clearTimeout(this._pingTimer);
-    clearTimeout(s.firstTimer);
-    this._openTimer = this._pingTimer = null;
-    s.ctl.abort();
-    if (!keepAcks) for (const ch of this._channels.values()) ch.acked = false;
-  }
-
-  /**
-   * _alive notes that the connection works. On a WebSocket, a timer checks
-   * every pingInterval that something arrived; if nothing did, it pings,
-   * and gives the connection up if nothing answers within pongTimeout. A
-   * stream cannot be pinged: the hub's heartbeat comments keep it alive,
-   * and it is given up after pingInterval + pongTimeout of silence.
-   */
-  _alive() {
-    this._lastSeen = Date.now();
-    if (this._pongTimer !== null) {
-      clearTimeout(this._pongTimer);
-      this._pongTimer = null;
-    }
-    if (this._pingTimer !== null || this._o.pingInterval <= 0) return;
-    if (this._streaming()) this._watchStream(this._o.pingInterval + this._o.pongTimeout);
-    else this._schedulePing(this._o.pingInterval);
-  }
-
-  _watchStream(delay) {
-    const s = this._stream;
-    this._pingTimer = setTimeout(() => {
-      this._pingTimer = null;
-      if (this._stream !== s) return;
-      const limit = this._o.pingInterval + this._o.pongTimeout;
-      const idle = Date.now() - this._lastSeen;
-      if (idle < limit) {
-        this._watchStream(limit - idle);
-        return;
-      }
-      this._streamFailed(s, new LiveError("timeout", `live: the stream was silent for ${idle} ms`), false);
-    }, delay);
-  }
-
-  _schedulePing(delay) {
-    const ws = this._ws;
-    this._pingTimer = setTimeout(() => {
-      this._pingTimer = null;
-      if (this._ws !== ws) return;
-      const idle = Date.now() - this._lastSeen;
-      if (idle < this._o.pingInterval) {
-        this._schedulePing(this._o.pingInterval - idle);
-        return;
-      }
-      if (!this._send({ type: "ping" })) return;
-      this._pongTimer = setTimeout(() => {
-        // Nothing came back: the connection died without saying so.
-        if (this._ws !== ws) return;
-        this._detach();
-        ws.close(4000, "no pong");
-        this._lost();
-      }, this._o.pongTimeout);
-    }, delay);
   }
 
   _failPublish(ref, p, err) {
@@ -1578,13 +1098,590 @@ class Live {
           const err = new LiveError(String(m.code ?? "error"), `live: ${m.channel ? m.channel + ": " : ""}${m.message ?? m.code}`, m.channel ? { channel: m.channel } : {});
           // On a stream, a channel refused before it was acknowledged is
           // left out of the streams that follow, until the next reconnection.
-          if (ch && this._streaming() && (!ch.acked || this._mode === "poll")) ch.refused = "hub";
+          if (ch && this._t.refuses(ch)) ch.refused = "hub";
           if (ch) for (const sub of [...ch.subs]) this._emitError(err, sub);
           else this._emitError(err);
         }
         return;
       }
     }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Transports. A Live keeps the channels, their cursors, the publishes and
+// the connection's status, and moves between transports (see createLive); a
+// transport carries frames between it and the hub over one kind of
+// connection and tells it what happens. Each has open, close, added,
+// removed, publish and refuses, and a name.
+
+/**
+ * A SocketTransport carries frames over a WebSocket: each channel is
+ * subscribed by a frame on it, and publishes are frames too.
+ */
+class SocketTransport {
+  constructor(live) {
+    this.live = live;
+    this.name = "websocket";
+    this._url = wsURL(live._o.url);
+    /** @type {WebSocket|null} */
+    this._ws = null;
+    this._openTimer = null; // gives up a connection that does not open
+    this._pingTimer = null;
+    this._pongTimer = null;
+    this._lastSeen = 0;
+  }
+
+  /** close forgets the socket and closes it: its events are ignored from now on. */
+  close(reason) {
+    const ws = this._ws;
+    this._detach();
+    if (ws) ws.close(1000, reason);
+  }
+
+  /** added subscribes a channel the Live gained. */
+  added(ch) {
+    this._sendSubscribe(ch);
+  }
+
+  /** removed unsubscribes a channel the Live dropped. */
+  removed(ch) {
+    this._send({ type: "unsubscribe", channel: ch.name });
+  }
+
+  /** publish sends a publish if the socket is open; when it opens, those not sent go. */
+  publish(ref, p) {
+    p.sent = this._send(p.frame);
+  }
+
+  /** refuses reports whether an error frame for ch keeps it out of later requests: never here. */
+  refuses() {
+    return false;
+  }
+
+  /** open opens a WebSocket, unless one is open or opening. */
+  open() {
+    if (this._ws) return;
+    this.live._setStatus("connecting", this.live._conn.reconnectAttempt);
+    let ws;
+    try {
+      ws = new this.live._o.WebSocket(this._url);
+    } catch (e) {
+      this.live._setStatus("error", this.live._conn.reconnectAttempt);
+      this.live._emitError(new LiveError("network", `live: cannot open ${this._url}: ${e.message}`));
+      this.live._lost();
+      return;
+    }
+    this._ws = ws;
+    if (this.live._o.connectTimeout > 0) {
+      this._openTimer = setTimeout(() => {
+        this._openTimer = null;
+        if (this._ws !== ws || ws.readyState === OPEN) return;
+        ws.onclose = null;
+        ws.close();
+        this._wsFailed(ws);
+      }, this.live._o.connectTimeout);
+    }
+    ws.onopen = () => {
+      if (this._ws !== ws) return;
+      clearTimeout(this._openTimer);
+      this._openTimer = null;
+      this.live._everOpened = true;
+      for (const ch of this.live._channels.values()) this._sendSubscribe(ch);
+      for (const [ref, p] of this.live._publishes) if (!p.sent) this.live._dispatch(ref, p);
+      this._alive();
+      this.live._setStatus("connected", 0);
+    };
+    ws.onmessage = (ev) => {
+      if (this._ws !== ws) return;
+      this._alive();
+      this.live._handle(ev.data);
+    };
+    ws.onerror = () => {
+      if (this._ws !== ws || this.live._willFallBack()) return;
+      this.live._setStatus("error", this.live._conn.reconnectAttempt);
+    };
+    ws.onclose = () => this._wsFailed(ws);
+  }
+
+  /** _wsFailed handles the end of ws: a fall back to SSE, or a reconnection. */
+  _wsFailed(ws) {
+    if (this._ws !== ws) return;
+    const fallBack = this.live._willFallBack();
+    this._detach();
+    if (this.live._closed) return;
+    if (!fallBack) {
+      this.live._lost();
+      return;
+    }
+    // The WebSocket never opened: blocked on the way, or refused. SSE from
+    // now on, at once; publishes not yet sent go as POSTs.
+    this.live._moveTo("sse");
+  }
+
+  /** _send sends a frame if the socket is open and reports whether it did. */
+  _send(frame) {
+    const ws = this._ws;
+    if (!ws || ws.readyState !== OPEN) return false;
+    ws.send(JSON.stringify(frame));
+    return true;
+  }
+
+  _sendSubscribe(ch) {
+    ch.acked = false;
+    const frame = { type: "subscribe", channel: ch.name };
+    if (ch.cursor) frame.cursor = ch.cursor;
+    this._send(frame);
+  }
+
+  /** _detach forgets the socket: its events are ignored from now on. */
+  _detach() {
+    const ws = this._ws;
+    this._ws = null;
+    clearTimeout(this._openTimer);
+    clearTimeout(this._pingTimer);
+    clearTimeout(this._pongTimer);
+    this._openTimer = this._pingTimer = this._pongTimer = null;
+    if (!ws) return;
+    ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null;
+    for (const ch of this.live._channels.values()) ch.acked = false;
+    // A publish sent on the lost socket may or may not have been made:
+    // say so rather than resend it twice.
+    for (const [ref, p] of this.live._publishes) {
+      if (p.sent && !p.ctl) this.live._failPublish(ref, p, new LiveError("disconnected", "live: the connection was lost before the publish was acknowledged; it may or may not have been published", { channel: p.frame.channel }));
+    }
+  }
+
+  /**
+   * _alive notes that the connection works. A timer checks every
+   * pingInterval that something arrived; if nothing did, it pings, and
+   * gives the connection up if nothing answers within pongTimeout.
+   */
+  _alive() {
+    this._lastSeen = Date.now();
+    if (this._pongTimer !== null) {
+      clearTimeout(this._pongTimer);
+      this._pongTimer = null;
+    }
+    if (this._pingTimer !== null || this.live._o.pingInterval <= 0) return;
+    this._schedulePing(this.live._o.pingInterval);
+  }
+
+  _schedulePing(delay) {
+    const ws = this._ws;
+    this._pingTimer = setTimeout(() => {
+      this._pingTimer = null;
+      if (this._ws !== ws) return;
+      const idle = Date.now() - this._lastSeen;
+      if (idle < this.live._o.pingInterval) {
+        this._schedulePing(this.live._o.pingInterval - idle);
+        return;
+      }
+      if (!this._send({ type: "ping" })) return;
+      this._pongTimer = setTimeout(() => {
+        // Nothing came back: the connection died without saying so.
+        if (this._ws !== ws) return;
+        this._detach();
+        ws.close(4000, "no pong");
+        this.live._lost();
+      }, this.live._o.pongTimeout);
+    }, delay);
+  }
+}
+
+/**
+ * A StreamTransport carries frames over one multiplexed SSE stream of
+ * every channel, or, polling, over one long-poll after another; each is a
+ * request from the channels' cursors, made again when the set of channels
+ * changes. Publishes are POSTs.
+ */
+class StreamTransport {
+  constructor(live, poll) {
+    this.live = live;
+    this.poll = poll;
+    this.name = poll ? "poll" : "sse";
+    this._stream = null; // the stream or poll: {ctl, names, open, poll, framed, firstTimer}
+    this._openTimer = null; // gives up a request that does not open
+    this._reopenTimer = null; // gathers channel changes into one new stream
+    this._pingTimer = null;
+    this._lastSeen = 0;
+  }
+
+  /** open opens the stream, unless one is open or a reconnection waits. */
+  open() {
+    this._openStream(false);
+  }
+
+  /** close drops the stream: its events are ignored from now on. */
+  close() {
+    clearTimeout(this._reopenTimer);
+    this._reopenTimer = null;
+    this._dropStream();
+  }
+
+  /** added makes the next stream carry a channel the Live gained. */
+  added() {
+    this._channelsChanged();
+  }
+
+  /** removed makes the next stream leave out a channel the Live dropped. */
+  removed() {
+    this._channelsChanged();
+  }
+
+  /**
+   * refuses reports whether an error frame for ch keeps it out of later
+   * requests: a channel refused before its acknowledgement (a poll
+   * acknowledges only what it does not resume), until the next
+   * reconnection.
+   */
+  refuses(ch) {
+    return !ch.acked || this.poll;
+  }
+
+  /** publish sends a publish as a POST to sseURL/channel. */
+  publish(ref, p) {
+    p.sent = true;
+    p.ctl = new AbortController();
+    const { channel, data } = p.frame;
+    let url;
+    try {
+      url = `${this.live._sseURL()}/${encodeURIComponent(channel)}`;
+    } catch (e) {
+      this.live._failPublish(ref, p, new LiveError("network", `live: publish on ${channel}: ${e.message}`, { channel }));
+      return;
+    }
+    request(this.live._fetch(), url, {
+      method: "POST",
+      headers: { Accept: "application/json", "Content-Type": "application/json", ...this.live._o.headers },
+      credentials: this.live._o.credentials,
+      body: JSON.stringify(data),
+      signal: p.ctl.signal,
+    }, 0, `publish on ${channel}`).then(
+      (body) => {
+        if (this.live._publishes.get(ref) !== p) return;
+        this.live._publishes.delete(ref);
+        clearTimeout(p.timer);
+        p.resolve(isObject(body) && typeof body.cursor === "string" ? body.cursor : "");
+      },
+      (e) => {
+        if (this.live._publishes.get(ref) !== p) return;
+        if (e instanceof LiveError && e.channel === undefined) e.channel = channel;
+        this.live._failPublish(ref, p, e);
+      },
+    );
+  }
+
+  /**
+   * _streamable returns the channels a stream should carry: all but those
+   * the hub refused. Names the hub would refuse, which would make it refuse
+   * the whole stream, are reported to their subscribers here instead.
+   */
+  _streamable() {
+    const out = [];
+    for (const ch of this.live._channels.values()) {
+      if (!ch.refused && !validChannel(ch.name)) {
+        ch.refused = "invalid";
+        const err = new LiveError("bad_channel", `live: ${ch.name.slice(0, 140)}: a channel name is 1 to 128 of A-Z a-z 0-9 _ - : . @ = +, and not "." or ".."`, { channel: ch.name });
+        for (const sub of [...ch.subs]) this.live._emitError(err, sub);
+      }
+      if (!ch.refused) out.push(ch);
+    }
+    return out;
+  }
+
+  /** _channelsChanged opens a stream for the new set of channels once the current task is done. */
+  _channelsChanged() {
+    if (this.live._closed || this._reopenTimer !== null) return;
+    this._reopenTimer = setTimeout(() => {
+      this._reopenTimer = null;
+      // While a reconnection waits, it will take the new set.
+      if (this.live._closed || this.live._t !== this || this.live._timer !== null) return;
+      const want = this._streamable().map((ch) => ch.name);
+      const have = this._stream?.names ?? [];
+      if (want.length === 0 && !this._stream) {
+        this.live._setStatus("connected", 0); // nothing to stream: nothing can fail either
+        return;
+      }
+      if (want.length === have.length && want.every((n) => have.includes(n))) return;
+      this._dropStream(this.poll);
+      this._openStream(true, have.length > 0);
+    }, 0);
+  }
+
+  /**
+   * _openStream opens the stream of every streamable channel, each from
+   * its cursor. planned is true when only the set of channels changed;
+   * then, if it replaces a stream (replacing), a client that is connected
+   * stays so while the new stream opens.
+   */
+  _openStream(planned, replacing = false) {
+    if (this.live._closed || this._stream || this.live._timer !== null) return;
+    clearTimeout(this._reopenTimer);
+    this._reopenTimer = null;
+    if (!planned) {
+      // A new connection asks again for the channels the hub refused.
+      for (const ch of this.live._channels.values()) if (ch.refused === "hub") ch.refused = false;
+    }
+    const chans = this._streamable();
+    if (chans.length === 0) {
+      // Nothing to stream: nothing can fail either. A connection just made
+      // waits for the subscriptions of the task that made it.
+      if (planned) this.live._setStatus("connected", 0);
+      else this._channelsChanged();
+      return;
+    }
+    const poll = this.poll;
+    const s = { ctl: new AbortController(), names: chans.map((ch) => ch.name), open: false, poll, framed: false, firstTimer: null };
+    this._stream = s;
+    // A poll leaves out the acknowledgements of the channels it resumes:
+    // those go on as they were.
+    for (const ch of this.live._channels.values()) ch.acked = poll && chans.includes(ch) && ch.cursor !== null && ch.acked;
+    if (!replacing || this.live._conn.status !== "connected") this.live._setStatus("connecting", this.live._conn.reconnectAttempt);
+    let url;
+    try {
+      const q = new URLSearchParams();
+      q.set("channels", s.names.join(","));
+      for (const ch of chans) if (ch.cursor) q.set("cursor." + ch.name, ch.cursor);
+      if (poll) {
+        q.set("poll", "");
+        for (const ch of chans) if (ch.presence?.tag) q.set("presence." + ch.name, ch.presence.tag);
+      }
+      // A prefix mount ("/live/") streams several channels at the prefix
+      // itself: keep its slash.
+      const base = this.live._sseURL() + (/\/$/.test(this.live._o.sseURL) ? "/" : "");
+      url = `${base}${base.includes("?") ? "&" : "?"}${q}`;
+    } catch (e) {
+      this._streamFailed(s, new LiveError("network", `live: cannot open the stream: ${e.message}`), true);
+      return;
+    }
+    if (this.live._o.connectTimeout > 0) {
+      // A poll is answered when there is news, or after the hub's hold.
+      const limit = this.live._o.connectTimeout + (poll ? maxHold : 0);
+      this._openTimer = setTimeout(() => {
+        this._openTimer = null;
+        if (this._stream === s && !s.open) this._streamFailed(s, new LiveError("timeout", `live: the ${poll ? "poll was not answered" : "stream did not open"} within ${limit} ms`), false);
+      }, limit);
+    }
+    if (!poll && this.live._o.transport === "auto" && this.live._o.firstFrameTimeout > 0) {
+      // The hub acknowledges every channel at once: a stream that brings
+      // nothing is held up on the way, by a proxy that buffers it.
+      s.firstTimer = setTimeout(() => {
+        if (this._stream === s && !s.framed) this.live._moveTo("poll");
+      }, this.live._o.firstFrameTimeout);
+    }
+    Promise.resolve()
+      .then(() => this.live._fetch()(url, {
+        headers: { Accept: poll ? "application/json" : "text/event-stream", ...this.live._o.headers },
+        credentials: this.live._o.credentials,
+        cache: "no-store",
+        signal: s.ctl.signal,
+      }))
+      .then(async (res) => {
+        if (this._stream !== s) return;
+        clearTimeout(this._openTimer);
+        this._openTimer = null;
+        if (!res.ok) {
+          const err = await httpError(res, "opening the stream");
+          if (this._stream === s) this._streamRefused(s, err);
+          return;
+        }
+        const type = res.headers.get("Content-Type") ?? "";
+        if (poll) {
+          await this._readPoll(s, res, type);
+          return;
+        }
+        if (!/^text\/event-stream\b/i.test(type) || !res.body) {
+          this._streamFailed(s, new LiveError("bad_response", `live: the stream answered ${JSON.stringify(type.slice(0, 60))}, not text/event-stream`, { status: res.status }), true);
+          return;
+        }
+        s.open = true;
+        this._alive();
+        this.live._setStatus("connected", 0);
+        await this._read(s, res.body);
+      })
+      .catch((e) => {
+        if (this._stream !== s) return;
+        this._streamFailed(s, e instanceof LiveError ? e : new LiveError("network", `live: the stream failed: ${e?.message ?? e}`), false);
+      });
+  }
+
+  /**
+   * _readPoll handles a poll's answer, a JSON array of frames, and sends
+   * the next poll at once, from the cursors they moved.
+   */
+  async _readPoll(s, res, type) {
+    if (!/^application\/json\b/i.test(type)) {
+      this._streamFailed(s, new LiveError("bad_response", `live: the poll answered ${JSON.stringify(type.slice(0, 60))}, not application/json`, { status: res.status }), true);
+      return;
+    }
+    s.open = true;
+    this._alive();
+    this.live._setStatus("connected", 0);
+    const frames = await res.json();
+    if (this._stream !== s) return;
+    if (!Array.isArray(frames)) {
+      this._streamFailed(s, new LiveError("bad_response", "live: the poll answered something other than an array of frames", { status: res.status }), true);
+      return;
+    }
+    s.framed = true;
+    this.live._everStreamed = true;
+    for (const m of frames) {
+      this.live._frame(m);
+      if (this._stream !== s) return;
+    }
+    // The next poll, keeping the subscriptions acknowledged.
+    this._stream = null;
+    clearTimeout(this._openTimer);
+    clearTimeout(this._pingTimer);
+    this._openTimer = this._pingTimer = null;
+    this._openStream(true, true);
+  }
+
+  /** _read parses the stream's events and handles each one's data as a frame. */
+  async _read(s, body) {
+    const reader = body.getReader();
+    const decoder = new TextDecoder();
+    let buf = "";
+    let data = null; // the data lines of the event being read
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (this._stream !== s) {
+        reader.cancel().catch(() => {});
+        return;
+      }
+      if (done) break;
+      this._alive();
+      buf += decoder.decode(value, { stream: true });
+      let pos = 0;
+      while (pos < buf.length) {
+        const lf = buf.indexOf("\n", pos);
+        const cr = buf.indexOf("\r", pos);
+        let end;
+        let next;
+        if (cr >= 0 && (lf < 0 || cr < lf)) {
+          if (cr === buf.length - 1) break; // a CR LF may be split across chunks
+          end = cr;
+          next = buf[cr + 1] === "\n" ? cr + 2 : cr + 1;
+        } else if (lf >= 0) {
+          end = lf;
+          next = lf + 1;
+        } else {
+          break;
+        }
+        const line = buf.slice(pos, end);
+        pos = next;
+        if (line === "") {
+          if (data !== null) {
+            const frame = data;
+            data = null;
+            if (!s.framed) {
+              s.framed = true;
+              this.live._everStreamed = true;
+              clearTimeout(s.firstTimer);
+            }
+            this.live._handle(frame);
+            if (this._stream !== s) {
+              reader.cancel().catch(() => {});
+              return;
+            }
+          }
+          continue;
+        }
+        if (line[0] === ":") continue; // a comment: the hub's heartbeat
+        const colon = line.indexOf(":");
+        if ((colon < 0 ? line : line.slice(0, colon)) !== "data") continue; // no id, event or retry is sent
+        let v = colon < 0 ? "" : line.slice(colon + 1);
+        if (v[0] === " ") v = v.slice(1);
+        data = data === null ? v : data + "\n" + v;
+      }
+      buf = buf.slice(pos);
+      if (buf.length + (data?.length ?? 0) > maxLine) {
+        this._streamFailed(s, new LiveError("bad_frame", `live: the stream sent an event longer than ${maxLine} bytes`), true);
+        reader.cancel().catch(() => {});
+        return;
+      }
+    }
+    this._streamFailed(s, new LiveError("disconnected", "live: the stream ended"), false);
+  }
+
+  /**
+   * _streamRefused handles an HTTP error answering the stream. 400, 403
+   * and 404 refuse its channels (each subscriber hears why), which are
+   * not asked for again until the next reconnection; anything else is a
+   * failed connection, retried after the backoff.
+   */
+  _streamRefused(s, err) {
+    if (err.status !== 400 && err.status !== 403 && err.status !== 404) {
+      this._streamFailed(s, err, true);
+      return;
+    }
+    this._dropStream();
+    for (const name of s.names) {
+      const ch = this.live._channels.get(name);
+      if (!ch) continue;
+      ch.refused = "hub";
+      const e = new LiveError(err.code, err.message, { channel: name, status: err.status, body: err.body });
+      for (const sub of [...ch.subs]) this.live._emitError(e, sub);
+    }
+    this._openStream(true, false); // the rest, if some came meanwhile
+  }
+
+  /** _streamFailed gives up the stream s and schedules a reconnection. */
+  _streamFailed(s, err, report) {
+    if (this._stream !== s) return;
+    if (!s.poll && this.live._o.transport === "auto" && !this.live._everStreamed) {
+      // No stream has ever brought a frame here: try polling.
+      this.live._moveTo("poll");
+      return;
+    }
+    this._dropStream();
+    this.live._setStatus("error", this.live._conn.reconnectAttempt);
+    if (report) this.live._emitError(err);
+    this.live._lost();
+  }
+
+  /**
+   * _dropStream forgets the stream and aborts its request: its events are
+   * ignored from now on. keepAcks keeps the channels acknowledged, for a
+   * poll replaced by one with more channels.
+   */
+  _dropStream(keepAcks = false) {
+    const s = this._stream;
+    if (!s) return;
+    this._stream = null;
+    clearTimeout(this._openTimer);
+    clearTimeout(this._pingTimer);
+    clearTimeout(s.firstTimer);
+    this._openTimer = this._pingTimer = null;
+    s.ctl.abort();
+    if (!keepAcks) for (const ch of this.live._channels.values()) ch.acked = false;
+  }
+
+  /**
+   * _alive notes that the stream works. A stream cannot be pinged: the
+   * hub's heartbeat comments keep it alive, and it is given up after
+   * pingInterval + pongTimeout of silence.
+   */
+  _alive() {
+    this._lastSeen = Date.now();
+    if (this._pingTimer !== null || this.live._o.pingInterval <= 0) return;
+    this._watchStream(this.live._o.pingInterval + this.live._o.pongTimeout);
+  }
+
+  _watchStream(delay) {
+    const s = this._stream;
+    this._pingTimer = setTimeout(() => {
+      this._pingTimer = null;
+      if (this._stream !== s) return;
+      const limit = this.live._o.pingInterval + this.live._o.pongTimeout;
+      const idle = Date.now() - this._lastSeen;
+      if (idle < limit) {
+        this._watchStream(limit - idle);
+        return;
+      }
+      this._streamFailed(s, new LiveError("timeout", `live: the stream was silent for ${idle} ms`), false);
+    }, delay);
   }
 }
 

@@ -61,15 +61,17 @@ function useLatest(value) {
 
 /**
  * Bridge is what LiveProvider gives its children: subscriptions and
- * publishes that outlive any one connection. It forwards them to the
- * connection attached now, keeps each channel's cursor, and subscribes
- * the channels again, from their cursors, on the next connection
- * attached (a remount, a new url), so nothing is missed in between.
+ * publishes that outlive any one connection. It forwards each hook's
+ * subscription to the connection attached now, which keeps the channels,
+ * their cursors and acknowledgements; when another connection is attached
+ * (a remount, a new url, another client) it subscribes them there again,
+ * from the cursors the last one reached, so nothing is missed in between.
+ * It holds the subscriptions made before the provider's connection exists.
  */
 class Bridge {
   constructor() {
     this.live = null;
-    this.channels = new Map(); // name -> {subs, cursor, acked, stop}
+    this.hooks = new Map(); // channel -> the hooks' subscriptions: Set of {callback, opts, cursor, stop}
     /** @type {Connection} */
     this.connection = { status: "connecting", reconnectAttempt: 0 };
     this.transport = null;
@@ -89,55 +91,44 @@ class Bridge {
     this.transport = live.transport;
     this.stopStatus = live.onStatus((c) => {
       this.transport = live.transport;
-      if (c.status !== "connected") for (const ch of this.channels.values()) ch.acked = false;
       if (c.status === this.connection.status && c.reconnectAttempt === this.connection.reconnectAttempt) return;
       this.connection = c;
       for (const l of [...this.statusListeners]) call(l);
     });
     this.stopErrors = live.onError((err) => this.emitError(err));
-    for (const [name, ch] of this.channels) this.open(name, ch);
+    for (const [channel, subs] of this.hooks) for (const sub of subs) this.open(channel, sub);
     for (const run of this.waiting.splice(0)) run();
   }
 
   detach() {
     if (!this.live) return;
-    for (const ch of this.channels.values()) {
-      ch.stop?.();
-      ch.stop = null;
-      ch.acked = false;
+    for (const [channel, subs] of this.hooks) {
+      const cursor = this.live.cursor(channel); // before the last of them stops
+      for (const sub of subs) if (cursor) sub.cursor = cursor;
+    }
+    for (const subs of this.hooks.values()) {
+      for (const sub of subs) {
+        sub.stop?.();
+        sub.stop = null;
+      }
     }
     this.stopStatus();
     this.stopErrors();
     this.live = null;
   }
 
-  open(name, ch) {
-    ch.stop = this.live.subscribe(name, (data, meta) => {
-      if (typeof meta.cursor === "string") ch.cursor = meta.cursor;
-      for (const sub of [...ch.subs]) if (ch.subs.has(sub)) call(sub.callback, data, meta);
-      if (Array.isArray(meta.queryKey) && this.queryClient && !this.managed.has(hashKey(meta.queryKey))) {
-        // The hub names the query this channel feeds (the seed's behaviour).
+  /** open subscribes a hook's subscription on the connection attached. */
+  open(channel, sub) {
+    const subs = this.hooks.get(channel);
+    const o = sub.opts;
+    sub.stop = this.live.subscribe(channel, (data, meta) => {
+      call(sub.callback, data, meta);
+      // The hub names the query this channel feeds (the seed's behaviour);
+      // the channel's first hook feeds it, once per publication.
+      if (Array.isArray(meta.queryKey) && this.queryClient && subs.values().next().value === sub && !this.managed.has(hashKey(meta.queryKey))) {
         this.queryClient.setQueryData(meta.queryKey, data);
       }
-    }, {
-      cursor: ch.cursor ?? undefined,
-      onSubscribed: (cursor) => {
-        if (typeof cursor === "string") ch.cursor = cursor;
-        ch.acked = true;
-        for (const sub of [...ch.subs]) call(sub.onSubscribed, ch.cursor);
-      },
-      onReset: (cursor, reason) => {
-        if (typeof cursor === "string") ch.cursor = cursor;
-        for (const sub of [...ch.subs]) call(sub.onReset, cursor, reason);
-      },
-      onError: (err) => {
-        for (const sub of [...ch.subs]) call(sub.onError, err);
-      },
-      onPresence: (p) => {
-        ch.presence = p;
-        for (const sub of [...ch.subs]) call(sub.onPresence, p);
-      },
-    });
+    }, { cursor: sub.cursor ?? undefined, onSubscribed: o.onSubscribed, onReset: o.onReset, onError: o.onError, onPresence: o.onPresence });
   }
 
   /** The hub's name for the connection attached now, or null. */
@@ -154,21 +145,19 @@ class Bridge {
   subscribe(channel, callback, opts = {}) {
     if (typeof channel !== "string" || channel === "") throw new TypeError("live: subscribe: channel must be a non-empty string");
     if (typeof callback !== "function") throw new TypeError("live: subscribe: callback must be a function");
-    let ch = this.channels.get(channel);
-    if (!ch) {
-      ch = { subs: new Set(), cursor: typeof opts.cursor === "string" && opts.cursor ? opts.cursor : null, acked: false, stop: null };
-      this.channels.set(channel, ch);
-      if (this.live) this.open(channel, ch);
+    let subs = this.hooks.get(channel);
+    if (!subs) {
+      subs = new Set();
+      this.hooks.set(channel, subs);
     }
-    const sub = { callback, onReset: opts.onReset, onSubscribed: opts.onSubscribed, onError: opts.onError, onPresence: opts.onPresence };
-    ch.subs.add(sub);
-    if (ch.acked && sub.onSubscribed) queueMicrotask(() => ch.subs.has(sub) && ch.acked && call(sub.onSubscribed, ch.cursor));
-    if (ch.presence && sub.onPresence) queueMicrotask(() => ch.subs.has(sub) && call(sub.onPresence, { ...ch.presence, joined: [], left: [] }));
+    const sub = { callback, opts, cursor: typeof opts.cursor === "string" && opts.cursor ? opts.cursor : null, stop: null };
+    subs.add(sub);
+    if (this.live) this.open(channel, sub);
     return () => {
-      if (!ch.subs.delete(sub) || ch.subs.size > 0 || this.channels.get(channel) !== ch) return;
-      this.channels.delete(channel);
-      ch.stop?.(); // live.js sends nothing on a connection that is not open
-      ch.stop = null;
+      if (!subs.delete(sub)) return;
+      if (subs.size === 0 && this.hooks.get(channel) === subs) this.hooks.delete(channel);
+      sub.stop?.(); // live.js sends nothing on a connection that is not open
+      sub.stop = null;
     };
   }
 

@@ -24,8 +24,8 @@ end
 //
 // ARGV: history size, history age in ms (<= 0: none), the largest data
 // announced inline (< 0: all), the head's TTL in ms (<= 0: none), "1" on
-// a cluster (else "0"), then for each publication its data, a new epoch
-// (used if the channel has none) and its pub/sub channel. KEYS: for each
+// a cluster (else "0"), a new epoch (for the channels that need one), then
+// for each publication its data and its pub/sub channel. KEYS: for each
 // publication its channel's head and log. Returns {epoch, seq} for each
 // publication, one after another.
 //
@@ -45,6 +45,7 @@ local age = tonumber(ARGV[2])
 local limit = tonumber(ARGV[3])
 local ttl = tonumber(ARGV[4])
 local announce = ARGV[5] == '1' and 'SPUBLISH' or 'PUBLISH'
+local newEpoch = ARGV[6]
 local me = runID()
 local now = 0
 if size > 0 then
@@ -52,7 +53,7 @@ if size > 0 then
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
-local function publish(head, log, data, newEpoch, pubsub)
+local function publish(head, log, data, pubsub)
   local h = redis.call('HMGET', head, 'epoch', 'old', 'run')
   local epoch = h[1]
   if not epoch or h[3] ~= me then
@@ -113,7 +114,7 @@ end
 
 local res = {}
 for i = 0, #KEYS / 2 - 1 do
-  local epoch, seq = publish(KEYS[2*i+1], KEYS[2*i+2], ARGV[6+3*i], ARGV[7+3*i], ARGV[8+3*i])
+  local epoch, seq = publish(KEYS[2*i+1], KEYS[2*i+2], ARGV[7+2*i], ARGV[8+2*i])
   res[2*i+1] = epoch
   res[2*i+2] = seq
 end

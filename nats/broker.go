@@ -652,7 +652,7 @@ func (b *Broker) queue(ctx context.Context, channel string, it *pubItem) (live.P
 	pc.sending = true
 	pc.mu.Unlock()
 	if lead {
-		b.sendWaiting(ctx, pc, it)
+		b.lead(ctx, pc)
 	}
 	select {
 	case <-it.done:
@@ -662,56 +662,67 @@ func (b *Broker) queue(ctx context.Context, channel string, it *pubItem) (live.P
 	}
 }
 
-// sendWaiting is pc's sender: it sends what waits, a batch at a time,
-// until nothing does. Called for own, the item of a caller that became the
-// sender, it sends one batch (own's), bounded by ctx if own goes alone,
-// and leaves the rest to a goroutine of the broker's.
-func (b *Broker) sendWaiting(ctx context.Context, pc *pubChan, own *pubItem) {
-	for {
-		pc.mu.Lock()
-		n := min(len(pc.waiting), maxBatch)
-		if n == 0 {
-			pc.sending = false
-			pc.mu.Unlock()
-			return
-		}
-		items := slices.Clone(pc.waiting[:n])
-		rest := copy(pc.waiting, pc.waiting[n:])
-		clear(pc.waiting[rest:])
-		pc.waiting = pc.waiting[:rest]
-		pc.mu.Unlock()
+// take takes up to maxBatch of the items waiting on pc, first come first;
+// when none waits, it ends pc's sending and returns nil.
+func (pc *pubChan) take() []*pubItem {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	n := min(len(pc.waiting), maxBatch)
+	if n == 0 {
+		pc.sending = false
+		return nil
+	}
+	items := slices.Clone(pc.waiting[:n])
+	rest := copy(pc.waiting, pc.waiting[n:])
+	clear(pc.waiting[rest:])
+	pc.waiting = pc.waiting[:rest]
+	return items
+}
 
-		sctx := b.ctx
-		if own != nil && len(items) == 1 {
-			sctx = ctx
-		}
-		b.send(sctx, pc, items)
-		if own == nil {
-			continue
-		}
-		// own is done: hand what waits to a goroutine of the broker's.
-		pc.mu.Lock()
-		if len(pc.waiting) == 0 {
-			pc.sending = false
-			pc.mu.Unlock()
-			return
-		}
-		pc.mu.Unlock()
-		b.mu.Lock()
-		closed := b.closed
-		if !closed {
-			b.senders.Add(1)
-		}
-		b.mu.Unlock()
-		if closed {
-			b.failWaiting(pc)
-			return
-		}
-		go func() {
-			defer b.senders.Done()
-			b.sendWaiting(nil, pc, nil)
-		}()
+// idle ends pc's sending and reports true if nothing waits.
+func (pc *pubChan) idle() bool {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	if len(pc.waiting) > 0 {
+		return false
+	}
+	pc.sending = false
+	return true
+}
+
+// lead is pc's sender on the goroutine of a caller that became it: it
+// sends the first batch, which holds the caller's item, bounded by ctx if
+// that item goes alone, and leaves what waits after it to a goroutine of
+// the broker's (drain), so that the caller returns with its own.
+func (b *Broker) lead(ctx context.Context, pc *pubChan) {
+	items := pc.take()
+	if len(items) > 1 {
+		ctx = b.ctx
+	}
+	b.send(ctx, pc, items)
+	if pc.idle() {
+		return // uncontended: no goroutine
+	}
+	b.mu.Lock()
+	closed := b.closed
+	if !closed {
+		b.senders.Add(1)
+	}
+	b.mu.Unlock()
+	if closed {
+		b.failWaiting(pc)
 		return
+	}
+	go func() {
+		defer b.senders.Done()
+		b.drain(pc)
+	}()
+}
+
+// drain is pc's sender until nothing waits.
+func (b *Broker) drain(pc *pubChan) {
+	for items := pc.take(); items != nil; items = pc.take() {
+		b.send(b.ctx, pc, items)
 	}
 }
 

@@ -16,27 +16,26 @@ func SetDrop(b *Broker, drop func(live.Position) bool) { b.drop = drop }
 // together would, in as few messages as the limits allow, and returns
 // their positions.
 func PublishTogether(ctx context.Context, b *Broker, channel string, datas [][]byte) ([]live.Position, error) {
-	items := make([]*pubItem, len(datas))
-	for i, d := range datas {
-		pc, err := b.acquirePub(channel)
-		if err != nil {
-			return nil, err
-		}
-		items[i] = &pubItem{data: d, done: make(chan struct{})}
-		pc.mu.Lock()
-		if pc.sending || len(pc.waiting) == 0 && i > 0 {
-			pc.mu.Unlock()
-			return nil, errors.New("PublishTogether needs the channel to itself")
-		}
-		pc.waiting = append(pc.waiting, items[i])
-		pc.mu.Unlock()
+	pc, err := b.acquirePub(channel)
+	if err != nil {
+		return nil, err
 	}
-	pc, _ := b.acquirePub(channel)
-	b.releasePub(pc, 1)
+	b.mu.Lock()
+	pc.users += len(datas) - 1 // one per item, as queue counts
+	b.mu.Unlock()
+	items := make([]*pubItem, len(datas))
 	pc.mu.Lock()
-	pc.sending = true
+	if pc.sending {
+		pc.mu.Unlock()
+		b.releasePub(pc, len(datas))
+		return nil, errors.New("PublishTogether needs the channel to itself")
+	}
+	for i, d := range datas {
+		items[i] = &pubItem{data: d, done: make(chan struct{})}
+	}
+	pc.waiting, pc.sending = append(pc.waiting, items...), true // not items itself: take reuses the array
 	pc.mu.Unlock()
-	b.sendWaiting(ctx, pc, items[0])
+	b.lead(ctx, pc)
 	var pos []live.Position
 	for _, it := range items {
 		select {

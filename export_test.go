@@ -3,7 +3,6 @@ package live
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"net"
 	"net/http"
 	"runtime"
@@ -71,6 +70,23 @@ func (s *Sink) check() {
 	}
 }
 
+// sseData calls fn with the data of each whole event in p that has a
+// data line, and returns the start of an event written in part.
+func sseData(p []byte, fn func(data []byte)) (rest []byte) {
+	for {
+		end := bytes.Index(p, []byte("\n\n"))
+		if end < 0 {
+			return p
+		}
+		for line := range bytes.SplitSeq(p[:end], []byte("\n")) {
+			if data, ok := bytes.CutPrefix(line, []byte("data: ")); ok {
+				fn(data)
+			}
+		}
+		p = p[end+2:]
+	}
+}
+
 // sinkConn is a sink connection's output: it takes everything at once
 // and counts the events with data, which are publications (the others
 // are acknowledgements and heartbeats).
@@ -78,17 +94,7 @@ type sinkConn struct{ s *Sink }
 
 func (k sinkConn) TryWrite(p []byte) (int, error) {
 	n := 0
-	for rest := p; len(rest) > 0; {
-		end := bytes.Index(rest, []byte("\n\n"))
-		if end < 0 {
-			break
-		}
-		ev := rest[:end+1]
-		if bytes.HasPrefix(ev, []byte("data: ")) || bytes.Contains(ev, []byte("\ndata: ")) {
-			n++
-		}
-		rest = rest[end+2:]
-	}
+	sseData(p, func([]byte) { n++ })
 	k.s.delivered.Add(int64(n))
 	k.s.check()
 	return len(p), nil
@@ -98,15 +104,16 @@ func (k sinkConn) Write(p []byte) (int, error)    { return k.TryWrite(p) }
 func (sinkConn) SetWriteDeadline(time.Time) error { return nil }
 func (sinkConn) Close() error                     { return nil }
 
-// Recorder is one in-process WebSocket subscriber, served by the hub's
-// writers, whose writes can be held back to make a client slow at will.
+// Recorder is one in-process subscriber that gets every frame as the
+// WebSocket sends it (a multiplexed SSE stream, served by the hub's
+// writers), whose writes can be held back to make a client slow at will.
 type Recorder struct {
 	gate   chan struct{} // closed by Release
 	closed chan struct{} // closed when the hub closes the connection
 	once   sync.Once
 	mu     sync.Mutex // guards frames and rest
 	frames [][]byte
-	rest   []byte        // the start of a frame written in part
+	rest   []byte        // the start of an event written in part
 	got    chan struct{} // signalled after each write
 }
 
@@ -121,7 +128,7 @@ func (h *Hub) AttachRecorder(tb testing.TB, channel string) *Recorder {
 	if err := h.subscribe(context.Background(), c, channel, resumeFrom{}, nil); err != nil {
 		tb.Fatal(err)
 	}
-	c.takeOver(r, kindWS, nil)
+	c.takeOver(r, kindSSEMux, nil)
 	tb.Cleanup(func() {
 		c.kill(ErrClosed)
 		h.leave(c)
@@ -149,7 +156,7 @@ func (r *Recorder) Frames(tb testing.TB, n int) [][]byte {
 	return append([][]byte(nil), r.frames...)
 }
 
-// Write records the text messages in p, once Release was called.
+// Write records the frames in p, once Release was called.
 func (r *Recorder) Write(p []byte) (int, error) {
 	select {
 	case <-r.gate:
@@ -157,33 +164,8 @@ func (r *Recorder) Write(p []byte) (int, error) {
 		return 0, net.ErrClosed
 	}
 	r.mu.Lock()
-	b := append(r.rest, p...)
-	for len(b) >= 2 {
-		n, hl := int(b[1]&0x7f), 2
-		switch n {
-		case 126:
-			hl = 4
-		case 127:
-			hl = 10
-		}
-		if len(b) < hl {
-			break
-		}
-		switch hl {
-		case 4:
-			n = int(binary.BigEndian.Uint16(b[2:]))
-		case 10:
-			n = int(binary.BigEndian.Uint64(b[2:]))
-		}
-		if len(b) < hl+n {
-			break
-		}
-		if b[0]&0x0f == opText {
-			r.frames = append(r.frames, bytes.Clone(b[hl:hl+n]))
-		}
-		b = b[hl+n:]
-	}
-	r.rest = bytes.Clone(b)
+	rest := sseData(append(r.rest, p...), func(data []byte) { r.frames = append(r.frames, bytes.Clone(data)) })
+	r.rest = bytes.Clone(rest)
 	r.mu.Unlock()
 	select {
 	case r.got <- struct{}{}:

@@ -27,18 +27,12 @@ type cluster struct {
 
 type clusterNode struct {
 	*servertest.Process
-	bus int // the cluster bus port
-	id  string
+	bus int           // the cluster bus port
+	id  string        // its cluster node ID
+	rc  *redis.Client // to the node alone
 }
 
 func (n *clusterNode) addr() string { return fmt.Sprintf("127.0.0.1:%d", n.Port) }
-
-// client returns a plain client to the node alone, closed when t ends.
-func (n *clusterNode) client(t testing.TB) *redis.Client {
-	c := redis.NewClient(&redis.Options{Addr: n.addr(), MaxRetries: -1})
-	t.Cleanup(func() { c.Close() })
-	return c
-}
 
 // startCluster starts a cluster of three masters and three replicas on
 // free ports, with a node timeout of a second so that a failover takes a
@@ -67,13 +61,15 @@ func startCluster(t testing.TB) *cluster {
 				return c.Ping(ctx).Err()
 			},
 		})
-		cl.nodes = append(cl.nodes, &clusterNode{Process: p, bus: bus})
+		rc := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", p.Port), MaxRetries: -1})
+		t.Cleanup(func() { rc.Close() })
+		cl.nodes = append(cl.nodes, &clusterNode{Process: p, bus: bus, rc: rc})
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	first := cl.nodes[0].client(t)
+	first := cl.nodes[0].rc
 	for i, n := range cl.nodes {
-		c := n.client(t)
+		c := n.rc
 		id, err := c.ClusterMyID(ctx).Result()
 		if err != nil {
 			t.Fatalf("CLUSTER MYID on %s: %v", n.addr(), err)
@@ -94,7 +90,7 @@ func startCluster(t testing.TB) *cluster {
 	for i, r := range cl.nodes[3:] {
 		m := cl.nodes[i]
 		cl.replicas[m] = r
-		c := r.client(t)
+		c := r.rc
 		// The replica must know its master before it can follow it.
 		awaitCluster(t, "the replica knows its master", func() bool {
 			return strings.Contains(c.ClusterNodes(ctx).Val(), m.id)
@@ -104,14 +100,14 @@ func startCluster(t testing.TB) *cluster {
 		}
 	}
 	for _, n := range cl.nodes {
-		c := n.client(t)
+		c := n.rc
 		awaitCluster(t, n.addr()+" sees the cluster ready", func() bool {
 			return strings.Contains(c.ClusterInfo(ctx).Val(), "cluster_state:ok") &&
 				strings.Count(c.ClusterNodes(ctx).Val(), "master") == 3
 		})
 	}
 	for _, r := range cl.nodes[3:] {
-		c := r.client(t)
+		c := r.rc
 		awaitCluster(t, r.addr()+" replicates", func() bool {
 			return strings.Contains(c.Info(ctx, "replication").Val(), "master_link_status:up")
 		})
@@ -150,20 +146,19 @@ func (cl *cluster) client(t testing.TB) *redis.ClusterClient {
 // says.
 func (cl *cluster) master(t testing.TB, key string) *clusterNode {
 	t.Helper()
-	slot := hashSlot(key)
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
 	for _, n := range cl.nodes {
-		if n.id == "" {
-			continue
-		}
-		c := n.client(t)
-		slots, err := c.ClusterSlots(ctx).Result()
+		slot, err := n.rc.ClusterKeySlot(ctx, key).Result()
 		if err != nil {
 			continue // killed
 		}
+		slots, err := n.rc.ClusterSlots(ctx).Result()
+		if err != nil {
+			continue
+		}
 		for _, s := range slots {
-			if s.Start <= slot && slot <= s.End {
+			if s.Start <= int(slot) && int(slot) <= s.End {
 				for _, x := range cl.nodes {
 					if x.addr() == s.Nodes[0].Addr {
 						return x
@@ -174,27 +169,6 @@ func (cl *cluster) master(t testing.TB, key string) *clusterNode {
 	}
 	t.Fatalf("no master owns the slot of %q", key)
 	return nil
-}
-
-// hashSlot returns the cluster slot of key, as Redis computes it.
-func hashSlot(key string) int {
-	if i := strings.IndexByte(key, '{'); i >= 0 {
-		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
-			key = key[i+1 : i+1+j]
-		}
-	}
-	var crc uint16
-	for i := 0; i < len(key); i++ {
-		crc ^= uint16(key[i]) << 8
-		for range 8 {
-			if crc&0x8000 != 0 {
-				crc = crc<<1 ^ 0x1021
-			} else {
-				crc <<= 1
-			}
-		}
-	}
-	return int(crc) % 16384
 }
 
 // deleteClusterKeys deletes the keys under prefix on every master.
@@ -246,7 +220,7 @@ func TestClusterConformance(t *testing.T) {
 			t.Errorf("delivered %+v, want %v", m, pos)
 		}
 		name := "livetest:{" + channel + "}:pub"
-		subs, err := cl.master(t, name).client(t).PubSubShardNumSub(t.Context(), name).Result()
+		subs, err := cl.master(t, name).rc.PubSubShardNumSub(t.Context(), name).Result()
 		if err != nil || subs[name] != 1 {
 			t.Errorf("PUBSUB SHARDNUMSUB %s = %v, %v; want 1 sharded subscriber", name, subs, err)
 		}
@@ -289,7 +263,7 @@ func TestClusterSharding(t *testing.T) {
 		}
 	}
 	for m, chans := range owners {
-		mc := m.client(t)
+		mc := m.rc
 		clients, err := mc.ClientList(ctx).Result()
 		if err != nil {
 			t.Fatal(err)
@@ -357,7 +331,7 @@ func TestClusterFailover(t *testing.T) {
 	channel := servertest.ChannelName(t)
 	m := cl.master(t, "{"+channel+"}")
 	r := cl.replicas[m]
-	mc, rc := m.client(t), r.client(t)
+	mc, rc := m.rc, r.rc
 	ctx, cancel := context.WithTimeout(t.Context(), 4*waitTimeout)
 	defer cancel()
 

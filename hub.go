@@ -274,10 +274,3 @@ func (h *Hub) isState(channel string) bool {
 	defer h.mu.Unlock()
 	return h.states[channel] != nil
 }
-
-// stateFor returns the State of channel, or nil.
-func (h *Hub) stateFor(channel string) *State {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.states[channel]
-}

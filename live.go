@@ -56,9 +56,6 @@ func (p Position) String() string {
 	return strconv.FormatUint(p.Seq, 10) + "." + p.Epoch
 }
 
-// next returns the position that follows p.
-func (p Position) next() Position { return Position{p.Epoch, p.Seq + 1} }
-
 // maxEpochLen bounds the epoch part of a cursor, so that parsing never
 // keeps a large attacker-chosen string.
 const maxEpochLen = 64

@@ -356,7 +356,7 @@ func (b *Broker) ensure(ctx context.Context) error {
 	if b.ensured.Load() {
 		return nil
 	}
-	err := pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error {
+	create := func(tx pgx.Tx) error {
 		h := fnv.New64a()
 		h.Write([]byte("github.com/go-live/live/postgres " + b.schema))
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", int64(h.Sum64())); err != nil {
@@ -371,7 +371,16 @@ func (b *Broker) ensure(ctx context.Context) error {
 		}
 		b.utf8.Store(enc == "UTF8")
 		return nil
-	})
+	}
+	err := pgx.BeginFunc(ctx, b.pool, create)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "23505" {
+		// unique_violation: another creator's CREATE ... IF NOT EXISTS
+		// committed after ours checked, as when the schema is dropped and
+		// two brokers make it again at once (TestNodes, DataLost). It
+		// exists now: a second run finds it.
+		err = pgx.BeginFunc(ctx, b.pool, create)
+	}
 	if err != nil {
 		return fmt.Errorf("creating schema %s: %w", b.schema, err)
 	}

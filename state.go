@@ -331,8 +331,16 @@ func (s *State) write(ctx context.Context, conditional bool, want uint64, next f
 	if err != nil {
 		return version, fmt.Errorf("live: state %q: %w: %w", s.name, errBadUpdate, err)
 	}
+	if !ok && bytes.Equal(cur, nv) {
+		return version, nil // null over null, [1] over [1]: nothing to publish
+	}
 	if ok && len(changes) == 0 {
-		return version, nil // nothing changed: nothing to publish
+		if !isNull(cur) {
+			return version, nil // nothing changed: nothing to publish
+		}
+		// Diff reads a null value as {}, which a delta cannot tell
+		// from it: {} over null is published whole.
+		ok = false
 	}
 	p := statePayload{Changes: changes}
 	if !ok {
@@ -409,4 +417,10 @@ func (s *State) replays() bool { return false }
 func (s *State) fold([]*frame) ([]*frame, Position, bool) {
 	f := s.snapshot()
 	return []*frame{f}, f.pos, true
+}
+
+// isNull reports whether a value is JSON null or absent.
+func isNull(v json.RawMessage) bool {
+	v = bytes.TrimSpace(v)
+	return len(v) == 0 || string(v) == "null"
 }

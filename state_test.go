@@ -381,3 +381,42 @@ func TestStateHistoryTooShort(t *testing.T) {
 		t.Errorf("publish after a failed State: %s", resp.Status)
 	}
 }
+
+// TestStateNullTransitions writes values a delta cannot tell apart from
+// what they replace: each write the server accepts changes the value it
+// serves, and a client folding the stream ends with the same value.
+func TestStateNullTransitions(t *testing.T) {
+	s := newTestServer(t, nil)
+	st, url := newState(t, s, "doc", nil)
+	stream := openSSE(t, s.srv.URL+"/live/doc?version=0", nil)
+	steps := []string{`null`, `{}`, `[]`, `null`, `{}`, `{"a":null}`, `{}`, `[]`, `[]`, `null`, `null`}
+	want := uint64(0)
+	last := `{}`
+	for _, v := range steps {
+		got, err := st.Set(context.Background(), json.RawMessage(v))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v != last {
+			want++
+			ev := decode(t, stream.nextData(t).Data).(map[string]any)
+			folded, _ := json.Marshal(ev["data"])
+			if ev["reset"] == true && string(folded) != v {
+				t.Errorf("after %s over %s: the stream carried %s", v, last, ev["data"])
+			}
+		}
+		last = v
+		if got != want {
+			t.Errorf("Set(%s) = version %d, want %d", v, got, want)
+		}
+		data, version := st.Get()
+		if string(data) != v || version != want {
+			t.Errorf("after Set(%s): Get = %s at %d, want %s at %d", v, data, version, v, want)
+		}
+		_, body := doJSON(t, "GET", url, "", nil)
+		served, _ := json.Marshal(body["data"])
+		if string(served) != v {
+			t.Errorf("after Set(%s): GET serves %s", v, served)
+		}
+	}
+}

@@ -205,15 +205,38 @@ func (hc *hubChannel) run() {
 		if again {
 			delay = minDelay
 		}
-		t := time.NewTimer(delay)
-		select {
-		case <-hc.ctx.Done():
-			t.Stop()
+		if !h.backoff(hc.ctx, delay) {
 			return
-		case <-t.C:
 		}
 		delay = min(2*delay, maxDelay)
 	}
+}
+
+// backoff waits delay before a subscription to the broker is tried again,
+// or less if another subscription of the hub's starts again meanwhile (the
+// broker answers again). It reports false if ctx ended first.
+func (h *Hub) backoff(ctx context.Context, delay time.Duration) bool {
+	h.backMu.Lock()
+	back := h.back
+	h.backMu.Unlock()
+	t := time.NewTimer(delay)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+	case <-back:
+	}
+	return true
+}
+
+// answered tells the subscriptions waiting in backoff that the broker
+// answers again.
+func (h *Hub) answered() {
+	h.backMu.Lock()
+	close(h.back)
+	h.back = make(chan struct{})
+	h.backMu.Unlock()
 }
 
 // onReady is the broker's ready callback.
@@ -228,6 +251,7 @@ func (hc *hubChannel) onReady(head Position) {
 		return
 	}
 	// A resubscription: publications may have been missed while it was down.
+	hc.h.answered()
 	switch {
 	case hc.catching:
 		// The running catch-up reads history up to the broker's head anyway.

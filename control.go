@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -314,24 +315,33 @@ func (t *trail) next(pos Position) (seen bool, from, to Position) {
 }
 
 // follow subscribes to one of the hub's reserved channels for the hub's
-// lifetime, subscribing again with capped backoff when the subscription
-// breaks; ready tells of each new subscription's head.
+// lifetime, subscribing again when the subscription breaks; ready tells
+// of each new subscription's head. Its backoff is capped low, so that it
+// finds the broker back soon after an outage of any length, and wakes the
+// channels' subscriptions, which back off further, when it does.
 func (h *Hub) follow(channel string, ready func(head Position), deliver func(Message)) error {
-	const minDelay, maxDelay = 50 * time.Millisecond, 5 * time.Second
+	const minDelay, maxDelay = 50 * time.Millisecond, 250 * time.Millisecond
 	delay := minDelay
+	var readies atomic.Int64
+	onReady := func(head Position) {
+		if readies.Add(1) > 1 {
+			h.answered()
+		}
+		ready(head)
+	}
 	for {
-		err := h.broker.Subscribe(h.ctx, channel, ready, deliver)
+		before := readies.Load()
+		err := h.broker.Subscribe(h.ctx, channel, onReady, deliver)
 		if h.ctx.Err() != nil {
 			return nil
 		}
 		h.stats.brokerErrors.Add(1)
 		h.opts.Logger.Warn("live: subscription to "+channel+" broke; resubscribing", "err", err)
-		t := time.NewTimer(delay)
-		select {
-		case <-h.done:
-			t.Stop()
+		if readies.Load() > before {
+			delay = minDelay
+		}
+		if !h.backoff(h.ctx, delay) {
 			return nil
-		case <-t.C:
 		}
 		delay = min(2*delay, maxDelay)
 	}

@@ -71,6 +71,12 @@ type Hub struct {
 	done   <-chan struct{} // ctx.Done()
 	group  errgroup.Group  // channel subscriptions, catch-ups, heartbeat, writers
 
+	// back is closed, and replaced, whenever a subscription to the broker
+	// starts again after one broke: the broker answers, so subscriptions
+	// waiting out a backoff try again at once.
+	backMu sync.Mutex // guards back
+	back   chan struct{}
+
 	writers writers        // the pool that writes taken-over connections
 	drains  atomic.Int64   // goroutines started to wait for a client (tests read it)
 	readers sync.WaitGroup // their readers; Add only under mu while not closed
@@ -97,6 +103,7 @@ func NewHub(opts *Options) *Hub {
 		conns:    make(map[*conn]struct{}),
 		perIP:    make(map[string]int),
 		idle:     make(chan struct{}),
+		back:     make(chan struct{}),
 	}
 	h.ownAuthorize = opts != nil && opts.Authorize != nil
 	h.closes.h = h

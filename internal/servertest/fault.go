@@ -19,8 +19,10 @@ const RecoverWithin = 5 * time.Second
 // connection, while w watches a subscription to channel of b, a broker on
 // p with the given StallTimeout. The subscription must end with an error
 // about a stall within about stall, and Publish must fail while p is
-// paused. Stall resumes p and returns when it did.
-func Stall(t testing.TB, p *Process, b live.Broker, w *Watcher, channel string, stall time.Duration) time.Time {
+// paused. Stall keeps p paused for at least hold (an outage longer than
+// the stall timeout lets the Hub's backoff grow), then resumes it and
+// returns when it did.
+func Stall(t testing.TB, p *Process, b live.Broker, w *Watcher, channel string, stall, hold time.Duration) time.Time {
 	t.Helper()
 	p.Stop()
 	stopped := time.Now()
@@ -39,6 +41,8 @@ func Stall(t testing.TB, p *Process, b live.Broker, w *Watcher, channel string, 
 	if pos, err := b.Publish(ctx, channel, []byte(`"during"`)); err == nil {
 		t.Errorf("Publish while the server is stopped = %v, nil; want an error", pos)
 	}
+	// The outage itself: nothing is awaited here but time.
+	time.Sleep(hold - time.Since(stopped))
 	p.Cont()
 	return time.Now()
 }
@@ -151,4 +155,43 @@ func AwaitGone(t testing.TB, h live.History, channel string, from live.Position)
 		}
 		time.Sleep(10 * time.Millisecond) // waiting for time to pass, which is what is tested
 	}
+}
+
+// ExpectRecoveredAfterCut cuts the link between the Hub of cut and its
+// broker for hold while pub, a Hub on the same broker, publishes on
+// channel; then heals it. A client of cut's, reading s, gets every
+// publication in order without a reset, the last one made after the heal
+// within RecoverWithin; it returns how long after the heal that was.
+func ExpectRecoveredAfterCut(t testing.TB, link *Link, cut, pub *Node, s *Stream, channel string, hold time.Duration) time.Duration {
+	t.Helper()
+	first := pub.Publish(t, channel, `"before"`)
+	if e := s.Next(t); e.ID != first.String() {
+		t.Fatalf("event %+v, want %v", e, first)
+	}
+	link.Cut()
+	cutAt := time.Now()
+	pub.Publish(t, channel, `"during"`)
+	// The outage itself: nothing is awaited here but time.
+	time.Sleep(hold - time.Since(cutAt))
+	link.Heal()
+	healed := time.Now()
+	last := pub.Publish(t, channel, `"after"`)
+	var events []Event
+	for {
+		e := s.Next(t)
+		events = append(events, e)
+		if e.ID == last.String() || e.Event == "reset" || len(events) > 3 {
+			break
+		}
+	}
+	d := time.Since(healed)
+	CheckContiguous(t, first.String(), events)
+	if got := events[len(events)-1]; got.ID != last.String() {
+		t.Errorf("events after the cut: %+v, want %v last", events, last)
+	}
+	if d > RecoverWithin {
+		t.Errorf("the client received again %v after the link healed, want within %v", d, RecoverWithin)
+	}
+	t.Logf("cut for %v: the client received again %v after the link healed", hold, d.Round(time.Millisecond))
+	return d
 }

@@ -331,6 +331,16 @@ func (hc *hubChannel) fanoutLocked(f *frame) {
 	}
 }
 
+// pushAllLocked queues f for every subscriber that is not replaying
+// history (those get what fans out after their replay).
+func (hc *hubChannel) pushAllLocked(f *frame) {
+	for _, s := range hc.subs {
+		if !s.resuming {
+			s.c.push(f)
+		}
+	}
+}
+
 // resetAllLocked tells every subscriber that the channel continues after
 // cursor and that what came before must be refetched.
 func (hc *hubChannel) resetAllLocked(reason string, cursor Position) {

@@ -187,6 +187,23 @@ type History interface {
 	Since(ctx context.Context, channel string, after Position) ([]Message, error)
 }
 
+// Snapshots is implemented by brokers that keep, beside a channel's
+// history, the latest value a [State] wrote on it. A Hub that comes to a
+// State late, or finds a hole in its stream that history can no longer
+// fill (a broker link cut for longer than history holds), rebuilds the
+// value from the snapshot and the history after it. Without Snapshots it
+// can rebuild only from history that reaches back to the channel's first
+// publication, and otherwise answers 503 until a write replaces the value
+// whole.
+//
+// SaveSnapshot keeps data as the channel's value at pos, unless the one
+// kept is at a later position of pos's epoch. Snapshot returns the one
+// kept; ErrGone (wrapped or not) when there is none.
+type Snapshots interface {
+	SaveSnapshot(ctx context.Context, channel string, pos Position, data []byte) error
+	Snapshot(ctx context.Context, channel string) (Position, []byte, error)
+}
+
 // Identity is who a connection belongs to, as [Options].Identify says:
 // Authorize reads it with [IdentityOf], and [Hub.Disconnect] and
 // [Hub.Reauthorize] find connections by it.

@@ -48,7 +48,8 @@ type MemoryBroker struct {
 
 var (
 	_ Broker  = (*MemoryBroker)(nil)
-	_ History = (*MemoryBroker)(nil)
+	_ History   = (*MemoryBroker)(nil)
+	_ Snapshots = (*MemoryBroker)(nil)
 )
 
 type memChannel struct {
@@ -60,6 +61,7 @@ type memChannel struct {
 	start int
 	n     int
 	subs  []*memSub
+	snap  Message // the latest snapshot; Pos.Epoch "" when none
 }
 
 type memEntry struct {
@@ -279,6 +281,45 @@ func (b *MemoryBroker) Since(ctx context.Context, channel string, after Position
 		out = append(out, c.ring[(c.start+i)%len(c.ring)].msg)
 	}
 	return out, nil
+}
+
+// SaveSnapshot implements [Snapshots]. A snapshot lives as long as the
+// channel's record: a forgotten channel's next life has another epoch.
+func (b *MemoryBroker) SaveSnapshot(ctx context.Context, channel string, pos Position, data []byte) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("live: snapshot %q: %w", channel, err)
+	}
+	c, err := b.channel(channel, false)
+	if err != nil {
+		return fmt.Errorf("live: snapshot %q: %w", channel, err)
+	}
+	if c == nil {
+		return nil // nothing of pos's numbering is left to come back to
+	}
+	defer c.mu.Unlock()
+	if pos.Epoch == c.epoch && (c.snap.Pos.Epoch != pos.Epoch || c.snap.Pos.Seq < pos.Seq) {
+		c.snap = Message{Channel: channel, Pos: pos, Data: append([]byte(nil), data...)}
+	}
+	return nil
+}
+
+// Snapshot implements [Snapshots].
+func (b *MemoryBroker) Snapshot(ctx context.Context, channel string) (Position, []byte, error) {
+	if err := ctx.Err(); err != nil {
+		return Position{}, nil, fmt.Errorf("live: snapshot %q: %w", channel, err)
+	}
+	c, err := b.channel(channel, false)
+	if err != nil {
+		return Position{}, nil, fmt.Errorf("live: snapshot %q: %w", channel, err)
+	}
+	if c == nil {
+		return Position{}, nil, fmt.Errorf("live: snapshot %q: %w", channel, ErrGone)
+	}
+	defer c.mu.Unlock()
+	if c.snap.Pos.Epoch != c.epoch {
+		return Position{}, nil, fmt.Errorf("live: snapshot %q: %w", channel, ErrGone)
+	}
+	return c.snap.Pos, c.snap.Data, nil
 }
 
 // sweep forgets channels that have neither subscribers nor history.

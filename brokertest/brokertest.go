@@ -25,7 +25,7 @@
 //	go test -race -run 'Conformance/History/Seam'
 //
 // The optional abilities the Hub looks for are checked when the broker has
-// them: [live.History], and a Close() error method.
+// them: [live.History], [live.Snapshots], and a Close() error method.
 //
 // [RunNodes] checks what a Hub gets from brokers that share a server, as
 // the processes of one application do: one numbering for the publications
@@ -133,6 +133,10 @@ func Run(t *testing.T, cfg Config) {
 			{"VisibleBeforeDelivery", s.testVisibleBeforeDelivery},
 			{"Seam", s.testSeam},
 			{"CancelledContext", s.testSinceCancelled},
+		}},
+		{"Snapshots", []namedTest{
+			{"None", s.testSnapshotNone},
+			{"Latest", s.testSnapshotLatest},
 		}},
 	} {
 		t.Run(group.name, func(t *testing.T) {

@@ -47,7 +47,7 @@ type MemoryBroker struct {
 }
 
 var (
-	_ Broker  = (*MemoryBroker)(nil)
+	_ Broker    = (*MemoryBroker)(nil)
 	_ History   = (*MemoryBroker)(nil)
 	_ Snapshots = (*MemoryBroker)(nil)
 )

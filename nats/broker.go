@@ -125,6 +125,7 @@ type Broker struct {
 	// holder guards stream.
 	streamTurn chan struct{}
 	stream     jetstream.Stream
+	snaps      jetstream.Stream // snapshots (see snapshot.go)
 
 	// drop, set by tests before use, makes subscriptions ignore the
 	// messages for which it returns true, as if they were lost.
@@ -142,8 +143,9 @@ type Broker struct {
 }
 
 var (
-	_ live.Broker  = (*Broker)(nil)
-	_ live.History = (*Broker)(nil)
+	_ live.Broker    = (*Broker)(nil)
+	_ live.History   = (*Broker)(nil)
+	_ live.Snapshots = (*Broker)(nil)
 )
 
 const (

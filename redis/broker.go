@@ -22,7 +22,10 @@
 //     latest publication and a time no later than its oldest entry's;
 //   - "live:{name}:log", a stream of recent publications, entry id
 //     "<seq>-0", with fields d (the data) and t (Redis time in ms);
-//   - "live:{name}:pub", the pub/sub channel that announces publications.
+//   - "live:{name}:pub", the pub/sub channel that announces publications;
+//   - "live:{name}:snap", a hash with the latest value a [live.State] wrote
+//     on the channel, its epoch and Seq ([live.Snapshots]), made by the
+//     first State write and expiring with the head.
 //
 // Publish runs a Lua script, one call for the publications waiting
 // together, that for each increments the Seq, appends to the
@@ -135,8 +138,9 @@ type Broker struct {
 }
 
 var (
-	_ live.Broker  = (*Broker)(nil)
-	_ live.History = (*Broker)(nil)
+	_ live.Broker    = (*Broker)(nil)
+	_ live.History   = (*Broker)(nil)
+	_ live.Snapshots = (*Broker)(nil)
 )
 
 const (
@@ -382,7 +386,8 @@ func (b *Broker) Publish(ctx context.Context, channel string, data []byte) (live
 // head returns the channel's latest position, creating its epoch if the
 // channel is new, so that the first publication is in the epoch returned.
 func (b *Broker) head(ctx context.Context, channel string) (live.Position, error) {
-	res, err := headScript.Run(ctx, b.client, b.keys(channel), newEpoch(), b.ttl.Milliseconds()).Slice()
+	keys := append(b.keys(channel), b.snapshotKey(channel))
+	res, err := headScript.Run(ctx, b.client, keys, newEpoch(), b.ttl.Milliseconds()).Slice()
 	if err != nil {
 		return live.Position{}, err
 	}
@@ -395,6 +400,52 @@ func (b *Broker) head(ctx context.Context, channel string) (live.Position, error
 		return live.Position{}, fmt.Errorf("unexpected reply %v from Redis", res)
 	}
 	return live.Position{Epoch: epoch, Seq: seq}, nil
+}
+
+// snapshotKey returns the key of the hash that keeps channel's snapshot.
+func (b *Broker) snapshotKey(channel string) string {
+	return b.prefix + "{" + channel + "}:snap"
+}
+
+// SaveSnapshot implements [live.Snapshots]. The snapshot is a hash
+// beside the channel's head, in its hash slot, kept as long as the head.
+func (b *Broker) SaveSnapshot(ctx context.Context, channel string, pos live.Position, data []byte) error {
+	if b.isClosed() {
+		return fmt.Errorf("live: snapshot %q: %w", channel, live.ErrClosed)
+	}
+	if err := b.checkName(channel); err != nil {
+		return fmt.Errorf("live: snapshot %q: %w", channel, err)
+	}
+	keys := []string{b.keys(channel)[0], b.snapshotKey(channel)}
+	ttl := b.ttl.Milliseconds()
+	if err := saveSnapshotScript.Run(ctx, b.client, keys, pos.Epoch, pos.Seq, data, ttl).Err(); err != nil {
+		return fmt.Errorf("live: snapshot %q at %v: %w", channel, pos, err)
+	}
+	return nil
+}
+
+// Snapshot implements [live.Snapshots].
+func (b *Broker) Snapshot(ctx context.Context, channel string) (live.Position, []byte, error) {
+	if b.isClosed() {
+		return live.Position{}, nil, fmt.Errorf("live: snapshot %q: %w", channel, live.ErrClosed)
+	}
+	if err := b.checkName(channel); err != nil {
+		return live.Position{}, nil, fmt.Errorf("live: snapshot %q: %w", channel, err)
+	}
+	res, err := b.client.HMGet(ctx, b.snapshotKey(channel), "epoch", "seq", "data").Result()
+	if err != nil {
+		return live.Position{}, nil, fmt.Errorf("live: snapshot %q: %w", channel, err)
+	}
+	epoch, _ := res[0].(string)
+	data, _ := res[2].(string)
+	if epoch == "" {
+		return live.Position{}, nil, fmt.Errorf("live: snapshot %q: %w", channel, live.ErrGone)
+	}
+	seq, err := parseSeq(res[1])
+	if err != nil {
+		return live.Position{}, nil, fmt.Errorf("live: snapshot %q: %w", channel, err)
+	}
+	return live.Position{Epoch: epoch, Seq: seq}, []byte(data), nil
 }
 
 // Since implements [live.History]. It reads the channel's head and an

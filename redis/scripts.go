@@ -125,18 +125,42 @@ return res
 // epoch so that the first publication is numbered in it, and so does a
 // channel another Redis process numbered last, as in publishScript.
 //
-// KEYS: head, log. ARGV: a new epoch, the head's TTL in ms (<= 0: none).
+// KEYS: head, log, snapshot. ARGV: a new epoch, the head's TTL in ms
+// (<= 0: none). The snapshot lives as long as the head.
 var headScript = redis.NewScript(runID + `
 local me = runID()
 local h = redis.call('HMGET', KEYS[1], 'epoch', 'seq', 'run')
 if not h[1] or h[3] ~= me then
-  redis.call('DEL', KEYS[2])
+  redis.call('DEL', KEYS[2], KEYS[3])
   redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'seq', 0, 'run', me)
   h = {ARGV[1], '0'}
 end
 local ttl = tonumber(ARGV[2])
 if ttl > 0 then
   redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('PEXPIRE', KEYS[3], ttl)
 end
 return {h[1], h[2]}
+`)
+
+// saveSnapshotScript keeps a State's value beside the channel's stream,
+// unless the one kept is later in the same epoch, or the channel is in
+// another epoch now (its numbering was lost, so the value is of no use).
+//
+// KEYS: head, snapshot. ARGV: epoch, seq, data, TTL in ms (<= 0: none).
+// Returns 1 if it kept the value.
+var saveSnapshotScript = redis.NewScript(`
+if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then
+  return 0
+end
+local cur = redis.call('HMGET', KEYS[2], 'epoch', 'seq')
+if cur[1] == ARGV[1] and tonumber(cur[2]) >= tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('HSET', KEYS[2], 'epoch', ARGV[1], 'seq', ARGV[2], 'data', ARGV[3])
+local ttl = tonumber(ARGV[4])
+if ttl > 0 then
+  redis.call('PEXPIRE', KEYS[2], ttl)
+end
+return 1
 `)

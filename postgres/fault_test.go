@@ -270,3 +270,14 @@ func TestLinkCut(t *testing.T) {
 	s := servertest.OpenStream(t, cut.SSE+channel, "")
 	servertest.ExpectRecoveredAfterCut(t, link, cut.Node, pub.Node, s, channel, 3500*time.Millisecond)
 }
+
+// A State's Hub is cut off PostgreSQL while another writes more than
+// history holds: once the link heals it rebuilds the value from the
+// snapshot.
+func TestStateAfterLongCut(t *testing.T) {
+	srv := startCluster(t)
+	link := servertest.NewLink(t, fmt.Sprintf("127.0.0.1:%d", srv.Port))
+	cut := newNode(t, newPool(t, "postgres://postgres@"+link.Addr+"/postgres?sslmode=disable"), &pgbroker.Options{HistorySize: 16, StallTimeout: time.Second})
+	pub := newNode(t, newPool(t, srv.url()), &pgbroker.Options{HistorySize: 16})
+	servertest.ExpectStateRebuiltAfterCut(t, link, cut.Node, pub.Node, 40, 2500*time.Millisecond)
+}

@@ -32,6 +32,16 @@ CREATE TABLE IF NOT EXISTS {schema}.messages (
 	PRIMARY KEY (channel, seq)
 );
 
+-- snapshots keeps the latest value a State wrote on a channel, at its
+-- position, so that a Hub that lost more than the messages keep rebuilds
+-- it from there.
+CREATE TABLE IF NOT EXISTS {schema}.snapshots (
+	channel text PRIMARY KEY,
+	epoch   text NOT NULL,
+	seq     bigint NOT NULL,
+	data    bytea NOT NULL
+);
+
 -- idempotency keeps, per key, the response to a request that a retry gets
 -- instead of running it again; response is NULL while the request runs.
 CREATE TABLE IF NOT EXISTS {schema}.idempotency (

@@ -116,3 +116,14 @@ func TestLinkCut(t *testing.T) {
 	s := servertest.OpenStream(t, cut.SSE+channel, "")
 	servertest.ExpectRecoveredAfterCut(t, link, cut.Node, pub.Node, s, channel, 3500*time.Millisecond)
 }
+
+// A State's Hub is cut off Redis while another writes more than history
+// holds: once the link heals it rebuilds the value from the snapshot.
+func TestStateAfterLongCut(t *testing.T) {
+	srv := startServer(t)
+	link := servertest.NewLink(t, fmt.Sprintf("127.0.0.1:%d", srv.Port))
+	opts := &redisbroker.Options{HistorySize: 16, StallTimeout: time.Second}
+	cut := newNode(t, newClient(t, "redis://"+link.Addr+"/0"), opts)
+	pub := newNode(t, newClient(t, srv.url()), opts)
+	servertest.ExpectStateRebuiltAfterCut(t, link, cut.Node, pub.Node, 40, 2500*time.Millisecond)
+}

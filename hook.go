@@ -255,7 +255,13 @@ func (h *Hub) serveHook(o *HookOptions, next http.Handler, w http.ResponseWriter
 		ctx = Except(ctx, r.Header.Get(ConnectionHeader), "")
 	}
 	for _, ev := range events {
-		if _, err := h.Publish(ctx, ev.Channel, ev.Data); err != nil {
+		// The response is sent: the event is promised, and waits in the
+		// hub if the broker does not take it now.
+		data, err := h.encodePublication(ctx, ev.Channel, ev.Data)
+		if err == nil {
+			err = h.promise(ctx, ev.Channel, data)
+		}
+		if err != nil {
 			h.stats.hookDropped.Add(1)
 			h.opts.Logger.Error(hookPublishFail, "method", r.Method, "path", r.URL.Path,
 				"channel", ev.Channel, "err", err)

@@ -436,26 +436,103 @@ func TestHookResponseBeforeBroadcast(t *testing.T) {
 	}
 }
 
-func TestHookPublishFailure(t *testing.T) {
+// TestHookPublishWaitsForBroker answers requests 201 while the broker
+// refuses every publication: the events wait in the hub, a later
+// Hub.Publish on the channel waits behind them, and once the broker takes
+// publications again subscribers get all of them, once, in order.
+func TestHookPublishWaitsForBroker(t *testing.T) {
+	var down atomic.Bool
+	down.Store(true)
 	broker := newHookBroker(t, func(_ context.Context, channel string) error {
-		if channel == "todos" {
+		if channel == "todos" && down.Load() {
 			return errors.New("broker down")
 		}
 		return nil
 	})
 	s := newHookServer(t, &live.Options{Broker: broker})
 	s.handle("POST /todos", s.hub.Hook(live.HookOptions{Channel: toChannel("todos")}), echo)
+	stream := openSSE(t, s.srv.URL+"/live/todos", nil)
 
-	rep := s.do(t, "POST", "/todos", hdr("X-Status", "201"), `{"id":"t1"}`)
-	if rep.status != http.StatusCreated || rep.body != `{"id":"t1"}` {
-		t.Errorf("response %d %q, want the handler's 201", rep.status, rep.body)
+	for _, id := range []string{"t1", "t2"} {
+		rep := s.do(t, "POST", "/todos", hdr("X-Status", "201"), `{"id":"`+id+`"}`)
+		if rep.status != http.StatusCreated || rep.body != `{"id":"`+id+`"}` {
+			t.Errorf("response %d %q, want the handler's 201", rep.status, rep.body)
+		}
 	}
-	want := []string{"live: hook publish failed; subscribers missed a change: broker down"}
-	if diff := cmp.Diff(want, s.logs.take()); diff != "" {
-		t.Errorf("logs (-want +got):\n%s", diff)
+	if st := s.hub.Stats(); st.Pending != 2 || st.HookDropped != 0 {
+		t.Errorf("Stats() Pending %d, HookDropped %d; want 2 and 0", st.Pending, st.HookDropped)
 	}
-	if st := s.hub.Stats(); st.BrokerErrors != 1 || st.HookDropped != 1 {
-		t.Errorf("Stats() BrokerErrors %d, HookDropped %d; want 1 and 1", st.BrokerErrors, st.HookDropped)
+	if logs := s.logs.take(); len(logs) != 1 || !strings.Contains(logs[0], "waits to be sent again: broker down") {
+		t.Errorf("logged %q, want one warning", logs)
+	}
+	published := make(chan error, 1)
+	go func() {
+		_, err := s.hub.Publish(context.Background(), "todos", map[string]string{"type": "reset"})
+		published <- err
+	}()
+
+	down.Store(false)
+	for _, want := range []string{
+		`{"type":"add","item":{"id":"t1"}}`,
+		`{"type":"add","item":{"id":"t2"}}`,
+		`{"type":"reset"}`,
+	} {
+		if got := stream.nextData(t).Data; got != want {
+			t.Errorf("event %s, want %s", got, want)
+		}
+	}
+	if err := <-published; err != nil {
+		t.Errorf("Publish behind the waiting events: %v", err)
+	}
+	if st := s.hub.Stats(); st.Pending != 0 || st.PendingDropped != 0 || st.HookDropped != 0 {
+		t.Errorf("Stats() %+v, want nothing pending or dropped", st)
+	}
+}
+
+// TestHookPublishPendingBounds fills the hub's waiting room while the
+// broker is down: past PendingBytes an event is dropped loudly, a Publish
+// behind the waiting ones gives up with its context, and what waited
+// longer than PendingAge is dropped loudly too.
+func TestHookPublishPendingBounds(t *testing.T) {
+	broker := newHookBroker(t, func(_ context.Context, channel string) error {
+		if channel == "todos" {
+			return errors.New("broker down")
+		}
+		return nil
+	})
+	s := newHookServer(t, &live.Options{Broker: broker, PendingBytes: 100, PendingAge: time.Hour})
+	s.handle("POST /todos", s.hub.Hook(live.HookOptions{Channel: toChannel("todos")}), echo)
+
+	s.do(t, "POST", "/todos", hdr("X-Status", "201"), `{"id":"t1","text":"`+strings.Repeat("x", 40)+`"}`)
+	s.do(t, "POST", "/todos", hdr("X-Status", "201"), `{"id":"t2","text":"`+strings.Repeat("x", 40)+`"}`)
+	st := s.hub.Stats()
+	if st.Pending != 1 || st.PendingDropped != 1 || st.HookDropped != 1 {
+		t.Errorf("Stats() Pending %d, PendingDropped %d, HookDropped %d; want 1, 1, 1", st.Pending, st.PendingDropped, st.HookDropped)
+	}
+	logs := s.logs.take()
+	if len(logs) != 2 || !strings.Contains(logs[1], "hook publish failed") || !strings.Contains(logs[1], "PendingBytes") {
+		t.Errorf("logged %q, want a warning, then an error naming PendingBytes", logs)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := s.hub.Publish(ctx, "todos", 1); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Publish behind the waiting event = %v, want its context's error", err)
+	}
+	if st := s.hub.Stats(); st.Pending != 1 {
+		t.Errorf("Stats().Pending = %d after the Publish gave up, want 1", st.Pending)
+	}
+
+	// Past PendingAge, the waiting event and a Publish behind it are
+	// given up, loudly.
+	s = newHookServer(t, &live.Options{Broker: broker, PendingAge: 20 * time.Millisecond})
+	s.handle("POST /todos", s.hub.Hook(live.HookOptions{Channel: toChannel("todos")}), echo)
+	s.do(t, "POST", "/todos", hdr("X-Status", "201"), `{"id":"t3"}`)
+	if _, err := s.hub.Publish(context.Background(), "todos", 2); err == nil || !strings.Contains(err.Error(), "PendingAge") {
+		t.Errorf("Publish behind an event that waited too long = %v, want an error naming PendingAge", err)
+	}
+	if st := s.hub.Stats(); st.Pending != 0 || st.PendingDropped != 2 {
+		t.Errorf("Stats() Pending %d, PendingDropped %d; want 0 and 2", st.Pending, st.PendingDropped)
 	}
 }
 

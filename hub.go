@@ -77,6 +77,8 @@ type Hub struct {
 	backMu sync.Mutex // guards back
 	back   chan struct{}
 
+	outbox outbox // promised publications the broker has not taken
+
 	writers writers        // the pool that writes taken-over connections
 	drains  atomic.Int64   // goroutines started to wait for a client (tests read it)
 	readers sync.WaitGroup // their readers; Add only under mu while not closed
@@ -116,6 +118,8 @@ func NewHub(opts *Options) *Hub {
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	h.done = h.ctx.Done()
 	h.group.Go(h.heartbeat)
+	h.outbox.init(h)
+	h.group.Go(h.outbox.run)
 	h.group.Go(h.runControl)
 	if o.Presence != nil {
 		h.presence = newPresence(h)
@@ -134,33 +138,63 @@ func NewHub(opts *Options) *Hub {
 // have (it is validated and compacted). Server code publishes regardless
 // of Options.Authorize. After Close, Publish returns ErrClosed.
 func (h *Hub) Publish(ctx context.Context, channel string, v any) (Position, error) {
-	if err := ValidChannel(channel); err != nil {
+	data, err := h.encodePublication(ctx, channel, v)
+	if err != nil {
 		return Position{}, err
 	}
+	return h.publishSealed(ctx, channel, data)
+}
+
+// encodePublication checks a publication of v on channel and returns it
+// encoded and sealed, as the broker takes it.
+func (h *Hub) encodePublication(ctx context.Context, channel string, v any) ([]byte, error) {
+	if err := ValidChannel(channel); err != nil {
+		return nil, err
+	}
 	if reserved(channel) {
-		return Position{}, fmt.Errorf("live: publish %q: %w", channel, errReserved)
+		return nil, fmt.Errorf("live: publish %q: %w", channel, errReserved)
 	}
 	data, err := json.Marshal(v)
 	if err == nil && !utf8.Valid(data) {
 		err = errBadJSON
 	}
 	if err != nil {
-		return Position{}, fmt.Errorf("live: publish %q: %w", channel, err)
+		return nil, fmt.Errorf("live: publish %q: %w", channel, err)
 	}
-	return h.publish(ctx, channel, data)
+	return h.seal(ctx, channel, data)
+}
+
+// seal wraps compact JSON data as the broker takes it, refusing it when it
+// is too large.
+func (h *Hub) seal(ctx context.Context, channel string, data []byte) ([]byte, error) {
+	data = seal(ctx, data)
+	if max := h.maxPublication(); len(data) > max {
+		h.stats.tooLarge.Add(1)
+		return nil, fmt.Errorf("live: publish %q: %d bytes, more than %d (half of Options.QueueBytes): %w", channel, len(data), max, ErrTooLarge)
+	}
+	return data, nil
 }
 
 // publish sends compact JSON data to the broker.
 func (h *Hub) publish(ctx context.Context, channel string, data []byte) (Position, error) {
+	data, err := h.seal(ctx, channel, data)
+	if err != nil {
+		return Position{}, err
+	}
+	return h.publishSealed(ctx, channel, data)
+}
+
+// publishSealed sends sealed data to the broker, behind the promised
+// publications on channel that wait for it.
+func (h *Hub) publishSealed(ctx context.Context, channel string, data []byte) (Position, error) {
 	select {
 	case <-h.done:
 		return Position{}, fmt.Errorf("live: publish %q: %w", channel, ErrClosed)
 	default:
 	}
-	data = seal(ctx, data)
-	if max := h.maxPublication(); len(data) > max {
-		h.stats.tooLarge.Add(1)
-		return Position{}, fmt.Errorf("live: publish %q: %d bytes, more than %d (half of Options.QueueBytes): %w", channel, len(data), max, ErrTooLarge)
+	if h.outbox.waiting(channel) {
+		// Promised publications wait for the broker: this one follows them.
+		return h.publishBehind(ctx, channel, data)
 	}
 	pos, err := h.broker.Publish(ctx, channel, data)
 	if err != nil {
@@ -197,6 +231,7 @@ func (h *Hub) Close(ctx context.Context) error {
 		taken = append(taken, c)
 	}
 	h.mu.Unlock()
+	h.outbox.close(ctx)
 	if h.presence != nil {
 		h.presence.goodbye(ctx)
 	}

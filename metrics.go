@@ -36,6 +36,8 @@ func (h *Hub) MetricsHandler() http.Handler {
 		metric("live_broker_errors_total", "counter", "Failed broker publishes and broken subscriptions.", st.BrokerErrors)
 		metric("live_hook_dropped_total", "counter", "Successful requests whose hook event was not published.", st.HookDropped)
 		metric("live_too_large_total", "counter", "Publications refused as larger than half of the client queue.", st.TooLarge)
+		metric("live_pending_publications", "gauge", "Promised publications waiting for the broker to take them.", st.Pending)
+		metric("live_pending_dropped_total", "counter", "Promised publications dropped: waiting too long, too many bytes waiting, or left at Close.", st.PendingDropped)
 		b.WriteString("# HELP live_resets_total Reset frames sent, by reason.\n# TYPE live_resets_total counter\n")
 		reasons := make([]string, 0, len(st.ResetsBy))
 		for r := range st.ResetsBy {
@@ -67,36 +69,40 @@ func (h *Hub) queuedBytes() int {
 
 // Stats is a snapshot of a Hub's activity since NewHub.
 type Stats struct {
-	Connections   int64            // open SSE and WebSocket connections
-	Subscriptions int64            // channel subscriptions across connections
-	Published     int64            // publications accepted through this Hub
-	Delivered     int64            // frames written to clients
-	Writes        int64            // socket writes by the hub's writers; under load one carries many frames
-	Replayed      int64            // publications sent from history to resuming clients
-	Resets        int64            // reset frames sent
-	ResetsBy      map[string]int64 // reset frames by reason: gone, epoch, ahead, malformed, slow, broker
-	SlowClients   int64            // times a client overflowed its queue
-	BrokerErrors  int64            // failed broker publishes and broken subscriptions
-	HookDropped   int64            // successful requests whose Hub.Hook event could not be published
-	TooLarge      int64            // publications refused with ErrTooLarge
+	Connections    int64            // open SSE and WebSocket connections
+	Subscriptions  int64            // channel subscriptions across connections
+	Published      int64            // publications accepted through this Hub
+	Delivered      int64            // frames written to clients
+	Writes         int64            // socket writes by the hub's writers; under load one carries many frames
+	Replayed       int64            // publications sent from history to resuming clients
+	Resets         int64            // reset frames sent
+	ResetsBy       map[string]int64 // reset frames by reason: gone, epoch, ahead, malformed, slow, broker
+	SlowClients    int64            // times a client overflowed its queue
+	BrokerErrors   int64            // failed broker publishes and broken subscriptions
+	HookDropped    int64            // successful requests whose Hub.Hook event could not be published
+	TooLarge       int64            // publications refused with ErrTooLarge
+	Pending        int64            // promised publications waiting for the broker (see Options.PendingBytes)
+	PendingDropped int64            // promised publications dropped past Options.PendingBytes or PendingAge, or at Close
 }
 
 // Stats returns the Hub's counters.
 func (h *Hub) Stats() Stats {
 	s := &h.stats
 	st := Stats{
-		Connections:   s.connections.Load(),
-		Subscriptions: s.subscriptions.Load(),
-		Published:     s.published.Load(),
-		Delivered:     s.delivered.Load(),
-		Writes:        s.writes.Load(),
-		Replayed:      s.replayed.Load(),
-		Resets:        s.resets.Load(),
-		SlowClients:   s.slow.Load(),
-		BrokerErrors:  s.brokerErrors.Load(),
-		HookDropped:   s.hookDropped.Load(),
-		TooLarge:      s.tooLarge.Load(),
-		ResetsBy:      make(map[string]int64, len(s.resetsBy)),
+		Connections:    s.connections.Load(),
+		Subscriptions:  s.subscriptions.Load(),
+		Published:      s.published.Load(),
+		Delivered:      s.delivered.Load(),
+		Writes:         s.writes.Load(),
+		Replayed:       s.replayed.Load(),
+		Resets:         s.resets.Load(),
+		SlowClients:    s.slow.Load(),
+		BrokerErrors:   s.brokerErrors.Load(),
+		HookDropped:    s.hookDropped.Load(),
+		TooLarge:       s.tooLarge.Load(),
+		Pending:        s.pending.Load(),
+		PendingDropped: s.pendingDropped.Load(),
+		ResetsBy:       make(map[string]int64, len(s.resetsBy)),
 	}
 	for r, n := range s.resetsBy {
 		st.ResetsBy[r] = n.Load()
@@ -121,6 +127,7 @@ type counters struct {
 	connections, subscriptions                   atomic.Int64
 	published, delivered, replayed, resets, slow atomic.Int64
 	brokerErrors, hookDropped, writes, tooLarge  atomic.Int64
+	pending, pendingDropped                      atomic.Int64
 	resetsBy                                     map[string]*atomic.Int64 // fixed keys: read-only map
 }
 

@@ -69,6 +69,20 @@ type Options struct {
 	QueueBytes    int
 	QueueMessages int
 
+	// PendingBytes and PendingAge bound the publications that were
+	// promised but that the broker has not taken: a Hub.Hook event whose
+	// request was answered 2xx while the broker was unreachable waits in
+	// the hub and is sent again, in order per channel, once the broker
+	// answers (later publications on its channel wait behind it, Publish
+	// too). Past PendingBytes a new one is refused, and one waiting longer
+	// than PendingAge is dropped: either way it is logged as an error and
+	// counted in Stats.PendingDropped. Stats.Pending counts those waiting.
+	// Defaults 16 MiB and 10 minutes. They live in this process only: a
+	// crash loses them (a transactional outbox in the application's
+	// database covers that).
+	PendingBytes int
+	PendingAge   time.Duration
+
 	// SlowPolicy says what happens to a connection that exceeds its queue
 	// bounds. Default SlowDisconnect.
 	SlowPolicy SlowPolicy
@@ -175,6 +189,12 @@ func (o *Options) withDefaults() Options {
 	}
 	if c.QueueMessages <= 0 {
 		c.QueueMessages = 4096
+	}
+	if c.PendingBytes <= 0 {
+		c.PendingBytes = 16 << 20
+	}
+	if c.PendingAge <= 0 {
+		c.PendingAge = 10 * time.Minute
 	}
 	if c.Heartbeat <= 0 {
 		c.Heartbeat = 15 * time.Second

@@ -299,3 +299,13 @@ func TestStateAfterLongCut(t *testing.T) {
 	pub := newNode(t, connect(t, srv.url()), &natsbroker.Options{HistorySize: 16})
 	servertest.ExpectStateRebuiltAfterCut(t, link, cut.Node, pub.Node, 40, 2500*time.Millisecond)
 }
+
+// NATS is out of reach of one node for 5 s while its Hub.Hook answers
+// writes: every event reaches the clients of both nodes once it is back.
+func TestHookEventsAfterOutage(t *testing.T) {
+	srv := startServer(t)
+	link := servertest.NewLink(t, fmt.Sprintf("127.0.0.1:%d", srv.Port))
+	cut := newNode(t, connect(t, "nats://"+link.Addr), &natsbroker.Options{StallTimeout: time.Second})
+	other := newNode(t, connect(t, srv.url()), &natsbroker.Options{})
+	servertest.ExpectHookEventsAfterOutage(t, link, cut.Node, other.Node, 10, 5*time.Second)
+}

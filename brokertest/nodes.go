@@ -44,8 +44,9 @@ import (
 //	}
 //
 // The clauses that resume from a cursor older than the history need
-// cfg.HistorySize, and those about a server that loses its data need
-// cfg.LoseData; without them they are skipped.
+// cfg.HistorySize, those about a server that loses its data need
+// cfg.LoseData, and the one about a node cut off from the server needs
+// cfg.Cut; without them they are skipped.
 func RunNodes(t *testing.T, cfg Config) {
 	if cfg.New == nil {
 		panic("brokertest: Config.New is nil")
@@ -65,6 +66,8 @@ func RunNodes(t *testing.T, cfg Config) {
 		}
 	})
 	t.Run("Control", s.testControl)
+	t.Run("Revocation", s.testRevocation)
+	t.Run("Unanswered", s.testUnanswered)
 	t.Run("Retries", s.testRetries)
 	t.Run("Presence", s.testPresence)
 }

@@ -45,9 +45,10 @@ import (
 // one goroutine per hub waits for the sockets of idle clients, elsewhere
 // each keeps its reader. Other SSE streams (HTTP/2) are written from
 // their handler's goroutine. The Hub also runs one goroutine per channel with
-// local subscribers, one heartbeat timer, and two goroutines that follow
-// and apply the control messages of [Hub.Disconnect] and [Hub.Reauthorize],
-// all ended and waited for by Close.
+// local subscribers, one heartbeat timer, two goroutines that follow and
+// apply the control messages of [Hub.Disconnect] and [Hub.Reauthorize],
+// and, on a broker it did not make, one that tells the other hubs it is
+// alive, all ended and waited for by Close.
 //
 // Taking over a connection means middleware that wraps the ResponseWriter
 // sees the stream begin but not its bytes, and the hub writes the response

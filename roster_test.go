@@ -282,3 +282,55 @@ func TestControlHoleIdentifies(t *testing.T) {
 		t.Fatalf("bob: %+v", f)
 	}
 }
+
+// TestRevocationAfterHubLeaves closes one of two hubs: it says goodbye,
+// and the other no longer waits for it.
+func TestRevocationAfterHubLeaves(t *testing.T) {
+	broker := newMemoryBroker(t, 1024)
+	a := newTestServer(t, &live.Options{Broker: broker})
+	b := live.NewHub(&live.Options{Broker: broker})
+	if err := a.hub.Disconnect(context.Background(), "nobody"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := a.hub.Disconnect(ctx, "nobody"); err != nil {
+		t.Fatalf("Disconnect after the other hub closed: %v", err)
+	}
+}
+
+// TestRevocationWhileHubJoins starts a hub while a Disconnect waits for
+// another: the newcomer, which subscribed to the control channel before
+// it said it was alive, answers for the message too, and the call returns
+// once the hub it waited for is back.
+func TestRevocationWhileHubJoins(t *testing.T) {
+	tm := newTeams()
+	shared := newMemoryBroker(t, 1024)
+	cut := &faultBroker{MemoryBroker: shared, broken: make(chan struct{}), gate: closedChan()}
+	a := newTeamServer(t, tm, shared)
+	newTeamServer(t, tm, cut)
+	if err := a.hub.Disconnect(context.Background(), "nobody"); err != nil {
+		t.Fatal(err)
+	}
+	end := cut.outage()
+	errc := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+		defer cancel()
+		errc <- a.hub.Disconnect(ctx, "alice")
+	}()
+	c := newTeamServer(t, tm, shared)
+	dialAs(t, c, "bob", "red") // c serves: it has said it is alive
+	select {
+	case err := <-errc:
+		t.Fatalf("Disconnect returned %v while a hub was cut off", err)
+	default:
+	}
+	end()
+	if err := <-errc; err != nil {
+		t.Fatalf("Disconnect once the hub cut off is back: %v", err)
+	}
+}

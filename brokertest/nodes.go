@@ -24,7 +24,9 @@ import (
 // either node are numbered once and reach the subscribers of both, and a
 // client that leaves one node resumes on the other with exactly what it
 // missed, in order, over SSE (with Last-Event-ID, as EventSource does) and
-// over WebSocket. Each clause runs as a subtest of t.
+// over WebSocket; Hub.Disconnect and Hub.Reauthorize have taken effect on
+// every node when they return, and fail naming a node cut off from the
+// server. Each clause runs as a subtest of t.
 //
 // RunNodes calls cfg.New more than once in each subtest, and the brokers
 // it returns must share what they store (the same server, and the same

@@ -57,7 +57,10 @@ type controlMsg struct {
 // no longer apply revocations. Give ctx a deadline: without one, a Hub cut
 // from the broker keeps Disconnect waiting until the others forget it.
 // In its first 1.5 s after starting or reconnecting to the broker a Hub
-// waits until it has heard from every other.
+// waits until it has heard from every other. Waiting costs a round trip
+// through the broker and one acknowledgement from each other Hub: with 2
+// or 3 nodes, about 1 ms on Redis, 2-9 ms on NATS, 6-18 ms on PostgreSQL
+// (the README has the figures).
 func (h *Hub) Disconnect(ctx context.Context, user string) error {
 	if user == "" {
 		return errors.New("live: Disconnect needs a user")

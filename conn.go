@@ -46,9 +46,9 @@ var errSlow = errors.New("live: client too slow")
 // delays only itself.
 type conn struct {
 	hub *Hub
-	// req is the request that opened the connection, for Authorize; nil
-	// for the hub's own subscribers, and for SSE streams when there is no
-	// Authorize of the application's to run again. Set before the
+	// req is the request that opened the connection, for Authorize and
+	// Identify to run again; nil for the hub's own subscribers, and for
+	// taken-over streams when neither is the application's. Set before the
 	// connection is taken over; Hub.Reauthorize reads it under mu.
 	req *http.Request
 	ws  bool

@@ -239,3 +239,10 @@ func ParkedWebSockets(h *Hub) int {
 	}
 	return n
 }
+
+// Hubs sharing a broker beat faster in tests, so that one waits less to
+// know the others.
+func init() { hubBeat = 300 * time.Millisecond }
+
+// HubID names h as errors about hubs that did not answer do.
+func HubID(h *Hub) string { return h.id }

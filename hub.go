@@ -45,24 +45,27 @@ import (
 // one goroutine per hub waits for the sockets of idle clients, elsewhere
 // each keeps its reader. Other SSE streams (HTTP/2) are written from
 // their handler's goroutine. The Hub also runs one goroutine per channel with
-// local subscribers, one heartbeat timer, and two goroutines that follow
-// and apply the control messages of [Hub.Disconnect] and [Hub.Reauthorize],
-// all ended and waited for by Close.
+// local subscribers, one heartbeat timer, two goroutines that follow and
+// apply the control messages of [Hub.Disconnect] and [Hub.Reauthorize],
+// and, on a broker it did not make, one that tells the other hubs it is
+// alive, all ended and waited for by Close.
 //
 // Taking over a connection means middleware that wraps the ResponseWriter
 // sees the stream begin but not its bytes, and the hub writes the response
 // head itself (status 200, the headers set so far, Connection: close).
 type Hub struct {
-	id        string // tells this hub's control messages from others'
+	id        string // names the hub to the others sharing its broker: host, process, random
 	opts      Options
 	broker    Broker
 	history   History // nil when the broker keeps none
 	ownBroker bool
 	idem      *memoryIdempotency // HookOptions.Idempotency's default
 	presence  *presence          // nil without Options.Presence
+	roster    *roster            // the other hubs sharing the broker
 	closes    closeWatcher       // waits for idle clients' sockets without a goroutine each, where it can
-	// ownAuthorize is set when Options.Authorize is the application's:
-	// streams then keep their request for Hub.Reauthorize.
+	// ownAuthorize is set when Options.Authorize or Identify is the
+	// application's: streams then keep their request, for Hub.Reauthorize
+	// and for running Identify again after control messages were lost.
 	ownAuthorize bool
 	stats        counters
 
@@ -97,7 +100,7 @@ type Hub struct {
 func NewHub(opts *Options) *Hub {
 	o := opts.withDefaults()
 	h := &Hub{
-		id:       randomEpoch(),
+		id:       hubID(),
 		idem:     newMemoryIdempotency(),
 		opts:     o,
 		broker:   o.Broker,
@@ -107,7 +110,7 @@ func NewHub(opts *Options) *Hub {
 		idle:     make(chan struct{}),
 		back:     make(chan struct{}),
 	}
-	h.ownAuthorize = opts != nil && opts.Authorize != nil
+	h.ownAuthorize = opts != nil && (opts.Authorize != nil || opts.Identify != nil)
 	h.closes.h = h
 	h.stats.resetsBy = newResetCounters()
 	if h.broker == nil {
@@ -117,10 +120,14 @@ func NewHub(opts *Options) *Hub {
 	h.history, _ = h.broker.(History)
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	h.done = h.ctx.Done()
+	h.roster = newRoster(h)
 	h.group.Go(h.heartbeat)
 	h.outbox.init(h)
 	h.group.Go(h.outbox.run)
 	h.group.Go(h.runControl)
+	if !h.ownBroker {
+		h.group.Go(h.roster.run)
+	}
 	if o.Presence != nil {
 		h.presence = newPresence(h)
 		h.group.Go(h.presence.run)
@@ -250,6 +257,8 @@ func (h *Hub) Close(ctx context.Context) error {
 			c.kill(ErrClosed)
 		}
 	}
+	// Its connections ended, the hub is no one a revocation need wait for.
+	h.roster.bye(ctx)
 
 	select {
 	case <-h.idle:

@@ -38,6 +38,9 @@ type Options struct {
 	// stream, WebSocket and HTTP publish, before Authorize, which reads
 	// the result with IdentityOf. A non-nil error refuses the request
 	// with 401 (the client sees a generic message, or that of [Deny]).
+	// When a hub may have lost a control message (see [Hub.Disconnect]) it
+	// runs Identify again for every connection, with the request that
+	// opened it, and ends those it refuses or names another user for.
 	// Default: every request is anonymous.
 	Identify func(r *http.Request) (Identity, error)
 

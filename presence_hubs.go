@@ -331,7 +331,7 @@ func (p *presence) follow() error {
 		}
 		p.apply(msg, time.Now())
 	}
-	return p.h.follow(presenceChannel, ready, deliver)
+	return p.h.follow(presenceChannel, ready, deliver, nil)
 }
 
 // expireLocked ends the grace windows that are over by now, and notes when

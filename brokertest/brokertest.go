@@ -80,6 +80,12 @@ type Config struct {
 	// data would: for example, it deletes the keys under their prefix. Nil
 	// skips the subtests about such a loss.
 	LoseData func(t *testing.T)
+
+	// Cut, used by [RunNodes], returns a broker like those of New whose
+	// link to the server cut breaks and keeps broken, as a network
+	// partition would: for example, one that connects through a TCP proxy
+	// that cut closes. Nil skips the subtest about a node cut off.
+	Cut func(t *testing.T) (b live.Broker, cut func())
 }
 
 // waitTimeout bounds every wait for the broker. It is generous because

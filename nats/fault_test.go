@@ -282,7 +282,7 @@ func checkReset(t *testing.T, e servertest.Event, reason string, want live.Posit
 // receives again, with nothing lost.
 func TestLinkCut(t *testing.T) {
 	srv := startServer(t)
-	link := servertest.NewLink(t, fmt.Sprintf("127.0.0.1:%d", srv.Port))
+	link := servertest.NewProxy(t, fmt.Sprintf("127.0.0.1:%d", srv.Port))
 	cut := newNode(t, connect(t, "nats://"+link.Addr), &natsbroker.Options{StallTimeout: time.Second})
 	pub := newNode(t, connect(t, srv.url()), &natsbroker.Options{})
 	channel := channelName(t)
@@ -294,18 +294,18 @@ func TestLinkCut(t *testing.T) {
 // holds: once the link heals it rebuilds the value from the snapshot.
 func TestStateAfterLongCut(t *testing.T) {
 	srv := startServer(t)
-	link := servertest.NewLink(t, fmt.Sprintf("127.0.0.1:%d", srv.Port))
+	link := servertest.NewProxy(t, fmt.Sprintf("127.0.0.1:%d", srv.Port))
 	cut := newNode(t, connect(t, "nats://"+link.Addr), &natsbroker.Options{HistorySize: 16, StallTimeout: time.Second})
 	pub := newNode(t, connect(t, srv.url()), &natsbroker.Options{HistorySize: 16})
 	servertest.ExpectStateRebuiltAfterCut(t, link, cut.Node, pub.Node, 40, 2500*time.Millisecond)
 }
 
-// NATS is out of reach of one node for 5 s while its Hub.Hook answers
+// NATS is out of reach of one node for 3 s while its Hub.Hook answers
 // writes: every event reaches the clients of both nodes once it is back.
 func TestHookEventsAfterOutage(t *testing.T) {
 	srv := startServer(t)
-	link := servertest.NewLink(t, fmt.Sprintf("127.0.0.1:%d", srv.Port))
+	link := servertest.NewProxy(t, fmt.Sprintf("127.0.0.1:%d", srv.Port))
 	cut := newNode(t, connect(t, "nats://"+link.Addr), &natsbroker.Options{StallTimeout: time.Second})
 	other := newNode(t, connect(t, srv.url()), &natsbroker.Options{})
-	servertest.ExpectHookEventsAfterOutage(t, link, cut.Node, other.Node, 10, 5*time.Second)
+	servertest.ExpectHookEventsAfterOutage(t, link, cut.Node, other.Node, 10, 3*time.Second)
 }

@@ -263,7 +263,7 @@ func TestFreshCluster(t *testing.T) {
 // client receives again, with nothing lost.
 func TestLinkCut(t *testing.T) {
 	srv := startCluster(t)
-	link := servertest.NewLink(t, fmt.Sprintf("127.0.0.1:%d", srv.Port))
+	link := servertest.NewProxy(t, fmt.Sprintf("127.0.0.1:%d", srv.Port))
 	cut := newNode(t, newPool(t, "postgres://postgres@"+link.Addr+"/postgres?sslmode=disable"), &pgbroker.Options{StallTimeout: time.Second})
 	pub := newNode(t, newPool(t, srv.url()), &pgbroker.Options{})
 	channel := servertest.ChannelName(t)
@@ -276,19 +276,19 @@ func TestLinkCut(t *testing.T) {
 // snapshot.
 func TestStateAfterLongCut(t *testing.T) {
 	srv := startCluster(t)
-	link := servertest.NewLink(t, fmt.Sprintf("127.0.0.1:%d", srv.Port))
+	link := servertest.NewProxy(t, fmt.Sprintf("127.0.0.1:%d", srv.Port))
 	cut := newNode(t, newPool(t, "postgres://postgres@"+link.Addr+"/postgres?sslmode=disable"), &pgbroker.Options{HistorySize: 16, StallTimeout: time.Second})
 	pub := newNode(t, newPool(t, srv.url()), &pgbroker.Options{HistorySize: 16})
 	servertest.ExpectStateRebuiltAfterCut(t, link, cut.Node, pub.Node, 40, 2500*time.Millisecond)
 }
 
-// PostgreSQL is out of reach of one node for 5 s while its Hub.Hook
+// PostgreSQL is out of reach of one node for 3 s while its Hub.Hook
 // answers writes: every event reaches the clients of both nodes once it is
 // back.
 func TestHookEventsAfterOutage(t *testing.T) {
 	srv := startCluster(t)
-	link := servertest.NewLink(t, fmt.Sprintf("127.0.0.1:%d", srv.Port))
+	link := servertest.NewProxy(t, fmt.Sprintf("127.0.0.1:%d", srv.Port))
 	cut := newNode(t, newPool(t, "postgres://postgres@"+link.Addr+"/postgres?sslmode=disable"), &pgbroker.Options{StallTimeout: time.Second})
 	other := newNode(t, newPool(t, srv.url()), &pgbroker.Options{})
-	servertest.ExpectHookEventsAfterOutage(t, link, cut.Node, other.Node, 10, 5*time.Second)
+	servertest.ExpectHookEventsAfterOutage(t, link, cut.Node, other.Node, 10, 3*time.Second)
 }

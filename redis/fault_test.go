@@ -109,7 +109,7 @@ func TestRedisRestartFromOlderSnapshot(t *testing.T) {
 // again, with nothing lost.
 func TestLinkCut(t *testing.T) {
 	srv := startServer(t)
-	link := servertest.NewLink(t, fmt.Sprintf("127.0.0.1:%d", srv.Port))
+	link := servertest.NewProxy(t, fmt.Sprintf("127.0.0.1:%d", srv.Port))
 	cut := newNode(t, newClient(t, "redis://"+link.Addr+"/0"), &redisbroker.Options{StallTimeout: time.Second})
 	pub := newNode(t, newClient(t, srv.url()), nil)
 	channel := servertest.ChannelName(t)
@@ -121,19 +121,19 @@ func TestLinkCut(t *testing.T) {
 // holds: once the link heals it rebuilds the value from the snapshot.
 func TestStateAfterLongCut(t *testing.T) {
 	srv := startServer(t)
-	link := servertest.NewLink(t, fmt.Sprintf("127.0.0.1:%d", srv.Port))
+	link := servertest.NewProxy(t, fmt.Sprintf("127.0.0.1:%d", srv.Port))
 	opts := &redisbroker.Options{HistorySize: 16, StallTimeout: time.Second}
 	cut := newNode(t, newClient(t, "redis://"+link.Addr+"/0"), opts)
 	pub := newNode(t, newClient(t, srv.url()), opts)
 	servertest.ExpectStateRebuiltAfterCut(t, link, cut.Node, pub.Node, 40, 2500*time.Millisecond)
 }
 
-// Redis is out of reach of one node for 5 s while its Hub.Hook answers
+// Redis is out of reach of one node for 3 s while its Hub.Hook answers
 // writes: every event reaches the clients of both nodes once it is back.
 func TestHookEventsAfterOutage(t *testing.T) {
 	srv := startServer(t)
-	link := servertest.NewLink(t, fmt.Sprintf("127.0.0.1:%d", srv.Port))
+	link := servertest.NewProxy(t, fmt.Sprintf("127.0.0.1:%d", srv.Port))
 	cut := newNode(t, newClient(t, "redis://"+link.Addr+"/0"), &redisbroker.Options{StallTimeout: time.Second})
 	other := newNode(t, newClient(t, srv.url()), nil)
-	servertest.ExpectHookEventsAfterOutage(t, link, cut.Node, other.Node, 10, 5*time.Second)
+	servertest.ExpectHookEventsAfterOutage(t, link, cut.Node, other.Node, 10, 3*time.Second)
 }

@@ -167,7 +167,7 @@ func AwaitGone(t testing.TB, h live.History, channel string, from live.Position)
 // channel; then heals it. A client of cut's, reading s, gets every
 // publication in order without a reset, the last one made after the heal
 // within RecoverWithin; it returns how long after the heal that was.
-func ExpectRecoveredAfterCut(t testing.TB, link *Link, cut, pub *Node, s *Stream, channel string, hold time.Duration) time.Duration {
+func ExpectRecoveredAfterCut(t testing.TB, link *Proxy, cut, pub *Node, s *Stream, channel string, hold time.Duration) time.Duration {
 	t.Helper()
 	first := pub.Publish(t, channel, `"before"`)
 	if e := s.Next(t); e.ID != first.String() {
@@ -178,7 +178,7 @@ func ExpectRecoveredAfterCut(t testing.TB, link *Link, cut, pub *Node, s *Stream
 	pub.Publish(t, channel, `"during"`)
 	// The outage itself: nothing is awaited here but time.
 	time.Sleep(hold - time.Since(cutAt))
-	link.Heal()
+	link.Restore()
 	healed := time.Now()
 	last := pub.Publish(t, channel, `"after"`)
 	var events []Event
@@ -208,7 +208,7 @@ func ExpectRecoveredAfterCut(t testing.TB, link *Link, cut, pub *Node, s *Stream
 // in the same order, at contiguous positions, without a reset. (Events
 // whose first attempts overlapped may be in either order, as concurrent
 // publications are; those that waited keep the order they were made in.)
-func ExpectHookEventsAfterOutage(t testing.TB, link *Link, cut, other *Node, writes int, hold time.Duration) {
+func ExpectHookEventsAfterOutage(t testing.TB, link *Proxy, cut, other *Node, writes int, hold time.Duration) {
 	t.Helper()
 	channel := ChannelName(t)
 	hook := cut.Hub.Hook(live.HookOptions{Channel: func(*http.Request) string { return channel }})
@@ -241,7 +241,7 @@ func ExpectHookEventsAfterOutage(t testing.TB, link *Link, cut, other *Node, wri
 	}
 	// The rest of the outage: nothing is awaited here but time.
 	time.Sleep(hold - time.Since(cutAt))
-	link.Heal()
+	link.Restore()
 	healed := time.Now()
 
 	var order []string

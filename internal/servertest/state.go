@@ -20,7 +20,7 @@ import (
 // from history and rebuild from the broker's snapshot: afterwards both
 // Hubs, and a GET on each, serve the same value at the same version, and a
 // client of cut's is brought to it.
-func ExpectStateRebuiltAfterCut(t testing.TB, link *Link, cut, pub *Node, writes int, hold time.Duration) {
+func ExpectStateRebuiltAfterCut(t testing.TB, link *Proxy, cut, pub *Node, writes int, hold time.Duration) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), Timeout+hold)
 	defer cancel()
@@ -60,7 +60,7 @@ func ExpectStateRebuiltAfterCut(t testing.TB, link *Link, cut, pub *Node, writes
 	}
 	// The rest of the outage: nothing is awaited here but time.
 	time.Sleep(hold - time.Since(cutAt))
-	link.Heal()
+	link.Restore()
 	healed := time.Now()
 	last := writes + 1
 	if _, err := stPub.Apply(ctx, map[string]int{"n": last}); err != nil {

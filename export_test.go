@@ -239,3 +239,23 @@ func ParkedWebSockets(h *Hub) int {
 	}
 	return n
 }
+
+// BoundRetryStore sets the bounds of the hub's in-memory idempotency
+// store, which are 64 MiB and 100,000 entries otherwise.
+func (h *Hub) BoundRetryStore(bytes, entries int) {
+	h.idem.mu.Lock()
+	defer h.idem.mu.Unlock()
+	h.idem.maxBytes, h.idem.maxEntries = bytes, entries
+}
+
+// RetryClaims returns how many requests hold a claim in the hub's
+// in-memory idempotency store.
+func (h *Hub) RetryClaims() int {
+	h.idem.mu.Lock()
+	defer h.idem.mu.Unlock()
+	n := 0
+	for _, sc := range h.idem.scopes {
+		n += sc.claims
+	}
+	return n
+}

@@ -200,23 +200,32 @@ func (h *Hub) serveHook(o *HookOptions, next http.Handler, w http.ResponseWriter
 	// once; nil for requests without a key.
 	var settle func(ran bool)
 	if o.RetryWindow > 0 {
-		key, err := h.idempotencyKey(r, mid)
+		k, status, err := h.retryKeyOf(r, mid, max(o.MaxBody, minKeyedBody))
 		if err != nil {
-			writeError(w, http.StatusBadRequest, "bad_idempotency_key", err.Error())
+			code := "bad_idempotency_key"
+			if status == http.StatusRequestEntityTooLarge {
+				code = "too_large"
+			}
+			writeError(w, status, code, err.Error())
 			return
 		}
-		if key != "" {
-			claimed, sr := h.claim(r.Context(), o.Idempotency, key)
-			if sr != nil {
-				replay(w, sr)
+		if k != nil {
+			claimed, sr, err := h.claim(r.Context(), o.Idempotency, k.store)
+			switch {
+			case err != nil:
+				h.refuseClaim(w, err)
 				return
-			}
-			if claimed {
+			case sr != nil:
+				replay(w, sr, k)
+				return
+			case claimed:
+				stop := h.extendClaim(o.Idempotency, k.store)
 				done := false
 				settle = func(ran bool) {
 					if !done {
 						done = true
-						h.settle(o.Idempotency, key, hw, o.RetryWindow, ran)
+						stop()
+						h.settle(o.Idempotency, k, hw, o.RetryWindow, ran)
 					}
 				}
 				defer settle(false) // a panic, or a refused If-Match: a retry runs again

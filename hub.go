@@ -65,6 +65,7 @@ type Hub struct {
 	// streams then keep their request for Hub.Reauthorize.
 	ownAuthorize bool
 	stats        counters
+	retryWarned  atomic.Int64 // when a failed retry window was last logged, in Unix ns
 
 	ctx    context.Context // ends at Close; parent of channel subscriptions
 	cancel context.CancelFunc
@@ -90,7 +91,6 @@ func NewHub(opts *Options) *Hub {
 	o := opts.withDefaults()
 	h := &Hub{
 		id:       randomEpoch(),
-		idem:     newMemoryIdempotency(),
 		opts:     o,
 		broker:   o.Broker,
 		channels: make(map[string]*hubChannel),
@@ -98,6 +98,10 @@ func NewHub(opts *Options) *Hub {
 		perIP:    make(map[string]int),
 		idle:     make(chan struct{}),
 	}
+	h.idem = newMemoryIdempotency(func(n int) {
+		h.stats.retriesLost.Add(int64(n))
+		h.warnRetries("live: the in-memory idempotency store dropped responses within their retry window to make room; their retries will run again (use a shared store, or fewer or smaller responses)", nil)
+	})
 	h.ownAuthorize = opts != nil && opts.Authorize != nil
 	h.closes.h = h
 	h.stats.resetsBy = newResetCounters()

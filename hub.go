@@ -59,6 +59,7 @@ type Hub struct {
 	history   History // nil when the broker keeps none
 	ownBroker bool
 	idem      *memoryIdempotency // HookOptions.Idempotency's default
+	lease     time.Duration      // a keyed request's claim in a shared store: claimTTL, shorter in tests
 	presence  *presence          // nil without Options.Presence
 	closes    closeWatcher       // waits for idle clients' sockets without a goroutine each, where it can
 	// ownAuthorize is set when Options.Authorize is the application's:
@@ -91,6 +92,7 @@ func NewHub(opts *Options) *Hub {
 	o := opts.withDefaults()
 	h := &Hub{
 		id:       randomEpoch(),
+		lease:    claimTTL,
 		opts:     o,
 		broker:   o.Broker,
 		channels: make(map[string]*hubChannel),

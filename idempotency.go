@@ -176,7 +176,7 @@ func printable(s string) bool {
 func (h *Hub) claim(ctx context.Context, store IdempotencyStore, key string) (claimed bool, replay *storedResponse, err error) {
 	wait := 5 * time.Millisecond
 	for {
-		claimed, b, err := store.Claim(ctx, key, claimTTL)
+		claimed, b, err := store.Claim(ctx, key, h.lease)
 		switch {
 		case err != nil:
 			if ctx.Err() != nil {
@@ -325,7 +325,7 @@ func (h *Hub) extendClaim(store IdempotencyStore, key string) (stop func()) {
 	ended := make(chan struct{})
 	go func() {
 		defer close(ended)
-		t := time.NewTicker(claimTTL / 3)
+		t := time.NewTicker(h.lease / 3)
 		defer t.Stop()
 		for {
 			select {
@@ -333,8 +333,8 @@ func (h *Hub) extendClaim(store IdempotencyStore, key string) (stop func()) {
 				return
 			case <-t.C:
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), claimTTL/3)
-			err := ext.Extend(ctx, key, claimTTL)
+			ctx, cancel := context.WithTimeout(context.Background(), h.lease/3)
+			err := ext.Extend(ctx, key, h.lease)
 			cancel()
 			if err != nil {
 				h.warnRetries("live: idempotency store failed to extend a running request's claim; a retry may run it again", err)

@@ -195,6 +195,7 @@ type floodApp struct {
 	entered chan struct{} // a run of POST /slow has begun
 	release chan struct{} // closed by let, to let POST /slow answer
 	once    sync.Once
+	floods  atomic.Int32
 }
 
 func (a *floodApp) let() { a.once.Do(func() { close(a.release) }) }
@@ -239,8 +240,10 @@ func (a *floodApp) post(t *testing.T, path, user, key string) retryReply {
 	return retryReply{resp.StatusCode, string(b), resp.Header.Get("Idempotent-Replayed") == "true", resp.Header}
 }
 
-// flood sends n requests with ~500 KiB responses as user, four at a time.
+// flood sends n requests with ~500 KiB responses as user, four at a time,
+// each with a key of its own.
 func (a *floodApp) flood(t *testing.T, user string, n int) {
+	round := a.floods.Add(1)
 	var wg sync.WaitGroup
 	keys := make(chan int)
 	for range 4 {
@@ -248,7 +251,7 @@ func (a *floodApp) flood(t *testing.T, user string, n int) {
 		go func() {
 			defer wg.Done()
 			for i := range keys {
-				if rep := a.post(t, "/big", user, fmt.Sprintf("%s-%d", user, i)); rep.status != 201 || rep.replayed {
+				if rep := a.post(t, "/big", user, fmt.Sprintf("%s-%d-%d", user, round, i)); rep.status != 201 || rep.replayed {
 					t.Errorf("flood request %d: %d replayed=%v", i, rep.status, rep.replayed)
 				}
 			}

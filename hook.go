@@ -108,8 +108,9 @@ type HookOptions struct {
 	// who asks or when (401, 403, 407, 408, 409, 412, 423, 424, 425, 428,
 	// 429, 451): after those, a 5xx, a panic or a hijack, a retry runs
 	// again. A caller without a user has only its successes kept. A
-	// response whose record would exceed 1 MiB (a body beyond MaxBody, or
-	// about 750 KiB once encoded) is repeated as 409 "already_applied".
+	// response with a body beyond MaxBody, or too large to keep (a record
+	// over 1 MiB, about 750 KiB of body), is repeated as 409
+	// "already_applied".
 	// If the store cannot claim a key (it fails, or the in-memory store
 	// is full of running requests), the request is refused with 503 and
 	// Retry-After rather than run without knowing whether it ran.
@@ -227,13 +228,8 @@ func (h *Hub) serveHook(o *HookOptions, next http.Handler, w http.ResponseWriter
 	// once; nil for requests without a key.
 	var settle func(ran bool)
 	if o.RetryWindow > 0 {
-		k, status, err := h.retryKeyOf(r, mid, max(o.MaxBody, minKeyedBody))
-		if err != nil {
-			code := "bad_idempotency_key"
-			if status == http.StatusRequestEntityTooLarge {
-				code = "too_large"
-			}
-			writeError(w, status, code, err.Error())
+		k, ok := h.retryKeyOf(w, r, mid, max(o.MaxBody, minKeyedBody))
+		if !ok {
 			return
 		}
 		if k != nil {

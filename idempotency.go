@@ -109,17 +109,20 @@ type retryKey struct {
 // a keyed request's body, at most limit bytes, to fingerprint it, and
 // gives r a copy to read. Keys are scoped to the method, the path and the
 // user (Options.Identify), so that nobody replays someone else's response.
-func (h *Hub) retryKeyOf(r *http.Request, mid string, limit int) (*retryKey, int, error) {
+// A request it cannot take it answers, and returns ok false.
+func (h *Hub) retryKeyOf(w http.ResponseWriter, r *http.Request, mid string, limit int) (k *retryKey, ok bool) {
 	key := mid
 	if key == "" {
 		vs := r.Header.Values(IdempotencyKeyHeader)
 		switch {
 		case len(vs) == 0:
-			return nil, 0, nil
+			return nil, true
 		case len(vs) > 1:
-			return nil, http.StatusBadRequest, fmt.Errorf("live: the request has %d %s headers; send one", len(vs), IdempotencyKeyHeader)
+			writeError(w, http.StatusBadRequest, "bad_idempotency_key", fmt.Sprintf("live: the request has %d %s headers; send one", len(vs), IdempotencyKeyHeader))
+			return nil, false
 		case len(vs[0]) == 0 || len(vs[0]) > maxIdempotencyKey || !printable(vs[0]):
-			return nil, http.StatusBadRequest, fmt.Errorf("live: %s must be 1 to %d printable ASCII characters", IdempotencyKeyHeader, maxIdempotencyKey)
+			writeError(w, http.StatusBadRequest, "bad_idempotency_key", fmt.Sprintf("live: %s must be 1 to %d printable ASCII characters", IdempotencyKeyHeader, maxIdempotencyKey))
+			return nil, false
 		}
 		key = vs[0]
 	}
@@ -128,9 +131,11 @@ func (h *Hub) retryKeyOf(r *http.Request, mid string, limit int) (*retryKey, int
 		b, err := io.ReadAll(io.LimitReader(r.Body, int64(limit)+1))
 		switch {
 		case err != nil:
-			return nil, http.StatusBadRequest, fmt.Errorf("live: reading the request body: %w", err)
+			writeError(w, http.StatusBadRequest, "bad_body", "live: the request body could not be read")
+			return nil, false
 		case len(b) > limit:
-			return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("live: a request with %s or %s may carry at most %d bytes", MutationIDHeader, IdempotencyKeyHeader, limit)
+			writeError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("live: a request with %s or %s may carry at most %d bytes", MutationIDHeader, IdempotencyKeyHeader, limit))
+			return nil, false
 		}
 		body = b
 		r.Body = io.NopCloser(bytes.NewReader(b))
@@ -150,16 +155,16 @@ func (h *Hub) retryKeyOf(r *http.Request, mid string, limit int) (*retryKey, int
 	req.Write(body)
 	// The request part of the store key: method, path and key,
 	// length-prefixed so that no two of them run together.
-	k := sha256.New()
+	sum := sha256.New()
 	for _, s := range []string{r.Method, r.URL.Path, user, key} {
-		k.Write(binary.AppendUvarint(nil, uint64(len(s))))
-		k.Write([]byte(s))
+		sum.Write(binary.AppendUvarint(nil, uint64(len(s))))
+		sum.Write([]byte(s))
 	}
 	return &retryKey{
-		store:   "idem:" + hex.EncodeToString(scope[:16]) + ":" + hex.EncodeToString(k.Sum(nil)),
+		store:   "idem:" + hex.EncodeToString(scope[:16]) + ":" + hex.EncodeToString(sum.Sum(nil)),
 		request: hex.EncodeToString(req.Sum(nil)[:16]),
 		user:    user != "",
-	}, 0, nil
+	}, true
 }
 
 func printable(s string) bool {

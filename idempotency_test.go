@@ -181,6 +181,11 @@ func TestRetryKeyReused(t *testing.T) {
 	if n := a.ran("alice", `{"text":"bye"}`); n != 0 {
 		t.Errorf("a reused key ran its request %d times", n)
 	}
+	// A keyed body is read to compare it, within a bound.
+	huge := `"` + strings.Repeat("x", 1<<20) + `"`
+	if rep := a.post(t, "alice", "m2", "", huge); rep.status != 413 || errorCode(t, rep.body) != "too_large" || a.ran("alice", huge) != 0 {
+		t.Errorf("a keyed body of 1 MiB and 2 bytes: %d %.80s", rep.status, rep.body)
+	}
 }
 
 var floodMiB = flag.Int("live.floodmib", 8, "MiB of the in-memory idempotency store TestRetryStoreFlood floods (64 is the default store)")

@@ -519,19 +519,26 @@ func (m *memoryIdempotency) makeRoomLocked(cost int, now time.Time) (dropped int
 		return 0, false
 	}
 	full := func() bool { return m.entries+1 > m.maxEntries || m.bytes+cost > m.maxBytes }
-	for el := m.saved.Front(); el != nil && full(); {
-		next := el.Next()
-		if e := el.Value.(*memEntryIdem); !now.Before(e.expires) {
-			m.removeLocked(e)
+	// Responses are saved in the order they expire when every hook has
+	// the same RetryWindow; one kept longer may shelter expired ones
+	// behind it, which then give way below with the live ones (uncounted),
+	// rather than cost a walk of the whole list.
+	for m.saved.Len() > 0 && full() {
+		e := m.saved.Front().Value.(*memEntryIdem)
+		if now.Before(e.expires) {
+			break
 		}
-		el = next
+		m.removeLocked(e)
 	}
 	for full() {
 		if len(m.heavy) == 0 {
 			return dropped, false
 		}
-		m.removeLocked(m.heavy[0].saved.Front().Value.(*memEntryIdem))
-		dropped++
+		e := m.heavy[0].saved.Front().Value.(*memEntryIdem)
+		if now.Before(e.expires) {
+			dropped++
+		}
+		m.removeLocked(e)
 	}
 	return dropped, true
 }

@@ -246,3 +246,23 @@ func init() { hubBeat = 300 * time.Millisecond }
 
 // HubID names h as errors about hubs that did not answer do.
 func HubID(h *Hub) string { return h.id }
+
+// BoundRetryStore sets the bounds of the hub's in-memory idempotency
+// store, which are 64 MiB and 100,000 entries otherwise.
+func (h *Hub) BoundRetryStore(bytes, entries int) {
+	h.idem.mu.Lock()
+	defer h.idem.mu.Unlock()
+	h.idem.maxBytes, h.idem.maxEntries = bytes, entries
+}
+
+// RetryClaims returns how many requests hold a claim in the hub's
+// in-memory idempotency store.
+func (h *Hub) RetryClaims() int {
+	h.idem.mu.Lock()
+	defer h.idem.mu.Unlock()
+	n := 0
+	for _, sc := range h.idem.scopes {
+		n += sc.claims
+	}
+	return n
+}

@@ -177,6 +177,12 @@ func toChannel(name string) func(*http.Request) string {
 	return func(*http.Request) string { return name }
 }
 
+// byUserHeader is an Options.Identify that names the user of the
+// request's X-User header, and lets requests without one in anonymously.
+func byUserHeader(r *http.Request) (live.Identity, error) {
+	return live.Identity{User: r.Header.Get("X-User")}, nil
+}
+
 func hdr(kv ...string) http.Header {
 	h := http.Header{}
 	for i := 0; i < len(kv); i += 2 {
@@ -1130,7 +1136,7 @@ func TestHookNeedsChannelOrEvent(t *testing.T) {
 // do: the handler runs once, one event is published, every retry gets
 // the first response.
 func TestHookRetries(t *testing.T) {
-	s := newHookServer(t, nil)
+	s := newHookServer(t, &live.Options{Identify: byUserHeader})
 	var mu sync.Mutex
 	runs := map[string]int{}
 	fail := map[string]int{} // status to answer with, per path
@@ -1153,8 +1159,8 @@ func TestHookRetries(t *testing.T) {
 		t.Helper()
 		return s.do(t, "POST", path, header, `{}`)
 	}
-	mid := func(v string) http.Header { return http.Header{live.MutationIDHeader: {v}} }
-	key := func(v string) http.Header { return http.Header{live.IdempotencyKeyHeader: {v}} }
+	mid := func(v string) http.Header { return http.Header{live.MutationIDHeader: {v}, "X-User": {"alice"}} }
+	key := func(v string) http.Header { return http.Header{live.IdempotencyKeyHeader: {v}, "X-User": {"alice"}} }
 
 	// A mutation id and an Idempotency-Key each make a retry safe.
 	for _, h := range []http.Header{mid("m1"), key("k1")} {
@@ -1179,16 +1185,26 @@ func TestHookRetries(t *testing.T) {
 	}
 	stream.nextData(t)
 
-	// A 4xx is kept; after a 5xx a retry runs again.
-	mu.Lock()
-	fail["/todos/bad"], fail["/todos/down"] = 422, 503
-	mu.Unlock()
-	for range 2 {
-		post("/todos/bad", mid("m2"))
-		post("/todos/down", mid("m3"))
-	}
-	if runs["/todos/bad"] != 1 || runs["/todos/down"] != 2 {
-		t.Fatalf("a 422 ran %d times, a 503 %d times; want 1 and 2", runs["/todos/bad"], runs["/todos/down"])
+	// A refusal of the request itself is kept; one that depends on who
+	// asks or when, and a 5xx, are not: a retry asks again.
+	for _, c := range []struct {
+		status, runs int
+	}{{400, 1}, {404, 1}, {422, 1}, {401, 2}, {403, 2}, {409, 2}, {412, 2}, {429, 2}, {500, 2}, {503, 2}} {
+		path := fmt.Sprintf("/todos/s%d", c.status)
+		mu.Lock()
+		fail[path] = c.status
+		mu.Unlock()
+		for range 2 {
+			if rep := post(path, mid("m2")); rep.status != c.status {
+				t.Fatalf("%d: a retry got %d %s", c.status, rep.status, rep.body)
+			}
+		}
+		mu.Lock()
+		n := runs[path]
+		mu.Unlock()
+		if n != c.runs {
+			t.Errorf("a %d ran %d times; want %d", c.status, n, c.runs)
+		}
 	}
 
 	// Malformed keys are refused.
@@ -1200,7 +1216,7 @@ func TestHookRetries(t *testing.T) {
 // TestHookConcurrentDuplicates sends 100 copies of one request at once:
 // one runs, the others wait for it and repeat its response.
 func TestHookConcurrentDuplicates(t *testing.T) {
-	hub := live.NewHub(nil)
+	hub := live.NewHub(&live.Options{Identify: byUserHeader})
 	t.Cleanup(func() { hub.Close(context.Background()) })
 	var runs atomic.Int32
 	release := make(chan struct{})
@@ -1219,6 +1235,7 @@ func TestHookConcurrentDuplicates(t *testing.T) {
 			defer wg.Done()
 			req, _ := http.NewRequest("POST", srv.URL+"/todos", strings.NewReader(`{}`))
 			req.Header.Set(live.MutationIDHeader, "same")
+			req.Header.Set("X-User", "alice")
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
 				bodies <- err.Error()
@@ -1248,7 +1265,7 @@ func TestHookConcurrentDuplicates(t *testing.T) {
 // TestHookRetryAfterLostResponse cuts the response of a request after its
 // handler ran, as a dropped connection does, and retries it.
 func TestHookRetryAfterLostResponse(t *testing.T) {
-	s := newHookServer(t, nil)
+	s := newHookServer(t, &live.Options{Identify: byUserHeader})
 	var runs atomic.Int32
 	cut := make(chan struct{})
 	s.handle("POST /todos", s.hub.Hook(live.HookOptions{Channel: toChannel("todos")}), func(w http.ResponseWriter, r *http.Request) {
@@ -1264,6 +1281,7 @@ func TestHookRetryAfterLostResponse(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	req, _ := http.NewRequestWithContext(ctx, "POST", s.srv.URL+"/todos", strings.NewReader(`{}`))
 	req.Header.Set(live.MutationIDHeader, "lost")
+	req.Header.Set("X-User", "alice")
 	go func() {
 		<-cut
 		cancel()
@@ -1276,7 +1294,7 @@ func TestHookRetryAfterLostResponse(t *testing.T) {
 		t.Fatalf("event %+v", ev)
 	}
 	for range 3 {
-		rep := s.do(t, "POST", "/todos", http.Header{live.MutationIDHeader: {"lost"}}, `{}`)
+		rep := s.do(t, "POST", "/todos", hdr(live.MutationIDHeader, "lost", "X-User", "alice"), `{}`)
 		if rep.status != 201 || rep.body != `{"id":"t1"}` {
 			t.Fatalf("retry: %d %q", rep.status, rep.body)
 		}

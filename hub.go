@@ -60,6 +60,7 @@ type Hub struct {
 	history   History // nil when the broker keeps none
 	ownBroker bool
 	idem      *memoryIdempotency // HookOptions.Idempotency's default
+	lease     time.Duration      // a keyed request's claim in a shared store: claimTTL, shorter in tests
 	presence  *presence          // nil without Options.Presence
 	roster    *roster            // the other hubs sharing the broker
 	closes    closeWatcher       // waits for idle clients' sockets without a goroutine each, where it can
@@ -68,6 +69,7 @@ type Hub struct {
 	// and for running Identify again after control messages were lost.
 	ownAuthorize bool
 	stats        counters
+	retryWarned  atomic.Int64 // when a failed retry window was last logged, in Unix ns
 
 	ctx    context.Context // ends at Close; parent of channel subscriptions
 	cancel context.CancelFunc
@@ -101,7 +103,7 @@ func NewHub(opts *Options) *Hub {
 	o := opts.withDefaults()
 	h := &Hub{
 		id:       hubID(),
-		idem:     newMemoryIdempotency(),
+		lease:    claimTTL,
 		opts:     o,
 		broker:   o.Broker,
 		channels: make(map[string]*hubChannel),
@@ -110,6 +112,10 @@ func NewHub(opts *Options) *Hub {
 		idle:     make(chan struct{}),
 		back:     make(chan struct{}),
 	}
+	h.idem = newMemoryIdempotency(func(n int) {
+		h.stats.retriesLost.Add(int64(n))
+		h.warnRetries("live: the in-memory idempotency store dropped responses within their retry window to make room; their retries will run again (use a shared store, or fewer or smaller responses)", nil)
+	})
 	h.ownAuthorize = opts != nil && (opts.Authorize != nil || opts.Identify != nil)
 	h.closes.h = h
 	h.stats.resetsBy = newResetCounters()

@@ -38,6 +38,8 @@ func (h *Hub) MetricsHandler() http.Handler {
 		metric("live_too_large_total", "counter", "Publications refused as larger than half of the client queue.", st.TooLarge)
 		metric("live_pending_publications", "gauge", "Promised publications waiting for the broker to take them.", st.Pending)
 		metric("live_pending_dropped_total", "counter", "Promised publications dropped: waiting too long, too many bytes waiting, or left at Close.", st.PendingDropped)
+		metric("live_retries_lost_total", "counter", "Responses to keyed requests dropped or not saved within their retry window.", st.RetriesLost)
+		metric("live_retries_refused_total", "counter", "Keyed requests refused with 503 because their key could not be claimed.", st.RetriesRefused)
 		b.WriteString("# HELP live_resets_total Reset frames sent, by reason.\n# TYPE live_resets_total counter\n")
 		reasons := make([]string, 0, len(st.ResetsBy))
 		for r := range st.ResetsBy {
@@ -69,20 +71,32 @@ func (h *Hub) queuedBytes() int {
 
 // Stats is a snapshot of a Hub's activity since NewHub.
 type Stats struct {
-	Connections    int64            // open SSE and WebSocket connections
-	Subscriptions  int64            // channel subscriptions across connections
-	Published      int64            // publications accepted through this Hub
-	Delivered      int64            // frames written to clients
-	Writes         int64            // socket writes by the hub's writers; under load one carries many frames
-	Replayed       int64            // publications sent from history to resuming clients
-	Resets         int64            // reset frames sent
-	ResetsBy       map[string]int64 // reset frames by reason: gone, epoch, ahead, malformed, slow, broker
-	SlowClients    int64            // times a client overflowed its queue
-	BrokerErrors   int64            // failed broker publishes and broken subscriptions
-	HookDropped    int64            // successful requests whose Hub.Hook event could not be published
-	TooLarge       int64            // publications refused with ErrTooLarge
-	Pending        int64            // promised publications waiting for the broker (see Options.PendingBytes)
-	PendingDropped int64            // promised publications dropped past Options.PendingBytes or PendingAge, or at Close
+	Connections   int64            // open SSE and WebSocket connections
+	Subscriptions int64            // channel subscriptions across connections
+	Published     int64            // publications accepted through this Hub
+	Delivered     int64            // frames written to clients
+	Writes        int64            // socket writes by the hub's writers; under load one carries many frames
+	Replayed      int64            // publications sent from history to resuming clients
+	Resets        int64            // reset frames sent
+	ResetsBy      map[string]int64 // reset frames by reason: gone, epoch, ahead, malformed, slow, broker
+	SlowClients   int64            // times a client overflowed its queue
+	BrokerErrors  int64            // failed broker publishes and broken subscriptions
+	HookDropped   int64            // successful requests whose Hub.Hook event could not be published
+	TooLarge      int64            // publications refused with ErrTooLarge
+	// RetriesLost counts responses to keyed requests that a retry within
+	// HookOptions.RetryWindow will not find: dropped by the memory store
+	// to make room, or not saved because the store failed. Such a retry
+	// runs the request again.
+	RetriesLost int64
+	// RetriesRefused counts keyed requests answered 503 because the
+	// store could not claim their key (full of running requests, or
+	// failing), rather than run without knowing whether they ran.
+	RetriesRefused int64
+	// Pending counts promised publications waiting for the broker (see
+	// Options.PendingBytes); PendingDropped those dropped past
+	// Options.PendingBytes or PendingAge, or left at Close.
+	Pending        int64
+	PendingDropped int64
 }
 
 // Stats returns the Hub's counters.
@@ -102,6 +116,8 @@ func (h *Hub) Stats() Stats {
 		TooLarge:       s.tooLarge.Load(),
 		Pending:        s.pending.Load(),
 		PendingDropped: s.pendingDropped.Load(),
+		RetriesLost:    s.retriesLost.Load(),
+		RetriesRefused: s.retriesRefused.Load(),
 		ResetsBy:       make(map[string]int64, len(s.resetsBy)),
 	}
 	for r, n := range s.resetsBy {
@@ -128,6 +144,7 @@ type counters struct {
 	published, delivered, replayed, resets, slow atomic.Int64
 	brokerErrors, hookDropped, writes, tooLarge  atomic.Int64
 	pending, pendingDropped                      atomic.Int64
+	retriesLost, retriesRefused                  atomic.Int64
 	resetsBy                                     map[string]*atomic.Int64 // fixed keys: read-only map
 }
 

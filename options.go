@@ -36,7 +36,9 @@ type Options struct {
 	// knows it: from its session cookie, or the user its own auth
 	// middleware put in the request's context. It runs once per SSE
 	// stream, WebSocket and HTTP publish, before Authorize, which reads
-	// the result with IdentityOf. A non-nil error refuses the request
+	// the result with IdentityOf, and for each request [Hub.Hook] wraps
+	// that carries a retry key, whose response only the same user gets
+	// again (see [HookOptions].RetryWindow). A non-nil error refuses the request
 	// with 401 (the client sees a generic message, or that of [Deny]).
 	// When a hub may have lost a control message (see [Hub.Disconnect]) it
 	// runs Identify again for every connection, with the request that

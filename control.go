@@ -219,7 +219,7 @@ func (h *Hub) runControl() error {
 		if from != to {
 			queue = append(queue, todo{hole: true, from: from, to: to})
 		}
-		queue = append(queue, todo{msg: decodeControl(m.Data)})
+		queue = append(queue, todo{msg: decodeControl(m)})
 		signal()
 	}
 	apply := func(m controlMsg) {
@@ -248,7 +248,7 @@ func (h *Hub) runControl() error {
 		}
 		for _, m := range msgs {
 			if m.Pos.Seq <= to.Seq {
-				apply(decodeControl(m.Data))
+				apply(decodeControl(m))
 			}
 		}
 	}
@@ -344,11 +344,14 @@ func (h *Hub) hasConns() bool {
 	return len(h.conns) > 0
 }
 
-// decodeControl decodes a control message; one it cannot read makes the
-// hub check every subscription again.
-func decodeControl(data []byte) controlMsg {
+// decodeControl decodes a control message. One it cannot read, or one
+// without the meta that only a hub attaches (a node older than this one,
+// or a broker that drops meta, sent it), is applied as nothing but a check
+// of every subscription: when in doubt, the hub revokes, and what is not
+// known to come from a hub closes nothing.
+func decodeControl(msg Message) controlMsg {
 	var m controlMsg
-	if json.Unmarshal(data, &m) != nil || (m.Op != "disconnect" && m.Op != "reauthorize") {
+	if _, fromHub := readMeta(msg); !fromHub || json.Unmarshal(msg.Data, &m) != nil || (m.Op != "disconnect" && m.Op != "reauthorize") {
 		return controlMsg{Op: "reauthorize"}
 	}
 	return m

@@ -150,10 +150,10 @@ func (h *Hub) publish(ctx context.Context, channel string, data []byte) (Positio
 		return Position{}, fmt.Errorf("live: publish %q: %w", channel, ErrClosed)
 	default:
 	}
-	data = seal(ctx, data)
-	if max := h.maxPublication(); len(data) > max {
+	ctx, meta := withMeta(ctx, channel)
+	if max, n := h.maxPublication(), len(data)+len(meta); n > max {
 		h.stats.tooLarge.Add(1)
-		return Position{}, fmt.Errorf("live: publish %q: %d bytes, more than %d (half of Options.QueueBytes): %w", channel, len(data), max, ErrTooLarge)
+		return Position{}, fmt.Errorf("live: publish %q: %d bytes, more than %d (half of Options.QueueBytes): %w", channel, n, max, ErrTooLarge)
 	}
 	pos, err := h.broker.Publish(ctx, channel, data)
 	if err != nil {

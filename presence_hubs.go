@@ -326,8 +326,8 @@ func (p *presence) follow() error {
 			askAll()
 		}
 		var msg presenceMsg
-		if json.Unmarshal(m.Data, &msg) != nil {
-			return
+		if _, fromHub := readMeta(m); !fromHub || json.Unmarshal(m.Data, &msg) != nil {
+			return // only what a hub sent tells of members
 		}
 		p.apply(msg, time.Now())
 	}

@@ -182,8 +182,7 @@ func (h *Hub) State(ctx context.Context, channel string, opts *StateOptions) (*S
 	s.mu.Unlock()
 	for _, m := range msgs {
 		if m.Pos.Seq <= head.Seq {
-			data, _ := unseal(m.Data)
-			s.apply(m.Pos, data)
+			s.apply(m.Pos, m.Data)
 		}
 	}
 	held := s.held

@@ -65,6 +65,7 @@ func RunNodes(t *testing.T, cfg Config) {
 		}
 	})
 	t.Run("Control", s.testControl)
+	t.Run("Guard", s.testGuard)
 	t.Run("Retries", s.testRetries)
 	t.Run("Presence", s.testPresence)
 }

@@ -163,8 +163,7 @@ type Message struct {
 //     head, the position of the latest publication (Seq 0 for none, in the
 //     epoch the first publication will have). After
 //     that it calls deliver for every later publication, in position order,
-//     with its Meta,
-//     each exactly once, from one goroutine at a time. If the broker can no
+//     with its Meta, each exactly once, from one goroutine at a time. If the broker can no
 //     longer guarantee that (a lost connection, a gap it detects), Subscribe
 //     returns a non-nil error instead of skipping; the caller subscribes
 //     again and fills the hole from History. After Close it returns
@@ -191,7 +190,8 @@ type Broker interface {
 // history, so that the next publication cannot be returned; on a channel
 // it has no record of, it returns ErrGone. Since(head) returns nothing and
 // no error. A publication
-// is visible to Since before any subscriber sees it delivered. Since must
+// is visible to Since, with its Meta, before any subscriber sees it
+// delivered. Since must
 // find its starting point without scanning the whole history.
 type History interface {
 	Since(ctx context.Context, channel string, after Position) ([]Message, error)

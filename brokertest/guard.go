@@ -138,7 +138,7 @@ func (s *suite) testGuardMeta(t *testing.T) {
 			ctx, cancel := timeout(t)
 			defer cancel()
 			if i%2 == 1 {
-				ctx = live.Except(ctx, "", fmt.Sprintf("user%d", i))
+				ctx = live.Except(ctx, "", fmt.Sprintf("user%d-zoë-😀 \"\n", i))
 			}
 			if _, err := hub.Publish(ctx, channel, i); err != nil {
 				errs <- err

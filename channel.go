@@ -265,8 +265,7 @@ func (hc *hubChannel) onReady(head Position) {
 
 // frame encodes a publication on this channel.
 func (hc *hubChannel) frame(m Message) *frame {
-	var ex *except
-	m.Data, ex = unseal(m.Data)
+	ex, _ := readMeta(m)
 	f := hc.kindOf().frame(m)
 	f.except = ex
 	return f

@@ -274,7 +274,7 @@ func (h *Hub) runControl() error {
 			queue = append(queue, todo{hole: true, from: from, to: to, pos: to})
 			signal()
 		}
-		msg := decodeControl(m.Data)
+		msg := decodeControl(m)
 		if h.roster.delivered(msg, m.Pos) {
 			return
 		}
@@ -309,7 +309,7 @@ func (h *Hub) runControl() error {
 			if m.Pos.Seq > to.Seq {
 				break
 			}
-			switch msg := decodeControl(m.Data); msg.Op {
+			switch msg := decodeControl(m); msg.Op {
 			case "disconnect", "reauthorize", "recheck":
 				apply(msg)
 			default:
@@ -429,11 +429,14 @@ func (h *Hub) hasConns() bool {
 	return len(h.conns) > 0
 }
 
-// decodeControl decodes a control message; one it cannot read makes the
-// hub check every connection again.
-func decodeControl(data []byte) controlMsg {
+// decodeControl decodes a control message. One it cannot read, or one
+// without the meta that only a hub attaches (a node older than this one,
+// or a broker that drops meta, sent it), makes the hub check every
+// connection again: when in doubt, the hub revokes, and what is not known
+// to come from a hub closes nothing by itself.
+func decodeControl(msg Message) controlMsg {
 	var m controlMsg
-	if json.Unmarshal(data, &m) != nil {
+	if _, fromHub := readMeta(msg); !fromHub || json.Unmarshal(msg.Data, &m) != nil {
 		return controlMsg{Op: "recheck"}
 	}
 	switch m.Op {

@@ -289,7 +289,7 @@ func (h *Hub) serveHook(o *HookOptions, next http.Handler, w http.ResponseWriter
 	for _, ev := range events {
 		// The response is sent: the event is promised, and waits in the
 		// hub if the broker does not take it now.
-		data, err := h.encodePublication(ctx, ev.Channel, ev.Data)
+		data, err := encodePublication(ev.Channel, ev.Data)
 		if err == nil {
 			err = h.promise(ctx, ev.Channel, data)
 		}

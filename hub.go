@@ -151,16 +151,16 @@ func NewHub(opts *Options) *Hub {
 // have (it is validated and compacted). Server code publishes regardless
 // of Options.Authorize. After Close, Publish returns ErrClosed.
 func (h *Hub) Publish(ctx context.Context, channel string, v any) (Position, error) {
-	data, err := h.encodePublication(ctx, channel, v)
+	data, err := encodePublication(channel, v)
 	if err != nil {
 		return Position{}, err
 	}
-	return h.publishSealed(ctx, channel, data)
+	return h.publish(ctx, channel, data)
 }
 
 // encodePublication checks a publication of v on channel and returns it
-// encoded and sealed, as the broker takes it.
-func (h *Hub) encodePublication(ctx context.Context, channel string, v any) ([]byte, error) {
+// as compact JSON.
+func encodePublication(channel string, v any) ([]byte, error) {
 	if err := ValidChannel(channel); err != nil {
 		return nil, err
 	}
@@ -174,40 +174,35 @@ func (h *Hub) encodePublication(ctx context.Context, channel string, v any) ([]b
 	if err != nil {
 		return nil, fmt.Errorf("live: publish %q: %w", channel, err)
 	}
-	return h.seal(ctx, channel, data)
-}
-
-// seal wraps compact JSON data as the broker takes it, refusing it when it
-// is too large.
-func (h *Hub) seal(ctx context.Context, channel string, data []byte) ([]byte, error) {
-	data = seal(ctx, data)
-	if max := h.maxPublication(); len(data) > max {
-		h.stats.tooLarge.Add(1)
-		return nil, fmt.Errorf("live: publish %q: %d bytes, more than %d (half of Options.QueueBytes): %w", channel, len(data), max, ErrTooLarge)
-	}
 	return data, nil
 }
 
-// publish sends compact JSON data to the broker.
+// prepare attaches the hub's meta for channel to ctx, refusing a
+// publication that the closed hub cannot send or that is too large.
+func (h *Hub) prepare(ctx context.Context, channel string, data []byte) (context.Context, []byte, error) {
+	select {
+	case <-h.done:
+		return nil, nil, fmt.Errorf("live: publish %q: %w", channel, ErrClosed)
+	default:
+	}
+	ctx, meta := withMeta(ctx, channel)
+	if max, n := h.maxPublication(), len(data)+len(meta); n > max {
+		h.stats.tooLarge.Add(1)
+		return nil, nil, fmt.Errorf("live: publish %q: %d bytes, more than %d (half of Options.QueueBytes): %w", channel, n, max, ErrTooLarge)
+	}
+	return ctx, meta, nil
+}
+
+// publish sends compact JSON data to the broker, behind the promised
+// publications on channel that wait for it.
 func (h *Hub) publish(ctx context.Context, channel string, data []byte) (Position, error) {
-	data, err := h.seal(ctx, channel, data)
+	ctx, meta, err := h.prepare(ctx, channel, data)
 	if err != nil {
 		return Position{}, err
 	}
-	return h.publishSealed(ctx, channel, data)
-}
-
-// publishSealed sends sealed data to the broker, behind the promised
-// publications on channel that wait for it.
-func (h *Hub) publishSealed(ctx context.Context, channel string, data []byte) (Position, error) {
-	select {
-	case <-h.done:
-		return Position{}, fmt.Errorf("live: publish %q: %w", channel, ErrClosed)
-	default:
-	}
 	if h.outbox.waiting(channel) {
 		// Promised publications wait for the broker: this one follows them.
-		return h.publishBehind(ctx, channel, data)
+		return h.publishBehind(ctx, channel, data, meta)
 	}
 	pos, err := h.broker.Publish(ctx, channel, data)
 	if err != nil {

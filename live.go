@@ -131,6 +131,12 @@ type Message struct {
 	Pos     Position
 	// Data is the published JSON value, compact (no newlines).
 	Data json.RawMessage
+	// Meta is what the Hub that made the publication said of it to the
+	// other hubs, carried beside Data so that no data is ever read as it:
+	// nil for a publication not made by a Hub. A Broker stores the meta
+	// [CheckPublish] returned when the publication was made and gives it
+	// back as it was. Only hubs read it.
+	Meta []byte
 }
 
 // A Broker carries publications between the Hubs that share it, numbers
@@ -141,6 +147,9 @@ type Message struct {
 //
 // Contract:
 //
+//   - Publish runs [CheckPublish] first, and publishes the data it
+//     returns with its meta, or refuses with its error. So does any other
+//     way the broker offers to publish.
 //   - Publish appends data to channel and returns its position: the
 //     channel's previous Seq plus one, in the channel's current epoch. It
 //     returns only after the publication is durable to the extent the
@@ -154,7 +163,7 @@ type Message struct {
 //     head, the position of the latest publication (Seq 0 for none, in the
 //     epoch the first publication will have). After
 //     that it calls deliver for every later publication, in position order,
-//     each exactly once, from one goroutine at a time. If the broker can no
+//     with its Meta, each exactly once, from one goroutine at a time. If the broker can no
 //     longer guarantee that (a lost connection, a gap it detects), Subscribe
 //     returns a non-nil error instead of skipping; the caller subscribes
 //     again and fills the hole from History. After Close it returns
@@ -181,7 +190,8 @@ type Broker interface {
 // history, so that the next publication cannot be returned; on a channel
 // it has no record of, it returns ErrGone. Since(head) returns nothing and
 // no error. A publication
-// is visible to Since before any subscriber sees it delivered. Since must
+// is visible to Since, with its Meta, before any subscriber sees it
+// delivered. Since must
 // find its starting point without scanning the whole history.
 type History interface {
 	Since(ctx context.Context, channel string, after Position) ([]Message, error)

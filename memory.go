@@ -148,12 +148,16 @@ func (b *MemoryBroker) Publish(ctx context.Context, channel string, data []byte)
 	if err := ctx.Err(); err != nil {
 		return Position{}, fmt.Errorf("live: publish %q: %w", channel, err)
 	}
+	data, meta, err := CheckPublish(ctx, channel, data)
+	if err != nil {
+		return Position{}, err
+	}
 	c, err := b.channel(channel, true)
 	if err != nil {
 		return Position{}, fmt.Errorf("live: publish %q: %w", channel, err)
 	}
 	c.seq++
-	m := Message{Channel: channel, Pos: Position{c.epoch, c.seq}, Data: data}
+	m := Message{Channel: channel, Pos: Position{c.epoch, c.seq}, Data: data, Meta: meta}
 	b.appendLocked(c, m)
 	for _, s := range c.subs {
 		s.deliver(m)

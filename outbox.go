@@ -29,7 +29,8 @@ var errPendingExpired = errors.New("live: publication waited for the broker long
 type pending struct {
 	channel   string
 	ticket    uint64 // its place among the channel's promised publications
-	data      []byte // sealed, as the broker takes it
+	data      []byte
+	meta      []byte // the hub's meta (see withMeta), sent beside data
 	at        time.Time
 	sending   bool // the retrier has it on its way; guarded by outbox.mu
 	abandoned bool // its waiter left while it was on its way; guarded by outbox.mu
@@ -101,10 +102,10 @@ func (o *outbox) waiting(channel string) bool {
 }
 
 // keep queues data for channel, or refuses it when the outbox is full.
-func (o *outbox) keep(channel string, data []byte, wait bool) (*pending, error) {
+func (o *outbox) keep(channel string, data, meta []byte, wait bool) (*pending, error) {
 	o.mu.Lock()
 	oc := o.chanLocked(channel)
-	p := &pending{channel: channel, data: data, at: time.Now(), ticket: oc.ticket}
+	p := &pending{channel: channel, data: data, meta: meta, at: time.Now(), ticket: oc.ticket}
 	oc.ticket++
 	if wait {
 		p.done = make(chan struct{})
@@ -122,7 +123,7 @@ func (o *outbox) keep(channel string, data []byte, wait bool) (*pending, error) 
 // queueLocked puts p in its channel's queue, in ticket order, or refuses
 // it when the outbox is full.
 func (o *outbox) queueLocked(oc *outChan, p *pending) error {
-	if o.bytes+len(p.data) > o.h.opts.PendingBytes {
+	if o.bytes+p.size() > o.h.opts.PendingBytes {
 		return errPendingFull
 	}
 	i := len(oc.q)
@@ -132,7 +133,7 @@ func (o *outbox) queueLocked(oc *outChan, p *pending) error {
 	oc.q = append(oc.q, nil)
 	copy(oc.q[i+1:], oc.q[i:])
 	oc.q[i] = p
-	o.bytes += len(p.data)
+	o.bytes += p.size()
 	o.h.stats.pending.Add(1)
 	return nil
 }
@@ -140,11 +141,11 @@ func (o *outbox) queueLocked(oc *outChan, p *pending) error {
 // fly starts a first attempt of a promised publication on channel, unless
 // publications wait there already, in which case it is queued behind them
 // (queued is then true, or err says why it could not be).
-func (o *outbox) fly(channel string, data []byte) (p *pending, queued bool, err error) {
+func (o *outbox) fly(channel string, data, meta []byte) (p *pending, queued bool, err error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	oc := o.chanLocked(channel)
-	p = &pending{channel: channel, data: data, at: time.Now(), ticket: oc.ticket}
+	p = &pending{channel: channel, data: data, meta: meta, at: time.Now(), ticket: oc.ticket}
 	oc.ticket++
 	if len(oc.q) > 0 {
 		err = o.queueLocked(oc, p)
@@ -202,7 +203,7 @@ func (o *outbox) withdraw(p *pending) bool {
 func (o *outbox) removeLocked(channel string, oc *outChan, i int) {
 	p := oc.q[i]
 	oc.q = append(oc.q[:i], oc.q[i+1:]...)
-	o.bytes -= len(p.data)
+	o.bytes -= p.size()
 	o.h.stats.pending.Add(-1)
 	o.tidyLocked(channel, oc)
 }
@@ -253,6 +254,9 @@ func (o *outbox) settle(p *pending, pos Position, err error) {
 		p.finish(pos, err)
 	}
 }
+
+// size is what p counts against Options.PendingBytes.
+func (p *pending) size() int { return len(p.data) + len(p.meta) }
 
 func (p *pending) finish(pos Position, err error) {
 	p.pos, p.err = pos, err
@@ -308,7 +312,7 @@ func (o *outbox) flush(ctx context.Context) bool {
 				break
 			}
 			actx, cancel := context.WithTimeout(ctx, h.opts.WriteTimeout)
-			pos, err := h.broker.Publish(actx, channel, p.data)
+			pos, err := h.broker.Publish(withHubMeta(actx, p.meta), channel, p.data)
 			cancel()
 			o.settle(p, pos, err)
 			if err != nil {
@@ -332,13 +336,17 @@ func (o *outbox) expire(ps []*pending) {
 	}
 }
 
-// promise publishes data, sealed, on channel for a caller that cannot wait
-// to hear whether the broker took it (a Hook whose response is sent): if
-// the broker does not take it now, or publications on channel wait
-// already, it waits in the outbox. It returns an error only when the
-// publication is given up: the outbox is full or the hub closed.
+// promise publishes data on channel for a caller that cannot wait to hear
+// whether the broker took it (a Hook whose response is sent): if the
+// broker does not take it now, or publications on channel wait already,
+// it waits in the outbox. It returns an error only when the publication is
+// given up: it is too large, the outbox is full or the hub closed.
 func (h *Hub) promise(ctx context.Context, channel string, data []byte) error {
-	p, queued, err := h.outbox.fly(channel, data)
+	ctx, meta, err := h.prepare(ctx, channel, data)
+	if err != nil {
+		return err
+	}
+	p, queued, err := h.outbox.fly(channel, data, meta)
 	if queued {
 		return nil
 	}
@@ -358,11 +366,11 @@ func (h *Hub) promise(ctx context.Context, channel string, data []byte) error {
 	return err
 }
 
-// publishBehind publishes data, sealed, on channel after the publications
-// that wait in the outbox for it, waiting until the broker takes it or ctx
-// ends. A publication still queued when ctx ends is withdrawn.
-func (h *Hub) publishBehind(ctx context.Context, channel string, data []byte) (Position, error) {
-	p, err := h.outbox.keep(channel, data, true)
+// publishBehind publishes data on channel after the publications that wait
+// in the outbox for it, waiting until the broker takes it or ctx ends. A
+// publication still queued when ctx ends is withdrawn.
+func (h *Hub) publishBehind(ctx context.Context, channel string, data, meta []byte) (Position, error) {
+	p, err := h.outbox.keep(channel, data, meta, true)
 	if err != nil {
 		h.stats.pendingDropped.Add(1)
 		return Position{}, err

@@ -149,6 +149,7 @@ func (ro *roster) send(ctx context.Context, m controlMsg) {
 	data, _ := json.Marshal(m)
 	ctx, cancel := context.WithTimeout(ctx, hubBeat)
 	defer cancel()
+	ctx, _ = withMeta(ctx, controlChannel) // the mark of a hub's own message
 	if _, err := ro.h.broker.Publish(ctx, controlChannel, data); err != nil && ro.h.ctx.Err() == nil {
 		ro.h.stats.brokerErrors.Add(1)
 	}

@@ -211,8 +211,7 @@ func (s *State) rebuild(ctx context.Context, hc *hubChannel) error {
 		s.value, s.version, s.stale = base, at, false
 		s.mu.Unlock()
 		for _, m := range msgs {
-			data, _ := unseal(m.Data)
-			s.apply(m.Pos, data)
+			s.apply(m.Pos, m.Data)
 		}
 	}
 	for _, f := range held {

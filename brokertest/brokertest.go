@@ -144,6 +144,11 @@ func Run(t *testing.T, cfg Config) {
 			{"None", s.testSnapshotNone},
 			{"Latest", s.testSnapshotLatest},
 		}},
+		{"Guard", []namedTest{
+			{"Reserved", s.testGuardReserved},
+			{"Data", s.testGuardData},
+			{"Meta", s.testGuardMeta},
+		}},
 	} {
 		t.Run(group.name, func(t *testing.T) {
 			for _, test := range group.tests {
@@ -268,14 +273,23 @@ func checkContiguous(t *testing.T, who string, head live.Position, msgs []live.M
 	}
 }
 
-// diffMessages reports how got differs from want, (-want +got). Data is
-// compared as text: it reads better than bytes, and a 200 KiB payload
-// compared byte by byte through reflection is slow under -race. Nil and
-// empty slices are equal because the contract does not tell them apart.
+// diffMessages reports how got differs from want, (-want +got). Data and
+// Meta are compared as text: it reads better than bytes, and a 200 KiB
+// payload compared byte by byte through reflection is slow under -race.
+// Nil and empty are equal because the contract does not tell them apart.
 func diffMessages(want, got any) string {
 	return cmp.Diff(want, got,
 		cmpopts.EquateEmpty(),
-		cmp.Transformer("string", func(d json.RawMessage) string { return string(d) }))
+		cmp.Transformer("text", func(m live.Message) textMessage {
+			return textMessage{m.Channel, m.Pos, string(m.Data), string(m.Meta)}
+		}))
+}
+
+// textMessage is a Message as diffMessages compares it.
+type textMessage struct {
+	Channel    string
+	Pos        live.Position
+	Data, Meta string
 }
 
 // positions lists the positions of msgs briefly, for failure messages.

@@ -70,6 +70,7 @@ func RunNodes(t *testing.T, cfg Config) {
 	t.Run("Control", s.testControl)
 	t.Run("Revocation", s.testRevocation)
 	t.Run("Unanswered", s.testUnanswered)
+	t.Run("Guard", s.testGuard)
 	t.Run("Retries", s.testRetries)
 	t.Run("Presence", s.testPresence)
 }

@@ -17,7 +17,9 @@
 // every channel, one subject per channel: "live.c.<channel>", with "." and
 // "=" in the channel name written as "=2E" and "=3D". Each message carries
 // its position in headers (Live-Epoch, Live-Seq) and the stream sequence of
-// the channel's previous message (Live-Prev). The stream republishes every
+// the channel's previous message (Live-Prev); a publication with meta
+// ([live.Message].Meta) carries it in Live-Meta, and is stored alone. The
+// stream republishes every
 // message it stores to "live.r.<channel>", where subscriptions receive it.
 //
 // Publish appends with the header Nats-Expected-Last-Subject-Sequence set
@@ -178,6 +180,7 @@ const (
 	hdrSeq   = "Live-Seq"   // of the message's last publication
 	hdrPrev  = "Live-Prev"  // the stream sequence of the channel's message before
 	hdrCount = "Live-Count" // publications in the message, if more than one
+	hdrMeta  = "Live-Meta"  // the meta of the message's one publication, if any
 )
 
 // Stats are a Broker's counters since New.
@@ -464,6 +467,7 @@ type tail struct {
 	sseq  uint64        // its stream sequence; 0 if the channel has no message
 	prev  uint64        // the stream sequence of the message before it; 0 for none
 	data  []byte        // as stored: packed if count > 1
+	meta  []byte        // of its one publication; nil for none
 	at    time.Time
 }
 
@@ -483,7 +487,7 @@ func (t tail) messages(channel string, after uint64) ([]live.Message, error) {
 	var msgs []live.Message
 	for i, d := range datas {
 		if seq := first + uint64(i); seq > after {
-			msgs = append(msgs, live.Message{Channel: channel, Pos: live.Position{Epoch: t.pos.Epoch, Seq: seq}, Data: d})
+			msgs = append(msgs, live.Message{Channel: channel, Pos: live.Position{Epoch: t.pos.Epoch, Seq: seq}, Data: d, Meta: t.meta})
 		}
 	}
 	return msgs, nil
@@ -540,10 +544,17 @@ func parseStored(subject string, h nats.Header, data []byte) (t tail, err error)
 			err3 = errors.New("out of range")
 		}
 	}
-	if epoch == "" || err1 != nil || err2 != nil || err3 != nil {
-		return tail{}, fmt.Errorf("message on %s without valid %s, %s, %s and %s headers", subject, hdrEpoch, hdrSeq, hdrPrev, hdrCount)
+	var meta []byte
+	if m := h.Get(hdrMeta); m != "" {
+		meta = []byte(m)
+		if count != 1 {
+			err3 = errors.New("meta on several publications")
+		}
 	}
-	return tail{pos: live.Position{Epoch: epoch, Seq: seq}, count: count, prev: prev, data: data}, nil
+	if epoch == "" || err1 != nil || err2 != nil || err3 != nil {
+		return tail{}, fmt.Errorf("message on %s without valid %s, %s, %s, %s and %s headers", subject, hdrEpoch, hdrSeq, hdrPrev, hdrCount, hdrMeta)
+	}
+	return tail{pos: live.Position{Epoch: epoch, Seq: seq}, count: count, prev: prev, data: data, meta: meta}, nil
 }
 
 func fromRaw(raw *jetstream.RawStreamMsg) (tail, error) {
@@ -604,6 +615,7 @@ type pubChan struct {
 // channel's epoch.
 type pubItem struct {
 	data   []byte
+	meta   []byte // nil for none; an item with meta is stored alone
 	marker bool
 	pos    live.Position
 	err    error
@@ -753,10 +765,11 @@ func (b *Broker) Publish(ctx context.Context, channel string, data []byte) (live
 	if b.isClosed() {
 		return live.Position{}, fmt.Errorf("live: publish %q: %w", channel, live.ErrClosed)
 	}
-	if err := live.ValidChannel(channel); err != nil {
-		return live.Position{}, fmt.Errorf("live: publish: %w", err)
+	data, meta, err := live.CheckPublish(ctx, channel, data)
+	if err != nil {
+		return live.Position{}, err
 	}
-	pos, err := b.queue(ctx, channel, &pubItem{data: data})
+	pos, err := b.queue(ctx, channel, &pubItem{data: data, meta: meta})
 	if err != nil && b.isClosed() && !errors.Is(err, live.ErrClosed) {
 		err = fmt.Errorf("%w: %w", live.ErrClosed, err) // closed while waiting
 	}
@@ -774,14 +787,14 @@ const (
 	maxBatchBytes = 256 << 10
 )
 
-// send stores items, in order, as few messages as it can (a marker goes
-// alone), and completes them. The caller is pc's sender.
+// send stores items, in order, as few messages as it can (a marker, or an
+// item with meta, goes alone), and completes them. The caller is pc's sender.
 func (b *Broker) send(ctx context.Context, pc *pubChan, items []*pubItem) {
 	defer b.releasePub(pc, len(items))
 	for len(items) > 0 {
 		n, size := 1, len(items[0].data)
-		if !items[0].marker {
-			for n < len(items) && !items[n].marker && size+len(items[n].data) <= maxBatchBytes {
+		if !items[0].marker && items[0].meta == nil {
+			for n < len(items) && !items[n].marker && items[n].meta == nil && size+len(items[n].data) <= maxBatchBytes {
 				size += len(items[n].data)
 				n++
 			}
@@ -793,13 +806,13 @@ func (b *Broker) send(ctx context.Context, pc *pubChan, items []*pubItem) {
 		if run[0].marker {
 			// Another node may have published since this one last did.
 			pc.known = false
-			pos, err = b.append(ctx, pc, nil)
+			pos, err = b.append(ctx, pc, nil, nil)
 		} else {
 			datas := make([][]byte, len(run))
 			for i, it := range run {
 				datas[i] = it.data
 			}
-			pos, err = b.append(ctx, pc, datas)
+			pos, err = b.append(ctx, pc, datas, run[0].meta)
 		}
 		if err != nil && b.isClosed() {
 			err = fmt.Errorf("%w: %w", live.ErrClosed, err)
@@ -818,14 +831,14 @@ func (b *Broker) send(ctx context.Context, pc *pubChan, items []*pubItem) {
 	}
 }
 
-// append stores datas as the channel's next message and returns the
-// position of its last publication. No datas stores the marker that fixes
+// append stores datas, with meta if there is one only, as the channel's
+// next message and returns the position of its last publication. No datas stores the marker that fixes
 // a new channel's epoch (at Seq 0), unless the channel has a position
 // already, which it then returns. The caller is pc's sender.
 //
 // Several publications in one message carry the header Live-Count and
 // their data framed as in pack.
-func (b *Broker) append(ctx context.Context, pc *pubChan, datas [][]byte) (live.Position, error) {
+func (b *Broker) append(ctx context.Context, pc *pubChan, datas [][]byte, meta []byte) (live.Position, error) {
 	channel := pc.channel
 	recreated := false
 	for attempt := 1; ; attempt++ {
@@ -857,6 +870,9 @@ func (b *Broker) append(ctx context.Context, pc *pubChan, datas [][]byte) (live.
 		case 0:
 		case 1:
 			m.Data = datas[0]
+			if meta != nil {
+				m.Header[hdrMeta] = []string{string(meta)}
+			}
 		default:
 			m.Header[hdrCount] = []string{strconv.Itoa(len(datas))}
 			m.Data = pack(datas)

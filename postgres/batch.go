@@ -27,16 +27,17 @@ const maxBatch = 64
 type publication struct {
 	channel string
 	data    []byte
+	meta    []byte // nil for none
 	pos     live.Position
 	err     error
 	done    chan struct{}
 }
 
-// publishBatched publishes data on channel in a transaction with whatever
-// else waits. It returns early with ctx's error if ctx ends first, in which
-// case the publication may still be taken.
-func (b *Broker) publishBatched(ctx context.Context, channel string, data []byte) (live.Position, error) {
-	p := &publication{channel: channel, data: data, done: make(chan struct{})}
+// publishBatched publishes p in a transaction with whatever else waits.
+// It returns early with ctx's error if ctx ends first, in which case the
+// publication may still be taken.
+func (b *Broker) publishBatched(ctx context.Context, p *publication) (live.Position, error) {
+	p.done = make(chan struct{})
 	if err := b.batch.Do(ctx, p, p.done); err != nil {
 		return live.Position{}, err
 	}
@@ -57,7 +58,7 @@ func (b *Broker) publishBatch(pubs []*publication) {
 	}()
 	alone := func() {
 		for _, p := range pubs {
-			p.pos, p.err = b.publishOne(ctx, p.channel, p.data)
+			p.pos, p.err = b.publishOne(ctx, p)
 		}
 	}
 	if len(pubs) == 1 {
@@ -74,7 +75,7 @@ func (b *Broker) publishBatch(pubs []*publication) {
 	slices.SortStableFunc(sorted, func(x, y *publication) int { return strings.Compare(x.channel, y.channel) })
 	var batch pgx.Batch
 	for _, p := range sorted {
-		batch.Queue(b.publishSQL, b.publishArgs(p.channel, p.data)...)
+		batch.Queue(b.publishSQL, b.publishArgs(p)...)
 	}
 	res := b.pool.SendBatch(ctx, &batch)
 	var qerr error

@@ -23,8 +23,10 @@
 // publication on the channel waits for that lock, so Seqs are committed in
 // order, and a rolled back publication gives its number back.
 //
-// NOTIFY carries the channel, epoch, Seq and, when it fits, the data;
-// larger data (NOTIFY takes less than 8000 bytes) is read from the table.
+// NOTIFY carries the channel, epoch, Seq and, when it fits, the data and
+// its meta ([live.Message].Meta, which the table keeps in a column of its
+// own); larger data (NOTIFY takes less than 8000 bytes) is read from the
+// table.
 // Each Broker keeps one listening connection, with one LISTEN per channel
 // it has subscribers for.
 //
@@ -45,17 +47,16 @@
 package pgbroker
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base32"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
 	"log/slog"
 	"math"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -209,12 +210,12 @@ func New(pool *pgxpool.Pool, opts *Options) *Broker {
 		chans:  make(map[string]*lchan),
 		wake:   make(chan struct{}, 1),
 
-		publishSQL: "SELECT o_epoch, o_seq FROM " + o.Schema + ".publish($1, $2, $3, $4, $5, $6, $7)",
+		publishSQL: "SELECT o_epoch, o_seq FROM " + o.Schema + ".publish($1, $2, $3, $4, $5, $6, $7, $8)",
 		headSQL:    "SELECT o_epoch, o_seq FROM " + o.Schema + ".head($1, $2)",
-		sinceSQL: `SELECT c.epoch, c.seq, m.seq, m.data, coalesce($4::bigint > 0 AND m.at < now() - $4::bigint * interval '1 millisecond', false)
+		sinceSQL: `SELECT c.epoch, c.seq, m.seq, m.data, m.meta, coalesce($4::bigint > 0 AND m.at < now() - $4::bigint * interval '1 millisecond', false)
 FROM ` + o.Schema + `.channels c
 LEFT JOIN LATERAL (
-	SELECT m.seq, m.data, m.at FROM ` + o.Schema + `.messages m
+	SELECT m.seq, m.data, m.meta, m.at FROM ` + o.Schema + `.messages m
 	WHERE m.channel = c.name AND m.seq > $3 AND m.seq <= c.seq
 	ORDER BY m.seq LIMIT $5
 ) m ON c.epoch = $2
@@ -413,7 +414,8 @@ type querier interface {
 // confirm that. Pass a context with a deadline: a stalled server is
 // otherwise waited for.
 func (b *Broker) Publish(ctx context.Context, channel string, data []byte) (live.Position, error) {
-	if err := live.ValidChannel(channel); err != nil {
+	data, meta, err := live.CheckPublish(ctx, channel, data)
+	if err != nil {
 		return live.Position{}, err
 	}
 	if err := ctx.Err(); err != nil {
@@ -422,7 +424,7 @@ func (b *Broker) Publish(ctx context.Context, channel string, data []byte) (live
 	if b.isClosed() {
 		return live.Position{}, fmt.Errorf("live: publish %q: %w", channel, live.ErrClosed)
 	}
-	pos, err := b.publishBatched(ctx, channel, data)
+	pos, err := b.publishBatched(ctx, &publication{channel: channel, data: data, meta: meta})
 	if err != nil && b.isClosed() {
 		err = live.ErrClosed
 	}
@@ -432,14 +434,14 @@ func (b *Broker) Publish(ctx context.Context, channel string, data []byte) (live
 	return pos, nil
 }
 
-// publishOne publishes data on channel in a transaction of its own,
-// creating the schema if it is missing.
-func (b *Broker) publishOne(ctx context.Context, channel string, data []byte) (live.Position, error) {
+// publishOne publishes p in a transaction of its own, creating the schema
+// if it is missing.
+func (b *Broker) publishOne(ctx context.Context, p *publication) (live.Position, error) {
 	for attempt := 1; ; attempt++ {
 		if err := b.ensure(ctx); err != nil {
 			return live.Position{}, err
 		}
-		pos, err := b.publish(ctx, b.pool, channel, data)
+		pos, err := b.publish(ctx, b.pool, p)
 		// Nothing was taken if the function did not exist, or if the
 		// transaction lost a deadlock: even one row lock can, when an
 		// application's transaction holding channels waits for another
@@ -460,8 +462,10 @@ func lostDeadlock(err error) bool {
 // PublishTx publishes data on channel inside tx, a transaction on the
 // broker's database, and returns the position it will have if tx commits.
 // Subscribers receive it when tx commits, and never if it rolls back, which
-// also gives its number back. data must be JSON; it is validated and
-// compacted, as [live.Hub.Publish] does.
+// also gives its number back. It runs [live.CheckPublish], as Publish
+// does: channels reserved for the hubs ("@live:…") are refused, and data
+// must be JSON, which is validated and compacted, as [live.Hub.Publish]
+// does; subscribers get it as data, whatever it looks like.
 //
 // Every Hub whose broker shares the database delivers the publication, so
 // an application publishes with PublishTx where it would call
@@ -481,18 +485,12 @@ func lostDeadlock(err error) bool {
 // the channel makes PublishTx fail with a serialization error, after which
 // the application retries its transaction as usual.
 func (b *Broker) PublishTx(ctx context.Context, tx pgx.Tx, channel string, data []byte) (live.Position, error) {
-	if err := live.ValidChannel(channel); err != nil {
+	data, meta, err := live.CheckPublish(ctx, channel, data)
+	if err != nil {
 		return live.Position{}, err
 	}
 	if tx == nil {
 		return live.Position{}, fmt.Errorf("live: publish %q: nil transaction", channel)
-	}
-	if !utf8.Valid(data) || !json.Valid(data) {
-		return live.Position{}, fmt.Errorf("live: publish %q: data is not valid JSON", channel)
-	}
-	var compact bytes.Buffer
-	if err := json.Compact(&compact, data); err != nil {
-		return live.Position{}, fmt.Errorf("live: publish %q: %w", channel, err)
 	}
 	if b.isClosed() {
 		return live.Position{}, fmt.Errorf("live: publish %q: %w", channel, live.ErrClosed)
@@ -500,7 +498,7 @@ func (b *Broker) PublishTx(ctx context.Context, tx pgx.Tx, channel string, data 
 	if err := b.ensure(ctx); err != nil {
 		return live.Position{}, fmt.Errorf("live: publish %q: %w", channel, err)
 	}
-	pos, err := b.publish(ctx, tx, channel, compact.Bytes())
+	pos, err := b.publish(ctx, tx, &publication{channel: channel, data: data, meta: meta})
 	if err != nil {
 		b.missing(err) // the application retries its transaction
 		return live.Position{}, fmt.Errorf("live: publish %q: %w", channel, err)
@@ -509,23 +507,28 @@ func (b *Broker) PublishTx(ctx context.Context, tx pgx.Tx, channel string, data 
 }
 
 // publish runs the schema's publish function with q.
-func (b *Broker) publish(ctx context.Context, q querier, channel string, data []byte) (live.Position, error) {
+func (b *Broker) publish(ctx context.Context, q querier, p *publication) (live.Position, error) {
 	var epoch string
 	var seq int64
-	if err := q.QueryRow(ctx, b.publishSQL, b.publishArgs(channel, data)...).Scan(&epoch, &seq); err != nil {
+	if err := q.QueryRow(ctx, b.publishSQL, b.publishArgs(p)...).Scan(&epoch, &seq); err != nil {
 		return live.Position{}, err
 	}
 	return position(epoch, seq)
 }
 
-// publishArgs returns the arguments of publishSQL for data on channel.
-func (b *Broker) publishArgs(channel string, data []byte) []any {
+// publishArgs returns the arguments of publishSQL for p: the tail of its
+// announcement is "d<data>", or "m<n> <meta><data>" for n bytes of meta,
+// if they fit.
+func (b *Broker) publishArgs(p *publication) []any {
 	var inline *string
-	if b.announceable(data, len(channel)) {
-		s := string(data)
+	if p.meta == nil && b.announceable(p.data, len(p.channel)) {
+		s := "d" + string(p.data)
+		inline = &s
+	} else if p.meta != nil && b.announceable(p.meta, len(p.channel)+len(p.data)) && b.announceable(p.data, len(p.channel)+len(p.meta)) {
+		s := "m" + strconv.Itoa(len(p.meta)) + " " + string(p.meta) + string(p.data)
 		inline = &s
 	}
-	return []any{channel, newEpoch(), data, inline, b.notifyName(channel), b.size, b.age.Milliseconds()}
+	return []any{p.channel, newEpoch(), p.data, inline, b.notifyName(p.channel), b.size, b.age.Milliseconds(), p.meta}
 }
 
 // position checks what the publish function returned.
@@ -689,11 +692,11 @@ func (b *Broker) since(ctx context.Context, channel string, after live.Position,
 	)
 	for rows.Next() {
 		var (
-			seq  *int64
-			data []byte
-			old  bool
+			seq        *int64
+			data, meta []byte
+			old        bool
 		)
-		if err := rows.Scan(&epoch, &head, &seq, &data, &old); err != nil {
+		if err := rows.Scan(&epoch, &head, &seq, &data, &meta, &old); err != nil {
 			return nil, err
 		}
 		found = true
@@ -703,7 +706,7 @@ func (b *Broker) since(ctx context.Context, channel string, after live.Position,
 		if len(msgs) == 0 && old {
 			expired = true
 		}
-		msgs = append(msgs, live.Message{Channel: channel, Pos: live.Position{Epoch: epoch, Seq: uint64(*seq)}, Data: data})
+		msgs = append(msgs, live.Message{Channel: channel, Pos: live.Position{Epoch: epoch, Seq: uint64(*seq)}, Data: data, Meta: meta})
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err

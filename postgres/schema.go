@@ -29,6 +29,7 @@ CREATE TABLE IF NOT EXISTS {schema}.messages (
 	seq     bigint NOT NULL,
 	data    bytea NOT NULL,
 	at      timestamptz NOT NULL,
+	meta    bytea,
 	PRIMARY KEY (channel, seq)
 );
 
@@ -42,6 +43,16 @@ CREATE TABLE IF NOT EXISTS {schema}.snapshots (
 	data    bytea NOT NULL
 );
 
+-- meta, what a hub says of a publication beside its data (live.Message's
+-- Meta), came after the table: add it to older tables. Checked first, as
+-- ALTER TABLE waits for every transaction that published.
+DO $do$ BEGIN
+	IF NOT EXISTS (SELECT 1 FROM pg_attribute
+		WHERE attrelid = '{schema}.messages'::regclass AND attname = 'meta' AND NOT attisdropped) THEN
+		ALTER TABLE {schema}.messages ADD COLUMN meta bytea;
+	END IF;
+END $do$;
+
 -- idempotency keeps, per key, the response to a request that a retry gets
 -- instead of running it again; response is NULL while the request runs.
 CREATE TABLE IF NOT EXISTS {schema}.idempotency (
@@ -52,12 +63,14 @@ CREATE TABLE IF NOT EXISTS {schema}.idempotency (
 
 -- publish appends a publication and announces it, in the caller's
 -- transaction: the announcement is delivered when, and only if, it commits.
--- p_epoch is used if the channel has no row; p_inline is the data as text if
--- it fits in the announcement, else NULL; p_notify names the NOTIFY channel;
--- p_size and p_age_ms bound the history (p_age_ms <= 0: no age limit).
+-- p_epoch is used if the channel has no row; p_inline is the announcement's
+-- tail, with the data, as text if it fits, else NULL; p_notify names the NOTIFY channel;
+-- p_size and p_age_ms bound the history (p_age_ms <= 0: no age limit);
+-- p_meta is the publication's meta, NULL for none. (Brokers of older
+-- versions call the function without p_meta, which stays theirs.)
 CREATE OR REPLACE FUNCTION {schema}.publish(
 	p_channel text, p_epoch text, p_data bytea, p_inline text, p_notify text,
-	p_size bigint, p_age_ms bigint,
+	p_size bigint, p_age_ms bigint, p_meta bytea,
 	OUT o_epoch text, OUT o_seq bigint)
 LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -82,7 +95,7 @@ BEGIN
 
 	-- Taken under the row lock, so times grow with Seq.
 	v_now := clock_timestamp();
-	INSERT INTO {schema}.messages (channel, seq, data, at) VALUES (p_channel, o_seq, p_data, v_now);
+	INSERT INTO {schema}.messages (channel, seq, data, at, meta) VALUES (p_channel, o_seq, p_data, v_now, p_meta);
 	DELETE FROM {schema}.messages m
 		WHERE m.channel = p_channel AND m.seq <= o_seq - p_size AND m.seq > o_seq - p_size - 64;
 	IF p_age_ms > 0 THEN
@@ -96,7 +109,7 @@ BEGIN
 		END IF;
 	END IF;
 
-	PERFORM pg_notify(p_notify, p_channel || ' ' || o_epoch || ' ' || o_seq || ' ' || coalesce('d' || p_inline, 'r'));
+	PERFORM pg_notify(p_notify, p_channel || ' ' || o_epoch || ' ' || o_seq || ' ' || coalesce(p_inline, 'r'));
 END
 $fn$;
 

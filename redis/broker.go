@@ -21,7 +21,8 @@
 //   - "live:{name}:head", a hash with the channel's epoch, the Seq of its
 //     latest publication and a time no later than its oldest entry's;
 //   - "live:{name}:log", a stream of recent publications, entry id
-//     "<seq>-0", with fields d (the data) and t (Redis time in ms);
+//     "<seq>-0", with fields d (the data), t (Redis time in ms) and, for
+//     a publication with meta ([live.Message].Meta), m;
 //   - "live:{name}:pub", the pub/sub channel that announces publications;
 //   - "live:{name}:snap", a hash with the latest value a [live.State] wrote
 //     on the channel, its epoch and Seq ([live.Snapshots]), made by the
@@ -372,8 +373,12 @@ func (b *Broker) Publish(ctx context.Context, channel string, data []byte) (live
 	if err := b.checkName(channel); err != nil {
 		return live.Position{}, fmt.Errorf("live: publish %q: %w", channel, err)
 	}
+	data, meta, err := live.CheckPublish(ctx, channel, data)
+	if err != nil {
+		return live.Position{}, err
+	}
 	keys := b.keys(channel)
-	pos, err := b.batch.publish(ctx, &publication{head: keys[0], log: keys[1], pubsub: b.pubsubName(channel), data: data})
+	pos, err := b.batch.publish(ctx, &publication{head: keys[0], log: keys[1], pubsub: b.pubsubName(channel), data: data, meta: meta})
 	if err != nil && b.isClosed() {
 		err = live.ErrClosed
 	}
@@ -516,7 +521,7 @@ func (b *Broker) since(ctx context.Context, channel string, after live.Position,
 	}
 	msgs := make([]live.Message, 0, len(xs))
 	for i, x := range xs {
-		seq, data, at, err := parseEntry(x)
+		seq, data, meta, at, err := parseEntry(x)
 		if err != nil {
 			return nil, err
 		}
@@ -526,7 +531,7 @@ func (b *Broker) since(ctx context.Context, channel string, after live.Position,
 		if i == 0 && b.age > 0 && at < now.Val().UnixMilli()-b.age.Milliseconds() {
 			return nil, live.ErrGone // older than HistoryAge, not trimmed yet
 		}
-		msgs = append(msgs, live.Message{Channel: channel, Pos: live.Position{Epoch: epoch, Seq: seq}, Data: data})
+		msgs = append(msgs, live.Message{Channel: channel, Pos: live.Position{Epoch: epoch, Seq: seq}, Data: data, Meta: meta})
 	}
 	if count == 0 && msgs[len(msgs)-1].Pos.Seq != last {
 		return nil, live.ErrGone
@@ -547,9 +552,9 @@ func parseSeq(v any) (uint64, error) {
 	return 0, fmt.Errorf("bad sequence number %v", v)
 }
 
-// parseEntry reads a stream entry: id "<seq>-0", fields d (data) and t
-// (Redis time in ms).
-func parseEntry(x redis.XMessage) (seq uint64, data []byte, at int64, err error) {
+// parseEntry reads a stream entry: id "<seq>-0", fields d (data), t
+// (Redis time in ms) and, if it has meta, m.
+func parseEntry(x redis.XMessage) (seq uint64, data, meta []byte, at int64, err error) {
 	seqPart, ok := strings.CutSuffix(x.ID, "-0")
 	d, okData := x.Values["d"].(string)
 	t, _ := x.Values["t"].(string)
@@ -557,10 +562,13 @@ func parseEntry(x redis.XMessage) (seq uint64, data []byte, at int64, err error)
 		seq, err = strconv.ParseUint(seqPart, 10, 64)
 	}
 	if !ok || !okData || err != nil {
-		return 0, nil, 0, fmt.Errorf("unexpected stream entry %q in Redis", x.ID)
+		return 0, nil, nil, 0, fmt.Errorf("unexpected stream entry %q in Redis", x.ID)
+	}
+	if m, _ := x.Values["m"].(string); m != "" {
+		meta = []byte(m)
 	}
 	at, _ = strconv.ParseInt(t, 10, 64)
-	return seq, []byte(d), at, nil
+	return seq, []byte(d), meta, at, nil
 }
 
 // errGap reports a publication announced out of turn.

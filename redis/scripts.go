@@ -25,13 +25,15 @@ end
 // ARGV: history size, history age in ms (<= 0: none), the largest data
 // announced inline (< 0: all), the head's TTL in ms (<= 0: none), "1" on
 // a cluster (else "0"), a new epoch (for the channels that need one), then
-// for each publication its data and its pub/sub channel. KEYS: for each
+// for each publication its data, its pub/sub channel and its meta ("" for
+// none), which the stream entry keeps in a field m after d and t. KEYS: for each
 // publication its channel's head and log. Returns {epoch, seq} for each
 // publication, one after another.
 //
-// The announcement is "<epoch> <seq> d<data>", or "<epoch> <seq> r" when
-// the data must be read from the stream; on a cluster it is sent with
-// SPUBLISH.
+// The announcement is "<epoch> <seq> d<data>", "<epoch> <seq> m<n>
+// <meta><data>" for a publication with n bytes of meta, or "<epoch> <seq>
+// r" when the data must be read from the stream; on a cluster it is sent
+// with SPUBLISH.
 //
 // The head records the run_id of the Redis process that numbered the
 // channel. Another process, which is a restarted server (whose data may
@@ -53,7 +55,7 @@ if size > 0 then
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
-local function publish(head, log, data, pubsub)
+local function publish(head, log, data, pubsub, meta)
   local h = redis.call('HMGET', head, 'epoch', 'old', 'run')
   local epoch = h[1]
   if not epoch or h[3] ~= me then
@@ -71,7 +73,11 @@ local function publish(head, log, data, pubsub)
     redis.call('PEXPIRE', head, ttl)
   end
   if size > 0 then
-    redis.call('XADD', log, 'MAXLEN', size, seq .. '-0', 'd', data, 't', now)
+    if meta == '' then
+      redis.call('XADD', log, 'MAXLEN', size, seq .. '-0', 'd', data, 't', now)
+    else
+      redis.call('XADD', log, 'MAXLEN', size, seq .. '-0', 'd', data, 't', now, 'm', meta)
+    end
     if age > 0 then
       -- The head's 'old' is at most the time of the stream's oldest
       -- entry, so that entries need reading only when some may be older
@@ -103,10 +109,12 @@ local function publish(head, log, data, pubsub)
     end
   end
   local msg = epoch .. ' ' .. seq
-  if limit < 0 or #data <= limit then
+  if limit >= 0 and #meta + #data > limit then
+    msg = msg .. ' r'
+  elseif meta == '' then
     msg = msg .. ' d' .. data
   else
-    msg = msg .. ' r'
+    msg = msg .. ' m' .. #meta .. ' ' .. meta .. data
   end
   redis.call(announce, pubsub, msg)
   return epoch, seq
@@ -114,7 +122,7 @@ end
 
 local res = {}
 for i = 0, #KEYS / 2 - 1 do
-  local epoch, seq = publish(KEYS[2*i+1], KEYS[2*i+2], ARGV[7+2*i], ARGV[8+2*i])
+  local epoch, seq = publish(KEYS[2*i+1], KEYS[2*i+2], ARGV[7+3*i], ARGV[8+3*i], ARGV[9+3*i])
   res[2*i+1] = epoch
   res[2*i+2] = seq
 end

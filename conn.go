@@ -46,10 +46,11 @@ var errSlow = errors.New("live: client too slow")
 // delays only itself.
 type conn struct {
 	hub *Hub
-	// req is the request that opened the connection, for Authorize; nil
-	// for the hub's own subscribers, and for SSE streams when there is no
-	// Authorize of the application's to run again. Set before the
-	// connection is taken over; Hub.Reauthorize reads it under mu.
+	// req is the request that opened the connection, for Authorize (see
+	// authRequest); nil for the hub's own subscribers, and for SSE streams
+	// and WebSockets when there is no Authorize of the application's to
+	// run again. A WebSocket's carries ctx. Set before the connection is
+	// taken over; Hub.Reauthorize reads it under mu.
 	req *http.Request
 	ws  bool
 	ip  string // the client's address, for Options.MaxConnsPerIP
@@ -93,8 +94,8 @@ type conn struct {
 	parked   bool               // the WebSocket has no reader: the close watcher starts one when bytes arrive (guarded by wmu)
 	wsc      *websocket.Conn    // a WebSocket's library side: reads, close handshakes
 	flate    bool               // the WebSocket negotiated compression
-	ctx      context.Context    // the WebSocket's, for the frames its client sends
-	cancel   context.CancelFunc // ends ctx
+	ctx      context.Context    // the connection's, for Authorize run later and a WebSocket's frames: a WebSocket's is set before it is taken over, a stream's by authRequest (guarded by mu)
+	cancel   context.CancelFunc // ends ctx; kill and leave call it (guarded by mu)
 	seen     atomic.Int64       // when the WebSocket client last sent anything (unix ns)
 	br       *bufio.Reader      // what the WebSocket library reads from
 }
@@ -109,6 +110,28 @@ func newConn(h *Hub, r *http.Request, ws bool) *conn {
 	}
 	c.tokens = float64(h.opts.PublishRate)
 	return c
+}
+
+// authRequest returns the request Authorize gets for c once c's handler
+// may have returned, when net/http has canceled its own request's context:
+// c.req with a context that keeps its values and ends with c (or the hub,
+// which ends c). A stream makes that context on first use, so that idle
+// streams do not hold one; a WebSocket's request carries it already. nil
+// for the hub's own connections.
+func (c *conn) authRequest() *http.Request {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r := c.req
+	if r == nil || c.ctx != nil && r.Context() == c.ctx {
+		return r
+	}
+	if c.ctx == nil {
+		c.ctx, c.cancel = context.WithCancel(context.WithoutCancel(r.Context()))
+		if c.ended {
+			c.cancel()
+		}
+	}
+	return r.WithContext(c.ctx)
 }
 
 // allowPublish takes a token from the connection's publish bucket, which
@@ -326,6 +349,12 @@ func (h *Hub) leave(c *conn) {
 	c.mu.Unlock()
 	for _, s := range subs {
 		s.cancel()
+	}
+	c.mu.Lock()
+	cancel := c.cancel
+	c.mu.Unlock()
+	if cancel != nil {
+		cancel() // a long-poll's, which leaves without being killed
 	}
 	h.mu.Lock()
 	if _, ok := h.conns[c]; !ok {

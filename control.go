@@ -102,8 +102,8 @@ func (h *Hub) reauthorize(c *conn, channel string) {
 			names = append(names, name)
 		}
 	}
-	r := c.req
 	c.mu.Unlock()
+	r := c.authRequest()
 	if r == nil {
 		return // the server's own subscriber, not a client's
 	}

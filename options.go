@@ -20,7 +20,14 @@ type Options struct {
 	// request that opened the stream or WebSocket, so read the user from
 	// its cookies or context (browsers cannot set headers on EventSource
 	// and WebSocket requests). It is evaluated once per subscription: a
-	// subscription it allowed goes on until the client leaves.
+	// subscription it allowed goes on until the client leaves, or until
+	// Hub.Reauthorize or Hub.Disconnect ends it.
+	//
+	// r's context lives as long as the connection: it ends when the
+	// connection ends or the Hub closes, not when the handler that opened
+	// it returns, so pass it to the database or Redis lookups Authorize
+	// makes, also for a WebSocket's later frames and for Hub.Reauthorize.
+	// It keeps the request's values (IdentityOf, your middleware's).
 	//
 	// A non-nil error refuses: 403 over HTTP, an error frame over
 	// WebSocket. The client sees a generic message and the error goes to
@@ -38,6 +45,9 @@ type Options struct {
 	// stream, WebSocket and HTTP publish, before Authorize, which reads
 	// the result with IdentityOf. A non-nil error refuses the request
 	// with 401 (the client sees a generic message, or that of [Deny]).
+	// Identify runs while the request is served; run again for an open
+	// connection, it gets the request the connection keeps for Authorize,
+	// whose context lives as long as the connection.
 	// Default: every request is anonymous.
 	Identify func(r *http.Request) (Identity, error)
 

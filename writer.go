@@ -217,6 +217,7 @@ func (c *conn) kill(why error) {
 	c.ended, c.endErr = true, why
 	add := c.kind != 0 && !c.sched
 	c.sched = c.sched || add
+	cancel := c.cancel
 	c.mu.Unlock()
 	c.wmu.Lock()
 	nc, watched := c.nc, c.watched
@@ -228,8 +229,8 @@ func (c *conn) kill(why error) {
 	if nc != nil {
 		nc.Close()
 	}
-	if c.cancel != nil {
-		c.cancel()
+	if cancel != nil {
+		cancel()
 	}
 	if add {
 		c.hub.writers.add(c)

@@ -67,14 +67,23 @@ func (h *Hub) serveWS(w http.ResponseWriter, r *http.Request) {
 	// Authorize of the application's to run again. Reads take a context
 	// without a deadline, which costs the library no timer per read; kill
 	// closes the socket to end them.
-	c.ctx, c.cancel = context.WithCancel(context.WithoutCancel(r.Context()))
 	c.wsc = ws
 	c.flate = w.Header().Get("Sec-WebSocket-Extensions") != ""
-	if !h.ownAuthorize {
-		c.mu.Lock()
-		c.req = nil
-		c.mu.Unlock()
+	// Authorize runs for the client's frames after this handler returned:
+	// its request carries the connection's context (authRequest).
+	c.mu.Lock()
+	if c.ctx == nil {
+		c.ctx, c.cancel = context.WithCancel(context.WithoutCancel(r.Context()))
+		if c.ended {
+			c.cancel()
+		}
 	}
+	if h.ownAuthorize {
+		c.req = r.WithContext(c.ctx)
+	} else {
+		c.req = nil
+	}
+	c.mu.Unlock()
 	c.takeOver(nil, kindWS, nil)
 	if c.br.Buffered() > 0 || !h.closes.park(c) {
 		h.spawn(c, c.readWS)

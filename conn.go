@@ -303,16 +303,35 @@ func (c *conn) heartbeatDue(now time.Time) {
 // errNoPong ends a WebSocket connection whose client stopped answering.
 var errNoPong = errors.New("live: WebSocket client stopped answering pings")
 
+// lastWords ends a connection that Hub.Disconnect or Hub.Reauthorize
+// ended before it was taken over: a stream still gets its response head,
+// then f, as it would have once taken over, and a WebSocket a close frame
+// with code and reason; finish writes them. kill ends one taken over
+// meanwhile as end does.
+type lastWords struct {
+	code   uint16
+	reason string
+	f      *frame
+}
+
+func (*lastWords) Error() string { return errDisconnected.Error() }
+func (*lastWords) Unwrap() error { return errDisconnected }
+
 // errTooManyConns refuses a connection over Options.MaxConnsPerIP.
 var errTooManyConns = errors.New("live: too many connections from this address")
 
-// enter registers a connection. It fails once the hub is closed, or when
-// the client's address has too many connections already.
-func (h *Hub) enter(c *conn) error {
+// enter registers a connection. It fails once the hub is closed, when
+// the client's address has too many connections already, or when a
+// Disconnect of the connection's user was applied after control
+// generation g, read before Identify ran.
+func (h *Hub) enter(c *conn, g uint64) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
 		return ErrClosed
+	}
+	if h.missedLocked(g, "disconnect", c.id, "") {
+		return errDisconnected
 	}
 	if max := h.opts.MaxConnsPerIP; max > 0 && c.ip != "" && h.perIP[c.ip] >= max {
 		return errTooManyConns
@@ -327,6 +346,11 @@ func (h *Hub) enter(c *conn) error {
 func refuse(w http.ResponseWriter, err error) {
 	if errors.Is(err, errTooManyConns) {
 		writeError(w, http.StatusTooManyRequests, "too_many_connections", err.Error())
+		return
+	}
+	if errors.Is(err, errDisconnected) {
+		// Disconnected while being admitted: identify again.
+		writeError(w, http.StatusUnauthorized, "disconnected", "disconnected by the server")
 		return
 	}
 	writeError(w, http.StatusServiceUnavailable, "closed", "the live hub is shutting down")

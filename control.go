@@ -75,6 +75,7 @@ func (h *Hub) control(ctx context.Context, m controlMsg) error {
 // applyControl applies m to this hub's connections.
 func (h *Hub) applyControl(m controlMsg) {
 	h.mu.Lock()
+	h.noteControlLocked(m) // admissions under way check again (recheck.go)
 	var conns []*conn
 	for c := range h.conns {
 		if m.User == "" || c.id != nil && c.id.User == m.User {
@@ -163,8 +164,8 @@ func (c *conn) end(code uint16, reason string, last *frame) {
 		c.wlock.Unlock()
 		c.kill(errDisconnected)
 	default:
-		// Not taken over yet: the stream ends before it starts.
-		c.kill(errDisconnected)
+		// Not taken over yet: the stream ends once it starts, with last.
+		c.kill(&lastWords{code, reason, last})
 	}
 }
 

@@ -21,7 +21,11 @@ type Options struct {
 	// its cookies or context (browsers cannot set headers on EventSource
 	// and WebSocket requests). It is evaluated once per subscription: a
 	// subscription it allowed goes on until the client leaves, or until
-	// Hub.Reauthorize or Hub.Disconnect ends it.
+	// Hub.Reauthorize or Hub.Disconnect ends it. A subscription whose
+	// Authorize was running when a Reauthorize that concerns it was
+	// applied is authorized again before it receives anything, so an
+	// Authorize that read rights just revoked never lets a publication
+	// made after the Reauthorize through.
 	//
 	// r's context lives as long as the connection: it ends when the
 	// connection ends or the Hub closes, not when the handler that opened
@@ -45,7 +49,10 @@ type Options struct {
 	// stream, WebSocket and HTTP publish, before Authorize, which reads
 	// the result with IdentityOf. A non-nil error refuses the request
 	// with 401 (the client sees a generic message, or that of [Deny]).
-	// Identify runs while the request is served; run again for an open
+	// A connection whose Identify was running when a Disconnect of its
+	// user was applied is refused with 401 too ("disconnected"), or, if it
+	// got further, ended as Disconnect ends the others. Identify runs
+	// while the request is served; run again for an open
 	// connection, it gets the request the connection keeps for Authorize,
 	// whose context lives as long as the connection.
 	// Default: every request is anonymous.

@@ -35,12 +35,13 @@ func (h *Hub) serveWS(w http.ResponseWriter, r *http.Request) {
 		refuseChannelSocket(w, ch)
 		return
 	}
+	g := h.controlGen()
 	r, ok := h.admit(w, r, "", "")
 	if !ok {
 		return
 	}
 	c := newConn(h, r, true)
-	if err := h.enter(c); err != nil {
+	if err := h.enter(c, g); err != nil {
 		refuse(w, err)
 		return
 	}
@@ -202,15 +203,15 @@ func (h *Hub) handleFrame(ctx context.Context, c *conn, data []byte) {
 	}
 	switch f.Type {
 	case "subscribe":
-		if err := h.opts.Authorize(c.req, ch, OpSubscribe); err != nil {
-			c.push(h.authErrorFrame(c.req, ch, OpSubscribe, err, ref))
-			return
-		}
 		from := resumeFrom{}
 		if f.Cursor != nil {
 			from = parseResume(*f.Cursor)
 		}
-		if err := h.subscribe(ctx, c, ch, from, ref); err != nil {
+		authErr, err := h.authorizeSubscribe(ctx, c.req, c, ch, from, ref, 0, false)
+		switch {
+		case authErr != nil:
+			c.push(h.authErrorFrame(c.req, ch, OpSubscribe, authErr, ref))
+		case err != nil:
 			c.push(subscribeErrorFrame(err, ch, ref))
 		}
 
@@ -297,6 +298,7 @@ func (c *conn) writeRaw(p []byte) (int, error) {
 func (k *corkConn) Close() error {
 	k.c.flushNow()
 	k.c.kill(net.ErrClosed)
+	k.Conn.Close() // kill leaves it to finish when Disconnect came first
 	return nil
 }
 

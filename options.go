@@ -52,9 +52,9 @@ type Options struct {
 	// A connection whose Identify was running when a Disconnect of its
 	// user was applied is refused with 401 too ("disconnected"), or, if it
 	// got further, ended as Disconnect ends the others. Identify runs
-	// while the request is served; run again for an open
-	// connection, it gets the request the connection keeps for Authorize,
-	// whose context lives as long as the connection.
+	// while the request is served; run again for an open connection, it
+	// gets the request the connection keeps for Authorize, whose context
+	// lives as long as the connection.
 	// Default: every request is anonymous.
 	Identify func(r *http.Request) (Identity, error)
 

@@ -47,9 +47,10 @@ var errSlow = errors.New("live: client too slow")
 type conn struct {
 	hub *Hub
 	// req is the request that opened the connection, for Authorize and
-	// Identify to run again; nil for the hub's own subscribers, and for
-	// taken-over streams when neither is the application's. Set before the
-	// connection is taken over; Hub.Reauthorize reads it under mu.
+	// Identify to run again (see authRequest); nil for the hub's own
+	// subscribers, and for taken-over streams when neither is the
+	// application's. A WebSocket's carries ctx. Set before the connection
+	// is taken over; Hub.Reauthorize reads it under mu.
 	req *http.Request
 	ws  bool
 	ip  string // the client's address, for Options.MaxConnsPerIP
@@ -93,8 +94,8 @@ type conn struct {
 	parked   bool               // the WebSocket has no reader: the close watcher starts one when bytes arrive (guarded by wmu)
 	wsc      *websocket.Conn    // a WebSocket's library side: reads, close handshakes
 	flate    bool               // the WebSocket negotiated compression
-	ctx      context.Context    // the WebSocket's, for the frames its client sends
-	cancel   context.CancelFunc // ends ctx
+	ctx      context.Context    // the connection's, for Authorize run later and a WebSocket's frames: a WebSocket's is set before it is taken over, a stream's by authRequest (guarded by mu)
+	cancel   context.CancelFunc // ends ctx; kill and leave call it (guarded by mu)
 	seen     atomic.Int64       // when the WebSocket client last sent anything (unix ns)
 	br       *bufio.Reader      // what the WebSocket library reads from
 }
@@ -109,6 +110,28 @@ func newConn(h *Hub, r *http.Request, ws bool) *conn {
 	}
 	c.tokens = float64(h.opts.PublishRate)
 	return c
+}
+
+// authRequest returns the request Authorize gets for c once c's handler
+// may have returned, when net/http has canceled its own request's context:
+// c.req with a context that keeps its values and ends with c (or the hub,
+// which ends c). A stream makes that context on first use, so that idle
+// streams do not hold one; a WebSocket's request carries it already. nil
+// for the hub's own connections.
+func (c *conn) authRequest() *http.Request {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r := c.req
+	if r == nil || c.ctx != nil && r.Context() == c.ctx {
+		return r
+	}
+	if c.ctx == nil {
+		c.ctx, c.cancel = context.WithCancel(context.WithoutCancel(r.Context()))
+		if c.ended {
+			c.cancel()
+		}
+	}
+	return r.WithContext(c.ctx)
 }
 
 // allowPublish takes a token from the connection's publish bucket, which
@@ -280,16 +303,35 @@ func (c *conn) heartbeatDue(now time.Time) {
 // errNoPong ends a WebSocket connection whose client stopped answering.
 var errNoPong = errors.New("live: WebSocket client stopped answering pings")
 
+// lastWords ends a connection that Hub.Disconnect or Hub.Reauthorize
+// ended before it was taken over: a stream still gets its response head,
+// then f, as it would have once taken over, and a WebSocket a close frame
+// with code and reason; finish writes them. kill ends one taken over
+// meanwhile as end does.
+type lastWords struct {
+	code   uint16
+	reason string
+	f      *frame
+}
+
+func (*lastWords) Error() string { return errDisconnected.Error() }
+func (*lastWords) Unwrap() error { return errDisconnected }
+
 // errTooManyConns refuses a connection over Options.MaxConnsPerIP.
 var errTooManyConns = errors.New("live: too many connections from this address")
 
-// enter registers a connection. It fails once the hub is closed, or when
-// the client's address has too many connections already.
-func (h *Hub) enter(c *conn) error {
+// enter registers a connection. It fails once the hub is closed, when
+// the client's address has too many connections already, or when a
+// Disconnect of the connection's user was applied after control
+// generation g, read before Identify ran.
+func (h *Hub) enter(c *conn, g uint64) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
 		return ErrClosed
+	}
+	if h.missedLocked(g, "disconnect", c.id, "") {
+		return errDisconnected
 	}
 	if max := h.opts.MaxConnsPerIP; max > 0 && c.ip != "" && h.perIP[c.ip] >= max {
 		return errTooManyConns
@@ -304,6 +346,11 @@ func (h *Hub) enter(c *conn) error {
 func refuse(w http.ResponseWriter, err error) {
 	if errors.Is(err, errTooManyConns) {
 		writeError(w, http.StatusTooManyRequests, "too_many_connections", err.Error())
+		return
+	}
+	if errors.Is(err, errDisconnected) {
+		// Disconnected while being admitted: identify again.
+		writeError(w, http.StatusUnauthorized, "disconnected", "disconnected by the server")
 		return
 	}
 	writeError(w, http.StatusServiceUnavailable, "closed", "the live hub is shutting down")
@@ -326,6 +373,12 @@ func (h *Hub) leave(c *conn) {
 	c.mu.Unlock()
 	for _, s := range subs {
 		s.cancel()
+	}
+	c.mu.Lock()
+	cancel := c.cancel
+	c.mu.Unlock()
+	if cancel != nil {
+		cancel() // a long-poll's, which leaves without being killed
 	}
 	h.mu.Lock()
 	if _, ok := h.conns[c]; !ok {

@@ -103,6 +103,7 @@ func (h *Hub) control(ctx context.Context, m controlMsg) error {
 // applyControl applies m to this hub's connections.
 func (h *Hub) applyControl(m controlMsg) {
 	h.mu.Lock()
+	h.noteControlLocked(m) // admissions under way check again (recheck.go)
 	var conns []*conn
 	for c := range h.conns {
 		if m.User == "" || c.id != nil && c.id.User == m.User {
@@ -126,9 +127,7 @@ func (h *Hub) applyControl(m controlMsg) {
 // when it now refuses or names another user, then Authorize for its
 // subscriptions.
 func (h *Hub) recheck(c *conn) {
-	c.mu.Lock()
-	r := c.req
-	c.mu.Unlock()
+	r := c.authRequest()
 	if r != nil && h.opts.Identify != nil {
 		user := ""
 		if c.id != nil {
@@ -152,8 +151,8 @@ func (h *Hub) reauthorize(c *conn, channel string) {
 			names = append(names, name)
 		}
 	}
-	r := c.req
 	c.mu.Unlock()
+	r := c.authRequest()
 	if r == nil {
 		return // the server's own subscriber, not a client's
 	}
@@ -213,8 +212,8 @@ func (c *conn) end(code uint16, reason string, last *frame) {
 		c.wlock.Unlock()
 		c.kill(errDisconnected)
 	default:
-		// Not taken over yet: the stream ends before it starts.
-		c.kill(errDisconnected)
+		// Not taken over yet: the stream ends once it starts, with last.
+		c.kill(&lastWords{code, reason, last})
 	}
 }
 

@@ -35,11 +35,11 @@ func (h *Hub) AttachSink(tb testing.TB, channel string, n int) *Sink {
 	})
 	for range n {
 		c := newConn(h, nil, false)
-		if err := h.enter(c); err != nil {
+		if err := h.enter(c, h.controlGen()); err != nil {
 			tb.Fatal(err)
 		}
 		conns = append(conns, c)
-		if err := h.subscribe(context.Background(), c, channel, resumeFrom{}, nil); err != nil {
+		if err := h.subscribe(context.Background(), c, channel, resumeFrom{}, nil, h.controlGen()); err != nil {
 			tb.Fatal(err)
 		}
 		c.takeOver(sinkConn{s}, kindSSE, nil)
@@ -122,10 +122,10 @@ type Recorder struct {
 func (h *Hub) AttachRecorder(tb testing.TB, channel string) *Recorder {
 	r := &Recorder{gate: make(chan struct{}), closed: make(chan struct{}), got: make(chan struct{}, 1)}
 	c := newConn(h, nil, true)
-	if err := h.enter(c); err != nil {
+	if err := h.enter(c, h.controlGen()); err != nil {
 		tb.Fatal(err)
 	}
-	if err := h.subscribe(context.Background(), c, channel, resumeFrom{}, nil); err != nil {
+	if err := h.subscribe(context.Background(), c, channel, resumeFrom{}, nil, h.controlGen()); err != nil {
 		tb.Fatal(err)
 	}
 	c.takeOver(r, kindSSEMux, nil)
@@ -185,7 +185,7 @@ func (r *Recorder) Close() error {
 // hub and returns the frames queued in reply.
 func (h *Hub) HandleFrames(frames ...[]byte) [][]byte {
 	c := newConn(h, &http.Request{Header: http.Header{}}, true)
-	if h.enter(c) != nil {
+	if h.enter(c, h.controlGen()) != nil {
 		return nil
 	}
 	defer h.leave(c)

@@ -31,7 +31,9 @@ import (
 //
 // Hub.mu stands apart: it guards the hub's maps and is held only briefly,
 // never while taking another of these, so no socket is closed and no
-// connection locked under it. conn.wlock orders writes to one socket and
+// connection locked under it. It may be taken holding them: a
+// subscription reads the control generation under hubChannel.mu and
+// conn.mu as it registers (recheck.go). conn.wlock orders writes to one socket and
 // is held across a write; conn.mu and conn.wmu are never held across one.
 
 // A Hub fans publications out to SSE and WebSocket clients. Mount it on
@@ -88,13 +90,17 @@ type Hub struct {
 	drains  atomic.Int64   // goroutines started to wait for a client (tests read it)
 	readers sync.WaitGroup // their readers; Add only under mu while not closed
 
-	mu       sync.Mutex // guards channels, states, conns, perIP, closed and idle
+	mu       sync.Mutex // guards channels, states, conns, perIP, closed, idle, gen and recent
 	channels map[string]*hubChannel
 	states   map[string]*State
 	conns    map[*conn]struct{}
 	perIP    map[string]int
 	closed   bool
 	idle     chan struct{} // closed when closed is set and conns is empty
+	// The control generation (recheck.go): how many control messages
+	// were applied, and the last of them, recent[gen%recentControls].
+	gen    uint64
+	recent [recentControls]controlMsg
 }
 
 // NewHub returns a Hub configured by opts, which may be nil. It starts the

@@ -20,7 +20,18 @@ type Options struct {
 	// request that opened the stream or WebSocket, so read the user from
 	// its cookies or context (browsers cannot set headers on EventSource
 	// and WebSocket requests). It is evaluated once per subscription: a
-	// subscription it allowed goes on until the client leaves.
+	// subscription it allowed goes on until the client leaves, or until
+	// Hub.Reauthorize or Hub.Disconnect ends it. A subscription whose
+	// Authorize was running when a Reauthorize that concerns it was
+	// applied is authorized again before it receives anything, so an
+	// Authorize that read rights just revoked never lets a publication
+	// made after the Reauthorize through.
+	//
+	// r's context lives as long as the connection: it ends when the
+	// connection ends or the Hub closes, not when the handler that opened
+	// it returns, so pass it to the database or Redis lookups Authorize
+	// makes, also for a WebSocket's later frames and for Hub.Reauthorize.
+	// It keeps the request's values (IdentityOf, your middleware's).
 	//
 	// A non-nil error refuses: 403 over HTTP, an error frame over
 	// WebSocket. The client sees a generic message and the error goes to
@@ -40,9 +51,14 @@ type Options struct {
 	// that carries a retry key, whose response only the same user gets
 	// again (see [HookOptions].RetryWindow). A non-nil error refuses the request
 	// with 401 (the client sees a generic message, or that of [Deny]).
-	// When a hub may have lost a control message (see [Hub.Disconnect]) it
-	// runs Identify again for every connection, with the request that
-	// opened it, and ends those it refuses or names another user for.
+	// A connection whose Identify was running when a Disconnect of its
+	// user was applied is refused with 401 too ("disconnected"), or, if it
+	// got further, ended as Disconnect ends the others. Identify runs
+	// while the request is served; run again for an open connection, it
+	// gets the request the connection keeps for Authorize, whose context
+	// lives as long as the connection: when a hub may have lost a control
+	// message (see [Hub.Disconnect]) it runs Identify again for every
+	// connection, and ends those it refuses or names another user for.
 	// Default: every request is anonymous.
 	Identify func(r *http.Request) (Identity, error)
 

@@ -76,8 +76,13 @@ func (h *Hub) poll(w http.ResponseWriter, r *http.Request, c *conn, hold time.Du
 	for !news {
 		c.mu.Lock()
 		batch, slow := c.q, c.slow || c.ended
+		lw, _ := c.endErr.(*lastWords)
 		c.q, c.bytes, c.beat = nil, 0, false
 		c.mu.Unlock()
+		if lw != nil {
+			out = []*frame{lw.f} // Disconnect, or a Reauthorize, ended it
+			break
+		}
 		if slow {
 			// Frames were dropped: the client polls again from its cursors.
 			writeError(w, http.StatusServiceUnavailable, "too_slow", "too much at once: poll again from your cursors")

@@ -38,8 +38,10 @@ type resumeFrom struct {
 // subscribe adds channel name to c, replaying history after from when it
 // is given. The subscriber is registered before subscribe returns, so a
 // publication made after that reaches the client. The caller has
-// validated and authorized the channel.
-func (h *Hub) subscribe(ctx context.Context, c *conn, name string, from resumeFrom, ref json.RawMessage) error {
+// validated and authorized the channel, after reading control generation
+// g: a Reauthorize that concerns the subscription applied since makes
+// subscribe return errRecheck instead (recheck.go).
+func (h *Hub) subscribe(ctx context.Context, c *conn, name string, from resumeFrom, ref json.RawMessage, g uint64) error {
 	c.mu.Lock()
 	if s := c.subs[name]; s != nil {
 		c.mu.Unlock()
@@ -58,7 +60,7 @@ func (h *Hub) subscribe(ctx context.Context, c *conn, name string, from resumeFr
 	if err != nil {
 		return err
 	}
-	s := &subscription{c: c, hc: hc}
+	s := &subscription{c: c, hc: hc, idx: -1}
 
 	var cur Position
 	reset := ""
@@ -100,7 +102,11 @@ func (h *Hub) subscribe(ctx context.Context, c *conn, name string, from resumeFr
 	resume := from.given && reset == "" && from.pos.Seq < cur.Seq
 	if resume {
 		if replay, ok := hc.recentAfterLocked(from.pos); ok {
-			hc.addLocked(s)
+			if err := h.registerLocked(s, g); err != nil {
+				hc.mu.Unlock()
+				h.release(hc)
+				return err
+			}
 			c.push(control{Type: "subscribed", Channel: name, Cursor: from.pos.String(), Ref: ref, Conn: c.key}.encode(c.ws))
 			c.pushReplay(replay, nil)
 			h.stats.replayed.Add(int64(len(replay)))
@@ -110,7 +116,11 @@ func (h *Hub) subscribe(ctx context.Context, c *conn, name string, from resumeFr
 		}
 	}
 	s.resuming = resume
-	hc.addLocked(s)
+	if err := h.registerLocked(s, g); err != nil {
+		hc.mu.Unlock()
+		h.release(hc)
+		return err
+	}
 	if !resume {
 		c.push(control{Type: "subscribed", Channel: name, Cursor: cur.String(), Ref: ref, Conn: c.key}.encode(c.ws))
 		if reset != "" {
@@ -131,9 +141,21 @@ func (h *Hub) subscribe(ctx context.Context, c *conn, name string, from resumeFr
 		msgs, err = h.history.Since(ctx, name, from.pos)
 	}
 	hc.mu.Lock()
+	if s.idx < 0 {
+		// Ended meanwhile (unsubscribed, refused by a Reauthorize, or the
+		// connection left), by whoever released hc.
+		hc.mu.Unlock()
+		return nil
+	}
 	if err != nil && !errors.Is(err, ErrGone) {
 		hc.removeLocked(s)
 		hc.mu.Unlock()
+		c.mu.Lock()
+		if c.subs[name] == s {
+			delete(c.subs, name)
+		}
+		c.mu.Unlock()
+		h.stats.subscriptions.Add(-1)
 		h.release(hc)
 		return fmt.Errorf("%w: %w", errUnavailable, err)
 	}
@@ -166,17 +188,45 @@ func (h *Hub) subscribe(ctx context.Context, c *conn, name string, from resumeFr
 	return nil
 }
 
-// adopt records s among c's subscriptions.
-func (h *Hub) adopt(c *conn, s *subscription) {
+// registerLocked makes s one of c's subscriptions and one of its
+// channel's subscribers, unless a Reauthorize that concerns it was applied
+// after control generation g (errRecheck). The caller holds s.hc.mu; the
+// check and the registration hold c.mu, which reauthorize takes to list
+// c's subscriptions, so a Reauthorize either is seen here or sees s.
+// Connections without a request (the hub's own) have nothing to check.
+func (h *Hub) registerLocked(s *subscription, g uint64) error {
+	c := s.c
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.req != nil {
+		h.mu.Lock()
+		missed := h.missedLocked(g, "reauthorize", c.id, s.hc.name)
+		h.mu.Unlock()
+		if missed {
+			return errRecheck
+		}
+	}
 	if c.subs == nil {
 		c.subs = make(map[string]*subscription)
 	}
 	c.subs[s.hc.name] = s
-	c.mu.Unlock()
+	s.hc.addLocked(s)
 	h.stats.subscriptions.Add(1)
-	if s.hc.presence {
-		h.presence.join(c, s.hc.name)
+	return nil
+}
+
+// adopt joins s's channel's presence, once s receives publications.
+func (h *Hub) adopt(c *conn, s *subscription) {
+	if !s.hc.presence {
+		return
+	}
+	h.presence.join(c, s.hc.name)
+	// An unsubscription since registerLocked left before this joined.
+	s.hc.mu.Lock()
+	gone := s.idx < 0
+	s.hc.mu.Unlock()
+	if gone {
+		h.presence.leave(c, s.hc.name)
 	}
 }
 

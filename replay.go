@@ -297,7 +297,6 @@ func (s *subscription) breakLocked(why string) {
 	s.pending, s.pendingBytes = nil, 0
 }
 
-
 // knows reports whether the broker's history has p on channel, reading
 // one publication at most where it can.
 func (h *Hub) knows(ctx context.Context, channel string, p Position) bool {

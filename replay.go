@@ -16,8 +16,9 @@ import (
 // slow-client treatment. Subscribers replaying the same range at the same
 // time share each page, read once.
 
-// maxPages bounds the pages a channel keeps while replays run, for the
-// replays that follow the one that read them.
+// A channel keeps the pages it read while replays run, for the replays
+// that follow the one that read them: one page per replay running, or
+// maxPages if that is more.
 const maxPages = 4
 
 // A page is a part of a channel's history, encoded once for every
@@ -70,7 +71,7 @@ func (hc *hubChannel) page(ctx context.Context, p Position) ([]*frame, error) {
 		}
 		hc.pages[p] = pg
 		hc.pageOrder = append(hc.pageOrder, p)
-		if len(hc.pageOrder) > maxPages {
+		if len(hc.pageOrder) > max(maxPages, hc.replays) {
 			delete(hc.pages, hc.pageOrder[0])
 			hc.pageOrder = hc.pageOrder[1:]
 		}
@@ -284,7 +285,7 @@ func (s *subscription) holdLocked(f *frame) {
 		s.breakLocked(resetSlow)
 		return
 	}
-	s.pending, s.pendingBytes = nil, 0
+	s.breakLocked(resetSlow) // nothing more is held for a connection that ends
 	s.c.tooSlow()
 }
 

@@ -51,6 +51,13 @@ type hubChannel struct {
 	// what makes a reconnection storm cheap.
 	recent      []*frame
 	recentBytes int
+
+	// Pages of history read for the replays running on the channel
+	// (replay.go), by the position they follow, oldest first in pageOrder.
+	pmu       sync.Mutex // guards the fields below
+	replays   int
+	pages     map[Position]*page
+	pageOrder []Position
 }
 
 // Bounds of a channel's recent frames.
@@ -306,7 +313,6 @@ func (hc *hubChannel) fanoutLocked(f *frame) {
 	hc.last = f.pos
 	hc.rememberLocked(f)
 	hc.kindOf().fanned(f)
-	max := hc.h.opts.QueueMessages
 	for _, s := range hc.subs {
 		if s.ahead != 0 {
 			if f.pos.Seq <= s.ahead {
@@ -317,16 +323,11 @@ func (hc *hubChannel) fanoutLocked(f *frame) {
 		if f.except != nil && f.except.skips(s.c) {
 			continue
 		}
-		if !s.resuming {
-			s.c.push(f)
+		if s.resuming {
+			s.holdLocked(f)
 			continue
 		}
-		if len(s.pending) < max {
-			s.pending = append(s.pending, f)
-		} else {
-			s.broken = true
-			s.pending = nil
-		}
+		s.c.push(f)
 	}
 }
 
@@ -350,8 +351,7 @@ func (hc *hubChannel) resetAllLocked(reason string, cursor Position) {
 	for _, s := range hc.subs {
 		s.ahead = 0
 		if s.resuming {
-			s.broken = true
-			s.pending = nil
+			s.breakLocked(resetGone)
 			continue
 		}
 		if s.c.ws {

@@ -74,6 +74,7 @@ type conn struct {
 	slow  bool // disconnect requested under SlowDisconnect
 	subs  map[string]*subscription
 	skip  map[string]Position // per state channel: publications up to here were conflated
+	room  chan struct{}       // closed when the queue is taken; nil when nobody waits for room
 
 	// Connections taken over by the hub's writers (writer.go) use these.
 	kind     int                   // how frames are encoded; 0 until taken over. Written once, under mu, by takeOver; read under mu, or by c's writer, which takeOver scheduled
@@ -180,18 +181,93 @@ func (c *conn) push(f *frame) {
 	}
 }
 
-// pushReplay queues what a resuming client missed, then the publications
-// held while it was read from history. It bypasses the queue's bounds,
-// which would otherwise turn every resume longer than the bounds into a
-// disconnection, and the next resume into the same: the broker's history
-// bounds it instead. Publications after it are bounded as usual.
-func (c *conn) pushReplay(replay, pending []*frame) {
+// pushSome queues the first frames of fs as push would while the queue is
+// under its bounds, and returns how many it took; those it leaves wait for
+// room (pushPaced). ok is false once c is slow or ended: nothing more
+// reaches it.
+func (c *conn) pushSome(fs []*frame) (n int, ok bool) {
 	c.mu.Lock()
-	if !c.slow && !c.ended {
-		c.q = append(c.q, replay...)
-		c.q = append(c.q, pending...)
+	if c.slow || c.ended {
+		c.mu.Unlock()
+		return 0, false
+	}
+	for n < len(fs) && c.bytes < c.hub.opts.QueueBytes && len(c.q) < c.hub.opts.QueueMessages {
+		f := fs[n]
+		n++
+		if c.skip != nil && c.skipLocked(f) {
+			continue
+		}
+		c.q = append(c.q, f)
+		c.bytes += f.cost()
 	}
 	c.unlockAndWake()
+	return n, true
+}
+
+// pushPaced queues fs as the client reads them: what the queue does not
+// admit at once (pushSome) waits for a writer to take the queue. It is
+// how a resuming client gets what it missed, so that a long replay is
+// neither taken for a slow client nor held beyond the queue's bounds. It
+// reports false if ctx ended, or c did, before all were queued.
+func (c *conn) pushPaced(ctx context.Context, fs []*frame) bool {
+	for {
+		n, ok := c.pushSome(fs)
+		if !ok {
+			return false
+		}
+		if fs = fs[n:]; len(fs) == 0 {
+			return true
+		}
+		if !c.waitRoom(ctx) {
+			return false
+		}
+	}
+}
+
+// waitRoom waits until c's queue is under its bounds. It reports false if
+// ctx ended, or c did, first.
+func (c *conn) waitRoom(ctx context.Context) bool {
+	for {
+		c.mu.Lock()
+		if c.slow || c.ended {
+			c.mu.Unlock()
+			return false
+		}
+		if c.bytes < c.hub.opts.QueueBytes && len(c.q) < c.hub.opts.QueueMessages {
+			c.mu.Unlock()
+			return true
+		}
+		if c.room == nil {
+			c.room = make(chan struct{})
+		}
+		room := c.room
+		c.mu.Unlock()
+		select {
+		case <-room:
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+// roomLocked wakes those waiting for room in c's queue: the queue was
+// taken, or c ended.
+func (c *conn) roomLocked() {
+	if c.room != nil {
+		close(c.room)
+		c.room = nil
+	}
+}
+
+// tooSlow applies SlowDisconnect to c, whose client cannot keep up: its
+// queue is dropped and it ends.
+func (c *conn) tooSlow() {
+	c.hub.stats.slow.Add(1)
+	c.mu.Lock()
+	clear(c.q)
+	c.q, c.bytes, c.slow = c.q[:0], 0, true
+	c.unlockAndWake()
+	c.kill(errSlow)
 }
 
 // overflowLocked applies the slow-client policy when f does not fit.

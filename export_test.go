@@ -120,12 +120,22 @@ type Recorder struct {
 // AttachRecorder subscribes a recorder to channel. Its first write waits
 // until Release is called.
 func (h *Hub) AttachRecorder(tb testing.TB, channel string) *Recorder {
+	return h.AttachRecorderFrom(tb, channel, "")
+}
+
+// AttachRecorderFrom subscribes a recorder to channel that resumes from
+// cursor, if it is not empty.
+func (h *Hub) AttachRecorderFrom(tb testing.TB, channel, cursor string) *Recorder {
 	r := &Recorder{gate: make(chan struct{}), closed: make(chan struct{}), got: make(chan struct{}, 1)}
 	c := newConn(h, nil, true)
 	if err := h.enter(c, h.controlGen()); err != nil {
 		tb.Fatal(err)
 	}
-	if err := h.subscribe(context.Background(), c, channel, resumeFrom{}, nil, h.controlGen()); err != nil {
+	var from resumeFrom
+	if cursor != "" {
+		from = parseResume(cursor)
+	}
+	if err := h.subscribe(context.Background(), c, channel, from, nil, h.controlGen()); err != nil {
 		tb.Fatal(err)
 	}
 	c.takeOver(r, kindSSEMux, nil)

@@ -214,6 +214,24 @@ type Snapshots interface {
 	Snapshot(ctx context.Context, channel string) (Position, []byte, error)
 }
 
+// PagedHistory is implemented by brokers that can read a part of their
+// history. The Hub replays what a resuming client missed a page at a time,
+// as the client reads it, so that a client resuming from far back holds
+// one page in memory rather than the whole range, however slowly it reads.
+// Without it, the Hub reads the range whole with Since.
+//
+// SincePage is Since stopped early: it returns the first publications
+// after the position after, in order, at most maxMessages of them and at
+// most maxBytes of Data in all, but always at least one when there is one
+// (however large). The caller continues from the last one returned. Its
+// errors are Since's: ErrGone when the publication after after is gone
+// or after is not a position of the channel; a page that ends before the
+// head is no error.
+type PagedHistory interface {
+	History
+	SincePage(ctx context.Context, channel string, after Position, maxMessages, maxBytes int) ([]Message, error)
+}
+
 // Identity is who a connection belongs to, as [Options].Identify says:
 // Authorize reads it with [IdentityOf], and [Hub.Disconnect] and
 // [Hub.Reauthorize] find connections by it.

@@ -47,9 +47,10 @@ type MemoryBroker struct {
 }
 
 var (
-	_ Broker    = (*MemoryBroker)(nil)
-	_ History   = (*MemoryBroker)(nil)
-	_ Snapshots = (*MemoryBroker)(nil)
+	_ Broker       = (*MemoryBroker)(nil)
+	_ History      = (*MemoryBroker)(nil)
+	_ PagedHistory = (*MemoryBroker)(nil)
+	_ Snapshots    = (*MemoryBroker)(nil)
 )
 
 type memChannel struct {
@@ -257,6 +258,17 @@ func (b *MemoryBroker) Subscribe(ctx context.Context, channel string, ready func
 
 // Since implements [History].
 func (b *MemoryBroker) Since(ctx context.Context, channel string, after Position) ([]Message, error) {
+	return b.since(ctx, channel, after, 0, 0)
+}
+
+// SincePage implements [PagedHistory].
+func (b *MemoryBroker) SincePage(ctx context.Context, channel string, after Position, maxMessages, maxBytes int) ([]Message, error) {
+	return b.since(ctx, channel, after, max(maxMessages, 1), maxBytes)
+}
+
+// since returns the publications after after: all of them when
+// maxMessages is 0, otherwise a page bounded by maxMessages and maxBytes.
+func (b *MemoryBroker) since(ctx context.Context, channel string, after Position, maxMessages, maxBytes int) ([]Message, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("live: history %q: %w", channel, err)
 	}
@@ -280,9 +292,18 @@ func (b *MemoryBroker) Since(ctx context.Context, channel string, after Position
 		return nil, fmt.Errorf("live: history %q from %v: %w", channel, after, ErrGone)
 	}
 	skip := int(after.Seq + 1 - oldest)
-	out := make([]Message, 0, c.n-skip)
-	for i := skip; i < c.n; i++ {
-		out = append(out, c.ring[(c.start+i)%len(c.ring)].msg)
+	n := c.n - skip
+	if maxMessages > 0 {
+		n = min(n, maxMessages)
+	}
+	out := make([]Message, 0, n)
+	size := 0
+	for i := skip; len(out) < n; i++ {
+		m := c.ring[(c.start+i)%len(c.ring)].msg
+		if size += len(m.Data); maxMessages > 0 && len(out) > 0 && size > maxBytes {
+			break
+		}
+		out = append(out, m)
 	}
 	return out, nil
 }

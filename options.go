@@ -79,9 +79,11 @@ type Options struct {
 	// QueueBytes and QueueMessages bound each connection's queue of
 	// frames waiting to be written. Defaults 1 MiB and 4096. A frame is
 	// admitted while the queue is under its bounds, so the queue holds at
-	// most one frame beyond them. What a resuming client missed is queued
-	// on top of them (the broker's history bounds it), so that a long
-	// resume is not taken for a slow client.
+	// most one frame beyond them. What a resuming client missed is read
+	// from history a page of the same bounds at a time and queued as the
+	// queue makes room, so a long resume is neither taken for a slow
+	// client nor held in memory whole; publications made meanwhile wait
+	// within the same bounds, past which SlowPolicy applies.
 	//
 	// A publication may be at most half of QueueBytes (512 KiB by
 	// default): Publish refuses larger ones with ErrTooLarge and counts

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 )
 
 // A subscription is one connection's interest in one channel.
@@ -20,11 +19,19 @@ type subscription struct {
 	ahead uint64
 
 	// While a resuming subscription replays history, live frames wait in
-	// pending. broken records that some were lost (pending overflowed, or
-	// the channel reset) so the replay must end in a reset. Guarded by hc.mu.
-	resuming bool
-	broken   bool
-	pending  []*frame
+	// pending, within the queue's bounds. broken records that some were
+	// lost (pending overflowed, or the channel reset) so the replay must
+	// end in a reset, for why. Guarded by hc.mu.
+	resuming     bool
+	broken       bool
+	why          string
+	pending      []*frame
+	pendingBytes int
+
+	// ctx bounds the replay; stop ends it. Set before the subscription
+	// is adopted, for resuming subscriptions only.
+	ctx  context.Context
+	stop context.CancelFunc
 }
 
 // resumeFrom is where a client asks to resume.
@@ -96,22 +103,18 @@ func (h *Hub) subscribe(ctx context.Context, c *conn, name string, from resumeFr
 			break
 		}
 		hc.mu.Unlock()
-		_, err := h.history.Since(ctx, name, from.pos)
-		asked, known = true, err == nil
+		asked, known = true, h.knows(ctx, name, from.pos)
 	}
 	resume := from.given && reset == "" && from.pos.Seq < cur.Seq
 	if resume {
 		if replay, ok := hc.recentAfterLocked(from.pos); ok {
+			s.resuming = true
 			if err := h.registerLocked(s, g); err != nil {
 				hc.mu.Unlock()
 				h.release(hc)
 				return err
 			}
-			c.push(control{Type: "subscribed", Channel: name, Cursor: from.pos.String(), Ref: ref, Conn: c.key}.encode(c.ws))
-			c.pushReplay(replay, nil)
-			h.stats.replayed.Add(int64(len(replay)))
-			hc.mu.Unlock()
-			h.adopt(c, s)
+			h.replayLocked(s, replay, from.pos, cur, ref)
 			return nil
 		}
 	}
@@ -132,60 +135,7 @@ func (h *Hub) subscribe(ctx context.Context, c *conn, name string, from resumeFr
 		return nil
 	}
 	hc.mu.Unlock()
-
-	// Replay (from, cur] from history; live publications after cur wait in
-	// s.pending meanwhile. Both are checked for contiguity at the seam.
-	var msgs []Message
-	err = ErrGone
-	if h.history != nil {
-		msgs, err = h.history.Since(ctx, name, from.pos)
-	}
-	hc.mu.Lock()
-	if s.idx < 0 {
-		// Ended meanwhile (unsubscribed, refused by a Reauthorize, or the
-		// connection left), by whoever released hc.
-		hc.mu.Unlock()
-		return nil
-	}
-	if err != nil && !errors.Is(err, ErrGone) {
-		hc.removeLocked(s)
-		hc.mu.Unlock()
-		c.mu.Lock()
-		if c.subs[name] == s {
-			delete(c.subs, name)
-		}
-		c.mu.Unlock()
-		h.stats.subscriptions.Add(-1)
-		h.release(hc)
-		return fmt.Errorf("%w: %w", errUnavailable, err)
-	}
-	c.push(control{Type: "subscribed", Channel: name, Cursor: from.pos.String(), Ref: ref, Conn: c.key}.encode(c.ws))
-	ok := err == nil && !s.broken
-	last := from.pos
-	var replay []*frame
-	for _, m := range msgs {
-		if !ok || m.Pos.Seq > cur.Seq {
-			break
-		}
-		if m.Pos.Epoch != last.Epoch || m.Pos.Seq != last.Seq+1 {
-			ok = false
-			break
-		}
-		replay = append(replay, hc.frame(m))
-		last = m.Pos
-	}
-	ok = ok && last == cur
-	if ok {
-		c.pushReplay(replay, s.pending)
-		h.stats.replayed.Add(int64(len(replay)))
-	} else {
-		c.push(hc.kindOf().resetFrame(hc.last, resetGone, c.ws))
-		h.stats.reset(resetGone)
-	}
-	s.resuming, s.broken, s.pending = false, false, nil
-	hc.mu.Unlock()
-	h.adopt(c, s)
-	return nil
+	return h.replay(ctx, s, from.pos, cur, ref)
 }
 
 // registerLocked makes s one of c's subscriptions and one of its
@@ -247,9 +197,13 @@ func (h *Hub) unsubscribe(c *conn, name string) bool {
 func (s *subscription) cancel() {
 	hc := s.hc
 	hc.mu.Lock()
+	stop := s.stop
 	removed := s.idx >= 0
 	hc.removeLocked(s)
 	hc.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
 	if removed {
 		hc.h.stats.subscriptions.Add(-1)
 		if hc.presence {

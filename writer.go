@@ -221,6 +221,7 @@ func (c *conn) kill(why error) {
 		return
 	}
 	c.ended, c.endErr = true, why
+	c.roomLocked()
 	add := c.kind != 0 && !c.sched
 	c.sched = c.sched || add
 	held := c.kind == 0 // a long-poll may be waiting on wake
@@ -263,6 +264,7 @@ func (c *conn) fail(err error) {
 // waiting, and queue c again if more arrived meanwhile.
 func (c *conn) flush() {
 	c.mu.Lock()
+	c.roomLocked()
 	if c.ended {
 		c.sched = false
 		c.mu.Unlock()

@@ -25,7 +25,8 @@
 //	go test -race -run 'Conformance/History/Seam'
 //
 // The optional abilities the Hub looks for are checked when the broker has
-// them: [live.History], [live.Snapshots], and a Close() error method.
+// them: [live.History], [live.PagedHistory], [live.Snapshots], and a Close()
+// error method.
 //
 // [RunNodes] checks what a Hub gets from brokers that share a server, as
 // the processes of one application do: one numbering for the publications
@@ -138,6 +139,7 @@ func Run(t *testing.T, cfg Config) {
 			{"VisibleOnReturn", s.testVisibleOnReturn},
 			{"VisibleBeforeDelivery", s.testVisibleBeforeDelivery},
 			{"Seam", s.testSeam},
+			{"Pages", s.testPages},
 			{"CancelledContext", s.testSinceCancelled},
 		}},
 		{"Snapshots", []namedTest{

@@ -145,9 +145,10 @@ type Broker struct {
 }
 
 var (
-	_ live.Broker    = (*Broker)(nil)
-	_ live.History   = (*Broker)(nil)
-	_ live.Snapshots = (*Broker)(nil)
+	_ live.Broker       = (*Broker)(nil)
+	_ live.History      = (*Broker)(nil)
+	_ live.PagedHistory = (*Broker)(nil)
+	_ live.Snapshots    = (*Broker)(nil)
 )
 
 const (
@@ -987,6 +988,136 @@ func (b *Broker) since(ctx context.Context, channel string, after live.Position)
 		return nil, live.ErrGone // older than HistoryAge
 	}
 	return msgs, nil
+}
+
+// SincePage implements [live.PagedHistory]. Up to 64 publications from
+// the head it reads as Since does. Further back it finds the stored
+// message holding the page's first publication by a binary search over
+// the stream's sequence numbers, each step one lookup of the channel's
+// next message from a sequence number, then reads the channel's messages
+// one at a time from there until the page is full: a page costs a few
+// dozen lookups and its own publications, whatever lies before it.
+func (b *Broker) SincePage(ctx context.Context, channel string, after live.Position, maxMessages, maxBytes int) ([]live.Message, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("live: history %q: %w", channel, err)
+	}
+	if b.isClosed() {
+		return nil, fmt.Errorf("live: history %q: %w", channel, live.ErrClosed)
+	}
+	if err := live.ValidChannel(channel); err != nil {
+		return nil, fmt.Errorf("live: history: %w", err)
+	}
+	msgs, err := b.sincePage(ctx, channel, after, max(maxMessages, 1), maxBytes)
+	if err != nil {
+		return nil, fmt.Errorf("live: history %q from %v: %w", channel, after, err)
+	}
+	return msgs, nil
+}
+
+func (b *Broker) sincePage(ctx context.Context, channel string, after live.Position, maxMessages, maxBytes int) ([]live.Message, error) {
+	t, ok, err := b.last(ctx, channel)
+	if err != nil {
+		return nil, err
+	}
+	if !ok || t.pos.Epoch != after.Epoch || after.Seq > t.pos.Seq {
+		return nil, live.ErrGone
+	}
+	n := t.pos.Seq - after.Seq
+	if n == 0 {
+		return nil, nil
+	}
+	if n > uint64(b.size) {
+		return nil, live.ErrGone // more than a channel keeps
+	}
+	var page []live.Message
+	size := 0
+	// add appends msgs to the page while it has room, and reports
+	// whether it is full.
+	add := func(msgs []live.Message) bool {
+		for _, m := range msgs {
+			if len(page) > 0 && size+len(m.Data) > maxBytes {
+				return true
+			}
+			page = append(page, m)
+			size += len(m.Data)
+			if len(page) >= maxMessages {
+				return true
+			}
+		}
+		return false
+	}
+	if n <= walkMax {
+		msgs, first, err := b.walk(ctx, channel, t, int(n))
+		if err != nil {
+			return nil, err
+		}
+		if b.age > 0 && first.Before(time.Now().Add(-b.age)) {
+			return nil, live.ErrGone
+		}
+		add(msgs)
+		return page, nil
+	}
+
+	s, err := b.getStream(ctx)
+	if err != nil {
+		return nil, err
+	}
+	subject := b.subject(channel)
+	// next returns the channel's first message at or after stream
+	// sequence seq.
+	next := func(seq uint64) (tail, error) {
+		raw, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return tail{}, live.ErrGone
+		}
+		if err != nil {
+			return tail{}, err
+		}
+		return fromRaw(raw)
+	}
+	// Search for the first message holding publications after after:
+	// next(hi) is always m, which does.
+	lo, hi, m := uint64(1), t.sseq, t
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		x, err := next(mid)
+		if err != nil {
+			return nil, err
+		}
+		if x.pos.Seq > after.Seq {
+			hi, m = mid, x
+		} else {
+			lo = x.sseq + 1
+		}
+	}
+	if m.pos.Epoch != t.pos.Epoch || m.first() > after.Seq+1 {
+		return nil, live.ErrGone // dropped from the stream
+	}
+	if b.age > 0 && m.at.Before(time.Now().Add(-b.age)) {
+		return nil, live.ErrGone // older than HistoryAge
+	}
+	for {
+		msgs, err := m.messages(channel, after.Seq)
+		if err != nil {
+			return nil, err
+		}
+		if add(msgs) || m.pos.Seq >= t.pos.Seq {
+			return page, nil
+		}
+		after = m.pos
+		if m, err = next(m.sseq + 1); err != nil {
+			if errors.Is(err, live.ErrGone) && len(page) > 0 {
+				return page, nil // dropped meanwhile: the next page says so
+			}
+			return nil, err
+		}
+		if m.pos.Epoch != t.pos.Epoch || m.first() != after.Seq+1 {
+			if len(page) > 0 {
+				return page, nil
+			}
+			return nil, live.ErrGone
+		}
+	}
 }
 
 // walk returns the n publications up to t, reading messages back from t

@@ -142,9 +142,10 @@ type Broker struct {
 }
 
 var (
-	_ live.Broker    = (*Broker)(nil)
-	_ live.History   = (*Broker)(nil)
-	_ live.Snapshots = (*Broker)(nil)
+	_ live.Broker       = (*Broker)(nil)
+	_ live.History      = (*Broker)(nil)
+	_ live.PagedHistory = (*Broker)(nil)
+	_ live.Snapshots    = (*Broker)(nil)
 )
 
 const (
@@ -663,6 +664,54 @@ func (b *Broker) Since(ctx context.Context, channel string, after live.Position)
 		return nil, fmt.Errorf("live: history %q from %v: %w", channel, after, err)
 	}
 	return msgs, nil
+}
+
+// SincePage implements [live.PagedHistory]. It reads in queries with LIMIT sized
+// from the publications read so far (4 at first), so that it reads about
+// maxBytes, not the whole range, however large the publications.
+func (b *Broker) SincePage(ctx context.Context, channel string, after live.Position, maxMessages, maxBytes int) ([]live.Message, error) {
+	if err := live.ValidChannel(channel); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("live: history %q: %w", channel, err)
+	}
+	if b.isClosed() {
+		return nil, fmt.Errorf("live: history %q: %w", channel, live.ErrClosed)
+	}
+	var page []live.Message
+	size, count := 0, min(max(maxMessages, 1), 4)
+	from := after
+	for {
+		msgs, err := b.since(ctx, channel, from, count)
+		if err != nil && b.missing(err) {
+			msgs, err = b.since(ctx, channel, from, count)
+		}
+		if err != nil {
+			if len(page) > 0 && errors.Is(err, live.ErrGone) {
+				return page, nil // trimmed meanwhile: the next page says so
+			}
+			return nil, fmt.Errorf("live: history %q from %v: %w", channel, after, err)
+		}
+		for _, m := range msgs {
+			if len(page) > 0 && size+len(m.Data) > maxBytes {
+				return page, nil
+			}
+			page = append(page, m)
+			size += len(m.Data)
+			if len(page) >= maxMessages {
+				return page, nil
+			}
+		}
+		if len(msgs) < count {
+			return page, nil // the head
+		}
+		if size >= maxBytes {
+			return page, nil
+		}
+		from = msgs[len(msgs)-1].Pos
+		count = min(maxMessages-len(page), (maxBytes-size)/max(size/len(page), 1)+1)
+	}
 }
 
 // since returns up to count (0: all) publications after after, or an error

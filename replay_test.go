@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 
 	"github.com/go-live/live"
@@ -190,10 +189,15 @@ type slowEvent struct{ id, event, data string }
 func openSlowSSE(t *testing.T, url, cursor string) *slowSSE {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 4*waitFor)
-	dialer := &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
-		return c.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 16<<10) })
-	}}
-	client := &http.Client{Transport: &http.Transport{DialContext: dialer.DialContext}}
+	var dialer net.Dialer
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dialer.DialContext(ctx, network, addr)
+		if tc, ok := c.(*net.TCPConn); ok {
+			tc.SetReadBuffer(16 << 10)
+		}
+		return c, err
+	}
+	client := &http.Client{Transport: &http.Transport{DialContext: dial}}
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	req.Header.Set("Last-Event-Id", cursor)
 	resp, err := client.Do(req)

@@ -161,6 +161,7 @@ type control struct {
 	Message string          `json:"message,omitempty"`
 	Ref     json.RawMessage `json:"ref,omitempty"`
 	Conn    string          `json:"connection,omitempty"` // "subscribed": the connection's ConnectionHeader
+	Status  string          `json:"status,omitempty"`     // "status": "delayed" or "live"
 }
 
 // encode returns the frame for transport ws (WebSocket) or SSE. SSE has no

@@ -216,6 +216,7 @@ type wsFrame struct {
 	Count    int             `json:"count,omitempty"`
 	Tag      string          `json:"tag,omitempty"`
 	Conn     string          `json:"connection,omitempty"`
+	Status   string          `json:"status,omitempty"`
 }
 
 // wsClient reads frames on its own goroutine into a channel.

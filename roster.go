@@ -67,6 +67,7 @@ type roster struct {
 	seen    Position      // the last position this hub's subscription delivered
 	since   time.Time     // when that subscription became ready; zero while it is down
 	echoed  time.Time     // when this hub sent the last beat it read back
+	delayed bool          // clients were told updates are delayed
 	serving chan struct{} // closed while the hub serves clients
 	changed chan struct{} // closed and replaced when a waiter should look again
 }
@@ -169,7 +170,12 @@ func (ro *roster) ready(head Position) {
 	ro.since = time.Now()
 	ro.seen = head
 	ro.changedLocked()
+	back := ro.delayed
+	ro.delayed = false
 	ro.mu.Unlock()
+	if back {
+		ro.h.tellDelayed(false)
+	}
 	select {
 	case ro.wake <- struct{}{}:
 	default:
@@ -182,7 +188,31 @@ func (ro *roster) broke() {
 	ro.mu.Lock()
 	ro.since = time.Time{}
 	ro.updateLocked(time.Now())
+	tell := !ro.delayed && ro.h.ctx.Err() == nil
+	ro.delayed = true
 	ro.mu.Unlock()
+	if tell {
+		ro.h.tellDelayed(true)
+	}
+}
+
+// tellDelayed tells every client of the hub that updates are delayed (its
+// link to the broker broke) or flow again: a "status" frame, or a
+// "status" event on a one-channel SSE stream, which EventSource.onmessage
+// never sees.
+func (h *Hub) tellDelayed(delayed bool) {
+	status := "live"
+	if delayed {
+		status = "delayed"
+	}
+	f := control{Type: "status", Status: status}.encode(true)
+	body, _ := json.Marshal(struct {
+		Status string `json:"status"`
+	}{status})
+	f.sse = append(append([]byte("event: status\ndata: "), body...), "\n\n"...)
+	for _, c := range h.connections() {
+		c.push(f)
+	}
 }
 
 // delivered records what the subscription delivered at pos, and takes in

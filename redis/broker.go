@@ -75,6 +75,7 @@ import (
 	"time"
 
 	"github.com/go-live/live"
+	"github.com/go-live/live/internal/paging"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -487,36 +488,13 @@ func (b *Broker) SincePage(ctx context.Context, channel string, after live.Posit
 	if err := b.checkName(channel); err != nil {
 		return nil, fmt.Errorf("live: history %q: %w", channel, err)
 	}
-	var page []live.Message
-	size, count := 0, min(max(maxMessages, 1), 4)
-	from := after
-	for {
-		msgs, err := b.since(ctx, channel, from, count)
-		if err != nil {
-			if len(page) > 0 && errors.Is(err, live.ErrGone) {
-				return page, nil // trimmed meanwhile: the next page says so
-			}
-			return nil, fmt.Errorf("live: history %q from %v: %w", channel, after, err)
-		}
-		for _, m := range msgs {
-			if len(page) > 0 && size+len(m.Data) > maxBytes {
-				return page, nil
-			}
-			page = append(page, m)
-			size += len(m.Data)
-			if len(page) >= maxMessages {
-				return page, nil
-			}
-		}
-		if len(msgs) < count {
-			return page, nil // the head
-		}
-		if size >= maxBytes {
-			return page, nil
-		}
-		from = msgs[len(msgs)-1].Pos
-		count = min(maxMessages-len(page), (maxBytes-size)/max(size/len(page), 1)+1)
+	page, err := paging.Read(ctx, after, maxMessages, maxBytes, func(ctx context.Context, from live.Position, count int) ([]live.Message, error) {
+		return b.since(ctx, channel, from, count)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("live: history %q from %v: %w", channel, after, err)
 	}
+	return page, nil
 }
 
 // since returns up to count (0: all) publications after after, or an error

@@ -87,6 +87,12 @@ export interface Connection {
   reconnectAttempt: number;
   /** The transport in use. */
   transport: "websocket" | "sse" | "poll";
+  /**
+   * True while connected to a hub whose link to its broker broke: updates
+   * are delayed, and arrive (or a reset) once the hub says they flow again.
+   * A hub cut off for more than about 5 s ends the connection instead.
+   */
+  delayed: boolean;
 }
 
 /**

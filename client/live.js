@@ -693,7 +693,7 @@ class Live {
     this._closed = false;
     this._timer = null; // the one reconnect timer
     /** @type {Connection} */
-    this._conn = { status: "connecting", reconnectAttempt: 0, transport: this._mode };
+    this._conn = { status: "connecting", reconnectAttempt: 0, transport: this._mode, delayed: false };
     this._statusListeners = new Set();
     this._errorListeners = new Set();
     /** @type {Map<string, any>} */
@@ -873,8 +873,11 @@ class Live {
   _setStatus(status, reconnectAttempt) {
     const transport = this._mode;
     const c = this._conn;
-    if (c.status === status && c.reconnectAttempt === reconnectAttempt && c.transport === transport) return;
-    this._conn = { status, reconnectAttempt, transport };
+    // A hub's word that updates are delayed holds for its connection only.
+    const delayed = status === "connected" && this._delayed === true;
+    if (!delayed) this._delayed = false;
+    if (c.status === status && c.reconnectAttempt === reconnectAttempt && c.transport === transport && c.delayed === delayed) return;
+    this._conn = { status, reconnectAttempt, transport, delayed };
     for (const l of [...this._statusListeners]) call(l, { ...this._conn });
   }
 
@@ -1097,6 +1100,15 @@ class Live {
         if (Number.isSafeInteger(m.count)) p.count = m.count;
         const view = presenceView(p, joined, left);
         for (const sub of [...ch.subs]) if (sub.onPresence) call(sub.onPresence, view);
+        return true;
+      }
+      case "status": {
+        // The hub's link to its broker broke ("delayed") or is back
+        // ("live"): updates wait meanwhile, and arrive after.
+        const delayed = m.status === "delayed";
+        if (delayed === (this._delayed === true)) return false;
+        this._delayed = delayed;
+        this._setStatus(this._conn.status, this._conn.reconnectAttempt);
         return true;
       }
       case "reset": {

@@ -27,7 +27,7 @@ export function LiveProvider(props: LiveProviderProps): ReactNode;
 
 /** What useLive returns. */
 export interface LiveContextValue {
-  /** The seed's LiveConnection: {status, reconnectAttempt}. */
+  /** The LiveProvider pattern's LiveConnection, {status, reconnectAttempt}, with the transport and whether updates are delayed. */
   connection: Connection;
   /** Calls callback for each publication on channel; returns the unsubscribe function, safe to call at any time. */
   subscribe<T = any>(channel: string, callback: (data: T, meta: Meta) => void, opts?: SubscribeOptions): () => void;

@@ -73,7 +73,7 @@ class Bridge {
     this.live = null;
     this.hooks = new Map(); // channel -> the hooks' subscriptions: Set of {callback, opts, cursor, stop}
     /** @type {Connection} */
-    this.connection = { status: "connecting", reconnectAttempt: 0 };
+    this.connection = { status: "connecting", reconnectAttempt: 0, delayed: false };
     this.transport = null;
     this.statusListeners = new Set();
     this.errorListeners = new Set();
@@ -91,7 +91,7 @@ class Bridge {
     this.transport = live.transport;
     this.stopStatus = live.onStatus((c) => {
       this.transport = live.transport;
-      if (c.status === this.connection.status && c.reconnectAttempt === this.connection.reconnectAttempt) return;
+      if (c.status === this.connection.status && c.reconnectAttempt === this.connection.reconnectAttempt && c.delayed === this.connection.delayed) return;
       this.connection = c;
       for (const l of [...this.statusListeners]) call(l);
     });
@@ -261,7 +261,7 @@ export function LiveProvider({ children, url, sseURL, transport, options, client
 
 /**
  * useLive returns the provider's connection state ({status,
- * reconnectAttempt}), subscribe, publish and the transport in use.
+ * reconnectAttempt, delayed}), subscribe, publish and the transport in use.
  * @returns {import("./react").LiveContextValue}
  */
 export function useLive() {

@@ -125,7 +125,7 @@ test("backoff doubles from 1 s to 30 s, one timer at a time, and starts again af
   assert.deepStrictEqual(waits, [999, 1999, 3999, 7999, 15999, 29999, 29999, 29999]);
   assert.equal(FakeSocket.all.length, 9);
   last().open();
-  assert.deepStrictEqual(l.connection, { status: "connected", reconnectAttempt: 0, transport: "websocket" });
+  assert.deepStrictEqual(l.connection, { status: "connected", reconnectAttempt: 0, transport: "websocket", delayed: false });
   last().fail();
   assert.deepStrictEqual(clock.delays(), [999]);
   assert.deepStrictEqual(statuses.slice(0, 6), ["connecting/0", "error/0", "disconnected/1", "connecting/1", "error/1", "disconnected/2"]);
@@ -246,7 +246,7 @@ test("close stops reconnecting and timers", async () => {
   assert.equal(clock.timers.size, 0);
   await clock.advance(60000);
   assert.equal(FakeSocket.all.length, 1);
-  assert.deepStrictEqual(l.connection, { status: "disconnected", reconnectAttempt: 1, transport: "websocket" });
+  assert.deepStrictEqual(l.connection, { status: "disconnected", reconnectAttempt: 1, transport: "websocket", delayed: false });
   assert.throws(() => l.subscribe("a", () => {}), { code: "closed" });
 });
 
@@ -488,7 +488,7 @@ test("sse: a change of channels reopens the stream from the cursors reached; a f
   await flush();
   assert.equal(fetch.streams().length, 4);
   assert.equal(fetch.streams()[3].url.searchParams.get("cursor.b"), "7.f");
-  assert.deepStrictEqual(l.connection, { status: "connected", reconnectAttempt: 0, transport: "sse" });
+  assert.deepStrictEqual(l.connection, { status: "connected", reconnectAttempt: 0, transport: "sse", delayed: false });
 });
 
 test("sse: refused channels are reported and left out; bad names never reach the hub", async () => {
@@ -694,4 +694,27 @@ test("auto: down to polling when a stream brings nothing, and back up when a pro
   last().open();
   assert.deepStrictEqual(last().frames("subscribe"), [{ type: "subscribe", channel: "a", cursor: "4.e" }], "resumed from the cursor polling reached");
   assert.deepStrictEqual(transports, ["websocket", "sse", "poll", "websocket"]);
+});
+
+test("status frames: a hub whose broker link broke says updates are delayed, then that they flow again; a new connection starts undelayed", async () => {
+  const l = newLive();
+  const seen = [];
+  l.onStatus((c) => seen.push([c.status, c.delayed]));
+  l.subscribe("ch", () => {});
+  last().open();
+  last().receive({ type: "subscribed", channel: "ch", cursor: "1.e" });
+  last().receive({ type: "status", status: "delayed" });
+  assert.equal(l.connection.delayed, true);
+  last().receive({ type: "status", status: "delayed" }); // said once
+  last().receive({ type: "status", status: "live" });
+  assert.equal(l.connection.delayed, false);
+  last().receive({ type: "status", status: "delayed" });
+  last().fail();
+  assert.equal(l.connection.delayed, false);
+  await clock.advance(clock.delays()[0]);
+  last().open();
+  assert.equal(l.connection.status, "connected");
+  assert.equal(l.connection.delayed, false);
+  assert.deepStrictEqual(seen.filter(([, d]) => d), [["connected", true], ["connected", true]]);
+  assert.equal(seen.filter(([s, d]) => s === "connected" && !d).length >= 2, true);
 });

@@ -14,26 +14,12 @@ import (
 	"github.com/go-live/live/internal/servertest"
 )
 
-// replayBound is the memory a resuming connection may hold, as the
-// README says: its queue, the batch being written, and one page of
-// history, each of Options.QueueBytes (1 MiB by default), and twice that
-// since frames keep two encodings.
-const replayBound = 6 << 20
-
 // TestResumeHeapWithinBound resumes ten clients from the first cursor of
 // a 40 MB history, and they never read: the hub holds what it may hold
 // for each connection, not the history ten times over.
 func TestResumeHeapWithinBound(t *testing.T) {
 	b := newMemoryBroker(t, 200)
-	n := servertest.NewNode(t, b, nil)
-	const clients = 10
-	before, peak := servertest.ResumeHeap(t, n, "big", 200, 200<<10, clients)
-	grew := int64(peak) - int64(before)
-	t.Logf("heap %.1f MiB before, %.1f MiB at the peak (%+.1f MiB) with %d clients",
-		float64(before)/(1<<20), float64(peak)/(1<<20), float64(grew)/(1<<20), clients)
-	if limit := int64(2 * clients * replayBound); grew > limit {
-		t.Errorf("the heap grew by %.1f MiB; want at most %.1f MiB", float64(grew)/(1<<20), float64(limit)/(1<<20))
-	}
+	servertest.ExpectResumeHeapBounded(t, servertest.NewNode(t, b, nil), "big")
 }
 
 // pageCounter records where each page of history was read from.

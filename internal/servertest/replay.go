@@ -72,3 +72,20 @@ func ResumeHeap(t testing.TB, n *Node, channel string, pubs, size, clients int) 
 	}
 	return before, peak
 }
+
+// ExpectResumeHeapBounded checks that ten clients resuming a 40 MB history
+// of channel on n (200 publications of 200 KiB) without reading grow the
+// heap by at most twice what the hub may hold per connection (its queue,
+// the batch being written and a page, of 1 MiB each by default, in two
+// encodings: 6 MiB), not the history ten times over.
+func ExpectResumeHeapBounded(t testing.TB, n *Node, channel string) {
+	t.Helper()
+	const clients, perConn = 10, 6 << 20
+	before, peak := ResumeHeap(t, n, channel, 200, 200<<10, clients)
+	grew := int64(peak) - int64(before)
+	t.Logf("heap %.1f MiB before, %.1f MiB at the peak (%+.1f MiB) with %d clients",
+		float64(before)/(1<<20), float64(peak)/(1<<20), float64(grew)/(1<<20), clients)
+	if limit := int64(2 * clients * perConn); grew > limit {
+		t.Errorf("the heap grew by %.1f MiB; want at most %.1f MiB", float64(grew)/(1<<20), float64(limit)/(1<<20))
+	}
+}

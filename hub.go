@@ -56,7 +56,8 @@ type Hub struct {
 	id        string // tells this hub's control messages from others'
 	opts      Options
 	broker    Broker
-	history   History // nil when the broker keeps none
+	history   History     // nil when the broker keeps none
+	cond      Conditional // nil when the broker cannot publish on condition
 	ownBroker bool
 	idem      *memoryIdempotency // HookOptions.Idempotency's default
 	presence  *presence          // nil without Options.Presence
@@ -106,6 +107,7 @@ func NewHub(opts *Options) *Hub {
 		h.ownBroker = true
 	}
 	h.history, _ = h.broker.(History)
+	h.cond, _ = h.broker.(Conditional)
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	h.done = h.ctx.Done()
 	h.group.Go(h.heartbeat)
@@ -145,6 +147,13 @@ func (h *Hub) Publish(ctx context.Context, channel string, v any) (Position, err
 
 // publish sends compact JSON data to the broker.
 func (h *Hub) publish(ctx context.Context, channel string, data []byte) (Position, error) {
+	return h.publishIf(ctx, channel, nil, data)
+}
+
+// publishIf sends compact JSON data to the broker, when head is not nil on
+// condition that the channel's head is *head, which the broker must be
+// able to check (h.cond is not nil).
+func (h *Hub) publishIf(ctx context.Context, channel string, head *Position, data []byte) (Position, error) {
 	select {
 	case <-h.done:
 		return Position{}, fmt.Errorf("live: publish %q: %w", channel, ErrClosed)
@@ -155,7 +164,16 @@ func (h *Hub) publish(ctx context.Context, channel string, data []byte) (Positio
 		h.stats.tooLarge.Add(1)
 		return Position{}, fmt.Errorf("live: publish %q: %d bytes, more than %d (half of Options.QueueBytes): %w", channel, len(data), max, ErrTooLarge)
 	}
-	pos, err := h.broker.Publish(ctx, channel, data)
+	var pos Position
+	var err error
+	if head != nil {
+		pos, err = h.cond.PublishIf(ctx, channel, *head, data)
+	} else {
+		pos, err = h.broker.Publish(ctx, channel, data)
+	}
+	if errors.Is(err, ErrConflict) {
+		return Position{}, err // the broker's answer, not its failure
+	}
 	if err != nil {
 		h.stats.brokerErrors.Add(1)
 		return Position{}, err

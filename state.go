@@ -8,12 +8,8 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"time"
 )
-
-// ErrConflict reports a conditional write to a [State] whose version has
-// moved on. Over HTTP it is a 412 whose JSON body carries the current
-// version, so the client can roll back and refetch.
-var ErrConflict = errors.New("live: version conflict")
 
 // errBadUpdate marks a write whose update could not be merged.
 var errBadUpdate = errors.New("bad update")
@@ -279,24 +275,39 @@ func (s *State) Get() (data json.RawMessage, version uint64) {
 // Set replaces the value with v and publishes the delta. It returns the
 // new version, once this Hub has applied it.
 func (s *State) Set(ctx context.Context, v any) (uint64, error) {
-	return s.write(ctx, false, 0, func(json.RawMessage) (json.RawMessage, error) { return json.Marshal(v) })
+	w, err := s.write(ctx, false, 0, func(json.RawMessage) (json.RawMessage, error) { return json.Marshal(v) })
+	return w.version, err
 }
 
 // SetIf is Set, refused with ErrConflict unless the value is at version.
+// On a [Conditional] broker (every broker of this module and its broker
+// modules) the broker checks the version as it takes the write, so of the
+// writes conditional on one version, on every Hub sharing the broker, at
+// most one succeeds, at version+1. On other brokers the version is
+// checked against this Hub's value only, and writes through two Hubs may
+// both succeed.
+//
+// A version this Hub has not applied yet, which a client may have read
+// from another Hub, is waited for, a second at most. A refused write
+// returns the value's version, once this Hub has applied the write that
+// won (waited for as long), with the error.
 func (s *State) SetIf(ctx context.Context, version uint64, v any) (uint64, error) {
-	return s.write(ctx, true, version, func(json.RawMessage) (json.RawMessage, error) { return json.Marshal(v) })
+	w, err := s.write(ctx, true, version, func(json.RawMessage) (json.RawMessage, error) { return json.Marshal(v) })
+	return w.version, err
 }
 
 // Apply merges update into the value with the State's Merge and
 // publishes the delta.
 func (s *State) Apply(ctx context.Context, update any) (uint64, error) {
-	return s.write(ctx, false, 0, s.merger(update))
+	w, err := s.write(ctx, false, 0, s.merger(update))
+	return w.version, err
 }
 
 // ApplyIf is Apply, refused with ErrConflict unless the value is at
-// version.
+// version, checked as SetIf checks it.
 func (s *State) ApplyIf(ctx context.Context, version uint64, update any) (uint64, error) {
-	return s.write(ctx, true, version, s.merger(update))
+	w, err := s.write(ctx, true, version, s.merger(update))
+	return w.version, err
 }
 
 func (s *State) merger(update any) func(json.RawMessage) (json.RawMessage, error) {
@@ -309,15 +320,70 @@ func (s *State) merger(update any) func(json.RawMessage) (json.RawMessage, error
 	}
 }
 
+// raceCatchUp bounds how long a conditional write waits for a version this
+// Hub has not applied yet: the version it is conditional on, which a
+// client may have read from another Hub, or the version of a write that
+// won at the broker, so that the conflict names a version the client can
+// retry on.
+const raceCatchUp = time.Second
+
+// written is what a write made: its version, and the value at that
+// version when the write knows it.
+type written struct {
+	version uint64
+	// value is the value at version when nothing came between the value
+	// the write changed and its publication, which the write then made
+	// what it is; else nil.
+	value json.RawMessage
+}
+
 // write computes the new value from the current one, publishes the delta
-// and waits until the stream has brought it back.
-func (s *State) write(ctx context.Context, conditional bool, want uint64, next func(json.RawMessage) (json.RawMessage, error)) (uint64, error) {
+// and waits until the stream has brought it back. A conditional write,
+// expecting version want, is checked against this Hub's value, then on a
+// Conditional broker by the broker as it takes the publication: the
+// value's version is the position of the channel's latest publication,
+// so the delta applies only if no publication came in between, from any
+// Hub. A refused write returns the current version with its error.
+func (s *State) write(ctx context.Context, conditional bool, want uint64, next func(json.RawMessage) (json.RawMessage, error)) (written, error) {
+	if conditional {
+		// A client that read version want from another Hub may be ahead
+		// of this one, which has the version on its way, if it exists.
+		s.catchUp(ctx, want)
+	}
+	pos, base, value, raced, err := s.publishWrite(ctx, conditional, want, next)
+	if raced {
+		// Another Hub's write took the position first and is on its way
+		// here: answer with the version that includes it.
+		s.catchUp(ctx, base.Seq+1)
+		_, version := s.Get()
+		return written{version: version}, err
+	}
+	if err != nil {
+		return written{version: base.Seq}, err
+	}
+	w := written{version: pos.Seq}
+	if pos == base || pos.Epoch == base.Epoch && pos.Seq == base.Seq+1 {
+		w.value = value
+	}
+	if pos == base {
+		return w, nil
+	}
+	return w, s.wait(ctx, pos)
+}
+
+// publishWrite publishes the change next makes to the value at base, the
+// version it read, and returns the publication's position (base itself
+// if nothing changed) and the value it made. raced reports a conditional
+// write the broker refused because the channel had moved on past base.
+func (s *State) publishWrite(ctx context.Context, conditional bool, want uint64, next func(json.RawMessage) (json.RawMessage, error)) (pos, base Position, value json.RawMessage, raced bool, err error) {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 
-	cur, version := s.Get()
-	if conditional && version != want {
-		return version, fmt.Errorf("live: state %q at version %d, not %d: %w", s.name, version, want, ErrConflict)
+	s.mu.Lock()
+	cur, base := s.value, s.version
+	s.mu.Unlock()
+	if conditional && base.Seq != want {
+		return base, base, nil, false, fmt.Errorf("live: state %q at version %d, not %d: %w", s.name, base.Seq, want, ErrConflict)
 	}
 	nv, err := next(cur)
 	if err == nil {
@@ -329,10 +395,10 @@ func (s *State) write(ctx context.Context, conditional bool, want uint64, next f
 		changes, ok, err = Diff(cur, nv)
 	}
 	if err != nil {
-		return version, fmt.Errorf("live: state %q: %w: %w", s.name, errBadUpdate, err)
+		return base, base, nil, false, fmt.Errorf("live: state %q: %w: %w", s.name, errBadUpdate, err)
 	}
 	if ok && len(changes) == 0 {
-		return version, nil // nothing changed: nothing to publish
+		return base, base, cur, false, nil // nothing changed: nothing to publish
 	}
 	p := statePayload{Changes: changes}
 	if !ok {
@@ -340,13 +406,34 @@ func (s *State) write(ctx context.Context, conditional bool, want uint64, next f
 	}
 	payload, err := p.encode()
 	if err != nil {
-		return version, err
+		return base, base, nil, false, err
 	}
-	pos, err := s.hub.publish(ctx, s.name, payload)
+	// Where the broker can, it checks that the channel is still at base
+	// as it takes the publication.
+	var head *Position
+	if conditional && s.hub.cond != nil {
+		head = &base
+	}
+	pos, err = s.hub.publishIf(ctx, s.name, head, payload)
 	if err != nil {
-		return version, err
+		raced = head != nil && errors.Is(err, ErrConflict)
+		if raced {
+			err = fmt.Errorf("live: state %q: another write came after version %d: %w", s.name, base.Seq, err)
+		}
+		return base, base, nil, raced, err
 	}
-	return pos.Seq, s.wait(ctx, pos)
+	return pos, base, nv, false, nil
+}
+
+// catchUp waits, for raceCatchUp at most, until the value's version is
+// at least seq.
+func (s *State) catchUp(ctx context.Context, seq uint64) {
+	s.mu.Lock()
+	pos := Position{Epoch: s.version.Epoch, Seq: seq}
+	s.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, raceCatchUp)
+	defer cancel()
+	s.wait(ctx, pos)
 }
 
 // wait blocks until the value includes the publication at pos.

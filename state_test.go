@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -221,6 +222,76 @@ func TestStateConcurrentWriters(t *testing.T) {
 	}
 	if diff := cmp.Diff(decode(t, string(data)), decode(t, string(value))); diff != "" {
 		t.Errorf("client fold (-want +got):\n%s", diff)
+	}
+}
+
+// TestStateIfAcrossHubs runs conditional writers against several hubs on
+// one broker, each write on another hub than the read before it: the
+// broker decides the conditions, so no increment is lost and each write
+// that succeeds is the version after the one it was conditional on. A
+// write that loses answers the version of the one that won.
+func TestStateIfAcrossHubs(t *testing.T) {
+	for _, hubs := range []int{2, 3} {
+		t.Run(strconv.Itoa(hubs)+"Hubs", func(t *testing.T) {
+			b := newMemoryBroker(t, 100)
+			states := make([]*live.State, hubs)
+			clients := make([]*wsClient, hubs)
+			for i := range states {
+				s := newTestServer(t, &live.Options{Broker: b})
+				states[i], _ = newState(t, s, "counter", &live.StateOptions{Initial: map[string]int{"n": 0}})
+				clients[i] = dialWS(t, s.wsURL(), nil)
+				clients[i].subscribe(t, "counter")
+			}
+			const writers, each = 50, 2
+			ctx := context.Background()
+			var wg sync.WaitGroup
+			errs := make(chan error, writers)
+			for w := range writers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					turn := w
+					for range each {
+						for {
+							data, v := states[turn%hubs].Get()
+							turn++
+							var cur struct{ N int }
+							json.Unmarshal(data, &cur)
+							got, err := states[turn%hubs].ApplyIf(ctx, v, map[string]int{"n": cur.N + 1})
+							if errors.Is(err, live.ErrConflict) {
+								if got < v {
+									errs <- fmt.Errorf("writer %d: conflict at version %d names version %d", w, v, got)
+									return
+								}
+								continue
+							}
+							if err != nil || got != v+1 {
+								errs <- fmt.Errorf("writer %d: ApplyIf(%d) = %d, %v; want %d", w, v, got, err, v+1)
+								return
+							}
+							break
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Error(err)
+			}
+			for i, st := range states {
+				// The hub has applied the last write once its client has it.
+				for {
+					f := clients[i].expect(t, "data")
+					if pos, err := live.ParseCursor(f.Cursor); err != nil || pos.Seq >= writers*each {
+						break
+					}
+				}
+				if data, v := st.Get(); string(data) != `{"n":100}` || v != writers*each {
+					t.Errorf("hub %d: %s at version %d, want {\"n\":100} at %d", i, data, v, writers*each)
+				}
+			}
+		})
 	}
 }
 

@@ -54,7 +54,9 @@ func RunNodes(t *testing.T, cfg Config) {
 	t.Run("Share", func(t *testing.T) {
 		t.Run("Numbering", s.testShareNumbering)
 		t.Run("DataLoss", s.testShareDataLoss)
+		t.Run("PublishIf", s.testSharePublishIf)
 	})
+	t.Run("State", s.testState)
 	t.Run("Resume", func(t *testing.T) {
 		for _, tr := range []transport{sseTransport{}, wsTransport{}} {
 			t.Run(tr.name(), func(t *testing.T) {

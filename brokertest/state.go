@@ -1,0 +1,167 @@
+package brokertest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/go-live/live"
+	"github.com/go-live/live/internal/servertest"
+	"golang.org/x/sync/errgroup"
+)
+
+// testState checks, for brokers that implement live.Conditional, that a
+// State's If-Match holds across nodes: writers that each read a counter
+// and write it plus one with If-Match, retrying after 412, on nodes in
+// turn, lose no increment.
+func (s *suite) testState(t *testing.T) {
+	for _, nodes := range []int{2, 3} {
+		t.Run(strconv.Itoa(nodes)+"Nodes", func(t *testing.T) { s.testStateIfMatch(t, nodes) })
+	}
+}
+
+// stateValue is the counter's GET reply.
+type stateValue struct {
+	Data    struct{ N int } `json:"data"`
+	Version uint64          `json:"version"`
+}
+
+func (s *suite) testStateIfMatch(t *testing.T, nodes int) {
+	const writers, each = 50, 2
+	channel := channelName(t)
+	urls := make([]string, nodes)
+	streams := make([]*servertest.Stream, nodes)
+	for i := range urls {
+		b := s.broker(t)
+		if i == 0 {
+			conditional(t, b)
+		}
+		n := servertest.NewNode(t, b, nil)
+		ctx, cancel := timeout(t)
+		st, err := n.Hub.State(ctx, channel, &live.StateOptions{Initial: map[string]int{"n": 0}})
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := httptest.NewServer(st)
+		t.Cleanup(srv.Close)
+		urls[i] = srv.URL
+		streams[i] = servertest.OpenStream(t, n.SSE+channel, "")
+	}
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: writers}}
+	t.Cleanup(client.CloseIdleConnections)
+
+	ctx, cancel := timeout(t)
+	defer cancel()
+	var mu sync.Mutex // guards ok and refused
+	var ok, refused int
+	g, ctx := errgroup.WithContext(ctx)
+	for w := range writers {
+		g.Go(func() error {
+			turn := w
+			for range each {
+				for {
+					// Read on one node, write on the next, as a client
+					// behind a load balancer may.
+					var cur stateValue
+					if _, err := stateDo(ctx, client, "GET", urls[turn%nodes], nil, "", &cur); err != nil {
+						return err
+					}
+					turn++
+					var got stateValue
+					status, err := stateDo(ctx, client, "PATCH", urls[turn%nodes],
+						http.Header{"If-Match": {`"` + strconv.FormatUint(cur.Version, 10) + `"`}},
+						fmt.Sprintf(`{"n":%d}`, cur.Data.N+1), &got)
+					if err != nil {
+						return err
+					}
+					if status == http.StatusPreconditionFailed {
+						mu.Lock()
+						refused++
+						mu.Unlock()
+						continue
+					}
+					if status != http.StatusOK {
+						return fmt.Errorf("writer %d: PATCH answered %d", w, status)
+					}
+					if got.Version != cur.Version+1 {
+						return fmt.Errorf("writer %d: PATCH with If-Match %d answered version %d, want %d",
+							w, cur.Version, got.Version, cur.Version+1)
+					}
+					mu.Lock()
+					ok++
+					mu.Unlock()
+					break
+				}
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d writers over %d nodes: %d × 200, %d × 412", writers, nodes, ok, refused)
+
+	// Every node ends at the same value, one increment per 200, once its
+	// stream has brought the last write.
+	for i, url := range urls {
+		for {
+			e := streams[i].Next(t)
+			pos, err := live.ParseCursor(e.ID)
+			if err != nil {
+				t.Fatalf("node %d: event %+v: %v", i, e, err)
+			}
+			if pos.Seq >= uint64(ok) {
+				break
+			}
+		}
+		ctx, cancel := timeout(t)
+		var cur stateValue
+		_, err := stateDo(ctx, client, "GET", url, nil, "", &cur)
+		cancel()
+		if err != nil {
+			t.Fatalf("node %d: %v", i, err)
+		}
+		if cur.Data.N != ok || cur.Version != uint64(ok) {
+			t.Errorf("node %d: n = %d at version %d after %d × 200, want %d at version %d",
+				i, cur.Data.N, cur.Version, ok, ok, ok)
+		}
+	}
+}
+
+// stateDo sends a request to a State's handler and decodes its JSON reply
+// into out.
+func stateDo(ctx context.Context, client *http.Client, method, url string, h http.Header, body string, out any) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, method, url, strings.NewReader(body))
+	if err != nil {
+		return 0, err
+	}
+	for k, v := range h {
+		req.Header[k] = v
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	if resp.StatusCode == http.StatusOK {
+		if err := json.Unmarshal(b, out); err != nil {
+			return 0, fmt.Errorf("%s %s: %s: %w", method, url, b, err)
+		}
+	}
+	return resp.StatusCode, nil
+}

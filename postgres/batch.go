@@ -26,17 +26,19 @@ const maxBatch = 64
 // publication is one publication on its way.
 type publication struct {
 	channel string
+	head    *live.Position // the position the channel must be at; nil for none
 	data    []byte
 	pos     live.Position
 	err     error
 	done    chan struct{}
 }
 
-// publishBatched publishes data on channel in a transaction with whatever
-// else waits. It returns early with ctx's error if ctx ends first, in which
-// case the publication may still be taken.
-func (b *Broker) publishBatched(ctx context.Context, channel string, data []byte) (live.Position, error) {
-	p := &publication{channel: channel, data: data, done: make(chan struct{})}
+// publishBatched publishes data on channel, on condition that it is at
+// *head when head is not nil, in a transaction with whatever else waits.
+// It returns early with ctx's error if ctx ends first, in which case the
+// publication may still be taken.
+func (b *Broker) publishBatched(ctx context.Context, channel string, head *live.Position, data []byte) (live.Position, error) {
+	p := &publication{channel: channel, head: head, data: data, done: make(chan struct{})}
 	if err := b.batch.Do(ctx, p, p.done); err != nil {
 		return live.Position{}, err
 	}
@@ -57,7 +59,7 @@ func (b *Broker) publishBatch(pubs []*publication) {
 	}()
 	alone := func() {
 		for _, p := range pubs {
-			p.pos, p.err = b.publishOne(ctx, p.channel, p.data)
+			p.pos, p.err = b.publishOne(ctx, p.channel, p.head, p.data)
 		}
 	}
 	if len(pubs) == 1 {
@@ -74,7 +76,11 @@ func (b *Broker) publishBatch(pubs []*publication) {
 	slices.SortStableFunc(sorted, func(x, y *publication) int { return strings.Compare(x.channel, y.channel) })
 	var batch pgx.Batch
 	for _, p := range sorted {
-		batch.Queue(b.publishSQL, b.publishArgs(p.channel, p.data)...)
+		if p.head != nil {
+			batch.Queue(b.publishIfSQL, b.publishIfArgs(p.channel, *p.head, p.data)...)
+		} else {
+			batch.Queue(b.publishSQL, b.publishArgs(p.channel, p.data)...)
+		}
 	}
 	res := b.pool.SendBatch(ctx, &batch)
 	var qerr error
@@ -82,7 +88,15 @@ func (b *Broker) publishBatch(pubs []*publication) {
 		var epoch string
 		var seq int64
 		err := res.QueryRow().Scan(&epoch, &seq)
-		if err == nil {
+		if err == nil && p.head != nil {
+			// A refused condition took nothing, and is no failure of
+			// the batch's.
+			p.pos, p.err = conditionalPosition(*p.head, epoch, seq)
+			if errors.Is(p.err, live.ErrConflict) {
+				continue
+			}
+			err, p.err = p.err, nil
+		} else if err == nil {
 			p.pos, err = position(epoch, seq)
 		}
 		if err != nil && qerr == nil {

@@ -24,7 +24,11 @@ import (
 // either node are numbered once and reach the subscribers of both, and a
 // client that leaves one node resumes on the other with exactly what it
 // missed, in order, over SSE (with Last-Event-ID, as EventSource does) and
-// over WebSocket. Each clause runs as a subtest of t.
+// over WebSocket. For brokers that implement [live.Conditional], a
+// conditional publication through either is taken only at the head it
+// expects, and 50 clients that increment a State's counter with If-Match
+// over two and three nodes lose no increment. Each clause runs as a
+// subtest of t.
 //
 // RunNodes calls cfg.New more than once in each subtest, and the brokers
 // it returns must share what they store (the same server, and the same

@@ -273,7 +273,12 @@ func (s *State) Get() (data json.RawMessage, version uint64) {
 }
 
 // Set replaces the value with v and publishes the delta. It returns the
-// new version, once this Hub has applied it.
+// new version, once this Hub has applied it. On a [Conditional] broker
+// the delta is taken only if the channel is still at the version it was
+// computed from; if another write, from any Hub, came first, Set waits
+// for it (a second at most) and computes the delta again, so the value at
+// the version returned is v. On other brokers the delta is computed
+// against this Hub's value, which may lack another Hub's latest write.
 func (s *State) Set(ctx context.Context, v any) (uint64, error) {
 	w, err := s.write(ctx, false, 0, func(json.RawMessage) (json.RawMessage, error) { return json.Marshal(v) })
 	return w.version, err
@@ -297,7 +302,7 @@ func (s *State) SetIf(ctx context.Context, version uint64, v any) (uint64, error
 }
 
 // Apply merges update into the value with the State's Merge and
-// publishes the delta.
+// publishes the delta, onto the latest value as Set does.
 func (s *State) Apply(ctx context.Context, update any) (uint64, error) {
 	w, err := s.write(ctx, false, 0, s.merger(update))
 	return w.version, err
@@ -338,43 +343,57 @@ type written struct {
 }
 
 // write computes the new value from the current one, publishes the delta
-// and waits until the stream has brought it back. A conditional write,
-// expecting version want, is checked against this Hub's value, then on a
-// Conditional broker by the broker as it takes the publication: the
-// value's version is the position of the channel's latest publication,
-// so the delta applies only if no publication came in between, from any
-// Hub. A refused write returns the current version with its error.
+// and waits until the stream has brought it back.
+//
+// On a Conditional broker every write is published on condition that the
+// channel is still at the version it read, as the delta is against the
+// value at that version: a conditional write, expecting version want,
+// whose condition fails is refused, returning the current version with
+// its error; an unconditional one is made again on the value that came
+// first, once this Hub has it. (Another Hub's write, or this Hub's own
+// previous one, may not have reached this Hub's value yet.) On other
+// brokers the checks are against this Hub's value only.
 func (s *State) write(ctx context.Context, conditional bool, want uint64, next func(json.RawMessage) (json.RawMessage, error)) (written, error) {
 	if conditional {
 		// A client that read version want from another Hub may be ahead
 		// of this one, which has the version on its way, if it exists.
 		s.catchUp(ctx, want)
 	}
-	pos, base, value, raced, err := s.publishWrite(ctx, conditional, want, next)
-	if raced {
-		// Another Hub's write took the position first and is on its way
-		// here: answer with the version that includes it.
-		s.catchUp(ctx, base.Seq+1)
-		_, version := s.Get()
-		return written{version: version}, err
+	for {
+		pos, base, value, raced, err := s.publishWrite(ctx, conditional, want, next)
+		if raced {
+			// A write took the position first and is on its way here.
+			reached := s.catchUp(ctx, base.Seq+1)
+			_, version := s.Get()
+			if conditional {
+				return written{version: version}, err // answer the version that won
+			}
+			if err := ctx.Err(); err != nil {
+				return written{version: version}, fmt.Errorf("live: state %q: %w", s.name, err)
+			}
+			if !reached {
+				return written{version: version}, fmt.Errorf("live: state %q: the writes after version %d have not reached this hub within %v", s.name, base.Seq, raceCatchUp)
+			}
+			continue
+		}
+		if err != nil {
+			return written{version: base.Seq}, err
+		}
+		w := written{version: pos.Seq}
+		if pos == base || pos.Epoch == base.Epoch && pos.Seq == base.Seq+1 {
+			w.value = value
+		}
+		if pos == base {
+			return w, nil
+		}
+		return w, s.wait(ctx, pos)
 	}
-	if err != nil {
-		return written{version: base.Seq}, err
-	}
-	w := written{version: pos.Seq}
-	if pos == base || pos.Epoch == base.Epoch && pos.Seq == base.Seq+1 {
-		w.value = value
-	}
-	if pos == base {
-		return w, nil
-	}
-	return w, s.wait(ctx, pos)
 }
 
 // publishWrite publishes the change next makes to the value at base, the
 // version it read, and returns the publication's position (base itself
-// if nothing changed) and the value it made. raced reports a conditional
-// write the broker refused because the channel had moved on past base.
+// if nothing changed) and the value it made. raced reports a write the
+// broker refused because the channel had moved on past base.
 func (s *State) publishWrite(ctx context.Context, conditional bool, want uint64, next func(json.RawMessage) (json.RawMessage, error)) (pos, base Position, value json.RawMessage, raced bool, err error) {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
@@ -411,7 +430,7 @@ func (s *State) publishWrite(ctx context.Context, conditional bool, want uint64,
 	// Where the broker can, it checks that the channel is still at base
 	// as it takes the publication.
 	var head *Position
-	if conditional && s.hub.cond != nil {
+	if s.hub.cond != nil {
 		head = &base
 	}
 	pos, err = s.hub.publishIf(ctx, s.name, head, payload)
@@ -426,14 +445,14 @@ func (s *State) publishWrite(ctx context.Context, conditional bool, want uint64,
 }
 
 // catchUp waits, for raceCatchUp at most, until the value's version is
-// at least seq.
-func (s *State) catchUp(ctx context.Context, seq uint64) {
+// at least seq (or in another epoch), and reports whether it is.
+func (s *State) catchUp(ctx context.Context, seq uint64) bool {
 	s.mu.Lock()
 	pos := Position{Epoch: s.version.Epoch, Seq: seq}
 	s.mu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, raceCatchUp)
 	defer cancel()
-	s.wait(ctx, pos)
+	return s.wait(ctx, pos) == nil
 }
 
 // wait blocks until the value includes the publication at pos.

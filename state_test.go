@@ -295,6 +295,72 @@ func TestStateIfAcrossHubs(t *testing.T) {
 	}
 }
 
+// TestStateSetAcrossHubs writes whole values on one hub while another
+// merges into the value: each Set's delta is taken only against the value
+// it read, so the value at a Set's version is exactly what it set, even
+// when the other hub's write had not reached the hub that made it.
+func TestStateSetAcrossHubs(t *testing.T) {
+	b := newMemoryBroker(t, 1000)
+	a, other := newTestServer(t, &live.Options{Broker: b}), newTestServer(t, &live.Options{Broker: b})
+	stA, _ := newState(t, a, "doc", nil)
+	stB, _ := newState(t, other, "doc", nil)
+	c := dialWS(t, a.wsURL(), nil)
+	c.subscribe(t, "doc")
+
+	const rounds = 50
+	ctx := context.Background()
+	set := make(map[uint64]string) // what each Set made, by version
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for i := range rounds {
+			v := map[string]int{"x": i}
+			version, err := stA.Set(ctx, v)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			b, _ := json.Marshal(v)
+			set[version] = string(b)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for i := range rounds {
+			if _, err := stB.Apply(ctx, map[string]int{"y": i}); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	wg.Wait()
+
+	// Fold what the client received, checking the value at each Set's
+	// version.
+	value := json.RawMessage(`{}`)
+	for v := uint64(1); v <= 2*rounds; v++ {
+		f := c.expect(t, "data")
+		var d live.Delta
+		if err := json.Unmarshal(f.Data, &d); err != nil || d.Version != v {
+			t.Fatalf("delta %s: %v", f.Data, err)
+		}
+		next, err := live.ApplyDelta(value, v-1, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		value = next
+		if want, ok := set[v]; ok {
+			if diff := cmp.Diff(decode(t, want), decode(t, string(value))); diff != "" {
+				t.Errorf("value at version %d, made by Set (-want +got):\n%s", v, diff)
+			}
+		}
+	}
+	if len(set) != rounds {
+		t.Errorf("%d Sets returned distinct versions, want %d", len(set), rounds)
+	}
+}
+
 func TestStateRefusesClientPublish(t *testing.T) {
 	s := newTestServer(t, &live.Options{Authorize: allowAll})
 	newState(t, s, "board", nil)

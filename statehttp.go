@@ -22,9 +22,9 @@ type stateReply struct {
 // refused with 412 and the current version unless the value is at N,
 // decided by the broker when it is a [Conditional] one, so that the check
 // holds whichever Hub takes the write (see [State.SetIf]).
-// Writes answer with the value they made and its version (the value as it
-// is now, with its version, if an unconditional write was overtaken by
-// another at the broker). Authorize writes with your
+// Writes answer with the value they made and its version (on a broker
+// that is not Conditional, where another Hub's write may come between,
+// the value as it is now and its version). Authorize writes with your
 // own middleware: ServeHTTP does not consult Options.Authorize.
 //
 // Requests pass the hub's gate as a stream's do: the origin rule

@@ -61,7 +61,8 @@ type State struct {
 	// rebuilt from history. Guarded by the channel's lock (hubChannel.mu).
 	held []*frame
 
-	writeMu sync.Mutex // serializes this process's writes, so each diffs against the value it replaces
+	writeMu   sync.Mutex // serializes this process's writes, so each diffs against the value it replaces
+	lastWrite Position   // this process's latest write; guarded by writeMu
 
 	mu      sync.Mutex // guards value, version and applied
 	value   json.RawMessage
@@ -398,6 +399,10 @@ func (s *State) publishWrite(ctx context.Context, conditional bool, want uint64,
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 
+	// This process's previous write may not have come back from the
+	// broker yet: a delta against the value without it would be refused,
+	// or wrong on a broker that is not Conditional.
+	s.catchUpTo(ctx, s.lastWrite)
 	s.mu.Lock()
 	cur, base := s.value, s.version
 	s.mu.Unlock()
@@ -441,6 +446,7 @@ func (s *State) publishWrite(ctx context.Context, conditional bool, want uint64,
 		}
 		return base, base, nil, raced, err
 	}
+	s.lastWrite = pos
 	return pos, base, nv, false, nil
 }
 
@@ -450,6 +456,12 @@ func (s *State) catchUp(ctx context.Context, seq uint64) bool {
 	s.mu.Lock()
 	pos := Position{Epoch: s.version.Epoch, Seq: seq}
 	s.mu.Unlock()
+	return s.catchUpTo(ctx, pos)
+}
+
+// catchUpTo waits, for raceCatchUp at most, until the value includes the
+// publication at pos, and reports whether it does.
+func (s *State) catchUpTo(ctx context.Context, pos Position) bool {
 	ctx, cancel := context.WithTimeout(ctx, raceCatchUp)
 	defer cancel()
 	return s.wait(ctx, pos) == nil

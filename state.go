@@ -326,11 +326,12 @@ func (s *State) merger(update any) func(json.RawMessage) (json.RawMessage, error
 	}
 }
 
-// raceCatchUp bounds how long a conditional write waits for a version this
-// Hub has not applied yet: the version it is conditional on, which a
-// client may have read from another Hub, or the version of a write that
-// won at the broker, so that the conflict names a version the client can
-// retry on.
+// raceCatchUp bounds how long a write waits for a version this Hub has not
+// applied yet: this Hub's previous write, which its delta must follow; the
+// version a conditional write expects, which a client may have read from
+// another Hub; or the version of a write that won at the broker, which an
+// unconditional write is made again on and a conditional one's conflict
+// names, so that the client can retry on it.
 const raceCatchUp = time.Second
 
 // written is what a write made: its version, and the value at that

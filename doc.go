@@ -57,6 +57,8 @@
 // {"data":…,"version":N} for the first fetch. The merge strategies
 // ([MergeShallow], [MergePatch], [MergeList], [ApplyDelta], [Diff]) are the
 // ones the browser client applies, checked against shared test vectors.
+// [State.ApplyIf], [State.SetIf] and If-Match are decided by a
+// [Conditional] broker, so a stale write is refused on every node.
 //
 // # Resume
 //

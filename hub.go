@@ -182,6 +182,30 @@ func (h *Hub) publishIf(ctx context.Context, channel string, head *Position, dat
 	return pos, nil
 }
 
+// brokerHead returns the channel's head as the broker reports it to a
+// subscription that starts now.
+func (h *Hub) brokerHead(ctx context.Context, channel string) (Position, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var head Position
+	ready := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- h.broker.Subscribe(ctx, channel, func(p Position) { head = p; close(ready) }, func(Message) {})
+	}()
+	select {
+	case <-ready:
+		cancel()
+		<-done
+		return head, nil
+	case err := <-done:
+		if err == nil {
+			err = errUnavailable // ctx ended first
+		}
+		return Position{}, fmt.Errorf("live: head of %q: %w", channel, err)
+	}
+}
+
 // maxPublication is the largest publication the hub accepts.
 func (h *Hub) maxPublication() int { return h.opts.QueueBytes / 2 }
 

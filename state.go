@@ -361,11 +361,22 @@ func (s *State) write(ctx context.Context, conditional bool, want uint64, next f
 		// of this one, which has the version on its way, if it exists.
 		s.catchUp(ctx, want)
 	}
+	var fresh *Position // a new numbering the broker started, to publish in
 	for {
-		pos, base, value, raced, err := s.publishWrite(ctx, conditional, want, next)
+		pos, base, value, raced, err := s.publishWrite(ctx, conditional, want, next, fresh)
 		if raced {
 			// A write took the position first and is on its way here.
 			reached := s.catchUp(ctx, base.Seq+1)
+			if !reached && fresh == nil && ctx.Err() == nil {
+				// Or the broker forgot the channel (idle for longer than it
+				// keeps channels) or lost it: nothing is on its way, and
+				// the broker starts a new numbering, which the write may
+				// be the first of, as without a Conditional broker.
+				if head, err := s.hub.brokerHead(ctx, s.name); err == nil && head.Seq == 0 && head.Epoch != base.Epoch {
+					fresh = &head
+					continue
+				}
+			}
 			_, version := s.Get()
 			if conditional {
 				return written{version: version}, err // answer the version that won
@@ -395,8 +406,9 @@ func (s *State) write(ctx context.Context, conditional bool, want uint64, next f
 // publishWrite publishes the change next makes to the value at base, the
 // version it read, and returns the publication's position (base itself
 // if nothing changed) and the value it made. raced reports a write the
-// broker refused because the channel had moved on past base.
-func (s *State) publishWrite(ctx context.Context, conditional bool, want uint64, next func(json.RawMessage) (json.RawMessage, error)) (pos, base Position, value json.RawMessage, raced bool, err error) {
+// broker refused because the channel had moved on past base, or past
+// fresh, when it is not nil, the head of a new numbering to publish in.
+func (s *State) publishWrite(ctx context.Context, conditional bool, want uint64, next func(json.RawMessage) (json.RawMessage, error), fresh *Position) (pos, base Position, value json.RawMessage, raced bool, err error) {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 
@@ -436,7 +448,10 @@ func (s *State) publishWrite(ctx context.Context, conditional bool, want uint64,
 	// Where the broker can, it checks that the channel is still at base
 	// as it takes the publication.
 	var head *Position
-	if s.hub.cond != nil {
+	switch {
+	case fresh != nil:
+		head = fresh
+	case s.hub.cond != nil:
 		head = &base
 	}
 	pos, err = s.hub.publishIf(ctx, s.name, head, payload)

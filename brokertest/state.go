@@ -3,6 +3,7 @@ package brokertest
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -24,6 +25,44 @@ import (
 func (s *suite) testState(t *testing.T) {
 	for _, nodes := range []int{2, 3} {
 		t.Run(strconv.Itoa(nodes)+"Nodes", func(t *testing.T) { s.testStateIfMatch(t, nodes) })
+	}
+	t.Run("DataLoss", s.testStateDataLoss)
+}
+
+// testStateDataLoss checks that a State's writes go on after the server
+// lost the channel, as it forgets one idle for longer than it keeps
+// channels: the write that finds the channel gone is taken in the new
+// numbering instead of waiting for a write that will never come, and
+// conditional writes work again at the version the hub then has.
+func (s *suite) testStateDataLoss(t *testing.T) {
+	if s.cfg.LoseData == nil {
+		t.Skip("Config.LoseData is nil")
+	}
+	b := s.broker(t)
+	conditional(t, b)
+	n := servertest.NewNode(t, b, nil)
+	ctx, cancel := timeout(t)
+	defer cancel()
+	st, err := n.Hub.State(ctx, channelName(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Apply(ctx, map[string]int{"n": 1}); err != nil {
+		t.Fatal(err)
+	}
+	s.loseData(t)
+	if _, err := st.Apply(ctx, map[string]int{"n": 2}); err != nil {
+		t.Fatalf("Apply after the server lost the channel: %v", err)
+	}
+	for attempt := 1; ; attempt++ {
+		_, v := st.Get()
+		_, err := st.ApplyIf(ctx, v, map[string]int{"n": 3})
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, live.ErrConflict) || attempt == 20 {
+			t.Fatalf("ApplyIf at the hub's version %d after the loss, attempt %d: %v", v, attempt, err)
+		}
 	}
 }
 

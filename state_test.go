@@ -295,6 +295,45 @@ func TestStateIfAcrossHubs(t *testing.T) {
 	}
 }
 
+// TestStateIfWithoutConditionalBroker checks the per-hub check a broker
+// without live.Conditional keeps: on one hub, no increment is lost.
+func TestStateIfWithoutConditionalBroker(t *testing.T) {
+	b := struct{ live.Broker }{newMemoryBroker(t, 100)} // hides PublishIf
+	if _, ok := live.Broker(b).(live.Conditional); ok {
+		t.Fatal("the wrapped broker is still Conditional")
+	}
+	st, _ := newState(t, newTestServer(t, &live.Options{Broker: b}), "counter", &live.StateOptions{Initial: map[string]int{"n": 0}})
+	const writers, each = 8, 25
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range each {
+				for {
+					data, v := st.Get()
+					var cur struct{ N int }
+					json.Unmarshal(data, &cur)
+					got, err := st.ApplyIf(ctx, v, map[string]int{"n": cur.N + 1})
+					if errors.Is(err, live.ErrConflict) {
+						continue
+					}
+					if err != nil || got != v+1 {
+						t.Errorf("ApplyIf(%d) = %d, %v; want %d", v, got, err, v+1)
+						return
+					}
+					break
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if data, v := st.Get(); string(data) != `{"n":200}` || v != writers*each {
+		t.Errorf("%s at version %d, want {\"n\":200} at %d", data, v, writers*each)
+	}
+}
+
 // TestStateSetAcrossHubs writes whole values on one hub while another
 // merges into the value: each Set's delta is taken only against the value
 // it read, so the value at a Set's version is exactly what it set, even

@@ -51,6 +51,13 @@ type hubChannel struct {
 	// what makes a reconnection storm cheap.
 	recent      []*frame
 	recentBytes int
+
+	// Pages of history read for the replays running on the channel
+	// (replay.go), by the position they follow, oldest first in pageOrder.
+	pmu       sync.Mutex // guards the fields below
+	replays   int
+	pages     map[Position]*page
+	pageOrder []Position
 }
 
 // Bounds of a channel's recent frames.
@@ -205,15 +212,38 @@ func (hc *hubChannel) run() {
 		if again {
 			delay = minDelay
 		}
-		t := time.NewTimer(delay)
-		select {
-		case <-hc.ctx.Done():
-			t.Stop()
+		if !h.backoff(hc.ctx, delay) {
 			return
-		case <-t.C:
 		}
 		delay = min(2*delay, maxDelay)
 	}
+}
+
+// backoff waits delay before a subscription to the broker is tried again,
+// or less if another subscription of the hub's starts again meanwhile (the
+// broker answers again). It reports false if ctx ended first.
+func (h *Hub) backoff(ctx context.Context, delay time.Duration) bool {
+	h.backMu.Lock()
+	back := h.back
+	h.backMu.Unlock()
+	t := time.NewTimer(delay)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+	case <-back:
+	}
+	return true
+}
+
+// answered tells the subscriptions waiting in backoff that the broker
+// answers again.
+func (h *Hub) answered() {
+	h.backMu.Lock()
+	close(h.back)
+	h.back = make(chan struct{})
+	h.backMu.Unlock()
 }
 
 // onReady is the broker's ready callback.
@@ -228,6 +258,7 @@ func (hc *hubChannel) onReady(head Position) {
 		return
 	}
 	// A resubscription: publications may have been missed while it was down.
+	hc.h.answered()
 	switch {
 	case hc.catching:
 		// The running catch-up reads history up to the broker's head anyway.
@@ -241,8 +272,7 @@ func (hc *hubChannel) onReady(head Position) {
 
 // frame encodes a publication on this channel.
 func (hc *hubChannel) frame(m Message) *frame {
-	var ex *except
-	m.Data, ex = unseal(m.Data)
+	ex, _ := readMeta(m)
 	f := hc.kindOf().frame(m)
 	f.except = ex
 	return f
@@ -283,7 +313,6 @@ func (hc *hubChannel) fanoutLocked(f *frame) {
 	hc.last = f.pos
 	hc.rememberLocked(f)
 	hc.kindOf().fanned(f)
-	max := hc.h.opts.QueueMessages
 	for _, s := range hc.subs {
 		if s.ahead != 0 {
 			if f.pos.Seq <= s.ahead {
@@ -294,15 +323,20 @@ func (hc *hubChannel) fanoutLocked(f *frame) {
 		if f.except != nil && f.except.skips(s.c) {
 			continue
 		}
-		if !s.resuming {
-			s.c.push(f)
+		if s.resuming {
+			s.holdLocked(f)
 			continue
 		}
-		if len(s.pending) < max {
-			s.pending = append(s.pending, f)
-		} else {
-			s.broken = true
-			s.pending = nil
+		s.c.push(f)
+	}
+}
+
+// pushAllLocked queues f for every subscriber that is not replaying
+// history (those get what fans out after their replay).
+func (hc *hubChannel) pushAllLocked(f *frame) {
+	for _, s := range hc.subs {
+		if !s.resuming {
+			s.c.push(f)
 		}
 	}
 }
@@ -317,8 +351,7 @@ func (hc *hubChannel) resetAllLocked(reason string, cursor Position) {
 	for _, s := range hc.subs {
 		s.ahead = 0
 		if s.resuming {
-			s.broken = true
-			s.pending = nil
+			s.breakLocked(resetGone)
 			continue
 		}
 		if s.c.ws {

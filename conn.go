@@ -46,10 +46,11 @@ var errSlow = errors.New("live: client too slow")
 // delays only itself.
 type conn struct {
 	hub *Hub
-	// req is the request that opened the connection, for Authorize; nil
-	// for the hub's own subscribers, and for SSE streams when there is no
-	// Authorize of the application's to run again. Set before the
-	// connection is taken over; Hub.Reauthorize reads it under mu.
+	// req is the request that opened the connection, for Authorize and
+	// Identify to run again (see authRequest); nil for the hub's own
+	// subscribers, and for taken-over streams when neither is the
+	// application's. A WebSocket's carries ctx. Set before the connection
+	// is taken over; Hub.Reauthorize reads it under mu.
 	req *http.Request
 	ws  bool
 	ip  string // the client's address, for Options.MaxConnsPerIP
@@ -73,6 +74,7 @@ type conn struct {
 	slow  bool // disconnect requested under SlowDisconnect
 	subs  map[string]*subscription
 	skip  map[string]Position // per state channel: publications up to here were conflated
+	room  chan struct{}       // closed when the queue is taken; nil when nobody waits for room
 
 	// Connections taken over by the hub's writers (writer.go) use these.
 	kind     int                   // how frames are encoded; 0 until taken over. Written once, under mu, by takeOver; read under mu, or by c's writer, which takeOver scheduled
@@ -93,8 +95,8 @@ type conn struct {
 	parked   bool               // the WebSocket has no reader: the close watcher starts one when bytes arrive (guarded by wmu)
 	wsc      *websocket.Conn    // a WebSocket's library side: reads, close handshakes
 	flate    bool               // the WebSocket negotiated compression
-	ctx      context.Context    // the WebSocket's, for the frames its client sends
-	cancel   context.CancelFunc // ends ctx
+	ctx      context.Context    // the connection's, for Authorize run later and a WebSocket's frames: a WebSocket's is set before it is taken over, a stream's by authRequest (guarded by mu)
+	cancel   context.CancelFunc // ends ctx; kill and leave call it (guarded by mu)
 	seen     atomic.Int64       // when the WebSocket client last sent anything (unix ns)
 	br       *bufio.Reader      // what the WebSocket library reads from
 }
@@ -109,6 +111,28 @@ func newConn(h *Hub, r *http.Request, ws bool) *conn {
 	}
 	c.tokens = float64(h.opts.PublishRate)
 	return c
+}
+
+// authRequest returns the request Authorize gets for c once c's handler
+// may have returned, when net/http has canceled its own request's context:
+// c.req with a context that keeps its values and ends with c (or the hub,
+// which ends c). A stream makes that context on first use, so that idle
+// streams do not hold one; a WebSocket's request carries it already. nil
+// for the hub's own connections.
+func (c *conn) authRequest() *http.Request {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r := c.req
+	if r == nil || c.ctx != nil && r.Context() == c.ctx {
+		return r
+	}
+	if c.ctx == nil {
+		c.ctx, c.cancel = context.WithCancel(context.WithoutCancel(r.Context()))
+		if c.ended {
+			c.cancel()
+		}
+	}
+	return r.WithContext(c.ctx)
 }
 
 // allowPublish takes a token from the connection's publish bucket, which
@@ -157,18 +181,93 @@ func (c *conn) push(f *frame) {
 	}
 }
 
-// pushReplay queues what a resuming client missed, then the publications
-// held while it was read from history. It bypasses the queue's bounds,
-// which would otherwise turn every resume longer than the bounds into a
-// disconnection, and the next resume into the same: the broker's history
-// bounds it instead. Publications after it are bounded as usual.
-func (c *conn) pushReplay(replay, pending []*frame) {
+// pushSome queues the first frames of fs as push would while the queue is
+// under its bounds, and returns how many it took; those it leaves wait for
+// room (pushPaced). ok is false once c is slow or ended: nothing more
+// reaches it.
+func (c *conn) pushSome(fs []*frame) (n int, ok bool) {
 	c.mu.Lock()
-	if !c.slow && !c.ended {
-		c.q = append(c.q, replay...)
-		c.q = append(c.q, pending...)
+	if c.slow || c.ended {
+		c.mu.Unlock()
+		return 0, false
+	}
+	for n < len(fs) && c.bytes < c.hub.opts.QueueBytes && len(c.q) < c.hub.opts.QueueMessages {
+		f := fs[n]
+		n++
+		if c.skip != nil && c.skipLocked(f) {
+			continue
+		}
+		c.q = append(c.q, f)
+		c.bytes += f.cost()
 	}
 	c.unlockAndWake()
+	return n, true
+}
+
+// pushPaced queues fs as the client reads them: what the queue does not
+// admit at once (pushSome) waits for a writer to take the queue. It is
+// how a resuming client gets what it missed, so that a long replay is
+// neither taken for a slow client nor held beyond the queue's bounds. It
+// reports false if ctx ended, or c did, before all were queued.
+func (c *conn) pushPaced(ctx context.Context, fs []*frame) bool {
+	for {
+		n, ok := c.pushSome(fs)
+		if !ok {
+			return false
+		}
+		if fs = fs[n:]; len(fs) == 0 {
+			return true
+		}
+		if !c.waitRoom(ctx) {
+			return false
+		}
+	}
+}
+
+// waitRoom waits until c's queue is under its bounds. It reports false if
+// ctx ended, or c did, first.
+func (c *conn) waitRoom(ctx context.Context) bool {
+	for {
+		c.mu.Lock()
+		if c.slow || c.ended {
+			c.mu.Unlock()
+			return false
+		}
+		if c.bytes < c.hub.opts.QueueBytes && len(c.q) < c.hub.opts.QueueMessages {
+			c.mu.Unlock()
+			return true
+		}
+		if c.room == nil {
+			c.room = make(chan struct{})
+		}
+		room := c.room
+		c.mu.Unlock()
+		select {
+		case <-room:
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+// roomLocked wakes those waiting for room in c's queue: the queue was
+// taken, or c ended.
+func (c *conn) roomLocked() {
+	if c.room != nil {
+		close(c.room)
+		c.room = nil
+	}
+}
+
+// tooSlow applies SlowDisconnect to c, whose client cannot keep up: its
+// queue is dropped and it ends.
+func (c *conn) tooSlow() {
+	c.hub.stats.slow.Add(1)
+	c.mu.Lock()
+	clear(c.q)
+	c.q, c.bytes, c.slow = c.q[:0], 0, true
+	c.unlockAndWake()
+	c.kill(errSlow)
 }
 
 // overflowLocked applies the slow-client policy when f does not fit.
@@ -280,16 +379,35 @@ func (c *conn) heartbeatDue(now time.Time) {
 // errNoPong ends a WebSocket connection whose client stopped answering.
 var errNoPong = errors.New("live: WebSocket client stopped answering pings")
 
+// lastWords ends a connection that Hub.Disconnect or Hub.Reauthorize
+// ended before it was taken over: a stream still gets its response head,
+// then f, as it would have once taken over, and a WebSocket a close frame
+// with code and reason; finish writes them. kill ends one taken over
+// meanwhile as end does.
+type lastWords struct {
+	code   uint16
+	reason string
+	f      *frame
+}
+
+func (*lastWords) Error() string { return errDisconnected.Error() }
+func (*lastWords) Unwrap() error { return errDisconnected }
+
 // errTooManyConns refuses a connection over Options.MaxConnsPerIP.
 var errTooManyConns = errors.New("live: too many connections from this address")
 
-// enter registers a connection. It fails once the hub is closed, or when
-// the client's address has too many connections already.
-func (h *Hub) enter(c *conn) error {
+// enter registers a connection. It fails once the hub is closed, when
+// the client's address has too many connections already, or when a
+// Disconnect of the connection's user was applied after control
+// generation g, read before Identify ran.
+func (h *Hub) enter(c *conn, g uint64) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
 		return ErrClosed
+	}
+	if h.missedLocked(g, "disconnect", c.id, "") {
+		return errDisconnected
 	}
 	if max := h.opts.MaxConnsPerIP; max > 0 && c.ip != "" && h.perIP[c.ip] >= max {
 		return errTooManyConns
@@ -304,6 +422,11 @@ func (h *Hub) enter(c *conn) error {
 func refuse(w http.ResponseWriter, err error) {
 	if errors.Is(err, errTooManyConns) {
 		writeError(w, http.StatusTooManyRequests, "too_many_connections", err.Error())
+		return
+	}
+	if errors.Is(err, errDisconnected) {
+		// Disconnected while being admitted: identify again.
+		writeError(w, http.StatusUnauthorized, "disconnected", "disconnected by the server")
 		return
 	}
 	writeError(w, http.StatusServiceUnavailable, "closed", "the live hub is shutting down")
@@ -326,6 +449,12 @@ func (h *Hub) leave(c *conn) {
 	c.mu.Unlock()
 	for _, s := range subs {
 		s.cancel()
+	}
+	c.mu.Lock()
+	cancel := c.cancel
+	c.mu.Unlock()
+	if cancel != nil {
+		cancel() // a long-poll's, which leaves without being killed
 	}
 	h.mu.Lock()
 	if _, ok := h.conns[c]; !ok {

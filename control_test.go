@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/coder/websocket"
 	"github.com/go-live/live"
@@ -290,8 +291,11 @@ func TestControlHoleRevokes(t *testing.T) {
 
 	tm.remove("red", "alice")
 	broker.setDrop(true)
-	if err := a.hub.Reauthorize(context.Background(), "red", "alice"); err != nil {
-		t.Fatal(err)
+	// Nobody, A included, reads the message back: A cannot vouch for B.
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if err := a.hub.Reauthorize(ctx, "red", "alice"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Reauthorize while the broker drops its message = %v; want the deadline", err)
 	}
 	broker.setDrop(false)
 	if err := a.hub.Reauthorize(context.Background(), "nothing", "nobody"); err != nil { // B sees the hole

@@ -46,7 +46,9 @@
 // DELETE {"type":"remove","id":…} — what the seed's useLiveList applies.
 // Nothing is published on errors, and the response reaches the client
 // before the broadcast. Clients send [MutationIDHeader] to match the
-// broadcast to their optimistic item; bulk handlers call [SetEvent] once;
+// broadcast to their optimistic item, and a retry with it runs nothing
+// again and gets the first response, if [Options].Identify names its user
+// (see [HookOptions].RetryWindow); bulk handlers call [SetEvent] once;
 // [HookOptions].Version and [WriteConflict] refuse stale writes.
 //
 // # Keep state
@@ -86,7 +88,10 @@
 //
 // The default [MemoryBroker] serves one process. To run several, give each
 // Hub the same network broker; the brokertest package checks a Broker
-// against the contract documented on the interface.
+// against the contract documented on the interface. Every broker's Publish
+// runs [CheckPublish]: what an application publishes through a broker
+// itself is data, never a message of the hubs', whose channels ("@live:…")
+// it may not write.
 //
 // # Protect
 //

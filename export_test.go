@@ -35,11 +35,11 @@ func (h *Hub) AttachSink(tb testing.TB, channel string, n int) *Sink {
 	})
 	for range n {
 		c := newConn(h, nil, false)
-		if err := h.enter(c); err != nil {
+		if err := h.enter(c, h.controlGen()); err != nil {
 			tb.Fatal(err)
 		}
 		conns = append(conns, c)
-		if err := h.subscribe(context.Background(), c, channel, resumeFrom{}, nil); err != nil {
+		if err := h.subscribe(context.Background(), c, channel, resumeFrom{}, nil, h.controlGen()); err != nil {
 			tb.Fatal(err)
 		}
 		c.takeOver(sinkConn{s}, kindSSE, nil)
@@ -120,12 +120,22 @@ type Recorder struct {
 // AttachRecorder subscribes a recorder to channel. Its first write waits
 // until Release is called.
 func (h *Hub) AttachRecorder(tb testing.TB, channel string) *Recorder {
+	return h.AttachRecorderFrom(tb, channel, "")
+}
+
+// AttachRecorderFrom subscribes a recorder to channel that resumes from
+// cursor, if it is not empty.
+func (h *Hub) AttachRecorderFrom(tb testing.TB, channel, cursor string) *Recorder {
 	r := &Recorder{gate: make(chan struct{}), closed: make(chan struct{}), got: make(chan struct{}, 1)}
 	c := newConn(h, nil, true)
-	if err := h.enter(c); err != nil {
+	if err := h.enter(c, h.controlGen()); err != nil {
 		tb.Fatal(err)
 	}
-	if err := h.subscribe(context.Background(), c, channel, resumeFrom{}, nil); err != nil {
+	var from resumeFrom
+	if cursor != "" {
+		from = parseResume(cursor)
+	}
+	if err := h.subscribe(context.Background(), c, channel, from, nil, h.controlGen()); err != nil {
 		tb.Fatal(err)
 	}
 	c.takeOver(r, kindSSEMux, nil)
@@ -185,7 +195,7 @@ func (r *Recorder) Close() error {
 // hub and returns the frames queued in reply.
 func (h *Hub) HandleFrames(frames ...[]byte) [][]byte {
 	c := newConn(h, &http.Request{Header: http.Header{}}, true)
-	if h.enter(c) != nil {
+	if h.enter(c, h.controlGen()) != nil {
 		return nil
 	}
 	defer h.leave(c)
@@ -236,6 +246,33 @@ func ParkedWebSockets(h *Hub) int {
 			n++
 		}
 		c.wmu.Unlock()
+	}
+	return n
+}
+
+// Hubs sharing a broker beat faster in tests, so that one waits less to
+// know the others.
+func init() { hubBeat = 300 * time.Millisecond }
+
+// HubID names h as errors about hubs that did not answer do.
+func HubID(h *Hub) string { return h.id }
+
+// BoundRetryStore sets the bounds of the hub's in-memory idempotency
+// store, which are 64 MiB and 100,000 entries otherwise.
+func (h *Hub) BoundRetryStore(bytes, entries int) {
+	h.idem.mu.Lock()
+	defer h.idem.mu.Unlock()
+	h.idem.maxBytes, h.idem.maxEntries = bytes, entries
+}
+
+// RetryClaims returns how many requests hold a claim in the hub's
+// in-memory idempotency store.
+func (h *Hub) RetryClaims() int {
+	h.idem.mu.Lock()
+	defer h.idem.mu.Unlock()
+	n := 0
+	for _, sc := range h.idem.scopes {
+		n += sc.claims
 	}
 	return n
 }

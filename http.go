@@ -119,7 +119,7 @@ func (h *Hub) admit(w http.ResponseWriter, r *http.Request, channel string, op O
 			return nil, false
 		}
 	}
-	if !h.allowQuery(w, r) || !h.allowOrigin(w, r) {
+	if !h.allowQuery(w, r) || !h.allowOrigin(w, r) || !h.roster.admit(w, r) {
 		return nil, false
 	}
 	r, ok := h.identify(w, r)

@@ -31,7 +31,9 @@ import (
 //
 // Hub.mu stands apart: it guards the hub's maps and is held only briefly,
 // never while taking another of these, so no socket is closed and no
-// connection locked under it. conn.wlock orders writes to one socket and
+// connection locked under it. It may be taken holding them: a
+// subscription reads the control generation under hubChannel.mu and
+// conn.mu as it registers (recheck.go). conn.wlock orders writes to one socket and
 // is held across a write; conn.mu and conn.wmu are never held across one.
 
 // A Hub fans publications out to SSE and WebSocket clients. Mount it on
@@ -45,44 +47,61 @@ import (
 // one goroutine per hub waits for the sockets of idle clients, elsewhere
 // each keeps its reader. Other SSE streams (HTTP/2) are written from
 // their handler's goroutine. The Hub also runs one goroutine per channel with
-// local subscribers, one heartbeat timer, and two goroutines that follow
-// and apply the control messages of [Hub.Disconnect] and [Hub.Reauthorize],
-// all ended and waited for by Close.
+// local subscribers, one heartbeat timer, two goroutines that follow and
+// apply the control messages of [Hub.Disconnect] and [Hub.Reauthorize],
+// and, on a broker it did not make, one that tells the other hubs it is
+// alive, all ended and waited for by Close.
 //
 // Taking over a connection means middleware that wraps the ResponseWriter
 // sees the stream begin but not its bytes, and the hub writes the response
 // head itself (status 200, the headers set so far, Connection: close).
 type Hub struct {
-	id        string // tells this hub's control messages from others'
+	id        string // names the hub to the others sharing its broker: host, process, random
 	opts      Options
 	broker    Broker
 	history   History     // nil when the broker keeps none
 	cond      Conditional // nil when the broker cannot publish on condition
 	ownBroker bool
 	idem      *memoryIdempotency // HookOptions.Idempotency's default
+	lease     time.Duration      // a keyed request's claim in a shared store: claimTTL, shorter in tests
 	presence  *presence          // nil without Options.Presence
+	roster    *roster            // the other hubs sharing the broker
 	closes    closeWatcher       // waits for idle clients' sockets without a goroutine each, where it can
-	// ownAuthorize is set when Options.Authorize is the application's:
-	// streams then keep their request for Hub.Reauthorize.
+	// ownAuthorize is set when Options.Authorize or Identify is the
+	// application's: streams then keep their request, for Hub.Reauthorize
+	// and for running Identify again after control messages were lost.
 	ownAuthorize bool
 	stats        counters
+	retryWarned  atomic.Int64 // when a failed retry window was last logged, in Unix ns
 
 	ctx    context.Context // ends at Close; parent of channel subscriptions
 	cancel context.CancelFunc
 	done   <-chan struct{} // ctx.Done()
 	group  errgroup.Group  // channel subscriptions, catch-ups, heartbeat, writers
 
+	// back is closed, and replaced, whenever a subscription to the broker
+	// starts again after one broke: the broker answers, so subscriptions
+	// waiting out a backoff try again at once.
+	backMu sync.Mutex // guards back
+	back   chan struct{}
+
+	outbox outbox // promised publications the broker has not taken
+
 	writers writers        // the pool that writes taken-over connections
 	drains  atomic.Int64   // goroutines started to wait for a client (tests read it)
 	readers sync.WaitGroup // their readers; Add only under mu while not closed
 
-	mu       sync.Mutex // guards channels, states, conns, perIP, closed and idle
+	mu       sync.Mutex // guards channels, states, conns, perIP, closed, idle, gen and recent
 	channels map[string]*hubChannel
 	states   map[string]*State
 	conns    map[*conn]struct{}
 	perIP    map[string]int
 	closed   bool
 	idle     chan struct{} // closed when closed is set and conns is empty
+	// The control generation (recheck.go): how many control messages
+	// were applied, and the last of them, recent[gen%recentControls].
+	gen    uint64
+	recent [recentControls]controlMsg
 }
 
 // NewHub returns a Hub configured by opts, which may be nil. It starts the
@@ -90,16 +109,21 @@ type Hub struct {
 func NewHub(opts *Options) *Hub {
 	o := opts.withDefaults()
 	h := &Hub{
-		id:       randomEpoch(),
-		idem:     newMemoryIdempotency(),
+		id:       hubID(),
+		lease:    claimTTL,
 		opts:     o,
 		broker:   o.Broker,
 		channels: make(map[string]*hubChannel),
 		conns:    make(map[*conn]struct{}),
 		perIP:    make(map[string]int),
 		idle:     make(chan struct{}),
+		back:     make(chan struct{}),
 	}
-	h.ownAuthorize = opts != nil && opts.Authorize != nil
+	h.idem = newMemoryIdempotency(func(n int) {
+		h.stats.retriesLost.Add(int64(n))
+		h.warnRetries("live: the in-memory idempotency store dropped responses within their retry window to make room; their retries will run again (use a shared store, or fewer or smaller responses)", nil)
+	})
+	h.ownAuthorize = opts != nil && (opts.Authorize != nil || opts.Identify != nil)
 	h.closes.h = h
 	h.stats.resetsBy = newResetCounters()
 	if h.broker == nil {
@@ -110,8 +134,14 @@ func NewHub(opts *Options) *Hub {
 	h.cond, _ = h.broker.(Conditional)
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	h.done = h.ctx.Done()
+	h.roster = newRoster(h)
 	h.group.Go(h.heartbeat)
+	h.outbox.init(h)
+	h.group.Go(h.outbox.run)
 	h.group.Go(h.runControl)
+	if !h.ownBroker {
+		h.group.Go(h.roster.run)
+	}
 	if o.Presence != nil {
 		h.presence = newPresence(h)
 		h.group.Go(h.presence.run)
@@ -129,43 +159,73 @@ func NewHub(opts *Options) *Hub {
 // have (it is validated and compacted). Server code publishes regardless
 // of Options.Authorize. After Close, Publish returns ErrClosed.
 func (h *Hub) Publish(ctx context.Context, channel string, v any) (Position, error) {
-	if err := ValidChannel(channel); err != nil {
+	data, err := encodePublication(channel, v)
+	if err != nil {
 		return Position{}, err
 	}
+	return h.publish(ctx, channel, data)
+}
+
+// encodePublication checks a publication of v on channel and returns it
+// as compact JSON.
+func encodePublication(channel string, v any) ([]byte, error) {
+	if err := ValidChannel(channel); err != nil {
+		return nil, err
+	}
 	if reserved(channel) {
-		return Position{}, fmt.Errorf("live: publish %q: %w", channel, errReserved)
+		return nil, fmt.Errorf("live: publish %q: %w", channel, errReserved)
 	}
 	data, err := json.Marshal(v)
 	if err == nil && !utf8.Valid(data) {
 		err = errBadJSON
 	}
 	if err != nil {
-		return Position{}, fmt.Errorf("live: publish %q: %w", channel, err)
+		return nil, fmt.Errorf("live: publish %q: %w", channel, err)
 	}
-	return h.publish(ctx, channel, data)
+	return data, nil
 }
 
-// publish sends compact JSON data to the broker.
+// prepare attaches the hub's meta for channel to ctx, refusing a
+// publication that the closed hub cannot send or that is too large.
+func (h *Hub) prepare(ctx context.Context, channel string, data []byte) (context.Context, []byte, error) {
+	select {
+	case <-h.done:
+		return nil, nil, fmt.Errorf("live: publish %q: %w", channel, ErrClosed)
+	default:
+	}
+	ctx, meta := withMeta(ctx, channel)
+	if max, n := h.maxPublication(), len(data)+len(meta); n > max {
+		h.stats.tooLarge.Add(1)
+		return nil, nil, fmt.Errorf("live: publish %q: %d bytes, more than %d (half of Options.QueueBytes): %w", channel, n, max, ErrTooLarge)
+	}
+	return ctx, meta, nil
+}
+
+// publish sends compact JSON data to the broker, behind the promised
+// publications on channel that wait for it.
 func (h *Hub) publish(ctx context.Context, channel string, data []byte) (Position, error) {
 	return h.publishIf(ctx, channel, nil, data)
 }
 
-// publishIf sends compact JSON data to the broker, when head is not nil on
-// condition that the channel's head is *head, which the broker must be
-// able to check (h.cond is not nil).
+// publishIf is publish, on condition that the channel's head is *head
+// when head is not nil, which the broker must be able to check (h.cond is
+// not nil). A conditional publication is never queued behind promised
+// publications waiting in the outbox: taken after them, the channel would
+// no longer be at *head, so while they wait it is refused as the broker's
+// failure, not as a conflict.
 func (h *Hub) publishIf(ctx context.Context, channel string, head *Position, data []byte) (Position, error) {
-	select {
-	case <-h.done:
-		return Position{}, fmt.Errorf("live: publish %q: %w", channel, ErrClosed)
-	default:
+	ctx, meta, err := h.prepare(ctx, channel, data)
+	if err != nil {
+		return Position{}, err
 	}
-	data = seal(ctx, data)
-	if max := h.maxPublication(); len(data) > max {
-		h.stats.tooLarge.Add(1)
-		return Position{}, fmt.Errorf("live: publish %q: %d bytes, more than %d (half of Options.QueueBytes): %w", channel, len(data), max, ErrTooLarge)
+	if h.outbox.waiting(channel) {
+		if head != nil {
+			return Position{}, fmt.Errorf("live: publish %q: publications promised before it wait for the broker: %w", channel, errUnavailable)
+		}
+		// Promised publications wait for the broker: this one follows them.
+		return h.publishBehind(ctx, channel, data, meta)
 	}
 	var pos Position
-	var err error
 	if head != nil {
 		pos, err = h.cond.PublishIf(ctx, channel, *head, data)
 	} else {
@@ -232,6 +292,7 @@ func (h *Hub) Close(ctx context.Context) error {
 		taken = append(taken, c)
 	}
 	h.mu.Unlock()
+	h.outbox.close(ctx)
 	if h.presence != nil {
 		h.presence.goodbye(ctx)
 	}
@@ -250,6 +311,8 @@ func (h *Hub) Close(ctx context.Context) error {
 			c.kill(ErrClosed)
 		}
 	}
+	// Its connections ended, the hub is no one a revocation need wait for.
+	h.roster.bye(ctx)
 
 	select {
 	case <-h.idle:

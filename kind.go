@@ -8,7 +8,7 @@ package live
 // resuming clients, and how a slow connection's queued publications fold
 // into fewer.
 type kind interface {
-	// frame encodes a publication of the channel, sealed data removed.
+	// frame encodes a publication of the channel.
 	frame(m Message) *frame
 
 	// fanned is told of each publication fanned out, in order, under the

@@ -103,6 +103,11 @@ func (b *countingBroker) Since(ctx context.Context, channel string, after live.P
 	return b.MemoryBroker.Since(ctx, channel, after)
 }
 
+func (b *countingBroker) SincePage(ctx context.Context, channel string, after live.Position, maxMessages, maxBytes int) ([]live.Message, error) {
+	b.since.Add(1)
+	return b.MemoryBroker.SincePage(ctx, channel, after, maxMessages, maxBytes)
+}
+
 // TestResumeFromRecentFrames resumes clients whose cursors the hub's own
 // recent frames cover without asking the broker (what keeps a storm of
 // reconnections off the broker), and older ones from the broker.

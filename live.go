@@ -138,6 +138,12 @@ type Message struct {
 	Pos     Position
 	// Data is the published JSON value, compact (no newlines).
 	Data json.RawMessage
+	// Meta is what the Hub that made the publication said of it to the
+	// other hubs, carried beside Data so that no data is ever read as it:
+	// nil for a publication not made by a Hub. A Broker stores the meta
+	// [CheckPublish] returned when the publication was made and gives it
+	// back as it was. Only hubs read it.
+	Meta []byte
 }
 
 // A Broker carries publications between the Hubs that share it, numbers
@@ -148,6 +154,9 @@ type Message struct {
 //
 // Contract:
 //
+//   - Publish runs [CheckPublish] first, and publishes the data it
+//     returns with its meta, or refuses with its error. So does any other
+//     way the broker offers to publish.
 //   - Publish appends data to channel and returns its position: the
 //     channel's previous Seq plus one, in the channel's current epoch. It
 //     returns only after the publication is durable to the extent the
@@ -161,7 +170,7 @@ type Message struct {
 //     head, the position of the latest publication (Seq 0 for none, in the
 //     epoch the first publication will have). After
 //     that it calls deliver for every later publication, in position order,
-//     each exactly once, from one goroutine at a time. If the broker can no
+//     with its Meta, each exactly once, from one goroutine at a time. If the broker can no
 //     longer guarantee that (a lost connection, a gap it detects), Subscribe
 //     returns a non-nil error instead of skipping; the caller subscribes
 //     again and fills the hole from History. After Close it returns
@@ -188,7 +197,8 @@ type Broker interface {
 // history, so that the next publication cannot be returned; on a channel
 // it has no record of, it returns ErrGone. Since(head) returns nothing and
 // no error. A publication
-// is visible to Since before any subscriber sees it delivered. Since must
+// is visible to Since, with its Meta, before any subscriber sees it
+// delivered. Since must
 // find its starting point without scanning the whole history.
 type History interface {
 	Since(ctx context.Context, channel string, after Position) ([]Message, error)
@@ -210,6 +220,41 @@ type History interface {
 // succeeds, at head's Seq plus one. The other clauses of Publish apply.
 type Conditional interface {
 	PublishIf(ctx context.Context, channel string, head Position, data []byte) (Position, error)
+}
+
+// Snapshots is implemented by brokers that keep, beside a channel's
+// history, the latest value a [State] wrote on it. A Hub that comes to a
+// State late, or finds a hole in its stream that history can no longer
+// fill (a broker link cut for longer than history holds), rebuilds the
+// value from the snapshot and the history after it. Without Snapshots it
+// can rebuild only from history that reaches back to the channel's first
+// publication, and otherwise answers 503 until a write replaces the value
+// whole.
+//
+// SaveSnapshot keeps data as the channel's value at pos, unless the one
+// kept is at a later position of pos's epoch. Snapshot returns the one
+// kept; ErrGone (wrapped or not) when there is none.
+type Snapshots interface {
+	SaveSnapshot(ctx context.Context, channel string, pos Position, data []byte) error
+	Snapshot(ctx context.Context, channel string) (Position, []byte, error)
+}
+
+// PagedHistory is implemented by brokers that can read a part of their
+// history. The Hub replays what a resuming client missed a page at a time,
+// as the client reads it, so that a client resuming from far back holds
+// one page in memory rather than the whole range, however slowly it reads.
+// Without it, the Hub reads the range whole with Since.
+//
+// SincePage is Since stopped early: it returns the first publications
+// after the position after, in order, at most maxMessages of them and at
+// most maxBytes of Data in all, but always at least one when there is one
+// (however large). The caller continues from the last one returned. Its
+// errors are Since's: ErrGone when the publication after after is gone
+// or after is not a position of the channel; a page that ends before the
+// head is no error.
+type PagedHistory interface {
+	History
+	SincePage(ctx context.Context, channel string, after Position, maxMessages, maxBytes int) ([]Message, error)
 }
 
 // Identity is who a connection belongs to, as [Options].Identify says:

@@ -48,9 +48,11 @@ type MemoryBroker struct {
 }
 
 var (
-	_ Broker      = (*MemoryBroker)(nil)
-	_ History     = (*MemoryBroker)(nil)
-	_ Conditional = (*MemoryBroker)(nil)
+	_ Broker       = (*MemoryBroker)(nil)
+	_ History      = (*MemoryBroker)(nil)
+	_ PagedHistory = (*MemoryBroker)(nil)
+	_ Snapshots    = (*MemoryBroker)(nil)
+	_ Conditional  = (*MemoryBroker)(nil)
 )
 
 type memChannel struct {
@@ -62,6 +64,7 @@ type memChannel struct {
 	start int
 	n     int
 	subs  []*memSub
+	snap  Message // the latest snapshot; Pos.Epoch "" when none
 }
 
 type memEntry struct {
@@ -160,6 +163,10 @@ func (b *MemoryBroker) publish(ctx context.Context, channel string, head *Positi
 	if err := ctx.Err(); err != nil {
 		return Position{}, fmt.Errorf("live: publish %q: %w", channel, err)
 	}
+	data, meta, err := CheckPublish(ctx, channel, data)
+	if err != nil {
+		return Position{}, err
+	}
 	c, err := b.channel(channel, true)
 	if err != nil {
 		return Position{}, fmt.Errorf("live: publish %q: %w", channel, err)
@@ -170,7 +177,7 @@ func (b *MemoryBroker) publish(ctx context.Context, channel string, head *Positi
 		return Position{}, fmt.Errorf("live: publish %q: head at %v, not %v: %w", channel, at, *head, ErrConflict)
 	}
 	c.seq++
-	m := Message{Channel: channel, Pos: Position{c.epoch, c.seq}, Data: data}
+	m := Message{Channel: channel, Pos: Position{c.epoch, c.seq}, Data: data, Meta: meta}
 	b.appendLocked(c, m)
 	for _, s := range c.subs {
 		s.deliver(m)
@@ -270,6 +277,17 @@ func (b *MemoryBroker) Subscribe(ctx context.Context, channel string, ready func
 
 // Since implements [History].
 func (b *MemoryBroker) Since(ctx context.Context, channel string, after Position) ([]Message, error) {
+	return b.since(ctx, channel, after, 0, 0)
+}
+
+// SincePage implements [PagedHistory].
+func (b *MemoryBroker) SincePage(ctx context.Context, channel string, after Position, maxMessages, maxBytes int) ([]Message, error) {
+	return b.since(ctx, channel, after, max(maxMessages, 1), maxBytes)
+}
+
+// since returns the publications after after: all of them when
+// maxMessages is 0, otherwise a page bounded by maxMessages and maxBytes.
+func (b *MemoryBroker) since(ctx context.Context, channel string, after Position, maxMessages, maxBytes int) ([]Message, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("live: history %q: %w", channel, err)
 	}
@@ -293,11 +311,59 @@ func (b *MemoryBroker) Since(ctx context.Context, channel string, after Position
 		return nil, fmt.Errorf("live: history %q from %v: %w", channel, after, ErrGone)
 	}
 	skip := int(after.Seq + 1 - oldest)
-	out := make([]Message, 0, c.n-skip)
-	for i := skip; i < c.n; i++ {
-		out = append(out, c.ring[(c.start+i)%len(c.ring)].msg)
+	n := c.n - skip
+	if maxMessages > 0 {
+		n = min(n, maxMessages)
+	}
+	out := make([]Message, 0, n)
+	size := 0
+	for i := skip; len(out) < n; i++ {
+		m := c.ring[(c.start+i)%len(c.ring)].msg
+		if size += len(m.Data); maxMessages > 0 && len(out) > 0 && size > maxBytes {
+			break
+		}
+		out = append(out, m)
 	}
 	return out, nil
+}
+
+// SaveSnapshot implements [Snapshots]. A snapshot lives as long as the
+// channel's record: a forgotten channel's next life has another epoch.
+func (b *MemoryBroker) SaveSnapshot(ctx context.Context, channel string, pos Position, data []byte) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("live: snapshot %q: %w", channel, err)
+	}
+	c, err := b.channel(channel, false)
+	if err != nil {
+		return fmt.Errorf("live: snapshot %q: %w", channel, err)
+	}
+	if c == nil {
+		return nil // nothing of pos's numbering is left to come back to
+	}
+	defer c.mu.Unlock()
+	if pos.Epoch == c.epoch && (c.snap.Pos.Epoch != pos.Epoch || c.snap.Pos.Seq < pos.Seq) {
+		c.snap = Message{Channel: channel, Pos: pos, Data: append([]byte(nil), data...)}
+	}
+	return nil
+}
+
+// Snapshot implements [Snapshots].
+func (b *MemoryBroker) Snapshot(ctx context.Context, channel string) (Position, []byte, error) {
+	if err := ctx.Err(); err != nil {
+		return Position{}, nil, fmt.Errorf("live: snapshot %q: %w", channel, err)
+	}
+	c, err := b.channel(channel, false)
+	if err != nil {
+		return Position{}, nil, fmt.Errorf("live: snapshot %q: %w", channel, err)
+	}
+	if c == nil {
+		return Position{}, nil, fmt.Errorf("live: snapshot %q: %w", channel, ErrGone)
+	}
+	defer c.mu.Unlock()
+	if c.snap.Pos.Epoch != c.epoch {
+		return Position{}, nil, fmt.Errorf("live: snapshot %q: %w", channel, ErrGone)
+	}
+	return c.snap.Pos, c.snap.Data, nil
 }
 
 // sweep forgets channels that have neither subscribers nor history.

@@ -36,6 +36,10 @@ func (h *Hub) MetricsHandler() http.Handler {
 		metric("live_broker_errors_total", "counter", "Failed broker publishes and broken subscriptions.", st.BrokerErrors)
 		metric("live_hook_dropped_total", "counter", "Successful requests whose hook event was not published.", st.HookDropped)
 		metric("live_too_large_total", "counter", "Publications refused as larger than half of the client queue.", st.TooLarge)
+		metric("live_pending_publications", "gauge", "Promised publications waiting for the broker to take them.", st.Pending)
+		metric("live_pending_dropped_total", "counter", "Promised publications dropped: waiting too long, too many bytes waiting, or left at Close.", st.PendingDropped)
+		metric("live_retries_lost_total", "counter", "Responses to keyed requests dropped or not saved within their retry window.", st.RetriesLost)
+		metric("live_retries_refused_total", "counter", "Keyed requests refused with 503 because their key could not be claimed.", st.RetriesRefused)
 		b.WriteString("# HELP live_resets_total Reset frames sent, by reason.\n# TYPE live_resets_total counter\n")
 		reasons := make([]string, 0, len(st.ResetsBy))
 		for r := range st.ResetsBy {
@@ -79,24 +83,42 @@ type Stats struct {
 	BrokerErrors  int64            // failed broker publishes and broken subscriptions
 	HookDropped   int64            // successful requests whose Hub.Hook event could not be published
 	TooLarge      int64            // publications refused with ErrTooLarge
+	// RetriesLost counts responses to keyed requests that a retry within
+	// HookOptions.RetryWindow will not find: dropped by the memory store
+	// to make room, or not saved because the store failed. Such a retry
+	// runs the request again.
+	RetriesLost int64
+	// RetriesRefused counts keyed requests answered 503 because the
+	// store could not claim their key (full of running requests, or
+	// failing), rather than run without knowing whether they ran.
+	RetriesRefused int64
+	// Pending counts promised publications waiting for the broker (see
+	// Options.PendingBytes); PendingDropped those dropped past
+	// Options.PendingBytes or PendingAge, or left at Close.
+	Pending        int64
+	PendingDropped int64
 }
 
 // Stats returns the Hub's counters.
 func (h *Hub) Stats() Stats {
 	s := &h.stats
 	st := Stats{
-		Connections:   s.connections.Load(),
-		Subscriptions: s.subscriptions.Load(),
-		Published:     s.published.Load(),
-		Delivered:     s.delivered.Load(),
-		Writes:        s.writes.Load(),
-		Replayed:      s.replayed.Load(),
-		Resets:        s.resets.Load(),
-		SlowClients:   s.slow.Load(),
-		BrokerErrors:  s.brokerErrors.Load(),
-		HookDropped:   s.hookDropped.Load(),
-		TooLarge:      s.tooLarge.Load(),
-		ResetsBy:      make(map[string]int64, len(s.resetsBy)),
+		Connections:    s.connections.Load(),
+		Subscriptions:  s.subscriptions.Load(),
+		Published:      s.published.Load(),
+		Delivered:      s.delivered.Load(),
+		Writes:         s.writes.Load(),
+		Replayed:       s.replayed.Load(),
+		Resets:         s.resets.Load(),
+		SlowClients:    s.slow.Load(),
+		BrokerErrors:   s.brokerErrors.Load(),
+		HookDropped:    s.hookDropped.Load(),
+		TooLarge:       s.tooLarge.Load(),
+		Pending:        s.pending.Load(),
+		PendingDropped: s.pendingDropped.Load(),
+		RetriesLost:    s.retriesLost.Load(),
+		RetriesRefused: s.retriesRefused.Load(),
+		ResetsBy:       make(map[string]int64, len(s.resetsBy)),
 	}
 	for r, n := range s.resetsBy {
 		st.ResetsBy[r] = n.Load()
@@ -121,6 +143,8 @@ type counters struct {
 	connections, subscriptions                   atomic.Int64
 	published, delivered, replayed, resets, slow atomic.Int64
 	brokerErrors, hookDropped, writes, tooLarge  atomic.Int64
+	pending, pendingDropped                      atomic.Int64
+	retriesLost, retriesRefused                  atomic.Int64
 	resetsBy                                     map[string]*atomic.Int64 // fixed keys: read-only map
 }
 

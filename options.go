@@ -20,7 +20,18 @@ type Options struct {
 	// request that opened the stream or WebSocket, so read the user from
 	// its cookies or context (browsers cannot set headers on EventSource
 	// and WebSocket requests). It is evaluated once per subscription: a
-	// subscription it allowed goes on until the client leaves.
+	// subscription it allowed goes on until the client leaves, or until
+	// Hub.Reauthorize or Hub.Disconnect ends it. A subscription whose
+	// Authorize was running when a Reauthorize that concerns it was
+	// applied is authorized again before it receives anything, so an
+	// Authorize that read rights just revoked never lets a publication
+	// made after the Reauthorize through.
+	//
+	// r's context lives as long as the connection: it ends when the
+	// connection ends or the Hub closes, not when the handler that opened
+	// it returns, so pass it to the database or Redis lookups Authorize
+	// makes, also for a WebSocket's later frames and for Hub.Reauthorize.
+	// It keeps the request's values (IdentityOf, your middleware's).
 	//
 	// A non-nil error refuses: 403 over HTTP, an error frame over
 	// WebSocket. The client sees a generic message and the error goes to
@@ -36,8 +47,18 @@ type Options struct {
 	// knows it: from its session cookie, or the user its own auth
 	// middleware put in the request's context. It runs once per SSE
 	// stream, WebSocket and HTTP publish, before Authorize, which reads
-	// the result with IdentityOf. A non-nil error refuses the request
+	// the result with IdentityOf, and for each request [Hub.Hook] wraps
+	// that carries a retry key, whose response only the same user gets
+	// again (see [HookOptions].RetryWindow). A non-nil error refuses the request
 	// with 401 (the client sees a generic message, or that of [Deny]).
+	// A connection whose Identify was running when a Disconnect of its
+	// user was applied is refused with 401 too ("disconnected"), or, if it
+	// got further, ended as Disconnect ends the others. Identify runs
+	// while the request is served; run again for an open connection, it
+	// gets the request the connection keeps for Authorize, whose context
+	// lives as long as the connection: when a hub may have lost a control
+	// message (see [Hub.Disconnect]) it runs Identify again for every
+	// connection, and ends those it refuses or names another user for.
 	// Default: every request is anonymous.
 	Identify func(r *http.Request) (Identity, error)
 
@@ -58,9 +79,11 @@ type Options struct {
 	// QueueBytes and QueueMessages bound each connection's queue of
 	// frames waiting to be written. Defaults 1 MiB and 4096. A frame is
 	// admitted while the queue is under its bounds, so the queue holds at
-	// most one frame beyond them. What a resuming client missed is queued
-	// on top of them (the broker's history bounds it), so that a long
-	// resume is not taken for a slow client.
+	// most one frame beyond them. What a resuming client missed is read
+	// from history a page of the same bounds at a time and queued as the
+	// queue makes room, so a long resume is neither taken for a slow
+	// client nor held in memory whole; publications made meanwhile wait
+	// within the same bounds, past which SlowPolicy applies.
 	//
 	// A publication may be at most half of QueueBytes (512 KiB by
 	// default): Publish refuses larger ones with ErrTooLarge and counts
@@ -68,6 +91,20 @@ type Options struct {
 	// client's queue and evicts every subscriber as slow.
 	QueueBytes    int
 	QueueMessages int
+
+	// PendingBytes and PendingAge bound the publications that were
+	// promised but that the broker has not taken: a Hub.Hook event whose
+	// request was answered 2xx while the broker was unreachable waits in
+	// the hub and is sent again, in order per channel, once the broker
+	// answers (later publications on its channel wait behind it, Publish
+	// too). Past PendingBytes a new one is refused, and one waiting longer
+	// than PendingAge is dropped: either way it is logged as an error and
+	// counted in Stats.PendingDropped. Stats.Pending counts those waiting.
+	// Defaults 16 MiB and 10 minutes. They live in this process only: a
+	// crash loses them (a transactional outbox in the application's
+	// database covers that).
+	PendingBytes int
+	PendingAge   time.Duration
 
 	// SlowPolicy says what happens to a connection that exceeds its queue
 	// bounds. Default SlowDisconnect.
@@ -175,6 +212,12 @@ func (o *Options) withDefaults() Options {
 	}
 	if c.QueueMessages <= 0 {
 		c.QueueMessages = 4096
+	}
+	if c.PendingBytes <= 0 {
+		c.PendingBytes = 16 << 20
+	}
+	if c.PendingAge <= 0 {
+		c.PendingAge = 10 * time.Minute
 	}
 	if c.Heartbeat <= 0 {
 		c.Heartbeat = 15 * time.Second

@@ -1,17 +1,16 @@
 package live
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
-	"encoding/json"
 )
 
 // Publishing "to others": a publication that skips the connection that
 // caused it, or every connection of its user, on every hub. The exclusion
-// travels with the publication through the broker, in an envelope that
-// hubs open before anything else reads the publication.
+// travels with the publication through the broker, in its meta (see
+// [Message]), beside the data and never inside it, so no data can be taken
+// for one.
 
 // ConnectionHeader names the client connection a request comes from: the
 // "connection" member of the "subscribed" frames a connection gets. live.js
@@ -19,20 +18,10 @@ import (
 // skip the connection that made a change, which applied it already.
 const ConnectionHeader = "Live-Connection"
 
-// exceptPrefix starts an envelope. The hub wraps any publication that
-// starts so itself, so a publisher cannot forge one.
-var exceptPrefix = []byte(`{"@live:except":`)
-
 // except names who a publication skips.
 type except struct {
 	Conn string `json:"conn,omitempty"`
 	User string `json:"user,omitempty"`
-}
-
-// envelope is a publication with its exclusion.
-type envelope struct {
-	Except *except         `json:"@live:except"`
-	Data   json.RawMessage `json:"data"`
 }
 
 type exceptKey struct{}
@@ -52,27 +41,18 @@ func Except(ctx context.Context, conn, user string) context.Context {
 	return context.WithValue(ctx, exceptKey{}, &except{Conn: conn, User: user})
 }
 
-// seal wraps data in an envelope when ctx carries an exclusion, or when
-// data could be taken for an envelope.
-func seal(ctx context.Context, data []byte) []byte {
+// exceptOf returns the exclusion ctx carries, if any. A connection name
+// longer than any the hub makes names no connection and is dropped, so
+// that a client's header cannot make the meta large.
+func exceptOf(ctx context.Context) *except {
 	ex, _ := ctx.Value(exceptKey{}).(*except)
-	if ex == nil && !bytes.HasPrefix(data, exceptPrefix) {
-		return data
+	if ex != nil && len(ex.Conn) > maxConnKeyLen {
+		ex = &except{User: ex.User}
+		if ex.User == "" {
+			return nil
+		}
 	}
-	b, _ := json.Marshal(envelope{Except: ex, Data: data})
-	return b
-}
-
-// unseal opens an envelope; other data it returns as it is.
-func unseal(data []byte) ([]byte, *except) {
-	if !bytes.HasPrefix(data, exceptPrefix) {
-		return data, nil
-	}
-	var e envelope
-	if json.Unmarshal(data, &e) != nil || e.Data == nil {
-		return []byte("null"), nil
-	}
-	return e.Data, e.Except
+	return ex
 }
 
 // skips reports whether the exclusion skips c.
@@ -80,10 +60,15 @@ func (e *except) skips(c *conn) bool {
 	return e.Conn != "" && e.Conn == c.key || e.User != "" && c.id != nil && c.id.User == e.User
 }
 
+const (
+	connKeyBytes  = 12
+	maxConnKeyLen = 2 * connKeyBytes // base64 needs 16; room to change
+)
+
 // newConnKey returns a connection's name: random, so that a client cannot
 // name another's connection to keep a publication from it.
 func newConnKey() string {
-	var b [12]byte
+	var b [connKeyBytes]byte
 	rand.Read(b[:])
 	return base64.RawURLEncoding.EncodeToString(b[:])
 }

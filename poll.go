@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -13,7 +14,7 @@ import (
 // through (a proxy that buffers whole responses). A poll is the
 // multiplexed SSE request with ?poll added:
 //
-//	GET …?channels=a,b&cursor.a=<cursor>&poll[=<seconds>]
+//	GET …?channels=a,b&cursor.a=<cursor>&poll[=<seconds>][&ack=a]
 //
 // It answers a JSON array of the frames the stream would carry
 // ("subscribed", "data", "reset", "error"), as soon as one is news, or an
@@ -22,6 +23,13 @@ import (
 // so nothing is lost or repeated between polls; the hub keeps nothing of a
 // poller between polls, so one that never comes back costs nothing.
 // Authorization, origins, identities and limits are the stream's.
+//
+// A channel polled with a cursor is not acknowledged again: the poller has
+// its acknowledgement from an earlier poll, and repeating it would answer
+// every poll at once. A client that resumes a channel it holds no
+// acknowledgement for (a cursor saved elsewhere, or reached over another
+// transport) names it in ack, and that poll answers with its "subscribed"
+// frame, then what follows the cursor.
 
 // maxHold bounds how long a poll waits for news.
 const maxHold = 25 * time.Second
@@ -39,28 +47,49 @@ func pollHold(q url.Values) (time.Duration, error) {
 	return min(time.Duration(s*float64(time.Second)), maxHold), nil
 }
 
+// pollAcks reads the channels a poll acknowledges although it resumes
+// them (?ack=a,b). Other names are ignored, so the map is never larger
+// than the poll's channels.
+func pollAcks(q url.Values, resumed map[string]bool) map[string]bool {
+	acks := make(map[string]bool)
+	for _, v := range q["ack"] {
+		for ch := range strings.SplitSeq(v, ",") {
+			if resumed[ch] {
+				acks[ch] = true
+			}
+		}
+	}
+	return acks
+}
+
 // poll answers a long-poll whose subscriptions are in place on c, then
 // lets them go. Acknowledgements of channels the client gave a cursor for
-// are left out: it knows those already.
+// are left out unless it asks for them in ack: it knows the others already.
 func (h *Hub) poll(w http.ResponseWriter, r *http.Request, c *conn, hold time.Duration, resumed map[string]bool) {
 	defer h.leave(c)
 	timer := time.NewTimer(hold)
 	defer timer.Stop()
 	var out []*frame
 	q := r.URL.Query() // once, not per frame
+	acks := pollAcks(q, resumed)
 	news := false
 	for !news {
 		c.mu.Lock()
 		batch, slow := c.q, c.slow || c.ended
+		lw, _ := c.endErr.(*lastWords)
 		c.q, c.bytes, c.beat = nil, 0, false
 		c.mu.Unlock()
+		if lw != nil {
+			out = []*frame{lw.f} // Disconnect, or a Reauthorize, ended it
+			break
+		}
 		if slow {
 			// Frames were dropped: the client polls again from its cursors.
 			writeError(w, http.StatusServiceUnavailable, "too_slow", "too much at once: poll again from your cursors")
 			return
 		}
 		for _, f := range batch {
-			if f.ws == nil || f.ack && resumed[f.channel] {
+			if f.ws == nil || f.ack && resumed[f.channel] && !acks[f.channel] {
 				continue
 			}
 			if f.tag != "" && q.Get("presence."+f.channel) == f.tag {

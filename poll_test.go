@@ -21,6 +21,12 @@ func pollOnce(t *testing.T, s *testServer, hold string, cursors map[string]strin
 	for ch, c := range cursors {
 		q.Set("cursor."+ch, c)
 	}
+	return pollQuery(t, s, q)
+}
+
+// pollQuery sends one long-poll with query q and returns its frames.
+func pollQuery(t *testing.T, s *testServer, q url.Values) []wsFrame {
+	t.Helper()
 	resp, err := http.Get(s.srv.URL + "/api/live?" + q.Encode())
 	if err != nil {
 		t.Fatal(err)
@@ -167,4 +173,118 @@ func TestLongPollRefusals(t *testing.T) {
 	if frames := <-done; len(frames) != 0 {
 		t.Fatalf("poll at Close: %+v", frames)
 	}
+}
+
+// TestLongPollResumeAcknowledged resumes channels over long-poll from
+// cursors the poller holds no acknowledgement for (saved by the page, or
+// reached over another transport): named in ack, each is acknowledged
+// first, then what followed its cursor arrives, and later polls go on
+// without acknowledgements.
+func TestLongPollResumeAcknowledged(t *testing.T) {
+	s := newTestServer(t, nil)
+	a1 := s.publish(t, "a", 1)
+	s.publish(t, "a", 2)
+	b1 := s.publish(t, "b", 1)
+	s.publish(t, "a", 3)
+
+	q := url.Values{"channels": {"a,b,c"}, "poll": {""}, "ack": {"a,b,nowhere"}}
+	q.Set("cursor.a", a1.String())
+	q.Set("cursor.b", b1.String())
+	frames := pollQuery(t, s, q)
+	var types []string
+	got := map[string][]string{}
+	cursors := map[string]string{}
+	acked := map[string]bool{}
+	for _, f := range frames {
+		types = append(types, f.Type+" "+f.Channel)
+		switch f.Type {
+		case "subscribed":
+			acked[f.Channel] = true
+			if f.Conn == "" {
+				t.Errorf("acknowledgement without the connection's name: %+v", f)
+			}
+		case "data":
+			if !acked[f.Channel] {
+				t.Fatalf("data before its channel's acknowledgement: %v", types)
+			}
+			got[f.Channel] = append(got[f.Channel], string(f.Data))
+		default:
+			t.Fatalf("frame %+v", f)
+		}
+		cursors[f.Channel] = f.Cursor
+	}
+	if diff := cmp.Diff(map[string]bool{"a": true, "b": true, "c": true}, acked); diff != "" {
+		t.Fatalf("acknowledged (-want +got):\n%s\nframes %v", diff, types)
+	}
+	// What followed a's cursor may take more polls; none brings an
+	// acknowledgement again, and the last holds: nothing more is news.
+	for len(got["a"]) < 2 {
+		frames := pollQuery(t, s, url.Values{"channels": {"a,b,c"}, "poll": {""}, "cursor.a": {cursors["a"]}, "cursor.b": {cursors["b"]}, "cursor.c": {cursors["c"]}})
+		for _, f := range frames {
+			if f.Type != "data" {
+				t.Fatalf("later poll: %+v", f)
+			}
+			got[f.Channel] = append(got[f.Channel], string(f.Data))
+			cursors[f.Channel] = f.Cursor
+		}
+	}
+	if diff := cmp.Diff(map[string][]string{"a": {"2", "3"}}, got); diff != "" {
+		t.Errorf("after the cursors (-want +got):\n%s", diff)
+	}
+	if frames := pollOnce(t, s, "0", cursors, "a", "b", "c"); len(frames) != 0 {
+		t.Errorf("nothing new, no ack asked: %+v", frames)
+	}
+
+	// Asked again, the acknowledgement is news by itself: the poll
+	// answers at once rather than holding.
+	q = url.Values{"channels": {"a"}, "poll": {""}, "ack": {"a"}, "cursor.a": {cursors["a"]}}
+	frames = pollQuery(t, s, q)
+	if len(frames) != 1 || frames[0].Type != "subscribed" || frames[0].Channel != "a" {
+		t.Fatalf("ack with nothing new: %+v", frames)
+	}
+}
+
+// TestResumeAcknowledgedEverywhere resumes a channel from a cursor on
+// every transport: each acknowledges the subscription, then sends what
+// followed the cursor.
+func TestResumeAcknowledgedEverywhere(t *testing.T) {
+	s := newTestServer(t, nil)
+	from := s.publish(t, "r", 1)
+	s.publish(t, "r", 2)
+
+	t.Run("websocket", func(t *testing.T) {
+		ws := dialWS(t, s.wsURL(), nil)
+		ws.send(t, map[string]string{"type": "subscribe", "channel": "r", "cursor": from.String()})
+		ws.expect(t, "subscribed")
+		if f := ws.expect(t, "data"); string(f.Data) != "2" {
+			t.Fatalf("after the cursor: %+v", f)
+		}
+	})
+	t.Run("sse", func(t *testing.T) {
+		st := openSSE(t, s.srv.URL+"/api/live/r", http.Header{"Last-Event-Id": {from.String()}})
+		ev, _ := st.next(t)
+		if ev.Data != "" || !ev.HasID {
+			t.Fatalf("first event %+v; want the bare id that acknowledges", ev)
+		}
+		if ev := st.nextData(t); ev.Data != "2" {
+			t.Fatalf("after the cursor: %+v", ev)
+		}
+	})
+	t.Run("sse multiplexed", func(t *testing.T) {
+		st := openSSE(t, s.srv.URL+"/api/live?channels=r&cursor.r="+url.QueryEscape(from.String()), nil)
+		st.expectMux(t, "subscribed", "r")
+		if f := st.expectMux(t, "data", "r"); string(f.Data) != "2" {
+			t.Fatalf("after the cursor: %+v", f)
+		}
+	})
+	t.Run("poll", func(t *testing.T) {
+		frames := pollQuery(t, s, url.Values{"channels": {"r"}, "poll": {""}, "ack": {"r"}, "cursor.r": {from.String()}})
+		var types []string
+		for _, f := range frames {
+			types = append(types, f.Type+" "+string(f.Data))
+		}
+		if diff := cmp.Diff([]string{"subscribed ", "data 2"}, types); diff != "" {
+			t.Fatalf("(-want +got):\n%s", diff)
+		}
+	})
 }

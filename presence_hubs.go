@@ -9,7 +9,9 @@ import (
 
 // Presence between hubs: each hub tells the others sharing its broker what
 // changed of its members, on the reserved channel presenceChannel, and
-// keeps, sums and expires theirs (see presence.go).
+// keeps, sums and expires theirs (see presence.go). It believes only
+// messages that carry a hub's meta (meta.go), which no application can
+// attach.
 
 // A presenceMsg is what hubs tell each other about presence.
 type presenceMsg struct {
@@ -326,12 +328,12 @@ func (p *presence) follow() error {
 			askAll()
 		}
 		var msg presenceMsg
-		if json.Unmarshal(m.Data, &msg) != nil {
-			return
+		if _, fromHub := readMeta(m); !fromHub || json.Unmarshal(m.Data, &msg) != nil {
+			return // only what a hub sent tells of members
 		}
 		p.apply(msg, time.Now())
 	}
-	return p.h.follow(presenceChannel, ready, deliver)
+	return p.h.follow(presenceChannel, ready, deliver, nil)
 }
 
 // expireLocked ends the grace windows that are over by now, and notes when

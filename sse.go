@@ -38,6 +38,7 @@ func (h *Hub) serveSSE(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad_channel", "the URL names no channel: stream one at …/{channel}, or several with ?channels=a,b")
 		return
 	}
+	g := h.controlGen()
 	r, ok := h.admit(w, r, channel, OpSubscribe)
 	if !ok {
 		return
@@ -53,17 +54,21 @@ func (h *Hub) serveSSE(w http.ResponseWriter, r *http.Request) {
 	}
 
 	c := newConn(h, r, false)
-	if err := h.enter(c); err != nil {
+	if err := h.enter(c, g); err != nil {
 		refuse(w, err)
 		return
 	}
 
 	// Subscribe before answering, so that a client that has seen the
 	// response headers receives everything published after that.
-	err := h.subscribe(r.Context(), c, channel, resumeFromRequest(r), nil)
-	if err != nil {
+	authErr, err := h.authorizeSubscribe(r.Context(), r, c, channel, resumeFromRequest(r), nil, g, true)
+	if authErr != nil || err != nil {
 		h.leave(c)
-		writeSubscribeError(w, err)
+		if authErr != nil {
+			h.writeAuthError(w, r, channel, OpSubscribe, authErr)
+		} else {
+			writeSubscribeError(w, err)
+		}
 		return
 	}
 	h.stream(w, r, c, false)
@@ -82,6 +87,7 @@ func (h *Hub) serveSSE(w http.ResponseWriter, r *http.Request) {
 // error frame and the others stream; when none can be read, or the list
 // itself is malformed, the answer is an HTTP error with a JSON body.
 func (h *Hub) serveSSEMux(w http.ResponseWriter, r *http.Request) {
+	g := h.controlGen()
 	r, ok := h.admit(w, r, "", "")
 	if !ok {
 		return
@@ -118,7 +124,7 @@ func (h *Hub) serveSSEMux(w http.ResponseWriter, r *http.Request) {
 	}
 
 	c := newConn(h, r, true)
-	if err := h.enter(c); err != nil {
+	if err := h.enter(c, g); err != nil {
 		refuse(w, err)
 		return
 	}
@@ -127,25 +133,27 @@ func (h *Hub) serveSSEMux(w http.ResponseWriter, r *http.Request) {
 	var first error
 	firstAuth, subscribed := "", 0
 	for _, ch := range channels {
-		if err := h.opts.Authorize(r, ch, OpSubscribe); err != nil {
-			c.push(h.authErrorFrame(r, ch, OpSubscribe, err, nil))
+		from := resumeFrom{}
+		k := "cursor." + ch
+		if q.Has(k) {
+			from = parseResume(q.Get(k))
+		}
+		authErr, err := h.authorizeSubscribe(r.Context(), r, c, ch, from, nil, 0, false)
+		if authErr != nil {
+			c.push(h.authErrorFrame(r, ch, OpSubscribe, authErr, nil))
 			if first == nil {
-				first, firstAuth = err, ch
+				first, firstAuth = authErr, ch
 			}
 			continue
 		}
-		from := resumeFrom{}
-		if k := "cursor." + ch; q.Has(k) {
-			from = parseResume(q.Get(k))
-			resumed[ch] = true
-		}
-		if err := h.subscribe(r.Context(), c, ch, from, nil); err != nil {
+		if err != nil {
 			c.push(subscribeErrorFrame(err, ch, nil))
 			if first == nil {
 				first = err
 			}
 			continue
 		}
+		resumed[ch] = q.Has(k)
 		subscribed++
 	}
 	if subscribed == 0 || r.Method == http.MethodHead {

@@ -61,13 +61,26 @@ type State struct {
 	// rebuilt from history. Guarded by the channel's lock (hubChannel.mu).
 	held []*frame
 
+	// losses counts the holes in the stream that history could not fill;
+	// a rebuild that sees it move gives up its result. Guarded by the
+	// channel's lock.
+	losses int
+
 	writeMu   sync.Mutex // serializes this process's writes, so each diffs against the value it replaces
 	lastWrite Position   // this process's latest write; guarded by writeMu
 
-	mu      sync.Mutex // guards value, version and applied
+	// keeper wakes the goroutine that rebuilds a stale value.
+	keeper chan struct{}
+
+	mu      sync.Mutex // guards value, version, applied and stale
 	value   json.RawMessage
 	version Position
 	applied chan struct{} // closed and replaced whenever version moves
+	// stale is set while the value is unknown: the stream lost
+	// publications that history could not replace. Reads answer 503 and
+	// writes are refused until a rebuild, or a publication of the whole
+	// value, makes it known again.
+	stale bool
 }
 
 // statePayload is what a State publishes; the Hub adds the version when
@@ -126,7 +139,7 @@ func (h *Hub) State(ctx context.Context, channel string, opts *StateOptions) (*S
 		}
 		init = b
 	}
-	s := &State{hub: h, name: channel, merge: o.Merge, init: init, value: init, applied: make(chan struct{})}
+	s := &State{hub: h, name: channel, merge: o.Merge, init: init, value: init, applied: make(chan struct{}), keeper: make(chan struct{}, 1)}
 
 	h.mu.Lock()
 	if h.states == nil {
@@ -147,48 +160,179 @@ func (h *Hub) State(ctx context.Context, channel string, opts *StateOptions) (*S
 		return nil, fmt.Errorf("live: state %q: %w", channel, err)
 	}
 	s.kind = hc.plain()
-
-	// Rebuild from history what was published before this process came.
 	hc.mu.Lock()
-	head := hc.last
-	s.held = []*frame{} // hold deliveries until the rebuild is done
 	hc.setKind(s)
 	hc.mu.Unlock()
-	var msgs []Message
-	if head.Seq > 0 {
-		err = ErrGone
-		if h.history != nil {
-			msgs, err = h.history.Since(ctx, channel, Position{Epoch: head.Epoch})
-		}
-		if err != nil {
-			hc.mu.Lock()
-			hc.setKind(hc.base())
-			s.held = nil
-			hc.mu.Unlock()
-			h.mu.Lock()
-			delete(h.states, channel)
-			h.mu.Unlock()
-			h.release(hc)
-			return nil, fmt.Errorf("live: state %q: rebuilding from history: %w", channel, err)
-		}
+
+	// Rebuild what was published before this process came.
+	if err := s.rebuild(ctx, hc); err != nil {
+		hc.mu.Lock()
+		hc.setKind(hc.base())
+		s.held = nil
+		hc.mu.Unlock()
+		h.mu.Lock()
+		delete(h.states, channel)
+		h.mu.Unlock()
+		h.release(hc)
+		return nil, fmt.Errorf("live: state %q: rebuilding: %w", channel, err)
 	}
+	h.group.Go(func() error {
+		s.keep(hc)
+		return nil
+	})
+	return s, nil
+}
+
+// rebuild makes the value again from what the broker keeps: its snapshot
+// and the history after it, or else the whole history of the epoch.
+// Deliveries are held meanwhile and applied after.
+func (s *State) rebuild(ctx context.Context, hc *hubChannel) error {
+	hc.mu.Lock()
+	head, losses := hc.last, s.losses
+	s.held = []*frame{}
+	hc.mu.Unlock()
+
+	base, at, msgs, err := s.load(ctx, head)
+
 	hc.mu.Lock()
 	defer hc.mu.Unlock()
-	s.mu.Lock()
-	s.version = Position{Epoch: head.Epoch}
-	s.mu.Unlock()
-	for _, m := range msgs {
-		if m.Pos.Seq <= head.Seq {
-			data, _ := unseal(m.Data)
-			s.apply(m.Pos, data)
-		}
+	if s.losses != losses {
+		// The stream lost more meanwhile; what was held is gone.
+		return fmt.Errorf("publications lost during the rebuild: %w", ErrGone)
 	}
 	held := s.held
 	s.held = nil
+	if err == nil {
+		s.mu.Lock()
+		s.value, s.version, s.stale = base, at, false
+		s.mu.Unlock()
+		for _, m := range msgs {
+			s.apply(m.Pos, m.Data)
+		}
+	}
 	for _, f := range held {
 		s.apply(f.pos, f.src)
 	}
-	return s, nil
+	return err
+}
+
+// load reads the value at or after head from the broker: the base value
+// at position at, and the publications after it to apply.
+func (s *State) load(ctx context.Context, head Position) (base json.RawMessage, at Position, msgs []Message, err error) {
+	h := s.hub
+	if head.Seq == 0 {
+		return s.init, head, nil, nil
+	}
+	if snaps, ok := h.broker.(Snapshots); ok {
+		pos, data, err := snaps.Snapshot(ctx, s.name)
+		if err != nil && !errors.Is(err, ErrGone) {
+			return nil, at, nil, err
+		}
+		if err == nil && pos.Epoch == head.Epoch {
+			if pos.Seq >= head.Seq {
+				return data, pos, nil, nil
+			}
+			if h.history != nil {
+				msgs, err = h.history.Since(ctx, s.name, pos)
+				if err == nil && contiguous(pos, msgs) {
+					return data, pos, msgs, nil
+				}
+				if err != nil && !errors.Is(err, ErrGone) {
+					return nil, at, nil, err
+				}
+			}
+		}
+	}
+	if h.history == nil {
+		return nil, at, nil, fmt.Errorf("the broker keeps no history: %w", ErrGone)
+	}
+	from := Position{Epoch: head.Epoch}
+	msgs, err = h.history.Since(ctx, s.name, from)
+	if err != nil {
+		return nil, at, nil, err
+	}
+	if !contiguous(from, msgs) {
+		return nil, at, nil, fmt.Errorf("history has a hole: %w", ErrGone)
+	}
+	return s.init, from, msgs, nil
+}
+
+// contiguous reports whether msgs follow from without a gap.
+func contiguous(from Position, msgs []Message) bool {
+	for _, m := range msgs {
+		if m.Pos.Epoch != from.Epoch || m.Pos.Seq != from.Seq+1 {
+			return false
+		}
+		from = m.Pos
+	}
+	return true
+}
+
+// keep runs for the hub's lifetime: it rebuilds the value when it is
+// stale, trying again with backoff while the broker cannot.
+func (s *State) keep(hc *hubChannel) {
+	h := s.hub
+	const minDelay, maxDelay = 100 * time.Millisecond, 5 * time.Second
+	delay := minDelay
+	for {
+		select {
+		case <-h.done:
+			return
+		case <-s.keeper:
+		}
+		s.mu.Lock()
+		stale := s.stale
+		s.mu.Unlock()
+		if stale {
+			err := s.rebuild(h.ctx, hc)
+			if err != nil {
+				if h.ctx.Err() != nil {
+					return
+				}
+				h.opts.Logger.Warn("live: state value unknown; answering 503 until it is rebuilt", "channel", s.name, "err", err)
+				if !h.backoff(h.ctx, delay) {
+					return
+				}
+				delay = min(2*delay, maxDelay)
+				s.wake()
+				continue
+			}
+			delay = minDelay
+			h.opts.Logger.Info("live: state value rebuilt", "channel", s.name)
+			hc.mu.Lock()
+			hc.pushAllLocked(s.snapshot())
+			hc.mu.Unlock()
+		}
+	}
+}
+
+// wake asks the keeper to look at the State again.
+func (s *State) wake() {
+	select {
+	case s.keeper <- struct{}{}:
+	default:
+	}
+}
+
+// save stores the value with the broker, for Hubs that rebuild it later.
+// A write saves after it is applied, before it returns: a Hub that starts
+// or rebuilds later finds it, or a later one, whatever history keeps. A
+// failed save fails nothing (the write is published), and the next
+// write's saves the value then.
+func (s *State) save(ctx context.Context) {
+	snaps, ok := s.hub.broker.(Snapshots)
+	if !ok {
+		return
+	}
+	s.mu.Lock()
+	value, version, stale := s.value, s.version, s.stale
+	s.mu.Unlock()
+	if stale || version.Seq == 0 {
+		return
+	}
+	if err := snaps.SaveSnapshot(ctx, s.name, version, value); err != nil && ctx.Err() == nil {
+		s.hub.opts.Logger.Warn("live: saving a state snapshot failed; the next write tries again", "channel", s.name, "err", err)
+	}
 }
 
 // encodeStateData returns what clients see for a state publication: the
@@ -227,7 +371,7 @@ func (s *State) apply(pos Position, payload []byte) {
 	switch {
 	case err != nil:
 	case p.Reset:
-		s.value = p.Data
+		s.value, s.stale = p.Data, false
 	default:
 		var next json.RawMessage
 		next, err = ApplyDelta(s.value, s.version.Seq, Delta{Version: s.version.Seq + 1, Changes: p.Changes})
@@ -249,8 +393,8 @@ func (s *State) apply(pos Position, payload []byte) {
 func (s *State) resetTo(cursor Position) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.hub.opts.Logger.Error("live: state lost publications; value restarts from the initial value", "channel", s.name, "cursor", cursor.String())
-	s.value, s.version = s.init, cursor
+	s.hub.opts.Logger.Warn("live: state lost publications; rebuilding its value", "channel", s.name, "cursor", cursor.String())
+	s.value, s.version, s.stale = s.init, cursor, true
 	close(s.applied)
 	s.applied = make(chan struct{})
 }
@@ -260,13 +404,19 @@ func (s *State) resetTo(cursor Position) {
 // seed's client answers by refetching and ours by adopting the data.
 func (s *State) snapshot() *frame {
 	s.mu.Lock()
-	value, pos := s.value, s.version
+	value, pos, stale := s.value, s.version, s.stale
 	s.mu.Unlock()
+	if stale {
+		return s.resetFrame(pos, resetGone, false)
+	}
 	payload, _ := statePayload{Reset: true, Data: value}.encode()
 	return s.kind.frame(Message{Channel: s.name, Pos: pos, Data: encodeStateData(pos, payload)})
 }
 
-// Get returns the current value and its version.
+// Get returns the current value and its version. While the value is
+// being rebuilt (the stream lost publications that history could not
+// replace; see [Snapshots]) Get returns the initial value at the version
+// where the loss was found, and HTTP reads answer 503 instead.
 func (s *State) Get() (data json.RawMessage, version uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -393,13 +543,21 @@ func (s *State) write(ctx context.Context, conditional bool, want uint64, next f
 			return written{version: base.Seq}, err
 		}
 		w := written{version: pos.Seq}
-		if pos == base || pos.Epoch == base.Epoch && pos.Seq == base.Seq+1 {
+		after := base
+		if fresh != nil {
+			after = *fresh
+		}
+		if pos == base || pos == (Position{Epoch: after.Epoch, Seq: after.Seq + 1}) {
 			w.value = value
 		}
 		if pos == base {
 			return w, nil
 		}
-		return w, s.wait(ctx, pos)
+		if err := s.wait(ctx, pos); err != nil {
+			return w, err
+		}
+		s.save(ctx)
+		return w, nil
 	}
 }
 
@@ -417,8 +575,11 @@ func (s *State) publishWrite(ctx context.Context, conditional bool, want uint64,
 	// or wrong on a broker that is not Conditional.
 	s.catchUpTo(ctx, s.lastWrite)
 	s.mu.Lock()
-	cur, base := s.value, s.version
+	cur, base, stale := s.value, s.version, s.stale
 	s.mu.Unlock()
+	if stale {
+		return base, base, nil, false, fmt.Errorf("live: state %q: %w", s.name, errStale)
+	}
 	if conditional && base.Seq != want {
 		return base, base, nil, false, fmt.Errorf("live: state %q at version %d, not %d: %w", s.name, base.Seq, want, ErrConflict)
 	}
@@ -434,11 +595,22 @@ func (s *State) publishWrite(ctx context.Context, conditional bool, want uint64,
 	if err != nil {
 		return base, base, nil, false, fmt.Errorf("live: state %q: %w: %w", s.name, errBadUpdate, err)
 	}
+	if !ok && bytes.Equal(cur, nv) {
+		return base, base, cur, false, nil // null over null, [1] over [1]: nothing to publish
+	}
 	if ok && len(changes) == 0 {
-		return base, base, cur, false, nil // nothing changed: nothing to publish
+		if !isNull(cur) {
+			return base, base, cur, false, nil // nothing changed: nothing to publish
+		}
+		// Diff reads a null value as {}, which a delta cannot tell
+		// from it: {} over null is published whole.
+		ok = false
 	}
 	p := statePayload{Changes: changes}
-	if !ok {
+	if !ok || fresh != nil {
+		// Whole, also as the first publication of a new numbering, where
+		// every Hub starts again from the initial value, which a delta
+		// from the value at base does not apply to.
 		p = statePayload{Reset: true, Data: nv}
 	}
 	payload, err := p.encode()
@@ -483,6 +655,10 @@ func (s *State) catchUpTo(ctx context.Context, pos Position) bool {
 	return s.wait(ctx, pos) == nil
 }
 
+// errStale refuses a write to, or a read of, a State whose value is being
+// rebuilt.
+var errStale = errors.New("value unknown until it is rebuilt from the broker")
+
 // wait blocks until the value includes the publication at pos.
 func (s *State) wait(ctx context.Context, pos Position) error {
 	for {
@@ -523,7 +699,9 @@ func (s *State) fanned(f *frame) {
 
 func (s *State) lost(cursor Position) {
 	s.held = nil
+	s.losses++
 	s.resetTo(cursor)
+	s.wake()
 }
 
 // resetFrame is a publication, {"version":0,"reset":true,…}, so that the
@@ -543,4 +721,10 @@ func (s *State) replays() bool { return false }
 func (s *State) fold([]*frame) ([]*frame, Position, bool) {
 	f := s.snapshot()
 	return []*frame{f}, f.pos, true
+}
+
+// isNull reports whether a value is JSON null or absent.
+func isNull(v json.RawMessage) bool {
+	v = bytes.TrimSpace(v)
+	return len(v) == 0 || string(v) == "null"
 }

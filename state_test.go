@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/go-live/live"
@@ -334,6 +335,59 @@ func TestStateIfWithoutConditionalBroker(t *testing.T) {
 	}
 }
 
+// TestStateWriteBehindPromised writes to a State on a Conditional broker
+// while a publication a Hook promised waits in the hub for the broker on
+// the same channel: the write is refused as unavailable (503 over HTTP),
+// not queued behind it, whose publication would move the head the write
+// is conditional on, and it is taken once the broker has taken what
+// waited.
+func TestStateWriteBehindPromised(t *testing.T) {
+	var down atomic.Bool
+	down.Store(true)
+	broker := newHookBroker(t, func(_ context.Context, channel string) error {
+		if channel == "counter" && down.Load() {
+			return errors.New("broker down")
+		}
+		return nil
+	})
+	s := newHookServer(t, &live.Options{Broker: broker})
+	ctx := context.Background()
+	st, err := s.hub.State(ctx, "counter", &live.StateOptions{Initial: map[string]int{"n": 0}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(st)
+	t.Cleanup(srv.Close)
+	s.handle("POST /counter", s.hub.Hook(live.HookOptions{Channel: toChannel("counter")}), echo)
+
+	if rep := s.do(t, "POST", "/counter", hdr("X-Status", "201"), `{"id":"t1"}`); rep.status != http.StatusCreated {
+		t.Fatalf("hooked request: %d %s", rep.status, rep.body)
+	}
+	if st := s.hub.Stats(); st.Pending != 1 {
+		t.Fatalf("Stats().Pending = %d, want the hook's event waiting", st.Pending)
+	}
+	if v, err := st.Apply(ctx, map[string]int{"n": 1}); err == nil || errors.Is(err, live.ErrConflict) {
+		t.Errorf("Apply behind the waiting event = %d, %v; want a refusal other than a conflict", v, err)
+	}
+	resp, got := doJSON(t, "PATCH", srv.URL, `{"n":1}`, map[string]string{"If-Match": etagOf(0)})
+	if resp.StatusCode != http.StatusServiceUnavailable || got["error"] != "unavailable" {
+		t.Errorf("PATCH with If-Match behind the waiting event: %s %v; want 503 unavailable", resp.Status, got)
+	}
+
+	down.Store(false)
+	// A Publish waits behind the event until the broker has taken it.
+	if _, err := s.hub.Publish(ctx, "counter", map[string]any{}); err != nil {
+		t.Fatal(err)
+	}
+	v, err := st.Apply(ctx, map[string]int{"n": 1})
+	if err != nil || v != 3 {
+		t.Fatalf("Apply once the event was taken = %d, %v; want version 3", v, err)
+	}
+	if data, _ := st.Get(); string(data) != `{"n":1}` {
+		t.Errorf("value %s, want {\"n\":1}", data)
+	}
+}
+
 // TestStateSetAcrossHubs writes whole values on one hub while another
 // merges into the value: each Set's delta is taken only against the value
 // it read, so the value at a Set's version is exactly what it set, even
@@ -533,9 +587,10 @@ func TestStateResetInBand(t *testing.T) {
 	}
 }
 
-// TestStateHistoryTooShort checks that a State refuses to start when the
-// channel's history no longer reaches its first publication, and leaves
-// the channel as it was.
+// TestStateHistoryTooShort checks a State that comes to a channel whose
+// history no longer reaches its first publication: on a broker that keeps
+// snapshots it starts from the latest and the history after it; on one
+// that does not it refuses to start and leaves the channel as it was.
 func TestStateHistoryTooShort(t *testing.T) {
 	b := newMemoryBroker(t, 2)
 	a := newTestServer(t, &live.Options{Broker: b})
@@ -544,16 +599,199 @@ func TestStateHistoryTooShort(t *testing.T) {
 		stA.Apply(context.Background(), map[string]int{"n": i})
 	}
 	other := newTestServer(t, &live.Options{Broker: b, Authorize: allowAll})
-	if _, err := other.hub.State(context.Background(), "board", nil); !errors.Is(err, live.ErrGone) {
+	stB, err := other.hub.State(context.Background(), "board", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if data, v := stB.Get(); string(data) != `{"n":4}` || v != 5 {
+		t.Errorf("rebuilt from the snapshot: %s at %d, want {\"n\":4} at 5", data, v)
+	}
+
+	plain := withoutSnapshots{b}
+	c := newTestServer(t, &live.Options{Broker: plain})
+	stC, _ := newState(t, c, "board2", nil)
+	for i := range 5 {
+		stC.Apply(context.Background(), map[string]int{"n": i})
+	}
+	other = newTestServer(t, &live.Options{Broker: plain, Authorize: allowAll})
+	if _, err := other.hub.State(context.Background(), "board2", nil); !errors.Is(err, live.ErrGone) {
 		t.Fatalf("State = %v, want ErrGone", err)
 	}
 	// Still an ordinary channel there.
-	resp, err := http.Post(other.srv.URL+"/live/board", "application/json", strings.NewReader(`{}`))
+	resp, err := http.Post(other.srv.URL+"/live/board2", "application/json", strings.NewReader(`{}`))
 	if err != nil {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
 	if resp.StatusCode != 200 {
 		t.Errorf("publish after a failed State: %s", resp.Status)
+	}
+}
+
+// withoutSnapshots is a broker with history but no snapshots.
+type withoutSnapshots struct {
+	b interface {
+		live.Broker
+		live.History
+	}
+}
+
+func etagOf(version uint64) string { return `"` + strconv.FormatUint(version, 10) + `"` }
+
+func (w withoutSnapshots) Publish(ctx context.Context, channel string, data []byte) (live.Position, error) {
+	return w.b.Publish(ctx, channel, data)
+}
+
+func (w withoutSnapshots) Subscribe(ctx context.Context, channel string, ready func(live.Position), deliver func(live.Message)) error {
+	return w.b.Subscribe(ctx, channel, ready, deliver)
+}
+
+func (w withoutSnapshots) Since(ctx context.Context, channel string, after live.Position) ([]live.Message, error) {
+	return w.b.Since(ctx, channel, after)
+}
+
+// TestStateNullTransitions writes values a delta cannot tell apart from
+// what they replace: each write the server accepts changes the value it
+// serves, and a client folding the stream ends with the same value.
+func TestStateNullTransitions(t *testing.T) {
+	s := newTestServer(t, nil)
+	st, url := newState(t, s, "doc", nil)
+	stream := openSSE(t, s.srv.URL+"/live/doc?version=0", nil)
+	steps := []string{`null`, `{}`, `[]`, `null`, `{}`, `{"a":null}`, `{}`, `[]`, `[]`, `null`, `null`}
+	want := uint64(0)
+	last := `{}`
+	for _, v := range steps {
+		got, err := st.Set(context.Background(), json.RawMessage(v))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v != last {
+			want++
+			ev := decode(t, stream.nextData(t).Data).(map[string]any)
+			folded, _ := json.Marshal(ev["data"])
+			if ev["reset"] == true && string(folded) != v {
+				t.Errorf("after %s over %s: the stream carried %s", v, last, ev["data"])
+			}
+		}
+		last = v
+		if got != want {
+			t.Errorf("Set(%s) = version %d, want %d", v, got, want)
+		}
+		data, version := st.Get()
+		if string(data) != v || version != want {
+			t.Errorf("after Set(%s): Get = %s at %d, want %s at %d", v, data, version, v, want)
+		}
+		_, body := doJSON(t, "GET", url, "", nil)
+		served, _ := json.Marshal(body["data"])
+		if string(served) != v {
+			t.Errorf("after Set(%s): GET serves %s", v, served)
+		}
+	}
+}
+
+// TestStateLongCut cuts one hub off its broker while another writes more
+// than history holds. Once the link is back, the first hub finds the hole
+// it cannot fill from history: it answers 503 rather than a value it
+// knows may be wrong, rebuilds from the broker's snapshot, and then serves,
+// streams and accepts writes at the same value and version as the other.
+func TestStateLongCut(t *testing.T) {
+	mem := newMemoryBroker(t, 16)
+	open := make(chan struct{})
+	close(open)
+	cut := &faultBroker{MemoryBroker: mem, broken: make(chan struct{}), gate: open}
+	a := newTestServer(t, &live.Options{Broker: cut})
+	b := newTestServer(t, &live.Options{Broker: mem})
+	stA, urlA := newState(t, a, "counter", &live.StateOptions{Initial: map[string]int{"n": 0}})
+	stB, urlB := newState(t, b, "counter", &live.StateOptions{Initial: map[string]int{"n": 0}})
+	stream := openSSE(t, a.srv.URL+"/live/counter?version=0", nil)
+
+	end := cut.outage()
+	for i := 1; i <= 40; i++ {
+		if _, err := stB.Apply(context.Background(), map[string]int{"n": i}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	end()
+	if _, err := stB.Apply(context.Background(), map[string]int{"n": 41}); err != nil {
+		t.Fatal(err)
+	}
+
+	// The client is told to refetch, then gets the rebuilt value whole.
+	var last map[string]any
+	for {
+		ev := stream.nextData(t)
+		last = decode(t, ev.Data).(map[string]any)
+		if last["reset"] == true && last["data"] != nil {
+			break
+		}
+	}
+	if diff := cmp.Diff(map[string]any{"n": 41.0}, last["data"]); diff != "" {
+		t.Errorf("rebuilt value pushed to the client (-want +got):\n%s", diff)
+	}
+	dataB, vB := stB.Get()
+	dataA, vA := stA.Get()
+	if string(dataA) != string(dataB) || vA != vB {
+		t.Errorf("after the rebuild: a has %s at %d, b has %s at %d", dataA, vA, dataB, vB)
+	}
+	for _, url := range []string{urlA, urlB} {
+		resp, got := doJSON(t, "GET", url, "", nil)
+		if resp.StatusCode != 200 || got["version"] != float64(vB) {
+			t.Errorf("GET %s: %s %v, want version %d", url, resp.Status, got, vB)
+		}
+	}
+	// Writes on a hold the value they are conditional on.
+	resp, got := doJSON(t, "PATCH", urlA, `{"n":42}`, map[string]string{"If-Match": etagOf(vA)})
+	if resp.StatusCode != 200 || got["version"] != float64(vA+1) {
+		t.Errorf("conditional PATCH on a after the rebuild: %s %v", resp.Status, got)
+	}
+}
+
+// TestStateUnknownValue checks a State whose stream lost more than history
+// holds, on a broker without snapshots: it answers reads and writes with
+// 503 and Retry-After rather than serve a value it knows may be wrong, until
+// a publication of the whole value makes it known again.
+func TestStateUnknownValue(t *testing.T) {
+	mem := newMemoryBroker(t, 4)
+	open := make(chan struct{})
+	close(open)
+	cut := &faultBroker{MemoryBroker: mem, broken: make(chan struct{}), gate: open}
+	a := newTestServer(t, &live.Options{Broker: withoutSnapshots{cut}})
+	b := newTestServer(t, &live.Options{Broker: withoutSnapshots{mem}})
+	_, urlA := newState(t, a, "doc", nil)
+	stB, _ := newState(t, b, "doc", nil)
+	stream := openSSE(t, a.srv.URL+"/live/doc?version=0", nil)
+
+	end := cut.outage()
+	for i := 1; i <= 10; i++ {
+		stB.Apply(context.Background(), map[string]int{"n": i})
+	}
+	end()
+	stB.Apply(context.Background(), map[string]int{"n": 11})
+	for {
+		ev := decode(t, stream.nextData(t).Data).(map[string]any)
+		if ev["reset"] == true {
+			break
+		}
+	}
+	for _, method := range []string{"GET", "PATCH"} {
+		resp, got := doJSON(t, method, urlA, `{"n":0}`, nil)
+		if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" || got["error"] != "state_unavailable" {
+			t.Errorf("%s while the value is unknown: %s %v", method, resp.Status, got)
+		}
+	}
+	// A whole value (one a delta cannot express) makes it known again.
+	v, err := stB.Set(context.Background(), []int{1, 2, 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		ev := decode(t, stream.nextData(t).Data).(map[string]any)
+		if ev["reset"] == true && ev["data"] != nil {
+			break
+		}
+	}
+	resp, got := doJSON(t, "GET", urlA, "", nil)
+	if resp.StatusCode != 200 || got["version"] != float64(v) {
+		t.Errorf("GET after a whole value: %s %v, want version %d", resp.Status, got, v)
 	}
 }

@@ -48,7 +48,13 @@ func (s *State) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	switch r.Method {
 	case http.MethodGet, http.MethodHead:
-		data, version := s.Get()
+		s.mu.Lock()
+		data, version, stale := s.value, s.version.Seq, s.stale
+		s.mu.Unlock()
+		if stale {
+			unknown(w)
+			return
+		}
 		s.reply(w, data, version)
 		return
 	case http.MethodPatch, http.MethodPost, http.MethodPut:
@@ -82,6 +88,8 @@ func (s *State) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeConflict(w, http.StatusPreconditionFailed, "the value has changed; refetch and retry", strconv.FormatUint(wr.version, 10))
 	case errors.Is(err, errBadUpdate):
 		writeError(w, http.StatusBadRequest, "bad_update", err.Error())
+	case errors.Is(err, errStale):
+		unknown(w)
 	case errors.Is(err, ErrClosed):
 		writeError(w, http.StatusServiceUnavailable, "closed", "the live hub is shutting down")
 	case err != nil:
@@ -97,6 +105,12 @@ func (s *State) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		s.reply(w, data, v)
 	}
+}
+
+// unknown answers a request for a value that is being rebuilt.
+func unknown(w http.ResponseWriter) {
+	w.Header().Set("Retry-After", "1")
+	writeError(w, http.StatusServiceUnavailable, "state_unavailable", "the value is being rebuilt from the broker; retry shortly")
 }
 
 func (s *State) reply(w http.ResponseWriter, data json.RawMessage, version uint64) {

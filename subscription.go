@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 )
 
 // A subscription is one connection's interest in one channel.
@@ -20,11 +19,19 @@ type subscription struct {
 	ahead uint64
 
 	// While a resuming subscription replays history, live frames wait in
-	// pending. broken records that some were lost (pending overflowed, or
-	// the channel reset) so the replay must end in a reset. Guarded by hc.mu.
-	resuming bool
-	broken   bool
-	pending  []*frame
+	// pending, within the queue's bounds. broken records that some were
+	// lost (pending overflowed, or the channel reset) so the replay must
+	// end in a reset, for why. Guarded by hc.mu.
+	resuming     bool
+	broken       bool
+	why          string
+	pending      []*frame
+	pendingBytes int
+
+	// ctx bounds the replay; stop ends it. Set before the subscription
+	// is adopted, for resuming subscriptions only.
+	ctx  context.Context
+	stop context.CancelFunc
 }
 
 // resumeFrom is where a client asks to resume.
@@ -38,8 +45,10 @@ type resumeFrom struct {
 // subscribe adds channel name to c, replaying history after from when it
 // is given. The subscriber is registered before subscribe returns, so a
 // publication made after that reaches the client. The caller has
-// validated and authorized the channel.
-func (h *Hub) subscribe(ctx context.Context, c *conn, name string, from resumeFrom, ref json.RawMessage) error {
+// validated and authorized the channel, after reading control generation
+// g: a Reauthorize that concerns the subscription applied since makes
+// subscribe return errRecheck instead (recheck.go).
+func (h *Hub) subscribe(ctx context.Context, c *conn, name string, from resumeFrom, ref json.RawMessage, g uint64) error {
 	c.mu.Lock()
 	if s := c.subs[name]; s != nil {
 		c.mu.Unlock()
@@ -58,7 +67,7 @@ func (h *Hub) subscribe(ctx context.Context, c *conn, name string, from resumeFr
 	if err != nil {
 		return err
 	}
-	s := &subscription{c: c, hc: hc}
+	s := &subscription{c: c, hc: hc, idx: -1}
 
 	var cur Position
 	reset := ""
@@ -94,23 +103,27 @@ func (h *Hub) subscribe(ctx context.Context, c *conn, name string, from resumeFr
 			break
 		}
 		hc.mu.Unlock()
-		_, err := h.history.Since(ctx, name, from.pos)
-		asked, known = true, err == nil
+		asked, known = true, h.knows(ctx, name, from.pos)
 	}
 	resume := from.given && reset == "" && from.pos.Seq < cur.Seq
 	if resume {
 		if replay, ok := hc.recentAfterLocked(from.pos); ok {
-			hc.addLocked(s)
-			c.push(control{Type: "subscribed", Channel: name, Cursor: from.pos.String(), Ref: ref, Conn: c.key}.encode(c.ws))
-			c.pushReplay(replay, nil)
-			h.stats.replayed.Add(int64(len(replay)))
-			hc.mu.Unlock()
-			h.adopt(c, s)
+			s.resuming = true
+			if err := h.registerLocked(s, g); err != nil {
+				hc.mu.Unlock()
+				h.release(hc)
+				return err
+			}
+			h.replayLocked(s, replay, from.pos, cur, ref)
 			return nil
 		}
 	}
 	s.resuming = resume
-	hc.addLocked(s)
+	if err := h.registerLocked(s, g); err != nil {
+		hc.mu.Unlock()
+		h.release(hc)
+		return err
+	}
 	if !resume {
 		c.push(control{Type: "subscribed", Channel: name, Cursor: cur.String(), Ref: ref, Conn: c.key}.encode(c.ws))
 		if reset != "" {
@@ -122,61 +135,48 @@ func (h *Hub) subscribe(ctx context.Context, c *conn, name string, from resumeFr
 		return nil
 	}
 	hc.mu.Unlock()
-
-	// Replay (from, cur] from history; live publications after cur wait in
-	// s.pending meanwhile. Both are checked for contiguity at the seam.
-	var msgs []Message
-	err = ErrGone
-	if h.history != nil {
-		msgs, err = h.history.Since(ctx, name, from.pos)
-	}
-	hc.mu.Lock()
-	if err != nil && !errors.Is(err, ErrGone) {
-		hc.removeLocked(s)
-		hc.mu.Unlock()
-		h.release(hc)
-		return fmt.Errorf("%w: %w", errUnavailable, err)
-	}
-	c.push(control{Type: "subscribed", Channel: name, Cursor: from.pos.String(), Ref: ref, Conn: c.key}.encode(c.ws))
-	ok := err == nil && !s.broken
-	last := from.pos
-	var replay []*frame
-	for _, m := range msgs {
-		if !ok || m.Pos.Seq > cur.Seq {
-			break
-		}
-		if m.Pos.Epoch != last.Epoch || m.Pos.Seq != last.Seq+1 {
-			ok = false
-			break
-		}
-		replay = append(replay, hc.frame(m))
-		last = m.Pos
-	}
-	ok = ok && last == cur
-	if ok {
-		c.pushReplay(replay, s.pending)
-		h.stats.replayed.Add(int64(len(replay)))
-	} else {
-		c.push(hc.kindOf().resetFrame(hc.last, resetGone, c.ws))
-		h.stats.reset(resetGone)
-	}
-	s.resuming, s.broken, s.pending = false, false, nil
-	hc.mu.Unlock()
-	h.adopt(c, s)
-	return nil
+	return h.replay(ctx, s, from.pos, cur, ref)
 }
 
-// adopt records s among c's subscriptions.
-func (h *Hub) adopt(c *conn, s *subscription) {
+// registerLocked makes s one of c's subscriptions and one of its
+// channel's subscribers, unless a Reauthorize that concerns it was applied
+// after control generation g (errRecheck). The caller holds s.hc.mu; the
+// check and the registration hold c.mu, which reauthorize takes to list
+// c's subscriptions, so a Reauthorize either is seen here or sees s.
+// Connections without a request (the hub's own) have nothing to check.
+func (h *Hub) registerLocked(s *subscription, g uint64) error {
+	c := s.c
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.req != nil {
+		h.mu.Lock()
+		missed := h.missedLocked(g, "reauthorize", c.id, s.hc.name)
+		h.mu.Unlock()
+		if missed {
+			return errRecheck
+		}
+	}
 	if c.subs == nil {
 		c.subs = make(map[string]*subscription)
 	}
 	c.subs[s.hc.name] = s
-	c.mu.Unlock()
+	s.hc.addLocked(s)
 	h.stats.subscriptions.Add(1)
-	if s.hc.presence {
-		h.presence.join(c, s.hc.name)
+	return nil
+}
+
+// adopt joins s's channel's presence, once s receives publications.
+func (h *Hub) adopt(c *conn, s *subscription) {
+	if !s.hc.presence {
+		return
+	}
+	h.presence.join(c, s.hc.name)
+	// An unsubscription since registerLocked left before this joined.
+	s.hc.mu.Lock()
+	gone := s.idx < 0
+	s.hc.mu.Unlock()
+	if gone {
+		h.presence.leave(c, s.hc.name)
 	}
 }
 
@@ -197,9 +197,13 @@ func (h *Hub) unsubscribe(c *conn, name string) bool {
 func (s *subscription) cancel() {
 	hc := s.hc
 	hc.mu.Lock()
+	stop := s.stop
 	removed := s.idx >= 0
 	hc.removeLocked(s)
 	hc.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
 	if removed {
 		hc.h.stats.subscriptions.Add(-1)
 		if hc.presence {

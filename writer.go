@@ -140,6 +140,7 @@ type tryWriter interface {
 // takeOver makes the hub's writers serve c on nc from now on. head is
 // written before anything queued.
 func (c *conn) takeOver(nc output, kind int, head []byte) {
+	c.mu.Lock()
 	c.wmu.Lock()
 	if nc != nil {
 		c.setConnLocked(nc)
@@ -148,7 +149,6 @@ func (c *conn) takeOver(nc output, kind int, head []byte) {
 		c.out = append(getOut(), head...)
 	}
 	c.wmu.Unlock()
-	c.mu.Lock()
 	c.kind = kind
 	c.sched = true
 	c.mu.Unlock()
@@ -214,22 +214,39 @@ func (c *conn) kill(why error) {
 		c.mu.Unlock()
 		return
 	}
+	if lw, ok := why.(*lastWords); ok && c.kind != 0 {
+		// Taken over since end found it was not: end it as it ends those.
+		c.mu.Unlock()
+		c.end(lw.code, lw.reason, lw.f)
+		return
+	}
 	c.ended, c.endErr = true, why
+	c.roomLocked()
 	add := c.kind != 0 && !c.sched
 	c.sched = c.sched || add
-	c.mu.Unlock()
+	held := c.kind == 0 // a long-poll may be waiting on wake
+	cancel := c.cancel
+	// Under mu: takeOver records a stream's socket with its kind, so a
+	// stream not taken over has none to close yet. A WebSocket in its
+	// handshake has one, kept for its last words: finish writes them and
+	// closes it once it is taken over.
+	_, words := why.(*lastWords)
 	c.wmu.Lock()
 	nc, watched := c.nc, c.watched
 	c.watched = 0
 	c.wmu.Unlock()
+	c.mu.Unlock()
 	if watched != 0 {
 		c.hub.closes.unwatch(c, c.raw, watched-1)
 	}
-	if nc != nil {
+	if nc != nil && !words {
 		nc.Close()
 	}
-	if c.cancel != nil {
-		c.cancel()
+	if cancel != nil {
+		cancel()
+	}
+	if held {
+		c.signal()
 	}
 	if add {
 		c.hub.writers.add(c)
@@ -247,6 +264,7 @@ func (c *conn) fail(err error) {
 // waiting, and queue c again if more arrived meanwhile.
 func (c *conn) flush() {
 	c.mu.Lock()
+	c.roomLocked()
 	if c.ended {
 		c.sched = false
 		c.mu.Unlock()
@@ -367,6 +385,25 @@ func (c *conn) drain() error {
 // by its reader instead, which ends when the socket does, unless it has
 // none (parked).
 func (c *conn) finish() {
+	c.mu.Lock()
+	lw, _ := c.endErr.(*lastWords)
+	c.mu.Unlock()
+	switch {
+	case lw != nil && c.nc != nil && c.kind == kindWS:
+		c.closeWith(lw.code, lw.reason, time.Now().Add(closeWait))
+	case lw != nil && c.nc != nil:
+		// Ended before it was taken over: the response head, then the
+		// reason, and nothing queued meanwhile.
+		c.wmu.Lock()
+		if c.out == nil {
+			c.out = getOut()
+		}
+		c.out = c.appendFrame(c.out, lw.f)
+		c.wmu.Unlock()
+		c.wlock.Lock()
+		c.writeLastLocked(time.Now().Add(closeWait))
+		c.wlock.Unlock()
+	}
 	c.wmu.Lock()
 	if c.out != nil {
 		putOut(c.out)

@@ -35,12 +35,13 @@ func (h *Hub) serveWS(w http.ResponseWriter, r *http.Request) {
 		refuseChannelSocket(w, ch)
 		return
 	}
+	g := h.controlGen()
 	r, ok := h.admit(w, r, "", "")
 	if !ok {
 		return
 	}
 	c := newConn(h, r, true)
-	if err := h.enter(c); err != nil {
+	if err := h.enter(c, g); err != nil {
 		refuse(w, err)
 		return
 	}
@@ -67,14 +68,23 @@ func (h *Hub) serveWS(w http.ResponseWriter, r *http.Request) {
 	// Authorize of the application's to run again. Reads take a context
 	// without a deadline, which costs the library no timer per read; kill
 	// closes the socket to end them.
-	c.ctx, c.cancel = context.WithCancel(context.WithoutCancel(r.Context()))
 	c.wsc = ws
 	c.flate = w.Header().Get("Sec-WebSocket-Extensions") != ""
-	if !h.ownAuthorize {
-		c.mu.Lock()
-		c.req = nil
-		c.mu.Unlock()
+	// Authorize runs for the client's frames after this handler returned:
+	// its request carries the connection's context (authRequest).
+	c.mu.Lock()
+	if c.ctx == nil {
+		c.ctx, c.cancel = context.WithCancel(context.WithoutCancel(r.Context()))
+		if c.ended {
+			c.cancel()
+		}
 	}
+	if h.ownAuthorize {
+		c.req = r.WithContext(c.ctx)
+	} else {
+		c.req = nil
+	}
+	c.mu.Unlock()
 	c.takeOver(nil, kindWS, nil)
 	if c.br.Buffered() > 0 || !h.closes.park(c) {
 		h.spawn(c, c.readWS)
@@ -193,15 +203,15 @@ func (h *Hub) handleFrame(ctx context.Context, c *conn, data []byte) {
 	}
 	switch f.Type {
 	case "subscribe":
-		if err := h.opts.Authorize(c.req, ch, OpSubscribe); err != nil {
-			c.push(h.authErrorFrame(c.req, ch, OpSubscribe, err, ref))
-			return
-		}
 		from := resumeFrom{}
 		if f.Cursor != nil {
 			from = parseResume(*f.Cursor)
 		}
-		if err := h.subscribe(ctx, c, ch, from, ref); err != nil {
+		authErr, err := h.authorizeSubscribe(ctx, c.req, c, ch, from, ref, 0, false)
+		switch {
+		case authErr != nil:
+			c.push(h.authErrorFrame(c.req, ch, OpSubscribe, authErr, ref))
+		case err != nil:
 			c.push(subscribeErrorFrame(err, ch, ref))
 		}
 
@@ -288,6 +298,7 @@ func (c *conn) writeRaw(p []byte) (int, error) {
 func (k *corkConn) Close() error {
 	k.c.flushNow()
 	k.c.kill(net.ErrClosed)
+	k.Conn.Close() // kill leaves it to finish when Disconnect came first
 	return nil
 }
 

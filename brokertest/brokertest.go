@@ -25,7 +25,8 @@
 //	go test -race -run 'Conformance/History/Seam'
 //
 // The optional abilities the Hub looks for are checked when the broker has
-// them: [live.History], [live.Conditional], and a Close() error method.
+// them: [live.History], [live.PagedHistory], [live.Snapshots],
+// [live.Conditional], and a Close() error method.
 //
 // [RunNodes] checks what a Hub gets from brokers that share a server, as
 // the processes of one application do: one numbering for the publications
@@ -80,6 +81,12 @@ type Config struct {
 	// data would: for example, it deletes the keys under their prefix. Nil
 	// skips the subtests about such a loss.
 	LoseData func(t *testing.T)
+
+	// Cut, used by [RunNodes], returns a broker like those of New whose
+	// link to the server cut breaks and keeps broken, as a network
+	// partition would: for example, one that connects through a TCP proxy
+	// that cut closes. Nil skips the subtest about a node cut off.
+	Cut func(t *testing.T) (b live.Broker, cut func())
 }
 
 // waitTimeout bounds every wait for the broker. It is generous because
@@ -137,7 +144,17 @@ func Run(t *testing.T, cfg Config) {
 			{"VisibleOnReturn", s.testVisibleOnReturn},
 			{"VisibleBeforeDelivery", s.testVisibleBeforeDelivery},
 			{"Seam", s.testSeam},
+			{"Pages", s.testPages},
 			{"CancelledContext", s.testSinceCancelled},
+		}},
+		{"Snapshots", []namedTest{
+			{"None", s.testSnapshotNone},
+			{"Latest", s.testSnapshotLatest},
+		}},
+		{"Guard", []namedTest{
+			{"Reserved", s.testGuardReserved},
+			{"Data", s.testGuardData},
+			{"Meta", s.testGuardMeta},
 		}},
 	} {
 		t.Run(group.name, func(t *testing.T) {
@@ -263,14 +280,23 @@ func checkContiguous(t *testing.T, who string, head live.Position, msgs []live.M
 	}
 }
 
-// diffMessages reports how got differs from want, (-want +got). Data is
-// compared as text: it reads better than bytes, and a 200 KiB payload
-// compared byte by byte through reflection is slow under -race. Nil and
-// empty slices are equal because the contract does not tell them apart.
+// diffMessages reports how got differs from want, (-want +got). Data and
+// Meta are compared as text: it reads better than bytes, and a 200 KiB
+// payload compared byte by byte through reflection is slow under -race.
+// Nil and empty are equal because the contract does not tell them apart.
 func diffMessages(want, got any) string {
 	return cmp.Diff(want, got,
 		cmpopts.EquateEmpty(),
-		cmp.Transformer("string", func(d json.RawMessage) string { return string(d) }))
+		cmp.Transformer("text", func(m live.Message) textMessage {
+			return textMessage{m.Channel, m.Pos, string(m.Data), string(m.Meta)}
+		}))
+}
+
+// textMessage is a Message as diffMessages compares it.
+type textMessage struct {
+	Channel    string
+	Pos        live.Position
+	Data, Meta string
 }
 
 // positions lists the positions of msgs briefly, for failure messages.

@@ -45,10 +45,12 @@ func TestRunCatchesFaultyMemoryBrokers(t *testing.T) {
 		{"since ignores the epoch", "History/OtherEpoch", false},
 		{"history keeps one too few", "History/OlderThanRetained", false},
 		{"since misses the newest", "History/VisibleOnReturn", false},
+		{"deliver drops meta", "Guard/Meta", false},
 		{"none", "", true},
 		{"brokers keep their own numbering", "Share/Numbering", true},
 		{"since starts one early", "Resume/WebSocket/Missed", true},
 		{"lost data keeps the epoch", "Share/DataLoss", true},
+		{"deliver drops meta", "Guard", true},
 	} {
 		test := "TestFaultyMemoryBroker"
 		if tt.nodes {
@@ -176,7 +178,7 @@ func (b *faultyBroker) Subscribe(ctx context.Context, channel string, ready func
 			}
 			inner(head)
 		}
-	case "deliver drops Seq 3", "deliver repeats Seq 2", "deliver mangles large data":
+	case "deliver drops Seq 3", "deliver repeats Seq 2", "deliver mangles large data", "deliver drops meta":
 		inner := deliver
 		deliver = func(m live.Message) {
 			switch {
@@ -186,6 +188,8 @@ func (b *faultyBroker) Subscribe(ctx context.Context, channel string, ready func
 				inner(m)
 			case b.fault == "deliver mangles large data" && len(m.Data) > 8000:
 				m.Data = m.Data[:8000]
+			case b.fault == "deliver drops meta":
+				m.Meta = nil
 			}
 			inner(m)
 		}

@@ -7,6 +7,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/go-live/live"
@@ -348,4 +349,84 @@ func startPublisher(ctx context.Context, b live.Broker, channel string, n int, d
 func (p *publisher) wait() error {
 	<-p.done
 	return p.err
+}
+
+// testPages checks [live.PagedHistory]: pages that start where the one
+// before ended, within both bounds but never empty before the head, give
+// what Since gives, and the errors are Since's.
+func (s *suite) testPages(t *testing.T) {
+	b, h := s.history(t)
+	ph, ok := h.(live.PagedHistory)
+	if !ok {
+		t.Skipf("%T does not implement live.PagedHistory", b)
+	}
+	// More than 64, which some brokers read differently from the head.
+	n := s.retained(t, 100)
+	channel := channelName(t)
+	var want []live.Message
+	for i := range n {
+		// Sizes vary, and one publication is larger than the byte bound.
+		data := fmt.Sprintf(`{"n":%d,"pad":%q}`, i+1, strings.Repeat("x", (i%3)*40))
+		if i == n/2 {
+			data = fmt.Sprintf(`{"n":%d,"pad":%q}`, i+1, strings.Repeat("y", 1000))
+		}
+		want = append(want, message(channel, publish(t, b, channel, data), data))
+	}
+	start := live.Position{Epoch: want[0].Pos.Epoch}
+	for _, tt := range []struct {
+		name               string
+		maxMessages, bytes int
+	}{
+		{"OneAtATime", 1, 1 << 20},
+		{"ByCount", 5, 1 << 20},
+		{"ByBytes", 1000, 150},
+		{"LessThanOne", 1000, 1},
+		{"Whole", 1000, 1 << 20},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []live.Message
+			for from := start; ; {
+				ctx, cancel := timeout(t)
+				page, err := ph.SincePage(ctx, channel, from, tt.maxMessages, tt.bytes)
+				cancel()
+				if err != nil {
+					t.Fatalf("SincePage(%v, %d, %d): %v", from, tt.maxMessages, tt.bytes, err)
+				}
+				if len(page) == 0 {
+					break
+				}
+				size := 0
+				for _, m := range page {
+					size += len(m.Data)
+				}
+				if len(page) > tt.maxMessages || len(page) > 1 && size > tt.bytes {
+					t.Errorf("SincePage(%v, %d, %d) = %d publications of %d bytes: beyond the bounds",
+						from, tt.maxMessages, tt.bytes, len(page), size)
+				}
+				if len(got)+len(page) > n {
+					t.Fatalf("SincePage(%v) goes on past the head: [%s]", from, positions(page))
+				}
+				got = append(got, page...)
+				from = page[len(page)-1].Pos
+			}
+			if diff := diffMessages(want, got); diff != "" {
+				t.Errorf("pages (-want +got):\n%s", diff)
+			}
+		})
+	}
+	for _, tt := range []struct {
+		name string
+		from live.Position
+	}{
+		{"OtherEpoch", live.Position{Epoch: otherEpoch(start.Epoch)}},
+		{"BeyondHead", after(want[n-1].Pos, 1)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := timeout(t)
+			defer cancel()
+			if page, err := ph.SincePage(ctx, channel, tt.from, 4, 1<<20); !errors.Is(err, live.ErrGone) {
+				t.Errorf("SincePage(%v) = [%s], %v; want ErrGone", tt.from, positions(page), err)
+			}
+		})
+	}
 }

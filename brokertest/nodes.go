@@ -24,11 +24,12 @@ import (
 // either node are numbered once and reach the subscribers of both, and a
 // client that leaves one node resumes on the other with exactly what it
 // missed, in order, over SSE (with Last-Event-ID, as EventSource does) and
-// over WebSocket. For brokers that implement [live.Conditional], a
-// conditional publication through either is taken only at the head it
-// expects, and 50 clients that increment a State's counter with If-Match
-// over two and three nodes lose no increment. Each clause runs as a
-// subtest of t.
+// over WebSocket; Hub.Disconnect and Hub.Reauthorize have taken effect on
+// every node when they return, and fail naming a node cut off from the
+// server. For brokers that implement [live.Conditional], a conditional
+// publication through either is taken only at the head it expects, and 50
+// clients that increment a State's counter with If-Match over two and
+// three nodes lose no increment. Each clause runs as a subtest of t.
 //
 // RunNodes calls cfg.New more than once in each subtest, and the brokers
 // it returns must share what they store (the same server, and the same
@@ -48,8 +49,9 @@ import (
 //	}
 //
 // The clauses that resume from a cursor older than the history need
-// cfg.HistorySize, and those about a server that loses its data need
-// cfg.LoseData; without them they are skipped.
+// cfg.HistorySize, those about a server that loses its data need
+// cfg.LoseData, and the one about a node cut off from the server needs
+// cfg.Cut; without them they are skipped.
 func RunNodes(t *testing.T, cfg Config) {
 	if cfg.New == nil {
 		panic("brokertest: Config.New is nil")
@@ -71,6 +73,9 @@ func RunNodes(t *testing.T, cfg Config) {
 		}
 	})
 	t.Run("Control", s.testControl)
+	t.Run("Revocation", s.testRevocation)
+	t.Run("Unanswered", s.testUnanswered)
+	t.Run("Guard", s.testGuard)
 	t.Run("Retries", s.testRetries)
 	t.Run("Presence", s.testPresence)
 }

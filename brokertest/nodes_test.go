@@ -91,6 +91,43 @@ func (c memoryClient) Subscribe(ctx context.Context, channel string, ready func(
 	return err
 }
 
+// A cutClient is a memoryClient whose link to the server breaks for good
+// once cut is closed.
+type cutClient struct {
+	memoryClient
+	cut chan struct{}
+}
+
+var errCut = errors.New("memory server: link cut")
+
+func (c cutClient) Publish(ctx context.Context, channel string, data []byte) (live.Position, error) {
+	select {
+	case <-c.cut:
+		return live.Position{}, errCut
+	default:
+	}
+	return c.memoryClient.Publish(ctx, channel, data)
+}
+
+func (c cutClient) Subscribe(ctx context.Context, channel string, ready func(live.Position), deliver func(live.Message)) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-c.cut:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	err := c.memoryClient.Subscribe(ctx, channel, ready, deliver)
+	select {
+	case <-c.cut:
+		return errCut
+	default:
+		return err
+	}
+}
+
 // TestRunNodesMemory runs RunNodes on brokers that share a MemoryBroker.
 func TestRunNodesMemory(t *testing.T) {
 	s := newMemoryServer(t)
@@ -98,6 +135,10 @@ func TestRunNodesMemory(t *testing.T) {
 		New:         func(*testing.T) live.Broker { return memoryClient{s} },
 		HistorySize: memoryHistorySize,
 		LoseData:    func(*testing.T) { s.loseData() },
+		Cut: func(*testing.T) (live.Broker, func()) {
+			c := cutClient{memoryClient{s}, make(chan struct{})}
+			return c, func() { close(c.cut) }
+		},
 	})
 }
 

@@ -35,6 +35,7 @@ func (s *suite) testRetries(t *testing.T) {
 	i2 := b2.(idempotent)
 	t.Run("Store", func(t *testing.T) { testStore(t, i1.Idempotency(), i2.Idempotency()) })
 	t.Run("Hook", func(t *testing.T) { testHookRetries(t, b1, b2, i1.Idempotency(), i2.Idempotency()) })
+	t.Run("Scope", func(t *testing.T) { testRetryScope(t, b1, b2, i1.Idempotency(), i2.Idempotency()) })
 }
 
 func testStore(t *testing.T, a, b live.IdempotencyStore) {
@@ -86,6 +87,33 @@ func testStore(t *testing.T, a, b live.IdempotencyStore) {
 		}
 		time.Sleep(10 * time.Millisecond) // waiting for the lease to end is the point
 	}
+
+	// A claim whose request still runs is renewed, and outlives its first
+	// lease; renewing a saved response leaves it as it is.
+	ext, ok := a.(interface {
+		Extend(ctx context.Context, key string, ttl time.Duration) error
+	})
+	if !ok {
+		t.Fatal("the store has no Extend method: a request running past its lease would run again")
+	}
+	key = "idem:" + channelName(t) + ":extend"
+	claim(a, 100*time.Millisecond)
+	if err := ext.Extend(ctx, key, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // past the first lease: the point
+	if ok, r := claim(b, time.Minute); ok || r != "<running>" {
+		t.Fatalf("a renewed claim after its first lease: claimed %v, %s; want it running", ok, r)
+	}
+	if err := a.Save(ctx, key, []byte(`{"status":200}`), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := ext.Extend(ctx, key, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if ok, r := claim(b, time.Minute); ok || r != `{"status":200}` {
+		t.Fatalf("a saved key after Extend: claimed %v, %s; want the response", ok, r)
+	}
 }
 
 func testHookRetries(t *testing.T, b1, b2 live.Broker, st1, st2 live.IdempotencyStore) {
@@ -110,7 +138,9 @@ func testHookRetries(t *testing.T, b1, b2 live.Broker, st1, st2 live.Idempotency
 		b  live.Broker
 		st live.IdempotencyStore
 	}{{b1, st1}, {b2, st2}} {
-		n := servertest.NewNode(t, pair.b, nil)
+		n := servertest.NewNode(t, pair.b, &live.Options{Identify: func(r *http.Request) (live.Identity, error) {
+			return live.Identity{User: r.Header.Get("X-User")}, nil // who the application's own sign-in found
+		}})
 		if i == 1 {
 			sub = n
 		}
@@ -122,6 +152,7 @@ func testHookRetries(t *testing.T, b1, b2 live.Broker, st1, st2 live.Idempotency
 	post := func(ctx context.Context, node int, mid string, cutIt bool) (int, string, error) {
 		req, _ := http.NewRequestWithContext(ctx, "POST", nodes[node].URL+"/todos", strings.NewReader(`{"title":"milk"}`))
 		req.Header.Set(live.MutationIDHeader, mid)
+		req.Header.Set("X-User", "alice")
 		if cutIt {
 			req.Header.Set("X-Cut", "1")
 		}
@@ -202,5 +233,74 @@ func testHookRetries(t *testing.T, b1, b2 live.Broker, st1, st2 live.Idempotency
 	sub.Publish(t, channel, `"sentinel"`)
 	if ev := events.Next(t); ev.Data != `"sentinel"` {
 		t.Fatalf("after the copies' event: %+v; want nothing more", ev)
+	}
+}
+
+// testRetryScope checks, across nodes, what a caller the hub cannot name
+// gets for a key someone used: nobody's response. Nodes without
+// Options.Identify, as in an application that signs users in with its
+// own middleware: a mutation id copied from a broadcast to another node
+// gets 409 already_applied with the same body, 422 with another, and
+// runs nothing; a refusal that depends on the caller (403) is not kept.
+func testRetryScope(t *testing.T, b1, b2 live.Broker, st1, st2 live.IdempotencyStore) {
+	channel := channelName(t)
+	var runs atomic.Int32
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.ReadAll(r.Body)
+		runs.Add(1)
+		if r.Header.Get("X-Refuse") != "" {
+			w.WriteHeader(http.StatusForbidden)
+			return
+		}
+		w.WriteHeader(http.StatusCreated)
+		fmt.Fprint(w, `{"id":"n1","private":"alice's"}`)
+	})
+	var urls []string
+	for _, pair := range []struct {
+		b  live.Broker
+		st live.IdempotencyStore
+	}{{b1, st1}, {b2, st2}} {
+		n := servertest.NewNode(t, pair.b, nil)
+		hook := n.Hub.Hook(live.HookOptions{Channel: func(*http.Request) string { return channel }, Idempotency: pair.st})
+		srv := httptest.NewServer(hook(handler))
+		t.Cleanup(srv.Close)
+		urls = append(urls, srv.URL)
+	}
+	post := func(node int, mid, body string, refuse bool) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest("POST", urls[node]+"/notes", strings.NewReader(body))
+		req.Header.Set(live.MutationIDHeader, mid)
+		if refuse {
+			req.Header.Set("X-Refuse", "1")
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	mid := "m-" + channelName(t)
+	if status, body := post(0, mid, `{"text":"hi"}`, false); status != 201 {
+		t.Fatalf("the first request: %d %s", status, body)
+	}
+	for _, c := range []struct {
+		body   string
+		status int
+		code   string
+	}{{`{"text":"hi"}`, 409, "already_applied"}, {`{"text":"mine"}`, 422, "key_reused"}} {
+		status, body := post(1, mid, c.body, false)
+		if status != c.status || !strings.Contains(body, `"error":"`+c.code+`"`) || strings.Contains(body, "private") {
+			t.Errorf("the key again on the other node with %s: %d %s; want %d %s", c.body, status, body, c.status, c.code)
+		}
+	}
+	for node := range 2 {
+		if status, _ := post(node, mid+"-refused", `{}`, true); status != 403 {
+			t.Fatalf("a refused request: %d", status)
+		}
+	}
+	if n := runs.Load(); n != 3 {
+		t.Fatalf("the handler ran %d times; want 3 (the first, and the refused request twice)", n)
 	}
 }

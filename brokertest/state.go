@@ -3,7 +3,6 @@ package brokertest
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -34,7 +33,10 @@ func (s *suite) testState(t *testing.T) {
 // lost the channel, as it forgets one idle for longer than it keeps
 // channels: the write that finds the channel gone is taken in the new
 // numbering instead of waiting for a write that will never come, and
-// conditional writes work again at the version the hub then has.
+// conditional writes work again at the version the hub then has. A hub
+// that found the loss first (its subscription broke) answers writes with
+// 503 state_unavailable until it has rebuilt the value, which it then
+// pushes to its clients.
 func (s *suite) testStateDataLoss(t *testing.T) {
 	if s.cfg.LoseData == nil {
 		t.Skip("Config.LoseData is nil")
@@ -44,28 +46,58 @@ func (s *suite) testStateDataLoss(t *testing.T) {
 	n := servertest.NewNode(t, b, nil)
 	ctx, cancel := timeout(t)
 	defer cancel()
-	st, err := n.Hub.State(ctx, channelName(t), nil)
+	channel := channelName(t)
+	st, err := n.Hub.State(ctx, channel, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	srv := httptest.NewServer(st)
+	t.Cleanup(srv.Close)
+	stream := servertest.OpenStream(t, n.SSE+channel, "")
 	if _, err := st.Apply(ctx, map[string]int{"n": 1}); err != nil {
 		t.Fatal(err)
 	}
 	s.loseData(t)
-	if _, err := st.Apply(ctx, map[string]int{"n": 2}); err != nil {
-		t.Fatalf("Apply after the server lost the channel: %v", err)
+	// do sends a request, again while the value is being rebuilt, after
+	// what the hub pushes before or once it is done (as a client waits
+	// for Retry-After), and returns the status of the first other answer.
+	do := func(method string, h http.Header, body string, out *stateValue) int {
+		t.Helper()
+		for {
+			status, code, err := stateDo(ctx, http.DefaultClient, method, srv.URL, h, body, out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if status != http.StatusServiceUnavailable || code != "state_unavailable" {
+				return status
+			}
+			stream.Next(t)
+		}
+	}
+	var got stateValue
+	if status := do("PATCH", nil, `{"n":2}`, &got); status != http.StatusOK {
+		t.Fatalf("PATCH after the server lost the channel answered %d", status)
 	}
 	for attempt := 1; ; attempt++ {
-		_, v := st.Get()
-		_, err := st.ApplyIf(ctx, v, map[string]int{"n": 3})
-		if err == nil {
+		var cur stateValue
+		if status := do("GET", nil, "", &cur); status != http.StatusOK {
+			t.Fatalf("GET after the loss answered %d", status)
+		}
+		status := do("PATCH", http.Header{"If-Match": {etag(cur.Version)}}, `{"n":3}`, &got)
+		if status == http.StatusOK {
 			break
 		}
-		if !errors.Is(err, live.ErrConflict) || attempt == 20 {
-			t.Fatalf("ApplyIf at the hub's version %d after the loss, attempt %d: %v", v, attempt, err)
+		if status != http.StatusPreconditionFailed || attempt == 20 {
+			t.Fatalf("PATCH with If-Match at the hub's version %d after the loss, attempt %d: %d", cur.Version, attempt, status)
 		}
 	}
+	if got.Data.N != 3 {
+		t.Errorf("value after the writes that followed the loss: n = %d at version %d, want 3", got.Data.N, got.Version)
+	}
 }
+
+// etag is the If-Match of a State's version.
+func etag(version uint64) string { return `"` + strconv.FormatUint(version, 10) + `"` }
 
 // stateValue is the counter's GET reply.
 type stateValue struct {
@@ -114,12 +146,12 @@ func (s *suite) testStateIfMatch(t *testing.T, nodes int) {
 					// Read on one node, write on the next, as a client
 					// behind a load balancer may.
 					var cur stateValue
-					if _, err := stateDo(ctx, client, "GET", urls[turn%nodes], nil, "", &cur); err != nil {
+					if _, _, err := stateDo(ctx, client, "GET", urls[turn%nodes], nil, "", &cur); err != nil {
 						return err
 					}
 					turn++
 					var got stateValue
-					status, err := stateDo(ctx, client, "PATCH", urls[turn%nodes],
+					status, _, err := stateDo(ctx, client, "PATCH", urls[turn%nodes],
 						http.Header{"If-Match": {`"` + strconv.FormatUint(cur.Version, 10) + `"`}},
 						fmt.Sprintf(`{"n":%d}`, cur.Data.N+1), &got)
 					if err != nil {
@@ -167,7 +199,7 @@ func (s *suite) testStateIfMatch(t *testing.T, nodes int) {
 		}
 		ctx, cancel := timeout(t)
 		var cur stateValue
-		_, err := stateDo(ctx, client, "GET", url, nil, "", &cur)
+		_, _, err := stateDo(ctx, client, "GET", url, nil, "", &cur)
 		cancel()
 		if err != nil {
 			t.Fatalf("node %d: %v", i, err)
@@ -180,11 +212,11 @@ func (s *suite) testStateIfMatch(t *testing.T, nodes int) {
 }
 
 // stateDo sends a request to a State's handler and decodes its JSON reply
-// into out.
-func stateDo(ctx context.Context, client *http.Client, method, url string, h http.Header, body string, out any) (int, error) {
+// into out, or returns the error code of a refusal.
+func stateDo(ctx context.Context, client *http.Client, method, url string, h http.Header, body string, out any) (status int, code string, err error) {
 	req, err := http.NewRequestWithContext(ctx, method, url, strings.NewReader(body))
 	if err != nil {
-		return 0, err
+		return 0, "", err
 	}
 	for k, v := range h {
 		req.Header[k] = v
@@ -194,17 +226,20 @@ func stateDo(ctx context.Context, client *http.Client, method, url string, h htt
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return 0, err
+		return 0, "", err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return 0, err
+		return 0, "", err
 	}
-	if resp.StatusCode == http.StatusOK {
-		if err := json.Unmarshal(b, out); err != nil {
-			return 0, fmt.Errorf("%s %s: %s: %w", method, url, b, err)
-		}
+	if resp.StatusCode != http.StatusOK {
+		var refusal struct{ Error string }
+		json.Unmarshal(b, &refusal)
+		return resp.StatusCode, refusal.Error, nil
 	}
-	return resp.StatusCode, nil
+	if err := json.Unmarshal(b, out); err != nil {
+		return 0, "", fmt.Errorf("%s %s: %s: %w", method, url, b, err)
+	}
+	return resp.StatusCode, "", nil
 }

@@ -135,7 +135,13 @@ export interface LiveOptions {
   pongTimeout?: number;
   /** With "auto": a stream that brings no frame within this many ms is taken for buffered, and the client polls. Default 5000. */
   firstFrameTimeout?: number;
-  /** With "auto": how often the transports above the one in use are tried again, in ms; 0 never. Default 300000. */
+  /**
+   * With "auto": how often the transports above the one in use are tried
+   * again, in ms; 0 never. Default 300000. The first try after a move down
+   * comes after min(30000, probeInterval). Polling tries the stream by
+   * moving to it: behind a buffering proxy it comes back to polling after
+   * firstFrameTimeout, each channel going on from its cursor.
+   */
   probeInterval?: number;
   /** The WebSocket constructor. Default globalThis.WebSocket. */
   WebSocket?: { new (url: string): WebSocket };
@@ -191,7 +197,7 @@ export const CONNECTION_HEADER: "Live-Connection";
 export interface Live {
   /** The connection state now. */
   readonly connection: Connection;
-  /** The transport in use: "websocket", or "sse" once chosen or fallen back to. */
+  /** The transport in use: "websocket", or "sse" or "poll" once chosen or fallen back to. */
   readonly transport: "websocket" | "sse" | "poll";
   /** Calls listener now and on every change; returns a function that stops it. */
   onStatus(listener: (c: Connection) => void): () => void;

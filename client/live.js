@@ -608,6 +608,15 @@ const transports = ["auto", "websocket", "sse", "poll"];
 /** The longest a hub holds a poll (live's maxHold). */
 const maxHold = 25000;
 
+/**
+ * A poll that brings nothing new is followed by the next no sooner than
+ * pollPace ms after it was sent, doubling with each such poll up to
+ * maxPollPace: a hub or proxy that answers at once with nothing the client
+ * takes cannot make it poll in a loop. A poll that brings news resets it.
+ */
+const pollPace = 250;
+const maxPollPace = 5000;
+
 /** The longest line a stream may send; past it the stream is given up. */
 const maxLine = 16 << 20;
 
@@ -637,7 +646,9 @@ const maxLine = 16 << 20;
  * before its first. Every probeInterval it tries the transports above the
  * one in use again, and moves up when one works; each channel goes on
  * from its cursor, so nothing is lost or repeated on the way.
- * connection.transport says which is in use.
+ * connection.transport says which is in use. Polling asks the hub to
+ * acknowledge a channel it resumes without an acknowledgement (?ack=), and
+ * paces polls whose answers bring nothing new (see pollPace).
  *
  * @param {import("./live").LiveOptions} [options]
  * @returns {import("./live").Live}
@@ -1024,34 +1035,43 @@ class Live {
     this._frame(m);
   }
 
-  /** _frame handles one frame from the hub, parsed. */
+  /**
+   * _frame handles one frame from the hub, parsed, and reports whether it
+   * was news: a frame that changed nothing here (data seen already, or of
+   * a subscription not acknowledged, an acknowledgement held already) is
+   * not, which keeps a poll that brings only such frames from being
+   * followed by another at once.
+   */
   _frame(m) {
-    if (!isObject(m)) return;
+    if (!isObject(m)) return false;
     const ch = typeof m.channel === "string" ? this._channels.get(m.channel) : undefined;
     switch (m.type) {
       case "data": {
         // Frames of an unacknowledged subscription belong to an older one.
-        if (!ch || !ch.acked) return;
+        if (!ch || !ch.acked) return false;
         if (typeof m.cursor === "string") {
           // Resets of a State channel come in band, at the hub's cursor,
           // which may be behind the client's: always take them.
-          if (!isStateReset(m.data) && ch.cursor && !advances(ch.cursor, m.cursor)) return; // seen already
+          if (!isStateReset(m.data) && ch.cursor && !advances(ch.cursor, m.cursor)) return false; // seen already
           ch.cursor = m.cursor;
         }
         const meta = { channel: m.channel, cursor: m.cursor ?? null };
         if (m.queryKey !== undefined) meta.queryKey = m.queryKey;
         for (const sub of [...ch.subs]) if (ch.subs.has(sub)) call(sub.callback, m.data, meta);
-        return;
+        return true;
       }
-      case "subscribed":
+      case "subscribed": {
         if (typeof m.connection === "string") this._connectionID = m.connection;
-        if (!ch) return;
+        if (!ch) return false;
+        const moves = typeof m.cursor === "string" && (!ch.cursor || advances(ch.cursor, m.cursor));
+        const news = !ch.acked || moves;
         ch.acked = true;
-        if (typeof m.cursor === "string" && (!ch.cursor || advances(ch.cursor, m.cursor))) ch.cursor = m.cursor;
+        if (moves) ch.cursor = m.cursor;
         for (const sub of [...ch.subs]) if (sub.onSubscribed) call(sub.onSubscribed, ch.cursor);
-        return;
+        return news;
+      }
       case "presence": {
-        if (!ch || !ch.acked) return;
+        if (!ch || !ch.acked) return false;
         const p = ch.presence ?? (ch.presence = { members: new Map(), count: 0, tag: null });
         if (typeof m.tag === "string") p.tag = m.tag;
         const joined = [];
@@ -1077,13 +1097,15 @@ class Live {
         if (Number.isSafeInteger(m.count)) p.count = m.count;
         const view = presenceView(p, joined, left);
         for (const sub of [...ch.subs]) if (sub.onPresence) call(sub.onPresence, view);
-        return;
+        return true;
       }
-      case "reset":
-        if (!ch) return;
+      case "reset": {
+        if (!ch) return false;
+        const was = ch.cursor;
         if (typeof m.cursor === "string") ch.cursor = m.cursor;
         for (const sub of [...ch.subs]) if (sub.onReset) call(sub.onReset, ch.cursor, String(m.reason ?? ""));
-        return;
+        return ch.cursor !== was;
+      }
       case "published":
       case "error": {
         const p = typeof m.ref === "number" ? this._publishes.get(m.ref) : undefined;
@@ -1092,7 +1114,7 @@ class Live {
           clearTimeout(p.timer);
           if (m.type === "published") p.resolve(String(m.cursor ?? ""));
           else p.reject(new LiveError(String(m.code ?? "error"), `live: publish on ${p.frame.channel}: ${m.message ?? m.code}`, { channel: p.frame.channel }));
-          return;
+          return true;
         }
         if (m.type === "error") {
           const err = new LiveError(String(m.code ?? "error"), `live: ${m.channel ? m.channel + ": " : ""}${m.message ?? m.code}`, m.channel ? { channel: m.channel } : {});
@@ -1101,10 +1123,12 @@ class Live {
           if (ch && this._t.refuses(ch)) ch.refused = "hub";
           if (ch) for (const sub of [...ch.subs]) this._emitError(err, sub);
           else this._emitError(err);
+          return true;
         }
-        return;
+        return false;
       }
     }
+    return false;
   }
 }
 
@@ -1300,7 +1324,9 @@ class StreamTransport {
     this.live = live;
     this.poll = poll;
     this.name = poll ? "poll" : "sse";
-    this._stream = null; // the stream or poll: {ctl, names, open, poll, framed, firstTimer}
+    this._stream = null; // the stream or poll: {ctl, names, open, poll, framed, firstTimer, sent}
+    this._paced = null; // the next poll, waiting after one that brought nothing new: {timer, names}
+    this._pace = 0; // how long that wait is, from the last poll's start
     this._openTimer = null; // gives up a request that does not open
     this._reopenTimer = null; // gathers channel changes into one new stream
     this._pingTimer = null;
@@ -1316,6 +1342,7 @@ class StreamTransport {
   close() {
     clearTimeout(this._reopenTimer);
     this._reopenTimer = null;
+    this._unpace();
     this._dropStream();
   }
 
@@ -1331,9 +1358,8 @@ class StreamTransport {
 
   /**
    * refuses reports whether an error frame for ch keeps it out of later
-   * requests: a channel refused before its acknowledgement (a poll
-   * acknowledges only what it does not resume), until the next
-   * reconnection.
+   * requests: a channel refused before its acknowledgement (a poll does
+   * not acknowledge again what it resumes), until the next reconnection.
    */
   refuses(ch) {
     return !ch.acked || this.poll;
@@ -1398,7 +1424,7 @@ class StreamTransport {
       // While a reconnection waits, it will take the new set.
       if (this.live._closed || this.live._t !== this || this.live._timer !== null) return;
       const want = this._streamable().map((ch) => ch.name);
-      const have = this._stream?.names ?? [];
+      const have = this._stream?.names ?? this._paced?.names ?? [];
       if (want.length === 0 && !this._stream) {
         this.live._setStatus("connected", 0); // nothing to stream: nothing can fail either
         return;
@@ -1419,6 +1445,7 @@ class StreamTransport {
     if (this.live._closed || this._stream || this.live._timer !== null) return;
     clearTimeout(this._reopenTimer);
     this._reopenTimer = null;
+    this._unpace();
     if (!planned) {
       // A new connection asks again for the channels the hub refused.
       for (const ch of this.live._channels.values()) if (ch.refused === "hub") ch.refused = false;
@@ -1432,11 +1459,14 @@ class StreamTransport {
       return;
     }
     const poll = this.poll;
-    const s = { ctl: new AbortController(), names: chans.map((ch) => ch.name), open: false, poll, framed: false, firstTimer: null };
+    const s = { ctl: new AbortController(), names: chans.map((ch) => ch.name), open: false, poll, framed: false, firstTimer: null, sent: Date.now() };
     this._stream = s;
     // A poll leaves out the acknowledgements of the channels it resumes:
-    // those go on as they were.
+    // those go on as they were. A channel resumed without one (a saved
+    // cursor, or one reached over another transport) asks for it, as its
+    // data is taken only once it is acknowledged.
     for (const ch of this.live._channels.values()) ch.acked = poll && chans.includes(ch) && ch.cursor !== null && ch.acked;
+    const acks = poll ? chans.filter((ch) => ch.cursor && !ch.acked).map((ch) => ch.name) : [];
     if (!replacing || this.live._conn.status !== "connected") this.live._setStatus("connecting", this.live._conn.reconnectAttempt);
     let url;
     try {
@@ -1445,6 +1475,7 @@ class StreamTransport {
       for (const ch of chans) if (ch.cursor) q.set("cursor." + ch.name, ch.cursor);
       if (poll) {
         q.set("poll", "");
+        if (acks.length > 0) q.set("ack", acks.join(","));
         for (const ch of chans) if (ch.presence?.tag) q.set("presence." + ch.name, ch.presence.tag);
       }
       // A prefix mount ("/live/") streams several channels at the prefix
@@ -1508,7 +1539,8 @@ class StreamTransport {
 
   /**
    * _readPoll handles a poll's answer, a JSON array of frames, and sends
-   * the next poll at once, from the cursors they moved.
+   * the next poll from the cursors they moved: at once after news, paced
+   * after a poll that brought nothing new (see pollPace).
    */
   async _readPoll(s, res, type) {
     if (!/^application\/json\b/i.test(type)) {
@@ -1526,8 +1558,9 @@ class StreamTransport {
     }
     s.framed = true;
     this.live._everStreamed = true;
+    let news = false;
     for (const m of frames) {
-      this.live._frame(m);
+      if (this.live._frame(m)) news = true;
       if (this._stream !== s) return;
     }
     // The next poll, keeping the subscriptions acknowledged.
@@ -1535,7 +1568,29 @@ class StreamTransport {
     clearTimeout(this._openTimer);
     clearTimeout(this._pingTimer);
     this._openTimer = this._pingTimer = null;
-    this._openStream(true, true);
+    // A poll held as long as the longest pace (the hub had nothing for
+    // it) was not hot either.
+    const held = Date.now() - s.sent >= maxPollPace;
+    this._pace = news || held ? 0 : Math.min(maxPollPace, this._pace > 0 ? this._pace * 2 : pollPace);
+    const wait = s.sent + this._pace - Date.now();
+    if (wait <= 0) {
+      this._openStream(true, true);
+      return;
+    }
+    const paced = { names: s.names, timer: null };
+    paced.timer = setTimeout(() => {
+      if (this._paced !== paced) return;
+      this._paced = null;
+      this._openStream(true, true);
+    }, wait);
+    this._paced = paced;
+  }
+
+  /** _unpace forgets the poll waiting for its pace: another replaces it. */
+  _unpace() {
+    if (!this._paced) return;
+    clearTimeout(this._paced.timer);
+    this._paced = null;
   }
 
   /** _read parses the stream's events and handles each one's data as a frame. */

@@ -15,7 +15,6 @@
 package livetest
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"slices"
@@ -88,23 +87,9 @@ func (r *Recorder) PublishIf(ctx context.Context, channel string, head live.Posi
 func (r *Recorder) record(channel string, data []byte, pos live.Position, err error) {
 	if err == nil && !strings.HasPrefix(channel, "@live:") { // the hubs' own channels
 		r.mu.Lock()
-		r.pubs = append(r.pubs, Publication{Channel: channel, Data: published(data), Pos: pos})
+		r.pubs = append(r.pubs, Publication{Channel: channel, Data: append(json.RawMessage(nil), data...), Pos: pos})
 		r.mu.Unlock()
 	}
-}
-
-// published returns what subscribers get of data: a publication made
-// with live.Except reaches the broker in an envelope.
-func published(data []byte) json.RawMessage {
-	if bytes.HasPrefix(data, []byte(`{"@live:except":`)) {
-		var e struct {
-			Data json.RawMessage `json:"data"`
-		}
-		if json.Unmarshal(data, &e) == nil {
-			return e.Data
-		}
-	}
-	return append(json.RawMessage(nil), data...)
 }
 
 // All returns every publication recorded so far, on every channel.

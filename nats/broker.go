@@ -17,7 +17,9 @@
 // every channel, one subject per channel: "live.c.<channel>", with "." and
 // "=" in the channel name written as "=2E" and "=3D". Each message carries
 // its position in headers (Live-Epoch, Live-Seq) and the stream sequence of
-// the channel's previous message (Live-Prev). The stream republishes every
+// the channel's previous message (Live-Prev); a publication with meta
+// ([live.Message].Meta) carries it in Live-Meta, and is stored alone. The
+// stream republishes every
 // message it stores to "live.r.<channel>", where subscriptions receive it.
 //
 // Publish appends with the header Nats-Expected-Last-Subject-Sequence set
@@ -125,6 +127,7 @@ type Broker struct {
 	// holder guards stream.
 	streamTurn chan struct{}
 	stream     jetstream.Stream
+	snaps      jetstream.Stream // snapshots (see snapshot.go)
 
 	// drop, set by tests before use, makes subscriptions ignore the
 	// messages for which it returns true, as if they were lost.
@@ -142,9 +145,11 @@ type Broker struct {
 }
 
 var (
-	_ live.Broker      = (*Broker)(nil)
-	_ live.History     = (*Broker)(nil)
-	_ live.Conditional = (*Broker)(nil)
+	_ live.Broker       = (*Broker)(nil)
+	_ live.History      = (*Broker)(nil)
+	_ live.PagedHistory = (*Broker)(nil)
+	_ live.Snapshots    = (*Broker)(nil)
+	_ live.Conditional  = (*Broker)(nil)
 )
 
 const (
@@ -177,6 +182,7 @@ const (
 	hdrSeq   = "Live-Seq"   // of the message's last publication
 	hdrPrev  = "Live-Prev"  // the stream sequence of the channel's message before
 	hdrCount = "Live-Count" // publications in the message, if more than one
+	hdrMeta  = "Live-Meta"  // the meta of the message's one publication, if any
 )
 
 // Stats are a Broker's counters since New.
@@ -463,6 +469,7 @@ type tail struct {
 	sseq  uint64        // its stream sequence; 0 if the channel has no message
 	prev  uint64        // the stream sequence of the message before it; 0 for none
 	data  []byte        // as stored: packed if count > 1
+	meta  []byte        // of its one publication; nil for none
 	at    time.Time
 }
 
@@ -482,7 +489,7 @@ func (t tail) messages(channel string, after uint64) ([]live.Message, error) {
 	var msgs []live.Message
 	for i, d := range datas {
 		if seq := first + uint64(i); seq > after {
-			msgs = append(msgs, live.Message{Channel: channel, Pos: live.Position{Epoch: t.pos.Epoch, Seq: seq}, Data: d})
+			msgs = append(msgs, live.Message{Channel: channel, Pos: live.Position{Epoch: t.pos.Epoch, Seq: seq}, Data: d, Meta: t.meta})
 		}
 	}
 	return msgs, nil
@@ -539,10 +546,17 @@ func parseStored(subject string, h nats.Header, data []byte) (t tail, err error)
 			err3 = errors.New("out of range")
 		}
 	}
-	if epoch == "" || err1 != nil || err2 != nil || err3 != nil {
-		return tail{}, fmt.Errorf("message on %s without valid %s, %s, %s and %s headers", subject, hdrEpoch, hdrSeq, hdrPrev, hdrCount)
+	var meta []byte
+	if m := h.Get(hdrMeta); m != "" {
+		meta = []byte(m)
+		if count != 1 {
+			err3 = errors.New("meta on several publications")
+		}
 	}
-	return tail{pos: live.Position{Epoch: epoch, Seq: seq}, count: count, prev: prev, data: data}, nil
+	if epoch == "" || err1 != nil || err2 != nil || err3 != nil {
+		return tail{}, fmt.Errorf("message on %s without valid %s, %s, %s, %s and %s headers", subject, hdrEpoch, hdrSeq, hdrPrev, hdrCount, hdrMeta)
+	}
+	return tail{pos: live.Position{Epoch: epoch, Seq: seq}, count: count, prev: prev, data: data, meta: meta}, nil
 }
 
 func fromRaw(raw *jetstream.RawStreamMsg) (tail, error) {
@@ -603,6 +617,7 @@ type pubChan struct {
 // channel's epoch.
 type pubItem struct {
 	data   []byte
+	meta   []byte         // nil for none; an item with meta is stored alone
 	head   *live.Position // the position the channel must be at; nil for none
 	marker bool
 	pos    live.Position
@@ -767,9 +782,11 @@ func (b *Broker) publishItem(ctx context.Context, channel string, it *pubItem) (
 	if b.isClosed() {
 		return live.Position{}, fmt.Errorf("live: publish %q: %w", channel, live.ErrClosed)
 	}
-	if err := live.ValidChannel(channel); err != nil {
-		return live.Position{}, fmt.Errorf("live: publish: %w", err)
+	data, meta, err := live.CheckPublish(ctx, channel, it.data)
+	if err != nil {
+		return live.Position{}, err
 	}
+	it.data, it.meta = data, meta
 	pos, err := b.queue(ctx, channel, it)
 	if err != nil && b.isClosed() && !errors.Is(err, live.ErrClosed) {
 		err = fmt.Errorf("%w: %w", live.ErrClosed, err) // closed while waiting
@@ -788,12 +805,12 @@ const (
 	maxBatchBytes = 256 << 10
 )
 
-// send stores items, in order, as few messages as it can (a marker or a
-// conditional publication goes alone), and completes them. The caller is
-// pc's sender.
+// send stores items, in order, as few messages as it can (a marker, an
+// item with meta or a conditional publication goes alone), and completes
+// them. The caller is pc's sender.
 func (b *Broker) send(ctx context.Context, pc *pubChan, items []*pubItem) {
 	defer b.releasePub(pc, len(items))
-	alone := func(it *pubItem) bool { return it.marker || it.head != nil }
+	alone := func(it *pubItem) bool { return it.marker || it.meta != nil || it.head != nil }
 	for len(items) > 0 {
 		n, size := 1, len(items[0].data)
 		if !alone(items[0]) {
@@ -809,13 +826,13 @@ func (b *Broker) send(ctx context.Context, pc *pubChan, items []*pubItem) {
 		if run[0].marker {
 			// Another node may have published since this one last did.
 			pc.known = false
-			pos, err = b.append(ctx, pc, nil, nil)
+			pos, err = b.append(ctx, pc, nil, nil, nil)
 		} else {
 			datas := make([][]byte, len(run))
 			for i, it := range run {
 				datas[i] = it.data
 			}
-			pos, err = b.append(ctx, pc, datas, run[0].head)
+			pos, err = b.append(ctx, pc, datas, run[0].meta, run[0].head)
 		}
 		if err != nil && b.isClosed() {
 			err = fmt.Errorf("%w: %w", live.ErrClosed, err)
@@ -834,16 +851,16 @@ func (b *Broker) send(ctx context.Context, pc *pubChan, items []*pubItem) {
 	}
 }
 
-// append stores datas as the channel's next message and returns the
-// position of its last publication. No datas stores the marker that fixes
-// a new channel's epoch (at Seq 0), unless the channel has a position
-// already, which it then returns. With a head, it stores them only if the
-// channel is at head, and otherwise returns an error matching
-// live.ErrConflict. The caller is pc's sender.
+// append stores datas, with meta if there is one only, as the channel's
+// next message and returns the position of its last publication. No datas
+// stores the marker that fixes a new channel's epoch (at Seq 0), unless
+// the channel has a position already, which it then returns. With a head,
+// it stores them only if the channel is at head, and otherwise returns an
+// error matching live.ErrConflict. The caller is pc's sender.
 //
 // Several publications in one message carry the header Live-Count and
 // their data framed as in pack.
-func (b *Broker) append(ctx context.Context, pc *pubChan, datas [][]byte, head *live.Position) (live.Position, error) {
+func (b *Broker) append(ctx context.Context, pc *pubChan, datas [][]byte, meta []byte, head *live.Position) (live.Position, error) {
 	channel := pc.channel
 	recreated := false
 	for attempt := 1; ; attempt++ {
@@ -885,6 +902,9 @@ func (b *Broker) append(ctx context.Context, pc *pubChan, datas [][]byte, head *
 		case 0:
 		case 1:
 			m.Data = datas[0]
+			if meta != nil {
+				m.Header[hdrMeta] = []string{string(meta)}
+			}
 		default:
 			m.Header[hdrCount] = []string{strconv.Itoa(len(datas))}
 			m.Data = pack(datas)
@@ -999,6 +1019,136 @@ func (b *Broker) since(ctx context.Context, channel string, after live.Position)
 		return nil, live.ErrGone // older than HistoryAge
 	}
 	return msgs, nil
+}
+
+// SincePage implements [live.PagedHistory]. Up to 64 publications from
+// the head it reads as Since does. Further back it finds the stored
+// message holding the page's first publication by a binary search over
+// the stream's sequence numbers, each step one lookup of the channel's
+// next message from a sequence number, then reads the channel's messages
+// one at a time from there until the page is full: a page costs a few
+// dozen lookups and its own publications, whatever lies before it.
+func (b *Broker) SincePage(ctx context.Context, channel string, after live.Position, maxMessages, maxBytes int) ([]live.Message, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("live: history %q: %w", channel, err)
+	}
+	if b.isClosed() {
+		return nil, fmt.Errorf("live: history %q: %w", channel, live.ErrClosed)
+	}
+	if err := live.ValidChannel(channel); err != nil {
+		return nil, fmt.Errorf("live: history: %w", err)
+	}
+	msgs, err := b.sincePage(ctx, channel, after, max(maxMessages, 1), maxBytes)
+	if err != nil {
+		return nil, fmt.Errorf("live: history %q from %v: %w", channel, after, err)
+	}
+	return msgs, nil
+}
+
+func (b *Broker) sincePage(ctx context.Context, channel string, after live.Position, maxMessages, maxBytes int) ([]live.Message, error) {
+	t, ok, err := b.last(ctx, channel)
+	if err != nil {
+		return nil, err
+	}
+	if !ok || t.pos.Epoch != after.Epoch || after.Seq > t.pos.Seq {
+		return nil, live.ErrGone
+	}
+	n := t.pos.Seq - after.Seq
+	if n == 0 {
+		return nil, nil
+	}
+	if n > uint64(b.size) {
+		return nil, live.ErrGone // more than a channel keeps
+	}
+	var page []live.Message
+	size := 0
+	// add appends msgs to the page while it has room, and reports
+	// whether it is full.
+	add := func(msgs []live.Message) bool {
+		for _, m := range msgs {
+			if len(page) > 0 && size+len(m.Data) > maxBytes {
+				return true
+			}
+			page = append(page, m)
+			size += len(m.Data)
+			if len(page) >= maxMessages {
+				return true
+			}
+		}
+		return false
+	}
+	if n <= walkMax {
+		msgs, first, err := b.walk(ctx, channel, t, int(n))
+		if err != nil {
+			return nil, err
+		}
+		if b.age > 0 && first.Before(time.Now().Add(-b.age)) {
+			return nil, live.ErrGone
+		}
+		add(msgs)
+		return page, nil
+	}
+
+	s, err := b.getStream(ctx)
+	if err != nil {
+		return nil, err
+	}
+	subject := b.subject(channel)
+	// next returns the channel's first message at or after stream
+	// sequence seq.
+	next := func(seq uint64) (tail, error) {
+		raw, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return tail{}, live.ErrGone
+		}
+		if err != nil {
+			return tail{}, err
+		}
+		return fromRaw(raw)
+	}
+	// Search for the first message holding publications after after:
+	// next(hi) is always m, which does.
+	lo, hi, m := uint64(1), t.sseq, t
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		x, err := next(mid)
+		if err != nil {
+			return nil, err
+		}
+		if x.pos.Seq > after.Seq {
+			hi, m = mid, x
+		} else {
+			lo = x.sseq + 1
+		}
+	}
+	if m.pos.Epoch != t.pos.Epoch || m.first() > after.Seq+1 {
+		return nil, live.ErrGone // dropped from the stream
+	}
+	if b.age > 0 && m.at.Before(time.Now().Add(-b.age)) {
+		return nil, live.ErrGone // older than HistoryAge
+	}
+	for {
+		msgs, err := m.messages(channel, after.Seq)
+		if err != nil {
+			return nil, err
+		}
+		if add(msgs) || m.pos.Seq >= t.pos.Seq {
+			return page, nil
+		}
+		after = m.pos
+		if m, err = next(m.sseq + 1); err != nil {
+			if errors.Is(err, live.ErrGone) && len(page) > 0 {
+				return page, nil // dropped meanwhile: the next page says so
+			}
+			return nil, err
+		}
+		if m.pos.Epoch != t.pos.Epoch || m.first() != after.Seq+1 {
+			if len(page) > 0 {
+				return page, nil
+			}
+			return nil, live.ErrGone
+		}
+	}
 }
 
 // walk returns the n publications up to t, reading messages back from t

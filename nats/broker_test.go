@@ -42,6 +42,10 @@ func TestNodes(t *testing.T) {
 		},
 		HistorySize: 16,
 		LoseData:    func(t *testing.T) { deleteStream(t, url, prefix) },
+		Cut: func(t *testing.T) (live.Broker, func()) {
+			p := servertest.NewProxy(t, servertest.HostOf(t, url))
+			return natsbroker.New(connect(t, servertest.ViaProxy(t, url, p)), &natsbroker.Options{HistorySize: 16, Prefix: prefix, Logger: servertest.Logger(t)}), p.Cut
+		},
 	})
 }
 

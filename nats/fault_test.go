@@ -243,22 +243,27 @@ func TestServerRestartEmpty(t *testing.T) {
 // a reset, because no data was lost.
 func TestServerStall(t *testing.T) {
 	const stall = time.Second
-	srv := startServer(t)
-	n := newNode(t, connect(t, srv.url()), &natsbroker.Options{StallTimeout: stall})
-	channel := channelName(t)
-	s := servertest.OpenStream(t, n.SSE+channel, "")
-	w := servertest.Watch(t, n.broker, channel)
-	w.Ready(t)
-	before := n.Publish(t, channel, `"before"`)
-	if e := s.Next(t); e.ID != before.String() {
-		t.Fatalf("event %+v, want %v", e, before)
-	}
+	// A short stall, and one of 3.5 s, during which the Hub's backoff grows.
+	for _, hold := range []time.Duration{0, 3500 * time.Millisecond} {
+		t.Run(hold.String(), func(t *testing.T) {
+			srv := startServer(t)
+			n := newNode(t, connect(t, srv.url()), &natsbroker.Options{StallTimeout: stall})
+			channel := channelName(t)
+			s := servertest.OpenStream(t, n.SSE+channel, "")
+			w := servertest.Watch(t, n.broker, channel)
+			w.Ready(t)
+			before := n.Publish(t, channel, `"before"`)
+			if e := s.Next(t); e.ID != before.String() {
+				t.Fatalf("event %+v, want %v", e, before)
+			}
 
-	resumed := servertest.Stall(t, srv.Process, n.broker, w, channel, stall)
-	if st := n.broker.Stats(); st.Stalls == 0 {
-		t.Errorf("broker stats %+v, want the stall counted", st)
+			resumed := servertest.Stall(t, srv.Process, n.broker, w, channel, stall, hold)
+			if st := n.broker.Stats(); st.Stalls == 0 {
+				t.Errorf("broker stats %+v, want the stall counted", st)
+			}
+			servertest.ExpectContinued(t, n.Node, s, channel, before, resumed)
+		})
 	}
-	servertest.ExpectContinued(t, n.Node, s, channel, before, resumed)
 }
 
 // checkReset reports unless e is a reset for reason to cursor want.
@@ -269,4 +274,38 @@ func checkReset(t *testing.T, e servertest.Event, reason string, want live.Posit
 	if e.Event != "reset" || reset.Reason != reason || reset.Cursor != want.String() {
 		t.Errorf("event %+v, want a reset (%s) to %v", e, reason, want)
 	}
+}
+
+// The network between a Hub and NATS is cut for 3.5 s, long enough for the
+// Hub's backoff to grow, while another Hub goes on publishing. Once it
+// heals, the first Hub finds the server back at once and its client
+// receives again, with nothing lost.
+func TestLinkCut(t *testing.T) {
+	srv := startServer(t)
+	link := servertest.NewProxy(t, fmt.Sprintf("127.0.0.1:%d", srv.Port))
+	cut := newNode(t, connect(t, "nats://"+link.Addr), &natsbroker.Options{StallTimeout: time.Second})
+	pub := newNode(t, connect(t, srv.url()), &natsbroker.Options{})
+	channel := channelName(t)
+	s := servertest.OpenStream(t, cut.SSE+channel, "")
+	servertest.ExpectRecoveredAfterCut(t, link, cut.Node, pub.Node, s, channel, 3500*time.Millisecond)
+}
+
+// A State's Hub is cut off NATS while another writes more than history
+// holds: once the link heals it rebuilds the value from the snapshot.
+func TestStateAfterLongCut(t *testing.T) {
+	srv := startServer(t)
+	link := servertest.NewProxy(t, fmt.Sprintf("127.0.0.1:%d", srv.Port))
+	cut := newNode(t, connect(t, "nats://"+link.Addr), &natsbroker.Options{HistorySize: 16, StallTimeout: time.Second})
+	pub := newNode(t, connect(t, srv.url()), &natsbroker.Options{HistorySize: 16})
+	servertest.ExpectStateRebuiltAfterCut(t, link, cut.Node, pub.Node, 40, 2500*time.Millisecond)
+}
+
+// NATS is out of reach of one node for 3 s while its Hub.Hook answers
+// writes: every event reaches the clients of both nodes once it is back.
+func TestHookEventsAfterOutage(t *testing.T) {
+	srv := startServer(t)
+	link := servertest.NewProxy(t, fmt.Sprintf("127.0.0.1:%d", srv.Port))
+	cut := newNode(t, connect(t, "nats://"+link.Addr), &natsbroker.Options{StallTimeout: time.Second})
+	other := newNode(t, connect(t, srv.url()), &natsbroker.Options{})
+	servertest.ExpectHookEventsAfterOutage(t, link, cut.Node, other.Node, 10, 3*time.Second)
 }

@@ -81,7 +81,10 @@ func deleteStream(t testing.TB, url, prefix string) {
 	if err := js.DeleteStream(ctx, prefix); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
 		t.Errorf("deleting stream %s: %v", prefix, err)
 	}
-	// The idempotency bucket, if the test made one.
+	// The snapshot stream and the idempotency bucket, if the test made them.
+	if err := js.DeleteStream(ctx, prefix+"_snap"); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		t.Errorf("deleting stream %s_snap: %v", prefix, err)
+	}
 	if err := js.DeleteKeyValue(ctx, prefix+"_idempotency"); err != nil && !errors.Is(err, jetstream.ErrBucketNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound) {
 		t.Errorf("deleting the idempotency bucket of %s: %v", prefix, err)
 	}

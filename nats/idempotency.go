@@ -113,6 +113,31 @@ func (s *idempotency) Save(ctx context.Context, key string, response []byte, ttl
 	return err
 }
 
+// Extend keeps a claim reserved for another ttl while its request runs:
+// it rewrites the claim with a later expiry, unless the entry changed.
+func (s *idempotency) Extend(ctx context.Context, key string, ttl time.Duration) error {
+	kv, err := s.bucket(ctx)
+	if err != nil {
+		return err
+	}
+	e, err := kv.Get(ctx, kvKey(key))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if _, response := parseEntry(e.Value()); len(response) > 0 {
+		return nil // saved meanwhile
+	}
+	_, err = kv.Update(ctx, kvKey(key), entry(time.Now().Add(ttl), nil), e.Revision())
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
+		return nil // changed meanwhile: no longer this hub's claim
+	}
+	return err
+}
+
 func (s *idempotency) Release(ctx context.Context, key string) error {
 	kv, err := s.bucket(ctx)
 	if err != nil {

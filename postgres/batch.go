@@ -28,17 +28,18 @@ type publication struct {
 	channel string
 	head    *live.Position // the position the channel must be at; nil for none
 	data    []byte
+	meta    []byte // nil for none
 	pos     live.Position
 	err     error
 	done    chan struct{}
 }
 
-// publishBatched publishes data on channel, on condition that it is at
-// *head when head is not nil, in a transaction with whatever else waits.
-// It returns early with ctx's error if ctx ends first, in which case the
+// publishBatched publishes p, on condition that its channel is at *p.head
+// when p.head is not nil, in a transaction with whatever else waits. It
+// returns early with ctx's error if ctx ends first, in which case the
 // publication may still be taken.
-func (b *Broker) publishBatched(ctx context.Context, channel string, head *live.Position, data []byte) (live.Position, error) {
-	p := &publication{channel: channel, head: head, data: data, done: make(chan struct{})}
+func (b *Broker) publishBatched(ctx context.Context, p *publication) (live.Position, error) {
+	p.done = make(chan struct{})
 	if err := b.batch.Do(ctx, p, p.done); err != nil {
 		return live.Position{}, err
 	}
@@ -59,7 +60,7 @@ func (b *Broker) publishBatch(pubs []*publication) {
 	}()
 	alone := func() {
 		for _, p := range pubs {
-			p.pos, p.err = b.publishOne(ctx, p.channel, p.head, p.data)
+			p.pos, p.err = b.publishOne(ctx, p)
 		}
 	}
 	if len(pubs) == 1 {
@@ -77,9 +78,9 @@ func (b *Broker) publishBatch(pubs []*publication) {
 	var batch pgx.Batch
 	for _, p := range sorted {
 		if p.head != nil {
-			batch.Queue(b.publishIfSQL, b.publishIfArgs(p.channel, *p.head, p.data)...)
+			batch.Queue(b.publishIfSQL, b.publishIfArgs(p)...)
 		} else {
-			batch.Queue(b.publishSQL, b.publishArgs(p.channel, p.data)...)
+			batch.Queue(b.publishSQL, b.publishArgs(p)...)
 		}
 	}
 	res := b.pool.SendBatch(ctx, &batch)

@@ -23,8 +23,10 @@
 // publication on the channel waits for that lock, so Seqs are committed in
 // order, and a rolled back publication gives its number back.
 //
-// NOTIFY carries the channel, epoch, Seq and, when it fits, the data;
-// larger data (NOTIFY takes less than 8000 bytes) is read from the table.
+// NOTIFY carries the channel, epoch, Seq and, when it fits, the data and
+// its meta ([live.Message].Meta, which the table keeps in a column of its
+// own); larger data (NOTIFY takes less than 8000 bytes) is read from the
+// table.
 // Each Broker keeps one listening connection, with one LISTEN per channel
 // it has subscribers for.
 //
@@ -45,17 +47,16 @@
 package pgbroker
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base32"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
 	"log/slog"
 	"math"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -141,9 +142,11 @@ type Broker struct {
 }
 
 var (
-	_ live.Broker      = (*Broker)(nil)
-	_ live.History     = (*Broker)(nil)
-	_ live.Conditional = (*Broker)(nil)
+	_ live.Broker       = (*Broker)(nil)
+	_ live.History      = (*Broker)(nil)
+	_ live.PagedHistory = (*Broker)(nil)
+	_ live.Snapshots    = (*Broker)(nil)
+	_ live.Conditional  = (*Broker)(nil)
 )
 
 const (
@@ -209,13 +212,13 @@ func New(pool *pgxpool.Pool, opts *Options) *Broker {
 		chans:  make(map[string]*lchan),
 		wake:   make(chan struct{}, 1),
 
-		publishSQL:   "SELECT o_epoch, o_seq FROM " + o.Schema + ".publish($1, $2, $3, $4, $5, $6, $7)",
-		publishIfSQL: "SELECT o_epoch, o_seq FROM " + o.Schema + ".publish_if($1, $2, $3, $4, $5, $6, $7, $8)",
+		publishSQL:   "SELECT o_epoch, o_seq FROM " + o.Schema + ".publish($1, $2, $3, $4, $5, $6, $7, $8)",
+		publishIfSQL: "SELECT o_epoch, o_seq FROM " + o.Schema + ".publish_if($1, $2, $3, $4, $5, $6, $7, $8, $9)",
 		headSQL:      "SELECT o_epoch, o_seq FROM " + o.Schema + ".head($1, $2)",
-		sinceSQL: `SELECT c.epoch, c.seq, m.seq, m.data, coalesce($4::bigint > 0 AND m.at < now() - $4::bigint * interval '1 millisecond', false)
+		sinceSQL: `SELECT c.epoch, c.seq, m.seq, m.data, m.meta, coalesce($4::bigint > 0 AND m.at < now() - $4::bigint * interval '1 millisecond', false)
 FROM ` + o.Schema + `.channels c
 LEFT JOIN LATERAL (
-	SELECT m.seq, m.data, m.at FROM ` + o.Schema + `.messages m
+	SELECT m.seq, m.data, m.meta, m.at FROM ` + o.Schema + `.messages m
 	WHERE m.channel = c.name AND m.seq > $3 AND m.seq <= c.seq
 	ORDER BY m.seq LIMIT $5
 ) m ON c.epoch = $2
@@ -429,7 +432,8 @@ func (b *Broker) PublishIf(ctx context.Context, channel string, head live.Positi
 // publishMaybe publishes data on channel, on condition that the channel
 // is at *head when head is not nil.
 func (b *Broker) publishMaybe(ctx context.Context, channel string, head *live.Position, data []byte) (live.Position, error) {
-	if err := live.ValidChannel(channel); err != nil {
+	data, meta, err := live.CheckPublish(ctx, channel, data)
+	if err != nil {
 		return live.Position{}, err
 	}
 	if err := ctx.Err(); err != nil {
@@ -438,7 +442,7 @@ func (b *Broker) publishMaybe(ctx context.Context, channel string, head *live.Po
 	if b.isClosed() {
 		return live.Position{}, fmt.Errorf("live: publish %q: %w", channel, live.ErrClosed)
 	}
-	pos, err := b.publishBatched(ctx, channel, head, data)
+	pos, err := b.publishBatched(ctx, &publication{channel: channel, head: head, data: data, meta: meta})
 	if err != nil && b.isClosed() {
 		err = live.ErrClosed
 	}
@@ -448,20 +452,20 @@ func (b *Broker) publishMaybe(ctx context.Context, channel string, head *live.Po
 	return pos, nil
 }
 
-// publishOne publishes data on channel in a transaction of its own, on
-// condition that the channel is at *head when head is not nil, creating
-// the schema if it is missing.
-func (b *Broker) publishOne(ctx context.Context, channel string, head *live.Position, data []byte) (live.Position, error) {
+// publishOne publishes p in a transaction of its own, on condition that
+// its channel is at *p.head when p.head is not nil, creating the schema if
+// it is missing.
+func (b *Broker) publishOne(ctx context.Context, p *publication) (live.Position, error) {
 	for attempt := 1; ; attempt++ {
 		if err := b.ensure(ctx); err != nil {
 			return live.Position{}, err
 		}
 		var pos live.Position
 		var err error
-		if head != nil {
-			pos, err = b.publishIf(ctx, channel, *head, data)
+		if p.head != nil {
+			pos, err = b.publishIf(ctx, p)
 		} else {
-			pos, err = b.publish(ctx, b.pool, channel, data)
+			pos, err = b.publish(ctx, b.pool, p)
 		}
 		// Nothing was taken if the function did not exist, or if the
 		// transaction lost a deadlock: even one row lock can, when an
@@ -483,8 +487,10 @@ func lostDeadlock(err error) bool {
 // PublishTx publishes data on channel inside tx, a transaction on the
 // broker's database, and returns the position it will have if tx commits.
 // Subscribers receive it when tx commits, and never if it rolls back, which
-// also gives its number back. data must be JSON; it is validated and
-// compacted, as [live.Hub.Publish] does.
+// also gives its number back. It runs [live.CheckPublish], as Publish
+// does: channels reserved for the hubs ("@live:…") are refused, and data
+// must be JSON, which is validated and compacted, as [live.Hub.Publish]
+// does; subscribers get it as data, whatever it looks like.
 //
 // Every Hub whose broker shares the database delivers the publication, so
 // an application publishes with PublishTx where it would call
@@ -504,18 +510,12 @@ func lostDeadlock(err error) bool {
 // the channel makes PublishTx fail with a serialization error, after which
 // the application retries its transaction as usual.
 func (b *Broker) PublishTx(ctx context.Context, tx pgx.Tx, channel string, data []byte) (live.Position, error) {
-	if err := live.ValidChannel(channel); err != nil {
+	data, meta, err := live.CheckPublish(ctx, channel, data)
+	if err != nil {
 		return live.Position{}, err
 	}
 	if tx == nil {
 		return live.Position{}, fmt.Errorf("live: publish %q: nil transaction", channel)
-	}
-	if !utf8.Valid(data) || !json.Valid(data) {
-		return live.Position{}, fmt.Errorf("live: publish %q: data is not valid JSON", channel)
-	}
-	var compact bytes.Buffer
-	if err := json.Compact(&compact, data); err != nil {
-		return live.Position{}, fmt.Errorf("live: publish %q: %w", channel, err)
 	}
 	if b.isClosed() {
 		return live.Position{}, fmt.Errorf("live: publish %q: %w", channel, live.ErrClosed)
@@ -523,7 +523,7 @@ func (b *Broker) PublishTx(ctx context.Context, tx pgx.Tx, channel string, data 
 	if err := b.ensure(ctx); err != nil {
 		return live.Position{}, fmt.Errorf("live: publish %q: %w", channel, err)
 	}
-	pos, err := b.publish(ctx, tx, channel, compact.Bytes())
+	pos, err := b.publish(ctx, tx, &publication{channel: channel, data: data, meta: meta})
 	if err != nil {
 		b.missing(err) // the application retries its transaction
 		return live.Position{}, fmt.Errorf("live: publish %q: %w", channel, err)
@@ -532,31 +532,32 @@ func (b *Broker) PublishTx(ctx context.Context, tx pgx.Tx, channel string, data 
 }
 
 // publish runs the schema's publish function with q.
-func (b *Broker) publish(ctx context.Context, q querier, channel string, data []byte) (live.Position, error) {
+func (b *Broker) publish(ctx context.Context, q querier, p *publication) (live.Position, error) {
 	var epoch string
 	var seq int64
-	if err := q.QueryRow(ctx, b.publishSQL, b.publishArgs(channel, data)...).Scan(&epoch, &seq); err != nil {
+	if err := q.QueryRow(ctx, b.publishSQL, b.publishArgs(p)...).Scan(&epoch, &seq); err != nil {
 		return live.Position{}, err
 	}
 	return position(epoch, seq)
 }
 
-// publishIf runs the schema's publish_if function.
-func (b *Broker) publishIf(ctx context.Context, channel string, head live.Position, data []byte) (live.Position, error) {
+// publishIf runs the schema's publish_if function for p, whose head is
+// not nil.
+func (b *Broker) publishIf(ctx context.Context, p *publication) (live.Position, error) {
 	var epoch string
 	var seq int64
-	if err := b.pool.QueryRow(ctx, b.publishIfSQL, b.publishIfArgs(channel, head, data)...).Scan(&epoch, &seq); err != nil {
+	if err := b.pool.QueryRow(ctx, b.publishIfSQL, b.publishIfArgs(p)...).Scan(&epoch, &seq); err != nil {
 		return live.Position{}, err
 	}
-	return conditionalPosition(head, epoch, seq)
+	return conditionalPosition(*p.head, epoch, seq)
 }
 
-// publishIfArgs returns the arguments of publishIfSQL for data on
-// channel at head.
-func (b *Broker) publishIfArgs(channel string, head live.Position, data []byte) []any {
-	args := b.publishArgs(channel, data)
+// publishIfArgs returns the arguments of publishIfSQL for p, whose head
+// is not nil.
+func (b *Broker) publishIfArgs(p *publication) []any {
+	args := b.publishArgs(p)
 	// channel, then the head in place of the new epoch, then the rest.
-	return append([]any{channel, head.Epoch, int64(min(head.Seq, math.MaxInt64))}, args[2:]...)
+	return append([]any{p.channel, p.head.Epoch, int64(min(p.head.Seq, math.MaxInt64))}, args[2:]...)
 }
 
 // conditionalPosition checks what the publish_if function returned for a
@@ -568,14 +569,19 @@ func conditionalPosition(head live.Position, epoch string, seq int64) (live.Posi
 	return position(epoch, seq)
 }
 
-// publishArgs returns the arguments of publishSQL for data on channel.
-func (b *Broker) publishArgs(channel string, data []byte) []any {
+// publishArgs returns the arguments of publishSQL for p: the tail of its
+// announcement is "d<data>", or "m<n> <meta><data>" for n bytes of meta,
+// if they fit.
+func (b *Broker) publishArgs(p *publication) []any {
 	var inline *string
-	if b.announceable(data, len(channel)) {
-		s := string(data)
+	if p.meta == nil && b.announceable(p.data, len(p.channel)) {
+		s := "d" + string(p.data)
+		inline = &s
+	} else if p.meta != nil && b.announceable(p.meta, len(p.channel)+len(p.data)) && b.announceable(p.data, len(p.channel)+len(p.meta)) {
+		s := "m" + strconv.Itoa(len(p.meta)) + " " + string(p.meta) + string(p.data)
 		inline = &s
 	}
-	return []any{channel, newEpoch(), data, inline, b.notifyName(channel), b.size, b.age.Milliseconds()}
+	return []any{p.channel, newEpoch(), p.data, inline, b.notifyName(p.channel), b.size, b.age.Milliseconds(), p.meta}
 }
 
 // position checks what the publish function returned.
@@ -629,6 +635,66 @@ func (b *Broker) head(ctx context.Context, channel string) (live.Position, error
 	return pos, err
 }
 
+// SaveSnapshot implements [live.Snapshots]. The snapshot is a row of the
+// snapshots table, replaced by a later position of the channel's current
+// epoch and deleted with the channel's row.
+func (b *Broker) SaveSnapshot(ctx context.Context, channel string, pos live.Position, data []byte) error {
+	if b.isClosed() {
+		return fmt.Errorf("live: snapshot %q: %w", channel, live.ErrClosed)
+	}
+	save := func() error {
+		if err := b.ensure(ctx); err != nil {
+			return err
+		}
+		_, err := b.pool.Exec(ctx, `INSERT INTO `+b.schema+`.snapshots AS s (channel, epoch, seq, data)
+SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM `+b.schema+`.channels c WHERE c.name = $1 AND c.epoch = $2)
+ON CONFLICT (channel) DO UPDATE SET epoch = excluded.epoch, seq = excluded.seq, data = excluded.data
+WHERE s.epoch <> excluded.epoch OR s.seq < excluded.seq`, channel, pos.Epoch, int64(pos.Seq), data)
+		return err
+	}
+	err := save()
+	if err != nil && b.missing(err) {
+		err = save()
+	}
+	if err != nil {
+		return fmt.Errorf("live: snapshot %q at %v: %w", channel, pos, err)
+	}
+	return nil
+}
+
+// Snapshot implements [live.Snapshots].
+func (b *Broker) Snapshot(ctx context.Context, channel string) (live.Position, []byte, error) {
+	if b.isClosed() {
+		return live.Position{}, nil, fmt.Errorf("live: snapshot %q: %w", channel, live.ErrClosed)
+	}
+	var (
+		epoch string
+		seq   int64
+		data  []byte
+	)
+	read := func() error {
+		if err := b.ensure(ctx); err != nil {
+			return err
+		}
+		return b.pool.QueryRow(ctx, `SELECT epoch, seq, data FROM `+b.schema+`.snapshots WHERE channel = $1`, channel).Scan(&epoch, &seq, &data)
+	}
+	err := read()
+	if err != nil && b.missing(err) {
+		err = read()
+	}
+	if errors.Is(err, pgx.ErrNoRows) {
+		err = live.ErrGone
+	}
+	if err != nil {
+		return live.Position{}, nil, fmt.Errorf("live: snapshot %q: %w", channel, err)
+	}
+	pos, err := position(epoch, seq)
+	if err != nil {
+		return live.Position{}, nil, fmt.Errorf("live: snapshot %q: %w", channel, err)
+	}
+	return pos, data, nil
+}
+
 // Since implements [live.History]. It reads the channel's row and the
 // messages after after.Seq in one statement, so they agree, starting from
 // the primary key rather than scanning.
@@ -650,6 +716,54 @@ func (b *Broker) Since(ctx context.Context, channel string, after live.Position)
 		return nil, fmt.Errorf("live: history %q from %v: %w", channel, after, err)
 	}
 	return msgs, nil
+}
+
+// SincePage implements [live.PagedHistory]. It reads in queries with LIMIT sized
+// from the publications read so far (4 at first), so that it reads about
+// maxBytes, not the whole range, however large the publications.
+func (b *Broker) SincePage(ctx context.Context, channel string, after live.Position, maxMessages, maxBytes int) ([]live.Message, error) {
+	if err := live.ValidChannel(channel); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("live: history %q: %w", channel, err)
+	}
+	if b.isClosed() {
+		return nil, fmt.Errorf("live: history %q: %w", channel, live.ErrClosed)
+	}
+	var page []live.Message
+	size, count := 0, min(max(maxMessages, 1), 4)
+	from := after
+	for {
+		msgs, err := b.since(ctx, channel, from, count)
+		if err != nil && b.missing(err) {
+			msgs, err = b.since(ctx, channel, from, count)
+		}
+		if err != nil {
+			if len(page) > 0 && errors.Is(err, live.ErrGone) {
+				return page, nil // trimmed meanwhile: the next page says so
+			}
+			return nil, fmt.Errorf("live: history %q from %v: %w", channel, after, err)
+		}
+		for _, m := range msgs {
+			if len(page) > 0 && size+len(m.Data) > maxBytes {
+				return page, nil
+			}
+			page = append(page, m)
+			size += len(m.Data)
+			if len(page) >= maxMessages {
+				return page, nil
+			}
+		}
+		if len(msgs) < count {
+			return page, nil // the head
+		}
+		if size >= maxBytes {
+			return page, nil
+		}
+		from = msgs[len(msgs)-1].Pos
+		count = min(maxMessages-len(page), (maxBytes-size)/max(size/len(page), 1)+1)
+	}
 }
 
 // since returns up to count (0: all) publications after after, or an error
@@ -679,11 +793,11 @@ func (b *Broker) since(ctx context.Context, channel string, after live.Position,
 	)
 	for rows.Next() {
 		var (
-			seq  *int64
-			data []byte
-			old  bool
+			seq        *int64
+			data, meta []byte
+			old        bool
 		)
-		if err := rows.Scan(&epoch, &head, &seq, &data, &old); err != nil {
+		if err := rows.Scan(&epoch, &head, &seq, &data, &meta, &old); err != nil {
 			return nil, err
 		}
 		found = true
@@ -693,7 +807,7 @@ func (b *Broker) since(ctx context.Context, channel string, after live.Position,
 		if len(msgs) == 0 && old {
 			expired = true
 		}
-		msgs = append(msgs, live.Message{Channel: channel, Pos: live.Position{Epoch: epoch, Seq: uint64(*seq)}, Data: data})
+		msgs = append(msgs, live.Message{Channel: channel, Pos: live.Position{Epoch: epoch, Seq: uint64(*seq)}, Data: data, Meta: meta})
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err
@@ -743,6 +857,10 @@ WHERE m.channel = c.name AND c.touched < now() - $1::bigint * interval '1 millis
 		if err == nil {
 			_, err = b.pool.Exec(ctx, `DELETE FROM `+b.schema+`.channels c
 WHERE c.touched < now() - $1::bigint * interval '1 millisecond'`, life.Milliseconds())
+		}
+		if err == nil {
+			_, err = b.pool.Exec(ctx, `DELETE FROM `+b.schema+`.snapshots s
+WHERE NOT EXISTS (SELECT 1 FROM `+b.schema+`.channels c WHERE c.name = s.channel)`)
 		}
 		cancel()
 		if err != nil && b.ctx.Err() == nil {

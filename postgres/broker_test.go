@@ -53,6 +53,10 @@ func TestNodes(t *testing.T) {
 				t.Fatal(err)
 			}
 		},
+		Cut: func(t *testing.T) (live.Broker, func()) {
+			p := servertest.NewProxy(t, servertest.HostOf(t, url))
+			return pgbroker.New(newPool(t, servertest.ViaProxy(t, url, p)), &pgbroker.Options{HistorySize: 16, Schema: schema, Logger: servertest.Logger(t)}), p.Cut
+		},
 	})
 }
 

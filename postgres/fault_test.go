@@ -169,44 +169,49 @@ func TestServerRestart(t *testing.T) {
 // gap or a reset, because no data was lost.
 func TestServerStall(t *testing.T) {
 	const stall = time.Second
-	srv := startCluster(t)
-	logs := &logRecorder{t: t}
-	n := newNode(t, newPool(t, srv.url()), &pgbroker.Options{StallTimeout: stall, Logger: slog.New(slog.NewTextHandler(logs, nil))})
-	channel := servertest.ChannelName(t)
-	f := livetest.Connect(t, n.WS, channel)
-	w := servertest.Watch(t, n.broker, channel)
-	w.Ready(t)
-	var l ledger
-	l.published = append(l.published, n.Publish(t, channel, `"before"`))
-	l.readUntil(t, f, l.published[0])
-	w.Next(t)
+	// A short stall, and one of 3.5 s, during which the Hub's backoff grows.
+	for _, hold := range []time.Duration{0, 3500 * time.Millisecond} {
+		t.Run(hold.String(), func(t *testing.T) {
+			srv := startCluster(t)
+			logs := &logRecorder{t: t}
+			n := newNode(t, newPool(t, srv.url()), &pgbroker.Options{StallTimeout: stall, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+			channel := servertest.ChannelName(t)
+			f := livetest.Connect(t, n.WS, channel)
+			w := servertest.Watch(t, n.broker, channel)
+			w.Ready(t)
+			var l ledger
+			l.published = append(l.published, n.Publish(t, channel, `"before"`))
+			l.readUntil(t, f, l.published[0])
+			w.Next(t)
 
-	resumed := servertest.Stall(t, srv.Process, n.broker, w, channel, stall)
-	l.published = append(l.published, publishAgain(t, n, channel, `"after"`))
-	// The publication attempted during the stall may have been taken (the
-	// server reads it once it resumes), so the client sees it or not, but
-	// nothing is skipped and nothing resets.
-	l.readUntil(t, f, l.published[len(l.published)-1])
-	d := time.Since(resumed)
-	l.check(t)
-	for _, m := range l.received {
-		if m.Reset {
-			t.Errorf("reset (%s) after the stall: nothing was lost", m.Reason)
-		}
+			resumed := servertest.Stall(t, srv.Process, n.broker, w, channel, stall, hold)
+			l.published = append(l.published, publishAgain(t, n, channel, `"after"`))
+			// The publication attempted during the stall may have been taken (the
+			// server reads it once it resumes), so the client sees it or not, but
+			// nothing is skipped and nothing resets.
+			l.readUntil(t, f, l.published[len(l.published)-1])
+			d := time.Since(resumed)
+			l.check(t)
+			for _, m := range l.received {
+				if m.Reset {
+					t.Errorf("reset (%s) after the stall: nothing was lost", m.Reason)
+				}
+			}
+			if d > servertest.RecoverWithin {
+				t.Errorf("the client received again %v after the server resumed, want within %v", d, servertest.RecoverWithin)
+			}
+			if st := n.broker.Stats(); st.Stalls == 0 {
+				t.Errorf("broker stats %+v, want a stall counted", st)
+			}
+			if !strings.Contains(logs.String(), "stalled") {
+				t.Errorf("the broker logged %q, want a warning about the stall", logs.String())
+			}
+			if st := n.Hub.Stats(); st.BrokerErrors == 0 || st.Resets != 0 {
+				t.Errorf("Hub stats %+v, want broker errors counted and no resets", st)
+			}
+			t.Logf("the client received again %v after the server resumed; broker %+v", d.Round(time.Millisecond), n.broker.Stats())
+		})
 	}
-	if d > servertest.RecoverWithin {
-		t.Errorf("the client received again %v after the server resumed, want within %v", d, servertest.RecoverWithin)
-	}
-	if st := n.broker.Stats(); st.Stalls == 0 {
-		t.Errorf("broker stats %+v, want a stall counted", st)
-	}
-	if !strings.Contains(logs.String(), "stalled") {
-		t.Errorf("the broker logged %q, want a warning about the stall", logs.String())
-	}
-	if st := n.Hub.Stats(); st.BrokerErrors == 0 || st.Resets != 0 {
-		t.Errorf("Hub stats %+v, want broker errors counted and no resets", st)
-	}
-	t.Logf("the client received again %v after the server resumed; broker %+v", d.Round(time.Millisecond), n.broker.Stats())
 }
 
 // The server is replaced by a fresh cluster on the same address, as after
@@ -250,4 +255,40 @@ func TestFreshCluster(t *testing.T) {
 		t.Errorf("the client received again %v after the fresh server started, want within %v", d, servertest.RecoverWithin)
 	}
 	t.Logf("the client was reset and received again %v after the fresh server started", d.Round(time.Millisecond))
+}
+
+// The network between a Hub and PostgreSQL is cut for 3.5 s, long enough
+// for the Hub's backoff to grow, while another Hub goes on publishing.
+// Once it heals, the first Hub finds the server back at once and its
+// client receives again, with nothing lost.
+func TestLinkCut(t *testing.T) {
+	srv := startCluster(t)
+	link := servertest.NewProxy(t, fmt.Sprintf("127.0.0.1:%d", srv.Port))
+	cut := newNode(t, newPool(t, "postgres://postgres@"+link.Addr+"/postgres?sslmode=disable"), &pgbroker.Options{StallTimeout: time.Second})
+	pub := newNode(t, newPool(t, srv.url()), &pgbroker.Options{})
+	channel := servertest.ChannelName(t)
+	s := servertest.OpenStream(t, cut.SSE+channel, "")
+	servertest.ExpectRecoveredAfterCut(t, link, cut.Node, pub.Node, s, channel, 3500*time.Millisecond)
+}
+
+// A State's Hub is cut off PostgreSQL while another writes more than
+// history holds: once the link heals it rebuilds the value from the
+// snapshot.
+func TestStateAfterLongCut(t *testing.T) {
+	srv := startCluster(t)
+	link := servertest.NewProxy(t, fmt.Sprintf("127.0.0.1:%d", srv.Port))
+	cut := newNode(t, newPool(t, "postgres://postgres@"+link.Addr+"/postgres?sslmode=disable"), &pgbroker.Options{HistorySize: 16, StallTimeout: time.Second})
+	pub := newNode(t, newPool(t, srv.url()), &pgbroker.Options{HistorySize: 16})
+	servertest.ExpectStateRebuiltAfterCut(t, link, cut.Node, pub.Node, 40, 2500*time.Millisecond)
+}
+
+// PostgreSQL is out of reach of one node for 3 s while its Hub.Hook
+// answers writes: every event reaches the clients of both nodes once it is
+// back.
+func TestHookEventsAfterOutage(t *testing.T) {
+	srv := startCluster(t)
+	link := servertest.NewProxy(t, fmt.Sprintf("127.0.0.1:%d", srv.Port))
+	cut := newNode(t, newPool(t, "postgres://postgres@"+link.Addr+"/postgres?sslmode=disable"), &pgbroker.Options{StallTimeout: time.Second})
+	other := newNode(t, newPool(t, srv.url()), &pgbroker.Options{})
+	servertest.ExpectHookEventsAfterOutage(t, link, cut.Node, other.Node, 10, 3*time.Second)
 }

@@ -13,7 +13,8 @@ import (
 // Idempotency returns a [live.IdempotencyStore] in the broker's schema,
 // for [live.HookOptions].Idempotency: a retry that lands on another node
 // is recognised there too. Each key is a row of the idempotency table with
-// a lease: its request holds it until the lease ends, then the response
+// a lease: its request holds it until the lease ends (Extend renews it
+// while the request runs), then the response
 // replaces it until the window ends; expired rows are reclaimed by the
 // next claim of their key and swept now and then.
 func (b *Broker) Idempotency() live.IdempotencyStore { return &idempotency{b: b} }
@@ -73,6 +74,16 @@ func (s *idempotency) Save(ctx context.Context, key string, response []byte, ttl
 		if err == nil && s.saves.Add(1)%sweepEvery == 0 {
 			_, err = s.b.pool.Exec(ctx, inSchema(`DELETE FROM {schema}.idempotency WHERE expires < now()`, s.b.schema))
 		}
+		return err
+	})
+}
+
+// Extend keeps a claim reserved for another ttl while its request runs.
+func (s *idempotency) Extend(ctx context.Context, key string, ttl time.Duration) error {
+	return s.run(ctx, func() error {
+		_, err := s.b.pool.Exec(ctx, inSchema(`
+			UPDATE {schema}.idempotency SET expires = now() + $2 * interval '1 millisecond'
+			WHERE key = $1 AND response IS NULL`, s.b.schema), key, ttl.Milliseconds())
 		return err
 	})
 }

@@ -29,8 +29,29 @@ CREATE TABLE IF NOT EXISTS {schema}.messages (
 	seq     bigint NOT NULL,
 	data    bytea NOT NULL,
 	at      timestamptz NOT NULL,
+	meta    bytea,
 	PRIMARY KEY (channel, seq)
 );
+
+-- snapshots keeps the latest value a State wrote on a channel, at its
+-- position, so that a Hub that lost more than the messages keep rebuilds
+-- it from there.
+CREATE TABLE IF NOT EXISTS {schema}.snapshots (
+	channel text PRIMARY KEY,
+	epoch   text NOT NULL,
+	seq     bigint NOT NULL,
+	data    bytea NOT NULL
+);
+
+-- meta, what a hub says of a publication beside its data (live.Message's
+-- Meta), came after the table: add it to older tables. Checked first, as
+-- ALTER TABLE waits for every transaction that published.
+DO $do$ BEGIN
+	IF NOT EXISTS (SELECT 1 FROM pg_attribute
+		WHERE attrelid = '{schema}.messages'::regclass AND attname = 'meta' AND NOT attisdropped) THEN
+		ALTER TABLE {schema}.messages ADD COLUMN meta bytea;
+	END IF;
+END $do$;
 
 -- idempotency keeps, per key, the response to a request that a retry gets
 -- instead of running it again; response is NULL while the request runs.
@@ -42,12 +63,14 @@ CREATE TABLE IF NOT EXISTS {schema}.idempotency (
 
 -- publish appends a publication and announces it, in the caller's
 -- transaction: the announcement is delivered when, and only if, it commits.
--- p_epoch is used if the channel has no row; p_inline is the data as text if
--- it fits in the announcement, else NULL; p_notify names the NOTIFY channel;
--- p_size and p_age_ms bound the history (p_age_ms <= 0: no age limit).
+-- p_epoch is used if the channel has no row; p_inline is the announcement's
+-- tail, with the data, as text if it fits, else NULL; p_notify names the NOTIFY channel;
+-- p_size and p_age_ms bound the history (p_age_ms <= 0: no age limit);
+-- p_meta is the publication's meta, NULL for none. (Brokers of older
+-- versions call the function without p_meta, which stays theirs.)
 CREATE OR REPLACE FUNCTION {schema}.publish(
 	p_channel text, p_epoch text, p_data bytea, p_inline text, p_notify text,
-	p_size bigint, p_age_ms bigint,
+	p_size bigint, p_age_ms bigint, p_meta bytea,
 	OUT o_epoch text, OUT o_seq bigint)
 LANGUAGE plpgsql AS $fn$
 BEGIN
@@ -66,7 +89,7 @@ BEGIN
 	IF o_seq IS NULL THEN
 		RAISE EXCEPTION 'live: the row of channel % keeps vanishing', p_channel;
 	END IF;
-	PERFORM {schema}.store(p_channel, o_seq, p_data, p_inline, p_notify, p_size, p_age_ms, o_epoch);
+	PERFORM {schema}.store(p_channel, o_seq, p_data, p_inline, p_notify, p_size, p_age_ms, o_epoch, p_meta);
 END
 $fn$;
 
@@ -78,7 +101,7 @@ $fn$;
 -- nothing.
 CREATE OR REPLACE FUNCTION {schema}.publish_if(
 	p_channel text, p_head_epoch text, p_head_seq bigint, p_data bytea, p_inline text, p_notify text,
-	p_size bigint, p_age_ms bigint,
+	p_size bigint, p_age_ms bigint, p_meta bytea,
 	OUT o_epoch text, OUT o_seq bigint)
 LANGUAGE plpgsql AS $fn$
 BEGIN
@@ -90,16 +113,16 @@ BEGIN
 		o_seq := 0;
 		RETURN;
 	END IF;
-	PERFORM {schema}.store(p_channel, o_seq, p_data, p_inline, p_notify, p_size, p_age_ms, o_epoch);
+	PERFORM {schema}.store(p_channel, o_seq, p_data, p_inline, p_notify, p_size, p_age_ms, o_epoch, p_meta);
 END
 $fn$;
 
--- store inserts the publication numbered p_seq, trims the history and
--- announces it, for publish and publish_if, which hold the channel's row
--- lock.
+-- store inserts the publication numbered p_seq, with its meta, trims the
+-- history and announces it, for publish and publish_if, which hold the
+-- channel's row lock.
 CREATE OR REPLACE FUNCTION {schema}.store(
 	p_channel text, p_seq bigint, p_data bytea, p_inline text, p_notify text,
-	p_size bigint, p_age_ms bigint, p_epoch text)
+	p_size bigint, p_age_ms bigint, p_epoch text, p_meta bytea)
 RETURNS void
 LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -108,7 +131,7 @@ DECLARE
 BEGIN
 	-- Taken under the row lock, so times grow with Seq.
 	v_now := clock_timestamp();
-	INSERT INTO {schema}.messages (channel, seq, data, at) VALUES (p_channel, p_seq, p_data, v_now);
+	INSERT INTO {schema}.messages (channel, seq, data, at, meta) VALUES (p_channel, p_seq, p_data, v_now, p_meta);
 	DELETE FROM {schema}.messages m
 		WHERE m.channel = p_channel AND m.seq <= p_seq - p_size AND m.seq > p_seq - p_size - 64;
 	IF p_age_ms > 0 THEN
@@ -122,7 +145,7 @@ BEGIN
 		END IF;
 	END IF;
 
-	PERFORM pg_notify(p_notify, p_channel || ' ' || p_epoch || ' ' || p_seq || ' ' || coalesce('d' || p_inline, 'r'));
+	PERFORM pg_notify(p_notify, p_channel || ' ' || p_epoch || ' ' || p_seq || ' ' || coalesce(p_inline, 'r'));
 END
 $fn$;
 

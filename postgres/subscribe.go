@@ -344,14 +344,15 @@ func (b *Broker) Subscribe(ctx context.Context, channel string, ready func(live.
 
 // announce delivers the publication an announcement describes if it is the
 // one after *last, and advances *last. An announcement is
-// "<channel> <epoch> <seq> d<data>", or "... r" when the data must be read
+// "<channel> <epoch> <seq> d<data>", "... m<n> <meta><data>" for a
+// publication with n bytes of meta, or "... r" when the data must be read
 // from the table.
 func (b *Broker) announce(ctx context.Context, channel string, last *live.Position, a string, deliver func(live.Message)) error {
 	_, rest, _ := strings.Cut(a, " ")
 	epoch, rest, ok1 := strings.Cut(rest, " ")
 	seqPart, rest, ok2 := strings.Cut(rest, " ")
 	seq, err := strconv.ParseUint(seqPart, 10, 64)
-	if !ok1 || !ok2 || err != nil || rest == "" || (rest[0] != 'd' && rest[0] != 'r') {
+	if !ok1 || !ok2 || err != nil || rest == "" || (rest[0] != 'd' && rest[0] != 'm' && rest[0] != 'r') {
 		return fmt.Errorf("malformed announcement %.60q", a)
 	}
 	switch {
@@ -363,8 +364,17 @@ func (b *Broker) announce(ctx context.Context, channel string, last *live.Positi
 		return fmt.Errorf("%w: announcement at %d.%s", errGap, seq, epoch)
 	}
 	pos := live.Position{Epoch: epoch, Seq: seq}
-	if rest[0] == 'd' {
+	switch rest[0] {
+	case 'd':
 		deliver(live.Message{Channel: channel, Pos: pos, Data: []byte(rest[1:])})
+		*last = pos
+		return nil
+	case 'm':
+		meta, data, ok := cutMeta(rest[1:])
+		if !ok {
+			return fmt.Errorf("malformed announcement %.60q", a)
+		}
+		deliver(live.Message{Channel: channel, Pos: pos, Data: data, Meta: meta})
 		*last = pos
 		return nil
 	}
@@ -392,3 +402,13 @@ func (b *Broker) announce(ctx context.Context, channel string, last *live.Positi
 // fetchAhead is how many publications a subscription reads from the table
 // at once when an announcement comes without data.
 const fetchAhead = 16
+
+// cutMeta splits "<n> <meta><data>", n being meta's length in bytes.
+func cutMeta(s string) (meta, data []byte, ok bool) {
+	nPart, rest, ok := strings.Cut(s, " ")
+	n, err := strconv.Atoi(nPart)
+	if !ok || err != nil || n <= 0 || n > len(rest) {
+		return nil, nil, false
+	}
+	return []byte(rest[:n]), []byte(rest[n:]), true
+}

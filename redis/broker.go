@@ -21,8 +21,12 @@
 //   - "live:{name}:head", a hash with the channel's epoch, the Seq of its
 //     latest publication and a time no later than its oldest entry's;
 //   - "live:{name}:log", a stream of recent publications, entry id
-//     "<seq>-0", with fields d (the data) and t (Redis time in ms);
-//   - "live:{name}:pub", the pub/sub channel that announces publications.
+//     "<seq>-0", with fields d (the data), t (Redis time in ms) and, for
+//     a publication with meta ([live.Message].Meta), m;
+//   - "live:{name}:pub", the pub/sub channel that announces publications;
+//   - "live:{name}:snap", a hash with the latest value a [live.State] wrote
+//     on the channel, its epoch and Seq ([live.Snapshots]), made by the
+//     first State write and expiring with the head.
 //
 // Publish runs a Lua script, one call for the publications waiting
 // together, that for each increments the Seq, appends to the
@@ -135,9 +139,11 @@ type Broker struct {
 }
 
 var (
-	_ live.Broker      = (*Broker)(nil)
-	_ live.History     = (*Broker)(nil)
-	_ live.Conditional = (*Broker)(nil)
+	_ live.Broker       = (*Broker)(nil)
+	_ live.History      = (*Broker)(nil)
+	_ live.PagedHistory = (*Broker)(nil)
+	_ live.Snapshots    = (*Broker)(nil)
+	_ live.Conditional  = (*Broker)(nil)
 )
 
 const (
@@ -385,8 +391,12 @@ func (b *Broker) publish(ctx context.Context, channel, cond string, data []byte)
 	if err := b.checkName(channel); err != nil {
 		return live.Position{}, fmt.Errorf("live: publish %q: %w", channel, err)
 	}
+	data, meta, err := live.CheckPublish(ctx, channel, data)
+	if err != nil {
+		return live.Position{}, err
+	}
 	keys := b.keys(channel)
-	pos, err := b.batch.publish(ctx, &publication{head: keys[0], log: keys[1], pubsub: b.pubsubName(channel), data: data, cond: cond})
+	pos, err := b.batch.publish(ctx, &publication{head: keys[0], log: keys[1], pubsub: b.pubsubName(channel), data: data, meta: meta, cond: cond})
 	if err != nil && b.isClosed() {
 		err = live.ErrClosed
 	}
@@ -399,7 +409,8 @@ func (b *Broker) publish(ctx context.Context, channel, cond string, data []byte)
 // head returns the channel's latest position, creating its epoch if the
 // channel is new, so that the first publication is in the epoch returned.
 func (b *Broker) head(ctx context.Context, channel string) (live.Position, error) {
-	res, err := headScript.Run(ctx, b.client, b.keys(channel), newEpoch(), b.ttl.Milliseconds()).Slice()
+	keys := append(b.keys(channel), b.snapshotKey(channel))
+	res, err := headScript.Run(ctx, b.client, keys, newEpoch(), b.ttl.Milliseconds()).Slice()
 	if err != nil {
 		return live.Position{}, err
 	}
@@ -412,6 +423,52 @@ func (b *Broker) head(ctx context.Context, channel string) (live.Position, error
 		return live.Position{}, fmt.Errorf("unexpected reply %v from Redis", res)
 	}
 	return live.Position{Epoch: epoch, Seq: seq}, nil
+}
+
+// snapshotKey returns the key of the hash that keeps channel's snapshot.
+func (b *Broker) snapshotKey(channel string) string {
+	return b.prefix + "{" + channel + "}:snap"
+}
+
+// SaveSnapshot implements [live.Snapshots]. The snapshot is a hash
+// beside the channel's head, in its hash slot, kept as long as the head.
+func (b *Broker) SaveSnapshot(ctx context.Context, channel string, pos live.Position, data []byte) error {
+	if b.isClosed() {
+		return fmt.Errorf("live: snapshot %q: %w", channel, live.ErrClosed)
+	}
+	if err := b.checkName(channel); err != nil {
+		return fmt.Errorf("live: snapshot %q: %w", channel, err)
+	}
+	keys := []string{b.keys(channel)[0], b.snapshotKey(channel)}
+	ttl := b.ttl.Milliseconds()
+	if err := saveSnapshotScript.Run(ctx, b.client, keys, pos.Epoch, pos.Seq, data, ttl).Err(); err != nil {
+		return fmt.Errorf("live: snapshot %q at %v: %w", channel, pos, err)
+	}
+	return nil
+}
+
+// Snapshot implements [live.Snapshots].
+func (b *Broker) Snapshot(ctx context.Context, channel string) (live.Position, []byte, error) {
+	if b.isClosed() {
+		return live.Position{}, nil, fmt.Errorf("live: snapshot %q: %w", channel, live.ErrClosed)
+	}
+	if err := b.checkName(channel); err != nil {
+		return live.Position{}, nil, fmt.Errorf("live: snapshot %q: %w", channel, err)
+	}
+	res, err := b.client.HMGet(ctx, b.snapshotKey(channel), "epoch", "seq", "data").Result()
+	if err != nil {
+		return live.Position{}, nil, fmt.Errorf("live: snapshot %q: %w", channel, err)
+	}
+	epoch, _ := res[0].(string)
+	data, _ := res[2].(string)
+	if epoch == "" {
+		return live.Position{}, nil, fmt.Errorf("live: snapshot %q: %w", channel, live.ErrGone)
+	}
+	seq, err := parseSeq(res[1])
+	if err != nil {
+		return live.Position{}, nil, fmt.Errorf("live: snapshot %q: %w", channel, err)
+	}
+	return live.Position{Epoch: epoch, Seq: seq}, []byte(data), nil
 }
 
 // Since implements [live.History]. It reads the channel's head and an
@@ -432,6 +489,51 @@ func (b *Broker) Since(ctx context.Context, channel string, after live.Position)
 		return nil, fmt.Errorf("live: history %q from %v: %w", channel, after, err)
 	}
 	return msgs, nil
+}
+
+// SincePage implements [live.PagedHistory]. It reads in XRANGEs with COUNT sized
+// from the publications read so far (4 at first), so that it reads about
+// maxBytes, not the whole range, however large the publications.
+func (b *Broker) SincePage(ctx context.Context, channel string, after live.Position, maxMessages, maxBytes int) ([]live.Message, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("live: history %q: %w", channel, err)
+	}
+	if b.isClosed() {
+		return nil, fmt.Errorf("live: history %q: %w", channel, live.ErrClosed)
+	}
+	if err := b.checkName(channel); err != nil {
+		return nil, fmt.Errorf("live: history %q: %w", channel, err)
+	}
+	var page []live.Message
+	size, count := 0, min(max(maxMessages, 1), 4)
+	from := after
+	for {
+		msgs, err := b.since(ctx, channel, from, count)
+		if err != nil {
+			if len(page) > 0 && errors.Is(err, live.ErrGone) {
+				return page, nil // trimmed meanwhile: the next page says so
+			}
+			return nil, fmt.Errorf("live: history %q from %v: %w", channel, after, err)
+		}
+		for _, m := range msgs {
+			if len(page) > 0 && size+len(m.Data) > maxBytes {
+				return page, nil
+			}
+			page = append(page, m)
+			size += len(m.Data)
+			if len(page) >= maxMessages {
+				return page, nil
+			}
+		}
+		if len(msgs) < count {
+			return page, nil // the head
+		}
+		if size >= maxBytes {
+			return page, nil
+		}
+		from = msgs[len(msgs)-1].Pos
+		count = min(maxMessages-len(page), (maxBytes-size)/max(size/len(page), 1)+1)
+	}
 }
 
 // since returns up to count (0: all) publications after after, or an error
@@ -482,7 +584,7 @@ func (b *Broker) since(ctx context.Context, channel string, after live.Position,
 	}
 	msgs := make([]live.Message, 0, len(xs))
 	for i, x := range xs {
-		seq, data, at, err := parseEntry(x)
+		seq, data, meta, at, err := parseEntry(x)
 		if err != nil {
 			return nil, err
 		}
@@ -492,7 +594,7 @@ func (b *Broker) since(ctx context.Context, channel string, after live.Position,
 		if i == 0 && b.age > 0 && at < now.Val().UnixMilli()-b.age.Milliseconds() {
 			return nil, live.ErrGone // older than HistoryAge, not trimmed yet
 		}
-		msgs = append(msgs, live.Message{Channel: channel, Pos: live.Position{Epoch: epoch, Seq: seq}, Data: data})
+		msgs = append(msgs, live.Message{Channel: channel, Pos: live.Position{Epoch: epoch, Seq: seq}, Data: data, Meta: meta})
 	}
 	if count == 0 && msgs[len(msgs)-1].Pos.Seq != last {
 		return nil, live.ErrGone
@@ -513,9 +615,9 @@ func parseSeq(v any) (uint64, error) {
 	return 0, fmt.Errorf("bad sequence number %v", v)
 }
 
-// parseEntry reads a stream entry: id "<seq>-0", fields d (data) and t
-// (Redis time in ms).
-func parseEntry(x redis.XMessage) (seq uint64, data []byte, at int64, err error) {
+// parseEntry reads a stream entry: id "<seq>-0", fields d (data), t
+// (Redis time in ms) and, if it has meta, m.
+func parseEntry(x redis.XMessage) (seq uint64, data, meta []byte, at int64, err error) {
 	seqPart, ok := strings.CutSuffix(x.ID, "-0")
 	d, okData := x.Values["d"].(string)
 	t, _ := x.Values["t"].(string)
@@ -523,10 +625,13 @@ func parseEntry(x redis.XMessage) (seq uint64, data []byte, at int64, err error)
 		seq, err = strconv.ParseUint(seqPart, 10, 64)
 	}
 	if !ok || !okData || err != nil {
-		return 0, nil, 0, fmt.Errorf("unexpected stream entry %q in Redis", x.ID)
+		return 0, nil, nil, 0, fmt.Errorf("unexpected stream entry %q in Redis", x.ID)
+	}
+	if m, _ := x.Values["m"].(string); m != "" {
+		meta = []byte(m)
 	}
 	at, _ = strconv.ParseInt(t, 10, 64)
-	return seq, []byte(d), at, nil
+	return seq, []byte(d), meta, at, nil
 }
 
 // errGap reports a publication announced out of turn.

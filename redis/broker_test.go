@@ -58,6 +58,10 @@ func TestNodes(t *testing.T) {
 		},
 		HistorySize: 16,
 		LoseData:    func(t *testing.T) { deleteKeys(t, c, prefix) },
+		Cut: func(t *testing.T) (live.Broker, func()) {
+			p := servertest.NewProxy(t, servertest.HostOf(t, url))
+			return redisbroker.New(newClient(t, servertest.ViaProxy(t, url, p)), &redisbroker.Options{HistorySize: 16, Prefix: prefix}), p.Cut
+		},
 	})
 }
 

@@ -52,19 +52,24 @@ func TestRedisRestart(t *testing.T) {
 // gap or a reset, because no data was lost.
 func TestRedisStall(t *testing.T) {
 	const stall = time.Second
-	srv := startServer(t)
-	n := newNode(t, newClient(t, srv.url()), &redisbroker.Options{StallTimeout: stall})
-	channel := servertest.ChannelName(t)
-	s := servertest.OpenStream(t, n.SSE+channel, "")
-	w := servertest.Watch(t, n.broker, channel)
-	w.Ready(t)
-	before := n.Publish(t, channel, `"before"`)
-	if e := s.Next(t); e.ID != before.String() {
-		t.Fatalf("event %+v, want %v", e, before)
-	}
+	// A short stall, and one of 3.5 s, during which the Hub's backoff grows.
+	for _, hold := range []time.Duration{0, 3500 * time.Millisecond} {
+		t.Run(hold.String(), func(t *testing.T) {
+			srv := startServer(t)
+			n := newNode(t, newClient(t, srv.url()), &redisbroker.Options{StallTimeout: stall})
+			channel := servertest.ChannelName(t)
+			s := servertest.OpenStream(t, n.SSE+channel, "")
+			w := servertest.Watch(t, n.broker, channel)
+			w.Ready(t)
+			before := n.Publish(t, channel, `"before"`)
+			if e := s.Next(t); e.ID != before.String() {
+				t.Fatalf("event %+v, want %v", e, before)
+			}
 
-	resumed := servertest.Stall(t, srv.Process, n.broker, w, channel, stall)
-	servertest.ExpectContinued(t, n.Node, s, channel, before, resumed)
+			resumed := servertest.Stall(t, srv.Process, n.broker, w, channel, stall, hold)
+			servertest.ExpectContinued(t, n.Node, s, channel, before, resumed)
+		})
+	}
 }
 
 // Redis crashes and restarts from a snapshot older than its latest
@@ -96,4 +101,39 @@ func TestRedisRestartFromOlderSnapshot(t *testing.T) {
 	failed := time.Now()
 	srv.Start()
 	expectRolledBack(t, n, s, channel, kept, lost, failed)
+}
+
+// The network between a Hub and Redis is cut for 3.5 s, long enough for
+// the Hub's backoff to grow, while another Hub goes on publishing. Once it
+// heals, the first Hub finds Redis back at once and its client receives
+// again, with nothing lost.
+func TestLinkCut(t *testing.T) {
+	srv := startServer(t)
+	link := servertest.NewProxy(t, fmt.Sprintf("127.0.0.1:%d", srv.Port))
+	cut := newNode(t, newClient(t, "redis://"+link.Addr+"/0"), &redisbroker.Options{StallTimeout: time.Second})
+	pub := newNode(t, newClient(t, srv.url()), nil)
+	channel := servertest.ChannelName(t)
+	s := servertest.OpenStream(t, cut.SSE+channel, "")
+	servertest.ExpectRecoveredAfterCut(t, link, cut.Node, pub.Node, s, channel, 3500*time.Millisecond)
+}
+
+// A State's Hub is cut off Redis while another writes more than history
+// holds: once the link heals it rebuilds the value from the snapshot.
+func TestStateAfterLongCut(t *testing.T) {
+	srv := startServer(t)
+	link := servertest.NewProxy(t, fmt.Sprintf("127.0.0.1:%d", srv.Port))
+	opts := &redisbroker.Options{HistorySize: 16, StallTimeout: time.Second}
+	cut := newNode(t, newClient(t, "redis://"+link.Addr+"/0"), opts)
+	pub := newNode(t, newClient(t, srv.url()), opts)
+	servertest.ExpectStateRebuiltAfterCut(t, link, cut.Node, pub.Node, 40, 2500*time.Millisecond)
+}
+
+// Redis is out of reach of one node for 3 s while its Hub.Hook answers
+// writes: every event reaches the clients of both nodes once it is back.
+func TestHookEventsAfterOutage(t *testing.T) {
+	srv := startServer(t)
+	link := servertest.NewProxy(t, fmt.Sprintf("127.0.0.1:%d", srv.Port))
+	cut := newNode(t, newClient(t, "redis://"+link.Addr+"/0"), &redisbroker.Options{StallTimeout: time.Second})
+	other := newNode(t, newClient(t, srv.url()), nil)
+	servertest.ExpectHookEventsAfterOutage(t, link, cut.Node, other.Node, 10, 3*time.Second)
 }

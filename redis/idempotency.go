@@ -12,8 +12,9 @@ import (
 // Idempotency returns a [live.IdempotencyStore] on the broker's Redis, for
 // [live.HookOptions].Idempotency: a retry that lands on another node is
 // recognised there too. Each key is one string under the broker's prefix,
-// set with NX while its request runs and overwritten with the response,
-// both with an expiry, so Redis forgets them by itself.
+// set with NX while its request runs (its expiry renewed by Extend) and
+// overwritten with the response, both with an expiry, so Redis forgets
+// them by itself.
 func (b *Broker) Idempotency() live.IdempotencyStore { return idempotency{b} }
 
 type idempotency struct{ b *Broker }
@@ -50,6 +51,19 @@ func (s idempotency) Claim(ctx context.Context, key string, ttl time.Duration) (
 
 func (s idempotency) Save(ctx context.Context, key string, response []byte, ttl time.Duration) error {
 	return s.b.client.Set(ctx, s.key(key), response, ttl).Err()
+}
+
+// extendScript renews a key's expiry only while it is a claim.
+var extendScript = redis.NewScript(`
+if redis.call("GET", KEYS[1]) == ARGV[1] then
+	redis.call("PEXPIRE", KEYS[1], ARGV[2])
+end
+return 0
+`)
+
+// Extend keeps a claim reserved for another ttl while its request runs.
+func (s idempotency) Extend(ctx context.Context, key string, ttl time.Duration) error {
+	return extendScript.Run(ctx, s.b.client, []string{s.key(key)}, claimed, ttl.Milliseconds()).Err()
 }
 
 // releaseScript deletes a key only while it is a claim.

@@ -25,16 +25,18 @@ end
 // ARGV: history size, history age in ms (<= 0: none), the largest data
 // announced inline (< 0: all), the head's TTL in ms (<= 0: none), "1" on
 // a cluster (else "0"), a new epoch (for the channels that need one), then
-// for each publication its data, its pub/sub channel and its condition:
-// "" for none, else "<epoch> <seq>", the head the channel must be at (as
-// numbered by this Redis process) for the publication to be taken. KEYS:
-// for each publication its channel's head and log. Returns {epoch, seq}
-// for each publication, one after another: {"", 0} for one whose
-// condition failed, which took nothing.
+// for each publication its data, its pub/sub channel, its meta ("" for
+// none), which the stream entry keeps in a field m after d and t, and its
+// condition: "" for none, else "<epoch> <seq>", the head the channel must
+// be at (as numbered by this Redis process) for the publication to be
+// taken. KEYS: for each publication its channel's head and log. Returns
+// {epoch, seq} for each publication, one after another: {"", 0} for one
+// whose condition failed, which took nothing.
 //
-// The announcement is "<epoch> <seq> d<data>", or "<epoch> <seq> r" when
-// the data must be read from the stream; on a cluster it is sent with
-// SPUBLISH.
+// The announcement is "<epoch> <seq> d<data>", "<epoch> <seq> m<n>
+// <meta><data>" for a publication with n bytes of meta, or "<epoch> <seq>
+// r" when the data must be read from the stream; on a cluster it is sent
+// with SPUBLISH.
 //
 // The head records the run_id of the Redis process that numbered the
 // channel. Another process, which is a restarted server (whose data may
@@ -56,7 +58,7 @@ if size > 0 then
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
-local function publish(head, log, data, pubsub, cond)
+local function publish(head, log, data, pubsub, meta, cond)
   local h = redis.call('HMGET', head, 'epoch', 'old', 'run', 'seq')
   local epoch = h[1]
   if cond ~= '' and (not epoch or h[3] ~= me or cond ~= epoch .. ' ' .. h[4]) then
@@ -77,7 +79,11 @@ local function publish(head, log, data, pubsub, cond)
     redis.call('PEXPIRE', head, ttl)
   end
   if size > 0 then
-    redis.call('XADD', log, 'MAXLEN', size, seq .. '-0', 'd', data, 't', now)
+    if meta == '' then
+      redis.call('XADD', log, 'MAXLEN', size, seq .. '-0', 'd', data, 't', now)
+    else
+      redis.call('XADD', log, 'MAXLEN', size, seq .. '-0', 'd', data, 't', now, 'm', meta)
+    end
     if age > 0 then
       -- The head's 'old' is at most the time of the stream's oldest
       -- entry, so that entries need reading only when some may be older
@@ -109,10 +115,12 @@ local function publish(head, log, data, pubsub, cond)
     end
   end
   local msg = epoch .. ' ' .. seq
-  if limit < 0 or #data <= limit then
+  if limit >= 0 and #meta + #data > limit then
+    msg = msg .. ' r'
+  elseif meta == '' then
     msg = msg .. ' d' .. data
   else
-    msg = msg .. ' r'
+    msg = msg .. ' m' .. #meta .. ' ' .. meta .. data
   end
   redis.call(announce, pubsub, msg)
   return epoch, seq
@@ -120,7 +128,7 @@ end
 
 local res = {}
 for i = 0, #KEYS / 2 - 1 do
-  local epoch, seq = publish(KEYS[2*i+1], KEYS[2*i+2], ARGV[7+3*i], ARGV[8+3*i], ARGV[9+3*i])
+  local epoch, seq = publish(KEYS[2*i+1], KEYS[2*i+2], ARGV[7+4*i], ARGV[8+4*i], ARGV[9+4*i], ARGV[10+4*i])
   res[2*i+1] = epoch
   res[2*i+2] = seq
 end
@@ -131,18 +139,42 @@ return res
 // epoch so that the first publication is numbered in it, and so does a
 // channel another Redis process numbered last, as in publishScript.
 //
-// KEYS: head, log. ARGV: a new epoch, the head's TTL in ms (<= 0: none).
+// KEYS: head, log, snapshot. ARGV: a new epoch, the head's TTL in ms
+// (<= 0: none). The snapshot lives as long as the head.
 var headScript = redis.NewScript(runID + `
 local me = runID()
 local h = redis.call('HMGET', KEYS[1], 'epoch', 'seq', 'run')
 if not h[1] or h[3] ~= me then
-  redis.call('DEL', KEYS[2])
+  redis.call('DEL', KEYS[2], KEYS[3])
   redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'seq', 0, 'run', me)
   h = {ARGV[1], '0'}
 end
 local ttl = tonumber(ARGV[2])
 if ttl > 0 then
   redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('PEXPIRE', KEYS[3], ttl)
 end
 return {h[1], h[2]}
+`)
+
+// saveSnapshotScript keeps a State's value beside the channel's stream,
+// unless the one kept is later in the same epoch, or the channel is in
+// another epoch now (its numbering was lost, so the value is of no use).
+//
+// KEYS: head, snapshot. ARGV: epoch, seq, data, TTL in ms (<= 0: none).
+// Returns 1 if it kept the value.
+var saveSnapshotScript = redis.NewScript(`
+if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then
+  return 0
+end
+local cur = redis.call('HMGET', KEYS[2], 'epoch', 'seq')
+if cur[1] == ARGV[1] and tonumber(cur[2]) >= tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('HSET', KEYS[2], 'epoch', ARGV[1], 'seq', ARGV[2], 'data', ARGV[3])
+local ttl = tonumber(ARGV[4])
+if ttl > 0 then
+  redis.call('PEXPIRE', KEYS[2], ttl)
+end
+return 1
 `)

@@ -368,7 +368,7 @@ func (b *Broker) announce(ctx context.Context, channel string, last *live.Positi
 	epoch, rest, ok1 := strings.Cut(a, " ")
 	seqPart, rest, ok2 := strings.Cut(rest, " ")
 	seq, err := strconv.ParseUint(seqPart, 10, 64)
-	if !ok1 || !ok2 || err != nil || rest == "" || (rest[0] != 'd' && rest[0] != 'r') {
+	if !ok1 || !ok2 || err != nil || rest == "" || (rest[0] != 'd' && rest[0] != 'm' && rest[0] != 'r') {
 		return fmt.Errorf("malformed announcement %.60q on %s", a, b.pubsubName(channel))
 	}
 	switch {
@@ -380,8 +380,17 @@ func (b *Broker) announce(ctx context.Context, channel string, last *live.Positi
 		return fmt.Errorf("%w: announcement at %d.%s", errGap, seq, epoch)
 	}
 	pos := live.Position{Epoch: epoch, Seq: seq}
-	if rest[0] == 'd' {
+	switch rest[0] {
+	case 'd':
 		deliver(live.Message{Channel: channel, Pos: pos, Data: []byte(rest[1:])})
+		*last = pos
+		return nil
+	case 'm':
+		meta, data, ok := cutMeta(rest[1:])
+		if !ok {
+			return fmt.Errorf("malformed announcement %.60q on %s", a, b.pubsubName(channel))
+		}
+		deliver(live.Message{Channel: channel, Pos: pos, Data: data, Meta: meta})
 		*last = pos
 		return nil
 	}
@@ -405,3 +414,13 @@ func (b *Broker) announce(ctx context.Context, channel string, last *live.Positi
 // fetchAhead is how many publications a subscription reads from the stream
 // at once when an announcement comes without data.
 const fetchAhead = 16
+
+// cutMeta splits "<n> <meta><data>", n being meta's length in bytes.
+func cutMeta(s string) (meta, data []byte, ok bool) {
+	nPart, rest, ok := strings.Cut(s, " ")
+	n, err := strconv.Atoi(nPart)
+	if !ok || err != nil || n <= 0 || n > len(rest) {
+		return nil, nil, false
+	}
+	return []byte(rest[:n]), []byte(rest[n:]), true
+}

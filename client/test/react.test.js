@@ -348,6 +348,32 @@ test("over SSE, every hook of the page shares one stream", async () => {
   assert.equal(await page.evaluate(() => window.rec.sockets.length), 0);
 });
 
+test("a provider moved to long-polling resumes each hook's channel from its cursor, and data keeps coming", async () => {
+  const page = await open();
+  const polls = [];
+  page.on("request", (r) => {
+    const u = new URL(r.url());
+    if (u.pathname === "/api/live" && u.searchParams.has("poll")) polls.push(u.searchParams);
+  });
+  await page.evaluate(() => {
+    window.fetcher = async () => ({ i: 0 });
+  });
+  await mount(page, { scenario: "data", props: { channel: "react:poll", queryKey: ["react-poll"] }, provider: { transport: "sse" } });
+  await page.waitForFunction(() => window.rec.data.at(-1)?.i === 0 && document.getElementById("status")?.textContent === "connected");
+  await suite.server.post("/test/publish?channel=react:poll&n=3");
+  await page.waitForFunction(() => window.rec.data.at(-1)?.i === 3);
+
+  // Another connection, polling, takes the hook's cursor over.
+  await page.evaluate(() => window.app.setProvider({ transport: "poll" }));
+  await page.waitForFunction(() => window.liveContext.transport === "poll" && document.getElementById("status")?.textContent === "connected");
+  await suite.server.post("/test/publish?channel=react:poll&n=7");
+  await page.waitForFunction(() => window.rec.data.at(-1)?.i === 7, undefined, { timeout: 10000 })
+    .catch(async (e) => assert.fail(`${e.message}: last ${JSON.stringify(await page.evaluate(() => window.rec.data.at(-1)))}`));
+  assert.ok(polls[0]?.get("cursor.react:poll"), "the first poll resumes from the hook's cursor");
+  assert.equal(polls[0].get("ack"), "react:poll");
+  assert.equal(await page.evaluate(() => window.rec.fetches), 1, "no refetch: the cursor carried the channel over");
+});
+
 test("useLive: a refused publish reaches onError, not an unhandled rejection", async () => {
   const page = await open();
   await mount(page, { scenario: "status" });

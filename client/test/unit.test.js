@@ -613,6 +613,58 @@ test("poll: long-polls from the cursors reached, keeping subscriptions; presence
   assert.equal(published, "9.e", "publishing is a POST");
 });
 
+test("poll: a resumed channel asks for its acknowledgement; answers with nothing new pace the next poll, up to 5 s, until news", async () => {
+  const fetch = sseFetch();
+  const l = newLive({ transport: "poll", sseURL: "http://hub.test/api/live", fetch });
+  const got = [];
+  const acks = [];
+  l.subscribe("a", (d) => got.push(d), { cursor: "3.e", onSubscribed: (c) => acks.push(c) });
+  // Nothing this client takes: data of a channel not acknowledged, and
+  // empty answers sent at once.
+  const old = [{ type: "data", channel: "a", data: 4, cursor: "4.e" }];
+  fetch.answers.push({ status: 200, body: old });
+  await flush();
+  assert.equal(fetch.streams().length, 1);
+  const waits = [];
+  for (const want of [250, 500, 1000, 2000, 4000, 5000, 5000]) {
+    fetch.answers.push({ status: 200, body: waits.length % 2 ? [] : old });
+    const n = fetch.streams().length;
+    await clock.advance(want - 1);
+    await flush();
+    assert.equal(fetch.streams().length, n, `no poll before ${want} ms`);
+    await clock.advance(1);
+    await flush();
+    assert.equal(fetch.streams().length, n + 1, `a poll after ${want} ms`);
+    waits.push(want);
+  }
+  assert.ok(fetch.streams().every((c) => c.url.searchParams.get("ack") === "a"), "every poll asks for the acknowledgement it lacks");
+  assert.deepStrictEqual(got, []);
+
+  // News: the next poll goes at once, without asking again; so does the
+  // one after it, and the pace starts again from 250 ms.
+  fetch.answers.push(
+    { status: 200, body: [{ type: "subscribed", channel: "a", cursor: "3.e" }, ...old] },
+    { status: 200, body: [{ type: "data", channel: "a", data: 5, cursor: "5.e" }] },
+    { status: 200, body: [] },
+  );
+  const n = fetch.streams().length;
+  await clock.advance(5000);
+  await flush();
+  assert.deepStrictEqual(got, [4, 5]);
+  assert.deepStrictEqual(acks, ["3.e"]);
+  assert.equal(fetch.streams().length, n + 3, "after news, at once");
+  const after = fetch.streams().slice(n + 1).map((c) => [c.url.searchParams.get("cursor.a"), c.url.searchParams.get("ack")]);
+  assert.deepStrictEqual(after, [["4.e", null], ["5.e", null]]);
+  fetch.answers.push({ status: 200, body: [] });
+  await clock.advance(249);
+  await flush();
+  assert.equal(fetch.streams().length, n + 3);
+  await clock.advance(1);
+  await flush();
+  assert.equal(fetch.streams().length, n + 4);
+  l.close();
+});
+
 test("auto: down to polling when a stream brings nothing, and back up when a probe opens a WebSocket", async () => {
   const fetch = sseFetch();
   const l = newLive({ transport: "auto", sseURL: "http://hub.test/api/live", fetch, firstFrameTimeout: 5000, probeInterval: 300000 });

@@ -4,6 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -19,8 +24,10 @@ const RecoverWithin = 5 * time.Second
 // connection, while w watches a subscription to channel of b, a broker on
 // p with the given StallTimeout. The subscription must end with an error
 // about a stall within about stall, and Publish must fail while p is
-// paused. Stall resumes p and returns when it did.
-func Stall(t testing.TB, p *Process, b live.Broker, w *Watcher, channel string, stall time.Duration) time.Time {
+// paused. Stall keeps p paused for at least hold (an outage longer than
+// the stall timeout lets the Hub's backoff grow), then resumes it and
+// returns when it did.
+func Stall(t testing.TB, p *Process, b live.Broker, w *Watcher, channel string, stall, hold time.Duration) time.Time {
 	t.Helper()
 	p.Stop()
 	stopped := time.Now()
@@ -39,6 +46,8 @@ func Stall(t testing.TB, p *Process, b live.Broker, w *Watcher, channel string, 
 	if pos, err := b.Publish(ctx, channel, []byte(`"during"`)); err == nil {
 		t.Errorf("Publish while the server is stopped = %v, nil; want an error", pos)
 	}
+	// The outage itself: nothing is awaited here but time.
+	time.Sleep(hold - time.Since(stopped))
 	p.Cont()
 	return time.Now()
 }
@@ -150,5 +159,119 @@ func AwaitGone(t testing.TB, h live.History, channel string, from live.Position)
 			t.Fatalf("Since(%v) still replays after %v", from, Timeout)
 		}
 		time.Sleep(10 * time.Millisecond) // waiting for time to pass, which is what is tested
+	}
+}
+
+// ExpectRecoveredAfterCut cuts the link between the Hub of cut and its
+// broker for hold while pub, a Hub on the same broker, publishes on
+// channel; then heals it. A client of cut's, reading s, gets every
+// publication in order without a reset, the last one made after the heal
+// within RecoverWithin; it returns how long after the heal that was.
+func ExpectRecoveredAfterCut(t testing.TB, link *Proxy, cut, pub *Node, s *Stream, channel string, hold time.Duration) time.Duration {
+	t.Helper()
+	first := pub.Publish(t, channel, `"before"`)
+	if e := s.Next(t); e.ID != first.String() {
+		t.Fatalf("event %+v, want %v", e, first)
+	}
+	link.Cut()
+	cutAt := time.Now()
+	pub.Publish(t, channel, `"during"`)
+	// The outage itself: nothing is awaited here but time.
+	time.Sleep(hold - time.Since(cutAt))
+	link.Restore()
+	healed := time.Now()
+	last := pub.Publish(t, channel, `"after"`)
+	var events []Event
+	for {
+		e := s.Next(t)
+		events = append(events, e)
+		if e.ID == last.String() || e.Event == "reset" || len(events) > 3 {
+			break
+		}
+	}
+	d := time.Since(healed)
+	CheckContiguous(t, first.String(), events)
+	if got := events[len(events)-1]; got.ID != last.String() {
+		t.Errorf("events after the cut: %+v, want %v last", events, last)
+	}
+	if d > RecoverWithin {
+		t.Errorf("the client received again %v after the link healed, want within %v", d, RecoverWithin)
+	}
+	t.Logf("cut for %v: the client received again %v after the link healed", hold, d.Round(time.Millisecond))
+	return d
+}
+
+// ExpectHookEventsAfterOutage cuts the link between the Hub of cut and its
+// broker for hold while cut's Hub.Hook answers writes 201 requests: the
+// events wait in cut's Hub. Once the link heals, a client of each node
+// (cut and other, a Hub on the same broker) receives all of them, once,
+// in the same order, at contiguous positions, without a reset. (Events
+// whose first attempts overlapped may be in either order, as concurrent
+// publications are; those that waited keep the order they were made in.)
+func ExpectHookEventsAfterOutage(t testing.TB, link *Proxy, cut, other *Node, writes int, hold time.Duration) {
+	t.Helper()
+	channel := ChannelName(t)
+	hook := cut.Hub.Hook(live.HookOptions{Channel: func(*http.Request) string { return channel }})
+	api := httptest.NewServer(hook(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusCreated)
+		w.Write(body)
+	})))
+	defer api.Close()
+	streams := map[string]*Stream{
+		"the cut node":   OpenStream(t, cut.SSE+channel, ""),
+		"the other node": OpenStream(t, other.SSE+channel, ""),
+	}
+
+	link.Cut()
+	cutAt := time.Now()
+	var want []string
+	for i := 1; i <= writes; i++ {
+		item := fmt.Sprintf(`{"id":"i%d"}`, i)
+		resp, err := http.Post(api.URL, "application/json", strings.NewReader(item))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusCreated {
+			t.Fatalf("POST during the outage: %s", resp.Status)
+		}
+		want = append(want, `{"type":"add","item":`+item+`}`)
+	}
+	// The rest of the outage: nothing is awaited here but time.
+	time.Sleep(hold - time.Since(cutAt))
+	link.Restore()
+	healed := time.Now()
+
+	var order []string
+	for who, s := range streams {
+		var got []string
+		var events []Event
+		for len(got) < writes {
+			e := s.Next(t)
+			if e.Event == "reset" {
+				t.Fatalf("%s's client was reset: %+v", who, e)
+			}
+			events = append(events, e)
+			got = append(got, e.Data)
+		}
+		sorted := slices.Clone(got)
+		slices.SortFunc(sorted, func(a, b string) int { return slices.Index(want, a) - slices.Index(want, b) })
+		if strings.Join(sorted, "\n") != strings.Join(want, "\n") {
+			t.Errorf("%s's client got\n%s\nwant each of\n%s once", who, strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
+		if order == nil {
+			order = got
+		} else if strings.Join(got, "\n") != strings.Join(order, "\n") {
+			t.Errorf("the clients of the two nodes got the events in different orders:\n%s\nand\n%s", strings.Join(order, "\n"), strings.Join(got, "\n"))
+		}
+		if first, err := live.ParseCursor(events[0].ID); err == nil {
+			CheckContiguous(t, live.Position{Epoch: first.Epoch, Seq: first.Seq - 1}.String(), events)
+		}
+		t.Logf("%s's client had all %d events %v after the link healed", who, writes, time.Since(healed).Round(time.Millisecond))
+	}
+	if st := cut.Hub.Stats(); st.Pending != 0 || st.PendingDropped != 0 || st.HookDropped != 0 {
+		t.Errorf("Stats() after the outage: %+v, want nothing pending or dropped", st)
 	}
 }

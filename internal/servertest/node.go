@@ -15,7 +15,7 @@ import (
 // broker, behind an HTTP server with the SSE and WebSocket handlers.
 type Node struct {
 	Hub *live.Hub
-	SSE string // the SSE handler's prefix, ending in a slash: SSE + channel
+	SSE string // the SSE handler's prefix, ending in a slash: SSE + channel, or SSE + "?channels=a,b"
 	WS  string // the WebSocket handler's URL
 }
 
@@ -37,6 +37,7 @@ func NewNode(t testing.TB, b live.Broker, opts *live.Options) *Node {
 	hub := live.NewHub(&o)
 	mux := http.NewServeMux()
 	mux.Handle("GET /live/{channel}", hub.SSEHandler())
+	mux.Handle("GET /live/{$}", hub.SSEHandler()) // ?channels=a,b: the multiplexed stream
 	mux.Handle("/ws", hub.WebSocketHandler())
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)

@@ -132,3 +132,24 @@ func CheckContiguous(t testing.TB, cursor string, events []Event) {
 		prev = pos
 	}
 }
+
+// Until returns the events that arrive until one satisfies stop, which it
+// includes, or until the stream ends.
+func (s *Stream) Until(t testing.TB, stop func(Event) bool) []Event {
+	t.Helper()
+	var got []Event
+	for {
+		select {
+		case e, ok := <-s.events:
+			if !ok {
+				return got
+			}
+			got = append(got, e)
+			if stop(e) {
+				return got
+			}
+		case <-time.After(Timeout):
+			t.Fatal("the stream neither ended nor sent what was awaited")
+		}
+	}
+}

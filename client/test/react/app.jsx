@@ -297,6 +297,7 @@ function Scenario({ impl, name, props }) {
 }
 
 let root = null;
+let mounted = null; // what mount rendered, for setProvider
 
 window.app = {
   /** mount renders a scenario under a new QueryClient and LiveProvider. */
@@ -304,13 +305,7 @@ window.app = {
     const I = impl === "seed" ? seed : ours;
     const queryClient = new QueryClient({ defaultOptions: { queries: { retry: false } } });
     window.queryClient = queryClient;
-    const tree = (
-      <QueryClientProvider client={queryClient}>
-        <I.LiveProvider url="/ws" {...provider} onError={(e) => rec.errors.push(`provider: ${e.code}`)}>
-          <Scenario impl={I} name={scenario} props={props} />
-        </I.LiveProvider>
-      </QueryClientProvider>
-    );
+    mounted = { I, queryClient, strict, scenario, props };
     let el = document.getElementById("root");
     if (!el) {
       el = document.createElement("div");
@@ -318,6 +313,18 @@ window.app = {
       document.body.append(el);
     }
     root = createRoot(el);
+    this.setProvider(provider);
+  },
+  /** setProvider renders the mounted scenario again under a provider with these props. */
+  setProvider(provider) {
+    const { I, queryClient, strict, scenario, props } = mounted;
+    const tree = (
+      <QueryClientProvider client={queryClient}>
+        <I.LiveProvider url="/ws" {...provider} onError={(e) => rec.errors.push(`provider: ${e.code}`)}>
+          <Scenario impl={I} name={scenario} props={props} />
+        </I.LiveProvider>
+      </QueryClientProvider>
+    );
     flushSync(() => root.render(strict ? <StrictMode>{tree}</StrictMode> : tree));
   },
   unmount() {

@@ -1,0 +1,90 @@
+package live
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+)
+
+// What a hub says of a publication to the other hubs travels beside the
+// data, as its meta ([Message].Meta), never inside it: whom live delivery
+// skips, and that a message on a reserved channel comes from a hub. Only a
+// Hub can attach meta: it hands it to the broker through the context of
+// its Publish call, under a key no other package can make, and
+// [CheckPublish] gives it to the broker. Whatever an application publishes
+// reaches subscribers as data, and a message without meta on a reserved
+// channel was not sent by a hub.
+
+// meta is what a hub says of a publication. Encoded, it is never empty: a
+// publication that a hub sends on a reserved channel carries at least
+// "{}".
+type meta struct {
+	Except *except `json:"except,omitempty"`
+}
+
+// hubKey keys the meta of a publication a hub is making in its context.
+type hubKey struct{}
+
+// hubPublication is the value under hubKey: the meta to store, nil for
+// none.
+type hubPublication struct{ meta []byte }
+
+// withMeta returns the context under which the hub hands a publication on
+// channel to its broker, and the meta it carries: the exclusion ctx
+// carries and, on a reserved channel, the mark that a hub sent it.
+func withMeta(ctx context.Context, channel string) (context.Context, []byte) {
+	var m []byte
+	if ex := exceptOf(ctx); ex != nil || reserved(channel) {
+		m, _ = json.Marshal(meta{Except: ex})
+	}
+	return context.WithValue(ctx, hubKey{}, &hubPublication{meta: m}), m
+}
+
+// withHubMeta attaches meta that withMeta made before to ctx, for a
+// publication sent again.
+func withHubMeta(ctx context.Context, meta []byte) context.Context {
+	return context.WithValue(ctx, hubKey{}, &hubPublication{meta: meta})
+}
+
+// readMeta reads what a hub attached to m. fromHub reports that m carries
+// meta, which only a hub can attach.
+func readMeta(m Message) (ex *except, fromHub bool) {
+	if len(m.Meta) == 0 {
+		return nil, false
+	}
+	var mt meta
+	if json.Unmarshal(m.Meta, &mt) != nil {
+		// A hub made it, in a form this one does not know.
+		return nil, true
+	}
+	return mt.Except, true
+}
+
+// CheckPublish is the guard that every Broker's Publish, and any other way
+// a broker offers to publish (in a database transaction, from an outbox),
+// runs before taking a publication.
+//
+// For a publication a Hub makes, it returns data as it is and the hub's
+// meta, which the broker stores beside data, never inside it, and gives
+// back in [Message].Meta wherever it delivers the publication (Subscribe,
+// History). For any other publication, such as an application's call to
+// the broker itself, it refuses an invalid channel, a channel reserved for
+// the hubs ("@live:…"), and data that is not one JSON value in UTF-8; it
+// returns the data compacted, and nil meta. So nothing an application
+// publishes is ever taken for what the hubs tell each other.
+func CheckPublish(ctx context.Context, channel string, data []byte) (checked, meta []byte, err error) {
+	if p, ok := ctx.Value(hubKey{}).(*hubPublication); ok {
+		return data, p.meta, nil
+	}
+	if err := ValidChannel(channel); err != nil {
+		return nil, nil, fmt.Errorf("live: publish: %w", err)
+	}
+	if reserved(channel) {
+		return nil, nil, fmt.Errorf("live: publish %q: %w", channel, errReserved)
+	}
+	checked, err = compactValue(data)
+	if err != nil {
+		return nil, nil, fmt.Errorf("live: publish %q: %w", channel, err)
+	}
+	return checked, nil, nil
+}

@@ -1,0 +1,241 @@
+package live_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+
+	"github.com/go-live/live"
+	"github.com/go-live/live/internal/servertest"
+)
+
+// replayBound is the memory a resuming connection may hold, as the
+// README says: its queue, the batch being written, and one page of
+// history, each of Options.QueueBytes (1 MiB by default), and twice that
+// since frames keep two encodings.
+const replayBound = 6 << 20
+
+// TestResumeHeapWithinBound resumes ten clients from the first cursor of
+// a 40 MB history, and they never read: the hub holds what it may hold
+// for each connection, not the history ten times over.
+func TestResumeHeapWithinBound(t *testing.T) {
+	b := newMemoryBroker(t, 200)
+	n := servertest.NewNode(t, b, nil)
+	const clients = 10
+	before, peak := servertest.ResumeHeap(t, n, "big", 200, 200<<10, clients)
+	grew := int64(peak) - int64(before)
+	t.Logf("heap %.1f MiB before, %.1f MiB at the peak (%+.1f MiB) with %d clients",
+		float64(before)/(1<<20), float64(peak)/(1<<20), float64(grew)/(1<<20), clients)
+	if limit := int64(2 * clients * replayBound); grew > limit {
+		t.Errorf("the heap grew by %.1f MiB; want at most %.1f MiB", float64(grew)/(1<<20), float64(limit)/(1<<20))
+	}
+}
+
+// pageCounter records where each page of history was read from.
+type pageCounter struct {
+	*live.MemoryBroker
+	mu    sync.Mutex // guards pages and whole
+	pages map[live.Position]int
+	whole int
+}
+
+func (b *pageCounter) Since(ctx context.Context, channel string, after live.Position) ([]live.Message, error) {
+	b.mu.Lock()
+	b.whole++
+	b.mu.Unlock()
+	return b.MemoryBroker.Since(ctx, channel, after)
+}
+
+func (b *pageCounter) SincePage(ctx context.Context, channel string, after live.Position, maxMessages, maxBytes int) ([]live.Message, error) {
+	b.mu.Lock()
+	b.pages[after]++
+	b.mu.Unlock()
+	return b.MemoryBroker.SincePage(ctx, channel, after, maxMessages, maxBytes)
+}
+
+// TestResumeSharesPages resumes ten clients from one cursor at once:
+// each page of the range is read from history once, for all of them.
+func TestResumeSharesPages(t *testing.T) {
+	b := &pageCounter{MemoryBroker: newMemoryBroker(t, 100), pages: make(map[live.Position]int)}
+	s := newTestServer(t, &live.Options{Broker: b})
+	value := strings.Repeat("x", 100<<10)
+	first := s.publish(t, "shared", value)
+	for range 59 {
+		s.publish(t, "shared", value)
+	}
+	var recs []*live.Recorder
+	for range 10 {
+		recs = append(recs, s.hub.AttachRecorderFrom(t, "shared", first.String()))
+	}
+	for _, r := range recs {
+		r.Release()
+	}
+	for i, r := range recs {
+		frames := r.Frames(t, 60)
+		for j, raw := range frames[1:60] {
+			var f struct {
+				Type, Cursor string
+			}
+			json.Unmarshal(raw, &f)
+			if want := (live.Position{Epoch: first.Epoch, Seq: first.Seq + 1 + uint64(j)}).String(); f.Type != "data" || f.Cursor != want {
+				t.Fatalf("client %d: frame %d is %s at %s; want data at %s", i, j+1, f.Type, f.Cursor, want)
+			}
+		}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.whole != 0 {
+		t.Errorf("Since read the whole range %d times", b.whole)
+	}
+	for after, n := range b.pages {
+		if n > 1 {
+			t.Errorf("the page after %v was read %d times", after, n)
+		}
+	}
+	t.Logf("%d pages read for 10 clients", len(b.pages))
+}
+
+// TestResumeSlowReader resumes a client that reads one event at a time
+// while the channel publishes one for each it reads: it gets every
+// publication in order, or the slow-client treatment, never a silent gap.
+func TestResumeSlowReader(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		policy live.SlowPolicy
+	}{
+		{"SlowDisconnect", live.SlowDisconnect},
+		{"SlowReset", live.SlowReset},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			b := newMemoryBroker(t, 2000)
+			s := newTestServer(t, &live.Options{Broker: b, QueueBytes: 64 << 10, SlowPolicy: tt.policy})
+			value := strings.Repeat("x", 16<<10)
+			first := s.publish(t, "slow", value)
+			head := first
+			for range 599 {
+				head = s.publish(t, "slow", value)
+			}
+			const during = 50 // publications made while the client reads
+			cursor, published := first, 0
+			resets, ends := 0, 0
+			for cursor != head || published < during {
+				r := openSlowSSE(t, s.srv.URL+"/live/slow", cursor.String())
+				for {
+					ev, ok := r.next()
+					if !ok {
+						ends++
+						break
+					}
+					if ev.data == "" && ev.event == "" {
+						continue // the acknowledgement
+					}
+					pos, err := parseCursor(ev.id)
+					if err != nil {
+						t.Fatal(err)
+					}
+					switch {
+					case ev.event == "reset":
+						if !strings.Contains(ev.data, `"slow"`) {
+							t.Fatalf("reset %s; want one for a slow client", ev.data)
+						}
+						resets++
+					case pos.Epoch != cursor.Epoch || pos.Seq != cursor.Seq+1:
+						t.Fatalf("got %v after %v: a gap without a reset", pos, cursor)
+					}
+					cursor = pos
+					if published < during {
+						head = s.publish(t, "slow", value)
+						published++
+					}
+					if cursor == head && published == during {
+						break
+					}
+				}
+				r.close()
+			}
+			st := s.hub.Stats()
+			t.Logf("%d resets, %d disconnections; Stats.SlowClients %d", resets, ends, st.SlowClients)
+			if tt.policy == live.SlowReset && ends > 0 {
+				t.Errorf("the stream ended %d times under SlowReset", ends)
+			}
+			if tt.policy == live.SlowDisconnect && resets > 0 {
+				t.Errorf("%d resets under SlowDisconnect", resets)
+			}
+			if int64(resets+ends) != st.SlowClients {
+				t.Errorf("%d resets and %d disconnections, but Stats.SlowClients = %d", resets, ends, st.SlowClients)
+			}
+		})
+	}
+}
+
+func parseCursor(s string) (live.Position, error) { return live.ParseCursor(s) }
+
+// slowSSE reads an SSE stream one event at a time on the test's
+// goroutine, with a small receive buffer, so that the client reads only
+// as fast as the test does.
+type slowSSE struct {
+	br     *bufio.Reader
+	body   interface{ Close() error }
+	cancel context.CancelFunc
+}
+
+type slowEvent struct{ id, event, data string }
+
+func openSlowSSE(t *testing.T, url, cursor string) *slowSSE {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 4*waitFor)
+	dialer := &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		return c.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 16<<10) })
+	}}
+	client := &http.Client{Transport: &http.Transport{DialContext: dialer.DialContext}}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	req.Header.Set("Last-Event-Id", cursor)
+	resp, err := client.Do(req)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		cancel()
+		t.Fatalf("GET %s: %s", url, resp.Status)
+	}
+	return &slowSSE{br: bufio.NewReaderSize(resp.Body, 4<<10), body: resp.Body, cancel: cancel}
+}
+
+// next returns the next event; ok is false when the stream ended.
+func (r *slowSSE) next() (ev slowEvent, ok bool) {
+	for {
+		line, err := r.br.ReadString('\n')
+		if err != nil {
+			return ev, false
+		}
+		line = strings.TrimSuffix(line, "\n")
+		if line == "" {
+			if ev != (slowEvent{}) {
+				return ev, true
+			}
+			continue
+		}
+		field, value, _ := strings.Cut(line, ":")
+		value = strings.TrimPrefix(value, " ")
+		switch field {
+		case "id":
+			ev.id = value
+		case "event":
+			ev.event = value
+		case "data":
+			ev.data = value
+		}
+	}
+}
+
+func (r *slowSSE) close() {
+	r.cancel()
+	r.body.Close()
+}

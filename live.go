@@ -217,7 +217,10 @@ type History interface {
 // it is not, PublishIf takes nothing and returns an error matching
 // ErrConflict. The comparison and the append are one step: of several
 // calls with the same head, on any brokers sharing a server, at most one
-// succeeds, at head's Seq plus one. The other clauses of Publish apply.
+// succeeds, at head's Seq plus one. The other clauses of Publish apply,
+// [CheckPublish] first: a Hub's conditional publication carries its meta,
+// and an application's is refused on a reserved channel or for data that
+// is not JSON before its condition is looked at.
 type Conditional interface {
 	PublishIf(ctx context.Context, channel string, head Position, data []byte) (Position, error)
 }

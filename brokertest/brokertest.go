@@ -155,6 +155,8 @@ func Run(t *testing.T, cfg Config) {
 			{"Reserved", s.testGuardReserved},
 			{"Data", s.testGuardData},
 			{"Meta", s.testGuardMeta},
+			{"PublishIf", s.testGuardPublishIf},
+			{"MetaIf", s.testGuardMetaIf},
 		}},
 	} {
 		t.Run(group.name, func(t *testing.T) {

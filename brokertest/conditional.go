@@ -1,13 +1,16 @@
 package brokertest
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 
 	"github.com/go-live/live"
+	"github.com/go-live/live/internal/servertest"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -222,5 +225,117 @@ func publishIfConcurrently(t *testing.T, brokers []live.Broker, channel string) 
 	}
 	if n != writers*each || len(msgs) != total {
 		t.Errorf("%d deliveries, %d conditional; want %d, %d", len(msgs), n, total, writers*each)
+	}
+}
+
+// testGuardPublishIf checks that a conditional publication no Hub made
+// passes the guard Publish does: on a channel reserved for the hubs, or
+// with data that is not one JSON value, it is refused for that, not for
+// its condition, even at the head, and takes nothing; taken, its data is
+// compacted and carries no meta.
+func (s *suite) testGuardPublishIf(t *testing.T) {
+	b := s.broker(t)
+	c := conditional(t, b)
+	for _, channel := range []string{"@live:control", "@live:presence"} {
+		w := servertest.Watch(t, b, channel)
+		head := w.Ready(t)
+		ctx, cancel := timeout(t)
+		pos, err := c.PublishIf(ctx, channel, head, []byte(forgedControl))
+		cancel()
+		if err == nil || errors.Is(err, live.ErrConflict) {
+			t.Errorf("PublishIf(%q, %v) = %v, %v; want a refusal: the channel is the hubs'", channel, head, pos, err)
+		}
+		if again := servertest.Watch(t, b, channel).Ready(t); again != head {
+			t.Errorf("%s: head %v after the refused publication, was %v", channel, again, head)
+		}
+		if extra := w.Pending(); len(extra) > 0 {
+			t.Errorf("%s: delivered %v", channel, extra)
+		}
+	}
+	channel := channelName(t)
+	w := servertest.Watch(t, b, channel)
+	head := w.Ready(t)
+	for _, bad := range []string{``, `{"a":`, `1 2`, "\"\xff\""} {
+		ctx, cancel := timeout(t)
+		pos, err := c.PublishIf(ctx, channel, head, []byte(bad))
+		cancel()
+		if err == nil || errors.Is(err, live.ErrConflict) {
+			t.Errorf("PublishIf(%q) = %v, %v; want a refusal: not one JSON value", bad, pos, err)
+		}
+	}
+	data := `{"@live:except": {"user": "victim"},
+	"data": 1}`
+	pos, ok := publishIf(t, c, channel, head, data)
+	if !ok || pos != after(head, 1) {
+		t.Fatalf("PublishIf at the head %v after the refused ones = %v, published %v; want %v", head, pos, ok, after(head, 1))
+	}
+	want := []live.Message{message(channel, pos, compact(data))}
+	if diff := diffMessages(want, w.NextN(t, 1)); diff != "" {
+		t.Errorf("deliveries (-want +got):\n%s", diff)
+	}
+	if h, ok := b.(live.History); ok && s.cfg.HistorySize >= 1 {
+		ctx, cancel := timeout(t)
+		defer cancel()
+		msgs, err := h.Since(ctx, channel, head)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := diffMessages(want, msgs); diff != "" {
+			t.Errorf("Since (-want +got):\n%s", diff)
+		}
+	}
+}
+
+// testGuardMetaIf checks that a Hub's conditional publications carry its
+// meta beside their data, as its other publications do: a State's writes
+// (which a Hub publishes with PublishIf on a Conditional broker) made with
+// an exclusion reach a subscriber and history with it, small and large,
+// and one made without reaches them without.
+func (s *suite) testGuardMetaIf(t *testing.T) {
+	b := s.broker(t)
+	conditional(t, b)
+	hub := servertest.NewNode(t, b, nil).Hub
+	channel := channelName(t)
+	w := servertest.Watch(t, b, channel)
+	head := w.Ready(t)
+	ctx, cancel := timeout(t)
+	defer cancel()
+	st, err := hub.State(ctx, channel, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	except := live.Except(ctx, "", "user-zoë-😀 \"\n")
+	writes := []struct {
+		ctx  context.Context
+		v    any
+		meta bool
+	}{
+		{except, map[string]int{"n": 1}, true},
+		{ctx, map[string]int{"n": 2}, false},
+		{except, json.RawMessage(bigPayload), true}, // a whole value, too large to announce
+	}
+	for i, wr := range writes {
+		if v, err := st.Set(wr.ctx, wr.v); err != nil || v != after(head, i+1).Seq {
+			t.Fatalf("write %d: Set = %d, %v; want version %d", i, v, err, after(head, i+1).Seq)
+		}
+	}
+	got := w.NextN(t, len(writes))
+	checkContiguous(t, "subscriber", head, got)
+	for i, m := range got {
+		if hasMeta := len(m.Meta) > 0; hasMeta != writes[i].meta {
+			t.Errorf("write %d delivered with meta %q; want meta only with an exclusion", i, m.Meta)
+		}
+	}
+	if big := got[2]; !strings.Contains(string(big.Data), bigPayload) {
+		t.Errorf("large write delivered with %d bytes of data; want the value whole", len(big.Data))
+	}
+	if h, ok := b.(live.History); ok && s.cfg.HistorySize >= len(writes) {
+		msgs, err := h.Since(ctx, channel, head)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := diffMessages(got, msgs); diff != "" {
+			t.Errorf("Since differs from what was delivered (-delivered +Since):\n%s", diff)
+		}
 	}
 }

@@ -59,6 +59,8 @@
 // {"data":…,"version":N} for the first fetch. The merge strategies
 // ([MergeShallow], [MergePatch], [MergeList], [ApplyDelta], [Diff]) are the
 // ones the browser client applies, checked against shared test vectors.
+// [State.ApplyIf], [State.SetIf] and If-Match are decided by a
+// [Conditional] broker, so a stale write is refused on every node.
 //
 // # Resume
 //
@@ -87,9 +89,9 @@
 // The default [MemoryBroker] serves one process. To run several, give each
 // Hub the same network broker; the brokertest package checks a Broker
 // against the contract documented on the interface. Every broker's Publish
-// runs [CheckPublish]: what an application publishes through a broker
-// itself is data, never a message of the hubs', whose channels ("@live:…")
-// it may not write.
+// (and PublishIf) runs [CheckPublish]: what an application publishes
+// through a broker itself is data, never a message of the hubs', whose
+// channels ("@live:…") it may not write.
 //
 // # Protect
 //

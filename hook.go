@@ -75,12 +75,16 @@ type HookOptions struct {
 	// (strong comparison; a bare version v stands for "v"; * matches any
 	// existing version) and answers a mismatch with 412 and a JSON body
 	// {"error":"conflict","message":…,"version":<current>} without calling
-	// the handler. The check is not atomic with the handler's write: a
-	// concurrent request can change the resource in between. It rejects
-	// stale edits early; handlers that must never lose an update compare
-	// and write atomically and answer with [WriteConflict]. An error from
-	// Version is logged and answered with 500. Default: If-Match is left
-	// to the handler.
+	// the handler. The check is not atomic with the handler's write, on
+	// one node as on several: the version and the write are the
+	// application's, so no broker can decide them, and a concurrent
+	// request can change the resource in between. It rejects stale edits
+	// early; handlers that must never lose an update compare and write
+	// atomically where the resource is kept (UPDATE … WHERE version = …)
+	// and answer with [WriteConflict], or, for a [State], write with
+	// ApplyIf or SetIf, which a [Conditional] broker decides. An error
+	// from Version is logged and answered with 500. Default: If-Match is
+	// left to the handler.
 	Version func(r *http.Request) (current string, err error)
 
 	// RetryWindow is how long the hook remembers the response to a

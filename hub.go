@@ -59,7 +59,8 @@ type Hub struct {
 	id        string // names the hub to the others sharing its broker: host, process, random
 	opts      Options
 	broker    Broker
-	history   History // nil when the broker keeps none
+	history   History     // nil when the broker keeps none
+	cond      Conditional // nil when the broker cannot publish on condition
 	ownBroker bool
 	idem      *memoryIdempotency // HookOptions.Idempotency's default
 	lease     time.Duration      // a keyed request's claim in a shared store: claimTTL, shorter in tests
@@ -130,6 +131,7 @@ func NewHub(opts *Options) *Hub {
 		h.ownBroker = true
 	}
 	h.history, _ = h.broker.(History)
+	h.cond, _ = h.broker.(Conditional)
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	h.done = h.ctx.Done()
 	h.roster = newRoster(h)
@@ -202,21 +204,66 @@ func (h *Hub) prepare(ctx context.Context, channel string, data []byte) (context
 // publish sends compact JSON data to the broker, behind the promised
 // publications on channel that wait for it.
 func (h *Hub) publish(ctx context.Context, channel string, data []byte) (Position, error) {
+	return h.publishIf(ctx, channel, nil, data)
+}
+
+// publishIf is publish, on condition that the channel's head is *head
+// when head is not nil, which the broker must be able to check (h.cond is
+// not nil). A conditional publication is never queued behind promised
+// publications waiting in the outbox: taken after them, the channel would
+// no longer be at *head, so while they wait it is refused as the broker's
+// failure, not as a conflict.
+func (h *Hub) publishIf(ctx context.Context, channel string, head *Position, data []byte) (Position, error) {
 	ctx, meta, err := h.prepare(ctx, channel, data)
 	if err != nil {
 		return Position{}, err
 	}
 	if h.outbox.waiting(channel) {
+		if head != nil {
+			return Position{}, fmt.Errorf("live: publish %q: publications promised before it wait for the broker: %w", channel, errUnavailable)
+		}
 		// Promised publications wait for the broker: this one follows them.
 		return h.publishBehind(ctx, channel, data, meta)
 	}
-	pos, err := h.broker.Publish(ctx, channel, data)
+	var pos Position
+	if head != nil {
+		pos, err = h.cond.PublishIf(ctx, channel, *head, data)
+	} else {
+		pos, err = h.broker.Publish(ctx, channel, data)
+	}
+	if errors.Is(err, ErrConflict) {
+		return Position{}, err // the broker's answer, not its failure
+	}
 	if err != nil {
 		h.stats.brokerErrors.Add(1)
 		return Position{}, err
 	}
 	h.stats.published.Add(1)
 	return pos, nil
+}
+
+// brokerHead returns the channel's head as the broker reports it to a
+// subscription that starts now.
+func (h *Hub) brokerHead(ctx context.Context, channel string) (Position, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var head Position
+	ready := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- h.broker.Subscribe(ctx, channel, func(p Position) { head = p; close(ready) }, func(Message) {})
+	}()
+	select {
+	case <-ready:
+		cancel()
+		<-done
+		return head, nil
+	case err := <-done:
+		if err == nil {
+			err = errUnavailable // ctx ended first
+		}
+		return Position{}, fmt.Errorf("live: head of %q: %w", channel, err)
+	}
 }
 
 // maxPublication is the largest publication the hub accepts.

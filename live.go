@@ -35,6 +35,13 @@ var (
 	// [Options].QueueBytes, which the Hub refuses: a client's queue must
 	// hold it and what follows it.
 	ErrTooLarge = errors.New("live: publication too large")
+
+	// ErrConflict reports a conditional write that lost: a [State] whose
+	// version has moved on, or a [Conditional] broker's channel whose head
+	// is no longer the position expected. Over HTTP it is a 412 whose JSON
+	// body carries the current version, so the client can refetch and
+	// retry.
+	ErrConflict = errors.New("live: version conflict")
 )
 
 // Position locates a publication on a channel. Seq counts publications on
@@ -195,6 +202,27 @@ type Broker interface {
 // find its starting point without scanning the whole history.
 type History interface {
 	Since(ctx context.Context, channel string, after Position) ([]Message, error)
+}
+
+// Conditional is implemented by brokers that can publish on condition
+// that a channel has not moved on, deciding it where the order of
+// publications is decided, so that a compare-and-publish holds across
+// every Hub sharing the broker. A [State]'s conditional writes (If-Match,
+// SetIf, ApplyIf) use it; without it they are checked against each Hub's
+// own copy only.
+//
+// PublishIf is Publish if the channel's head, the position of its latest
+// publication, is head (Seq 0, in the epoch the first publication will
+// have, as Subscribe's ready reports it, for a channel without any). If
+// it is not, PublishIf takes nothing and returns an error matching
+// ErrConflict. The comparison and the append are one step: of several
+// calls with the same head, on any brokers sharing a server, at most one
+// succeeds, at head's Seq plus one. The other clauses of Publish apply,
+// [CheckPublish] first: a Hub's conditional publication carries its meta,
+// and an application's is refused on a reserved channel or for data that
+// is not JSON before its condition is looked at.
+type Conditional interface {
+	PublishIf(ctx context.Context, channel string, head Position, data []byte) (Position, error)
 }
 
 // Snapshots is implemented by brokers that keep, beside a channel's

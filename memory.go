@@ -22,9 +22,10 @@ type MemoryOptions struct {
 	HistoryAge time.Duration
 }
 
-// MemoryBroker is a [Broker] with [History] for a single process. It is
-// the Hub's default. Publish delivers synchronously to every subscriber of
-// the channel, in order, so it costs one deliver call per subscribing Hub.
+// MemoryBroker is a [Broker] with [History] and [Conditional] for a
+// single process. It is the Hub's default. Publish delivers synchronously
+// to every subscriber of the channel, in order, so it costs one deliver
+// call per subscribing Hub.
 //
 // A channel that has no subscriber and no retained history is forgotten:
 // at once when its last subscriber leaves, otherwise by a sweep every
@@ -51,6 +52,7 @@ var (
 	_ History      = (*MemoryBroker)(nil)
 	_ PagedHistory = (*MemoryBroker)(nil)
 	_ Snapshots    = (*MemoryBroker)(nil)
+	_ Conditional  = (*MemoryBroker)(nil)
 )
 
 type memChannel struct {
@@ -146,6 +148,18 @@ func (b *MemoryBroker) channel(name string, create bool) (*memChannel, error) {
 
 // Publish implements [Broker].
 func (b *MemoryBroker) Publish(ctx context.Context, channel string, data []byte) (Position, error) {
+	return b.publish(ctx, channel, nil, data)
+}
+
+// PublishIf implements [Conditional]: the head is compared under the
+// channel's lock, which every publication on it takes.
+func (b *MemoryBroker) PublishIf(ctx context.Context, channel string, head Position, data []byte) (Position, error) {
+	return b.publish(ctx, channel, &head, data)
+}
+
+// publish appends data to channel, if its head is *head when head is not
+// nil.
+func (b *MemoryBroker) publish(ctx context.Context, channel string, head *Position, data []byte) (Position, error) {
 	if err := ctx.Err(); err != nil {
 		return Position{}, fmt.Errorf("live: publish %q: %w", channel, err)
 	}
@@ -156,6 +170,11 @@ func (b *MemoryBroker) Publish(ctx context.Context, channel string, data []byte)
 	c, err := b.channel(channel, true)
 	if err != nil {
 		return Position{}, fmt.Errorf("live: publish %q: %w", channel, err)
+	}
+	if head != nil && (Position{c.epoch, c.seq}) != *head {
+		at := Position{c.epoch, c.seq}
+		c.mu.Unlock()
+		return Position{}, fmt.Errorf("live: publish %q: head at %v, not %v: %w", channel, at, *head, ErrConflict)
 	}
 	c.seq++
 	m := Message{Channel: channel, Pos: Position{c.epoch, c.seq}, Data: data, Meta: meta}

@@ -11,11 +11,6 @@ import (
 	"time"
 )
 
-// ErrConflict reports a conditional write to a [State] whose version has
-// moved on. Over HTTP it is a 412 whose JSON body carries the current
-// version, so the client can roll back and refetch.
-var ErrConflict = errors.New("live: version conflict")
-
 // errBadUpdate marks a write whose update could not be merged.
 var errBadUpdate = errors.New("bad update")
 
@@ -71,7 +66,8 @@ type State struct {
 	// channel's lock.
 	losses int
 
-	writeMu sync.Mutex // serializes this process's writes, so each diffs against the value it replaces
+	writeMu   sync.Mutex // serializes this process's writes, so each diffs against the value it replaces
+	lastWrite Position   // this process's latest write; guarded by writeMu
 
 	// keeper wakes the goroutine that rebuilds a stale value.
 	keeper chan struct{}
@@ -428,26 +424,46 @@ func (s *State) Get() (data json.RawMessage, version uint64) {
 }
 
 // Set replaces the value with v and publishes the delta. It returns the
-// new version, once this Hub has applied it.
+// new version, once this Hub has applied it. On a [Conditional] broker
+// the delta is taken only if the channel is still at the version it was
+// computed from; if another write, from any Hub, came first, Set waits
+// for it (a second at most) and computes the delta again, so the value at
+// the version returned is v. On other brokers the delta is computed
+// against this Hub's value, which may lack another Hub's latest write.
 func (s *State) Set(ctx context.Context, v any) (uint64, error) {
-	return s.write(ctx, false, 0, func(json.RawMessage) (json.RawMessage, error) { return json.Marshal(v) })
+	w, err := s.write(ctx, false, 0, func(json.RawMessage) (json.RawMessage, error) { return json.Marshal(v) })
+	return w.version, err
 }
 
 // SetIf is Set, refused with ErrConflict unless the value is at version.
+// On a [Conditional] broker (every broker of this module and its broker
+// modules) the broker checks the version as it takes the write, so of the
+// writes conditional on one version, on every Hub sharing the broker, at
+// most one succeeds, at version+1. On other brokers the version is
+// checked against this Hub's value only, and writes through two Hubs may
+// both succeed.
+//
+// A version this Hub has not applied yet, which a client may have read
+// from another Hub, is waited for, a second at most. A refused write
+// returns the value's version, once this Hub has applied the write that
+// won (waited for as long), with the error.
 func (s *State) SetIf(ctx context.Context, version uint64, v any) (uint64, error) {
-	return s.write(ctx, true, version, func(json.RawMessage) (json.RawMessage, error) { return json.Marshal(v) })
+	w, err := s.write(ctx, true, version, func(json.RawMessage) (json.RawMessage, error) { return json.Marshal(v) })
+	return w.version, err
 }
 
 // Apply merges update into the value with the State's Merge and
-// publishes the delta.
+// publishes the delta, onto the latest value as Set does.
 func (s *State) Apply(ctx context.Context, update any) (uint64, error) {
-	return s.write(ctx, false, 0, s.merger(update))
+	w, err := s.write(ctx, false, 0, s.merger(update))
+	return w.version, err
 }
 
 // ApplyIf is Apply, refused with ErrConflict unless the value is at
-// version.
+// version, checked as SetIf checks it.
 func (s *State) ApplyIf(ctx context.Context, version uint64, update any) (uint64, error) {
-	return s.write(ctx, true, version, s.merger(update))
+	w, err := s.write(ctx, true, version, s.merger(update))
+	return w.version, err
 }
 
 func (s *State) merger(update any) func(json.RawMessage) (json.RawMessage, error) {
@@ -460,20 +476,112 @@ func (s *State) merger(update any) func(json.RawMessage) (json.RawMessage, error
 	}
 }
 
+// raceCatchUp bounds how long a write waits for a version this Hub has not
+// applied yet: this Hub's previous write, which its delta must follow; the
+// version a conditional write expects, which a client may have read from
+// another Hub; or the version of a write that won at the broker, which an
+// unconditional write is made again on and a conditional one's conflict
+// names, so that the client can retry on it.
+const raceCatchUp = time.Second
+
+// written is what a write made: its version, and the value at that
+// version when the write knows it.
+type written struct {
+	version uint64
+	// value is the value at version when nothing came between the value
+	// the write changed and its publication, which the write then made
+	// what it is; else nil.
+	value json.RawMessage
+}
+
 // write computes the new value from the current one, publishes the delta
 // and waits until the stream has brought it back.
-func (s *State) write(ctx context.Context, conditional bool, want uint64, next func(json.RawMessage) (json.RawMessage, error)) (uint64, error) {
+//
+// On a Conditional broker every write is published on condition that the
+// channel is still at the version it read, as the delta is against the
+// value at that version: a conditional write, expecting version want,
+// whose condition fails is refused, returning the current version with
+// its error; an unconditional one is made again on the value that came
+// first, once this Hub has it. (Another Hub's write, or this Hub's own
+// previous one, may not have reached this Hub's value yet.) On other
+// brokers the checks are against this Hub's value only.
+func (s *State) write(ctx context.Context, conditional bool, want uint64, next func(json.RawMessage) (json.RawMessage, error)) (written, error) {
+	if conditional {
+		// A client that read version want from another Hub may be ahead
+		// of this one, which has the version on its way, if it exists.
+		s.catchUp(ctx, want)
+	}
+	var fresh *Position // a new numbering the broker started, to publish in
+	for {
+		pos, base, value, raced, err := s.publishWrite(ctx, conditional, want, next, fresh)
+		if raced {
+			// A write took the position first and is on its way here.
+			reached := s.catchUp(ctx, base.Seq+1)
+			if !reached && fresh == nil && ctx.Err() == nil {
+				// Or the broker forgot the channel (idle for longer than it
+				// keeps channels) or lost it: nothing is on its way, and
+				// the broker starts a new numbering, which the write may
+				// be the first of, as without a Conditional broker.
+				if head, err := s.hub.brokerHead(ctx, s.name); err == nil && head.Seq == 0 && head.Epoch != base.Epoch {
+					fresh = &head
+					continue
+				}
+			}
+			_, version := s.Get()
+			if conditional {
+				return written{version: version}, err // answer the version that won
+			}
+			if err := ctx.Err(); err != nil {
+				return written{version: version}, fmt.Errorf("live: state %q: %w", s.name, err)
+			}
+			if !reached {
+				return written{version: version}, fmt.Errorf("live: state %q: the writes after version %d have not reached this hub within %v", s.name, base.Seq, raceCatchUp)
+			}
+			continue
+		}
+		if err != nil {
+			return written{version: base.Seq}, err
+		}
+		w := written{version: pos.Seq}
+		after := base
+		if fresh != nil {
+			after = *fresh
+		}
+		if pos == base || pos == (Position{Epoch: after.Epoch, Seq: after.Seq + 1}) {
+			w.value = value
+		}
+		if pos == base {
+			return w, nil
+		}
+		if err := s.wait(ctx, pos); err != nil {
+			return w, err
+		}
+		s.save(ctx)
+		return w, nil
+	}
+}
+
+// publishWrite publishes the change next makes to the value at base, the
+// version it read, and returns the publication's position (base itself
+// if nothing changed) and the value it made. raced reports a write the
+// broker refused because the channel had moved on past base, or past
+// fresh, when it is not nil, the head of a new numbering to publish in.
+func (s *State) publishWrite(ctx context.Context, conditional bool, want uint64, next func(json.RawMessage) (json.RawMessage, error), fresh *Position) (pos, base Position, value json.RawMessage, raced bool, err error) {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 
+	// This process's previous write may not have come back from the
+	// broker yet: a delta against the value without it would be refused,
+	// or wrong on a broker that is not Conditional.
+	s.catchUpTo(ctx, s.lastWrite)
 	s.mu.Lock()
-	cur, version, stale := s.value, s.version.Seq, s.stale
+	cur, base, stale := s.value, s.version, s.stale
 	s.mu.Unlock()
 	if stale {
-		return version, fmt.Errorf("live: state %q: %w", s.name, errStale)
+		return base, base, nil, false, fmt.Errorf("live: state %q: %w", s.name, errStale)
 	}
-	if conditional && version != want {
-		return version, fmt.Errorf("live: state %q at version %d, not %d: %w", s.name, version, want, ErrConflict)
+	if conditional && base.Seq != want {
+		return base, base, nil, false, fmt.Errorf("live: state %q at version %d, not %d: %w", s.name, base.Seq, want, ErrConflict)
 	}
 	nv, err := next(cur)
 	if err == nil {
@@ -485,36 +593,66 @@ func (s *State) write(ctx context.Context, conditional bool, want uint64, next f
 		changes, ok, err = Diff(cur, nv)
 	}
 	if err != nil {
-		return version, fmt.Errorf("live: state %q: %w: %w", s.name, errBadUpdate, err)
+		return base, base, nil, false, fmt.Errorf("live: state %q: %w: %w", s.name, errBadUpdate, err)
 	}
 	if !ok && bytes.Equal(cur, nv) {
-		return version, nil // null over null, [1] over [1]: nothing to publish
+		return base, base, cur, false, nil // null over null, [1] over [1]: nothing to publish
 	}
 	if ok && len(changes) == 0 {
 		if !isNull(cur) {
-			return version, nil // nothing changed: nothing to publish
+			return base, base, cur, false, nil // nothing changed: nothing to publish
 		}
 		// Diff reads a null value as {}, which a delta cannot tell
 		// from it: {} over null is published whole.
 		ok = false
 	}
 	p := statePayload{Changes: changes}
-	if !ok {
+	if !ok || fresh != nil {
+		// Whole, also as the first publication of a new numbering, where
+		// every Hub starts again from the initial value, which a delta
+		// from the value at base does not apply to.
 		p = statePayload{Reset: true, Data: nv}
 	}
 	payload, err := p.encode()
 	if err != nil {
-		return version, err
+		return base, base, nil, false, err
 	}
-	pos, err := s.hub.publish(ctx, s.name, payload)
+	// Where the broker can, it checks that the channel is still at base
+	// as it takes the publication.
+	var head *Position
+	switch {
+	case fresh != nil:
+		head = fresh
+	case s.hub.cond != nil:
+		head = &base
+	}
+	pos, err = s.hub.publishIf(ctx, s.name, head, payload)
 	if err != nil {
-		return version, err
+		raced = head != nil && errors.Is(err, ErrConflict)
+		if raced {
+			err = fmt.Errorf("live: state %q: another write came after version %d: %w", s.name, base.Seq, err)
+		}
+		return base, base, nil, raced, err
 	}
-	if err := s.wait(ctx, pos); err != nil {
-		return pos.Seq, err
-	}
-	s.save(ctx)
-	return pos.Seq, nil
+	s.lastWrite = pos
+	return pos, base, nv, false, nil
+}
+
+// catchUp waits, for raceCatchUp at most, until the value's version is
+// at least seq (or in another epoch), and reports whether it is.
+func (s *State) catchUp(ctx context.Context, seq uint64) bool {
+	s.mu.Lock()
+	pos := Position{Epoch: s.version.Epoch, Seq: seq}
+	s.mu.Unlock()
+	return s.catchUpTo(ctx, pos)
+}
+
+// catchUpTo waits, for raceCatchUp at most, until the value includes the
+// publication at pos, and reports whether it does.
+func (s *State) catchUpTo(ctx context.Context, pos Position) bool {
+	ctx, cancel := context.WithTimeout(ctx, raceCatchUp)
+	defer cancel()
+	return s.wait(ctx, pos) == nil
 }
 
 // errStale refuses a write to, or a read of, a State whose value is being

@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/go-live/live"
@@ -221,6 +223,234 @@ func TestStateConcurrentWriters(t *testing.T) {
 	}
 	if diff := cmp.Diff(decode(t, string(data)), decode(t, string(value))); diff != "" {
 		t.Errorf("client fold (-want +got):\n%s", diff)
+	}
+}
+
+// TestStateIfAcrossHubs runs conditional writers against several hubs on
+// one broker, each write on another hub than the read before it: the
+// broker decides the conditions, so no increment is lost and each write
+// that succeeds is the version after the one it was conditional on. A
+// write that loses answers the version of the one that won.
+func TestStateIfAcrossHubs(t *testing.T) {
+	for _, hubs := range []int{2, 3} {
+		t.Run(strconv.Itoa(hubs)+"Hubs", func(t *testing.T) {
+			b := newMemoryBroker(t, 100)
+			states := make([]*live.State, hubs)
+			clients := make([]*wsClient, hubs)
+			for i := range states {
+				s := newTestServer(t, &live.Options{Broker: b})
+				states[i], _ = newState(t, s, "counter", &live.StateOptions{Initial: map[string]int{"n": 0}})
+				clients[i] = dialWS(t, s.wsURL(), nil)
+				clients[i].subscribe(t, "counter")
+			}
+			const writers, each = 50, 2
+			ctx := context.Background()
+			var wg sync.WaitGroup
+			errs := make(chan error, writers)
+			for w := range writers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					turn := w
+					for range each {
+						for {
+							data, v := states[turn%hubs].Get()
+							turn++
+							var cur struct{ N int }
+							json.Unmarshal(data, &cur)
+							got, err := states[turn%hubs].ApplyIf(ctx, v, map[string]int{"n": cur.N + 1})
+							if errors.Is(err, live.ErrConflict) {
+								if got < v {
+									errs <- fmt.Errorf("writer %d: conflict at version %d names version %d", w, v, got)
+									return
+								}
+								continue
+							}
+							if err != nil || got != v+1 {
+								errs <- fmt.Errorf("writer %d: ApplyIf(%d) = %d, %v; want %d", w, v, got, err, v+1)
+								return
+							}
+							break
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Error(err)
+			}
+			for i, st := range states {
+				// The hub has applied the last write once its client has it.
+				for {
+					f := clients[i].expect(t, "data")
+					if pos, err := live.ParseCursor(f.Cursor); err != nil || pos.Seq >= writers*each {
+						break
+					}
+				}
+				if data, v := st.Get(); string(data) != `{"n":100}` || v != writers*each {
+					t.Errorf("hub %d: %s at version %d, want {\"n\":100} at %d", i, data, v, writers*each)
+				}
+			}
+		})
+	}
+}
+
+// TestStateIfWithoutConditionalBroker checks the per-hub check a broker
+// without live.Conditional keeps: on one hub, no increment is lost.
+func TestStateIfWithoutConditionalBroker(t *testing.T) {
+	b := struct{ live.Broker }{newMemoryBroker(t, 100)} // hides PublishIf
+	if _, ok := live.Broker(b).(live.Conditional); ok {
+		t.Fatal("the wrapped broker is still Conditional")
+	}
+	st, _ := newState(t, newTestServer(t, &live.Options{Broker: b}), "counter", &live.StateOptions{Initial: map[string]int{"n": 0}})
+	const writers, each = 8, 25
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range each {
+				for {
+					data, v := st.Get()
+					var cur struct{ N int }
+					json.Unmarshal(data, &cur)
+					got, err := st.ApplyIf(ctx, v, map[string]int{"n": cur.N + 1})
+					if errors.Is(err, live.ErrConflict) {
+						continue
+					}
+					if err != nil || got != v+1 {
+						t.Errorf("ApplyIf(%d) = %d, %v; want %d", v, got, err, v+1)
+						return
+					}
+					break
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if data, v := st.Get(); string(data) != `{"n":200}` || v != writers*each {
+		t.Errorf("%s at version %d, want {\"n\":200} at %d", data, v, writers*each)
+	}
+}
+
+// TestStateWriteBehindPromised writes to a State on a Conditional broker
+// while a publication a Hook promised waits in the hub for the broker on
+// the same channel: the write is refused as unavailable (503 over HTTP),
+// not queued behind it, whose publication would move the head the write
+// is conditional on, and it is taken once the broker has taken what
+// waited.
+func TestStateWriteBehindPromised(t *testing.T) {
+	var down atomic.Bool
+	down.Store(true)
+	broker := newHookBroker(t, func(_ context.Context, channel string) error {
+		if channel == "counter" && down.Load() {
+			return errors.New("broker down")
+		}
+		return nil
+	})
+	s := newHookServer(t, &live.Options{Broker: broker})
+	ctx := context.Background()
+	st, err := s.hub.State(ctx, "counter", &live.StateOptions{Initial: map[string]int{"n": 0}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(st)
+	t.Cleanup(srv.Close)
+	s.handle("POST /counter", s.hub.Hook(live.HookOptions{Channel: toChannel("counter")}), echo)
+
+	if rep := s.do(t, "POST", "/counter", hdr("X-Status", "201"), `{"id":"t1"}`); rep.status != http.StatusCreated {
+		t.Fatalf("hooked request: %d %s", rep.status, rep.body)
+	}
+	if st := s.hub.Stats(); st.Pending != 1 {
+		t.Fatalf("Stats().Pending = %d, want the hook's event waiting", st.Pending)
+	}
+	if v, err := st.Apply(ctx, map[string]int{"n": 1}); err == nil || errors.Is(err, live.ErrConflict) {
+		t.Errorf("Apply behind the waiting event = %d, %v; want a refusal other than a conflict", v, err)
+	}
+	resp, got := doJSON(t, "PATCH", srv.URL, `{"n":1}`, map[string]string{"If-Match": etagOf(0)})
+	if resp.StatusCode != http.StatusServiceUnavailable || got["error"] != "unavailable" {
+		t.Errorf("PATCH with If-Match behind the waiting event: %s %v; want 503 unavailable", resp.Status, got)
+	}
+
+	down.Store(false)
+	// A Publish waits behind the event until the broker has taken it.
+	if _, err := s.hub.Publish(ctx, "counter", map[string]any{}); err != nil {
+		t.Fatal(err)
+	}
+	v, err := st.Apply(ctx, map[string]int{"n": 1})
+	if err != nil || v != 3 {
+		t.Fatalf("Apply once the event was taken = %d, %v; want version 3", v, err)
+	}
+	if data, _ := st.Get(); string(data) != `{"n":1}` {
+		t.Errorf("value %s, want {\"n\":1}", data)
+	}
+}
+
+// TestStateSetAcrossHubs writes whole values on one hub while another
+// merges into the value: each Set's delta is taken only against the value
+// it read, so the value at a Set's version is exactly what it set, even
+// when the other hub's write had not reached the hub that made it.
+func TestStateSetAcrossHubs(t *testing.T) {
+	b := newMemoryBroker(t, 1000)
+	a, other := newTestServer(t, &live.Options{Broker: b}), newTestServer(t, &live.Options{Broker: b})
+	stA, _ := newState(t, a, "doc", nil)
+	stB, _ := newState(t, other, "doc", nil)
+	c := dialWS(t, a.wsURL(), nil)
+	c.subscribe(t, "doc")
+
+	const rounds = 50
+	ctx := context.Background()
+	set := make(map[uint64]string) // what each Set made, by version
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for i := range rounds {
+			v := map[string]int{"x": i}
+			version, err := stA.Set(ctx, v)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			b, _ := json.Marshal(v)
+			set[version] = string(b)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for i := range rounds {
+			if _, err := stB.Apply(ctx, map[string]int{"y": i}); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	wg.Wait()
+
+	// Fold what the client received, checking the value at each Set's
+	// version.
+	value := json.RawMessage(`{}`)
+	for v := uint64(1); v <= 2*rounds; v++ {
+		f := c.expect(t, "data")
+		var d live.Delta
+		if err := json.Unmarshal(f.Data, &d); err != nil || d.Version != v {
+			t.Fatalf("delta %s: %v", f.Data, err)
+		}
+		next, err := live.ApplyDelta(value, v-1, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		value = next
+		if want, ok := set[v]; ok {
+			if diff := cmp.Diff(decode(t, want), decode(t, string(value))); diff != "" {
+				t.Errorf("value at version %d, made by Set (-want +got):\n%s", v, diff)
+			}
+		}
+	}
+	if len(set) != rounds {
+		t.Errorf("%d Sets returned distinct versions, want %d", len(set), rounds)
 	}
 }
 

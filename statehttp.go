@@ -19,8 +19,12 @@ type stateReply struct {
 // ServeHTTP serves the value: GET answers {"data":…,"version":N} with an
 // ETag; PATCH (or POST) merges the JSON body in with the State's Merge;
 // PUT replaces the value. A write with If-Match: "N" (or ?version=N) is
-// refused with 412 and the current version unless the value is at N.
-// Writes answer with the new value and version. Authorize writes with your
+// refused with 412 and the current version unless the value is at N,
+// decided by the broker when it is a [Conditional] one, so that the check
+// holds whichever Hub takes the write (see [State.SetIf]).
+// Writes answer with the value they made and its version (on a broker
+// that is not Conditional, where another Hub's write may come between,
+// the value as it is now and its version). Authorize writes with your
 // own middleware: ServeHTTP does not consult Options.Authorize.
 //
 // Requests pass the hub's gate as a stream's do: the origin rule
@@ -72,16 +76,16 @@ func (s *State) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return
 	}
-	var version uint64
+	var wr written
 	if r.Method == http.MethodPut {
-		version, err = s.write(r.Context(), conditional, want, func(json.RawMessage) (json.RawMessage, error) { return body, nil })
+		wr, err = s.write(r.Context(), conditional, want, func(json.RawMessage) (json.RawMessage, error) { return body, nil })
 	} else {
-		version, err = s.write(r.Context(), conditional, want, func(cur json.RawMessage) (json.RawMessage, error) { return s.merge(cur, body) })
+		wr, err = s.write(r.Context(), conditional, want, func(cur json.RawMessage) (json.RawMessage, error) { return s.merge(cur, body) })
 	}
 	switch {
 	case errors.Is(err, ErrConflict):
-		w.Header().Set("ETag", etag(version))
-		writeConflict(w, http.StatusPreconditionFailed, "the value has changed; refetch and retry", strconv.FormatUint(version, 10))
+		w.Header().Set("ETag", etag(wr.version))
+		writeConflict(w, http.StatusPreconditionFailed, "the value has changed; refetch and retry", strconv.FormatUint(wr.version, 10))
 	case errors.Is(err, errBadUpdate):
 		writeError(w, http.StatusBadRequest, "bad_update", err.Error())
 	case errors.Is(err, errStale):
@@ -90,10 +94,14 @@ func (s *State) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "closed", "the live hub is shutting down")
 	case err != nil:
 		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+	case wr.value != nil:
+		s.reply(w, wr.value, wr.version) // what the write made
 	default:
+		// Other writes came between: the value as it is now, after this
+		// write.
 		data, v := s.Get()
-		if v < version {
-			v = version
+		if v < wr.version {
+			v = wr.version
 		}
 		s.reply(w, data, v)
 	}

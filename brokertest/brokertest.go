@@ -25,8 +25,8 @@
 //	go test -race -run 'Conformance/History/Seam'
 //
 // The optional abilities the Hub looks for are checked when the broker has
-// them: [live.History], [live.PagedHistory], [live.Snapshots], and a Close()
-// error method.
+// them: [live.History], [live.PagedHistory], [live.Snapshots],
+// [live.Conditional], and a Close() error method.
 //
 // [RunNodes] checks what a Hub gets from brokers that share a server, as
 // the processes of one application do: one numbering for the publications
@@ -97,8 +97,8 @@ const waitTimeout = 10 * time.Second
 type closer interface{ Close() error }
 
 // Run checks that the brokers made by cfg.New keep the [live.Broker]
-// contract, and the [live.History] contract when they implement it. Each
-// clause runs as a subtest of t.
+// contract, and the [live.History] and [live.Conditional] contracts when
+// they implement them. Each clause runs as a subtest of t.
 func Run(t *testing.T, cfg Config) {
 	if cfg.New == nil {
 		panic("brokertest: Config.New is nil")
@@ -112,6 +112,11 @@ func Run(t *testing.T, cfg Config) {
 			{"SeqFromOne", s.testSeqFromOne},
 			{"ChannelsIndependent", s.testChannelsIndependent},
 			{"CancelledContext", s.testPublishCancelled},
+		}},
+		{"PublishIf", []namedTest{
+			{"AtHead", s.testPublishIfAtHead},
+			{"Race", s.testPublishIfRace},
+			{"AmongOthers", s.testPublishIfCounter},
 		}},
 		{"Subscribe", []namedTest{
 			{"ReadyOnFreshChannel", s.testReadyOnFreshChannel},
@@ -150,6 +155,8 @@ func Run(t *testing.T, cfg Config) {
 			{"Reserved", s.testGuardReserved},
 			{"Data", s.testGuardData},
 			{"Meta", s.testGuardMeta},
+			{"PublishIf", s.testGuardPublishIf},
+			{"MetaIf", s.testGuardMetaIf},
 		}},
 	} {
 		t.Run(group.name, func(t *testing.T) {

@@ -26,7 +26,10 @@ import (
 // missed, in order, over SSE (with Last-Event-ID, as EventSource does) and
 // over WebSocket; Hub.Disconnect and Hub.Reauthorize have taken effect on
 // every node when they return, and fail naming a node cut off from the
-// server. Each clause runs as a subtest of t.
+// server. For brokers that implement [live.Conditional], a conditional
+// publication through either is taken only at the head it expects, and 50
+// clients that increment a State's counter with If-Match over two and
+// three nodes lose no increment. Each clause runs as a subtest of t.
 //
 // RunNodes calls cfg.New more than once in each subtest, and the brokers
 // it returns must share what they store (the same server, and the same
@@ -57,7 +60,9 @@ func RunNodes(t *testing.T, cfg Config) {
 	t.Run("Share", func(t *testing.T) {
 		t.Run("Numbering", s.testShareNumbering)
 		t.Run("DataLoss", s.testShareDataLoss)
+		t.Run("PublishIf", s.testSharePublishIf)
 	})
+	t.Run("State", s.testState)
 	t.Run("Resume", func(t *testing.T) {
 		for _, tr := range []transport{sseTransport{}, wsTransport{}} {
 			t.Run(tr.name(), func(t *testing.T) {

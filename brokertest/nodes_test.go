@@ -63,6 +63,11 @@ func (c memoryClient) Publish(ctx context.Context, channel string, data []byte) 
 	return b.Publish(ctx, channel, data)
 }
 
+func (c memoryClient) PublishIf(ctx context.Context, channel string, head live.Position, data []byte) (live.Position, error) {
+	b, _ := c.s.current()
+	return b.PublishIf(ctx, channel, head, data)
+}
+
 func (c memoryClient) Since(ctx context.Context, channel string, after live.Position) ([]live.Message, error) {
 	b, _ := c.s.current()
 	return b.Since(ctx, channel, after)

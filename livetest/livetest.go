@@ -55,8 +55,9 @@ type Recorder struct {
 }
 
 var (
-	_ live.Broker  = (*Recorder)(nil)
-	_ live.History = (*Recorder)(nil)
+	_ live.Broker      = (*Recorder)(nil)
+	_ live.History     = (*Recorder)(nil)
+	_ live.Conditional = (*Recorder)(nil)
 )
 
 // NewRecorder returns a recording broker, closed at the end of the test.
@@ -70,12 +71,25 @@ func NewRecorder(t testing.TB) *Recorder {
 // Publish records the publication and passes it on.
 func (r *Recorder) Publish(ctx context.Context, channel string, data []byte) (live.Position, error) {
 	pos, err := r.MemoryBroker.Publish(ctx, channel, data)
+	r.record(channel, data, pos, err)
+	return pos, err
+}
+
+// PublishIf records the publication, if it is taken, and passes it on: a
+// State publishes its writes with it.
+func (r *Recorder) PublishIf(ctx context.Context, channel string, head live.Position, data []byte) (live.Position, error) {
+	pos, err := r.MemoryBroker.PublishIf(ctx, channel, head, data)
+	r.record(channel, data, pos, err)
+	return pos, err
+}
+
+// record records a publication that was taken.
+func (r *Recorder) record(channel string, data []byte, pos live.Position, err error) {
 	if err == nil && !strings.HasPrefix(channel, "@live:") { // the hubs' own channels
 		r.mu.Lock()
 		r.pubs = append(r.pubs, Publication{Channel: channel, Data: append(json.RawMessage(nil), data...), Pos: pos})
 		r.mu.Unlock()
 	}
-	return pos, err
 }
 
 // All returns every publication recorded so far, on every channel.

@@ -149,6 +149,7 @@ var (
 	_ live.History      = (*Broker)(nil)
 	_ live.PagedHistory = (*Broker)(nil)
 	_ live.Snapshots    = (*Broker)(nil)
+	_ live.Conditional  = (*Broker)(nil)
 )
 
 const (
@@ -616,7 +617,8 @@ type pubChan struct {
 // channel's epoch.
 type pubItem struct {
 	data   []byte
-	meta   []byte // nil for none; an item with meta is stored alone
+	meta   []byte         // nil for none; an item with meta is stored alone
+	head   *live.Position // the position the channel must be at; nil for none
 	marker bool
 	pos    live.Position
 	err    error
@@ -760,17 +762,32 @@ func (b *Broker) failWaiting(pc *pubChan) {
 // ends first, it returns ctx's error, and the publication may still be
 // stored.
 func (b *Broker) Publish(ctx context.Context, channel string, data []byte) (live.Position, error) {
+	return b.publishItem(ctx, channel, &pubItem{data: data})
+}
+
+// PublishIf implements [live.Conditional]. The publication goes in a
+// message of its own, stored with Nats-Expected-Last-Subject-Sequence set
+// to the stream sequence of the message that holds head, as every
+// publication is: JetStream takes it only if no message of any process
+// came after that one on the channel's subject.
+func (b *Broker) PublishIf(ctx context.Context, channel string, head live.Position, data []byte) (live.Position, error) {
+	return b.publishItem(ctx, channel, &pubItem{data: data, head: &head})
+}
+
+// publishItem queues it, a publication, on channel and waits for it.
+func (b *Broker) publishItem(ctx context.Context, channel string, it *pubItem) (live.Position, error) {
 	if err := ctx.Err(); err != nil {
 		return live.Position{}, fmt.Errorf("live: publish %q: %w", channel, err)
 	}
 	if b.isClosed() {
 		return live.Position{}, fmt.Errorf("live: publish %q: %w", channel, live.ErrClosed)
 	}
-	data, meta, err := live.CheckPublish(ctx, channel, data)
+	data, meta, err := live.CheckPublish(ctx, channel, it.data)
 	if err != nil {
 		return live.Position{}, err
 	}
-	pos, err := b.queue(ctx, channel, &pubItem{data: data, meta: meta})
+	it.data, it.meta = data, meta
+	pos, err := b.queue(ctx, channel, it)
 	if err != nil && b.isClosed() && !errors.Is(err, live.ErrClosed) {
 		err = fmt.Errorf("%w: %w", live.ErrClosed, err) // closed while waiting
 	}
@@ -788,14 +805,16 @@ const (
 	maxBatchBytes = 256 << 10
 )
 
-// send stores items, in order, as few messages as it can (a marker, or an
-// item with meta, goes alone), and completes them. The caller is pc's sender.
+// send stores items, in order, as few messages as it can (a marker, an
+// item with meta or a conditional publication goes alone), and completes
+// them. The caller is pc's sender.
 func (b *Broker) send(ctx context.Context, pc *pubChan, items []*pubItem) {
 	defer b.releasePub(pc, len(items))
+	alone := func(it *pubItem) bool { return it.marker || it.meta != nil || it.head != nil }
 	for len(items) > 0 {
 		n, size := 1, len(items[0].data)
-		if !items[0].marker && items[0].meta == nil {
-			for n < len(items) && !items[n].marker && items[n].meta == nil && size+len(items[n].data) <= maxBatchBytes {
+		if !alone(items[0]) {
+			for n < len(items) && !alone(items[n]) && size+len(items[n].data) <= maxBatchBytes {
 				size += len(items[n].data)
 				n++
 			}
@@ -807,13 +826,13 @@ func (b *Broker) send(ctx context.Context, pc *pubChan, items []*pubItem) {
 		if run[0].marker {
 			// Another node may have published since this one last did.
 			pc.known = false
-			pos, err = b.append(ctx, pc, nil, nil)
+			pos, err = b.append(ctx, pc, nil, nil, nil)
 		} else {
 			datas := make([][]byte, len(run))
 			for i, it := range run {
 				datas[i] = it.data
 			}
-			pos, err = b.append(ctx, pc, datas, run[0].meta)
+			pos, err = b.append(ctx, pc, datas, run[0].meta, run[0].head)
 		}
 		if err != nil && b.isClosed() {
 			err = fmt.Errorf("%w: %w", live.ErrClosed, err)
@@ -833,17 +852,20 @@ func (b *Broker) send(ctx context.Context, pc *pubChan, items []*pubItem) {
 }
 
 // append stores datas, with meta if there is one only, as the channel's
-// next message and returns the position of its last publication. No datas stores the marker that fixes
-// a new channel's epoch (at Seq 0), unless the channel has a position
-// already, which it then returns. The caller is pc's sender.
+// next message and returns the position of its last publication. No datas
+// stores the marker that fixes a new channel's epoch (at Seq 0), unless
+// the channel has a position already, which it then returns. With a head,
+// it stores them only if the channel is at head, and otherwise returns an
+// error matching live.ErrConflict. The caller is pc's sender.
 //
 // Several publications in one message carry the header Live-Count and
 // their data framed as in pack.
-func (b *Broker) append(ctx context.Context, pc *pubChan, datas [][]byte, meta []byte) (live.Position, error) {
+func (b *Broker) append(ctx context.Context, pc *pubChan, datas [][]byte, meta []byte, head *live.Position) (live.Position, error) {
 	channel := pc.channel
 	recreated := false
 	for attempt := 1; ; attempt++ {
-		if !pc.known {
+		read := !pc.known
+		if read {
 			t, ok, err := b.last(ctx, channel)
 			if err != nil {
 				return live.Position{}, err
@@ -857,6 +879,15 @@ func (b *Broker) append(ctx context.Context, pc *pubChan, datas [][]byte, meta [
 				return t.pos, nil // the channel has a position already
 			}
 			pc.tail, pc.known = t, true
+		}
+		if head != nil && pc.tail.pos != *head {
+			if !read {
+				// Another process may have published since this one
+				// last did: read the tail.
+				pc.known = false
+				continue
+			}
+			return live.Position{}, fmt.Errorf("the channel is at %v, not %v: %w", pc.tail.pos, *head, live.ErrConflict)
 		}
 		pos := live.Position{Epoch: pc.tail.pos.Epoch, Seq: pc.tail.pos.Seq + uint64(len(datas))}
 		m := &nats.Msg{

@@ -26,6 +26,7 @@ const maxBatch = 64
 // publication is one publication on its way.
 type publication struct {
 	channel string
+	head    *live.Position // the position the channel must be at; nil for none
 	data    []byte
 	meta    []byte // nil for none
 	pos     live.Position
@@ -33,8 +34,9 @@ type publication struct {
 	done    chan struct{}
 }
 
-// publishBatched publishes p in a transaction with whatever else waits.
-// It returns early with ctx's error if ctx ends first, in which case the
+// publishBatched publishes p, on condition that its channel is at *p.head
+// when p.head is not nil, in a transaction with whatever else waits. It
+// returns early with ctx's error if ctx ends first, in which case the
 // publication may still be taken.
 func (b *Broker) publishBatched(ctx context.Context, p *publication) (live.Position, error) {
 	p.done = make(chan struct{})
@@ -75,7 +77,11 @@ func (b *Broker) publishBatch(pubs []*publication) {
 	slices.SortStableFunc(sorted, func(x, y *publication) int { return strings.Compare(x.channel, y.channel) })
 	var batch pgx.Batch
 	for _, p := range sorted {
-		batch.Queue(b.publishSQL, b.publishArgs(p)...)
+		if p.head != nil {
+			batch.Queue(b.publishIfSQL, b.publishIfArgs(p)...)
+		} else {
+			batch.Queue(b.publishSQL, b.publishArgs(p)...)
+		}
 	}
 	res := b.pool.SendBatch(ctx, &batch)
 	var qerr error
@@ -83,7 +89,15 @@ func (b *Broker) publishBatch(pubs []*publication) {
 		var epoch string
 		var seq int64
 		err := res.QueryRow().Scan(&epoch, &seq)
-		if err == nil {
+		if err == nil && p.head != nil {
+			// A refused condition took nothing, and is no failure of
+			// the batch's.
+			p.pos, p.err = conditionalPosition(*p.head, epoch, seq)
+			if errors.Is(p.err, live.ErrConflict) {
+				continue
+			}
+			err, p.err = p.err, nil
+		} else if err == nil {
 			p.pos, err = position(epoch, seq)
 		}
 		if err != nil && qerr == nil {

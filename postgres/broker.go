@@ -121,7 +121,7 @@ type Broker struct {
 	log    *slog.Logger
 	lcfg   *pgconn.Config // the listening connection's
 
-	publishSQL, headSQL, sinceSQL string
+	publishSQL, publishIfSQL, headSQL, sinceSQL string
 
 	ensureMu sync.Mutex  // serialises creating the schema
 	ensured  atomic.Bool // the schema was created or found; cleared when it goes missing
@@ -147,6 +147,7 @@ var (
 	_ live.History      = (*Broker)(nil)
 	_ live.PagedHistory = (*Broker)(nil)
 	_ live.Snapshots    = (*Broker)(nil)
+	_ live.Conditional  = (*Broker)(nil)
 )
 
 const (
@@ -212,8 +213,9 @@ func New(pool *pgxpool.Pool, opts *Options) *Broker {
 		chans:  make(map[string]*lchan),
 		wake:   make(chan struct{}, 1),
 
-		publishSQL: "SELECT o_epoch, o_seq FROM " + o.Schema + ".publish($1, $2, $3, $4, $5, $6, $7, $8)",
-		headSQL:    "SELECT o_epoch, o_seq FROM " + o.Schema + ".head($1, $2)",
+		publishSQL:   "SELECT o_epoch, o_seq FROM " + o.Schema + ".publish($1, $2, $3, $4, $5, $6, $7, $8)",
+		publishIfSQL: "SELECT o_epoch, o_seq FROM " + o.Schema + ".publish_if($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+		headSQL:      "SELECT o_epoch, o_seq FROM " + o.Schema + ".head($1, $2)",
 		sinceSQL: `SELECT c.epoch, c.seq, m.seq, m.data, m.meta, coalesce($4::bigint > 0 AND m.at < now() - $4::bigint * interval '1 millisecond', false)
 FROM ` + o.Schema + `.channels c
 LEFT JOIN LATERAL (
@@ -416,6 +418,21 @@ type querier interface {
 // confirm that. Pass a context with a deadline: a stalled server is
 // otherwise waited for.
 func (b *Broker) Publish(ctx context.Context, channel string, data []byte) (live.Position, error) {
+	return b.publishMaybe(ctx, channel, nil, data)
+}
+
+// PublishIf implements [live.Conditional]: the schema's publish_if
+// function compares the channel's row with head in the UPDATE that takes
+// its row lock, so a publication of any process that held the lock first
+// (batched with others or not, or in an application's transaction with
+// PublishTx) makes it take nothing.
+func (b *Broker) PublishIf(ctx context.Context, channel string, head live.Position, data []byte) (live.Position, error) {
+	return b.publishMaybe(ctx, channel, &head, data)
+}
+
+// publishMaybe publishes data on channel, on condition that the channel
+// is at *head when head is not nil.
+func (b *Broker) publishMaybe(ctx context.Context, channel string, head *live.Position, data []byte) (live.Position, error) {
 	data, meta, err := live.CheckPublish(ctx, channel, data)
 	if err != nil {
 		return live.Position{}, err
@@ -426,7 +443,7 @@ func (b *Broker) Publish(ctx context.Context, channel string, data []byte) (live
 	if b.isClosed() {
 		return live.Position{}, fmt.Errorf("live: publish %q: %w", channel, live.ErrClosed)
 	}
-	pos, err := b.publishBatched(ctx, &publication{channel: channel, data: data, meta: meta})
+	pos, err := b.publishBatched(ctx, &publication{channel: channel, head: head, data: data, meta: meta})
 	if err != nil && b.isClosed() {
 		err = live.ErrClosed
 	}
@@ -436,14 +453,21 @@ func (b *Broker) Publish(ctx context.Context, channel string, data []byte) (live
 	return pos, nil
 }
 
-// publishOne publishes p in a transaction of its own, creating the schema
-// if it is missing.
+// publishOne publishes p in a transaction of its own, on condition that
+// its channel is at *p.head when p.head is not nil, creating the schema if
+// it is missing.
 func (b *Broker) publishOne(ctx context.Context, p *publication) (live.Position, error) {
 	for attempt := 1; ; attempt++ {
 		if err := b.ensure(ctx); err != nil {
 			return live.Position{}, err
 		}
-		pos, err := b.publish(ctx, b.pool, p)
+		var pos live.Position
+		var err error
+		if p.head != nil {
+			pos, err = b.publishIf(ctx, p)
+		} else {
+			pos, err = b.publish(ctx, b.pool, p)
+		}
 		// Nothing was taken if the function did not exist, or if the
 		// transaction lost a deadlock: even one row lock can, when an
 		// application's transaction holding channels waits for another
@@ -514,6 +538,34 @@ func (b *Broker) publish(ctx context.Context, q querier, p *publication) (live.P
 	var seq int64
 	if err := q.QueryRow(ctx, b.publishSQL, b.publishArgs(p)...).Scan(&epoch, &seq); err != nil {
 		return live.Position{}, err
+	}
+	return position(epoch, seq)
+}
+
+// publishIf runs the schema's publish_if function for p, whose head is
+// not nil.
+func (b *Broker) publishIf(ctx context.Context, p *publication) (live.Position, error) {
+	var epoch string
+	var seq int64
+	if err := b.pool.QueryRow(ctx, b.publishIfSQL, b.publishIfArgs(p)...).Scan(&epoch, &seq); err != nil {
+		return live.Position{}, err
+	}
+	return conditionalPosition(*p.head, epoch, seq)
+}
+
+// publishIfArgs returns the arguments of publishIfSQL for p, whose head
+// is not nil.
+func (b *Broker) publishIfArgs(p *publication) []any {
+	args := b.publishArgs(p)
+	// channel, then the head in place of the new epoch, then the rest.
+	return append([]any{p.channel, p.head.Epoch, int64(min(p.head.Seq, math.MaxInt64))}, args[2:]...)
+}
+
+// conditionalPosition checks what the publish_if function returned for a
+// publication at head.
+func conditionalPosition(head live.Position, epoch string, seq int64) (live.Position, error) {
+	if seq == 0 && epoch == "" {
+		return live.Position{}, fmt.Errorf("the channel is not at %v: %w", head, live.ErrConflict)
 	}
 	return position(epoch, seq)
 }

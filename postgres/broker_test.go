@@ -1,6 +1,7 @@
 package pgbroker_test
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/base32"
 	"encoding/json"
@@ -118,6 +119,68 @@ func TestLargePublications(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, got, cmp.Transformer("string", func(d json.RawMessage) string { return string(d) })); diff != "" {
 		t.Errorf("deliveries (-want +got):\n%s", diff)
+	}
+}
+
+// A conditional publication waits for an application's transaction that
+// holds the channel's row lock: it takes nothing if that transaction
+// commits a publication, and is taken at the head it expects if the
+// transaction rolls back.
+func TestPublishIfAfterTransaction(t *testing.T) {
+	url := pgURL(t)
+	b, pool, _ := newBroker(t, url, nil)
+	ctx := t.Context()
+	channel := servertest.ChannelName(t)
+	head := servertest.Publish(t, b, channel, `"first"`)
+	for _, commit := range []bool{false, true} {
+		tx, err := pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.PublishTx(ctx, tx, channel, []byte(`"in a transaction"`)); err != nil {
+			t.Fatal(err)
+		}
+		type result struct {
+			pos live.Position
+			err error
+		}
+		done := make(chan result, 1)
+		go func() {
+			pos, err := b.PublishIf(ctx, channel, head, []byte(`"conditional"`))
+			done <- result{pos, err}
+		}()
+		// Wait until the conditional publication waits for the row lock.
+		wait, cancel := context.WithTimeout(ctx, servertest.Timeout)
+		for waiting := 0; waiting == 0; {
+			err := pool.QueryRow(wait, `SELECT count(*) FROM pg_stat_activity
+				WHERE wait_event_type = 'Lock' AND query LIKE '%publish_if%' AND pid <> pg_backend_pid()`).Scan(&waiting)
+			if err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case r := <-done:
+				t.Fatalf("PublishIf returned %v, %v while the transaction held the channel", r.pos, r.err)
+			default:
+			}
+		}
+		cancel()
+		if commit {
+			err = tx.Commit(ctx)
+		} else {
+			err = tx.Rollback(ctx)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := <-done
+		switch {
+		case commit && !errors.Is(r.err, live.ErrConflict):
+			t.Errorf("PublishIf(%v) behind a committed publication = %v, %v; want ErrConflict", head, r.pos, r.err)
+		case !commit && (r.err != nil || r.pos != (live.Position{Epoch: head.Epoch, Seq: head.Seq + 1})):
+			t.Errorf("PublishIf(%v) behind a rolled back publication = %v, %v; want the position after it", head, r.pos, r.err)
+		case !commit:
+			head = r.pos
+		}
 	}
 }
 

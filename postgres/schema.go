@@ -73,9 +73,6 @@ CREATE OR REPLACE FUNCTION {schema}.publish(
 	p_size bigint, p_age_ms bigint, p_meta bytea,
 	OUT o_epoch text, OUT o_seq bigint)
 LANGUAGE plpgsql AS $fn$
-DECLARE
-	v_now    timestamptz;
-	v_oldest timestamptz;
 BEGIN
 	FOR i IN 1..3 LOOP
 		UPDATE {schema}.channels c SET seq = c.seq + 1, touched = now()
@@ -92,24 +89,63 @@ BEGIN
 	IF o_seq IS NULL THEN
 		RAISE EXCEPTION 'live: the row of channel % keeps vanishing', p_channel;
 	END IF;
+	PERFORM {schema}.store(p_channel, o_seq, p_data, p_inline, p_notify, p_size, p_age_ms, o_epoch, p_meta);
+END
+$fn$;
 
+-- publish_if is publish on condition that the channel's row is at p_head_epoch
+-- and p_head_seq. The comparison is in the UPDATE that takes the row lock:
+-- when another publication held the lock meanwhile, the UPDATE finds the row
+-- it committed, which no longer matches, and takes nothing. A channel without
+-- a row matches no head. It returns o_epoch '' and o_seq 0 when it took
+-- nothing.
+CREATE OR REPLACE FUNCTION {schema}.publish_if(
+	p_channel text, p_head_epoch text, p_head_seq bigint, p_data bytea, p_inline text, p_notify text,
+	p_size bigint, p_age_ms bigint, p_meta bytea,
+	OUT o_epoch text, OUT o_seq bigint)
+LANGUAGE plpgsql AS $fn$
+BEGIN
+	UPDATE {schema}.channels c SET seq = c.seq + 1, touched = now()
+		WHERE c.name = p_channel AND c.epoch = p_head_epoch AND c.seq = p_head_seq
+		RETURNING c.epoch, c.seq INTO o_epoch, o_seq;
+	IF NOT FOUND THEN
+		o_epoch := '';
+		o_seq := 0;
+		RETURN;
+	END IF;
+	PERFORM {schema}.store(p_channel, o_seq, p_data, p_inline, p_notify, p_size, p_age_ms, o_epoch, p_meta);
+END
+$fn$;
+
+-- store inserts the publication numbered p_seq, with its meta, trims the
+-- history and announces it, for publish and publish_if, which hold the
+-- channel's row lock.
+CREATE OR REPLACE FUNCTION {schema}.store(
+	p_channel text, p_seq bigint, p_data bytea, p_inline text, p_notify text,
+	p_size bigint, p_age_ms bigint, p_epoch text, p_meta bytea)
+RETURNS void
+LANGUAGE plpgsql AS $fn$
+DECLARE
+	v_now    timestamptz;
+	v_oldest timestamptz;
+BEGIN
 	-- Taken under the row lock, so times grow with Seq.
 	v_now := clock_timestamp();
-	INSERT INTO {schema}.messages (channel, seq, data, at, meta) VALUES (p_channel, o_seq, p_data, v_now, p_meta);
+	INSERT INTO {schema}.messages (channel, seq, data, at, meta) VALUES (p_channel, p_seq, p_data, v_now, p_meta);
 	DELETE FROM {schema}.messages m
-		WHERE m.channel = p_channel AND m.seq <= o_seq - p_size AND m.seq > o_seq - p_size - 64;
+		WHERE m.channel = p_channel AND m.seq <= p_seq - p_size AND m.seq > p_seq - p_size - 64;
 	IF p_age_ms > 0 THEN
 		SELECT m.at INTO v_oldest FROM {schema}.messages m WHERE m.channel = p_channel ORDER BY m.seq LIMIT 1;
 		IF v_oldest < v_now - p_age_ms * interval '1 millisecond' THEN
 			-- At most 100 per publication; Since ignores any left.
 			DELETE FROM {schema}.messages m
-				WHERE m.channel = p_channel AND m.seq < o_seq
+				WHERE m.channel = p_channel AND m.seq < p_seq
 				AND m.seq IN (SELECT m2.seq FROM {schema}.messages m2 WHERE m2.channel = p_channel ORDER BY m2.seq LIMIT 100)
 				AND m.at < v_now - p_age_ms * interval '1 millisecond';
 		END IF;
 	END IF;
 
-	PERFORM pg_notify(p_notify, p_channel || ' ' || o_epoch || ' ' || o_seq || ' ' || coalesce(p_inline, 'r'));
+	PERFORM pg_notify(p_notify, p_channel || ' ' || p_epoch || ' ' || p_seq || ' ' || coalesce(p_inline, 'r'));
 END
 $fn$;
 

@@ -29,6 +29,7 @@ type publication struct {
 	head, log, pubsub string
 	data              []byte
 	meta              []byte // nil for none
+	cond              string // "<epoch> <seq>", the head required; "" for none
 	pos               live.Position
 	err               error
 	done              chan struct{}
@@ -111,14 +112,14 @@ func (q *batcher) call(pubs []*publication) {
 // args returns the script's keys and arguments for pubs.
 func (q *batcher) args(pubs []*publication) ([]string, []any) {
 	keys := make([]string, 0, 2*len(pubs))
-	args := make([]any, 0, len(q.common)+1+3*len(pubs))
+	args := make([]any, 0, len(q.common)+1+4*len(pubs))
 	// One new epoch serves every channel of the call that needs one:
 	// epochs tell one channel's numberings apart, not channels.
 	args = append(args, q.common...)
 	args = append(args, newEpoch())
 	for _, p := range pubs {
 		keys = append(keys, p.head, p.log)
-		args = append(args, p.data, p.pubsub, p.meta)
+		args = append(args, p.data, p.pubsub, p.meta, p.cond)
 	}
 	return keys, args
 }
@@ -163,7 +164,9 @@ func complete(pubs []*publication, res []any, err error) {
 		} else {
 			epoch, ok1 := res[2*i].(string)
 			seq, ok2 := res[2*i+1].(int64)
-			if ok1 && ok2 && seq >= 1 {
+			if ok1 && ok2 && p.cond != "" && epoch == "" && seq == 0 {
+				p.err = live.ErrConflict
+			} else if ok1 && ok2 && seq >= 1 {
 				p.pos = live.Position{Epoch: epoch, Seq: uint64(seq)}
 			} else {
 				p.err = fmt.Errorf("unexpected reply %v from Redis", res[2*i:2*i+2])

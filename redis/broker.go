@@ -144,6 +144,7 @@ var (
 	_ live.History      = (*Broker)(nil)
 	_ live.PagedHistory = (*Broker)(nil)
 	_ live.Snapshots    = (*Broker)(nil)
+	_ live.Conditional  = (*Broker)(nil)
 )
 
 const (
@@ -366,6 +367,22 @@ func newEpoch() string {
 // Publish implements [live.Broker]. It returns an error, never a false
 // success, when Redis does not confirm the publication.
 func (b *Broker) Publish(ctx context.Context, channel string, data []byte) (live.Position, error) {
+	return b.publish(ctx, channel, "", data)
+}
+
+// PublishIf implements [live.Conditional]: the publish script compares
+// the channel's head with head before it appends, in the same atomic
+// call, so concurrent publications of every process, batched or not,
+// come either before the comparison or after the append. A head numbered
+// by another Redis process (before a restart or a failover) is never
+// current: the channel starts a new epoch there.
+func (b *Broker) PublishIf(ctx context.Context, channel string, head live.Position, data []byte) (live.Position, error) {
+	return b.publish(ctx, channel, head.Epoch+" "+strconv.FormatUint(head.Seq, 10), data)
+}
+
+// publish publishes data on channel, on condition cond as the publish
+// script takes it ("" for none).
+func (b *Broker) publish(ctx context.Context, channel, cond string, data []byte) (live.Position, error) {
 	if err := ctx.Err(); err != nil {
 		return live.Position{}, fmt.Errorf("live: publish %q: %w", channel, err)
 	}
@@ -380,7 +397,7 @@ func (b *Broker) Publish(ctx context.Context, channel string, data []byte) (live
 		return live.Position{}, err
 	}
 	keys := b.keys(channel)
-	pos, err := b.batch.publish(ctx, &publication{head: keys[0], log: keys[1], pubsub: b.pubsubName(channel), data: data, meta: meta})
+	pos, err := b.batch.publish(ctx, &publication{head: keys[0], log: keys[1], pubsub: b.pubsubName(channel), data: data, meta: meta, cond: cond})
 	if err != nil && b.isClosed() {
 		err = live.ErrClosed
 	}

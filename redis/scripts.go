@@ -25,10 +25,13 @@ end
 // ARGV: history size, history age in ms (<= 0: none), the largest data
 // announced inline (< 0: all), the head's TTL in ms (<= 0: none), "1" on
 // a cluster (else "0"), a new epoch (for the channels that need one), then
-// for each publication its data, its pub/sub channel and its meta ("" for
-// none), which the stream entry keeps in a field m after d and t. KEYS: for each
-// publication its channel's head and log. Returns {epoch, seq} for each
-// publication, one after another.
+// for each publication its data, its pub/sub channel, its meta ("" for
+// none), which the stream entry keeps in a field m after d and t, and its
+// condition: "" for none, else "<epoch> <seq>", the head the channel must
+// be at (as numbered by this Redis process) for the publication to be
+// taken. KEYS: for each publication its channel's head and log. Returns
+// {epoch, seq} for each publication, one after another: {"", 0} for one
+// whose condition failed, which took nothing.
 //
 // The announcement is "<epoch> <seq> d<data>", "<epoch> <seq> m<n>
 // <meta><data>" for a publication with n bytes of meta, or "<epoch> <seq>
@@ -55,9 +58,12 @@ if size > 0 then
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
-local function publish(head, log, data, pubsub, meta)
-  local h = redis.call('HMGET', head, 'epoch', 'old', 'run')
+local function publish(head, log, data, pubsub, meta, cond)
+  local h = redis.call('HMGET', head, 'epoch', 'old', 'run', 'seq')
   local epoch = h[1]
+  if cond ~= '' and (not epoch or h[3] ~= me or cond ~= epoch .. ' ' .. h[4]) then
+    return '', 0
+  end
   if not epoch or h[3] ~= me then
     -- A new epoch, after a first use, a loss of data, or when another
     -- Redis process numbered the channel last: whatever the stream holds
@@ -122,7 +128,7 @@ end
 
 local res = {}
 for i = 0, #KEYS / 2 - 1 do
-  local epoch, seq = publish(KEYS[2*i+1], KEYS[2*i+2], ARGV[7+3*i], ARGV[8+3*i], ARGV[9+3*i])
+  local epoch, seq = publish(KEYS[2*i+1], KEYS[2*i+2], ARGV[7+4*i], ARGV[8+4*i], ARGV[9+4*i], ARGV[10+4*i])
   res[2*i+1] = epoch
   res[2*i+2] = seq
 end

@@ -77,10 +77,11 @@ type sseEvent struct {
 // sseStream reads an SSE response on its own goroutine, which ends when
 // the stream does; the test's cleanup closes the body and waits for it.
 type sseStream struct {
-	resp   *http.Response
-	events chan sseEvent
-	done   chan struct{}
-	ctx    context.Context // ends at cleanup, so read never blocks it
+	resp     *http.Response
+	events   chan sseEvent
+	statuses chan sseEvent // the hub's "status" notices, kept apart from events
+	done     chan struct{}
+	ctx      context.Context // ends at cleanup, so read never blocks it
 }
 
 // openSSE requests url and fails the test unless it answers 200 with an
@@ -102,7 +103,7 @@ func openSSE(t testing.TB, url string, header http.Header) *sseStream {
 		resp.Body.Close()
 		t.Fatalf("GET %s: %s, Content-Type %q", url, resp.Status, resp.Header.Get("Content-Type"))
 	}
-	s := &sseStream{resp: resp, events: make(chan sseEvent, 1024), done: make(chan struct{}), ctx: ctx}
+	s := &sseStream{resp: resp, events: make(chan sseEvent, 1024), statuses: make(chan sseEvent, 16), done: make(chan struct{}), ctx: ctx}
 	go s.read()
 	t.Cleanup(func() {
 		cancel()
@@ -156,6 +157,13 @@ func (s *sseStream) read() {
 // emit hands ev to the test; it reports false once the stream is being
 // cleaned up, so an unread stream never blocks its cleanup.
 func (s *sseStream) emit(ev sseEvent) bool {
+	if ev.Event == "status" || strings.HasPrefix(ev.Data, `{"type":"status"`) {
+		select {
+		case s.statuses <- ev:
+		default:
+		}
+		return true
+	}
 	select {
 	case s.events <- ev:
 		return true
@@ -221,12 +229,13 @@ type wsFrame struct {
 
 // wsClient reads frames on its own goroutine into a channel.
 type wsClient struct {
-	c      *websocket.Conn
-	frames chan wsFrame
-	done   chan struct{}
-	quit   chan struct{} // closed at cleanup
-	mu     sync.Mutex    // guards err
-	err    error         // why reading stopped
+	c        *websocket.Conn
+	frames   chan wsFrame
+	statuses chan wsFrame // the hub's "status" notices, kept apart from frames
+	done     chan struct{}
+	quit     chan struct{} // closed at cleanup
+	mu       sync.Mutex    // guards err
+	err      error         // why reading stopped
 }
 
 func dialWS(t testing.TB, url string, opts *websocket.DialOptions) *wsClient {
@@ -238,7 +247,7 @@ func dialWS(t testing.TB, url string, opts *websocket.DialOptions) *wsClient {
 		t.Fatalf("dial %s: %v", url, err)
 	}
 	c.SetReadLimit(-1)
-	w := &wsClient{c: c, frames: make(chan wsFrame, 1024), done: make(chan struct{}), quit: make(chan struct{})}
+	w := &wsClient{c: c, frames: make(chan wsFrame, 1024), statuses: make(chan wsFrame, 16), done: make(chan struct{}), quit: make(chan struct{})}
 	go w.read()
 	t.Cleanup(func() {
 		close(w.quit)
@@ -262,6 +271,13 @@ func (w *wsClient) read() {
 		var f wsFrame
 		if err := json.Unmarshal(b, &f); err != nil {
 			f = wsFrame{Type: "unparsable", Message: string(b)}
+		}
+		if f.Type == "status" {
+			select {
+			case w.statuses <- f:
+			default:
+			}
+			continue
 		}
 		select {
 		case w.frames <- f:

@@ -18,17 +18,17 @@ func TestClientsToldOfDelays(t *testing.T) {
 	stream := openSSE(t, s.srv.URL+"/live/c", nil)
 
 	end := b.outage()
-	if f := ws.expect(t, "status"); f.Status != "delayed" {
+	if f := <-ws.statuses; f.Status != "delayed" {
 		t.Errorf("WebSocket status frame %+v, want delayed", f)
 	}
-	if ev := stream.nextData(t); ev.Event != "status" || ev.Data != `{"status":"delayed"}` {
+	if ev := <-stream.statuses; ev.Event != "status" || ev.Data != `{"status":"delayed"}` {
 		t.Errorf("SSE event %+v, want a status event saying delayed", ev)
 	}
 	end()
-	if f := ws.expect(t, "status"); f.Status != "live" {
+	if f := <-ws.statuses; f.Status != "live" {
 		t.Errorf("WebSocket status frame %+v, want live", f)
 	}
-	if ev := stream.nextData(t); ev.Event != "status" || ev.Data != `{"status":"live"}` {
+	if ev := <-stream.statuses; ev.Event != "status" || ev.Data != `{"status":"live"}` {
 		t.Errorf("SSE event %+v, want a status event saying live", ev)
 	}
 	s.publish(t, "c", 1)

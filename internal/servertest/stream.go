@@ -78,9 +78,10 @@ func (s *Stream) read(body io.ReadCloser) {
 		line := sc.Text()
 		switch {
 		case line == "":
-			// Bare id lines move the cursor only; presence events, which
-			// EventSource.onmessage does not see either, are left out.
-			if (e.Data != "" || e.Event != "") && e.Event != "presence" {
+			// Bare id lines move the cursor only; presence events and the
+			// hub's status notices, which EventSource.onmessage does not
+			// see either, are left out.
+			if (e.Data != "" || e.Event != "") && e.Event != "presence" && e.Event != "status" && !strings.HasPrefix(e.Data, `{"type":"status"`) {
 				s.events <- e
 			}
 			e = Event{}

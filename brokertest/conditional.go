@@ -273,17 +273,7 @@ func (s *suite) testGuardPublishIf(t *testing.T) {
 	if diff := diffMessages(want, w.NextN(t, 1)); diff != "" {
 		t.Errorf("deliveries (-want +got):\n%s", diff)
 	}
-	if h, ok := b.(live.History); ok && s.cfg.HistorySize >= 1 {
-		ctx, cancel := timeout(t)
-		defer cancel()
-		msgs, err := h.Since(ctx, channel, head)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if diff := diffMessages(want, msgs); diff != "" {
-			t.Errorf("Since (-want +got):\n%s", diff)
-		}
-	}
+	s.checkSince(t, b, channel, head, want)
 }
 
 // testGuardMetaIf checks that a Hub's conditional publications carry its
@@ -329,13 +319,5 @@ func (s *suite) testGuardMetaIf(t *testing.T) {
 	if big := got[2]; !strings.Contains(string(big.Data), bigPayload) {
 		t.Errorf("large write delivered with %d bytes of data; want the value whole", len(big.Data))
 	}
-	if h, ok := b.(live.History); ok && s.cfg.HistorySize >= len(writes) {
-		msgs, err := h.Since(ctx, channel, head)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if diff := diffMessages(got, msgs); diff != "" {
-			t.Errorf("Since differs from what was delivered (-delivered +Since):\n%s", diff)
-		}
-	}
+	s.checkSince(t, b, channel, head, got)
 }

@@ -75,17 +75,7 @@ func (s *suite) testGuardData(t *testing.T) {
 	if diff := diffMessages(want, w.NextN(t, len(want))); diff != "" {
 		t.Errorf("deliveries (-want +got):\n%s", diff)
 	}
-	if h, ok := b.(live.History); ok && s.cfg.HistorySize >= len(want) {
-		ctx, cancel := timeout(t)
-		defer cancel()
-		msgs, err := h.Since(ctx, channel, head)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if diff := diffMessages(want, msgs); diff != "" {
-			t.Errorf("Since (-want +got):\n%s", diff)
-		}
-	}
+	s.checkSince(t, b, channel, head, want)
 	for _, bad := range []string{``, `{"a":`, `nope`, `1 2`, "\"\xff\"", "\x1e{}"} {
 		ctx, cancel := timeout(t)
 		pos, err := b.Publish(ctx, channel, []byte(bad))
@@ -169,17 +159,7 @@ func (s *suite) testGuardMeta(t *testing.T) {
 			t.Errorf("publication %d delivered with meta %q; want meta only with an exclusion", i, m.Meta)
 		}
 	}
-	if h, ok := b.(live.History); ok && s.cfg.HistorySize > n {
-		ctx, cancel := timeout(t)
-		defer cancel()
-		msgs, err := h.Since(ctx, channel, head)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if diff := diffMessages(got, msgs); diff != "" {
-			t.Errorf("Since differs from what was delivered (-delivered +Since):\n%s", diff)
-		}
-	}
+	s.checkSince(t, b, channel, head, got)
 }
 
 // testGuard checks, on nodes sharing the broker, that what an application
@@ -271,5 +251,24 @@ func nextData(t *testing.T, s *servertest.Stream) servertest.Event {
 		if ev := s.Next(t); ev.Event != "presence" {
 			return ev
 		}
+	}
+}
+
+// checkSince checks, when b keeps history and enough of it, that Since
+// from head returns want: what subscribers were delivered.
+func (s *suite) checkSince(t *testing.T, b live.Broker, channel string, head live.Position, want []live.Message) {
+	t.Helper()
+	h, ok := b.(live.History)
+	if !ok || s.cfg.HistorySize < len(want) {
+		return
+	}
+	ctx, cancel := timeout(t)
+	defer cancel()
+	msgs, err := h.Since(ctx, channel, head)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := diffMessages(want, msgs); diff != "" {
+		t.Errorf("Since differs from what was delivered (-delivered +Since):\n%s", diff)
 	}
 }

@@ -990,20 +990,28 @@ func (b *Broker) Since(ctx context.Context, channel string, after live.Position)
 	return msgs, nil
 }
 
-func (b *Broker) since(ctx context.Context, channel string, after live.Position) ([]live.Message, error) {
+// tailAfter returns the channel's latest message and how many
+// publications follow after; ErrGone when after is not a position of the
+// channel's current numbering, or more than the channel keeps follow it.
+func (b *Broker) tailAfter(ctx context.Context, channel string, after live.Position) (tail, uint64, error) {
 	t, ok, err := b.last(ctx, channel)
 	if err != nil {
-		return nil, err
+		return tail{}, 0, err
 	}
 	if !ok || t.pos.Epoch != after.Epoch || after.Seq > t.pos.Seq {
-		return nil, live.ErrGone
+		return tail{}, 0, live.ErrGone
 	}
 	n := t.pos.Seq - after.Seq
-	if n == 0 {
-		return nil, nil
-	}
 	if n > uint64(b.size) {
-		return nil, live.ErrGone // more than a channel keeps
+		return tail{}, 0, live.ErrGone // more than a channel keeps
+	}
+	return t, n, nil
+}
+
+func (b *Broker) since(ctx context.Context, channel string, after live.Position) ([]live.Message, error) {
+	t, n, err := b.tailAfter(ctx, channel, after)
+	if err != nil || n == 0 {
+		return nil, err
 	}
 	var msgs []live.Message
 	var first time.Time
@@ -1046,19 +1054,9 @@ func (b *Broker) SincePage(ctx context.Context, channel string, after live.Posit
 }
 
 func (b *Broker) sincePage(ctx context.Context, channel string, after live.Position, maxMessages, maxBytes int) ([]live.Message, error) {
-	t, ok, err := b.last(ctx, channel)
-	if err != nil {
+	t, n, err := b.tailAfter(ctx, channel, after)
+	if err != nil || n == 0 {
 		return nil, err
-	}
-	if !ok || t.pos.Epoch != after.Epoch || after.Seq > t.pos.Seq {
-		return nil, live.ErrGone
-	}
-	n := t.pos.Seq - after.Seq
-	if n == 0 {
-		return nil, nil
-	}
-	if n > uint64(b.size) {
-		return nil, live.ErrGone // more than a channel keeps
 	}
 	var page []live.Message
 	size := 0

@@ -370,7 +370,7 @@ func (b *Broker) announce(ctx context.Context, channel string, last *live.Positi
 		*last = pos
 		return nil
 	case 'm':
-		meta, data, ok := cutMeta(rest[1:])
+		meta, data, ok := announce.CutMeta(rest[1:])
 		if !ok {
 			return fmt.Errorf("malformed announcement %.60q", a)
 		}
@@ -402,13 +402,3 @@ func (b *Broker) announce(ctx context.Context, channel string, last *live.Positi
 // fetchAhead is how many publications a subscription reads from the table
 // at once when an announcement comes without data.
 const fetchAhead = 16
-
-// cutMeta splits "<n> <meta><data>", n being meta's length in bytes.
-func cutMeta(s string) (meta, data []byte, ok bool) {
-	nPart, rest, ok := strings.Cut(s, " ")
-	n, err := strconv.Atoi(nPart)
-	if !ok || err != nil || n <= 0 || n > len(rest) {
-		return nil, nil, false
-	}
-	return []byte(rest[:n]), []byte(rest[n:]), true
-}

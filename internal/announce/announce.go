@@ -9,6 +9,8 @@ package announce
 import (
 	"context"
 	"errors"
+	"strconv"
+	"strings"
 	"sync"
 )
 
@@ -133,4 +135,15 @@ func (q *Queue) Drain(ctx context.Context, handle func(a string) error) error {
 		case <-q.signal:
 		}
 	}
+}
+
+// CutMeta splits the "<n> <meta><data>" form of an announcement that
+// carries a hub's meta (n being meta's length in bytes).
+func CutMeta(s string) (meta, data []byte, ok bool) {
+	nPart, rest, ok := strings.Cut(s, " ")
+	n, err := strconv.Atoi(nPart)
+	if !ok || err != nil || n <= 0 || n > len(rest) {
+		return nil, nil, false
+	}
+	return []byte(rest[:n]), []byte(rest[n:]), true
 }

@@ -59,8 +59,9 @@ type Hub struct {
 	id        string // names the hub to the others sharing its broker: host, process, random
 	opts      Options
 	broker    Broker
-	history   History     // nil when the broker keeps none
-	cond      Conditional // nil when the broker cannot publish on condition
+	history   History      // nil when the broker keeps none
+	cond      Conditional  // nil when the broker cannot publish on condition
+	paged     PagedHistory // nil when the broker cannot read history a page at a time
 	ownBroker bool
 	idem      *memoryIdempotency // HookOptions.Idempotency's default
 	lease     time.Duration      // a keyed request's claim in a shared store: claimTTL, shorter in tests
@@ -131,6 +132,7 @@ func NewHub(opts *Options) *Hub {
 		h.ownBroker = true
 	}
 	h.history, _ = h.broker.(History)
+	h.paged, _ = h.broker.(PagedHistory)
 	h.cond, _ = h.broker.(Conditional)
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	h.done = h.ctx.Done()

@@ -94,22 +94,32 @@ func (o *outbox) tidyLocked(channel string, oc *outChan) {
 }
 
 // waiting reports whether publications on channel wait in the outbox.
+// Every publication asks, so an empty outbox answers without its lock
+// (Stats.Pending counts what the queues hold, under that lock).
 func (o *outbox) waiting(channel string) bool {
+	if o.h.stats.pending.Load() == 0 {
+		return false
+	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	oc := o.chans[channel]
 	return oc != nil && len(oc.q) > 0
 }
 
-// keep queues data for channel, or refuses it when the outbox is full.
-func (o *outbox) keep(channel string, data, meta []byte, wait bool) (*pending, error) {
-	o.mu.Lock()
-	oc := o.chanLocked(channel)
+// newPendingLocked makes a publication of channel's, with the next ticket.
+func (o *outbox) newPendingLocked(oc *outChan, channel string, data, meta []byte) *pending {
 	p := &pending{channel: channel, data: data, meta: meta, at: time.Now(), ticket: oc.ticket}
 	oc.ticket++
-	if wait {
-		p.done = make(chan struct{})
-	}
+	return p
+}
+
+// keep queues data for channel, for a caller that waits until it is done,
+// or refuses it when the outbox is full.
+func (o *outbox) keep(channel string, data, meta []byte) (*pending, error) {
+	o.mu.Lock()
+	oc := o.chanLocked(channel)
+	p := o.newPendingLocked(oc, channel, data, meta)
+	p.done = make(chan struct{})
 	err := o.queueLocked(oc, p)
 	o.tidyLocked(channel, oc)
 	o.mu.Unlock()
@@ -145,8 +155,7 @@ func (o *outbox) fly(channel string, data, meta []byte) (p *pending, queued bool
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	oc := o.chanLocked(channel)
-	p = &pending{channel: channel, data: data, meta: meta, at: time.Now(), ticket: oc.ticket}
-	oc.ticket++
+	p = o.newPendingLocked(oc, channel, data, meta)
 	if len(oc.q) > 0 {
 		err = o.queueLocked(oc, p)
 		o.tidyLocked(channel, oc)
@@ -370,7 +379,7 @@ func (h *Hub) promise(ctx context.Context, channel string, data []byte) error {
 // in the outbox for it, waiting until the broker takes it or ctx ends. A
 // publication still queued when ctx ends is withdrawn.
 func (h *Hub) publishBehind(ctx context.Context, channel string, data, meta []byte) (Position, error) {
-	p, err := h.outbox.keep(channel, data, meta, true)
+	p, err := h.outbox.keep(channel, data, meta)
 	if err != nil {
 		h.stats.pendingDropped.Add(1)
 		return Position{}, err

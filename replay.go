@@ -101,8 +101,8 @@ func (hc *hubChannel) readPage(p Position) ([]*frame, error) {
 	h := hc.h
 	var msgs []Message
 	var err error
-	if ph, ok := h.history.(PagedHistory); ok {
-		msgs, err = ph.SincePage(hc.ctx, hc.name, p, h.opts.QueueMessages, h.opts.QueueBytes)
+	if h.paged != nil {
+		msgs, err = h.paged.SincePage(hc.ctx, hc.name, p, h.opts.QueueMessages, h.opts.QueueBytes)
 	} else {
 		msgs, err = h.history.Since(hc.ctx, hc.name, p)
 	}
@@ -314,8 +314,8 @@ func (s *subscription) breakLocked(why string) {
 // knows reports whether the broker's history has p on channel, reading
 // one publication at most where it can.
 func (h *Hub) knows(ctx context.Context, channel string, p Position) bool {
-	if ph, ok := h.history.(PagedHistory); ok {
-		_, err := ph.SincePage(ctx, channel, p, 1, 0)
+	if h.paged != nil {
+		_, err := h.paged.SincePage(ctx, channel, p, 1, 0)
 		return err == nil
 	}
 	_, err := h.history.Since(ctx, channel, p)

@@ -78,6 +78,9 @@ func TestResumeSharesPages(t *testing.T) {
 	if b.whole != 0 {
 		t.Errorf("Since read the whole range %d times", b.whole)
 	}
+	if len(b.pages) < 2 {
+		t.Errorf("%d pages read; want the replay read a page at a time", len(b.pages))
+	}
 	for after, n := range b.pages {
 		if n > 1 {
 			t.Errorf("the page after %v was read %d times", after, n)

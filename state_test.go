@@ -762,11 +762,14 @@ func TestStateUnknownValue(t *testing.T) {
 	stream := openSSE(t, a.srv.URL+"/live/doc?version=0", nil)
 
 	end := cut.outage()
-	for i := 1; i <= 10; i++ {
-		stB.Apply(context.Background(), map[string]int{"n": i})
+	for i := 1; i <= 11; i++ {
+		if i == 11 {
+			end()
+		}
+		if _, err := stB.Apply(context.Background(), map[string]int{"n": i}); err != nil {
+			t.Fatal(err)
+		}
 	}
-	end()
-	stB.Apply(context.Background(), map[string]int{"n": 11})
 	for {
 		ev := decode(t, stream.nextData(t).Data).(map[string]any)
 		if ev["reset"] == true {

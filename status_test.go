@@ -2,6 +2,7 @@ package live_test
 
 import (
 	"testing"
+	"time"
 
 	"github.com/go-live/live"
 )
@@ -18,17 +19,17 @@ func TestClientsToldOfDelays(t *testing.T) {
 	stream := openSSE(t, s.srv.URL+"/live/c", nil)
 
 	end := b.outage()
-	if f := <-ws.statuses; f.Status != "delayed" {
+	if f := nextStatus(t, ws.statuses); f.Status != "delayed" {
 		t.Errorf("WebSocket status frame %+v, want delayed", f)
 	}
-	if ev := <-stream.statuses; ev.Event != "status" || ev.Data != `{"status":"delayed"}` {
+	if ev := nextStatus(t, stream.statuses); ev.Event != "status" || ev.Data != `{"status":"delayed"}` {
 		t.Errorf("SSE event %+v, want a status event saying delayed", ev)
 	}
 	end()
-	if f := <-ws.statuses; f.Status != "live" {
+	if f := nextStatus(t, ws.statuses); f.Status != "live" {
 		t.Errorf("WebSocket status frame %+v, want live", f)
 	}
-	if ev := <-stream.statuses; ev.Event != "status" || ev.Data != `{"status":"live"}` {
+	if ev := nextStatus(t, stream.statuses); ev.Event != "status" || ev.Data != `{"status":"live"}` {
 		t.Errorf("SSE event %+v, want a status event saying live", ev)
 	}
 	s.publish(t, "c", 1)
@@ -37,5 +38,18 @@ func TestClientsToldOfDelays(t *testing.T) {
 	}
 	if ev := stream.nextData(t); ev.Data != "1" {
 		t.Errorf("SSE data after the outage: %+v", ev)
+	}
+}
+
+// nextStatus returns the next status notice from c, failing t if none
+// comes in time.
+func nextStatus[T any](t *testing.T, c <-chan T) T {
+	t.Helper()
+	select {
+	case v := <-c:
+		return v
+	case <-time.After(waitFor):
+		t.Fatal("no status notice")
+		panic("unreachable")
 	}
 }

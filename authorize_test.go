@@ -55,8 +55,12 @@ func TestAuthorizeContextLives(t *testing.T) {
 	ws.subscribe(t, "ws-later")
 	polled := make(chan []wsFrame, 1)
 	go func() { polled <- pollOnce(t, s, "", map[string]string{"poll": first[0].Cursor}, "poll") }()
-	for s.hub.Stats().Subscriptions < 5 {
-		runtime.Gosched() // until the poll has subscribed
+	deadline := time.Now().Add(waitFor)
+	for s.hub.Stats().Subscriptions < 5 { // until the poll has subscribed
+		if time.Now().After(deadline) {
+			t.Fatalf("the poll did not subscribe within %v", waitFor)
+		}
+		runtime.Gosched()
 	}
 
 	if err := s.hub.Reauthorize(context.Background(), "", ""); err != nil {
@@ -73,8 +77,13 @@ func TestAuthorizeContextLives(t *testing.T) {
 	got["sse"] = sse.nextData(t).Data
 	f := mux.muxFrame(t)
 	got[f.Channel] = string(f.Data)
-	for _, f := range <-polled {
-		got[f.Channel] = string(f.Data)
+	select {
+	case fs := <-polled:
+		for _, f := range fs {
+			got[f.Channel] = string(f.Data)
+		}
+	case <-time.After(waitFor):
+		t.Fatalf("the poll did not answer within %v", waitFor)
 	}
 	want := map[string]string{"ws": `"ws"`, "ws-later": `"ws-later"`, "sse": `"sse"`, "mux": `"mux"`, "poll": `"poll"`}
 	if diff := cmp.Diff(want, got); diff != "" {

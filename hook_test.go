@@ -495,6 +495,81 @@ func TestHookPublishWaitsForBroker(t *testing.T) {
 	}
 }
 
+// TestHookPublishAnswerLost has the broker take each publication and
+// lose its answer, then fail outright: the hub sends it again under the
+// key of its first attempt, the broker takes none of the repeats, and
+// subscribers receive each event, and a Publish behind them, once, in
+// order.
+func TestHookPublishAnswerLost(t *testing.T) {
+	broker := &lossyBroker{MemoryBroker: live.NewMemoryBroker(nil), attempts: make(map[string]int)}
+	t.Cleanup(func() { broker.Close() })
+	s := newHookServer(t, &live.Options{Broker: broker})
+	s.handle("POST /todos", s.hub.Hook(live.HookOptions{Channel: toChannel("todos")}), echo)
+	stream := openSSE(t, s.srv.URL+"/live/todos", nil)
+	var want []string
+	for _, id := range []string{"t1", "t2", "t3"} {
+		if rep := s.do(t, "POST", "/todos", hdr("X-Status", "201"), `{"id":"`+id+`"}`); rep.status != http.StatusCreated {
+			t.Fatalf("response %d %q, want the handler's 201", rep.status, rep.body)
+		}
+		want = append(want, `{"type":"add","item":{"id":"`+id+`"}}`)
+	}
+	if _, err := s.hub.Publish(context.Background(), "todos", map[string]string{"type": "after"}); err != nil {
+		t.Fatal(err)
+	}
+	want = append(want, `{"type":"after"}`)
+	var got []string
+	for len(got) < len(want) {
+		got = append(got, stream.nextData(t).Data)
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("events\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	broker.mu.Lock()
+	// One key per event; the Publish has one too if it waited behind them.
+	if n := len(broker.attempts); n != 3 && n != 4 {
+		t.Errorf("%d keys, want one per publication: %v", n, broker.attempts)
+	}
+	for key, n := range broker.attempts {
+		if n < 3 {
+			t.Errorf("key %q sent %d times, want at least 3", key, n)
+		}
+	}
+	broker.mu.Unlock()
+	if st := s.hub.Stats(); st.Pending != 0 || st.PendingDropped != 0 || st.HookDropped != 0 {
+		t.Errorf("Stats() %+v, want nothing pending or dropped", st)
+	}
+}
+
+// A lossyBroker takes a keyed publication on "todos" on its first
+// attempt but answers with an error, as a timeout after the broker acted
+// would, and fails the second attempt outright.
+type lossyBroker struct {
+	*live.MemoryBroker
+	mu       sync.Mutex // guards attempts
+	attempts map[string]int
+}
+
+func (b *lossyBroker) Publish(ctx context.Context, channel string, data []byte) (live.Position, error) {
+	key := live.PublishKey(ctx)
+	if channel != "todos" || key == "" {
+		return b.MemoryBroker.Publish(ctx, channel, data)
+	}
+	b.mu.Lock()
+	b.attempts[key]++
+	n := b.attempts[key]
+	b.mu.Unlock()
+	switch n {
+	case 1:
+		if _, err := b.MemoryBroker.Publish(ctx, channel, data); err != nil {
+			return live.Position{}, err
+		}
+		return live.Position{}, errors.New("broker: i/o timeout")
+	case 2:
+		return live.Position{}, errors.New("broker down")
+	}
+	return b.MemoryBroker.Publish(ctx, channel, data)
+}
+
 // TestHookPublishPendingBounds fills the hub's waiting room while the
 // broker is down: past PendingBytes an event is dropped loudly, a Publish
 // behind the waiting ones gives up with its context, and what waited

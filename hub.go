@@ -195,6 +195,11 @@ func (h *Hub) prepare(ctx context.Context, channel string, data []byte) (context
 		return nil, nil, fmt.Errorf("live: publish %q: %w", channel, ErrClosed)
 	default:
 	}
+	if key, ok := ctx.Value(publishKeyKey{}).(string); ok {
+		if err := checkPublishKey(key); err != nil {
+			return nil, nil, fmt.Errorf("live: publish %q: %w", channel, err)
+		}
+	}
 	ctx, meta := withMeta(ctx, channel)
 	if max, n := h.maxPublication(), len(data)+len(meta); n > max {
 		h.stats.tooLarge.Add(1)

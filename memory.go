@@ -63,12 +63,14 @@ type memChannel struct {
 	ring  []memEntry // history, oldest at ring[start]
 	start int
 	n     int
+	keys  map[string]uint64 // the idempotency keys of publications in ring, and their Seq
 	subs  []*memSub
 	snap  Message // the latest snapshot; Pos.Epoch "" when none
 }
 
 type memEntry struct {
 	msg Message
+	key string // its idempotency key, "" for none
 	at  time.Time
 }
 
@@ -171,6 +173,11 @@ func (b *MemoryBroker) publish(ctx context.Context, channel string, head *Positi
 	if err != nil {
 		return Position{}, fmt.Errorf("live: publish %q: %w", channel, err)
 	}
+	key := PublishKey(ctx)
+	if seq, ok := c.keys[key]; ok && key != "" {
+		c.mu.Unlock()
+		return Position{c.epoch, seq}, nil // taken already
+	}
 	if head != nil && (Position{c.epoch, c.seq}) != *head {
 		at := Position{c.epoch, c.seq}
 		c.mu.Unlock()
@@ -178,7 +185,7 @@ func (b *MemoryBroker) publish(ctx context.Context, channel string, head *Positi
 	}
 	c.seq++
 	m := Message{Channel: channel, Pos: Position{c.epoch, c.seq}, Data: data, Meta: meta}
-	b.appendLocked(c, m)
+	b.appendLocked(c, m, key)
 	for _, s := range c.subs {
 		s.deliver(m)
 	}
@@ -197,13 +204,19 @@ func (b *MemoryBroker) publish(ctx context.Context, channel string, head *Positi
 	return m.Pos, nil
 }
 
-func (b *MemoryBroker) appendLocked(c *memChannel, m Message) {
+func (b *MemoryBroker) appendLocked(c *memChannel, m Message, key string) {
 	if b.size == 0 {
 		return
 	}
 	now := time.Now()
 	b.expireLocked(c, now)
-	e := memEntry{msg: m, at: now}
+	e := memEntry{msg: m, key: key, at: now}
+	if key != "" {
+		if c.keys == nil {
+			c.keys = make(map[string]uint64)
+		}
+		c.keys[key] = m.Pos.Seq
+	}
 	switch {
 	case c.n < len(c.ring): // free slot after expiry
 		c.ring[(c.start+c.n)%len(c.ring)] = e
@@ -218,8 +231,16 @@ func (b *MemoryBroker) appendLocked(c *memChannel, m Message) {
 		c.ring = append(c.ring, e)
 		c.n++
 	default: // full: overwrite the oldest
+		c.forgetLocked(c.ring[c.start])
 		c.ring[c.start] = e
 		c.start = (c.start + 1) % len(c.ring)
+	}
+}
+
+// forgetLocked forgets the idempotency key of e, which leaves history.
+func (c *memChannel) forgetLocked(e memEntry) {
+	if e.key != "" {
+		delete(c.keys, e.key)
 	}
 }
 
@@ -229,6 +250,7 @@ func (b *MemoryBroker) expireLocked(c *memChannel, now time.Time) {
 		return
 	}
 	for c.n > 0 && now.Sub(c.ring[c.start].at) > b.age {
+		c.forgetLocked(c.ring[c.start])
 		c.ring[c.start] = memEntry{}
 		c.start = (c.start + 1) % len(c.ring)
 		c.n--

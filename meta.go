@@ -3,6 +3,7 @@ package live
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 )
 
@@ -46,6 +47,62 @@ func withHubMeta(ctx context.Context, meta []byte) context.Context {
 	return context.WithValue(ctx, hubKey{}, &hubPublication{meta: meta})
 }
 
+// publishKeyKey keys a publication's idempotency key in its context.
+type publishKeyKey struct{}
+
+// maxPublishKeyLen bounds an idempotency key.
+const maxPublishKeyLen = 128
+
+// errPublishKey refuses an idempotency key that brokers cannot store.
+var errPublishKey = errors.New("publish key: want 1 to 128 printable ASCII characters, no spaces")
+
+// WithPublishKey returns a copy of ctx under which a publication (a call
+// to [Hub.Publish], or to a Broker's Publish) is made with key as its
+// idempotency key: a broker that has taken a publication under key on
+// its channel takes no other, and returns the position of the one it
+// took. Sending a publication again under the key of an attempt whose
+// outcome is unknown (a timeout, a lost connection) then never delivers it
+// twice. A key is 1 to 128 printable ASCII characters without spaces; a
+// publication under another key is refused.
+//
+// The Hub keys by itself every publication it may send more than once:
+// a [Hub.Hook]'s events, and those that wait for an unreachable broker.
+// An application needs a key of its own only to retry a Publish whose
+// error left it unsure, with the key of the first attempt.
+func WithPublishKey(ctx context.Context, key string) context.Context {
+	return context.WithValue(ctx, publishKeyKey{}, key)
+}
+
+// PublishKey returns the idempotency key that ctx carries for a
+// publication ([WithPublishKey]), or "" for none.
+//
+// A Broker honours it: Publish under a key the broker has taken on the
+// channel stores and delivers nothing and returns the position the key
+// was taken at, for as long as the broker documents (the brokers of this
+// module and its companions: while the publication is in the channel's
+// history; a broker that keeps none may forget at once). The check and
+// the append are one step: of several calls under one key, on any brokers
+// sharing a server, one publishes. Keys are per channel. [CheckPublish]
+// refuses a key that is not valid.
+func PublishKey(ctx context.Context) string {
+	k, _ := ctx.Value(publishKeyKey{}).(string)
+	return k
+}
+
+// checkPublishKey refuses a key that is not 1 to maxPublishKeyLen
+// printable ASCII characters without spaces.
+func checkPublishKey(key string) error {
+	if len(key) == 0 || len(key) > maxPublishKeyLen {
+		return errPublishKey
+	}
+	for i := 0; i < len(key); i++ {
+		if key[i] <= ' ' || key[i] > '~' {
+			return errPublishKey
+		}
+	}
+	return nil
+}
+
 // readMeta reads what a hub attached to m. fromHub reports that m carries
 // meta, which only a hub can attach.
 func readMeta(m Message) (ex *except, fromHub bool) {
@@ -72,7 +129,15 @@ func readMeta(m Message) (ex *except, fromHub bool) {
 // the hubs ("@live:…"), and data that is not one JSON value in UTF-8; it
 // returns the data compacted, and nil meta. So nothing an application
 // publishes is ever taken for what the hubs tell each other.
+//
+// Either way it refuses an idempotency key ([PublishKey]) that is not
+// valid.
 func CheckPublish(ctx context.Context, channel string, data []byte) (checked, meta []byte, err error) {
+	if key, ok := ctx.Value(publishKeyKey{}).(string); ok {
+		if err := checkPublishKey(key); err != nil {
+			return nil, nil, fmt.Errorf("live: publish %q: %w", channel, err)
+		}
+	}
 	if p, ok := ctx.Value(hubKey{}).(*hubPublication); ok {
 		return data, p.meta, nil
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -16,7 +17,10 @@ import (
 // (Hub.Publish too) waits behind them, so subscribers see them in the
 // order they were made. It is bounded by Options.PendingBytes and
 // Options.PendingAge; what passes a bound is dropped, counted
-// (Stats.PendingDropped) and logged as an error, never quietly.
+// (Stats.PendingDropped) and logged as an error, never quietly. Each goes
+// under an idempotency key (PublishKey), the same on every attempt, so
+// that sending it again after an attempt whose outcome is unknown (a
+// timeout after the broker took it) does not deliver it twice.
 
 // errPendingFull refuses a publication when the outbox is full.
 var errPendingFull = errors.New("live: publications waiting for the broker exceed Options.PendingBytes")
@@ -29,6 +33,7 @@ var errPendingExpired = errors.New("live: publication waited for the broker long
 type pending struct {
 	channel   string
 	ticket    uint64 // its place among the channel's promised publications
+	key       string // its idempotency key, the same on every attempt (PublishKey)
 	data      []byte
 	meta      []byte // the hub's meta (see withMeta), sent beside data
 	at        time.Time
@@ -45,9 +50,12 @@ type pending struct {
 type outbox struct {
 	h *Hub
 
-	mu    sync.Mutex // guards chans, bytes and what they hold
+	mu    sync.Mutex // guards chans, bytes, keys and what they hold
 	chans map[string]*outChan
 	bytes int
+	keys  uint64 // publications keyed so far
+
+	keyPrefix string // random: keys of this hub's are no other's
 
 	wake chan struct{} // tells the retrier that something changed
 }
@@ -66,6 +74,7 @@ type outChan struct {
 func (o *outbox) init(h *Hub) {
 	o.h = h
 	o.chans = make(map[string]*outChan)
+	o.keyPrefix = newConnKey()
 	o.wake = make(chan struct{}, 1)
 }
 
@@ -106,19 +115,26 @@ func (o *outbox) waiting(channel string) bool {
 	return oc != nil && len(oc.q) > 0
 }
 
-// newPendingLocked makes a publication of channel's, with the next ticket.
-func (o *outbox) newPendingLocked(oc *outChan, channel string, data, meta []byte) *pending {
-	p := &pending{channel: channel, data: data, meta: meta, at: time.Now(), ticket: oc.ticket}
+// newPendingLocked makes a publication of channel's, with the next ticket,
+// under key or, if key is "", one of its own, so that sending it again
+// after an attempt whose outcome is unknown never publishes it twice.
+func (o *outbox) newPendingLocked(oc *outChan, channel, key string, data, meta []byte) *pending {
+	if key == "" {
+		o.keys++
+		key = o.keyPrefix + "." + strconv.FormatUint(o.keys, 36)
+	}
+	p := &pending{channel: channel, key: key, data: data, meta: meta, at: time.Now(), ticket: oc.ticket}
 	oc.ticket++
 	return p
 }
 
-// keep queues data for channel, for a caller that waits until it is done,
-// or refuses it when the outbox is full.
-func (o *outbox) keep(channel string, data, meta []byte) (*pending, error) {
+// keep queues data for channel, under key ("" for one of the outbox's),
+// for a caller that waits until it is done, or refuses it when the outbox
+// is full.
+func (o *outbox) keep(channel, key string, data, meta []byte) (*pending, error) {
 	o.mu.Lock()
 	oc := o.chanLocked(channel)
-	p := o.newPendingLocked(oc, channel, data, meta)
+	p := o.newPendingLocked(oc, channel, key, data, meta)
 	p.done = make(chan struct{})
 	err := o.queueLocked(oc, p)
 	o.tidyLocked(channel, oc)
@@ -151,11 +167,11 @@ func (o *outbox) queueLocked(oc *outChan, p *pending) error {
 // fly starts a first attempt of a promised publication on channel, unless
 // publications wait there already, in which case it is queued behind them
 // (queued is then true, or err says why it could not be).
-func (o *outbox) fly(channel string, data, meta []byte) (p *pending, queued bool, err error) {
+func (o *outbox) fly(channel, key string, data, meta []byte) (p *pending, queued bool, err error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	oc := o.chanLocked(channel)
-	p = o.newPendingLocked(oc, channel, data, meta)
+	p = o.newPendingLocked(oc, channel, key, data, meta)
 	if len(oc.q) > 0 {
 		err = o.queueLocked(oc, p)
 		o.tidyLocked(channel, oc)
@@ -321,7 +337,7 @@ func (o *outbox) flush(ctx context.Context) bool {
 				break
 			}
 			actx, cancel := context.WithTimeout(ctx, h.opts.WriteTimeout)
-			pos, err := h.broker.Publish(withHubMeta(actx, p.meta), channel, p.data)
+			pos, err := h.broker.Publish(WithPublishKey(withHubMeta(actx, p.meta), p.key), channel, p.data)
 			cancel()
 			o.settle(p, pos, err)
 			if err != nil {
@@ -355,12 +371,12 @@ func (h *Hub) promise(ctx context.Context, channel string, data []byte) error {
 	if err != nil {
 		return err
 	}
-	p, queued, err := h.outbox.fly(channel, data, meta)
+	p, queued, err := h.outbox.fly(channel, PublishKey(ctx), data, meta)
 	if queued {
 		return nil
 	}
 	if err == nil {
-		_, err = h.broker.Publish(ctx, channel, data)
+		_, err = h.broker.Publish(WithPublishKey(ctx, p.key), channel, data)
 		if err == nil {
 			h.stats.published.Add(1)
 		} else {
@@ -379,7 +395,7 @@ func (h *Hub) promise(ctx context.Context, channel string, data []byte) error {
 // in the outbox for it, waiting until the broker takes it or ctx ends. A
 // publication still queued when ctx ends is withdrawn.
 func (h *Hub) publishBehind(ctx context.Context, channel string, data, meta []byte) (Position, error) {
-	p, err := h.outbox.keep(channel, data, meta)
+	p, err := h.outbox.keep(channel, PublishKey(ctx), data, meta)
 	if err != nil {
 		h.stats.pendingDropped.Add(1)
 		return Position{}, err

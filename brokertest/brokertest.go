@@ -118,6 +118,12 @@ func Run(t *testing.T, cfg Config) {
 			{"Race", s.testPublishIfRace},
 			{"AmongOthers", s.testPublishIfCounter},
 		}},
+		{"PublishKey", []namedTest{
+			{"Once", s.testKeyOnce},
+			{"PerChannel", s.testKeyPerChannel},
+			{"Race", s.testKeyRace},
+			{"Refused", s.testKeyRefused},
+		}},
 		{"Subscribe", []namedTest{
 			{"ReadyOnFreshChannel", s.testReadyOnFreshChannel},
 			{"ReadyAtHead", s.testReadyAtHead},

@@ -61,6 +61,7 @@ func RunNodes(t *testing.T, cfg Config) {
 		t.Run("Numbering", s.testShareNumbering)
 		t.Run("DataLoss", s.testShareDataLoss)
 		t.Run("PublishIf", s.testSharePublishIf)
+		t.Run("PublishKey", s.testShareKey)
 	})
 	t.Run("State", s.testState)
 	t.Run("Resume", func(t *testing.T) {

@@ -540,6 +540,54 @@ func TestHookPublishAnswerLost(t *testing.T) {
 	}
 }
 
+// TestHookEventsInOrder has a client send its next write as soon as it
+// has the answer to the previous one, while the hook is still publishing
+// the previous one's event, which the broker is slow to refuse: the later
+// event waits its turn, and subscribers see the events in the order the
+// writes were answered.
+func TestHookEventsInOrder(t *testing.T) {
+	second := make(chan struct{}) // closed when the second event reaches the broker
+	var once sync.Once
+	var first atomic.Bool
+	broker := newHookBroker(t, func(ctx context.Context, channel string) error {
+		if channel != "todos" {
+			return nil
+		}
+		if strings.HasSuffix(live.PublishKey(ctx), ".1") && first.CompareAndSwap(false, true) {
+			// The first event's first attempt: slow, then refused.
+			select {
+			case <-second:
+			case <-time.After(time.Second):
+			}
+			return errors.New("broker: i/o timeout")
+		}
+		once.Do(func() { close(second) })
+		return nil
+	})
+	s := newHookServer(t, &live.Options{Broker: broker})
+	s.handle("POST /todos", s.hub.Hook(live.HookOptions{Channel: toChannel("todos")}), echo)
+	stream := openSSE(t, s.srv.URL+"/live/todos", nil)
+	for _, id := range []string{"t1", "t2"} {
+		req, _ := http.NewRequest("POST", s.srv.URL+"/todos", strings.NewReader(`{"id":"`+id+`"}`))
+		req.Header.Set("X-Status", "201")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close() // not waiting for the handler to return
+		if resp.StatusCode != http.StatusCreated {
+			t.Fatalf("%s: %s", id, resp.Status)
+		}
+	}
+	for _, id := range []string{"t1", "t2"} {
+		if got, want := stream.nextData(t).Data, `{"type":"add","item":{"id":"`+id+`"}}`; got != want {
+			t.Errorf("event %s, want %s", got, want)
+		}
+	}
+	<-s.done
+	<-s.done
+}
+
 // A lossyBroker takes a keyed publication on "todos" on its first
 // attempt but answers with an error, as a timeout after the broker acted
 // would, and fails the second attempt outright.

@@ -82,8 +82,10 @@ func WithPublishKey(ctx context.Context, key string) context.Context {
 // module and its companions: while the publication is in the channel's
 // history; a broker that keeps none may forget at once). The check and
 // the append are one step: of several calls under one key, on any brokers
-// sharing a server, one publishes. Keys are per channel. [CheckPublish]
-// refuses a key that is not valid.
+// sharing a server, one publishes. Keys are per channel. A broker that
+// knows it took the key but no longer knows where returns an error
+// matching ErrGone, which a Hub takes as done. [CheckPublish] refuses a
+// key that is not valid.
 func PublishKey(ctx context.Context) string {
 	k, _ := ctx.Value(publishKeyKey{}).(string)
 	return k

@@ -40,6 +40,12 @@ type pending struct {
 	sending   bool // the retrier has it on its way; guarded by outbox.mu
 	abandoned bool // its waiter left while it was on its way; guarded by outbox.mu
 
+	// turn, when not nil, is closed when p, in its channel's line, may
+	// make its first attempt, or was queued instead (lineErr says whether
+	// the queue took it); lineErr is guarded by outbox.mu.
+	turn    chan struct{}
+	lineErr error
+
 	// done is closed when the publication is taken (pos) or given up
 	// (err); nil when nobody waits.
 	done chan struct{}
@@ -61,14 +67,16 @@ type outbox struct {
 }
 
 // An outChan is the outbox of one channel. Promised publications take
-// tickets in the order they are made; those the broker did not take wait
-// in q in ticket order, and the first is sent again only when no
-// publication with an earlier ticket is still on its first attempt (which
-// may fail, and then goes first).
+// tickets in the order they are made, and reach the broker in that order:
+// while nothing waits in q, they make their first attempts one at a time,
+// in line (the first is on its way, the others wait for their turn), so
+// that a later one cannot be taken before an earlier one that fails. Those
+// the broker did not take wait in q in ticket order, with whatever was in
+// line behind them, and the first is sent again once the line is empty.
 type outChan struct {
 	q      []*pending
-	ticket uint64   // the next ticket
-	flying []uint64 // tickets of first attempts under way
+	ticket uint64     // the next ticket
+	line   []*pending // first attempts: line[0] under way, the others waiting for their turn
 }
 
 func (o *outbox) init(h *Hub) {
@@ -97,7 +105,7 @@ func (o *outbox) chanLocked(channel string) *outChan {
 
 // tidyLocked forgets channel's outbox once nothing is in it.
 func (o *outbox) tidyLocked(channel string, oc *outChan) {
-	if len(oc.q) == 0 && len(oc.flying) == 0 {
+	if len(oc.q) == 0 && len(oc.line) == 0 {
 		delete(o.chans, channel)
 	}
 }
@@ -164,9 +172,10 @@ func (o *outbox) queueLocked(oc *outChan, p *pending) error {
 	return nil
 }
 
-// fly starts a first attempt of a promised publication on channel, unless
-// publications wait there already, in which case it is queued behind them
-// (queued is then true, or err says why it could not be).
+// fly puts a promised publication on channel in line for its first
+// attempt, unless publications wait there already, in which case it is
+// queued behind them (queued is then true, or err says why it could not
+// be). If p.turn is not nil, p must await its turn.
 func (o *outbox) fly(channel, key string, data, meta []byte) (p *pending, queued bool, err error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -177,23 +186,59 @@ func (o *outbox) fly(channel, key string, data, meta []byte) (p *pending, queued
 		o.tidyLocked(channel, oc)
 		return p, err == nil, err
 	}
-	oc.flying = append(oc.flying, p.ticket)
+	if len(oc.line) > 0 {
+		p.turn = make(chan struct{})
+	}
+	oc.line = append(oc.line, p)
 	return p, false, nil
 }
 
+// await waits until p, in line, may make its first attempt (ok), or until
+// ctx ends or the hub closes, which queue it. If p was queued, await
+// returns an error only if the queue refused it.
+func (o *outbox) await(ctx context.Context, p *pending) (ok bool, err error) {
+	select {
+	case <-p.turn:
+	case <-ctx.Done():
+	case <-o.h.done:
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	oc := o.chans[p.channel]
+	if oc == nil {
+		return false, p.lineErr
+	}
+	switch i := slices.Index(oc.line, p); {
+	case i == 0:
+		return true, nil
+	case i > 0:
+		oc.line = slices.Delete(oc.line, i, i+1)
+		err := o.queueLocked(oc, p)
+		o.tidyLocked(p.channel, oc)
+		o.signal()
+		return false, err
+	}
+	return false, p.lineErr
+}
+
 // landed ends p's first attempt: taken (err nil), or queued to be sent
-// again, or refused by a full outbox.
+// again, or refused by a full outbox. The next in line gets its turn, or,
+// if p failed, is queued behind it.
 func (o *outbox) landed(p *pending, err error) error {
 	o.mu.Lock()
 	oc := o.chans[p.channel]
-	for i, t := range oc.flying {
-		if t == p.ticket {
-			oc.flying = append(oc.flying[:i], oc.flying[i+1:]...)
-			break
-		}
+	if i := slices.Index(oc.line, p); i >= 0 {
+		oc.line = slices.Delete(oc.line, i, i+1)
 	}
 	if err != nil {
 		err = o.queueLocked(oc, p)
+		for _, w := range oc.line {
+			w.lineErr = o.queueLocked(oc, w)
+			close(w.turn)
+		}
+		oc.line = nil
+	} else if len(oc.line) > 0 {
+		close(oc.line[0].turn)
 	}
 	o.tidyLocked(p.channel, oc)
 	o.mu.Unlock()
@@ -254,10 +299,8 @@ func (o *outbox) next(channel string, now time.Time) (p *pending, expired []*pen
 		if first.sending {
 			return nil, expired // another flush has it on its way
 		}
-		for _, t := range oc.flying {
-			if t < first.ticket {
-				return nil, expired // an earlier one may yet fail: it goes first
-			}
+		if len(oc.line) > 0 {
+			return nil, expired // earlier ones are on their first attempts: they go first
 		}
 		first.sending = true
 		return first, expired
@@ -339,6 +382,7 @@ func (o *outbox) flush(ctx context.Context) bool {
 			actx, cancel := context.WithTimeout(ctx, h.opts.WriteTimeout)
 			pos, err := h.broker.Publish(WithPublishKey(withHubMeta(actx, p.meta), p.key), channel, p.data)
 			cancel()
+			err = takenBefore(err)
 			o.settle(p, pos, err)
 			if err != nil {
 				h.stats.brokerErrors.Add(1)
@@ -349,6 +393,16 @@ func (o *outbox) flush(ctx context.Context) bool {
 		}
 	}
 	return empty
+}
+
+// takenBefore reads a broker's answer to a keyed publication: ErrGone
+// says the broker took the key before, at a position it no longer knows
+// (the publication left its history), which is done, not failed.
+func takenBefore(err error) error {
+	if errors.Is(err, ErrGone) {
+		return nil
+	}
+	return err
 }
 
 // expire gives up publications that waited too long, loudly.
@@ -375,8 +429,18 @@ func (h *Hub) promise(ctx context.Context, channel string, data []byte) error {
 	if queued {
 		return nil
 	}
+	if err == nil && p.turn != nil {
+		var ok bool
+		if ok, err = h.outbox.await(ctx, p); !ok {
+			if err != nil {
+				h.stats.pendingDropped.Add(1)
+			}
+			return err
+		}
+	}
 	if err == nil {
 		_, err = h.broker.Publish(WithPublishKey(ctx, p.key), channel, data)
+		err = takenBefore(err)
 		if err == nil {
 			h.stats.published.Add(1)
 		} else {

@@ -358,6 +358,11 @@ func (c *Client) sseOnce(ctx context.Context, channel string, deliver func(Messa
 				var body struct{ Reason string }
 				json.Unmarshal([]byte(strings.Join(data, "\n")), &body)
 				err = deliver(Message{Channel: channel, Cursor: cur, Reset: true, Reason: body.Reason})
+			case event == "refused":
+				return errStop{fmt.Errorf("liveclient: %s: refused: %s", channel, strings.Join(data, "\n"))}
+			case event != "" && event != "message":
+				// The hub's notices (status, presence) are not
+				// publications.
 			case len(data) > 0:
 				err = deliver(Message{Channel: channel, Cursor: cur, Data: json.RawMessage(strings.Join(data, "\n"))})
 			case hasID && c.Cursor(channel) == "":

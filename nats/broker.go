@@ -32,6 +32,19 @@
 // new random epoch, so older cursors reset instead of resuming into the
 // wrong numbering.
 //
+// # Publication keys
+//
+// A publication under an idempotency key ([live.PublishKey]) is stored
+// in a message of its own with the header Nats-Msg-Id set to its channel
+// and key ("<channel> <key>"). Within the stream's duplicate window
+// ([Options].KeyWindow, by default HistoryAge) JetStream stores one
+// message per ID, whichever broker sharing the stream sends it, and
+// answers a repeat with the stream sequence of the message it stored,
+// whose position Publish returns. JetStream compares the ID before the
+// expected last sequence, so a repeat of a conditional publication
+// ([Broker.PublishIf]) also returns the key's position, whatever the
+// channel's head. After the window a key is forgotten.
+//
 // # Failures
 //
 // A subscription checks that every message it receives is the one after
@@ -816,7 +829,14 @@ func (b *Broker) failWaiting(pc *pubChan) {
 // Publish implements [live.Broker]. It returns an error, never a false
 // success, when JetStream does not acknowledge the publication. If ctx
 // ends first, it returns ctx's error, and the publication may still be
-// stored.
+// stored: publish it again under the same key ([live.WithPublishKey]) to
+// be sure it is stored once.
+//
+// Under a key taken on the channel within [Options].KeyWindow it stores
+// nothing and returns the position of the publication that took it. If
+// the stream dropped that publication and the one after it meanwhile
+// (HistorySize), the position is no longer known, and Publish returns an
+// error matching [live.ErrGone], still storing nothing.
 func (b *Broker) Publish(ctx context.Context, channel string, data []byte) (live.Position, error) {
 	return b.publishItem(ctx, channel, &pubItem{data: data})
 }

@@ -32,6 +32,19 @@
 // new random epoch, so older cursors reset instead of resuming into the
 // wrong numbering.
 //
+// # Publication keys
+//
+// A publication under an idempotency key ([live.PublishKey]) is stored
+// in a message of its own with the header Nats-Msg-Id set to its channel
+// and key ("<channel> <key>"). Within the stream's duplicate window
+// ([Options].KeyWindow, by default HistoryAge) JetStream stores one
+// message per ID, whichever broker sharing the stream sends it, and
+// answers a repeat with the stream sequence of the message it stored,
+// whose position Publish returns. JetStream compares the ID before the
+// expected last sequence, so a repeat of a conditional publication
+// ([Broker.PublishIf]) also returns the key's position, whatever the
+// channel's head. After the window a key is forgotten.
+//
 // # Failures
 //
 // A subscription checks that every message it receives is the one after
@@ -51,6 +64,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -65,7 +79,7 @@ import (
 
 // Options configures a Broker. The zero value, or nil, means the defaults
 // documented on each field. Brokers sharing a NATS system must agree on
-// Prefix, and should on HistorySize and HistoryAge.
+// Prefix, and should on HistorySize, HistoryAge and KeyWindow.
 type Options struct {
 	// HistorySize is how many recent publications each channel keeps for
 	// resuming clients (the stream's MaxMsgsPerSubject). Default 1024;
@@ -80,6 +94,15 @@ type Options struct {
 	// nothing is published for that long is forgotten, and its next
 	// publication starts a new epoch.
 	HistoryAge time.Duration
+
+	// KeyWindow is how long the broker remembers a publication's
+	// idempotency key ([live.PublishKey]): the stream's duplicate window
+	// (Duplicates), in which JetStream takes one message per key and
+	// channel. Default HistoryAge, or 10 minutes (a Hub's default
+	// PendingAge, how long it sends a publication again) when HistoryAge
+	// has no limit; at least 100 milliseconds, at most the stream's MaxAge.
+	// The server keeps every key of the window in memory.
+	KeyWindow time.Duration
 
 	// Prefix names the stream and starts every subject the broker uses,
 	// so that several applications can share a NATS system. It must be 1
@@ -107,6 +130,7 @@ type Broker struct {
 	own    bool // Close closes nc
 	size   int  // MaxMsgsPerSubject, >= 1
 	age    time.Duration
+	keyWin time.Duration // the stream's Duplicates
 	prefix string
 	stall  time.Duration
 	log    *slog.Logger
@@ -158,6 +182,7 @@ const (
 	defaultPrefix      = "live"
 	defaultStall       = 5 * time.Second
 	minChannelAge      = 24 * time.Hour
+	minKeyWindow       = 100 * time.Millisecond // JetStream's least duplicate window
 
 	// maxAttempts bounds how often a message is tried after losing the
 	// race for a position to other processes; Close bounds it too. A process
@@ -262,6 +287,17 @@ func New(nc *nats.Conn, opts *Options) *Broker {
 	}
 	if o.HistoryAge > 0 {
 		b.age = o.HistoryAge
+	}
+	b.keyWin = o.KeyWindow
+	if b.keyWin <= 0 {
+		b.keyWin = b.age
+		if b.keyWin == 0 {
+			b.keyWin = defaultHistoryAge
+		}
+	}
+	b.keyWin = max(b.keyWin, minKeyWindow)
+	if b.age > 0 {
+		b.keyWin = min(b.keyWin, max(b.age, minChannelAge)) // MaxAge
 	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	b.connCtx, b.connCancel = context.WithCancelCause(b.ctx)
@@ -393,6 +429,7 @@ func (b *Broker) streamConfig() jetstream.StreamConfig {
 		Discard:           jetstream.DiscardOld,
 		Storage:           jetstream.FileStorage,
 		RePublish:         &jetstream.RePublish{Source: b.prefix + ".c.>", Destination: b.prefix + ".r.>"},
+		Duplicates:        b.keyWin,
 	}
 	if b.age > 0 {
 		cfg.MaxAge = max(b.age, minChannelAge)
@@ -403,7 +440,8 @@ func (b *Broker) streamConfig() jetstream.StreamConfig {
 // getStream returns the broker's stream, creating it if it does not exist.
 // A stream that exists is used as it is, if it has the subjects and the
 // republishing the broker needs, so operators may create it themselves
-// (with replicas, say).
+// (with replicas, say); only a duplicate window shorter than KeyWindow is
+// lengthened (see widenKeyWindow).
 func (b *Broker) getStream(ctx context.Context) (jetstream.Stream, error) {
 	select {
 	case b.streamTurn <- struct{}{}:
@@ -422,6 +460,9 @@ func (b *Broker) getStream(ctx context.Context) (jetstream.Stream, error) {
 		// creating it (the server may then report overlapping subjects).
 		if existing, err2 := b.js.Stream(ctx, cfg.Name); err2 == nil {
 			s, err = existing, checkStream(existing.CachedInfo().Config, cfg)
+			if err == nil {
+				s = b.widenKeyWindow(ctx, s)
+			}
 		}
 	}
 	if err != nil {
@@ -440,6 +481,33 @@ func checkStream(have, want jetstream.StreamConfig) error {
 			have.Subjects, rp, want.Subjects, *want.RePublish)
 	}
 	return nil
+}
+
+// widenKeyWindow lengthens the duplicate window of s, an existing stream,
+// to KeyWindow if it is shorter (a stream made before keys were honoured
+// has JetStream's default of 2 minutes), within its MaxAge, and returns
+// the stream to use. A longer window is left alone, so brokers with
+// different KeyWindows do not undo each other. If the update fails, the
+// broker logs it and uses s: keys are then remembered for its window.
+func (b *Broker) widenKeyWindow(ctx context.Context, s jetstream.Stream) jetstream.Stream {
+	cfg := s.CachedInfo().Config
+	want := b.keyWin
+	if cfg.MaxAge > 0 {
+		want = min(want, cfg.MaxAge)
+	}
+	if cfg.Duplicates >= want {
+		return s
+	}
+	was := cfg.Duplicates
+	cfg.Duplicates = want
+	updated, err := b.js.UpdateStream(ctx, cfg)
+	if err != nil {
+		b.log.Warn("natsbroker: cannot lengthen the stream's duplicate window to KeyWindow; publication keys are remembered for the shorter window",
+			"stream", cfg.Name, "duplicates", was, "keyWindow", want, "err", err)
+		return s
+	}
+	b.log.Info("natsbroker: lengthened the stream's duplicate window to KeyWindow", "stream", cfg.Name, "from", was, "to", want)
+	return updated
 }
 
 // forgetStream drops s (nil: any) if it is the cached stream, so that the next use
@@ -619,6 +687,7 @@ type pubItem struct {
 	data   []byte
 	meta   []byte         // nil for none; an item with meta is stored alone
 	head   *live.Position // the position the channel must be at; nil for none
+	key    string         // its idempotency key (live.PublishKey), "" for none; a keyed item is stored alone
 	marker bool
 	pos    live.Position
 	err    error
@@ -760,7 +829,14 @@ func (b *Broker) failWaiting(pc *pubChan) {
 // Publish implements [live.Broker]. It returns an error, never a false
 // success, when JetStream does not acknowledge the publication. If ctx
 // ends first, it returns ctx's error, and the publication may still be
-// stored.
+// stored: publish it again under the same key ([live.WithPublishKey]) to
+// be sure it is stored once.
+//
+// Under a key taken on the channel within [Options].KeyWindow it stores
+// nothing and returns the position of the publication that took it. If
+// the stream dropped that publication and the one after it meanwhile
+// (HistorySize), the position is no longer known, and Publish returns an
+// error matching [live.ErrGone], still storing nothing.
 func (b *Broker) Publish(ctx context.Context, channel string, data []byte) (live.Position, error) {
 	return b.publishItem(ctx, channel, &pubItem{data: data})
 }
@@ -786,7 +862,7 @@ func (b *Broker) publishItem(ctx context.Context, channel string, it *pubItem) (
 	if err != nil {
 		return live.Position{}, err
 	}
-	it.data, it.meta = data, meta
+	it.data, it.meta, it.key = data, meta, live.PublishKey(ctx)
 	pos, err := b.queue(ctx, channel, it)
 	if err != nil && b.isClosed() && !errors.Is(err, live.ErrClosed) {
 		err = fmt.Errorf("%w: %w", live.ErrClosed, err) // closed while waiting
@@ -806,11 +882,11 @@ const (
 )
 
 // send stores items, in order, as few messages as it can (a marker, an
-// item with meta or a conditional publication goes alone), and completes
-// them. The caller is pc's sender.
+// item with meta, a conditional publication or a keyed one goes alone),
+// and completes them. The caller is pc's sender.
 func (b *Broker) send(ctx context.Context, pc *pubChan, items []*pubItem) {
 	defer b.releasePub(pc, len(items))
-	alone := func(it *pubItem) bool { return it.marker || it.meta != nil || it.head != nil }
+	alone := func(it *pubItem) bool { return it.marker || it.meta != nil || it.head != nil || it.key != "" }
 	for len(items) > 0 {
 		n, size := 1, len(items[0].data)
 		if !alone(items[0]) {
@@ -826,13 +902,13 @@ func (b *Broker) send(ctx context.Context, pc *pubChan, items []*pubItem) {
 		if run[0].marker {
 			// Another node may have published since this one last did.
 			pc.known = false
-			pos, err = b.append(ctx, pc, nil, nil, nil)
+			pos, err = b.append(ctx, pc, nil, nil, nil, "")
 		} else {
 			datas := make([][]byte, len(run))
 			for i, it := range run {
 				datas[i] = it.data
 			}
-			pos, err = b.append(ctx, pc, datas, run[0].meta, run[0].head)
+			pos, err = b.append(ctx, pc, datas, run[0].meta, run[0].head, run[0].key)
 		}
 		if err != nil && b.isClosed() {
 			err = fmt.Errorf("%w: %w", live.ErrClosed, err)
@@ -860,10 +936,21 @@ func (b *Broker) send(ctx context.Context, pc *pubChan, items []*pubItem) {
 //
 // Several publications in one message carry the header Live-Count and
 // their data framed as in pack.
-func (b *Broker) append(ctx context.Context, pc *pubChan, datas [][]byte, meta []byte, head *live.Position) (live.Position, error) {
+//
+// With a key, datas is one publication, stored with the header
+// Nats-Msg-Id (see msgID): if the stream holds a message under that ID
+// from within its duplicate window, JetStream stores nothing and answers
+// with that message's stream sequence, and append returns the position of
+// the publication there (see keyTaken). JetStream looks at the ID before
+// the expected last sequence, so the key is honoured whatever the tail;
+// with a head the channel is no longer at, append asks JetStream with an
+// expected last sequence no message has, which stores nothing, so that a
+// key taken answers with its position and a key not taken with a conflict.
+func (b *Broker) append(ctx context.Context, pc *pubChan, datas [][]byte, meta []byte, head *live.Position, key string) (live.Position, error) {
 	channel := pc.channel
 	recreated := false
 	for attempt := 1; ; attempt++ {
+		probe := false // asking whether key is taken, storing nothing
 		read := !pc.known
 		if read {
 			t, ok, err := b.last(ctx, channel)
@@ -887,7 +974,10 @@ func (b *Broker) append(ctx context.Context, pc *pubChan, datas [][]byte, meta [
 				pc.known = false
 				continue
 			}
-			return live.Position{}, fmt.Errorf("the channel is at %v, not %v: %w", pc.tail.pos, *head, live.ErrConflict)
+			if key == "" {
+				return live.Position{}, fmt.Errorf("the channel is at %v, not %v: %w", pc.tail.pos, *head, live.ErrConflict)
+			}
+			probe = true
 		}
 		pos := live.Position{Epoch: pc.tail.pos.Epoch, Seq: pc.tail.pos.Seq + uint64(len(datas))}
 		m := &nats.Msg{
@@ -909,14 +999,33 @@ func (b *Broker) append(ctx context.Context, pc *pubChan, datas [][]byte, meta [
 			m.Header[hdrCount] = []string{strconv.Itoa(len(datas))}
 			m.Data = pack(datas)
 		}
-		ack, err := b.publish(ctx, m, pc.tail.sseq)
-		if err == nil {
+		expect := pc.tail.sseq
+		if key != "" {
+			m.Header[jetstream.MsgIDHeader] = []string{msgID(channel, key)}
+			if probe {
+				expect = noSequence
+			}
+		}
+		ack, err := b.publish(ctx, m, expect)
+		switch {
+		case err == nil && ack.Duplicate && key != "":
+			// Taken before, by this process or another: the tail is
+			// unchanged.
+			return b.keyTaken(ctx, channel, key, ack.Sequence)
+		case err == nil && !probe:
 			pc.tail = tail{pos: pos, sseq: ack.Sequence, prev: pc.tail.sseq, count: max(len(datas), 1)}
 			return pos, nil
+		case err == nil:
+			pc.known = false // cannot be: nothing is at noSequence
+			return live.Position{}, fmt.Errorf("stream sequence %d took a message expected after %d", ack.Sequence, expect)
 		}
 		pc.known = false
 		var apiErr *jetstream.APIError
 		switch {
+		case probe && errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant):
+			// The key is not taken, and the channel is not at head.
+			return live.Position{}, fmt.Errorf("the channel is at %v, not %v: %w", pc.tail.pos, *head, live.ErrConflict)
 		case errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
 			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant):
 			// Another publisher took the position: read the tail again.
@@ -934,6 +1043,59 @@ func (b *Broker) append(ctx context.Context, pc *pubChan, datas [][]byte, meta [
 		}
 		return live.Position{}, err
 	}
+}
+
+// noSequence is a stream sequence no message has: a publication expected
+// after it is never stored.
+const noSequence = math.MaxInt64
+
+// msgID returns the Nats-Msg-Id of the publication under key on channel.
+// JetStream deduplicates per stream, so it names the channel too; neither
+// a channel nor a key holds a space.
+func msgID(channel, key string) string { return channel + " " + key }
+
+// keyTaken returns the position of the publication that took key on
+// channel, held by the message at stream sequence seq, whose ID JetStream
+// remembered. A keyed publication is stored alone, so it is the message's
+// Live-Seq. If the stream no longer holds that message (dropped from
+// history while its key was remembered), its position is read from the
+// channel's next message, whose Live-Prev is seq; if that is gone too, the
+// position is unknown, and keyTaken returns an error matching
+// live.ErrGone, saying that the publication was taken.
+func (b *Broker) keyTaken(ctx context.Context, channel, key string, seq uint64) (live.Position, error) {
+	s, err := b.getStream(ctx)
+	if err != nil {
+		return live.Position{}, err
+	}
+	subject := b.subject(channel)
+	raw, err := s.GetMsg(ctx, seq)
+	if err == nil {
+		if raw.Subject != subject || raw.Header.Get(jetstream.MsgIDHeader) != msgID(channel, key) {
+			return live.Position{}, fmt.Errorf("key %q is taken by stream sequence %d, which holds another message", key, seq)
+		}
+		t, err := fromRaw(raw)
+		if err != nil {
+			return live.Position{}, err
+		}
+		return t.pos, nil
+	}
+	if !errors.Is(err, jetstream.ErrMsgNotFound) {
+		return live.Position{}, err
+	}
+	raw, err = s.GetMsg(ctx, seq+1, jetstream.WithGetMsgSubject(subject))
+	if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		return live.Position{}, err
+	}
+	if err == nil {
+		next, err := fromRaw(raw)
+		if err != nil {
+			return live.Position{}, err
+		}
+		if next.prev == seq {
+			return live.Position{Epoch: next.pos.Epoch, Seq: next.first() - 1}, nil
+		}
+	}
+	return live.Position{}, fmt.Errorf("taken under key %q at stream sequence %d, which the stream no longer holds, nor the message after it: position unknown: %w", key, seq, live.ErrGone)
 }
 
 // publish stores m if the subject's last message is at stream sequence

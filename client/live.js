@@ -2436,6 +2436,14 @@ function newMutationID() {
  * mutation back. options.load, if given, replaces the GET: a function
  * resolving with the array.
  *
+ * Items are listed in the stream's order, newest add first: an add the
+ * channel brings places its item once, at the add's position, whatever
+ * order items reached the page in. Pending adds come first; then items
+ * the server answered our adds with, until the channel brings their adds
+ * (published after everything it has brought, they are the newest); then
+ * the rest. A fetch's items keep the fetch's order until the channel
+ * brings their adds.
+ *
  * @param {Live} live
  * @param {import("./live").LiveListOptions} options
  */

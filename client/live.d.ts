@@ -306,7 +306,12 @@ export interface MutationOptions {
 }
 
 export interface LiveList<T = any> {
-  /** The list as shown: the server's, with pending mutations applied. */
+  /**
+   * The list as shown: the server's, with pending mutations applied, in
+   * the stream's order (newest add first): pending adds, then items the
+   * server answered our adds with whose adds the channel has yet to bring,
+   * then the rest, each placed where the channel's add put it.
+   */
   readonly items: Array<T & { _optimistic?: true }>;
   readonly ready: Promise<void>;
   /** Whether the list has been loaded. */

@@ -2436,6 +2436,14 @@ function newMutationID() {
  * mutation back. options.load, if given, replaces the GET: a function
  * resolving with the array.
  *
+ * Items are listed in the stream's order, newest add first: an add the
+ * channel brings places its item once, at the add's position, whatever
+ * order items reached the page in. Pending adds come first; then items
+ * the server answered our adds with, until the channel brings their adds
+ * (published after everything it has brought, they are the newest); then
+ * the rest. A fetch's items keep the fetch's order until the channel
+ * brings their adds.
+ *
  * @param {Live} live
  * @param {import("./live").LiveListOptions} options
  */
@@ -2449,7 +2457,10 @@ class LiveList extends Follower {
     if (o.url === undefined) throw new TypeError("live: liveList: options.url is required");
     super(o, "liveList");
     o.itemURL ??= (id) => `${String(o.url).replace(/\/$/, "")}/${encodeURIComponent(String(id))}`;
-    this._confirmed = []; // the server's list, as far as we know
+    this._confirmed = []; // the server's list, as far as we know, in the stream's order
+    // Where an item of _confirmed stands in the stream (see _place):
+    this._fresh = new Set(); // ids the server answered our add with, whose add the stream has yet to bring: a prefix of _confirmed
+    this._placed = new Set(); // ids the stream has added since the last load
     this._view = [];
     this._outbox = new Outbox(this, o, `list:${o.channel}:${o.url}`);
     this._follow(live);
@@ -2547,11 +2558,17 @@ class LiveList extends Follower {
         break;
     }
     if (!op) return;
+    const had = op.type === "add" && this._confirmed.some((it) => isObject(it) && it[idf] === op.item[idf]);
     try {
       this._confirmed = listMerge(idf, this._confirmed, op);
     } catch (e) {
       this._error(e);
+      return;
     }
+    // The stream will bring the new item's add after everything it has
+    // brought so far: until then, the item is the newest.
+    if (op.type === "add" && !had) this._fresh.add(op.item[idf]);
+    if (op.type === "remove") this._forgetPlace(op.id);
   }
 
   async _load() {
@@ -2563,9 +2580,12 @@ class LiveList extends Follower {
     const buffered = this._buffer;
     this._buffer = null;
     this._confirmed = items;
+    this._fresh.clear(); // the server's order now, until the stream says more
+    this._placed.clear();
     this._loaded = true;
     // Events from after the subscription began: applying one the fetched
-    // list already reflects changes nothing (list operations are idempotent).
+    // list already reflects changes nothing (list operations are
+    // idempotent) but the place of an add, which the stream decides.
     for (const ev of buffered) this._applyEvent(ev);
     this._render();
     this._ready();
@@ -2605,6 +2625,8 @@ class LiveList extends Follower {
       this._refetch();
       return;
     }
+    if (ev.type === "add") this._place(ev.item[this._o.idField]);
+    else if (ev.type === "remove") this._forgetPlace(ev.id);
     // The broadcast of one of our mutations settles it, if the response
     // has not: the server's item is in the confirmed list now.
     const mid = isObject(ev) ? ev.mutationId : undefined;
@@ -2616,6 +2638,40 @@ class LiveList extends Follower {
         this._outbox.forget(m);
       }
     }
+  }
+
+  /**
+   * _place puts the item with id, which the stream has just added, where
+   * the stream says: after the items the server answered our adds with
+   * whose adds the stream has yet to bring (their places in the stream are
+   * later), before every other. The stream brings each channel's
+   * publications once and in the order of their positions, so placing
+   * each add as it comes keeps the list in that order, whatever order the
+   * items reached the page in: a response before its broadcast, a replay
+   * after a gap bringing older items after newer ones were shown, a fetch
+   * listing items whose adds the stream brings after it. An item the
+   * stream has placed already keeps its place: an add of an id present is
+   * no change (mergeList).
+   */
+  _place(id) {
+    if (this._placed.has(id)) return;
+    this._placed.add(id);
+    this._fresh.delete(id);
+    const idf = this._o.idField;
+    const items = this._confirmed;
+    const i = items.findIndex((it) => isObject(it) && it[idf] === id);
+    const at = this._fresh.size; // the fresh items are the first
+    if (i < 0 || i === at) return;
+    const next = items.slice();
+    const [it] = next.splice(i, 1);
+    next.splice(at, 0, it);
+    this._confirmed = next;
+  }
+
+  /** _forgetPlace forgets where the removed item with id stood. */
+  _forgetPlace(id) {
+    this._fresh.delete(id);
+    this._placed.delete(id);
   }
 
   /** _render recomputes the list as shown and tells the listeners. */

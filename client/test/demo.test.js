@@ -93,9 +93,11 @@ async function startDemo(port, args = []) {
 /**
  * openDemo opens the demo's page, records what would be an uncaught
  * error, and waits until the page's indicator says it is connected.
+ * prepare, if given, is called with the page before it loads.
  */
-async function openDemo(d, url = d.url) {
+async function openDemo(d, url = d.url, prepare) {
   const page = await browser.context.newPage();
+  await prepare?.(page);
   const problems = [];
   page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
   page.on("console", (m) => {
@@ -117,6 +119,27 @@ const waitConnected = (page, timeout = 15000) =>
 
 /** feedMessages returns the messages the page's activity feed shows, in order. */
 const feedMessages = (page) => page.$$eval("#feed li .msg", (els) => els.map((e) => e.textContent));
+
+/** feedIDs returns the ids of the entries the page's activity feed shows, in order. */
+const feedIDs = (page) => page.$$eval("#feed li", (els) => els.map((e) => e.dataset.id));
+
+/**
+ * recordStream makes the page record, in window.streamed, the id of each
+ * entry added on the activity channel, in the order the stream brings
+ * them (the order of their positions), through a subscription of its own
+ * beside the feed's.
+ */
+const recordStream = (page) =>
+  page.evaluate(() => {
+    window.streamed = [];
+    window.dashboard.live.subscribe("activity", (op) => op.type === "add" && window.streamed.push(op.item.id));
+  });
+
+/** streamOrder returns ids as the feed should show them: newest add first. */
+async function streamOrder(page, ids) {
+  const streamed = await page.evaluate(() => window.streamed);
+  return streamed.filter((id) => ids.includes(id)).reverse();
+}
 
 /** waitText waits until the page shows text inside selector. */
 const waitText = (page, selector, text, timeout = 10000) =>
@@ -166,6 +189,7 @@ test("the page connects, and the metrics move", async () => {
 test("20 optimistic adds in a row: each shown at once, then settled once", async () => {
   const page = await openDemo(demo);
   await page.waitForFunction(() => document.querySelectorAll("#feed li").length > 0);
+  await recordStream(page);
   const before = (await demo.request("GET", "/api/activity")).body.length;
   const messages = Array.from({ length: 20 }, (_, i) => `burst ${i + 1} ${Date.now()}`);
   // Submit the form 20 times in one task: each item is on screen, pending,
@@ -187,16 +211,106 @@ test("20 optimistic adds in a row: each shown at once, then settled once", async
     { timeout: 15000 },
   );
   const shown = await feedMessages(page);
-  const ids = await page.$$eval("#feed li", (els) => els.map((e) => e.dataset.id));
+  const ids = await feedIDs(page);
   assert.equal(new Set(ids).size, ids.length, `duplicate ids: ${ids}`);
   assert.ok(ids.every((id) => !id.startsWith("m-")), "an optimistic id is left");
   for (const m of messages) assert.equal(shown.filter((s) => s === m).length, 1, `${m} shown ${shown.filter((s) => s === m).length} times`);
-  // The server has each once, and the page shows what the server has
-  // (concurrent adds may be listed in another order: the page places each
-  // when it is confirmed, the server in the order they were published).
+  // The server has each once, and the page shows what the server has.
   const server = (await demo.request("GET", "/api/activity")).body;
   for (const m of messages) assert.equal(server.filter((a) => a.message === m).length, 1, m);
   assert.deepStrictEqual([...ids].sort(), server.map((a) => a.id).sort());
+  // Each add was answered before it was published, and the answers came
+  // in whatever order: once the stream has brought every add, the feed
+  // lists them in the stream's order, as the server does.
+  const mine = server.filter((a) => messages.includes(a.message)).map((a) => a.id);
+  await page.waitForFunction((mine) => mine.every((id) => window.streamed.includes(id)), mine, { timeout: 10000 });
+  const got = (await feedIDs(page)).filter((id) => mine.includes(id));
+  assert.deepStrictEqual(got, await streamOrder(page, mine));
+});
+
+test("after a gap, the feed lists entries in the stream's order, each once", async () => {
+  // The page's WebSocket goes through a route the test controls: during
+  // the gap, the page's connection is cut, and its next one is held (the
+  // hub gets none of its frames, so the page resumes nothing) until the
+  // test releases it.
+  let held = null; // the held connection's frames from the page, while the gap lasts
+  let resuming; // resolves with the held connection's subscription to the feed
+  const open = new Set(); // the connections through the route
+  const page = await openDemo(demo, demo.url, (page) => page.routeWebSocket(/\/ws$/, (ws) => {
+    const server = ws.connectToServer();
+    const c = { ws, server, held };
+    open.add(c);
+    if (!c.held) return;
+    ws.onMessage((m) => {
+      if (!c.held) return server.send(m);
+      c.held.push(m);
+      const f = JSON.parse(m);
+      if (f.type === "subscribe" && f.channel === "activity") resuming.resolve(f);
+    });
+  }));
+  await page.waitForFunction(() => window.dashboard.feed.loaded);
+  await recordStream(page);
+  await page.evaluate(async () => {
+    // Beside the page's own connection, a stream the route leaves alone:
+    // it shows when a change has been published.
+    const { createLive } = await import("/live.js");
+    window.published = [];
+    createLive({ transport: "sse" }).subscribe("activity", (op) => op.type === "add" && window.published.push(op.item.id));
+  });
+  await page.evaluate(() => {
+    window.views = [];
+    window.dashboard.feed.onChange((items) => window.views.push(items.map((a) => a.id)));
+  });
+
+  held = [];
+  resuming = {};
+  resuming.promise = new Promise((resolve, reject) => Object.assign(resuming, { resolve, reject }));
+  for (const c of open) await c.server.close();
+  open.clear();
+  const timeout = setTimeout(() => resuming.reject(new Error("the page did not reconnect within 15 s")), 15000);
+  const resumed = await resuming.promise.finally(() => clearTimeout(timeout));
+  assert.ok(resumed.cursor, `the page did not resume from a cursor: ${JSON.stringify(resumed)}`);
+  const stamp = Date.now();
+  // Two entries added elsewhere, published before the page's own; the
+  // page gets them only from the replay when it resumes.
+  const older = [];
+  for (const i of [1, 2]) {
+    const r = await demo.request("POST", "/api/activity", { message: `elsewhere ${i} ${stamp}`, actor: { name: "Curl" } });
+    assert.equal(r.status, 201);
+    older.push(r.body.id);
+  }
+  await page.waitForFunction((ids) => ids.every((id) => window.published.includes(id)), older, { timeout: 10000 });
+  // The page's own: answered, so shown, before the replay can bring it.
+  await page.fill("#msg", `mine ${stamp}`);
+  await page.press("#msg", "Enter");
+  await page.waitForFunction((t) => [...document.querySelectorAll("#feed li:not(.pending) .msg")].some((e) => e.textContent === t), `mine ${stamp}`);
+  const mineID = await page.evaluate((t) => window.dashboard.feed.items.find((a) => a.message === t).id, `mine ${stamp}`);
+  assert.deepStrictEqual((await feedIDs(page)).filter((id) => [mineID, ...older].includes(id)), [mineID], "shown during the gap");
+
+  // The gap ends: the held connection's subscriptions reach the hub, which
+  // replays the three adds after the page's cursor, oldest first.
+  held = null;
+  for (const c of open) {
+    for (const m of c.held?.splice(0) ?? []) c.server.send(m);
+    c.held = null;
+  }
+  const ids = [...older, mineID];
+  await page.waitForFunction((ids) => ids.every((id) => window.streamed.includes(id)), ids, { timeout: 15000 });
+  await waitConnected(page);
+  const want = await streamOrder(page, ids);
+  assert.deepStrictEqual(want, [mineID, older[1], older[0]], "the stream's order");
+  assert.deepStrictEqual((await feedIDs(page)).filter((id) => ids.includes(id)), want);
+  // Nothing showed twice, and the page's own entry never moved below
+  // what was published before it.
+  for (const v of await page.evaluate(() => window.views)) {
+    assert.equal(new Set(v).size, v.length, `shown twice: ${v}`);
+    const shown = v.filter((id) => ids.includes(id));
+    assert.deepStrictEqual(shown, want.filter((id) => shown.includes(id)), `out of the stream's order: ${shown}`);
+  }
+  const all = await feedIDs(page);
+  assert.equal(new Set(all).size, all.length, `duplicate ids: ${all}`);
+  const server = (await demo.request("GET", "/api/activity")).body.map((a) => a.id);
+  assert.deepStrictEqual(all.filter((id) => ids.includes(id)), server.filter((id) => ids.includes(id)), "the page and the server disagree");
 });
 
 test("two pages see each other's changes", async () => {

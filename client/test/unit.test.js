@@ -373,6 +373,90 @@ test("liveList: the server's item replaces the optimistic one once, whichever co
   list.close();
 });
 
+test("liveList: items show in the stream's order, whatever order they reach the page in", async () => {
+  const l = newLive();
+  let server = []; // what GET answers
+  const answers = []; // resolvers of the POSTs, in the order they were made
+  const fetch = scriptedFetch((method) => (method === "GET" ? { body: server } : new Promise((r) => answers.push(r))));
+  const views = [];
+  const list = liveList(l, { channel: "feed", url: "/api/feed", fetch, onChange: (items) => views.push(items.map((t) => t.id)) });
+  const ids = () => list.items.map((t) => t.id);
+  const item = (id) => ({ id, text: id });
+  const add = (id, cursor, mutationId) =>
+    last().receive({ type: "data", channel: "feed", data: { type: "add", item: item(id), ...(mutationId ? { mutationId } : {}) }, cursor });
+  last().open();
+  last().receive({ type: "subscribed", channel: "feed", cursor: "0.e" });
+  await list.ready;
+  add("s1", "1.e");
+
+  // Live: the response to our add comes before the broadcasts of adds
+  // made elsewhere earlier (Hub.Hook answers, then publishes). The stream
+  // will bring ours after them: it stays the newest as they come in.
+  const mine = list.add({ text: "mine" });
+  const mid = fetch.calls.at(-1).headers["Live-Mutation-Id"];
+  assert.deepStrictEqual(ids(), [mid, "s1"]);
+  answers.shift()({ status: 201, body: item("m1") });
+  await mine;
+  assert.deepStrictEqual(ids(), ["m1", "s1"]);
+  add("s2", "2.e");
+  add("s3", "3.e");
+  assert.deepStrictEqual(ids(), ["m1", "s3", "s2", "s1"]);
+  add("m1", "4.e", mid);
+  assert.deepStrictEqual(ids(), ["m1", "s3", "s2", "s1"]);
+
+  // A gap: the connection is lost, our next add is answered meanwhile
+  // (its publication waits, as a hub's does while its broker is away),
+  // and the replay on resuming brings what others added before it.
+  last().fail();
+  const second = list.add({ text: "mine too" });
+  const mid2 = fetch.calls.at(-1).headers["Live-Mutation-Id"];
+  answers.shift()({ status: 201, body: item("m2") });
+  await second;
+  await clock.advance(1000);
+  last().open();
+  assert.deepStrictEqual(last().frames("subscribe"), [{ type: "subscribe", channel: "feed", cursor: "4.e" }]);
+  last().receive({ type: "subscribed", channel: "feed", cursor: "4.e" });
+  add("s5", "5.e");
+  add("s6", "6.e");
+  assert.deepStrictEqual(ids(), ["m2", "s6", "s5", "m1", "s3", "s2", "s1"]);
+  add("m2", "7.e", mid2);
+  assert.deepStrictEqual(ids(), ["m2", "s6", "s5", "m1", "s3", "s2", "s1"]);
+
+  // A pending add stays on top while the stream brings older adds, and
+  // its broadcast, coming before its response, places it.
+  const third = list.add({ text: "third" });
+  const mid3 = fetch.calls.at(-1).headers["Live-Mutation-Id"];
+  add("s8", "8.e");
+  assert.deepStrictEqual(ids(), [mid3, "s8", "m2", "s6", "s5", "m1", "s3", "s2", "s1"]);
+  add("m3", "9.e", mid3);
+  answers.shift()({ status: 201, body: item("m3") });
+  await third;
+  assert.deepStrictEqual(ids(), ["m3", "s8", "m2", "s6", "s5", "m1", "s3", "s2", "s1"]);
+
+  // A reset, then a fetch from a node that lists an add of its own first
+  // (answered, not yet published) and lacks the newest add made
+  // elsewhere. Adds the stream brings during the fetch and after it put
+  // every item where the stream says: x1 was published before n1.
+  server = [item("n1"), item("x0"), item("m3"), item("s8"), item("m2")];
+  const reloaded = changed(list);
+  last().receive({ type: "reset", channel: "feed", cursor: "20.e", reason: "gone" });
+  add("x0", "21.e"); // held during the fetch, and listed by it already
+  await reloaded;
+  assert.deepStrictEqual(ids(), ["x0", "n1", "m3", "s8", "m2"]);
+  add("x1", "22.e");
+  add("n1", "23.e");
+  assert.deepStrictEqual(ids(), ["n1", "x1", "x0", "m3", "s8", "m2"]);
+
+  // Removals and edits keep the order; no item ever showed twice.
+  last().receive({ type: "data", channel: "feed", data: { type: "remove", id: "x1" }, cursor: "24.e" });
+  last().receive({ type: "data", channel: "feed", data: { type: "update", item: { id: "m3", text: "edited" } }, cursor: "25.e" });
+  add("x2", "26.e");
+  assert.deepStrictEqual(ids(), ["x2", "n1", "x0", "m3", "s8", "m2"]);
+  assert.equal(list.items.find((t) => t.id === "m3").text, "edited");
+  for (const v of views) assert.equal(new Set(v).size, v.length, `a view showed an item twice: ${v}`);
+  list.close();
+});
+
 // ---------------------------------------------------------------------------
 // The SSE transport, against a scripted fetch whose streams the test writes.
 

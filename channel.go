@@ -191,7 +191,10 @@ func (hc *hubChannel) run() {
 		if err == nil {
 			err = errors.New("subscription ended early")
 		}
-		h.stats.brokerErrors.Add(1)
+		closed := h.brokerClosed(err)
+		if !closed {
+			h.stats.brokerErrors.Add(1)
+		}
 
 		hc.mu.Lock()
 		started, again := hc.started, hc.readies > readies
@@ -206,6 +209,12 @@ func (hc *hubChannel) run() {
 				delete(h.channels, hc.name)
 			}
 			h.mu.Unlock()
+			return
+		}
+		if closed {
+			// Not a fault, and for good: see Hub.follow.
+			h.opts.Logger.Debug("live: the broker is closed; the channel's subscription ends", "channel", hc.name, "err", err)
+			<-hc.ctx.Done()
 			return
 		}
 		h.opts.Logger.Warn("live: broker subscription broke; resubscribing", "channel", hc.name, "err", err)

@@ -3,11 +3,13 @@ package live_test
 import (
 	"bytes"
 	"compress/gzip"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"regexp"
 	"testing"
 
 	"github.com/go-live/live"
@@ -198,4 +200,26 @@ func ExampleClientHandler() {
 	mux.ServeHTTP(rec, httptest.NewRequest("GET", "/live.js", nil))
 	fmt.Println(rec.Code, rec.Header().Get("Content-Type"), rec.Header().Get("Cache-Control"))
 	// Output: 200 text/javascript; charset=utf-8 no-cache
+}
+
+// TestVersionMatchesClientPackage checks that the browser client's npm
+// package and this module are released in step: client/package.json (and
+// its lock file) carry Version.
+func TestVersionMatchesClientPackage(t *testing.T) {
+	for _, name := range []string{"client/package.json", "client/package-lock.json"} {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var pkg struct{ Name, Version string }
+		if err := json.Unmarshal(b, &pkg); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if pkg.Name != "@go-live/live" || pkg.Version != live.Version {
+			t.Errorf("%s: %s@%s; want @go-live/live@%s, as live.Version says", name, pkg.Name, pkg.Version, live.Version)
+		}
+	}
+	if !regexp.MustCompile(`^\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?$`).MatchString(live.Version) {
+		t.Errorf("live.Version %q is not a semantic version", live.Version)
+	}
 }

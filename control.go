@@ -409,6 +409,13 @@ func (h *Hub) follow(channel string, ready func(head Position), deliver func(Mes
 		if broke != nil {
 			broke()
 		}
+		if h.brokerClosed(err) {
+			// Not a fault: the application closed the broker, most likely
+			// on its way to closing the hub. It does not come back.
+			h.opts.Logger.Debug("live: the broker is closed; the subscription to "+channel+" ends", "err", err)
+			<-h.ctx.Done()
+			return nil
+		}
 		h.stats.brokerErrors.Add(1)
 		h.opts.Logger.Warn("live: subscription to "+channel+" broke; resubscribing", "err", err)
 		if readies.Load() > before {
@@ -419,6 +426,18 @@ func (h *Hub) follow(channel string, ready func(head Position), deliver func(Mes
 		}
 		delay = min(2*delay, maxDelay)
 	}
+}
+
+// brokerClosed reports whether a subscription ended because the broker
+// was closed (it said [ErrClosed]) or the hub is closing, which are not
+// faults of the link to the broker.
+func (h *Hub) brokerClosed(err error) bool {
+	if errors.Is(err, ErrClosed) {
+		return true
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.closed
 }
 
 // hasConns reports whether the hub has connections.

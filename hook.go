@@ -90,7 +90,9 @@ type HookOptions struct {
 	// RetryWindow is how long the hook remembers the response to a
 	// request that carried [MutationIDHeader] or [IdempotencyKeyHeader]:
 	// a retry within it (same method, path, user and key) is answered
-	// with the first response, marked Idempotent-Replayed: true, and
+	// with the first response (status, body and the headers that
+	// describe it: Content-Type, Cache-Control, ETag, Location, Vary and
+	// the like, never Set-Cookie), marked Idempotent-Replayed: true, and
 	// neither runs the handler nor publishes again. A retry that arrives
 	// while the first request runs waits for it (and gets 409
 	// "in_progress" if its own context ends first).

@@ -90,8 +90,17 @@ type storedResponse struct {
 // the first request.
 var stillRunning = &storedResponse{Status: http.StatusConflict}
 
-// replayedHeaders are the response headers a replay repeats.
-var replayedHeaders = []string{"Content-Type", "Location", "ETag", "Last-Modified", MutationIDHeader}
+// replayedHeaders are the response headers a replay repeats: those that
+// describe the representation, say how to cache it, or name what the
+// request made. A record keeps them in its "header" member, which records
+// of every version have, so a record saved before a header joined this
+// list replays with the headers it has. Set-Cookie is never kept: a
+// session is not the response's to repeat.
+var replayedHeaders = []string{
+	"Cache-Control", "Content-Disposition", "Content-Encoding", "Content-Language",
+	"Content-Location", "Content-Type", "ETag", "Expires", "Last-Modified", "Link",
+	"Location", "Vary", "X-Content-Type-Options", MutationIDHeader,
+}
 
 // errIdempotencyFull is the memory store's answer to a claim when it is
 // full of requests still running.

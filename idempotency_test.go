@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/go-live/live"
+	"github.com/google/go-cmp/cmp"
 )
 
 // userKey keys the user an application's own auth middleware puts in a
@@ -156,6 +157,114 @@ func TestRetriesScopedByIdentify(t *testing.T) {
 	}
 	if a.ran("alice", `{"text":"hi"}`) != 1 || a.ran("bob", `{"text":"hi"}`) != 1 {
 		t.Errorf("runs: alice %d, bob %d; want 1 and 1", a.ran("alice", `{"text":"hi"}`), a.ran("bob", `{"text":"hi"}`))
+	}
+}
+
+// TestRetryRepeatsHeaders retries a request whose response says how to
+// cache it: the replay carries the first response's headers (all but its
+// cookie), not only its body.
+func TestRetryRepeatsHeaders(t *testing.T) {
+	hub := live.NewHub(&live.Options{Identify: func(r *http.Request) (live.Identity, error) {
+		return live.Identity{User: "ann"}, nil
+	}})
+	t.Cleanup(func() { hub.Close(context.Background()) })
+	runs := 0
+	h := hub.Hook(live.HookOptions{Channel: toChannel("notes")})(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		runs++
+		hd := w.Header()
+		hd.Set("Content-Type", "application/json")
+		hd.Set("Cache-Control", "no-store")
+		hd.Set("Vary", "Cookie")
+		hd.Set("Location", "/notes/n1")
+		hd.Set("ETag", `"1"`)
+		hd.Set("Content-Language", "en")
+		hd.Set("X-Content-Type-Options", "nosniff")
+		hd.Set("Set-Cookie", "seen=1")
+		w.WriteHeader(http.StatusCreated)
+		io.WriteString(w, `{"id":"n1"}`)
+	}))
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	post := func() *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest("POST", srv.URL+"/notes", strings.NewReader(`{"text":"hi"}`))
+		req.Header.Set(live.IdempotencyKeyHeader, "k1")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	names := []string{"Cache-Control", "Content-Language", "Content-Type", "Etag", "Location", "Vary", "X-Content-Type-Options"}
+	pick := func(h http.Header) map[string]string {
+		m := make(map[string]string)
+		for _, n := range names {
+			m[n] = h.Get(n)
+		}
+		return m
+	}
+	first, again := post(), post()
+	if runs != 1 || again.Header.Get("Idempotent-Replayed") != "true" || again.StatusCode != first.StatusCode {
+		t.Fatalf("runs %d, retry %d replayed %q; want 1 run and the %d replayed", runs, again.StatusCode, again.Header.Get("Idempotent-Replayed"), first.StatusCode)
+	}
+	if diff := cmp.Diff(pick(first.Header), pick(again.Header)); diff != "" {
+		t.Errorf("replayed headers (-first +replay):\n%s", diff)
+	}
+	if c := again.Header.Get("Set-Cookie"); c != "" {
+		t.Errorf("the replay set the cookie %q", c)
+	}
+}
+
+// recordStore is an IdempotencyStore that holds one saved record, as a
+// shared store written by an older node would.
+type recordStore struct{ record []byte }
+
+func (s recordStore) Claim(context.Context, string, time.Duration) (bool, []byte, error) {
+	return false, s.record, nil
+}
+func (recordStore) Save(context.Context, string, []byte, time.Duration) error { return nil }
+func (recordStore) Release(context.Context, string) error                     { return nil }
+
+// TestRetryReplaysOldRecords replays records in the forms earlier
+// versions saved: without the request's fingerprint, and with only the
+// headers they kept then.
+func TestRetryReplaysOldRecords(t *testing.T) {
+	for _, c := range []struct {
+		name, record string
+		header       map[string]string
+	}{
+		{"headers of the first versions", `{"status":201,"header":{"Content-Type":["application/json"],"Location":["/notes/n1"]},"body":"eyJpZCI6Im4xIn0="}`,
+			map[string]string{"Content-Type": "application/json", "Location": "/notes/n1", "Cache-Control": ""}},
+		{"no headers", `{"status":200,"body":"eyJpZCI6Im4xIn0="}`,
+			map[string]string{"Content-Type": "", "Location": "", "Cache-Control": ""}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			hub := live.NewHub(&live.Options{Identify: func(r *http.Request) (live.Identity, error) {
+				return live.Identity{User: "ann"}, nil
+			}})
+			t.Cleanup(func() { hub.Close(context.Background()) })
+			h := hub.Hook(live.HookOptions{Channel: toChannel("notes"), Idempotency: recordStore{[]byte(c.record)}})(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				t.Error("the handler ran for a saved request")
+			}))
+			req := httptest.NewRequest("POST", "/notes", strings.NewReader(`{"text":"hi"}`))
+			req.Header.Set(live.IdempotencyKeyHeader, "k1")
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			var sr struct{ Status int }
+			json.Unmarshal([]byte(c.record), &sr)
+			if rec.Code != sr.Status || rec.Body.String() != `{"id":"n1"}` || rec.Header().Get("Idempotent-Replayed") != "true" {
+				t.Errorf("replay: %d %s replayed %q; want %d {\"id\":\"n1\"} replayed", rec.Code, rec.Body, rec.Header().Get("Idempotent-Replayed"), sr.Status)
+			}
+			got := make(map[string]string)
+			for n := range c.header {
+				got[n] = rec.Header().Get(n)
+			}
+			if diff := cmp.Diff(c.header, got); diff != "" {
+				t.Errorf("headers (-want +got):\n%s", diff)
+			}
+		})
 	}
 }
 

@@ -2,13 +2,17 @@ package live_test
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/go-live/live"
+	"github.com/google/go-cmp/cmp"
 )
 
 // watchBroker reports when the hub's broker subscriptions end.
@@ -161,5 +165,69 @@ func TestCloseClientConnectionsKeepsStreams(t *testing.T) {
 	}
 	if f := ws.expect(t, "data"); string(f.Data) != "1" {
 		t.Fatalf("WebSocket: %+v", f)
+	}
+}
+
+// levelLogs is a slog.Handler that keeps every record's level and message,
+// and tells closed of each record about a closed broker.
+type levelLogs struct {
+	mu     sync.Mutex // guards lines
+	lines  []string
+	closed chan struct{}
+}
+
+func (l *levelLogs) Enabled(context.Context, slog.Level) bool { return true }
+func (l *levelLogs) WithAttrs([]slog.Attr) slog.Handler       { return l }
+func (l *levelLogs) WithGroup(string) slog.Handler            { return l }
+func (l *levelLogs) Handle(_ context.Context, r slog.Record) error {
+	l.mu.Lock()
+	l.lines = append(l.lines, r.Level.String()+" "+r.Message)
+	l.mu.Unlock()
+	if strings.Contains(r.Message, "the broker is closed") {
+		l.closed <- struct{}{}
+	}
+	return nil
+}
+
+// TestBrokerClosedFirst closes the broker, then the hub, as an
+// application's deferred calls may: the hub's subscriptions end without
+// a warning, and it does not knock on the closed broker again.
+func TestBrokerClosedFirst(t *testing.T) {
+	// Room for the resubscriptions of a hub that keeps knocking.
+	b := &watchBroker{MemoryBroker: newMemoryBroker(t, 16), ended: make(chan string, 1000)}
+	logs := &levelLogs{closed: make(chan struct{}, 1000)}
+	s := newTestServer(t, &live.Options{Broker: b, Logger: slog.New(logs)})
+	ws := dialWS(t, s.wsURL(), nil)
+	ws.subscribe(t, "news")
+
+	b.Close()
+	// Two subscriptions end: the hub's control channel's and news's.
+	for range 2 {
+		select {
+		case <-logs.closed:
+		case <-time.After(waitFor):
+			logs.mu.Lock()
+			t.Fatalf("the hub did not see the broker closed; it logged %q", logs.lines)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	if err := s.hub.Close(ctx); err != nil {
+		t.Fatalf("hub.Close: %v", err)
+	}
+	var ended []string
+	for len(b.ended) > 0 {
+		ended = append(ended, <-b.ended)
+	}
+	slices.Sort(ended)
+	if diff := cmp.Diff([]string{"@live:control", "news"}, ended); diff != "" {
+		t.Errorf("broker subscriptions that ended (-want +got):\n%s", diff)
+	}
+	logs.mu.Lock()
+	defer logs.mu.Unlock()
+	for _, line := range logs.lines {
+		if !strings.HasPrefix(line, "DEBUG") && !strings.HasPrefix(line, "INFO") {
+			t.Errorf("logged %q", line)
+		}
 	}
 }

@@ -10,6 +10,11 @@ import (
 	"strings"
 )
 
+// Version is the release of this module, and of the browser client it
+// serves: the npm package @go-live/live (client/package.json) carries the
+// same version, and the release is tagged "v" + Version.
+const Version = "0.1.0"
+
 // Errors reported by the Hub and by brokers. Compare with [errors.Is]: they
 // usually arrive wrapped with the operation that failed.
 var (

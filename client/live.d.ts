@@ -176,23 +176,23 @@ export interface SubscribeOptions {
   onPresence?: (p: Presence) => void;
 }
 
-/** A user subscribed to a presence channel. */
-export interface Member {
+/** A user subscribed to a presence channel; Info is the shape of the record the server's Identify gives. */
+export interface Member<Info = unknown> {
   user: string;
   /** The public record the server's Identify gave the user. */
-  info?: unknown;
+  info?: Info;
   /** The user's connections to the channel (tabs, devices). */
   conns: number;
 }
 
 /** A presence channel's members, as a presence listener gets them. */
-export interface Presence {
+export interface Presence<Info = unknown> {
   /** Sorted by user; empty on a channel that shows counts only. */
-  members: Member[];
+  members: Member<Info>[];
   /** Users plus anonymous connections. */
   count: number;
   /** Members who joined, or whose info or connection count changed, since the last call. */
-  joined: Member[];
+  joined: Member<Info>[];
   /** Users who left since the last call. */
   left: string[];
 }
@@ -216,9 +216,9 @@ export interface Live {
   /** The cursor the channel resumes from, or null. */
   cursor(channel: string): string | null;
   /** Follows who is subscribed to a presence channel; returns the function that stops. */
-  presence(channel: string, listener: (p: Presence) => void, opts?: { onError?: (err: LiveError) => void }): () => void;
+  presence<Info = unknown>(channel: string, listener: (p: Presence<Info>) => void, opts?: { onError?: (err: LiveError) => void }): () => void;
   /** The channel's presence as last received, or null. */
-  members(channel: string): { members: Member[]; count: number } | null;
+  members<Info = unknown>(channel: string): { members: Member<Info>[]; count: number } | null;
   /** The hub's name for the connection, sent as the Live-Connection header of writes; null before the first acknowledgement. */
   readonly connectionID: string | null;
   /** Closes the connection for good. */

@@ -2,9 +2,10 @@
 
 import type { ReactNode } from "react";
 import type { QueryFunctionContext, UseQueryOptions, UseQueryResult, UseMutateFunction } from "@tanstack/react-query";
-import type { Connection, Live, LiveError, LiveOptions, Merge, Meta, SubscribeOptions, Transport } from "./live";
+import type { Connection, Live, LiveError, LiveOptions, Member, Merge, Meta, SubscribeOptions, Transport } from "./live.js";
 
-export { LiveError };
+export { LiveError } from "./live.js";
+export type { Member };
 
 export interface LiveProviderProps {
   children?: ReactNode;
@@ -128,28 +129,23 @@ export function useLiveList<T extends object = Record<string, any>>(
   options?: UseLiveListOptions<T>,
 ): UseLiveListResult<T>;
 
-/** A user subscribed to a presence channel. */
-export interface Member {
-  user: string;
-  /** The public record the server's Identify gave the user. */
-  info?: unknown;
-  /** The user's connections to the channel (tabs, devices). */
-  conns: number;
-}
-
-export interface PresenceState {
+export interface PresenceState<Info = unknown> {
   /** Sorted by user; empty on a channel that shows counts only. */
-  members: Member[];
+  members: Member<Info>[];
   /** Users plus anonymous connections. */
   count: number;
   /** The hub has sent the channel's presence. */
   ready: boolean;
 }
 
-export interface UsePresenceOptions {
-  onChange?: (p: { members: Member[]; count: number; joined: Member[]; left: string[] }) => void;
+export interface UsePresenceOptions<Info = unknown> {
+  onChange?: (p: { members: Member<Info>[]; count: number; joined: Member<Info>[]; left: string[] }) => void;
   onError?: (err: LiveError) => void;
 }
 
-/** Follows who is subscribed to a presence channel. */
-export function usePresence(channel: string, options?: UsePresenceOptions): PresenceState;
+/**
+ * Follows who is subscribed to a presence channel. Info is the shape of
+ * the record the server's Identify gives each user (Member.info):
+ * usePresence<{ name: string }>("room").
+ */
+export function usePresence<Info = unknown>(channel: string, options?: UsePresenceOptions<Info>): PresenceState<Info>;

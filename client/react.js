@@ -242,9 +242,20 @@ export function LiveProvider({ children, url, sseURL, transport, options, client
     if (url !== undefined) o.url = url;
     if (sseURL !== undefined) o.sseURL = sseURL;
     if (transport !== undefined) o.transport = transport;
-    const live = client ?? createLive(o);
-    bridge.attach(live);
+    // StrictMode mounts, unmounts and mounts again at once: a connection
+    // made on the first mount would be closed while it connects, which the
+    // browser logs as a failed WebSocket. It is made a microtask later,
+    // once the mount has stood; the hooks' subscriptions wait for it.
+    let live = null;
+    let gone = false;
+    queueMicrotask(() => {
+      if (gone) return;
+      live = client ?? createLive(o);
+      bridge.attach(live);
+    });
     return () => {
+      gone = true;
+      if (!live) return;
       bridge.detach();
       if (own) live.close();
     };
@@ -439,6 +450,9 @@ function useFollower(queryKey, create, value, deps) {
     const f = create(bridge);
     const entry = { f, closed: false, onClose: [] };
     const stop = f.onChange(() => queryClient.setQueryData(queryKey, value(f)));
+    // Writes an earlier page left unsettled show at once, before the load
+    // (which waits for the network, as React Query's does by default).
+    if (f.pending > 0 && queryClient.getQueryData(queryKey) === undefined) queryClient.setQueryData(queryKey, value(f));
     slot.set(entry);
     return () => {
       entry.closed = true;
@@ -585,11 +599,16 @@ export function useLiveList(channel, queryKey, fetcher, options = {}) {
 
   const list = async () => (await slot.current()).f;
   const failed = (err) => call(optionsRef.current.onError, err);
+  // The list shows, keeps and sends again what is written offline itself:
+  // React Query's default networkMode ("online") would pause the mutation
+  // before the list saw it, and show nothing.
   const addMutation = useMutation({
+    networkMode: "always",
     mutationFn: async (item) => (await list()).add(item),
     onError: failed,
   });
   const updateMutation = useMutation({
+    networkMode: "always",
     mutationFn: async (item) => {
       if (item === null || typeof item !== "object") throw new TypeError("live: update: the item must be an object with its id");
       const idField = optionsRef.current.idField ?? "id";
@@ -600,6 +619,7 @@ export function useLiveList(channel, queryKey, fetcher, options = {}) {
     onError: failed,
   });
   const removeMutation = useMutation({
+    networkMode: "always",
     mutationFn: async (id) => (await list()).remove(id),
     onError: failed,
   });

@@ -91,8 +91,9 @@ test("the restart check fails on the seed's provider", async () => {
 
 function unmountWhileConnecting(impl, hooks) {
   return withPage(impl, async (page) => {
-    const states = await page.evaluate(({ impl, hooks }) => {
+    const states = await page.evaluate(async ({ impl, hooks }) => {
       window.app.mount({ impl, strict: false, scenario: "toggle", props: { channel: "toggling", hooks } });
+      await null; // react.js's provider connects a microtask after it mounts
       const states = window.rec.sockets.map((s) => s.readyState);
       window.app.setShow(false); // in the same task: no socket can have opened
       return states;

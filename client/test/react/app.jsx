@@ -300,10 +300,13 @@ let root = null;
 let mounted = null; // what mount rendered, for setProvider
 
 window.app = {
-  /** mount renders a scenario under a new QueryClient and LiveProvider. */
-  mount({ impl = "ours", strict = true, scenario, props = {}, provider = {} }) {
+  /**
+   * mount renders a scenario under a new QueryClient and LiveProvider;
+   * defaultClient makes it new QueryClient() with React Query's defaults.
+   */
+  mount({ impl = "ours", strict = true, scenario, props = {}, provider = {}, defaultClient = false }) {
     const I = impl === "seed" ? seed : ours;
-    const queryClient = new QueryClient({ defaultOptions: { queries: { retry: false } } });
+    const queryClient = defaultClient ? new QueryClient() : new QueryClient({ defaultOptions: { queries: { retry: false } } });
     window.queryClient = queryClient;
     mounted = { I, queryClient, strict, scenario, props };
     let el = document.getElementById("root");

@@ -23,7 +23,7 @@ const (
 	// SlowDisconnect drops the queue and closes the connection (WebSocket
 	// status 1013, try again later; an SSE stream simply ends). Clients
 	// reconnect with their cursor and resume from history, so nothing is
-	// lost inside the history window, and the seed's client, which refetches
+	// lost inside the history window, and a React LiveProvider client, which refetches
 	// after reconnecting, stays correct too. This is the default.
 	SlowDisconnect SlowPolicy = iota
 

@@ -61,7 +61,7 @@ type controlMsg struct {
 // waits until it has heard from every other. Waiting costs a round trip
 // through the broker and one acknowledgement from each other Hub: with 2
 // or 3 nodes, about 1 ms on Redis, 2-9 ms on NATS, 6-18 ms on PostgreSQL
-// (the README has the figures).
+// (docs/performance.md has the figures).
 func (h *Hub) Disconnect(ctx context.Context, user string) error {
 	if user == "" {
 		return errors.New("live: Disconnect needs a user")

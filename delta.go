@@ -11,10 +11,10 @@ import (
 
 // ErrVersionGap reports a Delta whose version does not follow the current
 // one. Some deltas were missed, so the caller must refetch the whole value
-// instead of applying it, as the seed's useDeltaSync does.
+// instead of applying it, as React's useDeltaSync does.
 var ErrVersionGap = errors.New("live: delta version gap")
 
-// Delta is the seed's useDeltaSync message, for large values of which each
+// Delta is React useDeltaSync's message, for large values of which each
 // publication changes a small part: the changes that turn the value at
 // Version-1 into the value at Version.
 type Delta struct {
@@ -33,8 +33,8 @@ type Change struct {
 }
 
 // ApplyDelta applies d to current, the value at version, and returns the
-// value at d.Version, applying the changes in order the way the seed's
-// JavaScript does, with its failures reported as errors. If d.Version is
+// value at d.Version, applying the changes in order the way useDeltaSync
+// does, with its failures reported as errors. If d.Version is
 // not version+1 it returns an error wrapping [ErrVersionGap].
 //
 // current must be an object; null or absent counts as {}. Every part of a
@@ -214,7 +214,7 @@ func arrayIndex(s string) (int, bool) {
 }
 
 // addressable reports whether a key can be a part of a Change's path in
-// every client: the seed's applier splits paths on dots and assigns with
+// every client: useDeltaSync's applier splits paths on dots and assigns with
 // target[key] = value, which for "__proto__" sets the prototype instead.
 func addressable(key string) bool {
 	return key != "" && !strings.Contains(key, ".") && key != "__proto__"

@@ -43,7 +43,7 @@
 //
 // Wrap mutating CRUD handlers with [Hub.Hook]: after a 2xx response a POST
 // publishes {"type":"add","item":<response body>}, PUT and PATCH "update",
-// DELETE {"type":"remove","id":…} — what the seed's useLiveList applies.
+// DELETE {"type":"remove","id":…} — what React's useLiveList applies.
 // Nothing is published on errors, and the response reaches the client
 // before the broadcast. Clients send [MutationIDHeader] to match the
 // broadcast to their optimistic item, and a retry with it runs nothing

@@ -49,10 +49,11 @@ func Example() {
 	// seq 1
 }
 
-// Mount the transports at the seed's URLs, so its LiveProvider (WebSocket
-// at /ws) and useDeltaSync (EventSource at /api/live/{channel}) work
+// Mount the transports at the URLs a React app written for the
+// LiveProvider/useLiveData pattern uses, so its LiveProvider (WebSocket at
+// /ws) and useDeltaSync (EventSource at /api/live/{channel}) work
 // unchanged.
-func Example_seedRoutes() {
+func Example_reactRoutes() {
 	hub := live.NewHub(nil)
 	defer hub.Close(context.Background())
 
@@ -162,7 +163,7 @@ func ExampleNewMemoryBroker() {
 }
 
 // Keep a channel's value on the server and let clients sync it with
-// versioned deltas: the seed's useDeltaSync fetches GET /api/board and
+// versioned deltas: React's useDeltaSync fetches GET /api/board and
 // streams /api/live/board?version=N.
 func ExampleHub_State() {
 	hub := live.NewHub(nil)
@@ -205,7 +206,7 @@ func ExampleHub_State() {
 }
 
 // Everything the README mounts, on one Go 1.22 mux beside a file server at
-// "GET /": the transports at the seed's URLs, the prefix mount, a hooked
+// "GET /": the transports at a React LiveProvider app's URLs, the prefix mount, a hooked
 // CRUD API and a State. Each pattern names its method, so none overlaps
 // another and nothing panics.
 func Example_oneMux() {
@@ -222,8 +223,8 @@ func Example_oneMux() {
 
 	mux := http.NewServeMux()
 	mux.Handle("GET /", http.FileServerFS(fstest.MapFS{"index.html": {Data: []byte("<h1>Tasks</h1>")}}))
-	mux.Handle("GET /ws", hub.WebSocketHandler())           // the seed's LiveProvider
-	mux.Handle("GET /api/live/{channel}", hub.SSEHandler()) // the seed's EventSource
+	mux.Handle("GET /ws", hub.WebSocketHandler())           // React's LiveProvider
+	mux.Handle("GET /api/live/{channel}", hub.SSEHandler()) // useDeltaSync's EventSource
 	mux.Handle("GET /api/live", hub.SSEHandler())           // live.js without WebSocket: ?channels=a,b
 	mux.Handle("POST /api/live/{channel}", hub.PublishHandler())
 	mux.Handle("GET /live/", hub) // or everything under one prefix

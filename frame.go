@@ -101,7 +101,8 @@ func compactJSON(data []byte) []byte {
 }
 
 // newDataFrame encodes one publication: for SSE "id: <cursor>\ndata: <json>",
-// for WebSocket the seed's data frame plus a cursor, and the channel's
+// for WebSocket the data frame of React LiveProvider clients plus a
+// cursor, and the channel's
 // query key when it has one.
 //
 // A frame whose Pos has an empty epoch carries no cursor: clients neither

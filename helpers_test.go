@@ -27,7 +27,8 @@ func TestMain(m *testing.M) { leakcheck.Main(m) }
 const waitFor = 10 * time.Second
 
 // testServer is a hub mounted the ways an application would mount it: as
-// one handler under /live/, and as separate handlers at the seed's URLs.
+// one handler under /live/, and as separate handlers at the URLs React
+// LiveProvider and useDeltaSync clients use (/ws, /api/live/{channel}).
 type testServer struct {
 	hub *live.Hub
 	srv *httptest.Server

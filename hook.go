@@ -42,7 +42,8 @@ type HookOptions struct {
 
 	// IDField names an item's id: the route wildcard and the member of a
 	// JSON object response that a DELETE's id is read from. The published
-	// event calls it "id" regardless, as the seed expects. Default "id".
+	// event calls it "id" regardless, as React's useLiveList expects.
+	// Default "id".
 	IDField string
 
 	// ID returns the id a successful DELETE removed, given the response
@@ -50,7 +51,7 @@ type HookOptions struct {
 	// route's {IDField} wildcard, else the IDField member of a JSON object
 	// response, else the last wildcard of the route pattern (for requests
 	// not routed by http.ServeMux, the last path segment). Ids from the
-	// path are strings and the seed compares ids with ===: if your ids are
+	// path are strings and useLiveList compares ids with ===: if your ids are
 	// numbers, return numbers here or answer DELETE with the item.
 	ID func(r *http.Request, body []byte) any
 
@@ -152,7 +153,7 @@ type Event struct {
 	Data    any
 }
 
-// ListUpdate is the default event, the seed's LiveListUpdate: "add" and
+// ListUpdate is the default event, React useLiveList's LiveListUpdate: "add" and
 // "update" carry the item as the handler answered it, "remove" the id.
 // MutationID echoes the request's [MutationIDHeader]. Build one in
 // [HookOptions].Event to publish the default shape on more channels.

@@ -14,7 +14,7 @@ import (
 )
 
 // Wrap an existing CRUD handler so every subscriber of "todos" hears of
-// each change, in the shape the seed's useLiveList applies, and test it
+// each change, in the shape React's useLiveList applies, and test it
 // with httptest.
 func ExampleHub_Hook() {
 	hub := live.NewHub(nil)

@@ -253,7 +253,7 @@ func isJSON(contentType string) bool {
 }
 
 // publishReply answers a successful HTTP publish. "success" keeps the
-// seed's reply; the cursor is the publication's position.
+// reply React LiveProvider apps expect; the cursor is the publication's position.
 type publishReply struct {
 	Success bool   `json:"success"`
 	Channel string `json:"channel"`

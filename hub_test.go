@@ -47,7 +47,7 @@ func TestSSEDeliversPublications(t *testing.T) {
 func TestWebSocketSeedProtocol(t *testing.T) {
 	s := newTestServer(t, nil)
 	c := dialWS(t, s.wsURL(), nil)
-	// The seed's client sends exactly these frames and reads "data" frames.
+	// A React LiveProvider sends exactly these frames and reads "data" frames.
 	c.send(t, map[string]string{"type": "subscribe", "channel": "activity"})
 	ack := c.expect(t, "subscribed")
 	if ack.Channel != "activity" || ack.Cursor == "" {

@@ -58,7 +58,7 @@ func (plainKind) replays() bool { return true }
 func (plainKind) fold([]*frame) ([]*frame, Position, bool) { return nil, Position{}, false }
 
 // A State's kind: publications carry their version, fan-out folds them
-// into the value, resets are publications the seed's client understands,
+// into the value, resets are publications useDeltaSync understands,
 // and a slow connection's queued publications give way to the current
 // value.
 

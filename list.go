@@ -4,7 +4,8 @@ import (
 	"encoding/json"
 )
 
-// listOp is one of the seed's list operations, as Hub.Hook publishes them.
+// listOp is one of the list operations React's useLiveList applies, as
+// Hub.Hook publishes them.
 type listOp struct {
 	Type       string          `json:"type"`
 	Item       json.RawMessage `json:"item,omitempty"`
@@ -111,8 +112,8 @@ func coalesceList(k listKind, fs []*frame) ([]*frame, bool) {
 	return out, true
 }
 
-// listKind is the kind of a list channel: publications are the seed's list
-// operations, and a slow connection's queued ones coalesce (coalesceList).
+// listKind is the kind of a list channel: publications are useLiveList's
+// list operations, and a slow connection's queued ones coalesce (coalesceList).
 type listKind struct {
 	plainKind
 	id string // the items' id field

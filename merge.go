@@ -27,7 +27,7 @@ var (
 	MergeReplace Merge = mergeReplace
 
 	// MergeShallow lays the update's members over the current value's,
-	// {...current, ...update}: the seed's default, for dashboards whose
+	// {...current, ...update}: React useLiveData's default, for dashboards whose
 	// publications carry only the fields that changed. Both must be JSON
 	// objects; a null or absent current value counts as {}. Nested objects
 	// are replaced, not merged, and a null member is kept as null.
@@ -40,7 +40,7 @@ var (
 	MergePatch Merge = mergePatch
 )
 
-// MergeList returns the seed's useLiveList merge, for channels whose value
+// MergeList returns React useLiveList's merge, for channels whose value
 // is an array of items, each an object identified by its idField member
 // ("id" if idField is empty). Updates are objects of three types:
 //
@@ -54,7 +54,7 @@ var (
 // that are not objects or lack the id member never match. A null or absent
 // current value counts as [].
 //
-// An update of another type is an error rather than, as in the seed,
+// An update of another type is an error rather than, as in useLiveList,
 // ignored: a misspelt type should fail where it is published, not vanish
 // silently in every client.
 func MergeList(idField string) Merge {

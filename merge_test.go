@@ -593,7 +593,7 @@ func TestMergePatchProperties(t *testing.T) {
 	}
 }
 
-// Fuzz targets. The vectors seed them; go test runs the seeds as tests.
+// Fuzz targets. The vectors are their corpus; go test runs it as tests.
 
 func addVectorSeeds(f *testing.F, file string, add func(v vector)) {
 	b, err := os.ReadFile(filepath.Join("testdata", "merge", file))

@@ -120,12 +120,12 @@ type Options struct {
 
 	// QueryKey, if set, names the React Query cache entry of a channel.
 	// WebSocket data frames of the channel then carry it as "queryKey",
-	// and the seed's LiveProvider writes each publication's data into that
+	// and a React LiveProvider writes each publication's data into that
 	// entry. It is called once per channel while the channel has
 	// subscribers; return nil for channels without one. Default: none.
 	QueryKey func(channel string) []string
 
-	// Lists names the channels that carry the seed's list operations,
+	// Lists names the channels that carry useLiveList's list operations,
 	// {"type":"add"|"update"|"remove","item":…,"id":…} as Hub.Hook
 	// publishes them, by returning their id field ("" for other channels).
 	// When a client falls behind, its queued operations on a list channel

@@ -20,7 +20,7 @@ import (
 // id is its cursor, so EventSource resumes by itself: on reconnection it
 // sends Last-Event-ID and the stream replays what was missed. A cursor can
 // also be given as ?cursor=, or as ?version=N (a bare sequence number in
-// the channel's current numbering, which the seed's useDeltaSync sends).
+// the channel's current numbering, which React's useDeltaSync sends).
 // When a cursor cannot be honoured the stream starts with a named "reset"
 // event instead, and the client must refetch.
 func (h *Hub) serveSSE(w http.ResponseWriter, r *http.Request) {

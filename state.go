@@ -27,8 +27,8 @@ type StateOptions struct {
 
 // A State is a channel whose current value the Hub keeps, with a version:
 // the position of the publication that made it. Writes publish the
-// smallest delta that turns the old value into the new one, in the seed's
-// useDeltaSync format, {"version":N,"changes":[…]}, so clients receive
+// smallest delta that turns the old value into the new one, in React
+// useDeltaSync's format, {"version":N,"changes":[…]}, so clients receive
 // efficient updates without anyone writing a diff by hand. Serve the
 // value with [State.ServeHTTP] ({"data":…,"version":N}, the initial fetch
 // useDeltaSync expects); stream the channel as any other, where
@@ -44,7 +44,7 @@ type StateOptions struct {
 // When a change cannot be expressed as dotted-path changes (the value
 // changes type, or a key contains a dot), the publication is a reset,
 // {"version":0,"reset":true,"data":…}: version 0 is never the successor of
-// a client's version, so the seed's client refetches, and live clients
+// a client's version, so useDeltaSync refetches, and live clients
 // may take data as the new value. Resets of a state channel (a cursor too
 // old to replay, a slow client brought up to date) take the same in-band
 // form, so EventSource.onmessage sees them too.
@@ -400,8 +400,8 @@ func (s *State) resetTo(cursor Position) {
 }
 
 // snapshot returns a frame that brings a slow client up to the current
-// value in one step: a reset publication carrying the value, which the
-// seed's client answers by refetching and ours by adopting the data.
+// value in one step: a reset publication carrying the value, which
+// useDeltaSync answers by refetching and live.js by adopting the data.
 func (s *State) snapshot() *frame {
 	s.mu.Lock()
 	value, pos, stale := s.value, s.version, s.stale
@@ -704,8 +704,8 @@ func (s *State) lost(cursor Position) {
 	s.wake()
 }
 
-// resetFrame is a publication, {"version":0,"reset":true,…}, so that the
-// seed's EventSource.onmessage sees it: version 0 is never the successor
+// resetFrame is a publication, {"version":0,"reset":true,…}, so that
+// useDeltaSync's EventSource.onmessage sees it: version 0 is never the successor
 // of the client's version, and it refetches.
 func (s *State) resetFrame(cursor Position, reason string, ws bool) *frame {
 	data := []byte(`{"version":0,"reset":true,"reason":"` + reason + `"}`)

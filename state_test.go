@@ -17,7 +17,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-// newState mounts a state channel the way the seed's useDeltaSync expects:
+// newState mounts a state channel the way React's useDeltaSync expects:
 // GET/PATCH at /api/{channel}, the stream at /api/live/{channel}.
 func newState(t *testing.T, s *testServer, channel string, opts *live.StateOptions) (*live.State, string) {
 	t.Helper()
@@ -566,8 +566,8 @@ func TestStateConflation(t *testing.T) {
 	t.Logf("%d conflated frames, %d frames for %d writes", conflated, seen, writes)
 }
 
-// TestStateResetInBand checks that a state channel's reset reaches the
-// seed's EventSource.onmessage: an unnamed event whose version 0 is never
+// TestStateResetInBand checks that a state channel's reset reaches
+// useDeltaSync's EventSource.onmessage: an unnamed event whose version 0 is never
 // the successor of the client's, so it refetches.
 func TestStateResetInBand(t *testing.T) {
 	s := newTestServer(t, &live.Options{Broker: newMemoryBroker(t, 2)})

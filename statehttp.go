@@ -9,8 +9,8 @@ import (
 	"strings"
 )
 
-// stateReply is the body of GET and of successful writes: what the seed's
-// useDeltaSync initial fetch expects.
+// stateReply is the body of GET and of successful writes: what React
+// useDeltaSync's initial fetch expects.
 type stateReply struct {
 	Data    json.RawMessage `json:"data"`
 	Version uint64          `json:"version"`

@@ -13,7 +13,7 @@ import (
 )
 
 // serveWS accepts a WebSocket connection that multiplexes channels. The
-// frames are the seed's, in JSON text messages:
+// frames are those of React LiveProvider clients, in JSON text messages:
 //
 //	→ {"type":"subscribe","channel":"C"}           optional "cursor" to resume
 //	→ {"type":"unsubscribe","channel":"C"}
@@ -23,7 +23,7 @@ import (
 // and, added: "subscribed", "unsubscribed" and "published" acknowledgements,
 // "reset" (refetch the channel), "error", and "ping"/"pong" for clients that
 // cannot send protocol-level pings. A client's "ref" is echoed on the
-// reply to its frame. Clients that ignore unknown types, as the seed's
+// reply to its frame. Clients that ignore unknown types, as LiveProvider
 // does, keep working.
 func (h *Hub) serveWS(w http.ResponseWriter, r *http.Request) {
 	if !isWebSocket(r) {

@@ -23,7 +23,7 @@ type State[T any] struct {
 }
 
 // NewState keeps a value that messages change through merge, such as
-// live.MergeShallow (the seed's partial updates) or live.MergeList("id")
+// live.MergeShallow (useLiveData's partial updates) or live.MergeList("id")
 // (list operations). refetch loads the whole value; its version is
 // ignored.
 func NewState[T any](merge live.Merge, refetch func(ctx context.Context) (json.RawMessage, uint64, error)) *State[T] {
@@ -92,7 +92,7 @@ func (s *State[T]) Handle(ctx context.Context, m Message) error {
 			}
 			s.raw, s.version = d.Data, pos.Seq
 		case d.Reset || d.Version != s.version+1:
-			refetch = true // the seed's rule: not the next version, refetch
+			refetch = true // useDeltaSync's rule: not the next version, refetch
 		default:
 			var next json.RawMessage
 			if next, err = live.ApplyDelta(s.raw, s.version, d.Delta); err == nil {

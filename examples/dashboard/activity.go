@@ -21,7 +21,8 @@ type actor struct {
 	Avatar string `json:"avatar"`
 }
 
-// activity is one entry of the feed, in the seed's shape.
+// activity is one entry of the feed, in the shape React's useLiveList
+// keeps.
 type activity struct {
 	ID        string `json:"id"`
 	Type      string `json:"type"`

@@ -17,7 +17,7 @@
 // postgres://user@localhost:5432/db, instead of -redis. -prefix keeps
 // several dashboards apart on one server.
 //
-// It serves the seed's URLs: GET /api/metrics and the channel
+// It serves the URLs a React LiveProvider/useLiveData app uses: GET /api/metrics and the channel
 // "metrics:dashboard" (partial updates every second); GET, POST, PATCH and
 // DELETE /api/activity, whose changes publish on "activity"; GET and PATCH
 // /api/board, a state channel "board" streaming versioned deltas; the

@@ -12,9 +12,10 @@ import "strings"
 // rolls back, giving n back) before the next one gets n+1, and commit order
 // is Seq order. messages holds the recent publications, keyed by channel and
 // Seq, with the idempotency key each was published under, if any
-// (live.PublishKey), unique per channel. A row in channels is inserted, with a new epoch, only when none
-// exists (a new channel, or one whose data was lost), and whatever messages
-// hold for the channel then belongs to an older numbering and is deleted.
+// (live.PublishKey), unique per channel. A row in channels is inserted,
+// with a new epoch, only when none exists (a new channel, or one whose data
+// was lost), and whatever messages hold for the channel then belongs to an
+// older numbering and is deleted, keys and all.
 const schemaSQL = `
 CREATE SCHEMA IF NOT EXISTS {schema};
 
@@ -141,8 +142,8 @@ BEGIN
 		WHERE c.name = p_channel AND c.epoch = p_head_epoch AND c.seq = p_head_seq
 		RETURNING c.epoch, c.seq INTO o_epoch, o_seq;
 	IF NOT FOUND THEN
-		-- The UPDATE waited for a publication that held the row, so this
-		-- statement sees its key.
+		-- Had a publication held the row, the UPDATE waited for it, so
+		-- this statement sees its key.
 		IF p_key IS NOT NULL THEN
 			SELECT c.epoch, m.seq INTO o_epoch, o_seq
 				FROM {schema}.channels c JOIN {schema}.messages m ON m.channel = c.name
@@ -185,10 +186,10 @@ BEGIN
 END
 $fn$;
 
--- store inserts the publication numbered p_seq, with its meta and key, trims the
--- history (and with it the keys of the publications it drops) and
--- announces it, for publish and publish_if, which hold the channel's row
--- lock.
+-- store inserts the publication numbered p_seq, with its meta and key,
+-- trims the history (and with it the keys of the publications it drops)
+-- and announces it, for publish and publish_if, which hold the channel's
+-- row lock.
 CREATE OR REPLACE FUNCTION {schema}.store(
 	p_channel text, p_seq bigint, p_data bytea, p_inline text, p_notify text,
 	p_size bigint, p_age_ms bigint, p_epoch text, p_meta bytea, p_key text)

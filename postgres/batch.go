@@ -29,6 +29,7 @@ type publication struct {
 	head    *live.Position // the position the channel must be at; nil for none
 	data    []byte
 	meta    []byte // nil for none
+	key     string // the idempotency key (live.PublishKey); "" for none
 	pos     live.Position
 	err     error
 	done    chan struct{}

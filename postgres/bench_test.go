@@ -2,6 +2,8 @@ package pgbroker_test
 
 import (
 	"context"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/go-live/live"
@@ -90,4 +92,44 @@ func BenchmarkManyPublishers(b *testing.B) {
 		New:   sharedBrokers(b),
 		Loads: brokertest.ManyPublishers,
 	})
+}
+
+// BenchmarkPublish measures Publish alone, each call waiting for its
+// commit, with no subscriber: without a key, under a new key each time,
+// and under a key already taken (a retry, which publishes nothing).
+//
+//	cd postgres && LIVE_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test go test -run '^$' -bench 'Publish$' -benchtime 5000x
+func BenchmarkPublish(b *testing.B) {
+	url := pgURL(b)
+	pool := benchPool(b, url)
+	broker := pgbroker.New(pool, &pgbroker.Options{Schema: testSchema(b, pool), Logger: servertest.Logger(b)})
+	b.Cleanup(func() { broker.Close() })
+	data := []byte(`"` + strings.Repeat("x", 98) + `"`)
+	if _, err := broker.Publish(b.Context(), servertest.ChannelName(b), data); err != nil { // creates the schema
+		b.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		key  func(i int) string // "" for none
+	}{
+		{"NoKey", func(int) string { return "" }},
+		{"NewKey", func(i int) string { return "k-" + strconv.Itoa(i) }},
+		{"TakenKey", func(int) string { return "taken" }},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			channel := servertest.ChannelName(b)
+			ctx := b.Context()
+			i := 0
+			for b.Loop() {
+				pctx := ctx
+				if key := c.key(i); key != "" {
+					pctx = live.WithPublishKey(ctx, key)
+				}
+				if _, err := broker.Publish(pctx, channel, data); err != nil {
+					b.Fatal(err)
+				}
+				i++
+			}
+		})
+	}
 }

@@ -30,6 +30,21 @@
 // Each Broker keeps one listening connection, with one LISTEN per channel
 // it has subscribers for.
 //
+// # Idempotency keys
+//
+// A publication under an idempotency key ([live.PublishKey]) keeps it in
+// a column of its row of messages, unique per channel. Publish, PublishIf
+// and PublishTx look for the key under the channel's row lock, after
+// taking the next Seq: when a row has it, they give the Seq back, store
+// and announce nothing, and return that row's position. So of calls under
+// one key, from any brokers sharing the database, one publishes, and all
+// return its position. A key is kept as long as its row: until
+// HistorySize later publications push it out, or, once older than
+// HistoryAge, a later publication or the sweeper deletes it, or the
+// channel starts a new epoch. Brokers of this version add the column and
+// its index to tables that older ones made (an index of no rows, built in
+// one pass over messages, during which publications wait).
+//
 // # Transactions
 //
 // [Broker.PublishTx] publishes in the application's own transaction: the
@@ -213,8 +228,8 @@ func New(pool *pgxpool.Pool, opts *Options) *Broker {
 		chans:  make(map[string]*lchan),
 		wake:   make(chan struct{}, 1),
 
-		publishSQL:   "SELECT o_epoch, o_seq FROM " + o.Schema + ".publish($1, $2, $3, $4, $5, $6, $7, $8)",
-		publishIfSQL: "SELECT o_epoch, o_seq FROM " + o.Schema + ".publish_if($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+		publishSQL:   "SELECT o_epoch, o_seq FROM " + o.Schema + ".publish($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+		publishIfSQL: "SELECT o_epoch, o_seq FROM " + o.Schema + ".publish_if($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
 		headSQL:      "SELECT o_epoch, o_seq FROM " + o.Schema + ".head($1, $2)",
 		sinceSQL: `SELECT c.epoch, c.seq, m.seq, m.data, m.meta, coalesce($4::bigint > 0 AND m.at < now() - $4::bigint * interval '1 millisecond', false)
 FROM ` + o.Schema + `.channels c
@@ -416,7 +431,10 @@ type querier interface {
 // Publish implements [live.Broker]. It returns after PostgreSQL committed
 // the publication, and an error, never a false success, when it could not
 // confirm that. Pass a context with a deadline: a stalled server is
-// otherwise waited for.
+// otherwise waited for. Under a key ([live.WithPublishKey]) that a
+// publication in the channel's history has, it publishes nothing and
+// returns that publication's position, so a call that failed with an
+// unknown outcome can be made again under its key.
 func (b *Broker) Publish(ctx context.Context, channel string, data []byte) (live.Position, error) {
 	return b.publishMaybe(ctx, channel, nil, data)
 }
@@ -425,7 +443,9 @@ func (b *Broker) Publish(ctx context.Context, channel string, data []byte) (live
 // function compares the channel's row with head in the UPDATE that takes
 // its row lock, so a publication of any process that held the lock first
 // (batched with others or not, or in an application's transaction with
-// PublishTx) makes it take nothing.
+// PublishTx) makes it take nothing. Under a key that a publication in
+// the channel's history has, it returns that publication's position,
+// whatever head is, as the memory broker does.
 func (b *Broker) PublishIf(ctx context.Context, channel string, head live.Position, data []byte) (live.Position, error) {
 	return b.publishMaybe(ctx, channel, &head, data)
 }
@@ -443,7 +463,7 @@ func (b *Broker) publishMaybe(ctx context.Context, channel string, head *live.Po
 	if b.isClosed() {
 		return live.Position{}, fmt.Errorf("live: publish %q: %w", channel, live.ErrClosed)
 	}
-	pos, err := b.publishBatched(ctx, &publication{channel: channel, head: head, data: data, meta: meta})
+	pos, err := b.publishBatched(ctx, &publication{channel: channel, head: head, data: data, meta: meta, key: live.PublishKey(ctx)})
 	if err != nil && b.isClosed() {
 		err = live.ErrClosed
 	}
@@ -505,6 +525,12 @@ func lostDeadlock(err error) bool {
 //	if _, err := broker.PublishTx(ctx, tx, "todos", event); err != nil { … }
 //	return tx.Commit(ctx)
 //
+// Under a key ([live.WithPublishKey]) that a publication in the channel's
+// history has, it publishes nothing and returns that publication's
+// position; the key is taken when tx commits, and another publication
+// under it, in any transaction or broker, waits for tx and then answers
+// with tx's position, or publishes if tx rolled back.
+//
 // Publishers on one channel take turns: tx holds the channel's row lock
 // from PublishTx until it ends, so publish late in the transaction. In a
 // REPEATABLE READ or SERIALIZABLE transaction a concurrent publication on
@@ -524,7 +550,7 @@ func (b *Broker) PublishTx(ctx context.Context, tx pgx.Tx, channel string, data 
 	if err := b.ensure(ctx); err != nil {
 		return live.Position{}, fmt.Errorf("live: publish %q: %w", channel, err)
 	}
-	pos, err := b.publish(ctx, tx, &publication{channel: channel, data: data, meta: meta})
+	pos, err := b.publish(ctx, tx, &publication{channel: channel, data: data, meta: meta, key: live.PublishKey(ctx)})
 	if err != nil {
 		b.missing(err) // the application retries its transaction
 		return live.Position{}, fmt.Errorf("live: publish %q: %w", channel, err)
@@ -572,7 +598,7 @@ func conditionalPosition(head live.Position, epoch string, seq int64) (live.Posi
 
 // publishArgs returns the arguments of publishSQL for p: the tail of its
 // announcement is "d<data>", or "m<n> <meta><data>" for n bytes of meta,
-// if they fit.
+// if they fit, and its key is NULL when it has none.
 func (b *Broker) publishArgs(p *publication) []any {
 	var inline *string
 	if p.meta == nil && b.announceable(p.data, len(p.channel)) {
@@ -582,7 +608,11 @@ func (b *Broker) publishArgs(p *publication) []any {
 		s := "m" + strconv.Itoa(len(p.meta)) + " " + string(p.meta) + string(p.data)
 		inline = &s
 	}
-	return []any{p.channel, newEpoch(), p.data, inline, b.notifyName(p.channel), b.size, b.age.Milliseconds(), p.meta}
+	var key *string // NULL for none
+	if p.key != "" {
+		key = &p.key
+	}
+	return []any{p.channel, newEpoch(), p.data, inline, b.notifyName(p.channel), b.size, b.age.Milliseconds(), p.meta, key}
 }
 
 // position checks what the publish function returned.

@@ -11,9 +11,11 @@ import "strings"
 // take turns on its row lock: the transaction that takes Seq n commits (or
 // rolls back, giving n back) before the next one gets n+1, and commit order
 // is Seq order. messages holds the recent publications, keyed by channel and
-// Seq. A row in channels is inserted, with a new epoch, only when none
-// exists (a new channel, or one whose data was lost), and whatever messages
-// hold for the channel then belongs to an older numbering and is deleted.
+// Seq, with the idempotency key each was published under, if any
+// (live.PublishKey), unique per channel. A row in channels is inserted,
+// with a new epoch, only when none exists (a new channel, or one whose data
+// was lost), and whatever messages hold for the channel then belongs to an
+// older numbering and is deleted, keys and all.
 const schemaSQL = `
 CREATE SCHEMA IF NOT EXISTS {schema};
 
@@ -30,6 +32,7 @@ CREATE TABLE IF NOT EXISTS {schema}.messages (
 	data    bytea NOT NULL,
 	at      timestamptz NOT NULL,
 	meta    bytea,
+	key     text,
 	PRIMARY KEY (channel, seq)
 );
 
@@ -53,6 +56,21 @@ DO $do$ BEGIN
 	END IF;
 END $do$;
 
+-- key, the idempotency key of a publication (live.PublishKey), came after
+-- the table too, with its index, which makes it one publication per key
+-- and channel and finds it. Both are checked first, as ALTER TABLE and
+-- CREATE INDEX wait for every transaction that published (and the index
+-- is built with no row in it: older rows have no key).
+DO $do$ BEGIN
+	IF NOT EXISTS (SELECT 1 FROM pg_attribute
+		WHERE attrelid = '{schema}.messages'::regclass AND attname = 'key' AND NOT attisdropped) THEN
+		ALTER TABLE {schema}.messages ADD COLUMN key text;
+	END IF;
+	IF to_regclass('{schema}.messages_key') IS NULL THEN
+		CREATE UNIQUE INDEX messages_key ON {schema}.messages (channel, key) WHERE key IS NOT NULL;
+	END IF;
+END $do$;
+
 -- idempotency keeps, per key, the response to a request that a retry gets
 -- instead of running it again; response is NULL while the request runs.
 CREATE TABLE IF NOT EXISTS {schema}.idempotency (
@@ -66,13 +84,18 @@ CREATE TABLE IF NOT EXISTS {schema}.idempotency (
 -- p_epoch is used if the channel has no row; p_inline is the announcement's
 -- tail, with the data, as text if it fits, else NULL; p_notify names the NOTIFY channel;
 -- p_size and p_age_ms bound the history (p_age_ms <= 0: no age limit);
--- p_meta is the publication's meta, NULL for none. (Brokers of older
--- versions call the function without p_meta, which stays theirs.)
+-- p_meta is the publication's meta, NULL for none; p_key its idempotency
+-- key, NULL for none: when a publication in the channel's history has it,
+-- publish stores and announces nothing and returns that one's position.
+-- (Brokers of older versions call the function without p_meta or p_key,
+-- which stay theirs.)
 CREATE OR REPLACE FUNCTION {schema}.publish(
 	p_channel text, p_epoch text, p_data bytea, p_inline text, p_notify text,
-	p_size bigint, p_age_ms bigint, p_meta bytea,
+	p_size bigint, p_age_ms bigint, p_meta bytea, p_key text,
 	OUT o_epoch text, OUT o_seq bigint)
 LANGUAGE plpgsql AS $fn$
+DECLARE
+	v_seq bigint;
 BEGIN
 	FOR i IN 1..3 LOOP
 		UPDATE {schema}.channels c SET seq = c.seq + 1, touched = now()
@@ -89,7 +112,14 @@ BEGIN
 	IF o_seq IS NULL THEN
 		RAISE EXCEPTION 'live: the row of channel % keeps vanishing', p_channel;
 	END IF;
-	PERFORM {schema}.store(p_channel, o_seq, p_data, p_inline, p_notify, p_size, p_age_ms, o_epoch, p_meta);
+	IF p_key IS NOT NULL THEN
+		v_seq := {schema}.keyed(p_channel, p_key);
+		IF v_seq IS NOT NULL THEN
+			o_seq := v_seq;
+			RETURN;
+		END IF;
+	END IF;
+	PERFORM {schema}.store(p_channel, o_seq, p_data, p_inline, p_notify, p_size, p_age_ms, o_epoch, p_meta, p_key);
 END
 $fn$;
 
@@ -98,31 +128,71 @@ $fn$;
 -- when another publication held the lock meanwhile, the UPDATE finds the row
 -- it committed, which no longer matches, and takes nothing. A channel without
 -- a row matches no head. It returns o_epoch '' and o_seq 0 when it took
--- nothing.
+-- nothing. Under a key that a publication in the channel's history has
+-- (p_key, as publish's), it returns that one's position whatever the head.
 CREATE OR REPLACE FUNCTION {schema}.publish_if(
 	p_channel text, p_head_epoch text, p_head_seq bigint, p_data bytea, p_inline text, p_notify text,
-	p_size bigint, p_age_ms bigint, p_meta bytea,
+	p_size bigint, p_age_ms bigint, p_meta bytea, p_key text,
 	OUT o_epoch text, OUT o_seq bigint)
 LANGUAGE plpgsql AS $fn$
+DECLARE
+	v_seq bigint;
 BEGIN
 	UPDATE {schema}.channels c SET seq = c.seq + 1, touched = now()
 		WHERE c.name = p_channel AND c.epoch = p_head_epoch AND c.seq = p_head_seq
 		RETURNING c.epoch, c.seq INTO o_epoch, o_seq;
 	IF NOT FOUND THEN
+		-- Had a publication held the row, the UPDATE waited for it, so
+		-- this statement sees its key.
+		IF p_key IS NOT NULL THEN
+			SELECT c.epoch, m.seq INTO o_epoch, o_seq
+				FROM {schema}.channels c JOIN {schema}.messages m ON m.channel = c.name
+				WHERE c.name = p_channel AND m.key = p_key;
+			IF FOUND THEN
+				RETURN;
+			END IF;
+		END IF;
 		o_epoch := '';
 		o_seq := 0;
 		RETURN;
 	END IF;
-	PERFORM {schema}.store(p_channel, o_seq, p_data, p_inline, p_notify, p_size, p_age_ms, o_epoch, p_meta);
+	IF p_key IS NOT NULL THEN
+		v_seq := {schema}.keyed(p_channel, p_key);
+		IF v_seq IS NOT NULL THEN
+			o_seq := v_seq;
+			RETURN;
+		END IF;
+	END IF;
+	PERFORM {schema}.store(p_channel, o_seq, p_data, p_inline, p_notify, p_size, p_age_ms, o_epoch, p_meta, p_key);
 END
 $fn$;
 
--- store inserts the publication numbered p_seq, with its meta, trims the
--- history and announces it, for publish and publish_if, which hold the
--- channel's row lock.
+-- keyed returns the Seq of the channel's publication under p_key, or NULL
+-- when none has it, for publish and publish_if, which hold the channel's
+-- row lock and have taken the next Seq: when one has it, keyed gives that
+-- Seq back. Holding the lock, it sees the key of every publication that
+-- held it before, so of calls under one key, one publishes.
+CREATE OR REPLACE FUNCTION {schema}.keyed(p_channel text, p_key text)
+RETURNS bigint
+LANGUAGE plpgsql AS $fn$
+DECLARE
+	v_seq bigint;
+BEGIN
+	SELECT m.seq INTO v_seq FROM {schema}.messages m WHERE m.channel = p_channel AND m.key = p_key;
+	IF FOUND THEN
+		UPDATE {schema}.channels c SET seq = c.seq - 1 WHERE c.name = p_channel;
+	END IF;
+	RETURN v_seq;
+END
+$fn$;
+
+-- store inserts the publication numbered p_seq, with its meta and key,
+-- trims the history (and with it the keys of the publications it drops)
+-- and announces it, for publish and publish_if, which hold the channel's
+-- row lock.
 CREATE OR REPLACE FUNCTION {schema}.store(
 	p_channel text, p_seq bigint, p_data bytea, p_inline text, p_notify text,
-	p_size bigint, p_age_ms bigint, p_epoch text, p_meta bytea)
+	p_size bigint, p_age_ms bigint, p_epoch text, p_meta bytea, p_key text)
 RETURNS void
 LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -131,7 +201,7 @@ DECLARE
 BEGIN
 	-- Taken under the row lock, so times grow with Seq.
 	v_now := clock_timestamp();
-	INSERT INTO {schema}.messages (channel, seq, data, at, meta) VALUES (p_channel, p_seq, p_data, v_now, p_meta);
+	INSERT INTO {schema}.messages (channel, seq, data, at, meta, key) VALUES (p_channel, p_seq, p_data, v_now, p_meta, p_key);
 	DELETE FROM {schema}.messages m
 		WHERE m.channel = p_channel AND m.seq <= p_seq - p_size AND m.seq > p_seq - p_size - 64;
 	IF p_age_ms > 0 THEN

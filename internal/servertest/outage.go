@@ -93,6 +93,7 @@ func ExpectWritesSurvive(t testing.TB, nodes []*Node, fault ServerFault) {
 	time.Sleep(time.Second) // writes after it
 	close(stop)
 	wg.Wait()
+	stopped := time.Now()
 	if t.Failed() {
 		t.FailNow()
 	}
@@ -130,7 +131,8 @@ func ExpectWritesSurvive(t testing.TB, nodes []*Node, fault ServerFault) {
 					p.name, i, len(got), j+1, got[j:min(j+5, len(got))], ids[j:min(j+5, len(ids))])
 			}
 		}
-		t.Logf("%s: all %d items %v after the server came back (%d resets)", p.name, len(stored), p.done.Sub(up).Round(time.Millisecond), p.resets)
+		t.Logf("%s: all %d items %v after the last write, %v after the server came back (%d resets)",
+			p.name, len(stored), p.done.Sub(stopped).Round(time.Millisecond), p.done.Sub(up).Round(time.Millisecond), p.resets)
 	}
 	for _, n := range nodes {
 		if st := n.Hub.Stats(); st.Pending != 0 || st.PendingDropped != 0 || st.HookDropped != 0 {

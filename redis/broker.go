@@ -22,8 +22,9 @@
 //     latest publication, a time no later than its oldest entry's and,
 //     while it holds idempotency keys, a Seq no later than their first;
 //   - "live:{name}:log", a stream of recent publications, entry id
-//     "<seq>-0", with fields d (the data), t (Redis time in ms) and, for
-//     a publication with meta ([live.Message].Meta), m;
+//     "<seq>-0", with fields d (the data), t (Redis time in ms), for a
+//     publication with meta ([live.Message].Meta) m, and for one under an
+//     idempotency key k;
 //   - "live:{name}:keys", a sorted set of the idempotency keys
 //     ([live.PublishKey]) of the publications in the stream, scored by
 //     their Seq, made by the first keyed publication and expiring
@@ -625,7 +626,8 @@ func parseSeq(v any) (uint64, error) {
 }
 
 // parseEntry reads a stream entry: id "<seq>-0", fields d (data), t
-// (Redis time in ms) and, if it has meta, m.
+// (Redis time in ms) and, if it has meta, m. Its idempotency key, k, is
+// the publish script's.
 func parseEntry(x redis.XMessage) (seq uint64, data, meta []byte, at int64, err error) {
 	seqPart, ok := strings.CutSuffix(x.ID, "-0")
 	d, okData := x.Values["d"].(string)

@@ -3,6 +3,7 @@ package redisbroker_test
 import (
 	"context"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -191,5 +192,38 @@ func TestPublishKeyNewEpoch(t *testing.T) {
 	}
 	if got, k := storedKeys(t, c, prefix, channel); !cmp.Equal(map[string]uint64{"k-2": 1, "k-1": 2}, got) || k != "1" {
 		t.Errorf("keys %v, k %q; want k-2 at 1, k-1 at 2, k 1", got, k)
+	}
+}
+
+// A keys set left behind by a lost numbering, as a broker of an earlier
+// version leaves it when it starts a new epoch, maps no key into the new
+// one, even to a publication of the same Seq: the stream entry of a keyed
+// publication holds its key.
+func TestPublishKeyLeftBehind(t *testing.T) {
+	url := redisURL(t)
+	b, c, prefix := newBroker(t, url, nil)
+	ctx := t.Context()
+	channel := servertest.ChannelName(t)
+	head, log := prefix+"{"+channel+"}:head", prefix+"{"+channel+"}:log"
+	old := publishKeyed(t, b, channel, "k-1", `1`)
+
+	info, err := c.Info(ctx, "server").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, runID, _ := strings.Cut(info, "run_id:")
+	runID, _, _ = strings.Cut(runID, "\r\n")
+	if err := c.Del(ctx, head, log).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.HSet(ctx, head, "epoch", "leftbehind22", "seq", 0, "run", runID).Err(); err != nil {
+		t.Fatal(err)
+	}
+	plain := servertest.Publish(t, b, channel, `"plain"`)
+	if want := (live.Position{Epoch: "leftbehind22", Seq: old.Seq}); plain != want {
+		t.Fatalf("publication in the new epoch at %v, want %v", plain, want)
+	}
+	if got, want := publishKeyed(t, b, channel, "k-1", `"1 anew"`), (live.Position{Epoch: plain.Epoch, Seq: 2}); got != want {
+		t.Errorf("k-1, left behind at Seq %d, then at %v; want %v", old.Seq, got, want)
 	}
 }

@@ -23,16 +23,16 @@ end
 // if alone; one call carries the publications that were waiting together.
 //
 // ARGV: history size, history age in ms (<= 0: none), the largest data
-// announced inline (< 0: all), the head's TTL in ms (<= 0: none), "1" on
-// a cluster (else "0"), a new epoch (for the channels that need one), then
+// announced inline (< 0: all), the head's TTL in ms (<= 0: none), "1" on a
+// cluster (else "0"), a new epoch (for the channels that need one), then
 // for each publication its data, its pub/sub channel, its meta ("" for
 // none), which the stream entry keeps in a field m after d and t, its
 // condition: "" for none, else "<epoch> <seq>", the head the channel must
 // be at (as numbered by this Redis process) for the publication to be
-// taken, and its idempotency key ("" for none). KEYS: for each
-// publication its channel's head, log and keys. Returns {epoch, seq} for
-// each publication, one after another: {"", 0} for one whose condition
-// failed, which took nothing.
+// taken, and its idempotency key ("" for none), which the stream entry
+// keeps in a last field k. KEYS: for each publication its channel's head,
+// log and keys. Returns {epoch, seq} for each publication, one after
+// another: {"", 0} for one whose condition failed, which took nothing.
 //
 // The announcement is "<epoch> <seq> d<data>", "<epoch> <seq> m<n>
 // <meta><data>" for a publication with n bytes of meta, or "<epoch> <seq>
@@ -49,15 +49,17 @@ end
 // Keys: the channel's keys sorted set maps the idempotency key of each
 // keyed publication in the stream to its Seq (the score), and the head's
 // field k is no more than the lowest score in it, absent when the set is
-// empty or gone. A publication under a key in the set whose entry is
-// still in history (in the stream, and not older than the age limit)
-// returns that entry's position and does nothing else, before its
-// condition is looked at, as the memory broker does. The set is emptied
-// with the stream when the channel starts a new epoch, trimmed when k
-// falls behind the stream's first entry, and expires HistoryAge after
-// the last keyed publication, when all of its publications are older
-// than HistoryAge. Only publications on a channel whose head has k pay
-// for the trimming; with no history (size 0), keys are not kept.
+// empty or gone. A publication under a key in the set whose entry is still
+// in history (in the stream, under that key, and not older than the age
+// limit) returns that entry's position and does nothing else, before its
+// condition is looked at, as the memory broker does: the entry's own k
+// makes sure that a set left behind by a lost numbering never maps a key
+// into another. The set is emptied with the stream when the channel starts
+// a new epoch, trimmed when k falls behind the stream's first entry, and
+// expires HistoryAge after the last keyed publication, when all of its
+// publications are older than HistoryAge. A publication without a key
+// pays only for reading k, and for trimming when k fell behind; with no
+// history (size 0), keys are not kept.
 var publishScript = redis.NewScript(runID + `
 local size = tonumber(ARGV[1])
 local age = tonumber(ARGV[2])
@@ -81,7 +83,8 @@ local function publish(head, log, keys, data, pubsub, meta, cond, key)
     if s then
       local id = string.format('%d-0', tonumber(s))
       local e = redis.call('XRANGE', log, id, id)
-      if e[1] and (age <= 0 or tonumber(e[1][2][4]) >= now - age) then
+      local f = e[1] and e[1][2]
+      if f and f[#f - 1] == 'k' and f[#f] == key and (age <= 0 or tonumber(f[4]) >= now - age) then
         return epoch, tonumber(s) -- taken already
       end
     end
@@ -108,10 +111,14 @@ local function publish(head, log, keys, data, pubsub, meta, cond, key)
     redis.call('PEXPIRE', head, ttl)
   end
   if size > 0 then
-    if meta == '' then
+    if key == '' and meta == '' then
       redis.call('XADD', log, 'MAXLEN', size, seq .. '-0', 'd', data, 't', now)
-    else
+    elseif key == '' then
       redis.call('XADD', log, 'MAXLEN', size, seq .. '-0', 'd', data, 't', now, 'm', meta)
+    elseif meta == '' then
+      redis.call('XADD', log, 'MAXLEN', size, seq .. '-0', 'd', data, 't', now, 'k', key)
+    else
+      redis.call('XADD', log, 'MAXLEN', size, seq .. '-0', 'd', data, 't', now, 'm', meta, 'k', key)
     end
     -- The first Seq in history: the stream keeps size entries, fewer
     -- after the age limit drops some.

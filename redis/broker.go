@@ -364,6 +364,25 @@ func (b *Broker) keys(channel string) []string {
 	return []string{tag + ":head", tag + ":log", tag + ":keys"}
 }
 
+// names returns the names a publication on channel uses: its head, log
+// and keys, and its pub/sub channel (see keys and pubsubName), made in
+// one allocation, since every publication needs them.
+func (b *Broker) names(channel string) (head, log, keys, pubsub string) {
+	var sb strings.Builder
+	sb.Grow(4*(len(b.prefix)+len(channel)+2) + len(":head:log:keys:pub"))
+	var ends [4]int
+	for i, suffix := range [...]string{":head", ":log", ":keys", ":pub"} {
+		sb.WriteString(b.prefix)
+		sb.WriteByte('{')
+		sb.WriteString(channel)
+		sb.WriteByte('}')
+		sb.WriteString(suffix)
+		ends[i] = sb.Len()
+	}
+	all := sb.String()
+	return all[:ends[0]], all[ends[0]:ends[1]], all[ends[1]:ends[2]], all[ends[2]:]
+}
+
 // pubsubName returns the pub/sub channel that announces channel's
 // publications.
 func (b *Broker) pubsubName(channel string) string {
@@ -428,8 +447,9 @@ func (b *Broker) publish(ctx context.Context, channel, cond string, data []byte)
 	if err != nil {
 		return live.Position{}, err
 	}
-	keys := b.keys(channel)
-	pos, err := b.batch.publish(ctx, &publication{head: keys[0], log: keys[1], keys: keys[2], pubsub: b.pubsubName(channel), data: data, meta: meta, cond: cond, key: live.PublishKey(ctx)})
+	p := &publication{data: data, meta: meta, cond: cond, key: live.PublishKey(ctx)}
+	p.head, p.log, p.keys, p.pubsub = b.names(channel)
+	pos, err := b.batch.publish(ctx, p)
 	if err != nil && b.isClosed() {
 		err = live.ErrClosed
 	}

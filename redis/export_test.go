@@ -8,13 +8,11 @@ import (
 // all in one call of the publish script, as the broker sends publications
 // that waited together. It returns what each publication returned.
 func PublishCall(b *Broker, channel string, keys, data []string) ([]live.Position, []error) {
-	names := b.keys(channel)
 	pubs := make([]*publication, len(data))
 	for i := range data {
-		pubs[i] = &publication{
-			head: names[0], log: names[1], keys: names[2], pubsub: b.pubsubName(channel),
-			data: []byte(data[i]), key: keys[i], done: make(chan struct{}),
-		}
+		p := &publication{data: []byte(data[i]), key: keys[i], done: make(chan struct{})}
+		p.head, p.log, p.keys, p.pubsub = b.names(channel)
+		pubs[i] = p
 	}
 	b.batch.call(pubs)
 	pos := make([]live.Position, len(pubs))

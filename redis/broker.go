@@ -56,8 +56,8 @@
 // a restart or a failover) forgets its keys: a publication sent again
 // then is published anew, in the new epoch. With no history
 // (HistorySize < 0) keys are not kept. A publication without a key costs
-// no more, but on a channel with keyed publications in history, whose
-// keys it trims.
+// Redis a few percent more in the script (one more name and argument),
+// and trims the keys of a channel with keyed publications in history.
 //
 // # Redis Cluster
 //

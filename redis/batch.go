@@ -26,13 +26,14 @@ const maxBatch = 128
 
 // publication is one publication on its way.
 type publication struct {
-	head, log, pubsub string
-	data              []byte
-	meta              []byte // nil for none
-	cond              string // "<epoch> <seq>", the head required; "" for none
-	pos               live.Position
-	err               error
-	done              chan struct{}
+	head, log, keys, pubsub string
+	data                    []byte
+	meta                    []byte // nil for none
+	cond                    string // "<epoch> <seq>", the head required; "" for none
+	key                     string // its idempotency key (live.PublishKey); "" for none
+	pos                     live.Position
+	err                     error
+	done                    chan struct{}
 }
 
 // batcher sends publications in script calls.
@@ -111,15 +112,15 @@ func (q *batcher) call(pubs []*publication) {
 
 // args returns the script's keys and arguments for pubs.
 func (q *batcher) args(pubs []*publication) ([]string, []any) {
-	keys := make([]string, 0, 2*len(pubs))
-	args := make([]any, 0, len(q.common)+1+4*len(pubs))
+	keys := make([]string, 0, 3*len(pubs))
+	args := make([]any, 0, len(q.common)+1+5*len(pubs))
 	// One new epoch serves every channel of the call that needs one:
 	// epochs tell one channel's numberings apart, not channels.
 	args = append(args, q.common...)
 	args = append(args, newEpoch())
 	for _, p := range pubs {
-		keys = append(keys, p.head, p.log)
-		args = append(args, p.data, p.pubsub, p.meta, p.cond)
+		keys = append(keys, p.head, p.log, p.keys)
+		args = append(args, p.data, p.pubsub, p.meta, p.cond, p.key)
 	}
 	return keys, args
 }

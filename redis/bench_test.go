@@ -1,10 +1,14 @@
 package redisbroker_test
 
 import (
+	"context"
+	"strconv"
+	"sync/atomic"
 	"testing"
 
 	"github.com/go-live/live"
 	"github.com/go-live/live/brokertest"
+	"github.com/go-live/live/internal/servertest"
 	redisbroker "github.com/go-live/live/redis"
 )
 
@@ -79,4 +83,56 @@ func BenchmarkClusterManyPublishers(b *testing.B) {
 		},
 		Loads: brokertest.ManyPublishers,
 	})
+}
+
+// BenchmarkPublish measures Publish alone, without a subscriber: one
+// publisher waiting for each publication, and eight whose publications
+// share script calls; without an idempotency key and each under a key of
+// its own, which the script looks up, stores and trims with the history.
+//
+//	cd redis && LIVE_REDIS_URL=redis://127.0.0.1:6379/0 go test -run '^$' -bench 'Publish$' -benchtime 20000x
+func BenchmarkPublish(b *testing.B) {
+	for _, bc := range []struct {
+		name     string
+		parallel int // goroutines per GOMAXPROCS; 0: one publisher
+		keyed    bool
+	}{
+		{"Sequential/NoKey", 0, false},
+		{"Sequential/Key", 0, true},
+		{"Parallel8/NoKey", 4, false},
+		{"Parallel8/Key", 4, true},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			br, _, _ := newBroker(b, redisURL(b), nil)
+			channel := "bench-" + servertest.RandomName()
+			data := []byte(`{"n":1234567890,"text":"a publication of about a hundred bytes, as a small update is"}`)
+			var n atomic.Uint64
+			publish := func() error {
+				ctx := context.Background()
+				if bc.keyed {
+					ctx = live.WithPublishKey(ctx, "k"+strconv.FormatUint(n.Add(1), 36))
+				}
+				_, err := br.Publish(ctx, channel, data)
+				return err
+			}
+			b.ResetTimer()
+			if bc.parallel == 0 {
+				for range b.N {
+					if err := publish(); err != nil {
+						b.Fatal(err)
+					}
+				}
+				return
+			}
+			b.SetParallelism(bc.parallel)
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if err := publish(); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
 }

@@ -15,14 +15,20 @@
 // # What Redis holds
 //
 // Redis numbers the publications, so every process agrees on them. Each
-// channel has three names, all starting with [Options].Prefix and holding
+// channel has these names, all starting with [Options].Prefix and holding
 // the channel in a Redis Cluster hash tag, so that they share a slot:
 //
 //   - "live:{name}:head", a hash with the channel's epoch, the Seq of its
-//     latest publication and a time no later than its oldest entry's;
+//     latest publication, a time no later than its oldest entry's and,
+//     while it holds idempotency keys, a Seq no later than their first;
 //   - "live:{name}:log", a stream of recent publications, entry id
-//     "<seq>-0", with fields d (the data), t (Redis time in ms) and, for
-//     a publication with meta ([live.Message].Meta), m;
+//     "<seq>-0", with fields d (the data), t (Redis time in ms), for a
+//     publication with meta ([live.Message].Meta) m, and for one under an
+//     idempotency key k;
+//   - "live:{name}:keys", a sorted set of the idempotency keys
+//     ([live.PublishKey]) of the publications in the stream, scored by
+//     their Seq, made by the first keyed publication and expiring
+//     HistoryAge after the last;
 //   - "live:{name}:pub", the pub/sub channel that announces publications;
 //   - "live:{name}:snap", a hash with the latest value a [live.State] wrote
 //     on the channel, its epoch and Seq ([live.Snapshots]), made by the
@@ -35,6 +41,23 @@
 // on first use; if Redis loses its data (a restart without persistence,
 // FLUSHALL, eviction) the next use makes a new one and older cursors
 // reset instead of resuming into the wrong numbering.
+//
+// # Idempotency keys
+//
+// A publication under an idempotency key ([live.WithPublishKey]) that the
+// channel took already, whose publication is still in its history, takes
+// nothing: Publish returns the position of the one taken, announces
+// nothing, and appends nothing. The script looks the key up and appends in
+// the same atomic step, so of calls under one key, by any processes and
+// in one batch or several, one publishes. Keys are per channel and kept
+// as long as their publication is in history: until [Options].HistorySize
+// later publications push it out of the stream, or it is older than
+// [Options].HistoryAge. A channel that starts a new epoch (its data lost,
+// a restart or a failover) forgets its keys: a publication sent again
+// then is published anew, in the new epoch. With no history
+// (HistorySize < 0) keys are not kept. A publication without a key costs
+// Redis a few percent more in the script (one more name and argument),
+// and trims the keys of a channel with keyed publications in history.
 //
 // # Redis Cluster
 //
@@ -85,11 +108,15 @@ import (
 type Options struct {
 	// HistorySize is how many recent publications each channel keeps for
 	// resuming clients: the channel's stream is trimmed to exactly this
-	// many entries on every publication. Default 1024; negative keeps none.
+	// many entries on every publication. The idempotency keys of these
+	// publications are kept with them ([live.PublishKey]). Default 1024;
+	// negative keeps none, and no keys.
 	HistorySize int
 
 	// HistoryAge drops publications older than this from history (by
-	// Redis's clock). Default 10 minutes; negative keeps them until
+	// Redis's clock), and their idempotency keys with them: a publication
+	// sent again under its key after HistoryAge is published anew.
+	// Default 10 minutes; negative keeps them until
 	// HistorySize pushes them out, and channels forever. With an age
 	// limit, a channel on which nothing is published and no Subscribe call
 	// starts for HistoryAge or 24 hours, whichever is longer, is
@@ -175,7 +202,8 @@ func checkOptions(o *Options) error {
 // Open would refuse, and on other clients (a *redis.Ring cannot keep a
 // channel's keys and announcements together).
 //
-// Publish is not idempotent: if client retries a command whose reply was
+// Publish is not idempotent without an idempotency key
+// ([live.WithPublishKey]): if client retries a command whose reply was
 // lost, a publication may be taken twice. Set MaxRetries: -1 in the
 // client's options to prevent that (and MaxRedirects: -1 for a cluster,
 // whose client otherwise also retries on another node), and
@@ -329,10 +357,30 @@ func (b *Broker) isClosed() bool {
 	return b.closed
 }
 
-// keys returns the Redis keys of channel: its head hash and its stream.
+// keys returns the Redis keys of channel: its head hash, its stream and
+// the sorted set of its publications' idempotency keys.
 func (b *Broker) keys(channel string) []string {
 	tag := b.prefix + "{" + channel + "}"
-	return []string{tag + ":head", tag + ":log"}
+	return []string{tag + ":head", tag + ":log", tag + ":keys"}
+}
+
+// names returns the names a publication on channel uses: its head, log
+// and keys, and its pub/sub channel (see keys and pubsubName), made in
+// one allocation, since every publication needs them.
+func (b *Broker) names(channel string) (head, log, keys, pubsub string) {
+	var sb strings.Builder
+	sb.Grow(4*(len(b.prefix)+len(channel)+2) + len(":head:log:keys:pub"))
+	var ends [4]int
+	for i, suffix := range [...]string{":head", ":log", ":keys", ":pub"} {
+		sb.WriteString(b.prefix)
+		sb.WriteByte('{')
+		sb.WriteString(channel)
+		sb.WriteByte('}')
+		sb.WriteString(suffix)
+		ends[i] = sb.Len()
+	}
+	all := sb.String()
+	return all[:ends[0]], all[ends[0]:ends[1]], all[ends[1]:ends[2]], all[ends[2]:]
 }
 
 // pubsubName returns the pub/sub channel that announces channel's
@@ -365,7 +413,10 @@ func newEpoch() string {
 }
 
 // Publish implements [live.Broker]. It returns an error, never a false
-// success, when Redis does not confirm the publication.
+// success, when Redis does not confirm the publication. Under an
+// idempotency key ([live.PublishKey]) the channel took while its
+// publication is in history, it takes nothing and returns that
+// publication's position (see the package doc).
 func (b *Broker) Publish(ctx context.Context, channel string, data []byte) (live.Position, error) {
 	return b.publish(ctx, channel, "", data)
 }
@@ -381,7 +432,7 @@ func (b *Broker) PublishIf(ctx context.Context, channel string, head live.Positi
 }
 
 // publish publishes data on channel, on condition cond as the publish
-// script takes it ("" for none).
+// script takes it ("" for none), under ctx's idempotency key if any.
 func (b *Broker) publish(ctx context.Context, channel, cond string, data []byte) (live.Position, error) {
 	if err := ctx.Err(); err != nil {
 		return live.Position{}, fmt.Errorf("live: publish %q: %w", channel, err)
@@ -396,8 +447,9 @@ func (b *Broker) publish(ctx context.Context, channel, cond string, data []byte)
 	if err != nil {
 		return live.Position{}, err
 	}
-	keys := b.keys(channel)
-	pos, err := b.batch.publish(ctx, &publication{head: keys[0], log: keys[1], pubsub: b.pubsubName(channel), data: data, meta: meta, cond: cond})
+	p := &publication{data: data, meta: meta, cond: cond, key: live.PublishKey(ctx)}
+	p.head, p.log, p.keys, p.pubsub = b.names(channel)
+	pos, err := b.batch.publish(ctx, p)
 	if err != nil && b.isClosed() {
 		err = live.ErrClosed
 	}
@@ -594,7 +646,8 @@ func parseSeq(v any) (uint64, error) {
 }
 
 // parseEntry reads a stream entry: id "<seq>-0", fields d (data), t
-// (Redis time in ms) and, if it has meta, m.
+// (Redis time in ms) and, if it has meta, m. Its idempotency key, k, is
+// the publish script's.
 func parseEntry(x redis.XMessage) (seq uint64, data, meta []byte, at int64, err error) {
 	seqPart, ok := strings.CutSuffix(x.ID, "-0")
 	d, okData := x.Values["d"].(string)

@@ -113,6 +113,11 @@ func TestKeys(t *testing.T) {
 	if diff := cmp.Diff([]string{"2", "3", "4", "5", "6", "7", "8", "9"}, data); diff != "" {
 		t.Errorf("stream data (-want +got):\n%s", diff)
 	}
+	// Publications without an idempotency key leave no keys behind
+	// (publishkey_test.go has the keyed ones).
+	if n := c.Exists(ctx, prefix+"{"+channel+"}:keys").Val(); n != 0 {
+		t.Errorf("%s exists, with no keyed publication", prefix+"{"+channel+"}:keys")
+	}
 	// Idle channels are forgotten: history after HistoryAge, the head after
 	// a day.
 	if ttl := c.PTTL(ctx, log).Val(); ttl <= 0 || ttl > 10*time.Minute {

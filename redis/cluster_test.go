@@ -225,6 +225,11 @@ func TestClusterConformance(t *testing.T) {
 			t.Errorf("PUBSUB SHARDNUMSUB %s = %v, %v; want 1 sharded subscriber", name, subs, err)
 		}
 	})
+	t.Run("PublishKeyBatch", func(t *testing.T) {
+		b := redisbroker.New(cl.client(t), &redisbroker.Options{Prefix: "livetest:" + servertest.RandomName() + ":"})
+		t.Cleanup(func() { b.Close() })
+		checkKeyBatch(t, b)
+	})
 	t.Run("Nodes", func(t *testing.T) {
 		c := cl.client(t)
 		prefix := "livetest:" + servertest.RandomName() + ":"

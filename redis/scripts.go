@@ -23,15 +23,16 @@ end
 // if alone; one call carries the publications that were waiting together.
 //
 // ARGV: history size, history age in ms (<= 0: none), the largest data
-// announced inline (< 0: all), the head's TTL in ms (<= 0: none), "1" on
-// a cluster (else "0"), a new epoch (for the channels that need one), then
+// announced inline (< 0: all), the head's TTL in ms (<= 0: none), "1" on a
+// cluster (else "0"), a new epoch (for the channels that need one), then
 // for each publication its data, its pub/sub channel, its meta ("" for
-// none), which the stream entry keeps in a field m after d and t, and its
+// none), which the stream entry keeps in a field m after d and t, its
 // condition: "" for none, else "<epoch> <seq>", the head the channel must
 // be at (as numbered by this Redis process) for the publication to be
-// taken. KEYS: for each publication its channel's head and log. Returns
-// {epoch, seq} for each publication, one after another: {"", 0} for one
-// whose condition failed, which took nothing.
+// taken, and its idempotency key ("" for none), which the stream entry
+// keeps in a last field k. KEYS: for each publication its channel's head,
+// log and keys. Returns {epoch, seq} for each publication, one after
+// another: {"", 0} for one whose condition failed, which took nothing.
 //
 // The announcement is "<epoch> <seq> d<data>", "<epoch> <seq> m<n>
 // <meta><data>" for a publication with n bytes of meta, or "<epoch> <seq>
@@ -44,6 +45,21 @@ end
 // promoted replica (which may have missed the latest publications), gives
 // the channel a new epoch, so that no number is handed out twice in one
 // epoch. Reading the run_id costs INFO's formatting, about 6 µs per call.
+//
+// Keys: the channel's keys sorted set maps the idempotency key of each
+// keyed publication in the stream to its Seq (the score), and the head's
+// field k is no more than the lowest score in it, absent when the set is
+// empty or gone. A publication under a key in the set whose entry is still
+// in history (in the stream, under that key, and not older than the age
+// limit) returns that entry's position and does nothing else, before its
+// condition is looked at, as the memory broker does: the entry's own k
+// makes sure that a set left behind by a lost numbering never maps a key
+// into another. The set is emptied with the stream when the channel starts
+// a new epoch, trimmed when k falls behind the stream's first entry, and
+// expires HistoryAge after the last keyed publication, when all of its
+// publications are older than HistoryAge. A publication without a key
+// pays only for reading k, and for trimming when k fell behind; with no
+// history (size 0), keys are not kept.
 var publishScript = redis.NewScript(runID + `
 local size = tonumber(ARGV[1])
 local age = tonumber(ARGV[2])
@@ -58,20 +74,36 @@ if size > 0 then
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
-local function publish(head, log, data, pubsub, meta, cond)
-  local h = redis.call('HMGET', head, 'epoch', 'old', 'run', 'seq')
+local function publish(head, log, keys, data, pubsub, meta, cond, key)
+  local h = redis.call('HMGET', head, 'epoch', 'old', 'run', 'seq', 'k')
   local epoch = h[1]
-  if cond ~= '' and (not epoch or h[3] ~= me or cond ~= epoch .. ' ' .. h[4]) then
+  local current = epoch and h[3] == me
+  if key ~= '' and current and size > 0 then
+    local s = redis.call('ZSCORE', keys, key)
+    if s then
+      local id = string.format('%d-0', tonumber(s))
+      local e = redis.call('XRANGE', log, id, id)
+      local f = e[1] and e[1][2]
+      if f and f[#f - 1] == 'k' and f[#f] == key and (age <= 0 or tonumber(f[4]) >= now - age) then
+        return epoch, tonumber(s) -- taken already
+      end
+    end
+  end
+  if cond ~= '' and (not current or cond ~= epoch .. ' ' .. h[4]) then
     return '', 0
   end
-  if not epoch or h[3] ~= me then
+  if not current then
     -- A new epoch, after a first use, a loss of data, or when another
     -- Redis process numbered the channel last: whatever the stream holds
     -- belongs to an older numbering, whose latest numbers this process
-    -- may not have.
+    -- may not have, and so do the keys.
     epoch = newEpoch
-    redis.call('DEL', log)
+    redis.call('DEL', log, keys)
     redis.call('HSET', head, 'epoch', epoch, 'seq', 0, 'old', now, 'run', me)
+    if h[5] then
+      redis.call('HDEL', head, 'k')
+      h[5] = false
+    end
     h[2] = now
   end
   local seq = redis.call('HINCRBY', head, 'seq', 1)
@@ -79,10 +111,27 @@ local function publish(head, log, data, pubsub, meta, cond)
     redis.call('PEXPIRE', head, ttl)
   end
   if size > 0 then
-    if meta == '' then
+    if key == '' and meta == '' then
       redis.call('XADD', log, 'MAXLEN', size, seq .. '-0', 'd', data, 't', now)
-    else
+    elseif key == '' then
       redis.call('XADD', log, 'MAXLEN', size, seq .. '-0', 'd', data, 't', now, 'm', meta)
+    elseif meta == '' then
+      redis.call('XADD', log, 'MAXLEN', size, seq .. '-0', 'd', data, 't', now, 'k', key)
+    else
+      redis.call('XADD', log, 'MAXLEN', size, seq .. '-0', 'd', data, 't', now, 'm', meta, 'k', key)
+    end
+    -- The first Seq in history: the stream keeps size entries, fewer
+    -- after the age limit drops some.
+    local first = seq - size + 1
+    if key ~= '' then
+      redis.call('ZADD', keys, seq, key)
+      if not h[5] then
+        redis.call('HSET', head, 'k', seq)
+        h[5] = seq
+      end
+      if age > 0 then
+        redis.call('PEXPIRE', keys, age)
+      end
     end
     if age > 0 then
       -- The head's 'old' is at most the time of the stream's oldest
@@ -105,13 +154,26 @@ local function publish(head, log, data, pubsub, meta, cond)
           if last then
             redis.call('XTRIM', log, 'MINID', keep[1])
           end
+          first = math.max(first, tonumber(string.match(keep[1], '^%d+')))
         elseif last then
+          local rest = tonumber(string.match(last[1], '^%d+')) + 1
           redis.call('HSET', head, 'old', last[2][4])
-          redis.call('XTRIM', log, 'MINID', string.format('%d-0', tonumber(string.match(last[1], '^%d+')) + 1))
+          redis.call('XTRIM', log, 'MINID', string.format('%d-0', rest))
+          first = math.max(first, rest)
         end
       end
       -- An idle channel's history expires as a whole.
       redis.call('PEXPIRE', log, age)
+    end
+    if h[5] and tonumber(h[5]) < first then
+      -- Keys leave with their publications.
+      redis.call('ZREMRANGEBYSCORE', keys, '-inf', string.format('(%d', first))
+      local low = redis.call('ZRANGE', keys, 0, 0, 'WITHSCORES')
+      if low[2] then
+        redis.call('HSET', head, 'k', low[2])
+      else
+        redis.call('HDEL', head, 'k')
+      end
     end
   end
   local msg = epoch .. ' ' .. seq
@@ -127,8 +189,8 @@ local function publish(head, log, data, pubsub, meta, cond)
 end
 
 local res = {}
-for i = 0, #KEYS / 2 - 1 do
-  local epoch, seq = publish(KEYS[2*i+1], KEYS[2*i+2], ARGV[7+4*i], ARGV[8+4*i], ARGV[9+4*i], ARGV[10+4*i])
+for i = 0, #KEYS / 3 - 1 do
+  local epoch, seq = publish(KEYS[3*i+1], KEYS[3*i+2], KEYS[3*i+3], ARGV[7+5*i], ARGV[8+5*i], ARGV[9+5*i], ARGV[10+5*i], ARGV[11+5*i])
   res[2*i+1] = epoch
   res[2*i+2] = seq
 end
@@ -139,20 +201,21 @@ return res
 // epoch so that the first publication is numbered in it, and so does a
 // channel another Redis process numbered last, as in publishScript.
 //
-// KEYS: head, log, snapshot. ARGV: a new epoch, the head's TTL in ms
-// (<= 0: none). The snapshot lives as long as the head.
+// KEYS: head, log, keys, snapshot. ARGV: a new epoch, the head's TTL in
+// ms (<= 0: none). The snapshot lives as long as the head.
 var headScript = redis.NewScript(runID + `
 local me = runID()
 local h = redis.call('HMGET', KEYS[1], 'epoch', 'seq', 'run')
 if not h[1] or h[3] ~= me then
-  redis.call('DEL', KEYS[2], KEYS[3])
+  redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+  redis.call('HDEL', KEYS[1], 'k')
   redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'seq', 0, 'run', me)
   h = {ARGV[1], '0'}
 end
 local ttl = tonumber(ARGV[2])
 if ttl > 0 then
   redis.call('PEXPIRE', KEYS[1], ttl)
-  redis.call('PEXPIRE', KEYS[3], ttl)
+  redis.call('PEXPIRE', KEYS[4], ttl)
 end
 return {h[1], h[2]}
 `)

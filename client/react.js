@@ -73,7 +73,7 @@ class Bridge {
     this.live = null;
     this.hooks = new Map(); // channel -> the hooks' subscriptions: Set of {callback, opts, cursor, stop}
     /** @type {Connection} */
-    this.connection = { status: "connecting", reconnectAttempt: 0, delayed: false };
+    this.connection = { status: "connecting", reconnectAttempt: 0, delayed: false, ending: null };
     this.transport = null;
     this.statusListeners = new Set();
     this.errorListeners = new Set();
@@ -84,6 +84,7 @@ class Bridge {
     this.publish = this.publish.bind(this);
     this.onStatus = this.onStatus.bind(this);
     this.getConnection = this.getConnection.bind(this);
+    this.connect = this.connect.bind(this);
   }
 
   attach(live) {
@@ -91,7 +92,8 @@ class Bridge {
     this.transport = live.transport;
     this.stopStatus = live.onStatus((c) => {
       this.transport = live.transport;
-      if (c.status === this.connection.status && c.reconnectAttempt === this.connection.reconnectAttempt && c.delayed === this.connection.delayed) return;
+      const was = this.connection;
+      if (c.status === was.status && c.reconnectAttempt === was.reconnectAttempt && c.delayed === was.delayed && c.ending === was.ending) return;
       this.connection = c;
       for (const l of [...this.statusListeners]) call(l);
     });
@@ -188,6 +190,11 @@ class Bridge {
     return this.connection;
   }
 
+  /** connect is live.js's connect, on the connection attached: again after a final ending. */
+  connect() {
+    this.live?.connect();
+  }
+
   /** manage notes that a hook keeps the query key itself; it returns the function that undoes it. */
   manage(key) {
     const h = hashKey(key);
@@ -253,7 +260,7 @@ export function LiveProvider({ children, url, sseURL, transport, options, client
   const connection = useSyncExternalStore(bridge.onStatus, bridge.getConnection, bridge.getConnection);
   const transportNow = bridge.transport;
   const value = useMemo(
-    () => ({ connection, subscribe: bridge.subscribe, publish: bridge.publish, transport: transportNow, live: bridge }),
+    () => ({ connection, subscribe: bridge.subscribe, publish: bridge.publish, connect: bridge.connect, transport: transportNow, live: bridge }),
     [bridge, connection, transportNow],
   );
   return createElement(LiveContext.Provider, { value }, children);
@@ -261,7 +268,10 @@ export function LiveProvider({ children, url, sseURL, transport, options, client
 
 /**
  * useLive returns the provider's connection state ({status,
- * reconnectAttempt, delayed}), subscribe, publish and the transport in use.
+ * reconnectAttempt, delayed, ending}), subscribe, publish, connect and the
+ * transport in use. connection.ending is the last ending the server
+ * decided (live.js's onEnd): after a final one the status is "removed" or
+ * "signed-out" and nothing reconnects until connect().
  * @returns {import("./react").LiveContextValue}
  */
 export function useLive() {

@@ -389,6 +389,26 @@ test("useLive: a refused publish reaches onError, not an unhandled rejection", a
   assert.equal(await page.evaluate(() => window.liveContext.transport), "websocket");
 });
 
+test("useLive: a user the server removes sees connection.ending and status removed, and connect() after a new login", async () => {
+  const page = await open();
+  const user = `gail-${Date.now().toString(36)}`;
+  await page.evaluate((user) => {
+    document.cookie = `user=${user}; path=/`;
+    window.cleanup = () => {
+      document.cookie = "user=; path=/; max-age=0";
+    };
+  }, user);
+  await mount(page, { scenario: "status", props: { channels: ["react:removed"] } });
+  await page.waitForFunction(() => document.getElementById("status")?.textContent === "connected");
+  await suite.server.post(`/test/revoke?user=${user}`);
+  await page.waitForFunction(() => document.getElementById("status")?.textContent === "removed", undefined, { timeout: 5000 });
+  assert.deepStrictEqual(await page.evaluate(() => window.liveContext.connection.ending), { code: 4001, reason: "disconnected by the server", retry: false, transport: "websocket" });
+  await suite.server.post(`/test/login?user=${user}`);
+  await page.evaluate(() => window.liveContext.connect());
+  await page.waitForFunction(() => document.getElementById("status")?.textContent === "connected", undefined, { timeout: 5000 });
+  assert.equal(await page.evaluate(() => window.liveContext.connection.ending), null);
+});
+
 // --- a small page built from the hooks (test/react/app.jsx, scenario
 // "page"): the connection indicator (useLive), a live value (useLiveData),
 // a todo list (useLiveList) and the board (useDeltaSync), checked as a user

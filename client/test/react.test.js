@@ -489,7 +489,7 @@ test("the app connects: the indicator goes from connecting to connected, and cou
   const attempts = down.filter((s) => s.status !== "connected").map((s) => s.reconnectAttempt);
   assert.deepStrictEqual(attempts, [...attempts].sort((a, b) => a - b), "the attempt count went down before reconnecting");
   assert.ok(down.some((s) => s.status === "disconnected" && s.reconnectAttempt === 1), `no "disconnected (attempt 1)": ${JSON.stringify(down)}`);
-  assert.deepStrictEqual({ ...down.at(-1), at: 0 }, { status: "connected", reconnectAttempt: 0, transport: "websocket", delayed: false, text: "Live", at: 0 });
+  assert.deepStrictEqual({ ...down.at(-1), at: 0 }, { status: "connected", reconnectAttempt: 0, transport: "websocket", delayed: false, ending: null, text: "Live", at: 0 });
   assert.equal(await page.getAttribute("#indicator", "data-attempt"), "0");
 });
 
@@ -688,7 +688,7 @@ test("the app after a server restart: disconnected, then connected within the ba
   assert.notEqual(after[0]?.status, "connected", "the indicator never left connected");
   assert.ok(after.some((s) => s.status === "disconnected" && s.reconnectAttempt >= 1), `never shown disconnected: ${JSON.stringify(after)}`);
   assert.ok(after.some((s) => /\(attempt [1-9]\d*\)$/.test(s.text)), `the attempt count was never shown: ${JSON.stringify(after)}`);
-  assert.deepStrictEqual({ ...after.at(-1), at: 0 }, { status: "connected", reconnectAttempt: 0, transport: "websocket", delayed: false, text: "Live", at: 0 });
+  assert.deepStrictEqual({ ...after.at(-1), at: 0 }, { status: "connected", reconnectAttempt: 0, transport: "websocket", delayed: false, ending: null, text: "Live", at: 0 });
   // The last wait began before the server was back and lasted at most the
   // ceiling of its attempt (1 s doubling, 30 s cap).
   const lastAttempt = Math.max(...after.filter((s) => s.status !== "connected").map((s) => s.reconnectAttempt));

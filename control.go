@@ -234,13 +234,14 @@ func (c *conn) appendLast(b []byte, lw *lastWords) []byte {
 // closeFrame is the frame that tells a multiplexed SSE stream or a
 // long-poll why the server ends it, as a WebSocket's close frame does:
 //
-//	{"type":"close","code":4001,"reason":"disconnected by the server"}
+//	{"type":"close","closeCode":4001,"reason":"disconnected by the server"}
 //
 // with the WebSocket's close code (4001 Hub.Disconnect, 1013 try again
-// later, 1001 going away). Clients that ignore unknown frame types see
-// the stream end as before.
+// later, 1001 going away). The field is not "code", which error frames
+// use for a string. Clients that ignore unknown frame types see the
+// stream end as before.
 func closeFrame(code uint16, reason string) *frame {
-	b := append([]byte(`{"type":"close","code":`), strconv.Itoa(int(code))...)
+	b := append([]byte(`{"type":"close","closeCode":`), strconv.Itoa(int(code))...)
 	b = append(b, `,"reason":`...)
 	b = append(b, quote(reason)...)
 	return &frame{ws: append(b, '}')}

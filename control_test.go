@@ -196,7 +196,7 @@ func TestDisconnect(t *testing.T) {
 		t.Errorf("alice's multiplexed stream: %+v; want an error frame", f)
 	}
 	// Then what the WebSocket's close frame says: the code and the reason.
-	const closing = `{"type":"close","code":4001,"reason":"disconnected by the server"}`
+	const closing = `{"type":"close","closeCode":4001,"reason":"disconnected by the server"}`
 	if ev, ok := aliceMux.next(t); !ok || ev.Data != closing {
 		t.Errorf("alice's multiplexed stream: %+v (open %v); want %s", ev, ok, closing)
 	}

@@ -173,7 +173,7 @@ func TestLongPollRefusals(t *testing.T) {
 		runtime.Gosched()
 	}
 	s.hub.Close(context.Background())
-	if got, want := string(<-done), `[{"type":"close","code":1001,"reason":"server shutting down"}]`; got != want {
+	if got, want := string(<-done), `[{"type":"close","closeCode":1001,"reason":"server shutting down"}]`; got != want {
 		t.Fatalf("poll at Close: %s; want %s", got, want)
 	}
 }

@@ -1304,8 +1304,8 @@ class Live {
       case "close": {
         // The server ends the stream or poll, saying what a WebSocket's
         // close frame would.
-        if (!Number.isSafeInteger(m.code)) return false;
-        this._ended(m.code, String(m.reason ?? ""));
+        if (!Number.isSafeInteger(m.closeCode)) return false;
+        this._ended(m.closeCode, String(m.reason ?? ""));
         return true;
       }
       case "published":

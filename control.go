@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,8 +43,10 @@ type controlMsg struct {
 }
 
 // Disconnect ends every connection of user, on this Hub and on every Hub
-// sharing its broker: WebSocket connections close with status 4001 and
-// SSE streams end after a "refused" event. Clients that reconnect are
+// sharing its broker: WebSocket connections close with status 4001,
+// multiplexed SSE streams and long-polls end with an error frame (code
+// "disconnected") and a "close" frame carrying 4001, and one-channel SSE
+// streams end after a "refused" event. Clients that reconnect are
 // identified and authorized again, so a user who logged out or was banned
 // (whom Options.Identify or Authorize now refuses) stays out.
 //
@@ -201,7 +204,7 @@ func (c *conn) end(code uint16, reason string, last *frame) {
 		if c.out == nil {
 			c.out = getOut()
 		}
-		c.out = c.appendFrame(c.out, last)
+		c.out = c.appendLast(c.out, &lastWords{code, reason, last})
 		c.wmu.Unlock()
 		// Take the write turn from whoever has it, as closeWith does, so
 		// the last frame follows what was written.
@@ -215,6 +218,33 @@ func (c *conn) end(code uint16, reason string, last *frame) {
 		// Not taken over yet: the stream ends once it starts, with last.
 		c.kill(&lastWords{code, reason, last})
 	}
+}
+
+// appendLast appends the last words of an SSE stream the server ends: the
+// frame, then, on a multiplexed stream, a "close" frame with the code a
+// WebSocket would have been closed with, when it has one.
+func (c *conn) appendLast(b []byte, lw *lastWords) []byte {
+	b = c.appendFrame(b, lw.f)
+	if c.kind == kindSSEMux && lw.code != 0 {
+		b = c.appendFrame(b, closeFrame(lw.code, lw.reason))
+	}
+	return b
+}
+
+// closeFrame is the frame that tells a multiplexed SSE stream or a
+// long-poll why the server ends it, as a WebSocket's close frame does:
+//
+//	{"type":"close","closeCode":4001,"reason":"disconnected by the server"}
+//
+// with the WebSocket's close code (4001 Hub.Disconnect, 1013 try again
+// later, 1001 going away). The field is not "code", which error frames
+// use for a string. Clients that ignore unknown frame types see the
+// stream end as before.
+func closeFrame(code uint16, reason string) *frame {
+	b := append([]byte(`{"type":"close","closeCode":`), strconv.Itoa(int(code))...)
+	b = append(b, `,"reason":`...)
+	b = append(b, quote(reason)...)
+	return &frame{ws: append(b, '}')}
 }
 
 // errDisconnected ends a connection the server ended.

@@ -2,6 +2,7 @@ package live_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -159,6 +162,20 @@ func TestDisconnect(t *testing.T) {
 	aliceMux.expectMux(t, "subscribed", "red")
 	aliceMux.expectMux(t, "subscribed", "blue")
 	bob := dialAs(t, s, "bob", "red")
+	// A long-poll of alice's, held: resumed from its cursor, it has
+	// nothing to say until the server ends it.
+	cursor := pollAs(t, s, "alice", url.Values{"channels": {"red"}, "poll": {""}})[0].Cursor
+	before := s.hub.Stats().Connections
+	polled := make(chan []byte, 1)
+	go func() {
+		polled <- pollRaw(s, "alice", url.Values{"channels": {"red"}, "cursor.red": {cursor}, "poll": {"10"}})
+	}()
+	for deadline := time.Now().Add(waitFor); s.hub.Stats().Connections == before; { // until the poll is in
+		if time.Now().After(deadline) {
+			t.Fatal("the long-poll never connected")
+		}
+		runtime.Gosched()
+	}
 
 	tm.ban("alice")
 	if err := s.hub.Disconnect(context.Background(), "alice"); err != nil {
@@ -177,6 +194,14 @@ func TestDisconnect(t *testing.T) {
 	}
 	if f := aliceMux.muxFrame(t); f.Type != "error" || f.Code != "disconnected" {
 		t.Errorf("alice's multiplexed stream: %+v; want an error frame", f)
+	}
+	// Then what the WebSocket's close frame says: the code and the reason.
+	const closing = `{"type":"close","closeCode":4001,"reason":"disconnected by the server"}`
+	if ev, ok := aliceMux.next(t); !ok || ev.Data != closing {
+		t.Errorf("alice's multiplexed stream: %+v (open %v); want %s", ev, ok, closing)
+	}
+	if got, want := string(<-polled), `[{"type":"error","code":"disconnected","message":"disconnected by the server"},`+closing+`]`; got != want {
+		t.Errorf("alice's long-poll answered %s; want %s", got, want)
 	}
 	for _, st := range []*sseStream{aliceSSE, aliceMux} {
 		if ev, ok := st.next(t); ok {
@@ -384,4 +409,27 @@ func TestControlOverHTTP2(t *testing.T) {
 	if !strings.Contains(string(rest), `"code":"disconnected"`) {
 		t.Fatalf("blue stream ended with %q; want the disconnection", rest)
 	}
+}
+
+// pollAs sends one long-poll as user and returns its frames.
+func pollAs(t *testing.T, s *testServer, user string, q url.Values) []wsFrame {
+	t.Helper()
+	var frames []wsFrame
+	if b := pollRaw(s, user, q); json.Unmarshal(b, &frames) != nil || len(frames) == 0 {
+		t.Fatalf("poll as %s: %s", user, b)
+	}
+	return frames
+}
+
+// pollRaw sends one long-poll as user and returns its answer's body.
+func pollRaw(s *testServer, user string, q url.Values) []byte {
+	req, _ := http.NewRequest("GET", s.srv.URL+"/api/live?"+q.Encode(), nil)
+	req.Header = as(user)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return []byte(err.Error())
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return bytes.TrimSpace(b)
 }

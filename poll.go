@@ -17,7 +17,8 @@ import (
 //	GET …?channels=a,b&cursor.a=<cursor>&poll[=<seconds>][&ack=a]
 //
 // It answers a JSON array of the frames the stream would carry
-// ("subscribed", "data", "reset", "error"), as soon as one is news, or an
+// ("subscribed", "data", "reset", "error", and "close" when the server
+// ends the poller's session: see closeFrame), as soon as one is news, or an
 // empty array once the hold (25 seconds, or the given number up to that)
 // has passed. The client sends the next poll with the cursors it reached,
 // so nothing is lost or repeated between polls; the hub keeps nothing of a
@@ -75,12 +76,19 @@ func (h *Hub) poll(w http.ResponseWriter, r *http.Request, c *conn, hold time.Du
 	news := false
 	for !news {
 		c.mu.Lock()
-		batch, slow := c.q, c.slow || c.ended
-		lw, _ := c.endErr.(*lastWords)
+		batch, slow, ended, endErr := c.q, c.slow || c.ended, c.ended, c.endErr
+		lw, _ := endErr.(*lastWords)
 		c.q, c.bytes, c.beat = nil, 0, false
 		c.mu.Unlock()
 		if lw != nil {
 			out = []*frame{lw.f} // Disconnect, or a Reauthorize, ended it
+			if lw.code != 0 {
+				out = append(out, closeFrame(lw.code, lw.reason))
+			}
+			break
+		}
+		if ended && errors.Is(endErr, errFenced) {
+			out = []*frame{closeFrame(statusTryAgain, "reconnect")}
 			break
 		}
 		if slow {
@@ -106,6 +114,7 @@ func (h *Hub) poll(w http.ResponseWriter, r *http.Request, c *conn, hold time.Du
 			continue
 		case <-timer.C:
 		case <-h.done:
+			out = append(out, closeFrame(statusGoingAway, "server shutting down"))
 		case <-r.Context().Done():
 			return
 		}

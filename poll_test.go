@@ -163,15 +163,18 @@ func TestLongPollRefusals(t *testing.T) {
 	if len(frames) != 2 || frames[0].Type != "error" || frames[0].Channel != "secret" || frames[1].Type != "subscribed" {
 		t.Fatalf("one refused channel: %+v", frames)
 	}
-	// Closing the hub answers a waiting poll.
-	done := make(chan []wsFrame, 1)
-	go func() { done <- pollOnce(t, s, "", map[string]string{"open": frames[1].Cursor}, "open") }()
+	// Closing the hub answers a waiting poll, saying why as a WebSocket's
+	// close frame would.
+	done := make(chan []byte, 1)
+	go func() {
+		done <- pollRaw(s, "", url.Values{"channels": {"open"}, "poll": {""}, "cursor.open": {frames[1].Cursor}})
+	}()
 	for s.hub.Stats().Subscriptions < 1 {
 		runtime.Gosched()
 	}
 	s.hub.Close(context.Background())
-	if frames := <-done; len(frames) != 0 {
-		t.Fatalf("poll at Close: %+v", frames)
+	if got, want := string(<-done), `[{"type":"close","closeCode":1001,"reason":"server shutting down"}]`; got != want {
+		t.Fatalf("poll at Close: %s; want %s", got, want)
 	}
 }
 

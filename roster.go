@@ -137,7 +137,7 @@ func (ro *roster) fence() {
 		c.mu.Lock()
 		kind := c.kind
 		c.mu.Unlock()
-		if kind == kindWS {
+		if kind == kindWS || kind == kindSSEMux {
 			c.closeWith(statusTryAgain, "reconnect", until)
 		}
 		c.kill(errFenced)

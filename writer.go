@@ -398,7 +398,7 @@ func (c *conn) finish() {
 		if c.out == nil {
 			c.out = getOut()
 		}
-		c.out = c.appendFrame(c.out, lw.f)
+		c.out = c.appendLast(c.out, lw)
 		c.wmu.Unlock()
 		c.wlock.Lock()
 		c.writeLastLocked(time.Now().Add(closeWait))
@@ -496,10 +496,10 @@ func (c *conn) unpark() bool {
 	return p
 }
 
-// closeWith sends a WebSocket close frame, if c is one, as far as the
-// socket takes it by until.
+// closeWith sends a WebSocket close frame, or on a multiplexed SSE stream
+// its "close" frame (closeFrame), as far as the socket takes it by until.
 func (c *conn) closeWith(code uint16, reason string, until time.Time) {
-	if c.kind != kindWS {
+	if c.kind != kindWS && c.kind != kindSSEMux {
 		return
 	}
 	c.wmu.Lock()
@@ -507,9 +507,13 @@ func (c *conn) closeWith(code uint16, reason string, until time.Time) {
 	if b == nil {
 		b = getOut()
 	}
-	b = appendWSHeader(b, opClose, 2+len(reason))
-	b = binary.BigEndian.AppendUint16(b, code)
-	c.out = append(b, reason...)
+	if c.kind == kindWS {
+		b = appendWSHeader(b, opClose, 2+len(reason))
+		b = binary.BigEndian.AppendUint16(b, code)
+		c.out = append(b, reason...)
+	} else {
+		c.out = c.appendFrame(b, closeFrame(code, reason))
+	}
 	c.wmu.Unlock()
 	// Take the write turn from whoever has it, bounding a wait for the
 	// client to read, so the close frame follows what was written.

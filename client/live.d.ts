@@ -43,7 +43,7 @@ export type Merge<T = any, U = any> = (current: T | null | undefined, update: U)
 
 /** Each update is the new value. */
 export function mergeReplace<T = any>(current: unknown, update: T): T;
-/** {...current, ...update}, the seed's default. */
+/** {...current, ...update}, useLiveData's default. */
 export function mergeShallow<T extends object = Record<string, any>>(current: T | null | undefined, update: Partial<T>): T;
 /** RFC 7386 JSON Merge Patch. */
 export function mergePatch<T = any>(current: T | null | undefined, update: unknown): T;
@@ -53,7 +53,7 @@ export type ListUpdate<T> =
   | { type: "update"; item: Partial<T>; mutationId?: string }
   | { type: "remove"; id: string | number | boolean | null; mutationId?: string };
 
-/** The seed's useLiveList merge, for items identified by idField ("id"). */
+/** useLiveList's merge, for items identified by idField ("id"). */
 export function mergeList<T extends object = Record<string, any>>(idField?: string): (current: T[] | null | undefined, update: ListUpdate<T>) => T[];
 
 export interface Change {
@@ -63,7 +63,7 @@ export interface Change {
   value?: JSONValue;
 }
 
-/** The seed's useDeltaSync message: the changes from version-1 to version. */
+/** useDeltaSync's message: the changes from version-1 to version. */
 export interface Delta {
   version: number;
   changes?: Change[] | null;
@@ -78,9 +78,32 @@ export function diff(old: unknown, next: unknown): { ok: true; changes: Change[]
 /** Splits a cursor "<seq>.<epoch>", or returns null. */
 export function parseCursor(cursor: unknown): { seq: number; epoch: string } | null;
 
-export type Status = "connecting" | "connected" | "disconnected" | "error";
+/**
+ * "offline" while the browser says it has no network (nothing is tried
+ * until it has); "removed" and "signed-out" after a final ending (see
+ * Ending): nothing reconnects until connect().
+ */
+export type Status = "connecting" | "connected" | "disconnected" | "error" | "offline" | "removed" | "signed-out";
 
-/** The seed's LiveConnection. */
+/**
+ * An ending the server decided, on any transport. code is the WebSocket
+ * close code (4001 the application disconnected the user, 1013 try again
+ * later, 1001 the server going away), which streams and polls carry in a
+ * "close" frame, or 401 when the hub refused who the page is as it came
+ * back. 4001 and 401 are final (retry false): the status becomes
+ * "removed" or "signed-out" and no reconnection follows until connect().
+ */
+export interface Ending {
+  code: number;
+  /** The server's reason ("disconnected by the server"), or the message of its refusal. */
+  reason: string;
+  /** Whether the client reconnects by itself. */
+  retry: boolean;
+  /** The transport the ending came on. */
+  transport: "websocket" | "sse" | "poll";
+}
+
+/** The LiveConnection of the React LiveProvider pattern. */
 export interface Connection {
   status: Status;
   /** Failed or lost connections since the last one that opened. */
@@ -93,6 +116,8 @@ export interface Connection {
    * A hub cut off for more than about 5 s ends the connection instead.
    */
   delayed: boolean;
+  /** The last ending the server decided, until a connection opens; null when none. */
+  ending: Ending | null;
 }
 
 /**
@@ -209,6 +234,10 @@ export interface Live {
   onStatus(listener: (c: Connection) => void): () => void;
   /** Calls listener with every error the hub reports; returns a function that stops it. */
   onError(listener: (err: LiveError) => void): () => void;
+  /** Calls listener with every ending the server decides, on any transport; returns a function that stops it. */
+  onEnd(listener: (ending: Ending) => void): () => void;
+  /** Connects again after a final ending (after a new login, say); otherwise reconnects now if a reconnection waits. Throws after close(). */
+  connect(): void;
   /** Calls callback for each publication on channel, once and in order; returns the unsubscribe function. */
   subscribe<T = any>(channel: string, callback: (data: T, meta: Meta) => void, opts?: SubscribeOptions): () => void;
   /** Publishes data on channel (over SSE: a POST); resolves with its cursor once acknowledged. */

@@ -252,7 +252,7 @@ export function mergeReplace(current, update) {
 
 /**
  * mergeShallow lays the update's members over the current value's,
- * {...current, ...update}: the seed's default. Both must be objects; a null
+ * {...current, ...update}: useLiveData's default in the React LiveProvider pattern. Both must be objects; a null
  * or absent current value counts as {}.
  * @param {any} current
  * @param {any} update
@@ -305,7 +305,7 @@ function applyPatch(target, patch) {
 }
 
 /**
- * mergeList returns the seed's useLiveList merge for an array of items
+ * mergeList returns the useLiveList merge of the React LiveProvider pattern for an array of items
  * identified by their idField member ("id" by default): {"type":"add",
  * "item"} prepends unless the id is present, {"type":"update","item"} lays
  * the item over every item with its id, {"type":"remove","id"} drops them.
@@ -365,7 +365,7 @@ function listMerge(idField, current, update) {
 }
 
 /**
- * applyDelta applies a seed useDeltaSync delta {version, changes} to
+ * applyDelta applies a useDeltaSync delta (of the React LiveProvider pattern) {version, changes} to
  * current, the value at version, and returns the value at delta.version.
  * It throws a MergeError of kind "gap" unless delta.version is version+1:
  * deltas were missed, so refetch. current must be an object (null or
@@ -597,9 +597,26 @@ function isStateReset(data) {
 // The connection
 
 /**
- * @typedef {"connecting"|"connected"|"disconnected"|"error"} Status
- * @typedef {{status: Status, reconnectAttempt: number, transport: "websocket"|"sse"|"poll"}} Connection
+ * @typedef {"connecting"|"connected"|"disconnected"|"error"|"offline"|"removed"|"signed-out"} Status
+ * @typedef {{code: number, reason: string, retry: boolean, transport: "websocket"|"sse"|"poll"}} Ending
+ * @typedef {{status: Status, reconnectAttempt: number, transport: "websocket"|"sse"|"poll", delayed: boolean, ending: Ending|null}} Connection
  */
+
+/**
+ * The endings the server means as final, by code, and the status each
+ * leaves: the application disconnected the user (Hub.Disconnect: the
+ * WebSocket's close code 4001, which streams and polls carry in their
+ * "close" frame), or refused who the page is when it came back (HTTP 401
+ * from Options.Identify). Every other ending (1013 try again later, 1001
+ * the server going away, a network failure) is followed by a reconnection.
+ */
+const finalEndings = new Map([
+  [4001, "removed"],
+  [401, "signed-out"],
+]);
+
+/** offline reports whether the browser says it has no network. */
+const offline = () => typeof navigator !== "undefined" && navigator.onLine === false;
 
 const OPEN = 1;
 
@@ -637,6 +654,21 @@ const maxLine = 16 << 20;
  * transport's requests), firstFrameTimeout (5000 ms) and probeInterval
  * (300000 ms; 0 never probes) for "auto", WebSocket and fetch (for tests) and random
  * (Math.random, for tests).
+ *
+ * Endings the server decides reach onEnd listeners, on every transport,
+ * as {code, reason, retry}: WebSocket close codes (4001 disconnected by
+ * the application, 1013 try again later, 1001 going away), which streams
+ * and polls carry in a "close" frame, or 401 when the hub refused who the
+ * page is as it came back (a WebSocket's refused handshake shows the page
+ * nothing, so the client asks the stream URL why). 4001 and 401 are final:
+ * no reconnection follows, and the status stays "removed" or "signed-out"
+ * until connect() is called (after a new login, say). The others are
+ * followed by a reconnection as usual.
+ *
+ * The browser's own network events count too: on "offline" the status
+ * becomes "offline" at once and no reconnection is tried; on "online" the
+ * client reconnects at once, and with "auto" tries the transports above
+ * the one in use then rather than at the next probe.
  *
  * With "auto" the client tries a WebSocket, then the multiplexed SSE
  * stream, then long-polling: it moves down when a WebSocket fails before
@@ -692,10 +724,14 @@ class Live {
     this._everOpened = false; // a WebSocket has opened: auto stays on WebSocket
     this._closed = false;
     this._timer = null; // the one reconnect timer
+    this._ending = null; // the last ending the server decided, until a connection opens
+    this._final = null; // the status a final ending left: no reconnection until connect()
+    this._offline = offline(); // the browser says it has no network: no reconnection until it does
     /** @type {Connection} */
-    this._conn = { status: "connecting", reconnectAttempt: 0, transport: this._mode, delayed: false };
+    this._conn = { status: this._offline ? "offline" : "connecting", reconnectAttempt: 0, transport: this._mode, delayed: false, ending: null };
     this._statusListeners = new Set();
     this._errorListeners = new Set();
+    this._endListeners = new Set();
     /** @type {Map<string, any>} */
     this._channels = new Map();
     this._ref = 0;
@@ -703,10 +739,12 @@ class Live {
     this._publishes = new Map(); // ref -> {frame, sent, resolve, reject, timer, ctl}
     /** The transport in use: it carries frames between this and the hub. */
     this._t = this._newTransport(this._mode);
-    this._onOnline = () => {
-      if (this._timer !== null) this._reconnectNow();
-    };
-    if (typeof addEventListener === "function") addEventListener("online", this._onOnline);
+    this._onOnline = () => this._online();
+    this._onOffline = () => this._goOffline();
+    if (typeof addEventListener === "function") {
+      addEventListener("online", this._onOnline);
+      addEventListener("offline", this._onOffline);
+    }
     this._connect();
   }
 
@@ -739,6 +777,36 @@ class Live {
   onError(listener) {
     this._errorListeners.add(listener);
     return () => this._errorListeners.delete(listener);
+  }
+
+  /**
+   * onEnd calls listener({code, reason, retry, transport}) whenever the
+   * server ends the connection, on any transport (see createLive): retry
+   * false for the final endings, after which the status is "removed" or
+   * "signed-out" and nothing reconnects until connect(). It returns a
+   * function that stops the calls.
+   */
+  onEnd(listener) {
+    this._endListeners.add(listener);
+    return () => this._endListeners.delete(listener);
+  }
+
+  /**
+   * connect connects again after a final ending (once the user has logged
+   * in again, say): every channel resumes from its cursor. Otherwise it
+   * reconnects at once if a reconnection waits, and does nothing if the
+   * connection is open or opening.
+   */
+  connect() {
+    if (this._closed) throw new LiveError("closed", "live: connect after close");
+    if (this._final !== null) {
+      this._final = null;
+      this._setStatus("connecting", 0);
+      this._scheduleProbe(Math.min(30000, this._o.probeInterval));
+      this._connect();
+      return;
+    }
+    if (this._timer !== null) this._reconnectNow();
   }
 
   /** The hub's name for the connection (sent as the Live-Connection header of writes), or null before the first acknowledgement. */
@@ -852,15 +920,14 @@ class Live {
   close() {
     if (this._closed) return;
     this._closed = true;
-    if (typeof removeEventListener === "function") removeEventListener("online", this._onOnline);
+    if (typeof removeEventListener === "function") {
+      removeEventListener("online", this._onOnline);
+      removeEventListener("offline", this._onOffline);
+    }
     clearTimeout(this._timer);
     clearTimeout(this._probeTimer);
     this._timer = this._probeTimer = null;
-    if (this._probing) {
-      this._probing.onopen = this._probing.onclose = this._probing.onerror = null;
-      this._probing.close();
-      this._probing = null;
-    }
+    this._stopProbing();
     this._t.close("closed by the client");
     for (const [ref, p] of this._publishes) this._failPublish(ref, p, new LiveError("closed", "live: closed before the publish was acknowledged", { channel: p.frame.channel }));
     this._setStatus("disconnected", this._conn.reconnectAttempt);
@@ -876,9 +943,117 @@ class Live {
     // A hub's word that updates are delayed holds for its connection only.
     const delayed = status === "connected" && this._delayed === true;
     if (!delayed) this._delayed = false;
-    if (c.status === status && c.reconnectAttempt === reconnectAttempt && c.transport === transport && c.delayed === delayed) return;
-    this._conn = { status, reconnectAttempt, transport, delayed };
+    if (status === "connected") this._ending = null;
+    const ending = this._ending;
+    if (c.status === status && c.reconnectAttempt === reconnectAttempt && c.transport === transport && c.delayed === delayed && c.ending === ending) return;
+    this._conn = { status, reconnectAttempt, transport, delayed, ending };
     for (const l of [...this._statusListeners]) call(l, { ...this._conn });
+  }
+
+  /**
+   * _ended tells onEnd listeners that the server ended the connection with
+   * code and reason, and, for a final ending, stops: the transport is
+   * closed, no reconnection or probe is pending, publishes waiting fail,
+   * and the status stays what the ending left until connect(). It
+   * reports whether the ending was final.
+   */
+  _ended(code, reason) {
+    if (this._closed || this._final !== null) return true;
+    const status = finalEndings.get(code);
+    const ending = { code, reason, retry: status === undefined, transport: this._mode };
+    this._ending = ending;
+    for (const l of [...this._endListeners]) call(l, { ...ending });
+    if (status === undefined) return false;
+    this._final = status;
+    clearTimeout(this._timer);
+    clearTimeout(this._probeTimer);
+    this._timer = this._probeTimer = null;
+    this._stopProbing();
+    this._t.close("ended by the server");
+    for (const [ref, p] of this._publishes) {
+      this._failPublish(ref, p, new LiveError(status === "removed" ? "disconnected" : "unauthenticated", `live: publish on ${p.frame.channel}: the server ended the connection (${code} ${reason})`, { channel: p.frame.channel }));
+    }
+    this._setStatus(status, this._conn.reconnectAttempt);
+    return true;
+  }
+
+  /**
+   * _refused ends the connection for a 401 answer: a Hub.Disconnect that
+   * caught the request on its way in (code "disconnected") is the 4001 it
+   * would have closed an open one with; anything else is Identify's
+   * refusal.
+   */
+  _refused(err) {
+    const reason = String(err.body?.message ?? err.code);
+    this._ended(err.code === "disconnected" ? 4001 : 401, reason);
+  }
+
+  /** _stopProbing gives up a probe's WebSocket, if one is open. */
+  _stopProbing() {
+    if (!this._probing) return;
+    this._probing.onopen = this._probing.onclose = this._probing.onerror = null;
+    this._probing.close();
+    this._probing = null;
+  }
+
+  /**
+   * _goOffline follows the browser offline: the connection is given up at
+   * once (it may take a ping's timeout to fail by itself) and nothing is
+   * tried until the browser is back online.
+   */
+  _goOffline() {
+    if (this._closed || this._offline) return;
+    this._offline = true;
+    if (this._final !== null) return;
+    clearTimeout(this._timer);
+    clearTimeout(this._probeTimer);
+    this._timer = this._probeTimer = null;
+    this._stopProbing();
+    this._t.close("offline");
+    this._setStatus("offline", this._conn.reconnectAttempt);
+  }
+
+  /**
+   * _online follows the browser back online: reconnect at once, and, below
+   * WebSocket with "auto", try the transports above now, as the move down
+   * may have been the network's doing.
+   */
+  _online() {
+    if (!this._offline && this._timer === null) return;
+    this._offline = false;
+    if (this._closed || this._final !== null) return;
+    clearTimeout(this._timer);
+    this._timer = null;
+    this._connect();
+    if (this._o.transport === "auto" && this._mode !== "websocket" && this._o.probeInterval > 0 && !this._probing) {
+      clearTimeout(this._probeTimer);
+      this._probeTimer = null;
+      this._probe();
+    }
+  }
+
+  /**
+   * _whyRefused asks the stream URL whether the hub refuses who the page
+   * is, after a WebSocket that did not open: a refused handshake shows the
+   * page nothing. A 401 is a final ending; anything else leaves the
+   * reconnection _lost scheduled.
+   */
+  _whyRefused() {
+    let url;
+    try {
+      const base = this._sseURL() + (/\/$/.test(this._o.sseURL) ? "/" : "");
+      url = `${base}${base.includes("?") ? "&" : "?"}channels=`;
+    } catch {
+      return;
+    }
+    const mode = this._mode;
+    Promise.resolve()
+      .then(() => this._fetch()(url, { headers: { Accept: "application/json", ...this._o.headers }, credentials: this._o.credentials, cache: "no-store" }))
+      .then(async (res) => {
+        if (res.status !== 401 || this._closed || this._mode !== mode || this._conn.status === "connected") return;
+        this._refused(await httpError(res, "connecting"));
+      })
+      .catch(() => {}); // the network: the reconnection tells
   }
 
   _emitError(err, sub) {
@@ -892,7 +1067,11 @@ class Live {
   }
 
   _connect() {
-    if (this._closed) return;
+    if (this._closed || this._final !== null) return;
+    if (this._offline) {
+      this._setStatus("offline", this._conn.reconnectAttempt);
+      return;
+    }
     this._t.open();
   }
 
@@ -912,7 +1091,7 @@ class Live {
    * WebSocket, a probe of the transports above is scheduled.
    */
   _moveTo(mode) {
-    if (this._closed) return;
+    if (this._closed || this._final !== null) return;
     this._t.close("moving to another transport");
     clearTimeout(this._timer);
     this._timer = null;
@@ -934,7 +1113,7 @@ class Live {
   _scheduleProbe(delay = this._o.probeInterval) {
     clearTimeout(this._probeTimer);
     this._probeTimer = null;
-    if (this._o.transport !== "auto" || this._mode === "websocket" || this._o.probeInterval <= 0 || this._closed) return;
+    if (this._o.transport !== "auto" || this._mode === "websocket" || this._o.probeInterval <= 0 || this._closed || this._final !== null || this._offline) return;
     this._probeTimer = setTimeout(() => {
       this._probeTimer = null;
       this._probe();
@@ -948,9 +1127,9 @@ class Live {
    * polling after firstFrameTimeout, and cursors keep every channel whole.
    */
   _probe() {
-    if (this._closed || this._mode === "websocket") return;
+    if (this._closed || this._final !== null || this._offline || this._mode === "websocket") return;
     const fallBack = () => {
-      if (this._closed) return;
+      if (this._closed || this._final !== null || this._offline) return;
       if (this._mode === "poll") this._moveTo("sse");
       else this._scheduleProbe();
     };
@@ -987,8 +1166,12 @@ class Live {
 
   /** _lost schedules the next attempt after a failed or lost connection. */
   _lost() {
-    if (this._closed) return;
+    if (this._closed || this._final !== null) return;
     const n = this._conn.reconnectAttempt + 1;
+    if (this._offline) {
+      this._setStatus("offline", n);
+      return;
+    }
     this._setStatus("disconnected", n);
     if (this._timer !== null) return;
     const ceiling = Math.min(this._o.maxBackoff, this._o.minBackoff * 2 ** Math.min(n - 1, 30));
@@ -1118,6 +1301,13 @@ class Live {
         for (const sub of [...ch.subs]) if (sub.onReset) call(sub.onReset, ch.cursor, String(m.reason ?? ""));
         return ch.cursor !== was;
       }
+      case "close": {
+        // The server ends the stream or poll, saying what a WebSocket's
+        // close frame would.
+        if (!Number.isSafeInteger(m.closeCode)) return false;
+        this._ended(m.closeCode, String(m.reason ?? ""));
+        return true;
+      }
       case "published":
       case "error": {
         const p = typeof m.ref === "number" ? this._publishes.get(m.ref) : undefined;
@@ -1209,6 +1399,7 @@ class SocketTransport {
       return;
     }
     this._ws = ws;
+    this._opened = false;
     if (this.live._o.connectTimeout > 0) {
       this._openTimer = setTimeout(() => {
         this._openTimer = null;
@@ -1222,6 +1413,7 @@ class SocketTransport {
       if (this._ws !== ws) return;
       clearTimeout(this._openTimer);
       this._openTimer = null;
+      this._opened = true;
       this.live._everOpened = true;
       for (const ch of this.live._channels.values()) this._sendSubscribe(ch);
       for (const [ref, p] of this.live._publishes) if (!p.sent) this.live._dispatch(ref, p);
@@ -1237,17 +1429,25 @@ class SocketTransport {
       if (this._ws !== ws || this.live._willFallBack()) return;
       this.live._setStatus("error", this.live._conn.reconnectAttempt);
     };
-    ws.onclose = () => this._wsFailed(ws);
+    ws.onclose = (ev) => this._wsFailed(ws, ev);
   }
 
-  /** _wsFailed handles the end of ws: a fall back to SSE, or a reconnection. */
-  _wsFailed(ws) {
+  /**
+   * _wsFailed handles the end of ws: an ending the server decided (a
+   * close frame; 1005 and 1006 say there was none), then a fall back to
+   * SSE or a reconnection, unless the ending was final. A socket that did
+   * not open may have been refused who the page is: the client asks why.
+   */
+  _wsFailed(ws, ev) {
     if (this._ws !== ws) return;
     const fallBack = this.live._willFallBack();
+    const opened = this._opened;
     this._detach();
     if (this.live._closed) return;
+    if (ev && ev.code !== 1005 && ev.code !== 1006 && this.live._ended(ev.code, String(ev.reason ?? ""))) return;
     if (!fallBack) {
       this.live._lost();
+      if (!opened) this.live._whyRefused();
       return;
     }
     // The WebSocket never opened: blocked on the way, or refused. SSE from
@@ -1434,7 +1634,7 @@ class StreamTransport {
     this._reopenTimer = setTimeout(() => {
       this._reopenTimer = null;
       // While a reconnection waits, it will take the new set.
-      if (this.live._closed || this.live._t !== this || this.live._timer !== null) return;
+      if (this.live._closed || this.live._final !== null || this.live._offline || this.live._t !== this || this.live._timer !== null) return;
       const want = this._streamable().map((ch) => ch.name);
       const have = this._stream?.names ?? this._paced?.names ?? [];
       if (want.length === 0 && !this._stream) {
@@ -1454,7 +1654,7 @@ class StreamTransport {
    * stays so while the new stream opens.
    */
   _openStream(planned, replacing = false) {
-    if (this.live._closed || this._stream || this.live._timer !== null) return;
+    if (this.live._closed || this.live._final !== null || this.live._offline || this._stream || this.live._timer !== null) return;
     clearTimeout(this._reopenTimer);
     this._reopenTimer = null;
     this._unpace();
@@ -1679,6 +1879,13 @@ class StreamTransport {
    * failed connection, retried after the backoff.
    */
   _streamRefused(s, err) {
+    if (err.status === 401) {
+      // Who the page is was refused: a final ending.
+      this._dropStream();
+      this.live._emitError(err);
+      this.live._refused(err);
+      return;
+    }
     if (err.status !== 400 && err.status !== 403 && err.status !== 404) {
       this._streamFailed(s, err, true);
       return;
@@ -2217,7 +2424,9 @@ function retryable(e) {
  * fails on the way (no network, 502–504) is kept, with every
  * write after it, and they are sent again in order, one at a time, when
  * the browser is back online, the live connection is back, or after a
- * backoff (1 s doubling to 30 s). They are kept in localStorage (options.persist:
+ * backoff (1 s doubling to 30 s). While the browser is offline
+ * (navigator.onLine false) nothing is sent: writes wait, and go at once,
+ * in order, on its "online" event. They are kept in localStorage (options.persist:
  * true by default, false for memory only, or a key of your own), so a
  * reload keeps them: they are shown as pending again and sent. Every write
  * carries its mutation id, which the hub's Hook recognises, so one sent
@@ -2244,14 +2453,17 @@ class Outbox {
     }
     this._storage = storage;
     this._key = typeof o.persist === "string" ? o.persist : `live:outbox:${name}`;
-    this._onOnline = () => this._flushSoon(0);
+    this._onOnline = () => {
+      this._delay = 1000;
+      this._flushSoon(0);
+    };
     if (typeof addEventListener === "function") addEventListener("online", this._onOnline);
   }
 
   /** submit sends m, or queues it behind writes waiting; it resolves with the server's answer. */
   submit(m) {
     this._track(m);
-    if (this._queue.length > 0) {
+    if (this._queue.length > 0 || offline()) {
       this._queue.push(m);
       this.save();
       this._flushSoon(0);
@@ -2344,7 +2556,8 @@ class Outbox {
   }
 
   _flushSoon(delay) {
-    if (this._f._closed || this._queue.length === 0) return;
+    // Offline, a request can only fail: the browser's "online" sends.
+    if (this._f._closed || this._queue.length === 0 || offline()) return;
     clearTimeout(this._timer);
     this._timer = setTimeout(() => {
       this._timer = null;

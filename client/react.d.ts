@@ -2,10 +2,10 @@
 
 import type { ReactNode } from "react";
 import type { QueryFunctionContext, UseQueryOptions, UseQueryResult, UseMutateFunction } from "@tanstack/react-query";
-import type { Connection, Live, LiveError, LiveOptions, Member, Merge, Meta, SubscribeOptions, Transport } from "./live.js";
+import type { Connection, Ending, Live, LiveError, LiveOptions, Member, Merge, Meta, SubscribeOptions, Transport } from "./live.js";
 
 export { LiveError } from "./live.js";
-export type { Member };
+export type { Ending, Member };
 
 export interface LiveProviderProps {
   children?: ReactNode;
@@ -28,8 +28,10 @@ export function LiveProvider(props: LiveProviderProps): ReactNode;
 
 /** What useLive returns. */
 export interface LiveContextValue {
-  /** The LiveProvider pattern's LiveConnection, {status, reconnectAttempt}, with the transport and whether updates are delayed. */
+  /** The LiveProvider pattern's LiveConnection, {status, reconnectAttempt}, with the transport, whether updates are delayed, and the last ending the server decided (connection.ending). */
   connection: Connection;
+  /** Connects again after a final ending ("removed", "signed-out"), once the user has logged in again, say. */
+  connect(): void;
   /** Calls callback for each publication on channel; returns the unsubscribe function, safe to call at any time. */
   subscribe<T = any>(channel: string, callback: (data: T, meta: Meta) => void, opts?: SubscribeOptions): () => void;
   /** Publishes on channel; resolves with its cursor. Failures also reach LiveProvider's onError. */

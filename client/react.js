@@ -73,7 +73,7 @@ class Bridge {
     this.live = null;
     this.hooks = new Map(); // channel -> the hooks' subscriptions: Set of {callback, opts, cursor, stop}
     /** @type {Connection} */
-    this.connection = { status: "connecting", reconnectAttempt: 0, delayed: false };
+    this.connection = { status: "connecting", reconnectAttempt: 0, delayed: false, ending: null };
     this.transport = null;
     this.statusListeners = new Set();
     this.errorListeners = new Set();
@@ -84,6 +84,7 @@ class Bridge {
     this.publish = this.publish.bind(this);
     this.onStatus = this.onStatus.bind(this);
     this.getConnection = this.getConnection.bind(this);
+    this.connect = this.connect.bind(this);
   }
 
   attach(live) {
@@ -91,7 +92,8 @@ class Bridge {
     this.transport = live.transport;
     this.stopStatus = live.onStatus((c) => {
       this.transport = live.transport;
-      if (c.status === this.connection.status && c.reconnectAttempt === this.connection.reconnectAttempt && c.delayed === this.connection.delayed) return;
+      const was = this.connection;
+      if (c.status === was.status && c.reconnectAttempt === was.reconnectAttempt && c.delayed === was.delayed && c.ending === was.ending) return;
       this.connection = c;
       for (const l of [...this.statusListeners]) call(l);
     });
@@ -123,7 +125,7 @@ class Bridge {
     const o = sub.opts;
     sub.stop = this.live.subscribe(channel, (data, meta) => {
       call(sub.callback, data, meta);
-      // The hub names the query this channel feeds (the seed's behaviour);
+      // The hub names the query this channel feeds (as the original LiveProvider does);
       // the channel's first hook feeds it, once per publication.
       if (Array.isArray(meta.queryKey) && this.queryClient && subs.values().next().value === sub && !this.managed.has(hashKey(meta.queryKey))) {
         this.queryClient.setQueryData(meta.queryKey, data);
@@ -164,7 +166,7 @@ class Bridge {
   /**
    * publish is live.js's publish: it resolves with the publication's
    * cursor. Its failures also go to the provider's onError, so callers
-   * that ignore the promise (as the seed's did) leave no unhandled
+   * that ignore the promise (as the original LiveProvider's callers did) leave no unhandled
    * rejection behind.
    */
   publish(channel, data, opts) {
@@ -186,6 +188,11 @@ class Bridge {
 
   getConnection() {
     return this.connection;
+  }
+
+  /** connect is live.js's connect, on the connection attached: again after a final ending. */
+  connect() {
+    this.live?.connect();
   }
 
   /** manage notes that a hook keeps the query key itself; it returns the function that undoes it. */
@@ -264,7 +271,7 @@ export function LiveProvider({ children, url, sseURL, transport, options, client
   const connection = useSyncExternalStore(bridge.onStatus, bridge.getConnection, bridge.getConnection);
   const transportNow = bridge.transport;
   const value = useMemo(
-    () => ({ connection, subscribe: bridge.subscribe, publish: bridge.publish, transport: transportNow, live: bridge }),
+    () => ({ connection, subscribe: bridge.subscribe, publish: bridge.publish, connect: bridge.connect, transport: transportNow, live: bridge }),
     [bridge, connection, transportNow],
   );
   return createElement(LiveContext.Provider, { value }, children);
@@ -272,7 +279,10 @@ export function LiveProvider({ children, url, sseURL, transport, options, client
 
 /**
  * useLive returns the provider's connection state ({status,
- * reconnectAttempt, delayed}), subscribe, publish and the transport in use.
+ * reconnectAttempt, delayed, ending}), subscribe, publish, connect and the
+ * transport in use. connection.ending is the last ending the server
+ * decided (live.js's onEnd): after a final one the status is "removed" or
+ * "signed-out" and nothing reconnects until connect().
  * @returns {import("./react").LiveContextValue}
  */
 export function useLive() {
@@ -293,7 +303,7 @@ const maxHeld = 10000;
 /**
  * useLiveData keeps a query (queryKey, fetched by fetcher) up to date with
  * a channel: each publication is merged into the cached value with merge
- * (mergeShallow, the seed's {...current, ...update}, by default) through
+ * (mergeShallow, the original's {...current, ...update}, by default) through
  * setQueryData. The first fetch waits for the subscription to be
  * acknowledged (up to subscribeTimeout ms; if it had to go on without it,
  * it is redone once the subscription is in), so no publication falls
@@ -547,7 +557,7 @@ export function useDeltaSync(queryKey, channel, initialFetcher, options = {}) {
 
 /**
  * useLiveList keeps a list (queryKey; fetcher answers the array) in sync
- * with channel, whose publications are the seed's list operations
+ * with channel, whose publications are the list operations of the React LiveProvider pattern
  * ({"type":"add"|"update"|"remove"}, as Hub.Hook publishes them), and
  * makes add, update and remove optimistic: shown at once (an added item
  * with a temporary id and `_optimistic: true`), then replaced by the
@@ -555,7 +565,7 @@ export function useDeltaSync(queryKey, channel, initialFetcher, options = {}) {
  * first (they are matched by the Live-Mutation-Id header), and rolled back
  * on an error, a conflict (409 or 412, which also refetches) or a timeout.
  * Mutations go to options.url (POST; default "/api/" + channel, as in the
- * seed) and options.itemURL(id) (PATCH and DELETE; default url/id).
+ * original useLiveList) and options.itemURL(id) (PATCH and DELETE; default url/id).
  *
  * add, update and remove are React Query mutations' mutate: they return
  * nothing, and failures show in error and go to options.onError;

@@ -19,6 +19,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
@@ -123,6 +124,54 @@ func (c *Client) Cursor(channel string) string {
 	return c.cursors[channel]
 }
 
+// An EndError is why Follow stopped when the hub ended the client for
+// good, which reconnecting would not undo. Find it with errors.As.
+type EndError struct {
+	// Code is the WebSocket close code the hub ended an open connection
+	// with, 4001 for Hub.Disconnect (a one-channel SSE stream's "refused"
+	// event with code "disconnected" counts as 4001 too); or the HTTP
+	// status it refused a connection with: 401 when Options.Identify
+	// refused who the client is, 403 when Authorize refused a channel; or
+	// 0 when the hub stopped one channel of an open connection
+	// (Hub.Reauthorize), which Channel names.
+	Code int
+	// Reason is the close reason, or the error code the hub answered with
+	// ("unauthenticated", "forbidden").
+	Reason string
+	// Message is the hub's message, when it gave one.
+	Message string
+	// Channel is the channel refused, when the ending concerns one.
+	Channel string
+	url     string
+}
+
+func (e *EndError) Error() string {
+	s := fmt.Sprintf("liveclient: %s: ended by the hub: %d %s", e.url, e.Code, e.Reason)
+	if e.Channel != "" {
+		s += " (channel " + e.Channel + ")"
+	}
+	if e.Message != "" {
+		s += ": " + e.Message
+	}
+	return s
+}
+
+// statusDisconnected is the WebSocket close status of Hub.Disconnect.
+const statusDisconnected = 4001
+
+// refusal returns the EndError of an HTTP answer that refused a
+// connection, with the hub's error code and message from its JSON body.
+func (c *Client) refusal(resp *http.Response, channel string) *EndError {
+	var body struct{ Error, Message string }
+	if resp.Body != nil {
+		json.NewDecoder(io.LimitReader(resp.Body, 4096)).Decode(&body)
+	}
+	if body.Error == "" {
+		body.Error = http.StatusText(resp.StatusCode)
+	}
+	return &EndError{Code: resp.StatusCode, Reason: body.Error, Message: body.Message, Channel: channel, url: c.url}
+}
+
 // errStop wraps a handler's error so that Follow returns it instead of
 // reconnecting.
 type errStop struct{ err error }
@@ -131,8 +180,14 @@ func (e errStop) Error() string { return e.err.Error() }
 
 // Follow subscribes to channels and calls handle for each message, in
 // order within a channel and never concurrently, until ctx ends (then it
-// returns nil) or handle returns an error (then it returns that error).
-// Publications already handled are never handled again.
+// returns nil), handle returns an error (then it returns that error), or
+// the hub ends the client for good (then it returns an *EndError): it
+// disconnected the user (Hub.Disconnect), stopped a channel
+// (Hub.Reauthorize), or refused a connection with a 4xx answer (a 401 from
+// Options.Identify, say), which retrying would not change. Other endings
+// (a network failure, a server going away or asking to try again later)
+// are followed by a reconnection. Publications already handled are never
+// handled again.
 func (c *Client) Follow(ctx context.Context, channels []string, handle func(Message) error) error {
 	var mu sync.Mutex // serializes handle across SSE streams
 	deliver := func(m Message) error {
@@ -253,7 +308,7 @@ func (c *Client) wsOnce(ctx context.Context, channels []string, deliver func(Mes
 	conn, resp, err := websocket.Dial(ctx, c.url, &websocket.DialOptions{HTTPHeader: c.opts.Header, HTTPClient: c.opts.HTTPClient})
 	if err != nil {
 		if resp != nil && refused(resp.StatusCode) {
-			return errStop{fmt.Errorf("liveclient: %s: %w", c.url, err)}
+			return errStop{c.refusal(resp, "")}
 		}
 		return err
 	}
@@ -273,6 +328,10 @@ func (c *Client) wsOnce(ctx context.Context, channels []string, deliver func(Mes
 	for {
 		_, b, err := conn.Read(ctx)
 		if err != nil {
+			var ce websocket.CloseError
+			if errors.As(err, &ce) && ce.Code == statusDisconnected {
+				return errStop{&EndError{Code: int(ce.Code), Reason: ce.Reason, url: c.url}}
+			}
 			if connected {
 				return nil
 			}
@@ -299,7 +358,7 @@ func (c *Client) wsOnce(ctx context.Context, channels []string, deliver func(Mes
 			err = deliver(Message{Channel: f.Channel, Cursor: f.Cursor, Reset: true, Reason: f.Reason})
 		case "error":
 			if f.Channel != "" {
-				return errStop{fmt.Errorf("liveclient: %s: %s: %s", f.Channel, f.Code, f.Message)}
+				return errStop{&EndError{Reason: f.Code, Message: f.Message, Channel: f.Channel, url: c.url}}
 			}
 		}
 		if err != nil {
@@ -328,11 +387,10 @@ func (c *Client) sseOnce(ctx context.Context, channel string, deliver func(Messa
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		err := fmt.Errorf("liveclient: %s: %s", channel, resp.Status)
 		if refused(resp.StatusCode) {
-			return errStop{err}
+			return errStop{c.refusal(resp, channel)}
 		}
-		return err
+		return fmt.Errorf("liveclient: %s: %s", channel, resp.Status)
 	}
 	c.state("connected", 0)
 	br := bufio.NewReader(resp.Body)
@@ -354,6 +412,16 @@ func (c *Client) sseOnce(ctx context.Context, channel string, deliver func(Messa
 				cur = id
 			}
 			switch {
+			case event == "refused":
+				// The hub ended the stream: Hub.Disconnect, or
+				// Hub.Reauthorize of its channel.
+				var body struct{ Code, Message string }
+				json.Unmarshal([]byte(strings.Join(data, "\n")), &body)
+				end := &EndError{Reason: body.Code, Message: body.Message, Channel: channel, url: c.url}
+				if body.Code == "disconnected" {
+					end.Code, end.Reason, end.Channel = statusDisconnected, body.Message, ""
+				}
+				return errStop{end}
 			case event == "reset":
 				var body struct{ Reason string }
 				json.Unmarshal([]byte(strings.Join(data, "\n")), &body)

@@ -164,6 +164,33 @@ func (c *Client) Next(t testing.TB) liveclient.Message {
 	return liveclient.Message{}
 }
 
+// Ended waits until the hub ends the client for good, and returns how:
+// Code 4001 when the application disconnected the user (Hub.Disconnect),
+// or the HTTP status a reconnection was refused with (401 when
+// Options.Identify refused who the client is), or 0 with Channel set when
+// Hub.Reauthorize stopped a channel. Use it to test revocation: remove
+// the user, then check that their client was cut off with the code you
+// expect, as the example shows. It fails the test if the client is still
+// connected after Wait, or stopped for another reason. Messages that
+// arrived before the ending stay for Next; once ended, the client is not
+// reported at the end of the test as having stopped.
+func (c *Client) Ended(t testing.TB) *liveclient.EndError {
+	t.Helper()
+	select {
+	case <-c.ended:
+	case <-time.After(wait(t)):
+		t.Fatalf("livetest: the client was not ended within %v", wait(t))
+		return nil
+	}
+	c.reported.Store(true)
+	var end *liveclient.EndError
+	if !errors.As(c.err, &end) {
+		t.Fatalf("livetest: the client stopped, not ended by the hub: %v", c.err)
+		return nil
+	}
+	return end
+}
+
 // Nothing checks that no message arrives within d. It is the one check
 // that waits for time to pass: keep d short.
 func (c *Client) Nothing(t testing.TB, d time.Duration) {

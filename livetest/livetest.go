@@ -1,7 +1,9 @@
 // Package livetest helps test applications that use live: it records
 // what a hub published, with assertions that read well and diffs from
 // go-cmp, and connects test clients over real SSE or WebSocket streams,
-// as a signed-in user with [ConnectWith]. Everything it starts is cleaned
+// as a signed-in user with [ConnectWith]; [Client.Ended] checks how the
+// hub cut a client off (Hub.Disconnect, Hub.Reauthorize, or a refused
+// reconnection), for tests of revocation. Everything it starts is cleaned
 // up through t.Cleanup.
 //
 // httptest.Server.CloseClientConnections does not end a hub's streams:

@@ -115,6 +115,14 @@ type fakeT struct {
 	mu         sync.Mutex
 	msgs       []string
 	cleanups   []func()
+	deadline   time.Time // the test's deadline, if set, instead of T's
+}
+
+func (f *fakeT) Deadline() (time.Time, bool) {
+	if !f.deadline.IsZero() {
+		return f.deadline, true
+	}
+	return f.T.Deadline()
 }
 
 func (f *fakeT) Helper() {}
@@ -251,4 +259,96 @@ func TestRecorderPerChannel(t *testing.T) {
 		t.Errorf("a wrong expectation reported %q", msgs)
 	}
 	rec.Nothing(t)
+}
+
+// TestClientEnded checks Ended on both transports: a user the application
+// disconnects ends with 4001, a channel it stops with that channel, a
+// reconnection Identify refuses with 401; a client still connected fails
+// the check instead of passing it.
+func TestClientEnded(t *testing.T) {
+	var mu sync.Mutex // guards banned and revoked
+	banned, revoked := map[string]bool{}, map[string]bool{}
+	hub := live.NewHub(&live.Options{
+		Identify: func(r *http.Request) (live.Identity, error) {
+			c, err := r.Cookie("user")
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil || banned[c.Value] {
+				return live.Identity{}, live.Deny("sign in first")
+			}
+			return live.Identity{User: c.Value}, nil
+		},
+		Authorize: func(r *http.Request, channel string, _ live.Op) error {
+			mu.Lock()
+			defer mu.Unlock()
+			if revoked[live.IdentityOf(r).User+"/"+channel] {
+				return live.Deny("not yours any more")
+			}
+			return nil
+		},
+	})
+	mux := http.NewServeMux()
+	mux.Handle("GET /ws", hub.WebSocketHandler())
+	mux.Handle("GET /live/{channel}", hub.SSEHandler())
+	srv := httptest.NewServer(mux)
+	t.Cleanup(func() {
+		hub.Close(context.Background())
+		srv.Close()
+	})
+	as := func(user string) *liveclient.Options {
+		return &liveclient.Options{Header: http.Header{"Cookie": {"user=" + user}}}
+	}
+	for _, tc := range []struct{ name, url string }{
+		{"websocket", "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws"},
+		{"sse", srv.URL + "/live/"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			user := "u-" + tc.name
+			ctx := context.Background()
+
+			// Disconnect: 4001, whatever Identify says next.
+			c := livetest.ConnectWith(t, tc.url, as(user), "board")
+			if err := hub.Disconnect(ctx, user); err != nil {
+				t.Fatal(err)
+			}
+			if end := c.Ended(t); end.Code != 4001 || end.Reason != "disconnected by the server" || end.Channel != "" {
+				t.Errorf("after Disconnect: %+v; want 4001", end)
+			}
+
+			// Reauthorize: the channel, with the hub's code and message.
+			c = livetest.ConnectWith(t, tc.url, as(user), "board")
+			mu.Lock()
+			revoked[user+"/board"] = true
+			mu.Unlock()
+			if err := hub.Reauthorize(ctx, "board", user); err != nil {
+				t.Fatal(err)
+			}
+			if end := c.Ended(t); end.Code != 0 || end.Channel != "board" || end.Reason != "forbidden" || end.Message != "not yours any more" {
+				t.Errorf("after Reauthorize: %+v; want the channel refused", end)
+			}
+			mu.Lock()
+			delete(revoked, user+"/board")
+			mu.Unlock()
+
+			// Refused on the way back: 401, with Identify's words.
+			c = livetest.ConnectWith(t, tc.url, as(user), "board")
+			mu.Lock()
+			banned[user] = true
+			mu.Unlock()
+			c.Drop()
+			if end := c.Ended(t); end.Code != 401 || end.Reason != "unauthenticated" || end.Message != "sign in first" {
+				t.Errorf("refused on reconnection: %+v; want 401", end)
+			}
+			mu.Lock()
+			delete(banned, user)
+			mu.Unlock()
+
+			// A client nobody ended fails the check, after the test's wait.
+			c = livetest.ConnectWith(t, tc.url, as(user), "board")
+			f := &fakeT{T: t, deadline: time.Now().Add(2 * time.Second)} // a wait of 1 s
+			if msgs := f.run(func(t testing.TB) { c.Ended(t) }); len(msgs) != 1 || !strings.Contains(msgs[0], "not ended") {
+				t.Errorf("Ended of a connected client reported %q", msgs)
+			}
+		})
+	}
 }

@@ -359,6 +359,9 @@ test("who is on the board: two visitors see each other, and one removed is cut o
   await a.click(`#who [data-user="${meB}"] [data-remove]`);
   await b.waitForFunction(() => !document.getElementById("removedBanner").hidden);
   assert.equal(await b.textContent("#removedBanner"), "you were removed from the board");
+  // The session ended for good: the indicator says so, and stays so.
+  await b.waitForFunction(() => document.getElementById("indicator").dataset.status === "removed");
+  assert.equal(await b.textContent("#status"), "Removed");
   assert.equal(await b.evaluate(() => document.getElementById("cols").classList.contains("removed")), true);
   const refused = await b.evaluate(() => fetch("/api/board", { method: "PATCH", headers: { "Content-Type": "application/json" }, body: "{}" }).then((r) => r.status));
   assert.equal(refused, 403);
@@ -367,6 +370,7 @@ test("who is on the board: two visitors see each other, and one removed is cut o
   await a.press("#cardText", "Enter");
   await waitText(a, "#cols .cardx", `after the removal ${stamp}`);
   await waitText(b, "#feed li, #cols .cardx, #removedBanner", "removed"); // still the banner
+  assert.equal(await b.evaluate(() => document.getElementById("indicator").dataset.status), "removed", "no reconnection");
   assert.equal(await b.evaluate((t) => document.getElementById("cols").textContent.includes(t), `after the removal ${stamp}`), false);
   // And B leaves A's board once the grace window has passed.
   await a.waitForFunction((u) => !document.querySelector(`#who [data-user="${u}"]`), meB, { timeout: 15000 });

@@ -2,7 +2,7 @@
 // (test/react/app.jsx, with React, React DOM and React Query) is bundled
 // with esbuild when the file starts.
 //
-// Three checks guard against the seed's defects, and each is also run on
+// Three checks guard against the original LiveProvider code's defects, and each is also run on
 // a port of the seed's own code (test/react/seed.jsx) to show that it
 // catches the defect there: a provider that settles after a server
 // restart, an unsubscribe while the socket is connecting, and a list that
@@ -24,7 +24,7 @@ const open = () => suite.open(pageOptions);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // withPage runs check on a new page: for react.js the suite's, checked for
-// uncaught errors after the test; for the seed's port, one the check
+// uncaught errors after the test; for the port of the original, one the check
 // closes, whose errors it returns.
 async function withPage(impl, check) {
   if (impl === "ours") return { ...(await check(await suite.open(pageOptions))), problems: [] };
@@ -82,9 +82,9 @@ test("LiveProvider settles after a server restart: connected, one socket, and it
   assert.ok(got.sockets <= 6, `${got.sockets} sockets`);
 });
 
-test("the restart check fails on the seed's provider", async () => {
+test("the restart check fails on the original provider", async () => {
   const got = await settlesAfterRestart("seed");
-  assert.notEqual(got.why, null, "the seed's provider passed the restart check");
+  assert.notEqual(got.why, null, "the original provider passed the restart check");
 });
 
 // --- (b) unmounting while the socket is connecting
@@ -111,10 +111,10 @@ test("hooks mounted and unmounted while the socket is connecting: no error", asy
   // The suite checks the page for uncaught errors and InvalidStateErrors.
 });
 
-test("the connecting check fails on the seed's provider", async () => {
+test("the connecting check fails on the original provider", async () => {
   const got = await unmountWhileConnecting("seed", false);
   assert.deepStrictEqual(got.states, [0]);
-  assert.ok(got.problems.some((p) => /InvalidStateError|CONNECTING/.test(p)), `no error on the seed's provider: ${JSON.stringify(got.problems)}`);
+  assert.ok(got.problems.some((p) => /InvalidStateError|CONNECTING/.test(p)), `no error on the original provider: ${JSON.stringify(got.problems)}`);
 });
 
 // --- (c) a broadcast that beats the POST's response
@@ -123,7 +123,7 @@ function addsWhenBroadcastFirst(impl) {
   return withPage(impl, async (page) => {
     await mount(page, { impl, strict: impl === "ours", scenario: "list", props: { postURL: "/api/todos-first?delay=300ms" } });
     await page.waitForFunction(() => window.list && !window.list().isLoading && window.rec.sockets.some((s) => s.readyState === 1));
-    await sleep(300); // the seed subscribes once its socket is open; give the hub its frame
+    await sleep(300); // the original subscribes once its socket is open; give the hub its frame
     const titles = [];
     for (let i = 0; i < 5; i++) {
       const title = `first ${impl} ${i}`;
@@ -161,10 +161,10 @@ test("useLiveList: no duplicate when the broadcast beats the POST's response", a
   }
 });
 
-test("the duplicate check fails on the seed's useLiveList", async (t) => {
+test("the duplicate check fails on the original useLiveList", async (t) => {
   const got = await addsWhenBroadcastFirst("seed");
-  assert.notEqual(got.why, null, "the seed's list passed the duplicate check");
-  t.diagnostic(`on the seed: ${got.why}`);
+  assert.notEqual(got.why, null, "the original list passed the duplicate check");
+  t.diagnostic(`on the original: ${got.why}`);
   // Shown twice; or, when its query answers before its socket opens, its
   // effect (keyed on a new queryKey array every render) unsubscribes on the
   // connecting socket first, and the error unmounts the list.
@@ -379,7 +379,7 @@ test("useLive: a refused publish reaches onError, not an unhandled rejection", a
   const page = await open();
   await mount(page, { scenario: "status" });
   await page.waitForFunction(() => document.getElementById("status")?.textContent === "connected");
-  // publish used as the seed's was, ignoring what it returns.
+  // publish used as the original's was, ignoring what it returns.
   await page.evaluate(() => {
     window.liveContext.publish("board", { x: 1 });
   });
@@ -388,6 +388,26 @@ test("useLive: a refused publish reaches onError, not an unhandled rejection", a
   const cursor = await page.evaluate(() => window.liveContext.publish("chat", { x: 1 }));
   assert.match(cursor, /^\d+\.[A-Za-z0-9_-]+$/);
   assert.equal(await page.evaluate(() => window.liveContext.transport), "websocket");
+});
+
+test("useLive: a user the server removes sees connection.ending and status removed, and connect() after a new login", async () => {
+  const page = await open();
+  const user = `gail-${Date.now().toString(36)}`;
+  await page.evaluate((user) => {
+    document.cookie = `user=${user}; path=/`;
+    window.cleanup = () => {
+      document.cookie = "user=; path=/; max-age=0";
+    };
+  }, user);
+  await mount(page, { scenario: "status", props: { channels: ["react:removed"] } });
+  await page.waitForFunction(() => document.getElementById("status")?.textContent === "connected");
+  await suite.server.post(`/test/revoke?user=${user}`);
+  await page.waitForFunction(() => document.getElementById("status")?.textContent === "removed", undefined, { timeout: 5000 });
+  assert.deepStrictEqual(await page.evaluate(() => window.liveContext.connection.ending), { code: 4001, reason: "disconnected by the server", retry: false, transport: "websocket" });
+  await suite.server.post(`/test/login?user=${user}`);
+  await page.evaluate(() => window.liveContext.connect());
+  await page.waitForFunction(() => document.getElementById("status")?.textContent === "connected", undefined, { timeout: 5000 });
+  assert.equal(await page.evaluate(() => window.liveContext.connection.ending), null);
 });
 
 // --- a small page built from the hooks (test/react/app.jsx, scenario
@@ -470,7 +490,7 @@ test("the app connects: the indicator goes from connecting to connected, and cou
   const attempts = down.filter((s) => s.status !== "connected").map((s) => s.reconnectAttempt);
   assert.deepStrictEqual(attempts, [...attempts].sort((a, b) => a - b), "the attempt count went down before reconnecting");
   assert.ok(down.some((s) => s.status === "disconnected" && s.reconnectAttempt === 1), `no "disconnected (attempt 1)": ${JSON.stringify(down)}`);
-  assert.deepStrictEqual({ ...down.at(-1), at: 0 }, { status: "connected", reconnectAttempt: 0, transport: "websocket", delayed: false, text: "Live", at: 0 });
+  assert.deepStrictEqual({ ...down.at(-1), at: 0 }, { status: "connected", reconnectAttempt: 0, transport: "websocket", delayed: false, ending: null, text: "Live", at: 0 });
   assert.equal(await page.getAttribute("#indicator", "data-attempt"), "0");
 });
 
@@ -669,7 +689,7 @@ test("the app after a server restart: disconnected, then connected within the ba
   assert.notEqual(after[0]?.status, "connected", "the indicator never left connected");
   assert.ok(after.some((s) => s.status === "disconnected" && s.reconnectAttempt >= 1), `never shown disconnected: ${JSON.stringify(after)}`);
   assert.ok(after.some((s) => /\(attempt [1-9]\d*\)$/.test(s.text)), `the attempt count was never shown: ${JSON.stringify(after)}`);
-  assert.deepStrictEqual({ ...after.at(-1), at: 0 }, { status: "connected", reconnectAttempt: 0, transport: "websocket", delayed: false, text: "Live", at: 0 });
+  assert.deepStrictEqual({ ...after.at(-1), at: 0 }, { status: "connected", reconnectAttempt: 0, transport: "websocket", delayed: false, ending: null, text: "Live", at: 0 });
   // The last wait began before the server was back and lasted at most the
   // ceiling of its attempt (1 s doubling, 30 s cap).
   const lastAttempt = Math.max(...after.filter((s) => s.status !== "connected").map((s) => s.reconnectAttempt));

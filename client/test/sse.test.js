@@ -10,13 +10,14 @@ import { browserSuite, publishThroughDrops, range, settle } from "./harness.js";
 const suite = browserSuite();
 
 // open opens a page that records the many-channel stream requests it makes
-// in streams (their URLs), in order.
+// in streams (their URLs), in order. A request naming no channel is not
+// one: it asks why a WebSocket was refused.
 async function open() {
   const page = await suite.open();
   const streams = [];
   page.on("request", (r) => {
     const u = new URL(r.url());
-    if (u.pathname === "/api/live" && r.method() === "GET") streams.push(u);
+    if (u.pathname === "/api/live" && r.method() === "GET" && u.searchParams.get("channels") !== "") streams.push(u);
   });
   return { page, streams };
 }

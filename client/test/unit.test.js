@@ -125,7 +125,7 @@ test("backoff doubles from 1 s to 30 s, one timer at a time, and starts again af
   assert.deepStrictEqual(waits, [999, 1999, 3999, 7999, 15999, 29999, 29999, 29999]);
   assert.equal(FakeSocket.all.length, 9);
   last().open();
-  assert.deepStrictEqual(l.connection, { status: "connected", reconnectAttempt: 0, transport: "websocket", delayed: false });
+  assert.deepStrictEqual(l.connection, { status: "connected", reconnectAttempt: 0, transport: "websocket", delayed: false, ending: null });
   last().fail();
   assert.deepStrictEqual(clock.delays(), [999]);
   assert.deepStrictEqual(statuses.slice(0, 6), ["connecting/0", "error/0", "disconnected/1", "connecting/1", "error/1", "disconnected/2"]);
@@ -246,7 +246,7 @@ test("close stops reconnecting and timers", async () => {
   assert.equal(clock.timers.size, 0);
   await clock.advance(60000);
   assert.equal(FakeSocket.all.length, 1);
-  assert.deepStrictEqual(l.connection, { status: "disconnected", reconnectAttempt: 1, transport: "websocket", delayed: false });
+  assert.deepStrictEqual(l.connection, { status: "disconnected", reconnectAttempt: 1, transport: "websocket", delayed: false, ending: null });
   assert.throws(() => l.subscribe("a", () => {}), { code: "closed" });
 });
 
@@ -572,7 +572,7 @@ test("sse: a change of channels reopens the stream from the cursors reached; a f
   await flush();
   assert.equal(fetch.streams().length, 4);
   assert.equal(fetch.streams()[3].url.searchParams.get("cursor.b"), "7.f");
-  assert.deepStrictEqual(l.connection, { status: "connected", reconnectAttempt: 0, transport: "sse", delayed: false });
+  assert.deepStrictEqual(l.connection, { status: "connected", reconnectAttempt: 0, transport: "sse", delayed: false, ending: null });
 });
 
 test("sse: refused channels are reported and left out; bad names never reach the hub", async () => {

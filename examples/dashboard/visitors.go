@@ -18,8 +18,9 @@ import (
 // id in a cookie on its first visit, and a name and a color derived from
 // it, which the board's presence shows. Anyone may remove anyone from the
 // board (it is a demo of the server's hand on sessions, not of access
-// control): the removed visitor's subscription ends at once, on every
-// node, and their writes to the board are refused.
+// control): the removed visitor's live session ends at once, on every
+// node (Hub.Disconnect), their page says so and does not reconnect, and
+// their writes to the board are refused.
 
 const visitorCookie = "visitor"
 
@@ -92,7 +93,7 @@ func newRemovals() *removals {
 }
 
 // apply is the follower's: it records a removal, and has run end the
-// visitor's subscriptions to the board on this node.
+// visitor's live session.
 func (rm *removals) apply(m live.Message) {
 	var v struct {
 		Removed string `json:"removed"`
@@ -112,8 +113,10 @@ func (rm *removals) apply(m live.Message) {
 	}
 }
 
-// run re-runs Authorize for the board subscriptions of those removed,
-// until ctx ends.
+// run ends the live sessions of those removed, until ctx ends. Each node
+// does, so a removal that reaches a node through the broker's history
+// after an outage still ends sessions; Disconnect reaches every node
+// sharing the broker.
 func (rm *removals) run(ctx context.Context, logger *slog.Logger) error {
 	for {
 		select {
@@ -126,7 +129,7 @@ func (rm *removals) run(ctx context.Context, logger *slog.Logger) error {
 		rm.pending = nil
 		rm.mu.Unlock()
 		for _, u := range users {
-			if err := rm.hub.Reauthorize(ctx, "board", u); err != nil && ctx.Err() == nil {
+			if err := rm.hub.Disconnect(ctx, u); err != nil && ctx.Err() == nil {
 				logger.Warn("dashboard: removing a visitor reached this node only", "err", err)
 			}
 		}

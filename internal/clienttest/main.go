@@ -27,6 +27,12 @@
 //	POST /test/revoke           ?user=&channel= takes channel from user and calls
 //	                            Hub.Reauthorize; ?user= alone bans the user and calls
 //	                            Hub.Disconnect
+//	POST /test/ban              ?user= bans the user without disconnecting: Identify
+//	                            refuses their next connection (401), as for an expired session
+//	POST /test/login            ?user= lifts the ban: the user has logged in again
+//	GET  /test/attempts         ?user= how many connections the user's pages tried:
+//	                            WebSocket handshakes at /ws, and streams, polls and
+//	                            other GETs at /api/live
 //
 // Pages are anonymous unless they set a "user" cookie. Channels starting
 // with "private:" are readable by named users only, until revoked.
@@ -112,10 +118,12 @@ func main() {
 	}
 	shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	srv.Shutdown(shutdown) // closes the hub too, which ends the streams Shutdown would wait for
-	s.dropAll()
+	// The hubs first, so that their connections hear why they end (1001,
+	// or a stream's close frame) before dropAll resets what is left.
 	s.hub.Close(shutdown)
 	s.zhub.Close(shutdown)
+	srv.Shutdown(shutdown)
+	s.dropAll()
 	s.broker.Close()
 }
 
@@ -143,12 +151,13 @@ type server struct {
 	zhub   *live.Hub // a second node on the broker, with compression
 	board  *live.State
 
-	mu        sync.Mutex // guards conns, paused, pausedSSE, revoked and banned
+	mu        sync.Mutex // guards conns, paused, pausedSSE, revoked, banned and attempts
 	conns     map[net.Conn]struct{}
 	paused    bool
 	pausedSSE bool
 	revoked   map[string]bool // "user/channel"
 	banned    map[string]bool
+	attempts  map[string]int // by the "user" cookie
 
 	todoMu sync.Mutex // guards todos and nextID
 	todos  []todo
@@ -162,7 +171,7 @@ type todo struct {
 }
 
 func newServer(ctx context.Context) (*server, error) {
-	s := &server{conns: make(map[net.Conn]struct{}), revoked: make(map[string]bool), banned: make(map[string]bool)}
+	s := &server{conns: make(map[net.Conn]struct{}), revoked: make(map[string]bool), banned: make(map[string]bool), attempts: make(map[string]int)}
 	s.broker = live.NewMemoryBroker(&live.MemoryOptions{HistorySize: historySize})
 	s.hub = live.NewHub(&live.Options{
 		// Tests publish more than the history to see a reset.
@@ -242,6 +251,14 @@ func (s *server) routes() http.Handler {
 	mux.HandleFunc("POST /test/resume", func(w http.ResponseWriter, r *http.Request) { s.setPaused(r, false) })
 	mux.HandleFunc("POST /test/publish", s.publishMany)
 	mux.HandleFunc("POST /test/revoke", s.revoke)
+	mux.HandleFunc("POST /test/ban", func(w http.ResponseWriter, r *http.Request) { s.setBanned(r.URL.Query().Get("user"), true) })
+	mux.HandleFunc("POST /test/login", func(w http.ResponseWriter, r *http.Request) { s.setBanned(r.URL.Query().Get("user"), false) })
+	mux.HandleFunc("GET /test/attempts", func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		n := s.attempts[r.URL.Query().Get("user")]
+		s.mu.Unlock()
+		writeJSON(w, http.StatusOK, n)
+	})
 	mux.HandleFunc("POST /test/proxy", func(w http.ResponseWriter, r *http.Request) { s.proxy.setMode(w, r) })
 	return mux
 }
@@ -265,6 +282,27 @@ func (s *server) revoke(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 	}
+}
+
+func (s *server) setBanned(user string, banned bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if banned {
+		s.banned[user] = true
+	} else {
+		delete(s.banned, user)
+	}
+}
+
+// attempt counts a connection attempt of r's user.
+func (s *server) attempt(r *http.Request) {
+	c, err := r.Cookie("user")
+	if err != nil {
+		return
+	}
+	s.mu.Lock()
+	s.attempts[c.Value]++
+	s.mu.Unlock()
 }
 
 // track records hijacked connections, the WebSockets (and SSE streams,
@@ -291,6 +329,7 @@ func withConn(ctx context.Context, c net.Conn) context.Context {
 // and tracked while they stream, so that dropAll closes them too.
 func (s *server) stream(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.attempt(r)
 		c, _ := r.Context().Value(connKey{}).(net.Conn)
 		s.mu.Lock()
 		paused := s.pausedSSE
@@ -340,6 +379,7 @@ func (s *server) setPaused(r *http.Request, p bool) {
 // gate refuses WebSocket connections while the server is paused.
 func (s *server) gate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.attempt(r)
 		s.mu.Lock()
 		paused := s.paused
 		s.mu.Unlock()

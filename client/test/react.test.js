@@ -3,7 +3,7 @@
 // with esbuild when the file starts.
 //
 // Three checks guard against the original LiveProvider code's defects, and each is also run on
-// a port of the seed's own code (test/react/seed.jsx) to show that it
+// a port of the original code (test/react/seed.jsx) to show that it
 // catches the defect there: a provider that settles after a server
 // restart, an unsubscribe while the socket is connecting, and a list that
 // never shows an item twice when the broadcast beats the POST's response.

@@ -664,6 +664,3 @@ func parseEntry(x redis.XMessage) (seq uint64, data, meta []byte, at int64, err 
 	at, _ = strconv.ParseInt(t, 10, 64)
 	return seq, []byte(d), meta, at, nil
 }
-
-// errGap reports a publication announced out of turn.
-var errGap = errors.New("publications missing from the pub/sub stream")

@@ -21,14 +21,8 @@ const walkMax = 64
 // retained messages in batches. Either way it looks publications up by
 // subject or sequence, never by scanning other channels.
 func (b *Broker) Since(ctx context.Context, channel string, after live.Position) ([]live.Message, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("live: history %q: %w", channel, err)
-	}
-	if b.isClosed() {
-		return nil, fmt.Errorf("live: history %q: %w", channel, live.ErrClosed)
-	}
-	if err := live.ValidChannel(channel); err != nil {
-		return nil, fmt.Errorf("live: history: %w", err)
+	if err := b.checkHistory(ctx, channel); err != nil {
+		return nil, err
 	}
 	msgs, err := b.since(ctx, channel, after)
 	if err != nil {
@@ -84,14 +78,8 @@ func (b *Broker) since(ctx context.Context, channel string, after live.Position)
 // one at a time from there until the page is full: a page costs a few
 // dozen lookups and its own publications, whatever lies before it.
 func (b *Broker) SincePage(ctx context.Context, channel string, after live.Position, maxMessages, maxBytes int) ([]live.Message, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("live: history %q: %w", channel, err)
-	}
-	if b.isClosed() {
-		return nil, fmt.Errorf("live: history %q: %w", channel, live.ErrClosed)
-	}
-	if err := live.ValidChannel(channel); err != nil {
-		return nil, fmt.Errorf("live: history: %w", err)
+	if err := b.checkHistory(ctx, channel); err != nil {
+		return nil, err
 	}
 	msgs, err := b.sincePage(ctx, channel, after, max(maxMessages, 1), maxBytes)
 	if err != nil {
@@ -310,4 +298,19 @@ func (b *Broker) scan(ctx context.Context, channel string, t tail, from uint64) 
 		}
 	}
 	return msgs, first, nil
+}
+
+// checkHistory returns the error with which Since and SincePage refuse
+// a call at once, or nil.
+func (b *Broker) checkHistory(ctx context.Context, channel string) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("live: history %q: %w", channel, err)
+	}
+	if b.isClosed() {
+		return fmt.Errorf("live: history %q: %w", channel, live.ErrClosed)
+	}
+	if err := live.ValidChannel(channel); err != nil {
+		return fmt.Errorf("live: history: %w", err)
+	}
+	return nil
 }

@@ -35,14 +35,8 @@ func (b *Broker) head(ctx context.Context, channel string) (live.Position, error
 // messages after after.Seq in one statement, so they agree, starting from
 // the primary key rather than scanning.
 func (b *Broker) Since(ctx context.Context, channel string, after live.Position) ([]live.Message, error) {
-	if err := live.ValidChannel(channel); err != nil {
+	if err := b.checkHistory(ctx, channel); err != nil {
 		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("live: history %q: %w", channel, err)
-	}
-	if b.isClosed() {
-		return nil, fmt.Errorf("live: history %q: %w", channel, live.ErrClosed)
 	}
 	msgs, err := b.since(ctx, channel, after, 0)
 	if err != nil && b.missing(err) {
@@ -58,14 +52,8 @@ func (b *Broker) Since(ctx context.Context, channel string, after live.Position)
 // from the publications read so far (4 at first), so that it reads about
 // maxBytes, not the whole range, however large the publications.
 func (b *Broker) SincePage(ctx context.Context, channel string, after live.Position, maxMessages, maxBytes int) ([]live.Message, error) {
-	if err := live.ValidChannel(channel); err != nil {
+	if err := b.checkHistory(ctx, channel); err != nil {
 		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("live: history %q: %w", channel, err)
-	}
-	if b.isClosed() {
-		return nil, fmt.Errorf("live: history %q: %w", channel, live.ErrClosed)
 	}
 	page, err := paging.Read(ctx, after, maxMessages, maxBytes, func(ctx context.Context, from live.Position, count int) ([]live.Message, error) {
 		msgs, err := b.since(ctx, channel, from, count)
@@ -182,4 +170,19 @@ WHERE NOT EXISTS (SELECT 1 FROM `+b.schema+`.channels c WHERE c.name = s.channel
 			b.log.Warn("pgbroker: deleting idle channels' history failed", "schema", b.schema, "err", err)
 		}
 	}
+}
+
+// checkHistory returns the error with which Since and SincePage refuse
+// a call at once, or nil.
+func (b *Broker) checkHistory(ctx context.Context, channel string) error {
+	if err := live.ValidChannel(channel); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("live: history %q: %w", channel, err)
+	}
+	if b.isClosed() {
+		return fmt.Errorf("live: history %q: %w", channel, live.ErrClosed)
+	}
+	return nil
 }

@@ -35,14 +35,8 @@ func (b *Broker) head(ctx context.Context, channel string) (live.Position, error
 // XRANGE from the stream entry id "<after.Seq+1>-0" in one MULTI/EXEC, so
 // it finds its starting point without scanning.
 func (b *Broker) Since(ctx context.Context, channel string, after live.Position) ([]live.Message, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("live: history %q: %w", channel, err)
-	}
-	if b.isClosed() {
-		return nil, fmt.Errorf("live: history %q: %w", channel, live.ErrClosed)
-	}
-	if err := b.checkName(channel); err != nil {
-		return nil, fmt.Errorf("live: history %q: %w", channel, err)
+	if err := b.checkHistory(ctx, channel); err != nil {
+		return nil, err
 	}
 	msgs, err := b.since(ctx, channel, after, 0)
 	if err != nil {
@@ -55,14 +49,8 @@ func (b *Broker) Since(ctx context.Context, channel string, after live.Position)
 // from the publications read so far (4 at first), so that it reads about
 // maxBytes, not the whole range, however large the publications.
 func (b *Broker) SincePage(ctx context.Context, channel string, after live.Position, maxMessages, maxBytes int) ([]live.Message, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("live: history %q: %w", channel, err)
-	}
-	if b.isClosed() {
-		return nil, fmt.Errorf("live: history %q: %w", channel, live.ErrClosed)
-	}
-	if err := b.checkName(channel); err != nil {
-		return nil, fmt.Errorf("live: history %q: %w", channel, err)
+	if err := b.checkHistory(ctx, channel); err != nil {
+		return nil, err
 	}
 	page, err := paging.Read(ctx, after, maxMessages, maxBytes, func(ctx context.Context, from live.Position, count int) ([]live.Message, error) {
 		return b.since(ctx, channel, from, count)
@@ -170,4 +158,19 @@ func parseEntry(x redis.XMessage) (seq uint64, data, meta []byte, at int64, err 
 	}
 	at, _ = strconv.ParseInt(t, 10, 64)
 	return seq, []byte(d), meta, at, nil
+}
+
+// checkHistory returns the error with which Since and SincePage refuse
+// a call at once, or nil.
+func (b *Broker) checkHistory(ctx context.Context, channel string) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("live: history %q: %w", channel, err)
+	}
+	if b.isClosed() {
+		return fmt.Errorf("live: history %q: %w", channel, live.ErrClosed)
+	}
+	if err := b.checkName(channel); err != nil {
+		return fmt.Errorf("live: history %q: %w", channel, err)
+	}
+	return nil
 }

@@ -207,12 +207,7 @@ func TestMessagesOutOfTurn(t *testing.T) {
 			}
 			send(head.Epoch, "1")
 			send(fmt.Sprintf(tt.epoch, head.Epoch), tt.seq)
-			if err := w.Failure(t, waitTimeout); !strings.Contains(err.Error(), tt.want) {
-				t.Errorf("Subscribe = %v, want an error about %q", err, tt.want)
-			}
-			if extra := w.Pending(); len(extra) > 0 {
-				t.Errorf("delivered %v", extra)
-			}
+			w.ExpectFailed(t, tt.want)
 		})
 	}
 }
@@ -282,15 +277,7 @@ func TestOpen(t *testing.T) {
 	if got, err := b.Since(t.Context(), channel, live.Position{Epoch: pos.Epoch}); err != nil || len(got) != 1 {
 		t.Errorf("Since = %v, %v", got, err)
 	}
-	if err := b.Close(); err != nil {
-		t.Errorf("Close: %v", err)
-	}
-	if _, err := b.Publish(t.Context(), channel, []byte(`2`)); !errors.Is(err, live.ErrClosed) {
-		t.Errorf("Publish after Close: %v, want ErrClosed", err)
-	}
-	if err := b.Close(); err != nil {
-		t.Errorf("second Close: %v", err)
-	}
+	servertest.ExpectClosed(t, b, channel)
 
 	if _, err := natsbroker.Open("nats://127.0.0.1:1", nil); err == nil {
 		t.Error("Open with nothing listening succeeded")

@@ -146,9 +146,7 @@ func TestServerRestart(t *testing.T) {
 	channel := channelName(t)
 	s := servertest.OpenStream(t, n.SSE+channel, "")
 	start := n.Publish(t, channel, `"start"`)
-	if e := s.Next(t); e.ID != start.String() {
-		t.Fatalf("event %+v, want %v", e, start)
-	}
+	s.ExpectNext(t, start)
 
 	pub := startPublisher(n, channel)
 	pub.await(t, "20 publications", func(ok []live.Position, _ int) bool { return len(ok) >= 20 })
@@ -196,9 +194,7 @@ func TestServerRestartEmpty(t *testing.T) {
 	channel := channelName(t)
 	s := servertest.OpenStream(t, n.SSE+channel, "")
 	before := n.Publish(t, channel, `"before"`)
-	if e := s.Next(t); e.ID != before.String() {
-		t.Fatalf("event %+v, want %v", e, before)
-	}
+	s.ExpectNext(t, before)
 
 	srv.Kill()
 	ctx, cancel := context.WithTimeout(t.Context(), waitTimeout)
@@ -250,15 +246,13 @@ func TestServerStall(t *testing.T) {
 			n := newNode(t, connect(t, srv.url()), &natsbroker.Options{StallTimeout: stall})
 			channel := channelName(t)
 			s := servertest.OpenStream(t, n.SSE+channel, "")
-			w := servertest.Watch(t, n.broker, channel)
+			w := servertest.Watch(t, n.Broker, channel)
 			w.Ready(t)
 			before := n.Publish(t, channel, `"before"`)
-			if e := s.Next(t); e.ID != before.String() {
-				t.Fatalf("event %+v, want %v", e, before)
-			}
+			s.ExpectNext(t, before)
 
-			resumed := servertest.Stall(t, srv.Process, n.broker, w, channel, stall, hold)
-			if st := n.broker.Stats(); st.Stalls == 0 {
+			resumed := servertest.Stall(t, srv.Process, n.Broker, w, channel, stall, hold)
+			if st := n.Broker.Stats(); st.Stalls == 0 {
 				t.Errorf("broker stats %+v, want the stall counted", st)
 			}
 			servertest.ExpectContinued(t, n.Node, s, channel, before, resumed)

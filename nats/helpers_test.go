@@ -7,11 +7,9 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/go-live/live"
 	"github.com/go-live/live/internal/leakcheck"
 	"github.com/go-live/live/internal/servertest"
 	natsbroker "github.com/go-live/live/nats"
@@ -27,11 +25,7 @@ const waitTimeout = servertest.Timeout
 // natsURL returns the URL of the shared NATS server, or skips t.
 func natsURL(t testing.TB) string {
 	t.Helper()
-	u := os.Getenv("LIVE_NATS_URL")
-	if u == "" {
-		t.Skip("LIVE_NATS_URL is not set; to run the NATS tests: cd nats && LIVE_NATS_URL=nats://127.0.0.1:4222 go test ./...")
-	}
-	return u
+	return servertest.EnvURL(t, "LIVE_NATS_URL", "NATS tests: cd nats && LIVE_NATS_URL=nats://127.0.0.1:4222 go test ./...")
 }
 
 // connect returns a connection configured as Open configures its own,
@@ -106,30 +100,17 @@ func newBroker(t testing.TB, url string, opts *natsbroker.Options) (*natsbroker.
 		o.Logger = servertest.Logger(t)
 	}
 	b := natsbroker.New(nc, &o)
-	t.Cleanup(func() {
-		if err := b.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
+	servertest.CloseAtEnd(t, b)
 	return b, nc, o.Prefix
 }
 
 // channelName returns a channel no other test uses, with a dot and an
 // equals sign, which must be escaped in subjects.
-func channelName(t testing.TB) string {
-	name := strings.NewReplacer("/", ":").Replace(t.Name()) + ".x=" + servertest.RandomName()
-	if len(name) > live.MaxChannelLen {
-		name = name[len(name)-live.MaxChannelLen:]
-	}
-	return name
-}
+func channelName(t testing.TB) string { return servertest.ChannelNameWith(t, ".x=") }
 
 // A node is one server process of an application: a Hub on its own broker
 // and NATS connection, behind an HTTP server.
-type node struct {
-	*servertest.Node
-	broker *natsbroker.Broker
-}
+type node = servertest.BrokerNode[*natsbroker.Broker]
 
 func newNode(t testing.TB, nc *nats.Conn, opts *natsbroker.Options) *node {
 	t.Helper()
@@ -137,9 +118,7 @@ func newNode(t testing.TB, nc *nats.Conn, opts *natsbroker.Options) *node {
 	if o.Logger == nil {
 		o.Logger = servertest.Logger(t)
 	}
-	b := natsbroker.New(nc, &o)
-	t.Cleanup(func() { b.Close() })
-	return &node{Node: servertest.NewNode(t, b, nil), broker: b}
+	return servertest.NewBrokerNode(t, natsbroker.New(nc, &o))
 }
 
 // A server is a private nats-server with JetStream, which the fault tests

@@ -345,12 +345,7 @@ func TestAnnouncementsOutOfTurn(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			if err := w.Failure(t, waitTimeout); !strings.Contains(err.Error(), tt.want) {
-				t.Errorf("Subscribe = %v, want an error about %q", err, tt.want)
-			}
-			if extra := w.Pending(); len(extra) > 0 {
-				t.Errorf("delivered %v", extra)
-			}
+			w.ExpectFailed(t, tt.want)
 		})
 	}
 }
@@ -414,15 +409,7 @@ func TestOpen(t *testing.T) {
 	if got, err := b.Since(t.Context(), channel, live.Position{Epoch: pos.Epoch}); err != nil || len(got) != 1 {
 		t.Errorf("Since = %v, %v", got, err)
 	}
-	if err := b.Close(); err != nil {
-		t.Errorf("Close: %v", err)
-	}
-	if _, err := b.Publish(t.Context(), channel, []byte(`2`)); !errors.Is(err, live.ErrClosed) {
-		t.Errorf("Publish after Close: %v, want ErrClosed", err)
-	}
-	if err := b.Close(); err != nil {
-		t.Errorf("second Close: %v", err)
-	}
+	servertest.ExpectClosed(t, b, channel)
 
 	if _, err := pgbroker.Open("mysql://example.com", nil); err == nil {
 		t.Error("Open with a mysql URL succeeded")

@@ -120,7 +120,7 @@ func TestListenerKilledWhileFollowing(t *testing.T) {
 		}
 	}
 	deadline := time.Now().Add(waitTimeout)
-	for n.broker.Stats().Failures == 0 { // the listener may not have noticed yet if nothing was missed
+	for n.Broker.Stats().Failures == 0 { // the listener may not have noticed yet if nothing was missed
 		if time.Now().After(deadline) {
 			t.Fatal("the broker did not count the lost connection")
 		}
@@ -158,7 +158,7 @@ func TestServerRestart(t *testing.T) {
 	if d > servertest.RecoverWithin {
 		t.Errorf("the client received again %v after the server restarted, want within %v", d, servertest.RecoverWithin)
 	}
-	t.Logf("the client received again %v after the server restarted; broker %+v, hub %+v", d.Round(time.Millisecond), n.broker.Stats(), n.Hub.Stats())
+	t.Logf("the client received again %v after the server restarted; broker %+v, hub %+v", d.Round(time.Millisecond), n.Broker.Stats(), n.Hub.Stats())
 }
 
 // The server stops answering (SIGSTOP of the postmaster and every
@@ -177,14 +177,14 @@ func TestServerStall(t *testing.T) {
 			n := newNode(t, newPool(t, srv.url()), &pgbroker.Options{StallTimeout: stall, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 			channel := servertest.ChannelName(t)
 			f := livetest.Connect(t, n.WS, channel)
-			w := servertest.Watch(t, n.broker, channel)
+			w := servertest.Watch(t, n.Broker, channel)
 			w.Ready(t)
 			var l ledger
 			l.published = append(l.published, n.Publish(t, channel, `"before"`))
 			l.readUntil(t, f, l.published[0])
 			w.Next(t)
 
-			resumed := servertest.Stall(t, srv.Process, n.broker, w, channel, stall, hold)
+			resumed := servertest.Stall(t, srv.Process, n.Broker, w, channel, stall, hold)
 			l.published = append(l.published, publishAgain(t, n, channel, `"after"`))
 			// The publication attempted during the stall may have been taken (the
 			// server reads it once it resumes), so the client sees it or not, but
@@ -200,7 +200,7 @@ func TestServerStall(t *testing.T) {
 			if d > servertest.RecoverWithin {
 				t.Errorf("the client received again %v after the server resumed, want within %v", d, servertest.RecoverWithin)
 			}
-			if st := n.broker.Stats(); st.Stalls == 0 {
+			if st := n.Broker.Stats(); st.Stalls == 0 {
 				t.Errorf("broker stats %+v, want a stall counted", st)
 			}
 			if !strings.Contains(logs.String(), "stalled") {
@@ -209,7 +209,7 @@ func TestServerStall(t *testing.T) {
 			if st := n.Hub.Stats(); st.BrokerErrors == 0 || st.Resets != 0 {
 				t.Errorf("Hub stats %+v, want broker errors counted and no resets", st)
 			}
-			t.Logf("the client received again %v after the server resumed; broker %+v", d.Round(time.Millisecond), n.broker.Stats())
+			t.Logf("the client received again %v after the server resumed; broker %+v", d.Round(time.Millisecond), n.Broker.Stats())
 		})
 	}
 }

@@ -28,11 +28,7 @@ const waitTimeout = servertest.Timeout
 // pgURL returns the URL of the shared PostgreSQL server, or skips t.
 func pgURL(t testing.TB) string {
 	t.Helper()
-	u := os.Getenv("LIVE_POSTGRES_URL")
-	if u == "" {
-		t.Skip("LIVE_POSTGRES_URL is not set; to run the PostgreSQL tests: cd postgres && LIVE_POSTGRES_URL='postgres://postgres@127.0.0.1:5432/test?sslmode=disable' go test ./...")
-	}
-	return u
+	return servertest.EnvURL(t, "LIVE_POSTGRES_URL", "PostgreSQL tests: cd postgres && LIVE_POSTGRES_URL='postgres://postgres@127.0.0.1:5432/test?sslmode=disable' go test ./...")
 }
 
 // newPool returns a pool on url, closed at the end of t after the
@@ -85,20 +81,13 @@ func newBroker(t testing.TB, url string, opts *pgbroker.Options) (*pgbroker.Brok
 		o.Logger = servertest.Logger(t)
 	}
 	b := pgbroker.New(pool, &o)
-	t.Cleanup(func() {
-		if err := b.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
+	servertest.CloseAtEnd(t, b)
 	return b, pool, o.Schema
 }
 
 // A node is one server process of an application: a Hub on its own broker
 // and pool, behind an HTTP server with the SSE and WebSocket handlers.
-type node struct {
-	*servertest.Node
-	broker *pgbroker.Broker
-}
+type node = servertest.BrokerNode[*pgbroker.Broker]
 
 func newNode(t testing.TB, pool *pgxpool.Pool, opts *pgbroker.Options) *node {
 	t.Helper()
@@ -106,9 +95,7 @@ func newNode(t testing.TB, pool *pgxpool.Pool, opts *pgbroker.Options) *node {
 	if o.Logger == nil {
 		o.Logger = servertest.Logger(t)
 	}
-	b := pgbroker.New(pool, &o)
-	t.Cleanup(func() { b.Close() })
-	return &node{Node: servertest.NewNode(t, b, nil), broker: b}
+	return servertest.NewBrokerNode(t, pgbroker.New(pool, &o))
 }
 
 // A logRecorder keeps what a logger wrote, and logs it to t.

@@ -1,6 +1,15 @@
 package pgbroker
 
-import "strings"
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
 
 // schemaSQL creates the broker's schema, tables and functions if they do
 // not exist, and replaces the functions with this version's. "{schema}" stands
@@ -246,4 +255,62 @@ $fn$;
 // inSchema returns sql with schema in place of {schema}.
 func inSchema(sql, schema string) string {
 	return strings.ReplaceAll(sql, "{schema}", schema)
+}
+
+// ensure creates the schema unless it was created or found before. The
+// DDL runs under an advisory lock, because concurrent CREATE ... IF NOT
+// EXISTS statements can fail in PostgreSQL.
+func (b *Broker) ensure(ctx context.Context) error {
+	if b.ensured.Load() {
+		return nil
+	}
+	b.ensureMu.Lock()
+	defer b.ensureMu.Unlock()
+	if b.ensured.Load() {
+		return nil
+	}
+	create := func(tx pgx.Tx) error {
+		h := fnv.New64a()
+		h.Write([]byte("github.com/go-live/live/postgres " + b.schema))
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", int64(h.Sum64())); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, inSchema(schemaSQL, b.schema)); err != nil {
+			return err
+		}
+		var enc string
+		if err := tx.QueryRow(ctx, "SELECT current_setting('server_encoding')").Scan(&enc); err != nil {
+			return err
+		}
+		b.utf8.Store(enc == "UTF8")
+		return nil
+	}
+	err := pgx.BeginFunc(ctx, b.pool, create)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "23505" {
+		// unique_violation: another creator's CREATE ... IF NOT EXISTS
+		// committed after ours checked, as when the schema is dropped and
+		// two brokers make it again at once (TestNodes, DataLost). It
+		// exists now: a second run finds it.
+		err = pgx.BeginFunc(ctx, b.pool, create)
+	}
+	if err != nil {
+		return fmt.Errorf("creating schema %s: %w", b.schema, err)
+	}
+	b.ensured.Store(true)
+	return nil
+}
+
+// missing reports whether err says the schema, a table or a function is
+// missing, and if so makes the next call create them again.
+func (b *Broker) missing(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "3F000", "42P01", "42883": // invalid_schema_name, undefined_table, undefined_function
+			b.ensured.Store(false)
+			return true
+		}
+	}
+	return false
 }

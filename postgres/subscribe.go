@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -32,7 +31,6 @@ type sub struct {
 
 var (
 	errStalled = errors.New("postgres listening connection stalled")
-	errGap     = errors.New("publications missing from the announcements")
 )
 
 // failLocked fails every subscription and forgets them: the next
@@ -343,60 +341,13 @@ func (b *Broker) Subscribe(ctx context.Context, channel string, ready func(live.
 }
 
 // announce delivers the publication an announcement describes if it is the
-// one after *last, and advances *last. An announcement is
-// "<channel> <epoch> <seq> d<data>", "... m<n> <meta><data>" for a
-// publication with n bytes of meta, or "... r" when the data must be read
+// one after *last, and advances *last. An announcement is "<channel> "
+// and then one of announce.Deliver's; the data of a large one is read
 // from the table.
 func (b *Broker) announce(ctx context.Context, channel string, last *live.Position, a string, deliver func(live.Message)) error {
 	_, rest, _ := strings.Cut(a, " ")
-	epoch, rest, ok1 := strings.Cut(rest, " ")
-	seqPart, rest, ok2 := strings.Cut(rest, " ")
-	seq, err := strconv.ParseUint(seqPart, 10, 64)
-	if !ok1 || !ok2 || err != nil || rest == "" || (rest[0] != 'd' && rest[0] != 'm' && rest[0] != 'r') {
-		return fmt.Errorf("malformed announcement %.60q", a)
-	}
-	switch {
-	case epoch != last.Epoch:
-		return fmt.Errorf("announcement at %d.%s: the channel's epoch changed (was its data lost?)", seq, epoch)
-	case seq <= last.Seq:
-		return nil // at or before the head
-	case seq != last.Seq+1:
-		return fmt.Errorf("%w: announcement at %d.%s", errGap, seq, epoch)
-	}
-	pos := live.Position{Epoch: epoch, Seq: seq}
-	switch rest[0] {
-	case 'd':
-		deliver(live.Message{Channel: channel, Pos: pos, Data: []byte(rest[1:])})
-		*last = pos
-		return nil
-	case 'm':
-		meta, data, ok := announce.CutMeta(rest[1:])
-		if !ok {
-			return fmt.Errorf("malformed announcement %.60q", a)
-		}
-		deliver(live.Message{Channel: channel, Pos: pos, Data: data, Meta: meta})
-		*last = pos
-		return nil
-	}
-	// Read the publication from the table, with those after it, which are
-	// announced already or soon will be: their announcements are then
-	// skipped as old. One query serves a burst of large publications.
-	msgs, err := b.since(ctx, channel, *last, fetchAhead)
-	if errors.Is(err, live.ErrGone) {
-		return fmt.Errorf("publication %v left history before it could be read", pos)
-	}
-	if err != nil {
-		return fmt.Errorf("reading publication %v: %w", pos, err)
-	}
-	if len(msgs) == 0 || msgs[0].Pos != pos {
-		// An announcement is sent at commit, when its row is visible.
-		return fmt.Errorf("publication %v announced but not in the table", pos)
-	}
-	for _, m := range msgs {
-		deliver(m)
-		*last = m.Pos
-	}
-	return nil
+	read := func(after live.Position) ([]live.Message, error) { return b.since(ctx, channel, after, fetchAhead) }
+	return announce.Deliver(channel, last, rest, "the table", read, deliver)
 }
 
 // fetchAhead is how many publications a subscription reads from the table

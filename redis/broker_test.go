@@ -1,7 +1,6 @@
 package redisbroker_test
 
 import (
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -176,12 +175,7 @@ func TestAnnouncementsOutOfTurn(t *testing.T) {
 			pubsub := prefix + "{" + channel + "}:pub"
 			c.Publish(t.Context(), pubsub, head.Epoch+" 1 d1")
 			c.Publish(t.Context(), pubsub, fmt.Sprintf(tt.announce, head.Epoch))
-			if err := w.Failure(t, waitTimeout); !strings.Contains(err.Error(), tt.want) {
-				t.Errorf("Subscribe = %v, want an error about %q", err, tt.want)
-			}
-			if extra := w.Pending(); len(extra) > 0 {
-				t.Errorf("delivered %v", extra)
-			}
+			w.ExpectFailed(t, tt.want)
 		})
 	}
 }
@@ -252,15 +246,7 @@ func TestOpen(t *testing.T) {
 	// Clean up with a client of our own: Close closes the broker's.
 	c := newClient(t, url)
 	c.Del(t.Context(), prefix+"{"+channel+"}:head", prefix+"{"+channel+"}:log")
-	if err := b.Close(); err != nil {
-		t.Errorf("Close: %v", err)
-	}
-	if _, err := b.Publish(t.Context(), channel, []byte(`2`)); !errors.Is(err, live.ErrClosed) {
-		t.Errorf("Publish after Close: %v, want ErrClosed", err)
-	}
-	if err := b.Close(); err != nil {
-		t.Errorf("second Close: %v", err)
-	}
+	servertest.ExpectClosed(t, b, channel)
 
 	if _, err := redisbroker.Open("http://example.com", nil); err == nil {
 		t.Error("Open with an http URL succeeded")

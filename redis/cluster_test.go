@@ -3,7 +3,6 @@ package redisbroker_test
 import (
 	"context"
 	"fmt"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -39,27 +38,15 @@ func (n *clusterNode) addr() string { return fmt.Sprintf("127.0.0.1:%d", n.Port)
 // few seconds, or skips t if there is no redis-server.
 func startCluster(t testing.TB) *cluster {
 	t.Helper()
-	redisURL(t) // the Redis tests run only when asked for
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		t.Skip("redis-server is not installed")
-	}
 	dir := t.TempDir()
 	cl := &cluster{replicas: make(map[*clusterNode]*clusterNode)}
 	for i := range 6 {
 		bus := servertest.FreePort(t)
-		p := servertest.StartProcess(t, servertest.ProcessOptions{
-			Command: func(port int) *exec.Cmd {
-				return exec.Command("redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-					"--cluster-enabled", "yes", "--cluster-port", strconv.Itoa(bus),
-					"--cluster-config-file", filepath.Join(dir, fmt.Sprintf("nodes-%d.conf", i)),
-					"--cluster-node-timeout", "1000", "--cluster-replica-validity-factor", "0",
-					"--dir", dir, "--save", "", "--appendonly", "no", "--loglevel", "warning")
-			},
-			Ready: func(ctx context.Context, port int) error {
-				c := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", port), MaxRetries: -1})
-				defer c.Close()
-				return c.Ping(ctx).Err()
-			},
+		p := startRedis(t, func(int) []string {
+			return []string{"--cluster-enabled", "yes", "--cluster-port", strconv.Itoa(bus),
+				"--cluster-config-file", filepath.Join(dir, fmt.Sprintf("nodes-%d.conf", i)),
+				"--cluster-node-timeout", "1000", "--cluster-replica-validity-factor", "0",
+				"--dir", dir, "--save", "", "--appendonly", "no", "--loglevel", "warning"}
 		})
 		rc := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", p.Port), MaxRetries: -1})
 		t.Cleanup(func() { rc.Close() })
@@ -342,9 +329,7 @@ func TestClusterFailover(t *testing.T) {
 
 	s := servertest.OpenStream(t, n.SSE+channel, "")
 	kept := n.Publish(t, channel, `"kept"`)
-	if e := s.Next(t); e.ID != kept.String() {
-		t.Fatalf("event %+v, want %v", e, kept)
-	}
+	s.ExpectNext(t, kept)
 	// WAIT counts the replicas that have this connection's writes, so it
 	// writes after the broker's, in the same slot, and waits for that.
 	if err := mc.Set(ctx, "{"+channel+"}:replicated", "1", 0).Err(); err != nil {
@@ -360,9 +345,7 @@ func TestClusterFailover(t *testing.T) {
 		t.Fatalf("dropping the replica: %v", err)
 	}
 	lost := n.Publish(t, channel, `"lost"`)
-	if e := s.Next(t); e.ID != lost.String() {
-		t.Fatalf("event %+v, want %v", e, lost)
-	}
+	s.ExpectNext(t, lost)
 	m.Kill()
 	r.Cont()
 	killed := time.Now()

@@ -22,9 +22,7 @@ func TestRedisRestart(t *testing.T) {
 	channel := servertest.ChannelName(t)
 	s := servertest.OpenStream(t, n.SSE+channel, "")
 	before := n.Publish(t, channel, `"before"`)
-	if e := s.Next(t); e.ID != before.String() {
-		t.Fatalf("event %+v, want %v", e, before)
-	}
+	s.ExpectNext(t, before)
 
 	srv.Kill()
 	ctx, cancel := context.WithTimeout(t.Context(), waitTimeout)
@@ -59,14 +57,12 @@ func TestRedisStall(t *testing.T) {
 			n := newNode(t, newClient(t, srv.url()), &redisbroker.Options{StallTimeout: stall})
 			channel := servertest.ChannelName(t)
 			s := servertest.OpenStream(t, n.SSE+channel, "")
-			w := servertest.Watch(t, n.broker, channel)
+			w := servertest.Watch(t, n.Broker, channel)
 			w.Ready(t)
 			before := n.Publish(t, channel, `"before"`)
-			if e := s.Next(t); e.ID != before.String() {
-				t.Fatalf("event %+v, want %v", e, before)
-			}
+			s.ExpectNext(t, before)
 
-			resumed := servertest.Stall(t, srv.Process, n.broker, w, channel, stall, hold)
+			resumed := servertest.Stall(t, srv.Process, n.Broker, w, channel, stall, hold)
 			servertest.ExpectContinued(t, n.Node, s, channel, before, resumed)
 		})
 	}
@@ -85,18 +81,14 @@ func TestRedisRestartFromOlderSnapshot(t *testing.T) {
 	channel := servertest.ChannelName(t)
 	s := servertest.OpenStream(t, n.SSE+channel, "")
 	kept := n.Publish(t, channel, `"kept"`)
-	if e := s.Next(t); e.ID != kept.String() {
-		t.Fatalf("event %+v, want %v", e, kept)
-	}
+	s.ExpectNext(t, kept)
 	c := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", srv.Port), MaxRetries: -1})
 	if err := c.Save(t.Context()).Err(); err != nil {
 		t.Fatalf("SAVE: %v", err)
 	}
 	c.Close()
 	lost := n.Publish(t, channel, `"lost"`)
-	if e := s.Next(t); e.ID != lost.String() {
-		t.Fatalf("event %+v, want %v", e, lost)
-	}
+	s.ExpectNext(t, lost)
 	srv.Kill()
 	failed := time.Now()
 	srv.Start()

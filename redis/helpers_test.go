@@ -3,7 +3,6 @@ package redisbroker_test
 import (
 	"context"
 	"fmt"
-	"os"
 	"os/exec"
 	"strconv"
 	"testing"
@@ -22,11 +21,7 @@ const waitTimeout = servertest.Timeout
 // redisURL returns the URL of the shared Redis server, or skips t.
 func redisURL(t testing.TB) string {
 	t.Helper()
-	u := os.Getenv("LIVE_REDIS_URL")
-	if u == "" {
-		t.Skip("LIVE_REDIS_URL is not set; to run the Redis tests: cd redis && LIVE_REDIS_URL=redis://127.0.0.1:6379/0 go test ./...")
-	}
-	return u
+	return servertest.EnvURL(t, "LIVE_REDIS_URL", "Redis tests: cd redis && LIVE_REDIS_URL=redis://127.0.0.1:6379/0 go test ./...")
 }
 
 // newClient returns a client configured as Open configures its own, then
@@ -90,26 +85,17 @@ func newBroker(t testing.TB, url string, opts *redisbroker.Options) (*redisbroke
 		o.Prefix = testPrefix(t, c)
 	}
 	b := redisbroker.New(c, &o)
-	t.Cleanup(func() {
-		if err := b.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
+	servertest.CloseAtEnd(t, b)
 	return b, c, o.Prefix
 }
 
 // A node is one server process of an application: a Hub on its own broker
 // and Redis client, behind an HTTP server.
-type node struct {
-	*servertest.Node
-	broker *redisbroker.Broker
-}
+type node = servertest.BrokerNode[*redisbroker.Broker]
 
 func newNode(t testing.TB, client *redis.Client, opts *redisbroker.Options) *node {
 	t.Helper()
-	b := redisbroker.New(client, opts)
-	t.Cleanup(func() { b.Close() })
-	return &node{Node: servertest.NewNode(t, b, nil), broker: b}
+	return servertest.NewBrokerNode(t, redisbroker.New(client, opts))
 }
 
 // A server is a private redis-server, which the fault tests kill, stop
@@ -121,25 +107,34 @@ type server struct{ *servertest.Process }
 // writes its RDB snapshot there, but snapshots only when told to (SAVE).
 func startServer(t testing.TB, dir ...string) *server {
 	t.Helper()
+	return &server{startRedis(t, func(int) []string {
+		args := []string{"--save", "", "--appendonly", "no", "--loglevel", "warning"}
+		if len(dir) > 0 {
+			args = append(args, "--dir", dir[0])
+		}
+		return args
+	})}
+}
+
+// startRedis starts redis-server on a free port of 127.0.0.1, with the
+// arguments that args returns for that port, and waits until it answers
+// PING; or skips t if there is no redis-server.
+func startRedis(t testing.TB, args func(port int) []string) *servertest.Process {
+	t.Helper()
 	redisURL(t) // the Redis tests run only when asked for
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Skip("redis-server is not installed")
 	}
-	return &server{servertest.StartProcess(t, servertest.ProcessOptions{
+	return servertest.StartProcess(t, servertest.ProcessOptions{
 		Command: func(port int) *exec.Cmd {
-			args := []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-				"--save", "", "--appendonly", "no", "--loglevel", "warning"}
-			if len(dir) > 0 {
-				args = append(args, "--dir", dir[0])
-			}
-			return exec.Command("redis-server", args...)
+			return exec.Command("redis-server", append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1"}, args(port)...)...)
 		},
 		Ready: func(ctx context.Context, port int) error {
 			c := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", port), MaxRetries: -1})
 			defer c.Close()
 			return c.Ping(ctx).Err()
 		},
-	})}
+	})
 }
 
 // url returns the server's URL. Killing the server loses its data: it

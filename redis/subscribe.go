@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -363,52 +361,11 @@ func (b *Broker) Subscribe(ctx context.Context, channel string, ready func(live.
 }
 
 // announce delivers the publication an announcement describes if it is the
-// one after *last, and advances *last.
+// one after *last, and advances *last (see announce.Deliver); the data of
+// a large one is read from the stream.
 func (b *Broker) announce(ctx context.Context, channel string, last *live.Position, a string, deliver func(live.Message)) error {
-	epoch, rest, ok1 := strings.Cut(a, " ")
-	seqPart, rest, ok2 := strings.Cut(rest, " ")
-	seq, err := strconv.ParseUint(seqPart, 10, 64)
-	if !ok1 || !ok2 || err != nil || rest == "" || (rest[0] != 'd' && rest[0] != 'm' && rest[0] != 'r') {
-		return fmt.Errorf("malformed announcement %.60q on %s", a, b.pubsubName(channel))
-	}
-	switch {
-	case epoch != last.Epoch:
-		return fmt.Errorf("announcement at %d.%s: the channel's epoch changed (did Redis lose its data?)", seq, epoch)
-	case seq <= last.Seq:
-		return nil // at or before the head, or a repeat
-	case seq != last.Seq+1:
-		return fmt.Errorf("%w: announcement at %d.%s", errGap, seq, epoch)
-	}
-	pos := live.Position{Epoch: epoch, Seq: seq}
-	switch rest[0] {
-	case 'd':
-		deliver(live.Message{Channel: channel, Pos: pos, Data: []byte(rest[1:])})
-		*last = pos
-		return nil
-	case 'm':
-		meta, data, ok := announce.CutMeta(rest[1:])
-		if !ok {
-			return fmt.Errorf("malformed announcement %.60q on %s", a, b.pubsubName(channel))
-		}
-		deliver(live.Message{Channel: channel, Pos: pos, Data: data, Meta: meta})
-		*last = pos
-		return nil
-	}
-	// Read the publication from the stream, with those after it, which
-	// are announced already or soon will be: their announcements are then
-	// skipped as old. One round trip serves a burst of large publications.
-	msgs, err := b.since(ctx, channel, *last, fetchAhead)
-	if errors.Is(err, live.ErrGone) {
-		return fmt.Errorf("publication %v left history before it could be read", pos)
-	}
-	if err != nil {
-		return fmt.Errorf("reading publication %v: %w", pos, err)
-	}
-	for _, m := range msgs {
-		deliver(m)
-		*last = m.Pos
-	}
-	return nil
+	read := func(after live.Position) ([]live.Message, error) { return b.since(ctx, channel, after, fetchAhead) }
+	return announce.Deliver(channel, last, a, "the stream", read, deliver)
 }
 
 // fetchAhead is how many publications a subscription reads from the stream

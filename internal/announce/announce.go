@@ -9,9 +9,12 @@ package announce
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/go-live/live"
 )
 
 // Bounds of a queue. Deliveries only queue work in the Hub, so a queue
@@ -135,6 +138,71 @@ func (q *Queue) Drain(ctx context.Context, handle func(a string) error) error {
 		case <-q.signal:
 		}
 	}
+}
+
+// ErrGap is the failure of a subscription that was announced a
+// publication out of turn: the announcements of those between were lost.
+var ErrGap = errors.New("publications missing from the announcements")
+
+// Deliver delivers the publication that announcement a describes, if it
+// is the one after *last, and advances *last. An announcement is
+// "<epoch> <seq> d<data>", "<epoch> <seq> m<n> <meta><data>" for a
+// publication with n bytes of meta, or "<epoch> <seq> r" when the data
+// must be read from the broker's store (named store in errors): read
+// returns some of the channel's publications after a position, oldest
+// first. It reads the one announced with those after it, which are
+// announced already or soon will be: their announcements are then skipped
+// as old, and one read serves a burst of large publications.
+//
+// An announcement at or before *last (from before the head the
+// subscription started at, or a repeat) is skipped; one in another epoch,
+// after a gap, or malformed is an error.
+func Deliver(channel string, last *live.Position, a, store string, read func(after live.Position) ([]live.Message, error), deliver func(live.Message)) error {
+	epoch, rest, ok1 := strings.Cut(a, " ")
+	seqPart, rest, ok2 := strings.Cut(rest, " ")
+	seq, err := strconv.ParseUint(seqPart, 10, 64)
+	if !ok1 || !ok2 || err != nil || rest == "" || (rest[0] != 'd' && rest[0] != 'm' && rest[0] != 'r') {
+		return fmt.Errorf("malformed announcement %.60q", a)
+	}
+	switch {
+	case epoch != last.Epoch:
+		return fmt.Errorf("announcement at %d.%s: the channel's epoch changed (was its data lost?)", seq, epoch)
+	case seq <= last.Seq:
+		return nil // at or before the head, or a repeat
+	case seq != last.Seq+1:
+		return fmt.Errorf("%w: announcement at %d.%s", ErrGap, seq, epoch)
+	}
+	pos := live.Position{Epoch: epoch, Seq: seq}
+	switch rest[0] {
+	case 'd':
+		deliver(live.Message{Channel: channel, Pos: pos, Data: []byte(rest[1:])})
+		*last = pos
+		return nil
+	case 'm':
+		meta, data, ok := CutMeta(rest[1:])
+		if !ok {
+			return fmt.Errorf("malformed announcement %.60q", a)
+		}
+		deliver(live.Message{Channel: channel, Pos: pos, Data: data, Meta: meta})
+		*last = pos
+		return nil
+	}
+	msgs, err := read(*last)
+	if errors.Is(err, live.ErrGone) {
+		return fmt.Errorf("publication %v left history before it could be read", pos)
+	}
+	if err != nil {
+		return fmt.Errorf("reading publication %v: %w", pos, err)
+	}
+	if len(msgs) == 0 || msgs[0].Pos != pos {
+		// An announcement is sent once its publication is stored.
+		return fmt.Errorf("publication %v announced but not in %s", pos, store)
+	}
+	for _, m := range msgs {
+		deliver(m)
+		*last = m.Pos
+	}
+	return nil
 }
 
 // CutMeta splits the "<n> <meta><data>" form of an announcement that

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-live/live"
 	"github.com/go-live/live/internal/announce"
 	"github.com/go-live/live/internal/leakcheck"
 	"github.com/google/go-cmp/cmp"
@@ -151,5 +152,57 @@ func TestAwait(t *testing.T) {
 	q.Fail(cause)
 	if err := wait(t, done); !errors.Is(err, cause) {
 		t.Errorf("Await = %v, want %v", err, cause)
+	}
+}
+
+// Deliver delivers the publication after the last one from what the
+// announcement carries, or reads it and those after it from the store;
+// it skips an announcement at or before the last one, and fails on one
+// out of turn or malformed.
+func TestDeliver(t *testing.T) {
+	stored := []live.Message{
+		{Channel: "c", Pos: live.Position{Epoch: "e", Seq: 2}, Data: []byte("two")},
+		{Channel: "c", Pos: live.Position{Epoch: "e", Seq: 3}, Data: []byte("three")},
+	}
+	for _, tt := range []struct {
+		name, a string
+		store   []live.Message // what the store holds after Seq 1
+		want    []live.Message
+		err     string // in the error; "" for none
+	}{
+		{"Data", "e 2 d{}", nil, []live.Message{{Channel: "c", Pos: live.Position{Epoch: "e", Seq: 2}, Data: []byte("{}")}}, ""},
+		{"Meta", "e 2 m3 abc{}", nil, []live.Message{{Channel: "c", Pos: live.Position{Epoch: "e", Seq: 2}, Data: []byte("{}"), Meta: []byte("abc")}}, ""},
+		{"Read", "e 2 r", stored, stored, ""},
+		{"Old", "e 1 d{}", nil, nil, ""},
+		{"Gap", "e 3 d{}", nil, nil, "missing"},
+		{"Epoch", "f 2 d{}", nil, nil, "epoch changed"},
+		{"Malformed", "e 2 x", nil, nil, "malformed"},
+		{"BadMeta", "e 2 m9 abc", nil, nil, "malformed"},
+		{"NotStored", "e 2 r", nil, nil, "not in the store"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			last := live.Position{Epoch: "e", Seq: 1}
+			read := func(after live.Position) ([]live.Message, error) {
+				if after != (live.Position{Epoch: "e", Seq: 1}) {
+					t.Errorf("read after %v", after)
+				}
+				return tt.store, nil
+			}
+			var got []live.Message
+			err := announce.Deliver("c", &last, tt.a, "the store", read, func(m live.Message) { got = append(got, m) })
+			if tt.err == "" && err != nil || tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)) {
+				t.Errorf("Deliver(%q) = %v, want an error about %q", tt.a, err, tt.err)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("delivered (-want +got):\n%s", diff)
+			}
+			want := live.Position{Epoch: "e", Seq: 1}
+			if len(tt.want) > 0 {
+				want = tt.want[len(tt.want)-1].Pos
+			}
+			if last != want {
+				t.Errorf("last = %v, want %v", last, want)
+			}
+		})
 	}
 }

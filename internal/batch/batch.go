@@ -4,8 +4,10 @@
 // sender, which sends every item waiting, that one included, and goes on
 // sending what queued meanwhile until nothing waits. Alone, an item goes
 // out at once; under load each batch carries whatever arrived while the
-// previous ones were on their way. The brokers use it to share round trips
-// between publications.
+// previous ones were on their way. The Redis and PostgreSQL brokers use it
+// to share round trips between publications. The NATS broker batches
+// each channel on its own, with one sender per channel that starts on the
+// publishing caller's goroutine; nats/batch.go says why.
 package batch
 
 import (

@@ -170,9 +170,7 @@ func AwaitGone(t testing.TB, h live.History, channel string, from live.Position)
 func ExpectRecoveredAfterCut(t testing.TB, link *Proxy, cut, pub *Node, s *Stream, channel string, hold time.Duration) time.Duration {
 	t.Helper()
 	first := pub.Publish(t, channel, `"before"`)
-	if e := s.Next(t); e.ID != first.String() {
-		t.Fatalf("event %+v, want %v", e, first)
-	}
+	s.ExpectNext(t, first)
 	link.Cut()
 	cutAt := time.Now()
 	pub.Publish(t, channel, `"during"`)

@@ -51,6 +51,27 @@ func NewNode(t testing.TB, b live.Broker, opts *live.Options) *Node {
 	return &Node{Hub: hub, SSE: srv.URL + "/live/", WS: "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws"}
 }
 
+// A BrokerNode is a Node on a broker of its own, which the tests of that
+// broker's module reach through Broker.
+type BrokerNode[B interface {
+	live.Broker
+	Close() error
+}] struct {
+	*Node
+	Broker B
+}
+
+// NewBrokerNode starts a Node on b, with the Hub's default options, and
+// closes b when t ends, after the Hub.
+func NewBrokerNode[B interface {
+	live.Broker
+	Close() error
+}](t testing.TB, b B) *BrokerNode[B] {
+	t.Helper()
+	CloseAtEnd(t, b)
+	return &BrokerNode[B]{Node: NewNode(t, b, nil), Broker: b}
+}
+
 // Publish publishes data through the node's Hub, failing t if it cannot.
 func (n *Node) Publish(t testing.TB, channel, data string) live.Position {
 	t.Helper()

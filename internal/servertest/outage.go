@@ -27,6 +27,30 @@ type ServerFault struct {
 	Resets bool
 }
 
+// ExpectWritesSurviveOutages runs ExpectWritesSurvive in two subtests:
+// Killed, in which the server is killed for 5 s and started again (with
+// Resets set to killResets), and Stopped, in which it is frozen for 10 s.
+// start starts a private server for the subtest and returns its process
+// and the nodes on it.
+func ExpectWritesSurviveOutages(t *testing.T, killResets bool, start func(t *testing.T) (*Process, []*Node)) {
+	for _, tc := range []struct {
+		name  string
+		fault func(*Process) ServerFault
+	}{
+		{"Killed", func(p *Process) ServerFault {
+			return ServerFault{Down: p.Kill, Up: p.Start, Hold: 5 * time.Second, Resets: killResets}
+		}},
+		{"Stopped", func(p *Process) ServerFault {
+			return ServerFault{Down: p.Stop, Up: p.Cont, Hold: 10 * time.Second}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, nodes := start(t)
+			ExpectWritesSurvive(t, nodes, tc.fault(p))
+		})
+	}
+}
+
 // ExpectWritesSurvive runs an application on nodes, Hubs sharing one
 // broker, whose API adds items through a Hub.Hook on each node, while
 // writers on every node add items before, during and after fault. Pages

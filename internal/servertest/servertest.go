@@ -11,8 +11,11 @@ package servertest
 
 import (
 	"context"
+	"errors"
+	"io"
 	"log/slog"
 	"math/rand/v2"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -33,12 +36,37 @@ func RandomName() string { return strconv.FormatUint(rand.Uint64(), 36) }
 // ChannelName returns a channel that no other test, and no other run of
 // this one, uses: the test's name, then a random suffix. When that is too
 // long its end is kept, which names the subtest.
-func ChannelName(t testing.TB) string {
-	name := strings.NewReplacer("/", ":").Replace(t.Name()) + "-" + RandomName()
+func ChannelName(t testing.TB) string { return ChannelNameWith(t, "-") }
+
+// ChannelNameWith is ChannelName with sep between the test's name and the
+// suffix, for a broker whose tests want channel names with characters it
+// must escape.
+func ChannelNameWith(t testing.TB, sep string) string {
+	name := strings.NewReplacer("/", ":").Replace(t.Name()) + sep + RandomName()
 	if len(name) > live.MaxChannelLen {
 		name = name[len(name)-live.MaxChannelLen:]
 	}
 	return name
+}
+
+// EnvURL returns the URL of a shared server in the environment variable
+// name, or skips t, saying how to run the tests: howTo.
+func EnvURL(t testing.TB, name, howTo string) string {
+	t.Helper()
+	u := os.Getenv(name)
+	if u == "" {
+		t.Skip(name + " is not set; to run the " + howTo)
+	}
+	return u
+}
+
+// CloseAtEnd closes c when t ends, failing t if Close fails.
+func CloseAtEnd(t testing.TB, c io.Closer) {
+	t.Cleanup(func() {
+		if err := c.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
 }
 
 // Publish publishes data on channel through b, failing t if it cannot.
@@ -51,6 +79,24 @@ func Publish(t testing.TB, b live.Broker, channel, data string) live.Position {
 		t.Fatalf("Publish(%q, %.40s): %v", channel, data, err)
 	}
 	return pos
+}
+
+// ExpectClosed closes b, then checks that Publish on channel fails with
+// an error matching live.ErrClosed and that closing b again does nothing.
+func ExpectClosed(t testing.TB, b interface {
+	live.Broker
+	Close() error
+}, channel string) {
+	t.Helper()
+	if err := b.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	if _, err := b.Publish(t.Context(), channel, []byte(`2`)); !errors.Is(err, live.ErrClosed) {
+		t.Errorf("Publish after Close: %v, want ErrClosed", err)
+	}
+	if err := b.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
 }
 
 // Logger returns a logger that writes warnings and errors to t, which

@@ -117,6 +117,15 @@ func (s *Stream) Next(t testing.TB) Event {
 	panic("unreachable")
 }
 
+// ExpectNext reads the next event, failing t at once unless it is the
+// publication at pos.
+func (s *Stream) ExpectNext(t testing.TB, pos live.Position) {
+	t.Helper()
+	if e := s.Next(t); e.ID != pos.String() {
+		t.Fatalf("event %+v, want %v", e, pos)
+	}
+}
+
 // CheckContiguous reports events whose ids do not follow the one before,
 // starting after cursor: a gap, a duplicate, a reordering or a reset.
 func CheckContiguous(t testing.TB, cursor string, events []Event) {

@@ -2,6 +2,7 @@ package servertest
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -115,4 +116,16 @@ func (w *Watcher) Failure(t testing.TB, d time.Duration) error {
 		t.Fatalf("Subscribe still running after %v", d)
 	}
 	panic("unreachable")
+}
+
+// ExpectFailed waits for Subscribe to return an error that mentions want,
+// and checks that it delivered nothing that Next has not returned.
+func (w *Watcher) ExpectFailed(t testing.TB, want string) {
+	t.Helper()
+	if err := w.Failure(t, Timeout); !strings.Contains(err.Error(), want) {
+		t.Errorf("Subscribe = %v, want an error about %q", err, want)
+	}
+	if extra := w.Pending(); len(extra) > 0 {
+		t.Errorf("delivered %v", extra)
+	}
 }

@@ -1,14 +1,12 @@
 package live_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -16,6 +14,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/go-live/live"
+	"github.com/go-live/live/internal/sse"
 )
 
 var chaosFor = flag.Duration("live.chaos", 10*time.Second, "how long TestResumeChaos publishes")
@@ -224,31 +223,24 @@ func chaosSSE(ctx context.Context, s *testServer, logs map[string]*chaosLog, fir
 			*first = false
 			ready <- struct{}{}
 		}
-		br := bufio.NewReader(resp.Body)
-		var id, event string
+		r := sse.NewReader(resp.Body)
 		for {
-			line, err := br.ReadString('\n')
+			ev, err := r.Next()
 			if err != nil {
 				return
 			}
-			line = strings.TrimSuffix(line, "\n")
+			if ev.Comment != "" {
+				continue
+			}
 			switch {
-			case strings.HasPrefix(line, "id: "):
-				id = line[4:]
-			case strings.HasPrefix(line, "event: "):
-				event = line[7:]
-			case strings.HasPrefix(line, "data: "):
-				if event == "reset" {
-					l.resets++
-					l.cursor = id
-				} else {
-					l.record(id)
-				}
-			case line == "":
-				id, event = "", ""
-				if complete() {
-					return
-				}
+			case ev.Event == "reset":
+				l.resets++
+				l.cursor = ev.ID
+			case ev.Data != "":
+				l.record(ev.ID)
+			}
+			if complete() {
+				return
 			}
 		}
 	}

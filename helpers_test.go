@@ -18,6 +18,8 @@ import (
 	"github.com/coder/websocket"
 	"github.com/go-live/live"
 	"github.com/go-live/live/internal/leakcheck"
+	"github.com/go-live/live/internal/servertest"
+	"github.com/go-live/live/internal/sse"
 )
 
 func TestMain(m *testing.M) { leakcheck.Main(m) }
@@ -47,11 +49,7 @@ func newTestServer(t testing.TB, opts *live.Options) *testServer {
 	srv.Config.ReadHeaderTimeout = 500 * time.Millisecond // as every server should have
 	srv.Start()
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-		defer cancel()
-		if err := hub.Close(ctx); err != nil {
-			t.Errorf("hub.Close: %v", err)
-		}
+		servertest.CloseHub(t, hub)
 		srv.Close()
 	})
 	return &testServer{hub: hub, srv: srv}
@@ -68,12 +66,24 @@ func (s *testServer) publish(t testing.TB, channel string, v any) live.Position 
 	return pos
 }
 
-// sseEvent is one dispatched SSE event, or a comment line.
-type sseEvent struct {
-	ID, Event, Data string
-	HasID           bool
-	Comment         string
+// waitStats waits until the hub's counters satisfy cond, which says what
+// is awaited, failing t after waitFor.
+func waitStats(t testing.TB, hub *live.Hub, what string, cond func(live.Stats) bool) {
+	t.Helper()
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(waitFor)
+	for !cond(hub.Stats()) {
+		select {
+		case <-tick.C:
+		case <-deadline:
+			t.Fatalf("%s: not within %v; the hub's stats: %+v", what, waitFor, hub.Stats())
+		}
+	}
 }
+
+// sseEvent is one dispatched SSE event, or a comment line.
+type sseEvent = sse.Event
 
 // sseStream reads an SSE response on its own goroutine, which ends when
 // the stream does; the test's cleanup closes the body and waits for it.
@@ -117,40 +127,11 @@ func openSSE(t testing.TB, url string, header http.Header) *sseStream {
 func (s *sseStream) read() {
 	defer close(s.done)
 	defer close(s.events)
-	br := bufio.NewReader(s.resp.Body)
-	var ev sseEvent
-	started := false
+	r := sse.NewReader(s.resp.Body)
 	for {
-		line, err := br.ReadString('\n')
-		if err != nil {
+		ev, err := r.Next()
+		if err != nil || !s.emit(ev) {
 			return
-		}
-		line = strings.TrimSuffix(line, "\n")
-		switch {
-		case line == "":
-			if started && !s.emit(ev) {
-				return
-			}
-			ev, started = sseEvent{}, false
-		case strings.HasPrefix(line, ":"):
-			if !s.emit(sseEvent{Comment: strings.TrimSpace(line[1:])}) {
-				return
-			}
-		default:
-			field, value, _ := strings.Cut(line, ":")
-			value = strings.TrimPrefix(value, " ")
-			started = true
-			switch field {
-			case "id":
-				ev.ID, ev.HasID = value, true
-			case "event":
-				ev.Event = value
-			case "data":
-				if ev.Data != "" {
-					ev.Data += "\n"
-				}
-				ev.Data += value
-			}
 		}
 	}
 }
@@ -158,7 +139,7 @@ func (s *sseStream) read() {
 // emit hands ev to the test; it reports false once the stream is being
 // cleaned up, so an unread stream never blocks its cleanup.
 func (s *sseStream) emit(ev sseEvent) bool {
-	if ev.Event == "status" || strings.HasPrefix(ev.Data, `{"type":"status"`) {
+	if ev.Notice() {
 		select {
 		case s.statuses <- ev:
 		default:

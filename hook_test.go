@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/go-live/live"
+	"github.com/go-live/live/internal/servertest"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -53,11 +54,7 @@ func newHookServer(t *testing.T, opts *live.Options) *hookServer {
 	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the panic tests' "http: panic serving"
 	srv.Start()
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-		defer cancel()
-		if err := hub.Close(ctx); err != nil {
-			t.Errorf("hub.Close: %v", err)
-		}
+		servertest.CloseHub(t, hub)
 		srv.Close()
 	})
 	return &hookServer{hub: hub, srv: srv, mux: mux, logs: logs, done: make(chan any, 1)}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/go-live/live"
+	"github.com/go-live/live/internal/servertest"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -210,11 +211,7 @@ func TestBrokerClosedFirst(t *testing.T) {
 			t.Fatalf("the hub did not see the broker closed; it logged %q", logs.lines)
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-	defer cancel()
-	if err := s.hub.Close(ctx); err != nil {
-		t.Fatalf("hub.Close: %v", err)
-	}
+	servertest.CloseHub(t, s.hub)
 	var ended []string
 	for len(b.ended) > 0 {
 		ended = append(ended, <-b.ended)

@@ -1,7 +1,6 @@
 package live_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/go-live/live"
+	"github.com/go-live/live/internal/sse"
 )
 
 // slowRights are alice's rights as a slow store keeps them: Identify and
@@ -310,21 +310,15 @@ func get(ctx context.Context, url string) (resp *http.Response, refused bool, ve
 
 // events returns the next event of an SSE body on each call.
 func events(body io.Reader) func() (event, data string, err error) {
-	br := bufio.NewReader(body)
+	r := sse.NewReader(body)
 	return func() (event, data string, err error) {
 		for {
-			line, err := br.ReadString('\n')
+			ev, err := r.Next()
 			if err != nil {
 				return "", "", err
 			}
-			line = strings.TrimSuffix(line, "\n")
-			switch {
-			case line == "" && (event != "" || data != ""):
-				return event, data, nil
-			case strings.HasPrefix(line, "event: "):
-				event = line[len("event: "):]
-			case strings.HasPrefix(line, "data: "):
-				data = line[len("data: "):]
+			if ev.Event != "" || ev.Data != "" {
+				return ev.Event, ev.Data, nil
 			}
 		}
 	}

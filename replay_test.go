@@ -1,7 +1,6 @@
 package live_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"net"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/go-live/live"
 	"github.com/go-live/live/internal/servertest"
+	"github.com/go-live/live/internal/sse"
 )
 
 // TestResumeHeapWithinBound resumes ten clients from the first cursor of
@@ -120,17 +120,17 @@ func TestResumeSlowReader(t *testing.T) {
 						ends++
 						break
 					}
-					if ev.data == "" && ev.event == "" {
+					if ev.Data == "" && ev.Event == "" {
 						continue // the acknowledgement
 					}
-					pos, err := parseCursor(ev.id)
+					pos, err := parseCursor(ev.ID)
 					if err != nil {
 						t.Fatal(err)
 					}
 					switch {
-					case ev.event == "reset":
-						if !strings.Contains(ev.data, `"slow"`) {
-							t.Fatalf("reset %s; want one for a slow client", ev.data)
+					case ev.Event == "reset":
+						if !strings.Contains(ev.Data, `"slow"`) {
+							t.Fatalf("reset %s; want one for a slow client", ev.Data)
 						}
 						resets++
 					case pos.Epoch != cursor.Epoch || pos.Seq != cursor.Seq+1:
@@ -168,12 +168,10 @@ func parseCursor(s string) (live.Position, error) { return live.ParseCursor(s) }
 // goroutine, with a small receive buffer, so that the client reads only
 // as fast as the test does.
 type slowSSE struct {
-	br     *bufio.Reader
+	r      *sse.Reader
 	body   interface{ Close() error }
 	cancel context.CancelFunc
 }
-
-type slowEvent struct{ id, event, data string }
 
 func openSlowSSE(t *testing.T, url, cursor string) *slowSSE {
 	t.Helper()
@@ -198,32 +196,18 @@ func openSlowSSE(t *testing.T, url, cursor string) *slowSSE {
 		cancel()
 		t.Fatalf("GET %s: %s", url, resp.Status)
 	}
-	return &slowSSE{br: bufio.NewReaderSize(resp.Body, 4<<10), body: resp.Body, cancel: cancel}
+	return &slowSSE{r: sse.NewReader(resp.Body), body: resp.Body, cancel: cancel}
 }
 
 // next returns the next event; ok is false when the stream ended.
-func (r *slowSSE) next() (ev slowEvent, ok bool) {
+func (r *slowSSE) next() (ev sse.Event, ok bool) {
 	for {
-		line, err := r.br.ReadString('\n')
+		ev, err := r.r.Next()
 		if err != nil {
 			return ev, false
 		}
-		line = strings.TrimSuffix(line, "\n")
-		if line == "" {
-			if ev != (slowEvent{}) {
-				return ev, true
-			}
-			continue
-		}
-		field, value, _ := strings.Cut(line, ":")
-		value = strings.TrimPrefix(value, " ")
-		switch field {
-		case "id":
-			ev.id = value
-		case "event":
-			ev.event = value
-		case "data":
-			ev.data = value
+		if ev.Comment == "" {
+			return ev, true
 		}
 	}
 }

@@ -19,6 +19,8 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/go-live/live"
+	"github.com/go-live/live/internal/servertest"
+	"github.com/go-live/live/internal/sse"
 )
 
 // TestSSEOverHTTP2 checks the path for connections the hub cannot take
@@ -30,16 +32,12 @@ func TestSSEOverHTTP2(t *testing.T) {
 	srv.EnableHTTP2 = true
 	srv.StartTLS()
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-		defer cancel()
-		if err := hub.Close(ctx); err != nil {
-			t.Errorf("hub.Close: %v", err)
-		}
+		servertest.CloseHub(t, hub)
 		srv.Close()
 	})
 	client := srv.Client()
 
-	open := func(t *testing.T, path string) (*http.Response, *bufio.Reader) {
+	open := func(t *testing.T, path string) *sse.Reader {
 		t.Helper()
 		ctx, cancel := context.WithCancel(context.Background())
 		t.Cleanup(cancel)
@@ -52,49 +50,45 @@ func TestSSEOverHTTP2(t *testing.T) {
 		if resp.ProtoMajor != 2 || resp.StatusCode != http.StatusOK {
 			t.Fatalf("got %s %s; want HTTP/2 200", resp.Proto, resp.Status)
 		}
-		return resp, bufio.NewReader(resp.Body)
+		return sse.NewReader(resp.Body)
 	}
-	// dataLine returns the next "data:" line.
-	dataLine := func(t *testing.T, br *bufio.Reader) string {
+	// data returns the data of the next event that has some.
+	data := func(t *testing.T, r *sse.Reader) string {
 		t.Helper()
-		for {
-			line, err := br.ReadString('\n')
-			if err != nil {
-				t.Fatal(err)
-			}
-			if v, ok := strings.CutPrefix(line, "data: "); ok {
-				return strings.TrimSpace(v)
-			}
+		ev, err := nextData(r)
+		if err != nil {
+			t.Fatal(err)
 		}
+		return ev.Data
 	}
 
 	t.Run("one channel", func(t *testing.T) {
-		_, br := open(t, "/live/h2")
+		r := open(t, "/live/h2")
 		pos, err := hub.Publish(context.Background(), "h2", 1)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := dataLine(t, br); got != "1" {
+		if got := data(t, r); got != "1" {
 			t.Fatalf("got %q", got)
 		}
 		hub.Publish(context.Background(), "h2", 2)
 		hub.Publish(context.Background(), "h2", 3)
-		_, br = open(t, "/live/h2?cursor="+pos.String())
+		r = open(t, "/live/h2?cursor="+pos.String())
 		for _, want := range []string{"2", "3"} {
-			if got := dataLine(t, br); got != want {
+			if got := data(t, r); got != want {
 				t.Fatalf("resumed with %q; want %q", got, want)
 			}
 		}
 	})
 	t.Run("multiplexed", func(t *testing.T) {
-		_, br := open(t, "/live/?channels=x,y")
+		r := open(t, "/live/?channels=x,y")
 		for _, want := range []string{`"channel":"x"`, `"channel":"y"`} {
-			if got := dataLine(t, br); !strings.Contains(got, `"subscribed"`) || !strings.Contains(got, want) {
+			if got := data(t, r); !strings.Contains(got, `"subscribed"`) || !strings.Contains(got, want) {
 				t.Fatalf("got %s; want subscribed on %s", got, want)
 			}
 		}
 		hub.Publish(context.Background(), "y", "hello")
-		if got := dataLine(t, br); !strings.Contains(got, `"data":"hello"`) {
+		if got := data(t, r); !strings.Contains(got, `"data":"hello"`) {
 			t.Fatalf("got %s", got)
 		}
 	})
@@ -111,11 +105,7 @@ func TestOverTLS(t *testing.T) {
 	mux.Handle("/ws", hub.WebSocketHandler())
 	srv := httptest.NewTLSServer(mux) // HTTP/1.1 only
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-		defer cancel()
-		if err := hub.Close(ctx); err != nil {
-			t.Errorf("hub.Close: %v", err)
-		}
+		servertest.CloseHub(t, hub)
 		srv.Close()
 	})
 	const n = 2000
@@ -159,20 +149,7 @@ func TestOverTLS(t *testing.T) {
 				hub.Publish(context.Background(), "tls-sse", map[string]any{"i": i, "p": payload})
 			}
 		}()
-		br := bufio.NewReader(resp.Body)
-		for i := 0; i < n; {
-			line, err := br.ReadString('\n')
-			if err != nil {
-				t.Fatalf("after %d: %v", i, err)
-			}
-			if !strings.HasPrefix(line, "data: ") {
-				continue
-			}
-			if want := fmt.Sprintf(`{"i":%d,`, i); !strings.HasPrefix(line[6:], want) {
-				t.Fatalf("got %.40s; want %s", line[6:], want)
-			}
-			i++
-		}
+		readInOrder(t, sse.NewReader(resp.Body), n)
 	})
 	// Idle connections leave the writers alone: publishing once more
 	// starts one write, not a loop of them.
@@ -203,28 +180,42 @@ func TestFullSocket(t *testing.T) {
 	defer nc.Close()
 	nc.(*net.TCPConn).SetReadBuffer(64 << 10)
 	fmt.Fprintf(nc, "GET /live/full HTTP/1.1\r\nHost: x\r\n\r\n")
-	br := bufio.NewReader(nc)
 	// The subscription is in place once the response has begun.
-	if line, err := br.ReadString('\n'); err != nil || !strings.Contains(line, "200") {
-		t.Fatalf("status line %q, %v", line, err)
+	resp, err := http.ReadResponse(bufio.NewReader(nc), nil)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("response %v, %v", resp, err)
 	}
 	const n = 3000 // 30 MB: more than loopback socket buffers grow to
 	payload := strings.Repeat("y", 10000)
 	for i := range n {
 		s.publish(t, "full", map[string]any{"i": i, "p": payload})
 	}
-	for i := 0; i < n; {
-		line, err := br.ReadString('\n')
+	readInOrder(t, sse.NewReader(resp.Body), n)
+}
+
+// readInOrder reads n publications {"i": 0, ...} to {"i": n-1, ...}, in
+// that order.
+func readInOrder(t *testing.T, r *sse.Reader, n int) {
+	t.Helper()
+	for i := range n {
+		ev, err := nextData(r)
 		if err != nil {
 			t.Fatalf("after %d: %v", i, err)
 		}
-		if !strings.HasPrefix(line, "data: ") {
-			continue
+		if want := fmt.Sprintf(`{"i":%d,`, i); !strings.HasPrefix(ev.Data, want) {
+			t.Fatalf("got %.40s; want %s", ev.Data, want)
 		}
-		if want := fmt.Sprintf(`{"i":%d,`, i); !strings.HasPrefix(line[6:], want) {
-			t.Fatalf("got %.40s; want %s", line[6:], want)
+	}
+}
+
+// nextData returns the next event of r that has data: not a comment nor
+// an acknowledgement.
+func nextData(r *sse.Reader) (sse.Event, error) {
+	for {
+		ev, err := r.Next()
+		if err != nil || ev.Data != "" {
+			return ev, err
 		}
-		i++
 	}
 }
 
@@ -270,7 +261,8 @@ func TestIdleWebSocketsPark(t *testing.T) {
 	if !live.WatchesIdleStreams() {
 		t.Skip("every WebSocket keeps a reader goroutine here")
 	}
-	s := newTestServer(t, &live.Options{Heartbeat: 20 * time.Millisecond, WriteTimeout: 200 * time.Millisecond})
+	const heartbeat, writeTimeout = 20 * time.Millisecond, 200 * time.Millisecond
+	s := newTestServer(t, &live.Options{Heartbeat: heartbeat, WriteTimeout: writeTimeout})
 	const n = 4
 	var clients []*wsClient
 	for range n {
@@ -282,8 +274,17 @@ func TestIdleWebSocketsPark(t *testing.T) {
 
 	// Many heartbeats, each answered by a pong that a short-lived reader
 	// takes: a client whose pongs went unseen would be dropped after
-	// Heartbeat+WriteTimeout.
-	<-time.After(20 * (20*time.Millisecond + 200*time.Millisecond) / 10)
+	// Heartbeat+WriteTimeout. Heartbeats go out until that has passed
+	// twice over; with nothing published, each is one write to each
+	// client.
+	beats := int64(2 * (heartbeat + writeTimeout) / heartbeat)
+	before := s.hub.Stats().Writes
+	waitStats(t, s.hub, "every client's heartbeats written", func(st live.Stats) bool {
+		return st.Writes-before >= n*beats
+	})
+	if st := s.hub.Stats(); st.Connections != n {
+		t.Fatalf("%d connections after %d heartbeats; want %d", st.Connections, beats, n)
+	}
 	for _, w := range clients {
 		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 		err := w.c.Ping(ctx)

@@ -14,7 +14,6 @@
 package liveclient
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -29,6 +28,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/go-live/live/internal/sse"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -393,59 +393,42 @@ func (c *Client) sseOnce(ctx context.Context, channel string, deliver func(Messa
 		return fmt.Errorf("liveclient: %s: %s", channel, resp.Status)
 	}
 	c.state("connected", 0)
-	br := bufio.NewReader(resp.Body)
-	var id, event string // id is the last one seen, as EventSource keeps it
-	var data []string
-	hasID := false
+	r := sse.NewReader(resp.Body)
 	for {
-		line, err := br.ReadString('\n')
+		ev, err := r.Next()
 		if err != nil {
 			return nil // established, then lost
 		}
-		line = strings.TrimRight(line, "\r\n")
-		field, value, _ := strings.Cut(line, ":")
-		value = strings.TrimPrefix(value, " ")
+		cur := ""
+		if ev.HasID {
+			cur = ev.ID
+		}
 		switch {
-		case line == "":
-			cur := ""
-			if hasID {
-				cur = id
+		case ev.Comment != "":
+		case ev.Event == "reset":
+			var body struct{ Reason string }
+			json.Unmarshal([]byte(ev.Data), &body)
+			err = deliver(Message{Channel: channel, Cursor: cur, Reset: true, Reason: body.Reason})
+		case ev.Event == "refused":
+			// The hub ended the stream: Hub.Disconnect, or
+			// Hub.Reauthorize of its channel.
+			var body struct{ Code, Message string }
+			json.Unmarshal([]byte(ev.Data), &body)
+			end := &EndError{Reason: body.Code, Message: body.Message, Channel: channel, url: c.url}
+			if body.Code == "disconnected" {
+				end.Code, end.Reason, end.Channel = statusDisconnected, body.Message, ""
 			}
-			switch {
-			case event == "refused":
-				// The hub ended the stream: Hub.Disconnect, or
-				// Hub.Reauthorize of its channel.
-				var body struct{ Code, Message string }
-				json.Unmarshal([]byte(strings.Join(data, "\n")), &body)
-				end := &EndError{Reason: body.Code, Message: body.Message, Channel: channel, url: c.url}
-				if body.Code == "disconnected" {
-					end.Code, end.Reason, end.Channel = statusDisconnected, body.Message, ""
-				}
-				return errStop{end}
-			case event == "reset":
-				var body struct{ Reason string }
-				json.Unmarshal([]byte(strings.Join(data, "\n")), &body)
-				err = deliver(Message{Channel: channel, Cursor: cur, Reset: true, Reason: body.Reason})
-			case event == "refused":
-				return errStop{fmt.Errorf("liveclient: %s: refused: %s", channel, strings.Join(data, "\n"))}
-			case event != "" && event != "message":
-				// The hub's notices (status, presence) are not
-				// publications.
-			case len(data) > 0:
-				err = deliver(Message{Channel: channel, Cursor: cur, Data: json.RawMessage(strings.Join(data, "\n"))})
-			case hasID && c.Cursor(channel) == "":
-				c.SetCursor(channel, id)
-			}
-			if err != nil {
-				return err
-			}
-			event, data, hasID = "", nil, false
-		case field == "id":
-			id, hasID = value, true
-		case field == "event":
-			event = value
-		case field == "data":
-			data = append(data, value)
+			return errStop{end}
+		case ev.Event != "" && ev.Event != "message":
+			// The hub's notices (status, presence) are not
+			// publications.
+		case ev.Data != "":
+			err = deliver(Message{Channel: channel, Cursor: cur, Data: json.RawMessage(ev.Data)})
+		case ev.HasID && c.Cursor(channel) == "":
+			c.SetCursor(channel, ev.ID)
+		}
+		if err != nil {
+			return err
 		}
 	}
 }

@@ -141,6 +141,10 @@ func (s *subscriber) runSSE(ctx context.Context, ready chan<- struct{}, first bo
 	if len(resp.TransferEncoding) > 0 && resp.TransferEncoding[0] == "chunked" {
 		body = bufio.NewReaderSize(httputil.NewChunkedReader(br), 4096)
 	}
+	// The generator reads events with a parser of its own rather than
+	// internal/sse: it reads lines in place, allocating nothing per
+	// event, so that tens of thousands of subscribers in one process
+	// measure the server rather than themselves.
 	lines := body.(interface {
 		ReadSlice(byte) ([]byte, error)
 	})

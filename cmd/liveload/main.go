@@ -25,6 +25,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -163,9 +164,44 @@ func (p params) peer() string {
 
 // runOne runs every phase against one server and reports its figures.
 func runOne(p params) (*result, error) {
+	addrs, ctl, stop, err := startNodes(p)
+	if err != nil {
+		return nil, err
+	}
+	defer stop()
+	r := newRunner(p, addrs, ctl)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	fmt.Printf("liveload: %d %s subscribers; %s\n", p.n, strings.ToUpper(p.transport), r.res.Machine)
+	if len(addrs) > 1 {
+		fmt.Printf("%d nodes on %s; subscribers spread over them; figures per connection are the nodes' sums over all\n", len(addrs), p.broker)
+	}
+	for _, phase := range []func(context.Context) error{r.idle, r.burst, r.latency, r.slowClients, r.storm} {
+		if err := phase(ctx); err != nil {
+			return nil, err
+		}
+	}
+	cancel()
+	if p.jsonOut != "" {
+		b, _ := json.MarshalIndent(r.res, "", "  ")
+		if err := os.WriteFile(p.jsonOut, append(b, '\n'), 0o644); err != nil {
+			return nil, err
+		}
+	}
+	return r.res, nil
+}
 
-	var addrs []string
-	var ctl cluster
+// startNodes starts the servers of a run, or takes the one -target names,
+// and returns their data addresses and control endpoints, and stop, which
+// ends the servers it started.
+func startNodes(p params) (addrs []string, ctl cluster, stop func(), err error) {
+	var started []*exec.Cmd
+	stop = func() {
+		for _, srv := range slices.Backward(started) {
+			srv.Process.Signal(syscall.SIGTERM)
+			srv.Wait()
+		}
+	}
 	addNode := func(data, ctlAddr string) {
 		addrs = append(addrs, data)
 		ctl = append(ctl, &control{base: "http://" + ctlAddr, c: &http.Client{Timeout: 5 * time.Minute}})
@@ -173,23 +209,38 @@ func runOne(p params) (*result, error) {
 	if p.target != "" {
 		d, c, ok := strings.Cut(p.target, ",")
 		if !ok {
-			return nil, errors.New("-target wants data,control")
+			return nil, nil, nil, errors.New("-target wants data,control")
 		}
 		addNode(d, c)
-	} else {
-		for k := range p.nodes {
-			srv, d, c, err := startServer(p, k)
-			if err != nil {
-				return nil, err
-			}
-			defer func() {
-				srv.Process.Signal(syscall.SIGTERM)
-				srv.Wait()
-			}()
-			addNode(d, c)
-		}
+		return addrs, ctl, stop, nil
 	}
-	dataAddr := addrs[0]
+	for k := range p.nodes {
+		srv, d, c, err := startServer(p, k)
+		if err != nil {
+			stop()
+			return nil, nil, nil, err
+		}
+		started = append(started, srv)
+		addNode(d, c)
+	}
+	return addrs, ctl, stop, nil
+}
+
+// A runner is what the phases of one run share: the servers, the
+// subscribers, and the figures so far.
+type runner struct {
+	p     params
+	addrs []string
+	ctl   cluster
+	l     *loader
+	res   *result
+	base  serverStats // the servers before anyone connected
+	next  int         // the index of the next publication
+	msgs  int         // publications in a latency run
+}
+
+// newRunner sets up the subscribers of a run on the servers at addrs.
+func newRunner(p params, addrs []string, ctl cluster) *runner {
 	l := &loader{
 		addrs: addrs, sources: len(addrs), transport: p.transport, verbose: p.verbose, presence: p.presence, wsLibrary: p.wsClient == "library",
 		peer:  p.peer(),
@@ -198,30 +249,33 @@ func runOne(p params) (*result, error) {
 	}
 	res := &result{Machine: machine(), Server: p.server, Transport: p.transport, N: p.n, Presence: p.presence,
 		Nodes: len(addrs), Broker: p.broker}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	fmt.Printf("liveload: %d %s subscribers; %s\n", p.n, strings.ToUpper(p.transport), res.Machine)
-	if len(addrs) > 1 {
-		fmt.Printf("%d nodes on %s; subscribers spread over them; figures per connection are the nodes' sums over all\n", len(addrs), p.broker)
-	}
+	return &runner{p: p, addrs: addrs, ctl: ctl, l: l, res: res, msgs: int(p.rate * p.duration.Seconds())}
+}
 
-	// Idle: connect everyone, then compare the collected heaps.
-	base, err := ctl.stats(true)
+// deliveries is how many deliveries msgs publications make.
+func (r *runner) deliveries(msgs int) int64 { return int64(msgs) * int64(r.p.n) }
+
+// idle connects everyone, then compares the collected heaps; with
+// presence, it also counts what the joins cost.
+func (r *runner) idle(ctx context.Context) error {
+	p, l, res := r.p, r.l, r.res
+	base, err := r.ctl.stats(true)
 	if err != nil {
-		return nil, err
+		return err
 	}
+	r.base = base
 	start := time.Now()
 	if err := l.connect(ctx, p.n); err != nil {
-		return nil, err
+		return err
 	}
-	if err := ctl.waitSubscriptions(int64(p.n) + base.Subscriptions); err != nil {
-		return nil, err
+	if err := r.ctl.waitSubscriptions(int64(p.n) + base.Subscriptions); err != nil {
+		return err
 	}
 	res.ConnectSeconds = time.Since(start).Seconds()
 	time.Sleep(time.Second) // let connection setup garbage become garbage
-	idle, err := ctl.stats(true)
+	idle, err := r.ctl.stats(true)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	fn := float64(p.n)
 	res.IdleRSSPerConn = float64(idle.RSS-base.RSS) / fn
@@ -244,143 +298,160 @@ func runOne(p params) (*result, error) {
 		fmt.Printf("%-34s %.1f frames, %.1f KiB per subscriber while %d joined; %d of them count %d\n",
 			"presence ("+p.presence+")", res.PresenceFrames, res.PresenceBytes/1024, p.n, settled, p.n)
 	}
+	return nil
+}
 
-	next := 0 // the index of the next publication
-	deliveries := func(msgs int) int64 { return int64(msgs) * int64(p.n) }
-
-	// Burst: publish as fast as possible, count server CPU.
+// burst publishes as fast as possible and counts server CPU.
+func (r *runner) burst(context.Context) error {
+	p, l, res := r.p, r.l, r.res
 	res.BurstMessages = p.burst
-	before, _ := ctl.stats(false)
+	before, _ := r.ctl.stats(false)
 	l.received.Store(0)
-	start = time.Now()
-	if err := ctl.publish(p.burst, 0, p.size, next); err != nil {
-		return nil, err
+	start := time.Now()
+	if err := r.ctl.publish(p.burst, 0, p.size, r.next); err != nil {
+		return err
 	}
-	next += p.burst
-	if err := l.waitReceived(deliveries(p.burst), time.Minute); err != nil {
-		return nil, err
+	r.next += p.burst
+	if err := l.waitReceived(r.deliveries(p.burst), time.Minute); err != nil {
+		return err
 	}
 	elapsed := time.Since(start)
-	after, _ := ctl.stats(false)
-	res.BurstCPUPerDelivery = float64(after.CPUNanos-before.CPUNanos) / float64(deliveries(p.burst))
-	res.BurstPerSecond = float64(deliveries(p.burst)) / elapsed.Seconds()
+	after, _ := r.ctl.stats(false)
+	res.BurstCPUPerDelivery = float64(after.CPUNanos-before.CPUNanos) / float64(r.deliveries(p.burst))
+	res.BurstPerSecond = float64(r.deliveries(p.burst)) / elapsed.Seconds()
 	res.BurstLost = l.lost()
 	fmt.Printf("%-34s server CPU %.2f µs per delivery; %.0f deliveries/s; lost %d\n",
 		fmt.Sprintf("burst %d × %d", p.burst, p.n), res.BurstCPUPerDelivery/1000, res.BurstPerSecond, res.BurstLost)
+	return nil
+}
 
-	// Latency at a fixed offered load.
-	msgs := int(p.rate * p.duration.Seconds())
-	allNodes := false // latency publishes on every node
-	latency := func() (p50, p99, mx time.Duration, cpu float64, lost int64, err error) {
-		l.hist.reset()
-		l.cross.reset()
-		l.received.Store(0)
-		lost0 := l.lost()
-		before, _ := ctl.stats(false)
-		publish := ctl.publish
-		if allNodes {
-			publish = ctl.publishAll
-		}
-		if err := publish(msgs, p.rate, p.size, next); err != nil {
-			return 0, 0, 0, 0, 0, err
-		}
-		next += msgs
-		if err := l.waitReceived(deliveries(msgs), time.Minute); err != nil {
-			return 0, 0, 0, 0, 0, err
-		}
-		after, _ := ctl.stats(false)
-		cpu = float64(after.CPUNanos-before.CPUNanos) / float64(deliveries(msgs))
-		if w := after.Writes - before.Writes; w > 0 {
-			fmt.Printf("%-34s %.2f deliveries per write\n", "", float64(after.Delivered-before.Delivered)/float64(w))
-		}
-		return l.hist.quantile(0.5), l.hist.quantile(0.99), time.Duration(l.hist.max.Load()), cpu, l.lost() - lost0, nil
+// latencies are the figures of one latency run.
+type latencies struct {
+	p50, p99, max time.Duration
+	cpu           float64 // server CPU nanoseconds per delivery
+	lost          int64
+}
+
+// measureLatency publishes r.msgs at the fixed rate, from the first node
+// or from every node, and measures the time to each delivery.
+func (r *runner) measureLatency(allNodes bool) (latencies, error) {
+	l := r.l
+	l.hist.reset()
+	l.cross.reset()
+	l.received.Store(0)
+	lost0 := l.lost()
+	before, _ := r.ctl.stats(false)
+	publish := r.ctl.publish
+	if allNodes {
+		publish = r.ctl.publishAll
 	}
-	res.Rate, res.Offered = p.rate, p.rate*fn
-	p50, p99, mx, cpu, lost, err := latency()
+	if err := publish(r.msgs, r.p.rate, r.p.size, r.next); err != nil {
+		return latencies{}, err
+	}
+	r.next += r.msgs
+	if err := l.waitReceived(r.deliveries(r.msgs), time.Minute); err != nil {
+		return latencies{}, err
+	}
+	after, _ := r.ctl.stats(false)
+	cpu := float64(after.CPUNanos-before.CPUNanos) / float64(r.deliveries(r.msgs))
+	if w := after.Writes - before.Writes; w > 0 {
+		fmt.Printf("%-34s %.2f deliveries per write\n", "", float64(after.Delivered-before.Delivered)/float64(w))
+	}
+	return latencies{l.hist.quantile(0.5), l.hist.quantile(0.99), time.Duration(l.hist.max.Load()), cpu, l.lost() - lost0}, nil
+}
+
+// latency measures publish-to-receive latency at a fixed offered load;
+// with several nodes, publishing on the first and then on every node.
+func (r *runner) latency(context.Context) error {
+	p, res := r.p, r.res
+	res.Rate, res.Offered = p.rate, p.rate*float64(p.n)
+	m, err := r.measureLatency(false)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	res.P50ms, res.P99ms, res.Maxms, res.LatencyCPU, res.LatencyLost = ms(p50), ms(p99), ms(mx), cpu, lost
+	res.P50ms, res.P99ms, res.Maxms, res.LatencyCPU, res.LatencyLost = ms(m.p50), ms(m.p99), ms(m.max), m.cpu, m.lost
 	fmt.Printf("%-34s p50 %.1f ms, p99 %.1f ms, max %.1f ms; server CPU %.2f µs per delivery; lost %d\n",
-		fmt.Sprintf("latency %g/s × %d = %.0f/s", p.rate, p.n, res.Offered), res.P50ms, res.P99ms, res.Maxms, cpu/1000, lost)
-	if len(addrs) > 1 {
-		res.CrossP99ms = ms(l.cross.quantile(0.99))
-		fmt.Printf("%-34s p99 %.1f ms for the subscribers of the other nodes\n", "  published on node 0", res.CrossP99ms)
-		allNodes = true
-		msgs -= msgs % len(addrs)
-		p50, p99, _, _, lost, err := latency()
-		if err != nil {
-			return nil, err
-		}
-		allNodes = false
-		res.AllP50ms, res.AllP99ms, res.AllCrossP99ms, res.AllLost = ms(p50), ms(p99), ms(l.cross.quantile(0.99)), lost
-		fmt.Printf("%-34s p50 %.1f ms, p99 %.1f ms, p99 %.1f ms across nodes; lost %d\n",
-			"  the same published on every node", res.AllP50ms, res.AllP99ms, res.AllCrossP99ms, lost)
+		fmt.Sprintf("latency %g/s × %d = %.0f/s", p.rate, p.n, res.Offered), res.P50ms, res.P99ms, res.Maxms, m.cpu/1000, m.lost)
+	if len(r.addrs) == 1 {
+		return nil
 	}
+	res.CrossP99ms = ms(r.l.cross.quantile(0.99))
+	fmt.Printf("%-34s p99 %.1f ms for the subscribers of the other nodes\n", "  published on node 0", res.CrossP99ms)
+	r.msgs -= r.msgs % len(r.addrs)
+	m, err = r.measureLatency(true)
+	if err != nil {
+		return err
+	}
+	res.AllP50ms, res.AllP99ms, res.AllCrossP99ms, res.AllLost = ms(m.p50), ms(m.p99), ms(r.l.cross.quantile(0.99)), m.lost
+	fmt.Printf("%-34s p50 %.1f ms, p99 %.1f ms, p99 %.1f ms across nodes; lost %d\n",
+		"  the same published on every node", res.AllP50ms, res.AllP99ms, res.AllCrossP99ms, m.lost)
+	return nil
+}
 
-	if p.slow > 0 {
-		res.SlowClients = p.slow
-		stop, err := stalled(ctx, dataAddr, p.slow)
-		if err != nil {
-			return nil, err
-		}
-		if err := ctl.waitSubscriptions(int64(p.n+p.slow) + base.Subscriptions); err != nil {
-			stop()
-			return nil, err
-		}
-		p50, p99, mx, _, lost, err := latency()
+// slowClients measures latency again with -slow clients that never read.
+func (r *runner) slowClients(ctx context.Context) error {
+	p, res := r.p, r.res
+	if p.slow == 0 {
+		return nil
+	}
+	res.SlowClients = p.slow
+	stop, err := stalled(ctx, r.addrs[0], p.slow)
+	if err != nil {
+		return err
+	}
+	if err := r.ctl.waitSubscriptions(int64(p.n+p.slow) + r.base.Subscriptions); err != nil {
 		stop()
-		if err != nil {
-			return nil, err
-		}
-		res.SlowP50ms, res.SlowP99ms, res.SlowMaxms, res.SlowLost = ms(p50), ms(p99), ms(mx), lost
-		fmt.Printf("%-34s p50 %.1f ms, p99 %.1f ms, max %.1f ms; lost %d\n",
-			fmt.Sprintf("  same, with %d clients not reading", p.slow), res.SlowP50ms, res.SlowP99ms, res.SlowMaxms, lost)
+		return err
 	}
+	m, err := r.measureLatency(false)
+	stop()
+	if err != nil {
+		return err
+	}
+	res.SlowP50ms, res.SlowP99ms, res.SlowMaxms, res.SlowLost = ms(m.p50), ms(m.p99), ms(m.max), m.lost
+	fmt.Printf("%-34s p50 %.1f ms, p99 %.1f ms, max %.1f ms; lost %d\n",
+		fmt.Sprintf("  same, with %d clients not reading", p.slow), res.SlowP50ms, res.SlowP99ms, res.SlowMaxms, m.lost)
+	return nil
+}
 
-	if p.storm {
-		// Drop every connection while publishing; everyone resumes with
-		// its cursor at once.
-		l.received.Store(0)
-		lost0, dups0, resets0 := l.lost(), l.dups(), l.resets()
-		connects0 := l.connects()
-		stormMsgs := int(p.rate * 6)
-		pubErr := make(chan error, 1)
-		go func() { pubErr <- ctl.publish(stormMsgs, p.rate, p.size, next) }()
-		time.Sleep(2 * time.Second)
-		start := time.Now()
-		if err := ctl.drop(); err != nil {
-			return nil, err
-		}
-		deadline := time.Now().Add(2 * time.Minute)
-		for l.connects() < connects0+int64(p.n) || l.live.Load() < int64(p.n) {
-			if time.Now().After(deadline) {
-				return nil, fmt.Errorf("storm: %d of %d back after 2 minutes", l.live.Load(), p.n)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-		res.StormSeconds = time.Since(start).Seconds()
-		if err := <-pubErr; err != nil {
-			return nil, err
-		}
-		next += stormMsgs
-		if err := l.waitReceived(deliveries(stormMsgs), time.Minute); err != nil {
-			return nil, err
-		}
-		res.StormLost, res.StormDups, res.StormResets = l.lost()-lost0, l.dups()-dups0, l.resets()-resets0
-		res.StormDelivered = l.received.Load()
-		fmt.Printf("%-34s all back in %.2f s; delivered %d; lost %d, duplicates %d, resets %d\n",
-			fmt.Sprintf("reconnect storm × %d", p.n), res.StormSeconds, res.StormDelivered, res.StormLost, res.StormDups, res.StormResets)
+// storm drops every connection while publishing; everyone resumes with
+// its cursor at once.
+func (r *runner) storm(context.Context) error {
+	p, l, res := r.p, r.l, r.res
+	if !p.storm {
+		return nil
 	}
-
-	cancel()
-	if p.jsonOut != "" {
-		b, _ := json.MarshalIndent(res, "", "  ")
-		if err := os.WriteFile(p.jsonOut, append(b, '\n'), 0o644); err != nil {
-			return nil, err
-		}
+	l.received.Store(0)
+	lost0, dups0, resets0 := l.lost(), l.dups(), l.resets()
+	connects0 := l.connects()
+	stormMsgs := int(p.rate * 6)
+	pubErr := make(chan error, 1)
+	go func() { pubErr <- r.ctl.publish(stormMsgs, p.rate, p.size, r.next) }()
+	time.Sleep(2 * time.Second)
+	start := time.Now()
+	if err := r.ctl.drop(); err != nil {
+		return err
 	}
-	return res, nil
+	deadline := time.Now().Add(2 * time.Minute)
+	for l.connects() < connects0+int64(p.n) || l.live.Load() < int64(p.n) {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("storm: %d of %d back after 2 minutes", l.live.Load(), p.n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	res.StormSeconds = time.Since(start).Seconds()
+	if err := <-pubErr; err != nil {
+		return err
+	}
+	r.next += stormMsgs
+	if err := l.waitReceived(r.deliveries(stormMsgs), time.Minute); err != nil {
+		return err
+	}
+	res.StormLost, res.StormDups, res.StormResets = l.lost()-lost0, l.dups()-dups0, l.resets()-resets0
+	res.StormDelivered = l.received.Load()
+	fmt.Printf("%-34s all back in %.2f s; delivered %d; lost %d, duplicates %d, resets %d\n",
+		fmt.Sprintf("reconnect storm × %d", p.n), res.StormSeconds, res.StormDelivered, res.StormLost, res.StormDups, res.StormResets)
+	return nil
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -40,13 +40,9 @@ func NewNode(t testing.TB, b live.Broker, opts *live.Options) *Node {
 	mux.Handle("GET /live/{$}", hub.SSEHandler()) // ?channels=a,b: the multiplexed stream
 	mux.Handle("/ws", hub.WebSocketHandler())
 	srv := httptest.NewServer(mux)
-	t.Cleanup(srv.Close)
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), Timeout)
-		defer cancel()
-		if err := hub.Close(ctx); err != nil {
-			t.Errorf("Hub.Close: %v", err)
-		}
+		CloseHub(t, hub)
+		srv.Close()
 	})
 	return &Node{Hub: hub, SSE: srv.URL + "/live/", WS: "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws"}
 }

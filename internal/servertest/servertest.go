@@ -99,6 +99,18 @@ func ExpectClosed(t testing.TB, b interface {
 	}
 }
 
+// CloseHub closes h, failing t unless it closes within Timeout. Tests
+// call it at their end, before closing h's server, so that the hub ends
+// its connections itself.
+func CloseHub(t testing.TB, h *live.Hub) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), Timeout)
+	defer cancel()
+	if err := h.Close(ctx); err != nil {
+		t.Errorf("Hub.Close: %v", err)
+	}
+}
+
 // Logger returns a logger that writes warnings and errors to t, which
 // shows them with -v.
 func Logger(t testing.TB) *slog.Logger {

@@ -1,15 +1,14 @@
 package servertest
 
 import (
-	"bufio"
 	"context"
 	"io"
 	"net/http"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/go-live/live"
+	"github.com/go-live/live/internal/sse"
 )
 
 // An Event is one Server-Sent Event.
@@ -71,26 +70,17 @@ func (s *Stream) read(body io.ReadCloser) {
 	defer close(s.done)
 	defer close(s.events)
 	defer body.Close()
-	sc := bufio.NewScanner(body)
-	sc.Buffer(nil, 1<<20)
-	var e Event
-	for sc.Scan() {
-		line := sc.Text()
-		switch {
-		case line == "":
-			// Bare id lines move the cursor only; presence events and the
-			// hub's status notices, which EventSource.onmessage does not
-			// see either, are left out.
-			if (e.Data != "" || e.Event != "") && e.Event != "presence" && e.Event != "status" && !strings.HasPrefix(e.Data, `{"type":"status"`) {
-				s.events <- e
-			}
-			e = Event{}
-		case strings.HasPrefix(line, "id: "):
-			e.ID = line[4:]
-		case strings.HasPrefix(line, "event: "):
-			e.Event = line[7:]
-		case strings.HasPrefix(line, "data: "):
-			e.Data = line[6:]
+	r := sse.NewReader(body)
+	for {
+		e, err := r.Next()
+		if err != nil {
+			return
+		}
+		// Comments, bare id lines (which move the cursor only), presence
+		// events and the hub's status notices, which
+		// EventSource.onmessage does not see either, are left out.
+		if (e.Data != "" || e.Event != "") && e.Event != "presence" && !e.Notice() {
+			s.events <- Event{ID: e.ID, Event: e.Event, Data: e.Data}
 		}
 	}
 }

@@ -25,10 +25,10 @@ func BenchmarkAppendFrame(b *testing.B) {
 	f := newDataFrame(quote(m.Channel), nil, m)
 	for _, tc := range []struct {
 		name string
-		kind int
-	}{{"sse", kindSSE}, {"sse-multiplexed", kindSSEMux}, {"websocket", kindWS}} {
+		wire wire
+	}{{"sse", wireSSE}, {"sse-multiplexed", wireSSEMux}, {"websocket", wireWS}} {
 		b.Run(tc.name, func(b *testing.B) {
-			c := &conn{kind: tc.kind}
+			c := &conn{queue: queue{wire: tc.wire}}
 			buf := make([]byte, 0, 64<<10)
 			b.ReportAllocs()
 			for b.Loop() {

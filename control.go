@@ -193,26 +193,20 @@ func refusedFrame(channel, code, msg string) *frame {
 // multiplexed one, an event on a one-channel one).
 func (c *conn) end(code uint16, reason string, last *frame) {
 	c.mu.Lock()
-	kind := c.kind
+	w := c.wire
 	c.mu.Unlock()
 	switch {
-	case kind == kindWS:
+	case w == wireWS:
 		c.closeWith(code, reason, time.Now().Add(closeWait))
 		c.kill(errDisconnected)
-	case kind != 0:
+	case w != wireNone:
 		c.wmu.Lock()
 		if c.out == nil {
 			c.out = getOut()
 		}
 		c.out = c.appendLast(c.out, &lastWords{code, reason, last})
 		c.wmu.Unlock()
-		// Take the write turn from whoever has it, as closeWith does, so
-		// the last frame follows what was written.
-		until := time.Now().Add(closeWait)
-		c.nc.SetWriteDeadline(until)
-		c.wlock.Lock()
-		c.writeLastLocked(until)
-		c.wlock.Unlock()
+		c.writeLast(time.Now().Add(closeWait))
 		c.kill(errDisconnected)
 	default:
 		// Not taken over yet: the stream ends once it starts, with last.
@@ -225,7 +219,7 @@ func (c *conn) end(code uint16, reason string, last *frame) {
 // WebSocket would have been closed with, when it has one.
 func (c *conn) appendLast(b []byte, lw *lastWords) []byte {
 	b = c.appendFrame(b, lw.f)
-	if c.kind == kindSSEMux && lw.code != 0 {
+	if c.wire == wireSSEMux && lw.code != 0 {
 		b = c.appendFrame(b, closeFrame(lw.code, lw.reason))
 	}
 	return b

@@ -44,7 +44,7 @@ func (h *Hub) AttachSink(tb testing.TB, channel string, n int) *Sink {
 		if err := h.subscribe(context.Background(), c, channel, resumeFrom{}, nil, h.controlGen()); err != nil {
 			tb.Fatal(err)
 		}
-		c.takeOver(sinkConn{s}, kindSSE, nil)
+		c.takeOver(sinkConn{s}, wireSSE, nil)
 	}
 	return s
 }
@@ -139,7 +139,7 @@ func (h *Hub) AttachRecorderFrom(tb testing.TB, channel, cursor string) *Recorde
 	if err := h.subscribe(context.Background(), c, channel, from, nil, h.controlGen()); err != nil {
 		tb.Fatal(err)
 	}
-	c.takeOver(r, kindSSEMux, nil)
+	c.takeOver(r, wireSSEMux, nil)
 	tb.Cleanup(func() {
 		c.kill(ErrClosed)
 		h.leave(c)

@@ -246,12 +246,22 @@ func appendWSHeader(b []byte, op byte, n int) []byte {
 	}
 }
 
-// appendFrame appends f as c's transport encodes it.
+// A wire is how a connection's frames are encoded for its client.
+type wire uint8
+
+const (
+	wireNone   wire = iota // not taken over (yet): a long-poll, or a stream or WebSocket before takeOver
+	wireSSE                // one channel: each frame's SSE encoding
+	wireSSEMux             // many channels: "data: <WebSocket frame>"
+	wireWS                 // WebSocket text messages
+)
+
+// appendFrame appends f as c's wire encodes it.
 func (c *conn) appendFrame(b []byte, f *frame) []byte {
-	switch c.kind {
-	case kindSSE:
+	switch c.wire {
+	case wireSSE:
 		return append(b, f.sse...)
-	case kindSSEMux:
+	case wireSSEMux:
 		if f.ws == nil {
 			return b
 		}
@@ -271,7 +281,7 @@ func (c *conn) appendFrame(b []byte, f *frame) []byte {
 }
 
 func (c *conn) appendHeartbeat(b []byte) []byte {
-	if c.kind == kindWS {
+	if c.wire == wireWS {
 		// An unsolicited ping with no payload; the reader sees the pong.
 		return appendWSHeader(b, opPing, 0)
 	}

@@ -189,8 +189,9 @@ type ListUpdate struct {
 // An event that cannot be published (body not JSON or beyond MaxBody, no
 // id, invalid channel, broker failure) is logged as an error through
 // [Options].Logger and never changes the response, which is already sent.
-// Each publication may take up to [Options].WriteTimeout, even if the
-// client has gone: the change happened, and other clients need it.
+// A request's publications may take up to [Options].WriteTimeout
+// together, even if the client has gone: the change happened, and other
+// clients need it.
 //
 // Hook panics if opts sets neither Channel nor Event.
 func (h *Hub) Hook(opts HookOptions) func(http.Handler) http.Handler {

@@ -19,8 +19,8 @@ import (
 //
 //	memChannel.mu (MemoryBroker, which delivers under it)
 //	→ hubChannel.mu (fan-out, resume)
-//	→ conn.mu (a connection's queue)
-//	→ conn.wmu (its output buffer) or State.mu
+//	→ conn.mu (a connection's queue, queue.go)
+//	→ conn.wmu (its socket's output buffer, socket.go) or State.mu
 //
 // presence.mu comes after the broker's locks (the broker delivers
 // presence messages under them) and before conn.mu (a joining subscriber
@@ -33,8 +33,9 @@ import (
 // never while taking another of these, so no socket is closed and no
 // connection locked under it. It may be taken holding them: a
 // subscription reads the control generation under hubChannel.mu and
-// conn.mu as it registers (recheck.go). conn.wlock orders writes to one socket and
-// is held across a write; conn.mu and conn.wmu are never held across one.
+// conn.mu as it registers (recheck.go). conn.wlock (socket.go) orders
+// writes to one socket and is held across a write, taking conn.wmu but
+// never conn.mu; conn.mu and conn.wmu are never held across one.
 
 // A Hub fans publications out to SSE and WebSocket clients. Mount it on
 // any mux (see [Hub.ServeHTTP]), publish from server code with
@@ -311,9 +312,9 @@ func (h *Hub) Close(ctx context.Context) error {
 	until := time.Now().Add(closeWait)
 	for _, c := range taken {
 		c.mu.Lock()
-		kind := c.kind
+		w := c.wire
 		c.mu.Unlock()
-		if kind != 0 {
+		if w != wireNone {
 			c.closeWith(statusGoingAway, "server shutting down", until)
 			c.kill(ErrClosed)
 		}

@@ -86,9 +86,14 @@ type Options struct {
 	// within the same bounds, past which SlowPolicy applies.
 	//
 	// A publication may be at most half of QueueBytes (512 KiB by
-	// default): Publish refuses larger ones with ErrTooLarge and counts
-	// them in Stats.TooLarge, so that one publication never fills a
-	// client's queue and evicts every subscriber as slow.
+	// default), whichever way it is made (Publish, HTTP or WebSocket
+	// publish, Hub.Hook, a State write): larger ones are refused with
+	// ErrTooLarge (413, a "too_large" frame) and counted in
+	// Stats.TooLarge, so that one publication never fills a client's
+	// queue and evicts every subscriber as slow. QueueBytes so sets that
+	// limit, and HookOptions.MaxBody's default (1 KiB less) with it. A
+	// WebSocket client that pings without reading the pongs is
+	// disconnected once they pass twice QueueBytes.
 	QueueBytes    int
 	QueueMessages int
 
@@ -114,8 +119,16 @@ type Options struct {
 	// WebSocket connections a ping, from one shared timer. Default 15s.
 	Heartbeat time.Duration
 
-	// WriteTimeout bounds every write to a client and the wait for a
-	// WebSocket pong; a client that exceeds it is disconnected. Default 10s.
+	// WriteTimeout bounds every write to a client; a client that exceeds
+	// it is disconnected, as is a WebSocket client that answers no ping
+	// within Heartbeat plus WriteTimeout. Default 10s.
+	//
+	// It also bounds what the Hub does for a Hub.Hook request after the
+	// response is sent: the request's publications together get
+	// WriteTimeout for the broker to take them (one it does not take
+	// waits in the Hub, see PendingBytes, and each later attempt to send
+	// it gets WriteTimeout again), and recording the outcome in
+	// HookOptions.Idempotency's store gets as long.
 	WriteTimeout time.Duration
 
 	// QueryKey, if set, names the React Query cache entry of a channel.

@@ -23,7 +23,7 @@ func BenchmarkPresenceMembers(b *testing.B) {
 				h := NewHub(&Options{Presence: func(string) PresenceMode { return mode }})
 				conns := make([]*conn, n)
 				for i := range conns {
-					c := &conn{hub: h, ws: true, wake: make(chan struct{}, 1)}
+					c := &conn{hub: h, ws: true, queue: queue{wake: make(chan struct{}, 1)}}
 					c.id = &Identity{User: fmt.Sprintf("user-%05d", i), Info: json.RawMessage(`{"name":"User ` + fmt.Sprint(i) + `","avatar":"/a/` + fmt.Sprint(i) + `.png"}`)}
 					conns[i] = c
 				}

@@ -135,9 +135,9 @@ func (ro *roster) fence() {
 	until := time.Now().Add(closeWait)
 	for _, c := range conns {
 		c.mu.Lock()
-		kind := c.kind
+		w := c.wire
 		c.mu.Unlock()
-		if kind == kindWS || kind == kindSSEMux {
+		if w == wireWS || w == wireSSEMux {
 			c.closeWith(statusTryAgain, "reconnect", until)
 		}
 		c.kill(errFenced)

@@ -204,11 +204,7 @@ func (h *Hub) stream(w http.ResponseWriter, r *http.Request, c *conn, mux bool) 
 		// acknowledgement, so this is not expected): send it alone.
 		_ = s.rc.Flush()
 	}
-	kind := kindSSE
-	if mux {
-		kind = kindSSEMux
-	}
-	c.takeOver(s, kind, nil)
+	c.takeOver(s, sseWire(mux), nil)
 	select {
 	case <-s.closed:
 	case <-r.Context().Done():
@@ -237,10 +233,6 @@ func (h *Hub) takeOverSSE(w http.ResponseWriter, r *http.Request, c *conn, mux b
 	hd.Del("Transfer-Encoding")
 	hd.Write(&head)
 	head.WriteString("\r\n")
-	kind := kindSSE
-	if mux {
-		kind = kindSSEMux
-	}
 	if !h.ownAuthorize {
 		// Nothing to authorize again (Hub.Reauthorize): let the request
 		// go, which saves an idle stream about 1.7 KiB.
@@ -248,7 +240,7 @@ func (h *Hub) takeOverSSE(w http.ResponseWriter, r *http.Request, c *conn, mux b
 		c.req = nil
 		c.mu.Unlock()
 	}
-	c.takeOver(nc, kind, head.Bytes())
+	c.takeOver(nc, sseWire(mux), head.Bytes())
 	// The client sends nothing more: its socket becoming readable tells
 	// at once when it leaves. The hub's close watcher waits for that
 	// without a goroutine per stream where the system allows; elsewhere
@@ -266,6 +258,15 @@ func (h *Hub) takeOverSSE(w http.ResponseWriter, r *http.Request, c *conn, mux b
 		}
 	})
 	return true
+}
+
+// sseWire is how an SSE stream encodes frames: those of many channels
+// (mux) in WebSocket frames, one channel's as SSE events.
+func sseWire(mux bool) wire {
+	if mux {
+		return wireSSEMux
+	}
+	return wireSSE
 }
 
 func setStreamHeaders(w http.ResponseWriter) {

@@ -85,7 +85,7 @@ func (h *Hub) serveWS(w http.ResponseWriter, r *http.Request) {
 		c.req = nil
 	}
 	c.mu.Unlock()
-	c.takeOver(nil, kindWS, nil)
+	c.takeOver(nil, wireWS, nil)
 	if c.br.Buffered() > 0 || !h.closes.park(c) {
 		h.spawn(c, c.readWS)
 	}

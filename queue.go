@@ -14,7 +14,11 @@ type SlowPolicy int
 
 const (
 	// SlowDisconnect drops the queue and closes the connection (WebSocket
-	// status 1013, try again later; an SSE stream simply ends). Clients
+	// status 1013, try again later; a multiplexed SSE stream's close
+	// frame says the same; a one-channel stream simply ends). The close
+	// frame goes behind what the socket still holds, within 100 ms: a
+	// client that reads nothing meanwhile sees the connection end
+	// without it. Clients
 	// reconnect with their cursor and resume from history, so nothing is
 	// lost inside the history window, and a React LiveProvider client, which refetches
 	// after reconnecting, stays correct too. This is the default.

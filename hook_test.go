@@ -537,21 +537,23 @@ func TestHookPublishAnswerLost(t *testing.T) {
 	}
 }
 
-// TestHookEventsInOrder has a client send its next write as soon as it
-// has the answer to the previous one, while the hook is still publishing
-// the previous one's event, which the broker is slow to refuse: the later
-// event waits its turn, and subscribers see the events in the order the
-// writes were answered.
+// TestHookEventsInOrder has a client send its next write without
+// waiting for the previous request to end, while the hook is still
+// publishing the previous one's event, which the broker is slow to
+// refuse: the later event waits its turn behind the earlier one, and
+// subscribers see the events in the order they were made.
 func TestHookEventsInOrder(t *testing.T) {
-	second := make(chan struct{}) // closed when the second event reaches the broker
+	started := make(chan struct{}) // closed when the first event's first attempt reaches the broker
+	second := make(chan struct{})  // closed when the second event reaches the broker
 	var once sync.Once
 	var first atomic.Bool
 	broker := newHookBroker(t, func(ctx context.Context, channel string) error {
 		if channel != "todos" {
 			return nil
 		}
-		if strings.HasSuffix(live.PublishKey(ctx), ".1") && first.CompareAndSwap(false, true) {
+		if first.CompareAndSwap(false, true) {
 			// The first event's first attempt: slow, then refused.
+			close(started)
 			select {
 			case <-second:
 			case <-time.After(time.Second):
@@ -574,6 +576,13 @@ func TestHookEventsInOrder(t *testing.T) {
 		resp.Body.Close() // not waiting for the handler to return
 		if resp.StatusCode != http.StatusCreated {
 			t.Fatalf("%s: %s", id, resp.Status)
+		}
+		if id == "t1" {
+			select { // t1's event is on its way: t2's is made after it
+			case <-started:
+			case <-time.After(waitFor):
+				t.Fatal("the first event did not reach the broker")
+			}
 		}
 	}
 	for _, id := range []string{"t1", "t2"} {

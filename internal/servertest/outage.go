@@ -3,6 +3,7 @@ package servertest
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -99,6 +100,7 @@ func ExpectWritesSurvive(t testing.TB, nodes []*Node, fault ServerFault) {
 					t.Errorf("writer %d: %v", i, err) // no answer: its outcome is unknown
 					return
 				}
+				io.Copy(io.Discard, resp.Body) // as a page reading the answer does: the hook has made its event by its end
 				resp.Body.Close()
 				if resp.StatusCode == http.StatusCreated {
 					acked[i] = append(acked[i], id)

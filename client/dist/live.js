@@ -477,19 +477,16 @@ function validChannel(name) {
   return name.length <= 128 && name !== "." && name !== ".." && /^[A-Za-z0-9_\-:.@=+]+$/.test(name);
 }
 
-// src/stream.js
-var maxHold = 25e3;
-var pollPace = 250;
-var maxPollPace = 5e3;
-var maxLine = 16 << 20;
-var StreamTransport = class {
-  constructor(live, poll) {
-    this.live = live;
-    this.poll = poll;
-    this.name = poll ? "poll" : "sse";
+// src/request.js
+var RequestTransport = class {
+  /**
+   * @param {import("./link.js").Link} link
+   * @param {RequestOptions} o
+   */
+  constructor(link, o) {
+    this.link = link;
+    this._o = o;
     this._stream = null;
-    this._paced = null;
-    this._pace = 0;
     this._openTimer = null;
     this._reopenTimer = null;
     this._pingTimer = null;
@@ -503,7 +500,7 @@ var StreamTransport = class {
   close() {
     clearTimeout(this._reopenTimer);
     this._reopenTimer = null;
-    this._unpace();
+    this._unwait();
     this._dropStream();
   }
   /** added makes the next stream carry a channel the Live gained. */
@@ -514,14 +511,6 @@ var StreamTransport = class {
   removed() {
     this._channelsChanged();
   }
-  /**
-   * refuses reports whether an error frame for ch keeps it out of later
-   * requests: a channel refused before its acknowledgement (a poll does
-   * not acknowledge again what it resumes), until the next reconnection.
-   */
-  refuses(ch) {
-    return !ch.acked || this.poll;
-  }
   /** publish sends a publish as a POST to sseURL/channel. */
   publish(ref, p) {
     p.sent = true;
@@ -529,28 +518,22 @@ var StreamTransport = class {
     const { channel, data } = p.frame;
     let url;
     try {
-      url = `${this.live._sseURL()}/${encodeURIComponent(channel)}`;
+      url = `${this.link.sseURL()}/${encodeURIComponent(channel)}`;
     } catch (e) {
-      this.live._failPublish(ref, p, new LiveError("network", `live: publish on ${channel}: ${e.message}`, { channel }));
+      this.link.publishFailed(ref, p, new LiveError("network", `live: publish on ${channel}: ${e.message}`, { channel }));
       return;
     }
-    request(this.live._fetch(), url, {
+    request(this.link.fetch(), url, {
       method: "POST",
-      headers: { Accept: "application/json", "Content-Type": "application/json", ...this.live._o.headers },
-      credentials: this.live._o.credentials,
+      headers: { Accept: "application/json", "Content-Type": "application/json", ...this._o.headers },
+      credentials: this._o.credentials,
       body: JSON.stringify(data),
       signal: p.ctl.signal
     }, 0, `publish on ${channel}`).then(
-      (body) => {
-        if (this.live._publishes.get(ref) !== p) return;
-        this.live._publishes.delete(ref);
-        clearTimeout(p.timer);
-        p.resolve(isObject(body) && typeof body.cursor === "string" ? body.cursor : "");
-      },
+      (body) => this.link.published(ref, p, isObject(body) && typeof body.cursor === "string" ? body.cursor : ""),
       (e) => {
-        if (this.live._publishes.get(ref) !== p) return;
         if (e instanceof LiveError && e.channel === void 0) e.channel = channel;
-        this.live._failPublish(ref, p, e);
+        this.link.publishFailed(ref, p, e);
       }
     );
   }
@@ -561,11 +544,11 @@ var StreamTransport = class {
    */
   _streamable() {
     const out = [];
-    for (const ch of this.live._channels.values()) {
+    for (const ch of this.link.channels()) {
       if (!ch.refused && !validChannel(ch.name)) {
         ch.refused = "invalid";
         const err = new LiveError("bad_channel", `live: ${ch.name.slice(0, 140)}: a channel name is 1 to 128 of A-Z a-z 0-9 _ - : . @ = +, and not "." or ".."`, { channel: ch.name });
-        for (const sub of [...ch.subs]) this.live._emitError(err, sub);
+        this.link.channelError(ch, err);
       }
       if (!ch.refused) out.push(ch);
     }
@@ -573,18 +556,18 @@ var StreamTransport = class {
   }
   /** _channelsChanged opens a stream for the new set of channels once the current task is done. */
   _channelsChanged() {
-    if (this.live._closed || this._reopenTimer !== null) return;
+    if (this.link.closed() || this._reopenTimer !== null) return;
     this._reopenTimer = setTimeout(() => {
       this._reopenTimer = null;
-      if (this.live._closed || this.live._final !== null || this.live._offline || this.live._t !== this || this.live._timer !== null) return;
+      if (!this.link.mayOpen() || !this.link.current()) return;
       const want = this._streamable().map((ch) => ch.name);
-      const have = this._stream?.names ?? this._paced?.names ?? [];
+      const have = this._stream?.names ?? this._waiting() ?? [];
       if (want.length === 0 && !this._stream) {
-        this.live._setStatus("connected", 0);
+        this.link.status("connected");
         return;
       }
       if (want.length === have.length && want.every((n) => have.includes(n))) return;
-      this._dropStream(this.poll);
+      this._dropStream(this.keepAcksOnChange);
       this._openStream(true, have.length > 0);
     }, 0);
   }
@@ -595,56 +578,47 @@ var StreamTransport = class {
    * stays so while the new stream opens.
    */
   _openStream(planned, replacing = false) {
-    if (this.live._closed || this.live._final !== null || this.live._offline || this._stream || this.live._timer !== null) return;
+    if (!this.link.mayOpen() || this._stream) return;
     clearTimeout(this._reopenTimer);
     this._reopenTimer = null;
-    this._unpace();
+    this._unwait();
     if (!planned) {
-      for (const ch of this.live._channels.values()) if (ch.refused === "hub") ch.refused = false;
+      for (const ch of this.link.channels()) if (ch.refused === "hub") ch.refused = false;
     }
     const chans = this._streamable();
     if (chans.length === 0) {
-      if (planned) this.live._setStatus("connected", 0);
+      if (planned) this.link.status("connected");
       else this._channelsChanged();
       return;
     }
-    const poll = this.poll;
-    const s = { ctl: new AbortController(), names: chans.map((ch) => ch.name), open: false, poll, framed: false, firstTimer: null, sent: Date.now() };
+    const s = { ctl: new AbortController(), names: chans.map((ch) => ch.name), open: false, framed: false, firstTimer: null, sent: Date.now() };
     this._stream = s;
-    for (const ch of this.live._channels.values()) ch.acked = poll && chans.includes(ch) && ch.cursor !== null && ch.acked;
-    const acks = poll ? chans.filter((ch) => ch.cursor && !ch.acked).map((ch) => ch.name) : [];
-    if (!replacing || this.live._conn.status !== "connected") this.live._setStatus("connecting", this.live._conn.reconnectAttempt);
+    for (const ch of this.link.channels()) ch.acked = this._keepsAck(ch, chans);
+    const params = this._params(chans);
+    if (!replacing || !this.link.connected()) this.link.status("connecting");
     let url;
     try {
       const q = new URLSearchParams();
       q.set("channels", s.names.join(","));
       for (const ch of chans) if (ch.cursor) q.set("cursor." + ch.name, ch.cursor);
-      if (poll) {
-        q.set("poll", "");
-        if (acks.length > 0) q.set("ack", acks.join(","));
-        for (const ch of chans) if (ch.presence?.tag) q.set("presence." + ch.name, ch.presence.tag);
-      }
-      const base = this.live._sseURL() + (/\/$/.test(this.live._o.sseURL) ? "/" : "");
+      for (const [k, v] of params) q.set(k, v);
+      const base = this.link.sseURL() + (/\/$/.test(this._o.sseURL) ? "/" : "");
       url = `${base}${base.includes("?") ? "&" : "?"}${q}`;
     } catch (e) {
       this._streamFailed(s, new LiveError("network", `live: cannot open the stream: ${e.message}`), true);
       return;
     }
-    if (this.live._o.connectTimeout > 0) {
-      const limit = this.live._o.connectTimeout + (poll ? maxHold : 0);
+    if (this._o.connectTimeout > 0) {
+      const limit = this._o.connectTimeout + this.hold;
       this._openTimer = setTimeout(() => {
         this._openTimer = null;
-        if (this._stream === s && !s.open) this._streamFailed(s, new LiveError("timeout", `live: the ${poll ? "poll was not answered" : "stream did not open"} within ${limit} ms`), false);
+        if (this._stream === s && !s.open) this._streamFailed(s, new LiveError("timeout", `live: the ${this.notOpened} within ${limit} ms`), false);
       }, limit);
     }
-    if (!poll && this.live._o.transport === "auto" && this.live._o.firstFrameTimeout > 0) {
-      s.firstTimer = setTimeout(() => {
-        if (this._stream === s && !s.framed) this.live._moveTo("poll");
-      }, this.live._o.firstFrameTimeout);
-    }
-    Promise.resolve().then(() => this.live._fetch()(url, {
-      headers: { Accept: poll ? "application/json" : "text/event-stream", ...this.live._o.headers },
-      credentials: this.live._o.credentials,
+    this._started(s);
+    Promise.resolve().then(() => this.link.fetch()(url, {
+      headers: { Accept: this.accept, ...this._o.headers },
+      credentials: this._o.credentials,
       cache: "no-store",
       signal: s.ctl.signal
     })).then(async (res) => {
@@ -656,37 +630,154 @@ var StreamTransport = class {
         if (this._stream === s) this._streamRefused(s, err);
         return;
       }
-      const type = res.headers.get("Content-Type") ?? "";
-      if (poll) {
-        await this._readPoll(s, res, type);
-        return;
-      }
-      if (!/^text\/event-stream\b/i.test(type) || !res.body) {
-        this._streamFailed(s, new LiveError("bad_response", `live: the stream answered ${JSON.stringify(type.slice(0, 60))}, not text/event-stream`, { status: res.status }), true);
-        return;
-      }
-      s.open = true;
-      this._alive();
-      this.live._setStatus("connected", 0);
-      await this._read(s, res.body);
+      await this._answered(s, res, res.headers.get("Content-Type") ?? "");
     }).catch((e) => {
       if (this._stream !== s) return;
       this._streamFailed(s, e instanceof LiveError ? e : new LiveError("network", `live: the stream failed: ${e?.message ?? e}`), false);
     });
   }
   /**
-   * _readPoll handles a poll's answer, a JSON array of frames, and sends
+   * _streamRefused handles an HTTP error answering the stream. 400, 403
+   * and 404 refuse its channels (each subscriber hears why), which are
+   * not asked for again until the next reconnection; anything else is a
+   * failed connection, retried after the backoff.
+   */
+  _streamRefused(s, err) {
+    if (err.status === 401) {
+      this._dropStream();
+      this.link.error(err);
+      this.link.refused(err);
+      return;
+    }
+    if (err.status !== 400 && err.status !== 403 && err.status !== 404) {
+      this._streamFailed(s, err, true);
+      return;
+    }
+    this._dropStream();
+    for (const name of s.names) {
+      const ch = this.link.channel(name);
+      if (!ch) continue;
+      ch.refused = "hub";
+      const e = new LiveError(err.code, err.message, { channel: name, status: err.status, body: err.body });
+      this.link.channelError(ch, e);
+    }
+    this._openStream(true, false);
+  }
+  /** _streamFailed gives up the stream s and schedules a reconnection. */
+  _streamFailed(s, err, report2) {
+    if (this._stream !== s) return;
+    if (this._fellBack(s)) return;
+    this._dropStream();
+    this.link.status("error");
+    if (report2) this.link.error(err);
+    this.link.lost();
+  }
+  /**
+   * _dropStream forgets the stream and aborts its request: its events are
+   * ignored from now on. keepAcks keeps the channels acknowledged, for a
+   * poll replaced by one with more channels.
+   */
+  _dropStream(keepAcks = false) {
+    const s = this._stream;
+    if (!s) return;
+    this._stream = null;
+    clearTimeout(this._openTimer);
+    clearTimeout(this._pingTimer);
+    clearTimeout(s.firstTimer);
+    this._openTimer = this._pingTimer = null;
+    s.ctl.abort();
+    if (!keepAcks) for (const ch of this.link.channels()) ch.acked = false;
+  }
+  /**
+   * _alive notes that the stream works. A stream cannot be pinged: the
+   * hub's heartbeat comments keep it alive, and it is given up after
+   * pingInterval + pongTimeout of silence.
+   */
+  _alive() {
+    this._lastSeen = Date.now();
+    if (this._pingTimer !== null || this._o.pingInterval <= 0) return;
+    this._watchStream(this._o.pingInterval + this._o.pongTimeout);
+  }
+  _watchStream(delay) {
+    const s = this._stream;
+    this._pingTimer = setTimeout(() => {
+      this._pingTimer = null;
+      if (this._stream !== s) return;
+      const limit = this._o.pingInterval + this._o.pongTimeout;
+      const idle = Date.now() - this._lastSeen;
+      if (idle < limit) {
+        this._watchStream(limit - idle);
+        return;
+      }
+      this._streamFailed(s, new LiveError("timeout", `live: the stream was silent for ${idle} ms`), false);
+    }, delay);
+  }
+};
+
+// src/poll.js
+var maxHold = 25e3;
+var pollPace = 250;
+var maxPollPace = 5e3;
+var PollTransport = class extends RequestTransport {
+  /**
+   * @param {import("./link.js").Link} link
+   * @param {import("./request.js").RequestOptions} o
+   */
+  constructor(link, o) {
+    super(link, o);
+    this.name = "poll";
+    this.accept = "application/json";
+    this.hold = maxHold;
+    this.notOpened = "poll was not answered";
+    this.keepAcksOnChange = true;
+    this._paced = null;
+    this._pace = 0;
+  }
+  /**
+   * refuses reports whether an error frame for ch keeps it out of later
+   * requests, until the next reconnection: always, as a poll does not
+   * acknowledge again what it resumes.
+   */
+  refuses() {
+    return true;
+  }
+  /**
+   * _keepsAck: a poll leaves out the acknowledgements of the channels it
+   * resumes: those go on as they were. A channel resumed without one (a
+   * saved cursor, or one reached over another transport) asks for it, as
+   * its data is taken only once it is acknowledged.
+   */
+  _keepsAck(ch, chans) {
+    return chans.includes(ch) && ch.cursor !== null && ch.acked;
+  }
+  _params(chans) {
+    const params = [["poll", ""]];
+    const acks = chans.filter((ch) => ch.cursor && !ch.acked).map((ch) => ch.name);
+    if (acks.length > 0) params.push(["ack", acks.join(",")]);
+    for (const ch of chans) if (ch.presence?.tag) params.push(["presence." + ch.name, ch.presence.tag]);
+    return params;
+  }
+  _started() {
+  }
+  _fellBack() {
+    return false;
+  }
+  _waiting() {
+    return this._paced?.names ?? null;
+  }
+  /**
+   * _answered handles a poll's answer, a JSON array of frames, and sends
    * the next poll from the cursors they moved: at once after news, paced
    * after a poll that brought nothing new (see pollPace).
    */
-  async _readPoll(s, res, type) {
+  async _answered(s, res, type) {
     if (!/^application\/json\b/i.test(type)) {
       this._streamFailed(s, new LiveError("bad_response", `live: the poll answered ${JSON.stringify(type.slice(0, 60))}, not application/json`, { status: res.status }), true);
       return;
     }
     s.open = true;
     this._alive();
-    this.live._setStatus("connected", 0);
+    this.link.status("connected");
     const frames = await res.json();
     if (this._stream !== s) return;
     if (!Array.isArray(frames)) {
@@ -694,10 +785,10 @@ var StreamTransport = class {
       return;
     }
     s.framed = true;
-    this.live._everStreamed = true;
+    this.link.framed();
     let news = false;
     for (const m of frames) {
-      if (this.live._frame(m)) news = true;
+      if (this.link.frame(m)) news = true;
       if (this._stream !== s) return;
     }
     this._stream = null;
@@ -719,11 +810,76 @@ var StreamTransport = class {
     }, wait);
     this._paced = paced;
   }
-  /** _unpace forgets the poll waiting for its pace: another replaces it. */
-  _unpace() {
+  /** _unwait forgets the poll waiting for its pace: another replaces it. */
+  _unwait() {
     if (!this._paced) return;
     clearTimeout(this._paced.timer);
     this._paced = null;
+  }
+};
+
+// src/sse.js
+var maxLine = 16 << 20;
+var SSETransport = class extends RequestTransport {
+  /**
+   * @param {import("./link.js").Link} link
+   * @param {import("./request.js").RequestOptions} o
+   */
+  constructor(link, o) {
+    super(link, o);
+    this.name = "sse";
+    this.accept = "text/event-stream";
+    this.hold = 0;
+    this.notOpened = "stream did not open";
+    this.keepAcksOnChange = false;
+  }
+  /**
+   * refuses reports whether an error frame for ch keeps it out of later
+   * requests: a channel refused before its acknowledgement, until the
+   * next reconnection.
+   */
+  refuses(ch) {
+    return !ch.acked;
+  }
+  /** _keepsAck: the hub acknowledges every channel of a new stream again. */
+  _keepsAck() {
+    return false;
+  }
+  _params() {
+    return [];
+  }
+  /**
+   * _started watches for the first frame: with "auto", as the hub
+   * acknowledges every channel at once, a stream that brings nothing is
+   * held up on the way, by a proxy that buffers it, and polling is tried.
+   */
+  _started(s) {
+    if (!this._o.auto || this._o.firstFrameTimeout <= 0) return;
+    s.firstTimer = setTimeout(() => {
+      if (this._stream === s && !s.framed) this.link.moveTo("poll");
+    }, this._o.firstFrameTimeout);
+  }
+  /** _answered reads the stream that answered s. */
+  async _answered(s, res, type) {
+    if (!/^text\/event-stream\b/i.test(type) || !res.body) {
+      this._streamFailed(s, new LiveError("bad_response", `live: the stream answered ${JSON.stringify(type.slice(0, 60))}, not text/event-stream`, { status: res.status }), true);
+      return;
+    }
+    s.open = true;
+    this._alive();
+    this.link.status("connected");
+    await this._read(s, res.body);
+  }
+  /** _fellBack moves to polling if no stream has ever brought a frame here. */
+  _fellBack() {
+    if (!this._o.auto || this.link.everFramed()) return false;
+    this.link.moveTo("poll");
+    return true;
+  }
+  _waiting() {
+    return null;
+  }
+  _unwait() {
   }
   /** _read parses the stream's events and handles each one's data as a frame. */
   async _read(s, body) {
@@ -765,10 +921,10 @@ var StreamTransport = class {
             data = null;
             if (!s.framed) {
               s.framed = true;
-              this.live._everStreamed = true;
+              this.link.framed();
               clearTimeout(s.firstTimer);
             }
-            this.live._handle(frame);
+            this.link.message(frame);
             if (this._stream !== s) {
               reader.cancel().catch(() => {
               });
@@ -794,94 +950,20 @@ var StreamTransport = class {
     }
     this._streamFailed(s, new LiveError("disconnected", "live: the stream ended"), false);
   }
-  /**
-   * _streamRefused handles an HTTP error answering the stream. 400, 403
-   * and 404 refuse its channels (each subscriber hears why), which are
-   * not asked for again until the next reconnection; anything else is a
-   * failed connection, retried after the backoff.
-   */
-  _streamRefused(s, err) {
-    if (err.status === 401) {
-      this._dropStream();
-      this.live._emitError(err);
-      this.live._refused(err);
-      return;
-    }
-    if (err.status !== 400 && err.status !== 403 && err.status !== 404) {
-      this._streamFailed(s, err, true);
-      return;
-    }
-    this._dropStream();
-    for (const name of s.names) {
-      const ch = this.live._channels.get(name);
-      if (!ch) continue;
-      ch.refused = "hub";
-      const e = new LiveError(err.code, err.message, { channel: name, status: err.status, body: err.body });
-      for (const sub of [...ch.subs]) this.live._emitError(e, sub);
-    }
-    this._openStream(true, false);
-  }
-  /** _streamFailed gives up the stream s and schedules a reconnection. */
-  _streamFailed(s, err, report2) {
-    if (this._stream !== s) return;
-    if (!s.poll && this.live._o.transport === "auto" && !this.live._everStreamed) {
-      this.live._moveTo("poll");
-      return;
-    }
-    this._dropStream();
-    this.live._setStatus("error", this.live._conn.reconnectAttempt);
-    if (report2) this.live._emitError(err);
-    this.live._lost();
-  }
-  /**
-   * _dropStream forgets the stream and aborts its request: its events are
-   * ignored from now on. keepAcks keeps the channels acknowledged, for a
-   * poll replaced by one with more channels.
-   */
-  _dropStream(keepAcks = false) {
-    const s = this._stream;
-    if (!s) return;
-    this._stream = null;
-    clearTimeout(this._openTimer);
-    clearTimeout(this._pingTimer);
-    clearTimeout(s.firstTimer);
-    this._openTimer = this._pingTimer = null;
-    s.ctl.abort();
-    if (!keepAcks) for (const ch of this.live._channels.values()) ch.acked = false;
-  }
-  /**
-   * _alive notes that the stream works. A stream cannot be pinged: the
-   * hub's heartbeat comments keep it alive, and it is given up after
-   * pingInterval + pongTimeout of silence.
-   */
-  _alive() {
-    this._lastSeen = Date.now();
-    if (this._pingTimer !== null || this.live._o.pingInterval <= 0) return;
-    this._watchStream(this.live._o.pingInterval + this.live._o.pongTimeout);
-  }
-  _watchStream(delay) {
-    const s = this._stream;
-    this._pingTimer = setTimeout(() => {
-      this._pingTimer = null;
-      if (this._stream !== s) return;
-      const limit = this.live._o.pingInterval + this.live._o.pongTimeout;
-      const idle = Date.now() - this._lastSeen;
-      if (idle < limit) {
-        this._watchStream(limit - idle);
-        return;
-      }
-      this._streamFailed(s, new LiveError("timeout", `live: the stream was silent for ${idle} ms`), false);
-    }, delay);
-  }
 };
 
 // src/ws.js
 var OPEN = 1;
 var SocketTransport = class {
-  constructor(live) {
-    this.live = live;
+  /**
+   * @param {import("./link.js").Link} link
+   * @param {{url: string, WebSocket: typeof WebSocket, connectTimeout: number, pingInterval: number, pongTimeout: number}} o
+   */
+  constructor(link, o) {
+    this.link = link;
+    this._o = o;
     this.name = "websocket";
-    this._url = wsURL(live._o.url);
+    this._url = wsURL(o.url);
     this._ws = null;
     this._openTimer = null;
     this._pingTimer = null;
@@ -913,46 +995,45 @@ var SocketTransport = class {
   /** open opens a WebSocket, unless one is open or opening. */
   open() {
     if (this._ws) return;
-    this.live._setStatus("connecting", this.live._conn.reconnectAttempt);
+    this.link.status("connecting");
     let ws;
     try {
-      ws = new this.live._o.WebSocket(this._url);
+      ws = new this._o.WebSocket(this._url);
     } catch (e) {
-      this.live._setStatus("error", this.live._conn.reconnectAttempt);
-      this.live._emitError(new LiveError("network", `live: cannot open ${this._url}: ${e.message}`));
-      this.live._lost();
+      this.link.status("error");
+      this.link.error(new LiveError("network", `live: cannot open ${this._url}: ${e.message}`));
+      this.link.lost();
       return;
     }
     this._ws = ws;
     this._opened = false;
-    if (this.live._o.connectTimeout > 0) {
+    if (this._o.connectTimeout > 0) {
       this._openTimer = setTimeout(() => {
         this._openTimer = null;
         if (this._ws !== ws || ws.readyState === OPEN) return;
         ws.onclose = null;
         ws.close();
         this._wsFailed(ws);
-      }, this.live._o.connectTimeout);
+      }, this._o.connectTimeout);
     }
     ws.onopen = () => {
       if (this._ws !== ws) return;
       clearTimeout(this._openTimer);
       this._openTimer = null;
       this._opened = true;
-      this.live._everOpened = true;
-      for (const ch of this.live._channels.values()) this._sendSubscribe(ch);
-      for (const [ref, p] of this.live._publishes) if (!p.sent) this.live._dispatch(ref, p);
+      for (const ch of this.link.channels()) this._sendSubscribe(ch);
+      this.link.opened();
       this._alive();
-      this.live._setStatus("connected", 0);
+      this.link.status("connected");
     };
     ws.onmessage = (ev) => {
       if (this._ws !== ws) return;
       this._alive();
-      this.live._handle(ev.data);
+      this.link.message(ev.data);
     };
     ws.onerror = () => {
-      if (this._ws !== ws || this.live._willFallBack()) return;
-      this.live._setStatus("error", this.live._conn.reconnectAttempt);
+      if (this._ws !== ws || this.link.willFallBack()) return;
+      this.link.status("error");
     };
     ws.onclose = (ev) => this._wsFailed(ws, ev);
   }
@@ -964,17 +1045,17 @@ var SocketTransport = class {
    */
   _wsFailed(ws, ev) {
     if (this._ws !== ws) return;
-    const fallBack = this.live._willFallBack();
+    const fallBack = this.link.willFallBack();
     const opened = this._opened;
     this._detach();
-    if (this.live._closed) return;
-    if (ev && ev.code !== 1005 && ev.code !== 1006 && this.live._ended(ev.code, String(ev.reason ?? ""))) return;
+    if (this.link.closed()) return;
+    if (ev && ev.code !== 1005 && ev.code !== 1006 && this.link.ended(ev.code, String(ev.reason ?? ""))) return;
     if (!fallBack) {
-      this.live._lost();
-      if (!opened) this.live._whyRefused();
+      this.link.lost();
+      if (!opened) this.link.whyRefused();
       return;
     }
-    this.live._moveTo("sse");
+    this.link.moveTo("sse");
   }
   /** _send sends a frame if the socket is open and reports whether it did. */
   _send(frame) {
@@ -999,10 +1080,8 @@ var SocketTransport = class {
     this._openTimer = this._pingTimer = this._pongTimer = null;
     if (!ws) return;
     ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null;
-    for (const ch of this.live._channels.values()) ch.acked = false;
-    for (const [ref, p] of this.live._publishes) {
-      if (p.sent && !p.ctl) this.live._failPublish(ref, p, new LiveError("disconnected", "live: the connection was lost before the publish was acknowledged; it may or may not have been published", { channel: p.frame.channel }));
-    }
+    for (const ch of this.link.channels()) ch.acked = false;
+    this.link.sentLost((channel) => new LiveError("disconnected", "live: the connection was lost before the publish was acknowledged; it may or may not have been published", { channel }));
   }
   /**
    * _alive notes that the connection works. A timer checks every
@@ -1015,8 +1094,8 @@ var SocketTransport = class {
       clearTimeout(this._pongTimer);
       this._pongTimer = null;
     }
-    if (this._pingTimer !== null || this.live._o.pingInterval <= 0) return;
-    this._schedulePing(this.live._o.pingInterval);
+    if (this._pingTimer !== null || this._o.pingInterval <= 0) return;
+    this._schedulePing(this._o.pingInterval);
   }
   _schedulePing(delay) {
     const ws = this._ws;
@@ -1024,8 +1103,8 @@ var SocketTransport = class {
       this._pingTimer = null;
       if (this._ws !== ws) return;
       const idle = Date.now() - this._lastSeen;
-      if (idle < this.live._o.pingInterval) {
-        this._schedulePing(this.live._o.pingInterval - idle);
+      if (idle < this._o.pingInterval) {
+        this._schedulePing(this._o.pingInterval - idle);
         return;
       }
       if (!this._send({ type: "ping" })) return;
@@ -1033,8 +1112,8 @@ var SocketTransport = class {
         if (this._ws !== ws) return;
         this._detach();
         ws.close(4e3, "no pong");
-        this.live._lost();
-      }, this.live._o.pongTimeout);
+        this.link.lost();
+      }, this._o.pongTimeout);
     }, delay);
   }
 };
@@ -1284,7 +1363,6 @@ var Live = class {
     this._setStatus("disconnected", this._conn.reconnectAttempt);
   }
   // --- internals
-  // --- internals
   _setStatus(status, reconnectAttempt) {
     const transport = this._mode;
     const c = this._conn;
@@ -1410,9 +1488,75 @@ var Live = class {
     }
     this._t.open();
   }
-  /** _newTransport returns a transport of the kind mode names. */
+  /**
+   * _newTransport returns a transport of the kind mode names. It reaches
+   * this Live only through the link and the options it is given.
+   */
   _newTransport(mode) {
-    return mode === "websocket" ? new SocketTransport(this) : new StreamTransport(this, mode === "poll");
+    const o = this._o;
+    let t = null;
+    const link = this._link(() => t);
+    const timing = { connectTimeout: o.connectTimeout, pingInterval: o.pingInterval, pongTimeout: o.pongTimeout };
+    if (mode === "websocket") {
+      t = new SocketTransport(link, { ...timing, url: o.url, WebSocket: o.WebSocket });
+    } else {
+      const opts = { ...timing, sseURL: o.sseURL, headers: o.headers, credentials: o.credentials, auto: o.transport === "auto", firstFrameTimeout: o.firstFrameTimeout };
+      t = mode === "poll" ? new PollTransport(link, opts) : new SSETransport(link, opts);
+    }
+    return t;
+  }
+  /**
+   * _link returns what a transport (the one transport() returns) may ask
+   * of this Live and tell it: a Link.
+   * @returns {import("./link.js").Link}
+   */
+  _link(transport) {
+    const live = this;
+    return {
+      channels: () => live._channels.values(),
+      channel: (name) => live._channels.get(name),
+      channelError(ch, err) {
+        for (const sub of [...ch.subs]) live._emitError(err, sub);
+      },
+      status(status) {
+        live._setStatus(status, status === "connected" ? 0 : live._conn.reconnectAttempt);
+      },
+      connected: () => live._conn.status === "connected",
+      closed: () => live._closed,
+      mayOpen: () => !live._closed && live._final === null && !live._offline && live._timer === null,
+      current: () => live._t === transport(),
+      opened() {
+        live._everOpened = true;
+        for (const [ref, p] of live._publishes) if (!p.sent) live._dispatch(ref, p);
+      },
+      framed() {
+        live._everStreamed = true;
+      },
+      everFramed: () => live._everStreamed,
+      willFallBack: () => live._willFallBack(),
+      message: (text) => live._handle(text),
+      frame: (m) => live._frame(m),
+      error: (err) => live._emitError(err),
+      lost: () => live._lost(),
+      ended: (code, reason) => live._ended(code, reason),
+      refused: (err) => live._refused(err),
+      whyRefused: () => live._whyRefused(),
+      moveTo: (mode) => live._moveTo(mode),
+      published(ref, p, cursor) {
+        if (live._publishes.get(ref) !== p) return;
+        live._publishes.delete(ref);
+        clearTimeout(p.timer);
+        p.resolve(cursor);
+      },
+      publishFailed(ref, p, err) {
+        if (live._publishes.get(ref) === p) live._failPublish(ref, p, err);
+      },
+      sentLost(err) {
+        for (const [ref, p] of live._publishes) if (p.sent && !p.ctl) live._failPublish(ref, p, err(p.frame.channel));
+      },
+      fetch: () => live._fetch(),
+      sseURL: () => live._sseURL()
+    };
   }
   /** _willFallBack reports whether a WebSocket failing now makes the client use SSE. */
   _willFallBack() {

@@ -6,7 +6,8 @@
 import { call, LiveError, report } from "./errors.js";
 import { defaultFetch, httpError } from "./http.js";
 import { advances, isObject, isStateReset } from "./merge.js";
-import { StreamTransport } from "./stream.js";
+import { PollTransport } from "./poll.js";
+import { SSETransport } from "./sse.js";
 import { SocketTransport, wsURL } from "./ws.js";
 
 /**
@@ -331,8 +332,6 @@ class Live {
 
   // --- internals
 
-  // --- internals
-
   _setStatus(status, reconnectAttempt) {
     const transport = this._mode;
     const c = this._conn;
@@ -471,9 +470,76 @@ class Live {
     this._t.open();
   }
 
-  /** _newTransport returns a transport of the kind mode names. */
+  /**
+   * _newTransport returns a transport of the kind mode names. It reaches
+   * this Live only through the link and the options it is given.
+   */
   _newTransport(mode) {
-    return mode === "websocket" ? new SocketTransport(this) : new StreamTransport(this, mode === "poll");
+    const o = this._o;
+    let t = null;
+    const link = this._link(() => t);
+    const timing = { connectTimeout: o.connectTimeout, pingInterval: o.pingInterval, pongTimeout: o.pongTimeout };
+    if (mode === "websocket") {
+      t = new SocketTransport(link, { ...timing, url: o.url, WebSocket: o.WebSocket });
+    } else {
+      const opts = { ...timing, sseURL: o.sseURL, headers: o.headers, credentials: o.credentials, auto: o.transport === "auto", firstFrameTimeout: o.firstFrameTimeout };
+      t = mode === "poll" ? new PollTransport(link, opts) : new SSETransport(link, opts);
+    }
+    return t;
+  }
+
+  /**
+   * _link returns what a transport (the one transport() returns) may ask
+   * of this Live and tell it: a Link.
+   * @returns {import("./link.js").Link}
+   */
+  _link(transport) {
+    const live = this;
+    return {
+      channels: () => live._channels.values(),
+      channel: (name) => live._channels.get(name),
+      channelError(ch, err) {
+        for (const sub of [...ch.subs]) live._emitError(err, sub);
+      },
+      status(status) {
+        live._setStatus(status, status === "connected" ? 0 : live._conn.reconnectAttempt);
+      },
+      connected: () => live._conn.status === "connected",
+      closed: () => live._closed,
+      mayOpen: () => !live._closed && live._final === null && !live._offline && live._timer === null,
+      current: () => live._t === transport(),
+      opened() {
+        live._everOpened = true;
+        for (const [ref, p] of live._publishes) if (!p.sent) live._dispatch(ref, p);
+      },
+      framed() {
+        live._everStreamed = true;
+      },
+      everFramed: () => live._everStreamed,
+      willFallBack: () => live._willFallBack(),
+      message: (text) => live._handle(text),
+      frame: (m) => live._frame(m),
+      error: (err) => live._emitError(err),
+      lost: () => live._lost(),
+      ended: (code, reason) => live._ended(code, reason),
+      refused: (err) => live._refused(err),
+      whyRefused: () => live._whyRefused(),
+      moveTo: (mode) => live._moveTo(mode),
+      published(ref, p, cursor) {
+        if (live._publishes.get(ref) !== p) return;
+        live._publishes.delete(ref);
+        clearTimeout(p.timer);
+        p.resolve(cursor);
+      },
+      publishFailed(ref, p, err) {
+        if (live._publishes.get(ref) === p) live._failPublish(ref, p, err);
+      },
+      sentLost(err) {
+        for (const [ref, p] of live._publishes) if (p.sent && !p.ctl) live._failPublish(ref, p, err(p.frame.channel));
+      },
+      fetch: () => live._fetch(),
+      sseURL: () => live._sseURL(),
+    };
   }
 
   /** _willFallBack reports whether a WebSocket failing now makes the client use SSE. */

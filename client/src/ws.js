@@ -1,13 +1,6 @@
-// The WebSocket transport.
+// The WebSocket transport: every channel and publish over one socket.
 
 import { LiveError } from "./errors.js";
-
-// ---------------------------------------------------------------------------
-// Transports. A Live keeps the channels, their cursors, the publishes and
-// the connection's status, and moves between transports (see createLive); a
-// transport carries frames between it and the hub over one kind of
-// connection and tells it what happens. Each has open, close, added,
-// removed, publish and refuses, and a name.
 
 const OPEN = 1;
 
@@ -16,10 +9,15 @@ const OPEN = 1;
  * subscribed by a frame on it, and publishes are frames too.
  */
 export class SocketTransport {
-  constructor(live) {
-    this.live = live;
+  /**
+   * @param {import("./link.js").Link} link
+   * @param {{url: string, WebSocket: typeof WebSocket, connectTimeout: number, pingInterval: number, pongTimeout: number}} o
+   */
+  constructor(link, o) {
+    this.link = link;
+    this._o = o;
     this.name = "websocket";
-    this._url = wsURL(live._o.url);
+    this._url = wsURL(o.url);
     /** @type {WebSocket|null} */
     this._ws = null;
     this._openTimer = null; // gives up a connection that does not open
@@ -58,46 +56,45 @@ export class SocketTransport {
   /** open opens a WebSocket, unless one is open or opening. */
   open() {
     if (this._ws) return;
-    this.live._setStatus("connecting", this.live._conn.reconnectAttempt);
+    this.link.status("connecting");
     let ws;
     try {
-      ws = new this.live._o.WebSocket(this._url);
+      ws = new this._o.WebSocket(this._url);
     } catch (e) {
-      this.live._setStatus("error", this.live._conn.reconnectAttempt);
-      this.live._emitError(new LiveError("network", `live: cannot open ${this._url}: ${e.message}`));
-      this.live._lost();
+      this.link.status("error");
+      this.link.error(new LiveError("network", `live: cannot open ${this._url}: ${e.message}`));
+      this.link.lost();
       return;
     }
     this._ws = ws;
     this._opened = false;
-    if (this.live._o.connectTimeout > 0) {
+    if (this._o.connectTimeout > 0) {
       this._openTimer = setTimeout(() => {
         this._openTimer = null;
         if (this._ws !== ws || ws.readyState === OPEN) return;
         ws.onclose = null;
         ws.close();
         this._wsFailed(ws);
-      }, this.live._o.connectTimeout);
+      }, this._o.connectTimeout);
     }
     ws.onopen = () => {
       if (this._ws !== ws) return;
       clearTimeout(this._openTimer);
       this._openTimer = null;
       this._opened = true;
-      this.live._everOpened = true;
-      for (const ch of this.live._channels.values()) this._sendSubscribe(ch);
-      for (const [ref, p] of this.live._publishes) if (!p.sent) this.live._dispatch(ref, p);
+      for (const ch of this.link.channels()) this._sendSubscribe(ch);
+      this.link.opened();
       this._alive();
-      this.live._setStatus("connected", 0);
+      this.link.status("connected");
     };
     ws.onmessage = (ev) => {
       if (this._ws !== ws) return;
       this._alive();
-      this.live._handle(ev.data);
+      this.link.message(ev.data);
     };
     ws.onerror = () => {
-      if (this._ws !== ws || this.live._willFallBack()) return;
-      this.live._setStatus("error", this.live._conn.reconnectAttempt);
+      if (this._ws !== ws || this.link.willFallBack()) return;
+      this.link.status("error");
     };
     ws.onclose = (ev) => this._wsFailed(ws, ev);
   }
@@ -110,19 +107,19 @@ export class SocketTransport {
    */
   _wsFailed(ws, ev) {
     if (this._ws !== ws) return;
-    const fallBack = this.live._willFallBack();
+    const fallBack = this.link.willFallBack();
     const opened = this._opened;
     this._detach();
-    if (this.live._closed) return;
-    if (ev && ev.code !== 1005 && ev.code !== 1006 && this.live._ended(ev.code, String(ev.reason ?? ""))) return;
+    if (this.link.closed()) return;
+    if (ev && ev.code !== 1005 && ev.code !== 1006 && this.link.ended(ev.code, String(ev.reason ?? ""))) return;
     if (!fallBack) {
-      this.live._lost();
-      if (!opened) this.live._whyRefused();
+      this.link.lost();
+      if (!opened) this.link.whyRefused();
       return;
     }
     // The WebSocket never opened: blocked on the way, or refused. SSE from
     // now on, at once; publishes not yet sent go as POSTs.
-    this.live._moveTo("sse");
+    this.link.moveTo("sse");
   }
 
   /** _send sends a frame if the socket is open and reports whether it did. */
@@ -150,12 +147,10 @@ export class SocketTransport {
     this._openTimer = this._pingTimer = this._pongTimer = null;
     if (!ws) return;
     ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null;
-    for (const ch of this.live._channels.values()) ch.acked = false;
+    for (const ch of this.link.channels()) ch.acked = false;
     // A publish sent on the lost socket may or may not have been made:
     // say so rather than resend it twice.
-    for (const [ref, p] of this.live._publishes) {
-      if (p.sent && !p.ctl) this.live._failPublish(ref, p, new LiveError("disconnected", "live: the connection was lost before the publish was acknowledged; it may or may not have been published", { channel: p.frame.channel }));
-    }
+    this.link.sentLost((channel) => new LiveError("disconnected", "live: the connection was lost before the publish was acknowledged; it may or may not have been published", { channel }));
   }
 
   /**
@@ -169,8 +164,8 @@ export class SocketTransport {
       clearTimeout(this._pongTimer);
       this._pongTimer = null;
     }
-    if (this._pingTimer !== null || this.live._o.pingInterval <= 0) return;
-    this._schedulePing(this.live._o.pingInterval);
+    if (this._pingTimer !== null || this._o.pingInterval <= 0) return;
+    this._schedulePing(this._o.pingInterval);
   }
 
   _schedulePing(delay) {
@@ -179,8 +174,8 @@ export class SocketTransport {
       this._pingTimer = null;
       if (this._ws !== ws) return;
       const idle = Date.now() - this._lastSeen;
-      if (idle < this.live._o.pingInterval) {
-        this._schedulePing(this.live._o.pingInterval - idle);
+      if (idle < this._o.pingInterval) {
+        this._schedulePing(this._o.pingInterval - idle);
         return;
       }
       if (!this._send({ type: "ping" })) return;
@@ -189,8 +184,8 @@ export class SocketTransport {
         if (this._ws !== ws) return;
         this._detach();
         ws.close(4000, "no pong");
-        this.live._lost();
-      }, this.live._o.pongTimeout);
+        this.link.lost();
+      }, this._o.pongTimeout);
     }, delay);
   }
 }

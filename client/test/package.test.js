@@ -61,6 +61,11 @@ live.presence<Info>("room", (p) => {
   const names: string[] = p.members.map((m: Member<Info>) => m.info?.name ?? m.user);
   void names;
 });
+const here = live.members<Info>("room");
+const firstName: string | undefined = here?.members[0]?.info?.name;
+const inUse: "websocket" | "sse" | "poll" = live.transport;
+const endedOn: typeof inUse | undefined = live.connection.ending?.transport;
+void firstName, here?.count, endedOn;
 
 function Who(): ReactNode {
   const { members, count, ready } = usePresence<Info>("room", { onChange: (p) => void p.joined.map((m) => m.info?.name) });

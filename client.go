@@ -11,14 +11,16 @@ import (
 	"time"
 )
 
-//go:embed client/live.js client/live.d.ts client/react.js client/react.d.ts
+//go:embed client/dist/live.js client/live.d.ts client/react.js client/react.d.ts
 var clientFiles embed.FS
 
 // ClientHandler returns a handler that serves the browser client, live.js:
 // a dependency-free ES module that multiplexes channels over one
 // WebSocket, reconnects with backoff, resumes by cursor, applies the merge
-// strategies of this package and makes list mutations optimistic. Mount it
-// and import it from the page:
+// strategies of this package and makes list mutations optimistic. It is
+// served as one file, built from client/live.js and the modules of
+// client/src, so one route is all a page needs. Mount it and import it
+// from the page:
 //
 //	mux.Handle("GET /live.js", live.ClientHandler())
 //
@@ -37,7 +39,7 @@ var clientFiles embed.FS
 // as soon as the server has one; gzip is used when the client accepts it.
 func ClientHandler() http.Handler {
 	return &clientHandler{
-		js:       newClientFile("client/live.js", "text/javascript; charset=utf-8"),
+		js:       newClientFile("client/dist/live.js", "text/javascript; charset=utf-8"),
 		dts:      newClientFile("client/live.d.ts", "application/typescript; charset=utf-8"),
 		reactJS:  newClientFile("client/react.js", "text/javascript; charset=utf-8"),
 		reactDTS: newClientFile("client/react.d.ts", "application/typescript; charset=utf-8"),

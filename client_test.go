@@ -69,7 +69,7 @@ func gunzip(t *testing.T, b []byte) []byte {
 
 func TestClientHandler(t *testing.T) {
 	srv := clientServer(t)
-	js, err := os.ReadFile("client/live.js")
+	js, err := os.ReadFile("client/dist/live.js")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -100,7 +100,7 @@ export interface Ending {
   /** Whether the client reconnects by itself. */
   retry: boolean;
   /** The transport the ending came on. */
-  transport: "websocket" | "sse" | "poll";
+  transport: Connection["transport"];
 }
 
 /** The LiveConnection of the React LiveProvider pattern. */
@@ -108,7 +108,7 @@ export interface Connection {
   status: Status;
   /** Failed or lost connections since the last one that opened. */
   reconnectAttempt: number;
-  /** The transport in use. */
+  /** The transport in use: "websocket", or "sse" or "poll" once chosen or fallen back to. */
   transport: "websocket" | "sse" | "poll";
   /**
    * True while connected to a hub whose link to its broker broke: updates
@@ -126,7 +126,7 @@ export interface Connection {
  * connectTimeout), uses SSE from then on for this connection; once a
  * WebSocket has opened, later failures reconnect the WebSocket.
  */
-export type Transport = "auto" | "websocket" | "sse" | "poll";
+export type Transport = "auto" | Connection["transport"];
 
 export interface LiveOptions {
   /** Which transport to use. Default "auto". */
@@ -197,7 +197,7 @@ export interface SubscribeOptions {
   onSubscribed?: (cursor: string | null) => void;
   /** The hub refused the subscription or reported an error on the channel. */
   onError?: (err: LiveError) => void;
-  /** On a presence channel: who is here, after each change. */
+  /** On a presence channel: who is here, after each change; the listener of Live.presence, given with the subscription. */
   onPresence?: (p: Presence) => void;
 }
 
@@ -228,8 +228,8 @@ export const CONNECTION_HEADER: "Live-Connection";
 export interface Live {
   /** The connection state now. */
   readonly connection: Connection;
-  /** The transport in use: "websocket", or "sse" or "poll" once chosen or fallen back to. */
-  readonly transport: "websocket" | "sse" | "poll";
+  /** connection.transport. */
+  readonly transport: Connection["transport"];
   /** Calls listener now and on every change; returns a function that stops it. */
   onStatus(listener: (c: Connection) => void): () => void;
   /** Calls listener with every error the hub reports; returns a function that stops it. */
@@ -247,7 +247,7 @@ export interface Live {
   /** Follows who is subscribed to a presence channel; returns the function that stops. */
   presence<Info = unknown>(channel: string, listener: (p: Presence<Info>) => void, opts?: { onError?: (err: LiveError) => void }): () => void;
   /** The channel's presence as last received, or null. */
-  members<Info = unknown>(channel: string): { members: Member<Info>[]; count: number } | null;
+  members<Info = unknown>(channel: string): Pick<Presence<Info>, "members" | "count"> | null;
   /** The hub's name for the connection, sent as the Live-Connection header of writes; null before the first acknowledgement. */
   readonly connectionID: string | null;
   /** Closes the connection for good. */

@@ -2,7 +2,7 @@
 
 import type { ReactNode } from "react";
 import type { QueryFunctionContext, UseQueryOptions, UseQueryResult, UseMutateFunction } from "@tanstack/react-query";
-import type { Connection, Ending, Live, LiveError, LiveOptions, Member, Merge, Meta, SubscribeOptions, Transport } from "./live.js";
+import type { Connection, Ending, Live, LiveError, LiveOptions, Member, Merge, Meta, Presence, SubscribeOptions, Transport } from "./live.js";
 
 export { LiveError } from "./live.js";
 export type { Ending, Member };
@@ -13,7 +13,7 @@ export interface LiveProviderProps {
   url?: string;
   /** The SSE URL (live.js's sseURL). Changing it reconnects. */
   sseURL?: string;
-  /** "auto" (default), "websocket" or "sse". Changing it reconnects. */
+  /** "auto" (default), "websocket", "sse" or "poll". Changing it reconnects. */
   transport?: Transport;
   /** live.js's other options, read when the connection is made. */
   options?: LiveOptions;
@@ -36,8 +36,8 @@ export interface LiveContextValue {
   subscribe<T = any>(channel: string, callback: (data: T, meta: Meta) => void, opts?: SubscribeOptions): () => void;
   /** Publishes on channel; resolves with its cursor. Failures also reach LiveProvider's onError. */
   publish(channel: string, data: unknown, opts?: { timeout?: number }): Promise<string>;
-  /** The transport in use, once connected: "websocket", "sse" or "poll". */
-  transport: "websocket" | "sse" | "poll" | null;
+  /** connection.transport, once connected. */
+  transport: Connection["transport"] | null;
 }
 
 export function useLive(): LiveContextValue;
@@ -131,17 +131,15 @@ export function useLiveList<T extends object = Record<string, any>>(
   options?: UseLiveListOptions<T>,
 ): UseLiveListResult<T>;
 
-export interface PresenceState<Info = unknown> {
-  /** Sorted by user; empty on a channel that shows counts only. */
-  members: Member<Info>[];
-  /** Users plus anonymous connections. */
-  count: number;
+/** A presence channel's members and count (as Live.members gives them), and whether they came yet. */
+export interface PresenceState<Info = unknown> extends Pick<Presence<Info>, "members" | "count"> {
   /** The hub has sent the channel's presence. */
   ready: boolean;
 }
 
 export interface UsePresenceOptions<Info = unknown> {
-  onChange?: (p: { members: Member<Info>[]; count: number; joined: Member<Info>[]; left: string[] }) => void;
+  /** Who is here, after each change, as Live.presence gives it. */
+  onChange?: (p: Presence<Info>) => void;
   onError?: (err: LiveError) => void;
 }
 

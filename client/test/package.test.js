@@ -10,7 +10,8 @@ import { execFile } from "node:child_process";
 import { lstat, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import { bundle, bundlePath } from "../build.js";
 import { promisify } from "node:util";
 
 const run = promisify(execFile);
@@ -60,6 +61,11 @@ live.presence<Info>("room", (p) => {
   const names: string[] = p.members.map((m: Member<Info>) => m.info?.name ?? m.user);
   void names;
 });
+const here = live.members<Info>("room");
+const firstName: string | undefined = here?.members[0]?.info?.name;
+const inUse: "websocket" | "sse" | "poll" = live.transport;
+const endedOn: typeof inUse | undefined = live.connection.ending?.transport;
+void firstName, here?.count, endedOn;
 
 function Who(): ReactNode {
   const { members, count, ready } = usePresence<Info>("room", { onChange: (p) => void p.joined.map((m) => m.info?.name) });
@@ -122,9 +128,17 @@ test("npm pack ships the modules, their types and the README, and no tests", asy
   const project = await install("tarball", tarball);
   const installed = join(project, "node_modules", "@go-live", "live");
   assert.ok(!(await lstat(installed)).isSymbolicLink(), "installed as a copy, not a link");
-  assert.deepStrictEqual((await readdir(installed)).sort(), ["README.md", "live.d.ts", "live.js", "package.json", "react.d.ts", "react.js"]);
+  assert.deepStrictEqual((await readdir(installed)).sort(), ["README.md", "live.d.ts", "live.js", "package.json", "react.d.ts", "react.js", "src"]);
+  assert.deepStrictEqual((await readdir(join(installed, "src"))).sort(), (await readdir(join(client, "src"))).sort());
+  const shipped = await import(pathToFileURL(join(installed, "live.js")).href);
+  const served = await import(pathToFileURL(bundlePath).href);
+  assert.deepStrictEqual(Object.keys(shipped).sort(), Object.keys(served).sort(), "the module and the served bundle export the same names");
   const got = JSON.parse(await readFile(join(installed, "package.json"), "utf8"));
   assert.equal(got.version, pkg.version);
+});
+
+test("dist/live.js, what live.ClientHandler serves, is the build of live.js and src/ (npm run build)", async () => {
+  assert.equal(await readFile(bundlePath, "utf8"), await bundle());
 });
 
 test("the packed tarball type-checks in a fresh project under --strict, nodenext and bundler", async () => {

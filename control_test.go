@@ -164,13 +164,22 @@ func TestDisconnect(t *testing.T) {
 	bob := dialAs(t, s, "bob", "red")
 	// A long-poll of alice's, held: resumed from its cursor, it has
 	// nothing to say until the server ends it.
+	base := s.hub.Stats().Subscriptions
 	cursor := pollAs(t, s, "alice", url.Values{"channels": {"red"}, "poll": {""}})[0].Cursor
-	before := s.hub.Stats().Connections
+	for deadline := time.Now().Add(waitFor); s.hub.Stats().Subscriptions != base; { // until that poll is gone
+		if time.Now().After(deadline) {
+			t.Fatal("the first poll's subscription stayed")
+		}
+		runtime.Gosched()
+	}
 	polled := make(chan []byte, 1)
 	go func() {
 		polled <- pollRaw(s, "alice", url.Values{"channels": {"red"}, "cursor.red": {cursor}, "poll": {"10"}})
 	}()
-	for deadline := time.Now().Add(waitFor); s.hub.Stats().Connections == before; { // until the poll is in
+	// Until the poll is in: admitted and subscribed, which counts it
+	// among the subscriptions (its connection is counted before it is
+	// authorized).
+	for deadline := time.Now().Add(waitFor); s.hub.Stats().Subscriptions != base+1; {
 		if time.Now().After(deadline) {
 			t.Fatal("the long-poll never connected")
 		}

@@ -75,12 +75,12 @@ func (h *Hub) missedLocked(g uint64, op string, id *Identity, channel string) bo
 // that concerns the subscription was applied while it ran. A caller that
 // ran Authorize itself passes authorized and the generation g it read
 // before. authErr is Authorize's refusal; err, the subscription's failure.
-func (h *Hub) authorizeSubscribe(ctx context.Context, r *http.Request, c *conn, name string, from resumeFrom, ref json.RawMessage, g uint64, authorized bool) (authErr, err error) {
+func (h *Hub) authorizeSubscribe(ctx context.Context, r *http.Request, c *conn, name string, from resumeFrom, ref json.RawMessage, g uint64, authorized bool) (authErr *refusal, err error) {
 	for {
 		if !authorized {
 			g = h.controlGen()
-			if err := h.opts.Authorize(r, name, OpSubscribe); err != nil {
-				return err, nil
+			if f := h.authorize(r, name, OpSubscribe); f != nil {
+				return f, nil
 			}
 		}
 		err := h.subscribe(ctx, c, name, from, ref, g)

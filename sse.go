@@ -65,7 +65,7 @@ func (h *Hub) serveSSE(w http.ResponseWriter, r *http.Request) {
 	if authErr != nil || err != nil {
 		h.leave(c)
 		if authErr != nil {
-			h.writeAuthError(w, r, channel, OpSubscribe, authErr)
+			authErr.write(w)
 		} else {
 			writeSubscribeError(w, err)
 		}
@@ -131,7 +131,8 @@ func (h *Hub) serveSSEMux(w http.ResponseWriter, r *http.Request) {
 
 	// The first refusal is the answer when no channel can be streamed.
 	var first error
-	firstAuth, subscribed := "", 0
+	var firstAuth *refusal
+	subscribed := 0
 	for _, ch := range channels {
 		from := resumeFrom{}
 		k := "cursor." + ch
@@ -140,15 +141,15 @@ func (h *Hub) serveSSEMux(w http.ResponseWriter, r *http.Request) {
 		}
 		authErr, err := h.authorizeSubscribe(r.Context(), r, c, ch, from, nil, 0, false)
 		if authErr != nil {
-			c.push(h.authErrorFrame(r, ch, OpSubscribe, authErr, nil))
-			if first == nil {
-				first, firstAuth = authErr, ch
+			c.push(authErr.frame(ch, nil))
+			if first == nil && firstAuth == nil {
+				firstAuth = authErr
 			}
 			continue
 		}
 		if err != nil {
 			c.push(subscribeErrorFrame(err, ch, nil))
-			if first == nil {
+			if first == nil && firstAuth == nil {
 				first = err
 			}
 			continue
@@ -160,8 +161,8 @@ func (h *Hub) serveSSEMux(w http.ResponseWriter, r *http.Request) {
 		h.leave(c)
 	}
 	if subscribed == 0 {
-		if firstAuth != "" {
-			h.writeAuthError(w, r, firstAuth, OpSubscribe, first)
+		if firstAuth != nil {
+			firstAuth.write(w)
 		} else {
 			writeSubscribeError(w, first)
 		}

@@ -210,7 +210,7 @@ func (h *Hub) handleFrame(ctx context.Context, c *conn, data []byte) {
 		authErr, err := h.authorizeSubscribe(ctx, c.req, c, ch, from, ref, 0, false)
 		switch {
 		case authErr != nil:
-			c.push(h.authErrorFrame(c.req, ch, OpSubscribe, authErr, ref))
+			c.push(authErr.frame(ch, ref))
 		case err != nil:
 			c.push(subscribeErrorFrame(err, ch, ref))
 		}
@@ -220,8 +220,8 @@ func (h *Hub) handleFrame(ctx context.Context, c *conn, data []byte) {
 		c.push(control{Type: "unsubscribed", Channel: ch, Ref: ref}.encode(true))
 
 	case "publish":
-		if err := h.opts.Authorize(c.req, ch, OpPublish); err != nil {
-			c.push(h.authErrorFrame(c.req, ch, OpPublish, err, ref))
+		if f := h.authorize(c.req, ch, OpPublish); f != nil {
+			c.push(f.frame(ch, ref))
 			return
 		}
 		if f.Data == nil {

@@ -120,17 +120,6 @@ func (h *Hub) identify(w http.ResponseWriter, r *http.Request) (*http.Request, b
 	return r.WithContext(context.WithValue(r.Context(), identityKey{}, id)), true
 }
 
-func writeSubscribeError(w http.ResponseWriter, err error) {
-	switch {
-	case errors.Is(err, ErrClosed):
-		writeError(w, http.StatusServiceUnavailable, "closed", "the live hub is shutting down")
-	case errors.Is(err, errTooManySubscriptions):
-		writeError(w, http.StatusTooManyRequests, "too_many_subscriptions", err.Error())
-	default:
-		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
-	}
-}
-
 // admit is the gate every request to the hub passes, on every transport
 // and a State's handler: a channel it names must be valid and not
 // reserved; its query must carry no credentials; its origin must be

@@ -159,7 +159,7 @@ func (h *Hub) replay(ctx context.Context, s *subscription, from, cur Position, r
 // replayLocked releases.
 func (h *Hub) replayLocked(s *subscription, first []*frame, from, cur Position, ref json.RawMessage) {
 	hc, c := s.hc, s.c
-	c.push(control{Type: "subscribed", Channel: hc.name, Cursor: from.String(), Ref: ref, Conn: c.key}.encode(c.ws))
+	c.push(subscribedFrame(c, hc.name, from, ref))
 	last, rest, done := from, []*frame(nil), true
 	if !s.broken {
 		var n int
@@ -314,6 +314,9 @@ func (s *subscription) breakLocked(why string) {
 // knows reports whether the broker's history has p on channel, reading
 // one publication at most where it can.
 func (h *Hub) knows(ctx context.Context, channel string, p Position) bool {
+	if h.history == nil {
+		return false
+	}
 	if h.paged != nil {
 		_, err := h.paged.SincePage(ctx, channel, p, 1, 0)
 		return err == nil

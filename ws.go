@@ -207,12 +207,8 @@ func (h *Hub) handleFrame(ctx context.Context, c *conn, data []byte) {
 		if f.Cursor != nil {
 			from = parseResume(*f.Cursor)
 		}
-		authErr, err := h.authorizeSubscribe(ctx, c.req, c, ch, from, ref, 0, false)
-		switch {
-		case authErr != nil:
-			c.push(authErr.frame(ch, ref))
-		case err != nil:
-			c.push(subscribeErrorFrame(err, ch, ref))
+		if f := h.start(ctx, c.req, c, ch, from, ref, 0, false); f != nil {
+			c.push(f.frame(ch, ref))
 		}
 
 	case "unsubscribe":

@@ -317,7 +317,7 @@ func (h *Hub) runControl() error {
 	fill := func(from, to Position) {
 		var msgs []Message
 		err := ErrGone
-		if h.history != nil && from.Epoch == to.Epoch {
+		if from.Epoch == to.Epoch {
 			msgs, err = h.history.Since(h.ctx, controlChannel, from)
 		}
 		if err != nil {

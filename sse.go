@@ -61,7 +61,7 @@ func (h *Hub) serveSSE(w http.ResponseWriter, r *http.Request) {
 
 	// Subscribe before answering, so that a client that has seen the
 	// response headers receives everything published after that.
-	if f := h.start(r.Context(), r, c, channel, resumeFromRequest(r), nil, g, true); f != nil {
+	if f := h.start(r.Context(), c, channel, resumeFromRequest(r), nil, g, true); f != nil {
 		h.leave(c)
 		f.write(w)
 		return
@@ -133,7 +133,7 @@ func (h *Hub) serveSSEMux(w http.ResponseWriter, r *http.Request) {
 		if q.Has(k) {
 			from = parseResume(q.Get(k))
 		}
-		if f := h.start(r.Context(), r, c, ch, from, nil, 0, false); f != nil {
+		if f := h.start(r.Context(), c, ch, from, nil, 0, false); f != nil {
 			c.push(f.frame(ch, nil))
 			if first == nil {
 				first = f

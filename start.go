@@ -28,17 +28,18 @@ func parseResume(s string) resumeFrom {
 	return resumeFrom{given: true, pos: p, err: err}
 }
 
-// start subscribes c to channel for the request r, from the client's
-// cursor from, echoing ref on the acknowledgement, and returns nil; or
-// the refusal, Authorize's or the subscription's. Authorize runs again
-// for as long as a Reauthorize that concerns the subscription was applied
-// while it ran (recheck.go). A caller whose gate ran Authorize passes
-// admitted and the control generation g it read before.
-func (h *Hub) start(ctx context.Context, r *http.Request, c *conn, channel string, from resumeFrom, ref json.RawMessage, g uint64, admitted bool) *refusal {
+// start subscribes c to channel from the client's cursor from, echoing
+// ref on the acknowledgement, and returns nil; or the refusal, Authorize's
+// or the subscription's. Authorize gets the request that opened c, and
+// runs again for as long as a Reauthorize that concerns the subscription
+// was applied while it ran (recheck.go). A caller whose gate ran
+// Authorize for the channel passes admitted and the control generation g
+// it read before.
+func (h *Hub) start(ctx context.Context, c *conn, channel string, from resumeFrom, ref json.RawMessage, g uint64, admitted bool) *refusal {
 	for {
 		if !admitted {
 			g = h.controlGen()
-			if f := h.authorize(r, channel, OpSubscribe); f != nil {
+			if f := h.authorize(c.req, channel, OpSubscribe); f != nil {
 				return f
 			}
 		}

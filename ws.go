@@ -207,7 +207,7 @@ func (h *Hub) handleFrame(ctx context.Context, c *conn, data []byte) {
 		if f.Cursor != nil {
 			from = parseResume(*f.Cursor)
 		}
-		if f := h.start(ctx, c.req, c, ch, from, ref, 0, false); f != nil {
+		if f := h.start(ctx, c, ch, from, ref, 0, false); f != nil {
 			c.push(f.frame(ch, ref))
 		}
 

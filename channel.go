@@ -395,11 +395,7 @@ func (hc *hubChannel) startCatchUpLocked(target Position, first *frame) {
 }
 
 func (hc *hubChannel) catchUp(from Position) {
-	var msgs []Message
-	err := ErrGone
-	if hc.h.history != nil {
-		msgs, err = hc.h.history.Since(hc.ctx, hc.name, from)
-	}
+	msgs, err := hc.h.history.Since(hc.ctx, hc.name, from)
 
 	hc.mu.Lock()
 	defer hc.mu.Unlock()

@@ -160,18 +160,17 @@ func (h *Hub) reauthorize(c *conn, channel string) {
 		return // the server's own subscriber, not a client's
 	}
 	for _, name := range names {
-		err := h.opts.Authorize(r, name, OpSubscribe)
-		if err == nil {
+		f := h.authorize(r, name, OpSubscribe)
+		if f == nil {
 			continue
 		}
-		_, code, msg := h.refusal(r, name, OpSubscribe, err)
 		if !c.ws {
 			// A one-channel SSE stream has nothing left to carry.
-			c.end(0, "", refusedFrame(name, code, msg))
+			c.end(0, "", refusedFrame(name, f.code, f.msg))
 			return
 		}
 		if h.unsubscribe(c, name) {
-			c.push(errorFrame(code, msg, name, nil))
+			c.push(f.frame(name, nil))
 		}
 	}
 }
@@ -318,7 +317,7 @@ func (h *Hub) runControl() error {
 	fill := func(from, to Position) {
 		var msgs []Message
 		err := ErrGone
-		if h.history != nil && from.Epoch == to.Epoch {
+		if from.Epoch == to.Epoch {
 			msgs, err = h.history.Since(h.ctx, controlChannel, from)
 		}
 		if err != nil {

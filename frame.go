@@ -5,7 +5,6 @@ import (
 	"compress/flate"
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"sync"
 	"sync/atomic"
 )
@@ -290,17 +289,6 @@ func (c *conn) appendHeartbeat(b []byte) []byte {
 
 // heartbeatComment is an SSE stream's heartbeat, which clients ignore.
 var heartbeatComment = []byte(": heartbeat\n\n")
-
-func subscribeErrorFrame(err error, ch string, ref json.RawMessage) *frame {
-	code := "unavailable"
-	switch {
-	case errors.Is(err, errTooManySubscriptions):
-		code = "too_many_subscriptions"
-	case errors.Is(err, ErrClosed):
-		code = "closed"
-	}
-	return errorFrame(code, err.Error(), ch, ref)
-}
 
 func errorFrame(code, msg, channel string, ref json.RawMessage) *frame {
 	return control{Type: "error", Code: code, Message: msg, Channel: channel, Ref: ref}.encode(true)

@@ -30,27 +30,58 @@ func writeError(w http.ResponseWriter, status int, code, msg string) {
 	json.NewEncoder(w).Encode(errorBody{Error: code, Message: msg})
 }
 
-// refusal is the answer to an error from Options.Authorize: the HTTP
-// status, the code, and the message the client may see, which is the
-// error's own only when it came from Deny. The error itself is logged.
-func (h *Hub) refusal(r *http.Request, channel string, op Op, err error) (status int, code, msg string) {
+// A refusal turns a request, or one subscription of it, away: the HTTP
+// status, a stable code, and the message the client sees, in an HTTP
+// answer's JSON body or in an error frame. answer, when set, is the HTTP
+// body's message where it differs from the frame's.
+type refusal struct {
+	status    int
+	code, msg string
+	answer    string
+}
+
+// write answers an HTTP request with f.
+func (f *refusal) write(w http.ResponseWriter) {
+	msg := f.msg
+	if f.answer != "" {
+		msg = f.answer
+	}
+	writeError(w, f.status, f.code, msg)
+}
+
+// frame is f as an error frame about channel, echoing the client's ref.
+func (f *refusal) frame(channel string, ref json.RawMessage) *frame {
+	return errorFrame(f.code, f.msg, channel, ref)
+}
+
+// authorize runs Options.Authorize for op on channel with r; every
+// admission and every check made again (Hub.Reauthorize, a recheck, a
+// WebSocket's publish frames) comes here. It returns nil when Authorize
+// allows, else the refusal: its message is the error's own only when it
+// came from Deny. Any other error is logged.
+func (h *Hub) authorize(r *http.Request, channel string, op Op) *refusal {
+	err := h.opts.Authorize(r, channel, op)
+	if err == nil {
+		return nil
+	}
 	var d *denial
+	var f refusal
 	switch {
 	case errors.As(err, &d):
-		return http.StatusForbidden, "forbidden", d.msg
+		return &refusal{status: http.StatusForbidden, code: "forbidden", msg: d.msg}
 	case errors.Is(err, ErrUnknownChannel):
-		status, code, msg = http.StatusNotFound, "unknown_channel", "no such channel"
+		f = refusal{status: http.StatusNotFound, code: "unknown_channel", msg: "no such channel"}
 	case op == OpPublish:
-		status, code, msg = http.StatusForbidden, "forbidden", "not allowed to publish on this channel"
+		f = refusal{status: http.StatusForbidden, code: "forbidden", msg: "not allowed to publish on this channel"}
 	default:
-		status, code, msg = http.StatusForbidden, "forbidden", "not allowed to subscribe to this channel"
+		f = refusal{status: http.StatusForbidden, code: "forbidden", msg: "not allowed to subscribe to this channel"}
 	}
 	remote := ""
 	if r != nil {
 		remote = r.RemoteAddr
 	}
 	h.opts.Logger.Info("live: refused by Authorize", "op", string(op), "channel", channel, "remote", remote, "err", err)
-	return status, code, msg
+	return &f
 }
 
 // identify runs Options.Identify and returns the request that Authorize
@@ -89,23 +120,6 @@ func (h *Hub) identify(w http.ResponseWriter, r *http.Request) (*http.Request, b
 	return r.WithContext(context.WithValue(r.Context(), identityKey{}, id)), true
 }
 
-// writeAuthError answers an HTTP request that Authorize refused.
-func (h *Hub) writeAuthError(w http.ResponseWriter, r *http.Request, channel string, op Op, err error) {
-	status, code, msg := h.refusal(r, channel, op, err)
-	writeError(w, status, code, msg)
-}
-
-func writeSubscribeError(w http.ResponseWriter, err error) {
-	switch {
-	case errors.Is(err, ErrClosed):
-		writeError(w, http.StatusServiceUnavailable, "closed", "the live hub is shutting down")
-	case errors.Is(err, errTooManySubscriptions):
-		writeError(w, http.StatusTooManyRequests, "too_many_subscriptions", err.Error())
-	default:
-		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
-	}
-}
-
 // admit is the gate every request to the hub passes, on every transport
 // and a State's handler: a channel it names must be valid and not
 // reserved; its query must carry no credentials; its origin must be
@@ -127,8 +141,8 @@ func (h *Hub) admit(w http.ResponseWriter, r *http.Request, channel string, op O
 		return nil, false
 	}
 	if channel != "" {
-		if err := h.opts.Authorize(r, channel, op); err != nil {
-			h.writeAuthError(w, r, channel, op, err)
+		if f := h.authorize(r, channel, op); f != nil {
+			f.write(w)
 			return nil, false
 		}
 	}
@@ -351,11 +365,6 @@ func headerHasToken(h http.Header, key, token string) bool {
 		}
 	}
 	return false
-}
-
-func (h *Hub) authErrorFrame(r *http.Request, ch string, op Op, err error, ref json.RawMessage) *frame {
-	_, code, msg := h.refusal(r, ch, op, err)
-	return errorFrame(code, msg, ch, ref)
 }
 
 // pathChannel returns the channel r's URL path names, or "" when it names

@@ -60,9 +60,8 @@ type Hub struct {
 	id        string // names the hub to the others sharing its broker: host, process, random
 	opts      Options
 	broker    Broker
-	history   History      // nil when the broker keeps none
+	history   PagedHistory // never nil: see historyOf
 	cond      Conditional  // nil when the broker cannot publish on condition
-	paged     PagedHistory // nil when the broker cannot read history a page at a time
 	ownBroker bool
 	idem      *memoryIdempotency // HookOptions.Idempotency's default
 	lease     time.Duration      // a keyed request's claim in a shared store: claimTTL, shorter in tests
@@ -132,8 +131,7 @@ func NewHub(opts *Options) *Hub {
 		h.broker = NewMemoryBroker(nil)
 		h.ownBroker = true
 	}
-	h.history, _ = h.broker.(History)
-	h.paged, _ = h.broker.(PagedHistory)
+	h.history = historyOf(h.broker)
 	h.cond, _ = h.broker.(Conditional)
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	h.done = h.ctx.Done()
@@ -277,6 +275,14 @@ func (h *Hub) brokerHead(ctx context.Context, channel string) (Position, error) 
 // maxPublication is the largest publication the hub accepts.
 func (h *Hub) maxPublication() int { return h.opts.QueueBytes / 2 }
 
+// closer is the optional ability of a broker that can be closed, as
+// MemoryBroker can (its subscriptions end with ErrClosed): Hub.Close
+// closes a broker the Hub made. One the application made is the
+// application's to close.
+type closer interface {
+	Close() error
+}
+
 // Close ends every stream (WebSocket connections get status 1001, going
 // away; SSE streams end, and EventSource reconnects elsewhere or later),
 // stops the Hub's goroutines and waits for them and for every connection
@@ -331,7 +337,7 @@ func (h *Hub) Close(ctx context.Context) error {
 	h.group.Wait()
 	h.readers.Wait()
 	if h.ownBroker {
-		if c, ok := h.broker.(interface{ Close() error }); ok {
+		if c, ok := h.broker.(closer); ok {
 			return c.Close()
 		}
 	}

@@ -1,11 +1,6 @@
 package live
 
-import (
-	"context"
-	"encoding/json"
-	"errors"
-	"net/http"
-)
+import "errors"
 
 // Revocations race admissions. Authorize (a database lookup, say) may read
 // a user's old rights while Hub.Reauthorize runs and finds no subscription
@@ -68,25 +63,4 @@ func (h *Hub) missedLocked(g uint64, op string, id *Identity, channel string) bo
 		}
 	}
 	return false
-}
-
-// authorizeSubscribe runs Authorize for c's subscription to name, with r,
-// and subscribes c, running Authorize again for as long as a Reauthorize
-// that concerns the subscription was applied while it ran. A caller that
-// ran Authorize itself passes authorized and the generation g it read
-// before. authErr is Authorize's refusal; err, the subscription's failure.
-func (h *Hub) authorizeSubscribe(ctx context.Context, r *http.Request, c *conn, name string, from resumeFrom, ref json.RawMessage, g uint64, authorized bool) (authErr, err error) {
-	for {
-		if !authorized {
-			g = h.controlGen()
-			if err := h.opts.Authorize(r, name, OpSubscribe); err != nil {
-				return err, nil
-			}
-		}
-		err := h.subscribe(ctx, c, name, from, ref, g)
-		if !errors.Is(err, errRecheck) {
-			return nil, err
-		}
-		authorized = false
-	}
 }

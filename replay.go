@@ -58,10 +58,6 @@ func (hc *hubChannel) page(ctx context.Context, p Position) ([]*frame, error) {
 		}
 		return recent[:n:n], nil
 	}
-	if h.history == nil {
-		return nil, ErrGone
-	}
-
 	hc.pmu.Lock()
 	pg := hc.pages[p]
 	if pg == nil {
@@ -99,13 +95,7 @@ func (hc *hubChannel) page(ctx context.Context, p Position) ([]*frame, error) {
 // readPage reads the page after p from history.
 func (hc *hubChannel) readPage(p Position) ([]*frame, error) {
 	h := hc.h
-	var msgs []Message
-	var err error
-	if h.paged != nil {
-		msgs, err = h.paged.SincePage(hc.ctx, hc.name, p, h.opts.QueueMessages, h.opts.QueueBytes)
-	} else {
-		msgs, err = h.history.Since(hc.ctx, hc.name, p)
-	}
+	msgs, err := h.history.SincePage(hc.ctx, hc.name, p, h.opts.QueueMessages, h.opts.QueueBytes)
 	if err != nil {
 		return nil, err
 	}
@@ -159,7 +149,7 @@ func (h *Hub) replay(ctx context.Context, s *subscription, from, cur Position, r
 // replayLocked releases.
 func (h *Hub) replayLocked(s *subscription, first []*frame, from, cur Position, ref json.RawMessage) {
 	hc, c := s.hc, s.c
-	c.push(control{Type: "subscribed", Channel: hc.name, Cursor: from.String(), Ref: ref, Conn: c.key}.encode(c.ws))
+	c.push(subscribedFrame(c, hc.name, from, ref))
 	last, rest, done := from, []*frame(nil), true
 	if !s.broken {
 		var n int
@@ -314,10 +304,44 @@ func (s *subscription) breakLocked(why string) {
 // knows reports whether the broker's history has p on channel, reading
 // one publication at most where it can.
 func (h *Hub) knows(ctx context.Context, channel string, p Position) bool {
-	if h.paged != nil {
-		_, err := h.paged.SincePage(ctx, channel, p, 1, 0)
-		return err == nil
-	}
-	_, err := h.history.Since(ctx, channel, p)
+	_, err := h.history.SincePage(ctx, channel, p, 1, 0)
 	return err == nil
+}
+
+// historyOf returns the history the hub reads from b: b's own when it
+// reads a page at a time; read whole, a page being the whole range, when
+// b keeps history but cannot page it; and when b keeps none, noHistory,
+// which has every position gone. Resume, catch-up, the control channel's
+// holes and States' rebuilds read it without asking whether there is one.
+func historyOf(b Broker) PagedHistory {
+	switch b := b.(type) {
+	case PagedHistory:
+		return b
+	case History:
+		return wholeHistory{b}
+	}
+	return noHistory{}
+}
+
+// wholeHistory reads a History that cannot page, one page being all the
+// history after the position asked for.
+type wholeHistory struct{ History }
+
+func (w wholeHistory) SincePage(ctx context.Context, channel string, after Position, _, _ int) ([]Message, error) {
+	return w.Since(ctx, channel, after)
+}
+
+// noHistory is the history of a broker that keeps none: every position
+// is gone, so a resuming client gets a reset and a hole is not filled.
+type noHistory struct{}
+
+// errNoHistory is noHistory's answer, ErrGone.
+var errNoHistory = fmt.Errorf("the broker keeps no history: %w", ErrGone)
+
+func (noHistory) Since(context.Context, string, Position) ([]Message, error) {
+	return nil, errNoHistory
+}
+
+func (noHistory) SincePage(context.Context, string, Position, int, int) ([]Message, error) {
+	return nil, errNoHistory
 }

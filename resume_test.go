@@ -390,3 +390,32 @@ func TestResumeLongerThanQueue(t *testing.T) {
 		t.Errorf("SlowClients = %d", st.SlowClients)
 	}
 }
+
+// TestResumeWithoutHistory resumes on a broker that keeps no history: a
+// cursor the hub cannot honour gets a reset, and the channel stays live.
+func TestResumeWithoutHistory(t *testing.T) {
+	b := struct{ live.Broker }{newMemoryBroker(t, 100)} // hides History
+	s := newTestServer(t, &live.Options{Broker: b})
+	head := mustCursor(t, s, "c")
+	tests := []struct {
+		cursor, reason string
+	}{
+		{live.Position{Epoch: head.Epoch, Seq: head.Seq + 5}.String(), "ahead"},
+		{live.Position{Epoch: head.Epoch + "x", Seq: 1}.String(), "epoch"},
+		{"not a cursor", "malformed"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.reason, func(t *testing.T) {
+			c := dialWS(t, s.wsURL(), nil)
+			c.send(t, map[string]string{"type": "subscribe", "channel": "c", "cursor": tt.cursor})
+			ack := c.expect(t, "subscribed")
+			if reset := c.expect(t, "reset"); reset.Reason != tt.reason || reset.Cursor != ack.Cursor {
+				t.Fatalf("reset %+v after %+v; want reason %q at the acknowledged cursor", reset, ack, tt.reason)
+			}
+			s.publish(t, "c", 1)
+			if f := c.expect(t, "data"); string(f.Data) != "1" {
+				t.Fatalf("data %+v, want 1", f)
+			}
+		})
+	}
+}

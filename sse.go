@@ -61,14 +61,9 @@ func (h *Hub) serveSSE(w http.ResponseWriter, r *http.Request) {
 
 	// Subscribe before answering, so that a client that has seen the
 	// response headers receives everything published after that.
-	authErr, err := h.authorizeSubscribe(r.Context(), r, c, channel, resumeFromRequest(r), nil, g, true)
-	if authErr != nil || err != nil {
+	if f := h.start(r.Context(), c, channel, resumeFromRequest(r), nil, g, true); f != nil {
 		h.leave(c)
-		if authErr != nil {
-			h.writeAuthError(w, r, channel, OpSubscribe, authErr)
-		} else {
-			writeSubscribeError(w, err)
-		}
+		f.write(w)
 		return
 	}
 	h.stream(w, r, c, false)
@@ -130,26 +125,18 @@ func (h *Hub) serveSSEMux(w http.ResponseWriter, r *http.Request) {
 	}
 
 	// The first refusal is the answer when no channel can be streamed.
-	var first error
-	firstAuth, subscribed := "", 0
+	var first *refusal
+	subscribed := 0
 	for _, ch := range channels {
 		from := resumeFrom{}
 		k := "cursor." + ch
 		if q.Has(k) {
 			from = parseResume(q.Get(k))
 		}
-		authErr, err := h.authorizeSubscribe(r.Context(), r, c, ch, from, nil, 0, false)
-		if authErr != nil {
-			c.push(h.authErrorFrame(r, ch, OpSubscribe, authErr, nil))
+		if f := h.start(r.Context(), c, ch, from, nil, 0, false); f != nil {
+			c.push(f.frame(ch, nil))
 			if first == nil {
-				first, firstAuth = authErr, ch
-			}
-			continue
-		}
-		if err != nil {
-			c.push(subscribeErrorFrame(err, ch, nil))
-			if first == nil {
-				first = err
+				first = f
 			}
 			continue
 		}
@@ -160,11 +147,7 @@ func (h *Hub) serveSSEMux(w http.ResponseWriter, r *http.Request) {
 		h.leave(c)
 	}
 	if subscribed == 0 {
-		if firstAuth != "" {
-			h.writeAuthError(w, r, firstAuth, OpSubscribe, first)
-		} else {
-			writeSubscribeError(w, first)
-		}
+		first.write(w)
 		return
 	}
 	if r.Method == http.MethodHead {

@@ -232,19 +232,14 @@ func (s *State) load(ctx context.Context, head Position) (base json.RawMessage, 
 			if pos.Seq >= head.Seq {
 				return data, pos, nil, nil
 			}
-			if h.history != nil {
-				msgs, err = h.history.Since(ctx, s.name, pos)
-				if err == nil && contiguous(pos, msgs) {
-					return data, pos, msgs, nil
-				}
-				if err != nil && !errors.Is(err, ErrGone) {
-					return nil, at, nil, err
-				}
+			msgs, err = h.history.Since(ctx, s.name, pos)
+			if err == nil && contiguous(pos, msgs) {
+				return data, pos, msgs, nil
+			}
+			if err != nil && !errors.Is(err, ErrGone) {
+				return nil, at, nil, err
 			}
 		}
-	}
-	if h.history == nil {
-		return nil, at, nil, fmt.Errorf("the broker keeps no history: %w", ErrGone)
 	}
 	from := Position{Epoch: head.Epoch}
 	msgs, err = h.history.Since(ctx, s.name, from)

@@ -2,7 +2,6 @@ package live
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 )
 
@@ -32,110 +31,6 @@ type subscription struct {
 	// is adopted, for resuming subscriptions only.
 	ctx  context.Context
 	stop context.CancelFunc
-}
-
-// resumeFrom is where a client asks to resume.
-type resumeFrom struct {
-	given    bool
-	pos      Position
-	anyEpoch bool  // a bare version number: resume in the channel's current epoch
-	err      error // the cursor did not parse
-}
-
-// subscribe adds channel name to c, replaying history after from when it
-// is given. The subscriber is registered before subscribe returns, so a
-// publication made after that reaches the client. The caller has
-// validated and authorized the channel, after reading control generation
-// g: a Reauthorize that concerns the subscription applied since makes
-// subscribe return errRecheck instead (recheck.go).
-func (h *Hub) subscribe(ctx context.Context, c *conn, name string, from resumeFrom, ref json.RawMessage, g uint64) error {
-	c.mu.Lock()
-	if s := c.subs[name]; s != nil {
-		c.mu.Unlock()
-		s.hc.mu.Lock()
-		c.push(control{Type: "subscribed", Channel: name, Cursor: s.hc.last.String(), Ref: ref, Conn: c.key}.encode(c.ws))
-		s.hc.mu.Unlock()
-		return nil
-	}
-	if len(c.subs) >= h.opts.MaxSubscriptions {
-		c.mu.Unlock()
-		return errTooManySubscriptions
-	}
-	c.mu.Unlock()
-
-	hc, err := h.acquire(ctx, name)
-	if err != nil {
-		return err
-	}
-	s := &subscription{c: c, hc: hc, idx: -1}
-
-	var cur Position
-	reset := ""
-	// A cursor beyond this hub's head may come from another node that
-	// has seen more of the channel: the broker, which refuses positions
-	// beyond its own head, tells.
-	asked, known := false, false
-	for {
-		hc.mu.Lock()
-		cur = hc.last
-		reset = ""
-		if from.given {
-			if from.anyEpoch {
-				from.pos.Epoch = cur.Epoch
-			}
-			switch {
-			case from.err != nil:
-				reset = resetMalformed
-			case from.pos.Epoch != cur.Epoch:
-				reset = resetEpoch
-			case from.pos.Seq > cur.Seq:
-				reset = resetAhead
-			}
-		}
-		if reset != resetAhead || h.history == nil {
-			break
-		}
-		if asked {
-			if known {
-				// Start the client where it is; this hub catches up.
-				reset, s.ahead, cur = "", from.pos.Seq, from.pos
-			}
-			break
-		}
-		hc.mu.Unlock()
-		asked, known = true, h.knows(ctx, name, from.pos)
-	}
-	resume := from.given && reset == "" && from.pos.Seq < cur.Seq
-	if resume {
-		if replay, ok := hc.recentAfterLocked(from.pos); ok {
-			s.resuming = true
-			if err := h.registerLocked(s, g); err != nil {
-				hc.mu.Unlock()
-				h.release(hc)
-				return err
-			}
-			h.replayLocked(s, replay, from.pos, cur, ref)
-			return nil
-		}
-	}
-	s.resuming = resume
-	if err := h.registerLocked(s, g); err != nil {
-		hc.mu.Unlock()
-		h.release(hc)
-		return err
-	}
-	if !resume {
-		c.push(control{Type: "subscribed", Channel: name, Cursor: cur.String(), Ref: ref, Conn: c.key}.encode(c.ws))
-		if reset != "" {
-			c.push(hc.kindOf().resetFrame(cur, reset, c.ws))
-			h.stats.reset(reset)
-		}
-		hc.mu.Unlock()
-		h.adopt(c, s)
-		return nil
-	}
-	hc.mu.Unlock()
-	return h.replay(ctx, s, from.pos, cur, ref)
 }
 
 // registerLocked makes s one of c's subscriptions and one of its
@@ -234,8 +129,3 @@ func (hc *hubChannel) removeLocked(s *subscription) {
 var (
 	errTooManySubscriptions = errors.New("live: too many subscriptions on this connection")
 )
-
-func parseResume(s string) resumeFrom {
-	p, err := ParseCursor(s)
-	return resumeFrom{given: true, pos: p, err: err}
-}

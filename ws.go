@@ -207,12 +207,8 @@ func (h *Hub) handleFrame(ctx context.Context, c *conn, data []byte) {
 		if f.Cursor != nil {
 			from = parseResume(*f.Cursor)
 		}
-		authErr, err := h.authorizeSubscribe(ctx, c.req, c, ch, from, ref, 0, false)
-		switch {
-		case authErr != nil:
-			c.push(h.authErrorFrame(c.req, ch, OpSubscribe, authErr, ref))
-		case err != nil:
-			c.push(subscribeErrorFrame(err, ch, ref))
+		if f := h.start(ctx, c, ch, from, ref, 0, false); f != nil {
+			c.push(f.frame(ch, ref))
 		}
 
 	case "unsubscribe":
@@ -220,8 +216,8 @@ func (h *Hub) handleFrame(ctx context.Context, c *conn, data []byte) {
 		c.push(control{Type: "unsubscribed", Channel: ch, Ref: ref}.encode(true))
 
 	case "publish":
-		if err := h.opts.Authorize(c.req, ch, OpPublish); err != nil {
-			c.push(h.authErrorFrame(c.req, ch, OpPublish, err, ref))
+		if f := h.authorize(c.req, ch, OpPublish); f != nil {
+			c.push(f.frame(ch, ref))
 			return
 		}
 		if f.Data == nil {

@@ -39,7 +39,7 @@ type controlMsg struct {
 	Channel string `json:"channel,omitempty"`
 	From    string `json:"from"`
 	At      int64  `json:"at,omitempty"`  // alive: Unix nanoseconds
-	Pos     string `json:"pos,omitempty"` // applied: a cursor
+	Pos     string `json:"pos,omitempty"` // applied, alive: the cursor up to which the sender applied others' messages
 }
 
 // Disconnect ends every connection of user, on this Hub and on every Hub
@@ -364,6 +364,7 @@ func (h *Hub) runControl() error {
 				}
 			}
 			if applied != (Position{}) && !h.ownBroker {
+				h.roster.noteApplied(applied)
 				h.roster.send(h.ctx, controlMsg{Op: "applied", Pos: applied.String()})
 			}
 		}

@@ -65,6 +65,7 @@ type roster struct {
 	mu      sync.Mutex // guards the fields below
 	peers   map[string]*peer
 	seen    Position      // the last position this hub's subscription delivered
+	applied Position      // the last position of others' control messages this hub applied
 	since   time.Time     // when that subscription became ready; zero while it is down
 	echoed  time.Time     // when this hub sent the last beat it read back
 	delayed bool          // clients were told updates are delayed
@@ -110,11 +111,19 @@ func (ro *roster) run() error {
 				ro.changedLocked()
 			}
 		}
+		applied := ro.applied
 		ro.mu.Unlock()
 		if fenced {
 			ro.fence()
 		}
-		ro.send(ro.h.ctx, controlMsg{Op: "alive", At: now.UnixNano()})
+		// The beat repeats the last acknowledgement: one a hub missed
+		// (it was sent before that hub subscribed) cannot keep it
+		// waiting.
+		m := controlMsg{Op: "alive", At: now.UnixNano()}
+		if applied != (Position{}) {
+			m.Pos = applied.String()
+		}
+		ro.send(ro.h.ctx, m)
 	}
 }
 
@@ -255,7 +264,7 @@ func (ro *roster) ackLocked(m controlMsg, now time.Time) {
 		ro.peers[m.From] = p
 	}
 	p.seen = now
-	if m.Op != "applied" {
+	if m.Pos == "" { // a beat with nothing applied yet
 		return
 	}
 	if pos, err := ParseCursor(m.Pos); err == nil && (pos.Epoch != p.acked.Epoch || pos.Seq > p.acked.Seq) {
@@ -263,9 +272,17 @@ func (ro *roster) ackLocked(m controlMsg, now time.Time) {
 	}
 }
 
+// noteApplied records that this hub applied the control messages up to
+// pos, which its beats repeat.
+func (ro *roster) noteApplied(pos Position) {
+	ro.mu.Lock()
+	ro.applied = pos
+	ro.mu.Unlock()
+}
+
 // acked takes in an acknowledgement read from history.
 func (ro *roster) acked(m controlMsg) {
-	if m.Op != "applied" || m.From == ro.h.id {
+	if m.Op != "applied" && m.Op != "alive" || m.From == ro.h.id {
 		return
 	}
 	ro.mu.Lock()

@@ -289,7 +289,9 @@ func TestRevocationAfterHubLeaves(t *testing.T) {
 	broker := newMemoryBroker(t, 1024)
 	a := newTestServer(t, &live.Options{Broker: broker})
 	b := live.NewHub(&live.Options{Broker: broker})
-	if err := a.hub.Disconnect(context.Background(), "nobody"); err != nil {
+	first, cancelFirst := context.WithTimeout(context.Background(), waitFor)
+	defer cancelFirst()
+	if err := a.hub.Disconnect(first, "nobody"); err != nil {
 		t.Fatal(err)
 	}
 	if err := b.Close(context.Background()); err != nil {

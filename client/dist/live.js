@@ -1881,6 +1881,16 @@ var Follower = class {
       onError: (err) => this._error(err)
     });
   }
+  /** _hold keeps a frame for after the fetch; too many, and the fetch runs again instead. */
+  _hold(frame) {
+    this._buffer ??= [];
+    if (this._buffer.length >= maxHeld) {
+      this._buffer = [];
+      this._loader.run();
+      return;
+    }
+    this._buffer.push(frame);
+  }
   /** onChange calls listener after every change; it returns a function that stops the calls. */
   onChange(listener) {
     this._listeners.add(listener);
@@ -2305,16 +2315,6 @@ var LiveList = class extends Follower {
     this._applyEvent(ev);
     this._render();
   }
-  /** _hold keeps a frame for after the fetch; too many, and the fetch runs again instead. */
-  _hold(frame) {
-    this._buffer ??= [];
-    if (this._buffer.length >= maxHeld) {
-      this._buffer = [];
-      this._loader.run();
-      return;
-    }
-    this._buffer.push(frame);
-  }
   _applyEvent(ev) {
     if (isObject(ev) && ev.type === "refetch") {
       this._refetch();
@@ -2475,16 +2475,6 @@ var LiveState = class extends Follower {
       return;
     }
     if (this._apply(data, meta)) this._emit();
-  }
-  /** _hold keeps a frame for after the fetch; too many, and the fetch runs again instead. */
-  _hold(frame) {
-    this._buffer ??= [];
-    if (this._buffer.length >= maxHeld) {
-      this._buffer = [];
-      this._loader.run();
-      return;
-    }
-    this._buffer.push(frame);
   }
   /** _apply folds one frame into the value; it returns false when a refetch is needed instead. */
   _apply(data, meta) {

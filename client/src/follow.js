@@ -4,7 +4,7 @@ import { call } from "./errors.js";
 import { defaultFetch, request } from "./http.js";
 
 /** maxHeld bounds the frames held during a fetch. */
-export const maxHeld = 10000;
+const maxHeld = 10000;
 
 /** Retrier runs one task at a time: again() while it runs makes it run once more; failures retry with backoff. */
 class Retrier {
@@ -94,6 +94,17 @@ export class Follower {
       onReset: () => this._refetch(),
       onError: (err) => this._error(err),
     });
+  }
+
+  /** _hold keeps a frame for after the fetch; too many, and the fetch runs again instead. */
+  _hold(frame) {
+    this._buffer ??= [];
+    if (this._buffer.length >= maxHeld) {
+      this._buffer = [];
+      this._loader.run();
+      return;
+    }
+    this._buffer.push(frame);
   }
 
   /** onChange calls listener after every change; it returns a function that stops the calls. */

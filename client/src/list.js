@@ -2,7 +2,7 @@
 
 import { given } from "./connection.js";
 import { call, LiveError } from "./errors.js";
-import { Follower, maxHeld } from "./follow.js";
+import { Follower } from "./follow.js";
 import { hasOwn, isObject, listMerge } from "./merge.js";
 import { newMutationID, Outbox } from "./outbox.js";
 
@@ -181,17 +181,6 @@ class LiveList extends Follower {
     }
     this._applyEvent(ev);
     this._render();
-  }
-
-  /** _hold keeps a frame for after the fetch; too many, and the fetch runs again instead. */
-  _hold(frame) {
-    this._buffer ??= [];
-    if (this._buffer.length >= maxHeld) {
-      this._buffer = [];
-      this._loader.run();
-      return;
-    }
-    this._buffer.push(frame);
   }
 
   _applyEvent(ev) {

@@ -2,7 +2,7 @@
 
 import { given } from "./connection.js";
 import { call, LiveError, MergeError } from "./errors.js";
-import { Follower, maxHeld } from "./follow.js";
+import { Follower } from "./follow.js";
 import { deltaApply, hasOwn, isObject, isStateReset, mergePatch, parseCursor } from "./merge.js";
 import { newMutationID, Outbox } from "./outbox.js";
 
@@ -110,17 +110,6 @@ class LiveState extends Follower {
       return;
     }
     if (this._apply(data, meta)) this._emit();
-  }
-
-  /** _hold keeps a frame for after the fetch; too many, and the fetch runs again instead. */
-  _hold(frame) {
-    this._buffer ??= [];
-    if (this._buffer.length >= maxHeld) {
-      this._buffer = [];
-      this._loader.run();
-      return;
-    }
-    this._buffer.push(frame);
   }
 
   /** _apply folds one frame into the value; it returns false when a refetch is needed instead. */

@@ -174,7 +174,7 @@ func (b *MemoryBroker) publish(ctx context.Context, channel string, head *Positi
 		return Position{}, fmt.Errorf("live: publish %q: %w", channel, err)
 	}
 	key := PublishKey(ctx)
-	if seq, ok := c.keys[key]; ok && key != "" {
+	if seq, ok := c.keys[key]; ok { // "" is never a key there
 		c.mu.Unlock()
 		return Position{c.epoch, seq}, nil // taken already
 	}

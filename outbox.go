@@ -431,11 +431,8 @@ func (h *Hub) promise(ctx context.Context, channel string, data []byte) error {
 	}
 	if err == nil && p.turn != nil {
 		var ok bool
-		if ok, err = h.outbox.await(ctx, p); !ok {
-			if err != nil {
-				h.stats.pendingDropped.Add(1)
-			}
-			return err
+		if ok, err = h.outbox.await(ctx, p); !ok && err == nil {
+			return nil // queued while it waited for its turn
 		}
 	}
 	if err == nil {

@@ -80,9 +80,8 @@ func ExpectWritesSurvive(t testing.TB, nodes []*Node, fault ServerFault) {
 
 	stop := make(chan struct{})
 	acked := make([][]string, len(nodes)) // per writer, in the order answered
-	var refused [][]string
+	refused := make([][]string, len(nodes))
 	var wg sync.WaitGroup
-	refused = make([][]string, len(nodes))
 	for i, api := range apis {
 		wg.Go(func() {
 			client := &http.Client{Timeout: 4 * Timeout}

@@ -20,7 +20,7 @@ type hubChannel struct {
 	name   string
 	quoted []byte // name as a JSON string
 	key    []byte // Options.QueryKey for this channel, as JSON, or nil
-	listID string // Options.Lists for this channel: the id field of a list channel
+	listID string // Options.ListIDField for this channel: the id field of a list channel
 	// presence is set when Options.Presence opts the channel in: its
 	// subscribers join and leave the hub's presence.
 	presence bool
@@ -122,8 +122,8 @@ func (h *Hub) acquire(ctx context.Context, name string) (*hubChannel, error) {
 	hc := h.channels[name]
 	if hc == nil {
 		hc = &hubChannel{h: h, name: name, quoted: quote(name), key: h.queryKey(name), ready: make(chan struct{})}
-		if h.opts.Lists != nil {
-			hc.listID = h.opts.Lists(name)
+		if h.opts.ListIDField != nil {
+			hc.listID = h.opts.ListIDField(name)
 		}
 		hc.setKind(hc.base())
 		if h.presence != nil {

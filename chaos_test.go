@@ -194,7 +194,7 @@ func chaosClient(ctx context.Context, s *testServer, sse bool, logs map[string]*
 }
 
 func (l *chaosLog) record(cursor string) {
-	pos, err := live.ParseCursor(cursor)
+	pos, err := live.ParsePosition(cursor)
 	if err != nil {
 		return
 	}

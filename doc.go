@@ -105,5 +105,5 @@
 // each client are bounded; a client that cannot keep up is disconnected
 // (or reset, see [SlowPolicy]) without slowing anyone else. On state
 // channels it receives the latest value instead, and on list channels
-// ([Options].Lists) its queued operations are coalesced per id.
+// ([Options].ListIDField) its queued operations are coalesced per id.
 package live

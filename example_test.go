@@ -131,10 +131,10 @@ func ExampleHub_Close() {
 
 // Cursors are what clients hold to resume: the SSE event id, and the
 // "cursor" field of WebSocket frames.
-func ExampleParseCursor() {
-	pos, err := live.ParseCursor("42.k3j9x1")
+func ExampleParsePosition() {
+	pos, err := live.ParsePosition("42.k3j9x1")
 	fmt.Println(pos.Seq, pos.Epoch, err)
-	_, err = live.ParseCursor("42")
+	_, err = live.ParsePosition("42")
 	fmt.Println(err)
 	// Output:
 	// 42 k3j9x1 <nil>

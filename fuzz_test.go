@@ -11,19 +11,19 @@ import (
 	"github.com/go-live/live"
 )
 
-func FuzzParseCursor(f *testing.F) {
+func FuzzParsePosition(f *testing.F) {
 	for _, s := range append([]string{"1.abc", "0.k3j9x1", "18446744073709551615.e-_"}, malformedCursors...) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		p, err := live.ParseCursor(s)
+		p, err := live.ParsePosition(s)
 		if err != nil {
 			return
 		}
 		if p.String() != s {
-			t.Errorf("ParseCursor(%q) = %+v, which prints as %q", s, p, p.String())
+			t.Errorf("ParsePosition(%q) = %+v, which prints as %q", s, p, p.String())
 		}
-		if _, err := live.ParseCursor(p.String()); err != nil {
+		if _, err := live.ParsePosition(p.String()); err != nil {
 			t.Errorf("a parsed cursor does not parse again: %v", err)
 		}
 	})

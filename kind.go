@@ -1,6 +1,6 @@
 package live
 
-// A kind is what a channel is: plain, a list (Options.Lists), or a State.
+// A kind is what a channel is: plain, a list (Options.ListIDField), or a State.
 // It owns everything that sets such channels apart, so that the channel
 // and the connections fan out and queue frames without knowing which kind
 // they carry: how a publication is encoded, what fan-out does besides

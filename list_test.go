@@ -16,7 +16,7 @@ import (
 func TestListCoalescing(t *testing.T) {
 	s := newTestServer(t, &live.Options{
 		QueueMessages: 8,
-		Lists: func(channel string) string {
+		ListIDField: func(channel string) string {
 			if channel == "todos" {
 				return "id"
 			}

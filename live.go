@@ -56,14 +56,22 @@ var (
 // assigned by the Broker, so every Hub sharing a broker agrees on them.
 //
 // The zero Seq means "before the first publication".
+//
+// A position has one name in Go and two on the wire, each where its
+// clients expect it. Its text form, [Position.String], is the cursor: the
+// SSE event id (sent back as Last-Event-ID), the "cursor" of WebSocket and
+// multiplexed frames, and ?cursor= in a stream's URL; [ParsePosition]
+// reads it back. A [State]'s version is the Seq of the position of the
+// publication that made its value, a bare number because React's
+// useDeltaSync expects one ({"version":N}, ?version=N), always read in the
+// channel's current epoch.
 type Position struct {
 	Epoch string
 	Seq   uint64
 }
 
-// String returns the position as a resume cursor: "<seq>.<epoch>". SSE
-// streams send it as the event id and WebSocket data frames carry it in
-// their "cursor" field.
+// String returns the position as a cursor, "<seq>.<epoch>", the form in
+// which clients hold it and send it back to resume.
 func (p Position) String() string {
 	return strconv.FormatUint(p.Seq, 10) + "." + p.Epoch
 }
@@ -72,9 +80,9 @@ func (p Position) String() string {
 // keeps a large attacker-chosen string.
 const maxEpochLen = 64
 
-// ParseCursor parses a cursor made by [Position.String]. Epochs are 1 to 64
-// characters from [A-Za-z0-9_-].
-func ParseCursor(s string) (Position, error) {
+// ParsePosition parses a cursor, the text form [Position.String] makes.
+// Epochs are 1 to 64 characters from [A-Za-z0-9_-].
+func ParsePosition(s string) (Position, error) {
 	seqPart, epoch, ok := strings.Cut(s, ".")
 	if !ok || !validEpoch(epoch) {
 		return Position{}, fmt.Errorf("live: malformed cursor %.80q", s)

@@ -138,14 +138,15 @@ type Options struct {
 	// subscribers; return nil for channels without one. Default: none.
 	QueryKey func(channel string) []string
 
-	// Lists names the channels that carry useLiveList's list operations,
+	// ListIDField returns the id field of the items on channel when it
+	// carries useLiveList's list operations,
 	// {"type":"add"|"update"|"remove","item":…,"id":…} as Hub.Hook
-	// publishes them, by returning their id field ("" for other channels).
-	// When a client falls behind, its queued operations on a list channel
+	// publishes them, and "" for a channel that is not a list. When a
+	// client falls behind, its queued operations on a list channel
 	// are coalesced per id (updates merge, a remove cancels what came
 	// before) instead of applying SlowPolicy; publications there that are
 	// not list operations leave SlowPolicy to decide. Default: none.
-	Lists func(channel string) (idField string)
+	ListIDField func(channel string) string
 
 	// MaxConnsPerIP limits the open SSE and WebSocket connections from one
 	// client address; more are refused with 429. Default 256; negative

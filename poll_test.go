@@ -114,7 +114,7 @@ func TestLongPollLosesNothing(t *testing.T) {
 	// there.
 	start := map[string]int{}
 	for ch, c := range cursors {
-		pos, _ := live.ParseCursor(c)
+		pos, _ := live.ParsePosition(c)
 		start[ch] = int(pos.Seq)
 	}
 	got := map[string][]int{}

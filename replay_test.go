@@ -162,7 +162,7 @@ func TestResumeSlowReader(t *testing.T) {
 	}
 }
 
-func parseCursor(s string) (live.Position, error) { return live.ParseCursor(s) }
+func parseCursor(s string) (live.Position, error) { return live.ParsePosition(s) }
 
 // slowSSE reads an SSE stream one event at a time on the test's
 // goroutine, with a small receive buffer, so that the client reads only

@@ -96,7 +96,7 @@ func mustCursor(t testing.TB, s *testServer, channel string) live.Position {
 	if !ok || !ev.HasID {
 		t.Fatalf("no id event: %+v", ev)
 	}
-	pos, err := live.ParseCursor(ev.ID)
+	pos, err := live.ParsePosition(ev.ID)
 	if err != nil {
 		t.Fatal(err)
 	}

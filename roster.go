@@ -267,7 +267,7 @@ func (ro *roster) ackLocked(m controlMsg, now time.Time) {
 	if m.Pos == "" { // a beat with nothing applied yet
 		return
 	}
-	if pos, err := ParseCursor(m.Pos); err == nil && (pos.Epoch != p.acked.Epoch || pos.Seq > p.acked.Seq) {
+	if pos, err := ParsePosition(m.Pos); err == nil && (pos.Epoch != p.acked.Epoch || pos.Seq > p.acked.Seq) {
 		p.acked = pos
 	}
 }

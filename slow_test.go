@@ -123,7 +123,7 @@ func TestSlowClientReset(t *testing.T) {
 			if f.Type == "subscribed" {
 				continue
 			}
-			pos, err := live.ParseCursor(f.Cursor)
+			pos, err := live.ParsePosition(f.Cursor)
 			if err != nil {
 				t.Fatalf("frame %s: %v", f.Type, err)
 			}

@@ -24,7 +24,7 @@ type resumeFrom struct {
 }
 
 func parseResume(s string) resumeFrom {
-	p, err := ParseCursor(s)
+	p, err := ParsePosition(s)
 	return resumeFrom{given: true, pos: p, err: err}
 }
 

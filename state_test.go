@@ -284,7 +284,7 @@ func TestStateIfAcrossHubs(t *testing.T) {
 				// The hub has applied the last write once its client has it.
 				for {
 					f := clients[i].expect(t, "data")
-					if pos, err := live.ParseCursor(f.Cursor); err != nil || pos.Seq >= writers*each {
+					if pos, err := live.ParsePosition(f.Cursor); err != nil || pos.Seq >= writers*each {
 						break
 					}
 				}
@@ -530,7 +530,7 @@ func TestStateConflation(t *testing.T) {
 			if f.Type != "data" {
 				continue
 			}
-			pos, _ := live.ParseCursor(f.Cursor)
+			pos, _ := live.ParsePosition(f.Cursor)
 			var msg struct {
 				Version uint64
 				Reset   bool

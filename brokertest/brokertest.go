@@ -366,8 +366,8 @@ func (s *suite) testSeqFromOne(t *testing.T) {
 		if want := (live.Position{Epoch: epoch, Seq: i}); pos != want {
 			t.Errorf("publication %d on a fresh channel is at %v, want %v", i, pos, want)
 		}
-		if got, err := live.ParseCursor(pos.String()); err != nil || got != pos {
-			t.Errorf("ParseCursor(%q) = %v, %v; want the position back (epochs are 1 to 64 of [A-Za-z0-9_-])",
+		if got, err := live.ParsePosition(pos.String()); err != nil || got != pos {
+			t.Errorf("ParsePosition(%q) = %v, %v; want the position back (epochs are 1 to 64 of [A-Za-z0-9_-])",
 				pos.String(), got, err)
 		}
 	}
@@ -427,8 +427,8 @@ func (s *suite) testReadyOnFreshChannel(t *testing.T) {
 	if sub.head.Seq != 0 {
 		t.Errorf("ready(%v) on a fresh channel, want Seq 0", sub.head)
 	}
-	if got, err := live.ParseCursor(sub.head.String()); err != nil || got != sub.head {
-		t.Errorf("ParseCursor(%q) = %v, %v; want the head back: the Hub sends it to clients as a cursor",
+	if got, err := live.ParsePosition(sub.head.String()); err != nil || got != sub.head {
+		t.Errorf("ParsePosition(%q) = %v, %v; want the head back: the Hub sends it to clients as a cursor",
 			sub.head.String(), got, err)
 	}
 	// The Hub treats a delivery in another epoch than the head as a reset

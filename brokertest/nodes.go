@@ -518,12 +518,12 @@ func (s *suite) testResumeDataLost(t *testing.T, tr transport) {
 // one before, starting after cursor.
 func checkCursors(t *testing.T, cursor string, got []delivery) {
 	t.Helper()
-	prev, err := live.ParseCursor(cursor)
+	prev, err := live.ParsePosition(cursor)
 	if err != nil {
 		t.Fatalf("cursor %q: %v", cursor, err)
 	}
 	for _, d := range got {
-		pos, err := live.ParseCursor(d.Cursor)
+		pos, err := live.ParsePosition(d.Cursor)
 		if err != nil || d.Reset != "" || pos != after(prev, 1) {
 			t.Errorf("%v after %v: not the next publication", d, prev)
 			return

@@ -189,7 +189,7 @@ func (s *suite) testStateIfMatch(t *testing.T, nodes int) {
 	for i, url := range urls {
 		for {
 			e := streams[i].Next(t)
-			pos, err := live.ParseCursor(e.ID)
+			pos, err := live.ParsePosition(e.ID)
 			if err != nil {
 				t.Fatalf("node %d: event %+v: %v", i, e, err)
 			}

@@ -85,7 +85,7 @@ func (s *State[T]) Handle(ctx context.Context, m Message) error {
 		case err != nil:
 		case d.Reset && d.Data != nil:
 			// The whole value, at the message's position.
-			pos, perr := live.ParseCursor(m.Cursor)
+			pos, perr := live.ParsePosition(m.Cursor)
 			if perr != nil {
 				refetch = true
 				break

@@ -103,7 +103,7 @@ func checkNoSilentLoss(t *testing.T, read []servertest.Event, s *servertest.Stre
 		if e.Event == "reset" {
 			var r struct{ Cursor string }
 			json.Unmarshal([]byte(e.Data), &r)
-			cursor, err := live.ParseCursor(r.Cursor)
+			cursor, err := live.ParsePosition(r.Cursor)
 			if err != nil {
 				t.Fatalf("reset %+v: %v", e, err)
 			}
@@ -111,7 +111,7 @@ func checkNoSilentLoss(t *testing.T, read []servertest.Event, s *servertest.Stre
 			prev = cursor
 			continue
 		}
-		pos, err := live.ParseCursor(e.ID)
+		pos, err := live.ParsePosition(e.ID)
 		if err != nil || pos.Epoch != prev.Epoch || pos.Seq != prev.Seq+1 {
 			t.Errorf("event %+v after %v: not the next position", e, prev)
 		}
@@ -126,7 +126,7 @@ func checkNoSilentLoss(t *testing.T, read []servertest.Event, s *servertest.Stre
 		for _, e := range resets {
 			var r struct{ Cursor string }
 			json.Unmarshal([]byte(e.Data), &r)
-			if c, _ := live.ParseCursor(r.Cursor); c.Epoch == p.Epoch && c.Seq >= p.Seq {
+			if c, _ := live.ParsePosition(r.Cursor); c.Epoch == p.Epoch && c.Seq >= p.Seq {
 				covered = true
 			}
 		}
@@ -167,7 +167,7 @@ func TestServerRestart(t *testing.T) {
 	for {
 		e := s.Next(t)
 		events = append(events, e)
-		pos, _ := live.ParseCursor(e.ID)
+		pos, _ := live.ParsePosition(e.ID)
 		if e.Event == "reset" || pos.Seq > published[before-1].Seq {
 			recovered = time.Since(restarted)
 			break

@@ -63,7 +63,7 @@ func (l *ledger) check(t *testing.T) {
 	got := make(map[string]bool)
 	var prev live.Position
 	for _, m := range l.received {
-		pos, err := live.ParseCursor(m.Cursor)
+		pos, err := live.ParsePosition(m.Cursor)
 		if err != nil {
 			t.Fatalf("message with cursor %q: %v", m.Cursor, err)
 		}

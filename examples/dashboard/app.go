@@ -90,7 +90,7 @@ func newApp(ctx context.Context, o appOptions) (*app, error) {
 		},
 		// The activity channel carries list operations: a slow client gets
 		// them coalesced per id instead of being dropped.
-		Lists: func(channel string) string {
+		ListIDField: func(channel string) string {
 			if channel == activityChannel {
 				return "id"
 			}

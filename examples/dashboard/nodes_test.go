@@ -167,7 +167,7 @@ func testNodesResume(t *testing.T, open func() live.Broker) {
 	// the changes in another order than they were made: what counts is
 	// that each comes once, numbered without a gap after the cursor.
 	s = servertest.OpenStream(t, b.url+"/api/live/activity", ev.ID)
-	pos, err := live.ParseCursor(ev.ID)
+	pos, err := live.ParsePosition(ev.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +177,7 @@ func testNodesResume(t *testing.T, open func() live.Broker) {
 	}
 	for i := range len(want) {
 		got := s.Next(t)
-		p, err := live.ParseCursor(got.ID)
+		p, err := live.ParsePosition(got.ID)
 		if err != nil || got.Event != "" || p.Epoch != pos.Epoch || p.Seq != pos.Seq+uint64(i)+1 {
 			t.Fatalf("resumed event %d after %s: %+v", i, pos, got)
 		}

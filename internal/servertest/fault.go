@@ -93,7 +93,7 @@ func ExpectEpochReset(t testing.TB, n *Node, s *Stream, channel string, early li
 	e := s.Next(t)
 	var reset struct{ Reason, Cursor string }
 	json.Unmarshal([]byte(e.Data), &reset)
-	cursor, err := live.ParseCursor(reset.Cursor)
+	cursor, err := live.ParsePosition(reset.Cursor)
 	if e.Event != "reset" || reset.Reason != "epoch" || err != nil || cursor.Epoch != early.Epoch {
 		t.Fatalf("first event after the restart = %+v, want a reset to the new epoch %q", e, early.Epoch)
 	}
@@ -264,7 +264,7 @@ func ExpectHookEventsAfterOutage(t testing.TB, link *Proxy, cut, other *Node, wr
 		} else if strings.Join(got, "\n") != strings.Join(order, "\n") {
 			t.Errorf("the clients of the two nodes got the events in different orders:\n%s\nand\n%s", strings.Join(order, "\n"), strings.Join(got, "\n"))
 		}
-		if first, err := live.ParseCursor(events[0].ID); err == nil {
+		if first, err := live.ParsePosition(events[0].ID); err == nil {
 			CheckContiguous(t, live.Position{Epoch: first.Epoch, Seq: first.Seq - 1}.String(), events)
 		}
 		t.Logf("%s's client had all %d events %v after the link healed", who, writes, time.Since(healed).Round(time.Millisecond))

@@ -120,12 +120,12 @@ func (s *Stream) ExpectNext(t testing.TB, pos live.Position) {
 // starting after cursor: a gap, a duplicate, a reordering or a reset.
 func CheckContiguous(t testing.TB, cursor string, events []Event) {
 	t.Helper()
-	prev, err := live.ParseCursor(cursor)
+	prev, err := live.ParsePosition(cursor)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, e := range events {
-		pos, err := live.ParseCursor(e.ID)
+		pos, err := live.ParsePosition(e.ID)
 		if err != nil || pos.Epoch != prev.Epoch || pos.Seq != prev.Seq+1 {
 			t.Errorf("event %+v after %v: not the next position", e, prev)
 		}

@@ -424,6 +424,128 @@ function isStateReset(data) {
   return isObject(data) && data.reset === true && data.version === 0;
 }
 
+// src/presence.js
+var Presence = class {
+  constructor() {
+    this.members = /* @__PURE__ */ new Map();
+    this.count = 0;
+    this.tag = null;
+  }
+  /**
+   * apply takes in a "presence" frame: a snapshot of the members (whose
+   * difference from the members held is what changed), members who
+   * joined or whose info or connections changed, users who left, and the
+   * count. It returns who joined and who left.
+   */
+  apply(m) {
+    if (typeof m.tag === "string") this.tag = m.tag;
+    const joined = [];
+    const left = [];
+    if (Array.isArray(m.members)) {
+      const next = /* @__PURE__ */ new Map();
+      for (const mb of m.members) if (isObject(mb) && typeof mb.user === "string") next.set(mb.user, mb);
+      for (const [user, mb] of next) if (!sameMember(this.members.get(user), mb)) joined.push(mb);
+      for (const user of this.members.keys()) if (!next.has(user)) left.push(user);
+      this.members = next;
+    }
+    if (Array.isArray(m.join)) {
+      for (const mb of m.join) {
+        if (!isObject(mb) || typeof mb.user !== "string") continue;
+        this.members.set(mb.user, mb);
+        joined.push(mb);
+      }
+    }
+    if (Array.isArray(m.leave)) {
+      for (const user of m.leave) if (this.members.delete(user)) left.push(user);
+    }
+    if (Number.isSafeInteger(m.count)) this.count = m.count;
+    return { joined, left };
+  }
+  /** view is what presence listeners get: the members sorted by user, the count, and who joined and left. */
+  view(joined, left) {
+    const members = [...this.members.values()].sort((a, b) => a.user < b.user ? -1 : a.user > b.user ? 1 : 0);
+    return { members, count: this.count, joined, left };
+  }
+};
+function presenceFrame(ch, m) {
+  const p = ch.presence ?? (ch.presence = new Presence());
+  const { joined, left } = p.apply(m);
+  const view = p.view(joined, left);
+  for (const sub of [...ch.subs]) if (sub.onPresence) call(sub.onPresence, view);
+}
+function followPresence(ch, sub) {
+  if (!ch.presence || !sub.onPresence) return;
+  queueMicrotask(() => ch.subs.has(sub) && ch.presence && call(sub.onPresence, ch.presence.view([], [])));
+}
+function membersOf(ch) {
+  const p = ch?.presence;
+  return p ? { members: [...p.members.values()], count: p.count } : null;
+}
+function sameMember(a, b) {
+  return a !== void 0 && a.conns === b.conns && JSON.stringify(a.info) === JSON.stringify(b.info);
+}
+
+// src/channels.js
+var Channels = class {
+  /**
+   * @param {{closed: () => boolean, added: (ch: import("./link.js").Channel) => void, removed: (ch: import("./link.js").Channel) => void}} to
+   */
+  constructor(to) {
+    this._to = to;
+    this._byName = /* @__PURE__ */ new Map();
+  }
+  /** get returns the channel named name, or undefined. */
+  get(name) {
+    return this._byName.get(name);
+  }
+  /** values returns the channels subscribed. */
+  values() {
+    return this._byName.values();
+  }
+  /** cursor returns the cursor the channel resumes from, or null. */
+  cursor(name) {
+    return this._byName.get(name)?.cursor ?? null;
+  }
+  /** members returns the channel's presence as last received ({members, count}), or null. */
+  members(name) {
+    return membersOf(this._byName.get(name));
+  }
+  /**
+   * subscribe calls callback(data, meta) for every publication on channel,
+   * in order, each once, and returns a function that unsubscribes.
+   * Callers of one channel share its subscription. opts.cursor resumes
+   * from a saved cursor (only for the channel's first subscriber);
+   * opts.onReset(cursor, reason) is called when the hub could not replay
+   * what was missed: refetch the channel's state. opts.onSubscribed(cursor)
+   * is called whenever the hub acknowledges the subscription, after which
+   * publications reach the callback; opts.onError(err) on a refusal;
+   * opts.onPresence(presence) on a presence channel (see Live.presence).
+   */
+  subscribe(channel, callback, opts = {}) {
+    if (typeof channel !== "string" || channel === "") throw new TypeError("live: subscribe: channel must be a non-empty string");
+    if (typeof callback !== "function") throw new TypeError("live: subscribe: callback must be a function");
+    if (this._to.closed()) throw new LiveError("closed", "live: subscribe after close");
+    let ch = this._byName.get(channel);
+    if (!ch) {
+      ch = { name: channel, cursor: typeof opts.cursor === "string" && opts.cursor ? opts.cursor : null, acked: false, refused: false, subs: /* @__PURE__ */ new Set() };
+      this._byName.set(channel, ch);
+      this._to.added(ch);
+    }
+    const sub = { callback, onReset: opts.onReset, onSubscribed: opts.onSubscribed, onError: opts.onError, onPresence: opts.onPresence };
+    ch.subs.add(sub);
+    if (ch.acked && sub.onSubscribed) {
+      const cursor = ch.cursor;
+      queueMicrotask(() => ch.subs.has(sub) && call(sub.onSubscribed, cursor));
+    }
+    followPresence(ch, sub);
+    return () => {
+      if (!ch.subs.delete(sub) || ch.subs.size > 0 || this._byName.get(channel) !== ch) return;
+      this._byName.delete(channel);
+      this._to.removed(ch);
+    };
+  }
+};
+
 // src/http.js
 var MUTATION_ID_HEADER = "Live-Mutation-Id";
 var CONNECTION_HEADER = "Live-Connection";
@@ -475,6 +597,140 @@ function defaultFetch() {
 }
 function validChannel(name) {
   return name.length <= 128 && name !== "." && name !== ".." && /^[A-Za-z0-9_\-:.@=+]+$/.test(name);
+}
+
+// src/endings.js
+var finalEndings = /* @__PURE__ */ new Map([
+  [4001, "removed"],
+  [401, "signed-out"]
+]);
+function finalStatus(code) {
+  return finalEndings.get(code);
+}
+function refusal(err) {
+  return [err.code === "disconnected" ? 4001 : 401, String(err.body?.message ?? err.code)];
+}
+function whyRefused(fetch2, sseURL, o, wanted, refused) {
+  let url;
+  try {
+    const base = sseURL() + (/\/$/.test(o.sseURL) ? "/" : "");
+    url = `${base}${base.includes("?") ? "&" : "?"}channels=`;
+  } catch {
+    return;
+  }
+  Promise.resolve().then(() => fetch2()(url, { headers: { Accept: "application/json", ...o.headers }, credentials: o.credentials, cache: "no-store" })).then(async (res) => {
+    if (res.status !== 401 || !wanted()) return;
+    refused(await httpError(res, "connecting"));
+  }).catch(() => {
+  });
+}
+
+// src/frames.js
+function handleText(text, to) {
+  if (typeof text !== "string") return;
+  let m;
+  try {
+    m = JSON.parse(text);
+  } catch {
+    to.error(new LiveError("bad_frame", "live: the hub sent a frame that is not JSON"));
+    return;
+  }
+  handleFrame(m, to);
+}
+function handleFrame(m, to) {
+  if (!isObject(m)) return false;
+  const ch = typeof m.channel === "string" ? to.channel(m.channel) : void 0;
+  switch (m.type) {
+    case "data": {
+      if (!ch || !ch.acked) return false;
+      if (typeof m.cursor === "string") {
+        if (!isStateReset(m.data) && ch.cursor && !advances(ch.cursor, m.cursor)) return false;
+        ch.cursor = m.cursor;
+      }
+      const meta = { channel: m.channel, cursor: m.cursor ?? null };
+      if (m.queryKey !== void 0) meta.queryKey = m.queryKey;
+      for (const sub of [...ch.subs]) if (ch.subs.has(sub)) call(sub.callback, m.data, meta);
+      return true;
+    }
+    case "subscribed": {
+      if (typeof m.connection === "string") to.named(m.connection);
+      if (!ch) return false;
+      const moves = typeof m.cursor === "string" && (!ch.cursor || advances(ch.cursor, m.cursor));
+      const news = !ch.acked || moves;
+      ch.acked = true;
+      if (moves) ch.cursor = m.cursor;
+      for (const sub of [...ch.subs]) if (sub.onSubscribed) call(sub.onSubscribed, ch.cursor);
+      return news;
+    }
+    case "presence": {
+      if (!ch || !ch.acked) return false;
+      presenceFrame(ch, m);
+      return true;
+    }
+    case "status":
+      return to.delayed(m.status === "delayed");
+    case "reset": {
+      if (!ch) return false;
+      const was = ch.cursor;
+      if (typeof m.cursor === "string") ch.cursor = m.cursor;
+      for (const sub of [...ch.subs]) if (sub.onReset) call(sub.onReset, ch.cursor, String(m.reason ?? ""));
+      return ch.cursor !== was;
+    }
+    case "close": {
+      if (!Number.isSafeInteger(m.closeCode)) return false;
+      to.ended(m.closeCode, String(m.reason ?? ""));
+      return true;
+    }
+    case "published":
+    case "error": {
+      if (typeof m.ref === "number") {
+        const answered = m.type === "published" ? to.acknowledged(m.ref, String(m.cursor ?? "")) : to.refused(m.ref, String(m.code ?? "error"), m.message ?? m.code);
+        if (answered) return true;
+      }
+      if (m.type === "error") {
+        const err = new LiveError(String(m.code ?? "error"), `live: ${m.channel ? m.channel + ": " : ""}${m.message ?? m.code}`, m.channel ? { channel: m.channel } : {});
+        if (ch && to.refuses(ch)) ch.refused = "hub";
+        if (ch) for (const sub of [...ch.subs]) to.error(err, sub);
+        else to.error(err);
+        return true;
+      }
+      return false;
+    }
+  }
+  return false;
+}
+
+// src/options.js
+var transports = ["auto", "websocket", "sse", "poll"];
+function liveOptions(options) {
+  const o = {
+    url: "/ws",
+    sseURL: "/api/live",
+    transport: "auto",
+    minBackoff: 1e3,
+    maxBackoff: 3e4,
+    connectTimeout: 1e4,
+    publishTimeout: 1e4,
+    maxQueue: 1e3,
+    pingInterval: 25e3,
+    pongTimeout: 1e4,
+    firstFrameTimeout: 5e3,
+    probeInterval: 3e5,
+    headers: {},
+    credentials: "same-origin",
+    random: Math.random,
+    WebSocket: globalThis.WebSocket,
+    fetch: void 0,
+    ...given(options)
+  };
+  if (!transports.includes(o.transport)) throw new TypeError(`live: transport must be "auto", "websocket", "sse" or "poll", not ${JSON.stringify(String(o.transport))}`);
+  if (typeof o.WebSocket !== "function" && o.transport === "websocket") throw new TypeError("live: no WebSocket constructor: pass options.WebSocket");
+  return o;
+}
+function given(options) {
+  const o = {};
+  for (const [k, v] of Object.entries(options ?? {})) if (v !== void 0) o[k] = v;
+  return o;
 }
 
 // src/request.js
@@ -818,140 +1074,6 @@ var PollTransport = class extends RequestTransport {
   }
 };
 
-// src/sse.js
-var maxLine = 16 << 20;
-var SSETransport = class extends RequestTransport {
-  /**
-   * @param {import("./link.js").Link} link
-   * @param {import("./request.js").RequestOptions} o
-   */
-  constructor(link, o) {
-    super(link, o);
-    this.name = "sse";
-    this.accept = "text/event-stream";
-    this.hold = 0;
-    this.notOpened = "stream did not open";
-    this.keepAcksOnChange = false;
-  }
-  /**
-   * refuses reports whether an error frame for ch keeps it out of later
-   * requests: a channel refused before its acknowledgement, until the
-   * next reconnection.
-   */
-  refuses(ch) {
-    return !ch.acked;
-  }
-  /** _keepsAck: the hub acknowledges every channel of a new stream again. */
-  _keepsAck() {
-    return false;
-  }
-  _params() {
-    return [];
-  }
-  /**
-   * _started watches for the first frame: with "auto", as the hub
-   * acknowledges every channel at once, a stream that brings nothing is
-   * held up on the way, by a proxy that buffers it, and polling is tried.
-   */
-  _started(s) {
-    if (!this._o.auto || this._o.firstFrameTimeout <= 0) return;
-    s.firstTimer = setTimeout(() => {
-      if (this._stream === s && !s.framed) this.link.moveTo("poll");
-    }, this._o.firstFrameTimeout);
-  }
-  /** _answered reads the stream that answered s. */
-  async _answered(s, res, type) {
-    if (!/^text\/event-stream\b/i.test(type) || !res.body) {
-      this._streamFailed(s, new LiveError("bad_response", `live: the stream answered ${JSON.stringify(type.slice(0, 60))}, not text/event-stream`, { status: res.status }), true);
-      return;
-    }
-    s.open = true;
-    this._alive();
-    this.link.status("connected");
-    await this._read(s, res.body);
-  }
-  /** _fellBack moves to polling if no stream has ever brought a frame here. */
-  _fellBack() {
-    if (!this._o.auto || this.link.everFramed()) return false;
-    this.link.moveTo("poll");
-    return true;
-  }
-  _waiting() {
-    return null;
-  }
-  _unwait() {
-  }
-  /** _read parses the stream's events and handles each one's data as a frame. */
-  async _read(s, body) {
-    const reader = body.getReader();
-    const decoder = new TextDecoder();
-    let buf = "";
-    let data = null;
-    for (; ; ) {
-      const { done, value } = await reader.read();
-      if (this._stream !== s) {
-        reader.cancel().catch(() => {
-        });
-        return;
-      }
-      if (done) break;
-      this._alive();
-      buf += decoder.decode(value, { stream: true });
-      let pos = 0;
-      while (pos < buf.length) {
-        const lf = buf.indexOf("\n", pos);
-        const cr = buf.indexOf("\r", pos);
-        let end;
-        let next;
-        if (cr >= 0 && (lf < 0 || cr < lf)) {
-          if (cr === buf.length - 1) break;
-          end = cr;
-          next = buf[cr + 1] === "\n" ? cr + 2 : cr + 1;
-        } else if (lf >= 0) {
-          end = lf;
-          next = lf + 1;
-        } else {
-          break;
-        }
-        const line = buf.slice(pos, end);
-        pos = next;
-        if (line === "") {
-          if (data !== null) {
-            const frame = data;
-            data = null;
-            if (!s.framed) {
-              s.framed = true;
-              this.link.framed();
-              clearTimeout(s.firstTimer);
-            }
-            this.link.message(frame);
-            if (this._stream !== s) {
-              reader.cancel().catch(() => {
-              });
-              return;
-            }
-          }
-          continue;
-        }
-        if (line[0] === ":") continue;
-        const colon = line.indexOf(":");
-        if ((colon < 0 ? line : line.slice(0, colon)) !== "data") continue;
-        let v = colon < 0 ? "" : line.slice(colon + 1);
-        if (v[0] === " ") v = v.slice(1);
-        data = data === null ? v : data + "\n" + v;
-      }
-      buf = buf.slice(pos);
-      if (buf.length + (data?.length ?? 0) > maxLine) {
-        this._streamFailed(s, new LiveError("bad_frame", `live: the stream sent an event longer than ${maxLine} bytes`), true);
-        reader.cancel().catch(() => {
-        });
-        return;
-      }
-    }
-    this._streamFailed(s, new LiveError("disconnected", "live: the stream ended"), false);
-  }
-};
-
 // src/ws.js
 var OPEN = 1;
 var SocketTransport = class {
@@ -1125,45 +1247,332 @@ function wsURL(url) {
   return u.href;
 }
 
+// src/probe.js
+var Prober = class {
+  /**
+   * @param {{transport: string, probeInterval: number, connectTimeout: number, url: string|URL, WebSocket: any}} o
+   * @param {{mode: () => "websocket"|"sse"|"poll", usable: () => boolean, opened: () => void, moveTo: (mode: "websocket"|"sse") => void}} to
+   */
+  constructor(o, to) {
+    this._o = o;
+    this._to = to;
+    this._timer = null;
+    this._ws = null;
+  }
+  /**
+   * schedule plans the next try: after delay, probeInterval by default.
+   * The first after a move down comes sooner, since the move may have
+   * been caused by a server that was down rather than by a proxy.
+   */
+  schedule(delay = this._o.probeInterval) {
+    clearTimeout(this._timer);
+    this._timer = null;
+    if (this._o.transport !== "auto" || this._to.mode() === "websocket" || this._o.probeInterval <= 0 || !this._to.usable()) return;
+    this._timer = setTimeout(() => {
+      this._timer = null;
+      this._probe();
+    }, delay);
+  }
+  /** now tries at once (the browser is back online), unless nothing is to be tried or a try is under way. */
+  now() {
+    if (this._o.transport !== "auto" || this._to.mode() === "websocket" || this._o.probeInterval <= 0 || this._ws) return;
+    clearTimeout(this._timer);
+    this._timer = null;
+    this._probe();
+  }
+  /** stop gives up the next try, and a try's WebSocket if one is open. */
+  stop() {
+    clearTimeout(this._timer);
+    this._timer = null;
+    if (!this._ws) return;
+    this._ws.onopen = this._ws.onclose = this._ws.onerror = null;
+    this._ws.close();
+    this._ws = null;
+  }
+  /**
+   * _probe tries a WebSocket beside the transport in use, and moves to it
+   * if it opens. Polling without one tries the stream next: moving to it
+   * is the test, since a buffering proxy in the way sends it back to
+   * polling after firstFrameTimeout, and cursors keep every channel whole.
+   */
+  _probe() {
+    if (!this._to.usable() || this._to.mode() === "websocket") return;
+    const fallBack = () => {
+      if (!this._to.usable()) return;
+      if (this._to.mode() === "poll") this._to.moveTo("sse");
+      else this.schedule();
+    };
+    if (typeof this._o.WebSocket !== "function") {
+      fallBack();
+      return;
+    }
+    let ws;
+    try {
+      ws = new this._o.WebSocket(wsURL(this._o.url));
+    } catch {
+      fallBack();
+      return;
+    }
+    this._ws = ws;
+    const timer = setTimeout(() => done(false), this._o.connectTimeout > 0 ? this._o.connectTimeout : 1e4);
+    const done = (opened) => {
+      if (this._ws !== ws) return;
+      this._ws = null;
+      clearTimeout(timer);
+      ws.onopen = ws.onclose = ws.onerror = null;
+      ws.close(1e3, "probe");
+      if (opened) {
+        this._to.opened();
+        this._to.moveTo("websocket");
+      } else {
+        fallBack();
+      }
+    };
+    ws.onopen = () => done(true);
+    ws.onclose = () => done(false);
+    ws.onerror = () => done(false);
+  }
+};
+
+// src/publish.js
+var Publishes = class {
+  /**
+   * @param {number} maxQueue how many may wait at once
+   * @param {(ref: number, p: import("./link.js").Publish) => void} send sends one by the transport in use
+   */
+  constructor(maxQueue, send) {
+    this._maxQueue = maxQueue;
+    this._send = send;
+    this._waiting = /* @__PURE__ */ new Map();
+    this._ref = 0;
+  }
+  /**
+   * publish sends data on channel and resolves with its cursor once the
+   * hub acknowledges it; it rejects after timeout ms (0: never) without an
+   * answer.
+   * @returns {Promise<string>}
+   */
+  publish(channel, data, timeout) {
+    try {
+      if (JSON.stringify(data) === void 0) throw new TypeError("data is undefined");
+    } catch (e) {
+      return Promise.reject(new TypeError(`live: publish: data must be a JSON value: ${e.message}`));
+    }
+    if (this._waiting.size >= this._maxQueue) {
+      return Promise.reject(new LiveError("queue_full", `live: publish: ${this._maxQueue} publishes are already waiting`, { channel }));
+    }
+    const ref = ++this._ref;
+    const frame = { type: "publish", channel, data, ref };
+    return new Promise((resolve, reject) => {
+      const p = { frame, sent: false, resolve, reject, timer: null, ctl: null };
+      if (timeout > 0) {
+        p.timer = setTimeout(() => {
+          this._waiting.delete(ref);
+          p.ctl?.abort();
+          reject(new LiveError("timeout", `live: publish on ${channel}: no acknowledgement within ${timeout} ms`, { channel }));
+        }, timeout);
+      }
+      this._waiting.set(ref, p);
+      this._send(ref, p);
+    });
+  }
+  /** sendUnsent sends again, by the transport in use now, those not sent yet. */
+  sendUnsent() {
+    for (const [ref, p] of this._waiting) if (!p.sent) this._send(ref, p);
+  }
+  /** published resolves p, the publish ref, with cursor, if it still waits. */
+  published(ref, p, cursor) {
+    if (this._waiting.get(ref) !== p) return;
+    this._waiting.delete(ref);
+    clearTimeout(p.timer);
+    p.resolve(cursor);
+  }
+  /** failed rejects p, the publish ref, with err, if it still waits. */
+  failed(ref, p, err) {
+    if (this._waiting.get(ref) === p) this._fail(ref, p, err);
+  }
+  /** acknowledged resolves the publish ref with cursor; it reports whether one waited. */
+  acknowledged(ref, cursor) {
+    const p = this._waiting.get(ref);
+    if (p) this.published(ref, p, cursor);
+    return p !== void 0;
+  }
+  /**
+   * refused rejects the publish ref with the hub's error code and detail
+   * (its message, or the code); it reports whether one waited.
+   */
+  refused(ref, code, detail) {
+    const p = this._waiting.get(ref);
+    if (!p) return false;
+    this._waiting.delete(ref);
+    clearTimeout(p.timer);
+    p.reject(new LiveError(code, `live: publish on ${p.frame.channel}: ${detail}`, { channel: p.frame.channel }));
+    return true;
+  }
+  /**
+   * sentLost rejects the publishes sent on a connection that was lost
+   * (those a request carries settle with it) with err(channel): whether
+   * the hub made them is unknown.
+   */
+  sentLost(err) {
+    for (const [ref, p] of this._waiting) if (p.sent && !p.ctl) this._fail(ref, p, err(p.frame.channel));
+  }
+  /** failAll rejects every publish waiting with err(channel). */
+  failAll(err) {
+    for (const [ref, p] of this._waiting) this._fail(ref, p, err(p.frame.channel));
+  }
+  _fail(ref, p, err) {
+    this._waiting.delete(ref);
+    clearTimeout(p.timer);
+    p.ctl?.abort();
+    p.reject(err);
+  }
+};
+
+// src/sse.js
+var maxLine = 16 << 20;
+var SSETransport = class extends RequestTransport {
+  /**
+   * @param {import("./link.js").Link} link
+   * @param {import("./request.js").RequestOptions} o
+   */
+  constructor(link, o) {
+    super(link, o);
+    this.name = "sse";
+    this.accept = "text/event-stream";
+    this.hold = 0;
+    this.notOpened = "stream did not open";
+    this.keepAcksOnChange = false;
+  }
+  /**
+   * refuses reports whether an error frame for ch keeps it out of later
+   * requests: a channel refused before its acknowledgement, until the
+   * next reconnection.
+   */
+  refuses(ch) {
+    return !ch.acked;
+  }
+  /** _keepsAck: the hub acknowledges every channel of a new stream again. */
+  _keepsAck() {
+    return false;
+  }
+  _params() {
+    return [];
+  }
+  /**
+   * _started watches for the first frame: with "auto", as the hub
+   * acknowledges every channel at once, a stream that brings nothing is
+   * held up on the way, by a proxy that buffers it, and polling is tried.
+   */
+  _started(s) {
+    if (!this._o.auto || this._o.firstFrameTimeout <= 0) return;
+    s.firstTimer = setTimeout(() => {
+      if (this._stream === s && !s.framed) this.link.moveTo("poll");
+    }, this._o.firstFrameTimeout);
+  }
+  /** _answered reads the stream that answered s. */
+  async _answered(s, res, type) {
+    if (!/^text\/event-stream\b/i.test(type) || !res.body) {
+      this._streamFailed(s, new LiveError("bad_response", `live: the stream answered ${JSON.stringify(type.slice(0, 60))}, not text/event-stream`, { status: res.status }), true);
+      return;
+    }
+    s.open = true;
+    this._alive();
+    this.link.status("connected");
+    await this._read(s, res.body);
+  }
+  /** _fellBack moves to polling if no stream has ever brought a frame here. */
+  _fellBack() {
+    if (!this._o.auto || this.link.everFramed()) return false;
+    this.link.moveTo("poll");
+    return true;
+  }
+  _waiting() {
+    return null;
+  }
+  _unwait() {
+  }
+  /** _read parses the stream's events and handles each one's data as a frame. */
+  async _read(s, body) {
+    const reader = body.getReader();
+    const decoder = new TextDecoder();
+    let buf = "";
+    let data = null;
+    for (; ; ) {
+      const { done, value } = await reader.read();
+      if (this._stream !== s) {
+        reader.cancel().catch(() => {
+        });
+        return;
+      }
+      if (done) break;
+      this._alive();
+      buf += decoder.decode(value, { stream: true });
+      let pos = 0;
+      while (pos < buf.length) {
+        const lf = buf.indexOf("\n", pos);
+        const cr = buf.indexOf("\r", pos);
+        let end;
+        let next;
+        if (cr >= 0 && (lf < 0 || cr < lf)) {
+          if (cr === buf.length - 1) break;
+          end = cr;
+          next = buf[cr + 1] === "\n" ? cr + 2 : cr + 1;
+        } else if (lf >= 0) {
+          end = lf;
+          next = lf + 1;
+        } else {
+          break;
+        }
+        const line = buf.slice(pos, end);
+        pos = next;
+        if (line === "") {
+          if (data !== null) {
+            const frame = data;
+            data = null;
+            if (!s.framed) {
+              s.framed = true;
+              this.link.framed();
+              clearTimeout(s.firstTimer);
+            }
+            this.link.message(frame);
+            if (this._stream !== s) {
+              reader.cancel().catch(() => {
+              });
+              return;
+            }
+          }
+          continue;
+        }
+        if (line[0] === ":") continue;
+        const colon = line.indexOf(":");
+        if ((colon < 0 ? line : line.slice(0, colon)) !== "data") continue;
+        let v = colon < 0 ? "" : line.slice(colon + 1);
+        if (v[0] === " ") v = v.slice(1);
+        data = data === null ? v : data + "\n" + v;
+      }
+      buf = buf.slice(pos);
+      if (buf.length + (data?.length ?? 0) > maxLine) {
+        this._streamFailed(s, new LiveError("bad_frame", `live: the stream sent an event longer than ${maxLine} bytes`), true);
+        reader.cancel().catch(() => {
+        });
+        return;
+      }
+    }
+    this._streamFailed(s, new LiveError("disconnected", "live: the stream ended"), false);
+  }
+};
+
 // src/connection.js
-var finalEndings = /* @__PURE__ */ new Map([
-  [4001, "removed"],
-  [401, "signed-out"]
-]);
 var offline = () => typeof navigator !== "undefined" && navigator.onLine === false;
-var transports = ["auto", "websocket", "sse", "poll"];
 function createLive(options = {}) {
   return new Live(options);
 }
 var Live = class {
   constructor(options) {
-    const o = {
-      url: "/ws",
-      sseURL: "/api/live",
-      transport: "auto",
-      minBackoff: 1e3,
-      maxBackoff: 3e4,
-      connectTimeout: 1e4,
-      publishTimeout: 1e4,
-      maxQueue: 1e3,
-      pingInterval: 25e3,
-      pongTimeout: 1e4,
-      firstFrameTimeout: 5e3,
-      probeInterval: 3e5,
-      headers: {},
-      credentials: "same-origin",
-      random: Math.random,
-      WebSocket: globalThis.WebSocket,
-      fetch: void 0,
-      ...given(options)
-    };
-    if (!transports.includes(o.transport)) throw new TypeError(`live: transport must be "auto", "websocket", "sse" or "poll", not ${JSON.stringify(String(o.transport))}`);
-    const noSocket = typeof o.WebSocket !== "function";
-    if (noSocket && o.transport === "websocket") throw new TypeError("live: no WebSocket constructor: pass options.WebSocket");
+    const o = liveOptions(options);
     this._o = o;
-    this._mode = o.transport === "auto" ? noSocket ? "sse" : "websocket" : o.transport;
-    this._probeTimer = null;
-    this._probing = null;
+    this._mode = o.transport === "auto" ? typeof o.WebSocket !== "function" ? "sse" : "websocket" : o.transport;
     this._everStreamed = false;
     this._sseBase = null;
     this._everOpened = false;
@@ -1176,11 +1585,20 @@ var Live = class {
     this._statusListeners = /* @__PURE__ */ new Set();
     this._errorListeners = /* @__PURE__ */ new Set();
     this._endListeners = /* @__PURE__ */ new Set();
-    this._channels = /* @__PURE__ */ new Map();
-    this._ref = 0;
+    this._channels = new Channels({ closed: () => this._closed, added: (ch) => this._t.added(ch), removed: (ch) => this._t.removed(ch) });
     this._connectionID = null;
-    this._publishes = /* @__PURE__ */ new Map();
+    this._delayed = false;
+    this._publishes = new Publishes(o.maxQueue, (ref, p) => this._t.publish(ref, p));
+    this._receiver = this._newReceiver();
     this._t = this._newTransport(this._mode);
+    this._prober = new Prober(o, {
+      mode: () => this._mode,
+      usable: () => !this._closed && this._final === null && !this._offline,
+      opened: () => {
+        this._everOpened = true;
+      },
+      moveTo: (mode) => this._moveTo(mode)
+    });
     this._onOnline = () => this._online();
     this._onOffline = () => this._goOffline();
     if (typeof addEventListener === "function") {
@@ -1238,7 +1656,7 @@ var Live = class {
     if (this._final !== null) {
       this._final = null;
       this._setStatus("connecting", 0);
-      this._scheduleProbe(Math.min(3e4, this._o.probeInterval));
+      this._prober.schedule(Math.min(3e4, this._o.probeInterval));
       this._connect();
       return;
     }
@@ -1267,47 +1685,19 @@ var Live = class {
   }
   /** members returns the channel's presence as last received ({members, count}), or null. */
   members(channel) {
-    const p = this._channels.get(channel)?.presence;
-    return p ? { members: [...p.members.values()], count: p.count } : null;
+    return this._channels.members(channel);
   }
   /** cursor returns the cursor the channel resumes from, or null. */
   cursor(channel) {
-    return this._channels.get(channel)?.cursor ?? null;
+    return this._channels.cursor(channel);
   }
   /**
    * subscribe calls callback(data, meta) for every publication on channel,
-   * in order, each once, and returns a function that unsubscribes.
-   * Callers of one channel share its subscription. opts.cursor resumes
-   * from a saved cursor (only for the channel's first subscriber);
-   * opts.onReset(cursor, reason) is called when the hub could not replay
-   * what was missed: refetch the channel's state. opts.onSubscribed(cursor)
-   * is called whenever the hub acknowledges the subscription, after which
-   * publications reach the callback; opts.onError(err) on a refusal.
+   * in order, each once, and returns a function that unsubscribes: see
+   * Channels.subscribe (channels.js) for its options.
    */
   subscribe(channel, callback, opts = {}) {
-    if (typeof channel !== "string" || channel === "") throw new TypeError("live: subscribe: channel must be a non-empty string");
-    if (typeof callback !== "function") throw new TypeError("live: subscribe: callback must be a function");
-    if (this._closed) throw new LiveError("closed", "live: subscribe after close");
-    let ch = this._channels.get(channel);
-    if (!ch) {
-      ch = { name: channel, cursor: typeof opts.cursor === "string" && opts.cursor ? opts.cursor : null, acked: false, refused: false, subs: /* @__PURE__ */ new Set() };
-      this._channels.set(channel, ch);
-      this._t.added(ch);
-    }
-    const sub = { callback, onReset: opts.onReset, onSubscribed: opts.onSubscribed, onError: opts.onError, onPresence: opts.onPresence };
-    ch.subs.add(sub);
-    if (ch.acked && sub.onSubscribed) {
-      const cursor = ch.cursor;
-      queueMicrotask(() => ch.subs.has(sub) && call(sub.onSubscribed, cursor));
-    }
-    if (ch.presence && sub.onPresence) {
-      queueMicrotask(() => ch.subs.has(sub) && ch.presence && call(sub.onPresence, presenceView(ch.presence, [], [])));
-    }
-    return () => {
-      if (!ch.subs.delete(sub) || ch.subs.size > 0 || this._channels.get(channel) !== ch) return;
-      this._channels.delete(channel);
-      this._t.removed(ch);
-    };
+    return this._channels.subscribe(channel, callback, opts);
   }
   /**
    * publish sends data on channel (the hub must allow clients to publish
@@ -1322,29 +1712,7 @@ var Live = class {
    */
   publish(channel, data, opts = {}) {
     if (this._closed) return Promise.reject(new LiveError("closed", "live: publish after close", { channel }));
-    try {
-      if (JSON.stringify(data) === void 0) throw new TypeError("data is undefined");
-    } catch (e) {
-      return Promise.reject(new TypeError(`live: publish: data must be a JSON value: ${e.message}`));
-    }
-    if (this._publishes.size >= this._o.maxQueue) {
-      return Promise.reject(new LiveError("queue_full", `live: publish: ${this._o.maxQueue} publishes are already waiting`, { channel }));
-    }
-    const ref = ++this._ref;
-    const frame = { type: "publish", channel, data, ref };
-    return new Promise((resolve, reject) => {
-      const timeout = opts.timeout ?? this._o.publishTimeout;
-      const p = { frame, sent: false, resolve, reject, timer: null, ctl: null };
-      if (timeout > 0) {
-        p.timer = setTimeout(() => {
-          this._publishes.delete(ref);
-          p.ctl?.abort();
-          reject(new LiveError("timeout", `live: publish on ${channel}: no acknowledgement within ${timeout} ms`, { channel }));
-        }, timeout);
-      }
-      this._publishes.set(ref, p);
-      this._dispatch(ref, p);
-    });
+    return this._publishes.publish(channel, data, opts.timeout ?? this._o.publishTimeout);
   }
   /** close closes the connection for good: no reconnection follows. */
   close() {
@@ -1355,11 +1723,10 @@ var Live = class {
       removeEventListener("offline", this._onOffline);
     }
     clearTimeout(this._timer);
-    clearTimeout(this._probeTimer);
-    this._timer = this._probeTimer = null;
-    this._stopProbing();
+    this._timer = null;
+    this._prober.stop();
     this._t.close("closed by the client");
-    for (const [ref, p] of this._publishes) this._failPublish(ref, p, new LiveError("closed", "live: closed before the publish was acknowledged", { channel: p.frame.channel }));
+    this._publishes.failAll((channel) => new LiveError("closed", "live: closed before the publish was acknowledged", { channel }));
     this._setStatus("disconnected", this._conn.reconnectAttempt);
   }
   // --- internals
@@ -1383,39 +1750,24 @@ var Live = class {
    */
   _ended(code, reason) {
     if (this._closed || this._final !== null) return true;
-    const status = finalEndings.get(code);
+    const status = finalStatus(code);
     const ending = { code, reason, retry: status === void 0, transport: this._mode };
     this._ending = ending;
     for (const l of [...this._endListeners]) call(l, { ...ending });
     if (status === void 0) return false;
     this._final = status;
     clearTimeout(this._timer);
-    clearTimeout(this._probeTimer);
-    this._timer = this._probeTimer = null;
-    this._stopProbing();
+    this._timer = null;
+    this._prober.stop();
     this._t.close("ended by the server");
-    for (const [ref, p] of this._publishes) {
-      this._failPublish(ref, p, new LiveError(status === "removed" ? "disconnected" : "unauthenticated", `live: publish on ${p.frame.channel}: the server ended the connection (${code} ${reason})`, { channel: p.frame.channel }));
-    }
+    const failed = status === "removed" ? "disconnected" : "unauthenticated";
+    this._publishes.failAll((channel) => new LiveError(failed, `live: publish on ${channel}: the server ended the connection (${code} ${reason})`, { channel }));
     this._setStatus(status, this._conn.reconnectAttempt);
     return true;
   }
-  /**
-   * _refused ends the connection for a 401 answer: a Hub.Disconnect that
-   * caught the request on its way in (code "disconnected") is the 4001 it
-   * would have closed an open one with; anything else is Identify's
-   * refusal.
-   */
+  /** _refused ends the connection for a 401 answer (see refusal). */
   _refused(err) {
-    const reason = String(err.body?.message ?? err.code);
-    this._ended(err.code === "disconnected" ? 4001 : 401, reason);
-  }
-  /** _stopProbing gives up a probe's WebSocket, if one is open. */
-  _stopProbing() {
-    if (!this._probing) return;
-    this._probing.onopen = this._probing.onclose = this._probing.onerror = null;
-    this._probing.close();
-    this._probing = null;
+    this._ended(...refusal(err));
   }
   /**
    * _goOffline follows the browser offline: the connection is given up at
@@ -1427,9 +1779,8 @@ var Live = class {
     this._offline = true;
     if (this._final !== null) return;
     clearTimeout(this._timer);
-    clearTimeout(this._probeTimer);
-    this._timer = this._probeTimer = null;
-    this._stopProbing();
+    this._timer = null;
+    this._prober.stop();
     this._t.close("offline");
     this._setStatus("offline", this._conn.reconnectAttempt);
   }
@@ -1445,40 +1796,17 @@ var Live = class {
     clearTimeout(this._timer);
     this._timer = null;
     this._connect();
-    if (this._o.transport === "auto" && this._mode !== "websocket" && this._o.probeInterval > 0 && !this._probing) {
-      clearTimeout(this._probeTimer);
-      this._probeTimer = null;
-      this._probe();
-    }
+    this._prober.now();
   }
-  /**
-   * _whyRefused asks the stream URL whether the hub refuses who the page
-   * is, after a WebSocket that did not open: a refused handshake shows the
-   * page nothing. A 401 is a final ending; anything else leaves the
-   * reconnection _lost scheduled.
-   */
+  /** _whyRefused asks why a WebSocket did not open (see whyRefused), unless the connection has moved on meanwhile. */
   _whyRefused() {
-    let url;
-    try {
-      const base = this._sseURL() + (/\/$/.test(this._o.sseURL) ? "/" : "");
-      url = `${base}${base.includes("?") ? "&" : "?"}channels=`;
-    } catch {
-      return;
-    }
     const mode = this._mode;
-    Promise.resolve().then(() => this._fetch()(url, { headers: { Accept: "application/json", ...this._o.headers }, credentials: this._o.credentials, cache: "no-store" })).then(async (res) => {
-      if (res.status !== 401 || this._closed || this._mode !== mode || this._conn.status === "connected") return;
-      this._refused(await httpError(res, "connecting"));
-    }).catch(() => {
-    });
+    const wanted = () => !this._closed && this._mode === mode && this._conn.status !== "connected";
+    whyRefused(() => this._fetch(), () => this._sseURL(), this._o, wanted, (err) => this._refused(err));
   }
   _emitError(err, sub) {
     if (sub?.onError) call(sub.onError, err);
     for (const l of [...this._errorListeners]) call(l, err);
-  }
-  /** _dispatch sends a publish by the transport in use. */
-  _dispatch(ref, p) {
-    this._t.publish(ref, p);
   }
   _connect() {
     if (this._closed || this._final !== null) return;
@@ -1527,33 +1855,24 @@ var Live = class {
       current: () => live._t === transport(),
       opened() {
         live._everOpened = true;
-        for (const [ref, p] of live._publishes) if (!p.sent) live._dispatch(ref, p);
+        live._publishes.sendUnsent();
       },
       framed() {
         live._everStreamed = true;
       },
       everFramed: () => live._everStreamed,
       willFallBack: () => live._willFallBack(),
-      message: (text) => live._handle(text),
-      frame: (m) => live._frame(m),
+      message: (text) => handleText(text, live._receiver),
+      frame: (m) => handleFrame(m, live._receiver),
       error: (err) => live._emitError(err),
       lost: () => live._lost(),
       ended: (code, reason) => live._ended(code, reason),
       refused: (err) => live._refused(err),
       whyRefused: () => live._whyRefused(),
       moveTo: (mode) => live._moveTo(mode),
-      published(ref, p, cursor) {
-        if (live._publishes.get(ref) !== p) return;
-        live._publishes.delete(ref);
-        clearTimeout(p.timer);
-        p.resolve(cursor);
-      },
-      publishFailed(ref, p, err) {
-        if (live._publishes.get(ref) === p) live._failPublish(ref, p, err);
-      },
-      sentLost(err) {
-        for (const [ref, p] of live._publishes) if (p.sent && !p.ctl) live._failPublish(ref, p, err(p.frame.channel));
-      },
+      published: (ref, p, cursor) => live._publishes.published(ref, p, cursor),
+      publishFailed: (ref, p, err) => live._publishes.failed(ref, p, err),
+      sentLost: (err) => live._publishes.sentLost(err),
       fetch: () => live._fetch(),
       sseURL: () => live._sseURL()
     };
@@ -1575,68 +1894,10 @@ var Live = class {
     this._mode = mode;
     this._t = this._newTransport(mode);
     this._everStreamed = false;
-    for (const [ref, p] of this._publishes) if (!p.sent) this._dispatch(ref, p);
+    this._publishes.sendUnsent();
     this._setStatus("connecting", this._conn.reconnectAttempt);
-    this._scheduleProbe(Math.min(3e4, this._o.probeInterval));
+    this._prober.schedule(Math.min(3e4, this._o.probeInterval));
     this._connect();
-  }
-  /**
-   * _scheduleProbe plans the next try of the transports above the one in
-   * use, with "auto": after delay, probeInterval by default. The first
-   * after a move down comes sooner, since the move may have been caused by
-   * a server that was down rather than by a proxy.
-   */
-  _scheduleProbe(delay = this._o.probeInterval) {
-    clearTimeout(this._probeTimer);
-    this._probeTimer = null;
-    if (this._o.transport !== "auto" || this._mode === "websocket" || this._o.probeInterval <= 0 || this._closed || this._final !== null || this._offline) return;
-    this._probeTimer = setTimeout(() => {
-      this._probeTimer = null;
-      this._probe();
-    }, delay);
-  }
-  /**
-   * _probe tries a WebSocket beside the transport in use, and moves to it
-   * if it opens. Polling without one tries the stream next: moving to it
-   * is the test, since a buffering proxy in the way sends it back to
-   * polling after firstFrameTimeout, and cursors keep every channel whole.
-   */
-  _probe() {
-    if (this._closed || this._final !== null || this._offline || this._mode === "websocket") return;
-    const fallBack = () => {
-      if (this._closed || this._final !== null || this._offline) return;
-      if (this._mode === "poll") this._moveTo("sse");
-      else this._scheduleProbe();
-    };
-    if (typeof this._o.WebSocket !== "function") {
-      fallBack();
-      return;
-    }
-    let ws;
-    try {
-      ws = new this._o.WebSocket(wsURL(this._o.url));
-    } catch {
-      fallBack();
-      return;
-    }
-    this._probing = ws;
-    const timer = setTimeout(() => done(false), this._o.connectTimeout > 0 ? this._o.connectTimeout : 1e4);
-    const done = (opened) => {
-      if (this._probing !== ws) return;
-      this._probing = null;
-      clearTimeout(timer);
-      ws.onopen = ws.onclose = ws.onerror = null;
-      ws.close(1e3, "probe");
-      if (opened) {
-        this._everOpened = true;
-        this._moveTo("websocket");
-      } else {
-        fallBack();
-      }
-    };
-    ws.onopen = () => done(true);
-    ws.onclose = () => done(false);
-    ws.onerror = () => done(false);
   }
   /** _lost schedules the next attempt after a failed or lost connection. */
   _lost() {
@@ -1671,137 +1932,31 @@ var Live = class {
     }
     return this._sseBase;
   }
-  _failPublish(ref, p, err) {
-    this._publishes.delete(ref);
-    clearTimeout(p.timer);
-    p.ctl?.abort();
-    p.reject(err);
-  }
-  _handle(text) {
-    if (typeof text !== "string") return;
-    let m;
-    try {
-      m = JSON.parse(text);
-    } catch {
-      this._emitError(new LiveError("bad_frame", "live: the hub sent a frame that is not JSON"));
-      return;
-    }
-    this._frame(m);
-  }
   /**
-   * _frame handles one frame from the hub, parsed, and reports whether it
-   * was news: a frame that changed nothing here (data seen already, or of
-   * a subscription not acknowledged, an acknowledgement held already) is
-   * not, which keeps a poll that brings only such frames from being
-   * followed by another at once.
+   * _newReceiver returns what frames act on besides a channel's own state
+   * and subscribers: a Receiver.
+   * @returns {import("./frames.js").Receiver}
    */
-  _frame(m) {
-    if (!isObject(m)) return false;
-    const ch = typeof m.channel === "string" ? this._channels.get(m.channel) : void 0;
-    switch (m.type) {
-      case "data": {
-        if (!ch || !ch.acked) return false;
-        if (typeof m.cursor === "string") {
-          if (!isStateReset(m.data) && ch.cursor && !advances(ch.cursor, m.cursor)) return false;
-          ch.cursor = m.cursor;
-        }
-        const meta = { channel: m.channel, cursor: m.cursor ?? null };
-        if (m.queryKey !== void 0) meta.queryKey = m.queryKey;
-        for (const sub of [...ch.subs]) if (ch.subs.has(sub)) call(sub.callback, m.data, meta);
-        return true;
-      }
-      case "subscribed": {
-        if (typeof m.connection === "string") this._connectionID = m.connection;
-        if (!ch) return false;
-        const moves = typeof m.cursor === "string" && (!ch.cursor || advances(ch.cursor, m.cursor));
-        const news = !ch.acked || moves;
-        ch.acked = true;
-        if (moves) ch.cursor = m.cursor;
-        for (const sub of [...ch.subs]) if (sub.onSubscribed) call(sub.onSubscribed, ch.cursor);
-        return news;
-      }
-      case "presence": {
-        if (!ch || !ch.acked) return false;
-        const p = ch.presence ?? (ch.presence = { members: /* @__PURE__ */ new Map(), count: 0, tag: null });
-        if (typeof m.tag === "string") p.tag = m.tag;
-        const joined = [];
-        const left = [];
-        if (Array.isArray(m.members)) {
-          const next = /* @__PURE__ */ new Map();
-          for (const mb of m.members) if (isObject(mb) && typeof mb.user === "string") next.set(mb.user, mb);
-          for (const [user, mb] of next) if (!sameMember(p.members.get(user), mb)) joined.push(mb);
-          for (const user of p.members.keys()) if (!next.has(user)) left.push(user);
-          p.members = next;
-        }
-        if (Array.isArray(m.join)) {
-          for (const mb of m.join) {
-            if (!isObject(mb) || typeof mb.user !== "string") continue;
-            p.members.set(mb.user, mb);
-            joined.push(mb);
-          }
-        }
-        if (Array.isArray(m.leave)) {
-          for (const user of m.leave) if (p.members.delete(user)) left.push(user);
-        }
-        if (Number.isSafeInteger(m.count)) p.count = m.count;
-        const view = presenceView(p, joined, left);
-        for (const sub of [...ch.subs]) if (sub.onPresence) call(sub.onPresence, view);
-        return true;
-      }
-      case "status": {
-        const delayed = m.status === "delayed";
-        if (delayed === (this._delayed === true)) return false;
+  _newReceiver() {
+    return {
+      channel: (name) => this._channels.get(name),
+      named: (id) => {
+        this._connectionID = id;
+      },
+      delayed: (delayed) => {
+        if (delayed === this._delayed) return false;
         this._delayed = delayed;
         this._setStatus(this._conn.status, this._conn.reconnectAttempt);
         return true;
-      }
-      case "reset": {
-        if (!ch) return false;
-        const was = ch.cursor;
-        if (typeof m.cursor === "string") ch.cursor = m.cursor;
-        for (const sub of [...ch.subs]) if (sub.onReset) call(sub.onReset, ch.cursor, String(m.reason ?? ""));
-        return ch.cursor !== was;
-      }
-      case "close": {
-        if (!Number.isSafeInteger(m.closeCode)) return false;
-        this._ended(m.closeCode, String(m.reason ?? ""));
-        return true;
-      }
-      case "published":
-      case "error": {
-        const p = typeof m.ref === "number" ? this._publishes.get(m.ref) : void 0;
-        if (p) {
-          this._publishes.delete(m.ref);
-          clearTimeout(p.timer);
-          if (m.type === "published") p.resolve(String(m.cursor ?? ""));
-          else p.reject(new LiveError(String(m.code ?? "error"), `live: publish on ${p.frame.channel}: ${m.message ?? m.code}`, { channel: p.frame.channel }));
-          return true;
-        }
-        if (m.type === "error") {
-          const err = new LiveError(String(m.code ?? "error"), `live: ${m.channel ? m.channel + ": " : ""}${m.message ?? m.code}`, m.channel ? { channel: m.channel } : {});
-          if (ch && this._t.refuses(ch)) ch.refused = "hub";
-          if (ch) for (const sub of [...ch.subs]) this._emitError(err, sub);
-          else this._emitError(err);
-          return true;
-        }
-        return false;
-      }
-    }
-    return false;
+      },
+      ended: (code, reason) => this._ended(code, reason),
+      acknowledged: (ref, cursor) => this._publishes.acknowledged(ref, cursor),
+      refused: (ref, code, detail) => this._publishes.refused(ref, code, detail),
+      refuses: (ch) => this._t.refuses(ch),
+      error: (err, sub) => this._emitError(err, sub)
+    };
   }
 };
-function presenceView(p, joined, left) {
-  const members = [...p.members.values()].sort((a, b) => a.user < b.user ? -1 : a.user > b.user ? 1 : 0);
-  return { members, count: p.count, joined, left };
-}
-function sameMember(a, b) {
-  return a !== void 0 && a.conns === b.conns && JSON.stringify(a.info) === JSON.stringify(b.info);
-}
-function given(options) {
-  const o = {};
-  for (const [k, v] of Object.entries(options ?? {})) if (v !== void 0) o[k] = v;
-  return o;
-}
 
 // src/follow.js
 var maxHeld = 1e4;

@@ -1,14 +1,24 @@
-// The connection: Live, which keeps the channels, their cursors, the
-// publishes and the connection's status, and moves between transports (the
-// ladder: WebSocket, SSE, long-poll), probing upward, following the
-// endings the server decides and the browser's offline and online.
+// The connection: Live, the handle createLive returns. It keeps the
+// connection's status and moves between transports (the ladder:
+// WebSocket, SSE, long-poll), reconnecting with backoff, following the
+// endings the server decides and the browser's offline and online. Its
+// parts: the channels and their subscribers (channels.js), the publishes
+// waiting for an answer (publish.js), what each frame from the hub does
+// (frames.js, presence.js), the tries of the transports above the one in
+// use (probe.js), and the transports themselves (ws.js, sse.js, poll.js),
+// each reaching the Live only through the callbacks it is given.
 
+import { Channels } from "./channels.js";
+import { finalStatus, refusal, whyRefused } from "./endings.js";
 import { call, LiveError, report } from "./errors.js";
-import { defaultFetch, httpError } from "./http.js";
-import { advances, isObject, isStateReset } from "./merge.js";
+import { handleFrame, handleText } from "./frames.js";
+import { defaultFetch } from "./http.js";
+import { liveOptions } from "./options.js";
 import { PollTransport } from "./poll.js";
+import { Prober } from "./probe.js";
+import { Publishes } from "./publish.js";
 import { SSETransport } from "./sse.js";
-import { SocketTransport, wsURL } from "./ws.js";
+import { SocketTransport } from "./ws.js";
 
 /**
  * @typedef {"connecting"|"connected"|"disconnected"|"error"|"offline"|"removed"|"signed-out"} Status
@@ -16,41 +26,13 @@ import { SocketTransport, wsURL } from "./ws.js";
  * @typedef {{status: Status, reconnectAttempt: number, transport: "websocket"|"sse"|"poll", delayed: boolean, ending: Ending|null}} Connection
  */
 
-/**
- * The endings the server means as final, by code, and the status each
- * leaves: the application disconnected the user (Hub.Disconnect: the
- * WebSocket's close code 4001, which streams and polls carry in their
- * "close" frame), or refused who the page is when it came back (HTTP 401
- * from Options.Identify). Every other ending (1013 try again later, 1001
- * the server going away, a network failure) is followed by a reconnection.
- */
-const finalEndings = new Map([
-  [4001, "removed"],
-  [401, "signed-out"],
-]);
-
 /** offline reports whether the browser says it has no network. */
 export const offline = () => typeof navigator !== "undefined" && navigator.onLine === false;
 
-const transports = ["auto", "websocket", "sse", "poll"];
-
 /**
  * createLive connects the page to a hub and returns the handle every
- * channel goes through. Options: transport ("auto", the default: the best
- * transport that works, see below; "websocket"; "sse"; "poll"), url (the
- * WebSocket, default "/ws"),
- * sseURL (the multiplexed stream and HTTP publishing, default
- * "/api/live"; under the hub's prefix mount, the prefix with its slash,
- * "/live/"), both relative to the page; minBackoff and maxBackoff in
- * ms (1000 and 30000: the wait before reconnecting is drawn uniformly
- * below min(maxBackoff, minBackoff·2^n) after the n-th failure, and starts
- * again from minBackoff once a connection opens), connectTimeout (10000
- * ms), publishTimeout (10000 ms), maxQueue (publishes held while
- * disconnected, 1000), pingInterval (25000 ms; 0 disables the liveness
- * check), pongTimeout (10000 ms), headers and credentials (for the SSE
- * transport's requests), firstFrameTimeout (5000 ms) and probeInterval
- * (300000 ms; 0 never probes) for "auto", WebSocket and fetch (for tests) and random
- * (Math.random, for tests).
+ * channel goes through. Its options and their defaults are liveOptions'
+ * (options.js).
  *
  * Endings the server decides reach onEnd listeners, on every transport,
  * as {code, reason, retry}: WebSocket close codes (4001 disconnected by
@@ -88,34 +70,10 @@ export function createLive(options = {}) {
 
 class Live {
   constructor(options) {
-    const o = {
-      url: "/ws",
-      sseURL: "/api/live",
-      transport: "auto",
-      minBackoff: 1000,
-      maxBackoff: 30000,
-      connectTimeout: 10000,
-      publishTimeout: 10000,
-      maxQueue: 1000,
-      pingInterval: 25000,
-      pongTimeout: 10000,
-      firstFrameTimeout: 5000,
-      probeInterval: 300000,
-      headers: {},
-      credentials: "same-origin",
-      random: Math.random,
-      WebSocket: globalThis.WebSocket,
-      fetch: undefined,
-      ...given(options),
-    };
-    if (!transports.includes(o.transport)) throw new TypeError(`live: transport must be "auto", "websocket", "sse" or "poll", not ${JSON.stringify(String(o.transport))}`);
-    const noSocket = typeof o.WebSocket !== "function";
-    if (noSocket && o.transport === "websocket") throw new TypeError("live: no WebSocket constructor: pass options.WebSocket");
+    const o = liveOptions(options);
     this._o = o;
     /** @type {"websocket"|"sse"|"poll"} */
-    this._mode = o.transport === "auto" ? (noSocket ? "sse" : "websocket") : o.transport;
-    this._probeTimer = null; // the next try of the transports above the one in use
-    this._probing = null; // the WebSocket a probe opened
+    this._mode = o.transport === "auto" ? (typeof o.WebSocket !== "function" ? "sse" : "websocket") : o.transport;
     this._everStreamed = false; // a stream or poll has brought a frame since the last move
     this._sseBase = null; // resolved when first needed
     this._everOpened = false; // a WebSocket has opened: auto stays on WebSocket
@@ -129,13 +87,22 @@ class Live {
     this._statusListeners = new Set();
     this._errorListeners = new Set();
     this._endListeners = new Set();
-    /** @type {Map<string, any>} */
-    this._channels = new Map();
-    this._ref = 0;
+    this._channels = new Channels({ closed: () => this._closed, added: (ch) => this._t.added(ch), removed: (ch) => this._t.removed(ch) });
     this._connectionID = null; // the hub's name for the connection, from "subscribed" frames
-    this._publishes = new Map(); // ref -> {frame, sent, resolve, reject, timer, ctl}
+    this._delayed = false; // the hub said updates are delayed, on the connection open now
+    this._publishes = new Publishes(o.maxQueue, (ref, p) => this._t.publish(ref, p));
+    /** What frames act on besides the channels: see frames.js. */
+    this._receiver = this._newReceiver();
     /** The transport in use: it carries frames between this and the hub. */
     this._t = this._newTransport(this._mode);
+    this._prober = new Prober(o, {
+      mode: () => this._mode,
+      usable: () => !this._closed && this._final === null && !this._offline,
+      opened: () => {
+        this._everOpened = true;
+      },
+      moveTo: (mode) => this._moveTo(mode),
+    });
     this._onOnline = () => this._online();
     this._onOffline = () => this._goOffline();
     if (typeof addEventListener === "function") {
@@ -199,7 +166,7 @@ class Live {
     if (this._final !== null) {
       this._final = null;
       this._setStatus("connecting", 0);
-      this._scheduleProbe(Math.min(30000, this._o.probeInterval));
+      this._prober.schedule(Math.min(30000, this._o.probeInterval));
       this._connect();
       return;
     }
@@ -230,49 +197,21 @@ class Live {
 
   /** members returns the channel's presence as last received ({members, count}), or null. */
   members(channel) {
-    const p = this._channels.get(channel)?.presence;
-    return p ? { members: [...p.members.values()], count: p.count } : null;
+    return this._channels.members(channel);
   }
 
   /** cursor returns the cursor the channel resumes from, or null. */
   cursor(channel) {
-    return this._channels.get(channel)?.cursor ?? null;
+    return this._channels.cursor(channel);
   }
 
   /**
    * subscribe calls callback(data, meta) for every publication on channel,
-   * in order, each once, and returns a function that unsubscribes.
-   * Callers of one channel share its subscription. opts.cursor resumes
-   * from a saved cursor (only for the channel's first subscriber);
-   * opts.onReset(cursor, reason) is called when the hub could not replay
-   * what was missed: refetch the channel's state. opts.onSubscribed(cursor)
-   * is called whenever the hub acknowledges the subscription, after which
-   * publications reach the callback; opts.onError(err) on a refusal.
+   * in order, each once, and returns a function that unsubscribes: see
+   * Channels.subscribe (channels.js) for its options.
    */
   subscribe(channel, callback, opts = {}) {
-    if (typeof channel !== "string" || channel === "") throw new TypeError("live: subscribe: channel must be a non-empty string");
-    if (typeof callback !== "function") throw new TypeError("live: subscribe: callback must be a function");
-    if (this._closed) throw new LiveError("closed", "live: subscribe after close");
-    let ch = this._channels.get(channel);
-    if (!ch) {
-      ch = { name: channel, cursor: typeof opts.cursor === "string" && opts.cursor ? opts.cursor : null, acked: false, refused: false, subs: new Set() };
-      this._channels.set(channel, ch);
-      this._t.added(ch);
-    }
-    const sub = { callback, onReset: opts.onReset, onSubscribed: opts.onSubscribed, onError: opts.onError, onPresence: opts.onPresence };
-    ch.subs.add(sub);
-    if (ch.acked && sub.onSubscribed) {
-      const cursor = ch.cursor;
-      queueMicrotask(() => ch.subs.has(sub) && call(sub.onSubscribed, cursor));
-    }
-    if (ch.presence && sub.onPresence) {
-      queueMicrotask(() => ch.subs.has(sub) && ch.presence && call(sub.onPresence, presenceView(ch.presence, [], [])));
-    }
-    return () => {
-      if (!ch.subs.delete(sub) || ch.subs.size > 0 || this._channels.get(channel) !== ch) return;
-      this._channels.delete(channel);
-      this._t.removed(ch);
-    };
+    return this._channels.subscribe(channel, callback, opts);
   }
 
   /**
@@ -288,29 +227,7 @@ class Live {
    */
   publish(channel, data, opts = {}) {
     if (this._closed) return Promise.reject(new LiveError("closed", "live: publish after close", { channel }));
-    try {
-      if (JSON.stringify(data) === undefined) throw new TypeError("data is undefined");
-    } catch (e) {
-      return Promise.reject(new TypeError(`live: publish: data must be a JSON value: ${e.message}`));
-    }
-    if (this._publishes.size >= this._o.maxQueue) {
-      return Promise.reject(new LiveError("queue_full", `live: publish: ${this._o.maxQueue} publishes are already waiting`, { channel }));
-    }
-    const ref = ++this._ref;
-    const frame = { type: "publish", channel, data, ref };
-    return new Promise((resolve, reject) => {
-      const timeout = opts.timeout ?? this._o.publishTimeout;
-      const p = { frame, sent: false, resolve, reject, timer: null, ctl: null };
-      if (timeout > 0) {
-        p.timer = setTimeout(() => {
-          this._publishes.delete(ref);
-          p.ctl?.abort();
-          reject(new LiveError("timeout", `live: publish on ${channel}: no acknowledgement within ${timeout} ms`, { channel }));
-        }, timeout);
-      }
-      this._publishes.set(ref, p);
-      this._dispatch(ref, p);
-    });
+    return this._publishes.publish(channel, data, opts.timeout ?? this._o.publishTimeout);
   }
 
   /** close closes the connection for good: no reconnection follows. */
@@ -322,11 +239,10 @@ class Live {
       removeEventListener("offline", this._onOffline);
     }
     clearTimeout(this._timer);
-    clearTimeout(this._probeTimer);
-    this._timer = this._probeTimer = null;
-    this._stopProbing();
+    this._timer = null;
+    this._prober.stop();
     this._t.close("closed by the client");
-    for (const [ref, p] of this._publishes) this._failPublish(ref, p, new LiveError("closed", "live: closed before the publish was acknowledged", { channel: p.frame.channel }));
+    this._publishes.failAll((channel) => new LiveError("closed", "live: closed before the publish was acknowledged", { channel }));
     this._setStatus("disconnected", this._conn.reconnectAttempt);
   }
 
@@ -354,41 +270,25 @@ class Live {
    */
   _ended(code, reason) {
     if (this._closed || this._final !== null) return true;
-    const status = finalEndings.get(code);
+    const status = finalStatus(code);
     const ending = { code, reason, retry: status === undefined, transport: this._mode };
     this._ending = ending;
     for (const l of [...this._endListeners]) call(l, { ...ending });
     if (status === undefined) return false;
     this._final = status;
     clearTimeout(this._timer);
-    clearTimeout(this._probeTimer);
-    this._timer = this._probeTimer = null;
-    this._stopProbing();
+    this._timer = null;
+    this._prober.stop();
     this._t.close("ended by the server");
-    for (const [ref, p] of this._publishes) {
-      this._failPublish(ref, p, new LiveError(status === "removed" ? "disconnected" : "unauthenticated", `live: publish on ${p.frame.channel}: the server ended the connection (${code} ${reason})`, { channel: p.frame.channel }));
-    }
+    const failed = status === "removed" ? "disconnected" : "unauthenticated";
+    this._publishes.failAll((channel) => new LiveError(failed, `live: publish on ${channel}: the server ended the connection (${code} ${reason})`, { channel }));
     this._setStatus(status, this._conn.reconnectAttempt);
     return true;
   }
 
-  /**
-   * _refused ends the connection for a 401 answer: a Hub.Disconnect that
-   * caught the request on its way in (code "disconnected") is the 4001 it
-   * would have closed an open one with; anything else is Identify's
-   * refusal.
-   */
+  /** _refused ends the connection for a 401 answer (see refusal). */
   _refused(err) {
-    const reason = String(err.body?.message ?? err.code);
-    this._ended(err.code === "disconnected" ? 4001 : 401, reason);
-  }
-
-  /** _stopProbing gives up a probe's WebSocket, if one is open. */
-  _stopProbing() {
-    if (!this._probing) return;
-    this._probing.onopen = this._probing.onclose = this._probing.onerror = null;
-    this._probing.close();
-    this._probing = null;
+    this._ended(...refusal(err));
   }
 
   /**
@@ -401,9 +301,8 @@ class Live {
     this._offline = true;
     if (this._final !== null) return;
     clearTimeout(this._timer);
-    clearTimeout(this._probeTimer);
-    this._timer = this._probeTimer = null;
-    this._stopProbing();
+    this._timer = null;
+    this._prober.stop();
     this._t.close("offline");
     this._setStatus("offline", this._conn.reconnectAttempt);
   }
@@ -420,45 +319,19 @@ class Live {
     clearTimeout(this._timer);
     this._timer = null;
     this._connect();
-    if (this._o.transport === "auto" && this._mode !== "websocket" && this._o.probeInterval > 0 && !this._probing) {
-      clearTimeout(this._probeTimer);
-      this._probeTimer = null;
-      this._probe();
-    }
+    this._prober.now();
   }
 
-  /**
-   * _whyRefused asks the stream URL whether the hub refuses who the page
-   * is, after a WebSocket that did not open: a refused handshake shows the
-   * page nothing. A 401 is a final ending; anything else leaves the
-   * reconnection _lost scheduled.
-   */
+  /** _whyRefused asks why a WebSocket did not open (see whyRefused), unless the connection has moved on meanwhile. */
   _whyRefused() {
-    let url;
-    try {
-      const base = this._sseURL() + (/\/$/.test(this._o.sseURL) ? "/" : "");
-      url = `${base}${base.includes("?") ? "&" : "?"}channels=`;
-    } catch {
-      return;
-    }
     const mode = this._mode;
-    Promise.resolve()
-      .then(() => this._fetch()(url, { headers: { Accept: "application/json", ...this._o.headers }, credentials: this._o.credentials, cache: "no-store" }))
-      .then(async (res) => {
-        if (res.status !== 401 || this._closed || this._mode !== mode || this._conn.status === "connected") return;
-        this._refused(await httpError(res, "connecting"));
-      })
-      .catch(() => {}); // the network: the reconnection tells
+    const wanted = () => !this._closed && this._mode === mode && this._conn.status !== "connected";
+    whyRefused(() => this._fetch(), () => this._sseURL(), this._o, wanted, (err) => this._refused(err));
   }
 
   _emitError(err, sub) {
     if (sub?.onError) call(sub.onError, err);
     for (const l of [...this._errorListeners]) call(l, err);
-  }
-
-  /** _dispatch sends a publish by the transport in use. */
-  _dispatch(ref, p) {
-    this._t.publish(ref, p);
   }
 
   _connect() {
@@ -510,33 +383,24 @@ class Live {
       current: () => live._t === transport(),
       opened() {
         live._everOpened = true;
-        for (const [ref, p] of live._publishes) if (!p.sent) live._dispatch(ref, p);
+        live._publishes.sendUnsent();
       },
       framed() {
         live._everStreamed = true;
       },
       everFramed: () => live._everStreamed,
       willFallBack: () => live._willFallBack(),
-      message: (text) => live._handle(text),
-      frame: (m) => live._frame(m),
+      message: (text) => handleText(text, live._receiver),
+      frame: (m) => handleFrame(m, live._receiver),
       error: (err) => live._emitError(err),
       lost: () => live._lost(),
       ended: (code, reason) => live._ended(code, reason),
       refused: (err) => live._refused(err),
       whyRefused: () => live._whyRefused(),
       moveTo: (mode) => live._moveTo(mode),
-      published(ref, p, cursor) {
-        if (live._publishes.get(ref) !== p) return;
-        live._publishes.delete(ref);
-        clearTimeout(p.timer);
-        p.resolve(cursor);
-      },
-      publishFailed(ref, p, err) {
-        if (live._publishes.get(ref) === p) live._failPublish(ref, p, err);
-      },
-      sentLost(err) {
-        for (const [ref, p] of live._publishes) if (p.sent && !p.ctl) live._failPublish(ref, p, err(p.frame.channel));
-      },
+      published: (ref, p, cursor) => live._publishes.published(ref, p, cursor),
+      publishFailed: (ref, p, err) => live._publishes.failed(ref, p, err),
+      sentLost: (err) => live._publishes.sentLost(err),
       fetch: () => live._fetch(),
       sseURL: () => live._sseURL(),
     };
@@ -560,70 +424,10 @@ class Live {
     this._mode = mode;
     this._t = this._newTransport(mode);
     this._everStreamed = false;
-    for (const [ref, p] of this._publishes) if (!p.sent) this._dispatch(ref, p);
+    this._publishes.sendUnsent();
     this._setStatus("connecting", this._conn.reconnectAttempt);
-    this._scheduleProbe(Math.min(30000, this._o.probeInterval));
+    this._prober.schedule(Math.min(30000, this._o.probeInterval));
     this._connect();
-  }
-
-  /**
-   * _scheduleProbe plans the next try of the transports above the one in
-   * use, with "auto": after delay, probeInterval by default. The first
-   * after a move down comes sooner, since the move may have been caused by
-   * a server that was down rather than by a proxy.
-   */
-  _scheduleProbe(delay = this._o.probeInterval) {
-    clearTimeout(this._probeTimer);
-    this._probeTimer = null;
-    if (this._o.transport !== "auto" || this._mode === "websocket" || this._o.probeInterval <= 0 || this._closed || this._final !== null || this._offline) return;
-    this._probeTimer = setTimeout(() => {
-      this._probeTimer = null;
-      this._probe();
-    }, delay);
-  }
-
-  /**
-   * _probe tries a WebSocket beside the transport in use, and moves to it
-   * if it opens. Polling without one tries the stream next: moving to it
-   * is the test, since a buffering proxy in the way sends it back to
-   * polling after firstFrameTimeout, and cursors keep every channel whole.
-   */
-  _probe() {
-    if (this._closed || this._final !== null || this._offline || this._mode === "websocket") return;
-    const fallBack = () => {
-      if (this._closed || this._final !== null || this._offline) return;
-      if (this._mode === "poll") this._moveTo("sse");
-      else this._scheduleProbe();
-    };
-    if (typeof this._o.WebSocket !== "function") {
-      fallBack();
-      return;
-    }
-    let ws;
-    try {
-      ws = new this._o.WebSocket(wsURL(this._o.url));
-    } catch {
-      fallBack();
-      return;
-    }
-    this._probing = ws;
-    const timer = setTimeout(() => done(false), this._o.connectTimeout > 0 ? this._o.connectTimeout : 10000);
-    const done = (opened) => {
-      if (this._probing !== ws) return;
-      this._probing = null;
-      clearTimeout(timer);
-      ws.onopen = ws.onclose = ws.onerror = null;
-      ws.close(1000, "probe");
-      if (opened) {
-        this._everOpened = true;
-        this._moveTo("websocket");
-      } else {
-        fallBack();
-      }
-    };
-    ws.onopen = () => done(true);
-    ws.onclose = () => done(false);
-    ws.onerror = () => done(false);
   }
 
   /** _lost schedules the next attempt after a failed or lost connection. */
@@ -663,153 +467,28 @@ class Live {
     return this._sseBase;
   }
 
-  _failPublish(ref, p, err) {
-    this._publishes.delete(ref);
-    clearTimeout(p.timer);
-    p.ctl?.abort();
-    p.reject(err);
-  }
-
-
-  _handle(text) {
-    if (typeof text !== "string") return;
-    let m;
-    try {
-      m = JSON.parse(text);
-    } catch {
-      this._emitError(new LiveError("bad_frame", "live: the hub sent a frame that is not JSON"));
-      return;
-    }
-    this._frame(m);
-  }
-
   /**
-   * _frame handles one frame from the hub, parsed, and reports whether it
-   * was news: a frame that changed nothing here (data seen already, or of
-   * a subscription not acknowledged, an acknowledgement held already) is
-   * not, which keeps a poll that brings only such frames from being
-   * followed by another at once.
+   * _newReceiver returns what frames act on besides a channel's own state
+   * and subscribers: a Receiver.
+   * @returns {import("./frames.js").Receiver}
    */
-  _frame(m) {
-    if (!isObject(m)) return false;
-    const ch = typeof m.channel === "string" ? this._channels.get(m.channel) : undefined;
-    switch (m.type) {
-      case "data": {
-        // Frames of an unacknowledged subscription belong to an older one.
-        if (!ch || !ch.acked) return false;
-        if (typeof m.cursor === "string") {
-          // Resets of a State channel come in band, at the hub's cursor,
-          // which may be behind the client's: always take them.
-          if (!isStateReset(m.data) && ch.cursor && !advances(ch.cursor, m.cursor)) return false; // seen already
-          ch.cursor = m.cursor;
-        }
-        const meta = { channel: m.channel, cursor: m.cursor ?? null };
-        if (m.queryKey !== undefined) meta.queryKey = m.queryKey;
-        for (const sub of [...ch.subs]) if (ch.subs.has(sub)) call(sub.callback, m.data, meta);
-        return true;
-      }
-      case "subscribed": {
-        if (typeof m.connection === "string") this._connectionID = m.connection;
-        if (!ch) return false;
-        const moves = typeof m.cursor === "string" && (!ch.cursor || advances(ch.cursor, m.cursor));
-        const news = !ch.acked || moves;
-        ch.acked = true;
-        if (moves) ch.cursor = m.cursor;
-        for (const sub of [...ch.subs]) if (sub.onSubscribed) call(sub.onSubscribed, ch.cursor);
-        return news;
-      }
-      case "presence": {
-        if (!ch || !ch.acked) return false;
-        const p = ch.presence ?? (ch.presence = { members: new Map(), count: 0, tag: null });
-        if (typeof m.tag === "string") p.tag = m.tag;
-        const joined = [];
-        const left = [];
-        if (Array.isArray(m.members)) {
-          // A snapshot: the difference from what we had is what changed.
-          const next = new Map();
-          for (const mb of m.members) if (isObject(mb) && typeof mb.user === "string") next.set(mb.user, mb);
-          for (const [user, mb] of next) if (!sameMember(p.members.get(user), mb)) joined.push(mb);
-          for (const user of p.members.keys()) if (!next.has(user)) left.push(user);
-          p.members = next;
-        }
-        if (Array.isArray(m.join)) {
-          for (const mb of m.join) {
-            if (!isObject(mb) || typeof mb.user !== "string") continue;
-            p.members.set(mb.user, mb);
-            joined.push(mb);
-          }
-        }
-        if (Array.isArray(m.leave)) {
-          for (const user of m.leave) if (p.members.delete(user)) left.push(user);
-        }
-        if (Number.isSafeInteger(m.count)) p.count = m.count;
-        const view = presenceView(p, joined, left);
-        for (const sub of [...ch.subs]) if (sub.onPresence) call(sub.onPresence, view);
-        return true;
-      }
-      case "status": {
-        // The hub's link to its broker broke ("delayed") or is back
-        // ("live"): updates wait meanwhile, and arrive after.
-        const delayed = m.status === "delayed";
-        if (delayed === (this._delayed === true)) return false;
+  _newReceiver() {
+    return {
+      channel: (name) => this._channels.get(name),
+      named: (id) => {
+        this._connectionID = id;
+      },
+      delayed: (delayed) => {
+        if (delayed === this._delayed) return false;
         this._delayed = delayed;
         this._setStatus(this._conn.status, this._conn.reconnectAttempt);
         return true;
-      }
-      case "reset": {
-        if (!ch) return false;
-        const was = ch.cursor;
-        if (typeof m.cursor === "string") ch.cursor = m.cursor;
-        for (const sub of [...ch.subs]) if (sub.onReset) call(sub.onReset, ch.cursor, String(m.reason ?? ""));
-        return ch.cursor !== was;
-      }
-      case "close": {
-        // The server ends the stream or poll, saying what a WebSocket's
-        // close frame would.
-        if (!Number.isSafeInteger(m.closeCode)) return false;
-        this._ended(m.closeCode, String(m.reason ?? ""));
-        return true;
-      }
-      case "published":
-      case "error": {
-        const p = typeof m.ref === "number" ? this._publishes.get(m.ref) : undefined;
-        if (p) {
-          this._publishes.delete(m.ref);
-          clearTimeout(p.timer);
-          if (m.type === "published") p.resolve(String(m.cursor ?? ""));
-          else p.reject(new LiveError(String(m.code ?? "error"), `live: publish on ${p.frame.channel}: ${m.message ?? m.code}`, { channel: p.frame.channel }));
-          return true;
-        }
-        if (m.type === "error") {
-          const err = new LiveError(String(m.code ?? "error"), `live: ${m.channel ? m.channel + ": " : ""}${m.message ?? m.code}`, m.channel ? { channel: m.channel } : {});
-          // On a stream, a channel refused before it was acknowledged is
-          // left out of the streams that follow, until the next reconnection.
-          if (ch && this._t.refuses(ch)) ch.refused = "hub";
-          if (ch) for (const sub of [...ch.subs]) this._emitError(err, sub);
-          else this._emitError(err);
-          return true;
-        }
-        return false;
-      }
-    }
-    return false;
+      },
+      ended: (code, reason) => this._ended(code, reason),
+      acknowledged: (ref, cursor) => this._publishes.acknowledged(ref, cursor),
+      refused: (ref, code, detail) => this._publishes.refused(ref, code, detail),
+      refuses: (ch) => this._t.refuses(ch),
+      error: (err, sub) => this._emitError(err, sub),
+    };
   }
 }
-
-/** presenceView is what presence listeners get. */
-function presenceView(p, joined, left) {
-  const members = [...p.members.values()].sort((a, b) => (a.user < b.user ? -1 : a.user > b.user ? 1 : 0));
-  return { members, count: p.count, joined, left };
-}
-
-function sameMember(a, b) {
-  return a !== undefined && a.conns === b.conns && JSON.stringify(a.info) === JSON.stringify(b.info);
-}
-
-/** given returns the options that are set: an undefined option takes its default. */
-export function given(options) {
-  const o = {};
-  for (const [k, v] of Object.entries(options ?? {})) if (v !== undefined) o[k] = v;
-  return o;
-}
-

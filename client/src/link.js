@@ -7,11 +7,18 @@
 // options it was given).
 
 /**
- * A channel as the Live keeps it: its name, the cursor reached, whether
- * its subscription is acknowledged, whether the hub refused it ("hub") or
- * it cannot be asked for ("invalid"), its presence and its subscribers
- * (which transports reach through Link.channelError).
- * @typedef {{name: string, cursor: string|null, acked: boolean, refused: false|"hub"|"invalid", presence?: {tag?: string}|null, subs: Set<any>}} Channel
+ * A channel as the Live keeps it (see channels.js): its name, the cursor
+ * reached, whether its subscription is acknowledged, whether the hub
+ * refused it ("hub") or it cannot be asked for ("invalid"), its presence
+ * (presence.js) and its subscribers (which transports reach through
+ * Link.channelError).
+ * @typedef {{name: string, cursor: string|null, acked: boolean, refused: false|"hub"|"invalid", presence?: import("./presence.js").Presence|null, subs: Set<Subscriber>}} Channel
+ */
+
+/**
+ * A subscriber of a channel: its callback for publications and the
+ * listeners it gave (see Channels.subscribe).
+ * @typedef {{callback: (data: any, meta: object) => void, onReset?: (cursor: string|null, reason: string) => void, onSubscribed?: (cursor: string|null) => void, onError?: (err: Error) => void, onPresence?: (p: object) => void}} Subscriber
  */
 
 /**

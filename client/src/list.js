@@ -1,6 +1,6 @@
 // liveList: a list with optimistic mutations.
 
-import { given } from "./connection.js";
+import { given } from "./options.js";
 import { call, LiveError } from "./errors.js";
 import { Follower } from "./follow.js";
 import { hasOwn, isObject, listMerge } from "./merge.js";

@@ -1,6 +1,6 @@
 // liveState: the value of a State channel.
 
-import { given } from "./connection.js";
+import { given } from "./options.js";
 import { call, LiveError, MergeError } from "./errors.js";
 import { Follower } from "./follow.js";
 import { deltaApply, hasOwn, isObject, isStateReset, mergePatch, parseCursor } from "./merge.js";

@@ -157,10 +157,12 @@ func NewHub(opts *Options) *Hub {
 
 // Publish publishes v on channel and returns its position. v is encoded
 // with encoding/json; pass a json.RawMessage to publish JSON you already
-// have (it is validated and compacted). Server code publishes regardless
-// of Options.Authorize. After Close, Publish returns ErrClosed.
+// have (it is validated and compacted), or a [Text] (or *Text) to publish
+// text, such as an HTML fragment, that one-channel SSE streams send as it
+// is. Server code publishes regardless of Options.Authorize. After Close,
+// Publish returns ErrClosed.
 func (h *Hub) Publish(ctx context.Context, channel string, v any) (Position, error) {
-	data, err := encodePublication(channel, v)
+	ctx, data, err := h.encodePublication(ctx, channel, v)
 	if err != nil {
 		return Position{}, err
 	}
@@ -168,22 +170,32 @@ func (h *Hub) Publish(ctx context.Context, channel string, v any) (Position, err
 }
 
 // encodePublication checks a publication of v on channel and returns it
-// as compact JSON.
-func encodePublication(channel string, v any) ([]byte, error) {
+// as compact JSON, with ctx marking it as text if it is a [Text].
+func (h *Hub) encodePublication(ctx context.Context, channel string, v any) (context.Context, []byte, error) {
 	if err := ValidChannel(channel); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if reserved(channel) {
-		return nil, fmt.Errorf("live: publish %q: %w", channel, errReserved)
+		return nil, nil, fmt.Errorf("live: publish %q: %w", channel, errReserved)
+	}
+	if t, ok := asText(v); ok {
+		if err := h.checkTextKind(channel); err != nil {
+			return nil, nil, err
+		}
+		data, mark, err := encodeText(t)
+		if err != nil {
+			return nil, nil, fmt.Errorf("live: publish %q: %w", channel, err)
+		}
+		return withText(ctx, mark), data, nil
 	}
 	data, err := json.Marshal(v)
 	if err == nil && !utf8.Valid(data) {
 		err = errBadJSON
 	}
 	if err != nil {
-		return nil, fmt.Errorf("live: publish %q: %w", channel, err)
+		return nil, nil, fmt.Errorf("live: publish %q: %w", channel, err)
 	}
-	return data, nil
+	return ctx, data, nil
 }
 
 // prepare attaches the hub's meta for channel to ctx, refusing a

@@ -260,6 +260,39 @@ func (h *Hub) publishIf(ctx context.Context, channel string, head *Position, dat
 	return pos, nil
 }
 
+// Head returns the position of the newest publication on channel, as its
+// broker reports it (in a numbering with nothing published yet, the
+// position before the first publication). A server-rendered page reads it
+// before it reads what it shows, and streams the channel from there:
+//
+//	pos, err := hub.Head(ctx, "feed")
+//	rows := loadRows(ctx) // everything up to pos, perhaps a little more
+//	// render, with <div hx-ext="sse" sse-connect="/live/feed?cursor={{pos}}">
+//
+// The stream then sends everything published after pos, whatever
+// happened between the render and its request, so the page misses
+// nothing: at worst it gets again a change it already showed. A stream
+// that reconnects sends Last-Event-ID, which wins over the URL's cursor,
+// so it resumes after what it received.
+//
+// The Position returned by [Hub.Publish] serves the same purpose for a
+// page rendered right after a publication of its own. Head refuses an
+// invalid or reserved channel, and returns ErrClosed after Close.
+func (h *Hub) Head(ctx context.Context, channel string) (Position, error) {
+	if err := ValidChannel(channel); err != nil {
+		return Position{}, err
+	}
+	if reserved(channel) {
+		return Position{}, fmt.Errorf("live: head of %q: %w", channel, errReserved)
+	}
+	select {
+	case <-h.done:
+		return Position{}, fmt.Errorf("live: head of %q: %w", channel, ErrClosed)
+	default:
+	}
+	return h.brokerHead(ctx, channel)
+}
+
 // brokerHead returns the channel's head as the broker reports it to a
 // subscription that starts now.
 func (h *Hub) brokerHead(ctx context.Context, channel string) (Position, error) {

@@ -350,3 +350,98 @@ func TestTextAcrossHubs(t *testing.T) {
 		t.Errorf("hook's text sent as %q", got)
 	}
 }
+
+// TestRenderThenStream checks the flow of a server-rendered page: it
+// reads the channel's head, renders, and streams from that cursor, missing
+// nothing published in between and replaying nothing before it.
+func TestRenderThenStream(t *testing.T) {
+	s := newTestServer(t, nil)
+	ctx := context.Background()
+	head, err := s.hub.Head(ctx, "feed")
+	if err != nil || head.Seq != 0 || head.Epoch == "" {
+		t.Fatalf("Head of a new channel: %v, %v; want position 0 of a numbering", head, err)
+	}
+	s.publish(t, "feed", live.Text{Data: "<li>1</li>"})
+	p2 := s.publish(t, "feed", live.Text{Data: "<li>2</li>"})
+	head, err = s.hub.Head(ctx, "feed")
+	if err != nil || head != p2 {
+		t.Fatalf("Head: %v, %v; want %v", head, err, p2)
+	}
+	// Rendered at head; a publication comes before the page's stream.
+	p3 := s.publish(t, "feed", live.Text{Data: "<li>3</li>"})
+	st := openRawSSE(t, s.srv.URL+"/live/feed?cursor="+url.QueryEscape(head.String()), nil)
+	st.next(t) // the acknowledgement
+	p4 := s.publish(t, "feed", live.Text{Data: "<li>4</li>"})
+	want := "id: " + p3.String() + "\ndata: <li>3</li>\n\n" + "id: " + p4.String() + "\ndata: <li>4</li>\n\n"
+	if got := st.nextN(t, 2); got != want {
+		t.Errorf("stream from the rendered head got %q; want %q", got, want)
+	}
+	for _, ch := range []string{"@live:control", ""} {
+		if _, err := s.hub.Head(ctx, ch); err == nil {
+			t.Errorf("Head(%q): no error", ch)
+		}
+	}
+}
+
+// TestStreamConnectionID checks that a page names its one-channel stream
+// with ?connection=, so that its own writes, sent with the same id in
+// ConnectionHeader to a Hook with ToOthers, skip its stream and reach
+// everyone else's; and that an id that is not one is refused.
+func TestStreamConnectionID(t *testing.T) {
+	s := newTestServer(t, nil)
+	id := live.NewConnectionID()
+	if id2 := live.NewConnectionID(); id2 == id || len(id) != 16 {
+		t.Fatalf("NewConnectionID: %q, %q", id, id2)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("POST /rows", s.hub.Hook(live.HookOptions{
+		ToOthers: true,
+		Event: func(r *http.Request, status int, body []byte) []live.Event {
+			return []live.Event{{Channel: "feed", Data: live.Text{Event: "row", Data: string(body)}}}
+		},
+	})(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("<li>" + r.URL.Query().Get("n") + "</li>"))
+	})))
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	post := func(n, conn string) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/rows?n="+n, nil)
+		if conn != "" {
+			req.Header.Set(live.ConnectionHeader, conn) // hx-headers
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+
+	page := openRawSSE(t, s.srv.URL+"/live/feed?connection="+id, nil)
+	other := openRawSSE(t, s.srv.URL+"/live/feed?connection="+live.NewConnectionID(), nil)
+	plain := openRawSSE(t, s.srv.URL+"/live/feed", nil)
+	for _, st := range []*rawStream{page, other, plain} {
+		st.next(t)
+	}
+	post("1", id) // the page's own write
+	post("2", "") // someone else's
+	for name, st := range map[string]*rawStream{"other": other, "plain": plain} {
+		if got := st.nextN(t, 2); !strings.Contains(got, "data: <li>1</li>") || !strings.Contains(got, "data: <li>2</li>") {
+			t.Errorf("%s stream got %q; want both rows", name, got)
+		}
+	}
+	if got := page.next(t); !strings.HasSuffix(got, "\nevent: row\ndata: <li>2</li>\n\n") {
+		t.Errorf("the page's stream got %q; want only the other write's row", got)
+	}
+
+	for _, bad := range []string{"", "short", strings.Repeat("a", 25), "aaaaaaaaaaaaaaa=", "aaaaaaaa aaaaaaa", "aaaaaaaaaaaaaaa+"} {
+		resp, err := http.Get(s.srv.URL + "/live/feed?connection=" + url.QueryEscape(bad))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest || resp.Header.Get("Content-Type") != "application/json" {
+			t.Errorf("connection %q: %s %s; want 400 with a JSON body", bad, resp.Status, resp.Header.Get("Content-Type"))
+		}
+	}
+}

@@ -1707,6 +1707,7 @@ var Live = class {
         }
         const meta = { channel: m.channel, cursor: m.cursor ?? null };
         if (m.queryKey !== void 0) meta.queryKey = m.queryKey;
+        if (typeof m.event === "string") meta.event = m.event;
         for (const sub of [...ch.subs]) if (ch.subs.has(sub)) call(sub.callback, m.data, meta);
         return true;
       }

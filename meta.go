@@ -9,7 +9,8 @@ import (
 
 // What a hub says of a publication to the other hubs travels beside the
 // data, as its meta ([Message].Meta), never inside it: whom live delivery
-// skips, and that a message on a reserved channel comes from a hub. Only a
+// skips, that the data is a [Text]'s (and its event name), and that a
+// message on a reserved channel comes from a hub. Only a
 // Hub can attach meta: it hands it to the broker through the context of
 // its Publish call, under a key no other package can make, and
 // [CheckPublish] gives it to the broker. Whatever an application publishes

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -45,6 +46,47 @@ func BenchmarkFanout(b *testing.B) {
 			b.StopTimer()
 			deliveries := float64(b.N) * float64(n)
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/deliveries, "ns/delivery")
+		})
+	}
+}
+
+// BenchmarkFanoutText compares a text publication (live.Text, an HTML
+// fragment) with a JSON one of about its size, each published to 1000
+// in-process SSE subscribers as BenchmarkFanout does: a one-channel
+// stream sends the text as it is, encoded once per publication, so a
+// delivery costs what a JSON one does.
+func BenchmarkFanoutText(b *testing.B) {
+	const n = 1000
+	html := `<tr id="order-321"><td>eu-west</td><td>98765.40</td><td>1234</td></tr>`
+	for _, c := range []struct {
+		name string
+		v    any
+	}{
+		{"json", map[string]any{"id": 321, "region": "eu-west", "revenue": 98765.4, "users": 1234}},
+		{"text", live.Text{Event: "row", Data: html}},
+		{"text-lines", live.Text{Data: strings.ReplaceAll(html, "><", ">\n<")}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			hub := live.NewHub(&live.Options{Heartbeat: time.Hour})
+			b.Cleanup(func() { hub.Close(context.Background()) })
+			sink := hub.AttachSink(b, "bench", n)
+			ctx := context.Background()
+			b.ReportAllocs()
+			b.ResetTimer()
+			const round = 64
+			for done := 0; done < b.N; {
+				k := min(round, b.N-done)
+				sink.Expect(int64(k) * n)
+				for range k {
+					if _, err := hub.Publish(ctx, "bench", c.v); err != nil {
+						b.Fatal(err)
+					}
+				}
+				sink.Wait()
+				done += k
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/(float64(b.N)*n), "ns/delivery")
 		})
 	}
 }

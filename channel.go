@@ -279,11 +279,20 @@ func (hc *hubChannel) onReady(head Position) {
 	}
 }
 
-// frame encodes a publication on this channel.
+// frame encodes a publication on this channel. A Text's is text on a
+// plain channel; on another (its kind changed, or another hub did not know
+// it) it is the JSON string it is stored as.
 func (hc *hubChannel) frame(m Message) *frame {
-	ex, _ := readMeta(m)
-	f := hc.kindOf().frame(m)
-	f.except = ex
+	mt, _ := readMeta(m)
+	k := hc.kindOf()
+	var f *frame
+	if pk, ok := k.(plainKind); ok && mt.Text != nil {
+		f = newTextFrame(pk.quoted, pk.key, m, mt.Text.Event)
+	}
+	if f == nil {
+		f = k.frame(m)
+	}
+	f.except = mt.Except
 	return f
 }
 

@@ -108,10 +108,7 @@ func compactJSON(data []byte) []byte {
 // advance nor dedupe on it (coalesced list operations, see coalesceList).
 func newDataFrame(quotedChannel, queryKey []byte, m Message) *frame {
 	data := compactJSON(m.Data)
-	cur := ""
-	if m.Pos.Epoch != "" {
-		cur = m.Pos.String()
-	}
+	cur := cursorOf(m)
 	sse := make([]byte, 0, len(cur)+len(data)+13)
 	if cur != "" {
 		sse = append(sse, "id: "...)
@@ -121,8 +118,59 @@ func newDataFrame(quotedChannel, queryKey []byte, m Message) *frame {
 	sse = append(sse, "data: "...)
 	sse = append(sse, data...)
 	sse = append(sse, "\n\n"...)
+	ws := wsData(quotedChannel, queryKey, data, cur, nil)
+	return &frame{channel: m.Channel, pos: m.Pos, data: true, sse: sse, ws: ws}
+}
 
-	ws := make([]byte, 0, len(quotedChannel)+len(queryKey)+len(data)+len(cur)+58)
+// newTextFrame encodes a [Text] publication, whose data is a JSON string:
+// for SSE the text itself, "id: <cursor>\nevent: <event>\ndata: <line>\n…"
+// with one data line per line of the text, and for WebSocket the data
+// frame of newDataFrame with an "event" member. It returns nil if the data
+// is not a JSON string or event is no name a text may have, which no hub
+// sends: the publication is then JSON.
+func newTextFrame(quotedChannel, queryKey []byte, m Message, event string) *frame {
+	if checkTextEvent(event) != nil {
+		return nil
+	}
+	data := compactJSON(m.Data)
+	cur := cursorOf(m)
+	sse := make([]byte, 0, len(cur)+len(event)+len(data)+24)
+	if cur != "" {
+		sse = append(sse, "id: "...)
+		sse = append(sse, cur...)
+		sse = append(sse, '\n')
+	}
+	if event != "" {
+		sse = append(sse, "event: "...)
+		sse = append(sse, event...)
+		sse = append(sse, '\n')
+	}
+	sse, ok := appendTextLines(sse, data)
+	if !ok {
+		return nil
+	}
+	sse = append(sse, '\n')
+	var quotedEvent []byte
+	if event != "" {
+		quotedEvent = quote(event)
+	}
+	ws := wsData(quotedChannel, queryKey, data, cur, quotedEvent)
+	return &frame{channel: m.Channel, pos: m.Pos, data: true, sse: sse, ws: ws}
+}
+
+// cursorOf returns m's cursor, "" for a publication that carries none.
+func cursorOf(m Message) string {
+	if m.Pos.Epoch == "" {
+		return ""
+	}
+	return m.Pos.String()
+}
+
+// wsData returns the WebSocket data frame of a publication: its channel
+// and query key (as JSON, nil for none), its compact JSON data, its
+// cursor ("" for none) and the event of a text (as JSON, nil for none).
+func wsData(quotedChannel, queryKey, data []byte, cur string, quotedEvent []byte) []byte {
+	ws := make([]byte, 0, len(quotedChannel)+len(queryKey)+len(data)+len(cur)+len(quotedEvent)+67)
 	ws = append(ws, `{"type":"data","channel":`...)
 	ws = append(ws, quotedChannel...)
 	if queryKey != nil {
@@ -136,8 +184,11 @@ func newDataFrame(quotedChannel, queryKey []byte, m Message) *frame {
 		ws = append(ws, cur...)
 		ws = append(ws, '"')
 	}
-	ws = append(ws, '}')
-	return &frame{channel: m.Channel, pos: m.Pos, data: true, sse: sse, ws: ws}
+	if quotedEvent != nil {
+		ws = append(ws, `,"event":`...)
+		ws = append(ws, quotedEvent...)
+	}
+	return append(ws, '}')
 }
 
 // Reasons carried by reset frames.

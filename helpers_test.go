@@ -207,6 +207,7 @@ type wsFrame struct {
 	Tag      string          `json:"tag,omitempty"`
 	Conn     string          `json:"connection,omitempty"`
 	Status   string          `json:"status,omitempty"`
+	Event    string          `json:"event,omitempty"` // a text publication's
 }
 
 // wsClient reads frames on its own goroutine into a channel.

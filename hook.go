@@ -147,7 +147,8 @@ type HookOptions struct {
 
 // Event is one publication [Hub.Hook] makes, as [HookOptions].Event or
 // [SetEvent] chose it: Data, encoded as [Hub.Publish] encodes it (pass a
-// json.RawMessage for JSON you already have), on Channel.
+// json.RawMessage for JSON you already have, a [Text] for an HTML
+// fragment), on Channel.
 type Event struct {
 	Channel string
 	Data    any
@@ -297,9 +298,9 @@ func (h *Hub) serveHook(o *HookOptions, next http.Handler, w http.ResponseWriter
 	for _, ev := range events {
 		// The response is sent: the event is promised, and waits in the
 		// hub if the broker does not take it now.
-		data, err := encodePublication(ev.Channel, ev.Data)
+		ectx, data, err := h.encodePublication(ctx, ev.Channel, ev.Data)
 		if err == nil {
-			err = h.promise(ctx, ev.Channel, data)
+			err = h.promise(ectx, ev.Channel, data)
 		}
 		if err != nil {
 			h.stats.hookDropped.Add(1)

@@ -157,10 +157,12 @@ func NewHub(opts *Options) *Hub {
 
 // Publish publishes v on channel and returns its position. v is encoded
 // with encoding/json; pass a json.RawMessage to publish JSON you already
-// have (it is validated and compacted). Server code publishes regardless
-// of Options.Authorize. After Close, Publish returns ErrClosed.
+// have (it is validated and compacted), or a [Text] (or *Text) to publish
+// text, such as an HTML fragment, that one-channel SSE streams send as it
+// is. Server code publishes regardless of Options.Authorize. After Close,
+// Publish returns ErrClosed.
 func (h *Hub) Publish(ctx context.Context, channel string, v any) (Position, error) {
-	data, err := encodePublication(channel, v)
+	ctx, data, err := h.encodePublication(ctx, channel, v)
 	if err != nil {
 		return Position{}, err
 	}
@@ -168,22 +170,32 @@ func (h *Hub) Publish(ctx context.Context, channel string, v any) (Position, err
 }
 
 // encodePublication checks a publication of v on channel and returns it
-// as compact JSON.
-func encodePublication(channel string, v any) ([]byte, error) {
+// as compact JSON, with ctx marking it as text if it is a [Text].
+func (h *Hub) encodePublication(ctx context.Context, channel string, v any) (context.Context, []byte, error) {
 	if err := ValidChannel(channel); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if reserved(channel) {
-		return nil, fmt.Errorf("live: publish %q: %w", channel, errReserved)
+		return nil, nil, fmt.Errorf("live: publish %q: %w", channel, errReserved)
+	}
+	if t, ok := asText(v); ok {
+		if err := h.checkTextKind(channel); err != nil {
+			return nil, nil, err
+		}
+		data, mark, err := encodeText(t)
+		if err != nil {
+			return nil, nil, fmt.Errorf("live: publish %q: %w", channel, err)
+		}
+		return withText(ctx, mark), data, nil
 	}
 	data, err := json.Marshal(v)
 	if err == nil && !utf8.Valid(data) {
 		err = errBadJSON
 	}
 	if err != nil {
-		return nil, fmt.Errorf("live: publish %q: %w", channel, err)
+		return nil, nil, fmt.Errorf("live: publish %q: %w", channel, err)
 	}
-	return data, nil
+	return ctx, data, nil
 }
 
 // prepare attaches the hub's meta for channel to ctx, refusing a
@@ -246,6 +258,39 @@ func (h *Hub) publishIf(ctx context.Context, channel string, head *Position, dat
 	}
 	h.stats.published.Add(1)
 	return pos, nil
+}
+
+// Head returns the position of the newest publication on channel, as its
+// broker reports it (in a numbering with nothing published yet, the
+// position before the first publication). A server-rendered page reads it
+// before it reads what it shows, and streams the channel from there:
+//
+//	pos, err := hub.Head(ctx, "feed")
+//	rows := loadRows(ctx) // everything up to pos, perhaps a little more
+//	// render, with <div hx-ext="sse" sse-connect="/live/feed?cursor={{pos}}">
+//
+// The stream then sends everything published after pos, whatever
+// happened between the render and its request, so the page misses
+// nothing: at worst it gets again a change it already showed. A stream
+// that reconnects sends Last-Event-ID, which wins over the URL's cursor,
+// so it resumes after what it received.
+//
+// The Position returned by [Hub.Publish] serves the same purpose for a
+// page rendered right after a publication of its own. Head refuses an
+// invalid or reserved channel, and returns ErrClosed after Close.
+func (h *Hub) Head(ctx context.Context, channel string) (Position, error) {
+	if err := ValidChannel(channel); err != nil {
+		return Position{}, err
+	}
+	if reserved(channel) {
+		return Position{}, fmt.Errorf("live: head of %q: %w", channel, errReserved)
+	}
+	select {
+	case <-h.done:
+		return Position{}, fmt.Errorf("live: head of %q: %w", channel, ErrClosed)
+	default:
+	}
+	return h.brokerHead(ctx, channel)
 }
 
 // brokerHead returns the channel's head as the broker reports it to a

@@ -9,7 +9,8 @@ import (
 
 // What a hub says of a publication to the other hubs travels beside the
 // data, as its meta ([Message].Meta), never inside it: whom live delivery
-// skips, and that a message on a reserved channel comes from a hub. Only a
+// skips, that the data is a [Text]'s (and its event name), and that a
+// message on a reserved channel comes from a hub. Only a
 // Hub can attach meta: it hands it to the broker through the context of
 // its Publish call, under a key no other package can make, and
 // [CheckPublish] gives it to the broker. Whatever an application publishes
@@ -20,7 +21,8 @@ import (
 // publication that a hub sends on a reserved channel carries at least
 // "{}".
 type meta struct {
-	Except *except `json:"except,omitempty"`
+	Except *except   `json:"except,omitempty"`
+	Text   *textMark `json:"text,omitempty"` // the data is a Text's, a JSON string
 }
 
 // hubKey keys the meta of a publication a hub is making in its context.
@@ -32,11 +34,13 @@ type hubPublication struct{ meta []byte }
 
 // withMeta returns the context under which the hub hands a publication on
 // channel to its broker, and the meta it carries: the exclusion ctx
-// carries and, on a reserved channel, the mark that a hub sent it.
+// carries, whether it is text and, on a reserved channel, the mark that a
+// hub sent it.
 func withMeta(ctx context.Context, channel string) (context.Context, []byte) {
 	var m []byte
-	if ex := exceptOf(ctx); ex != nil || reserved(channel) {
-		m, _ = json.Marshal(meta{Except: ex})
+	ex, text := exceptOf(ctx), textOf(ctx)
+	if ex != nil || text != nil || reserved(channel) {
+		m, _ = json.Marshal(meta{Except: ex, Text: text})
 	}
 	return context.WithValue(ctx, hubKey{}, &hubPublication{meta: m}), m
 }
@@ -107,16 +111,15 @@ func checkPublishKey(key string) error {
 
 // readMeta reads what a hub attached to m. fromHub reports that m carries
 // meta, which only a hub can attach.
-func readMeta(m Message) (ex *except, fromHub bool) {
+func readMeta(m Message) (mt meta, fromHub bool) {
 	if len(m.Meta) == 0 {
-		return nil, false
+		return meta{}, false
 	}
-	var mt meta
 	if json.Unmarshal(m.Meta, &mt) != nil {
 		// A hub made it, in a form this one does not know.
-		return nil, true
+		return meta{}, true
 	}
-	return mt.Except, true
+	return mt, true
 }
 
 // CheckPublish is the guard that every Broker's Publish, and any other way

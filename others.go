@@ -72,3 +72,39 @@ func newConnKey() string {
 	rand.Read(b[:])
 	return base64.RawURLEncoding.EncodeToString(b[:])
 }
+
+// NewConnectionID returns a new, random name for a client connection, of
+// the form the hub gives its own connections. A server-rendered page
+// (htmx, Turbo, Datastar) that publishes "to others" mints one per page
+// view, names its one-channel SSE stream with it,
+//
+//	/live/feed?cursor=<position>&connection=<id>
+//
+// and sends it back as the [ConnectionHeader] of its writes, as htmx does
+// with hx-headers='{"Live-Connection":"<id>"}'; then [Except] and
+// [HookOptions].ToOthers skip that page's stream, which shows the change
+// already.
+//
+// An id is no secret and grants nothing. A client that names another's
+// id, in its stream URL or in its header, can only make its own stream
+// miss the other's changes, or its own writes skip the other's stream:
+// what anyone else publishes still reaches every connection. Excepting a
+// user ([Except]'s user) goes by the identity the hub found, never by an
+// id a client names.
+func NewConnectionID() string { return newConnKey() }
+
+// validConnKey reports whether key is a connection name as newConnKey
+// makes them, within the room maxConnKeyLen leaves.
+func validConnKey(key string) bool {
+	if len(key) < base64.RawURLEncoding.EncodedLen(connKeyBytes) || len(key) > maxConnKeyLen {
+		return false
+	}
+	for i := 0; i < len(key); i++ {
+		switch c := key[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '-', c == '_':
+		default:
+			return false
+		}
+	}
+	return true
+}

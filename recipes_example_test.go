@@ -285,6 +285,102 @@ func Example_renderThenSubscribe() {
 	// version 1: update title "Launch v2"
 }
 
+func Example_htmxFeed() {
+	hub := live.NewHub(nil)
+	defer hub.Close(context.Background())
+	var (
+		mu   sync.Mutex
+		rows []string // the application's data
+	)
+
+	page := template.Must(template.New("feed").Parse(`<div hx-ext="sse" sse-connect="/live/feed?cursor={{.Cursor}}&connection={{.Conn}}">
+<ul sse-swap="row" hx-swap="beforeend">{{range .Rows}}<li>{{.}}</li>{{end}}</ul>
+<form hx-post="/rows" hx-headers='{"Live-Connection":"{{.Conn}}"}' hx-target="previous ul" hx-swap="beforeend">…</form>
+</div>`))
+	row := template.Must(template.New("row").Parse(`<li>{{.}}</li>`))
+
+	mux := http.NewServeMux()
+	mux.Handle("GET /live/", hub)
+	mux.HandleFunc("GET /feed", func(w http.ResponseWriter, r *http.Request) {
+		cursor, err := hub.Head(r.Context(), "feed") // before reading what the page shows
+		if err != nil {
+			http.Error(w, "try again", http.StatusServiceUnavailable)
+			return
+		}
+		mu.Lock()
+		shown := append([]string(nil), rows...)
+		mu.Unlock()
+		page.Execute(w, map[string]any{"Cursor": cursor, "Conn": live.NewConnectionID(), "Rows": shown})
+	})
+	// A new row goes to every other page as the fragment its poster gets.
+	mux.Handle("POST /rows", hub.Hook(live.HookOptions{
+		ToOthers: true, // not back to the page that posted it (its Live-Connection)
+		Event: func(r *http.Request, status int, body []byte) []live.Event {
+			return []live.Event{{Channel: "feed", Data: live.Text{Event: "row", Data: string(body)}}}
+		},
+	})(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		text := r.FormValue("text")
+		mu.Lock()
+		rows = append(rows, text)
+		mu.Unlock()
+		row.Execute(w, text)
+	})))
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+
+	resp, err := http.Get(srv.URL + "/feed")
+	if err != nil {
+		panic(err)
+	}
+	html, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	m := regexp.MustCompile(`sse-connect="([^"]*)"`).FindSubmatch(html)
+	streamURL := string(m[1])
+	conn := regexp.MustCompile(`connection=([\w-]+)`).FindSubmatch(html)[1]
+
+	// Someone publishes after the page was rendered…
+	hub.Publish(context.Background(), "feed", live.Text{Event: "row", Data: "<li>first</li>"})
+
+	// …and the page's stream starts from the cursor it was rendered at.
+	stream, err := http.Get(srv.URL + streamURL)
+	if err != nil {
+		panic(err)
+	}
+	defer stream.Body.Close()
+
+	post := func(text, from string) {
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/rows", strings.NewReader("text="+text))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		if from != "" {
+			req.Header.Set(live.ConnectionHeader, from) // what hx-headers sends
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			panic(err)
+		}
+		resp.Body.Close()
+	}
+	post("mine", string(conn)) // the page's own: it swapped the response in
+	post("theirs", "")         // another page's
+
+	events := bufio.NewReader(stream.Body)
+	for n := 0; n < 2; {
+		line, _ := events.ReadString('\n')
+		switch {
+		case strings.HasPrefix(line, "event: "):
+			fmt.Print(line)
+		case strings.HasPrefix(line, "data: "):
+			fmt.Print(line)
+			n++
+		}
+	}
+	// Output:
+	// event: row
+	// data: <li>first</li>
+	// event: row
+	// data: <li>theirs</li>
+}
+
 // TestReadmeRecipes checks that the Go code of each README recipe is the
 // example it names: every line of the README's block, in order, is a line
 // of the example function (indentation aside), so the README shows code

@@ -23,6 +23,10 @@ import (
 // the channel's current numbering, which React's useDeltaSync sends).
 // When a cursor cannot be honoured the stream starts with a named "reset"
 // event instead, and the client must refetch.
+//
+// ?connection=<id> names the stream's connection (see
+// [NewConnectionID]), for a page that sends the same id in its writes'
+// [ConnectionHeader].
 func (h *Hub) serveSSE(w http.ResponseWriter, r *http.Request) {
 	channel := pathChannel(r)
 	if r.URL.Query().Has("channels") {
@@ -47,6 +51,15 @@ func (h *Hub) serveSSE(w http.ResponseWriter, r *http.Request) {
 		h.servePresence(w, r, channel)
 		return
 	}
+	key := ""
+	if q := r.URL.Query(); q.Has("connection") {
+		key = q.Get("connection")
+		if !validConnKey(key) {
+			writeError(w, http.StatusBadRequest, "bad_connection",
+				"connection must be a connection id such as live.NewConnectionID makes: 16 to 24 characters of A-Z, a-z, 0-9, - and _")
+			return
+		}
+	}
 	if r.Method == http.MethodHead {
 		setStreamHeaders(w)
 		w.WriteHeader(http.StatusOK)
@@ -54,6 +67,9 @@ func (h *Hub) serveSSE(w http.ResponseWriter, r *http.Request) {
 	}
 
 	c := newConn(h, r, false)
+	if key != "" {
+		c.key = key
+	}
 	if err := h.enter(c, g); err != nil {
 		refuse(w, err)
 		return
@@ -261,7 +277,10 @@ func setStreamHeaders(w http.ResponseWriter) {
 
 // resumeFromRequest reads the resume cursor of an SSE request. The
 // Last-Event-ID header wins over query parameters: EventSource keeps the
-// URL it was opened with but updates the header on every reconnection.
+// URL it was opened with but updates the header on every reconnection,
+// so the header is the later position: a page's stream URL may carry the
+// cursor it was rendered at, and a reconnected stream resumes after what
+// it received, without replaying it.
 func resumeFromRequest(r *http.Request) resumeFrom {
 	if v, ok := r.Header["Last-Event-Id"]; ok && len(v) > 0 {
 		return parseResume(v[0])

@@ -161,6 +161,7 @@ func Run(t *testing.T, cfg Config) {
 			{"Reserved", s.testGuardReserved},
 			{"Data", s.testGuardData},
 			{"Meta", s.testGuardMeta},
+			{"Text", s.testGuardText},
 			{"PublishIf", s.testGuardPublishIf},
 			{"MetaIf", s.testGuardMetaIf},
 		}},

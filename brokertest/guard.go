@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 
@@ -160,6 +161,68 @@ func (s *suite) testGuardMeta(t *testing.T) {
 		}
 	}
 	s.checkSince(t, b, channel, head, got)
+}
+
+// testGuardText checks that a Hub's text publications ([live.Text]) keep
+// the mark that they are text, which travels in their meta: delivered
+// and in history with their data, a JSON string, unchanged, and sent as
+// text on a one-channel SSE stream, live and to a stream that a Hub which
+// saw none of them resumes from the broker's history.
+func (s *suite) testGuardText(t *testing.T) {
+	b := s.broker(t)
+	node := servertest.NewNode(t, b, nil)
+	channel := channelName(t)
+	w := servertest.Watch(t, b, channel)
+	head := w.Ready(t)
+	live1 := servertest.OpenStream(t, node.SSE+channel, "")
+	texts := []live.Text{
+		{Event: "row", Data: "<li id=\"a\">zoë 😀</li>\r\n<li>b</li>"},
+		{Data: "<turbo-stream action=\"remove\" target=\"a\"></turbo-stream>"},
+		{Event: "datastar-patch-elements", Data: "elements <p>\\ \t</p>\n"},
+		{Event: "empty"},
+	}
+	want := make([]servertest.Event, len(texts)+1)
+	ctx, cancel := timeout(t)
+	defer cancel()
+	for i, tx := range texts {
+		pctx := ctx
+		if i == 1 {
+			pctx = live.Except(ctx, "", "someone")
+		}
+		pos, err := node.Hub.Publish(pctx, channel, tx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[i] = servertest.Event{ID: pos.String(), Event: tx.Event, Data: strings.ReplaceAll(tx.Data, "\r\n", "\n")}
+	}
+	pos := node.Publish(t, channel, `"a JSON string"`)
+	want[len(texts)] = servertest.Event{ID: pos.String(), Data: `"a JSON string"`}
+
+	got := w.NextN(t, len(want))
+	for i, m := range got[:len(texts)] {
+		var text string
+		if err := json.Unmarshal(m.Data, &text); err != nil || text != texts[i].Data || len(m.Meta) == 0 {
+			t.Errorf("text %d delivered as data %s, meta %q; want the JSON string of %q and meta", i, m.Data, m.Meta, texts[i].Data)
+		}
+	}
+	if m := got[len(texts)]; len(m.Meta) != 0 {
+		t.Errorf("JSON string delivered with meta %q; want none", m.Meta)
+	}
+	s.checkSince(t, b, channel, head, got)
+
+	check := func(how string, st *servertest.Stream) {
+		t.Helper()
+		for i, wt := range want {
+			if e := st.Next(t); e != wt {
+				t.Errorf("%s: event %d %+v; want %+v", how, i, e, wt)
+			}
+		}
+	}
+	check("live", live1)
+	if _, ok := b.(live.History); ok && s.cfg.HistorySize >= len(want) {
+		other := servertest.NewNode(t, b, nil)
+		check("resumed from history", servertest.OpenStream(t, other.SSE+channel, head.String()))
+	}
 }
 
 // testGuard checks, on nodes sharing the broker, that what an application

@@ -186,6 +186,8 @@ export interface Meta {
   cursor: string | null;
   /** The channel's React Query key, when the hub names one. */
   queryKey?: string[];
+  /** The event name of a text publication (live.Text) that has one; its data is the text. */
+  event?: string;
 }
 
 export interface SubscribeOptions {

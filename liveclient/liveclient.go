@@ -60,6 +60,13 @@ type Message struct {
 	Channel string
 	Cursor  string          // where the channel stands after this message
 	Data    json.RawMessage // the published JSON; nil for a reset
+	// Event is the event name of a text publication (live.Text), whose
+	// Data is the text as a JSON string. Over WebSocket that is exact.
+	// A one-channel SSE stream sends text as it is, not as JSON: there a
+	// text without an event name that reads as JSON (say "42") is taken
+	// for JSON, and an empty one is not seen; follow over WebSocket to
+	// tell text from JSON always.
+	Event string
 	// Reset reports that the hub could not replay what the client missed
 	// (Reason says why): the handler must refetch the channel's state.
 	Reset  bool
@@ -300,6 +307,7 @@ type wsFrame struct {
 	Reason  string          `json:"reason"`
 	Code    string          `json:"code"`
 	Message string          `json:"message"`
+	Event   string          `json:"event"`
 }
 
 // wsOnce runs one WebSocket connection. It returns nil if the connection
@@ -353,7 +361,7 @@ func (c *Client) wsOnce(ctx context.Context, channels []string, deliver func(Mes
 				c.SetCursor(f.Channel, f.Cursor)
 			}
 		case "data":
-			err = deliver(Message{Channel: f.Channel, Cursor: f.Cursor, Data: f.Data})
+			err = deliver(Message{Channel: f.Channel, Cursor: f.Cursor, Data: f.Data, Event: f.Event})
 		case "reset":
 			err = deliver(Message{Channel: f.Channel, Cursor: f.Cursor, Reset: true, Reason: f.Reason})
 		case "error":
@@ -419,11 +427,21 @@ func (c *Client) sseOnce(ctx context.Context, channel string, deliver func(Messa
 				end.Code, end.Reason, end.Channel = statusDisconnected, body.Message, ""
 			}
 			return errStop{end}
+		case ev.Event == "status" || ev.Event == "presence":
+			// The hub's notices are not publications.
 		case ev.Event != "" && ev.Event != "message":
-			// The hub's notices (status, presence) are not
-			// publications.
+			// A text publication (live.Text) with an event name, which
+			// the stream sends as it is.
+			err = deliver(Message{Channel: channel, Cursor: cur, Data: textData(ev.Data), Event: ev.Event})
 		case ev.Data != "":
-			err = deliver(Message{Channel: channel, Cursor: cur, Data: json.RawMessage(ev.Data)})
+			// A publication: JSON, or a text publication without a
+			// name, which the stream sends as it is too, and which
+			// reads as JSON only if the text is JSON.
+			data := json.RawMessage(ev.Data)
+			if !json.Valid(data) {
+				data = textData(ev.Data)
+			}
+			err = deliver(Message{Channel: channel, Cursor: cur, Data: data})
 		case ev.HasID && c.Cursor(channel) == "":
 			c.SetCursor(channel, ev.ID)
 		}
@@ -431,4 +449,11 @@ func (c *Client) sseOnce(ctx context.Context, channel string, deliver func(Messa
 			return err
 		}
 	}
+}
+
+// textData returns text as a JSON string, as WebSocket frames carry a text
+// publication.
+func textData(text string) json.RawMessage {
+	b, _ := json.Marshal(text)
+	return b
 }

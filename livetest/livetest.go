@@ -37,10 +37,15 @@ import (
 // "version" that clients see: the version is the publication's position
 // (Pos.Seq), which the broker assigns, so the hub adds it to each frame
 // as it sends it.
+//
+// A [live.Text] is recorded as its broker holds it: Data is the text as a
+// JSON string, Text is set, and Event is its event name.
 type Publication struct {
 	Channel string
 	Data    json.RawMessage
 	Pos     live.Position
+	Text    bool   // a live.Text's, whose Data is the text as a JSON string
+	Event   string // the live.Text's event name, "" for none
 }
 
 // A Recorder is a live.Broker, an in-memory one, that also records every
@@ -73,7 +78,7 @@ func NewRecorder(t testing.TB) *Recorder {
 // Publish records the publication and passes it on.
 func (r *Recorder) Publish(ctx context.Context, channel string, data []byte) (live.Position, error) {
 	pos, err := r.MemoryBroker.Publish(ctx, channel, data)
-	r.record(channel, data, pos, err)
+	r.record(ctx, channel, data, pos, err)
 	return pos, err
 }
 
@@ -81,17 +86,31 @@ func (r *Recorder) Publish(ctx context.Context, channel string, data []byte) (li
 // State publishes its writes with it.
 func (r *Recorder) PublishIf(ctx context.Context, channel string, head live.Position, data []byte) (live.Position, error) {
 	pos, err := r.MemoryBroker.PublishIf(ctx, channel, head, data)
-	r.record(channel, data, pos, err)
+	r.record(ctx, channel, data, pos, err)
 	return pos, err
 }
 
 // record records a publication that was taken.
-func (r *Recorder) record(channel string, data []byte, pos live.Position, err error) {
-	if err == nil && !strings.HasPrefix(channel, "@live:") { // the hubs' own channels
-		r.mu.Lock()
-		r.pubs = append(r.pubs, Publication{Channel: channel, Data: append(json.RawMessage(nil), data...), Pos: pos})
-		r.mu.Unlock()
+func (r *Recorder) record(ctx context.Context, channel string, data []byte, pos live.Position, err error) {
+	if err != nil || strings.HasPrefix(channel, "@live:") { // the hubs' own channels
+		return
 	}
+	p := Publication{Channel: channel, Data: append(json.RawMessage(nil), data...), Pos: pos}
+	// What the hub says of a publication, which the broker keeps beside
+	// its data: whether it is a live.Text.
+	if _, meta, err := live.CheckPublish(ctx, channel, data); err == nil && len(meta) > 0 {
+		var m struct {
+			Text *struct {
+				Event string `json:"event"`
+			} `json:"text"`
+		}
+		if json.Unmarshal(meta, &m) == nil && m.Text != nil {
+			p.Text, p.Event = true, m.Text.Event
+		}
+	}
+	r.mu.Lock()
+	r.pubs = append(r.pubs, p)
+	r.mu.Unlock()
 }
 
 // All returns every publication recorded so far, on every channel.
@@ -103,7 +122,8 @@ func (r *Recorder) All() []Publication {
 
 // Published checks that the next unchecked publication on channel was
 // want. want is compared as JSON (a Go value, or a json.RawMessage), with
-// opts, such as [IgnoreFields] for ids and times the server makes up.
+// opts, such as [IgnoreFields] for ids and times the server makes up; a
+// [live.Text] matches a text publication of the same event and text.
 func (r *Recorder) Published(t testing.TB, channel string, want any, opts ...cmp.Option) {
 	t.Helper()
 	wants := []any{want}
@@ -125,12 +145,15 @@ func (r *Recorder) Sequence(t testing.TB, channel string, wants ...any) {
 			opts = append(opts, o)
 			continue
 		}
-		want = append(want, asJSON(t, w))
+		want = append(want, asWant(t, w))
 	}
 	got := r.take(channel, len(want))
 	have := make([]any, len(got))
 	for i, p := range got {
 		have[i] = asJSON(t, p.Data)
+		if s, ok := have[i].(string); ok && p.Text {
+			have[i] = text{Event: p.Event, Data: s}
+		}
 	}
 	if diff := cmp.Diff(want, have, opts...); diff != "" {
 		t.Errorf("publications on %q (-want +got):\n%s", channel, diff)
@@ -188,6 +211,22 @@ func (r *Recorder) Nothing(t testing.TB, channels ...string) {
 // any depth: ids, timestamps and versions the server makes up.
 func IgnoreFields(names ...string) cmp.Option {
 	return cmpopts.IgnoreMapEntries(func(k string, _ any) bool { return slices.Contains(names, k) })
+}
+
+// text is a text publication, as Sequence compares it.
+type text struct{ Event, Data string }
+
+// asWant turns a publication Sequence expects into what it compares.
+func asWant(t testing.TB, v any) any {
+	switch x := v.(type) {
+	case live.Text:
+		return text(x)
+	case *live.Text:
+		if x != nil {
+			return text(*x)
+		}
+	}
+	return asJSON(t, v)
 }
 
 // asJSON turns v into a generic JSON value so that values compare by

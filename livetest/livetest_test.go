@@ -352,3 +352,50 @@ func TestClientEnded(t *testing.T) {
 		})
 	}
 }
+
+// Text publications: recorded as text, and followed as JSON strings with
+// their event names over WebSocket and SSE.
+func TestText(t *testing.T) {
+	rec := livetest.NewRecorder(t)
+	hub := live.NewHub(&live.Options{Broker: rec})
+	mux := http.NewServeMux()
+	mux.Handle("/ws", hub.WebSocketHandler())
+	mux.Handle("GET /live/{channel}", hub.SSEHandler())
+	srv := httptest.NewServer(mux)
+	t.Cleanup(func() {
+		hub.Close(context.Background())
+		srv.Close()
+	})
+	ws := livetest.Connect(t, "ws"+strings.TrimPrefix(srv.URL, "http")+"/ws", "feed")
+	sse := livetest.Connect(t, srv.URL+"/live/", "feed")
+	ctx := context.Background()
+	pubs := []any{
+		live.Text{Event: "row", Data: "<li>a</li>\n<li>b</li>"},
+		live.Text{Data: "<p>x</p>"},
+		"<p>JSON</p>",
+	}
+	for _, p := range pubs {
+		if _, err := hub.Publish(ctx, "feed", p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec.Sequence(t, "feed", pubs...)
+	if all := rec.All(); len(all) != 3 || !all[0].Text || all[0].Event != "row" || !all[1].Text || all[1].Event != "" || all[2].Text {
+		t.Errorf("recorded %+v", all)
+	}
+	for name, c := range map[string]*livetest.Client{"WebSocket": ws, "SSE": sse} {
+		for _, want := range []liveclient.Message{
+			{Data: json.RawMessage(`"<li>a</li>\n<li>b</li>"`), Event: "row"},
+			{Data: json.RawMessage(`"<p>x</p>"`)},
+			{Data: json.RawMessage(`"\u003cp\u003eJSON\u003c/p\u003e"`)},
+		} {
+			m := c.Next(t)
+			var got, w string
+			json.Unmarshal(m.Data, &got)
+			json.Unmarshal(want.Data, &w)
+			if got != w || m.Event != want.Event {
+				t.Errorf("%s: got %+v (data %s); want data %s, event %q", name, m, m.Data, want.Data, want.Event)
+			}
+		}
+	}
+}

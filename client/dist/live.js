@@ -649,6 +649,7 @@ function handleFrame(m, to) {
       }
       const meta = { channel: m.channel, cursor: m.cursor ?? null };
       if (m.queryKey !== void 0) meta.queryKey = m.queryKey;
+      if (typeof m.event === "string") meta.event = m.event;
       for (const sub of [...ch.subs]) if (ch.subs.has(sub)) call(sub.callback, m.data, meta);
       return true;
     }

@@ -199,6 +199,20 @@ test("duplicates and frames of an unacknowledged subscription are dropped", asyn
   assert.deepStrictEqual(state, [{ version: 0, reset: true, reason: "ahead" }]);
 });
 
+test("a text publication's event name is in its meta", async () => {
+  const l = newLive();
+  const got = [];
+  l.subscribe("feed", (d, meta) => got.push([d, meta]));
+  last().open();
+  last().receive({ type: "subscribed", channel: "feed", cursor: "1.e" });
+  last().receive({ type: "data", channel: "feed", data: "<li>a</li>", cursor: "2.e", event: "row" });
+  last().receive({ type: "data", channel: "feed", data: "<li>b</li>", cursor: "3.e" });
+  assert.deepStrictEqual(got, [
+    ["<li>a</li>", { channel: "feed", cursor: "2.e", event: "row" }],
+    ["<li>b</li>", { channel: "feed", cursor: "3.e" }],
+  ]);
+});
+
 test("reconnection resubscribes every channel from its last cursor", async () => {
   const l = newLive();
   l.subscribe("a", () => {});

@@ -557,3 +557,35 @@ func TestRefused(t *testing.T) {
 	}
 	s.ended(t)
 }
+
+// TestPage renders a page with a Page and streams from it: the stream
+// sends what was published after the render, and the page's own writes
+// skip it.
+func TestPage(t *testing.T) {
+	hub, url := serve(t, nil, nil)
+	ctx := context.Background()
+	hub.Publish(ctx, "feed", live.Text{Event: "row", Data: "before"})
+	p, err := livehtml.NewPage(ctx, hub, "feed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tpl := template.Must(template.New("").Parse(`<body hx-headers='{{.Headers}}'><div sse-connect="/live/feed?{{.Query}}">`))
+	var b strings.Builder
+	if err := tpl.Execute(&b, p); err != nil {
+		t.Fatal(err)
+	}
+	want := `<body hx-headers='{&#34;Live-Connection&#34;:&#34;` + p.Connection + `&#34;}'><div sse-connect="/live/feed?connection=` + p.Connection + `&amp;cursor=` + p.Cursor + `">`
+	if b.String() != want {
+		t.Fatalf("rendered\n%s\nwant\n%s", b.String(), want)
+	}
+	after, _ := hub.Publish(ctx, "feed", live.Text{Event: "row", Data: "after"})
+	s := open(t, url+"/live/feed?"+string(p.Query()), nil)
+	if got := s.next(t); got != "id: "+after.String()+"\nevent: row\ndata: after\n\n" {
+		t.Fatalf("got %q", got)
+	}
+	others, _ := hub.Publish(live.Except(ctx, p.Connection, ""), "feed", live.Text{Event: "row", Data: "mine"})
+	last, _ := hub.Publish(ctx, "feed", live.Text{Event: "row", Data: "last"})
+	if got := s.next(t); got != "id: "+last.String()+"\nevent: row\ndata: last\n\n" {
+		t.Fatalf("got %q, want the publication after %v, which skips the page", got, others)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -587,5 +588,58 @@ func TestPage(t *testing.T) {
 	last, _ := hub.Publish(ctx, "feed", live.Text{Event: "row", Data: "last"})
 	if got := s.next(t); got != "id: "+last.String()+"\nevent: row\ndata: last\n\n" {
 		t.Fatalf("got %q, want the publication after %v, which skips the page", got, others)
+	}
+}
+
+// TestReauthorizeRefused checks that a page's stream that Authorize no
+// longer allows ends after a "refused" event, as a Disconnect's does.
+func TestReauthorizeRefused(t *testing.T) {
+	var mu sync.Mutex
+	banned := false
+	hub, url := serve(t, &live.Options{
+		Authorize: func(r *http.Request, channel string, op live.Op) error {
+			mu.Lock()
+			defer mu.Unlock()
+			if banned || op != live.OpSubscribe {
+				return live.Deny("not yours")
+			}
+			return nil
+		},
+	}, nil)
+	s := open(t, url+"/live/feed", http.Header{"X-User": {"ann"}})
+	mu.Lock()
+	banned = true
+	mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := hub.Reauthorize(ctx, "feed", ""); err != nil {
+		t.Fatal(err)
+	}
+	if ev := parse(t, s.next(t)); ev.Event != "refused" || !strings.Contains(ev.Data, `"channel":"feed"`) {
+		t.Fatalf("got %+v, want a refused event", ev)
+	}
+	s.ended(t)
+}
+
+// TestClientCannotPublishHTML checks that what a client publishes reaches
+// a page's stream as JSON, never as HTML, whatever it holds.
+func TestClientCannotPublishHTML(t *testing.T) {
+	_, url := serve(t, &live.Options{
+		Authorize: func(*http.Request, string, live.Op) error { return nil }, // clients may publish
+	}, nil)
+	s := open(t, url+"/live/feed", nil)
+	for _, body := range []string{`"<script>alert(1)</script>"`, `"<turbo-stream action=\"refresh\"></turbo-stream>"`} {
+		resp, err := http.Post(url+"/live/feed", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode/100 != 2 {
+			t.Fatalf("publish: %s", resp.Status)
+		}
+		ev := parse(t, s.next(t))
+		if ev.Event != "" || ev.Data != body {
+			t.Fatalf("the page got %+v, want the JSON %s as it was sent", ev, body)
+		}
 	}
 }

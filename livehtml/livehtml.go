@@ -225,7 +225,10 @@ const (
 
 // PatchElements is Datastar's datastar-patch-elements event: the rendered
 // Elements patched into the page, by their ids or at Selector, as Mode
-// says. Its data lines are those Datastar's Go SDK writes.
+// says. Its data lines are those Datastar's Go SDK writes: one
+// "elements " line per line of the HTML (split at "\r\n" and "\r" too,
+// where the SDK splits at "\n" only and would leave a "\r" that ends the
+// data line early).
 type PatchElements struct {
 	// Selector is a CSS selector for the elements to patch; "" patches
 	// the elements that Elements' top-level elements name by id.

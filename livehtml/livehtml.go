@@ -226,9 +226,9 @@ const (
 // PatchElements is Datastar's datastar-patch-elements event: the rendered
 // Elements patched into the page, by their ids or at Selector, as Mode
 // says. Its data lines are those Datastar's Go SDK writes: one
-// "elements " line per line of the HTML (split at "\r\n" and "\r" too,
-// where the SDK splits at "\n" only and would leave a "\r" that ends the
-// data line early).
+// "elements " line per line of the HTML, which is split at "\r\n" and
+// "\r" as well as "\n" (the SDK splits at "\n" only, so that a lone "\r"
+// in its input breaks the event).
 type PatchElements struct {
 	// Selector is a CSS selector for the elements to patch; "" patches
 	// the elements that Elements' top-level elements name by id.

@@ -21,6 +21,7 @@ type hubChannel struct {
 	quoted []byte // name as a JSON string
 	key    []byte // Options.QueryKey for this channel, as JSON, or nil
 	listID string // Options.ListIDField for this channel: the id field of a list channel
+	reset  []byte // Options.ResetText for this channel, as an SSE event, or nil
 	// presence is set when Options.Presence opts the channel in: its
 	// subscribers join and leave the hub's presence.
 	presence bool
@@ -124,6 +125,9 @@ func (h *Hub) acquire(ctx context.Context, name string) (*hubChannel, error) {
 		hc = &hubChannel{h: h, name: name, quoted: quote(name), key: h.queryKey(name), ready: make(chan struct{})}
 		if h.opts.ListIDField != nil {
 			hc.listID = h.opts.ListIDField(name)
+		}
+		if hc.listID == "" {
+			hc.reset = h.resetText(name)
 		}
 		hc.setKind(hc.base())
 		if h.presence != nil {

@@ -41,6 +41,7 @@ type plainKind struct {
 	name   string
 	quoted []byte // name as a JSON string
 	key    []byte // Options.QueryKey for the channel, as JSON, or nil
+	reset  []byte // Options.ResetText for the channel, as an SSE event, or nil
 }
 
 func (k plainKind) frame(m Message) *frame { return newDataFrame(k.quoted, k.key, m) }
@@ -50,7 +51,12 @@ func (plainKind) fanned(*frame) {}
 func (plainKind) lost(Position) {}
 
 func (k plainKind) resetFrame(cursor Position, reason string, ws bool) *frame {
-	return resetFrame(k.name, cursor, reason, ws)
+	f := resetFrame(k.name, cursor, reason, ws)
+	if !ws && k.reset != nil {
+		// The application's words follow the hub's (Options.ResetText).
+		f.sse = append(f.sse, k.reset...)
+	}
+	return f
 }
 
 func (plainKind) replays() bool { return true }
@@ -64,7 +70,7 @@ func (plainKind) fold([]*frame) ([]*frame, Position, bool) { return nil, Positio
 
 // plain returns the channel's encoding as a plain channel.
 func (hc *hubChannel) plain() plainKind {
-	return plainKind{name: hc.name, quoted: hc.quoted, key: hc.key}
+	return plainKind{name: hc.name, quoted: hc.quoted, key: hc.key, reset: hc.reset}
 }
 
 // base returns the channel's kind but for a State: a list or plain.

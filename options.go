@@ -183,6 +183,32 @@ type Options struct {
 	// members. Default: no channel has presence.
 	Presence func(channel string) PresenceMode
 
+	// ResetText, if set, returns text that a channel's one-channel SSE
+	// streams get right after each named "reset" event, for pages that
+	// cannot listen for that event or would rather be told in their own
+	// terms: a Turbo Stream refresh for <turbo-stream-source>, a Datastar
+	// patch, an event name an htmx page triggers on. It is called once per
+	// channel while the channel has subscribers; return the zero Text for
+	// channels without one. Its Event follows [Text]'s rules (a name that
+	// breaks them is logged and nothing is sent). Plain channels only: a
+	// State's and a list channel's resets are unchanged. Package livehtml
+	// has helpers that make one. Default: none.
+	ResetText func(channel string) Text
+
+	// PresenceText, if set, renders the presence of a channel
+	// ([Options].Presence) as text that the channel's one-channel SSE
+	// streams get right after each "presence" event: "3 watching", or a
+	// member list, for a server-rendered page to swap in. members is nil
+	// on a PresenceCount channel; count is the number of members. It is
+	// called when the members subscribers see change (at most every 100
+	// ms per channel, once for all of a hub's subscribers) and for the
+	// first subscriber after a change, while the hub holds the channel's
+	// presence: keep it quick, and call no Hub method from it. Return the
+	// zero Text for channels without one; an Event that breaks [Text]'s
+	// rules is logged and nothing is sent. Package livehtml renders one
+	// through a template. Default: none.
+	PresenceText func(channel string, members []Member, count int) Text
+
 	// PresenceGrace is how long a user whose last connection to a
 	// presence channel closed stays a member, so that a reload or a
 	// reconnection (to this hub or another) is neither a leave nor a

@@ -103,6 +103,9 @@ type presenceChan struct {
 	changed    map[string]struct{} // users whose sum changed since the last flush
 	out        bool                // this hub's share changed since it was sent
 	ownN       int                 // on a count channel, this hub's members
+	// text renders the members as Options.PresenceText's SSE event, nil
+	// without one.
+	text func(members []Member, count int) []byte
 }
 
 // A localMember is a user's connections to a channel on this hub.
@@ -167,6 +170,9 @@ func (p *presence) chanLocked(name string) *presenceChan {
 		all:     make(map[string]Member),
 		shown:   make(map[string]Member),
 		changed: make(map[string]struct{}),
+	}
+	if p.h.opts.PresenceText != nil {
+		pc.text = func(members []Member, count int) []byte { return p.h.presenceText(name, members, count) }
 	}
 	p.chans[name] = pc
 	return pc
@@ -363,8 +369,9 @@ func (pc *presenceChan) snapshotFrame() *frame {
 		return pc.snap
 	}
 	b := presenceBody{Type: "presence", Channel: pc.name, Count: pc.shownCount}
+	var list []Member
 	if pc.mode == PresenceMembers {
-		list := sortedMembers(pc.shown)
+		list = sortedMembers(pc.shown)
 		b.Members = &list
 	}
 	h := fnv.New64a()
@@ -372,6 +379,7 @@ func (pc *presenceChan) snapshotFrame() *frame {
 	h.Write(tagged)
 	b.Tag = strconv.FormatUint(h.Sum64(), 36)
 	pc.snap = b.frame()
+	pc.appendText(pc.snap, list)
 	return pc.snap
 }
 
@@ -407,7 +415,25 @@ func (pc *presenceChan) diffFrameLocked() *frame {
 	pc.snap = nil
 	slices.SortFunc(b.Join, byUser)
 	slices.Sort(b.Leave)
-	return b.frame()
+	f := b.frame()
+	var list []Member
+	if pc.text != nil && pc.mode == PresenceMembers {
+		list = sortedMembers(pc.shown)
+	}
+	pc.appendText(f, list)
+	return f
+}
+
+// appendText appends to f's SSE encoding the members, as they are shown,
+// rendered by Options.PresenceText.
+func (pc *presenceChan) appendText(f *frame, list []Member) {
+	if pc.text == nil {
+		return
+	}
+	if pc.mode == PresenceMembers && list == nil {
+		list = []Member{}
+	}
+	f.sse = append(f.sse, pc.text(list, pc.shownCount)...)
 }
 
 // members returns a channel's members and count as this hub knows them.

@@ -250,7 +250,13 @@ func (c *conn) overflowLocked(f *frame) {
 				continue
 			}
 			fs := lost[ch]
-			kept = append(kept, resetFrame(ch, fs[len(fs)-1].pos, resetSlow, c.ws))
+			var f *frame
+			if pk, ok := c.subs[ch].hc.kindOf().(plainKind); ok {
+				f = pk.resetFrame(fs[len(fs)-1].pos, resetSlow, c.ws) // with Options.ResetText
+			} else {
+				f = resetFrame(ch, fs[len(fs)-1].pos, resetSlow, c.ws)
+			}
+			kept = append(kept, f)
 			c.hub.stats.reset(resetSlow)
 		}
 		bytes := 0

@@ -253,7 +253,7 @@ func TestTextFrames(t *testing.T) {
 // event names, reserved channels, States and lists.
 func TestTextRefused(t *testing.T) {
 	s := newTestServer(t, &live.Options{
-		Lists: func(channel string) string {
+		ListIDField: func(channel string) string {
 			if strings.HasPrefix(channel, "list:") {
 				return "id"
 			}

@@ -284,15 +284,22 @@ func (hc *hubChannel) frame(m Message) *frame {
 	ex, _ := readMeta(m)
 	f := hc.kindOf().frame(m)
 	f.except = ex
+	if hc.h.obs.Wrote != nil {
+		f.at = nanotime()
+	}
 	return f
 }
 
 // onDeliver is the broker's deliver callback.
 func (hc *hubChannel) onDeliver(m Message) {
+	done := hc.h.fanOut(hc.name, m)
 	f := hc.frame(m)
 	hc.mu.Lock()
 	hc.acceptLocked(f)
 	hc.mu.Unlock()
+	if done != nil {
+		done()
+	}
 }
 
 // acceptLocked fans out f if it is the next publication, drops it if it is

@@ -21,6 +21,7 @@ import (
 // "{}".
 type meta struct {
 	Except *except `json:"except,omitempty"`
+	Trace  string  `json:"trace,omitempty"` // Options.Observe.Inject's, for FanOut on every hub
 }
 
 // hubKey keys the meta of a publication a hub is making in its context.

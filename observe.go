@@ -150,3 +150,16 @@ func (p *presence) localMembers() int {
 	}
 	return n
 }
+
+// observePoll reports a long-poll's answer, carrying frames, as a write: a
+// poll's connection lives for one poll, so the oldest publication queued
+// for it is the oldest it answers with.
+func (c *conn) observePoll(frames int) {
+	if c.hub.obs.Wrote == nil || frames == 0 {
+		return
+	}
+	c.mu.Lock()
+	oldest := c.oldest
+	c.mu.Unlock()
+	c.observeWrite(frames, oldest)
+}

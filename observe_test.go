@@ -134,14 +134,15 @@ func TestObserveHooks(t *testing.T) {
 		t.Errorf("publish-to-write latency %v: not measured from the publication", rec.latency)
 	}
 
-	// A long-poll is held until it has news, or its hold passes.
-	resp, err := http.Get(s.srv.URL + "/api/live?channels=c&poll=0.01&cursor.c=" + mustCursor(t, s, "c").String())
+	// A long-poll is held until it has news (here its acknowledgement),
+	// or its hold passes.
+	resp, err := http.Get(s.srv.URL + "/api/live?channels=c&poll=0.01")
 	if err != nil {
 		t.Fatal(err)
 	}
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
-	rec.wait(t, "the poll's hold", func() bool { return rec.polls == 1 })
+	rec.wait(t, "the poll's hold and answer", func() bool { return rec.polls == 1 && rec.wrote["poll"] >= 1 })
 	waitStats(t, s.hub, "the poll gone", func(st live.Stats) bool { return st.ConnectionsBy["poll"] == 0 })
 }
 
@@ -223,4 +224,55 @@ func BenchmarkFanoutObserved(b *testing.B) {
 	}
 	b.Run("hooks=none", func(b *testing.B) { benchmarkFanout(b, nil, 1, 1000) })
 	b.Run("hooks=noop", func(b *testing.B) { benchmarkFanout(b, noop, 1, 1000) })
+}
+
+// TestStatsCounts checks the counts Stats gives for the metrics beyond
+// the hooks: queued bytes, drops and slow ends, control messages and
+// presence members.
+func TestStatsCounts(t *testing.T) {
+	s := newTestServer(t, &live.Options{
+		QueueMessages: 8,
+		Identify: func(r *http.Request) (live.Identity, error) {
+			return live.Identity{User: r.URL.Query().Get("u")}, nil
+		},
+		Presence: func(channel string) live.PresenceMode {
+			if channel == "room" {
+				return live.PresenceMembers
+			}
+			return live.PresenceOff
+		},
+	})
+	// A client held back in process: its queue fills, then overflows,
+	// and SlowDisconnect ends it.
+	rec := s.hub.AttachRecorder(t, "c")
+	s.publish(t, "c", bigValue{N: 1})
+	waitStats(t, s.hub, "bytes queued for the held-back client", func(st live.Stats) bool { return st.QueuedBytes > 0 })
+	for i := 2; s.hub.Stats().SlowClients == 0; i++ {
+		if i > 100 {
+			t.Fatal("the held-back client never overflowed")
+		}
+		s.publish(t, "c", bigValue{N: i})
+	}
+	rec.Release()
+	waitStats(t, s.hub, "the slow client ended", func(st live.Stats) bool { return st.SlowEnded == 1 })
+	if st := s.hub.Stats(); st.Dropped < 8 || st.QueuedBytes != 0 {
+		t.Errorf("Dropped %d, QueuedBytes %d; want at least the queue's 8 frames dropped, nothing left queued", st.Dropped, st.QueuedBytes)
+	}
+
+	openSSE(t, s.srv.URL+"/api/live/room?u=ann", nil)
+	openSSE(t, s.srv.URL+"/api/live/room?u=ann", nil)
+	openSSE(t, s.srv.URL+"/api/live/room?u=bob", nil)
+	waitStats(t, s.hub, "two members", func(st live.Stats) bool { return st.PresenceMembers == 2 })
+
+	ctx := context.Background()
+	if err := s.hub.Reauthorize(ctx, "room", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.hub.Disconnect(ctx, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.hub.Stats(); st.Controls["disconnect"] != 1 || st.Controls["reauthorize"] != 1 {
+		t.Errorf("Controls %v, want one disconnect and one reauthorize", st.Controls)
+	}
+	waitStats(t, s.hub, "bob gone", func(st live.Stats) bool { return st.ConnectionsBy["sse"] == 2 })
 }

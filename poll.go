@@ -135,4 +135,5 @@ func (h *Hub) poll(w http.ResponseWriter, r *http.Request, c *conn, hold time.Du
 	hd.Set("Cache-Control", "no-store")
 	w.Write(b.Bytes())
 	h.stats.delivered.Add(int64(len(out)))
+	c.observePoll(len(out))
 }

@@ -53,7 +53,7 @@ type Hooks struct {
 	Published func(channel string, took time.Duration, err error)
 
 	// Wrote is called after each write of frames to a client's socket
-	// (a WebSocket or an SSE stream; a long-poll's answer is one write),
+	// (a WebSocket or an SSE stream; a long-poll's answer counts as one),
 	// with its transport, the number of frames it carried (one write
 	// carries many under load) and latency: how long the oldest
 	// publication in it waited between reaching this hub from the broker

@@ -17,7 +17,8 @@
 // publication.
 //
 // Module github.com/go-live/live/prometheus builds a Prometheus collector
-// on these hooks and on Stats.
+// on these hooks and on Stats. Join combines the hooks of several
+// watchers (metrics and traces) into one set.
 package observe
 
 import (
@@ -43,7 +44,8 @@ const MaxTrace = 256
 type Hooks struct {
 	// Published is called when the broker has answered a publication
 	// this hub made (Hub.Publish, an HTTP or WebSocket publish, a Hook
-	// event, a State write), with how long the broker took and its
+	// event, a State write, and the hub's own messages on the channels it
+	// reserves, named "@live:…"), with how long the broker took and its
 	// error, nil when it took the publication. A publication queued
 	// behind promised ones that wait for the broker (see
 	// live.Options.PendingBytes) is not reported. channel is the
@@ -82,7 +84,8 @@ type Hooks struct {
 	// sharing it, which gives it to FanOut: a trace context (a W3C
 	// traceparent, say) links the delivery on every node to the request
 	// that published. "" carries nothing; more than MaxTrace bytes are
-	// not carried.
+	// not carried. It is not called for the hub's own messages on the
+	// channels it reserves.
 	Inject func(ctx context.Context, channel string) string
 
 	// FanOut, when set, is called when a publication reaches this hub

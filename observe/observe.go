@@ -54,13 +54,14 @@ type Hooks struct {
 	// labelled with it as it is.
 	Published func(channel string, took time.Duration, err error)
 
-	// Wrote is called after each write of frames to a client's socket
-	// (a WebSocket or an SSE stream; a long-poll's answer counts as one),
-	// with its transport, the number of frames it carried (one write
-	// carries many under load) and latency: how long the oldest
-	// publication in it waited between reaching this hub from the broker
-	// and this write. latency is 0 when the write carried no publication
-	// (acknowledgements, presence, heartbeats only).
+	// Wrote is called for each write of frames to a client's socket (a
+	// WebSocket or an SSE stream; a long-poll's answer counts as one), as
+	// it is made, with its transport, the number of frames it carries
+	// (one write carries many under load) and latency: how long the
+	// oldest publication in it waited between reaching this hub from the
+	// broker and this write. latency is 0 when the write carries no
+	// publication delivered live (acknowledgements, presence, heartbeats,
+	// history replayed to a resuming client).
 	Wrote func(transport string, frames int, latency time.Duration)
 
 	// Waited is called when one of the hub's writers takes a

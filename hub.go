@@ -206,12 +206,14 @@ func (h *Hub) prepare(ctx context.Context, channel string, data []byte) (context
 		}
 	}
 	ctx, meta := withMeta(ctx, channel)
-	if t := h.inject(ctx, channel); t != "" {
-		ctx, meta = withTrace(ctx, channel, t)
+	if h.obs.Inject != nil {
+		ctx, meta = h.inject(ctx, channel, meta)
 	}
 	if max, n := h.maxPublication(), len(data)+len(meta); n > max {
 		h.stats.tooLarge.Add(1)
-		return nil, nil, fmt.Errorf("live: publish %q: %d bytes, more than %d (half of Options.QueueBytes): %w", channel, n, max, ErrTooLarge)
+		err := fmt.Errorf("live: publish %q: %d bytes, more than %d (half of Options.QueueBytes): %w", channel, n, max, ErrTooLarge)
+		h.traced(ctx, err)
+		return nil, nil, err
 	}
 	return ctx, meta, nil
 }
@@ -235,10 +237,14 @@ func (h *Hub) publishIf(ctx context.Context, channel string, head *Position, dat
 	}
 	if h.outbox.waiting(channel) {
 		if head != nil {
-			return Position{}, fmt.Errorf("live: publish %q: publications promised before it wait for the broker: %w", channel, errUnavailable)
+			err := fmt.Errorf("live: publish %q: publications promised before it wait for the broker: %w", channel, errUnavailable)
+			h.traced(ctx, err)
+			return Position{}, err
 		}
 		// Promised publications wait for the broker: this one follows them.
-		return h.publishBehind(ctx, channel, data, meta)
+		pos, err := h.publishBehind(ctx, channel, data, meta)
+		h.traced(ctx, err)
+		return pos, err
 	}
 	var pos Position
 	var start int64
@@ -253,6 +259,7 @@ func (h *Hub) publishIf(ctx context.Context, channel string, head *Position, dat
 	if h.obs.Published != nil {
 		h.observePublish(channel, start, err)
 	}
+	h.traced(ctx, err)
 	if errors.Is(err, ErrConflict) {
 		return Position{}, err // the broker's answer, not its failure
 	}

@@ -63,22 +63,39 @@ func (h *Hub) observePoll(start time.Time) {
 	}
 }
 
-// withTrace returns ctx and meta made as withMeta makes them, carrying
-// trace besides.
-func withTrace(ctx context.Context, channel, trace string) (context.Context, []byte) {
-	m, _ := json.Marshal(meta{Except: exceptOf(ctx), Trace: trace})
+// tracedKey keys, in a publication's context, the function
+// Options.Observe.Inject returned to hear how the publication ended.
+type tracedKey struct{}
+
+// inject asks Options.Observe.Inject for the trace a publication on
+// channel carries, and returns ctx and meta carrying it (meta as withMeta
+// made it, with the trace added) and, under tracedKey, what to call once
+// the publication ends. The hub's own messages on reserved channels carry
+// none.
+func (h *Hub) inject(ctx context.Context, channel string, m []byte) (context.Context, []byte) {
+	if reserved(channel) {
+		return ctx, m
+	}
+	t, done := h.obs.Inject(ctx, channel)
+	if done != nil {
+		ctx = context.WithValue(ctx, tracedKey{}, done)
+	}
+	if t == "" || len(t) > observe.MaxTrace {
+		return ctx, m
+	}
+	m, _ = json.Marshal(meta{Except: exceptOf(ctx), Trace: t})
 	return withHubMeta(ctx, m), m
 }
 
-// inject returns the trace a publication on channel carries, "" for none.
-func (h *Hub) inject(ctx context.Context, channel string) string {
-	if h.obs.Inject == nil || reserved(channel) {
-		return ""
+// traced tells the function Inject returned for the publication made
+// under ctx, if any, how it ended.
+func (h *Hub) traced(ctx context.Context, err error) {
+	if h.obs.Inject == nil {
+		return
 	}
-	if t := h.obs.Inject(ctx, channel); len(t) <= observe.MaxTrace {
-		return t
+	if done, ok := ctx.Value(tracedKey{}).(func(error)); ok {
+		done(err)
 	}
-	return ""
 }
 
 // fanOut tells Options.Observe.FanOut that m reached the hub on channel,

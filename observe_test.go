@@ -2,9 +2,12 @@ package live_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -154,10 +157,11 @@ func TestTraceCarried(t *testing.T) {
 	type fanned struct{ channel, trace string }
 	got := make(chan fanned, 16)
 	var doneCalls sync.WaitGroup
+	ended := make(chan error, 16)
 	hooks := &observe.Hooks{
-		Inject: func(ctx context.Context, channel string) string {
+		Inject: func(ctx context.Context, channel string) (string, func(error)) {
 			v, _ := ctx.Value(traceKey{}).(string)
-			return v
+			return v, func(err error) { ended <- err }
 		},
 		FanOut: func(channel, trace string) func() {
 			doneCalls.Add(1)
@@ -175,6 +179,9 @@ func TestTraceCarried(t *testing.T) {
 	ctx := context.WithValue(context.Background(), traceKey{}, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
 	if _, err := a.hub.Publish(ctx, "doc:1", map[string]int{"n": 1}); err != nil {
 		t.Fatal(err)
+	}
+	if err := <-ended; err != nil {
+		t.Errorf("Inject's done got %v for a publication the broker took", err)
 	}
 	for _, w := range []*wsClient{wsA, wsB} {
 		if f := w.expect(t, "data"); string(f.Data) != `{"n":1}` {
@@ -197,6 +204,7 @@ func TestTraceCarried(t *testing.T) {
 	if _, err := other.hub.Publish(context.Background(), "doc:1", 2); err != nil {
 		t.Fatal(err)
 	}
+	<-ended
 	for range 2 {
 		select {
 		case f := <-got:
@@ -206,6 +214,36 @@ func TestTraceCarried(t *testing.T) {
 		case <-time.After(waitFor):
 			t.Fatal("FanOut not called on both hubs")
 		}
+	}
+
+	// A Hook's event carries the trace of the request that made it.
+	hooked := a.hub.Hook(live.HookOptions{Channel: func(*http.Request) string { return "doc:1" }})(
+		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			live.SetEvent(r, "doc:1", map[string]int{"n": 3})
+			w.WriteHeader(http.StatusNoContent)
+		}))
+	req := httptest.NewRequestWithContext(ctx, "POST", "/doc/1", nil)
+	hooked.ServeHTTP(httptest.NewRecorder(), req)
+	if err := <-ended; err != nil {
+		t.Errorf("Inject's done got %v for a Hook event the broker took", err)
+	}
+	for range 2 {
+		select {
+		case f := <-got:
+			if f.trace != "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01" {
+				t.Errorf("FanOut got trace %q for a Hook event", f.trace)
+			}
+		case <-time.After(waitFor):
+			t.Fatal("FanOut not called on both hubs for a Hook event")
+		}
+	}
+
+	// A publication that fails ends with its error.
+	if _, err := a.hub.Publish(ctx, "doc:1", strings.Repeat("x", 1<<20)); !errors.Is(err, live.ErrTooLarge) {
+		t.Fatalf("Publish of 1 MiB: %v, want ErrTooLarge", err)
+	}
+	if err := <-ended; !errors.Is(err, live.ErrTooLarge) {
+		t.Errorf("Inject's done got %v, want ErrTooLarge", err)
 	}
 }
 

@@ -8,9 +8,9 @@ import (
 // Join returns Hooks that call those of each of hooks in turn, as when a
 // Prometheus collector and a tracer both watch a Hub. A field no hook
 // sets stays nil, so the hub still skips it. Inject returns the first
-// non-empty string the hooks' Inject return (one trace travels with a
-// publication), and FanOut's done calls every done returned. Nil hooks
-// are skipped.
+// non-empty trace the hooks' Inject return (one trace travels with a
+// publication); the done of Inject and of FanOut call every done
+// returned. Nil hooks are skipped.
 func Join(hooks ...*Hooks) *Hooks {
 	var j Hooks
 	j.Published = join(hooks, func(h *Hooks) (func(string, time.Duration, error), bool) { return h.Published, h.Published != nil },
@@ -39,15 +39,33 @@ func Join(hooks ...*Hooks) *Hooks {
 	j.Waited = join(hooks, func(h *Hooks) (func(time.Duration), bool) { return h.Waited, h.Waited != nil }, durations)
 	j.PollHeld = join(hooks, func(h *Hooks) (func(time.Duration), bool) { return h.PollHeld, h.PollHeld != nil }, durations)
 	j.Pong = join(hooks, func(h *Hooks) (func(time.Duration), bool) { return h.Pong, h.Pong != nil }, durations)
-	j.Inject = join(hooks, func(h *Hooks) (func(context.Context, string) string, bool) { return h.Inject, h.Inject != nil },
-		func(fs []func(context.Context, string) string) func(context.Context, string) string {
-			return func(ctx context.Context, channel string) string {
+	j.Inject = join(hooks, func(h *Hooks) (func(context.Context, string) (string, func(error)), bool) {
+		return h.Inject, h.Inject != nil
+	},
+		func(fs []func(context.Context, string) (string, func(error))) func(context.Context, string) (string, func(error)) {
+			return func(ctx context.Context, channel string) (string, func(error)) {
+				trace := ""
+				var dones []func(error)
 				for _, f := range fs {
-					if t := f(ctx, channel); t != "" {
-						return t
+					t, done := f(ctx, channel)
+					if trace == "" {
+						trace = t
+					}
+					if done != nil {
+						dones = append(dones, done)
 					}
 				}
-				return ""
+				switch len(dones) {
+				case 0:
+					return trace, nil
+				case 1:
+					return trace, dones[0]
+				}
+				return trace, func(err error) {
+					for _, d := range dones {
+						d(err)
+					}
+				}
 			}
 		})
 	j.FanOut = join(hooks, func(h *Hooks) (func(string, string) func(), bool) { return h.FanOut, h.FanOut != nil },

@@ -12,13 +12,17 @@ func TestJoin(t *testing.T) {
 	var calls []string
 	a := &observe.Hooks{
 		Waited: func(time.Duration) { calls = append(calls, "a.Waited") },
-		Inject: func(context.Context, string) string { return "" },
+		Inject: func(context.Context, string) (string, func(error)) {
+			return "", func(error) { calls = append(calls, "a.injected") }
+		},
 		FanOut: func(string, string) func() { return func() { calls = append(calls, "a.done") } },
 	}
 	b := &observe.Hooks{
 		Waited: func(time.Duration) { calls = append(calls, "b.Waited") },
 		Pong:   func(time.Duration) { calls = append(calls, "b.Pong") },
-		Inject: func(context.Context, string) string { return "b" },
+		Inject: func(context.Context, string) (string, func(error)) {
+			return "b", func(error) { calls = append(calls, "b.injected") }
+		},
 		FanOut: func(string, string) func() { return func() { calls = append(calls, "b.done") } },
 	}
 	j := observe.Join(a, nil, b)
@@ -27,11 +31,13 @@ func TestJoin(t *testing.T) {
 	}
 	j.Waited(0)
 	j.Pong(0)
-	if got := j.Inject(context.Background(), "c"); got != "b" {
+	got, done := j.Inject(context.Background(), "c")
+	if got != "b" {
 		t.Errorf("Inject = %q, want the first non-empty, b", got)
 	}
+	done(nil)
 	j.FanOut("c", "b")()
-	want := []string{"a.Waited", "b.Waited", "b.Pong", "a.done", "b.done"}
+	want := []string{"a.Waited", "b.Waited", "b.Pong", "a.injected", "b.injected", "a.done", "b.done"}
 	if len(calls) != len(want) {
 		t.Fatalf("calls %v, want %v", calls, want)
 	}

@@ -48,7 +48,8 @@ type Hooks struct {
 	// reserves, named "@live:…"), with how long the broker took and its
 	// error, nil when it took the publication. A publication queued
 	// behind promised ones that wait for the broker (see
-	// live.Options.PendingBytes) is not reported. channel is the
+	// live.Options.PendingBytes) is not reported, nor are the later
+	// attempts to send a promised one. channel is the
 	// channel's name: see the package documentation of
 	// github.com/go-live/live/prometheus for why a metric must never be
 	// labelled with it as it is.
@@ -80,14 +81,19 @@ type Hooks struct {
 
 	// Inject, when set, is called as the hub hands a publication to the
 	// broker, with the context of the call that published it (a
-	// request's, for a Hook event). What it returns travels with the
+	// request's, for a Hook event). The trace it returns travels with the
 	// publication, beside its data, through the broker to every hub
 	// sharing it, which gives it to FanOut: a trace context (a W3C
 	// traceparent, say) links the delivery on every node to the request
 	// that published. "" carries nothing; more than MaxTrace bytes are
-	// not carried. It is not called for the hub's own messages on the
-	// channels it reserves.
-	Inject func(ctx context.Context, channel string) string
+	// not carried. done, if not nil, is called once, when the
+	// publication ends: with nil once the broker took it (or, for a Hook
+	// event, once it was queued to be sent again, see
+	// live.Options.PendingBytes), otherwise with why it failed. So a
+	// tracer can start a producer span in Inject, carry its context, and
+	// end it in done. Inject is not called for the hub's own messages on
+	// the channels it reserves.
+	Inject func(ctx context.Context, channel string) (trace string, done func(err error))
 
 	// FanOut, when set, is called when a publication reaches this hub
 	// from the broker, before it is queued for the channel's local

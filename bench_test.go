@@ -12,16 +12,20 @@ import (
 	"time"
 
 	"github.com/go-live/live"
+	"github.com/go-live/live/observe"
 )
 
 // BenchmarkFanout publishes to n in-process SSE subscribers, served by
 // the hub's writers as every stream is, whose connections take what they
 // are written at once: the cost of the hub itself (encode once, queue,
 // the writers' turns), without the network. One op is one publication.
-func BenchmarkFanout(b *testing.B) {
-	for _, n := range []int{1, 1000, 10000} {
+func BenchmarkFanout(b *testing.B) { benchmarkFanout(b, nil, 1, 1000, 10000) }
+
+// benchmarkFanout is BenchmarkFanout on a hub observed by obs.
+func benchmarkFanout(b *testing.B, obs *observe.Hooks, subscribers ...int) {
+	for _, n := range subscribers {
 		b.Run(fmt.Sprintf("subscribers=%d", n), func(b *testing.B) {
-			hub := live.NewHub(&live.Options{Heartbeat: time.Hour})
+			hub := live.NewHub(&live.Options{Heartbeat: time.Hour, Observe: obs})
 			b.Cleanup(func() { hub.Close(context.Background()) }) // after the sink's cleanup
 			sink := hub.AttachSink(b, "bench", n)
 			value := map[string]any{"users": 42, "load": 0.7, "region": "eu-west"}

@@ -297,15 +297,22 @@ func (hc *hubChannel) frame(m Message) *frame {
 		f = k.frame(m)
 	}
 	f.except = mt.Except
+	if hc.h.obs.Wrote != nil {
+		f.at = nanotime()
+	}
 	return f
 }
 
 // onDeliver is the broker's deliver callback.
 func (hc *hubChannel) onDeliver(m Message) {
+	done := hc.h.fanOut(hc.name, m)
 	f := hc.frame(m)
 	hc.mu.Lock()
 	hc.acceptLocked(f)
 	hc.mu.Unlock()
+	if done != nil {
+		done()
+	}
 }
 
 // acceptLocked fans out f if it is the next publication, drops it if it is

@@ -36,6 +36,9 @@ type conn struct {
 	ws  bool
 	ip  string // the client's address, for Options.MaxConnsPerIP
 	key string // names the connection to the client, for ConnectionHeader
+
+	tr transport // how the client is reached, for Stats and Options.Observe
+
 	// id is the connection's Identity, its Info encoded as JSON; nil
 	// when anonymous.
 	id *Identity
@@ -59,7 +62,7 @@ type conn struct {
 }
 
 func newConn(h *Hub, r *http.Request, ws bool) *conn {
-	c := &conn{hub: h, req: r, ws: ws, key: newConnKey(), queue: queue{wake: make(chan struct{}, 1)}}
+	c := &conn{hub: h, req: r, ws: ws, tr: transportOf(r, ws), key: newConnKey(), queue: queue{wake: make(chan struct{}, 1)}}
 	if r != nil {
 		c.ip = h.opts.ClientIP(r)
 		if id, ok := r.Context().Value(identityKey{}).(Identity); ok && (id.User != "" || id.Info != nil) {
@@ -151,6 +154,9 @@ func (c *conn) kill(why error) {
 		return
 	}
 	c.ended, c.endErr = true, why
+	if why == errSlow {
+		c.hub.stats.slowEnded.Add(1)
+	}
 	c.roomLocked()
 	add := c.wire != wireNone && !c.sched
 	c.sched = c.sched || add
@@ -264,6 +270,7 @@ func (h *Hub) enter(c *conn, g uint64) error {
 	h.perIP[c.ip]++
 	h.conns[c] = struct{}{}
 	h.stats.connections.Add(1)
+	h.stats.connsBy[c.tr].Add(1)
 	return nil
 }
 
@@ -315,6 +322,7 @@ func (h *Hub) leave(c *conn) {
 		delete(h.perIP, c.ip)
 	}
 	h.stats.connections.Add(-1)
+	h.stats.connsBy[c.tr].Add(-1)
 	if h.closed && len(h.conns) == 0 {
 		select {
 		case <-h.idle:

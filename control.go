@@ -105,6 +105,7 @@ func (h *Hub) control(ctx context.Context, m controlMsg) error {
 
 // applyControl applies m to this hub's connections.
 func (h *Hub) applyControl(m controlMsg) {
+	h.stats.control(m.Op)
 	h.mu.Lock()
 	h.noteControlLocked(m) // admissions under way check again (recheck.go)
 	var conns []*conn

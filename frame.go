@@ -23,6 +23,7 @@ type frame struct {
 	src     []byte  // the publication as published, for kinds that fold it (lists, States)
 	tag     string  // a presence snapshot's tag, which long-pollers send back
 	except  *except // whom live delivery skips; nil for none
+	at      int64   // when the publication reached the hub (nanotime), for Options.Observe.Wrote; 0 untimed
 	// wsz is the WebSocket message of ws compressed, header included,
 	// made by the first writer of a connection that negotiated
 	// compression.
@@ -332,7 +333,11 @@ func (c *conn) appendFrame(b []byte, f *frame) []byte {
 
 func (c *conn) appendHeartbeat(b []byte) []byte {
 	if c.wire == wireWS {
-		// An unsolicited ping with no payload; the reader sees the pong.
+		// An unsolicited ping with no payload, or the time for
+		// Options.Observe.Pong; the reader sees the pong.
+		if c.hub.obs.Pong != nil {
+			return appendPing(b)
+		}
 		return appendWSHeader(b, opPing, 0)
 	}
 	return append(b, heartbeatComment...)

@@ -11,6 +11,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/go-live/live/observe"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -75,6 +76,8 @@ type Hub struct {
 	stats        counters
 	retryWarned  atomic.Int64 // when a failed retry window was last logged, in Unix ns
 
+	obs observe.Hooks // Options.Observe's
+
 	ctx    context.Context // ends at Close; parent of channel subscriptions
 	cancel context.CancelFunc
 	done   <-chan struct{} // ctx.Done()
@@ -126,6 +129,9 @@ func NewHub(opts *Options) *Hub {
 	})
 	h.ownAuthorize = opts != nil && (opts.Authorize != nil || opts.Identify != nil)
 	h.closes.h = h
+	if o.Observe != nil {
+		h.obs = *o.Observe
+	}
 	h.stats.resetsBy = newResetCounters()
 	if h.broker == nil {
 		h.broker = NewMemoryBroker(nil)
@@ -148,7 +154,7 @@ func NewHub(opts *Options) *Hub {
 		h.group.Go(h.presence.run)
 		h.group.Go(h.presence.follow)
 	}
-	h.writers.init()
+	h.writers.init(h.obs.Waited)
 	for range max(2, runtime.GOMAXPROCS(0)) {
 		h.group.Go(h.runWriter)
 	}
@@ -212,9 +218,14 @@ func (h *Hub) prepare(ctx context.Context, channel string, data []byte) (context
 		}
 	}
 	ctx, meta := withMeta(ctx, channel)
+	if h.obs.Inject != nil {
+		ctx, meta = h.inject(ctx, channel, meta)
+	}
 	if max, n := h.maxPublication(), len(data)+len(meta); n > max {
 		h.stats.tooLarge.Add(1)
-		return nil, nil, fmt.Errorf("live: publish %q: %d bytes, more than %d (half of Options.QueueBytes): %w", channel, n, max, ErrTooLarge)
+		err := fmt.Errorf("live: publish %q: %d bytes, more than %d (half of Options.QueueBytes): %w", channel, n, max, ErrTooLarge)
+		h.traced(ctx, err)
+		return nil, nil, err
 	}
 	return ctx, meta, nil
 }
@@ -238,17 +249,29 @@ func (h *Hub) publishIf(ctx context.Context, channel string, head *Position, dat
 	}
 	if h.outbox.waiting(channel) {
 		if head != nil {
-			return Position{}, fmt.Errorf("live: publish %q: publications promised before it wait for the broker: %w", channel, errUnavailable)
+			err := fmt.Errorf("live: publish %q: publications promised before it wait for the broker: %w", channel, errUnavailable)
+			h.traced(ctx, err)
+			return Position{}, err
 		}
 		// Promised publications wait for the broker: this one follows them.
-		return h.publishBehind(ctx, channel, data, meta)
+		pos, err := h.publishBehind(ctx, channel, data, meta)
+		h.traced(ctx, err)
+		return pos, err
 	}
 	var pos Position
+	var start int64
+	if h.obs.Published != nil {
+		start = nanotime()
+	}
 	if head != nil {
 		pos, err = h.cond.PublishIf(ctx, channel, *head, data)
 	} else {
 		pos, err = h.broker.Publish(ctx, channel, data)
 	}
+	if h.obs.Published != nil {
+		h.observePublish(channel, start, err)
+	}
+	h.traced(ctx, err)
 	if errors.Is(err, ErrConflict) {
 		return Position{}, err // the broker's answer, not its failure
 	}

@@ -111,7 +111,8 @@ func TestMetricsHandler(t *testing.T) {
 	s.hub.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	body := rec.Body.String()
 	for _, want := range []string{
-		"live_connections 2\n", "live_published_total 5\n", `live_resets_total{reason="gone"} 1` + "\n",
+		`live_connections{transport="sse"} 2` + "\n", `live_connections{transport="ws"} 0` + "\n",
+		"live_published_total 5\n", `live_resets_total{reason="gone"} 1` + "\n",
 		"# TYPE live_delivered_total counter\n", "live_channels 1\n",
 	} {
 		if !strings.Contains(body, want) {

@@ -22,7 +22,8 @@ import (
 // "{}".
 type meta struct {
 	Except *except   `json:"except,omitempty"`
-	Text   *textMark `json:"text,omitempty"` // the data is a Text's, a JSON string
+	Text   *textMark `json:"text,omitempty"`  // the data is a Text's, a JSON string
+	Trace  string    `json:"trace,omitempty"` // Options.Observe.Inject's, for FanOut on every hub
 }
 
 // hubKey keys the meta of a publication a hub is making in its context.

@@ -3,52 +3,35 @@ package live
 import (
 	"fmt"
 	"net/http"
-	"slices"
 	"strings"
 	"sync/atomic"
+
+	"github.com/go-live/live/internal/metricdef"
 )
 
 // MetricsHandler returns a handler that serves the Hub's Stats in the
 // Prometheus text format, for scraping. No metric is labelled with a
 // channel name, so their number stays fixed however many channels exist.
-// Mount it where only operators can reach it.
+// Mount it where only operators can reach it. To serve the hub's metrics
+// from the application's own Prometheus registry instead, with
+// histograms of latencies besides, use the collector of module
+// github.com/go-live/live/prometheus; both serve these metrics under the
+// same names (docs/operations.md lists them).
 func (h *Hub) MetricsHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		st := h.Stats()
-		h.mu.Lock()
-		channels := len(h.channels)
-		h.mu.Unlock()
-		queued := h.queuedBytes()
-
 		var b strings.Builder
-		metric := func(name, kind, help string, v int64) {
-			fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s %s\n%s %d\n", name, help, name, kind, name, v)
-		}
-		metric("live_connections", "gauge", "Open SSE and WebSocket connections.", st.Connections)
-		metric("live_subscriptions", "gauge", "Channel subscriptions across connections.", st.Subscriptions)
-		metric("live_channels", "gauge", "Channels with local subscribers or a State.", int64(channels))
-		metric("live_queued_bytes", "gauge", "Bytes waiting in connection queues.", int64(queued))
-		metric("live_published_total", "counter", "Publications accepted through this hub.", st.Published)
-		metric("live_delivered_total", "counter", "Frames written to clients.", st.Delivered)
-		metric("live_writes_total", "counter", "Socket writes by the hub's writers; under load one carries many frames.", st.Writes)
-		metric("live_replayed_total", "counter", "Publications replayed from history to resuming clients.", st.Replayed)
-		metric("live_slow_clients_total", "counter", "Times a client overflowed its queue.", st.SlowClients)
-		metric("live_broker_errors_total", "counter", "Failed broker publishes and broken subscriptions.", st.BrokerErrors)
-		metric("live_hook_dropped_total", "counter", "Successful requests whose hook event was not published.", st.HookDropped)
-		metric("live_too_large_total", "counter", "Publications refused as larger than half of the client queue.", st.TooLarge)
-		metric("live_pending_publications", "gauge", "Promised publications waiting for the broker to take them.", st.Pending)
-		metric("live_pending_dropped_total", "counter", "Promised publications dropped: waiting too long, too many bytes waiting, or left at Close.", st.PendingDropped)
-		metric("live_retries_lost_total", "counter", "Responses to keyed requests dropped or not saved within their retry window.", st.RetriesLost)
-		metric("live_retries_refused_total", "counter", "Keyed requests refused with 503 because their key could not be claimed.", st.RetriesRefused)
-		b.WriteString("# HELP live_resets_total Reset frames sent, by reason.\n# TYPE live_resets_total counter\n")
-		reasons := make([]string, 0, len(st.ResetsBy))
-		for r := range st.ResetsBy {
-			reasons = append(reasons, r)
-		}
-		slices.Sort(reasons)
-		for _, r := range reasons {
-			fmt.Fprintf(&b, "live_resets_total{reason=%q} %d\n", r, st.ResetsBy[r])
-		}
+		var last *metricdef.Metric
+		metricdef.Read(h.Stats(), func(m *metricdef.Metric, label string, v float64) {
+			if m != last {
+				fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s %s\n", m.Name, m.Help, m.Name, m.Kind)
+				last = m
+			}
+			if m.Label == "" {
+				fmt.Fprintf(&b, "%s %d\n", m.Name, int64(v))
+			} else {
+				fmt.Fprintf(&b, "%s{%s=%q} %d\n", m.Name, m.Label, label, int64(v))
+			}
+		})
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-store")
 		w.Write([]byte(b.String()))
@@ -69,20 +52,36 @@ func (h *Hub) queuedBytes() int {
 	return n
 }
 
-// Stats is a snapshot of a Hub's activity since NewHub.
+// Stats is a snapshot of a Hub's activity since NewHub. Maps by
+// transport are keyed "sse", "sse-mux", "ws" and "poll" (see package
+// [observe]), and hold every key.
 type Stats struct {
-	Connections   int64            // open SSE and WebSocket connections
-	Subscriptions int64            // channel subscriptions across connections
-	Published     int64            // publications accepted through this Hub
-	Delivered     int64            // frames written to clients
-	Writes        int64            // socket writes by the hub's writers; under load one carries many frames
-	Replayed      int64            // publications sent from history to resuming clients
-	Resets        int64            // reset frames sent
-	ResetsBy      map[string]int64 // reset frames by reason: gone, epoch, ahead, malformed, slow, broker
-	SlowClients   int64            // times a client overflowed its queue
-	BrokerErrors  int64            // failed broker publishes and broken subscriptions
-	HookDropped   int64            // successful requests whose Hub.Hook event could not be published
-	TooLarge      int64            // publications refused with ErrTooLarge
+	Connections     int64            // open connections: SSE streams, WebSockets and held long-polls
+	ConnectionsBy   map[string]int64 // Connections by transport
+	Subscriptions   int64            // channel subscriptions across connections
+	SubscriptionsBy map[string]int64 // Subscriptions by transport
+	Channels        int64            // channels with local subscribers
+	QueuedBytes     int64            // bytes waiting in connection queues
+	// PresenceMembers are the presence members this Hub holds, summed
+	// over its presence channels: users, plus anonymous connections.
+	PresenceMembers int64
+	Published       int64            // publications accepted through this Hub
+	Delivered       int64            // frames written to clients
+	Writes          int64            // socket writes by the hub's writers; under load one carries many frames
+	Replayed        int64            // publications sent from history to resuming clients
+	Resets          int64            // reset frames sent
+	ResetsBy        map[string]int64 // reset frames by reason: gone, epoch, ahead, malformed, slow, broker
+	SlowClients     int64            // times a client overflowed its queue
+	Dropped         int64            // frames dropped, or folded into fewer, from the queues of clients that fell behind
+	SlowEnded       int64            // connections ended because their client did not keep up
+	// Controls counts the control messages this Hub applied, by op:
+	// "disconnect" and "reauthorize" (Hub.Disconnect, Hub.Reauthorize,
+	// here or on another Hub), and "recheck" (every connection checked
+	// again after the Hub may have missed some).
+	Controls     map[string]int64
+	BrokerErrors int64 // failed broker publishes and broken subscriptions
+	HookDropped  int64 // successful requests whose Hub.Hook event could not be published
+	TooLarge     int64 // publications refused with ErrTooLarge
 	// RetriesLost counts responses to keyed requests that a retry within
 	// HookOptions.RetryWindow will not find: dropped by the memory store
 	// to make room, or not saved because the store failed. Such a retry
@@ -99,29 +98,50 @@ type Stats struct {
 	PendingDropped int64
 }
 
-// Stats returns the Hub's counters.
+// Stats returns the Hub's counters and gauges. It walks the connections
+// to sum their queues: call it to scrape, not per request.
 func (h *Hub) Stats() Stats {
 	s := &h.stats
+	h.mu.Lock()
+	channels := len(h.channels)
+	h.mu.Unlock()
 	st := Stats{
-		Connections:    s.connections.Load(),
-		Subscriptions:  s.subscriptions.Load(),
-		Published:      s.published.Load(),
-		Delivered:      s.delivered.Load(),
-		Writes:         s.writes.Load(),
-		Replayed:       s.replayed.Load(),
-		Resets:         s.resets.Load(),
-		SlowClients:    s.slow.Load(),
-		BrokerErrors:   s.brokerErrors.Load(),
-		HookDropped:    s.hookDropped.Load(),
-		TooLarge:       s.tooLarge.Load(),
-		Pending:        s.pending.Load(),
-		PendingDropped: s.pendingDropped.Load(),
-		RetriesLost:    s.retriesLost.Load(),
-		RetriesRefused: s.retriesRefused.Load(),
-		ResetsBy:       make(map[string]int64, len(s.resetsBy)),
+		Connections:     s.connections.Load(),
+		Channels:        int64(channels),
+		QueuedBytes:     int64(h.queuedBytes()),
+		Dropped:         s.dropped.Load(),
+		SlowEnded:       s.slowEnded.Load(),
+		ConnectionsBy:   make(map[string]int64, numTransports),
+		SubscriptionsBy: make(map[string]int64, numTransports),
+		Controls:        make(map[string]int64, len(controlOps)),
+		Subscriptions:   s.subscriptions.Load(),
+		Published:       s.published.Load(),
+		Delivered:       s.delivered.Load(),
+		Writes:          s.writes.Load(),
+		Replayed:        s.replayed.Load(),
+		Resets:          s.resets.Load(),
+		SlowClients:     s.slow.Load(),
+		BrokerErrors:    s.brokerErrors.Load(),
+		HookDropped:     s.hookDropped.Load(),
+		TooLarge:        s.tooLarge.Load(),
+		Pending:         s.pending.Load(),
+		PendingDropped:  s.pendingDropped.Load(),
+		RetriesLost:     s.retriesLost.Load(),
+		RetriesRefused:  s.retriesRefused.Load(),
+		ResetsBy:        make(map[string]int64, len(s.resetsBy)),
 	}
 	for r, n := range s.resetsBy {
 		st.ResetsBy[r] = n.Load()
+	}
+	for i, name := range transports {
+		st.ConnectionsBy[name] = s.connsBy[i].Load()
+		st.SubscriptionsBy[name] = s.subsBy[i].Load()
+	}
+	for i, op := range controlOps {
+		st.Controls[op] = s.controls[i].Load()
+	}
+	if h.presence != nil {
+		st.PresenceMembers = int64(h.presence.localMembers())
 	}
 	return st
 }
@@ -145,7 +165,22 @@ type counters struct {
 	brokerErrors, hookDropped, writes, tooLarge  atomic.Int64
 	pending, pendingDropped                      atomic.Int64
 	retriesLost, retriesRefused                  atomic.Int64
+	dropped, slowEnded                           atomic.Int64
 	resetsBy                                     map[string]*atomic.Int64 // fixed keys: read-only map
+	connsBy, subsBy                              [numTransports]atomic.Int64
+	controls                                     [len(controlOps)]atomic.Int64
+}
+
+// controlOps are the control messages Stats.Controls counts.
+var controlOps = [...]string{"disconnect", "reauthorize", "recheck"}
+
+// control counts a control message applied.
+func (c *counters) control(op string) {
+	for i, o := range controlOps {
+		if o == op {
+			c.controls[i].Add(1)
+		}
+	}
 }
 
 // resetReasons are the reasons a reset frame gives.

@@ -4,6 +4,8 @@ import (
 	"log/slog"
 	"net/http"
 	"time"
+
+	"github.com/go-live/live/observe"
 )
 
 // Options configures a Hub. A nil *Options, or a zero field, means the
@@ -231,6 +233,12 @@ type Options struct {
 
 	// Logger receives connection and broker events. Default slog.Default().
 	Logger *slog.Logger
+
+	// Observe, if set, is called as the Hub works, for metrics and
+	// traces: see package [observe], and the Prometheus collector of
+	// module github.com/go-live/live/prometheus. NewHub copies it.
+	// Default: none.
+	Observe *observe.Hooks
 }
 
 func (o *Options) withDefaults() Options {

@@ -420,10 +420,13 @@ func (o *outbox) expire(ps []*pending) {
 // broker does not take it now, or publications on channel wait already,
 // it waits in the outbox. It returns an error only when the publication is
 // given up: it is too large, the outbox is full or the hub closed.
-func (h *Hub) promise(ctx context.Context, channel string, data []byte) error {
+func (h *Hub) promise(ctx context.Context, channel string, data []byte) (err error) {
 	ctx, meta, err := h.prepare(ctx, channel, data)
 	if err != nil {
 		return err
+	}
+	if h.obs.Inject != nil {
+		defer func() { h.traced(ctx, err) }() // nil once taken or queued
 	}
 	p, queued, err := h.outbox.fly(channel, PublishKey(ctx), data, meta)
 	if queued {
@@ -436,7 +439,14 @@ func (h *Hub) promise(ctx context.Context, channel string, data []byte) error {
 		}
 	}
 	if err == nil {
+		var start int64
+		if h.obs.Published != nil {
+			start = nanotime()
+		}
 		_, err = h.broker.Publish(WithPublishKey(ctx, p.key), channel, data)
+		if h.obs.Published != nil {
+			h.observePublish(channel, start, err)
+		}
 		err = takenBefore(err)
 		if err == nil {
 			h.stats.published.Add(1)

@@ -68,6 +68,7 @@ func pollAcks(q url.Values, resumed map[string]bool) map[string]bool {
 // are left out unless it asks for them in ack: it knows the others already.
 func (h *Hub) poll(w http.ResponseWriter, r *http.Request, c *conn, hold time.Duration, resumed map[string]bool) {
 	defer h.leave(c)
+	defer h.observePoll(time.Now())
 	timer := time.NewTimer(hold)
 	defer timer.Stop()
 	var out []*frame
@@ -134,4 +135,5 @@ func (h *Hub) poll(w http.ResponseWriter, r *http.Request, c *conn, hold time.Du
 	hd.Set("Cache-Control", "no-store")
 	w.Write(b.Bytes())
 	h.stats.delivered.Add(int64(len(out)))
+	c.observePoll(len(out))
 }

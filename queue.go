@@ -56,6 +56,13 @@ type queue struct {
 	subs  map[string]*subscription // the connection's subscriptions, by channel
 	skip  map[string]Position      // per state channel: publications up to here were conflated
 	room  chan struct{}            // closed when the queue is taken; nil when nobody waits for room
+	// oldest is when the oldest publication push queued since a writer
+	// last took the queue reached the hub (frame.at), 0 for none: the
+	// latency Options.Observe.Wrote reports.
+	oldest int64
+	// joined is when the connection joined the writers' line, for
+	// Options.Observe.Waited; guarded by the writers' mu.
+	joined int64
 
 	// wire is how frames are encoded, wireNone until takeOver hands the
 	// queue to the hub's writers; written once, under mu. The
@@ -92,6 +99,9 @@ func (c *conn) push(f *frame) {
 	} else {
 		c.q = append(c.q, f)
 		c.bytes += n
+		if f.at != 0 && c.oldest == 0 {
+			c.oldest = f.at
+		}
 	}
 	slow := c.slow
 	c.unlockAndWake()
@@ -183,6 +193,7 @@ func (q *queue) roomLocked() {
 func (c *conn) tooSlow() {
 	c.hub.stats.slow.Add(1)
 	c.mu.Lock()
+	c.hub.stats.dropped.Add(int64(len(c.q)))
 	c.dropLocked()
 	c.unlockAndWake()
 	c.kill(errSlow)
@@ -191,7 +202,7 @@ func (c *conn) tooSlow() {
 // dropLocked empties the queue of a connection that is to end as slow.
 func (q *queue) dropLocked() {
 	clear(q.q)
-	q.q, q.bytes, q.slow = q.q[:0], 0, true
+	q.q, q.bytes, q.slow, q.oldest = q.q[:0], 0, true, 0
 }
 
 // overflowLocked applies the slow-client policy when f does not fit.
@@ -204,6 +215,7 @@ func (q *queue) dropLocked() {
 // under SlowReset the channels that do not fold are reset.
 func (c *conn) overflowLocked(f *frame) {
 	c.hub.stats.slow.Add(1)
+	had := len(c.q) + 1               // what is dropped, less what is kept
 	lost := make(map[string][]*frame) // each channel's droppable frames, in order
 	var order []string
 	kept := make([]*frame, 0, 8)
@@ -265,10 +277,12 @@ func (c *conn) overflowLocked(f *frame) {
 		}
 		if bytes <= c.hub.opts.QueueBytes && len(kept) <= c.hub.opts.QueueMessages {
 			c.q, c.bytes = append(c.q, kept...), bytes
+			c.hub.stats.dropped.Add(int64(max(0, had-len(kept))))
 			return
 		}
 		// What is left still overflows: nothing sensible can be sent.
 	}
+	c.hub.stats.dropped.Add(int64(had))
 	c.dropLocked()
 }
 

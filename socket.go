@@ -104,6 +104,8 @@ func (c *conn) flush() {
 	batch := c.q
 	c.q, c.spare = c.spare, nil
 	c.bytes = 0
+	oldest := c.oldest
+	c.oldest = 0
 	beat, slow := c.beat, c.slow
 	c.beat = false
 	c.mu.Unlock()
@@ -126,6 +128,9 @@ func (c *conn) flush() {
 	pending := len(c.out) > 0
 	c.wmu.Unlock()
 	c.hub.stats.delivered.Add(int64(len(batch)))
+	if c.hub.obs.Wrote != nil && len(batch) > 0 {
+		c.observeWrite(len(batch), oldest)
+	}
 	clear(batch)
 	if cap(batch) <= 256 {
 		c.mu.Lock()

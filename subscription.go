@@ -57,6 +57,7 @@ func (h *Hub) registerLocked(s *subscription, g uint64) error {
 	c.subs[s.hc.name] = s
 	s.hc.addLocked(s)
 	h.stats.subscriptions.Add(1)
+	h.stats.subsBy[c.tr].Add(1)
 	return nil
 }
 
@@ -101,6 +102,7 @@ func (s *subscription) cancel() {
 	}
 	if removed {
 		hc.h.stats.subscriptions.Add(-1)
+		hc.h.stats.subsBy[s.c.tr].Add(-1)
 		if hc.presence {
 			hc.h.presence.leave(s.c, hc.name)
 		}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/go-live/live"
+	"github.com/go-live/live/observe"
 )
 
 // rawStream reads an SSE response as the bytes of its events, each up to
@@ -443,5 +444,39 @@ func TestStreamConnectionID(t *testing.T) {
 		if resp.StatusCode != http.StatusBadRequest || resp.Header.Get("Content-Type") != "application/json" {
 			t.Errorf("connection %q: %s %s; want 400 with a JSON body", bad, resp.Status, resp.Header.Get("Content-Type"))
 		}
+	}
+}
+
+// TestTextTraced checks that a text publication carrying a trace
+// (Options.Observe.Inject) stays text: the hub's word on it is one meta.
+func TestTextTraced(t *testing.T) {
+	b := live.NewMemoryBroker(nil)
+	t.Cleanup(func() { b.Close() })
+	traces := make(chan string, 4)
+	a := newTestServer(t, &live.Options{Broker: b, Observe: &observe.Hooks{
+		Inject: func(ctx context.Context, channel string) (string, func(error)) {
+			return "00-trace", nil
+		},
+	}})
+	other := newTestServer(t, &live.Options{Broker: b, Observe: &observe.Hooks{
+		FanOut: func(channel, trace string) func() {
+			traces <- trace
+			return nil
+		},
+	}})
+	st := openRawSSE(t, other.srv.URL+"/live/feed", nil)
+	st.next(t)
+	pos := a.publish(t, "feed", live.Text{Event: "row", Data: "<li>1</li>"})
+	want := "id: " + pos.String() + "\nevent: row\ndata: <li>1</li>\n\n"
+	if got := st.next(t); got != want {
+		t.Errorf("other hub sent %q; want %q", got, want)
+	}
+	select {
+	case tr := <-traces:
+		if tr != "00-trace" {
+			t.Errorf("FanOut got trace %q; want 00-trace", tr)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("FanOut never called")
 	}
 }

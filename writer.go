@@ -1,6 +1,9 @@
 package live
 
-import "sync"
+import (
+	"sync"
+	"time"
+)
 
 // Connections the Hub has taken over from net/http (WebSocket, and SSE on
 // HTTP/1.1) have no writer goroutine of their own. A small pool of writers
@@ -28,13 +31,22 @@ type writers struct {
 	head   int
 	idle   int // writers waiting for work
 	closed bool
+	waited func(time.Duration) // Options.Observe.Waited, or nil
 }
 
-func (w *writers) init() { w.wake.L = &w.mu }
+func (w *writers) init(waited func(time.Duration)) {
+	w.wake.L = &w.mu
+	w.waited = waited
+}
 
 // add queues c. The caller has marked c scheduled, so c is queued once.
 func (w *writers) add(c *conn) {
+	var now int64
+	if w.waited != nil {
+		now = nanotime()
+	}
 	w.mu.Lock()
+	c.joined = now
 	w.queue = append(w.queue, c)
 	wake := w.idle > 0
 	w.mu.Unlock()
@@ -83,6 +95,11 @@ func (h *Hub) runWriter() error {
 		c, ok := h.writers.take()
 		if !ok {
 			return nil
+		}
+		if w := h.writers.waited; w != nil && c.joined != 0 {
+			// Read after take, which ordered it after add's write; add
+			// writes it again only once this turn has ended.
+			w(time.Duration(nanotime() - c.joined))
 		}
 		c.flush()
 	}

@@ -54,7 +54,7 @@ func (h *Hub) serveWS(w http.ResponseWriter, r *http.Request) {
 	ws, err := websocket.Accept(hijackWriter{w, c}, r, &websocket.AcceptOptions{
 		InsecureSkipVerify: true, // the origin was checked above, with the same rules as CORS
 		CompressionMode:    mode,
-		OnPongReceived:     func(context.Context, []byte) { c.seen.Store(time.Now().UnixNano()) },
+		OnPongReceived:     func(_ context.Context, p []byte) { c.seen.Store(time.Now().UnixNano()); c.pong(p) },
 	})
 	if err != nil {
 		h.leave(c)
@@ -165,6 +165,8 @@ func (c *conn) takeControl() bool {
 			p = append(p, x^f[2+i%4])
 		}
 		c.writeRaw(p)
+	} else {
+		c.pongMasked(f[2:6], f[6:])
 	}
 	c.br.Discard(len(f))
 	c.seen.Store(time.Now().UnixNano())

@@ -6,6 +6,7 @@ require (
 	github.com/centrifugal/centrifuge v0.40.1
 	github.com/coder/websocket v1.8.15
 	github.com/go-live/live v0.0.0
+	github.com/go-live/live/prometheus v0.0.0-00010101000000-000000000000
 	github.com/olahol/melody v1.1.4
 	github.com/r3labs/sse/v2 v2.10.0
 	github.com/tmaxmax/go-sse v0.11.0
@@ -38,7 +39,7 @@ require (
 	github.com/gorilla/websocket v1.5.0 // indirect
 	github.com/maypok86/otter/v2 v2.4.0 // indirect
 	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
-	github.com/prometheus/client_golang v1.25.0 // indirect
+	github.com/prometheus/client_golang v1.25.0
 	github.com/prometheus/client_model v0.6.3 // indirect
 	github.com/prometheus/common v0.72.1 // indirect
 	github.com/prometheus/procfs v0.22.0 // indirect
@@ -58,3 +59,5 @@ replace github.com/go-live/live/redis => ../../redis
 replace github.com/go-live/live/nats => ../../nats
 
 replace github.com/go-live/live/postgres => ../../postgres
+
+replace github.com/go-live/live/prometheus => ../../prometheus

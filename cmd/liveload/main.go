@@ -113,6 +113,7 @@ func load(args []string) error {
 	nodes := fs.Int("nodes", 1, "server processes sharing the broker; subscribers are spread over them, and publications come from the first, then from all")
 	brokerKind := fs.String("broker", "memory", "the broker the servers share: memory (one node only), redis, nats or postgres")
 	brokerAt := fs.String("broker-url", "", "the broker's URL (default: its LIVE_REDIS_URL, LIVE_NATS_URL or LIVE_POSTGRES_URL, or a local server)")
+	metrics := fs.Bool("metrics", false, "observe the hub with the Prometheus collector's hooks, as an application that exports its metrics does")
 	authorize := fs.Bool("authorize", false, "give the hub an Authorize of the application's (allowing everything), so connections keep their request for Hub.Reauthorize")
 	peers := fs.Bool("peers", false, "run live (SSE and WebSocket) and every peer one after another, and print live's figures over the best peer's")
 	fs.Parse(args)
@@ -134,7 +135,7 @@ func load(args []string) error {
 		return fmt.Errorf("-server must be live, r3labs, gosse, melody or centrifuge")
 	}
 	p := params{n: *n, transport: *transport, burst: *burst, rate: *rate, duration: *duration, size: *size, slow: *slow,
-		storm: *storm, jsonOut: *jsonOut, target: *target, verbose: *verbose, wsClient: *wsClient, presence: *presence, server: *server, authorize: *authorize,
+		storm: *storm, jsonOut: *jsonOut, target: *target, verbose: *verbose, wsClient: *wsClient, presence: *presence, server: *server, authorize: *authorize, metrics: *metrics,
 		nodes: max(*nodes, 1), broker: *brokerKind, brokerURL: *brokerAt}
 	if *peers {
 		return comparePeers(p)
@@ -148,7 +149,7 @@ type params struct {
 	n, burst, size, slow                                   int
 	rate                                                   float64
 	duration                                               time.Duration
-	storm, verbose, authorize                              bool
+	storm, verbose, authorize, metrics                     bool
 	transport, jsonOut, target, wsClient, presence, server string
 	nodes                                                  int
 	broker, brokerURL                                      string
@@ -585,7 +586,7 @@ func startServer(p params, node int) (*exec.Cmd, string, string, error) {
 	if err != nil {
 		return nil, "", "", err
 	}
-	cmd := exec.Command(self, "serve", "-presence", p.presence, "-server", p.server, "-authorize="+strconv.FormatBool(p.authorize),
+	cmd := exec.Command(self, "serve", "-presence", p.presence, "-server", p.server, "-authorize="+strconv.FormatBool(p.authorize), "-metrics="+strconv.FormatBool(p.metrics),
 		"-broker", p.broker, "-broker-url", p.brokerURL, "-node", strconv.Itoa(node))
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()

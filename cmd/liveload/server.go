@@ -21,6 +21,10 @@ import (
 	"time"
 
 	"github.com/go-live/live"
+
+	liveprom "github.com/go-live/live/prometheus"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // The channel every subscriber of the load test reads.
@@ -39,6 +43,7 @@ func serve(args []string) error {
 	presence := fs.String("presence", "", "give the load channel presence: members or count; subscribers name their user with ?u=")
 	authorize := fs.Bool("authorize", false, "give the hub an Authorize of the application's, which allows everything")
 	server := fs.String("server", "live", "the server under load: live, or a peer (r3labs, gosse, melody, centrifuge)")
+	metrics := fs.Bool("metrics", false, "observe the hub with the Prometheus collector (module github.com/go-live/live/prometheus), served at the control address's /metrics")
 	fs.Parse(args)
 
 	data, err := net.Listen("tcp", *addr)
@@ -78,8 +83,19 @@ func serve(args []string) error {
 		}
 	}
 	var t target
+	var reg *prometheus.Registry
+	var m *liveprom.Collector
+	if *metrics {
+		m = liveprom.New(nil)
+		opts.Observe = m.Hooks()
+		reg = prometheus.NewRegistry()
+		reg.MustRegister(m)
+	}
 	if *server == "live" {
 		hub := live.NewHub(opts)
+		if m != nil {
+			m.Watch(hub)
+		}
 		mux := http.NewServeMux()
 		mux.Handle("/live/", hub)
 		mux.Handle("/ws", hub.WebSocketHandler())
@@ -94,6 +110,9 @@ func serve(args []string) error {
 	cmux.HandleFunc("GET /stats", s.stats)
 	cmux.HandleFunc("POST /publish", s.publish)
 	cmux.HandleFunc("POST /drop", s.drop)
+	if reg != nil {
+		cmux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	}
 	cmux.HandleFunc("GET /debug/pprof/", pprof.Index)
 	cmux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	ctlSrv := &http.Server{Handler: cmux}

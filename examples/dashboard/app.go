@@ -11,6 +11,10 @@ import (
 	"time"
 
 	"github.com/go-live/live"
+	liveprom "github.com/go-live/live/prometheus"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -41,7 +45,8 @@ type app struct {
 	metrics  *metrics
 	feed     *feed
 	board    *live.State
-	ownedMem *live.MemoryBroker // the broker the app made, or nil
+	ownedMem *live.MemoryBroker   // the broker the app made, or nil
+	registry *prometheus.Registry // what GET /metrics serves: the hub's metrics and the process's
 
 	cancel   context.CancelFunc // ends the goroutines in group
 	group    errgroup.Group     // the followers and the metrics ticker
@@ -61,9 +66,16 @@ func newApp(ctx context.Context, o appOptions) (*app, error) {
 		a.ownedMem = live.NewMemoryBroker(nil)
 		b = a.ownedMem
 	}
+	// The hub's metrics join the app's Prometheus registry: the
+	// collector's hooks go into the hub's options, and it reads the hub's
+	// counters once the hub exists.
+	hubMetrics := liveprom.New(&liveprom.Options{ChannelTemplate: channelTemplate})
+	a.registry = prometheus.NewRegistry()
+	a.registry.MustRegister(hubMetrics, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.hub = live.NewHub(&live.Options{
-		Broker: b,
-		Logger: o.Logger,
+		Broker:  b,
+		Logger:  o.Logger,
+		Observe: hubMetrics.Hooks(),
 		// Clients may publish only on chat:… channels. Metrics are computed
 		// by the server, activity goes through the CRUD routes (validated
 		// and stored) and the board through its state endpoint.
@@ -97,6 +109,7 @@ func newApp(ctx context.Context, o appOptions) (*app, error) {
 			return ""
 		},
 	})
+	hubMetrics.Watch(a.hub)
 	var bg context.Context
 	bg, a.cancel = context.WithCancel(context.Background())
 	fail := func(err error) (*app, error) {
@@ -153,6 +166,9 @@ func (a *app) routes() http.Handler {
 	mux.HandleFunc("GET /api/metrics", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, a.metrics.snapshot())
 	})
+	// For Prometheus to scrape. An application exposes it to its
+	// operators only; the demo has nothing to hide.
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /api/activity", f.list)
 	mux.Handle("POST /api/activity", activityHook(http.HandlerFunc(f.create)))
 	mux.Handle("PATCH /api/activity/{id}", activityHook(http.HandlerFunc(f.update)))
@@ -188,4 +204,18 @@ var initialBoard = map[string]any{
 		"doing": map[string]any{"name": "Doing", "cards": map[string]any{"c3": "Load test"}},
 		"done":  map[string]any{"name": "Done", "cards": map[string]any{"c4": "Freeze the API"}},
 	},
+}
+
+// channelTemplate names the kind of a channel for the hub's metrics: the
+// dashboard's few fixed channels as they are, chat rooms as one template
+// (there may be any number of rooms, and a metric's labels must stay few).
+func channelTemplate(channel string) string {
+	if strings.HasPrefix(channel, "chat:") {
+		return "chat:{room}"
+	}
+	switch channel {
+	case metricsChannel, activityChannel, visitorsChannel, "board":
+		return channel
+	}
+	return "other"
 }

@@ -102,6 +102,12 @@ func newQueries(d Dialect, t string) queries {
 				seq BIGINT NOT NULL) ENGINE=InnoDB`,
 			`CREATE TABLE IF NOT EXISTS {t}_relay (name VARCHAR(16) NOT NULL PRIMARY KEY, epoch VARCHAR(64) NOT NULL,
 				version INT NOT NULL, holder VARCHAR(255) NOT NULL DEFAULT '', expires BIGINT NOT NULL DEFAULT 0) ENGINE=InnoDB`,
+			`DROP PROCEDURE IF EXISTS {t}_publish`,
+			`CREATE PROCEDURE {t}_publish(IN p_channel VARCHAR(128) CHARACTER SET ascii, IN p_data LONGTEXT CHARACTER SET utf8mb4)
+			BEGIN
+				INSERT INTO {t}_channels (channel, seq) VALUES (p_channel, 1) ON DUPLICATE KEY UPDATE seq = seq + 1;
+				INSERT INTO {t} (channel, seq, data) SELECT c.channel, c.seq, p_data FROM {t}_channels c WHERE c.channel = p_channel;
+			END`,
 		}
 		q.nextSeq = `INSERT INTO {t}_channels (channel, seq) VALUES (?, LAST_INSERT_ID(1)) ON DUPLICATE KEY UPDATE seq = LAST_INSERT_ID(seq + 1)`
 		q.insert = `INSERT INTO {t} (channel, seq, data) VALUES (?, ?, ?)`

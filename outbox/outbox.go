@@ -236,9 +236,16 @@ func (o *Outbox) Wake() {
 
 // Head returns the sequence number of channel's latest publication as
 // tx sees it: 0 before the first. Read in the transaction that reads the
-// data a page shows, it is the point from which to follow the channel so
-// as to miss nothing and repeat nothing; [Outbox.Position] turns it into
-// the broker position to subscribe from.
+// data a page shows, before that data, it is the point from which to
+// follow the channel so as to miss nothing and repeat nothing;
+// [Outbox.Position] turns it into the broker position to subscribe from.
+//
+// On PostgreSQL and MySQL/MariaDB it takes a shared lock on the channel's
+// row (FOR SHARE, LOCK IN SHARE MODE), so that no publication on the
+// channel commits between it and the end of tx, at any isolation level:
+// the data read after it is exactly the data as of Head. Publishers on the
+// channel wait for tx, so keep it short. On SQLite a transaction reads one
+// snapshot anyway.
 func (o *Outbox) Head(ctx context.Context, tx Tx, channel string) (uint64, error) {
 	var seq int64
 	err := tx.QueryRowContext(ctx, o.q.head, channel).Scan(&seq)

@@ -143,4 +143,3 @@ func TestNotifyAndPgx(t *testing.T) {
 	}
 	t.Skip("needs LIVE_POSTGRES_URL")
 }
-

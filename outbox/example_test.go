@@ -65,4 +65,3 @@ func ExampleOutbox_Hook() {
 		w.Write([]byte(`{"id":` + strconv.FormatInt(id, 10) + `}`)) // published as {"type":"add","item":…} on commit
 	})))
 }
-

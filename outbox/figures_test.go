@@ -27,14 +27,17 @@ func TestFigures(t *testing.T) {
 	}
 	for _, d := range databases(t) {
 		t.Run(d.name, func(t *testing.T) {
+			n, dur := publishRate(t, d, 64, 0, 5*time.Second)
+			t.Logf("FIGURE %s baseline: 64 concurrent transactions inserting one row in a plain table: %.0f transactions/s (%d in %v)",
+				d.name, float64(n)/dur.Seconds(), n, dur.Round(time.Millisecond))
 			for _, channels := range []int{64, 1} {
 				n, dur := publishRate(t, d, 64, channels, 5*time.Second)
 				t.Logf("FIGURE %s publish: 64 concurrent transactions on %d channel(s): %.0f publications/s (%d in %v)",
 					d.name, channels, float64(n)/dur.Seconds(), n, dur.Round(time.Millisecond))
 			}
-			n, dur := relayRate(t, d, 10000)
+			rn, rdur := relayRate(t, d, 10000)
 			t.Logf("FIGURE %s relay: %d publications on 16 channels delivered in %v: %.0f/s",
-				d.name, n, dur.Round(time.Millisecond), float64(n)/dur.Seconds())
+				d.name, rn, rdur.Round(time.Millisecond), float64(rn)/rdur.Seconds())
 			modes := []string{"poll", "commit"}
 			if d.dialect == outbox.Postgres {
 				modes = append(modes, "notify")
@@ -48,26 +51,41 @@ func TestFigures(t *testing.T) {
 }
 
 // publishRate runs workers concurrent transactions, each publishing once
-// and committing, on the given number of channels, for d.
+// and committing, on the given number of channels, for d; with 0
+// channels, each inserts a row in a plain table instead, for comparison.
 func publishRate(t *testing.T, db database, workers, channels int, d time.Duration) (int64, time.Duration) {
 	sdb, ob := open(t, db)
 	sdb.SetMaxOpenConns(workers + 4)
 	sdb.SetMaxIdleConns(workers + 4)
 	ctx := context.Background()
+	plain := ob.Table() + "_plain"
+	if channels == 0 {
+		if _, err := sdb.ExecContext(ctx, `CREATE TABLE `+plain+` (id bigint PRIMARY KEY, data text)`); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { sdb.Exec(`DROP TABLE ` + plain) })
+	}
+	var ids atomic.Int64
 	var n atomic.Int64
 	var wg sync.WaitGroup
 	start := time.Now()
 	stop := start.Add(d)
 	for w := range workers {
 		wg.Go(func() {
-			ch := fmt.Sprintf("c%d", w%channels)
+			ch := fmt.Sprintf("c%d", w%max(channels, 1))
 			for time.Now().Before(stop) {
 				tx, err := sdb.BeginTx(ctx, nil)
 				if err != nil {
 					t.Error(err)
 					return
 				}
-				if _, err := ob.Publish(ctx, tx, ch, map[string]any{"w": w, "title": "a todo of some length"}); err != nil {
+				if channels == 0 {
+					if _, err := tx.ExecContext(ctx, `INSERT INTO `+plain+` VALUES (`+placeholder(db.dialect)(1)+`, `+placeholder(db.dialect)(2)+`)`, ids.Add(1), `{"title":"a todo of some length"}`); err != nil {
+						tx.Rollback()
+						t.Error(err)
+						return
+					}
+				} else if _, err := ob.Publish(ctx, tx, ch, map[string]any{"w": w, "title": "a todo of some length"}); err != nil {
 					tx.Rollback()
 					t.Error(err)
 					return

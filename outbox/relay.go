@@ -53,7 +53,7 @@ type RelayOptions struct {
 	// after a look that found work the relay looks again after PollMin,
 	// and each empty look doubles the wait up to PollMax. [Outbox.Commit]
 	// and Listen's wake-ups end a wait at once. Defaults 20 ms and 1 s;
-	// with Listen, PollMax defaults to 10 s.
+	// with Listen, PollMax defaults to 2 s.
 	PollMin, PollMax time.Duration
 
 	// Listen, on PostgreSQL, waits for the notifications the outbox sends
@@ -87,6 +87,7 @@ type Relay struct {
 	wake chan struct{}
 
 	epoch      string
+	idle       bool // Postgres: the relay row says this relay sleeps
 	validUntil time.Time // the lease's local deadline; zero when not held
 	renewed    time.Time
 
@@ -147,7 +148,7 @@ func (o *Outbox) NewRelay(pub Publisher, opts RelayOptions) *Relay {
 	if opts.PollMax <= 0 {
 		opts.PollMax = time.Second
 		if opts.Listen != nil {
-			opts.PollMax = 10 * time.Second
+			opts.PollMax = 2 * time.Second
 		}
 	}
 	opts.PollMax = max(opts.PollMax, opts.PollMin)
@@ -253,13 +254,36 @@ func (r *Relay) Run(ctx context.Context) error {
 			}
 		}
 		if !r.hold(ctx) {
-			// Another relay works: look again before its lease could lapse.
-			if !r.sleep(ctx, r.opts.Lease/3) {
+			// Another relay works: look again before its lease could lapse,
+			// not at every wake-up, which would only contend for its row.
+			t := time.NewTimer(r.opts.Lease / 3)
+			select {
+			case <-ctx.Done():
+				t.Stop()
 				return ctx.Err()
+			case <-t.C:
 			}
 			continue
 		}
 		n, ok := r.round(ctx)
+		if r.o.d == Postgres && ok {
+			// A listening relay asks for NOTIFY only while it sleeps, and
+			// looks once more after asking; one that does not listen
+			// asks for none.
+			want := r.opts.Listen != nil && n == 0
+			if want != r.idle {
+				if _, err := r.o.db.ExecContext(ctx, r.o.q.idle, want, r.opts.Holder); err != nil {
+					if ctx.Err() == nil {
+						r.fail("ask for notifications", err)
+					}
+				} else {
+					r.idle = want
+					if want {
+						continue
+					}
+				}
+			}
+		}
 		if r.opts.Retention > 0 && time.Since(lastPurge) > time.Minute {
 			lastPurge = time.Now()
 			if _, err := r.o.db.ExecContext(ctx, r.o.q.purge, r.opts.Retention.Microseconds()); err != nil && ctx.Err() == nil {
@@ -272,6 +296,9 @@ func (r *Relay) Run(ctx context.Context) error {
 			continue // more is waiting
 		case ok && n > 0:
 			wait = r.opts.PollMin
+			if r.o.d == Postgres && r.opts.Listen != nil {
+				continue // until a look finds nothing and asks for NOTIFY
+			}
 		default:
 			wait = min(wait*2, r.opts.PollMax)
 		}
@@ -377,6 +404,7 @@ func (r *Relay) hold(ctx context.Context) bool {
 	r.renewed = now
 	r.validUntil = now.Add(r.opts.Lease - r.opts.Lease/5)
 	if !was {
+		r.idle = r.opts.Listen == nil // unknown: have the next look write it
 		r.opts.Logger.Info("outbox: relay: lease taken", "table", r.o.table, "holder", r.opts.Holder)
 	}
 	r.leader.Store(true)

@@ -33,6 +33,7 @@ type queries struct {
 	lockOn   string // take the migration lock, "" for none
 	lockOff  string
 	posOf    string
+	idle     string // Postgres: say whether the relay sleeps, and wants NOTIFY
 }
 
 // newQueries returns d's statements for table t.
@@ -57,7 +58,8 @@ func newQueries(d Dialect, t string) queries {
 			`CREATE INDEX IF NOT EXISTS {t}_delivered ON {t} (delivered_at) WHERE delivered_at IS NOT NULL`,
 			`CREATE TABLE IF NOT EXISTS {t}_channels (channel text PRIMARY KEY, seq bigint NOT NULL)`,
 			`CREATE TABLE IF NOT EXISTS {t}_relay (name text PRIMARY KEY, epoch text NOT NULL,
-				version int NOT NULL, holder text NOT NULL DEFAULT '', expires bigint NOT NULL DEFAULT 0)`,
+				version int NOT NULL, holder text NOT NULL DEFAULT '', expires bigint NOT NULL DEFAULT 0,
+				idle boolean NOT NULL DEFAULT false)`,
 			`CREATE OR REPLACE FUNCTION {t}_publish(channel text, data json) RETURNS bigint
 			LANGUAGE plpgsql AS $fn$
 			DECLARE s bigint;
@@ -66,7 +68,11 @@ func newQueries(d Dialect, t string) queries {
 					ON CONFLICT ON CONSTRAINT {t}_channels_pkey DO UPDATE SET seq = c.seq + 1
 					RETURNING c.seq INTO s;
 				INSERT INTO {t} (channel, seq, data) VALUES ($1, s, $2::text);
-				PERFORM pg_notify('{t}', '');
+				-- NOTIFY serializes the commits that send one: only when a
+				-- listening relay has said it sleeps.
+				IF (SELECT idle FROM {t}_relay WHERE name = 'relay') THEN
+					PERFORM pg_notify('{t}', '');
+				END IF;
 				RETURN s;
 			END $fn$`,
 		}
@@ -82,6 +88,7 @@ func newQueries(d Dialect, t string) queries {
 		q.version = `SELECT version FROM {t}_relay WHERE name = 'relay'`
 		q.lockOn = `SELECT pg_advisory_xact_lock(hashtext('{t}'))`
 		q.posOf = `SELECT position, delivered_at IS NOT NULL FROM {t} WHERE channel = $1 AND seq = $2`
+		q.idle = `UPDATE {t}_relay SET idle = $1 WHERE name = 'relay' AND holder = $2`
 	case MySQL:
 		now := "CAST(UNIX_TIMESTAMP(NOW(6))*1000000 AS SIGNED)"
 		q.now = now
@@ -159,7 +166,7 @@ func newQueries(d Dialect, t string) queries {
 		q.schema[i] = r.Replace(s)
 	}
 	for _, p := range []*string{&q.publish, &q.nextSeq, &q.insert, &q.head, &q.pending, &q.mark, &q.purge,
-		&q.acquire, &q.release, &q.relayRow, &q.seed, &q.version, &q.lockOn, &q.lockOff, &q.posOf} {
+		&q.acquire, &q.release, &q.relayRow, &q.seed, &q.version, &q.lockOn, &q.lockOff, &q.posOf, &q.idle} {
 		*p = r.Replace(*p)
 	}
 	return q

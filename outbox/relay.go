@@ -87,7 +87,7 @@ type Relay struct {
 	wake chan struct{}
 
 	epoch      string
-	idle       bool // Postgres: the relay row says this relay sleeps
+	idle       bool      // Postgres: the relay row says this relay sleeps
 	validUntil time.Time // the lease's local deadline; zero when not held
 	renewed    time.Time
 

@@ -267,10 +267,18 @@ func (r *Relay) Run(ctx context.Context) error {
 		}
 		n, ok := r.round(ctx)
 		if r.o.d == Postgres && ok {
-			// A listening relay asks for NOTIFY only while it sleeps, and
-			// looks once more after asking; one that does not listen
-			// asks for none.
-			want := r.opts.Listen != nil && n == 0
+			// A listening relay asks for NOTIFY when it goes to sleep, and
+			// looks once more after asking; it stops asking when a look
+			// finds many publications: under load, NOTIFY would hold the
+			// commits back, and the relay finds work without it. One that
+			// does not listen asks for none.
+			want := r.idle
+			switch {
+			case r.opts.Listen == nil || n >= busy:
+				want = false
+			case n == 0:
+				want = true
+			}
 			if want != r.idle {
 				if _, err := r.o.db.ExecContext(ctx, r.o.q.idle, want, r.opts.Holder); err != nil {
 					if ctx.Err() == nil {
@@ -423,6 +431,10 @@ func (r *Relay) release() {
 		r.fail("give up the lease", err)
 	}
 }
+
+// busy is how many publications a look finds for a listening relay on
+// PostgreSQL to stop asking for NOTIFY.
+const busy = 32
 
 // A row is one publication read from the outbox.
 type row struct {

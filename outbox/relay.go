@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -432,6 +433,14 @@ func (r *Relay) release() {
 	}
 }
 
+// param returns the dialect's n-th bind parameter.
+func (o *Outbox) param(n int) string {
+	if o.d == Postgres {
+		return "$" + strconv.Itoa(n)
+	}
+	return "?"
+}
+
 // busy is how many publications a look finds for a listening relay on
 // PostgreSQL to stop asking for NOTIFY.
 const busy = 32
@@ -563,29 +572,37 @@ func (r *Relay) channel(ctx context.Context, channel string, rows []row) bool {
 	if len(marks) == 0 {
 		return ok
 	}
-	// Marked in one transaction; should it not commit, the rows are
-	// published again under their keys, which delivers nothing twice.
+	// Marked by one statement for up to 200 rows; should it fail, the rows
+	// are published again under their keys, which delivers nothing twice.
 	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	tx, err := r.o.db.BeginTx(mctx, nil)
-	if err != nil {
-		r.fail("mark rows delivered", err)
-		return false
-	}
-	defer tx.Rollback()
-	for _, m := range marks {
-		var pos any
-		if m.pos != "" {
-			pos = m.pos
+	for len(marks) > 0 {
+		chunk := marks[:min(len(marks), 200)]
+		marks = marks[len(chunk):]
+		var q strings.Builder
+		q.WriteString(r.o.q.mark)
+		args := make([]any, 0, 3*len(chunk))
+		for _, m := range chunk {
+			var pos any
+			if m.pos != "" {
+				pos = m.pos
+			}
+			q.WriteString(" WHEN " + r.o.param(len(args)+1) + " THEN " + r.o.param(len(args)+2))
+			args = append(args, m.id, pos)
 		}
-		if _, err := tx.ExecContext(mctx, r.o.q.mark, pos, m.id); err != nil {
+		q.WriteString(" END WHERE id IN (")
+		for i, m := range chunk {
+			if i > 0 {
+				q.WriteString(", ")
+			}
+			q.WriteString(r.o.param(len(args) + 1))
+			args = append(args, m.id)
+		}
+		q.WriteString(")")
+		if _, err := r.o.db.ExecContext(mctx, q.String(), args...); err != nil {
 			r.fail("mark rows delivered", err)
 			return false
 		}
-	}
-	if err := tx.Commit(); err != nil {
-		r.fail("mark rows delivered", err)
-		return false
 	}
 	return ok
 }

@@ -22,7 +22,7 @@ type queries struct {
 	insert   string // MySQL, SQLite: insert the row
 	head     string
 	pending  string
-	mark     string // format: the id list
+	mark     string // the head of an UPDATE; see Relay.mark
 	purge    string
 	acquire  string
 	release  string
@@ -79,7 +79,7 @@ func newQueries(d Dialect, t string) queries {
 		q.publish = `SELECT {t}_publish($1, $2::json)`
 		q.head = `SELECT seq FROM {t}_channels WHERE channel = $1 FOR SHARE`
 		q.pending = `SELECT id, channel, seq, data, created_at, ` + now + ` FROM {t} WHERE delivered_at IS NULL ORDER BY id LIMIT $1`
-		q.mark = `UPDATE {t} SET delivered_at = ` + now + `, position = $1 WHERE id = $2`
+		q.mark = `UPDATE {t} SET delivered_at = ` + now + `, position = CASE id`
 		q.purge = `DELETE FROM {t} WHERE delivered_at < ` + now + ` - $1`
 		q.acquire = `UPDATE {t}_relay SET holder = $1, expires = ` + now + ` + $2 WHERE name = 'relay' AND (holder = $1 OR expires < ` + now + `)`
 		q.release = `UPDATE {t}_relay SET expires = 0 WHERE name = 'relay' AND holder = $1`
@@ -120,7 +120,7 @@ func newQueries(d Dialect, t string) queries {
 		q.insert = `INSERT INTO {t} (channel, seq, data) VALUES (?, ?, ?)`
 		q.head = `SELECT seq FROM {t}_channels WHERE channel = ? LOCK IN SHARE MODE`
 		q.pending = `SELECT id, channel, seq, data, created_at, ` + now + ` FROM {t} WHERE delivered_at IS NULL ORDER BY id LIMIT ?`
-		q.mark = `UPDATE {t} SET delivered_at = ` + now + `, position = ? WHERE id = ?`
+		q.mark = `UPDATE {t} SET delivered_at = ` + now + `, position = CASE id`
 		q.purge = `DELETE FROM {t} WHERE delivered_at < ` + now + ` - ?`
 		q.acquire = `UPDATE {t}_relay SET holder = ?, expires = ` + now + ` + ? WHERE name = 'relay' AND (holder = ? OR expires < ` + now + `)`
 		q.release = `UPDATE {t}_relay SET expires = 0 WHERE name = 'relay' AND holder = ?`
@@ -153,7 +153,7 @@ func newQueries(d Dialect, t string) queries {
 		q.insert = `INSERT INTO {t} (channel, seq, data) VALUES (?, ?, ?)`
 		q.head = `SELECT seq FROM {t}_channels WHERE channel = ?`
 		q.pending = `SELECT id, channel, seq, data, created_at, ` + now + ` FROM {t} WHERE delivered_at IS NULL ORDER BY id LIMIT ?`
-		q.mark = `UPDATE {t} SET delivered_at = ` + now + `, position = ? WHERE id = ?`
+		q.mark = `UPDATE {t} SET delivered_at = ` + now + `, position = CASE id`
 		q.purge = `DELETE FROM {t} WHERE delivered_at < ` + now + ` - ?`
 		q.acquire = `UPDATE {t}_relay SET holder = ?1, expires = ` + now + ` + ?2 WHERE name = 'relay' AND (holder = ?1 OR expires < ` + now + `)`
 		q.release = `UPDATE {t}_relay SET expires = 0 WHERE name = 'relay' AND holder = ?`

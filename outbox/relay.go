@@ -293,7 +293,7 @@ func (r *Relay) Run(ctx context.Context) error {
 				}
 			}
 		}
-		if r.opts.Retention > 0 && time.Since(lastPurge) > time.Minute {
+		if r.opts.Retention > 0 && time.Since(lastPurge) > min(time.Minute, max(r.opts.Retention/2, time.Second)) {
 			lastPurge = time.Now()
 			if _, err := r.o.db.ExecContext(ctx, r.o.q.purge, r.opts.Retention.Microseconds()); err != nil && ctx.Err() == nil {
 				r.fail("delete delivered rows past retention", err)

@@ -80,6 +80,8 @@ func runChild(role string) error {
 		r := ob.NewRelay(pub, outbox.RelayOptions{Lease: 2 * time.Second, Batch: n,
 			Logger: slog.New(slog.NewTextHandler(os.Stderr, nil))})
 		return r.Run(ctx)
+	case "relay-redis":
+		return runRedisRelay(ob, n)
 	}
 	return fmt.Errorf("unknown role %q", role)
 }

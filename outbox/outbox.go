@@ -68,13 +68,12 @@ type Options struct {
 // An Outbox records publications in the application's transactions.
 // It is safe for concurrent use.
 type Outbox struct {
-	db      *sql.DB
-	d       Dialect
-	table   string
-	q       queries
-	mu      sync.Mutex
-	relays  map[*Relay]struct{} // local relays, woken by Commit
-	version int
+	db     *sql.DB
+	d      Dialect
+	table  string
+	q      queries
+	mu     sync.Mutex
+	relays map[*Relay]struct{} // local relays, woken by Commit
 }
 
 // Tx is what Publish needs of a transaction: *sql.Tx has it (and so do

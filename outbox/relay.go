@@ -453,7 +453,7 @@ type row struct {
 	data    string
 }
 
-// Key returns the idempotency key under which the relay publishes the
+// key returns the idempotency key under which the relay publishes the
 // row: the outbox's epoch, random and made once with its table, and the
 // row's sequence number on its channel.
 func (r *Relay) key(seq int64) string {

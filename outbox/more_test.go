@@ -2,8 +2,10 @@ package outbox_test
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -142,4 +144,117 @@ func TestBadInput(t *testing.T) {
 	}
 	cancel()
 	<-done
+}
+
+// Outbox.Commit wakes this process's relay at once, however long it would
+// sleep.
+func TestCommitWakes(t *testing.T) {
+	forEach(t, func(t *testing.T, d database) {
+		db, ob := open(t, d)
+		b := live.NewMemoryBroker(nil)
+		s := subscribe(t, b, "todos")
+		r, _ := runRelay(t, ob, &brokerPub{b: b}, outbox.RelayOptions{PollMin: time.Minute, PollMax: time.Minute})
+		waitUntil(t, 10*time.Second, "the relay to lead", func() bool { return r.Stats().Leader })
+		for i := 1; i <= 3; i++ {
+			publishTx(t, db, ob, "todos", map[string]int{"i": i}) // commits with ob.Commit
+			s.wait(t, i, 5*time.Second)
+		}
+		checkOnceInOrder(t, s.wait(t, 3, time.Second), 3)
+	})
+}
+
+// Channels published in parallel each keep their own order.
+func TestChannelsInOrder(t *testing.T) {
+	forEach(t, func(t *testing.T, d database) {
+		db, ob := open(t, d)
+		b := live.NewMemoryBroker(nil)
+		const channels, n = 6, 25
+		sinks := make([]*sink, channels)
+		for c := range channels {
+			sinks[c] = subscribe(t, b, "c"+strconv.Itoa(c))
+		}
+		ctx := context.Background()
+		for i := 1; i <= n; i++ {
+			tx, err := db.BeginTx(ctx, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for c := range channels {
+				if _, err := ob.Publish(ctx, tx, "c"+strconv.Itoa(c), map[string]int{"i": i}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := tx.Commit(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		runRelay(t, ob, &brokerPub{b: b}, outbox.RelayOptions{Batch: 7, Parallel: 3, PollMin: 5 * time.Millisecond, PollMax: 20 * time.Millisecond})
+		for c := range channels {
+			checkOnceInOrder(t, sinks[c].wait(t, n, 20*time.Second), n)
+		}
+	})
+}
+
+// Concurrent transactions on one channel, relayed while they commit: every
+// publication once, each writer's in the order it committed them, and the
+// outbox's numbers in delivery order without a gap.
+func TestConcurrentWriters(t *testing.T) {
+	forEach(t, func(t *testing.T, d database) {
+		db, ob := open(t, d)
+		b := live.NewMemoryBroker(nil)
+		s := subscribe(t, b, "todos")
+		runRelay(t, ob, &brokerPub{b: b}, outbox.RelayOptions{PollMin: 5 * time.Millisecond, PollMax: 20 * time.Millisecond})
+		const writers, each = 8, 15
+		ctx := context.Background()
+		var wg sync.WaitGroup
+		for w := range writers {
+			wg.Go(func() {
+				for k := 1; k <= each; k++ {
+					tx, err := db.BeginTx(ctx, nil)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					if _, err := ob.Publish(ctx, tx, "todos", map[string]int{"w": w, "k": k}); err != nil {
+						tx.Rollback()
+						t.Error(err)
+						return
+					}
+					if k%5 == 0 { // some roll back, giving their numbers back
+						tx.Rollback()
+						continue
+					}
+					if err := tx.Commit(); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		want := writers * (each - each/5)
+		msgs := s.wait(t, want, 30*time.Second)
+		last := map[int]int{}
+		for i, m := range msgs {
+			var v struct{ W, K int }
+			if err := json.Unmarshal(m.Data, &v); err != nil {
+				t.Fatal(err)
+			}
+			if v.K%5 == 0 {
+				t.Fatalf("a rolled-back publication was delivered: %s", m.Data)
+			}
+			if v.K <= last[v.W] {
+				t.Fatalf("writer %d: %d after %d", v.W, v.K, last[v.W])
+			}
+			last[v.W] = v.K
+			if i > 0 && m.Pos.Seq != msgs[i-1].Pos.Seq+1 {
+				t.Fatalf("gap: %v after %v", m.Pos, msgs[i-1].Pos)
+			}
+		}
+		var max int64
+		db.QueryRow(`SELECT seq FROM ` + ob.Table() + `_channels WHERE channel = 'todos'`).Scan(&max)
+		if int(max) != want || len(msgs) != want {
+			t.Fatalf("%d delivered, the channel numbered %d, want %d", len(msgs), max, want)
+		}
+	})
 }

@@ -99,8 +99,11 @@ func openTable(t testing.TB, d database, table string) (*sql.DB, *outbox.Outbox)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		if d.dialect == outbox.Postgres {
+		switch d.dialect {
+		case outbox.Postgres:
 			db.ExecContext(ctx, "DROP FUNCTION IF EXISTS "+table+"_publish(text, json)")
+		case outbox.MySQL:
+			db.ExecContext(ctx, "DROP PROCEDURE IF EXISTS "+table+"_publish")
 		}
 		for _, s := range []string{table, table + "_channels", table + "_relay"} {
 			if _, err := db.ExecContext(ctx, "DROP TABLE IF EXISTS "+s); err != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/go-live/live"
 	"github.com/go-live/live/outbox"
 	redisbroker "github.com/go-live/live/redis"
+	"github.com/redis/go-redis/v9"
 )
 
 // blockPub passes publications on to a Hub and, after k of them, says so
@@ -68,6 +69,7 @@ func TestRelayKilledMidBatchRedis(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { sub.Close() })
+		t.Cleanup(func() { dropKeys(t, url, prefix) })
 		s := subscribe(t, sub, "todos")
 
 		cmd, out := child(t, "relay-redis", childEnv(d, ob, "todos", n, "OUTBOX_PREFIX="+prefix, "OUTBOX_K="+strconv.Itoa(k))...)
@@ -91,4 +93,20 @@ func TestRelayKilledMidBatchRedis(t *testing.T) {
 			t.Fatalf("%d deliveries, want %d", got, n)
 		}
 	})
+}
+
+// dropKeys deletes the Redis keys under prefix.
+func dropKeys(t testing.TB, url, prefix string) {
+	o, err := redis.ParseURL(url)
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	c := redis.NewClient(o)
+	defer c.Close()
+	ctx := context.Background()
+	iter := c.Scan(ctx, 0, prefix+"*", 100).Iterator()
+	for iter.Next(ctx) {
+		c.Del(ctx, iter.Val())
+	}
 }

@@ -143,6 +143,20 @@ type HookOptions struct {
 	// their own changes and do not send mutation ids. Default: every
 	// subscriber gets every publication.
 	ToOthers bool
+
+	// Publish, if set, takes a request's events instead of the Hub: for
+	// example the outbox module's, which records them in the request's
+	// database transaction and commits it. The hook calls it once for
+	// each request the handler answered with a 2xx status, with the
+	// events (none, when there are none to publish, so that Publish can
+	// still end the request's work), before the response is sent if the
+	// hook still holds it (the handler did not flush, hijack or exceed
+	// MaxBody) and before the response is kept for retries. Its error is
+	// logged, and a response still held is replaced by 500 and a JSON
+	// body {"error":"publish_failed",…}, which a retry runs again; a
+	// response already sent stays as it is. ToOthers does not apply:
+	// Publish decides whom its events reach. Default: the Hub publishes.
+	Publish func(r *http.Request, events []Event) error
 }
 
 // Event is one publication [Hub.Hook] makes, as [HookOptions].Event or
@@ -272,13 +286,31 @@ func (h *Hub) serveHook(o *HookOptions, next http.Handler, w http.ResponseWriter
 	// A panic in next propagates from here: nothing below runs, nothing is
 	// published, and net/http sees the original value.
 	next.ServeHTTP(hw, r.WithContext(context.WithValue(r.Context(), hookKey{}, st)))
+	ok2xx := !hw.hijacked && hw.status >= 200 && hw.status <= 299
+	if o.Publish != nil && ok2xx {
+		// Publish while the response is held, if it is: its failure can
+		// still fail the request.
+		events, _ := h.hookEvents(o, st, r, hw, mid)
+		if err := o.Publish(r, events); err != nil {
+			h.stats.hookDropped.Add(1)
+			h.opts.Logger.Error("live: HookOptions.Publish failed", "method", r.Method, "path", r.URL.Path,
+				"status", hw.status, "response_sent", hw.committed, "err", err)
+			if !hw.committed {
+				for _, k := range []string{"Content-Length", "Content-Encoding", "Content-Range", "ETag", "Last-Modified", "Location", "Trailer"} {
+					w.Header().Del(k)
+				}
+				writeError(w, http.StatusInternalServerError, "publish_failed", "the change could not be committed with its publication")
+				return
+			}
+		}
+	}
 	hw.finish()
 	if settle != nil {
 		// Before publishing: should this node die in between, a retry
 		// repeats the response rather than the change.
 		settle(true)
 	}
-	if hw.hijacked || hw.status < 200 || hw.status > 299 {
+	if !ok2xx || o.Publish != nil {
 		return
 	}
 

@@ -92,13 +92,15 @@ type Hub struct {
 	drains  atomic.Int64   // goroutines started to wait for a client (tests read it)
 	readers sync.WaitGroup // their readers; Add only under mu while not closed
 
-	mu       sync.Mutex // guards channels, states, conns, perIP, closed, idle, gen and recent
+	mu       sync.Mutex // guards channels, states, conns, perIP, closed, draining, idle, left, gen and recent
 	channels map[string]*hubChannel
 	states   map[string]*State
 	conns    map[*conn]struct{}
 	perIP    map[string]int
 	closed   bool
+	draining bool          // Drain was called: no new connection is admitted
 	idle     chan struct{} // closed when closed is set and conns is empty
+	left     chan struct{} // made by Drain, closed once conns is empty
 	// The control generation (recheck.go): how many control messages
 	// were applied, and the last of them, recent[gen%recentControls].
 	gen    uint64

@@ -81,8 +81,8 @@ func (h *Hub) poll(w http.ResponseWriter, r *http.Request, c *conn, hold time.Du
 		c.q, c.bytes, c.beat = nil, 0, false
 		c.mu.Unlock()
 		if lw != nil {
-			out = []*frame{lw.f} // Disconnect, or a Reauthorize, ended it
-			if lw.code != 0 {
+			out = []*frame{lw.f} // Disconnect, a Reauthorize or Drain ended it
+			if lw.code != 0 && lw.retry == 0 {
 				out = append(out, closeFrame(lw.code, lw.reason))
 			}
 			break

@@ -55,6 +55,10 @@ func (h *Hub) serveSSE(w http.ResponseWriter, r *http.Request) {
 
 	c := newConn(h, r, false)
 	if err := h.enter(c, g); err != nil {
+		if errors.Is(err, errDraining) {
+			refuseDraining(w, true) // EventSource comes back only after a 200
+			return
+		}
 		refuse(w, err)
 		return
 	}
@@ -85,6 +89,10 @@ func (h *Hub) serveSSEMux(w http.ResponseWriter, r *http.Request) {
 	g := h.controlGen()
 	r, ok := h.admit(w, r, "", "")
 	if !ok {
+		return
+	}
+	if h.isDraining() {
+		refuse(w, errDraining) // before the list is checked: live.js asks ?channels= why a WebSocket failed
 		return
 	}
 	q := r.URL.Query()

@@ -6,13 +6,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/signal"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -21,6 +25,30 @@ import (
 	"github.com/go-live/live/internal/servertest"
 	"github.com/go-live/live/internal/sse"
 )
+
+// On SIGTERM (a rolling deploy), drain the hub within the pod's grace
+// period, then shut the server down and close the hub: its clients move
+// to the other nodes spread over the window, and resume there.
+func ExampleHub_Drain() {
+	hub := live.NewHub(nil) // on a broker shared with the other nodes
+	mux := http.NewServeMux()
+	mux.Handle("/live/", hub)
+	mux.Handle("GET /readyz", hub.ReadyHandler()) // the readiness probe
+	srv := &http.Server{Addr: "localhost:8080", Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	go srv.ListenAndServe()
+	<-ctx.Done()
+
+	drain, cancel := context.WithTimeout(context.Background(), 25*time.Second)
+	defer cancel()
+	if err := hub.Drain(drain); err != nil {
+		log.Printf("drain: %v", err)
+	}
+	srv.Shutdown(drain)
+	hub.Close(drain)
+}
 
 // drainReason is the close reason and close frame reason of Hub.Drain.
 var drainReason = regexp.MustCompile(`^restart; retry in (\d+) ms$`)

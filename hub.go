@@ -39,7 +39,8 @@ import (
 
 // A Hub fans publications out to SSE and WebSocket clients. Mount it on
 // any mux (see [Hub.ServeHTTP]), publish from server code with
-// [Hub.Publish], and call [Hub.Close] on shutdown.
+// [Hub.Publish], and call [Hub.Close] on shutdown ([Hub.Drain] first, on
+// a node that leaves others serving).
 //
 // A Hub is safe for concurrent use. WebSocket connections and HTTP/1.1
 // SSE streams are taken over from net/http: a small pool of writer
@@ -285,8 +286,9 @@ type closer interface {
 	Close() error
 }
 
-// Close ends every stream (WebSocket connections get status 1001, going
-// away; SSE streams end, and EventSource reconnects elsewhere or later),
+// Close ends every stream at once (WebSocket connections get status
+// 1001, going away; SSE streams end, and EventSource reconnects elsewhere
+// or later; [Hub.Drain] first spreads the endings over a window),
 // stops the Hub's goroutines and waits for them and for every connection
 // handler to return, or for ctx to end. Later calls to Publish fail with
 // ErrClosed. Close closes the broker only if the Hub made it.

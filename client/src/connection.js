@@ -4,7 +4,7 @@
 // endings the server decides and the browser's offline and online.
 
 import { call, LiveError, report } from "./errors.js";
-import { defaultFetch, httpError } from "./http.js";
+import { defaultFetch, httpError, retryAfter } from "./http.js";
 import { advances, isObject, isStateReset } from "./merge.js";
 import { PollTransport } from "./poll.js";
 import { SSETransport } from "./sse.js";
@@ -24,6 +24,13 @@ import { SocketTransport, wsURL } from "./ws.js";
  * from Options.Identify). Every other ending (1013 try again later, 1001
  * the server going away, a network failure) is followed by a reconnection.
  */
+
+/**
+ * The ending of a server that restarts (Hub.Drain: close code 1012, service
+ * restart): the client comes back after the delay it is told, "restart;
+ * retry in N ms" (a close frame's "retry" field), from its cursors.
+ */
+const restart = 1012;
 const finalEndings = new Map([
   [4001, "removed"],
   [401, "signed-out"],
@@ -59,8 +66,13 @@ const transports = ["auto", "websocket", "sse", "poll"];
  * page is as it came back (a WebSocket's refused handshake shows the page
  * nothing, so the client asks the stream URL why). 4001 and 401 are final:
  * no reconnection follows, and the status stays "removed" or "signed-out"
- * until connect() is called (after a new login, say). The others are
- * followed by a reconnection as usual.
+ * until connect() is called (after a new login, say). 1012 (the server
+ * restarts: Hub.Drain) is followed by a reconnection after the delay the
+ * server drew for this client, with the status "connecting" meanwhile,
+ * never "error" or "disconnected". The others are followed by a
+ * reconnection as usual. A connection refused with 503 and a Retry-After
+ * header (a draining or cut-off hub) is tried again after that long,
+ * jittered up to half as long again, instead of after the backoff.
  *
  * The browser's own network events count too: on "offline" the status
  * becomes "offline" at once and no reconnection is tried; on "online" the
@@ -349,15 +361,20 @@ class Live {
    * _ended tells onEnd listeners that the server ended the connection with
    * code and reason, and, for a final ending, stops: the transport is
    * closed, no reconnection or probe is pending, publishes waiting fail,
-   * and the status stays what the ending left until connect(). It
-   * reports whether the ending was final.
+   * and the status stays what the ending left until connect(). A restart
+   * (1012) is followed by its reconnection (_restart). It reports whether
+   * it took care of what follows: a final ending, or a restart.
    */
-  _ended(code, reason) {
+  _ended(code, reason, retry) {
     if (this._closed || this._final !== null) return true;
     const status = finalEndings.get(code);
     const ending = { code, reason, retry: status === undefined, transport: this._mode };
     this._ending = ending;
     for (const l of [...this._endListeners]) call(l, { ...ending });
+    if (code === restart) {
+      this._restart(Number.isSafeInteger(retry) ? retry : Number(/retry in (\d+) ms/.exec(reason)?.[1]));
+      return true;
+    }
     if (status === undefined) return false;
     this._final = status;
     clearTimeout(this._timer);
@@ -370,6 +387,20 @@ class Live {
     }
     this._setStatus(status, this._conn.reconnectAttempt);
     return true;
+  }
+
+  /**
+   * _restart follows a server that restarts: the connection is given up
+   * without an error and opened again after delay ms, the server's draw
+   * for this client (about a second when it gave none), from the cursors,
+   * wherever the load balancer sends it.
+   */
+  _restart(delay) {
+    this._t.close("the server restarts");
+    clearTimeout(this._timer);
+    this._timer = null;
+    this._setStatus("connecting", this._conn.reconnectAttempt);
+    this._wait(Number.isFinite(delay) && delay >= 0 ? Math.min(delay, 60000) : 500 + Math.floor(this._o.random() * 1000));
   }
 
   /**
@@ -430,8 +461,9 @@ class Live {
   /**
    * _whyRefused asks the stream URL whether the hub refuses who the page
    * is, after a WebSocket that did not open: a refused handshake shows the
-   * page nothing. A 401 is a final ending; anything else leaves the
-   * reconnection _lost scheduled.
+   * page nothing. A 401 is a final ending; a 503 with Retry-After (a
+   * draining hub) moves the reconnection _lost scheduled to when it says;
+   * anything else leaves it.
    */
   _whyRefused() {
     let url;
@@ -445,7 +477,15 @@ class Live {
     Promise.resolve()
       .then(() => this._fetch()(url, { headers: { Accept: "application/json", ...this._o.headers }, credentials: this._o.credentials, cache: "no-store" }))
       .then(async (res) => {
-        if (res.status !== 401 || this._closed || this._mode !== mode || this._conn.status === "connected") return;
+        if (this._closed || this._mode !== mode || this._conn.status === "connected") return;
+        const after = res.status === 503 ? retryAfter(res) : undefined;
+        if (after !== undefined && this._timer !== null) {
+          // A draining hub: come back when it says, not at the backoff's draw.
+          clearTimeout(this._timer);
+          this._timer = null;
+          this._wait(jitter(after, this._o.random));
+        }
+        if (res.status !== 401) return;
         this._refused(await httpError(res, "connecting"));
       })
       .catch(() => {}); // the network: the reconnection tells
@@ -520,8 +560,8 @@ class Live {
       message: (text) => live._handle(text),
       frame: (m) => live._frame(m),
       error: (err) => live._emitError(err),
-      lost: () => live._lost(),
-      ended: (code, reason) => live._ended(code, reason),
+      lost: (after) => live._lost(after),
+      ended: (code, reason, retry) => live._ended(code, reason, retry),
       refused: (err) => live._refused(err),
       whyRefused: () => live._whyRefused(),
       moveTo: (mode) => live._moveTo(mode),
@@ -626,8 +666,12 @@ class Live {
     ws.onerror = () => done(false);
   }
 
-  /** _lost schedules the next attempt after a failed or lost connection. */
-  _lost() {
+  /**
+   * _lost schedules the next attempt after a failed or lost connection:
+   * after the backoff, or after about after ms when the server said when
+   * to come back (Retry-After, a retry line).
+   */
+  _lost(after) {
     if (this._closed || this._final !== null) return;
     const n = this._conn.reconnectAttempt + 1;
     if (this._offline) {
@@ -637,7 +681,11 @@ class Live {
     this._setStatus("disconnected", n);
     if (this._timer !== null) return;
     const ceiling = Math.min(this._o.maxBackoff, this._o.minBackoff * 2 ** Math.min(n - 1, 30));
-    const delay = Math.floor(this._o.random() * ceiling);
+    this._wait(after >= 0 ? jitter(after, this._o.random) : Math.floor(this._o.random() * ceiling));
+  }
+
+  /** _wait sets the reconnect timer: the next attempt comes after delay ms. */
+  _wait(delay) {
     this._timer = setTimeout(() => {
       this._timer = null;
       this._connect();
@@ -765,9 +813,9 @@ class Live {
       }
       case "close": {
         // The server ends the stream or poll, saying what a WebSocket's
-        // close frame would.
+        // close frame would, and a drain's when to come back.
         if (!Number.isSafeInteger(m.closeCode)) return false;
-        this._ended(m.closeCode, String(m.reason ?? ""));
+        this._ended(m.closeCode, String(m.reason ?? ""), m.retry);
         return true;
       }
       case "published":
@@ -804,6 +852,16 @@ function presenceView(p, joined, left) {
 
 function sameMember(a, b) {
   return a !== undefined && a.conns === b.conns && JSON.stringify(a.info) === JSON.stringify(b.info);
+}
+
+/**
+ * jitter spreads a wait the server asked for: after ms, up to half as long
+ * again (at most 10 minutes), so that the clients it turned away together
+ * do not come back together.
+ */
+function jitter(after, random) {
+  const ms = Math.min(after, 600000);
+  return ms + Math.floor(random() * ms / 2);
 }
 
 /** given returns the options that are set: an undefined option takes its default. */

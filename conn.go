@@ -36,6 +36,9 @@ type conn struct {
 	ws  bool
 	ip  string // the client's address, for Options.MaxConnsPerIP
 	key string // names the connection to the client, for ConnectionHeader
+	// until is set on a poll the hub admits while it drains: its turn to
+	// be told to go, which bounds its hold (Hub.pollTurn).
+	until time.Time
 	// id is the connection's Identity, its Info encoded as JSON; nil
 	// when anonymous.
 	id *Identity
@@ -258,7 +261,7 @@ func (h *Hub) enter(c *conn, g uint64) error {
 	if h.closed {
 		return ErrClosed
 	}
-	if h.draining {
+	if h.draining && c.until.IsZero() {
 		return errDraining
 	}
 	if h.missedLocked(g, "disconnect", c.id, "") {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
@@ -20,10 +22,14 @@ import (
 // Hub.Drain ends (1012, service restart: come back).
 const statusServiceRestart = 1012
 
-// drainRetry is about how long a client that Drain ended, or turned away,
-// waits before it comes back: each is told a delay drawn uniformly in
-// [drainRetry/2, 3·drainRetry/2).
-const drainRetry = time.Second
+// A client that Drain ends is told to come back after a delay drawn
+// uniformly in [minRetry, maxRetry): as little as live.js's first backoff
+// would have it wait, since the endings themselves are spread over the
+// window; the jitter spreads them further when the window is short.
+const (
+	minRetry = 100 * time.Millisecond
+	maxRetry = time.Second
+)
 
 // defaultDrainWindow is the window Drain spreads the endings over when its
 // context has no deadline.
@@ -33,8 +39,9 @@ const defaultDrainWindow = 10 * time.Second
 var errDraining = errors.New("live: this server is restarting; reconnect in a moment")
 
 // Drain takes the Hub out of service gracefully, for a deploy: it stops
-// admitting new streams at once (SSE, WebSocket and long-poll requests are
-// answered 503 with a Retry-After header; see below for one-channel SSE),
+// admitting new streams at once (SSE and WebSocket requests are answered
+// 503 with a Retry-After header; see below for one-channel SSE and
+// long-polls),
 // then ends the connections it has, spread evenly with jitter over a
 // window, telling each client when to come back, and returns once every
 // connection has left, or when ctx ends, with ctx's error. Clients resume
@@ -42,16 +49,19 @@ var errDraining = errors.New("live: this server is restarting; reconnect in a mo
 // Hub shares a broker with the nodes they go to.
 //
 // The window is nine tenths of the time left before ctx's deadline (the
-// rest lets the last clients leave), or 10 s when ctx has none. A client
-// is told to wait about a second (jittered) before reconnecting:
+// rest lets the last clients leave), or 10 s when ctx has none. Each
+// client is told to wait a delay drawn for it, under a second, before
+// reconnecting:
 // WebSockets are closed with status 1012 (service restart) and the reason
 // "restart; retry in N ms"; SSE streams get a "retry: N" line and end,
 // which EventSource honours by itself, and multiplexed streams and
 // long-polls also a frame {"type":"close","closeCode":1012,"reason":…,
 // "retry":N}. A one-channel SSE request made while the Hub drains is
 // answered 200 with such a retry line and nothing else, since EventSource
-// gives up for good on any other status; every other stream is answered
-// 503 "draining".
+// gives up for good on any other status. A long-poller, whose polls are
+// requests of their own, has a moment in the window (drawn from its
+// address): its polls are served until then, and answered with that close
+// frame after.
 //
 // Publishing keeps working, from server code and over HTTP, and the Hub
 // keeps delivering to the connections not yet ended; [Hub.ReadyHandler]
@@ -65,7 +75,9 @@ func (h *Hub) Drain(ctx context.Context) error {
 		h.mu.Unlock()
 		return fmt.Errorf("live: drain: %w", ErrClosed)
 	}
-	h.draining = true
+	if !h.draining {
+		h.draining, h.drainStart, h.drainWindow = true, start, drainWindow(ctx, start)
+	}
 	if h.left == nil {
 		h.left = make(chan struct{})
 		if len(h.conns) == 0 {
@@ -79,10 +91,7 @@ func (h *Hub) Drain(ctx context.Context) error {
 	}
 	h.mu.Unlock()
 
-	window := defaultDrainWindow
-	if dl, ok := ctx.Deadline(); ok {
-		window = max(0, dl.Sub(start)*9/10)
-	}
+	window := drainWindow(ctx, start)
 	// Each connection ends at a random moment of its own slice of the
 	// window, in a random order: evenly spread, and no two nodes in step.
 	rand.Shuffle(len(conns), func(i, j int) { conns[i], conns[j] = conns[j], conns[i] })
@@ -121,6 +130,50 @@ func (h *Hub) Drain(ctx context.Context) error {
 	}
 }
 
+// drainWindow is the window of a drain that starts at start with ctx.
+func drainWindow(ctx context.Context, start time.Time) time.Duration {
+	if dl, ok := ctx.Deadline(); ok {
+		return max(0, dl.Sub(start)*9/10)
+	}
+	return defaultDrainWindow
+}
+
+// pollTurn reports whether the hub drains and, if so, when the poller
+// that sent r is to be told to go. Polls are requests, not connections,
+// so the drain does not find a busy poller between them: each poller
+// gets a moment in the window from its address and port (which its
+// kept-alive connection keeps from poll to poll), is served until then,
+// with holds that end by then, and is answered as a drained long-poll
+// after. A request that is not a poll is turned away at once (a zero
+// moment).
+func (h *Hub) pollTurn(r *http.Request) (until time.Time, draining bool) {
+	h.mu.Lock()
+	draining, start, window := h.draining, h.drainStart, h.drainWindow
+	h.mu.Unlock()
+	if !draining || !r.URL.Query().Has("poll") {
+		return time.Time{}, draining
+	}
+	f := fnv.New64a()
+	io.WriteString(f, r.RemoteAddr)
+	return start.Add(time.Duration(f.Sum64() % uint64(window+1))), true
+}
+
+// answerRestart answers a request the draining hub does not take: a poll
+// whose turn came with a drained long-poll's answer (counted in
+// Stats.Drained), anything else with 503 (refuseDraining).
+func (h *Hub) answerRestart(w http.ResponseWriter, r *http.Request) {
+	if !r.URL.Query().Has("poll") {
+		refuseDraining(w, false)
+		return
+	}
+	h.stats.drained.Add(1)
+	lw := restartWords()
+	hd := w.Header()
+	hd.Set("Content-Type", "application/json")
+	hd.Set("Cache-Control", "no-store")
+	w.Write(append(append([]byte{'['}, lw.f.ws...), ']'))
+}
+
 // draining reports whether Drain was called.
 func (h *Hub) isDraining() bool {
 	h.mu.Lock()
@@ -130,7 +183,7 @@ func (h *Hub) isDraining() bool {
 
 // retryDelay draws how long a client the drain ends or turns away waits.
 func retryDelay() time.Duration {
-	return drainRetry/2 + rand.N(drainRetry)
+	return minRetry + rand.N(maxRetry-minRetry)
 }
 
 // restart ends c for the drain, telling its client to come back after a
@@ -143,6 +196,12 @@ func (c *conn) restart() {
 		return
 	}
 	c.hub.stats.drained.Add(1)
+	c.endWith(restartWords())
+}
+
+// restartWords are the last words of a connection the drain ends, with a
+// delay drawn for its client.
+func restartWords() *lastWords {
 	ms := retryDelay().Milliseconds()
 	reason := "restart; retry in " + strconv.FormatInt(ms, 10) + " ms"
 	b := append([]byte(`{"type":"close","closeCode":`), strconv.Itoa(statusServiceRestart)...)
@@ -151,7 +210,7 @@ func (c *conn) restart() {
 	b = append(b, `,"retry":`...)
 	b = strconv.AppendInt(b, ms, 10)
 	f := &frame{ws: append(b, '}')}
-	c.endWith(&lastWords{code: statusServiceRestart, reason: reason, f: f, retry: ms})
+	return &lastWords{code: statusServiceRestart, reason: reason, f: f, retry: ms}
 }
 
 // appendRetry appends an SSE retry line, in its own event, which clients
@@ -168,7 +227,7 @@ func appendRetry(b []byte, ms int64) []byte {
 // back after another status.
 func refuseDraining(w http.ResponseWriter, oneSSE bool) {
 	d := retryDelay()
-	w.Header().Set("Retry-After", strconv.Itoa(int((d+time.Second-1)/time.Second)))
+	w.Header().Set("Retry-After", "1") // whole seconds: live.js adds up to half as much again
 	if !oneSSE {
 		writeError(w, http.StatusServiceUnavailable, "draining", errDraining.Error())
 		return

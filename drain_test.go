@@ -54,7 +54,7 @@ func ExampleHub_Drain() {
 var drainReason = regexp.MustCompile(`^restart; retry in (\d+) ms$`)
 
 // drainDelay checks a drain's reason and returns the delay it gives, which
-// must lie in [500, 1500) ms.
+// must lie in [100, 1000) ms.
 func drainDelay(t testing.TB, reason string) int {
 	t.Helper()
 	m := drainReason.FindStringSubmatch(reason)
@@ -62,8 +62,8 @@ func drainDelay(t testing.TB, reason string) int {
 		t.Fatalf("reason %q, want \"restart; retry in N ms\"", reason)
 	}
 	ms, _ := strconv.Atoi(m[1])
-	if ms < 500 || ms >= 1500 {
-		t.Errorf("retry in %d ms, want within [500, 1500)", ms)
+	if ms < 100 || ms >= 1000 {
+		t.Errorf("retry in %d ms, want within [100, 1000)", ms)
 	}
 	return ms
 }
@@ -93,7 +93,7 @@ func drainAsync(t testing.TB, hub *live.Hub, window time.Duration) func() error 
 }
 
 // expectDraining checks a refusal by a draining hub: 503, Retry-After of
-// 1 or 2 seconds, the JSON error "draining".
+// 1 second, the JSON error "draining".
 func expectDraining(t testing.TB, what string, resp *http.Response) {
 	t.Helper()
 	body, _ := io.ReadAll(resp.Body)
@@ -101,8 +101,8 @@ func expectDraining(t testing.TB, what string, resp *http.Response) {
 	if resp.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("%s: %s %s, want 503", what, resp.Status, body)
 	}
-	if ra := resp.Header.Get("Retry-After"); ra != "1" && ra != "2" {
-		t.Errorf("%s: Retry-After %q, want 1 or 2", what, ra)
+	if ra := resp.Header.Get("Retry-After"); ra != "1" {
+		t.Errorf("%s: Retry-After %q, want 1", what, ra)
 	}
 	var e struct{ Error, Message string }
 	if err := json.Unmarshal(body, &e); err != nil || e.Error != "draining" {
@@ -141,7 +141,6 @@ func TestDrainRefusesNewStreams(t *testing.T) {
 	waitStats(t, s.hub, "draining", func(st live.Stats) bool { return st.Draining })
 
 	expectDraining(t, "multiplexed SSE", getWith(t, s.srv.URL+"/api/live?channels=news", nil))
-	expectDraining(t, "long-poll", getWith(t, s.srv.URL+"/api/live?channels=news&poll=1", nil))
 	expectDraining(t, "asking why (?channels=)", getWith(t, s.srv.URL+"/api/live?channels=", nil))
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
@@ -172,11 +171,34 @@ func TestDrainRefusesNewStreams(t *testing.T) {
 		}
 	}
 	resp.Body.Close()
-	if ms, err := strconv.Atoi(retry); err != nil || ms < 500 || ms >= 1500 {
-		t.Errorf("one-channel SSE during the drain: retry %q, want [500, 1500) ms", retry)
+	if ms, err := strconv.Atoi(retry); err != nil || ms < 100 || ms >= 1000 {
+		t.Errorf("one-channel SSE during the drain: retry %q, want [100, 1000) ms", retry)
 	}
 
-	// Publishing over HTTP goes on, and reaches the stream still open.
+	// A poller is served until its turn in the window, then told to go.
+	pos := s.publish(t, "news", 0)
+	deadline := time.Now().Add(waitFor)
+	for polls := 0; ; polls++ {
+		resp := getWith(t, s.srv.URL+"/api/live?channels=news&poll=0&cursor.news="+pos.String(), nil)
+		var frames []drainClose
+		err := json.NewDecoder(resp.Body).Decode(&frames)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || err != nil {
+			t.Fatalf("poll %d during the drain: %s, %v", polls, resp.Status, err)
+		}
+		if len(frames) == 1 && frames[0].Type == "close" {
+			if frames[0].CloseCode != 1012 || drainDelay(t, frames[0].Reason) != frames[0].Retry {
+				t.Errorf("poll %d during the drain: %+v", polls, frames[0])
+			}
+			break
+		}
+		if len(frames) != 0 || time.Now().After(deadline) {
+			t.Fatalf("poll %d during the drain answered %+v", polls, frames)
+		}
+		time.Sleep(10 * time.Millisecond) // a poller's pace
+	}
+
+	// Publishing goes on, over HTTP too.
 	resp, err = http.Post(s.srv.URL+"/api/live/news", "application/json", strings.NewReader(`{"n":1}`))
 	if err != nil {
 		t.Fatal(err)
@@ -186,20 +208,22 @@ func TestDrainRefusesNewStreams(t *testing.T) {
 		t.Errorf("HTTP publish during the drain: %s, want the usual 403", resp.Status)
 	}
 	s.publish(t, "news", 1)
-	if f := w.expect(t, "data"); string(f.Data) != "1" {
-		t.Errorf("during the drain: %+v", f)
-	}
 
 	resp = getWith(t, ready.URL, nil)
 	expectCode(t, "ready while draining", resp, "draining")
 	if err := done(); err != nil {
 		t.Errorf("Drain: %v", err)
 	}
-	if _, ok := w.next(t); ok {
-		t.Error("the WebSocket outlived the drain")
+	for {
+		if _, ok := w.next(t); !ok {
+			break
+		}
 	}
-	if st := s.hub.Stats(); st.Drained != 1 || st.Connections != 0 {
-		t.Errorf("after the drain: Drained %d, Connections %d; want 1, 0", st.Drained, st.Connections)
+	if c := closeStatus(w.closeErr()); c != 1012 {
+		t.Errorf("the WebSocket ended with %v, want 1012", w.closeErr())
+	}
+	if st := s.hub.Stats(); st.Drained != 2 || st.Connections != 0 { // the WebSocket and the poller
+		t.Errorf("after the drain: Drained %d, Connections %d; want 2, 0", st.Drained, st.Connections)
 	}
 }
 
@@ -285,8 +309,8 @@ func TestDrainEndsEveryTransport(t *testing.T) {
 			retry = ev.Retry
 		}
 	}
-	if ms, err := strconv.Atoi(retry); err != nil || ms < 500 || ms >= 1500 {
-		t.Errorf("one-channel SSE: retry %q, want [500, 1500) ms", retry)
+	if ms, err := strconv.Atoi(retry); err != nil || ms < 100 || ms >= 1000 {
+		t.Errorf("one-channel SSE: retry %q, want [100, 1000) ms", retry)
 	}
 
 	// Long-poll: the close frame.

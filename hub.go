@@ -99,9 +99,12 @@ type Hub struct {
 	conns    map[*conn]struct{}
 	perIP    map[string]int
 	closed   bool
-	draining bool          // Drain was called: no new connection is admitted
-	idle     chan struct{} // closed when closed is set and conns is empty
-	left     chan struct{} // made by Drain, closed once conns is empty
+	draining bool // Drain was called: no new connection is admitted (but polls, until their turn)
+	// drainStart and drainWindow are the first drain's.
+	drainStart  time.Time
+	drainWindow time.Duration
+	idle        chan struct{} // closed when closed is set and conns is empty
+	left        chan struct{} // made by Drain, closed once conns is empty
 	// The control generation (recheck.go): how many control messages
 	// were applied, and the last of them, recent[gen%recentControls].
 	gen    uint64

@@ -113,6 +113,11 @@ func (h *Hub) poll(w http.ResponseWriter, r *http.Request, c *conn, hold time.Du
 		case <-c.wake:
 			continue
 		case <-timer.C:
+			if !c.until.IsZero() && !time.Now().Before(c.until) {
+				// Admitted while the hub drains, until its turn: now.
+				out = append(out, restartWords().f)
+				h.stats.drained.Add(1)
+			}
 		case <-h.done:
 			out = append(out, closeFrame(statusGoingAway, "server shutting down"))
 		case <-r.Context().Done():

@@ -91,8 +91,12 @@ func (h *Hub) serveSSEMux(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if h.isDraining() {
-		refuse(w, errDraining) // before the list is checked: live.js asks ?channels= why a WebSocket failed
+	// While the hub drains, a poller is served until its turn (drain.go);
+	// any other stream is turned away before the list is checked, as
+	// live.js asks ?channels= why a WebSocket failed.
+	until, draining := h.pollTurn(r)
+	if draining && !until.After(time.Now()) {
+		h.answerRestart(w, r)
 		return
 	}
 	q := r.URL.Query()
@@ -116,6 +120,9 @@ func (h *Hub) serveSSEMux(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad_poll", err.Error())
 		return
 	}
+	if draining {
+		hold = min(hold, time.Until(until))
+	}
 	resumed := make(map[string]bool)
 	switch {
 	case len(channels) == 0:
@@ -127,6 +134,7 @@ func (h *Hub) serveSSEMux(w http.ResponseWriter, r *http.Request) {
 	}
 
 	c := newConn(h, r, true)
+	c.until = until
 	if err := h.enter(c, g); err != nil {
 		refuse(w, err)
 		return

@@ -1428,7 +1428,7 @@ var Live = class {
   /**
    * _restart follows a server that restarts: the connection is given up
    * without an error and opened again after delay ms, the server's draw
-   * for this client (about a second when it gave none), from the cursors,
+   * for this client (under a second when it gave none), from the cursors,
    * wherever the load balancer sends it.
    */
   _restart(delay) {
@@ -1436,7 +1436,7 @@ var Live = class {
     clearTimeout(this._timer);
     this._timer = null;
     this._setStatus("connecting", this._conn.reconnectAttempt);
-    this._wait(Number.isFinite(delay) && delay >= 0 ? Math.min(delay, 6e4) : 500 + Math.floor(this._o.random() * 1e3));
+    this._wait(Number.isFinite(delay) && delay >= 0 ? Math.min(delay, 6e4) : 100 + Math.floor(this._o.random() * 900));
   }
   /**
    * _refused ends the connection for a 401 answer: a Hub.Disconnect that

@@ -392,7 +392,7 @@ class Live {
   /**
    * _restart follows a server that restarts: the connection is given up
    * without an error and opened again after delay ms, the server's draw
-   * for this client (about a second when it gave none), from the cursors,
+   * for this client (under a second when it gave none), from the cursors,
    * wherever the load balancer sends it.
    */
   _restart(delay) {
@@ -400,7 +400,7 @@ class Live {
     clearTimeout(this._timer);
     this._timer = null;
     this._setStatus("connecting", this._conn.reconnectAttempt);
-    this._wait(Number.isFinite(delay) && delay >= 0 ? Math.min(delay, 60000) : 500 + Math.floor(this._o.random() * 1000));
+    this._wait(Number.isFinite(delay) && delay >= 0 ? Math.min(delay, 60000) : 100 + Math.floor(this._o.random() * 900));
   }
 
   /**

@@ -55,12 +55,15 @@ for (const transport of ["websocket", "sse", "poll"]) {
     assert.equal((await front()).node, before + 1);
 
     const { ends, statuses, acks } = await page.evaluate(() => ({ ends: window.ends, statuses: window.statuses, acks: window.acks }));
+    // A poller whose poll was not held on the drained node just polls the
+    // next one, as the front sends each request to the node in front.
+    if (transport === "poll" && ends.length === 0) return;
     assert.equal(ends.length, 1, JSON.stringify(ends));
     const [end] = ends;
     assert.equal(end.code, 1012);
     assert.equal(end.retry, true);
     const delay = Number(/retry in (\d+) ms/.exec(end.reason)?.[1]);
-    assert.ok(delay >= 500 && delay < 1500, end.reason);
+    assert.ok(delay >= 100 && delay < 1000, end.reason);
     assert.ok(acks >= 2, "subscribed again on the next node");
     // No error or offline flash: connecting while it waits, then connected,
     // not before the delay it was told.
@@ -71,7 +74,10 @@ for (const transport of ["websocket", "sse", "poll"]) {
   });
 }
 
-for (const transport of ["sse", "poll"]) {
+// (A poller is served until its turn in the window, then told to go: it
+// meets no 503. After a WebSocket that did not open, live.js learns of the
+// 503 by asking the stream URL, which races its backoff: not tested here.)
+for (const transport of ["sse"]) {
   test(`${transport}: a draining node's 503 and Retry-After are honoured`, async () => {
     const channel = `retry-after-${transport}`;
     const page = await suite.open();
@@ -92,16 +98,41 @@ for (const transport of ["sse", "poll"]) {
     await suite.server.post(`/test/publish?channel=${channel}&n=3`);
     await page.waitForFunction(() => window.got.length === 3, undefined, { timeout: 10000 });
 
-    // The drain's delay (0.5–1.5 s), then attempts at least a second apart
-    // (Retry-After 1 or 2 s), where the backoff alone would try every 100 ms.
+    // The drain's delay (0.1–1 s), then attempts at least a second apart
+    // (Retry-After 1 s), where the backoff alone would try every 100 ms.
     assert.ok(attempts.length >= 1 && attempts.length <= 4, `attempts at ${attempts} ms`);
-    assert.ok(attempts[0] >= 450, `first attempt ${attempts[0]} ms after the drain began`);
+    assert.ok(attempts[0] >= 90, `first attempt ${attempts[0]} ms after the drain began`);
     for (let k = 1; k < attempts.length; k++) {
       assert.ok(attempts[k] - attempts[k - 1] >= 950, `attempts at ${attempts} ms`);
     }
     assert.deepStrictEqual(await page.evaluate(() => window.errors), [], "a drain is no error");
   });
 }
+
+test("poll: a poller is served until its turn in the drain, then told to go", async () => {
+  const channel = "drain-poller";
+  const page = await suite.open();
+  await page.evaluate((channel) => new Promise((resolve) => {
+    window.l = window.live.createLive({ url: "/d/ws", sseURL: "/d/api/live", transport: "poll", minBackoff: 50, maxBackoff: 100 });
+    window.got = [];
+    window.ends = [];
+    window.errors = [];
+    window.l.onEnd((e) => window.ends.push(e));
+    window.l.onError((e) => window.errors.push(e.code));
+    window.l.subscribe(channel, (d) => window.got.push(d.i), { onSubscribed: resolve });
+  }), channel);
+  // The node drains but stays in front: the poller meets its turn there.
+  await suite.server.post("/test/drain?window=300&switch=0");
+  await publishDuring(channel, 50, async () => {
+    await page.waitForFunction(() => window.ends.length >= 1, undefined, { timeout: 5000 });
+    await suite.server.post("/test/switch");
+  });
+  await page.waitForFunction(() => window.got.length >= 50, undefined, { timeout: 10000 });
+  assert.deepStrictEqual(await page.evaluate(() => window.got), range(1, 50), "every publication once, in order");
+  const { ends, errors } = await page.evaluate(() => ({ ends: window.ends, errors: window.errors }));
+  assert.ok(ends.every((e) => e.code === 1012 && /^restart; retry in \d+ ms$/.test(e.reason)), JSON.stringify(ends));
+  assert.deepStrictEqual(errors, [], "a drain is no error");
+});
 
 test("a plain EventSource follows the drain's retry and resumes with Last-Event-ID", async () => {
   const channel = "drain-eventsource";

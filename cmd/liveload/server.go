@@ -94,6 +94,10 @@ func serve(args []string) error {
 	cmux.HandleFunc("GET /stats", s.stats)
 	cmux.HandleFunc("POST /publish", s.publish)
 	cmux.HandleFunc("POST /drop", s.drop)
+	if h, ok := t.(*hubTarget); ok {
+		cmux.HandleFunc("POST /drain", h.leave) // ?ms=<window>: Hub.Drain, then Close
+		cmux.HandleFunc("POST /close", h.leave) // Hub.Close at once
+	}
 	cmux.HandleFunc("GET /debug/pprof/", pprof.Index)
 	cmux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	ctlSrv := &http.Server{Handler: cmux}

@@ -572,6 +572,19 @@ func (c *control) publish(n int, rate float64, size, first, step int) error {
 
 func (c *control) drop() error { return c.post("/drop") }
 
+// getJSON reads a control endpoint's JSON answer into v.
+func (c *control) getJSON(path string, v any) error {
+	resp, err := c.c.Get(c.base + path)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", path, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
 func (c *control) post(path string) error {
 	resp, err := c.c.Post(c.base+path, "", nil)
 	if err != nil {

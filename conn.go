@@ -261,8 +261,11 @@ func (h *Hub) enter(c *conn, g uint64) error {
 	if h.closed {
 		return ErrClosed
 	}
-	if h.draining && c.until.IsZero() {
-		return errDraining
+	if h.draining {
+		if c.until.IsZero() {
+			return errDraining
+		}
+		h.drainPolled = true
 	}
 	if h.missedLocked(g, "disconnect", c.id, "") {
 		return errDisconnected
@@ -336,11 +339,9 @@ func (h *Hub) leave(c *conn) {
 		}
 	}
 	if h.left != nil && len(h.conns) == 0 {
-		select {
-		case <-h.left:
-		default:
-			close(h.left)
-		}
+		// Drain waits for this, each time (pollers come and go).
+		close(h.left)
+		h.left = make(chan struct{})
 	}
 	h.mu.Unlock()
 }

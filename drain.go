@@ -80,11 +80,7 @@ func (h *Hub) Drain(ctx context.Context) error {
 	}
 	if h.left == nil {
 		h.left = make(chan struct{})
-		if len(h.conns) == 0 {
-			close(h.left)
-		}
 	}
-	left := h.left
 	conns := make([]*conn, 0, len(h.conns))
 	for c := range h.conns {
 		conns = append(conns, c)
@@ -120,13 +116,36 @@ func (h *Hub) Drain(ctx context.Context) error {
 		}
 		c.restart()
 	}
-	select {
-	case <-left:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("live: drain: waiting for connections: %w", ctx.Err())
-	case <-h.done:
-		return fmt.Errorf("live: drain: %w", ErrClosed)
+	// Wait for the connections to leave; and, once pollers were served
+	// while the hub drained, for the end of the window, by which every
+	// poller's turn has come (pollTurn): between two polls a poller has
+	// no connection.
+	end := h.drainStart.Add(h.drainWindow)
+	for {
+		h.mu.Lock()
+		open, left, polled := len(h.conns), h.left, h.drainPolled
+		h.mu.Unlock()
+		wait := time.Until(end)
+		if open == 0 && (!polled || wait <= 0) {
+			return nil
+		}
+		var timer <-chan time.Time
+		if open == 0 {
+			if t == nil {
+				t = time.NewTimer(wait)
+			} else {
+				t.Reset(wait)
+			}
+			timer = t.C
+		}
+		select {
+		case <-left:
+		case <-timer:
+		case <-ctx.Done():
+			return fmt.Errorf("live: drain: waiting for connections: %w", ctx.Err())
+		case <-h.done:
+			return fmt.Errorf("live: drain: %w", ErrClosed)
+		}
 	}
 }
 

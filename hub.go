@@ -104,7 +104,8 @@ type Hub struct {
 	drainStart  time.Time
 	drainWindow time.Duration
 	idle        chan struct{} // closed when closed is set and conns is empty
-	left        chan struct{} // made by Drain, closed once conns is empty
+	left        chan struct{} // made by Drain, closed and made again whenever conns empties
+	drainPolled bool          // a poll was admitted while draining
 	// The control generation (recheck.go): how many control messages
 	// were applied, and the last of them, recent[gen%recentControls].
 	gen    uint64

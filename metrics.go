@@ -104,7 +104,7 @@ type Stats struct {
 	Pending        int64
 	PendingDropped int64
 	// Draining reports whether Hub.Drain was called; Drained counts the
-	// connections it ended.
+	// connections it ended, long-polls included.
 	Draining bool
 	Drained  int64
 }

@@ -40,6 +40,12 @@ func (h *Hub) MetricsHandler() http.Handler {
 		metric("live_pending_dropped_total", "counter", "Promised publications dropped: waiting too long, too many bytes waiting, or left at Close.", st.PendingDropped)
 		metric("live_retries_lost_total", "counter", "Responses to keyed requests dropped or not saved within their retry window.", st.RetriesLost)
 		metric("live_retries_refused_total", "counter", "Keyed requests refused with 503 because their key could not be claimed.", st.RetriesRefused)
+		draining := int64(0)
+		if st.Draining {
+			draining = 1
+		}
+		metric("live_draining", "gauge", "1 once Hub.Drain was called: the node is leaving.", draining)
+		metric("live_drained_total", "counter", "Connections ended by Hub.Drain.", st.Drained)
 		b.WriteString("# HELP live_resets_total Reset frames sent, by reason.\n# TYPE live_resets_total counter\n")
 		reasons := make([]string, 0, len(st.ResetsBy))
 		for r := range st.ResetsBy {
@@ -97,6 +103,10 @@ type Stats struct {
 	// Options.PendingBytes or PendingAge, or left at Close.
 	Pending        int64
 	PendingDropped int64
+	// Draining reports whether Hub.Drain was called; Drained counts the
+	// connections it ended, long-polls included.
+	Draining bool
+	Drained  int64
 }
 
 // Stats returns the Hub's counters.
@@ -119,6 +129,8 @@ func (h *Hub) Stats() Stats {
 		RetriesLost:    s.retriesLost.Load(),
 		RetriesRefused: s.retriesRefused.Load(),
 		ResetsBy:       make(map[string]int64, len(s.resetsBy)),
+		Drained:        s.drained.Load(),
+		Draining:       h.isDraining(),
 	}
 	for r, n := range s.resetsBy {
 		st.ResetsBy[r] = n.Load()
@@ -145,6 +157,7 @@ type counters struct {
 	brokerErrors, hookDropped, writes, tooLarge  atomic.Int64
 	pending, pendingDropped                      atomic.Int64
 	retriesLost, retriesRefused                  atomic.Int64
+	drained                                      atomic.Int64
 	resetsBy                                     map[string]*atomic.Int64 // fixed keys: read-only map
 }
 

@@ -41,6 +41,7 @@ type hubChannel struct {
 	last     Position // newest publication fanned out
 	started  bool     // the broker called ready at least once
 	readies  int      // broker subscriptions that became active
+	down     bool     // the broker subscription broke and is not active again yet
 	catching bool     // a catch-up from history is running; deliveries wait in held
 	target   Position // where the catch-up must reach, at least
 	held     []*frame
@@ -202,6 +203,7 @@ func (hc *hubChannel) run() {
 
 		hc.mu.Lock()
 		started, again := hc.started, hc.readies > readies
+		hc.down = started
 		hc.mu.Unlock()
 		if !started {
 			// Nobody has been admitted yet: fail the waiting subscribers and
@@ -264,6 +266,7 @@ func (hc *hubChannel) onReady(head Position) {
 	hc.mu.Lock()
 	defer hc.mu.Unlock()
 	hc.readies++
+	hc.down = false
 	if !hc.started {
 		hc.started = true
 		hc.last = head

@@ -39,6 +39,9 @@ type conn struct {
 
 	tr transport // how the client is reached, for Stats and Options.Observe
 
+	// until is set on a poll the hub admits while it drains: its turn to
+	// be told to go, which bounds its hold (Hub.pollTurn).
+	until time.Time
 	// id is the connection's Identity, its Info encoded as JSON; nil
 	// when anonymous.
 	id *Identity
@@ -150,7 +153,7 @@ func (c *conn) kill(why error) {
 	if lw, ok := why.(*lastWords); ok && c.wire != wireNone {
 		// Taken over since end found it was not: end it as it ends those.
 		c.mu.Unlock()
-		c.end(lw.code, lw.reason, lw.f)
+		c.endWith(lw)
 		return
 	}
 	c.ended, c.endErr = true, why
@@ -234,8 +237,8 @@ func (c *conn) finish() {
 	}
 }
 
-// lastWords ends a connection that Hub.Disconnect or Hub.Reauthorize
-// ended before it was taken over: a stream still gets its response head,
+// lastWords ends a connection that Hub.Disconnect, Hub.Reauthorize or
+// Hub.Drain ended before it was taken over: a stream still gets its response head,
 // then f, as it would have once taken over, and a WebSocket a close frame
 // with code and reason; finish writes them. kill ends one taken over
 // meanwhile as end does.
@@ -243,6 +246,9 @@ type lastWords struct {
 	code   uint16
 	reason string
 	f      *frame
+	// retry, set by Hub.Drain, is when the client should come back, in
+	// ms: SSE streams get it as a retry line, and f is the close frame.
+	retry int64
 }
 
 func (*lastWords) Error() string { return errDisconnected.Error() }
@@ -261,6 +267,12 @@ func (h *Hub) enter(c *conn, g uint64) error {
 	if h.closed {
 		return ErrClosed
 	}
+	if h.draining {
+		if c.until.IsZero() {
+			return errDraining
+		}
+		h.drainPolled = true
+	}
 	if h.missedLocked(g, "disconnect", c.id, "") {
 		return errDisconnected
 	}
@@ -276,6 +288,10 @@ func (h *Hub) enter(c *conn, g uint64) error {
 
 // refuse answers a connection that enter did not admit.
 func refuse(w http.ResponseWriter, err error) {
+	if errors.Is(err, errDraining) {
+		refuseDraining(w, false)
+		return
+	}
 	if errors.Is(err, errTooManyConns) {
 		writeError(w, http.StatusTooManyRequests, "too_many_connections", err.Error())
 		return
@@ -329,6 +345,11 @@ func (h *Hub) leave(c *conn) {
 		default:
 			close(h.idle)
 		}
+	}
+	if h.left != nil && len(h.conns) == 0 {
+		// Drain waits for this, each time (pollers come and go).
+		close(h.left)
+		h.left = make(chan struct{})
 	}
 	h.mu.Unlock()
 }

@@ -192,25 +192,30 @@ func refusedFrame(channel, code, msg string) *frame {
 // reason, or, on an SSE stream, the frame last (an error frame on a
 // multiplexed one, an event on a one-channel one).
 func (c *conn) end(code uint16, reason string, last *frame) {
+	c.endWith(&lastWords{code: code, reason: reason, f: last})
+}
+
+// endWith ends c after the last words lw (see end).
+func (c *conn) endWith(lw *lastWords) {
 	c.mu.Lock()
 	w := c.wire
 	c.mu.Unlock()
 	switch {
 	case w == wireWS:
-		c.closeWith(code, reason, time.Now().Add(closeWait))
+		c.closeWith(lw.code, lw.reason, time.Now().Add(closeWait))
 		c.kill(errDisconnected)
 	case w != wireNone:
 		c.wmu.Lock()
 		if c.out == nil {
 			c.out = getOut()
 		}
-		c.out = c.appendLast(c.out, &lastWords{code, reason, last})
+		c.out = c.appendLast(c.out, lw)
 		c.wmu.Unlock()
 		c.writeLast(time.Now().Add(closeWait))
 		c.kill(errDisconnected)
 	default:
-		// Not taken over yet: the stream ends once it starts, with last.
-		c.kill(&lastWords{code, reason, last})
+		// Not taken over yet: the stream ends once it starts, with lw.
+		c.kill(lw)
 	}
 }
 
@@ -218,6 +223,15 @@ func (c *conn) end(code uint16, reason string, last *frame) {
 // frame, then, on a multiplexed stream, a "close" frame with the code a
 // WebSocket would have been closed with, when it has one.
 func (c *conn) appendLast(b []byte, lw *lastWords) []byte {
+	if lw.retry > 0 {
+		// A drain's: when to come back, then on a multiplexed stream the
+		// close frame that says so.
+		b = appendRetry(b, lw.retry)
+		if c.wire == wireSSEMux {
+			b = c.appendFrame(b, lw.f)
+		}
+		return b
+	}
 	b = c.appendFrame(b, lw.f)
 	if c.wire == wireSSEMux && lw.code != 0 {
 		b = c.appendFrame(b, closeFrame(lw.code, lw.reason))

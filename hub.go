@@ -40,7 +40,8 @@ import (
 
 // A Hub fans publications out to SSE and WebSocket clients. Mount it on
 // any mux (see [Hub.ServeHTTP]), publish from server code with
-// [Hub.Publish], and call [Hub.Close] on shutdown.
+// [Hub.Publish], and call [Hub.Close] on shutdown ([Hub.Drain] first, on
+// a node that leaves others serving).
 //
 // A Hub is safe for concurrent use. WebSocket connections and HTTP/1.1
 // SSE streams are taken over from net/http: a small pool of writer
@@ -95,13 +96,19 @@ type Hub struct {
 	drains  atomic.Int64   // goroutines started to wait for a client (tests read it)
 	readers sync.WaitGroup // their readers; Add only under mu while not closed
 
-	mu       sync.Mutex // guards channels, states, conns, perIP, closed, idle, gen and recent
+	mu       sync.Mutex // guards channels, states, conns, perIP, closed, draining, idle, left, gen and recent
 	channels map[string]*hubChannel
 	states   map[string]*State
 	conns    map[*conn]struct{}
 	perIP    map[string]int
 	closed   bool
-	idle     chan struct{} // closed when closed is set and conns is empty
+	draining bool // Drain was called: no new connection is admitted (but polls, until their turn)
+	// drainStart and drainWindow are the first drain's.
+	drainStart  time.Time
+	drainWindow time.Duration
+	idle        chan struct{} // closed when closed is set and conns is empty
+	left        chan struct{} // made by Drain, closed and made again whenever conns empties
+	drainPolled bool          // a poll was admitted while draining
 	// The control generation (recheck.go): how many control messages
 	// were applied, and the last of them, recent[gen%recentControls].
 	gen    uint64
@@ -351,8 +358,9 @@ type closer interface {
 	Close() error
 }
 
-// Close ends every stream (WebSocket connections get status 1001, going
-// away; SSE streams end, and EventSource reconnects elsewhere or later),
+// Close ends every stream at once (WebSocket connections get status
+// 1001, going away; SSE streams end, and EventSource reconnects elsewhere
+// or later; [Hub.Drain] first spreads the endings over a window),
 // stops the Hub's goroutines and waits for them and for every connection
 // handler to return, or for ctx to end. Later calls to Publish fail with
 // ErrClosed. Close closes the broker only if the Hub made it.

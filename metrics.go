@@ -96,6 +96,10 @@ type Stats struct {
 	// Options.PendingBytes or PendingAge, or left at Close.
 	Pending        int64
 	PendingDropped int64
+	// Draining reports whether Hub.Drain was called; Drained counts the
+	// connections it ended, long-polls included.
+	Draining bool
+	Drained  int64
 }
 
 // Stats returns the Hub's counters and gauges. It walks the connections
@@ -129,6 +133,8 @@ func (h *Hub) Stats() Stats {
 		RetriesLost:     s.retriesLost.Load(),
 		RetriesRefused:  s.retriesRefused.Load(),
 		ResetsBy:        make(map[string]int64, len(s.resetsBy)),
+		Drained:         s.drained.Load(),
+		Draining:        h.isDraining(),
 	}
 	for r, n := range s.resetsBy {
 		st.ResetsBy[r] = n.Load()
@@ -166,6 +172,7 @@ type counters struct {
 	pending, pendingDropped                      atomic.Int64
 	retriesLost, retriesRefused                  atomic.Int64
 	dropped, slowEnded                           atomic.Int64
+	drained                                      atomic.Int64
 	resetsBy                                     map[string]*atomic.Int64 // fixed keys: read-only map
 	connsBy, subsBy                              [numTransports]atomic.Int64
 	controls                                     [len(controlOps)]atomic.Int64

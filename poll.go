@@ -82,8 +82,8 @@ func (h *Hub) poll(w http.ResponseWriter, r *http.Request, c *conn, hold time.Du
 		c.q, c.bytes, c.beat = nil, 0, false
 		c.mu.Unlock()
 		if lw != nil {
-			out = []*frame{lw.f} // Disconnect, or a Reauthorize, ended it
-			if lw.code != 0 {
+			out = []*frame{lw.f} // Disconnect, a Reauthorize or Drain ended it
+			if lw.code != 0 && lw.retry == 0 {
 				out = append(out, closeFrame(lw.code, lw.reason))
 			}
 			break
@@ -114,6 +114,11 @@ func (h *Hub) poll(w http.ResponseWriter, r *http.Request, c *conn, hold time.Du
 		case <-c.wake:
 			continue
 		case <-timer.C:
+			if !c.until.IsZero() && !time.Now().Before(c.until) {
+				// Admitted while the hub drains, until its turn: now.
+				out = append(out, restartWords().f)
+				h.stats.drained.Add(1)
+			}
 		case <-h.done:
 			out = append(out, closeFrame(statusGoingAway, "server shutting down"))
 		case <-r.Context().Done():

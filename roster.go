@@ -316,6 +316,19 @@ func (ro *roster) changedLocked() {
 	ro.changed = make(chan struct{})
 }
 
+// serves reports whether the hub may serve clients now.
+func (ro *roster) serves() bool {
+	ro.mu.Lock()
+	serving := ro.serving
+	ro.mu.Unlock()
+	select {
+	case <-serving:
+		return true
+	default:
+		return false
+	}
+}
+
 // admit waits until the hub may serve r, or answers 503.
 func (ro *roster) admit(w http.ResponseWriter, r *http.Request) bool {
 	ro.mu.Lock()

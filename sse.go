@@ -71,6 +71,10 @@ func (h *Hub) serveSSE(w http.ResponseWriter, r *http.Request) {
 		c.key = key
 	}
 	if err := h.enter(c, g); err != nil {
+		if errors.Is(err, errDraining) {
+			refuseDraining(w, true) // EventSource comes back only after a 200
+			return
+		}
 		refuse(w, err)
 		return
 	}
@@ -103,6 +107,14 @@ func (h *Hub) serveSSEMux(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	// While the hub drains, a poller is served until its turn (drain.go);
+	// any other stream is turned away before the list is checked, as
+	// live.js asks ?channels= why a WebSocket failed.
+	until, draining := h.pollTurn(r)
+	if draining && !until.After(time.Now()) {
+		h.answerRestart(w, r)
+		return
+	}
 	q := r.URL.Query()
 	var channels []string
 	seen := make(map[string]bool)
@@ -124,6 +136,9 @@ func (h *Hub) serveSSEMux(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad_poll", err.Error())
 		return
 	}
+	if draining {
+		hold = min(hold, time.Until(until))
+	}
 	resumed := make(map[string]bool)
 	switch {
 	case len(channels) == 0:
@@ -135,6 +150,7 @@ func (h *Hub) serveSSEMux(w http.ResponseWriter, r *http.Request) {
 	}
 
 	c := newConn(h, r, true)
+	c.until = until
 	if err := h.enter(c, g); err != nil {
 		refuse(w, err)
 		return

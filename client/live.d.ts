@@ -88,10 +88,13 @@ export type Status = "connecting" | "connected" | "disconnected" | "error" | "of
 /**
  * An ending the server decided, on any transport. code is the WebSocket
  * close code (4001 the application disconnected the user, 1013 try again
- * later, 1001 the server going away), which streams and polls carry in a
- * "close" frame, or 401 when the hub refused who the page is as it came
- * back. 4001 and 401 are final (retry false): the status becomes
- * "removed" or "signed-out" and no reconnection follows until connect().
+ * later, 1001 the server going away, 1012 the server restarts: Hub.Drain),
+ * which streams and polls carry in a "close" frame, or 401 when the hub
+ * refused who the page is as it came back. 4001 and 401 are final (retry
+ * false): the status becomes "removed" or "signed-out" and no
+ * reconnection follows until connect(). After 1012 the status is
+ * "connecting" until the client comes back, after the delay the server
+ * gave ("restart; retry in N ms").
  */
 export interface Ending {
   code: number;

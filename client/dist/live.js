@@ -591,6 +591,13 @@ async function request(fetchFn, url, init, timeout, what) {
     outer?.removeEventListener("abort", onAbort);
   }
 }
+function retryAfter(res) {
+  const v = res.headers?.get?.("Retry-After")?.trim();
+  if (!v) return void 0;
+  if (/^\d+$/.test(v)) return Number(v) * 1e3;
+  const at = Date.parse(v);
+  return Number.isNaN(at) ? void 0 : Math.max(0, at - Date.now());
+}
 function defaultFetch() {
   if (typeof fetch !== "function") throw new TypeError("live: no fetch function: pass options.fetch");
   return (url, init) => fetch(url, init);
@@ -607,10 +614,15 @@ var finalEndings = /* @__PURE__ */ new Map([
 function finalStatus(code) {
   return finalEndings.get(code);
 }
+var restart = 1012;
+function restartDelay(code, reason, retry) {
+  if (code !== restart) return void 0;
+  return Number.isSafeInteger(retry) ? Number(retry) : Number(/retry in (\d+) ms/.exec(reason)?.[1]);
+}
 function refusal(err) {
   return [err.code === "disconnected" ? 4001 : 401, String(err.body?.message ?? err.code)];
 }
-function whyRefused(fetch2, sseURL, o, wanted, refused) {
+function whyRefused(fetch2, sseURL, o, wanted, refused, later) {
   let url;
   try {
     const base = sseURL() + (/\/$/.test(o.sseURL) ? "/" : "");
@@ -619,7 +631,10 @@ function whyRefused(fetch2, sseURL, o, wanted, refused) {
     return;
   }
   Promise.resolve().then(() => fetch2()(url, { headers: { Accept: "application/json", ...o.headers }, credentials: o.credentials, cache: "no-store" })).then(async (res) => {
-    if (res.status !== 401 || !wanted()) return;
+    if (!wanted()) return;
+    const after = res.status === 503 ? retryAfter(res) : void 0;
+    if (after !== void 0) later(after);
+    if (res.status !== 401) return;
     refused(await httpError(res, "connecting"));
   }).catch(() => {
   });
@@ -679,7 +694,7 @@ function handleFrame(m, to) {
     }
     case "close": {
       if (!Number.isSafeInteger(m.closeCode)) return false;
-      to.ended(m.closeCode, String(m.reason ?? ""));
+      to.ended(m.closeCode, String(m.reason ?? ""), m.retry);
       return true;
     }
     case "published":
@@ -884,6 +899,7 @@ var RequestTransport = class {
       this._openTimer = null;
       if (!res.ok) {
         const err = await httpError(res, "opening the stream");
+        err.retryAfter = retryAfter(res);
         if (this._stream === s) this._streamRefused(s, err);
         return;
       }
@@ -896,14 +912,20 @@ var RequestTransport = class {
   /**
    * _streamRefused handles an HTTP error answering the stream. 400, 403
    * and 404 refuse its channels (each subscriber hears why), which are
-   * not asked for again until the next reconnection; anything else is a
-   * failed connection, retried after the backoff.
+   * not asked for again until the next reconnection; a 503 with
+   * Retry-After is retried after that; anything else is a failed
+   * connection, retried after the backoff.
    */
   _streamRefused(s, err) {
     if (err.status === 401) {
       this._dropStream();
       this.link.error(err);
       this.link.refused(err);
+      return;
+    }
+    if (err.status === 503 && err.retryAfter !== void 0) {
+      this._dropStream();
+      this.link.lost(err.retryAfter);
       return;
     }
     if (err.status !== 400 && err.status !== 403 && err.status !== 404) {
@@ -920,14 +942,17 @@ var RequestTransport = class {
     }
     this._openStream(true, false);
   }
-  /** _streamFailed gives up the stream s and schedules a reconnection. */
-  _streamFailed(s, err, report2) {
+  /**
+   * _streamFailed gives up the stream s and schedules a reconnection, after
+   * the backoff, or after about after ms (a retry line).
+   */
+  _streamFailed(s, err, report2, after) {
     if (this._stream !== s) return;
     if (this._fellBack(s)) return;
     this._dropStream();
     this.link.status("error");
     if (report2) this.link.error(err);
-    this.link.lost();
+    this.link.lost(after);
   }
   /**
    * _dropStream forgets the stream and aborts its request: its events are
@@ -1547,9 +1572,11 @@ var SSETransport = class extends RequestTransport {
         }
         if (line[0] === ":") continue;
         const colon = line.indexOf(":");
-        if ((colon < 0 ? line : line.slice(0, colon)) !== "data") continue;
+        const field = colon < 0 ? line : line.slice(0, colon);
         let v = colon < 0 ? "" : line.slice(colon + 1);
         if (v[0] === " ") v = v.slice(1);
+        if (field === "retry" && /^\d+$/.test(v)) s.retry = Number(v);
+        if (field !== "data") continue;
         data = data === null ? v : data + "\n" + v;
       }
       buf = buf.slice(pos);
@@ -1560,7 +1587,7 @@ var SSETransport = class extends RequestTransport {
         return;
       }
     }
-    this._streamFailed(s, new LiveError("disconnected", "live: the stream ended"), false);
+    this._streamFailed(s, new LiveError("disconnected", "live: the stream ended"), false, s.retry);
   }
 };
 
@@ -1746,15 +1773,21 @@ var Live = class {
    * _ended tells onEnd listeners that the server ended the connection with
    * code and reason, and, for a final ending, stops: the transport is
    * closed, no reconnection or probe is pending, publishes waiting fail,
-   * and the status stays what the ending left until connect(). It
-   * reports whether the ending was final.
+   * and the status stays what the ending left until connect(). A restart
+   * (1012) is followed by its reconnection (_restart). It reports whether
+   * it took care of what follows: a final ending, or a restart.
    */
-  _ended(code, reason) {
+  _ended(code, reason, retry) {
     if (this._closed || this._final !== null) return true;
     const status = finalStatus(code);
     const ending = { code, reason, retry: status === void 0, transport: this._mode };
     this._ending = ending;
     for (const l of [...this._endListeners]) call(l, { ...ending });
+    const delay = restartDelay(code, reason, retry);
+    if (delay !== void 0) {
+      this._restart(delay);
+      return true;
+    }
     if (status === void 0) return false;
     this._final = status;
     clearTimeout(this._timer);
@@ -1765,6 +1798,19 @@ var Live = class {
     this._publishes.failAll((channel) => new LiveError(failed, `live: publish on ${channel}: the server ended the connection (${code} ${reason})`, { channel }));
     this._setStatus(status, this._conn.reconnectAttempt);
     return true;
+  }
+  /**
+   * _restart follows a server that restarts: the connection is given up
+   * without an error and opened again after delay ms, the server's draw
+   * for this client (under a second when it gave none), from the cursors,
+   * wherever the load balancer sends it.
+   */
+  _restart(delay) {
+    this._t.close("the server restarts");
+    clearTimeout(this._timer);
+    this._timer = null;
+    this._setStatus("connecting", this._conn.reconnectAttempt);
+    this._wait(Number.isFinite(delay) && delay >= 0 ? Math.min(delay, 6e4) : 100 + Math.floor(this._o.random() * 900));
   }
   /** _refused ends the connection for a 401 answer (see refusal). */
   _refused(err) {
@@ -1799,11 +1845,22 @@ var Live = class {
     this._connect();
     this._prober.now();
   }
-  /** _whyRefused asks why a WebSocket did not open (see whyRefused), unless the connection has moved on meanwhile. */
+  /**
+   * _whyRefused asks why a WebSocket did not open (see whyRefused), unless
+   * the connection has moved on meanwhile. A 401 is a final ending; a 503
+   * with Retry-After (a draining hub) moves the reconnection _lost
+   * scheduled to when it says.
+   */
   _whyRefused() {
     const mode = this._mode;
     const wanted = () => !this._closed && this._mode === mode && this._conn.status !== "connected";
-    whyRefused(() => this._fetch(), () => this._sseURL(), this._o, wanted, (err) => this._refused(err));
+    const later = (after) => {
+      if (this._timer === null) return;
+      clearTimeout(this._timer);
+      this._timer = null;
+      this._wait(jitter(after, this._o.random));
+    };
+    whyRefused(() => this._fetch(), () => this._sseURL(), this._o, wanted, (err) => this._refused(err), later);
   }
   _emitError(err, sub) {
     if (sub?.onError) call(sub.onError, err);
@@ -1866,8 +1923,8 @@ var Live = class {
       message: (text) => handleText(text, live._receiver),
       frame: (m) => handleFrame(m, live._receiver),
       error: (err) => live._emitError(err),
-      lost: () => live._lost(),
-      ended: (code, reason) => live._ended(code, reason),
+      lost: (after) => live._lost(after),
+      ended: (code, reason, retry) => live._ended(code, reason, retry),
       refused: (err) => live._refused(err),
       whyRefused: () => live._whyRefused(),
       moveTo: (mode) => live._moveTo(mode),
@@ -1900,8 +1957,12 @@ var Live = class {
     this._prober.schedule(Math.min(3e4, this._o.probeInterval));
     this._connect();
   }
-  /** _lost schedules the next attempt after a failed or lost connection. */
-  _lost() {
+  /**
+   * _lost schedules the next attempt after a failed or lost connection:
+   * after the backoff, or after about after ms when the server said when
+   * to come back (Retry-After, a retry line).
+   */
+  _lost(after) {
     if (this._closed || this._final !== null) return;
     const n = this._conn.reconnectAttempt + 1;
     if (this._offline) {
@@ -1911,7 +1972,10 @@ var Live = class {
     this._setStatus("disconnected", n);
     if (this._timer !== null) return;
     const ceiling = Math.min(this._o.maxBackoff, this._o.minBackoff * 2 ** Math.min(n - 1, 30));
-    const delay = Math.floor(this._o.random() * ceiling);
+    this._wait(after >= 0 ? jitter(after, this._o.random) : Math.floor(this._o.random() * ceiling));
+  }
+  /** _wait sets the reconnect timer: the next attempt comes after delay ms. */
+  _wait(delay) {
     this._timer = setTimeout(() => {
       this._timer = null;
       this._connect();
@@ -1950,7 +2014,7 @@ var Live = class {
         this._setStatus(this._conn.status, this._conn.reconnectAttempt);
         return true;
       },
-      ended: (code, reason) => this._ended(code, reason),
+      ended: (code, reason, retry) => this._ended(code, reason, retry),
       acknowledged: (ref, cursor) => this._publishes.acknowledged(ref, cursor),
       refused: (ref, code, detail) => this._publishes.refused(ref, code, detail),
       refuses: (ch) => this._t.refuses(ch),
@@ -1958,6 +2022,10 @@ var Live = class {
     };
   }
 };
+function jitter(after, random) {
+  const ms = Math.min(after, 6e5);
+  return ms + Math.floor(random() * ms / 2);
+}
 
 // src/follow.js
 var maxHeld = 1e4;

@@ -9,7 +9,7 @@
 // each reaching the Live only through the callbacks it is given.
 
 import { Channels } from "./channels.js";
-import { finalStatus, refusal, whyRefused } from "./endings.js";
+import { finalStatus, refusal, restartDelay, whyRefused } from "./endings.js";
 import { call, LiveError, report } from "./errors.js";
 import { handleFrame, handleText } from "./frames.js";
 import { defaultFetch } from "./http.js";
@@ -41,8 +41,13 @@ export const offline = () => typeof navigator !== "undefined" && navigator.onLin
  * page is as it came back (a WebSocket's refused handshake shows the page
  * nothing, so the client asks the stream URL why). 4001 and 401 are final:
  * no reconnection follows, and the status stays "removed" or "signed-out"
- * until connect() is called (after a new login, say). The others are
- * followed by a reconnection as usual.
+ * until connect() is called (after a new login, say). 1012 (the server
+ * restarts: Hub.Drain) is followed by a reconnection after the delay the
+ * server drew for this client, with the status "connecting" meanwhile,
+ * never "error" or "disconnected". The others are followed by a
+ * reconnection as usual. A connection refused with 503 and a Retry-After
+ * header (a draining or cut-off hub) is tried again after that long,
+ * jittered up to half as long again, instead of after the backoff.
  *
  * The browser's own network events count too: on "offline" the status
  * becomes "offline" at once and no reconnection is tried; on "online" the
@@ -265,15 +270,21 @@ class Live {
    * _ended tells onEnd listeners that the server ended the connection with
    * code and reason, and, for a final ending, stops: the transport is
    * closed, no reconnection or probe is pending, publishes waiting fail,
-   * and the status stays what the ending left until connect(). It
-   * reports whether the ending was final.
+   * and the status stays what the ending left until connect(). A restart
+   * (1012) is followed by its reconnection (_restart). It reports whether
+   * it took care of what follows: a final ending, or a restart.
    */
-  _ended(code, reason) {
+  _ended(code, reason, retry) {
     if (this._closed || this._final !== null) return true;
     const status = finalStatus(code);
     const ending = { code, reason, retry: status === undefined, transport: this._mode };
     this._ending = ending;
     for (const l of [...this._endListeners]) call(l, { ...ending });
+    const delay = restartDelay(code, reason, retry);
+    if (delay !== undefined) {
+      this._restart(delay);
+      return true;
+    }
     if (status === undefined) return false;
     this._final = status;
     clearTimeout(this._timer);
@@ -284,6 +295,20 @@ class Live {
     this._publishes.failAll((channel) => new LiveError(failed, `live: publish on ${channel}: the server ended the connection (${code} ${reason})`, { channel }));
     this._setStatus(status, this._conn.reconnectAttempt);
     return true;
+  }
+
+  /**
+   * _restart follows a server that restarts: the connection is given up
+   * without an error and opened again after delay ms, the server's draw
+   * for this client (under a second when it gave none), from the cursors,
+   * wherever the load balancer sends it.
+   */
+  _restart(delay) {
+    this._t.close("the server restarts");
+    clearTimeout(this._timer);
+    this._timer = null;
+    this._setStatus("connecting", this._conn.reconnectAttempt);
+    this._wait(Number.isFinite(delay) && delay >= 0 ? Math.min(delay, 60000) : 100 + Math.floor(this._o.random() * 900));
   }
 
   /** _refused ends the connection for a 401 answer (see refusal). */
@@ -322,11 +347,22 @@ class Live {
     this._prober.now();
   }
 
-  /** _whyRefused asks why a WebSocket did not open (see whyRefused), unless the connection has moved on meanwhile. */
+  /**
+   * _whyRefused asks why a WebSocket did not open (see whyRefused), unless
+   * the connection has moved on meanwhile. A 401 is a final ending; a 503
+   * with Retry-After (a draining hub) moves the reconnection _lost
+   * scheduled to when it says.
+   */
   _whyRefused() {
     const mode = this._mode;
     const wanted = () => !this._closed && this._mode === mode && this._conn.status !== "connected";
-    whyRefused(() => this._fetch(), () => this._sseURL(), this._o, wanted, (err) => this._refused(err));
+    const later = (after) => {
+      if (this._timer === null) return;
+      clearTimeout(this._timer);
+      this._timer = null;
+      this._wait(jitter(after, this._o.random));
+    };
+    whyRefused(() => this._fetch(), () => this._sseURL(), this._o, wanted, (err) => this._refused(err), later);
   }
 
   _emitError(err, sub) {
@@ -393,8 +429,8 @@ class Live {
       message: (text) => handleText(text, live._receiver),
       frame: (m) => handleFrame(m, live._receiver),
       error: (err) => live._emitError(err),
-      lost: () => live._lost(),
-      ended: (code, reason) => live._ended(code, reason),
+      lost: (after) => live._lost(after),
+      ended: (code, reason, retry) => live._ended(code, reason, retry),
       refused: (err) => live._refused(err),
       whyRefused: () => live._whyRefused(),
       moveTo: (mode) => live._moveTo(mode),
@@ -430,8 +466,12 @@ class Live {
     this._connect();
   }
 
-  /** _lost schedules the next attempt after a failed or lost connection. */
-  _lost() {
+  /**
+   * _lost schedules the next attempt after a failed or lost connection:
+   * after the backoff, or after about after ms when the server said when
+   * to come back (Retry-After, a retry line).
+   */
+  _lost(after) {
     if (this._closed || this._final !== null) return;
     const n = this._conn.reconnectAttempt + 1;
     if (this._offline) {
@@ -441,7 +481,11 @@ class Live {
     this._setStatus("disconnected", n);
     if (this._timer !== null) return;
     const ceiling = Math.min(this._o.maxBackoff, this._o.minBackoff * 2 ** Math.min(n - 1, 30));
-    const delay = Math.floor(this._o.random() * ceiling);
+    this._wait(after >= 0 ? jitter(after, this._o.random) : Math.floor(this._o.random() * ceiling));
+  }
+
+  /** _wait sets the reconnect timer: the next attempt comes after delay ms. */
+  _wait(delay) {
     this._timer = setTimeout(() => {
       this._timer = null;
       this._connect();
@@ -484,11 +528,21 @@ class Live {
         this._setStatus(this._conn.status, this._conn.reconnectAttempt);
         return true;
       },
-      ended: (code, reason) => this._ended(code, reason),
+      ended: (code, reason, retry) => this._ended(code, reason, retry),
       acknowledged: (ref, cursor) => this._publishes.acknowledged(ref, cursor),
       refused: (ref, code, detail) => this._publishes.refused(ref, code, detail),
       refuses: (ch) => this._t.refuses(ch),
       error: (err, sub) => this._emitError(err, sub),
     };
   }
+}
+
+/**
+ * jitter spreads a wait the server asked for: after ms, up to half as long
+ * again (at most 10 minutes), so that the clients it turned away together
+ * do not come back together.
+ */
+function jitter(after, random) {
+  const ms = Math.min(after, 600000);
+  return ms + Math.floor(random() * ms / 2);
 }

@@ -15,7 +15,7 @@ import { presenceFrame } from "./presence.js";
  * @property {(name: string) => import("./link.js").Channel|undefined} channel one channel by name
  * @property {(id: string) => void} named the hub named the connection
  * @property {(delayed: boolean) => boolean} delayed the hub's link to its broker broke (true) or is back; reports whether that was news
- * @property {(code: number, reason: string) => void} ended the server ends the stream or poll
+ * @property {(code: number, reason: string, retry?: unknown) => void} ended the server ends the stream or poll (retry: when a restart's client is to come back, in ms)
  * @property {(ref: number, cursor: string) => boolean} acknowledged the publish ref went through; reports whether it waited
  * @property {(ref: number, code: string, detail: unknown) => boolean} refused the hub refused the publish ref; reports whether it waited
  * @property {(ch: import("./link.js").Channel) => boolean} refuses reports whether the transport in use leaves a channel the hub refused out of the requests that follow
@@ -91,9 +91,9 @@ export function handleFrame(m, to) {
     }
     case "close": {
       // The server ends the stream or poll, saying what a WebSocket's
-      // close frame would.
+      // close frame would, and a drain's when to come back.
       if (!Number.isSafeInteger(m.closeCode)) return false;
-      to.ended(m.closeCode, String(m.reason ?? ""));
+      to.ended(m.closeCode, String(m.reason ?? ""), m.retry);
       return true;
     }
     case "published":

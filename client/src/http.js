@@ -60,6 +60,18 @@ export async function request(fetchFn, url, init, timeout, what) {
   }
 }
 
+/**
+ * retryAfter returns how long a response's Retry-After header asks to wait,
+ * in ms (it gives seconds or a date), or undefined without a valid one.
+ */
+export function retryAfter(res) {
+  const v = res.headers?.get?.("Retry-After")?.trim();
+  if (!v) return undefined;
+  if (/^\d+$/.test(v)) return Number(v) * 1000;
+  const at = Date.parse(v);
+  return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
+}
+
 export function defaultFetch() {
   if (typeof fetch !== "function") throw new TypeError("live: no fetch function: pass options.fetch");
   return (url, init) => fetch(url, init);

@@ -46,8 +46,8 @@
  * @property {(text: string) => void} message a frame arrived as JSON text
  * @property {(m: unknown) => boolean} frame a frame arrived parsed; reports whether it was news
  * @property {(err: Error) => void} error tells the error listeners of err
- * @property {() => void} lost the connection failed or was lost: reconnect after the backoff
- * @property {(code: number, reason: string) => boolean} ended the server ended the connection; reports whether for good
+ * @property {(after?: number) => void} lost the connection failed or was lost: reconnect after the backoff, or after about after ms when the server said when (Retry-After, a retry line)
+ * @property {(code: number, reason: string, retry?: number) => boolean} ended the server ended the connection (retry: a close frame's delay); reports whether that settled what follows: a final ending, or a restart's reconnection
  * @property {(err: Error) => void} refused a request was answered 401
  * @property {() => void} whyRefused a WebSocket was refused before it opened: ask why
  * @property {(mode: "websocket"|"sse"|"poll") => void} moveTo use another transport, at once

@@ -3,7 +3,7 @@
 // channels changes, and publishes as POSTs.
 
 import { LiveError } from "./errors.js";
-import { httpError, request, validChannel } from "./http.js";
+import { httpError, request, retryAfter, validChannel } from "./http.js";
 import { isObject } from "./merge.js";
 
 /**
@@ -194,6 +194,7 @@ export class RequestTransport {
         this._openTimer = null;
         if (!res.ok) {
           const err = await httpError(res, "opening the stream");
+          err.retryAfter = retryAfter(res);
           if (this._stream === s) this._streamRefused(s, err);
           return;
         }
@@ -211,8 +212,9 @@ export class RequestTransport {
   /**
    * _streamRefused handles an HTTP error answering the stream. 400, 403
    * and 404 refuse its channels (each subscriber hears why), which are
-   * not asked for again until the next reconnection; anything else is a
-   * failed connection, retried after the backoff.
+   * not asked for again until the next reconnection; a 503 with
+   * Retry-After is retried after that; anything else is a failed
+   * connection, retried after the backoff.
    */
   _streamRefused(s, err) {
     if (err.status === 401) {
@@ -220,6 +222,13 @@ export class RequestTransport {
       this._dropStream();
       this.link.error(err);
       this.link.refused(err);
+      return;
+    }
+    if (err.status === 503 && err.retryAfter !== undefined) {
+      // A draining hub, or one cut off from its broker, says when to come
+      // back: not an error, and no sign of a proxy in the way.
+      this._dropStream();
+      this.link.lost(err.retryAfter);
       return;
     }
     if (err.status !== 400 && err.status !== 403 && err.status !== 404) {
@@ -237,14 +246,17 @@ export class RequestTransport {
     this._openStream(true, false); // the rest, if some came meanwhile
   }
 
-  /** _streamFailed gives up the stream s and schedules a reconnection. */
-  _streamFailed(s, err, report) {
+  /**
+   * _streamFailed gives up the stream s and schedules a reconnection, after
+   * the backoff, or after about after ms (a retry line).
+   */
+  _streamFailed(s, err, report, after) {
     if (this._stream !== s) return;
     if (this._fellBack(s)) return;
     this._dropStream();
     this.link.status("error");
     if (report) this.link.error(err);
-    this.link.lost();
+    this.link.lost(after);
   }
 
   /**

@@ -132,9 +132,11 @@ export class SSETransport extends RequestTransport {
         }
         if (line[0] === ":") continue; // a comment: the hub's heartbeat
         const colon = line.indexOf(":");
-        if ((colon < 0 ? line : line.slice(0, colon)) !== "data") continue; // no id, event or retry is sent
+        const field = colon < 0 ? line : line.slice(0, colon);
         let v = colon < 0 ? "" : line.slice(colon + 1);
         if (v[0] === " ") v = v.slice(1);
+        if (field === "retry" && /^\d+$/.test(v)) s.retry = Number(v); // when to come back once it ends
+        if (field !== "data") continue; // no id or event is sent
         data = data === null ? v : data + "\n" + v;
       }
       buf = buf.slice(pos);
@@ -144,6 +146,6 @@ export class SSETransport extends RequestTransport {
         return;
       }
     }
-    this._streamFailed(s, new LiveError("disconnected", "live: the stream ended"), false);
+    this._streamFailed(s, new LiveError("disconnected", "live: the stream ended"), false, s.retry);
   }
 }

@@ -1,6 +1,7 @@
 // The connection's rules in Node, with a scripted WebSocket and a fake
 // clock: backoff, one timer at a time, nothing sent on a socket that is not
-// open, dedupe by cursor, resubscription with cursors, publish outcomes.
+// open, dedupe by cursor, resubscription with cursors, publish outcomes,
+// the waits a drain tells (1012, Retry-After, retry lines).
 import { test, beforeEach, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import { createLive, liveState, liveList } from "../live.js";
@@ -484,7 +485,7 @@ function sseFetch() {
     }
     if (fn.answers.length > 0) {
       const a = fn.answers.shift();
-      return new Response(JSON.stringify(a.body), { status: a.status, headers: { "Content-Type": "application/json" } });
+      return new Response(JSON.stringify(a.body), { status: a.status, headers: { "Content-Type": "application/json", ...a.headers } });
     }
     let ctl;
     const body = new ReadableStream({ start: (c) => (ctl = c) });
@@ -685,6 +686,81 @@ test("auto: a socket that fails before it opens falls back to SSE; one that open
   await clock.advance(2000);
   await flush();
   assert.equal(slow.transport, "sse");
+});
+
+// A drain (Hub.Drain): the ending 1012 and its delay, Retry-After and retry
+// lines set when the client comes back, not the backoff.
+
+test("drain: a WebSocket closed 1012 comes back after the delay it was told, connecting meanwhile", async () => {
+  const l = newLive();
+  const statuses = [];
+  const ends = [];
+  l.onStatus((c) => statuses.push(`${c.status}/${c.reconnectAttempt}`));
+  l.onEnd((e) => ends.push(e));
+  l.subscribe("a", () => {});
+  last().open();
+  last().receive({ type: "subscribed", channel: "a", cursor: "3.e" });
+  const s = last();
+  s.readyState = 3;
+  s.onclose?.({ code: 1012, reason: "restart; retry in 300 ms" });
+  assert.deepStrictEqual(ends, [{ code: 1012, reason: "restart; retry in 300 ms", retry: true, transport: "websocket" }]);
+  assert.deepStrictEqual(clock.delays(), [300]);
+  await clock.advance(299);
+  assert.equal(FakeSocket.all.length, 1);
+  await clock.advance(1);
+  assert.equal(FakeSocket.all.length, 2);
+  last().open();
+  assert.deepStrictEqual(last().frames("subscribe").map((f) => f.cursor), ["3.e"]);
+  assert.deepStrictEqual(statuses, ["connecting/0", "connected/0", "connecting/0", "connected/0"]);
+
+  // Without a delay it says, under a second.
+  last().readyState = 3;
+  last().onclose?.({ code: 1012, reason: "restart" });
+  assert.deepStrictEqual(clock.delays(), [999]);
+});
+
+test("drain: a close frame's retry, a 503's Retry-After and a retry line set the wait", async () => {
+  const fetch = sseFetch();
+  const l = newSSE(fetch);
+  const statuses = [];
+  const errors = [];
+  l.onStatus((c) => statuses.push(c.status));
+  l.onError((e) => errors.push(e.code));
+  l.subscribe("a", () => {});
+  await flush();
+  fetch.streams()[0].send(frame({ type: "subscribed", channel: "a", cursor: "1.e" }) + frame({ type: "close", closeCode: 1012, reason: "restart; retry in 900 ms", retry: 250 }));
+  await flush();
+  assert.deepStrictEqual(clock.delays(), [250]);
+  assert.deepStrictEqual(statuses, ["connecting", "connected", "connecting"]);
+
+  // The next node is draining too: 503 with Retry-After, not an error.
+  fetch.answers.push({ status: 503, body: { error: "draining", message: "draining" }, headers: { "Retry-After": "2" } });
+  await clock.advance(250);
+  await flush();
+  assert.deepStrictEqual(errors, []);
+  assert.deepStrictEqual(clock.delays(), [2999], "2 s, jittered up to half again");
+  await clock.advance(2999);
+  await flush();
+  const s = fetch.streams()[2];
+  assert.equal(s.url.searchParams.get("cursor.a"), "1.e");
+
+  // A stream that said when to come back and ends.
+  s.send("retry: 400\n\n");
+  s.end();
+  await flush();
+  assert.deepStrictEqual(clock.delays(), [599]);
+});
+
+test("drain: a WebSocket that did not open, its hub answering 503 with Retry-After, comes back then", async () => {
+  const fetch = sseFetch();
+  newLive({ sseURL: "http://hub.test/api/live", fetch });
+  fetch.answers.push({ status: 503, body: { error: "draining" }, headers: { "Retry-After": "3" } });
+  last().fail();
+  assert.deepStrictEqual(clock.delays(), [999]);
+  await flush();
+  assert.equal(fetch.calls.length, 1);
+  assert.equal(fetch.calls[0].url.searchParams.get("channels"), "");
+  assert.deepStrictEqual(clock.delays(), [4499]);
 });
 
 test("poll: long-polls from the cursors reached, keeping subscriptions; presence tags go back", async () => {

@@ -41,6 +41,9 @@ type subscriber struct {
 	dups     atomic.Int64 // indexes seen twice or out of order
 	resets   atomic.Int64
 	connects atomic.Int64 // times subscribed
+
+	told  atomic.Int64 // ms the server said to wait before reconnecting (Hub.Drain), until taken
+	moved bool         // in the drain scenario: its node is the one that leaves
 }
 
 // run keeps the subscriber connected until ctx ends.
@@ -73,6 +76,10 @@ func (s *subscriber) run(ctx context.Context, ready chan<- struct{}) {
 		if err != nil && s.l.verbose {
 			fmt.Println("subscriber:", err)
 		}
+		if s.l.paced {
+			s.pace(ctx)
+			continue
+		}
 		// Reconnect at once: the storm is the point. A refused dial
 		// backs off a little so the loop does not spin.
 		if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
@@ -87,6 +94,9 @@ func (s *subscriber) run(ctx context.Context, ready chan<- struct{}) {
 func (s *subscriber) subscribed(ready chan<- struct{}, first bool) {
 	s.connects.Add(1)
 	s.l.live.Add(1)
+	if !first {
+		s.l.arrived()
+	}
 	if first {
 		ready <- struct{}{}
 	}
@@ -175,6 +185,10 @@ func (s *subscriber) runSSE(ctx context.Context, ready chan<- struct{}, first bo
 			reset = true
 		case bytes.HasPrefix(line, []byte("event: presence")):
 			presence = true
+		case bytes.HasPrefix(line, []byte("retry: ")):
+			if n, ok := number(line, "retry: "); ok {
+				s.told.Store(n)
+			}
 		case bytes.HasPrefix(line, []byte("data: ")):
 			switch {
 			case presence:
@@ -223,6 +237,10 @@ func (s *subscriber) runWS(ctx context.Context, ready chan<- struct{}, first boo
 	for {
 		_, b, err := c.Read(rctx)
 		if err != nil {
+			var ce websocket.CloseError
+			if errors.As(err, &ce) {
+				s.tell([]byte(ce.Reason))
+			}
 			return err
 		}
 		s.wsMessage(b, ready, first, &up)
@@ -256,6 +274,17 @@ func (s *subscriber) wsMessage(b []byte, ready chan<- struct{}, first bool, up *
 		}
 	case "presence":
 		s.presence(b)
+	case "close":
+		if n, ok := number(b, `"retry":`); ok {
+			s.told.Store(n)
+		}
+	}
+}
+
+// tell takes the delay a close reason gives, "restart; retry in N ms".
+func (s *subscriber) tell(reason []byte) {
+	if n, ok := number(reason, "retry in "); ok {
+		s.told.Store(n)
 	}
 }
 
@@ -302,6 +331,9 @@ func (s *subscriber) runPoll(ctx context.Context, ready chan<- struct{}, first b
 		if !up && s.cursor != "" { // a poll that resumed has no acknowledgement
 			up = true
 			s.subscribed(ready, first)
+		}
+		if s.told.Load() > 0 {
+			return io.EOF // a drain's close frame: come back after the delay
 		}
 	}
 }
@@ -356,6 +388,9 @@ func (s *subscriber) deliver(data []byte) {
 	s.received.Add(1)
 	s.l.received.Add(1)
 	s.l.hist.record(time.Duration(now - t))
+	if s.l.paced && !s.moved {
+		s.l.stay.record(time.Duration(now - t))
+	}
 	if n, ok := number(data, `"n":`); ok && int(n) != s.node {
 		s.l.cross.record(time.Duration(now - t))
 	}
@@ -468,7 +503,16 @@ type loader struct {
 
 	live     atomic.Int64 // subscribers connected now
 	received atomic.Int64
-	hist     histogram
-	cross    histogram // deliveries a node other than the subscriber's published
-	subs     []*subscriber
+
+	// The drain scenario (drain.go): subscribers reconnect as live.js
+	// does, those of the node that leaves to the others, and their
+	// arrivals are counted per 100 ms from moveStart.
+	paced     bool
+	gone      atomic.Int64 // the node that leaves, or -1
+	moveStart atomic.Int64 // unix ns; 0 until the move starts
+	arrivals  [6000]atomic.Int64
+	stay      histogram // deliveries to subscribers not moved
+	hist      histogram
+	cross     histogram // deliveries a node other than the subscriber's published
+	subs      []*subscriber
 }

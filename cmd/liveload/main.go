@@ -2,10 +2,12 @@
 // goroutines per connection, server CPU per delivered message in a burst,
 // publish-to-receive latency at a fixed offered load, and a reconnect
 // storm. It runs the server in a child process (liveload serve) and the
-// subscribers in its own, so each side's figures are its own.
+// subscribers in its own, so each side's figures are its own. With -drain
+// it measures instead a node leaving, closed at once and then drained.
 //
 //	go run ./cmd/liveload -n 10000 -transport sse
 //	go run ./cmd/liveload -n 10000 -transport ws -json ws.json
+//	go run ./cmd/liveload -drain -nodes 3 -broker redis -n 9000 -transport ws
 //
 // Open files: each side needs one descriptor per connection; raise the
 // limit (ulimit -n) above n plus a few hundred.
@@ -116,6 +118,8 @@ func load(args []string) error {
 	metrics := fs.Bool("metrics", false, "observe the hub with the Prometheus collector's hooks, as an application that exports its metrics does")
 	authorize := fs.Bool("authorize", false, "give the hub an Authorize of the application's (allowing everything), so connections keep their request for Hub.Reauthorize")
 	peers := fs.Bool("peers", false, "run live (SSE and WebSocket) and every peer one after another, and print live's figures over the best peer's")
+	drain := fs.Bool("drain", false, "instead of the other phases, take the last of -nodes out while publishing at -rate: closed at once, then drained (see drain.go)")
+	drainWindow := fs.Duration("drain-window", 10*time.Second, "the window Hub.Drain spreads the endings over, with -drain")
 	fs.Parse(args)
 	if *presence != "" && *presence != "members" && *presence != "count" {
 		return fmt.Errorf("-presence must be members or count")
@@ -139,6 +143,9 @@ func load(args []string) error {
 		nodes: max(*nodes, 1), broker: *brokerKind, brokerURL: *brokerAt}
 	if *peers {
 		return comparePeers(p)
+	}
+	if *drain {
+		return drainScenario(p, *drainWindow)
 	}
 	_, err := runOne(p)
 	return err
@@ -565,6 +572,19 @@ func (c *control) publish(n int, rate float64, size, first, step int) error {
 }
 
 func (c *control) drop() error { return c.post("/drop") }
+
+// getJSON reads a control endpoint's JSON answer into v.
+func (c *control) getJSON(path string, v any) error {
+	resp, err := c.c.Get(c.base + path)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", path, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}
 
 func (c *control) post(path string) error {
 	resp, err := c.c.Post(c.base+path, "", nil)

@@ -104,3 +104,41 @@ func run(t *testing.T, bin string, args ...string) (result, []byte) {
 	}
 	return r, b
 }
+
+// TestDrain runs the drain scenario on three servers sharing Redis, on a
+// few subscribers of each transport, so that -drain keeps working: none
+// loses or repeats a publication, and the drained move is the slower one.
+func TestDrain(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the harness")
+	}
+	if os.Getenv(brokerURLs["redis"].env) == "" {
+		t.Skipf("%s is not set", brokerURLs["redis"].env)
+	}
+	bin := build(t)
+	for _, transport := range []string{"sse", "ws", "poll"} {
+		t.Run(transport, func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "drain.json")
+			if b, err := exec.Command(bin, "-drain", "-nodes", "3", "-broker", "redis", "-n", "60", "-transport", transport,
+				"-rate", "20", "-drain-window", "1s", "-json", out).CombinedOutput(); err != nil {
+				t.Fatalf("%v\n%s", err, b)
+			}
+			b, err := os.ReadFile(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var r struct{ Runs []drainResult }
+			if err := json.Unmarshal(b, &r); err != nil || len(r.Runs) != 2 {
+				t.Fatalf("results: %s (%v)", b, err)
+			}
+			for _, run := range r.Runs {
+				if run.Moved != 20 || run.Lost != 0 || run.Dups != 0 || run.Resets != 0 || run.Delivered != 60*int64(20*6) || run.PeakPer100ms <= 0 {
+					t.Errorf("results: %s", b)
+				}
+			}
+			if !r.Runs[1].Drain || r.Runs[1].MoveSeconds < 0.5 {
+				t.Errorf("the drained move: %s", b)
+			}
+		})
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -113,6 +114,12 @@ func serve(args []string) error {
 	if reg != nil {
 		cmux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	}
+	cmux.HandleFunc("POST /mark", s.setMark)
+	cmux.HandleFunc("GET /arrivals", s.getArrivals)
+	if h, ok := t.(*hubTarget); ok {
+		cmux.HandleFunc("POST /drain", h.leave) // ?ms=<window>: Hub.Drain, then Close
+		cmux.HandleFunc("POST /close", h.leave) // Hub.Close at once
+	}
 	cmux.HandleFunc("GET /debug/pprof/", pprof.Index)
 	cmux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	ctlSrv := &http.Server{Handler: cmux}
@@ -147,6 +154,11 @@ type loadServer struct {
 
 	mu    sync.Mutex
 	conns map[net.Conn]struct{} // every client connection, also hijacked ones
+
+	// Connections accepted per 100 ms from mark (unix ns), for the drain
+	// scenario's count of arrivals.
+	mark     atomic.Int64
+	arrivals [6000]atomic.Int64
 }
 
 func (s *loadServer) track(c net.Conn, st http.ConnState) {
@@ -155,6 +167,11 @@ func (s *loadServer) track(c net.Conn, st http.ConnState) {
 	switch st {
 	case http.StateNew:
 		s.conns[c] = struct{}{}
+		if m := s.mark.Load(); m != 0 {
+			if k := (time.Now().UnixNano() - m) / int64(100*time.Millisecond); k >= 0 && k < int64(len(s.arrivals)) {
+				s.arrivals[k].Add(1)
+			}
+		}
 	case http.StateClosed:
 		delete(s.conns, c)
 	}
@@ -170,6 +187,28 @@ func (s *loadServer) closeAll() int {
 		c.Close()
 	}
 	return len(conns)
+}
+
+// setMark starts counting accepted connections per 100 ms from ?at= (unix ns).
+func (s *loadServer) setMark(w http.ResponseWriter, r *http.Request) {
+	at, _ := strconv.ParseInt(r.URL.Query().Get("at"), 10, 64)
+	for i := range s.arrivals {
+		s.arrivals[i].Store(0)
+	}
+	s.mark.Store(at)
+	writeJSON(w, map[string]int64{"mark": at})
+}
+
+// getArrivals reports the connections accepted in each 100 ms since the mark.
+func (s *loadServer) getArrivals(w http.ResponseWriter, r *http.Request) {
+	out := make([]int64, len(s.arrivals))
+	last := 0
+	for i := range s.arrivals {
+		if out[i] = s.arrivals[i].Load(); out[i] > 0 {
+			last = i + 1
+		}
+	}
+	writeJSON(w, out[:last])
 }
 
 func (s *loadServer) drop(w http.ResponseWriter, r *http.Request) {

@@ -136,6 +136,9 @@ func (s *subscriber) runRawWS(ctx context.Context, ready chan<- struct{}, first 
 				return err
 			}
 		case 0x8:
+			if n <= int64(br.Size()) && len(payload) > 2 {
+				s.tell(payload[2:])
+			}
 			return io.EOF
 		}
 		if n <= int64(br.Size()) {

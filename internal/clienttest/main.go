@@ -23,7 +23,8 @@
 //	POST /test/drop             closes every WebSocket and many-channel SSE connection abruptly
 //	POST /test/pause, /test/resume   refuse, then accept, WebSocket connections
 //	                            (?transport=sse: many-channel SSE streams; all: both)
-//	POST /test/publish          ?channel=&n= publishes {"i":1..n} on channel
+//	POST /test/publish          ?channel=&n= publishes {"i":1..n} on channel (&from=k:
+//	                            {"i":k+1..k+n})
 //	POST /test/revoke           ?user=&channel= takes channel from user and calls
 //	                            Hub.Reauthorize; ?user= alone bans the user and calls
 //	                            Hub.Disconnect
@@ -33,6 +34,9 @@
 //	GET  /test/attempts         ?user= how many connections the user's pages tried:
 //	                            WebSocket handshakes at /ws, and streams, polls and
 //	                            other GETs at /api/live
+//	     /d/…                   nodes on the same broker behind a front that
+//	                            drains them: POST /test/drain, /test/switch,
+//	                            GET /test/front (see front)
 //
 // Pages are anonymous unless they set a "user" cookie. Channels starting
 // with "private:" are readable by named users only, until revoked.
@@ -97,6 +101,7 @@ func main() {
 	srv.RegisterOnShutdown(func() {
 		s.hub.Close(context.Background())
 		s.zhub.Close(context.Background())
+		s.front.close(context.Background())
 	})
 	// The proxy, on a port of its own, forwards to the server.
 	pln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -122,6 +127,7 @@ func main() {
 	// or a stream's close frame) before dropAll resets what is left.
 	s.hub.Close(shutdown)
 	s.zhub.Close(shutdown)
+	s.front.close(shutdown)
 	srv.Shutdown(shutdown)
 	s.dropAll()
 	s.broker.Close()
@@ -149,6 +155,7 @@ type server struct {
 	broker *live.MemoryBroker
 	hub    *live.Hub
 	zhub   *live.Hub // a second node on the broker, with compression
+	front  *front    // nodes that drain, behind /d/
 	board  *live.State
 
 	mu        sync.Mutex // guards conns, paused, pausedSSE, revoked, banned and attempts
@@ -215,6 +222,7 @@ func newServer(ctx context.Context) (*server, error) {
 		Logger:        slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
 	s.zhub = live.NewHub(&live.Options{Broker: s.broker, Compression: true})
+	s.front = newFront(s.broker)
 	board, err := s.hub.State(ctx, "board", &live.StateOptions{Initial: map[string]any{"cards": map[string]any{}}})
 	if err != nil {
 		return nil, err
@@ -259,6 +267,10 @@ func (s *server) routes() http.Handler {
 		s.mu.Unlock()
 		writeJSON(w, http.StatusOK, n)
 	})
+	mux.Handle("/d/", s.front)
+	mux.HandleFunc("POST /test/drain", s.front.drain)
+	mux.HandleFunc("POST /test/switch", func(w http.ResponseWriter, r *http.Request) { s.front.swap() })
+	mux.HandleFunc("GET /test/front", s.front.state)
 	mux.HandleFunc("POST /test/proxy", func(w http.ResponseWriter, r *http.Request) { s.proxy.setMode(w, r) })
 	return mux
 }
@@ -398,13 +410,14 @@ func (s *server) publishMany(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "need ?n=", http.StatusBadRequest)
 		return
 	}
+	from, _ := strconv.Atoi(r.URL.Query().Get("from"))   // numbering starts after it
 	padding, _ := strconv.Atoi(r.URL.Query().Get("pad")) // bytes of padding in each
 	pad := strings.Repeat("x", min(max(0, padding), 64<<10))
 	var last live.Position
 	for i := 1; i <= n; i++ {
-		var v any = map[string]int{"i": i}
+		var v any = map[string]int{"i": from + i}
 		if pad != "" {
-			v = map[string]any{"i": i, "pad": pad}
+			v = map[string]any{"i": from + i, "pad": pad}
 		}
 		if last, err = s.hub.Publish(r.Context(), channel, v); err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)

@@ -39,8 +39,9 @@ type Metric struct {
 	// keyed by its values; "" for none. A histogram's label, if any.
 	Label string
 	// Field is the field of live.Stats the metric is read from: an int64,
-	// or a map[string]int64 keyed by Label's values. "" for histograms,
-	// which the collector observes through live.Options.Observe.
+	// a bool (1 for true), or a map[string]int64 keyed by Label's values.
+	// "" for histograms, which the collector observes through
+	// live.Options.Observe.
 	Field string
 	// Buckets are a histogram's upper bounds.
 	Buckets []float64
@@ -91,6 +92,10 @@ var Stats = []*Metric{
 		Help: "Keyed requests refused with 503 because their key could not be claimed."},
 	{Name: "live_controls_total", Kind: Counter, Label: "op", Field: "Controls",
 		Help: "Control messages applied by this hub, by op: disconnect, reauthorize, recheck."},
+	{Name: "live_draining", Kind: Gauge, Field: "Draining",
+		Help: "1 once Hub.Drain was called: the node is leaving."},
+	{Name: "live_drained_total", Kind: Counter, Field: "Drained",
+		Help: "Connections ended by Hub.Drain, long-polls included."},
 }
 
 // Unexported lists the fields of live.Stats that no metric reads, with
@@ -137,6 +142,12 @@ func Read(stats any, fn func(m *Metric, label string, v float64)) {
 		switch f.Kind() {
 		case reflect.Int64:
 			fn(m, "", float64(f.Int()))
+		case reflect.Bool:
+			b := 0.0
+			if f.Bool() {
+				b = 1
+			}
+			fn(m, "", b)
 		case reflect.Map:
 			keys := make([]string, 0, f.Len())
 			for _, k := range f.MapKeys() {

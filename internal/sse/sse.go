@@ -15,6 +15,7 @@ import (
 // An Event is one dispatched event, or one comment line.
 type Event struct {
 	ID, Event, Data string
+	Retry           string // a retry line's value: when to reconnect, in ms
 	HasID           bool   // the event had an id line, perhaps empty
 	Comment         string // a comment line's text; the other fields are empty
 }
@@ -101,6 +102,8 @@ func (p *parser) line(line string) (Event, bool) {
 		p.ev.ID, p.ev.HasID = value, true
 	case "event":
 		p.ev.Event = value
+	case "retry":
+		p.ev.Retry = value
 	case "data":
 		if p.data {
 			p.ev.Data += "\n"

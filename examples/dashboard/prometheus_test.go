@@ -89,6 +89,9 @@ scrape_configs:
 			return 0, false // not listening yet
 		}
 		defer resp.Body.Close()
+		if resp.StatusCode == http.StatusServiceUnavailable {
+			return 0, false // listening, but its storage is not ready yet
+		}
 		var r struct {
 			Status string
 			Data   struct {

@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"strconv"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/go-live/live"
+	"github.com/go-live/live/internal/servertest"
 	"github.com/go-live/live/outbox"
 	redisbroker "github.com/go-live/live/redis"
 	"github.com/redis/go-redis/v9"
@@ -109,4 +111,86 @@ func dropKeys(t testing.TB, url, prefix string) {
 	for iter.Next(ctx) {
 		c.Del(ctx, iter.Val())
 	}
+}
+
+// The broker down for 10 s, for real: a private Redis (appending every
+// write to disk before it answers) is paused while the application keeps
+// committing. Once it answers again, the relay delivers what was
+// committed meanwhile, each publication once, in commit order, behind
+// the ones before the outage.
+func TestBrokerDownRedis(t *testing.T) {
+	if testing.Short() {
+		t.Skip("takes 10 s")
+	}
+	if os.Getenv("LIVE_REDIS_URL") == "" {
+		t.Skip("needs LIVE_REDIS_URL")
+	}
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		t.Skip("redis-server is not installed")
+	}
+	dir := t.TempDir()
+	srv := servertest.StartProcess(t, servertest.ProcessOptions{
+		Command: func(port int) *exec.Cmd {
+			return exec.Command("redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+				"--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", dir, "--loglevel", "warning")
+		},
+		Ready: func(ctx context.Context, port int) error {
+			c := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", port), MaxRetries: -1})
+			defer c.Close()
+			return c.Ping(ctx).Err()
+		},
+	})
+	url := fmt.Sprintf("redis://127.0.0.1:%d/0", srv.Port)
+
+	// The one database is enough: what is tested is the broker's outage.
+	d := databases(t)
+	db, ob := open(t, d[len(d)-1])
+	b, err := redisbroker.Open(url, &redisbroker.Options{StallTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hub := live.NewHub(&live.Options{Broker: b, Logger: quietLogger(t), WriteTimeout: time.Second})
+	t.Cleanup(func() { hub.Close(context.Background()); b.Close() })
+	r, _ := runRelay(t, ob, hub, outbox.RelayOptions{Lease: 2 * time.Second, PollMin: 10 * time.Millisecond, PollMax: 200 * time.Millisecond})
+
+	const n = 40
+	for i := 1; i <= 5; i++ {
+		publishTx(t, db, ob, "todos", map[string]int{"i": i})
+	}
+	waitUntil(t, 10*time.Second, "the first five delivered", func() bool { return r.Stats().Delivered == 5 })
+
+	srv.Stop()
+	up := time.Now().Add(10 * time.Second)
+	for i := 6; i <= n; i++ {
+		publishTx(t, db, ob, "todos", map[string]int{"i": i})
+	}
+	time.Sleep(time.Until(up)) // the outage itself
+	if st := r.Stats(); st.Delivered != 5 || st.Pending == 0 {
+		t.Errorf("during the outage: %+v; want 5 delivered and the rest pending", st)
+	}
+	srv.Cont()
+
+	waitUntil(t, 30*time.Second, "all delivered", func() bool {
+		st := r.Stats()
+		return st.Delivered >= n && st.Pending == 0
+	})
+	// What the broker holds is what every subscriber reads, live or
+	// resuming: each publication once, in order.
+	msgs, err := b.Since(context.Background(), "todos", live.Position{Epoch: headOf(t, hub, "todos").Epoch})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkOnceInOrder(t, msgs, n)
+}
+
+// headOf returns channel's head on hub.
+func headOf(t testing.TB, hub *live.Hub, channel string) live.Position {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	pos, err := hub.Head(ctx, channel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pos
 }

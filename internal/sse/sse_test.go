@@ -24,7 +24,7 @@ var want = []Event{
 	{Event: "status", Data: `{"state":"degraded"}`},
 	{Data: "one\n\nthree"},
 	{Event: "reset", HasID: true, Data: "{}"},
-	{},
+	{Retry: "10"},
 }
 
 func TestReader(t *testing.T) {

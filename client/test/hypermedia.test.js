@@ -227,3 +227,38 @@ test("htmx2: Hub.Disconnect, and sse-close=\"refused\" closes the EventSource fo
   await new Promise((r) => setTimeout(r, 6000));
   assert.equal((await server.stats(channel)).streams, 1, "no request after the refusal");
 });
+
+// A load balancer answers 502 while the node behind it is gone: a
+// reconnection that gets a non-2xx answer is where the clients differ.
+// htmx 2's extension opens a new EventSource at the page's URL, without
+// Last-Event-ID (htmx-extensions#184), so the stream starts over from the
+// render's ?cursor= and an append-swapped list shows those rows twice: the
+// hub cannot skip them, as what it wrote to the old stream is not what the
+// page received. htmx 4 retries with Last-Event-ID. Turbo's
+// <turbo-stream-source> is a plain EventSource, which gives up for good.
+test("a 502 on reconnection: htmx 2 starts over from the page's cursor, htmx 4 resumes, Turbo stops", async () => {
+  const expected = {
+    htmx2: [...range(1, 10), ...range(1, 20)],
+    htmx4: range(1, 20),
+    turbo: range(1, 10),
+  };
+  for (const client of ["htmx2", "htmx4", "turbo"]) {
+    const channel = `${client}-502`;
+    const page = await open(server.proxyURL, client, channel);
+    await server.post(`/publish?channel=${channel}&kind=${client}&n=10`);
+    await waitFor(async () => (await rows(page)).length === 10, `${client}: 10 rows`);
+    await server.post("/proxy?mode=fail-once");
+    await waitFor(async () => (await server.stats(channel)).failed === 1, `${client}: its reconnection answered 502`);
+    await server.post(`/publish?channel=${channel}&kind=${client}&n=10`);
+    if (client === "turbo") {
+      // Nothing comes: wait for what a reconnection would have brought.
+      await new Promise((r) => setTimeout(r, 1500));
+    } else {
+      await waitFor(async () => (await rows(page)).length === expected[client].length, `${client}: the rows after the 502`);
+    }
+    assert.deepStrictEqual(await rows(page), expected[client], client);
+    const st = await server.stats(channel);
+    assert.equal(st.streams, client === "turbo" ? 1 : 2, `${client}: ${JSON.stringify(st)}`);
+    await page.close();
+  }
+});

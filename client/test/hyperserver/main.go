@@ -10,8 +10,8 @@
 //	GET  /live/{channel}                the hub
 //	POST /publish?channel=&kind=&n=     publishes the channel's next n rows, as kind
 //	POST /disconnect?user=              Hub.Disconnect
-//	POST /proxy?mode=                   drop=<duration>, offline, or "" (pass through)
-//	GET  /stats?channel=                {"streams":…,"refetches":…,"pages":…}
+//	POST /proxy?mode=                   drop=<duration>, offline, fail-once, or "" (pass through)
+//	GET  /stats?channel=                {"streams":…,"refetches":…,"pages":…,"failed":…}
 //
 // It prints its URL, then "proxy <url>", on stdout, and stops when stdin
 // closes. -redis shares the hub through Redis; -history sets how many
@@ -89,6 +89,7 @@ func main() {
 		log.Fatal(err)
 	}
 	p := newProxy("http://" + ln.Addr().String())
+	p.failed = func(channel string) { s.stat(channel, func(st *stats) { st.Failed++ }) }
 	s.proxy = p
 	srv := &http.Server{Handler: s.routes()}
 	go srv.Serve(ln)
@@ -108,6 +109,7 @@ type stats struct {
 	Streams   int `json:"streams"`
 	Refetches int `json:"refetches"`
 	Pages     int `json:"pages"`
+	Failed    int `json:"failed"` // stream requests the proxy answered 502
 }
 
 type server struct {
@@ -271,12 +273,16 @@ func (s *server) publish(w http.ResponseWriter, r *http.Request) {
 
 // proxy stands between the browser and the server (POST /proxy?mode=):
 // drop=<duration> closes every connection through it that often; offline
-// closes every connection but page loads and scripts, and every new one.
+// closes every connection but page loads and scripts, and every new one;
+// fail-once closes every connection and answers the next stream request
+// 502, as a load balancer does while the node behind it is gone.
 type proxy struct {
-	rp *httputil.ReverseProxy
+	rp     *httputil.ReverseProxy
+	failed func(channel string) // counts a stream request answered 502
 
 	mu        sync.Mutex
 	offline   bool
+	failNext  bool // answer the next stream request 502
 	conns     map[net.Conn]struct{}
 	stopDrops chan struct{}
 }
@@ -301,10 +307,19 @@ func (p *proxy) track(c net.Conn, st http.ConnState) {
 }
 
 func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	stream := strings.HasPrefix(r.URL.Path, "/live/")
 	p.mu.Lock()
-	offline := p.offline
+	offline, fail := p.offline, p.failNext && stream
+	if fail {
+		p.failNext = false
+	}
 	p.mu.Unlock()
-	if offline && strings.HasPrefix(r.URL.Path, "/live/") {
+	if fail {
+		p.failed(strings.TrimPrefix(r.URL.Path, "/live/"))
+		http.Error(w, "the node behind this proxy is gone", http.StatusBadGateway)
+		return
+	}
+	if offline && stream {
 		if c, _, err := http.NewResponseController(w).Hijack(); err == nil {
 			c.Close()
 		}
@@ -316,21 +331,21 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (p *proxy) setMode(w http.ResponseWriter, r *http.Request) {
 	mode := r.URL.Query().Get("mode")
 	var every time.Duration
-	offline := mode == "offline"
+	offline, failNext := mode == "offline", mode == "fail-once"
 	if d, ok := strings.CutPrefix(mode, "drop="); ok {
 		var err error
 		if every, err = time.ParseDuration(d); err != nil || every <= 0 {
 			http.Error(w, "drop= takes a duration", http.StatusBadRequest)
 			return
 		}
-	} else if mode != "" && !offline {
+	} else if mode != "" && !offline && !failNext {
 		http.Error(w, "unknown mode", http.StatusBadRequest)
 		return
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.offline = offline
-	if offline {
+	p.offline, p.failNext = offline, failNext
+	if offline || failNext {
 		p.closeAllLocked()
 	}
 	if p.stopDrops != nil {

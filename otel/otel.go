@@ -266,6 +266,9 @@ func (t *Telemetry) reserved(channel string) *dest {
 
 // Watch makes the Telemetry report hub's Stats at each collection. hub
 // should be the one whose Options.Observe holds the Telemetry's Hooks.
+// Several hubs in one process each need a Telemetry on a MeterProvider of
+// their own (its resource telling them apart): on a shared one, their
+// Stats would be reported under the same attributes.
 func (t *Telemetry) Watch(hub *live.Hub) { t.hub.Store(hub) }
 
 // Hooks returns the hooks that trace publications and feed the

@@ -11,7 +11,10 @@
 // a child of the producer span and also links to it, as the messaging
 // semantic conventions ask of a "process" span (a link for the creation
 // context, a parent when one message is processed), so one trace shows the
-// request, its publication and the delivery on every node.
+// request, its publication and the delivery on every node. A publication
+// that carries no trace context (made by a hub without these hooks) gets
+// no consumer span, and a parent-based sampler follows on every hub the
+// decision made where it was published.
 //
 // Metrics follow the messaging semantic conventions
 // (messaging.client.operation.duration, messaging.client.sent.messages,

@@ -300,3 +300,25 @@ func TestNotSampled(t *testing.T) {
 		t.Errorf("%d spans recorded, want none", len(got))
 	}
 }
+
+// TestMaxTemplates counts the channels of templates past MaxTemplates as
+// "other".
+func TestMaxTemplates(t *testing.T) {
+	n := newNode(t, nil, newSpans().provider("A", nil), &liveotel.Options{ChannelTemplate: kindTemplate, MaxTemplates: 2}, nil)
+	for _, ch := range []string{"doc:1", "doc:2", "room:1", "user:1", "team:1"} {
+		if _, err := n.hub.Publish(context.Background(), ch, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := n.metrics(t)["messaging.client.sent.messages"]
+	got := map[string]int64{}
+	for _, tmpl := range []string{"doc:{id}", "room:{id}", "other", "user:{id}", "team:{id}"} {
+		got[tmpl], _ = sum(m, semconv.MessagingDestinationTemplateKey, tmpl)
+	}
+	want := map[string]int64{"doc:{id}": 2, "room:{id}": 1, "other": 2, "user:{id}": 0, "team:{id}": 0}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("messaging.client.sent.messages{%s} = %d, want %d", k, got[k], v)
+		}
+	}
+}

@@ -136,7 +136,6 @@ type Telemetry struct {
 
 	writeLat, writeFrames, wait, poll, ping metric.Float64Histogram
 	byTransport                             [4][]metric.RecordOption
-	noOpts                                  []metric.RecordOption
 }
 
 // dest is what a Telemetry says of the channels of one template,
@@ -287,9 +286,9 @@ func (t *Telemetry) Hooks() *observe.Hooks {
 				t.writeLat.Record(context.Background(), latency.Seconds(), opts...)
 			}
 		},
-		Waited:   func(d time.Duration) { t.wait.Record(context.Background(), d.Seconds(), t.noOpts...) },
-		PollHeld: func(d time.Duration) { t.poll.Record(context.Background(), d.Seconds(), t.noOpts...) },
-		Pong:     func(rtt time.Duration) { t.ping.Record(context.Background(), rtt.Seconds(), t.noOpts...) },
+		Waited:   func(d time.Duration) { t.wait.Record(context.Background(), d.Seconds()) },
+		PollHeld: func(d time.Duration) { t.poll.Record(context.Background(), d.Seconds()) },
+		Pong:     func(rtt time.Duration) { t.ping.Record(context.Background(), rtt.Seconds()) },
 		Inject:   t.inject,
 		FanOut:   t.fanOut,
 	}

@@ -291,6 +291,11 @@ func (hc *hubChannel) onReady(head Position) {
 // it) it is the JSON string it is stored as.
 func (hc *hubChannel) frame(m Message) *frame {
 	mt, _ := readMeta(m)
+	return hc.frameMeta(m, mt)
+}
+
+// frameMeta is frame, given m's meta, read once.
+func (hc *hubChannel) frameMeta(m Message, mt meta) *frame {
 	k := hc.kindOf()
 	var f *frame
 	if pk, ok := k.(plainKind); ok && mt.Text != nil {
@@ -308,8 +313,9 @@ func (hc *hubChannel) frame(m Message) *frame {
 
 // onDeliver is the broker's deliver callback.
 func (hc *hubChannel) onDeliver(m Message) {
-	done := hc.h.fanOut(hc.name, m)
-	f := hc.frame(m)
+	mt, _ := readMeta(m)
+	done := hc.h.fanOut(hc.name, mt)
+	f := hc.frameMeta(m, mt)
 	hc.mu.Lock()
 	hc.acceptLocked(f)
 	hc.mu.Unlock()

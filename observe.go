@@ -98,13 +98,13 @@ func (h *Hub) traced(ctx context.Context, err error) {
 	}
 }
 
-// fanOut tells Options.Observe.FanOut that m reached the hub on channel,
-// and returns what to call once it is queued, or nil.
-func (h *Hub) fanOut(channel string, m Message) func() {
+// fanOut tells Options.Observe.FanOut that a publication with meta mt
+// reached the hub on channel, and returns what to call once it is queued,
+// or nil.
+func (h *Hub) fanOut(channel string, mt meta) func() {
 	if h.obs.FanOut == nil {
 		return nil
 	}
-	mt, _ := readMeta(m)
 	return h.obs.FanOut(channel, mt.Trace)
 }
 

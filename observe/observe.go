@@ -17,7 +17,8 @@
 // publication.
 //
 // Module github.com/go-live/live/prometheus builds a Prometheus collector
-// on these hooks and on Stats. Join combines the hooks of several
+// on these hooks and on Stats, and module github.com/go-live/live/otel
+// OpenTelemetry traces and metrics. Join combines the hooks of several
 // watchers (metrics and traces) into one set.
 package observe
 

@@ -89,7 +89,15 @@ func TestResetTextSlow(t *testing.T) {
 		g.mu.Lock()
 		evs := append([]sse.Event(nil), g.events...)
 		g.mu.Unlock()
-		if n := len(evs); n > 0 && evs[n-1].ID == head.String() {
+		// The stream has caught up once an event carries head's cursor: the
+		// last publication, or a reset to it (then followed by the text).
+		at := -1
+		for i := len(evs) - 1; i >= 0 && at < 0; i-- {
+			if evs[i].HasID && evs[i].ID == head.String() {
+				at = i
+			}
+		}
+		if n := len(evs); at >= 0 && (evs[at].Event != "reset" || at+1 < n) {
 			resets := 0
 			for i, ev := range evs {
 				if ev.Event != "reset" {

@@ -252,8 +252,8 @@ func snapshotFor(nodes []inspectlink.Node, user string) Snapshot {
 	for i, n := range nodes {
 		users := n.Users
 		n.Users = nil
-		if user != "" && users != nil {
-			n.Users = map[string][]inspectlink.Conn{user: users[user]}
+		if conns := users[user]; user != "" && len(conns) > 0 {
+			n.Users = map[string][]inspectlink.Conn{user: conns}
 		}
 		s.Nodes[i] = n
 	}

@@ -79,7 +79,7 @@ function render(s) {
   rows("nodes", nodes.map(n => [short(n.id) + (n.self ? " (this one)" : ""), time(n.started), n.self ? "" : time(n.seen), n.conns,
     (n.connsBy||{}).sse, (n.connsBy||{})["sse-mux"], (n.connsBy||{}).ws, (n.connsBy||{}).poll, n.subs, n.channels, n.published, n.detail ? (n.pubRate||0).toFixed(1) : ""]));
   rows("channels", nodes.flatMap(n => (n.busiest||[]).map(c => [short(n.id), c.name, c.subscribers, c.rate.toFixed(1)])));
-  rows("user", nodes.flatMap(n => Object.values(n.users||{}).flat().map(c => [short(n.id), c.user, c.transport, c.remote, (c.channels||[]).join(", ")])));
+  rows("user", nodes.flatMap(n => Object.values(n.users||{}).flat().filter(Boolean).map(c => [short(n.id), c.user, c.transport, c.remote, (c.channels||[]).join(", ")])));
   rows("events", nodes.flatMap(n => (n.events||[]).map(e => [short(n.id), time(e.at), e.kind, e.detail, e.channel, e.remote])));
 }
 render({{.Snapshot}});

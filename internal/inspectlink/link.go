@@ -18,8 +18,8 @@ const (
 type Node struct {
 	ID            string           `json:"id"`
 	Self          bool             `json:"self,omitempty"`
-	Started       time.Time        `json:"started"`
-	Seen          time.Time        `json:"seen,omitempty"` // when its last beat arrived (others only)
+	Started       time.Time        `json:"started,omitzero"`
+	Seen          time.Time        `json:"seen,omitzero"` // when its last beat arrived (others only)
 	Connections   int64            `json:"conns"`
 	ConnectionsBy map[string]int64 `json:"connsBy"`
 	Subscriptions int64            `json:"subs"`
@@ -53,7 +53,7 @@ type Conn struct {
 
 // An Event is a refusal or an error the hub met.
 type Event struct {
-	At      time.Time `json:"at"`
+	At      time.Time `json:"at,omitzero"`
 	Kind    string    `json:"kind"` // "authorize", "identify", "origin", "slow", "broker"
 	Detail  string    `json:"detail"`
 	Channel string    `json:"channel,omitempty"`

@@ -1,9 +1,11 @@
 package live
 
 import (
+	"encoding/json"
 	"net/http"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -49,7 +51,7 @@ type inspection struct {
 func (h *Hub) note(kind, detail, channel, remote string) {
 	in := &h.insp
 	in.mu.Lock()
-	in.events[in.next] = inspectlink.Event{At: time.Now(), Kind: kind, Detail: clip(detail), Channel: channel, Remote: remote}
+	in.events[in.next] = inspectlink.Event{At: time.Now(), Kind: kind, Detail: cut(detail, 300), Channel: cut(channel, 200), Remote: cut(remote, 100)}
 	in.next = (in.next + 1) % len(in.events)
 	in.count = min(in.count+1, len(in.events))
 	in.mu.Unlock()
@@ -119,7 +121,56 @@ func (h *Hub) beatInfo(now time.Time) (*inspectlink.Node, *inspectlink.Ask) {
 	}
 	in.mu.Unlock()
 	n := h.describe(detail, users)
+	fitBeat(&n)
 	return &n, ask
+}
+
+// maxBeatInfo bounds the bytes a beat's Info takes, so that details never
+// make a beat too large for the broker.
+const maxBeatInfo = 32 << 10
+
+// fitBeat trims n's details until it fits in maxBeatInfo: channels listed
+// per connection first, then connections, events and channels.
+func fitBeat(n *inspectlink.Node) {
+	for _, conns := range n.Users {
+		for i := range conns {
+			if len(conns[i].Channels) > 20 {
+				conns[i].Channels = conns[i].Channels[:20]
+			}
+		}
+	}
+	for range 24 {
+		b, _ := json.Marshal(n)
+		if len(b) <= maxBeatInfo {
+			return
+		}
+		trimmed := false
+		for u, conns := range n.Users {
+			if len(conns) > 1 {
+				n.Users[u] = conns[:len(conns)/2]
+				trimmed = true
+			}
+		}
+		switch {
+		case trimmed:
+		case len(n.Events) > 1:
+			n.Events = n.Events[:len(n.Events)/2]
+		case len(n.Busiest) > 1:
+			n.Busiest = n.Busiest[:len(n.Busiest)/2]
+		default:
+			n.Users, n.Events, n.Busiest = nil, nil, nil
+			return
+		}
+	}
+	n.Users, n.Events, n.Busiest = nil, nil, nil
+}
+
+// cut shortens s to at most n bytes, marking the cut.
+func cut(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "") + "…"
 }
 
 // inspectCluster describes this hub in detail, with the connections of

@@ -39,7 +39,7 @@ type inspection struct {
 	events [inspectlink.MaxEvents]inspectlink.Event // a ring: the newest at (next-1)%len
 	next   int
 	count  int
-	own    []string             // users this hub's inspector asks about
+	own    map[string]time.Time // users this hub's inspector asks about, by when
 	ownAt  time.Time            // when this hub's inspector was last read; zero when never
 	asks   map[string]time.Time // users other hubs ask about, "" for detail alone, by when asked
 	lastAt time.Time            // when the last detail was taken
@@ -76,6 +76,7 @@ func (h *Hub) asked(users []string) {
 		in.asks = make(map[string]time.Time)
 	}
 	fresh := false
+	users = users[:min(len(users), inspectlink.MaxUsers)]
 	for _, u := range append(users[:len(users):len(users)], "") {
 		if at, ok := in.asks[u]; !ok || now.Sub(at) >= askFresh() {
 			fresh = true
@@ -117,7 +118,14 @@ func (h *Hub) beatInfo(now time.Time) (*inspectlink.Node, *inspectlink.Ask) {
 	}
 	var ask *inspectlink.Ask
 	if !in.ownAt.IsZero() && now.Sub(in.ownAt) < askFresh() {
-		ask = &inspectlink.Ask{Users: slices.Clone(in.own)}
+		ask = &inspectlink.Ask{}
+		for u, at := range in.own {
+			if now.Sub(at) >= askFresh() {
+				delete(in.own, u)
+			} else if len(ask.Users) < inspectlink.MaxUsers {
+				ask.Users = append(ask.Users, u)
+			}
+		}
 	}
 	in.mu.Unlock()
 	n := h.describe(detail, users)
@@ -182,8 +190,20 @@ func (h *Hub) inspectCluster(users []string) []inspectlink.Node {
 	users = slices.Compact(users)
 	in := &h.insp
 	in.mu.Lock()
-	changed := in.ownAt.IsZero() || time.Since(in.ownAt) >= askFresh() || !slices.Equal(in.own, users)
-	in.own, in.ownAt = users, time.Now()
+	now := time.Now()
+	changed := in.ownAt.IsZero() || now.Sub(in.ownAt) >= askFresh()
+	if in.own == nil {
+		in.own = make(map[string]time.Time)
+	}
+	for _, u := range users {
+		if at, ok := in.own[u]; !ok || now.Sub(at) >= askFresh() {
+			changed = true
+		}
+		if len(in.own) < 4*inspectlink.MaxUsers || in.own[u] != (time.Time{}) {
+			in.own[u] = now
+		}
+	}
+	in.ownAt = now
 	in.mu.Unlock()
 	if changed && !h.ownBroker {
 		h.roster.beatNow()

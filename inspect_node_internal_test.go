@@ -1,7 +1,10 @@
 package live
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -50,5 +53,39 @@ func TestBeatInfoDecodes(t *testing.T) {
 		if err := json.Unmarshal([]byte(data), &m); err != nil || m.Op != "alive" || m.From != "b" {
 			t.Fatalf("%s: %+v, %v", data, m, err)
 		}
+	}
+}
+
+// failingBroker fails every publish.
+type failingBroker struct{ *MemoryBroker }
+
+func (failingBroker) Publish(context.Context, string, []byte) (Position, error) {
+	return Position{}, errors.New("broker down")
+}
+
+// The hub's ring keeps the newest refusals and errors, newest first, and
+// a failed publish is one of them; the details list channels by
+// subscribers and users' connections.
+func TestInspectEvents(t *testing.T) {
+	h := NewHub(&Options{Broker: failingBroker{NewMemoryBroker(nil)}})
+	defer h.Close(context.Background())
+	for i := range 70 {
+		h.note("authorize", "refused "+strconv.Itoa(i), "c", "")
+	}
+	if _, err := h.Publish(context.Background(), "news", 1); err == nil {
+		t.Fatal("publish did not fail")
+	}
+	n := h.describe(true, nil)
+	if len(n.Events) != inspectlink.MaxEvents {
+		t.Fatalf("%d events, want %d", len(n.Events), inspectlink.MaxEvents)
+	}
+	if e := n.Events[0]; e.Kind != "broker" || e.Channel != "news" || !strings.Contains(e.Detail, "broker down") {
+		t.Fatalf("newest event: %+v", e)
+	}
+	if e := n.Events[1]; e.Detail != "refused 69" {
+		t.Fatalf("second newest: %+v", e)
+	}
+	if e := n.Events[len(n.Events)-1]; e.Detail != "refused 21" {
+		t.Fatalf("oldest kept: %+v", e)
 	}
 }

@@ -30,7 +30,8 @@ type hubChannel struct {
 	ready    chan struct{} // closed when the first broker subscription is active or has failed
 	err      error         // why it failed; written before ready is closed
 
-	refs int // guarded by h.mu: local subscribers plus those joining
+	refs int          // guarded by h.mu: local subscribers plus those joining
+	pubs atomic.Int64 // publications fanned out, for the inspector
 
 	// kind is what the channel is (kind.go): plain or a list from its
 	// creation, a State once one is made on it. Changed under mu.
@@ -199,6 +200,7 @@ func (hc *hubChannel) run() {
 		closed := h.brokerClosed(err)
 		if !closed {
 			h.stats.brokerErrors.Add(1)
+			h.note("broker", "subscription broke: "+err.Error(), hc.name, "")
 		}
 
 		hc.mu.Lock()
@@ -349,6 +351,7 @@ func (hc *hubChannel) acceptLocked(f *frame) {
 
 func (hc *hubChannel) fanoutLocked(f *frame) {
 	hc.last = f.pos
+	hc.pubs.Add(1)
 	hc.rememberLocked(f)
 	hc.kindOf().fanned(f)
 	for _, s := range hc.subs {

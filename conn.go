@@ -159,6 +159,7 @@ func (c *conn) kill(why error) {
 	c.ended, c.endErr = true, why
 	if why == errSlow {
 		c.hub.stats.slowEnded.Add(1)
+		c.hub.note("slow", "ended: the client did not keep up", "", c.ip)
 	}
 	c.roomLocked()
 	add := c.wire != wireNone && !c.sched

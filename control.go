@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/go-live/live/internal/inspectlink"
 )
 
 // The server's hand on live sessions. Hub.Disconnect and Hub.Reauthorize
@@ -40,6 +42,10 @@ type controlMsg struct {
 	From    string `json:"from"`
 	At      int64  `json:"at,omitempty"`  // alive: Unix nanoseconds
 	Pos     string `json:"pos,omitempty"` // applied, alive: the cursor up to which the sender applied others' messages
+	// alive: the sender's summary for inspectors, in detail while one
+	// asks (Ask, from an inspecting hub). Older hubs ignore both.
+	Info *inspectlink.Node `json:"info,omitempty"`
+	Ask  *inspectlink.Ask  `json:"ask,omitempty"`
 }
 
 // Disconnect ends every connection of user, on this Hub and on every Hub
@@ -456,6 +462,7 @@ func (h *Hub) follow(channel string, ready func(head Position), deliver func(Mes
 			return nil
 		}
 		h.stats.brokerErrors.Add(1)
+		h.note("broker", "subscription broke: "+err.Error(), channel, "")
 		h.opts.Logger.Warn("live: subscription to "+channel+" broke; resubscribing", "err", err)
 		if readies.Load() > before {
 			delay = minDelay

@@ -68,6 +68,7 @@ func (h *Hub) authorize(r *http.Request, channel string, op Op) *refusal {
 	var f refusal
 	switch {
 	case errors.As(err, &d):
+		h.noteRefusal(r, channel, op, d.msg)
 		return &refusal{status: http.StatusForbidden, code: "forbidden", msg: d.msg}
 	case errors.Is(err, ErrUnknownChannel):
 		f = refusal{status: http.StatusNotFound, code: "unknown_channel", msg: "no such channel"}
@@ -80,6 +81,7 @@ func (h *Hub) authorize(r *http.Request, channel string, op Op) *refusal {
 	if r != nil {
 		remote = r.RemoteAddr
 	}
+	h.note("authorize", string(op)+": "+err.Error(), channel, remote)
 	h.opts.Logger.Info("live: refused by Authorize", "op", string(op), "channel", channel, "remote", remote, "err", err)
 	return &f
 }
@@ -100,6 +102,7 @@ func (h *Hub) identify(w http.ResponseWriter, r *http.Request) (*http.Request, b
 		} else {
 			h.opts.Logger.Info("live: refused by Identify", "remote", r.RemoteAddr, "err", err)
 		}
+		h.note("identify", msg, "", r.RemoteAddr)
 		writeError(w, http.StatusUnauthorized, "unauthenticated", msg)
 		return nil, false
 	}
@@ -195,6 +198,7 @@ func (h *Hub) allowOrigin(w http.ResponseWriter, r *http.Request) bool {
 	}
 	same, ok := h.originAllowed(r, origin)
 	if !ok {
+		h.note("origin", "origin "+clip(origin)+" refused", "", r.RemoteAddr)
 		writeError(w, http.StatusForbidden, "bad_origin", "origin "+clip(origin)+" may not use this endpoint")
 		return false
 	}

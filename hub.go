@@ -75,6 +75,7 @@ type Hub struct {
 	// and for running Identify again after control messages were lost.
 	ownAuthorize bool
 	stats        counters
+	insp         inspection   // what the inspector reads (inspect_node.go)
 	retryWarned  atomic.Int64 // when a failed retry window was last logged, in Unix ns
 
 	obs observe.Hooks // Options.Observe's
@@ -130,6 +131,7 @@ func NewHub(opts *Options) *Hub {
 		idle:     make(chan struct{}),
 		back:     make(chan struct{}),
 	}
+	h.insp.started = time.Now()
 	h.idem = newMemoryIdempotency(func(n int) {
 		h.stats.retriesLost.Add(int64(n))
 		h.warnRetries("live: the in-memory idempotency store dropped responses within their retry window to make room; their retries will run again (use a shared store, or fewer or smaller responses)", nil)
@@ -284,6 +286,7 @@ func (h *Hub) publishIf(ctx context.Context, channel string, head *Position, dat
 	}
 	if err != nil {
 		h.stats.brokerErrors.Add(1)
+		h.note("broker", "publish failed: "+err.Error(), channel, "")
 		return Position{}, err
 	}
 	h.stats.published.Add(1)

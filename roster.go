@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/go-live/live/internal/inspectlink"
 )
 
 // The roster: the hubs sharing a broker know each other through the
@@ -52,8 +54,9 @@ var errFenced = errors.New("live: this server lost the control channel; reconnec
 
 // A peer is another hub sharing the broker.
 type peer struct {
-	seen  time.Time // when it was last heard from
-	acked Position  // it applied the control messages up to here
+	seen  time.Time         // when it was last heard from
+	info  *inspectlink.Node // what its last beat said of it, for inspectors
+	acked Position          // it applied the control messages up to here
 }
 
 // A roster keeps the other hubs sharing the broker, and whether this hub
@@ -123,6 +126,7 @@ func (ro *roster) run() error {
 		if applied != (Position{}) {
 			m.Pos = applied.String()
 		}
+		m.Info, m.Ask = ro.h.beatInfo(now)
 		ro.send(ro.h.ctx, m)
 	}
 }
@@ -264,6 +268,12 @@ func (ro *roster) ackLocked(m controlMsg, now time.Time) {
 		ro.peers[m.From] = p
 	}
 	p.seen = now
+	if m.Info != nil {
+		p.info = m.Info
+	}
+	if m.Ask != nil {
+		ro.h.asked(m.Ask.Users)
+	}
 	if m.Pos == "" { // a beat with nothing applied yet
 		return
 	}

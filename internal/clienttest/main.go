@@ -271,6 +271,7 @@ func (s *server) routes() http.Handler {
 	mux.HandleFunc("POST /test/drain", s.front.drain)
 	mux.HandleFunc("POST /test/switch", func(w http.ResponseWriter, r *http.Request) { s.front.swap() })
 	mux.HandleFunc("GET /test/front", s.front.state)
+	s.mountInspector(mux)
 	mux.HandleFunc("POST /test/proxy", func(w http.ResponseWriter, r *http.Request) { s.proxy.setMode(w, r) })
 	return mux
 }

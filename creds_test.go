@@ -179,11 +179,10 @@ func TestTickets(t *testing.T) {
 	a := newTestServer(t, opts())
 	b := newTestServer(t, opts())
 	other := newTestServer(t, &live.Options{TicketKey: []byte("another key, not the nodes' one!")})
-	ctx := context.Background()
 	alice := live.Identity{User: "alice", Info: map[string]string{"name": "Alice"}}
 	mint := func(ttl time.Duration, channels ...string) string {
 		t.Helper()
-		tk, err := a.hub.Ticket(ctx, alice, channels, ttl)
+		tk, err := a.hub.Ticket(alice, channels, ttl)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -256,11 +255,24 @@ func TestTickets(t *testing.T) {
 	if status, _ := answer(t, "POST", a.srv.URL+"/api/live/red?ticket="+mint(0, "red"), nil); status != 403 {
 		t.Errorf("publish with a ticket: %d; want 403", status)
 	}
+	// A ticket's identity keeps its expiry.
+	short := alice
+	short.Expires = time.Now().Add(400 * time.Millisecond)
+	tk, err := a.hub.Ticket(short, []string{"red"}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws = dialWS(t, "ws"+strings.TrimPrefix(a.srv.URL, "http")+"/ws?ticket="+url.QueryEscape(tk), nil)
+	ws.subscribe(t, "red")
+	ws.expect(t, "refresh")
+	if _, ok := ws.next(t); ok || closeStatus(ws.closeErr()) != 4003 {
+		t.Errorf("the ticketed WebSocket ended with %v; want 4003", ws.closeErr())
+	}
 	// Minting checks its arguments.
-	if _, err := a.hub.Ticket(ctx, alice, nil, 0); err == nil {
+	if _, err := a.hub.Ticket(alice, nil, 0); err == nil {
 		t.Error("a ticket without channels was minted")
 	}
-	if _, err := a.hub.Ticket(ctx, alice, []string{"red"}, time.Hour); err == nil {
+	if _, err := a.hub.Ticket(alice, []string{"red"}, time.Hour); err == nil {
 		t.Error("a ticket for an hour was minted")
 	}
 }

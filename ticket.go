@@ -64,7 +64,7 @@ type ticketKey struct{}
 // stock EventSource that reconnects with the same URL is refused: give it
 // a new ticket (docs/operations.md, "Credentials"). Hubs accept each
 // other's tickets when they share Options.TicketKey.
-func (h *Hub) Ticket(ctx context.Context, id Identity, channels []string, ttl time.Duration) (string, error) {
+func (h *Hub) Ticket(id Identity, channels []string, ttl time.Duration) (string, error) {
 	switch {
 	case ttl == 0:
 		ttl = defaultTicketTTL

@@ -255,10 +255,22 @@ func TestTickets(t *testing.T) {
 	if status, _ := answer(t, "POST", a.srv.URL+"/api/live/red?ticket="+mint(0, "red"), nil); status != 403 {
 		t.Errorf("publish with a ticket: %d; want 403", status)
 	}
+	// On a hub without Identify or Authorize too.
+	plain := newTestServer(t, &live.Options{TicketKey: key})
+	tk, err := plain.hub.Ticket(alice, []string{"red"}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws = dialWS(t, "ws"+strings.TrimPrefix(plain.srv.URL, "http")+"/ws?ticket="+url.QueryEscape(tk), nil)
+	ws.subscribe(t, "red")
+	ws.send(t, map[string]string{"type": "subscribe", "channel": "blue"})
+	if f := ws.expect(t, "error"); f.Code != "forbidden" || f.Channel != "blue" {
+		t.Errorf("WebSocket of a plain hub subscribing to another channel: %+v", f)
+	}
 	// A ticket's identity keeps its expiry.
 	short := alice
 	short.Expires = time.Now().Add(400 * time.Millisecond)
-	tk, err := a.hub.Ticket(short, []string{"red"}, 0)
+	tk, err = a.hub.Ticket(short, []string{"red"}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -59,6 +59,9 @@ type conn struct {
 	wsc  *websocket.Conn // the library's side: reads, close handshakes
 	br   *bufio.Reader   // what the library reads from
 	seen atomic.Int64    // when the client last sent anything (unix ns)
+	// expiry ends the connection when its Identity expires (expiry.go);
+	// set by enter, stopped by leave, under the hub's mu.
+	expiry *time.Timer
 	// tokens and refilled rate-limit the client's publish frames.
 	tokens   float64
 	refilled time.Time
@@ -68,7 +71,7 @@ func newConn(h *Hub, r *http.Request, ws bool) *conn {
 	c := &conn{hub: h, req: r, ws: ws, tr: transportOf(r, ws), key: newConnKey(), queue: queue{wake: make(chan struct{}, 1)}}
 	if r != nil {
 		c.ip = h.opts.ClientIP(r)
-		if id, ok := r.Context().Value(identityKey{}).(Identity); ok && (id.User != "" || id.Info != nil) {
+		if id, ok := r.Context().Value(identityKey{}).(Identity); ok && (id.User != "" || id.Info != nil || !id.Expires.IsZero()) {
 			c.id = &id
 		}
 	}
@@ -282,6 +285,7 @@ func (h *Hub) enter(c *conn, g uint64) error {
 	}
 	h.perIP[c.ip]++
 	h.conns[c] = struct{}{}
+	h.armExpiryLocked(c)
 	h.stats.connections.Add(1)
 	h.stats.connsBy[c.tr].Add(1)
 	return nil
@@ -335,6 +339,9 @@ func (h *Hub) leave(c *conn) {
 		return
 	}
 	delete(h.conns, c)
+	if c.expiry != nil {
+		c.expiry.Stop()
+	}
 	if h.perIP[c.ip]--; h.perIP[c.ip] <= 0 {
 		delete(h.perIP, c.ip)
 	}

@@ -138,7 +138,7 @@ func (h *Hub) applyControl(m controlMsg) {
 // subscriptions.
 func (h *Hub) recheck(c *conn) {
 	r := c.authRequest()
-	if r != nil && h.opts.Identify != nil {
+	if r != nil && h.opts.Identify != nil && !ticketed(r) {
 		user := ""
 		if c.id != nil {
 			user = c.id.User

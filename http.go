@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"path"
 	"strings"
+	"time"
 	"unicode/utf8"
 )
 
@@ -60,6 +61,9 @@ func (f *refusal) frame(channel string, ref json.RawMessage) *frame {
 // allows, else the refusal: its message is the error's own only when it
 // came from Deny. Any other error is logged.
 func (h *Hub) authorize(r *http.Request, channel string, op Op) *refusal {
+	if f := ticketRefusal(r, channel, op); f != nil {
+		return f
+	}
 	err := h.opts.Authorize(r, channel, op)
 	if err == nil {
 		return nil
@@ -90,6 +94,9 @@ func (h *Hub) authorize(r *http.Request, channel string, op Op) *refusal {
 // and the connection keep, carrying the identity. It answers the request
 // itself when it refuses.
 func (h *Hub) identify(w http.ResponseWriter, r *http.Request) (*http.Request, bool) {
+	if r.URL.Query().Has(ticketParam) {
+		return h.admitTicket(w, r)
+	}
 	if h.opts.Identify == nil {
 		return r, true
 	}
@@ -119,6 +126,10 @@ func (h *Hub) identify(w http.ResponseWriter, r *http.Request) (*http.Request, b
 			return nil, false
 		}
 		id.Info = json.RawMessage(info)
+	}
+	if !id.Expires.IsZero() && !id.Expires.After(time.Now()) {
+		refuseExpired(w)
+		return nil, false
 	}
 	return r.WithContext(context.WithValue(r.Context(), identityKey{}, id)), true
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Version is the release of this module, and of the browser client it
@@ -287,6 +288,15 @@ type Identity struct {
 	// "identity_too_large") and is logged, since it is the application's
 	// mistake.
 	Info any
+
+	// Expires, when set, is when the credential Identify read stops being
+	// good (a token's exp, a session's end). The hub ends each connection
+	// of the identity then, with close code 4003 "credentials expired"
+	// (see docs/operations.md), after asking clients that can to refresh
+	// it first with a "refresh" frame. Identify returning an identity
+	// already expired refuses the request (401, "credentials_expired").
+	// Zero: never.
+	Expires time.Time
 }
 
 // maxInfoBytes bounds an Identity's Info, encoded.

@@ -1,6 +1,7 @@
 package live
 
 import (
+	"crypto/rand"
 	"log/slog"
 	"net/http"
 	"time"
@@ -231,6 +232,20 @@ type Options struct {
 	// headers. Prefer cookies, which EventSource and WebSocket send.
 	AllowQueryCredentials bool
 
+	// TicketKey signs the stream tickets Hub.Ticket mints, which stand
+	// for an identity in a URL's "ticket" parameter, the one query
+	// credential admitted without AllowQueryCredentials. Hubs that accept
+	// each other's tickets share it (32 random bytes, kept secret).
+	// Default: a random key of this Hub, whose tickets no other accepts.
+	TicketKey []byte
+
+	// TicketStore makes tickets single use: a ticket's nonce is claimed
+	// in it, and one claimed already is refused. Give the Hubs of several
+	// nodes one shared store (the redis, nats and postgres modules'
+	// IdempotencyStores). Default: this Hub's memory, so that a ticket is
+	// single use on this Hub only.
+	TicketStore IdempotencyStore
+
 	// Logger receives connection and broker events. Default slog.Default().
 	Logger *slog.Logger
 
@@ -248,6 +263,12 @@ func (o *Options) withDefaults() Options {
 	}
 	if c.Authorize == nil {
 		c.Authorize = defaultAuthorize
+	}
+	if len(c.TicketKey) == 0 {
+		c.TicketKey = []byte(rand.Text())
+	}
+	if c.TicketStore == nil {
+		c.TicketStore = new(usedTickets)
 	}
 	if c.MaxMessageBytes <= 0 {
 		c.MaxMessageBytes = 64 << 10

@@ -79,7 +79,8 @@ func (h *Hub) serveWS(w http.ResponseWriter, r *http.Request) {
 			c.cancel()
 		}
 	}
-	if h.ownAuthorize {
+	if h.ownAuthorize || ticketed(r) {
+		// Kept for Authorize, and for the ticket's channels.
 		c.req = r.WithContext(c.ctx)
 	} else {
 		c.req = nil

@@ -149,6 +149,18 @@ export interface LiveOptions {
   headers?: Record<string, string>;
   /** fetch's credentials for the SSE transport's requests. Default "same-origin". */
   credentials?: RequestCredentials;
+  /**
+   * Fetches a new credential when the hub says the connection's expires
+   * (Identity.Expires: a "refresh" frame some time before, the ending
+   * 4003 at it, a 401 "credentials_expired"): renew a cookie, or return
+   * headers (a new Authorization) that join `headers`. The client then
+   * reconnects at once from every channel's cursor, losing nothing; the
+   * status is "connecting" meanwhile, with no error. A rejection goes to
+   * onError listeners. Without it an expiry ends the connection as any
+   * ending does, and the reconnection is refused ("signed-out") unless
+   * the credential was renewed meanwhile.
+   */
+  refresh?: () => void | Record<string, string> | Promise<void | Record<string, string>>;
   /** The fetch function of the SSE transport. Default globalThis.fetch. */
   fetch?: (url: string, init: RequestInit) => Promise<Response>;
   /** Backoff bounds in ms: the wait after the n-th failure is uniform below min(maxBackoff, minBackoff·2^(n-1)). Defaults 1000 and 30000. */

@@ -697,6 +697,9 @@ function handleFrame(m, to) {
       to.ended(m.closeCode, String(m.reason ?? ""), m.retry);
       return true;
     }
+    case "refresh":
+      to.refresh(Number(m.expires));
+      return true;
     case "published":
     case "error": {
       if (typeof m.ref === "number") {
@@ -1592,6 +1595,7 @@ var SSETransport = class extends RequestTransport {
 };
 
 // src/connection.js
+var expired = 4003;
 var offline = () => typeof navigator !== "undefined" && navigator.onLine === false;
 function createLive(options = {}) {
   return new Live(options);
@@ -1599,6 +1603,7 @@ function createLive(options = {}) {
 var Live = class {
   constructor(options) {
     const o = liveOptions(options);
+    o.headers = { ...o.headers };
     this._o = o;
     this._mode = o.transport === "auto" ? typeof o.WebSocket !== "function" ? "sse" : "websocket" : o.transport;
     this._everStreamed = false;
@@ -1608,6 +1613,8 @@ var Live = class {
     this._timer = null;
     this._ending = null;
     this._final = null;
+    this._refreshing = false;
+    this._expiredRetried = false;
     this._offline = offline();
     this._conn = { status: this._offline ? "offline" : "connecting", reconnectAttempt: 0, transport: this._mode, delayed: false, ending: null };
     this._statusListeners = /* @__PURE__ */ new Set();
@@ -1763,7 +1770,10 @@ var Live = class {
     const c = this._conn;
     const delayed = status === "connected" && this._delayed === true;
     if (!delayed) this._delayed = false;
-    if (status === "connected") this._ending = null;
+    if (status === "connected") {
+      this._ending = null;
+      this._expiredRetried = false;
+    }
     const ending = this._ending;
     if (c.status === status && c.reconnectAttempt === reconnectAttempt && c.transport === transport && c.delayed === delayed && c.ending === ending) return;
     this._conn = { status, reconnectAttempt, transport, delayed, ending };
@@ -1783,6 +1793,10 @@ var Live = class {
     const ending = { code, reason, retry: status === void 0, transport: this._mode };
     this._ending = ending;
     for (const l of [...this._endListeners]) call(l, { ...ending });
+    if (code === expired && this._o.refresh) {
+      this._refresh();
+      return true;
+    }
     const delay = restartDelay(code, reason, retry);
     if (delay !== void 0) {
       this._restart(delay);
@@ -1812,9 +1826,50 @@ var Live = class {
     this._setStatus("connecting", this._conn.reconnectAttempt);
     this._wait(Number.isFinite(delay) && delay >= 0 ? Math.min(delay, 6e4) : 100 + Math.floor(this._o.random() * 900));
   }
-  /** _refused ends the connection for a 401 answer (see refusal). */
+  /**
+   * _refused ends the connection for a 401 answer (see refusal), unless
+   * the credential expired and the refresh option may renew it: once
+   * until a connection opens, so that a refresh that renews nothing ends
+   * as "signed-out".
+   */
   _refused(err) {
+    if (err.code === "credentials_expired" && this._o.refresh && !this._expiredRetried && !this._closed && this._final === null) {
+      this._expiredRetried = true;
+      this._refresh();
+      return;
+    }
     this._ended(...refusal(err));
+  }
+  /**
+   * _refresh follows a hub that says the connection's credential expires
+   * (a "refresh" frame, the ending 4003, a 401 "credentials_expired"):
+   * with the refresh option it awaits a new credential (headers it returns
+   * join the headers option), then reconnects at once from every channel's
+   * cursor, with the status "connecting" meanwhile and no error. Without
+   * it the expiry ends the connection as any ending does. A refresh that
+   * fails is reported to onError listeners; the connection goes on until
+   * the hub ends it.
+   */
+  _refresh() {
+    const fetchNew = this._o.refresh;
+    if (typeof fetchNew !== "function" || this._refreshing || this._closed || this._final !== null) return;
+    this._refreshing = true;
+    Promise.resolve().then(() => fetchNew()).then(
+      (headers) => {
+        this._refreshing = false;
+        if (headers && typeof headers === "object") Object.assign(this._o.headers, headers);
+        if (this._closed || this._final !== null) return;
+        this._t.close("refreshing the credential");
+        clearTimeout(this._timer);
+        this._timer = null;
+        this._setStatus("connecting", this._conn.reconnectAttempt);
+        this._connect();
+      },
+      (e) => {
+        this._refreshing = false;
+        this._emitError(new LiveError("refresh_failed", `live: refreshing the credential failed: ${e?.message ?? e}`));
+      }
+    );
   }
   /**
    * _goOffline follows the browser offline: the connection is given up at
@@ -2015,6 +2070,7 @@ var Live = class {
         return true;
       },
       ended: (code, reason, retry) => this._ended(code, reason, retry),
+      refresh: () => this._refresh(),
       acknowledged: (ref, cursor) => this._publishes.acknowledged(ref, cursor),
       refused: (ref, code, detail) => this._publishes.refused(ref, code, detail),
       refuses: (ch) => this._t.refuses(ch),

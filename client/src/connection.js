@@ -26,6 +26,9 @@ import { SocketTransport } from "./ws.js";
  * @typedef {{status: Status, reconnectAttempt: number, transport: "websocket"|"sse"|"poll", delayed: boolean, ending: Ending|null}} Connection
  */
 
+/** expired is the ending of a connection whose credential expired (Identity.Expires). */
+const expired = 4003;
+
 /** offline reports whether the browser says it has no network. */
 export const offline = () => typeof navigator !== "undefined" && navigator.onLine === false;
 
@@ -39,7 +42,9 @@ export const offline = () => typeof navigator !== "undefined" && navigator.onLin
  * the application, 1013 try again later, 1001 going away), which streams
  * and polls carry in a "close" frame, or 401 when the hub refused who the
  * page is as it came back (a WebSocket's refused handshake shows the page
- * nothing, so the client asks the stream URL why). 4001 and 401 are final:
+ * nothing, so the client asks the stream URL why), 4003 when the
+ * credential expired (followed, with the refresh option, by a new
+ * credential and a reconnection: see _refresh). 4001 and 401 are final:
  * no reconnection follows, and the status stays "removed" or "signed-out"
  * until connect() is called (after a new login, say). 1012 (the server
  * restarts: Hub.Drain) is followed by a reconnection after the delay the
@@ -76,6 +81,7 @@ export function createLive(options = {}) {
 class Live {
   constructor(options) {
     const o = liveOptions(options);
+    o.headers = { ...o.headers }; // the refresh option's headers join them
     this._o = o;
     /** @type {"websocket"|"sse"|"poll"} */
     this._mode = o.transport === "auto" ? (typeof o.WebSocket !== "function" ? "sse" : "websocket") : o.transport;
@@ -86,6 +92,8 @@ class Live {
     this._timer = null; // the one reconnect timer
     this._ending = null; // the last ending the server decided, until a connection opens
     this._final = null; // the status a final ending left: no reconnection until connect()
+    this._refreshing = false; // the refresh option runs
+    this._expiredRetried = false; // a 401 "credentials_expired" was refreshed since a connection opened
     this._offline = offline(); // the browser says it has no network: no reconnection until it does
     /** @type {Connection} */
     this._conn = { status: this._offline ? "offline" : "connecting", reconnectAttempt: 0, transport: this._mode, delayed: false, ending: null };
@@ -259,7 +267,10 @@ class Live {
     // A hub's word that updates are delayed holds for its connection only.
     const delayed = status === "connected" && this._delayed === true;
     if (!delayed) this._delayed = false;
-    if (status === "connected") this._ending = null;
+    if (status === "connected") {
+      this._ending = null;
+      this._expiredRetried = false;
+    }
     const ending = this._ending;
     if (c.status === status && c.reconnectAttempt === reconnectAttempt && c.transport === transport && c.delayed === delayed && c.ending === ending) return;
     this._conn = { status, reconnectAttempt, transport, delayed, ending };
@@ -280,6 +291,10 @@ class Live {
     const ending = { code, reason, retry: status === undefined, transport: this._mode };
     this._ending = ending;
     for (const l of [...this._endListeners]) call(l, { ...ending });
+    if (code === expired && this._o.refresh) {
+      this._refresh();
+      return true;
+    }
     const delay = restartDelay(code, reason, retry);
     if (delay !== undefined) {
       this._restart(delay);
@@ -311,9 +326,53 @@ class Live {
     this._wait(Number.isFinite(delay) && delay >= 0 ? Math.min(delay, 60000) : 100 + Math.floor(this._o.random() * 900));
   }
 
-  /** _refused ends the connection for a 401 answer (see refusal). */
+  /**
+   * _refused ends the connection for a 401 answer (see refusal), unless
+   * the credential expired and the refresh option may renew it: once
+   * until a connection opens, so that a refresh that renews nothing ends
+   * as "signed-out".
+   */
   _refused(err) {
+    if (err.code === "credentials_expired" && this._o.refresh && !this._expiredRetried && !this._closed && this._final === null) {
+      this._expiredRetried = true;
+      this._refresh();
+      return;
+    }
     this._ended(...refusal(err));
+  }
+
+  /**
+   * _refresh follows a hub that says the connection's credential expires
+   * (a "refresh" frame, the ending 4003, a 401 "credentials_expired"):
+   * with the refresh option it awaits a new credential (headers it returns
+   * join the headers option), then reconnects at once from every channel's
+   * cursor, with the status "connecting" meanwhile and no error. Without
+   * it the expiry ends the connection as any ending does. A refresh that
+   * fails is reported to onError listeners; the connection goes on until
+   * the hub ends it.
+   */
+  _refresh() {
+    const fetchNew = this._o.refresh;
+    if (typeof fetchNew !== "function" || this._refreshing || this._closed || this._final !== null) return;
+    this._refreshing = true;
+    Promise.resolve()
+      .then(() => fetchNew())
+      .then(
+        (headers) => {
+          this._refreshing = false;
+          if (headers && typeof headers === "object") Object.assign(this._o.headers, headers);
+          if (this._closed || this._final !== null) return;
+          this._t.close("refreshing the credential");
+          clearTimeout(this._timer);
+          this._timer = null;
+          this._setStatus("connecting", this._conn.reconnectAttempt);
+          this._connect();
+        },
+        (e) => {
+          this._refreshing = false;
+          this._emitError(new LiveError("refresh_failed", `live: refreshing the credential failed: ${e?.message ?? e}`));
+        },
+      );
   }
 
   /**
@@ -529,6 +588,7 @@ class Live {
         return true;
       },
       ended: (code, reason, retry) => this._ended(code, reason, retry),
+      refresh: () => this._refresh(),
       acknowledged: (ref, cursor) => this._publishes.acknowledged(ref, cursor),
       refused: (ref, code, detail) => this._publishes.refused(ref, code, detail),
       refuses: (ch) => this._t.refuses(ch),

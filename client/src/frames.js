@@ -16,6 +16,7 @@ import { presenceFrame } from "./presence.js";
  * @property {(id: string) => void} named the hub named the connection
  * @property {(delayed: boolean) => boolean} delayed the hub's link to its broker broke (true) or is back; reports whether that was news
  * @property {(code: number, reason: string, retry?: unknown) => void} ended the server ends the stream or poll (retry: when a restart's client is to come back, in ms)
+ * @property {() => void} refresh the credential the connection was admitted with expires soon
  * @property {(ref: number, cursor: string) => boolean} acknowledged the publish ref went through; reports whether it waited
  * @property {(ref: number, code: string, detail: unknown) => boolean} refused the hub refused the publish ref; reports whether it waited
  * @property {(ch: import("./link.js").Channel) => boolean} refuses reports whether the transport in use leaves a channel the hub refused out of the requests that follow
@@ -96,6 +97,11 @@ export function handleFrame(m, to) {
       to.ended(m.closeCode, String(m.reason ?? ""), m.retry);
       return true;
     }
+    case "refresh":
+      // The credential the connection was admitted with expires soon
+      // (Identity.Expires): fetch a new one and come back with it.
+      to.refresh(Number(m.expires));
+      return true;
     case "published":
     case "error": {
       if (typeof m.ref === "number") {

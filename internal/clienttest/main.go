@@ -38,7 +38,8 @@
 //	                            drains them: POST /test/drain, /test/switch,
 //	                            GET /test/front (see front)
 //
-// Pages are anonymous unless they set a "user" cookie. Channels starting
+// Pages are anonymous unless they set a "user" cookie; an "expires"
+// cookie (Unix ms) is when their credential expires. Channels starting
 // with "private:" are readable by named users only, until revoked.
 //
 // The todo routes obey X-Test-Delay (a duration to wait before answering)
@@ -198,7 +199,13 @@ func newServer(ctx context.Context) (*server, error) {
 			if s.banned[c.Value] {
 				return live.Identity{}, live.Deny("banned")
 			}
-			return live.Identity{User: c.Value}, nil
+			id := live.Identity{User: c.Value}
+			if e, err := r.Cookie("expires"); err == nil {
+				if ms, err := strconv.ParseInt(e.Value, 10, 64); err == nil {
+					id.Expires = time.UnixMilli(ms)
+				}
+			}
+			return id, nil
 		},
 		Authorize: func(r *http.Request, channel string, op live.Op) error {
 			user := live.IdentityOf(r).User

@@ -629,3 +629,71 @@ func TestReadyHandler(t *testing.T) {
 	hub.ReadyHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/ready", nil))
 	expectCode(t, "a closed hub", rec.Result(), "closed")
 }
+
+// gapBroker loses the second publication on its way to subscribers, and
+// holds a read of history until open is closed: a hub that sees the gap
+// catches up from history, and stays there meanwhile.
+type gapBroker struct {
+	*live.MemoryBroker
+	open chan struct{}
+}
+
+func (b gapBroker) Subscribe(ctx context.Context, channel string, ready func(live.Position), deliver func(live.Message)) error {
+	return b.MemoryBroker.Subscribe(ctx, channel, ready, func(m live.Message) {
+		if channel == "c" && m.Pos.Seq == 2 {
+			return
+		}
+		deliver(m)
+	})
+}
+
+func (b gapBroker) Since(ctx context.Context, channel string, after live.Position) ([]live.Message, error) {
+	if channel == "c" {
+		select {
+		case <-b.open:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return b.MemoryBroker.Since(ctx, channel, after)
+}
+
+// TestReadyCatchingUp checks that a hub filling a gap from history is not
+// ready until it has.
+func TestReadyCatchingUp(t *testing.T) {
+	b := gapBroker{live.NewMemoryBroker(nil), make(chan struct{})}
+	servertest.CloseAtEnd(t, b)
+	s := newTestServer(t, &live.Options{Broker: b, Logger: servertest.Logger(t)})
+	ready := func() *http.Response {
+		rec := httptest.NewRecorder()
+		s.hub.ReadyHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/ready", nil))
+		return rec.Result()
+	}
+	await := func(what string, cond func(*http.Response) bool) {
+		t.Helper()
+		deadline := time.Now().Add(waitFor)
+		for !cond(ready()) {
+			if time.Now().After(deadline) {
+				t.Fatalf("the hub never became %s", what)
+			}
+			time.Sleep(10 * time.Millisecond) // polled as a probe would
+		}
+	}
+	await("ready", func(r *http.Response) bool { return r.StatusCode == http.StatusOK })
+
+	st := openRawSSE(t, s.srv.URL+"/live/c", nil)
+	st.next(t) // subscribed
+	for i := 1; i <= 3; i++ {
+		s.publish(t, "c", i)
+	}
+	await("not ready while it catches up", func(r *http.Response) bool { return r.StatusCode == http.StatusServiceUnavailable })
+	expectCode(t, "a hub catching up", ready(), "catching_up")
+
+	close(b.open)
+	for want := 1; want <= 3; want++ {
+		if got := st.next(t); !strings.Contains(got, "data: "+strconv.Itoa(want)+"\n") {
+			t.Fatalf("event %d: %q", want, got)
+		}
+	}
+	await("ready again", func(r *http.Response) bool { return r.StatusCode == http.StatusOK })
+}

@@ -43,6 +43,8 @@ var names = map[string]otelMetric{
 	"live_retries_lost_total":    {"live.retries.lost", "{response}"},
 	"live_retries_refused_total": {"live.retries.refused", "{request}"},
 	"live_controls_total":        {"live.controls", "{message}"},
+	"live_draining":              {"live.draining", "1"},
+	"live_drained_total":         {"live.drained", "{connection}"},
 
 	// The histograms. live_publish_seconds is
 	// messaging.client.operation.duration.

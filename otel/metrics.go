@@ -4,7 +4,6 @@ import (
 	"context"
 
 	"github.com/go-live/live/internal/metricdef"
-	"github.com/go-live/live/observe"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
@@ -62,22 +61,6 @@ var labels = map[string]string{
 	"op":        "live.control.operation",
 }
 
-// transports are the transports the hooks name, in the order of
-// Telemetry.byTransport.
-var transports = [4]string{observe.SSE, observe.SSEMux, observe.WebSocket, observe.Poll}
-
-func transportIndex(tr string) int {
-	switch tr {
-	case observe.SSE:
-		return 0
-	case observe.SSEMux:
-		return 1
-	case observe.WebSocket:
-		return 2
-	}
-	return 3
-}
-
 // publishBuckets are the bounds the messaging semantic conventions advise
 // for messaging.client.operation.duration and messaging.process.duration.
 var publishBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10}
@@ -115,7 +98,7 @@ func (t *Telemetry) initMetrics(meter metric.Meter) {
 	t.wait = hist(metricdef.WriterWaitSeconds)
 	t.poll = hist(metricdef.PollHoldSeconds)
 	t.ping = hist(metricdef.PingRTTSeconds)
-	for i, tr := range transports {
+	for i, tr := range metricdef.Transports {
 		t.byTransport[i] = []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(attribute.String(labels["transport"], tr)))}
 	}
 

@@ -55,6 +55,7 @@ import (
 	"time"
 
 	"github.com/go-live/live"
+	"github.com/go-live/live/internal/metricdef"
 	"github.com/go-live/live/observe"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -121,11 +122,9 @@ type Telemetry struct {
 	tracer      trace.Tracer
 	prop        propagation.TextMapPropagator
 	template    func(string) string
-	maxTmpl     int
 	destName    bool
 	noTemplate  *dest // without ChannelTemplate, and for "" templates
-	tmu         sync.RWMutex
-	byTemplate  map[string]*dest
+	byTemplate  *metricdef.Templates[*dest]
 	reservedMu  sync.Mutex
 	reservedDst map[string]*dest
 
@@ -175,16 +174,12 @@ func New(opts *Options) *Telemetry {
 			o.Propagator = propagation.TraceContext{}
 		}
 	}
-	if o.MaxTemplates <= 0 {
-		o.MaxTemplates = 100
-	}
 	t := &Telemetry{
 		tracer:      o.TracerProvider.Tracer(ScopeName, trace.WithInstrumentationVersion(live.Version)),
 		prop:        o.Propagator,
 		template:    o.ChannelTemplate,
-		maxTmpl:     o.MaxTemplates,
 		destName:    o.DestinationName,
-		byTemplate:  make(map[string]*dest),
+		byTemplate:  metricdef.NewTemplates(o.MaxTemplates, newDest),
 		reservedDst: make(map[string]*dest),
 	}
 	t.noTemplate = newDest("")
@@ -228,26 +223,7 @@ func (t *Telemetry) destOf(channel string) *dest {
 	if tmpl == "" {
 		return t.noTemplate
 	}
-	t.tmu.RLock()
-	d := t.byTemplate[tmpl]
-	t.tmu.RUnlock()
-	if d != nil {
-		return d
-	}
-	t.tmu.Lock()
-	defer t.tmu.Unlock()
-	if d = t.byTemplate[tmpl]; d != nil {
-		return d
-	}
-	if len(t.byTemplate) >= t.maxTmpl {
-		tmpl = "other"
-		if d = t.byTemplate[tmpl]; d != nil {
-			return d
-		}
-	}
-	d = newDest(tmpl)
-	t.byTemplate[tmpl] = d
-	return d
+	return t.byTemplate.Get(tmpl)
 }
 
 // reserved returns the dest of one of the hub's own channels, which is
@@ -280,7 +256,7 @@ func (t *Telemetry) Hooks() *observe.Hooks {
 	return &observe.Hooks{
 		Published: t.published,
 		Wrote: func(transport string, frames int, latency time.Duration) {
-			opts := t.byTransport[transportIndex(transport)]
+			opts := t.byTransport[metricdef.TransportIndex(transport)]
 			t.writeFrames.Record(context.Background(), float64(frames), opts...)
 			if latency > 0 {
 				t.writeLat.Record(context.Background(), latency.Seconds(), opts...)

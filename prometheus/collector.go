@@ -29,7 +29,6 @@
 package liveprom
 
 import (
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -63,18 +62,16 @@ type Options struct {
 type Collector struct {
 	hub atomic.Pointer[live.Hub]
 
-	template     func(string) string
-	maxTemplates int
+	template func(string) string
 
 	stats map[*metricdef.Metric]*prometheus.Desc
 
 	publish     *prometheus.HistogramVec
 	publishAll  prometheus.Observer // without ChannelTemplate
-	tmu         sync.RWMutex        // guards byTemplate
-	byTemplate  map[string]prometheus.Observer
+	byTemplate  *metricdef.Templates[prometheus.Observer]
 	writeLat    *prometheus.HistogramVec
 	writeFrames *prometheus.HistogramVec
-	// latency and frames per transport, indexed as transportIndex
+	// latency and frames per transport, indexed as metricdef.TransportIndex
 	latency, frames  [4]prometheus.Observer
 	wait, poll, ping prometheus.Histogram
 }
@@ -85,14 +82,9 @@ func New(opts *Options) *Collector {
 	if opts != nil {
 		o = *opts
 	}
-	if o.MaxTemplates <= 0 {
-		o.MaxTemplates = 100
-	}
 	c := &Collector{
-		template:     o.ChannelTemplate,
-		maxTemplates: o.MaxTemplates,
-		stats:        make(map[*metricdef.Metric]*prometheus.Desc, len(metricdef.Stats)),
-		byTemplate:   make(map[string]prometheus.Observer),
+		template: o.ChannelTemplate,
+		stats:    make(map[*metricdef.Metric]*prometheus.Desc, len(metricdef.Stats)),
 	}
 	for _, m := range metricdef.Stats {
 		var labels []string
@@ -108,13 +100,16 @@ func New(opts *Options) *Collector {
 	}
 	if c.template != nil {
 		c.publish = hist(metricdef.PublishSeconds, metricdef.PublishSeconds.Label)
+		c.byTemplate = metricdef.NewTemplates(o.MaxTemplates, func(t string) prometheus.Observer {
+			return c.publish.WithLabelValues(t)
+		})
 	} else {
 		c.publish = hist(metricdef.PublishSeconds)
 		c.publishAll = c.publish.WithLabelValues()
 	}
 	c.writeLat = hist(metricdef.WriteLatencySeconds, metricdef.WriteLatencySeconds.Label)
 	c.writeFrames = hist(metricdef.WriteFrames, metricdef.WriteFrames.Label)
-	for i, tr := range transports {
+	for i, tr := range metricdef.Transports {
 		c.latency[i] = c.writeLat.WithLabelValues(tr)
 		c.frames[i] = c.writeFrames.WithLabelValues(tr)
 	}
@@ -129,22 +124,6 @@ func New(opts *Options) *Collector {
 	return c
 }
 
-// transports are the transports the hooks name, in the order of
-// Collector.latency and frames.
-var transports = [4]string{observe.SSE, observe.SSEMux, observe.WebSocket, observe.Poll}
-
-func transportIndex(tr string) int {
-	switch tr {
-	case observe.SSE:
-		return 0
-	case observe.SSEMux:
-		return 1
-	case observe.WebSocket:
-		return 2
-	}
-	return 3
-}
-
 // Hooks returns the hooks that feed the Collector's histograms, for
 // live.Options.Observe. Each call returns new hooks feeding the same
 // histograms.
@@ -152,7 +131,7 @@ func (c *Collector) Hooks() *observe.Hooks {
 	return &observe.Hooks{
 		Published: c.published,
 		Wrote: func(transport string, frames int, latency time.Duration) {
-			i := transportIndex(transport)
+			i := metricdef.TransportIndex(transport)
 			c.frames[i].Observe(float64(frames))
 			if latency > 0 {
 				c.latency[i].Observe(latency.Seconds())
@@ -170,32 +149,7 @@ func (c *Collector) published(channel string, took time.Duration, _ error) {
 		c.publishAll.Observe(took.Seconds())
 		return
 	}
-	c.templateObserver(c.template(channel)).Observe(took.Seconds())
-}
-
-// templateObserver returns the observer of template t, or of "other" once
-// MaxTemplates others have been seen.
-func (c *Collector) templateObserver(t string) prometheus.Observer {
-	c.tmu.RLock()
-	o := c.byTemplate[t]
-	c.tmu.RUnlock()
-	if o != nil {
-		return o
-	}
-	c.tmu.Lock()
-	defer c.tmu.Unlock()
-	if o = c.byTemplate[t]; o != nil {
-		return o
-	}
-	if len(c.byTemplate) >= c.maxTemplates {
-		t = "other"
-		if o = c.byTemplate[t]; o != nil {
-			return o
-		}
-	}
-	o = c.publish.WithLabelValues(t)
-	c.byTemplate[t] = o
-	return o
+	c.byTemplate.Get(c.template(channel)).Observe(took.Seconds())
 }
 
 // Watch makes the Collector read hub's Stats at each scrape. hub should be

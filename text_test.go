@@ -1,7 +1,6 @@
 package live_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"net/http"
@@ -12,83 +11,24 @@ import (
 	"time"
 
 	"github.com/go-live/live"
+	"github.com/go-live/live/internal/servertest"
 	"github.com/go-live/live/observe"
 )
 
-// rawStream reads an SSE response as the bytes of its events, each up to
-// and including the blank line that ends it, leaving out heartbeats.
-type rawStream struct {
-	events chan string
-	done   chan struct{}
-}
+// rawStream reads an SSE response as the bytes of its events.
+type rawStream struct{ *servertest.RawStream }
 
 // openRawSSE requests url with header and fails the test unless it
 // answers 200 with an event stream.
 func openRawSSE(t testing.TB, url string, header http.Header) *rawStream {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	for k, v := range header {
-		req.Header[k] = v
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		cancel()
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		cancel()
-		resp.Body.Close()
-		t.Fatalf("GET %s: %s", url, resp.Status)
-	}
-	s := &rawStream{events: make(chan string, 1024), done: make(chan struct{})}
-	go func() {
-		defer close(s.done)
-		defer close(s.events)
-		br := bufio.NewReader(resp.Body)
-		var ev strings.Builder
-		for {
-			line, err := br.ReadString('\n')
-			if err != nil {
-				return
-			}
-			ev.WriteString(line)
-			if line != "\n" {
-				continue
-			}
-			e := ev.String()
-			ev.Reset()
-			if strings.HasPrefix(e, ":") {
-				continue // a heartbeat
-			}
-			select {
-			case s.events <- e:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		cancel()
-		resp.Body.Close()
-		<-s.done
-	})
-	return s
+	return &rawStream{servertest.OpenRawStream(t, url, header)}
 }
 
 // next returns the next event's bytes.
 func (s *rawStream) next(t testing.TB) string {
 	t.Helper()
-	select {
-	case e, ok := <-s.events:
-		if !ok {
-			t.Fatal("SSE stream ended")
-		}
-		return e
-	case <-time.After(waitFor):
-		t.Fatalf("no SSE event within %v", waitFor)
-		return ""
-	}
+	return s.Next(t)
 }
 
 // nextN returns the next n events' bytes, joined.

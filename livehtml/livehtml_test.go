@@ -1,7 +1,6 @@
 package livehtml_test
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"html/template"
@@ -15,99 +14,32 @@ import (
 	"time"
 
 	"github.com/go-live/live"
+	"github.com/go-live/live/internal/servertest"
 	"github.com/go-live/live/internal/sse"
 	"github.com/go-live/live/livehtml"
 )
 
 // stream reads a one-channel SSE response as the bytes of its events, each
 // up to and including the blank line that ends it, heartbeats left out.
-type stream struct {
-	events chan string
-	done   chan struct{}
-}
+type stream struct{ *servertest.RawStream }
 
 // open requests url with header and fails the test unless it answers 200
 // with an event stream.
 func open(t *testing.T, url string, header http.Header) *stream {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	for k, v := range header {
-		req.Header[k] = v
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		cancel()
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "text/event-stream" {
-		cancel()
-		resp.Body.Close()
-		t.Fatalf("GET %s: %s, %s", url, resp.Status, resp.Header.Get("Content-Type"))
-	}
-	s := &stream{events: make(chan string, 64), done: make(chan struct{})}
-	go func() {
-		defer close(s.done)
-		defer close(s.events)
-		br := bufio.NewReader(resp.Body)
-		var ev strings.Builder
-		for {
-			line, err := br.ReadString('\n')
-			if err != nil {
-				return
-			}
-			ev.WriteString(line)
-			if line != "\n" {
-				continue
-			}
-			e := ev.String()
-			ev.Reset()
-			if strings.HasPrefix(e, ":") {
-				continue // a heartbeat
-			}
-			select {
-			case s.events <- e:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		cancel()
-		resp.Body.Close()
-		<-s.done
-	})
-	return s
+	return &stream{servertest.OpenRawStream(t, url, header)}
 }
 
 // next returns the bytes of the next event that is not a bare id line
 // (the hub's acknowledgement of the subscription).
 func (s *stream) next(t *testing.T) string {
 	t.Helper()
-	deadline := time.After(5 * time.Second)
 	for {
-		select {
-		case e, ok := <-s.events:
-			if !ok {
-				t.Fatal("the stream ended")
-			}
-			if strings.HasPrefix(e, "id: ") && strings.Count(e, "\n") == 2 {
-				continue
-			}
-			return e
-		case <-deadline:
-			t.Fatal("no event within 5s")
+		e := s.Next(t)
+		if strings.HasPrefix(e, "id: ") && strings.Count(e, "\n") == 2 {
+			continue
 		}
-	}
-}
-
-// ended waits for the stream to end.
-func (s *stream) ended(t *testing.T) {
-	t.Helper()
-	select {
-	case <-s.done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the stream did not end within 5s")
+		return e
 	}
 }
 
@@ -556,7 +488,7 @@ func TestRefused(t *testing.T) {
 	if ev := parse(t, s.next(t)); ev.Event != "refused" || !strings.Contains(ev.Data, `"code":"disconnected"`) {
 		t.Fatalf("got %+v, want a refused event", ev)
 	}
-	s.ended(t)
+	s.Ended(t)
 }
 
 // TestPage renders a page with a Page and streams from it: the stream
@@ -618,7 +550,7 @@ func TestReauthorizeRefused(t *testing.T) {
 	if ev := parse(t, s.next(t)); ev.Event != "refused" || !strings.Contains(ev.Data, `"channel":"feed"`) {
 		t.Fatalf("got %+v, want a refused event", ev)
 	}
-	s.ended(t)
+	s.Ended(t)
 }
 
 // TestClientCannotPublishHTML checks that what a client publishes reaches

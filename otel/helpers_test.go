@@ -3,7 +3,6 @@ package liveotel_test
 import (
 	"context"
 	"net/http/httptest"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -252,32 +251,11 @@ func redisBroker(t *testing.T) func() *redisbroker.Broker {
 // once subscribed.
 func dial(t *testing.T, srv *httptest.Server, channel string) *websocket.Conn {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-	defer cancel()
-	ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ws.CloseNow() })
-	if err := ws.Write(ctx, websocket.MessageText, []byte(`{"type":"subscribe","channel":"`+channel+`"}`)); err != nil {
-		t.Fatal(err)
-	}
-	readUntil(t, ws, `"subscribed"`)
-	return ws
+	return servertest.DialWS(t, srv.URL, channel)
 }
 
 // readUntil reads ws until a message containing want.
 func readUntil(t *testing.T, ws *websocket.Conn, want string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-	defer cancel()
-	for {
-		_, b, err := ws.Read(ctx)
-		if err != nil {
-			t.Fatalf("reading for %s: %v", want, err)
-		}
-		if strings.Contains(string(b), want) {
-			return
-		}
-	}
+	servertest.ReadWSUntil(t, ws, want)
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/go-live/live"
 	"github.com/go-live/live/internal/leakcheck"
+	"github.com/go-live/live/internal/servertest"
 	liveprom "github.com/go-live/live/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -45,34 +46,13 @@ func newHub(t *testing.T, m *liveprom.Collector, opts *live.Options) (*live.Hub,
 // once subscribed.
 func dial(t *testing.T, srv *httptest.Server, channel string) *websocket.Conn {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-	defer cancel()
-	ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ws.CloseNow() })
-	if err := ws.Write(ctx, websocket.MessageText, []byte(`{"type":"subscribe","channel":"`+channel+`"}`)); err != nil {
-		t.Fatal(err)
-	}
-	readUntil(t, ws, `"subscribed"`)
-	return ws
+	return servertest.DialWS(t, srv.URL, channel)
 }
 
 // readUntil reads ws until a message containing want.
 func readUntil(t *testing.T, ws *websocket.Conn, want string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-	defer cancel()
-	for {
-		_, b, err := ws.Read(ctx)
-		if err != nil {
-			t.Fatalf("reading for %s: %v", want, err)
-		}
-		if strings.Contains(string(b), want) {
-			return
-		}
-	}
+	servertest.ReadWSUntil(t, ws, want)
 }
 
 // gather returns the registry's metric families by name.

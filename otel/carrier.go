@@ -10,10 +10,11 @@ import (
 // The trace a publication carries is what the propagator writes: for W3C
 // Trace Context with nothing but a traceparent, that header's value alone
 // ("00-<trace id>-<span id>-<flags>", 55 bytes); otherwise its fields as
-// lines "name=value" (a traceparent's value holds no '='), in the order of
-// the propagator's Fields. What does not fit in observe.MaxTrace bytes is
-// left out, the fields after the first (tracestate, baggage) first; a first
-// field that does not fit alone carries nothing.
+// lines "name=value" (a traceparent's value holds no '='), in the order
+// the propagator writes them, the traceparent first. What does not fit in
+// observe.MaxTrace bytes is left out, the fields after the first
+// (tracestate, baggage) first; a first field that does not fit alone
+// carries nothing.
 
 // traceparent is the field of W3C Trace Context that may go alone.
 const traceparent = "traceparent"
@@ -67,11 +68,19 @@ func (t *Telemetry) encode(ctx context.Context) string {
 		}
 		return c[0].value
 	}
-	// In the propagator's order, which puts the span's own context first.
-	var ordered carrier
-	for _, k := range t.prop.Fields() {
-		if v := c.Get(k); v != "" {
-			ordered = append(ordered, field{k, v})
+	// In the order the propagator wrote them (a composite one writes its
+	// propagators' fields in turn), the traceparent first: the span's own
+	// context goes before what may be left out. Fields() is no guide: a
+	// composite propagator lists its fields in no fixed order.
+	ordered := make(carrier, 0, len(c))
+	for _, f := range c {
+		if f.key == traceparent && f.value != "" {
+			ordered = append(ordered, f)
+		}
+	}
+	for _, f := range c {
+		if f.key != traceparent && f.value != "" {
+			ordered = append(ordered, f)
 		}
 	}
 	var b strings.Builder

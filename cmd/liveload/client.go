@@ -27,6 +27,7 @@ type subscriber struct {
 	addr   string // the server's, one of the nodes'
 	node   int    // its index among the nodes
 	user   string // ?u=, with -presence
+	own    string // its own channel, in the many-channel scenario (many.go)
 	cursor string // the last cursor seen, for resuming
 
 	presFrames, presBytes atomic.Int64 // presence frames received
@@ -127,6 +128,9 @@ func (s *subscriber) runSSE(ctx context.Context, ready chan<- struct{}, first bo
 	if s.l.peer != "" {
 		path = peerRoutes[s.l.peer].path
 	}
+	if s.own != "" {
+		path = s.manySSEPath()
+	}
 	req := "GET " + path + " HTTP/1.1\r\nHost: " + s.addr + "\r\nAccept: text/event-stream\r\n"
 	if s.cursor != "" {
 		req += "Last-Event-ID: " + s.cursor + "\r\n"
@@ -221,12 +225,10 @@ func (s *subscriber) runWS(ctx context.Context, ready chan<- struct{}, first boo
 	stop := context.AfterFunc(ctx, func() { c.CloseNow() })
 	defer stop()
 	rctx := context.Background()
-	sub := `{"type":"subscribe","channel":"` + loadChannel + `"`
-	if s.cursor != "" {
-		sub += `,"cursor":"` + s.cursor + `"`
-	}
-	if err := c.Write(ctx, websocket.MessageText, []byte(sub+"}")); err != nil {
-		return err
+	for _, sub := range s.subscribeFrames() {
+		if err := c.Write(ctx, websocket.MessageText, []byte(sub)); err != nil {
+			return err
+		}
 	}
 	up := false
 	defer func() {
@@ -336,6 +338,33 @@ func (s *subscriber) runPoll(ctx context.Context, ready chan<- struct{}, first b
 			return io.EOF // a drain's close frame: come back after the delay
 		}
 	}
+}
+
+// channels are the channels the subscriber follows: the load channel, or
+// in the many-channel scenario its own, and the shared one with
+// -channels own+shared.
+func (s *subscriber) channels() []string {
+	switch {
+	case s.own == "":
+		return []string{loadChannel}
+	case s.l.shared:
+		return []string{s.own, sharedChannel}
+	}
+	return []string{s.own}
+}
+
+// subscribeFrames are the frames that subscribe a WebSocket of live's to
+// the subscriber's channels, the first from its cursor.
+func (s *subscriber) subscribeFrames() []string {
+	var frames []string
+	for k, ch := range s.channels() {
+		sub := `{"type":"subscribe","channel":"` + ch + `"`
+		if k == 0 && s.cursor != "" {
+			sub += `,"cursor":"` + s.cursor + `"`
+		}
+		frames = append(frames, sub+"}")
+	}
+	return frames
 }
 
 // query names the subscriber's user, with -presence.
@@ -496,6 +525,8 @@ type loader struct {
 	sources   int          // nodes publishing at once, at most
 	transport string
 	presence  string // -presence
+	own       bool   // -channels: each subscriber follows a channel of its own
+	shared    bool   // -channels own+shared: and also the shared channel
 	peer      string // the peer library under load, or "" for live
 	wsLibrary bool   // -wsclient library
 	verbose   bool

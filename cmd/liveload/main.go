@@ -120,6 +120,11 @@ func load(args []string) error {
 	peers := fs.Bool("peers", false, "run live (SSE and WebSocket) and every peer one after another, and print live's figures over the best peer's")
 	drain := fs.Bool("drain", false, "instead of the other phases, take the last of -nodes out while publishing at -rate: closed at once, then drained (see drain.go)")
 	drainWindow := fs.Duration("drain-window", 10*time.Second, "the window Hub.Drain spreads the endings over, with -drain")
+	channels := fs.String("channels", "", "instead of one channel for all, the many-channel scenario (see many.go): each subscriber follows a channel of its own (own), and also one shared channel (own+shared); -rate is then publications per second in all (default 20000), each on a random own channel")
+	publishers := fs.Int("publishers", 4, "with -channels: the publishers, each on its share of the own channels")
+	follow := fs.Int("follow", 0, "instead of the other phases, have one server follow this many channels on -broker (see many.go), and report what each costs")
+	followStreams := fs.Int("follow-per-stream", 1000, "with -follow: the channels each multiplexed SSE stream carries")
+	followIdle := fs.Duration("follow-idle", 10*time.Second, "with -follow: how long the server's idle CPU is measured once all are followed")
 	fs.Parse(args)
 	if *presence != "" && *presence != "members" && *presence != "count" {
 		return fmt.Errorf("-presence must be members or count")
@@ -138,9 +143,30 @@ func load(args []string) error {
 	} else if *server != "live" {
 		return fmt.Errorf("-server must be live, r3labs, gosse, melody or centrifuge")
 	}
+	rateSet := false
+	fs.Visit(func(f *flag.Flag) { rateSet = rateSet || f.Name == "rate" })
+	if *channels != "" && !rateSet {
+		*rate = 20000
+	}
 	p := params{n: *n, transport: *transport, burst: *burst, rate: *rate, duration: *duration, size: *size, slow: *slow,
 		storm: *storm, jsonOut: *jsonOut, target: *target, verbose: *verbose, wsClient: *wsClient, presence: *presence, server: *server, authorize: *authorize, metrics: *metrics,
-		nodes: max(*nodes, 1), broker: *brokerKind, brokerURL: *brokerAt}
+		nodes: max(*nodes, 1), broker: *brokerKind, brokerURL: *brokerAt, channels: *channels, publishers: max(*publishers, 1)}
+	if *follow > 0 {
+		return followScenario(p, *follow, *followStreams, *followIdle)
+	}
+	if *channels != "" {
+		if *channels != "own" && *channels != "own+shared" {
+			return fmt.Errorf("-channels must be own or own+shared")
+		}
+		if *nodes > 1 || *presence != "" || *drain || *target != "" {
+			return fmt.Errorf("-channels runs one server of its own: not with -nodes, -presence, -drain or -target")
+		}
+		if *peers {
+			return compareManyPeers(p)
+		}
+		_, err := runMany(p)
+		return err
+	}
 	if *peers {
 		return comparePeers(p)
 	}
@@ -160,6 +186,21 @@ type params struct {
 	transport, jsonOut, target, wsClient, presence, server string
 	nodes                                                  int
 	broker, brokerURL                                      string
+
+	// The many-channel scenario's (many.go).
+	channels   string // own or own+shared; "" for the one-channel scenario
+	publishers int
+	maxSubs    int // the hub's MaxSubscriptions, with -follow
+}
+
+// subsPer is how many subscriptions a subscriber makes, as the server
+// counts them: a channel of live or Centrifuge is one; a stream of the
+// SSE peers counts as one whatever it carries.
+func (p params) subsPer() int {
+	if p.channels == "own+shared" && (p.server == "live" || p.server == "centrifuge") {
+		return 2
+	}
+	return 1
 }
 
 // peer returns the peer library under load, or "" for live.
@@ -243,6 +284,7 @@ type runner struct {
 	l     *loader
 	res   *result
 	base  serverStats // the servers before anyone connected
+	quiet serverStats // the servers once everyone subscribed
 	next  int         // the index of the next publication
 	msgs  int         // publications in a latency run
 }
@@ -251,6 +293,7 @@ type runner struct {
 func newRunner(p params, addrs []string, ctl cluster) *runner {
 	l := &loader{
 		addrs: addrs, sources: len(addrs), transport: p.transport, verbose: p.verbose, presence: p.presence, wsLibrary: p.wsClient == "library",
+		own: p.channels != "", shared: p.channels == "own+shared",
 		peer:  p.peer(),
 		http:  &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: -1, DisableKeepAlives: true}},
 		polls: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: p.n + 64}},
@@ -276,7 +319,7 @@ func (r *runner) idle(ctx context.Context) error {
 	if err := l.connect(ctx, p.n); err != nil {
 		return err
 	}
-	if err := r.ctl.waitSubscriptions(int64(p.n) + base.Subscriptions); err != nil {
+	if err := r.ctl.waitSubscriptions(int64(p.n*p.subsPer()) + base.Subscriptions); err != nil {
 		return err
 	}
 	res.ConnectSeconds = time.Since(start).Seconds()
@@ -285,6 +328,7 @@ func (r *runner) idle(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	r.quiet = idle
 	fn := float64(p.n)
 	res.IdleRSSPerConn = float64(idle.RSS-base.RSS) / fn
 	res.IdleHeapPerConn = float64(idle.HeapInuse+idle.StackInuse-base.HeapInuse-base.StackInuse) / fn
@@ -477,6 +521,9 @@ func (l *loader) connect(ctx context.Context, n int) error {
 			if l.presence != "" {
 				s.user = strconv.Itoa(len(l.subs))
 			}
+			if l.own {
+				s.own = ownChannel(len(l.subs))
+			}
 			l.subs = append(l.subs, s)
 			go s.run(ctx, ready)
 		}
@@ -607,7 +654,8 @@ func startServer(p params, node int) (*exec.Cmd, string, string, error) {
 		return nil, "", "", err
 	}
 	cmd := exec.Command(self, "serve", "-presence", p.presence, "-server", p.server, "-authorize="+strconv.FormatBool(p.authorize), "-metrics="+strconv.FormatBool(p.metrics),
-		"-broker", p.broker, "-broker-url", p.brokerURL, "-node", strconv.Itoa(node))
+		"-broker", p.broker, "-broker-url", p.brokerURL, "-node", strconv.Itoa(node),
+		"-channels", p.channels, "-max-subscriptions", strconv.Itoa(p.maxSubs))
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {

@@ -146,3 +146,97 @@ func TestDrain(t *testing.T) {
 		})
 	}
 }
+
+// TestMany runs the many-channel scenario on a few subscribers, on live's
+// two transports and on two peers, and the follow mode on a few channels,
+// on the memory broker and on Redis when LIVE_REDIS_URL is set, so that
+// -channels and -follow keep working. The runs mostly wait, so they go
+// all at once.
+func TestMany(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the harness")
+	}
+	bin := build(t)
+	type check func(t *testing.T, b []byte)
+	var runs []struct {
+		name  string
+		out   <-chan harnessRun
+		check check
+	}
+	add := func(name string, c check, args ...string) {
+		runs = append(runs, struct {
+			name  string
+			out   <-chan harnessRun
+			check check
+		}{name, startHarness(t, bin, args...), c})
+	}
+	for _, tc := range []struct{ name, server, transport, channels string }{
+		{"live-sse-own", "live", "sse", "own"},
+		{"live-sse-shared", "live", "sse", "own+shared"},
+		{"live-ws-shared", "live", "ws", "own+shared"},
+		{"r3labs-own", "r3labs", "sse", "own"},
+		{"centrifuge-shared", "centrifuge", "ws", "own+shared"},
+	} {
+		add(tc.name, func(t *testing.T, b []byte) {
+			var r manyResult
+			if err := json.Unmarshal(b, &r); err != nil {
+				t.Fatal(err)
+			}
+			if r.N != 50 || r.Channels != tc.channels || r.Published != 2000 || r.Delivered != 2000 || r.Lost != 0 || r.Dups != 0 || r.Resets != 0 {
+				t.Errorf("results: %s", b)
+			}
+			if r.IdleHeapStack <= 0 || r.P99ms <= 0 || r.CPUPerDelivery <= 0 {
+				t.Errorf("missing figures: %s", b)
+			}
+		}, "-channels", tc.channels, "-server", tc.server, "-transport", tc.transport, "-n", "50", "-rate", "2000", "-duration", "1s")
+	}
+	for _, broker := range []string{"memory", "redis"} {
+		if broker != "memory" && os.Getenv(brokerURLs[broker].env) == "" {
+			t.Logf("follow on %s: skipped, %s is not set", broker, brokerURLs[broker].env)
+			continue
+		}
+		add("follow-"+broker, func(t *testing.T, b []byte) {
+			var r followResult
+			if err := json.Unmarshal(b, &r); err != nil {
+				t.Fatal(err)
+			}
+			if r.Channels != 200 || r.Streams != 4 || r.HubChannels != 200 || r.CheckPublished != 200 || r.CheckDelivered != 200 || r.StreamErrors != 0 {
+				t.Errorf("results: %s", b)
+			}
+			if r.FollowSeconds <= 0 || r.HeapStackPerChannel <= 0 || r.GoroutinesPerChan <= 0 {
+				t.Errorf("missing figures: %s", b)
+			}
+		}, "-follow", "200", "-follow-per-stream", "50", "-follow-idle", "1s", "-broker", broker)
+	}
+	for _, r := range runs {
+		t.Run(r.name, func(t *testing.T) {
+			out := <-r.out
+			if out.err != nil {
+				t.Fatalf("%v\n%s", out.err, out.output)
+			}
+			r.check(t, out.json)
+		})
+	}
+}
+
+// harnessRun is what one run of the harness wrote: its output, and what
+// it wrote with -json.
+type harnessRun struct {
+	output, json []byte
+	err          error
+}
+
+// startHarness runs the harness with args in the background; the channel
+// gives what it wrote once it ends.
+func startHarness(t *testing.T, bin string, args ...string) <-chan harnessRun {
+	out := filepath.Join(t.TempDir(), "result.json")
+	c := make(chan harnessRun, 1)
+	go func() {
+		var r harnessRun
+		if r.output, r.err = exec.Command(bin, append(args, "-json", out)...).CombinedOutput(); r.err == nil {
+			r.json, r.err = os.ReadFile(out)
+		}
+		c <- r
+	}()
+	return c
+}

@@ -26,6 +26,7 @@ func (cl cluster) stats(gc bool) (serverStats, error) {
 		sum.CPUNanos += st.CPUNanos
 		sum.Connections += st.Connections
 		sum.Subscriptions += st.Subscriptions
+		sum.Channels += st.Channels
 		sum.Delivered += st.Delivered
 		sum.Writes += st.Writes
 		sum.Published += st.Published

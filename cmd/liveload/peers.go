@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"sync/atomic"
@@ -20,6 +21,8 @@ import (
 type target interface {
 	handler() http.Handler
 	publish(data []byte) error
+	// publishTo publishes on a channel of the many-channel scenario.
+	publishTo(channel string, data []byte) error
 	// counts returns what the server reports: subscribers now, and, for
 	// live, frames delivered, socket writes, resets and slow clients.
 	counts() targetCounts
@@ -27,7 +30,7 @@ type target interface {
 }
 
 type targetCounts struct {
-	subscriptions, delivered, writes, published, resets, slow int64
+	subscriptions, channels, delivered, writes, published, resets, slow int64
 }
 
 // Where each server's subscribers connect, and how.
@@ -38,26 +41,39 @@ var peerRoutes = map[string]struct{ path, transport string }{
 	"centrifuge": {"/connection/websocket", "ws"},
 }
 
-// newPeer sets up a peer library by name.
-func newPeer(name string) (target, error) {
+// newPeer sets up a peer library by name; many sets it up for the
+// many-channel scenario, a channel per subscriber, where it can.
+func newPeer(name string, many bool) (target, error) {
 	switch name {
 	case "r3labs":
 		s := r3sse.New()
 		s.AutoReplay = false
-		s.CreateStream(loadChannel)
-		return &streamPeer{h: s, pub: func(b []byte) error {
-			s.Publish(loadChannel, &r3sse.Event{Data: append([]byte(nil), b...)})
+		if many {
+			// A stream per subscriber, made when it connects, as the
+			// library offers for streams not known in advance.
+			s.AutoStream = true
+		} else {
+			s.CreateStream(loadChannel)
+		}
+		pubTo := func(ch string, b []byte) error {
+			s.Publish(ch, &r3sse.Event{Data: append([]byte(nil), b...)})
 			return nil
-		}, stop: s.Close}, nil
+		}
+		return &streamPeer{h: s, pub: func(b []byte) error { return pubTo(loadChannel, b) }, pubTo: pubTo, stop: s.Close}, nil
 	case "gosse":
-		s := &gosse.Server{OnSession: func(http.ResponseWriter, *http.Request) ([]string, bool) {
+		s := &gosse.Server{OnSession: func(_ http.ResponseWriter, r *http.Request) ([]string, bool) {
+			if topics := r.URL.Query()["topic"]; len(topics) > 0 {
+				return topics, true
+			}
 			return []string{loadChannel}, true
 		}}
-		return &streamPeer{h: s, pub: func(b []byte) error {
+		pubTo := func(ch string, b []byte) error {
 			m := &gosse.Message{}
 			m.AppendData(string(b))
-			return s.Publish(m, loadChannel)
-		}, stop: func() { s.Shutdown(context.Background()) }}, nil
+			return s.Publish(m, ch)
+		}
+		return &streamPeer{h: s, pub: func(b []byte) error { return pubTo(loadChannel, b) }, pubTo: pubTo,
+			stop: func() { s.Shutdown(context.Background()) }}, nil
 	case "melody":
 		m := melody.New()
 		m.Config.MessageBufferSize = 4096 // live queues 4096 frames per client
@@ -75,6 +91,7 @@ func newPeer(name string) (target, error) {
 type streamPeer struct {
 	h      http.Handler
 	pub    func([]byte) error
+	pubTo  func(string, []byte) error // nil for a peer without channels
 	stop   func()
 	active atomic.Int64
 }
@@ -90,6 +107,16 @@ func (p *streamPeer) handler() http.Handler {
 func (p *streamPeer) publish(b []byte) error { return p.pub(b) }
 func (p *streamPeer) counts() targetCounts   { return targetCounts{subscriptions: p.active.Load()} }
 func (p *streamPeer) close(context.Context)  { p.stop() }
+
+func (p *streamPeer) publishTo(ch string, b []byte) error {
+	if p.pubTo == nil {
+		return errNoChannels
+	}
+	return p.pubTo(ch, b)
+}
+
+// errNoChannels is the answer of a peer that has no channels to publish on.
+var errNoChannels = errors.New("this server has no channels")
 
 // centrifugePeer is Centrifuge with its in-memory broker: clients connect
 // anonymously and may subscribe to the load channel.
@@ -126,8 +153,10 @@ func (p *centrifugePeer) handler() http.Handler {
 	return mux
 }
 
-func (p *centrifugePeer) publish(b []byte) error {
-	_, err := p.node.Publish(loadChannel, append([]byte(nil), b...))
+func (p *centrifugePeer) publish(b []byte) error { return p.publishTo(loadChannel, b) }
+
+func (p *centrifugePeer) publishTo(ch string, b []byte) error {
+	_, err := p.node.Publish(ch, append([]byte(nil), b...))
 	return err
 }
 
@@ -143,14 +172,16 @@ type hubTarget struct {
 
 func (t *hubTarget) handler() http.Handler { return t.mux }
 
-func (t *hubTarget) publish(b []byte) error {
-	_, err := t.hub.Publish(context.Background(), loadChannel, json.RawMessage(b))
+func (t *hubTarget) publish(b []byte) error { return t.publishTo(loadChannel, b) }
+
+func (t *hubTarget) publishTo(ch string, b []byte) error {
+	_, err := t.hub.Publish(context.Background(), ch, json.RawMessage(b))
 	return err
 }
 
 func (t *hubTarget) counts() targetCounts {
 	hs := t.hub.Stats()
-	return targetCounts{subscriptions: hs.Subscriptions, delivered: hs.Delivered, writes: hs.Writes,
+	return targetCounts{subscriptions: hs.Subscriptions, channels: hs.Channels, delivered: hs.Delivered, writes: hs.Writes,
 		published: hs.Published, resets: hs.Resets, slow: hs.SlowClients}
 }
 

@@ -45,6 +45,8 @@ func serve(args []string) error {
 	authorize := fs.Bool("authorize", false, "give the hub an Authorize of the application's, which allows everything")
 	server := fs.String("server", "live", "the server under load: live, or a peer (r3labs, gosse, melody, centrifuge)")
 	metrics := fs.Bool("metrics", false, "observe the hub with the Prometheus collector (module github.com/go-live/live/prometheus), served at the control address's /metrics")
+	channels := fs.String("channels", "", "the many-channel scenario's: a peer serves a channel per subscriber (own), and a shared one (own+shared)")
+	maxSubs := fs.Int("max-subscriptions", 0, "the hub's Options.MaxSubscriptions, the channels one connection may follow (default: live's)")
 	fs.Parse(args)
 
 	data, err := net.Listen("tcp", *addr)
@@ -61,8 +63,9 @@ func serve(args []string) error {
 	}
 	defer broker.(interface{ Close() error }).Close()
 	opts := &live.Options{
-		Broker:        broker,
-		MaxConnsPerIP: -1,
+		Broker:           broker,
+		MaxConnsPerIP:    -1,
+		MaxSubscriptions: *maxSubs,
 	}
 	if *authorize {
 		opts.Authorize = func(*http.Request, string, live.Op) error { return nil }
@@ -101,7 +104,7 @@ func serve(args []string) error {
 		mux.Handle("/live/", hub)
 		mux.Handle("/ws", hub.WebSocketHandler())
 		t = &hubTarget{hub: hub, mux: mux}
-	} else if t, err = newPeer(*server); err != nil {
+	} else if t, err = newPeer(*server, *channels != ""); err != nil {
 		return err
 	}
 	s := &loadServer{t: t, conns: make(map[net.Conn]struct{}), node: *node}
@@ -110,6 +113,7 @@ func serve(args []string) error {
 	cmux := http.NewServeMux()
 	cmux.HandleFunc("GET /stats", s.stats)
 	cmux.HandleFunc("POST /publish", s.publish)
+	cmux.HandleFunc("POST /publishmany", s.publishMany)
 	cmux.HandleFunc("POST /drop", s.drop)
 	if reg != nil {
 		cmux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
@@ -159,6 +163,11 @@ type loadServer struct {
 	// scenario's count of arrivals.
 	mark     atomic.Int64
 	arrivals [6000]atomic.Int64
+
+	// The many-channel scenario's publications (many.go): the index of
+	// the next one on each own channel.
+	manyMu sync.Mutex // guards seqs, and keeps one /publishmany at a time
+	seqs   []int64
 }
 
 func (s *loadServer) track(c net.Conn, st http.ConnState) {
@@ -225,6 +234,7 @@ type serverStats struct {
 	CPUNanos      int64 `json:"cpuNanos"`
 	Connections   int64 `json:"connections"`
 	Subscriptions int64 `json:"subscriptions"`
+	Channels      int64 `json:"channels"`
 	Delivered     int64 `json:"delivered"`
 	Writes        int64 `json:"writes"`
 	Published     int64 `json:"published"`
@@ -247,6 +257,7 @@ func (s *loadServer) stats(w http.ResponseWriter, r *http.Request) {
 		RSS:           rss(),
 		CPUNanos:      cpuNanos(),
 		Subscriptions: tc.subscriptions,
+		Channels:      tc.channels,
 		Delivered:     tc.delivered,
 		Writes:        tc.writes,
 		Published:     tc.published,
@@ -266,10 +277,7 @@ func (s *loadServer) publish(w http.ResponseWriter, r *http.Request) {
 	first, _ := strconv.Atoi(q.Get("first"))
 	step, _ := strconv.Atoi(q.Get("step"))
 	step = max(step, 1)
-	pad := make([]byte, max(size-40, 0))
-	for i := range pad {
-		pad[i] = 'x'
-	}
+	pad := padding(size)
 	start := time.Now()
 	var buf []byte
 	for k := range n {
@@ -279,22 +287,36 @@ func (s *loadServer) publish(w http.ResponseWriter, r *http.Request) {
 				time.Sleep(d)
 			}
 		}
-		buf = buf[:0]
-		buf = append(buf, `{"t":`...)
-		buf = strconv.AppendInt(buf, time.Now().UnixNano(), 10)
-		buf = append(buf, `,"i":`...)
-		buf = strconv.AppendInt(buf, int64(first+k*step), 10)
-		buf = append(buf, `,"n":`...)
-		buf = strconv.AppendInt(buf, int64(s.node), 10)
-		buf = append(buf, `,"p":"`...)
-		buf = append(buf, pad...)
-		buf = append(buf, `"}`...)
+		buf = s.payload(buf[:0], int64(first+k*step), pad)
 		if err := s.t.publish(buf); err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
 		}
 	}
 	writeJSON(w, map[string]any{"published": n, "seconds": time.Since(start).Seconds()})
+}
+
+// payload appends a publication to buf: its time, its index i, the node
+// that published it, and pad.
+func (s *loadServer) payload(buf []byte, i int64, pad []byte) []byte {
+	buf = append(buf, `{"t":`...)
+	buf = strconv.AppendInt(buf, time.Now().UnixNano(), 10)
+	buf = append(buf, `,"i":`...)
+	buf = strconv.AppendInt(buf, i, 10)
+	buf = append(buf, `,"n":`...)
+	buf = strconv.AppendInt(buf, int64(s.node), 10)
+	buf = append(buf, `,"p":"`...)
+	buf = append(buf, pad...)
+	return append(buf, `"}`...)
+}
+
+// padding is what fills a publication up to size bytes.
+func padding(size int) []byte {
+	pad := make([]byte, max(size-40, 0))
+	for i := range pad {
+		pad[i] = 'x'
+	}
+	return pad
 }
 
 func writeJSON(w http.ResponseWriter, v any) {

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 )
 
 // runRawWS is the WebSocket subscriber with a client of the generator's
@@ -45,18 +46,18 @@ func (s *subscriber) runRawWS(ctx context.Context, ready chan<- struct{}, first 
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		return fmt.Errorf("WebSocket: %s", resp.Status)
 	}
-	sub := `{"type":"subscribe","channel":"` + loadChannel + `"`
-	if s.cursor != "" {
-		sub += `,"cursor":"` + s.cursor + `"`
-	}
-	sub += "}"
+	subs := s.subscribeFrames()
 	switch s.l.peer {
 	case "melody":
-		sub = "" // every message goes to every connection
+		subs = nil // every message goes to every connection
 	case "centrifuge":
-		sub = `{"id":1,"connect":{}}` + "\n" + `{"id":2,"subscribe":{"channel":"` + loadChannel + `"}}`
+		sub := `{"id":1,"connect":{}}`
+		for k, ch := range s.channels() {
+			sub += "\n" + `{"id":` + strconv.Itoa(k+2) + `,"subscribe":{"channel":"` + ch + `"}}`
+		}
+		subs = []string{sub}
 	}
-	if sub != "" {
+	for _, sub := range subs {
 		if err := writeClientFrame(c, 0x1, []byte(sub)); err != nil {
 			return err
 		}

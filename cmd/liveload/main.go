@@ -3,11 +3,15 @@
 // publish-to-receive latency at a fixed offered load, and a reconnect
 // storm. It runs the server in a child process (liveload serve) and the
 // subscribers in its own, so each side's figures are its own. With -drain
-// it measures instead a node leaving, closed at once and then drained.
+// it measures instead a node leaving, closed at once and then drained;
+// with -channels, subscribers that each follow a channel of their own;
+// with -follow, what a node pays per channel it follows (many.go).
 //
 //	go run ./cmd/liveload -n 10000 -transport sse
 //	go run ./cmd/liveload -n 10000 -transport ws -json ws.json
 //	go run ./cmd/liveload -drain -nodes 3 -broker redis -n 9000 -transport ws
+//	go run ./cmd/liveload -n 10000 -transport ws -channels own+shared
+//	go run ./cmd/liveload -follow 100000 -broker redis
 //
 // Open files: each side needs one descriptor per connection; raise the
 // limit (ulimit -n) above n plus a few hundred.

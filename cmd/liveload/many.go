@@ -349,6 +349,13 @@ func followScenario(p params, k, per int, idle time.Duration) error {
 	if err != nil {
 		return err
 	}
+	if n := st.Subscriptions - base.Subscriptions; n < int64(k) || f.errors.Load() > 0 {
+		// A stream's acknowledgements wait in its queue until the head
+		// is written: more channels than the queue holds frames
+		// (Options.QueueMessages) end it as a slow client.
+		return fmt.Errorf("follow: %d of %d channels still followed once all were, %d streams failed (%v); fewer channels per stream?",
+			n, k, f.errors.Load(), f.lastErr.Load())
+	}
 	fk := float64(k)
 	res.HubChannels = st.Channels - base.Channels
 	res.HeapPerChannel = float64(st.HeapInuse-base.HeapInuse) / fk

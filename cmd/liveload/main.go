@@ -165,6 +165,9 @@ func load(args []string) error {
 		if *nodes > 1 || *presence != "" || *drain || *target != "" {
 			return fmt.Errorf("-channels runs one server of its own: not with -nodes, -presence, -drain or -target")
 		}
+		if *transport == "poll" {
+			return fmt.Errorf("-channels runs on SSE or WebSocket, not long-polling")
+		}
 		if *peers {
 			return compareManyPeers(p)
 		}

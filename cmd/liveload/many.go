@@ -100,10 +100,15 @@ type manyResult struct {
 }
 
 // manyServers are the servers the many-channel scenario runs against
-// with -peers, in order. Melody has no channels: a channel per
-// subscriber there would be a filter over every session for each
-// publication, which is not how an application would use it.
-var manyServers = []string{"live", "live", "r3labs", "gosse", "centrifuge"}
+// with -peers, in order, each on its transport. Melody has no channels: a
+// channel per subscriber there would be a filter over every session for
+// each publication, which is not how an application would use it.
+var manyServers = []struct{ server, transport string }{
+	{"live", "sse"}, {"live", "ws"},
+	{"r3labs", peerRoutes["r3labs"].transport},
+	{"gosse", peerRoutes["gosse"].transport},
+	{"centrifuge", peerRoutes["centrifuge"].transport},
+}
 
 // manyRefusal says why a server cannot run the many-channel scenario as
 // p asks, or "" when it can.
@@ -207,20 +212,17 @@ func compareManyPeers(p params) error {
 	jsonOut := p.jsonOut
 	p.jsonOut = ""
 	var results []*manyResult
-	for k, server := range manyServers {
+	for _, run := range manyServers {
 		q := p
-		q.server, q.transport = server, peerRoutes[server].transport
-		if server == "live" {
-			q.transport = []string{"sse", "ws"}[k]
-		}
+		q.server, q.transport = run.server, run.transport
 		fmt.Printf("\n== %s (%s)\n", q.server, q.transport)
 		if why := manyRefusal(q); why != "" {
-			fmt.Printf("%s: not run: %s\n", server, why)
+			fmt.Printf("%s: not run: %s\n", q.server, why)
 			continue
 		}
 		res, err := runMany(q)
 		if err != nil {
-			fmt.Printf("%s: %v\n", server, err)
+			fmt.Printf("%s: %v\n", q.server, err)
 			continue
 		}
 		results = append(results, res)

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/go-live/live/internal/follow"
 )
 
 // A hubChannel is the Hub's side of one channel: a single broker
@@ -25,7 +27,7 @@ type hubChannel struct {
 	// presence is set when Options.Presence opts the channel in: its
 	// subscribers join and leave the hub's presence.
 	presence bool
-	ctx      context.Context
+	ctx      context.Context // ends when the channel is released or the hub closes
 	cancel   context.CancelFunc
 	ready    chan struct{} // closed when the first broker subscription is active or has failed
 	err      error         // why it failed; written before ready is closed
@@ -44,6 +46,15 @@ type hubChannel struct {
 	readies  int      // broker subscriptions that became active
 	down     bool     // the broker subscription broke and is not active again yet
 	catching bool     // a catch-up from history is running; deliveries wait in held
+	// The follow of the broker's: attempt counts the follows started, stop
+	// ends the current one (nil when none is running), retry is the timer
+	// of the next after one ended, delay the backoff before it, and
+	// released is set when the last subscriber left.
+	attempt  int
+	stop     func()
+	retry    *time.Timer
+	delay    time.Duration
+	released bool
 	target   Position // where the catch-up must reach, at least
 	held     []*frame
 	heldLost bool // held overflowed during the catch-up
@@ -141,13 +152,13 @@ func (h *Hub) acquire(ctx context.Context, name string) (*hubChannel, error) {
 			hc.setKind(st)
 		}
 		h.channels[name] = hc
-		h.group.Go(func() error {
-			hc.run()
-			return nil
-		})
+		hc.refs++
+		h.mu.Unlock()
+		hc.follow()
+	} else {
+		hc.refs++
+		h.mu.Unlock()
 	}
-	hc.refs++
-	h.mu.Unlock()
 
 	select {
 	case <-hc.ready:
@@ -168,71 +179,144 @@ func (h *Hub) acquire(ctx context.Context, name string) (*hubChannel, error) {
 // release leaves the channel; the last one out ends its broker subscription.
 func (h *Hub) release(hc *hubChannel) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	hc.refs--
 	if hc.refs > 0 {
+		h.mu.Unlock()
 		return
 	}
 	if h.channels[hc.name] == hc {
 		delete(h.channels, hc.name)
 	}
+	h.mu.Unlock()
 	hc.cancel()
+	hc.mu.Lock()
+	hc.released = true
+	stop := hc.stop
+	hc.stop = nil
+	hc.stopRetryLocked()
+	hc.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
 }
 
-// run keeps the broker subscription alive until the channel is released or
-// the hub closes, subscribing again with capped backoff when it breaks.
-func (hc *hubChannel) run() {
-	h := hc.h
-	const minDelay, maxDelay = 50 * time.Millisecond, 5 * time.Second
-	delay := minDelay
-	for {
-		hc.mu.Lock()
-		readies := hc.readies
-		hc.mu.Unlock()
+// subscriber is the Follower of a broker that is not one: a goroutine
+// per channel calls Subscribe.
+type subscriber struct{ h *Hub }
 
-		err := h.broker.Subscribe(hc.ctx, hc.name, hc.onReady, hc.onDeliver)
-		if hc.ctx.Err() != nil {
-			return
-		}
+func (s subscriber) Follow(channel string, ready func(Position), deliver func(Message), ended func(error)) (func(), error) {
+	ctx, cancel := context.WithCancel(s.h.ctx)
+	g := follow.New(ready, deliver, ended)
+	s.h.group.Go(func() error {
+		err := s.h.broker.Subscribe(ctx, channel, g.Ready, g.Deliver)
 		if err == nil {
 			err = errors.New("subscription ended early")
 		}
-		closed := h.brokerClosed(err)
-		if !closed {
-			h.stats.brokerErrors.Add(1)
-			h.note("broker", "subscription broke: "+err.Error(), hc.name, "")
+		if ctx.Err() == nil {
+			g.End(err)
 		}
+		return nil
+	})
+	return func() {
+		cancel()
+		g.Shut()
+	}, nil
+}
 
-		hc.mu.Lock()
-		started, again := hc.started, hc.readies > readies
-		hc.down = started
+// Bounds of the backoff between follows of a channel's that broke.
+const (
+	minFollowDelay = 50 * time.Millisecond
+	maxFollowDelay = 5 * time.Second
+)
+
+// follow starts following the channel on the broker. The broker calls
+// onReady and onDeliver, and ended when the follow breaks, which follows
+// again after a backoff (fill the hole from history: onReady) until the
+// channel is released or the hub closes. No goroutine waits meanwhile.
+func (hc *hubChannel) follow() {
+	h := hc.h
+	hc.mu.Lock()
+	if hc.released || h.ctx.Err() != nil {
 		hc.mu.Unlock()
-		if !started {
-			// Nobody has been admitted yet: fail the waiting subscribers and
-			// let the next one try afresh.
-			hc.err = fmt.Errorf("%w: %w", errUnavailable, err)
-			close(hc.ready)
-			h.mu.Lock()
-			if h.channels[hc.name] == hc {
-				delete(h.channels, hc.name)
-			}
-			h.mu.Unlock()
-			return
+		return
+	}
+	hc.attempt++
+	attempt, readies := hc.attempt, hc.readies
+	hc.mu.Unlock()
+
+	stop, err := h.follower.Follow(hc.name, hc.onReady, hc.onDeliver, func(err error) { hc.ended(attempt, readies, err) })
+	if err != nil {
+		hc.ended(attempt, readies, err)
+		return
+	}
+	hc.mu.Lock()
+	if hc.attempt == attempt && !hc.released {
+		hc.stop = stop
+		stop = nil
+	}
+	hc.mu.Unlock()
+	if stop != nil {
+		// Released, or ended, meanwhile.
+		stop()
+	}
+}
+
+// ended is called when the follow started as attempt, when the channel
+// had seen readies broker subscriptions become active, ends with err.
+func (hc *hubChannel) ended(attempt, readies int, err error) {
+	h := hc.h
+	hc.mu.Lock()
+	if hc.attempt != attempt || hc.released || h.ctx.Err() != nil {
+		hc.mu.Unlock()
+		return
+	}
+	hc.attempt++ // the attempt is over: its stop does nothing now
+	hc.stop = nil
+	started, again := hc.started, hc.readies > readies
+	hc.down = started
+	hc.mu.Unlock()
+
+	closed := h.brokerClosed(err)
+	if !closed {
+		h.stats.brokerErrors.Add(1)
+		h.note("broker", "subscription broke: "+err.Error(), hc.name, "")
+	}
+	if !started {
+		// Nobody has been admitted yet: fail the waiting subscribers and
+		// let the next one try afresh.
+		hc.err = fmt.Errorf("%w: %w", errUnavailable, err)
+		h.mu.Lock()
+		if h.channels[hc.name] == hc {
+			delete(h.channels, hc.name)
 		}
-		if closed {
-			// Not a fault, and for good: see Hub.follow.
-			h.opts.Logger.Debug("live: the broker is closed; the channel's subscription ends", "channel", hc.name, "err", err)
-			<-hc.ctx.Done()
-			return
-		}
-		h.opts.Logger.Warn("live: broker subscription broke; resubscribing", "channel", hc.name, "err", err)
-		if again {
-			delay = minDelay
-		}
-		if !h.backoff(hc.ctx, delay) {
-			return
-		}
-		delay = min(2*delay, maxDelay)
+		h.mu.Unlock()
+		close(hc.ready)
+		return
+	}
+	if closed {
+		// Not a fault, and for good: see Hub.follow.
+		h.opts.Logger.Debug("live: the broker is closed; the channel's subscription ends", "channel", hc.name, "err", err)
+		return
+	}
+	h.opts.Logger.Warn("live: broker subscription broke; resubscribing", "channel", hc.name, "err", err)
+	hc.mu.Lock()
+	defer hc.mu.Unlock()
+	if hc.released || hc.attempt != attempt+1 {
+		return
+	}
+	if again || hc.delay == 0 {
+		hc.delay = minFollowDelay
+	}
+	h.waitToFollow(hc, hc.delay)
+	hc.delay = min(2*hc.delay, maxFollowDelay)
+}
+
+// stopRetryLocked stops the timer of the next follow, if it is waiting.
+func (hc *hubChannel) stopRetryLocked() {
+	if hc.retry != nil {
+		hc.h.unwait(hc)
+		hc.retry.Stop()
+		hc.retry = nil
 	}
 }
 
@@ -254,12 +338,53 @@ func (h *Hub) backoff(ctx context.Context, delay time.Duration) bool {
 	return true
 }
 
+// waitToFollow follows hc again after delay, or sooner if another
+// subscription of the hub's starts again meanwhile. A timer waits, not a
+// goroutine. hc.mu is held.
+func (h *Hub) waitToFollow(hc *hubChannel, delay time.Duration) {
+	t := time.AfterFunc(delay, func() {
+		if h.unwait(hc) {
+			hc.follow()
+		}
+	})
+	hc.retry = t
+	h.backMu.Lock()
+	if h.waiting == nil {
+		h.waiting = make(map[*hubChannel]*time.Timer)
+	}
+	h.waiting[hc] = t
+	h.backMu.Unlock()
+}
+
+// unwait takes hc off the channels waiting to follow again, and reports
+// whether it was there.
+func (h *Hub) unwait(hc *hubChannel) bool {
+	h.backMu.Lock()
+	defer h.backMu.Unlock()
+	_, ok := h.waiting[hc]
+	delete(h.waiting, hc)
+	return ok
+}
+
+// unwaitAll stops every channel's wait to follow again: the hub closes.
+func (h *Hub) unwaitAll() {
+	h.backMu.Lock()
+	defer h.backMu.Unlock()
+	for _, t := range h.waiting {
+		t.Stop()
+	}
+	clear(h.waiting)
+}
+
 // answered tells the subscriptions waiting in backoff that the broker
 // answers again.
 func (h *Hub) answered() {
 	h.backMu.Lock()
 	close(h.back)
 	h.back = make(chan struct{})
+	for _, t := range h.waiting {
+		t.Reset(0)
+	}
 	h.backMu.Unlock()
 }
 

@@ -697,3 +697,7 @@ func TestReadyCatchingUp(t *testing.T) {
 	}
 	await("ready again", func(r *http.Response) bool { return r.StatusCode == http.StatusOK })
 }
+
+func (b gapBroker) Follow(channel string, ready func(live.Position), deliver func(live.Message), ended func(error)) (func(), error) {
+	return followBySubscribe(b, channel, ready, deliver, ended)
+}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/go-live/live"
+	"github.com/go-live/live/internal/follow"
 	"github.com/go-live/live/internal/leakcheck"
 	"github.com/go-live/live/internal/servertest"
 	"github.com/go-live/live/internal/sse"
@@ -390,4 +391,14 @@ func readFrameHeader(br *bufio.Reader) (first byte, n int, err error) {
 	}
 	_, err = br.Discard(size)
 	return first, n, err
+}
+
+// followBySubscribe is the Follow of a test broker that embeds another and
+// changes its Subscribe: without it, the embedded broker's Follow would
+// bypass the change.
+func followBySubscribe(b live.Broker, channel string, ready func(live.Position), deliver func(live.Message), ended func(error)) (func(), error) {
+	subscribe := func(ctx context.Context, ready func(live.Position), deliver func(live.Message)) error {
+		return b.Subscribe(ctx, channel, ready, deliver)
+	}
+	return follow.Start(subscribe, ready, deliver, ended), nil
 }

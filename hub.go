@@ -88,8 +88,13 @@ type Hub struct {
 	// back is closed, and replaced, whenever a subscription to the broker
 	// starts again after one broke: the broker answers, so subscriptions
 	// waiting out a backoff try again at once.
-	backMu sync.Mutex // guards back
-	back   chan struct{}
+	backMu  sync.Mutex // guards back and waiting
+	back    chan struct{}
+	waiting map[*hubChannel]*time.Timer // channels waiting to follow the broker again, and their timers
+
+	// follower follows the hub's channels: the broker, if it is a
+	// Follower, or else a goroutine per channel calling Subscribe.
+	follower Follower
 
 	outbox outbox // promised publications the broker has not taken
 
@@ -150,6 +155,10 @@ func NewHub(opts *Options) *Hub {
 	h.cond, _ = h.broker.(Conditional)
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	h.done = h.ctx.Done()
+	h.follower, _ = h.broker.(Follower)
+	if h.follower == nil {
+		h.follower = subscriber{h}
+	}
 	h.roster = newRoster(h)
 	h.group.Go(h.heartbeat)
 	h.outbox.init(h)
@@ -390,6 +399,7 @@ func (h *Hub) Close(ctx context.Context) error {
 		h.presence.goodbye(ctx)
 	}
 	h.cancel()
+	h.unwaitAll()
 	// Connections served by the writers have no goroutine watching the
 	// hub: end them here.
 	// One deadline for all: clients that do not read delay Close by

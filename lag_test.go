@@ -145,3 +145,7 @@ func TestResumeFromRecentFrames(t *testing.T) {
 		t.Errorf("an old cursor asked the broker %d times; want 1", n)
 	}
 }
+
+func (b *lagBroker) Follow(channel string, ready func(live.Position), deliver func(live.Message), ended func(error)) (func(), error) {
+	return followBySubscribe(b, channel, ready, deliver, ended)
+}

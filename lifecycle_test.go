@@ -229,3 +229,7 @@ func TestBrokerClosedFirst(t *testing.T) {
 		}
 	}
 }
+
+func (b *watchBroker) Follow(channel string, ready func(live.Position), deliver func(live.Message), ended func(error)) (func(), error) {
+	return followBySubscribe(b, channel, ready, deliver, ended)
+}

@@ -202,6 +202,33 @@ type Broker interface {
 	Subscribe(ctx context.Context, channel string, ready func(head Position), deliver func(Message)) error
 }
 
+// Follower is implemented by brokers that follow a channel without a
+// goroutine of the caller's: a Hub then follows many channels (one per
+// user, per document, per room) at the cost of their state alone, and
+// uses Follow in place of Subscribe.
+//
+// Follow starts following channel and returns without waiting for the
+// broker. It keeps Subscribe's promises, with the callbacks called on the
+// broker's goroutines, or on the caller's before Follow returns: ready
+// exactly once when the subscription is active, with the channel's head;
+// then deliver for every later publication, in position order, with its
+// Meta, each exactly once, one call at a time. When it can no longer keep
+// them (a lost connection, a gap it detects, Close: ErrClosed), it calls
+// ended once with the error, where Subscribe would return it, and nothing
+// after that; the caller follows again and fills the hole from History.
+// The callbacks must not block and must not call stop.
+//
+// stop ends the follow: once it has returned, no callback is running or
+// will be called. After ended, or a second time, it does nothing. An
+// error from Follow (an invalid name, a closed broker: ErrClosed) means
+// that nothing was started: no callback is called, and stop is nil.
+//
+// A broker that wraps another by embedding it, and changes Subscribe,
+// must change Follow too (or hide it), or the Hub follows past the change.
+type Follower interface {
+	Follow(channel string, ready func(head Position), deliver func(Message), ended func(error)) (stop func(), err error)
+}
+
 // History is implemented by brokers that keep recent publications, which
 // lets clients resume after a disconnection without losing anything.
 //

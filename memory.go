@@ -3,10 +3,13 @@ package live
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/go-live/live/internal/follow"
 )
 
 // MemoryOptions configures [NewMemoryBroker]. The zero value, or nil,
@@ -53,6 +56,7 @@ var (
 	_ PagedHistory = (*MemoryBroker)(nil)
 	_ Snapshots    = (*MemoryBroker)(nil)
 	_ Conditional  = (*MemoryBroker)(nil)
+	_ Follower     = (*MemoryBroker)(nil)
 )
 
 type memChannel struct {
@@ -76,6 +80,7 @@ type memEntry struct {
 
 type memSub struct {
 	deliver func(Message)
+	ended   func(error)
 }
 
 // sweepEvery is how many publications pass between scans for forgotten
@@ -259,33 +264,48 @@ func (b *MemoryBroker) expireLocked(c *memChannel, now time.Time) {
 
 // Subscribe implements [Broker].
 func (b *MemoryBroker) Subscribe(ctx context.Context, channel string, ready func(Position), deliver func(Message)) error {
+	start := func(ready func(Position), deliver func(Message), ended func(error)) (func(), error) {
+		return b.Follow(channel, ready, deliver, ended)
+	}
+	if err := follow.Subscribe(ctx, start, ready, deliver); err != nil {
+		if errors.Is(err, ErrClosed) && ctx.Err() == nil {
+			return fmt.Errorf("live: subscribe %q: %w", channel, ErrClosed)
+		}
+		return err
+	}
+	return nil
+}
+
+// Follow implements [Follower]. It calls ready before it returns, and
+// deliver from Publish.
+func (b *MemoryBroker) Follow(channel string, ready func(Position), deliver func(Message), ended func(error)) (func(), error) {
 	c, err := b.channel(channel, true)
 	if err != nil {
-		return fmt.Errorf("live: subscribe %q: %w", channel, err)
+		return nil, fmt.Errorf("live: follow %q: %w", channel, err)
 	}
-	s := &memSub{deliver: deliver}
+	s := &memSub{deliver: deliver, ended: ended}
 	c.subs = append(c.subs, s)
 	ready(Position{c.epoch, c.seq})
 	c.mu.Unlock()
+	return func() { b.unfollow(channel, c, s) }, nil
+}
 
-	select {
-	case <-ctx.Done():
-		err = nil
-	case <-b.done:
-		err = fmt.Errorf("live: subscribe %q: %w", channel, ErrClosed)
-	}
-
+// unfollow removes s from c, the record of channel, and forgets the
+// record if it is left idle.
+func (b *MemoryBroker) unfollow(channel string, c *memChannel, s *memSub) {
 	c.mu.Lock()
+	found := false
 	for i, x := range c.subs {
 		if x == s {
 			last := len(c.subs) - 1
 			c.subs[i] = c.subs[last]
 			c.subs[last] = nil
 			c.subs = c.subs[:last]
+			found = true
 			break
 		}
 	}
-	idle := len(c.subs) == 0
+	idle := found && len(c.subs) == 0
 	c.mu.Unlock()
 	if idle {
 		b.mu.Lock()
@@ -294,7 +314,6 @@ func (b *MemoryBroker) Subscribe(ctx context.Context, channel string, ready func
 		}
 		b.mu.Unlock()
 	}
-	return err
 }
 
 // Since implements [History].
@@ -419,9 +438,19 @@ func (b *MemoryBroker) forgetLocked(name string, c *memChannel, now time.Time) {
 func (b *MemoryBroker) Close() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if !b.closed {
-		b.closed = true
-		close(b.done)
+	if b.closed {
+		return nil
+	}
+	b.closed = true
+	close(b.done)
+	for _, c := range b.channels {
+		c.mu.Lock()
+		subs := c.subs
+		c.subs = nil
+		for _, s := range subs {
+			s.ended(ErrClosed)
+		}
+		c.mu.Unlock()
 	}
 	return nil
 }

@@ -419,3 +419,7 @@ func TestResumeWithoutHistory(t *testing.T) {
 		})
 	}
 }
+
+func (b *faultBroker) Follow(channel string, ready func(live.Position), deliver func(live.Message), ended func(error)) (func(), error) {
+	return followBySubscribe(b, channel, ready, deliver, ended)
+}

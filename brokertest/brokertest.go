@@ -26,7 +26,9 @@
 //
 // The optional abilities the Hub looks for are checked when the broker has
 // them: [live.History], [live.PagedHistory], [live.Snapshots],
-// [live.Conditional], and a Close() error method.
+// [live.Conditional], [live.Follower] (the Subscribe clauses again,
+// through Follow, and many channels followed without a goroutine each),
+// and a Close() error method.
 //
 // [RunNodes] checks what a Hub gets from brokers that share a server, as
 // the processes of one application do: one numbering for the publications
@@ -49,8 +51,11 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"reflect"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -104,6 +109,7 @@ func Run(t *testing.T, cfg Config) {
 		panic("brokertest: Config.New is nil")
 	}
 	s := &suite{cfg: cfg}
+	fs := &suite{cfg: cfg, follow: true}
 	for _, group := range []struct {
 		name  string
 		tests []namedTest
@@ -139,6 +145,20 @@ func Run(t *testing.T, cfg Config) {
 			{"EndsSubscriptions", s.testCloseEndsSubscriptions},
 			{"PublishAfterClose", s.testPublishAfterClose},
 			{"SubscribeAfterClose", s.testSubscribeAfterClose},
+		}},
+		{"Follow", []namedTest{
+			{"ReadyOnFreshChannel", fs.needFollow(fs.testReadyOnFreshChannel)},
+			{"ReadyAtHead", fs.needFollow(fs.testReadyAtHead)},
+			{"DeliversExactly", fs.needFollow(fs.testDeliversExactly)},
+			{"ConcurrentPublishers", fs.needFollow(fs.testConcurrentPublishers)},
+			{"ManySubscribers", fs.needFollow(fs.testManySubscribers)},
+			{"ChannelsIsolated", fs.needFollow(fs.testChannelsIsolated)},
+			{"Stop", fs.needFollow(fs.testCancel)},
+			{"Churn", fs.needFollow(fs.testChurn)},
+			{"Seam", fs.needFollow(fs.testSeam)},
+			{"CloseEnds", fs.needFollow(fs.testCloseEndsSubscriptions)},
+			{"AfterClose", fs.needFollow(fs.testSubscribeAfterClose)},
+			{"ManyChannels", fs.needFollow(fs.testFollowMany)},
 		}},
 		{"History", []namedTest{
 			{"SinceHead", s.testSinceHead},
@@ -181,12 +201,28 @@ type namedTest struct {
 
 type suite struct {
 	cfg Config
+
+	once      sync.Once
+	followers bool // the brokers of New are Followers
+	// follow makes the suite subscribe with the brokers' Follow.
+	follow bool
 }
 
 // broker returns a broker for t that is closed when t ends.
 func (s *suite) broker(t *testing.T) live.Broker {
 	t.Helper()
-	return closedAtEnd(t, s.cfg.New(t), "Config.New")
+	return s.followed(t, closedAtEnd(t, s.cfg.New(t), "Config.New"))
+}
+
+// followed returns b, which the suite subscribes to with Follow until t
+// ends if it is following.
+func (s *suite) followed(t *testing.T, b live.Broker) live.Broker {
+	if _, ok := b.(live.Follower); !ok || !s.follow || !reflect.TypeOf(b).Comparable() {
+		return b
+	}
+	followed.Store(b, true)
+	t.Cleanup(func() { followed.Delete(b) })
+	return b
 }
 
 // closedAtEnd returns b, a broker that from made, closing it when tb
@@ -219,7 +255,7 @@ func (s *suite) brokerToClose(t *testing.T) (live.Broker, closer) {
 	if !ok {
 		t.Skipf("%T has no Close() error method", b)
 	}
-	return b, c
+	return s.followed(t, b), c
 }
 
 // channelName returns a channel that no other test, and no other run of
@@ -724,6 +760,105 @@ func (s *suite) testSubscribeAfterClose(t *testing.T) {
 		sub.report(t)
 		if msgs := sub.messages(); len(msgs) > 0 {
 			t.Errorf("Subscribe(%q) after Close delivered %s", channel, positions(msgs))
+		}
+	}
+}
+
+// needFollow returns test, skipped when the brokers are not Followers.
+func (s *suite) needFollow(test func(t *testing.T)) func(t *testing.T) {
+	return func(t *testing.T) {
+		s.once.Do(func() {
+			_, s.followers = closedAtEnd(t, s.cfg.New(t), "Config.New").(live.Follower)
+		})
+		if !s.followers {
+			t.Skip("the broker is not a live.Follower")
+		}
+		test(t)
+	}
+}
+
+// testFollowMany checks that a broker follows many channels at once,
+// delivering on each, without a goroutine for each: that is what Follow
+// is for.
+func (s *suite) testFollowMany(t *testing.T) {
+	const channels, published = 1000, 50
+	b := s.broker(t)
+	f := b.(live.Follower)
+	base := channelName(t)
+	before := runtime.NumGoroutine()
+	var wg sync.WaitGroup
+	var mu sync.Mutex // guards got and ended
+	got := make(map[string][]live.Position)
+	var ended []error
+	arrived := make(chan struct{}, channels) // one send per delivery or ending
+	stops := make([]func(), 0, channels)
+	wg.Add(channels)
+	for i := range channels {
+		name := base + "-" + strconv.Itoa(i)
+		var once sync.Once
+		stop, err := f.Follow(name, func(live.Position) { once.Do(wg.Done) }, func(m live.Message) {
+			mu.Lock()
+			got[m.Channel] = append(got[m.Channel], m.Pos)
+			mu.Unlock()
+			select {
+			case arrived <- struct{}{}:
+			default:
+			}
+		}, func(err error) {
+			mu.Lock()
+			ended = append(ended, err)
+			mu.Unlock()
+			select {
+			case arrived <- struct{}{}:
+			default:
+			}
+		})
+		if err != nil {
+			t.Fatalf("Follow(%q): %v", name, err)
+		}
+		stops = append(stops, stop)
+	}
+	t.Cleanup(func() {
+		for _, stop := range stops {
+			stop()
+		}
+	})
+	ready := make(chan struct{})
+	go func() { wg.Wait(); close(ready) }()
+	select {
+	case <-ready:
+	case <-time.After(waitTimeout):
+		t.Fatalf("%d follows did not all become ready within %v", channels, waitTimeout)
+	}
+	if n := runtime.NumGoroutine() - before; n >= channels/4 {
+		t.Errorf("following %d channels added %d goroutines, want far fewer than one each", channels, n)
+	}
+	for i := range published {
+		publish(t, b, base+"-"+strconv.Itoa(i*channels/published), `"x"`)
+	}
+	timer := time.NewTimer(waitTimeout)
+	defer timer.Stop()
+	for waiting := true; waiting; {
+		select {
+		case <-arrived:
+			mu.Lock()
+			waiting = len(got) < published && len(ended) == 0
+			mu.Unlock()
+		case <-timer.C:
+			waiting = false
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(ended) > 0 {
+		t.Fatalf("follows ended: %v", ended[0])
+	}
+	if len(got) != published {
+		t.Fatalf("%d of %d channels had their publication delivered", len(got), published)
+	}
+	for ch, ps := range got {
+		if len(ps) != 1 || ps[0].Seq != 1 {
+			t.Errorf("%s: delivered %v, want one publication at Seq 1", ch, ps)
 		}
 	}
 }

@@ -7,9 +7,11 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"reflect"
 	"testing"
 
 	"github.com/go-live/live"
+	"github.com/go-live/live/internal/follow"
 )
 
 // subscriber runs one Subscribe call on its own goroutine and records what
@@ -34,6 +36,20 @@ type subscriber struct {
 	faults  []string
 }
 
+// followed holds the brokers whose subscriptions the suite makes with
+// Follow (and stop once the subscription's context ends) instead of
+// Subscribe, so that the Subscribe clauses check Follow too.
+var followed sync.Map
+
+// throughFollow reports whether the suite subscribes to b with Follow.
+func throughFollow(b live.Broker) bool {
+	if !reflect.TypeOf(b).Comparable() {
+		return false
+	}
+	_, ok := followed.Load(b)
+	return ok
+}
+
 // startSubscriber calls b.Subscribe on a new goroutine, which ends when
 // Subscribe returns.
 func startSubscriber(ctx context.Context, b live.Broker, channel string) *subscriber {
@@ -45,8 +61,17 @@ func startSubscriber(ctx context.Context, b live.Broker, channel string) *subscr
 		notify:  make(chan struct{}, 1),
 		done:    make(chan struct{}),
 	}
+	subscribe := b.Subscribe
+	if f, ok := b.(live.Follower); ok && throughFollow(b) {
+		subscribe = func(ctx context.Context, channel string, ready func(live.Position), deliver func(live.Message)) error {
+			start := func(ready func(live.Position), deliver func(live.Message), ended func(error)) (func(), error) {
+				return f.Follow(channel, ready, deliver, ended)
+			}
+			return follow.Subscribe(ctx, start, ready, deliver)
+		}
+	}
 	go func() {
-		err := b.Subscribe(ctx, channel, s.ready, s.deliver)
+		err := subscribe(ctx, channel, s.ready, s.deliver)
 		s.returned.Store(true)
 		s.err = err
 		close(s.done)

@@ -21,14 +21,12 @@ type hubChannel struct {
 	h      *Hub
 	name   string
 	quoted []byte // name as a JSON string
-	key    []byte // Options.QueryKey for this channel, as JSON, or nil
-	listID string // Options.ListIDField for this channel: the id field of a list channel
-	reset  []byte // Options.ResetText for this channel, as an SSE event, or nil
+	// conf is what the application's Options say of this channel, nil
+	// when they say nothing.
+	conf *channelConf
 	// presence is set when Options.Presence opts the channel in: its
 	// subscribers join and leave the hub's presence.
 	presence bool
-	ctx      context.Context // ends when the channel is released or the hub closes
-	cancel   context.CancelFunc
 	ready    chan struct{} // closed when the first broker subscription is active or has failed
 	err      error         // why it failed; written before ready is closed
 
@@ -52,12 +50,11 @@ type hubChannel struct {
 	// released is set when the last subscriber left.
 	attempt  int
 	stop     func()
-	retry    *time.Timer
-	delay    time.Duration
 	released bool
-	target   Position // where the catch-up must reach, at least
-	held     []*frame
-	heldLost bool // held overflowed during the catch-up
+	// mend is what the channel keeps while it mends a break (a catch-up,
+	// a follow to try again): made the first time, so that a channel that
+	// never broke does not carry it.
+	mend *mending
 
 	// recent are the newest frames fanned out, contiguous and ending at
 	// last, oldest first: resuming clients whose cursor they cover replay
@@ -72,6 +69,31 @@ type hubChannel struct {
 	replays   int
 	pages     map[Position]*page
 	pageOrder []Position
+}
+
+// channelConf is what the application's Options say of a channel.
+type channelConf struct {
+	key    []byte // Options.QueryKey for this channel, as JSON, or nil
+	listID string // Options.ListIDField for this channel: the id field of a list channel
+	reset  []byte // Options.ResetText for this channel, as an SSE event, or nil
+}
+
+// mending is the part of a hubChannel used while it mends a break,
+// guarded by the channel's mu.
+type mending struct {
+	target   Position // where the catch-up must reach, at least
+	held     []*frame // deliveries waiting for the catch-up, in order
+	heldLost bool     // held overflowed during the catch-up
+	retry    *time.Timer
+	delay    time.Duration
+}
+
+// mendingLocked returns hc.mend, making it if needed. hc.mu is held.
+func (hc *hubChannel) mendingLocked() *mending {
+	if hc.mend == nil {
+		hc.mend = new(mending)
+	}
+	return hc.mend
 }
 
 // Bounds of a channel's recent frames.
@@ -135,19 +157,23 @@ func (h *Hub) acquire(ctx context.Context, name string) (*hubChannel, error) {
 	}
 	hc := h.channels[name]
 	if hc == nil {
-		hc = &hubChannel{h: h, name: name, quoted: quote(name), key: h.queryKey(name), ready: make(chan struct{})}
+		hc = &hubChannel{h: h, name: name, quoted: quote(name), ready: make(chan struct{})}
+		var conf channelConf
+		conf.key = h.queryKey(name)
 		if h.opts.ListIDField != nil {
-			hc.listID = h.opts.ListIDField(name)
+			conf.listID = h.opts.ListIDField(name)
 		}
-		if hc.listID == "" {
-			hc.reset = h.resetText(name)
+		if conf.listID == "" {
+			conf.reset = h.resetText(name)
+		}
+		if conf.key != nil || conf.listID != "" || conf.reset != nil {
+			hc.conf = &conf
 		}
 		hc.setKind(hc.base())
 		if h.presence != nil {
 			mode := h.opts.Presence(name)
 			hc.presence = mode == PresenceMembers || mode == PresenceCount
 		}
-		hc.ctx, hc.cancel = context.WithCancel(h.ctx)
 		if st := h.states[name]; st != nil {
 			hc.setKind(st)
 		}
@@ -188,7 +214,6 @@ func (h *Hub) release(hc *hubChannel) {
 		delete(h.channels, hc.name)
 	}
 	h.mu.Unlock()
-	hc.cancel()
 	hc.mu.Lock()
 	hc.released = true
 	stop := hc.stop
@@ -304,19 +329,20 @@ func (hc *hubChannel) ended(attempt, readies int, err error) {
 	if hc.released || hc.attempt != attempt+1 {
 		return
 	}
-	if again || hc.delay == 0 {
-		hc.delay = minFollowDelay
+	m := hc.mendingLocked()
+	if again || m.delay == 0 {
+		m.delay = minFollowDelay
 	}
-	h.waitToFollow(hc, hc.delay)
-	hc.delay = min(2*hc.delay, maxFollowDelay)
+	h.waitToFollow(hc, m.delay)
+	m.delay = min(2*m.delay, maxFollowDelay)
 }
 
 // stopRetryLocked stops the timer of the next follow, if it is waiting.
 func (hc *hubChannel) stopRetryLocked() {
-	if hc.retry != nil {
+	if m := hc.mend; m != nil && m.retry != nil {
 		hc.h.unwait(hc)
-		hc.retry.Stop()
-		hc.retry = nil
+		m.retry.Stop()
+		m.retry = nil
 	}
 }
 
@@ -347,7 +373,7 @@ func (h *Hub) waitToFollow(hc *hubChannel, delay time.Duration) {
 			hc.follow()
 		}
 	})
-	hc.retry = t
+	hc.mendingLocked().retry = t
 	h.backMu.Lock()
 	if h.waiting == nil {
 		h.waiting = make(map[*hubChannel]*time.Timer)
@@ -456,10 +482,10 @@ func (hc *hubChannel) onDeliver(m Message) {
 func (hc *hubChannel) acceptLocked(f *frame) {
 	switch {
 	case hc.catching:
-		if len(hc.held) < maxHeld {
-			hc.held = append(hc.held, f)
+		if m := hc.mendingLocked(); len(m.held) < maxHeld {
+			m.held = append(m.held, f)
 		} else {
-			hc.heldLost = true
+			m.heldLost = true
 		}
 	case f.pos.Epoch != hc.last.Epoch:
 		hc.last = Position{f.pos.Epoch, f.pos.Seq - 1}
@@ -540,9 +566,10 @@ func (hc *hubChannel) resetAllLocked(reason string, cursor Position) {
 // (starting with first, if any) until it has fanned them out.
 func (hc *hubChannel) startCatchUpLocked(target Position, first *frame) {
 	hc.catching = true
-	hc.target = target
+	m := hc.mendingLocked()
+	m.target = target
 	if first != nil {
-		hc.held = append(hc.held, first)
+		m.held = append(m.held, first)
 	}
 	from := hc.last
 	hc.h.group.Go(func() error {
@@ -552,12 +579,13 @@ func (hc *hubChannel) startCatchUpLocked(target Position, first *frame) {
 }
 
 func (hc *hubChannel) catchUp(from Position) {
-	msgs, err := hc.h.history.Since(hc.ctx, hc.name, from)
+	msgs, err := hc.h.history.Since(hc.h.ctx, hc.name, from)
 
 	hc.mu.Lock()
 	defer hc.mu.Unlock()
-	held, lost := hc.held, hc.heldLost
-	hc.held, hc.heldLost, hc.catching = nil, false, false
+	m := hc.mendingLocked()
+	held, lost, target := m.held, m.heldLost, m.target
+	m.held, m.heldLost, hc.catching = nil, false, false
 	if hc.last != from {
 		// A reset moved the channel on while history was read.
 		err = ErrGone
@@ -575,13 +603,13 @@ func (hc *hubChannel) catchUp(from Position) {
 		}
 	}
 	if err != nil || lost {
-		if hc.ctx.Err() != nil {
+		if hc.released || hc.h.ctx.Err() != nil {
 			return
 		}
 		hc.h.opts.Logger.Warn("live: publications lost by the broker; resetting subscribers", "channel", hc.name, "from", from.String(), "err", err)
 		// Continue from the first held publication, or from the head the
 		// broker reported.
-		cursor := hc.target
+		cursor := target
 		if len(held) > 0 {
 			cursor = Position{held[0].pos.Epoch, held[0].pos.Seq - 1}
 		}

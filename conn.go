@@ -36,6 +36,10 @@ type conn struct {
 	ws  bool
 	ip  string // the client's address, for Options.MaxConnsPerIP
 	key string // names the connection to the client, for ConnectionHeader
+	// acks is how many subscriptions a stream opened with: its queue has
+	// room for their acknowledgements beyond the bounds, which it queues
+	// before it writes anything. Set before the connection is shared.
+	acks int
 
 	tr transport // how the client is reached, for Stats and Options.Observe
 

@@ -70,13 +70,17 @@ func (plainKind) fold([]*frame) ([]*frame, Position, bool) { return nil, Positio
 
 // plain returns the channel's encoding as a plain channel.
 func (hc *hubChannel) plain() plainKind {
-	return plainKind{name: hc.name, quoted: hc.quoted, key: hc.key, reset: hc.reset}
+	k := plainKind{name: hc.name, quoted: hc.quoted}
+	if c := hc.conf; c != nil {
+		k.key, k.reset = c.key, c.reset
+	}
+	return k
 }
 
 // base returns the channel's kind but for a State: a list or plain.
 func (hc *hubChannel) base() kind {
-	if hc.listID != "" {
-		return listKind{plainKind: hc.plain(), id: hc.listID}
+	if c := hc.conf; c != nil && c.listID != "" {
+		return listKind{plainKind: hc.plain(), id: c.listID}
 	}
 	return hc.plain()
 }

@@ -138,10 +138,9 @@ func (b *MemoryBroker) channel(name string, create bool) (*memChannel, error) {
 				b.mu.Unlock()
 				return nil, nil
 			}
+			// The ring grows with the first publications: a channel
+			// that is followed but quiet costs its record alone.
 			c = &memChannel{epoch: b.epoch + strconv.FormatUint(b.gen, 36)}
-			if b.size > 0 {
-				c.ring = make([]memEntry, 0, min(b.size, 16))
-			}
 			b.channels[name] = c
 		}
 		b.mu.Unlock()

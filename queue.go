@@ -76,8 +76,12 @@ type queue struct {
 // fullLocked reports whether c's queue is at its bounds: a frame pushed
 // now would overflow it.
 func (c *conn) fullLocked() bool {
-	return c.bytes >= c.hub.opts.QueueBytes || len(c.q) >= c.hub.opts.QueueMessages
+	return c.bytes >= c.hub.opts.QueueBytes+c.acks*ackRoom || len(c.q) >= c.hub.opts.QueueMessages+c.acks
 }
+
+// ackRoom is the room in bytes a stream's queue has beyond QueueBytes for
+// the acknowledgement of each channel it opened with.
+const ackRoom = 256
 
 // push queues f. It never blocks; when the queue is at its bounds it
 // applies the hub's SlowPolicy.

@@ -95,7 +95,7 @@ func (hc *hubChannel) page(ctx context.Context, p Position) ([]*frame, error) {
 // readPage reads the page after p from history.
 func (hc *hubChannel) readPage(p Position) ([]*frame, error) {
 	h := hc.h
-	msgs, err := h.history.SincePage(hc.ctx, hc.name, p, h.opts.QueueMessages, h.opts.QueueBytes)
+	msgs, err := h.history.SincePage(h.ctx, hc.name, p, h.opts.QueueMessages, h.opts.QueueBytes)
 	if err != nil {
 		return nil, err
 	}
@@ -173,7 +173,7 @@ func (h *Hub) replayLocked(s *subscription, first []*frame, from, cur Position, 
 		h.adopt(c, s)
 		return
 	}
-	s.ctx, s.stop = context.WithCancel(hc.ctx)
+	s.ctx, s.stop = context.WithCancel(h.ctx)
 	hc.replaying(1)
 	hc.mu.Unlock()
 	h.adopt(c, s)

@@ -151,6 +151,7 @@ func (h *Hub) serveSSEMux(w http.ResponseWriter, r *http.Request) {
 
 	c := newConn(h, r, true)
 	c.until = until
+	c.acks = len(channels)
 	if err := h.enter(c, g); err != nil {
 		refuse(w, err)
 		return

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -164,5 +166,31 @@ func TestSSEMultiplexedClosedHub(t *testing.T) {
 		if _, ok := st.next(t); !ok {
 			return
 		}
+	}
+}
+
+// TestSSEManyChannels follows thousands of channels on one stream: the
+// stream's acknowledgements fit its queue, and the hub follows them
+// without a goroutine each.
+func TestSSEManyChannels(t *testing.T) {
+	const n = 5000
+	s := newTestServer(t, &live.Options{MaxSubscriptions: n})
+	names := make([]string, n)
+	for i := range names {
+		names[i] = "u" + strconv.Itoa(i)
+	}
+	before := runtime.NumGoroutine()
+	st := openSSE(t, s.srv.URL+"/live/?channels="+strings.Join(names, ","), nil)
+	s.expectOrdered(t, st, names...)
+	if added := runtime.NumGoroutine() - before; added > n/20 {
+		t.Errorf("following %d channels added %d goroutines", n, added)
+	}
+	s.publish(t, names[n-1], 1)
+	s.publish(t, names[0], 2)
+	if f := st.expectMux(t, "data", names[n-1]); string(f.Data) != "1" {
+		t.Fatalf("frame %+v", f)
+	}
+	if f := st.expectMux(t, "data", names[0]); string(f.Data) != "2" {
+		t.Fatalf("frame %+v", f)
 	}
 }

@@ -469,17 +469,54 @@ func (hc *hubChannel) onDeliver(m Message) {
 	mt, _ := readMeta(m)
 	done := hc.h.fanOut(hc.name, mt)
 	f := hc.frameMeta(m, mt)
+	var turns turns
 	hc.mu.Lock()
-	hc.acceptLocked(f)
+	hc.acceptLocked(f, &turns)
 	hc.mu.Unlock()
+	turns.take()
 	if done != nil {
 		done()
 	}
 }
 
+// maxTurns is how many subscribers a channel may have for the goroutine
+// that delivers a publication to take their writers' turns itself, writing
+// to their sockets without a hand-off to the writers (a channel per user,
+// per document); a channel with more hands them to the pool, which writes
+// them in parallel.
+const maxTurns = 4
+
+// turns are the connections whose writer's turn the delivering goroutine
+// takes once it has left the channel's lock.
+type turns struct {
+	n     int
+	conns [maxTurns]*conn
+}
+
+// add queues f for c, keeping the writer's turn it needs for take.
+func (t *turns) add(c *conn, f *frame) {
+	if t == nil || t.n == maxTurns {
+		c.push(f)
+		return
+	}
+	if c.pushTurn(f) {
+		t.conns[t.n] = c
+		t.n++
+	}
+}
+
+// take takes the turns, writing to each connection.
+func (t *turns) take() {
+	for i := range t.n {
+		t.conns[i].flushTurn()
+		t.conns[i] = nil
+	}
+	t.n = 0
+}
+
 // acceptLocked fans out f if it is the next publication, drops it if it is
 // old, and starts a catch-up if it leaves a hole.
-func (hc *hubChannel) acceptLocked(f *frame) {
+func (hc *hubChannel) acceptLocked(f *frame, t *turns) {
 	switch {
 	case hc.catching:
 		if m := hc.mendingLocked(); len(m.held) < maxHeld {
@@ -490,17 +527,19 @@ func (hc *hubChannel) acceptLocked(f *frame) {
 	case f.pos.Epoch != hc.last.Epoch:
 		hc.last = Position{f.pos.Epoch, f.pos.Seq - 1}
 		hc.resetAllLocked(resetEpoch, hc.last)
-		hc.fanoutLocked(f)
+		hc.fanoutLocked(f, nil)
 	case f.pos.Seq <= hc.last.Seq:
 		// Already fanned out.
 	case f.pos.Seq > hc.last.Seq+1:
 		hc.startCatchUpLocked(Position{f.pos.Epoch, f.pos.Seq - 1}, f)
 	default:
-		hc.fanoutLocked(f)
+		hc.fanoutLocked(f, t)
 	}
 }
 
-func (hc *hubChannel) fanoutLocked(f *frame) {
+// fanoutLocked fans f out to the subscribers. With t, and few enough of
+// them, the writers' turns they need are kept in t for the caller.
+func (hc *hubChannel) fanoutLocked(f *frame, t *turns) {
 	hc.last = f.pos
 	hc.pubs.Add(1)
 	hc.rememberLocked(f)
@@ -519,7 +558,11 @@ func (hc *hubChannel) fanoutLocked(f *frame) {
 			s.holdLocked(f)
 			continue
 		}
-		s.c.push(f)
+		if len(hc.subs) > maxTurns {
+			s.c.push(f)
+		} else {
+			t.add(s.c, f)
+		}
 	}
 }
 
@@ -597,7 +640,7 @@ func (hc *hubChannel) catchUp(from Position) {
 				break
 			}
 			if m.Pos.Seq == hc.last.Seq+1 {
-				hc.fanoutLocked(hc.frame(m))
+				hc.fanoutLocked(hc.frame(m), nil)
 				hc.h.stats.replayed.Add(1)
 			}
 		}
@@ -620,6 +663,6 @@ func (hc *hubChannel) catchUp(from Position) {
 		hc.resetAllLocked(resetBroker, cursor)
 	}
 	for _, f := range held {
-		hc.acceptLocked(f)
+		hc.acceptLocked(f, nil)
 	}
 }

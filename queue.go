@@ -86,14 +86,23 @@ const ackRoom = 256
 // push queues f. It never blocks; when the queue is at its bounds it
 // applies the hub's SlowPolicy.
 func (c *conn) push(f *frame) {
+	if c.pushTurn(f) {
+		c.hub.writers.add(c)
+	}
+}
+
+// pushTurn queues f as push does, and reports whether c now needs a
+// writer's turn, which the caller then gives it: writers.add, or
+// flushTurn on its own goroutine.
+func (c *conn) pushTurn(f *frame) bool {
 	if f == nil {
-		return
+		return false
 	}
 	n := f.cost()
 	c.mu.Lock()
 	if c.slow || c.ended || (c.skip != nil && c.skipLocked(f)) {
 		c.mu.Unlock()
-		return
+		return false
 	}
 	// The bounds apply to what is queued before f, so the queue holds at
 	// most one frame beyond them: one publication larger than QueueBytes
@@ -108,10 +117,15 @@ func (c *conn) push(f *frame) {
 		}
 	}
 	slow := c.slow
-	c.unlockAndWake()
+	add, served := c.scheduleLocked(), c.wire != wireNone
+	c.mu.Unlock()
+	if !add && !served {
+		c.signal()
+	}
 	if slow {
 		c.kill(errSlow) // interrupts a write waiting for the client
 	}
+	return add
 }
 
 // pushSome queues the first frames of fs as push would while the queue is

@@ -173,6 +173,22 @@ func (c *conn) flush() {
 	}
 }
 
+// flushTurn takes the writer's turn that pushTurn gave the caller: it
+// writes c's queue on the calling goroutine when the socket takes writes
+// without waiting, and otherwise hands the turn to the writers, who also
+// take over a connection that is ending or slow (its last words may wait
+// for the client).
+func (c *conn) flushTurn() {
+	c.mu.Lock()
+	handOff := c.slow || c.ended || c.beat
+	c.mu.Unlock()
+	if handOff || !c.nonblocking() {
+		c.hub.writers.add(c)
+		return
+	}
+	c.flush()
+}
+
 // idle ends a writer's turn on c: c leaves the writers unless more
 // arrived meanwhile, in which case it goes to the back of the line.
 func (c *conn) idle() {

@@ -162,8 +162,8 @@ func load(args []string) error {
 		if *channels != "own" && *channels != "own+shared" {
 			return fmt.Errorf("-channels must be own or own+shared")
 		}
-		if *nodes > 1 || *presence != "" || *drain || *target != "" {
-			return fmt.Errorf("-channels runs one server of its own: not with -nodes, -presence, -drain or -target")
+		if *nodes > 1 || *presence != "" || *drain {
+			return fmt.Errorf("-channels runs one server: not with -nodes, -presence or -drain (with -target, start it with 'liveload serve -channels')")
 		}
 		if *transport == "poll" {
 			return fmt.Errorf("-channels runs on SSE or WebSocket, not long-polling")

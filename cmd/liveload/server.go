@@ -126,6 +126,7 @@ func serve(args []string) error {
 	}
 	cmux.HandleFunc("GET /debug/pprof/", pprof.Index)
 	cmux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	cmux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	ctlSrv := &http.Server{Handler: cmux}
 
 	// The load side reads these two lines to find the server.

@@ -61,6 +61,21 @@ func (b *cuttable) Subscribe(ctx context.Context, channel string, ready func(liv
 	}
 }
 
+// Follow follows through Subscribe, so that a cut reaches the hub: the
+// embedded broker's own Follow would bypass it. stop waits for Subscribe
+// to return, after which the broker calls nothing.
+func (b *cuttable) Follow(channel string, ready func(live.Position), deliver func(live.Message), ended func(error)) (func(), error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := b.Subscribe(ctx, channel, ready, deliver); err != nil && ctx.Err() == nil {
+			ended(err)
+		}
+	}()
+	return func() { cancel(); <-done }, nil
+}
+
 // cut ends the active subscription and keeps new ones from starting until
 // restore.
 func (b *cuttable) cut(t *testing.T) {

@@ -96,10 +96,15 @@ func (hc *hubChannel) mendingLocked() *mending {
 	return hc.mend
 }
 
-// Bounds of a channel's recent frames.
+// Bounds of a channel's recent frames, and of those of a channel with
+// few subscribers (a channel per user, per document): there a resuming
+// client is one of a few, and reading history for it costs less than
+// keeping many frames for every such channel.
 const (
-	maxRecent      = 512
-	maxRecentBytes = 256 << 10
+	maxRecent         = 512
+	maxRecentBytes    = 256 << 10
+	maxRecentFew      = 16
+	maxRecentFewBytes = 16 << 10
 )
 
 // rememberLocked adds f, just fanned out, to the recent frames.
@@ -114,8 +119,12 @@ func (hc *hubChannel) rememberLocked(f *frame) {
 	}
 	hc.recent = append(hc.recent, f)
 	hc.recentBytes += f.size()
+	keep, keepBytes := maxRecent, maxRecentBytes
+	if len(hc.subs) <= maxTurns {
+		keep, keepBytes = maxRecentFew, maxRecentFewBytes
+	}
 	drop := 0
-	for len(hc.recent)-drop > maxRecent || hc.recentBytes > maxRecentBytes {
+	for len(hc.recent)-drop > keep || hc.recentBytes > keepBytes {
 		hc.recentBytes -= hc.recent[drop].size()
 		hc.recent[drop] = nil
 		drop++

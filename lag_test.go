@@ -114,14 +114,22 @@ func (b *countingBroker) SincePage(ctx context.Context, channel string, after li
 func TestResumeFromRecentFrames(t *testing.T) {
 	b := &countingBroker{MemoryBroker: newMemoryBroker(t, 2000)}
 	s := newTestServer(t, &live.Options{Broker: b})
-	watcher := dialWS(t, s.wsURL(), nil) // keeps the channel active
-	watcher.subscribe(t, "r")
+	// Watchers keep the channel active; a channel of more than a few
+	// subscribers keeps up to 512 recent frames (a channel of a few, 16).
+	var watchers []*wsClient
+	for range 5 {
+		w := dialWS(t, s.wsURL(), nil)
+		w.subscribe(t, "r")
+		watchers = append(watchers, w)
+	}
 	var cursors []live.Position
 	for i := range 1000 {
 		cursors = append(cursors, s.publish(t, "r", i))
 	}
-	for range 1000 {
-		watcher.expect(t, "data")
+	for _, w := range watchers {
+		for range 1000 {
+			w.expect(t, "data")
+		}
 	}
 
 	resume := func(from int) {

@@ -159,6 +159,51 @@ const maxHeld = 1 << 14
 // acquire returns the channel, joining it and waiting until its broker
 // subscription is active. Every successful acquire needs a release.
 func (h *Hub) acquire(ctx context.Context, name string) (*hubChannel, error) {
+	hc, err := h.join(name)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case <-hc.ready:
+		if hc.err != nil {
+			h.release(hc)
+			return nil, hc.err
+		}
+		return hc, nil
+	case <-ctx.Done():
+		h.release(hc)
+		return nil, ctx.Err()
+	case <-h.done:
+		h.release(hc)
+		return nil, ErrClosed
+	}
+}
+
+// joinAll joins the channels named without waiting, so that the broker
+// is asked to follow those the hub does not follow yet all at once (it may
+// batch them), not one after another as the subscriptions that follow
+// wait for them; leave lets go of them.
+func (h *Hub) joinAll(names []string) (leave func()) {
+	if len(names) < 2 {
+		return func() {}
+	}
+	joined := make([]*hubChannel, 0, len(names))
+	for _, name := range names {
+		if hc, err := h.join(name); err == nil {
+			joined = append(joined, hc)
+		}
+	}
+	return func() {
+		for _, hc := range joined {
+			h.release(hc)
+		}
+	}
+}
+
+// join joins the channel, following it on the broker if the hub does not
+// yet, without waiting for the broker. Every successful join needs a
+// release.
+func (h *Hub) join(name string) (*hubChannel, error) {
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
@@ -194,21 +239,7 @@ func (h *Hub) acquire(ctx context.Context, name string) (*hubChannel, error) {
 		hc.refs++
 		h.mu.Unlock()
 	}
-
-	select {
-	case <-hc.ready:
-		if hc.err != nil {
-			h.release(hc)
-			return nil, hc.err
-		}
-		return hc, nil
-	case <-ctx.Done():
-		h.release(hc)
-		return nil, ctx.Err()
-	case <-h.done:
-		h.release(hc)
-		return nil, ErrClosed
-	}
+	return hc, nil
 }
 
 // release leaves the channel; the last one out ends its broker subscription.

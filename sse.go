@@ -160,6 +160,7 @@ func (h *Hub) serveSSEMux(w http.ResponseWriter, r *http.Request) {
 	// The first refusal is the answer when no channel can be streamed.
 	var first *refusal
 	subscribed := 0
+	leave := h.joinAll(channels)
 	for _, ch := range channels {
 		from := resumeFrom{}
 		k := "cursor." + ch
@@ -176,6 +177,7 @@ func (h *Hub) serveSSEMux(w http.ResponseWriter, r *http.Request) {
 		resumed[ch] = q.Has(k)
 		subscribed++
 	}
+	leave()
 	if subscribed == 0 || r.Method == http.MethodHead {
 		h.leave(c)
 	}

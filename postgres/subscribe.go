@@ -68,9 +68,15 @@ const (
 )
 
 // Batches: LISTEN and UNLISTEN statements sent in one round trip, and
-// channels whose heads are read in one query.
+// channels whose heads are read in one query. A server that checks its
+// LISTENs one by one (PostgreSQL 15 does, for each LISTEN and each
+// notification) takes longer for each LISTEN the more it has: the
+// listener halves its batches while one takes more than an eighth of
+// StallTimeout, so that no round trip nears the bound that takes the
+// connection for stalled.
 const (
 	maxListens = 1024
+	minListens = 16
 	maxHeads   = 2048
 )
 
@@ -264,14 +270,14 @@ func (b *Broker) awaitHeadLocked(f *follower) {
 	}
 }
 
-// takeListensLocked takes up to maxListens channels off the listener's
-// list whose LISTEN must change, marks them in flight, and returns them
-// with the statements that change them. Broker.mu is held.
-func (b *Broker) takeListensLocked() ([]*lchan, string) {
+// takeListensLocked takes up to limit channels off the listener's list
+// whose LISTEN must change, marks them in flight, and returns them with
+// the statements that change them. Broker.mu is held.
+func (b *Broker) takeListensLocked(limit int) ([]*lchan, string) {
 	var batch []*lchan
 	var cmds strings.Builder
 	n := 0
-	for ; n < len(b.todo) && len(batch) < maxListens; n++ {
+	for ; n < len(b.todo) && len(batch) < limit; n++ {
 		lc := b.todo[n]
 		b.todo[n] = nil
 		lc.queued = false
@@ -394,14 +400,16 @@ func (b *Broker) listen() {
 func (b *Broker) serve(conn *pgconn.PgConn) error {
 	last := time.Now() // of the last reply from the server
 	pingEvery := b.stall / 4
+	listens := maxListens // in the next batch, at most
 	for {
 		// Bring the LISTENs in step with the follows, a batch per round
 		// trip: Follow calls that come meanwhile make the next batch.
 		b.mu.Lock()
-		batch, cmds := b.takeListensLocked()
+		batch, cmds := b.takeListensLocked(listens)
 		b.mu.Unlock()
 		if len(batch) > 0 {
 			ctx, cancel := context.WithTimeout(b.ctx, b.stall)
+			sent := time.Now()
 			_, err := conn.Exec(ctx, cmds).ReadAll()
 			cancel()
 			if b.ctx.Err() != nil {
@@ -411,6 +419,12 @@ func (b *Broker) serve(conn *pgconn.PgConn) error {
 				return fmt.Errorf("postgres LISTEN: %w", err)
 			}
 			last = time.Now()
+			switch took := last.Sub(sent); {
+			case took > b.stall/8:
+				listens = max(listens/2, minListens)
+			case took < b.stall/32 && len(batch) == listens:
+				listens = min(listens*2, maxListens)
+			}
 			b.mu.Lock()
 			b.sentLocked(batch)
 			b.mu.Unlock()

@@ -143,10 +143,10 @@ type Broker struct {
 	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
 	batch  batch.Queue[*publication] // publications on their way
-	wg     sync.WaitGroup            // the listener and the sweeper
+	wg     sync.WaitGroup            // the listener, the sweeper, the head reader and the follows' readers of the table
 
-	mu        sync.Mutex // guards closed, chans, todo, heads, reading, interrupt, and the lchans and followers
-	closed    bool
+	mu        sync.Mutex         // guards chans, todo, heads, reading, interrupt, and the lchans and followers
+	closed    atomic.Bool        // set under mu; Publish and Since read it without, as a delivery (made under mu) may call them
 	chans     map[string]*lchan  // by channel: the channels followed, and those the listener must still UNLISTEN
 	todo      []*lchan           // channels whose LISTEN may have to change, for the listener
 	heads     []*follower        // follows whose channels are listened to, waiting for their heads
@@ -299,16 +299,16 @@ func Open(connString string, opts *Options) (*Broker, error) {
 	return b, nil
 }
 
-// Close ends every subscription with an error matching [live.ErrClosed],
+// Close ends every follow and subscription with an error matching [live.ErrClosed],
 // makes later calls fail with it, waits for the broker's goroutines and
 // closes the pool if Open made it. Calling it again does nothing.
 func (b *Broker) Close() error {
 	b.mu.Lock()
-	if b.closed {
+	if b.closed.Load() {
 		b.mu.Unlock()
 		return nil
 	}
-	b.closed = true
+	b.closed.Store(true)
 	all := b.failLocked()
 	b.mu.Unlock()
 	endAll(all, live.ErrClosed)
@@ -336,11 +336,7 @@ func (b *Broker) Stats() Stats {
 	return Stats{Listens: b.listens.Load(), Failures: b.failures.Load(), Stalls: b.stalls.Load()}
 }
 
-func (b *Broker) isClosed() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.closed
-}
+func (b *Broker) isClosed() bool { return b.closed.Load() }
 
 func validSchema(s string) bool {
 	if len(s) == 0 || len(s) > 32 || s[0] >= '0' && s[0] <= '9' {

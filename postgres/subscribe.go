@@ -152,7 +152,7 @@ func (b *Broker) Follow(channel string, ready func(live.Position), deliver func(
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.closed {
+	if b.closed.Load() {
 		return nil, fmt.Errorf("live: follow %q: %w", channel, live.ErrClosed)
 	}
 	lc := b.chans[channel]
@@ -341,7 +341,7 @@ func (b *Broker) listen() {
 	failures := 0 // connection attempts in a row that failed
 	for {
 		b.mu.Lock()
-		closed, idle := b.closed, len(b.chans) == 0
+		closed, idle := b.closed.Load(), len(b.chans) == 0
 		b.mu.Unlock()
 		if closed {
 			return
@@ -481,11 +481,14 @@ func (b *Broker) serve(conn *pgconn.PgConn) error {
 // reads it.
 func (b *Broker) dispatch(_ *pgconn.PgConn, n *pgconn.Notification) {
 	channel, a, _ := strings.Cut(n.Payload, " ")
+	if n.Channel != b.notifyName(channel) {
+		return
+	}
 	var ended []*follower
 	var errs []error
 	b.mu.Lock()
 	lc := b.chans[channel]
-	if lc == nil || n.Channel != b.notifyName(channel) {
+	if lc == nil {
 		b.mu.Unlock()
 		return
 	}
@@ -555,7 +558,7 @@ func (b *Broker) drain(f *follower, inline bool) {
 		err := announce.Deliver(channel, &last, a, "the table", read, f.callDeliver)
 		if inline && errors.Is(err, errRead) {
 			b.mu.Lock()
-			if f.wait == w && !b.closed {
+			if f.wait == w && !b.closed.Load() {
 				b.wg.Add(1)
 				go b.work(f)
 			}

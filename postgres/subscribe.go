@@ -141,7 +141,7 @@ func (b *Broker) Subscribe(ctx context.Context, channel string, ready func(live.
 // from a goroutine that reads the heads of the channels that became
 // active together in one query. Announcements that carry their data are
 // delivered from the listener goroutine, under a lock of the broker's:
-// deliver must only queue. Large data is read from the table on a
+// deliver must only queue, and not call Follow. Large data is read from the table on a
 // goroutine of the follow's, which runs while it has such reads to do.
 // Anything out of turn (a gap, another epoch), a backlog past its
 // bounds and any failure of the listening connection end it with an

@@ -1,10 +1,15 @@
 package pgbroker_test
 
 import (
+	"cmp"
 	"context"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/go-live/live"
 	"github.com/go-live/live/brokertest"
@@ -132,4 +137,112 @@ func BenchmarkPublish(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkFollow measures what one broker pays per channel it follows,
+// b.N channels, followed at once as a Hub does after a restart: the time
+// until all are ready (follow-ms), the heap and goroutines each adds,
+// the stacks of those goroutines (stack-B/channel), the CPU the process
+// spends per second once they are followed and nothing is published
+// (idle-cpu-ms/s, over idleWindow), and the time to stop them all
+// (stop-ms). A broker that is not a live.Follower is followed with a
+// goroutine per channel calling Subscribe, counted as the broker's.
+//
+//	cd postgres && LIVE_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test go test -run '^$' -bench 'Follow$' -benchtime 10000x
+func BenchmarkFollow(b *testing.B) {
+	url := pgURL(b)
+	pool := benchPool(b, url)
+	broker := pgbroker.New(pool, &pgbroker.Options{Schema: testSchema(b, pool), Logger: servertest.Logger(b)})
+	b.Cleanup(func() { broker.Close() })
+	n := b.N
+	names := make([]string, n)
+	prefix := servertest.ChannelName(b) + "-"
+	for i := range names {
+		names[i] = prefix + strconv.Itoa(i)
+	}
+	var ready sync.WaitGroup
+	ready.Add(n)
+	var mu sync.Mutex // guards failed
+	var failed error
+	onReady := func(live.Position) { ready.Done() }
+	onDeliver := func(live.Message) {}
+	onEnded := func(err error) {
+		mu.Lock()
+		failed = cmp.Or(failed, err)
+		mu.Unlock()
+	}
+	ctx, cancel := context.WithCancel(b.Context())
+	var subscribers sync.WaitGroup
+	followOne := func(name string) (func(), error) {
+		return broker.Follow(name, onReady, onDeliver, onEnded)
+	}
+	if _, ok := any(broker).(live.Follower); !ok {
+		followOne = func(name string) (func(), error) {
+			subscribers.Go(func() {
+				if err := broker.Subscribe(ctx, name, onReady, onDeliver); err != nil {
+					onEnded(err)
+				}
+			})
+			return nil, nil
+		}
+	}
+
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	goroutines := runtime.NumGoroutine()
+	b.ResetTimer()
+	start := time.Now()
+	stops := make([]func(), n)
+	for i, name := range names {
+		stop, err := followOne(name)
+		if err != nil {
+			b.Fatal(err)
+		}
+		stops[i] = stop
+	}
+	ready.Wait()
+	followed := time.Since(start)
+	b.StopTimer()
+	stopsBytes := uint64(n) * 8 // the stops slice is the benchmark's
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	extra := runtime.NumGoroutine() - goroutines
+
+	cpu0, idleStart := processCPU(), time.Now()
+	time.Sleep(idleWindow) // a window of measurement: nothing is awaited
+	cpu, idle := processCPU()-cpu0, time.Since(idleStart)
+
+	start = time.Now()
+	for _, stop := range stops {
+		if stop != nil {
+			stop()
+		}
+	}
+	cancel()
+	subscribers.Wait()
+	stopped := time.Since(start)
+	mu.Lock()
+	defer mu.Unlock()
+	if failed != nil {
+		b.Fatal(failed)
+	}
+	b.ReportMetric(float64(followed.Milliseconds()), "follow-ms")
+	b.ReportMetric(float64(int64(after.HeapAlloc)-int64(before.HeapAlloc)-int64(stopsBytes))/float64(n), "B/channel")
+	b.ReportMetric(float64(int64(after.StackInuse)-int64(before.StackInuse))/float64(n), "stack-B/channel")
+	b.ReportMetric(float64(extra)/float64(n), "goroutines/channel")
+	b.ReportMetric(float64(cpu.Microseconds())/1000/idle.Seconds(), "idle-cpu-ms/s")
+	b.ReportMetric(float64(stopped.Milliseconds()), "stop-ms")
+	b.ReportMetric(0, "ns/op")
+}
+
+// idleWindow is how long BenchmarkFollow measures the CPU of a node that
+// follows its channels while nothing is published.
+const idleWindow = 10 * time.Second
+
+// processCPU returns the CPU time the process has used, user and system.
+func processCPU() time.Duration {
+	var r syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &r)
+	return time.Duration(r.Utime.Nano() + r.Stime.Nano())
 }

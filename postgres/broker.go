@@ -28,7 +28,8 @@
 // own); larger data (NOTIFY takes less than 8000 bytes) is read from the
 // table.
 // Each Broker keeps one listening connection, with one LISTEN per channel
-// it has subscribers for.
+// it follows, and follows a channel without a goroutine of its own
+// ([Broker.Follow]).
 //
 // # Idempotency keys
 //
@@ -54,8 +55,8 @@
 // # Failures
 //
 // When the listening connection fails, or stays silent for
-// [Options].StallTimeout although pinged, every Subscribe call returns an
-// error; the Hub subscribes again and fills the hole from history. If the
+// [Options].StallTimeout although pinged, every follow ends with an
+// error; the Hub follows again and fills the hole from history. If the
 // broker's tables are lost (dropped, or a new cluster), they are created
 // again and every channel starts a new epoch, so old cursors get
 // [live.ErrGone] and clients refetch.
@@ -105,7 +106,7 @@ type Options struct {
 
 	// StallTimeout is how long the listening connection may stay silent,
 	// although pinged, before the broker takes the server for stalled and
-	// ends every Subscribe call with an error. It is pinged after a
+	// ends every follow with an error. It is pinged after a
 	// quarter of that time without traffic. It also bounds connecting the
 	// listener and each LISTEN. Default 5 seconds.
 	StallTimeout time.Duration
@@ -115,10 +116,14 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-// Broker is a [live.Broker] and [live.History] on PostgreSQL. It is safe
-// for concurrent use. It runs two goroutines from New or Open until Close:
-// the listener, which holds the listening connection once a Subscribe
-// call needs it, and the sweeper, which deletes idle channels' history.
+// Broker is a [live.Broker], [live.Follower] and [live.History] on
+// PostgreSQL. It is safe for concurrent use. It runs two goroutines from
+// New or Open until Close: the listener, which holds the listening
+// connection once a follow needs it, and the sweeper, which deletes idle
+// channels' history. Others run only while they have work, and Close
+// waits for them too: the head reader, while follows wait for their
+// channels' heads, and a goroutine per follow reading large data from
+// the table.
 type Broker struct {
 	pool   *pgxpool.Pool
 	own    bool // Close closes pool
@@ -129,7 +134,7 @@ type Broker struct {
 	log    *slog.Logger
 	lcfg   *pgconn.Config // the listening connection's
 
-	publishSQL, publishIfSQL, headSQL, sinceSQL string
+	publishSQL, publishIfSQL, headsSQL, sinceSQL string
 
 	ensureMu sync.Mutex  // serialises creating the schema
 	ensured  atomic.Bool // the schema was created or found; cleared when it goes missing
@@ -138,12 +143,14 @@ type Broker struct {
 	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
 	batch  batch.Queue[*publication] // publications on their way
-	wg     sync.WaitGroup            // the listener and the sweeper
+	wg     sync.WaitGroup            // the listener, the sweeper, the head reader and the follows' readers of the table
 
-	mu        sync.Mutex // guards closed, chans, dirty and interrupt
-	closed    bool
-	chans     map[string]*lchan  // by channel: what the listener must LISTEN to
-	dirty     bool               // chans changed since the listener last looked
+	mu        sync.Mutex         // guards chans, todo, heads, reading, interrupt, and the lchans and followers
+	closed    atomic.Bool        // set under mu; Publish and Since read it without, as a delivery (made under mu) may call them
+	chans     map[string]*lchan  // by channel: the channels followed, and those the listener must still UNLISTEN
+	todo      []*lchan           // channels whose LISTEN may have to change, for the listener
+	heads     []*follower        // follows whose channels are listened to, waiting for their heads
+	reading   bool               // the head reader runs
 	interrupt context.CancelFunc // non-nil while the listener waits; ends the wait
 	wake      chan struct{}      // tells an idle listener that chans changed; buffer of 1
 
@@ -156,6 +163,7 @@ var (
 	_ live.PagedHistory = (*Broker)(nil)
 	_ live.Snapshots    = (*Broker)(nil)
 	_ live.Conditional  = (*Broker)(nil)
+	_ live.Follower     = (*Broker)(nil)
 )
 
 const (
@@ -223,7 +231,8 @@ func New(pool *pgxpool.Pool, opts *Options) *Broker {
 
 		publishSQL:   "SELECT o_epoch, o_seq FROM " + o.Schema + ".publish($1, $2, $3, $4, $5, $6, $7, $8, $9)",
 		publishIfSQL: "SELECT o_epoch, o_seq FROM " + o.Schema + ".publish_if($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-		headSQL:      "SELECT o_epoch, o_seq FROM " + o.Schema + ".head($1, $2)",
+		headsSQL: `SELECT h.o_epoch, h.o_seq FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t(name, epoch, i)
+CROSS JOIN LATERAL ` + o.Schema + `.head(t.name, t.epoch) h ORDER BY t.i`,
 		sinceSQL: `SELECT c.epoch, c.seq, m.seq, m.data, m.meta, coalesce($4::bigint > 0 AND m.at < now() - $4::bigint * interval '1 millisecond', false)
 FROM ` + o.Schema + `.channels c
 LEFT JOIN LATERAL (
@@ -290,18 +299,19 @@ func Open(connString string, opts *Options) (*Broker, error) {
 	return b, nil
 }
 
-// Close ends every subscription with an error matching [live.ErrClosed],
+// Close ends every follow and subscription with an error matching [live.ErrClosed],
 // makes later calls fail with it, waits for the broker's goroutines and
 // closes the pool if Open made it. Calling it again does nothing.
 func (b *Broker) Close() error {
 	b.mu.Lock()
-	if b.closed {
+	if b.closed.Load() {
 		b.mu.Unlock()
 		return nil
 	}
-	b.closed = true
-	b.failLocked(live.ErrClosed)
+	b.closed.Store(true)
+	all := b.failLocked()
 	b.mu.Unlock()
+	endAll(all, live.ErrClosed)
 
 	b.cancel()
 	b.batch.Close()
@@ -326,11 +336,7 @@ func (b *Broker) Stats() Stats {
 	return Stats{Listens: b.listens.Load(), Failures: b.failures.Load(), Stalls: b.stalls.Load()}
 }
 
-func (b *Broker) isClosed() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.closed
-}
+func (b *Broker) isClosed() bool { return b.closed.Load() }
 
 func validSchema(s string) bool {
 	if len(s) == 0 || len(s) > 32 || s[0] >= '0' && s[0] <= '9' {

@@ -10,27 +10,6 @@ import (
 	"github.com/go-live/live/internal/paging"
 )
 
-// head returns the channel's latest position, creating its row if the
-// channel is new, so that the first publication is in the epoch returned.
-func (b *Broker) head(ctx context.Context, channel string) (live.Position, error) {
-	read := func() (live.Position, error) {
-		if err := b.ensure(ctx); err != nil {
-			return live.Position{}, err
-		}
-		var epoch string
-		var seq int64
-		if err := b.pool.QueryRow(ctx, b.headSQL, channel, newEpoch()).Scan(&epoch, &seq); err != nil {
-			return live.Position{}, err
-		}
-		return live.Position{Epoch: epoch, Seq: uint64(seq)}, nil
-	}
-	pos, err := read()
-	if err != nil && b.missing(err) {
-		pos, err = read()
-	}
-	return pos, err
-}
-
 // Since implements [live.History]. It reads the channel's row and the
 // messages after after.Seq in one statement, so they agree, starting from
 // the primary key rather than scanning.

@@ -1,6 +1,9 @@
 package live
 
 import (
+	"context"
+	"runtime"
+	"strconv"
 	"testing"
 )
 
@@ -57,5 +60,35 @@ func BenchmarkAppendFrame(b *testing.B) {
 			}
 			b.SetBytes(int64(len(buf)))
 		})
+	}
+}
+
+// BenchmarkFollowChannels measures what a followed channel costs a node
+// with the memory broker: the hub's side and the broker's, heap and
+// goroutines, for 10,000 channels followed at once (one op).
+func BenchmarkFollowChannels(b *testing.B) {
+	const n = 10000
+	for b.Loop() {
+		h := NewHub(nil)
+		var ms runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&ms)
+		heap, goroutines := ms.HeapAlloc, runtime.NumGoroutine()
+		hcs := make([]*hubChannel, n)
+		for i := range hcs {
+			hc, err := h.acquire(context.Background(), "user:"+strconv.Itoa(i))
+			if err != nil {
+				b.Fatal(err)
+			}
+			hcs[i] = hc
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&ms)
+		b.ReportMetric(float64(ms.HeapAlloc-heap)/n, "B/channel")
+		b.ReportMetric(float64(runtime.NumGoroutine()-goroutines)/n, "goroutines/channel")
+		for _, hc := range hcs {
+			h.release(hc)
+		}
+		h.Close(context.Background())
 	}
 }

@@ -27,8 +27,6 @@ type hubChannel struct {
 	// presence is set when Options.Presence opts the channel in: its
 	// subscribers join and leave the hub's presence.
 	presence bool
-	ready    chan struct{} // closed when the first broker subscription is active or has failed
-	err      error         // why it failed; written before ready is closed
 
 	refs int          // guarded by h.mu: local subscribers plus those joining
 	pubs atomic.Int64 // publications fanned out, for the inspector
@@ -37,7 +35,11 @@ type hubChannel struct {
 	// creation, a State once one is made on it. Changed under mu.
 	kind atomic.Pointer[kind]
 
-	mu       sync.Mutex // guards the fields below
+	mu sync.Mutex // guards the fields below
+	// ready is closed, and forgotten, when the first follow is active or
+	// has failed (err says why); made only for those who wait for it.
+	ready    chan struct{}
+	err      error
 	subs     []*subscription
 	last     Position // newest publication fanned out
 	started  bool     // the broker called ready at least once
@@ -163,11 +165,32 @@ func (h *Hub) acquire(ctx context.Context, name string) (*hubChannel, error) {
 	if err != nil {
 		return nil, err
 	}
-	select {
-	case <-hc.ready:
-		if hc.err != nil {
+	hc.mu.Lock()
+	ready := hc.ready
+	if !hc.started && hc.err == nil && ready == nil {
+		ready = make(chan struct{})
+		hc.ready = ready
+	}
+	if hc.started || hc.err != nil {
+		ready = nil
+	}
+	err = hc.err
+	hc.mu.Unlock()
+	if ready == nil {
+		if err != nil {
 			h.release(hc)
-			return nil, hc.err
+			return nil, err
+		}
+		return hc, nil
+	}
+	select {
+	case <-ready:
+		hc.mu.Lock()
+		err := hc.err
+		hc.mu.Unlock()
+		if err != nil {
+			h.release(hc)
+			return nil, err
 		}
 		return hc, nil
 	case <-ctx.Done():
@@ -211,7 +234,7 @@ func (h *Hub) join(name string) (*hubChannel, error) {
 	}
 	hc := h.channels[name]
 	if hc == nil {
-		hc = &hubChannel{h: h, name: name, quoted: quote(name), ready: make(chan struct{})}
+		hc = &hubChannel{h: h, name: name, quoted: quote(name)}
 		var conf channelConf
 		conf.key = h.queryKey(name)
 		if h.opts.ListIDField != nil {
@@ -349,13 +372,15 @@ func (hc *hubChannel) ended(attempt, readies int, err error) {
 	if !started {
 		// Nobody has been admitted yet: fail the waiting subscribers and
 		// let the next one try afresh.
-		hc.err = fmt.Errorf("%w: %w", errUnavailable, err)
 		h.mu.Lock()
 		if h.channels[hc.name] == hc {
 			delete(h.channels, hc.name)
 		}
 		h.mu.Unlock()
-		close(hc.ready)
+		hc.mu.Lock()
+		hc.err = fmt.Errorf("%w: %w", errUnavailable, err)
+		hc.settleLocked()
+		hc.mu.Unlock()
 		return
 	}
 	if closed {
@@ -454,6 +479,15 @@ func (h *Hub) answered() {
 	h.backMu.Unlock()
 }
 
+// settleLocked wakes those waiting for the first follow to be active or
+// to fail.
+func (hc *hubChannel) settleLocked() {
+	if hc.ready != nil {
+		close(hc.ready)
+		hc.ready = nil
+	}
+}
+
 // onReady is the broker's ready callback.
 func (hc *hubChannel) onReady(head Position) {
 	hc.mu.Lock()
@@ -463,7 +497,7 @@ func (hc *hubChannel) onReady(head Position) {
 	if !hc.started {
 		hc.started = true
 		hc.last = head
-		close(hc.ready)
+		hc.settleLocked()
 		return
 	}
 	// A resubscription: publications may have been missed while it was down.

@@ -69,7 +69,7 @@ type memChannel struct {
 	n     int
 	keys  map[string]uint64 // the idempotency keys of publications in ring, and their Seq
 	subs  []*memSub
-	snap  Message // the latest snapshot; Pos.Epoch "" when none
+	snap  *Message // the latest snapshot, or nil
 }
 
 type memEntry struct {
@@ -381,8 +381,8 @@ func (b *MemoryBroker) SaveSnapshot(ctx context.Context, channel string, pos Pos
 		return nil // nothing of pos's numbering is left to come back to
 	}
 	defer c.mu.Unlock()
-	if pos.Epoch == c.epoch && (c.snap.Pos.Epoch != pos.Epoch || c.snap.Pos.Seq < pos.Seq) {
-		c.snap = Message{Channel: channel, Pos: pos, Data: append([]byte(nil), data...)}
+	if pos.Epoch == c.epoch && (c.snap == nil || c.snap.Pos.Epoch != pos.Epoch || c.snap.Pos.Seq < pos.Seq) {
+		c.snap = &Message{Channel: channel, Pos: pos, Data: append([]byte(nil), data...)}
 	}
 	return nil
 }
@@ -400,7 +400,7 @@ func (b *MemoryBroker) Snapshot(ctx context.Context, channel string) (Position, 
 		return Position{}, nil, fmt.Errorf("live: snapshot %q: %w", channel, ErrGone)
 	}
 	defer c.mu.Unlock()
-	if c.snap.Pos.Epoch != c.epoch {
+	if c.snap == nil || c.snap.Pos.Epoch != c.epoch {
 		return Position{}, nil, fmt.Errorf("live: snapshot %q: %w", channel, ErrGone)
 	}
 	return c.snap.Pos, c.snap.Data, nil

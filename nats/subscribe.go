@@ -50,7 +50,7 @@ const inboxSize = 1 << 15
 
 // maxWorkers bounds the goroutines that do a follower's I/O, and so the
 // heads read and holes filled at once.
-const maxWorkers = 32
+const maxWorkers = 64
 
 // A follower is one Follow call.
 type follower struct {
@@ -228,12 +228,16 @@ func (b *Broker) flushStarting() {
 			err = fmt.Errorf("%w (%w)", context.Cause(ctx), err)
 		}
 		cancel()
-		for _, f := range fs {
-			if err != nil {
+		if err != nil {
+			for _, f := range fs {
 				f.fail(fmt.Errorf("subscribing: %w", err))
-				continue
 			}
-			b.submit(f.start)
+			continue
+		}
+		for len(fs) > 0 {
+			batch := fs[:min(len(fs), headBatch)]
+			fs = fs[len(batch):]
+			b.submit(func() { b.startMany(batch) })
 		}
 	}
 }
@@ -533,8 +537,8 @@ func (b *Broker) watch() {
 		cancel()
 		if errors.Is(err, context.DeadlineExceeded) && b.nc.Status() == nats.CONNECTED && b.nc.Stats().Reconnects == reconnects {
 			err := fmt.Errorf("%w: no reply to a ping for %v", errStalled, time.Since(start).Round(time.Millisecond))
+			b.stalls.Add(1) // before the followers hear of it
 			n := b.failFollowers(err, func(*follower) bool { return true })
-			b.stalls.Add(1)
 			b.log.Warn("natsbroker: server stalled; ending subscriptions", "err", err, "subscriptions", n)
 		}
 	}
@@ -564,9 +568,11 @@ func (b *Broker) check() (nats.Status, uint64) {
 		b.connCancel(err)
 	}
 	b.mu.Unlock()
+	if lost {
+		b.connLosses.Add(1) // before the followers hear of it
+	}
 	n := b.failFollowers(err, func(f *follower) bool { return down || f.reconnects < reconnects })
 	if lost {
-		b.connLosses.Add(1)
 		b.log.Warn("natsbroker: "+err.Error(), "status", status.String(), "subscriptions ended", n)
 	}
 	return status, reconnects

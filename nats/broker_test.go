@@ -429,3 +429,61 @@ func TestPublicationsStoredTogether(t *testing.T) {
 		}
 	}
 }
+
+// When the broker's inbox is full, nats.go drops what arrives for it. A
+// follower that lost messages so ends with an error, after delivering
+// those before the loss in order, and never silently skips them.
+func TestDroppedMessagesEndFollow(t *testing.T) {
+	url := natsURL(t)
+	restore := natsbroker.SetInboxSize(4)
+	b, nc, prefix := newBroker(t, url, nil)
+	restore()
+	pub, _, _ := newBroker(t, url, &natsbroker.Options{Prefix: prefix})
+	channel := channelName(t)
+	readyc := make(chan live.Position, 1)
+	release := make(chan struct{})
+	endedc := make(chan error, 1)
+	var got []live.Position // read after endedc
+	stop, err := b.Follow(channel, func(p live.Position) { readyc <- p }, func(m live.Message) {
+		if len(got) == 0 {
+			<-release // the dispatcher waits: the inbox fills up
+		}
+		got = append(got, m.Pos)
+	}, func(err error) { endedc <- err })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	var head live.Position
+	select {
+	case head = <-readyc:
+	case <-time.After(waitTimeout):
+		t.Fatal("not ready")
+	}
+	const n = 40
+	for i := range n {
+		servertest.Publish(t, pub, channel, strconv.Itoa(i))
+	}
+	// A ping on b's connection returns once its read loop has handled
+	// every message before it, dropping those it had no room for.
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	select {
+	case err := <-endedc:
+		if !strings.Contains(err.Error(), "slow consumer") {
+			t.Errorf("ended with %v, want an error about dropped messages", err)
+		}
+	case <-time.After(waitTimeout):
+		t.Fatal("the follow did not end, although messages were dropped")
+	}
+	if len(got) == 0 || len(got) >= n {
+		t.Fatalf("delivered %d of %d before ending", len(got), n)
+	}
+	for i, p := range got {
+		if want := (live.Position{Epoch: head.Epoch, Seq: head.Seq + uint64(i) + 1}); p != want {
+			t.Fatalf("delivery %d at %v, want %v", i, p, want)
+		}
+	}
+}

@@ -45,8 +45,8 @@ var (
 // history.
 
 // inboxSize is the room in the broker's inbox: how many messages may
-// wait for the dispatcher before nats.go drops them.
-const inboxSize = 1 << 15
+// wait for the dispatcher before nats.go drops them. Tests make it small.
+var inboxSize = 1 << 15
 
 // maxWorkers bounds the goroutines that do a follower's I/O, and so the
 // heads read and holes filled at once.

@@ -47,11 +47,11 @@
 //
 // # Failures
 //
-// A subscription checks that every message it receives is the one after
-// the last, and returns an error on a gap, another epoch, a slow-consumer
+// A follow ([Broker.Follow], or Subscribe) checks that every message it
+// receives is the one after the last, and ends with an error on a gap, another epoch, a slow-consumer
 // drop, a lost or re-established connection, or a connection that stays
 // silent for [Options].StallTimeout although pinged. The Hub then
-// subscribes again and fills the hole from history. Publish returns an
+// follows again and fills the hole from history. Publish returns an
 // error when JetStream does not acknowledge a publication.
 //
 // Requires nats-server 2.9 or later with JetStream enabled.
@@ -115,8 +115,10 @@ type Options struct {
 }
 
 // Broker is a [live.Broker] and [live.History] on NATS JetStream. It is
-// safe for concurrent use. It runs one goroutine, which watches the
-// connection, from New or Open until Close.
+// safe for concurrent use. It runs two goroutines from New or Open until
+// Close, one watching the connection and one delivering what followed
+// channels receive, and a few more while follows start or holes in their
+// messages are read from the stream; none per followed channel.
 type Broker struct {
 	nc     *nats.Conn
 	js     jetstream.JetStream
@@ -174,6 +176,9 @@ type Broker struct {
 	busyWorkers int
 	jobsClosed  bool
 	wg          sync.WaitGroup // the workers
+	// freshHeads says that most channels of the last batch of follows
+	// had no message (see startMany).
+	freshHeads atomic.Bool
 }
 
 var (
@@ -323,7 +328,7 @@ func Open(url string, opts *Options) (*Broker, error) {
 }
 
 // Close ends every subscription with an error matching [live.ErrClosed],
-// makes later calls fail with it, waits for the broker's goroutine and
+// makes later calls fail with it, waits for the broker's goroutines and
 // closes the connection if Open made it. Calling it again does nothing.
 func (b *Broker) Close() error {
 	b.mu.Lock()

@@ -22,12 +22,15 @@ import (
 const headBatch = 256
 
 // startMany reads the heads of fs, which are active on the server, and
-// calls their ready: all the heads are asked for at once (the channel's
-// latest message, one STREAM.MSG.GET each), then the markers of those
-// without messages are stored at once (each expected first on its
-// subject). A follower whose head this does not settle (an error, a
-// marker refused because a publication came first) is left to its own
-// job, start.
+// calls their ready. It asks for all the heads at once (the channel's
+// latest message, one STREAM.MSG.GET each), then stores at once the
+// markers of those without messages (each expected first on its subject,
+// so a publication that came first refuses it). When most channels of the
+// broker's last batch had no message (new channels, say one per user),
+// it stores the markers first instead, and reads the heads of the
+// channels that refused them: one request per new channel rather than
+// two. A follower whose head this does not settle (an error, say) is left
+// to its own job, start.
 func (b *Broker) startMany(fs []*follower) {
 	open := fs[:0:0]
 	for _, f := range fs {
@@ -44,54 +47,23 @@ func (b *Broker) startMany(fs []*follower) {
 	ctx, cancel := context.WithTimeout(b.connContext(), b.stall)
 	defer cancel()
 	heads := make([]*tail, len(fs)) // nil: not settled here
-	empty := make([]bool, len(fs))  // found without messages
+	all := make([]int, len(fs))
+	for i := range all {
+		all[i] = i
+	}
 	if s, err := b.getStream(ctx); err == nil {
-		reqs := make([]*nats.Msg, len(fs))
 		api := "$JS.API.STREAM.MSG.GET." + s.CachedInfo().Config.Name
-		for i, f := range fs {
-			data, _ := json.Marshal(struct {
-				LastFor string `json:"last_by_subj"`
-			}{b.subject(f.channel)})
-			reqs[i] = &nats.Msg{Subject: api, Data: data}
+		var fresh int
+		if b.freshHeads.Load() {
+			refused := b.storeMarkers(ctx, fs, all, heads)
+			fresh = len(fs) - len(refused)
+			b.readHeads(ctx, api, fs, refused, heads)
+		} else {
+			empty := b.readHeads(ctx, api, fs, all, heads)
+			fresh = len(empty)
+			b.storeMarkers(ctx, fs, empty, heads)
 		}
-		replies, _ := b.requestMany(ctx, reqs)
-		for i, r := range replies {
-			t, ok, err := parseMsgGet(r)
-			switch {
-			case err != nil:
-			case ok:
-				heads[i] = &t
-			default:
-				empty[i] = true
-			}
-		}
-	}
-	var markers []int
-	var reqs []*nats.Msg
-	for i, f := range fs {
-		if !empty[i] {
-			continue
-		}
-		epoch := newEpoch()
-		markers = append(markers, i)
-		reqs = append(reqs, &nats.Msg{
-			Subject: b.subject(f.channel),
-			Header: nats.Header{
-				hdrEpoch:                            {epoch},
-				hdrSeq:                              {"0"},
-				hdrPrev:                             {"0"},
-				jetstream.ExpectedLastSubjSeqHeader: {"0"},
-			},
-		})
-	}
-	if len(reqs) > 0 {
-		replies, _ := b.requestMany(ctx, reqs)
-		for k, r := range replies {
-			if r != nil && parsePubAck(r) == nil {
-				i := markers[k]
-				heads[i] = &tail{pos: live.Position{Epoch: reqs[k].Header.Get(hdrEpoch)}}
-			}
-		}
+		b.freshHeads.Store(2*fresh > len(fs))
 	}
 	for i, f := range fs {
 		if heads[i] == nil {
@@ -114,6 +86,64 @@ func (b *Broker) startMany(fs []*follower) {
 			b.submit(f.drain)
 		}
 	}
+}
+
+// readHeads asks at once for the latest message of the channels of fs at
+// idx, sets their heads, and returns the indexes of those without
+// messages.
+func (b *Broker) readHeads(ctx context.Context, api string, fs []*follower, idx []int, heads []*tail) (empty []int) {
+	if len(idx) == 0 {
+		return nil
+	}
+	reqs := make([]*nats.Msg, len(idx))
+	for k, i := range idx {
+		data, _ := json.Marshal(struct {
+			LastFor string `json:"last_by_subj"`
+		}{b.subject(fs[i].channel)})
+		reqs[k] = &nats.Msg{Subject: api, Data: data}
+	}
+	replies, _ := b.requestMany(ctx, reqs)
+	for k, r := range replies {
+		t, ok, err := parseMsgGet(r)
+		switch {
+		case err != nil:
+		case ok:
+			heads[idx[k]] = &t
+		default:
+			empty = append(empty, idx[k])
+		}
+	}
+	return empty
+}
+
+// storeMarkers stores at once the markers of the channels of fs at idx,
+// each in a new epoch and expected first on its subject, sets the heads
+// of those stored, and returns the indexes of the others.
+func (b *Broker) storeMarkers(ctx context.Context, fs []*follower, idx []int, heads []*tail) (refused []int) {
+	if len(idx) == 0 {
+		return nil
+	}
+	reqs := make([]*nats.Msg, len(idx))
+	for k, i := range idx {
+		reqs[k] = &nats.Msg{
+			Subject: b.subject(fs[i].channel),
+			Header: nats.Header{
+				hdrEpoch:                            {newEpoch()},
+				hdrSeq:                              {"0"},
+				hdrPrev:                             {"0"},
+				jetstream.ExpectedLastSubjSeqHeader: {"0"},
+			},
+		}
+	}
+	replies, _ := b.requestMany(ctx, reqs)
+	for k, r := range replies {
+		if r != nil && parsePubAck(r) == nil {
+			heads[idx[k]] = &tail{pos: live.Position{Epoch: reqs[k].Header.Get(hdrEpoch)}}
+		} else {
+			refused = append(refused, idx[k])
+		}
+	}
+	return refused
 }
 
 // requestMany sends reqs, each as a request, before it waits for any

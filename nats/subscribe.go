@@ -335,16 +335,15 @@ func (f *follower) handleLocked(m *nats.Msg) (g *gap, ended bool) {
 		return nil, false // at or before the head, the marker, or filled in already
 	}
 	if err == nil && t.first() <= last.Seq+1 {
-		msgs, err := t.messages(f.channel, last.Seq)
-		if err == nil {
+		var msgs []live.Message
+		if msgs, err = t.messages(f.channel, last.Seq); err == nil {
 			for _, m := range msgs {
 				f.deliver(m)
 			}
 			f.last = t.pos
 			return nil, false
 		}
-	}
-	if err == nil {
+	} else if err == nil {
 		// The stream republishes concurrent publications in the order
 		// their ingest finishes, which is not always the order of their
 		// positions; and a message may have been dropped. What t follows

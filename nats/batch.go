@@ -68,6 +68,7 @@ type pubItem struct {
 	head   *live.Position // the position the channel must be at; nil for none
 	key    string         // its idempotency key (live.PublishKey), "" for none; a keyed item is stored alone
 	marker bool
+	fresh  bool // a marker for a channel just found without messages
 	pos    live.Position
 	err    error
 	done   chan struct{}
@@ -232,8 +233,18 @@ func (b *Broker) send(ctx context.Context, pc *pubChan, items []*pubItem) {
 		var pos live.Position
 		var err error
 		if run[0].marker {
-			// Another node may have published since this one last did.
-			pc.known = false
+			if run[0].fresh && !pc.known {
+				// Its caller just read the channel and found no
+				// message: the marker goes out in a new epoch, expected
+				// first on the subject, without reading it again; if
+				// another node published meanwhile, append reads its
+				// message.
+				pc.tail, pc.known = tail{pos: live.Position{Epoch: newEpoch()}}, true
+			} else {
+				// Another node may have published since this one last
+				// did.
+				pc.known = false
+			}
 			pos, err = b.append(ctx, pc, nil, nil, nil, "")
 		} else {
 			datas := make([][]byte, len(run))

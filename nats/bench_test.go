@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -239,5 +240,105 @@ func BenchmarkPublishKeyed(b *testing.B) {
 				})
 			})
 		}
+	}
+}
+
+// BenchmarkFollowMany measures one node following b.N channels with
+// Follow, as a Hub does after a restart: how long until every follow is
+// ready (follow-ms), the heap and goroutines each costs (B/channel,
+// goroutines/channel: the broker's part and the NATS client's
+// subscription, the callbacks' closures excluded), how long one
+// publication on every channel through a second broker took to arrive
+// (deliver-ms), and how long stopping them all took (stop-ms). New
+// follows channels without messages, which each get a marker; Existing
+// follows them again, when each has one.
+//
+//	cd nats && LIVE_NATS_URL=nats://127.0.0.1:4222 go test -run '^$' -bench FollowMany -benchtime 10000x
+func BenchmarkFollowMany(b *testing.B) {
+	shared := sharedBrokers(b)
+	newBroker := func(b *testing.B) live.Broker {
+		br := shared(b)
+		servertest.CloseAtEnd(b, br.(*natsbroker.Broker))
+		return br
+	}
+	sub, pub := newBroker(b).(*natsbroker.Broker), newBroker(b)
+	prefix := fmt.Sprintf("many-%d-", time.Now().UnixNano())
+	for _, round := range []string{"New", "Existing"} {
+		b.Run(round, func(b *testing.B) {
+			n := b.N
+			names := make([]string, n)
+			for i := range names {
+				names[i] = prefix + strconv.Itoa(i)
+			}
+			var ready, delivered sync.WaitGroup
+			ready.Add(n)
+			delivered.Add(n)
+			var failed atomic.Pointer[error]
+			readyFn := func(live.Position) { ready.Done() }
+			deliverFn := func(live.Message) { delivered.Done() }
+			endedFn := func(err error) { failed.CompareAndSwap(nil, &err); ready.Done() }
+			stops := make([]func(), n)
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			goroutines := runtime.NumGoroutine()
+			b.ResetTimer()
+			start := time.Now()
+			for i, name := range names {
+				stop, err := sub.Follow(name, readyFn, deliverFn, endedFn)
+				if err != nil {
+					b.Fatal(err)
+				}
+				stops[i] = stop
+			}
+			ready.Wait()
+			followed := time.Since(start)
+			if err := failed.Load(); err != nil {
+				b.Fatal(*err)
+			}
+			runtime.GC()
+			runtime.ReadMemStats(&after)
+			extra := runtime.NumGoroutine() - goroutines
+
+			start = time.Now()
+			if round == "New" {
+				var next atomic.Int64
+				var wg sync.WaitGroup
+				for range 64 {
+					wg.Go(func() {
+						for {
+							i := int(next.Add(1)) - 1
+							if i >= n {
+								return
+							}
+							if _, err := pub.Publish(context.Background(), names[i], []byte(`1`)); err != nil {
+								b.Error(err)
+								return
+							}
+						}
+					})
+				}
+				wg.Wait()
+				delivered.Wait()
+			}
+			deliver := time.Since(start)
+			start = time.Now()
+			for _, stop := range stops {
+				stop()
+			}
+			stopped := time.Since(start)
+			b.StopTimer()
+			if err := failed.Load(); err != nil {
+				b.Fatal(*err)
+			}
+			b.ReportMetric(float64(followed.Milliseconds()), "follow-ms")
+			b.ReportMetric(float64(int64(after.HeapAlloc)-int64(before.HeapAlloc))/float64(n), "B/channel")
+			b.ReportMetric(float64(extra)/float64(n), "goroutines/channel")
+			if round == "New" {
+				b.ReportMetric(float64(deliver.Milliseconds()), "deliver-ms")
+			}
+			b.ReportMetric(float64(stopped.Milliseconds()), "stop-ms")
+			b.ReportMetric(0, "ns/op")
+		})
 	}
 }

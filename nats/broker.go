@@ -47,11 +47,11 @@
 //
 // # Failures
 //
-// A subscription checks that every message it receives is the one after
-// the last, and returns an error on a gap, another epoch, a slow-consumer
+// A follow ([Broker.Follow], or Subscribe) checks that every message it
+// receives is the one after the last, and ends with an error on a gap, another epoch, a slow-consumer
 // drop, a lost or re-established connection, or a connection that stays
 // silent for [Options].StallTimeout although pinged. The Hub then
-// subscribes again and fills the hole from history. Publish returns an
+// follows again and fills the hole from history. Publish returns an
 // error when JetStream does not acknowledge a publication.
 //
 // Requires nats-server 2.9 or later with JetStream enabled.
@@ -115,8 +115,10 @@ type Options struct {
 }
 
 // Broker is a [live.Broker] and [live.History] on NATS JetStream. It is
-// safe for concurrent use. It runs one goroutine, which watches the
-// connection, from New or Open until Close.
+// safe for concurrent use. It runs two goroutines from New or Open until
+// Close, one watching the connection and one delivering what followed
+// channels receive, and a few more while follows start or holes in their
+// messages are read from the stream; none per followed channel.
 type Broker struct {
 	nc     *nats.Conn
 	js     jetstream.JetStream
@@ -133,11 +135,10 @@ type Broker struct {
 	done    chan struct{}  // closed when the watcher has returned
 	senders sync.WaitGroup // the goroutines sending publications that queued
 
-	conflicts   atomic.Int64
-	fills       atomic.Int64
-	stalls      atomic.Int64
-	connLosses  atomic.Int64
-	subscribers atomic.Int64
+	conflicts  atomic.Int64
+	fills      atomic.Int64
+	stalls     atomic.Int64
+	connLosses atomic.Int64
 
 	// streamTurn holds a token while a call looks the stream up or
 	// creates it; waiting for it honours the caller's context. The
@@ -152,13 +153,32 @@ type Broker struct {
 
 	status chan nats.Status // the connection's status changes
 
-	mu         sync.Mutex // guards closed, subs, pubs and the conn fields
+	mu         sync.Mutex // guards closed, pubs and the conn fields
 	connCtx    context.Context
 	connCancel context.CancelCauseFunc
 	connGen    uint64 // the connection's reconnection count when connCtx began
 	closed     bool
-	subs       map[*sub]struct{}
 	pubs       map[string]*pubChan // by channel
+
+	// The followers (see subscribe.go).
+	inbox        chan *nats.Msg // what their subscriptions receive
+	dispatched   chan struct{}  // closed when the dispatcher has returned
+	fmu          sync.Mutex     // guards follows, starting, flushing and followClosed
+	follows      map[*nats.Subscription]*follower
+	starting     []*follower // subscribed, waiting for the ping that makes them active
+	flushing     bool        // a worker is pinging for starting
+	followClosed bool
+
+	// The workers (see subscribe.go).
+	jmu         sync.Mutex // guards jobs, workers, busyWorkers and jobsClosed
+	jobs        []job
+	workers     int
+	busyWorkers int
+	jobsClosed  bool
+	wg          sync.WaitGroup // the workers
+	// freshHeads says that most channels of the last batch of follows
+	// had no message (see startMany).
+	freshHeads atomic.Bool
 }
 
 var (
@@ -167,6 +187,7 @@ var (
 	_ live.PagedHistory = (*Broker)(nil)
 	_ live.Snapshots    = (*Broker)(nil)
 	_ live.Conditional  = (*Broker)(nil)
+	_ live.Follower     = (*Broker)(nil)
 )
 
 const (
@@ -192,7 +213,8 @@ type Stats struct {
 	// ConnectionLosses counts the times the connection was found down or
 	// re-established, which ended every subscription.
 	ConnectionLosses int64
-	// Subscriptions is the number of Subscribe calls running.
+	// Subscriptions is the number of channels followed: Subscribe calls
+	// running, and Follow calls not ended or stopped.
 	Subscriptions int64
 }
 
@@ -249,7 +271,9 @@ func New(nc *nats.Conn, opts *Options) *Broker {
 		stall:      o.StallTimeout,
 		log:        o.Logger,
 		done:       make(chan struct{}),
-		subs:       make(map[*sub]struct{}),
+		inbox:      make(chan *nats.Msg, inboxSize),
+		dispatched: make(chan struct{}),
+		follows:    make(map[*nats.Subscription]*follower),
 		streamTurn: make(chan struct{}, 1),
 		pubs:       make(map[string]*pubChan),
 	}
@@ -275,6 +299,7 @@ func New(nc *nats.Conn, opts *Options) *Broker {
 	}
 	b.status = nc.StatusChanged(nats.CONNECTED, nats.DISCONNECTED, nats.RECONNECTING, nats.CLOSED)
 	go b.watch()
+	go b.dispatcher()
 	return b
 }
 
@@ -303,7 +328,7 @@ func Open(url string, opts *Options) (*Broker, error) {
 }
 
 // Close ends every subscription with an error matching [live.ErrClosed],
-// makes later calls fail with it, waits for the broker's goroutine and
+// makes later calls fail with it, waits for the broker's goroutines and
 // closes the connection if Open made it. Calling it again does nothing.
 func (b *Broker) Close() error {
 	b.mu.Lock()
@@ -312,14 +337,20 @@ func (b *Broker) Close() error {
 		return nil
 	}
 	b.closed = true
-	for s := range b.subs {
-		s.fail(live.ErrClosed)
-	}
 	b.mu.Unlock()
+	b.fmu.Lock()
+	b.followClosed = true
+	b.fmu.Unlock()
+	b.failFollowers(live.ErrClosed, func(*follower) bool { return true })
 
 	b.cancel()
+	b.jmu.Lock()
+	b.jobsClosed = true
+	b.jmu.Unlock()
+	b.wg.Wait()
 	b.senders.Wait()
 	<-b.done
+	<-b.dispatched
 	b.nc.RemoveStatusListener(b.status)
 	if b.own {
 		b.nc.Close()
@@ -334,7 +365,7 @@ func (b *Broker) Stats() Stats {
 		Fills:            b.fills.Load(),
 		Stalls:           b.stalls.Load(),
 		ConnectionLosses: b.connLosses.Load(),
-		Subscriptions:    b.subscribers.Load(),
+		Subscriptions:    int64(b.followerCount()),
 	}
 }
 

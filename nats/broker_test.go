@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -426,6 +427,159 @@ func TestPublicationsStoredTogether(t *testing.T) {
 		}
 		if diff := cmp.Diff(want[after:], got, cmpopts.EquateEmpty()); diff != "" {
 			t.Errorf("Since(%v) (-want +got):\n%s", from, diff)
+		}
+	}
+}
+
+// When the broker's inbox is full, nats.go drops what arrives for it. A
+// follower that lost messages so ends with an error, after delivering
+// those before the loss in order, and never silently skips them.
+func TestDroppedMessagesEndFollow(t *testing.T) {
+	url := natsURL(t)
+	restore := natsbroker.SetInboxSize(4)
+	b, nc, prefix := newBroker(t, url, nil)
+	restore()
+	pub, _, _ := newBroker(t, url, &natsbroker.Options{Prefix: prefix})
+	channel := channelName(t)
+	readyc := make(chan live.Position, 1)
+	release := make(chan struct{})
+	endedc := make(chan error, 1)
+	var got []live.Position // read after endedc
+	stop, err := b.Follow(channel, func(p live.Position) { readyc <- p }, func(m live.Message) {
+		if len(got) == 0 {
+			<-release // the dispatcher waits: the inbox fills up
+		}
+		got = append(got, m.Pos)
+	}, func(err error) { endedc <- err })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	var head live.Position
+	select {
+	case head = <-readyc:
+	case <-time.After(waitTimeout):
+		t.Fatal("not ready")
+	}
+	const n = 40
+	for i := range n {
+		servertest.Publish(t, pub, channel, strconv.Itoa(i))
+	}
+	// A ping on b's connection returns once its read loop has handled
+	// every message before it, dropping those it had no room for.
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	select {
+	case err := <-endedc:
+		if !strings.Contains(err.Error(), "slow consumer") {
+			t.Errorf("ended with %v, want an error about dropped messages", err)
+		}
+	case <-time.After(waitTimeout):
+		t.Fatal("the follow did not end, although messages were dropped")
+	}
+	if len(got) == 0 || len(got) >= n {
+		t.Fatalf("delivered %d of %d before ending", len(got), n)
+	}
+	for i, p := range got {
+		if want := (live.Position{Epoch: head.Epoch, Seq: head.Seq + uint64(i) + 1}); p != want {
+			t.Fatalf("delivery %d at %v, want %v", i, p, want)
+		}
+	}
+}
+
+// Follows made together read their heads in batches, storing the markers
+// of new channels first when most channels of the last batch were new.
+// Either way, every follow is ready at its channel's head, whether the
+// channel has publications or not, and delivers what follows.
+func TestFollowBatches(t *testing.T) {
+	url := natsURL(t)
+	b, _, prefix := newBroker(t, url, nil)
+	pub, _, _ := newBroker(t, url, &natsbroker.Options{Prefix: prefix})
+	base := channelName(t)
+	name := func(i int) string { return base + "-" + strconv.Itoa(i) }
+	publishAll := func(from, to int) map[string]live.Position {
+		var mu sync.Mutex
+		pos := map[string]live.Position{}
+		var wg sync.WaitGroup
+		for w := range 16 {
+			wg.Go(func() {
+				for i := from + w; i < to; i += 16 {
+					p := servertest.Publish(t, pub, name(i), `"x"`)
+					mu.Lock()
+					pos[name(i)] = p
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+		return pos
+	}
+	// followAll follows channels [0, n) and returns their heads, and a
+	// channel of their first deliveries.
+	followAll := func(n int) (map[string]live.Position, chan live.Message) {
+		var mu sync.Mutex
+		heads := map[string]live.Position{}
+		readyc := make(chan struct{}, n)
+		delivered := make(chan live.Message, 4*n) // never full here
+		for i := range n {
+			ch := name(i)
+			stop, err := b.Follow(ch, func(p live.Position) {
+				mu.Lock()
+				heads[ch] = p
+				mu.Unlock()
+				readyc <- struct{}{}
+			}, func(m live.Message) { delivered <- m }, func(err error) { t.Errorf("follow %q ended: %v", ch, err) })
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(stop)
+		}
+		timeout := time.After(waitTimeout)
+		for range n {
+			select {
+			case <-readyc:
+			case <-timeout:
+				t.Fatalf("not every follow of %d was ready", n)
+			}
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		return heads, delivered
+	}
+
+	// New channels: most of the batch is, so the next starts with markers.
+	first, _ := followAll(300)
+	for ch, p := range first {
+		if p.Seq != 0 {
+			t.Errorf("new channel %q ready at %v, want Seq 0", ch, p)
+		}
+	}
+	published := publishAll(0, 300)
+	// 300 channels with a publication and 300 without, the first batch
+	// storing markers first.
+	heads, delivered := followAll(600)
+	for i := range 600 {
+		ch := name(i)
+		want, ok := published[ch]
+		if !ok {
+			want = live.Position{Epoch: heads[ch].Epoch}
+		}
+		if heads[ch] != want {
+			t.Errorf("%q ready at %v, want %v", ch, heads[ch], want)
+		}
+	}
+	again := publishAll(0, 600)
+	timeout := time.After(waitTimeout)
+	for range 600 {
+		select {
+		case m := <-delivered:
+			if want := again[m.Channel]; m.Pos != want || m.Pos.Seq != heads[m.Channel].Seq+1 || m.Pos.Epoch != heads[m.Channel].Epoch {
+				t.Errorf("delivered %q at %v, want %v after the head %v", m.Channel, m.Pos, want, heads[m.Channel])
+			}
+		case <-timeout:
+			t.Fatal("not every publication was delivered")
 		}
 	}
 }

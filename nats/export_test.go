@@ -12,6 +12,14 @@ import (
 // any Subscribe.
 func SetDrop(b *Broker, drop func(live.Position) bool) { b.drop = drop }
 
+// SetInboxSize sets the room in the inbox of the brokers made from now
+// on, and returns a function that restores it.
+func SetInboxSize(n int) (restore func()) {
+	was := inboxSize
+	inboxSize = n
+	return func() { inboxSize = was }
+}
+
 // PublishTogether publishes datas on channel as publishers that arrived
 // together would, in as few messages as the limits allow, and returns
 // their positions.

@@ -266,5 +266,5 @@ func (b *Broker) head(ctx context.Context, channel string) (live.Position, error
 	if err != nil || ok {
 		return t.pos, err
 	}
-	return b.queue(ctx, channel, &pubItem{marker: true})
+	return b.queue(ctx, channel, &pubItem{marker: true, fresh: true})
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/go-live/live"
+	"github.com/go-live/live/internal/follow"
 	"github.com/nats-io/nats.go"
 )
 
@@ -15,62 +16,499 @@ var (
 	errStalled  = errors.New("nats connection stalled")
 	errConnLost = errors.New("nats connection lost")
 	errGap      = errors.New("publications missing from the subscription")
+	errDropped  = errors.New("the nats client dropped messages for the subscription (slow consumer)")
 )
 
-// A sub is one Subscribe call, registered with the broker so that the
-// watcher can end it when the connection fails.
-type sub struct {
-	ctx        context.Context // ends when the caller's context ends or the sub fails
-	cancel     context.CancelCauseFunc
-	reconnects uint64 // the connection's reconnection count when the sub started
+// How a channel is followed. Every Follow has a NATS subscription of its
+// own to the channel's announcements, a channel subscription whose
+// messages nats.go puts into one Go channel of the broker's (b.inbox): it
+// starts no goroutine, and one goroutine of the broker's, the
+// dispatcher, reads them all and delivers each to its follower, in the
+// order the connection received them.
+//
+// The work that needs the server goes to a few goroutines of the
+// broker's, the workers (at most maxWorkers, started when there is work
+// and ended when there is none), never to the dispatcher: making sure
+// the server has new subscriptions (one ping for all those made
+// meanwhile), reading a new follower's head (one request each, up to
+// maxWorkers of them in flight), and filling a hole in a follower's
+// messages from the stream. While a follower's head or a hole is being
+// read, the dispatcher queues the follower's later messages behind it,
+// and the worker that read it delivers them once it is done, so every
+// channel's publications are delivered in order.
+//
+// nats.go never waits for room in b.inbox: when it is full, it drops the
+// message and counts it against its subscription. The dispatcher notices
+// when the inbox was full (see dispatch) and ends every follower whose
+// subscription dropped something with errDropped, so that no loss is
+// silent; the Hub then follows again and reads what it missed from
+// history.
+
+// inboxSize is the room in the broker's inbox: how many messages may
+// wait for the dispatcher before nats.go drops them. Tests make it small.
+var inboxSize = 1 << 15
+
+// maxWorkers bounds the goroutines that do a follower's I/O, and so the
+// heads read and holes filled at once.
+const maxWorkers = 64
+
+// A follower is one Follow call.
+type follower struct {
+	b          *Broker
+	channel    string
+	ns         *nats.Subscription
+	reconnects uint64 // the connection's reconnection count when it started
+
+	mu      sync.Mutex // guards what follows; held while a callback runs
+	done    bool       // ended or stopped: no callback from now on
+	active  bool       // ready has been called
+	busy    bool       // a worker holds the follower's messages: its head or a hole is being read
+	last    live.Position
+	pending []*nats.Msg // arrived while busy, oldest first
+	ready   func(live.Position)
+	deliver func(live.Message)
+	ended   func(error)
 }
 
-// fail ends the Subscribe call with err, unless it has ended already.
-func (s *sub) fail(err error) { s.cancel(err) }
-
-// register adds a Subscribe call with the context ctx.
-func (b *Broker) register(ctx context.Context) (*sub, error) {
-	sctx, cancel := context.WithCancelCause(ctx)
-	s := &sub{ctx: sctx, cancel: cancel, reconnects: b.nc.Stats().Reconnects}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed {
-		cancel(live.ErrClosed)
-		return nil, live.ErrClosed
+// Subscribe implements [live.Broker] with Follow: see there.
+func (b *Broker) Subscribe(ctx context.Context, channel string, ready func(live.Position), deliver func(live.Message)) error {
+	if ctx.Err() != nil {
+		if b.isClosed() {
+			return fmt.Errorf("live: subscribe %q: %w", channel, live.ErrClosed)
+		}
+		return nil
 	}
-	b.subs[s] = struct{}{}
-	b.subscribers.Add(1)
-	return s, nil
+	start := func(ready func(live.Position), deliver func(live.Message), ended func(error)) (func(), error) {
+		return b.Follow(channel, ready, deliver, ended)
+	}
+	return follow.Subscribe(ctx, start, ready, deliver)
 }
 
-func (b *Broker) unregister(s *sub) {
-	b.mu.Lock()
-	delete(b.subs, s)
-	b.mu.Unlock()
-	b.subscribers.Add(-1)
-	s.cancel(nil)
+// Follow implements [live.Follower]. It subscribes to the channel's
+// republished messages and returns; once the server has the subscription
+// (one ping for all the follows started meanwhile), a goroutine of the
+// broker's reads the channel's latest message and calls ready with its
+// position, so every publication after the head reaches the subscription.
+// A channel without messages gets a marker that fixes the epoch of its
+// first publication. The broker's dispatcher then delivers, skipping
+// messages up to the head. A message out of turn (a gap that cannot be
+// filled, another epoch), messages the NATS client dropped, and any
+// failure of the connection end the follow with an error.
+func (b *Broker) Follow(channel string, ready func(live.Position), deliver func(live.Message), ended func(error)) (func(), error) {
+	if err := live.ValidChannel(channel); err != nil {
+		return nil, fmt.Errorf("live: follow: %w", err)
+	}
+	if b.isClosed() {
+		return nil, fmt.Errorf("live: follow %q: %w", channel, live.ErrClosed)
+	}
+	if st := b.nc.Status(); st != nats.CONNECTED {
+		return nil, fmt.Errorf("live: follow %q: %w (%v)", channel, errConnLost, st)
+	}
+	f := &follower{
+		b:          b,
+		channel:    channel,
+		reconnects: b.nc.Stats().Reconnects,
+		busy:       true, // until the head is read
+		ready:      ready,
+		deliver:    deliver,
+		ended:      ended,
+	}
+	// A message that reaches the inbox before f is registered is dropped
+	// by the dispatcher; it was stored before the head is read (after the
+	// ping below), so the head covers it.
+	ns, err := b.nc.ChanSubscribe(b.announcements(channel), b.inbox)
+	if err != nil {
+		return nil, fmt.Errorf("live: follow %q: %w", channel, err)
+	}
+	f.ns = ns
+	b.fmu.Lock()
+	if b.followClosed {
+		b.fmu.Unlock()
+		ns.Unsubscribe()
+		return nil, fmt.Errorf("live: follow %q: %w", channel, live.ErrClosed)
+	}
+	b.follows[ns] = f
+	b.starting = append(b.starting, f)
+	flush := !b.flushing
+	b.flushing = true
+	b.fmu.Unlock()
+	if flush {
+		b.submit(b.flushStarting)
+	}
+	return f.stop, nil
 }
 
-// failSubs ends the Subscribe calls that match with err.
-func (b *Broker) failSubs(err error, match func(*sub) bool) int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	n := 0
-	for s := range b.subs {
-		if match(s) {
-			s.fail(err)
-			n++
+// stop is the stop function Follow returns.
+func (f *follower) stop() {
+	f.mu.Lock()
+	was := !f.done
+	f.done = true
+	f.pending = nil
+	f.mu.Unlock()
+	if was {
+		f.b.forget(f)
+	}
+}
+
+// fail ends f with err, unless it has ended or was stopped.
+func (f *follower) fail(err error) {
+	f.mu.Lock()
+	ended := f.endLocked(err)
+	f.mu.Unlock()
+	if ended {
+		f.b.forget(f)
+	}
+}
+
+// endLocked ends f with err and reports whether it did, or false if it
+// had ended or was stopped. The caller must call forget after unlocking.
+func (f *follower) endLocked(err error) bool {
+	if f.done {
+		return false
+	}
+	f.done = true
+	f.pending = nil
+	f.ended(fmt.Errorf("live: follow %q: %w", f.channel, err))
+	return true
+}
+
+// forget unsubscribes f and removes it from the broker's followers.
+func (b *Broker) forget(f *follower) {
+	f.ns.Unsubscribe()
+	b.fmu.Lock()
+	if b.follows[f.ns] == f {
+		delete(b.follows, f.ns)
+	}
+	b.fmu.Unlock()
+}
+
+// followers returns the followers that match.
+func (b *Broker) followers(match func(*follower) bool) []*follower {
+	b.fmu.Lock()
+	defer b.fmu.Unlock()
+	var fs []*follower
+	for _, f := range b.follows {
+		if match(f) {
+			fs = append(fs, f)
 		}
 	}
-	return n
+	return fs
+}
+
+// failFollowers ends the followers that match with err, and returns how
+// many there were.
+func (b *Broker) failFollowers(err error, match func(*follower) bool) int {
+	fs := b.followers(match)
+	for _, f := range fs {
+		f.fail(err)
+	}
+	return len(fs)
+}
+
+// flushStarting is a worker's job: it pings the server once the
+// subscriptions of the followers started meanwhile are sent, so that
+// whatever it stores from then on reaches them, and leaves reading each
+// one's head to the workers. Follows that start during the ping wait for
+// the next one.
+func (b *Broker) flushStarting() {
+	for {
+		b.fmu.Lock()
+		fs := b.starting
+		b.starting = nil
+		if len(fs) == 0 {
+			b.flushing = false
+		}
+		b.fmu.Unlock()
+		if len(fs) == 0 {
+			return
+		}
+		ctx, cancel := context.WithTimeout(b.connContext(), b.stall)
+		err := b.nc.FlushWithContext(ctx)
+		if err != nil && context.Cause(ctx) != nil {
+			err = fmt.Errorf("%w (%w)", context.Cause(ctx), err)
+		}
+		cancel()
+		if err != nil {
+			for _, f := range fs {
+				f.fail(fmt.Errorf("subscribing: %w", err))
+			}
+			continue
+		}
+		for len(fs) > 0 {
+			batch := fs[:min(len(fs), headBatch)]
+			fs = fs[len(batch):]
+			b.submit(func() { b.startMany(batch) })
+		}
+	}
+}
+
+// start is a worker's job: it reads f's head, calls ready and delivers
+// what arrived meanwhile.
+func (f *follower) start() {
+	b := f.b
+	f.mu.Lock()
+	done := f.done
+	f.mu.Unlock()
+	if done {
+		return
+	}
+	ctx, cancel := context.WithTimeout(b.connContext(), b.stall)
+	head, err := b.head(ctx, f.channel)
+	if err != nil && context.Cause(ctx) != nil && !errors.Is(err, context.Cause(ctx)) {
+		err = fmt.Errorf("%w (%w)", context.Cause(ctx), err)
+	}
+	cancel()
+	f.mu.Lock()
+	if f.done {
+		f.mu.Unlock()
+		return
+	}
+	if err != nil {
+		f.endLocked(fmt.Errorf("reading the head: %w", err))
+		f.mu.Unlock()
+		b.forget(f)
+		return
+	}
+	f.active, f.last = true, head
+	f.ready(head)
+	f.mu.Unlock()
+	f.drain()
+}
+
+// A gap is a hole in a follower's messages before t, n publications
+// long, which a worker fills from the stream.
+type gap struct {
+	t tail
+	n int
+}
+
+// dispatch hands m, which arrived on the subscription of one of the
+// broker's followers, to it: delivers it, or queues it behind the
+// follower's work, or gives a hole before it to a worker.
+func (b *Broker) dispatch(m *nats.Msg) {
+	b.fmu.Lock()
+	f := b.follows[m.Sub]
+	b.fmu.Unlock()
+	if f == nil {
+		return // stopped, or not registered yet (see Follow)
+	}
+	f.mu.Lock()
+	if f.done {
+		f.mu.Unlock()
+		return
+	}
+	if f.busy {
+		f.pending = append(f.pending, m)
+		f.mu.Unlock()
+		return
+	}
+	g, ended := f.handleLocked(m)
+	if g != nil {
+		f.busy = true
+	}
+	f.mu.Unlock()
+	switch {
+	case ended:
+		b.forget(f)
+	case g != nil:
+		b.submit(func() { f.fill(*g) })
+	}
+}
+
+// handleLocked delivers m if it is the follower's next message, skips it
+// if it is at or before the last, and otherwise returns the hole before
+// it, or ends the follower and reports ended. The caller holds f.mu and
+// f is not done.
+func (f *follower) handleLocked(m *nats.Msg) (g *gap, ended bool) {
+	b := f.b
+	t, err := parseStored(m.Subject, m.Header, m.Data)
+	if b.drop != nil && err == nil && b.drop(t.pos) {
+		return nil, false
+	}
+	last := f.last
+	switch {
+	case err != nil:
+		err = fmt.Errorf("malformed message: %w", err)
+	case t.pos.Epoch != last.Epoch:
+		err = fmt.Errorf("message at %v: the channel's epoch changed (did the server lose its data?)", t.pos)
+	case t.pos.Seq <= last.Seq:
+		return nil, false // at or before the head, the marker, or filled in already
+	}
+	if err == nil && t.first() <= last.Seq+1 {
+		var msgs []live.Message
+		if msgs, err = t.messages(f.channel, last.Seq); err == nil {
+			for _, m := range msgs {
+				f.deliver(m)
+			}
+			f.last = t.pos
+			return nil, false
+		}
+	} else if err == nil {
+		// The stream republishes concurrent publications in the order
+		// their ingest finishes, which is not always the order of their
+		// positions; and a message may have been dropped. What t follows
+		// is stored (t's position was granted only after it), so read it
+		// from the stream; its own delivery comes later and is skipped.
+		if t.pos.Seq-last.Seq <= fillMax {
+			return &gap{t: t, n: int(t.pos.Seq - last.Seq)}, false
+		}
+		err = fmt.Errorf("%w: message at %v", errGap, t.pos)
+	}
+	return nil, f.endLocked(fmt.Errorf("after %v: %w", last, err))
+}
+
+// fill is a worker's job: it reads the publications of g from the
+// stream, delivers them, then what arrived meanwhile.
+func (f *follower) fill(g gap) {
+	b := f.b
+	ctx, cancel := context.WithTimeout(b.connContext(), b.stall)
+	msgs, _, err := b.walk(ctx, f.channel, g.t, g.n)
+	cancel()
+	f.mu.Lock()
+	if f.done {
+		f.mu.Unlock()
+		return
+	}
+	if err != nil {
+		f.endLocked(fmt.Errorf("after %v: %w: message at %v; reading those before it: %w", f.last, errGap, g.t.pos, err))
+		f.mu.Unlock()
+		b.forget(f)
+		return
+	}
+	b.fills.Add(1)
+	for _, m := range msgs {
+		f.deliver(m)
+	}
+	f.last = g.t.pos
+	f.mu.Unlock()
+	f.drain()
+}
+
+// drain delivers the messages that queued while f was busy, until none
+// is left (and f is no longer busy) or one needs a hole filled, which it
+// then fills on the worker's goroutine it runs on.
+func (f *follower) drain() {
+	for {
+		f.mu.Lock()
+		if f.done {
+			f.mu.Unlock()
+			return
+		}
+		if len(f.pending) == 0 {
+			f.busy, f.pending = false, nil
+			f.mu.Unlock()
+			return
+		}
+		m := f.pending[0]
+		f.pending[0] = nil
+		f.pending = f.pending[1:]
+		g, ended := f.handleLocked(m)
+		f.mu.Unlock()
+		switch {
+		case ended:
+			f.b.forget(f)
+			return
+		case g != nil:
+			f.fill(*g) // still busy
+			return
+		}
+	}
+}
+
+// fillMax is the largest hole in a subscription's messages that it fills
+// from the stream; a larger one ends it, and the Hub reads history.
+const fillMax = walkMax
+
+// dispatcher is the broker's goroutine that delivers what the followers'
+// subscriptions receive.
+func (b *Broker) dispatcher() {
+	defer close(b.dispatched)
+	full := false // the inbox was full since the last check for drops
+	for {
+		select {
+		case <-b.ctx.Done():
+			return
+		case m := <-b.inbox:
+			// nats.go drops a message only when the inbox is full, and
+			// nothing but this loop empties it: after a drop, the inbox
+			// is still full when this loop next takes a message.
+			if len(b.inbox) >= cap(b.inbox)-1 {
+				full = true
+			}
+			b.dispatch(m)
+			if full && len(b.inbox) == 0 {
+				full = false
+				b.endDropped()
+			}
+		}
+	}
+}
+
+// endDropped ends the followers whose subscriptions dropped messages.
+func (b *Broker) endDropped() {
+	n := b.failFollowers(errDropped, func(f *follower) bool {
+		d, err := f.ns.Dropped()
+		return err == nil && d > 0
+	})
+	if n > 0 {
+		b.log.Warn("natsbroker: the nats client dropped messages; ending the subscriptions that lost some", "subscriptions", n)
+	}
+}
+
+// A job is work for the broker's workers.
+type job func()
+
+// submit gives j to a worker, starting one if fewer than maxWorkers run
+// and those that do are busy. After Close it drops j.
+func (b *Broker) submit(j job) {
+	b.jmu.Lock()
+	if b.jobsClosed {
+		b.jmu.Unlock()
+		return // Close has ended every follower
+	}
+	b.jobs = append(b.jobs, j)
+	start := b.workers < maxWorkers && b.workers < len(b.jobs)+b.busyWorkers
+	if start {
+		b.workers++
+		b.wg.Add(1)
+	}
+	b.jmu.Unlock()
+	if start {
+		go b.work()
+	}
+}
+
+// work runs jobs until none waits.
+func (b *Broker) work() {
+	defer b.wg.Done()
+	for {
+		b.jmu.Lock()
+		if len(b.jobs) == 0 {
+			b.workers--
+			b.jmu.Unlock()
+			return
+		}
+		j := b.jobs[0]
+		b.jobs[0] = nil
+		b.jobs = b.jobs[1:]
+		if len(b.jobs) == 0 {
+			b.jobs = nil
+		}
+		b.busyWorkers++
+		b.jmu.Unlock()
+		j()
+		b.jmu.Lock()
+		b.busyWorkers--
+		b.jmu.Unlock()
+	}
 }
 
 // watch is the broker's goroutine. Whenever the connection's status
 // changes, and every StallTimeout/4, it checks the connection: if it is
 // down or was re-established, publications waiting for an acknowledgement
-// fail, and so do the subscriptions that may have lost messages. While
-// there are subscriptions, each check also pings the server, and ends every
-// subscription if the pong does not come within StallTimeout.
+// fail, and so do the followers that may have lost messages. While there
+// are followers, each check also pings the server, and ends every
+// follower if the pong does not come within StallTimeout.
 func (b *Broker) watch() {
 	defer close(b.done)
 	t := time.NewTicker(b.stall / 4)
@@ -89,7 +527,7 @@ func (b *Broker) watch() {
 			ping = true
 		}
 		status, reconnects := b.check()
-		if !ping || status != nats.CONNECTED || b.subscribers.Load() == 0 {
+		if !ping || status != nats.CONNECTED || b.followerCount() == 0 {
 			continue
 		}
 		start := time.Now()
@@ -98,15 +536,21 @@ func (b *Broker) watch() {
 		cancel()
 		if errors.Is(err, context.DeadlineExceeded) && b.nc.Status() == nats.CONNECTED && b.nc.Stats().Reconnects == reconnects {
 			err := fmt.Errorf("%w: no reply to a ping for %v", errStalled, time.Since(start).Round(time.Millisecond))
-			n := b.failSubs(err, func(*sub) bool { return true })
-			b.stalls.Add(1)
+			b.stalls.Add(1) // before the followers hear of it
+			n := b.failFollowers(err, func(*follower) bool { return true })
 			b.log.Warn("natsbroker: server stalled; ending subscriptions", "err", err, "subscriptions", n)
 		}
 	}
 }
 
+func (b *Broker) followerCount() int {
+	b.fmu.Lock()
+	defer b.fmu.Unlock()
+	return len(b.follows)
+}
+
 // check ends what the connection's loss or re-establishment may have
-// broken: the current connection context, and the subscriptions made
+// broken: the current connection context, and the followers started
 // before. It returns the connection's status and reconnection count.
 func (b *Broker) check() (nats.Status, uint64) {
 	status, reconnects := b.nc.Status(), b.nc.Stats().Reconnects
@@ -123,9 +567,11 @@ func (b *Broker) check() (nats.Status, uint64) {
 		b.connCancel(err)
 	}
 	b.mu.Unlock()
-	n := b.failSubs(err, func(s *sub) bool { return down || s.reconnects < reconnects })
 	if lost {
-		b.connLosses.Add(1)
+		b.connLosses.Add(1) // before the followers hear of it
+	}
+	n := b.failFollowers(err, func(f *follower) bool { return down || f.reconnects < reconnects })
+	if lost {
 		b.log.Warn("natsbroker: "+err.Error(), "status", status.String(), "subscriptions ended", n)
 	}
 	return status, reconnects
@@ -142,165 +588,4 @@ func (b *Broker) connContext() context.Context {
 		b.connCtx, b.connCancel = context.WithCancelCause(b.ctx)
 	}
 	return b.connCtx
-}
-
-// Subscribe implements [live.Broker]. It subscribes to the channel's
-// republished messages, makes sure the server has the subscription, then
-// reads the channel's latest message and calls ready with its position, so
-// every publication after the head reaches the subscription. It delivers on
-// the calling goroutine, skipping messages up to the head. A message out of
-// turn (a gap, another epoch) and any failure of the connection end it with
-// an error.
-func (b *Broker) Subscribe(ctx context.Context, channel string, ready func(live.Position), deliver func(live.Message)) error {
-	if b.isClosed() {
-		return fmt.Errorf("live: subscribe %q: %w", channel, live.ErrClosed)
-	}
-	if ctx.Err() != nil {
-		return nil
-	}
-	if err := live.ValidChannel(channel); err != nil {
-		return fmt.Errorf("live: subscribe: %w", err)
-	}
-	s, err := b.register(ctx)
-	if err != nil {
-		return fmt.Errorf("live: subscribe %q: %w", channel, err)
-	}
-	defer b.unregister(s)
-	// failed returns why s ended, or nil if the caller's context did.
-	failed := func(err error) error {
-		if ctx.Err() != nil {
-			return nil
-		}
-		if cause := context.Cause(s.ctx); cause != nil && s.ctx.Err() != nil {
-			err = cause
-		}
-		return fmt.Errorf("live: subscribe %q: %w", channel, err)
-	}
-
-	if st := b.nc.Status(); st != nats.CONNECTED {
-		return fmt.Errorf("live: subscribe %q: %w (%v)", channel, errConnLost, st)
-	}
-	// An asynchronous subscription into a queue of our own: a synchronous
-	// one holds a channel of SubChanLen messages (64k, 512 KiB) for each
-	// channel followed, whether or not anything is published.
-	q := newMsgQueue()
-	ns, err := b.nc.Subscribe(b.announcements(channel), q.push)
-	if err != nil {
-		return failed(err)
-	}
-	defer ns.Unsubscribe()
-	// Once the server answers a ping sent after SUB, it has the
-	// subscription: whatever it stores from now on reaches ns.
-	fctx, cancel := context.WithTimeout(s.ctx, b.stall)
-	err = b.nc.FlushWithContext(fctx)
-	cancel()
-	if err != nil {
-		return failed(fmt.Errorf("subscribing: %w", err))
-	}
-	head, err := b.head(s.ctx, channel)
-	if err != nil {
-		return failed(fmt.Errorf("reading the head: %w", err))
-	}
-	ready(head)
-
-	last := head
-	for {
-		m, err := q.next(s.ctx)
-		if err != nil {
-			return failed(err)
-		}
-		t, err := parseStored(m.Subject, m.Header, m.Data)
-		if b.drop != nil && err == nil && b.drop(t.pos) {
-			continue
-		}
-		switch {
-		case err != nil:
-			err = fmt.Errorf("malformed message: %w", err)
-		case t.pos.Epoch != last.Epoch:
-			err = fmt.Errorf("message at %v: the channel's epoch changed (did the server lose its data?)", t.pos)
-		case t.pos.Seq <= last.Seq:
-			continue // at or before the head, the marker, or filled in already
-		}
-		if err != nil {
-			return failed(fmt.Errorf("after %v: %w", last, err))
-		}
-		if t.first() <= last.Seq+1 {
-			msgs, err := t.messages(channel, last.Seq)
-			if err != nil {
-				return failed(fmt.Errorf("after %v: %w", last, err))
-			}
-			for _, m := range msgs {
-				deliver(m)
-			}
-			last = t.pos
-			continue
-		}
-		// The stream republishes concurrent publications in the order
-		// their ingest finishes, which is not always the order of their
-		// positions; and a message may have been dropped. What t follows
-		// is stored (t's position was granted only after it), so read it
-		// from the stream; its own delivery comes later and is skipped.
-		if t.pos.Seq-last.Seq > fillMax {
-			return failed(fmt.Errorf("after %v: %w: message at %v", last, errGap, t.pos))
-		}
-		msgs, _, err := b.walk(s.ctx, channel, t, int(t.pos.Seq-last.Seq))
-		if err != nil {
-			return failed(fmt.Errorf("after %v: %w: message at %v; reading those before it: %w", last, errGap, t.pos, err))
-		}
-		b.fills.Add(1)
-		for _, m := range msgs {
-			deliver(m)
-		}
-		last = t.pos
-	}
-}
-
-// fillMax is the largest hole in a subscription's messages that it fills
-// from the stream; a larger one ends it, and the Hub reads history.
-const fillMax = walkMax
-
-// A msgQueue holds a subscription's messages until its Subscribe call
-// takes them: unbounded here, bounded by the subscription's pending
-// limits in the NATS client, which report a slow consumer beyond them.
-type msgQueue struct {
-	wake chan struct{} // has room for one token: a push leaves one there
-
-	mu   sync.Mutex // guards msgs
-	msgs []*nats.Msg
-}
-
-func newMsgQueue() *msgQueue { return &msgQueue{wake: make(chan struct{}, 1)} }
-
-// push is the subscription's handler.
-func (q *msgQueue) push(m *nats.Msg) {
-	q.mu.Lock()
-	q.msgs = append(q.msgs, m)
-	q.mu.Unlock()
-	select {
-	case q.wake <- struct{}{}:
-	default:
-	}
-}
-
-// next returns the oldest message, waiting for one until ctx ends.
-func (q *msgQueue) next(ctx context.Context) (*nats.Msg, error) {
-	for {
-		q.mu.Lock()
-		if len(q.msgs) > 0 {
-			m := q.msgs[0]
-			q.msgs[0] = nil
-			q.msgs = q.msgs[1:]
-			if len(q.msgs) == 0 {
-				q.msgs = nil
-			}
-			q.mu.Unlock()
-			return m, nil
-		}
-		q.mu.Unlock()
-		select {
-		case <-q.wake:
-		case <-ctx.Done():
-			return nil, context.Cause(ctx)
-		}
-	}
 }

@@ -254,7 +254,8 @@ func benchLoad(b *testing.B, cfg BenchConfig, l Load) {
 
 // BenchmarkManyChannels measures a node following many channels, one
 // subscriber each, as a Hub does after a restart: b.N subscriptions are
-// made at once on one broker, and it reports how long they took to become
+// made at once on one broker (with Follow if it is a [live.Follower],
+// otherwise each Subscribe on a goroutine of its own), and it reports how long they took to become
 // ready (subscribe-ms), the heap and goroutines each costs the broker
 // (B/channel and goroutines/channel, besides the goroutine calling
 // Subscribe, which is the caller's), how long one publication on every
@@ -282,14 +283,26 @@ func BenchmarkManyChannels(b *testing.B, cfg BenchConfig) {
 	delivered.Add(n)
 	var ended sync.WaitGroup
 	errs := make(chan error, n)
+	f, following := sub.(live.Follower)
+	stops := make([]func(), 0, n)
 	b.ResetTimer()
 	start := time.Now()
 	for i := range n {
+		var once, got sync.Once
+		ready := func(live.Position) { once.Do(ready.Done) }
+		deliver := func(live.Message) { got.Do(delivered.Done) }
+		if following {
+			stop, err := f.Follow(prefix+strconv.Itoa(i), ready, deliver, func(err error) { errs <- err })
+			if err != nil {
+				b.Fatal(err)
+			}
+			stops = append(stops, stop)
+			continue
+		}
 		ended.Add(1)
 		go func() {
 			defer ended.Done()
-			var once, got sync.Once
-			err := sub.Subscribe(ctx, prefix+strconv.Itoa(i), func(live.Position) { once.Do(ready.Done) }, func(live.Message) { got.Do(delivered.Done) })
+			err := sub.Subscribe(ctx, prefix+strconv.Itoa(i), ready, deliver)
 			if err != nil && ctx.Err() == nil {
 				errs <- err
 			}
@@ -299,7 +312,10 @@ func BenchmarkManyChannels(b *testing.B, cfg BenchConfig) {
 	subscribed := time.Since(start)
 	runtime.GC()
 	runtime.ReadMemStats(&after)
-	extra := runtime.NumGoroutine() - goroutines - n
+	extra := runtime.NumGoroutine() - goroutines
+	if !following {
+		extra -= n // the callers'
+	}
 
 	start = time.Now()
 	var next atomic.Int64
@@ -324,6 +340,9 @@ func BenchmarkManyChannels(b *testing.B, cfg BenchConfig) {
 
 	start = time.Now()
 	cancel()
+	for _, stop := range stops {
+		stop()
+	}
 	ended.Wait()
 	released := time.Since(start)
 	b.StopTimer()

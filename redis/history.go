@@ -12,11 +12,11 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// head returns the channel's latest position, creating its epoch if the
-// channel is new, so that the first publication is in the epoch returned.
-func (b *Broker) head(ctx context.Context, channel string) (live.Position, error) {
-	keys := append(b.keys(channel), b.snapshotKey(channel))
-	res, err := headScript.Run(ctx, b.client, keys, newEpoch(), b.ttl.Milliseconds()).Slice()
+// parseHead returns the head a call of headScript returned: the channel's
+// latest position, with its epoch made if the channel is new, so that the
+// first publication is in the epoch returned.
+func parseHead(cmd *redis.Cmd) (live.Position, error) {
+	res, err := cmd.Slice()
 	if err != nil {
 		return live.Position{}, err
 	}

@@ -197,27 +197,36 @@ end
 return res
 `)
 
-// headScript returns a channel's {epoch, seq}, giving a new channel its
+// headScript returns channels' {epoch, seq}, giving a new channel its
 // epoch so that the first publication is numbered in it, and so does a
-// channel another Redis process numbered last, as in publishScript.
+// channel another Redis process numbered last, as in publishScript. One
+// call reads the heads that were waiting together (on a cluster, those of
+// one slot).
 //
-// KEYS: head, log, keys, snapshot. ARGV: a new epoch, the head's TTL in
-// ms (<= 0: none). The snapshot lives as long as the head.
+// KEYS: for each channel its head, log, keys and snapshot. ARGV: a new
+// epoch, the heads' TTL in ms (<= 0: none). The snapshot lives as long as
+// the head. Returns epoch and seq for each channel in turn.
 var headScript = redis.NewScript(runID + `
 local me = runID()
-local h = redis.call('HMGET', KEYS[1], 'epoch', 'seq', 'run')
-if not h[1] or h[3] ~= me then
-  redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
-  redis.call('HDEL', KEYS[1], 'k')
-  redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'seq', 0, 'run', me)
-  h = {ARGV[1], '0'}
-end
 local ttl = tonumber(ARGV[2])
-if ttl > 0 then
-  redis.call('PEXPIRE', KEYS[1], ttl)
-  redis.call('PEXPIRE', KEYS[4], ttl)
+local res = {}
+for i = 1, #KEYS, 4 do
+  local head, snap = KEYS[i], KEYS[i+3]
+  local h = redis.call('HMGET', head, 'epoch', 'seq', 'run')
+  if not h[1] or h[3] ~= me then
+    redis.call('DEL', KEYS[i+1], KEYS[i+2], snap)
+    redis.call('HDEL', head, 'k')
+    redis.call('HSET', head, 'epoch', ARGV[1], 'seq', 0, 'run', me)
+    h = {ARGV[1], '0'}
+  end
+  if ttl > 0 then
+    redis.call('PEXPIRE', head, ttl)
+    redis.call('PEXPIRE', snap, ttl)
+  end
+  res[#res+1] = h[1]
+  res[#res+1] = h[2]
 end
-return {h[1], h[2]}
+return res
 `)
 
 // saveSnapshotScript keeps a State's value beside the channel's stream,

@@ -683,27 +683,60 @@ func (b *Broker) readHeads() {
 		}
 		b.mu.Unlock()
 
-		heads, errs := b.readHeadsOf(fs)
-		for i, f := range fs {
-			f.start(heads[i], errs[i])
+		groups, cmds := b.readHeadsOf(fs)
+		for i, g := range groups {
+			heads, err := parseHeads(cmds[i], len(g))
+			for j, f := range g {
+				if err != nil {
+					f.start(live.Position{}, err)
+				} else {
+					f.start(heads[j], nil)
+				}
+			}
 		}
 	}
 }
 
+// headsPerCall bounds the channels of one call of headScript.
+const headsPerCall = 256
+
 // readHeadsOf reads the heads of fs's channels in one pipeline (on a
-// cluster, one per master), loading the head script where Redis does not
-// have it.
-func (b *Broker) readHeadsOf(fs []*follower) ([]live.Position, []error) {
-	cmds := make([]*redis.Cmd, len(fs))
+// cluster, one per master) of headScript calls, one for each group of up
+// to headsPerCall channels (on a cluster, of one slot), loading the
+// script where Redis does not have it.
+func (b *Broker) readHeadsOf(fs []*follower) (groups [][]*follower, cmds []*redis.Cmd) {
+	if b.cluster == nil {
+		for rest := fs; len(rest) > 0; {
+			n := min(len(rest), headsPerCall)
+			groups = append(groups, rest[:n])
+			rest = rest[n:]
+		}
+	} else {
+		at := make(map[uint16]int)
+		for _, f := range fs {
+			s := slot(f.name)
+			i, ok := at[s]
+			if !ok || len(groups[i]) == headsPerCall {
+				i = len(groups)
+				at[s] = i
+				groups = append(groups, nil)
+			}
+			groups[i] = append(groups[i], f)
+		}
+	}
+	cmds = make([]*redis.Cmd, len(groups))
 	epoch, ttl := newEpoch(), b.ttl.Milliseconds()
 	send := func(retry bool) error {
 		_, err := b.client.Pipelined(b.ctx, func(p redis.Pipeliner) error {
-			for i, f := range fs {
+			for i, g := range groups {
 				if retry && !isNoScript(cmds[i].Err()) {
 					continue
 				}
-				channel := f.channel()
-				keys := append(b.keys(channel), b.snapshotKey(channel))
+				keys := make([]string, 0, 4*len(g))
+				for _, f := range g {
+					channel := f.channel()
+					keys = append(append(keys, b.keys(channel)...), b.snapshotKey(channel))
+				}
 				cmds[i] = headScript.EvalSha(b.ctx, p, keys, epoch, ttl)
 			}
 			return nil
@@ -715,12 +748,7 @@ func (b *Broker) readHeadsOf(fs []*follower) ([]live.Position, []error) {
 			send(true)
 		}
 	}
-	heads := make([]live.Position, len(fs))
-	errs := make([]error, len(fs))
-	for i, cmd := range cmds {
-		heads[i], errs[i] = parseHead(cmd)
-	}
-	return heads, errs
+	return groups, cmds
 }
 
 // ping is the broker's pinger goroutine: it pings each pub/sub connection

@@ -76,12 +76,22 @@ func BenchmarkFollowMany(b *testing.B) {
 	var ready, delivered sync.WaitGroup
 	ready.Add(n)
 	delivered.Add(n)
-	var endedCount atomic.Int64
+	failed := make(chan error, 1)
 	onReady := func(live.Position) { ready.Done() }
 	onDeliver := func(live.Message) { delivered.Done() }
 	onEnded := func(err error) {
-		if endedCount.Add(1) == 1 {
-			b.Error(err)
+		select {
+		case failed <- err:
+		default:
+		}
+	}
+	wait := func(wg *sync.WaitGroup) {
+		done := make(chan struct{})
+		go func() { wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case err := <-failed:
+			b.Fatal(err) // leaves the goroutine above waiting: the benchmark ends
 		}
 	}
 
@@ -98,7 +108,7 @@ func BenchmarkFollowMany(b *testing.B) {
 		}
 		stops[i] = stop
 	}
-	ready.Wait()
+	wait(&ready)
 	followed := time.Since(start)
 	runtime.GC()
 	runtime.ReadMemStats(&after)
@@ -122,7 +132,7 @@ func BenchmarkFollowMany(b *testing.B) {
 		})
 	}
 	wg.Wait()
-	delivered.Wait()
+	wait(&delivered)
 	deliver := time.Since(start)
 
 	start = time.Now()

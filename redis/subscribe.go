@@ -48,11 +48,12 @@ type psConn struct {
 	lastRecv atomic.Int64 // UnixNano of the last reply read, or of the connection's creation
 
 	// Guarded by Broker.mu.
-	chans   map[string]*psChan // by pub/sub channel name
-	dead    bool
-	cmds    []psCmd // decided, not yet written, oldest first
-	sending bool    // a sender writes cmds
-	reading bool    // the reader has started
+	chans       map[string]*psChan // by pub/sub channel name
+	dead        bool
+	cmds        []psCmd // decided, not yet written, oldest first
+	unconfirmed int     // channels of the commands written, not yet confirmed
+	sending     bool    // a sender writes cmds
+	reading     bool    // the reader has started
 
 	// Owned by the pinger.
 	pingedAt int64 // UnixNano of the last ping sent; 0: none
@@ -410,10 +411,17 @@ func (b *Broker) kill(c *psConn, cause error) {
 }
 
 // sendLocked queues cmd for c's sender, starting it if it is not
-// running. b.mu is held and the broker is not closed.
+// running and may write. b.mu is held and the broker is not closed.
 func (b *Broker) sendLocked(c *psConn, cmd psCmd) {
 	c.cmds = append(c.cmds, cmd)
-	if !c.sending && !c.dead {
+	b.startSenderLocked(c, maxUnconfirmed)
+}
+
+// startSenderLocked starts c's sender if commands wait, it is not
+// running, and fewer than limit channels await confirmation. b.mu is
+// held.
+func (b *Broker) startSenderLocked(c *psConn, limit int) {
+	if len(c.cmds) > 0 && !c.sending && !c.dead && !b.closed && c.unconfirmed < limit {
 		c.sending = true
 		b.wg.Add(1)
 		go b.send(c)
@@ -423,21 +431,36 @@ func (b *Broker) sendLocked(c *psConn, cmd psCmd) {
 // maxNames bounds the channels of one SUBSCRIBE or UNSUBSCRIBE.
 const maxNames = 1024
 
+// maxUnconfirmed bounds the channels whose SUBSCRIBE or UNSUBSCRIBE is
+// written and not yet confirmed on a connection. Redis queues a
+// confirmation of about 60 bytes a channel in the connection's output
+// buffer, which client-output-buffer-limit pubsub bounds (by default 32
+// MiB at once, or 8 MiB for a minute) and closes the connection past it:
+// a node following a million channels at once would send that much
+// faster than it reads it. 32,768 channels is about 2 MiB.
+const maxUnconfirmed = 1 << 15
+
 // send is c's sender: it writes the commands queued on c, those that
-// waited together as few commands, until none is left. It starts c's
-// reader after its first write: on a cluster, a read before the first
-// SSUBSCRIBE would dial a random master.
+// waited together as few commands, until none is left or maxUnconfirmed
+// channels await confirmation (then the reader starts it again once half
+// of them are confirmed). It starts c's reader after its first write: on
+// a cluster, a read before the first SSUBSCRIBE would dial a random
+// master.
 func (b *Broker) send(c *psConn) {
 	defer b.wg.Done()
 	for {
 		b.mu.Lock()
-		cmds := c.cmds
-		c.cmds = nil
-		if len(cmds) == 0 || c.dead || b.closed {
+		n := min(len(c.cmds), maxUnconfirmed-c.unconfirmed)
+		if n <= 0 || c.dead || b.closed {
 			c.sending = false
 			b.mu.Unlock()
 			return
 		}
+		cmds := c.cmds[:n:n]
+		if c.cmds = c.cmds[n:]; len(c.cmds) == 0 {
+			c.cmds = nil
+		}
+		c.unconfirmed += n
 		read := !c.reading
 		c.reading = true
 		b.mu.Unlock()
@@ -596,6 +619,8 @@ func (b *Broker) confirm(c *psConn, m *redis.Subscription) {
 		return
 	}
 	pc.pending--
+	c.unconfirmed--
+	b.startSenderLocked(c, maxUnconfirmed/2)
 	if isSub {
 		pc.confirmed++
 		for _, f := range pc.subs {

@@ -437,8 +437,9 @@ const maxNames = 1024
 // buffer, which client-output-buffer-limit pubsub bounds (by default 32
 // MiB at once, or 8 MiB for a minute) and closes the connection past it:
 // a node following a million channels at once would send that much
-// faster than it reads it. 32,768 channels is about 2 MiB.
-const maxUnconfirmed = 1 << 15
+// faster than it reads it. 32,768 channels is about 2 MiB. (A variable
+// for the tests.)
+var maxUnconfirmed = 1 << 15
 
 // send is c's sender: it writes the commands queued on c, those that
 // waited together as few commands, until none is left or maxUnconfirmed

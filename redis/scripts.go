@@ -73,6 +73,9 @@ if size > 0 then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+-- Numbers go to commands as the strings they came as, or are formatted
+-- once: Lua formats a number for every call it is passed to.
+local sizeArg, ageArg, ttlArg, nowArg = ARGV[1], ARGV[2], ARGV[4], string.format('%d', now)
 
 local function publish(head, log, keys, data, pubsub, meta, cond, key)
   local h = redis.call('HMGET', head, 'epoch', 'old', 'run', 'seq', 'k')
@@ -107,18 +110,19 @@ local function publish(head, log, keys, data, pubsub, meta, cond, key)
     h[2] = now
   end
   local seq = redis.call('HINCRBY', head, 'seq', 1)
+  local seqArg = tostring(seq)
   if ttl > 0 then
-    redis.call('PEXPIRE', head, ttl)
+    redis.call('PEXPIRE', head, ttlArg)
   end
   if size > 0 then
     if key == '' and meta == '' then
-      redis.call('XADD', log, 'MAXLEN', size, seq .. '-0', 'd', data, 't', now)
+      redis.call('XADD', log, 'MAXLEN', sizeArg, seqArg .. '-0', 'd', data, 't', nowArg)
     elseif key == '' then
-      redis.call('XADD', log, 'MAXLEN', size, seq .. '-0', 'd', data, 't', now, 'm', meta)
+      redis.call('XADD', log, 'MAXLEN', sizeArg, seqArg .. '-0', 'd', data, 't', nowArg, 'm', meta)
     elseif meta == '' then
-      redis.call('XADD', log, 'MAXLEN', size, seq .. '-0', 'd', data, 't', now, 'k', key)
+      redis.call('XADD', log, 'MAXLEN', sizeArg, seqArg .. '-0', 'd', data, 't', nowArg, 'k', key)
     else
-      redis.call('XADD', log, 'MAXLEN', size, seq .. '-0', 'd', data, 't', now, 'm', meta, 'k', key)
+      redis.call('XADD', log, 'MAXLEN', sizeArg, seqArg .. '-0', 'd', data, 't', nowArg, 'm', meta, 'k', key)
     end
     -- The first Seq in history: the stream keeps size entries, fewer
     -- after the age limit drops some.
@@ -130,7 +134,7 @@ local function publish(head, log, keys, data, pubsub, meta, cond, key)
         h[5] = seq
       end
       if age > 0 then
-        redis.call('PEXPIRE', keys, age)
+        redis.call('PEXPIRE', keys, ageArg)
       end
     end
     if age > 0 then
@@ -163,7 +167,7 @@ local function publish(head, log, keys, data, pubsub, meta, cond, key)
         end
       end
       -- An idle channel's history expires as a whole.
-      redis.call('PEXPIRE', log, age)
+      redis.call('PEXPIRE', log, ageArg)
     end
     if h[5] and tonumber(h[5]) < first then
       -- Keys leave with their publications.
@@ -176,7 +180,7 @@ local function publish(head, log, keys, data, pubsub, meta, cond, key)
       end
     end
   end
-  local msg = epoch .. ' ' .. seq
+  local msg = epoch .. ' ' .. seqArg
   if limit >= 0 and #meta + #data > limit then
     msg = msg .. ' r'
   elseif meta == '' then

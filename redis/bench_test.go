@@ -2,9 +2,12 @@ package redisbroker_test
 
 import (
 	"context"
+	"runtime"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/go-live/live"
 	"github.com/go-live/live/brokertest"
@@ -47,6 +50,103 @@ func BenchmarkManyChannels(b *testing.B) {
 	brokertest.BenchmarkManyChannels(b, brokertest.BenchConfig{
 		New: sharedBrokers(b),
 	})
+}
+
+// BenchmarkFollowMany: one node following b.N channels with Follow, as
+// a Hub does, with callbacks shared by every channel so that what is
+// measured is the broker's part: how long until every follow was ready
+// (follow-ms), the heap (B/channel) and goroutines (goroutines/channel)
+// each costs, how long one publication on every channel through a second
+// broker took to arrive (deliver-ms) and how long stopping them all took
+// (release-ms).
+//
+//	cd redis && LIVE_REDIS_URL=redis://127.0.0.1:6379/0 go test -run '^$' -bench FollowMany -benchtime 10000x
+func BenchmarkFollowMany(b *testing.B) {
+	brokers := sharedBrokers(b)
+	sub, pub := brokers(b), brokers(b)
+	b.Cleanup(func() { sub.(*redisbroker.Broker).Close(); pub.(*redisbroker.Broker).Close() })
+	f := sub.(live.Follower)
+	n := b.N
+	names := make([]string, n)
+	base := "many-" + strconv.FormatInt(time.Now().UnixNano(), 36) + "-"
+	for i := range names {
+		names[i] = base + strconv.Itoa(i)
+	}
+	stops := make([]func(), n)
+	var ready, delivered sync.WaitGroup
+	ready.Add(n)
+	delivered.Add(n)
+	failed := make(chan error, 1)
+	onReady := func(live.Position) { ready.Done() }
+	onDeliver := func(live.Message) { delivered.Done() }
+	onEnded := func(err error) {
+		select {
+		case failed <- err:
+		default:
+		}
+	}
+	wait := func(wg *sync.WaitGroup) {
+		done := make(chan struct{})
+		go func() { wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case err := <-failed:
+			b.Fatal(err) // leaves the goroutine above waiting: the benchmark ends
+		}
+	}
+
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	goroutines := runtime.NumGoroutine()
+	b.ResetTimer()
+	start := time.Now()
+	for i, name := range names {
+		stop, err := f.Follow(name, onReady, onDeliver, onEnded)
+		if err != nil {
+			b.Fatal(err)
+		}
+		stops[i] = stop
+	}
+	wait(&ready)
+	followed := time.Since(start)
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	extra := runtime.NumGoroutine() - goroutines
+
+	start = time.Now()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				if _, err := pub.Publish(context.Background(), names[i], []byte(`1`)); err != nil {
+					b.Error(err)
+					delivered.Done()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	wait(&delivered)
+	deliver := time.Since(start)
+
+	start = time.Now()
+	for _, stop := range stops {
+		stop()
+	}
+	released := time.Since(start)
+	b.StopTimer()
+	b.ReportMetric(float64(followed.Milliseconds()), "follow-ms")
+	b.ReportMetric(float64(int64(after.HeapAlloc)-int64(before.HeapAlloc))/float64(n), "B/channel")
+	b.ReportMetric(float64(extra)/float64(n), "goroutines/channel")
+	b.ReportMetric(float64(deliver.Milliseconds()), "deliver-ms")
+	b.ReportMetric(float64(released.Milliseconds()), "release-ms")
+	b.ReportMetric(0, "ns/op")
 }
 
 // sharedBrokers returns a maker of brokers that share one test prefix,

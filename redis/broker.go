@@ -153,15 +153,11 @@ type Broker struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // the pinger and the readers
 
-	// cmdMu serialises SUBSCRIBE and UNSUBSCRIBE with the bookkeeping that
-	// decides them, so Redis receives them in the order psChan.pending
-	// records. It is held across the write (and the dial, when the
-	// connection is new), never across a wait for a confirmation.
-	cmdMu sync.Mutex
-
-	mu     sync.Mutex // guards closed, conns and the pub/sub bookkeeping (see psConn and sub)
-	closed bool
-	conns  map[string]*psConn // the pub/sub connections in use, by server address ("" but in cluster mode)
+	mu      sync.Mutex // guards closed, conns, heads, heading and the pub/sub bookkeeping (see psConn and follower)
+	closed  bool
+	conns   map[string]*psConn // the pub/sub connections in use, by server address ("" but in cluster mode)
+	heads   []*follower        // active followers waiting for their head, oldest first
+	heading bool               // the head reader runs
 }
 
 var (
@@ -170,6 +166,7 @@ var (
 	_ live.PagedHistory = (*Broker)(nil)
 	_ live.Snapshots    = (*Broker)(nil)
 	_ live.Conditional  = (*Broker)(nil)
+	_ live.Follower     = (*Broker)(nil)
 )
 
 const (
@@ -329,12 +326,16 @@ func (b *Broker) Close() error {
 	}
 	b.closed = true
 	conns := b.conns
-	b.conns = nil
+	b.conns, b.heads = nil, nil
+	var fs []*follower
 	for _, c := range conns {
 		c.dead = true
-		c.failLocked(live.ErrClosed)
+		fs = append(fs, c.followersLocked()...)
 	}
 	b.mu.Unlock()
+	for _, f := range fs {
+		f.end(live.ErrClosed)
+	}
 
 	b.cancel()
 	for _, c := range conns {

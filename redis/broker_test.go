@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -177,6 +178,54 @@ func TestAnnouncementsOutOfTurn(t *testing.T) {
 			c.Publish(t.Context(), pubsub, fmt.Sprintf(tt.announce, head.Epoch))
 			w.ExpectFailed(t, tt.want)
 		})
+	}
+}
+
+// A node following more channels at once than may await confirmation
+// sends the rest as confirmations come: every follow becomes ready and
+// delivers, stopped follows unsubscribe, and following again works.
+func TestFollowBeyondWindow(t *testing.T) {
+	redisbroker.SetMaxUnconfirmed(t, 16)
+	b, _, _ := newBroker(t, redisURL(t), nil)
+	base := servertest.ChannelName(t)
+	for round := range 2 {
+		const n = 300
+		var ready, delivered sync.WaitGroup
+		ready.Add(n)
+		delivered.Add(n)
+		failed := make(chan error, n)
+		stops := make([]func(), n)
+		for i := range n {
+			stop, err := b.Follow(base+"-"+strconv.Itoa(i), func(live.Position) { ready.Done() },
+				func(live.Message) { delivered.Done() }, func(err error) { failed <- err })
+			if err != nil {
+				t.Fatal(err)
+			}
+			stops[i] = stop
+		}
+		waitAll(t, &ready, failed, "ready")
+		for i := range n {
+			servertest.Publish(t, b, base+"-"+strconv.Itoa(i), strconv.Itoa(round))
+		}
+		waitAll(t, &delivered, failed, "delivered")
+		for _, stop := range stops {
+			stop()
+		}
+	}
+}
+
+// waitAll waits for wg, failing t if an error comes first or it takes
+// too long.
+func waitAll(t *testing.T, wg *sync.WaitGroup, failed <-chan error, what string) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case err := <-failed:
+		t.Fatalf("a follow ended before all were %s: %v", what, err)
+	case <-time.After(waitTimeout):
+		t.Fatalf("not all follows %s within %v", what, waitTimeout)
 	}
 }
 

@@ -1,6 +1,8 @@
 package redisbroker
 
 import (
+	"testing"
+
 	"github.com/go-live/live"
 )
 
@@ -21,4 +23,12 @@ func PublishCall(b *Broker, channel string, keys, data []string) ([]live.Positio
 		pos[i], errs[i] = p.pos, p.err
 	}
 	return pos, errs
+}
+
+// SetMaxUnconfirmed bounds the channels awaiting their SUBSCRIBE's
+// confirmation on a connection at n until the test ends.
+func SetMaxUnconfirmed(t testing.TB, n int) {
+	old := maxUnconfirmed
+	maxUnconfirmed = n
+	t.Cleanup(func() { maxUnconfirmed = old })
 }

@@ -12,23 +12,27 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// head returns the channel's latest position, creating its epoch if the
-// channel is new, so that the first publication is in the epoch returned.
-func (b *Broker) head(ctx context.Context, channel string) (live.Position, error) {
-	keys := append(b.keys(channel), b.snapshotKey(channel))
-	res, err := headScript.Run(ctx, b.client, keys, newEpoch(), b.ttl.Milliseconds()).Slice()
+// parseHeads returns the n heads a call of headScript returned: each
+// channel's latest position, with its epoch made if the channel is new,
+// so that the first publication is in the epoch returned.
+func parseHeads(cmd *redis.Cmd, n int) ([]live.Position, error) {
+	res, err := cmd.Slice()
 	if err != nil {
-		return live.Position{}, err
+		return nil, err
 	}
-	if len(res) != 2 {
-		return live.Position{}, fmt.Errorf("unexpected reply %v from Redis", res)
+	if len(res) != 2*n {
+		return nil, fmt.Errorf("unexpected reply of %d values from Redis for %d heads", len(res), n)
 	}
-	epoch, _ := res[0].(string)
-	seq, err := parseSeq(res[1])
-	if err != nil || epoch == "" {
-		return live.Position{}, fmt.Errorf("unexpected reply %v from Redis", res)
+	heads := make([]live.Position, n)
+	for i := range heads {
+		epoch, _ := res[2*i].(string)
+		seq, err := parseSeq(res[2*i+1])
+		if err != nil || epoch == "" {
+			return nil, fmt.Errorf("unexpected reply %v from Redis", res[2*i:2*i+2])
+		}
+		heads[i] = live.Position{Epoch: epoch, Seq: seq}
 	}
-	return live.Position{Epoch: epoch, Seq: seq}, nil
+	return heads, nil
 }
 
 // Since implements [live.History]. It reads the channel's head and an

@@ -73,6 +73,9 @@ if size > 0 then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+-- Numbers go to commands as the strings they came as, or are formatted
+-- once: Lua formats a number for every call it is passed to.
+local sizeArg, ageArg, ttlArg, nowArg = ARGV[1], ARGV[2], ARGV[4], string.format('%d', now)
 
 local function publish(head, log, keys, data, pubsub, meta, cond, key)
   local h = redis.call('HMGET', head, 'epoch', 'old', 'run', 'seq', 'k')
@@ -107,18 +110,19 @@ local function publish(head, log, keys, data, pubsub, meta, cond, key)
     h[2] = now
   end
   local seq = redis.call('HINCRBY', head, 'seq', 1)
+  local seqArg = tostring(seq)
   if ttl > 0 then
-    redis.call('PEXPIRE', head, ttl)
+    redis.call('PEXPIRE', head, ttlArg)
   end
   if size > 0 then
     if key == '' and meta == '' then
-      redis.call('XADD', log, 'MAXLEN', size, seq .. '-0', 'd', data, 't', now)
+      redis.call('XADD', log, 'MAXLEN', sizeArg, seqArg .. '-0', 'd', data, 't', nowArg)
     elseif key == '' then
-      redis.call('XADD', log, 'MAXLEN', size, seq .. '-0', 'd', data, 't', now, 'm', meta)
+      redis.call('XADD', log, 'MAXLEN', sizeArg, seqArg .. '-0', 'd', data, 't', nowArg, 'm', meta)
     elseif meta == '' then
-      redis.call('XADD', log, 'MAXLEN', size, seq .. '-0', 'd', data, 't', now, 'k', key)
+      redis.call('XADD', log, 'MAXLEN', sizeArg, seqArg .. '-0', 'd', data, 't', nowArg, 'k', key)
     else
-      redis.call('XADD', log, 'MAXLEN', size, seq .. '-0', 'd', data, 't', now, 'm', meta, 'k', key)
+      redis.call('XADD', log, 'MAXLEN', sizeArg, seqArg .. '-0', 'd', data, 't', nowArg, 'm', meta, 'k', key)
     end
     -- The first Seq in history: the stream keeps size entries, fewer
     -- after the age limit drops some.
@@ -130,7 +134,7 @@ local function publish(head, log, keys, data, pubsub, meta, cond, key)
         h[5] = seq
       end
       if age > 0 then
-        redis.call('PEXPIRE', keys, age)
+        redis.call('PEXPIRE', keys, ageArg)
       end
     end
     if age > 0 then
@@ -163,7 +167,7 @@ local function publish(head, log, keys, data, pubsub, meta, cond, key)
         end
       end
       -- An idle channel's history expires as a whole.
-      redis.call('PEXPIRE', log, age)
+      redis.call('PEXPIRE', log, ageArg)
     end
     if h[5] and tonumber(h[5]) < first then
       -- Keys leave with their publications.
@@ -176,7 +180,7 @@ local function publish(head, log, keys, data, pubsub, meta, cond, key)
       end
     end
   end
-  local msg = epoch .. ' ' .. seq
+  local msg = epoch .. ' ' .. seqArg
   if limit >= 0 and #meta + #data > limit then
     msg = msg .. ' r'
   elseif meta == '' then
@@ -197,27 +201,36 @@ end
 return res
 `)
 
-// headScript returns a channel's {epoch, seq}, giving a new channel its
+// headScript returns channels' {epoch, seq}, giving a new channel its
 // epoch so that the first publication is numbered in it, and so does a
-// channel another Redis process numbered last, as in publishScript.
+// channel another Redis process numbered last, as in publishScript. One
+// call reads the heads that were waiting together (on a cluster, those of
+// one slot).
 //
-// KEYS: head, log, keys, snapshot. ARGV: a new epoch, the head's TTL in
-// ms (<= 0: none). The snapshot lives as long as the head.
+// KEYS: for each channel its head, log, keys and snapshot. ARGV: a new
+// epoch, the heads' TTL in ms (<= 0: none). The snapshot lives as long as
+// the head. Returns epoch and seq for each channel in turn.
 var headScript = redis.NewScript(runID + `
 local me = runID()
-local h = redis.call('HMGET', KEYS[1], 'epoch', 'seq', 'run')
-if not h[1] or h[3] ~= me then
-  redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
-  redis.call('HDEL', KEYS[1], 'k')
-  redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'seq', 0, 'run', me)
-  h = {ARGV[1], '0'}
-end
 local ttl = tonumber(ARGV[2])
-if ttl > 0 then
-  redis.call('PEXPIRE', KEYS[1], ttl)
-  redis.call('PEXPIRE', KEYS[4], ttl)
+local res = {}
+for i = 1, #KEYS, 4 do
+  local head, snap = KEYS[i], KEYS[i+3]
+  local h = redis.call('HMGET', head, 'epoch', 'seq', 'run')
+  if not h[1] or h[3] ~= me then
+    redis.call('DEL', KEYS[i+1], KEYS[i+2], snap)
+    redis.call('HDEL', head, 'k')
+    redis.call('HSET', head, 'epoch', ARGV[1], 'seq', 0, 'run', me)
+    h = {ARGV[1], '0'}
+  end
+  if ttl > 0 then
+    redis.call('PEXPIRE', head, ttl)
+    redis.call('PEXPIRE', snap, ttl)
+  end
+  res[#res+1] = h[1]
+  res[#res+1] = h[2]
 end
-return {h[1], h[2]}
+return res
 `)
 
 // saveSnapshotScript keeps a State's value beside the channel's stream,

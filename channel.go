@@ -526,7 +526,7 @@ func (hc *hubChannel) frameMeta(m Message, mt meta) *frame {
 	k := hc.kindOf()
 	var f *frame
 	if pk, ok := k.(plainKind); ok && mt.Text != nil {
-		f = newTextFrame(pk.quoted, pk.key, m, mt.Text.Event)
+		f = newTextFrame(pk.quoted(), pk.key(), m, mt.Text.Event)
 	}
 	if f == nil {
 		f = k.frame(m)

@@ -36,25 +36,46 @@ type kind interface {
 	fold(fs []*frame) (out []*frame, skip Position, ok bool)
 }
 
-// plainKind is the kind of channels that are neither lists nor States.
+// plainKind is the kind of channels that are neither lists nor States. It
+// reads what it needs from the channel, so that it is one pointer, which a
+// kind holds without an allocation of its own.
 type plainKind struct {
-	name   string
-	quoted []byte // name as a JSON string
-	key    []byte // Options.QueryKey for the channel, as JSON, or nil
-	reset  []byte // Options.ResetText for the channel, as an SSE event, or nil
+	hc *hubChannel
 }
 
-func (k plainKind) frame(m Message) *frame { return newDataFrame(k.quoted, k.key, m) }
+// name is the channel's name.
+func (k plainKind) name() string { return k.hc.name }
+
+// quoted is the channel's name as a JSON string.
+func (k plainKind) quoted() []byte { return k.hc.quoted }
+
+// key is Options.QueryKey for the channel, as JSON, or nil.
+func (k plainKind) key() []byte {
+	if c := k.hc.conf; c != nil {
+		return c.key
+	}
+	return nil
+}
+
+// reset is Options.ResetText for the channel, as an SSE event, or nil.
+func (k plainKind) reset() []byte {
+	if c := k.hc.conf; c != nil {
+		return c.reset
+	}
+	return nil
+}
+
+func (k plainKind) frame(m Message) *frame { return newDataFrame(k.quoted(), k.key(), m) }
 
 func (plainKind) fanned(*frame) {}
 
 func (plainKind) lost(Position) {}
 
 func (k plainKind) resetFrame(cursor Position, reason string, ws bool) *frame {
-	f := resetFrame(k.name, cursor, reason, ws)
-	if !ws && k.reset != nil {
+	f := resetFrame(k.name(), cursor, reason, ws)
+	if r := k.reset(); !ws && r != nil {
 		// The application's words follow the hub's (Options.ResetText).
-		f.sse = append(f.sse, k.reset...)
+		f.sse = append(f.sse, r...)
 	}
 	return f
 }
@@ -70,11 +91,7 @@ func (plainKind) fold([]*frame) ([]*frame, Position, bool) { return nil, Positio
 
 // plain returns the channel's encoding as a plain channel.
 func (hc *hubChannel) plain() plainKind {
-	k := plainKind{name: hc.name, quoted: hc.quoted}
-	if c := hc.conf; c != nil {
-		k.key, k.reset = c.key, c.reset
-	}
-	return k
+	return plainKind{hc}
 }
 
 // base returns the channel's kind but for a State: a list or plain.

@@ -103,7 +103,7 @@ func coalesceList(k listKind, fs []*frame) ([]*frame, bool) {
 	// client's cursor stays where it was, which is safe.
 	out := make([]*frame, len(datas))
 	for i, data := range datas {
-		m := Message{Channel: k.name, Data: data}
+		m := Message{Channel: k.name(), Data: data}
 		if i == len(datas)-1 {
 			m.Pos = fs[len(fs)-1].pos
 		}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-live/live/internal/follow"
@@ -32,7 +33,8 @@ type MemoryOptions struct {
 //
 // A channel that has no subscriber and no retained history is forgotten:
 // at once when its last subscriber leaves, otherwise by a sweep every
-// 1024 publications. A channel forgotten after publications starts a new
+// 1024 publications, which looks at up to 256 channels without a
+// subscriber (so that its cost does not grow with the channels followed). A channel forgotten after publications starts a new
 // epoch when it is used again, so old cursors reset instead of resuming
 // into the wrong numbering; one that never had a publication keeps its
 // epoch, so a client that comes back to it resumes without a reset
@@ -42,12 +44,18 @@ type MemoryBroker struct {
 	age   time.Duration
 	epoch string // random per broker; a channel's epoch adds its generation
 
-	mu       sync.Mutex // guards channels, gen, closed and sweepIn; taken before a memChannel's
+	sweepIn atomic.Int32 // publications until the next sweep
+
+	mu       sync.RWMutex // guards channels, gen, closed, idle and the memChannels' listed; taken before a memChannel's
 	channels map[string]*memChannel
 	gen      uint64 // new channels' epoch suffix; it moves on when a numbering is forgotten
 	closed   bool
-	sweepIn  int
-	done     chan struct{} // closed by Close
+	// idle are the channels that had no subscriber when last looked at,
+	// in the order the sweep looks at them again; each is there once, with
+	// listed set.
+	idle  []idleChannel
+	stale int           // entries of idle whose channel was forgotten outside a sweep
+	done  chan struct{} // closed by Close
 }
 
 var (
@@ -60,6 +68,8 @@ var (
 )
 
 type memChannel struct {
+	listed bool // in the broker's idle list; guarded by the broker's mu
+
 	mu    sync.Mutex // guards everything below
 	dead  bool       // removed from the broker's map; callers look it up again
 	epoch string
@@ -70,6 +80,12 @@ type memChannel struct {
 	keys  map[string]uint64 // the idempotency keys of publications in ring, and their Seq
 	subs  []*memSub
 	snap  *Message // the latest snapshot, or nil
+}
+
+// idleChannel is a channel in the broker's idle list.
+type idleChannel struct {
+	name string
+	c    *memChannel
 }
 
 type memEntry struct {
@@ -102,14 +118,15 @@ func NewMemoryBroker(opts *MemoryOptions) *MemoryBroker {
 	if o.HistoryAge == 0 {
 		o.HistoryAge = 10 * time.Minute
 	}
-	return &MemoryBroker{
+	b := &MemoryBroker{
 		size:     o.HistorySize,
 		age:      o.HistoryAge,
 		epoch:    randomEpoch(),
 		channels: make(map[string]*memChannel),
-		sweepIn:  sweepEvery,
 		done:     make(chan struct{}),
 	}
+	b.sweepIn.Store(sweepEvery)
+	return b
 }
 
 // randomEpoch returns 6 random characters of the epoch alphabet.
@@ -127,23 +144,30 @@ func randomEpoch() string {
 // The record is returned locked.
 func (b *MemoryBroker) channel(name string, create bool) (*memChannel, error) {
 	for {
-		b.mu.Lock()
-		if b.closed {
-			b.mu.Unlock()
+		b.mu.RLock()
+		closed, c := b.closed, b.channels[name]
+		b.mu.RUnlock()
+		if closed {
 			return nil, ErrClosed
 		}
-		c := b.channels[name]
 		if c == nil {
 			if !create {
-				b.mu.Unlock()
 				return nil, nil
 			}
-			// The ring grows with the first publications: a channel
-			// that is followed but quiet costs its record alone.
-			c = &memChannel{epoch: b.epoch + strconv.FormatUint(b.gen, 36)}
-			b.channels[name] = c
+			b.mu.Lock()
+			if b.closed {
+				b.mu.Unlock()
+				return nil, ErrClosed
+			}
+			if c = b.channels[name]; c == nil {
+				// The ring grows with the first publications: a channel
+				// that is followed but quiet costs its record alone.
+				c = &memChannel{epoch: b.epoch + strconv.FormatUint(b.gen, 36), listed: true}
+				b.channels[name] = c
+				b.idle = append(b.idle, idleChannel{name, c})
+			}
+			b.mu.Unlock()
 		}
-		b.mu.Unlock()
 		c.mu.Lock()
 		if !c.dead {
 			return c, nil
@@ -195,14 +219,8 @@ func (b *MemoryBroker) publish(ctx context.Context, channel string, head *Positi
 	}
 	c.mu.Unlock()
 
-	b.mu.Lock()
-	b.sweepIn--
-	sweep := b.sweepIn <= 0
-	if sweep {
-		b.sweepIn = sweepEvery
-	}
-	b.mu.Unlock()
-	if sweep {
+	if b.sweepIn.Add(-1) <= 0 {
+		b.sweepIn.Store(sweepEvery)
 		b.sweep()
 	}
 	return m.Pos, nil
@@ -308,8 +326,9 @@ func (b *MemoryBroker) unfollow(channel string, c *memChannel, s *memSub) {
 	c.mu.Unlock()
 	if idle {
 		b.mu.Lock()
-		if b.channels[channel] == c {
-			b.forgetLocked(channel, c, time.Now())
+		if b.channels[channel] == c && b.forgetLocked(channel, c, time.Now()) && !c.listed {
+			c.listed = true
+			b.idle = append(b.idle, idleChannel{channel, c})
 		}
 		b.mu.Unlock()
 	}
@@ -406,30 +425,70 @@ func (b *MemoryBroker) Snapshot(ctx context.Context, channel string) (Position, 
 	return c.snap.Pos, c.snap.Data, nil
 }
 
-// sweep forgets channels that have neither subscribers nor history.
+// sweep forgets channels that have neither subscribers nor history, of up
+// to sweepBatch of those that had no subscriber when last looked at.
 func (b *MemoryBroker) sweep() {
 	now := time.Now()
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for name, c := range b.channels {
-		b.forgetLocked(name, c, now)
+	n := min(len(b.idle), sweepBatch)
+	var again []idleChannel
+	for _, e := range b.idle[:n] {
+		if !e.c.listed || b.channels[e.name] != e.c {
+			b.stale = max(b.stale-1, 0)
+			continue // forgotten since
+		}
+		e.c.listed = false
+		if b.forgetLocked(e.name, e.c, now) {
+			e.c.listed = true
+			again = append(again, e)
+		}
 	}
+	clear(b.idle[:n])
+	b.idle = append(b.idle[n:], again...)
 }
 
+// compactLocked drops the entries of forgotten channels from the idle
+// list. b.mu is held.
+func (b *MemoryBroker) compactLocked() {
+	kept := b.idle[:0]
+	for _, e := range b.idle {
+		if e.c.listed && b.channels[e.name] == e.c {
+			kept = append(kept, e)
+		}
+	}
+	clear(b.idle[len(kept):])
+	b.idle, b.stale = kept, 0
+}
+
+// sweepBatch is how many channels a sweep looks at.
+const sweepBatch = 256
+
 // forgetLocked forgets c, the record of channel name, if it has neither
-// subscribers nor history left at now. b.mu is held.
-func (b *MemoryBroker) forgetLocked(name string, c *memChannel, now time.Time) {
+// subscribers nor history left at now, and reports whether it is kept
+// without a subscriber, its history not yet expired. b.mu is held.
+func (b *MemoryBroker) forgetLocked(name string, c *memChannel, now time.Time) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	b.expireLocked(c, now)
-	if len(c.subs) > 0 || c.n > 0 {
-		return
+	if len(c.subs) > 0 {
+		return false
+	}
+	if c.n > 0 {
+		return true
 	}
 	c.dead = true
 	delete(b.channels, name)
+	if c.listed {
+		c.listed = false
+		if b.stale++; b.stale > 64 && 2*b.stale > len(b.idle) {
+			b.compactLocked()
+		}
+	}
 	if c.seq > 0 && c.epoch == b.epoch+strconv.FormatUint(b.gen, 36) {
 		b.gen++ // a numbering is lost: the channel's next life needs another epoch
 	}
+	return false
 }
 
 // Close ends every subscription with ErrClosed and makes later calls fail

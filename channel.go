@@ -24,10 +24,6 @@ type hubChannel struct {
 	// conf is what the application's Options say of this channel, nil
 	// when they say nothing.
 	conf *channelConf
-	// presence is set when Options.Presence opts the channel in: its
-	// subscribers join and leave the hub's presence.
-	presence bool
-
 	refs int          // guarded by h.mu: local subscribers plus those joining
 	pubs atomic.Int64 // publications fanned out, for the inspector
 
@@ -38,21 +34,23 @@ type hubChannel struct {
 	mu sync.Mutex // guards the fields below
 	// ready is closed, and forgotten, when the first follow is active or
 	// has failed (err says why); made only for those who wait for it.
-	ready    chan struct{}
-	err      error
-	subs     []*subscription
-	last     Position // newest publication fanned out
-	started  bool     // the broker called ready at least once
-	readies  int      // broker subscriptions that became active
-	down     bool     // the broker subscription broke and is not active again yet
-	catching bool     // a catch-up from history is running; deliveries wait in held
+	ready   chan struct{}
+	err     error
+	subs    []*subscription
+	last    Position // newest publication fanned out
+	readies int      // broker subscriptions that became active
 	// The follow of the broker's: attempt counts the follows started, stop
-	// ends the current one (nil when none is running), retry is the timer
-	// of the next after one ended, delay the backoff before it, and
-	// released is set when the last subscriber left.
+	// ends the current one (nil when none is running), and released is set
+	// when the last subscriber left.
 	attempt  int
 	stop     func()
+	started  bool // the broker called ready at least once
+	down     bool // the broker subscription broke and is not active again yet
+	catching bool // a catch-up from history is running; deliveries wait in held
 	released bool
+	// presence is set when Options.Presence opts the channel in: its
+	// subscribers join and leave the hub's presence. Set at creation.
+	presence bool
 	// mend is what the channel keeps while it mends a break (a catch-up,
 	// a follow to try again): made the first time, so that a channel that
 	// never broke does not carry it.
@@ -62,15 +60,19 @@ type hubChannel struct {
 	// last, oldest first: resuming clients whose cursor they cover replay
 	// from here, sharing the frames, without asking the broker. That is
 	// what makes a reconnection storm cheap.
-	recent      []*frame
-	recentBytes int
+	// Made with the first publication.
+	recent *recentFrames
 
-	// Pages of history read for the replays running on the channel
-	// (replay.go), by the position they follow, oldest first in pageOrder.
-	pmu       sync.Mutex // guards the fields below
-	replays   int
-	pages     map[Position]*page
-	pageOrder []Position
+	// The pages of history read for the replays running on the channel
+	// (replay.go), nil when none runs.
+	pmu sync.Mutex // guards pc
+	pc  *pageCache
+}
+
+// recentFrames are a channel's recent frames and their size.
+type recentFrames struct {
+	frames []*frame
+	bytes  int
 }
 
 // channelConf is what the application's Options say of a channel.
@@ -114,45 +116,54 @@ func (hc *hubChannel) rememberLocked(f *frame) {
 	if f.pos.Epoch == "" || !hc.kindOf().replays() {
 		return
 	}
-	if n := len(hc.recent); n > 0 {
-		if p := hc.recent[n-1].pos; p.Epoch != f.pos.Epoch || p.Seq+1 != f.pos.Seq {
-			hc.forgetLocked()
+	r := hc.recent
+	if r == nil {
+		r = new(recentFrames)
+		hc.recent = r
+	}
+	if n := len(r.frames); n > 0 {
+		if p := r.frames[n-1].pos; p.Epoch != f.pos.Epoch || p.Seq+1 != f.pos.Seq {
+			clear(r.frames)
+			r.frames, r.bytes = nil, 0
 		}
 	}
-	hc.recent = append(hc.recent, f)
-	hc.recentBytes += f.size()
+	r.frames = append(r.frames, f)
+	r.bytes += f.size()
 	keep, keepBytes := maxRecent, maxRecentBytes
 	if len(hc.subs) <= maxTurns {
 		keep, keepBytes = maxRecentFew, maxRecentFewBytes
 	}
 	drop := 0
-	for len(hc.recent)-drop > keep || hc.recentBytes > keepBytes {
-		hc.recentBytes -= hc.recent[drop].size()
-		hc.recent[drop] = nil
+	for len(r.frames)-drop > keep || r.bytes > keepBytes {
+		r.bytes -= r.frames[drop].size()
+		r.frames[drop] = nil
 		drop++
 	}
 	if drop > 0 {
-		hc.recent = hc.recent[drop:]
+		r.frames = r.frames[drop:]
 	}
 }
 
 func (hc *hubChannel) forgetLocked() {
-	clear(hc.recent)
-	hc.recent, hc.recentBytes = nil, 0
+	if r := hc.recent; r != nil {
+		clear(r.frames)
+		hc.recent = nil
+	}
 }
 
 // recentAfterLocked returns the frames after p up to last, if the recent
 // frames hold all of them.
 func (hc *hubChannel) recentAfterLocked(p Position) ([]*frame, bool) {
-	if len(hc.recent) == 0 || !hc.kindOf().replays() {
+	r := hc.recent
+	if r == nil || len(r.frames) == 0 || !hc.kindOf().replays() {
 		return nil, false
 	}
-	first := hc.recent[0].pos
-	newest := hc.recent[len(hc.recent)-1].pos
+	first := r.frames[0].pos
+	newest := r.frames[len(r.frames)-1].pos
 	if p.Epoch != first.Epoch || newest != hc.last || p.Seq+1 < first.Seq || p.Seq >= newest.Seq {
 		return nil, false
 	}
-	return hc.recent[p.Seq+1-first.Seq:], true
+	return r.frames[p.Seq+1-first.Seq:], true
 }
 
 // maxHeld bounds the publications a channel holds while it catches up.

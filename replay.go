@@ -29,14 +29,32 @@ type page struct {
 	err    error
 }
 
+// pageCache is what a channel keeps of the history its replays read, by
+// the position each page follows, oldest first in order.
+type pageCache struct {
+	replays int
+	pages   map[Position]*page
+	order   []Position
+}
+
+// pagesLocked returns the channel's page cache, making it if needed.
+// hc.pmu is held.
+func (hc *hubChannel) pagesLocked() *pageCache {
+	if hc.pc == nil {
+		hc.pc = new(pageCache)
+	}
+	return hc.pc
+}
+
 // replaying counts a replay in (d = 1) or out (d = -1) of hc; the last
 // one out drops the pages kept.
 func (hc *hubChannel) replaying(d int) {
 	hc.pmu.Lock()
 	defer hc.pmu.Unlock()
-	hc.replays += d
-	if hc.replays == 0 {
-		hc.pages, hc.pageOrder = nil, nil
+	pc := hc.pagesLocked()
+	pc.replays += d
+	if pc.replays == 0 {
+		hc.pc = nil
 	}
 }
 
@@ -59,25 +77,26 @@ func (hc *hubChannel) page(ctx context.Context, p Position) ([]*frame, error) {
 		return recent[:n:n], nil
 	}
 	hc.pmu.Lock()
-	pg := hc.pages[p]
+	pc := hc.pagesLocked()
+	pg := pc.pages[p]
 	if pg == nil {
 		pg = &page{done: make(chan struct{})}
-		if hc.pages == nil {
-			hc.pages = make(map[Position]*page)
+		if pc.pages == nil {
+			pc.pages = make(map[Position]*page)
 		}
-		hc.pages[p] = pg
-		hc.pageOrder = append(hc.pageOrder, p)
-		if len(hc.pageOrder) > max(maxPages, hc.replays) {
-			delete(hc.pages, hc.pageOrder[0])
-			hc.pageOrder = hc.pageOrder[1:]
+		pc.pages[p] = pg
+		pc.order = append(pc.order, p)
+		if len(pc.order) > max(maxPages, pc.replays) {
+			delete(pc.pages, pc.order[0])
+			pc.order = pc.order[1:]
 		}
 		hc.pmu.Unlock()
 		pg.frames, pg.err = hc.readPage(p)
 		close(pg.done)
 		if pg.err != nil {
 			hc.pmu.Lock()
-			if hc.pages[p] == pg {
-				delete(hc.pages, p) // the next replay tries again
+			if pc.pages[p] == pg {
+				delete(pc.pages, p) // the next replay tries again
 			}
 			hc.pmu.Unlock()
 		}

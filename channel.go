@@ -177,13 +177,12 @@ func (h *Hub) acquire(ctx context.Context, name string) (*hubChannel, error) {
 		return nil, err
 	}
 	hc.mu.Lock()
-	ready := hc.ready
-	if !hc.started && hc.err == nil && ready == nil {
-		ready = make(chan struct{})
-		hc.ready = ready
-	}
-	if hc.started || hc.err != nil {
-		ready = nil
+	var ready chan struct{}
+	if !hc.started && hc.err == nil {
+		if hc.ready == nil {
+			hc.ready = make(chan struct{})
+		}
+		ready = hc.ready
 	}
 	err = hc.err
 	hc.mu.Unlock()
@@ -625,6 +624,9 @@ func (hc *hubChannel) acceptLocked(f *frame, t *turns) {
 // fanoutLocked fans f out to the subscribers. With t, and few enough of
 // them, the writers' turns they need are kept in t for the caller.
 func (hc *hubChannel) fanoutLocked(f *frame, t *turns) {
+	if len(hc.subs) > maxTurns {
+		t = nil // the pool writes a wide channel's connections in parallel
+	}
 	hc.last = f.pos
 	hc.pubs.Add(1)
 	hc.rememberLocked(f)
@@ -643,11 +645,7 @@ func (hc *hubChannel) fanoutLocked(f *frame, t *turns) {
 			s.holdLocked(f)
 			continue
 		}
-		if len(hc.subs) > maxTurns {
-			s.c.push(f)
-		} else {
-			t.add(s.c, f)
-		}
+		t.add(s.c, f)
 	}
 }
 

@@ -54,8 +54,7 @@ type MemoryBroker struct {
 	// in the order the sweep looks at them again; each is there once, with
 	// listed set.
 	idle  []idleChannel
-	stale int           // entries of idle whose channel was forgotten outside a sweep
-	done  chan struct{} // closed by Close
+	stale int // entries of idle whose channel was forgotten outside a sweep
 }
 
 var (
@@ -123,7 +122,6 @@ func NewMemoryBroker(opts *MemoryOptions) *MemoryBroker {
 		age:      o.HistoryAge,
 		epoch:    randomEpoch(),
 		channels: make(map[string]*memChannel),
-		done:     make(chan struct{}),
 	}
 	b.sweepIn.Store(sweepEvery)
 	return b
@@ -500,7 +498,6 @@ func (b *MemoryBroker) Close() error {
 		return nil
 	}
 	b.closed = true
-	close(b.done)
 	for _, c := range b.channels {
 		c.mu.Lock()
 		subs := c.subs

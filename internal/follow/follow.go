@@ -65,13 +65,6 @@ func (g *Gate[P, M]) Shut() bool {
 	return open
 }
 
-// Open reports whether the gate is open.
-func (g *Gate[P, M]) Open() bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return !g.shut
-}
-
 // Subscribe follows with start until ctx ends, then stops and returns nil;
 // if the follow ends first, it returns the error it ended with. An error
 // from start is returned as it is. It is live.Broker's Subscribe for a
